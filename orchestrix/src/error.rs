@@ -1,0 +1,246 @@
+//! Typed errors: what went wrong, where, and what to do about it.
+
+use std::fmt;
+
+use crate::store::ExpectedVersion;
+use crate::stream::StreamId;
+
+/// A boxed error from an adapter's backend (a driver, a socket, a parser).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// An error from a storage or messaging port.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The stream's current version did not match the expected one; nothing
+    /// was written.
+    #[error("stream `{stream}` is at version {actual:?}, but the append expected {expected}")]
+    WrongExpectedVersion {
+        /// The stream appended to.
+        stream: StreamId,
+        /// What the caller expected.
+        expected: ExpectedVersion,
+        /// The stream's actual last version (`None`: the stream does not exist).
+        actual: Option<u64>,
+    },
+    /// The input cannot be stored (an oversized id, a NUL byte, a bad name).
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    /// A stored record cannot be read back (a corrupt row, a truncated value).
+    #[error("corrupt record in stream `{stream}` at version {version}: {reason}")]
+    Corrupt {
+        /// The stream holding the record.
+        stream: StreamId,
+        /// The record's version in its stream.
+        version: u64,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The backend could not be reached or dropped the connection; the
+    /// operation may be retried.
+    #[error("backend unavailable: {0}")]
+    Unavailable(#[source] BoxError),
+    /// The backend answered with an error.
+    #[error("backend error: {0}")]
+    Backend(#[source] BoxError),
+}
+
+impl StoreError {
+    /// Wraps a backend error.
+    pub fn backend(error: impl Into<BoxError>) -> Self {
+        Self::Backend(error.into())
+    }
+
+    /// True for [`StoreError::WrongExpectedVersion`].
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, Self::WrongExpectedVersion { .. })
+    }
+}
+
+/// An upcaster refused to convert old event data.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct UpcastError {
+    message: String,
+}
+
+impl UpcastError {
+    /// Explains why the data cannot be upcast.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self { message: message.into() }
+    }
+}
+
+/// Why stored event data could not become a typed event.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeErrorKind {
+    /// The type name is not one of the event type's names.
+    #[error("the type is unknown to this code")]
+    UnknownType,
+    /// The data was written by newer code than this one.
+    #[error("the stored schema version is newer than the code, which knows up to version {supported}")]
+    NewerThanCode {
+        /// The newest version this code reads.
+        supported: u32,
+    },
+    /// No chain of upcasters leads from the stored version to the current one.
+    #[error("no upcaster chain leads from the stored schema version to version {supported}")]
+    NoUpcaster {
+        /// The version the code reads.
+        supported: u32,
+    },
+    /// An upcaster refused the data.
+    #[error("the upcaster from version {from} failed: {error}")]
+    Upcast {
+        /// The version the failing upcaster starts from.
+        from: u32,
+        /// Its explanation.
+        #[source]
+        error: UpcastError,
+    },
+    /// The JSON does not match the event's fields.
+    #[error("the data does not match the event's fields: {0}")]
+    Malformed(#[source] serde_json::Error),
+}
+
+/// A stored event that cannot be decoded, with where it is stored.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot decode event `{event_type}` (schema v{schema_version}) at `{stream}` version {stream_version}: {kind}")]
+pub struct DecodeError {
+    /// The stream holding the event.
+    pub stream: StreamId,
+    /// The event's version in its stream.
+    pub stream_version: u64,
+    /// The stored type name.
+    pub event_type: String,
+    /// The stored schema version.
+    pub schema_version: u32,
+    /// What went wrong.
+    #[source]
+    pub kind: DecodeErrorKind,
+}
+
+/// A framework error that is not the domain's: storage, decoding,
+/// serialization, configuration.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A port failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A stored event could not be decoded.
+    #[error(transparent)]
+    Decode(#[from] Box<DecodeError>),
+    /// A stored snapshot could not be decoded.
+    #[error("cannot decode the snapshot of `{stream}` at version {version}: {source}")]
+    Snapshot {
+        /// The snapshotted stream.
+        stream: StreamId,
+        /// The version the snapshot was taken at.
+        version: u64,
+        /// What went wrong.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// An event or snapshot could not be serialized.
+    #[error("cannot serialize {what}: {source}")]
+    Serialize {
+        /// What was being serialized.
+        what: &'static str,
+        /// The serializer's error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A handler needs a service that was not registered with the builder.
+    #[error("no service of type `{service}` is registered; add it with `Orchestrix::builder().service(...)`")]
+    MissingService {
+        /// The missing service's type name.
+        service: &'static str,
+    },
+}
+
+impl From<DecodeError> for Error {
+    fn from(error: DecodeError) -> Self {
+        Self::Decode(Box::new(error))
+    }
+}
+
+/// The error of executing a command: the domain's rejection, or one of the
+/// framework's distinct failures.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CommandError<E> {
+    /// The handler rejected the command with a domain error.
+    #[error("command rejected: {0}")]
+    Rejected(#[source] E),
+    /// The command needs an existing aggregate and there is none.
+    #[error("{aggregate} `{id}` does not exist")]
+    AggregateNotFound {
+        /// The aggregate type.
+        aggregate: &'static str,
+        /// The id that was looked up.
+        id: String,
+    },
+    /// The command creates an aggregate and one already exists.
+    #[error("{aggregate} `{id}` already exists")]
+    AggregateAlreadyExists {
+        /// The aggregate type.
+        aggregate: &'static str,
+        /// The id that was looked up.
+        id: String,
+    },
+    /// The command's type was not registered with the application.
+    #[error("command `{command}` is not registered; register its handler with `Orchestrix::builder().{registration}`")]
+    Unregistered {
+        /// The command type.
+        command: &'static str,
+        /// The builder call that registers it.
+        registration: String,
+    },
+    /// Every attempt lost an optimistic-concurrency race.
+    #[error("{aggregate} `{id}` kept changing concurrently; gave up after {attempts} attempts")]
+    Conflict {
+        /// The aggregate type.
+        aggregate: &'static str,
+        /// The aggregate id.
+        id: String,
+        /// How many attempts were made.
+        attempts: u32,
+    },
+    /// Storage, decoding or configuration failed.
+    #[error(transparent)]
+    Framework(#[from] Error),
+}
+
+impl<E> CommandError<E> {
+    /// The domain error, if the handler rejected the command.
+    pub fn rejection(&self) -> Option<&E> {
+        match self {
+            Self::Rejected(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl<E> From<StoreError> for CommandError<E> {
+    fn from(error: StoreError) -> Self {
+        Self::Framework(Error::Store(error))
+    }
+}
+
+impl<E> From<DecodeError> for CommandError<E> {
+    fn from(error: DecodeError) -> Self {
+        Self::Framework(Error::from(error))
+    }
+}
+
+impl fmt::Display for ExpectedVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Any => f.write_str("any version"),
+            Self::NoStream => f.write_str("no stream"),
+            Self::Exact(v) => write!(f, "version {v}"),
+        }
+    }
+}

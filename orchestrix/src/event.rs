@@ -1,0 +1,186 @@
+//! The [`Event`] trait: how a Rust type becomes a stored, versioned event.
+
+use std::fmt::Debug;
+
+use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
+use serde_json::Value;
+
+use crate::error::{DecodeErrorKind, UpcastError};
+
+/// One stored event type: its stable name and its current schema version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct EventType {
+    /// The stable type name, stored with every event of this type.
+    pub name: &'static str,
+    /// The schema version the code writes today (1 or more).
+    pub version: u32,
+}
+
+/// A domain event: a fact that happened, stored as (type name, schema
+/// version, JSON data).
+///
+/// Implemented by `#[event]` on an enum (one stored type per variant) or a
+/// struct. The data carries no enum tag: a reader in another language sees a
+/// plain JSON object. A hand-written implementation must keep the same
+/// contract, which the `decode` of an older version upholds by *upcasting*
+/// the JSON step by step to the current version before deserializing it.
+///
+/// ```
+/// use orchestrix::prelude::*;
+///
+/// #[event]
+/// #[derive(Debug, Clone, PartialEq)]
+/// pub enum AccountEvent {
+///     Opened { owner: String },
+///     Deposited { amount: u64 },
+/// }
+///
+/// let event = AccountEvent::Deposited { amount: 5 };
+/// assert_eq!(event.event_type(), "AccountDeposited");
+/// assert_eq!(event.encode().unwrap().get(), r#"{"amount":5}"#);
+/// let back = AccountEvent::decode("AccountDeposited", 1, &event.encode().unwrap()).unwrap();
+/// assert_eq!(back, event);
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an event",
+    label = "not an event",
+    note = "annotate the type with `#[orchestrix::event]`"
+)]
+pub trait Event: Debug + Send + Sync + Sized + 'static {
+    /// Every stored type this Rust type can be, with its current version.
+    fn event_types() -> &'static [EventType];
+
+    /// The stored type name of this value.
+    fn event_type(&self) -> &'static str;
+
+    /// The schema version this value is written with.
+    fn schema_version(&self) -> u32;
+
+    /// Serializes the value's fields (no enum tag) as a JSON object.
+    fn encode(&self) -> Result<Box<RawValue>, serde_json::Error>;
+
+    /// Rebuilds a value from a stored type name, schema version and data,
+    /// upcasting data of an older version.
+    fn decode(event_type: &str, schema_version: u32, data: &RawValue) -> Result<Self, DecodeErrorKind>;
+
+    /// The names of [`Event::event_types`], for filtering the global log.
+    fn type_names() -> Vec<&'static str> {
+        Self::event_types().iter().map(|t| t.name).collect()
+    }
+}
+
+/// An upcaster turns the JSON data of schema version `n` into version `n + 1`.
+pub type Upcaster = fn(Value) -> Result<Value, UpcastError>;
+
+/// Deserializes `data` stored at `stored_version` into `T`, whose current
+/// version is `current_version`, running `upcasters[v - 1]` for every
+/// version `v` from the stored one up to the current one.
+///
+/// This is the engine behind the `decode` that `#[event]` generates; it is
+/// public for hand-written [`Event`] implementations.
+///
+/// ```
+/// use orchestrix::event::decode_versioned;
+/// use orchestrix::UpcastError;
+/// use serde_json::{json, value::RawValue, Value};
+///
+/// #[derive(serde::Deserialize, Debug, PartialEq)]
+/// struct Withdrawn { amount: u64, reason: String }
+///
+/// fn v1_to_v2(mut v: Value) -> Result<Value, UpcastError> {
+///     v["reason"] = json!("unknown");
+///     Ok(v)
+/// }
+///
+/// let old = RawValue::from_string(r#"{"amount":3}"#.to_owned()).unwrap();
+/// let ev: Withdrawn = decode_versioned(&old, 1, 2, &[v1_to_v2]).unwrap();
+/// assert_eq!(ev, Withdrawn { amount: 3, reason: "unknown".into() });
+/// ```
+pub fn decode_versioned<T: DeserializeOwned>(
+    data: &RawValue,
+    stored_version: u32,
+    current_version: u32,
+    upcasters: &[Upcaster],
+) -> Result<T, DecodeErrorKind> {
+    if stored_version == current_version {
+        return serde_json::from_str(data.get()).map_err(DecodeErrorKind::Malformed);
+    }
+    if stored_version > current_version {
+        return Err(DecodeErrorKind::NewerThanCode { supported: current_version });
+    }
+    // The chain covers versions 1..current; anything below 1 has no upcaster.
+    let first = usize::try_from(stored_version).unwrap_or(usize::MAX).checked_sub(1);
+    let chain = first.and_then(|first| upcasters.get(first..));
+    let Some(chain) = chain.filter(|c| c.len() as u64 == u64::from(current_version - stored_version)) else {
+        return Err(DecodeErrorKind::NoUpcaster { supported: current_version });
+    };
+    let mut value: Value = serde_json::from_str(data.get()).map_err(DecodeErrorKind::Malformed)?;
+    for (step, upcast) in chain.iter().enumerate() {
+        let from = stored_version + u32::try_from(step).unwrap_or(u32::MAX);
+        value = upcast(value).map_err(|error| DecodeErrorKind::Upcast { from, error })?;
+    }
+    serde_json::from_value(value).map_err(DecodeErrorKind::Malformed)
+}
+
+/// Serializes `value` straight into a [`RawValue`].
+pub fn encode_raw<T: serde::Serialize + ?Sized>(value: &T) -> Result<Box<RawValue>, serde_json::Error> {
+    serde_json::value::to_raw_value(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[derive(serde::Deserialize, Debug, PartialEq)]
+    struct V3 {
+        a: u32,
+        b: u32,
+        c: u32,
+    }
+
+    fn add_b(mut v: Value) -> Result<Value, UpcastError> {
+        v["b"] = json!(2);
+        Ok(v)
+    }
+
+    fn add_c(mut v: Value) -> Result<Value, UpcastError> {
+        v["c"] = json!(3);
+        Ok(v)
+    }
+
+    fn refuse(_: Value) -> Result<Value, UpcastError> {
+        Err(UpcastError::new("field `a` is missing"))
+    }
+
+    fn raw(s: &str) -> Box<RawValue> {
+        RawValue::from_string(s.to_owned()).unwrap()
+    }
+
+    #[test]
+    fn chains_upcasters_from_any_older_version() {
+        let chain: [Upcaster; 2] = [add_b, add_c];
+        let from_v1: V3 = decode_versioned(&raw(r#"{"a":1}"#), 1, 3, &chain).unwrap();
+        let from_v2: V3 = decode_versioned(&raw(r#"{"a":1,"b":2}"#), 2, 3, &chain).unwrap();
+        let current: V3 = decode_versioned(&raw(r#"{"a":1,"b":2,"c":3}"#), 3, 3, &chain).unwrap();
+        assert_eq!(from_v1, V3 { a: 1, b: 2, c: 3 });
+        assert_eq!(from_v1, from_v2);
+        assert_eq!(from_v2, current);
+    }
+
+    #[test]
+    fn newer_missing_and_failing_versions_are_typed_errors() {
+        let chain: [Upcaster; 2] = [add_b, refuse];
+        let newer = decode_versioned::<V3>(&raw("{}"), 4, 3, &chain).unwrap_err();
+        assert!(matches!(newer, DecodeErrorKind::NewerThanCode { supported: 3 }));
+        let zero = decode_versioned::<V3>(&raw("{}"), 0, 3, &chain).unwrap_err();
+        assert!(matches!(zero, DecodeErrorKind::NoUpcaster { supported: 3 }));
+        let short = decode_versioned::<V3>(&raw("{}"), 1, 3, &chain[..1]).unwrap_err();
+        assert!(matches!(short, DecodeErrorKind::NoUpcaster { .. }));
+        let failed = decode_versioned::<V3>(&raw(r#"{"a":1}"#), 1, 3, &chain).unwrap_err();
+        assert!(matches!(failed, DecodeErrorKind::Upcast { from: 2, .. }), "{failed:?}");
+        let malformed = decode_versioned::<V3>(&raw(r#"{"a":"x"}"#), 3, 3, &chain).unwrap_err();
+        assert!(matches!(malformed, DecodeErrorKind::Malformed(_)));
+    }
+}

@@ -1,0 +1,142 @@
+//! # Orchestrix
+//!
+//! Event sourcing and CQRS for Rust. You describe the domain with three
+//! attributes; Orchestrix stores every change as an immutable event,
+//! rebuilds aggregates from their events (with snapshots and time travel),
+//! and routes commands with optimistic concurrency.
+//!
+//! ## A tour
+//!
+//! - [`macro@event`] turns an enum (one stored type per variant) or a struct into an
+//!   [`Event`]: a stable type name, a schema version, upcasters from older
+//!   versions, JSON data without an enum tag.
+//! - [`macro@aggregate`] implements [`Aggregate`]: its name, id type, event and error
+//!   types, and snapshot policy.
+//! - [`macro@command_handler`] on an aggregate's impl block makes each method the
+//!   handler of its command type ([`AggregateCommand`]); on a free async
+//!   function it handles a command that belongs to no aggregate
+//!   ([`StandaloneCommand`]).
+//! - [`Orchestrix`] is the application: `execute` loads the aggregate,
+//!   runs the handler, appends the events with optimistic concurrency and
+//!   retries on a conflict.
+//! - [`Repository`] loads aggregates from the latest snapshot plus the tail
+//!   of their stream, and travels in time with `load_at` and `load_as_of`.
+//! - The [`store`] module holds the ports ([`EventStore`],
+//!   [`SnapshotStore`], [`CheckpointStore`], [`KeyValueStore`],
+//!   [`MessageBus`], [`DeadLetterStore`]); [`memory`] holds the in-memory
+//!   adapters that define their reference behaviour.
+//! - With the `testing` feature, `testing` offers given/when/then fixtures
+//!   and the conformance suite every adapter runs.
+//!
+//! ```
+//! use orchestrix::prelude::*;
+//!
+//! #[event]
+//! #[derive(Debug, Clone, PartialEq)]
+//! pub enum AccountEvent {
+//!     Opened { owner: String },
+//!     Deposited { amount: u64 },
+//! }
+//!
+//! #[derive(Debug, thiserror::Error)]
+//! pub enum BankError {
+//!     #[error("amount must be positive")]
+//!     ZeroAmount,
+//! }
+//!
+//! #[aggregate(event = AccountEvent, error = BankError)]
+//! #[derive(Debug, Default)]
+//! pub struct Account { balance: u64 }
+//!
+//! impl Account {
+//!     fn apply(&mut self, event: &AccountEvent) {
+//!         if let AccountEvent::Deposited { amount } = event {
+//!             self.balance += amount;
+//!         }
+//!     }
+//! }
+//!
+//! pub struct Open { pub owner: String }
+//! pub struct Deposit { pub amount: u64 }
+//!
+//! #[command_handler]
+//! impl Account {
+//!     fn open(cmd: Open) -> Result<AccountEvent, BankError> {
+//!         Ok(AccountEvent::Opened { owner: cmd.owner })
+//!     }
+//!
+//!     fn deposit(&self, cmd: Deposit) -> Result<AccountEvent, BankError> {
+//!         if cmd.amount == 0 {
+//!             return Err(BankError::ZeroAmount);
+//!         }
+//!         Ok(AccountEvent::Deposited { amount: cmd.amount })
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let app = Orchestrix::builder().in_memory().aggregate::<Account>().build()?;
+//! let id = uuid::Uuid::now_v7();
+//! app.execute(id, Open { owner: "Ada".into() }).await?;
+//! let outcome = app.execute(id, Deposit { amount: 30 }).await?;
+//! assert_eq!(outcome.version, 2);
+//! let account = app.load::<Account>(&id).await?;
+//! assert_eq!(account.state.balance, 30);
+//! # Ok(())
+//! # }
+//! ```
+#![doc(test(attr(deny(warnings))))]
+
+pub mod aggregate;
+pub mod app;
+pub mod command;
+pub mod envelope;
+pub mod error;
+pub mod event;
+pub mod memory;
+pub mod repository;
+pub mod retry;
+pub mod store;
+pub mod stream;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use aggregate::{Aggregate, AggregateId};
+pub use app::{CommandOptions, CommandOutcome, Orchestrix, OrchestrixBuilder};
+pub use command::{AggregateCommand, CommandSet, Existence, StandaloneCommand};
+pub use envelope::{Envelope, Metadata, NewEvent, RecordedEvent};
+pub use error::{CommandError, DecodeError, DecodeErrorKind, Error, StoreError, UpcastError};
+pub use event::{Event, EventType};
+pub use repository::{Loaded, Repository};
+pub use retry::RetryPolicy;
+pub use store::{
+    CheckpointStore, DeadLetterStore, EventFilter, EventStore, ExpectedVersion, KeyValueStore, MessageBus,
+    SnapshotStore,
+};
+pub use stream::StreamId;
+pub use uuid::{self, Uuid};
+
+pub use orchestrix_macros::{aggregate, command_handler, event};
+
+/// Everything a domain module needs: `use orchestrix::prelude::*;`.
+pub mod prelude {
+    pub use crate::{
+        aggregate, command_handler, event, Aggregate, AggregateCommand, CommandError, Event, Metadata, Orchestrix,
+        StandaloneCommand, UpcastError,
+    };
+}
+
+/// Items used by the code the macros generate. Not a stable API: anything
+/// here may change in any release.
+#[doc(hidden)]
+pub mod __private {
+    pub use serde;
+    pub use serde_json;
+    pub use std::any::TypeId;
+    pub use std::boxed::Box;
+    pub use std::vec::Vec;
+    pub use uuid::Uuid;
+
+    pub use crate::command::{CommandDescriptor, HandlerResult};
+    pub use crate::event::{decode_versioned, encode_raw, Upcaster};
+}

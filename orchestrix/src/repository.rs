@@ -1,0 +1,4 @@
+//! Placeholder.
+#![allow(missing_docs, missing_debug_implementations)]
+pub struct Repository;
+pub struct Loaded;

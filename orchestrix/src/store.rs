@@ -1,0 +1,309 @@
+//! The ports: the traits every storage and messaging adapter implements.
+//!
+//! The in-memory adapters in [`crate::memory`] define the reference
+//! behaviour; the conformance suite in `orchestrix::testing::conformance`
+//! checks any other implementation against it.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures_core::Stream;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use uuid::Uuid;
+
+use crate::envelope::{NewEvent, RecordedEvent};
+use crate::error::StoreError;
+use crate::stream::StreamId;
+
+/// A lazily read sequence of stored events.
+pub type EventStream<'a> = Pin<Box<dyn Stream<Item = Result<Arc<RecordedEvent>, StoreError>> + Send + 'a>>;
+
+/// What an append expects of the stream's current version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ExpectedVersion {
+    /// Append whatever the stream's state.
+    Any,
+    /// The stream must not exist yet.
+    NoStream,
+    /// The stream's last event must have this version; `Exact(0)` is the
+    /// same as [`ExpectedVersion::NoStream`].
+    Exact(u64),
+}
+
+impl ExpectedVersion {
+    /// Whether a stream whose last version is `actual` satisfies this
+    /// expectation.
+    pub fn admits(self, actual: Option<u64>) -> bool {
+        match (self, actual) {
+            (Self::Any, _) | (Self::NoStream | Self::Exact(0), None) => true,
+            (Self::Exact(v), Some(a)) => v == a,
+            _ => false,
+        }
+    }
+}
+
+/// Which events a global read or subscription delivers.
+///
+/// ```
+/// use orchestrix::EventFilter;
+///
+/// let all = EventFilter::all();
+/// assert!(all.matches("Anything"));
+/// let some = EventFilter::types(["AccountOpened", "AccountClosed"]);
+/// assert!(some.matches("AccountOpened") && !some.matches("AccountDeposited"));
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventFilter {
+    event_types: Option<Vec<String>>,
+}
+
+impl EventFilter {
+    /// Every event.
+    pub fn all() -> Self {
+        Self::default()
+    }
+
+    /// Only events of the given type names.
+    pub fn types<I, S>(types: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let mut types: Vec<String> = types.into_iter().map(Into::into).collect();
+        types.sort_unstable();
+        types.dedup();
+        Self { event_types: Some(types) }
+    }
+
+    /// The type names, or `None` for every type.
+    pub fn event_types(&self) -> Option<&[String]> {
+        self.event_types.as_deref()
+    }
+
+    /// Whether an event of this type passes.
+    pub fn matches(&self, event_type: &str) -> bool {
+        self.event_types
+            .as_ref()
+            .is_none_or(|types| types.binary_search_by(|t| t.as_str().cmp(event_type)).is_ok())
+    }
+}
+
+/// The event log: append with optimistic concurrency, read a stream, read
+/// and follow the global log.
+#[async_trait]
+pub trait EventStore: Send + Sync + Debug + 'static {
+    /// Appends `events` to `stream` atomically if the stream's version
+    /// matches `expected`, and returns them as recorded.
+    ///
+    /// Either every event is stored or none is. A mismatch is
+    /// [`StoreError::WrongExpectedVersion`]. An empty batch checks the
+    /// expectation and stores nothing.
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<Vec<Arc<RecordedEvent>>, StoreError>;
+
+    /// Reads `stream` from `from_version` (inclusive) in version order.
+    /// A stream that does not exist yields nothing.
+    fn read_stream<'a>(&'a self, stream: &'a StreamId, from_version: u64) -> EventStream<'a>;
+
+    /// Reads the global log from `from_position` (inclusive) in position
+    /// order, keeping the events `filter` passes, up to the current end.
+    fn read_all<'a>(&'a self, from_position: u64, filter: &'a EventFilter) -> EventStream<'a>;
+
+    /// Reads the global log from `from_position` like [`EventStore::read_all`],
+    /// then follows it: new events arrive as they are committed. A reader
+    /// never sees an event at a position lower than one it has already seen.
+    fn subscribe(&self, from_position: u64, filter: EventFilter) -> EventStream<'static>;
+
+    /// The version of the last event of `stream`, or `None` if it has none.
+    async fn stream_version(&self, stream: &StreamId) -> Result<Option<u64>, StoreError>;
+
+    /// The position of the last event in the global log, or `None` if empty.
+    async fn head_position(&self) -> Result<Option<u64>, StoreError>;
+}
+
+/// A stored snapshot: an aggregate's state at one version of its stream.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// The aggregate's stream.
+    pub stream: StreamId,
+    /// The stream version the state includes.
+    pub version: u64,
+    /// The schema version of `state`; a snapshot whose schema version is
+    /// not the code's is ignored and rebuilt.
+    pub schema_version: u32,
+    /// The serialized state.
+    pub state: Box<RawValue>,
+    /// When the snapshot was taken.
+    pub taken_at: DateTime<Utc>,
+}
+
+/// Where aggregate snapshots are kept.
+#[async_trait]
+pub trait SnapshotStore: Send + Sync + Debug + 'static {
+    /// Stores a snapshot, replacing one at the same stream and version.
+    async fn save(&self, snapshot: Snapshot) -> Result<(), StoreError>;
+
+    /// The latest snapshot of `stream`, or with `at_or_before`, the latest
+    /// one whose version is not above it.
+    async fn load(&self, stream: &StreamId, at_or_before: Option<u64>) -> Result<Option<Snapshot>, StoreError>;
+
+    /// Deletes every snapshot of `stream`.
+    async fn delete(&self, stream: &StreamId) -> Result<(), StoreError>;
+}
+
+/// Where consumers of the global log remember how far they got.
+#[async_trait]
+pub trait CheckpointStore: Send + Sync + Debug + 'static {
+    /// The last position `consumer` finished, if any.
+    async fn load(&self, consumer: &str) -> Result<Option<u64>, StoreError>;
+
+    /// Records that `consumer` finished everything up to `position`.
+    async fn save(&self, consumer: &str, position: u64) -> Result<(), StoreError>;
+
+    /// Forgets `consumer`'s checkpoint, so it starts again from the beginning.
+    async fn delete(&self, consumer: &str) -> Result<(), StoreError>;
+}
+
+/// A small durable key-value map, for read models and process state.
+#[async_trait]
+pub trait KeyValueStore: Send + Sync + Debug + 'static {
+    /// The value under `key`.
+    async fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError>;
+
+    /// Stores `value` under `key`, replacing any previous one.
+    async fn put(&self, key: &str, value: Bytes) -> Result<(), StoreError>;
+
+    /// Removes `key`; returns whether it existed.
+    async fn delete(&self, key: &str) -> Result<bool, StoreError>;
+
+    /// Every key that starts with `prefix`, sorted.
+    async fn keys(&self, prefix: &str) -> Result<Vec<String>, StoreError>;
+}
+
+/// A message carried by a [`MessageBus`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// Dot-separated subject, for example `orchestrix.events.Account`.
+    pub subject: String,
+    /// The payload.
+    pub payload: Bytes,
+    /// Headers carried beside the payload.
+    pub headers: BTreeMap<String, String>,
+}
+
+impl Message {
+    /// A message without headers.
+    pub fn new(subject: impl Into<String>, payload: impl Into<Bytes>) -> Self {
+        Self { subject: subject.into(), payload: payload.into(), headers: BTreeMap::new() }
+    }
+}
+
+/// A stream of bus messages.
+pub type MessageStream = Pin<Box<dyn Stream<Item = Result<Message, StoreError>> + Send>>;
+
+/// Publishes messages to subscribers, possibly in other processes.
+///
+/// Subjects are dot-separated tokens; a subscription pattern may use `*`
+/// for exactly one token and a final `>` for one or more (as NATS does).
+#[async_trait]
+pub trait MessageBus: Send + Sync + Debug + 'static {
+    /// Publishes a message to everyone subscribed to a matching pattern.
+    async fn publish(&self, message: Message) -> Result<(), StoreError>;
+
+    /// Receives every message published after this call whose subject
+    /// matches `pattern`.
+    async fn subscribe(&self, pattern: &str) -> Result<MessageStream, StoreError>;
+}
+
+/// An event a consumer could not handle, parked so that it can go on.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// The dead letter's own id.
+    pub id: Uuid,
+    /// The projection, saga or consumer that failed.
+    pub consumer: String,
+    /// The event it failed on.
+    pub event: RecordedEvent,
+    /// The error, rendered with its sources.
+    pub error: String,
+    /// How many times handling was attempted.
+    pub attempts: u32,
+    /// When the event was parked.
+    pub parked_at: DateTime<Utc>,
+}
+
+/// Where events that failed their consumers are parked.
+#[async_trait]
+pub trait DeadLetterStore: Send + Sync + Debug + 'static {
+    /// Parks a dead letter (replacing one with the same id).
+    async fn park(&self, letter: DeadLetter) -> Result<(), StoreError>;
+
+    /// The dead letters of `consumer` (or of every consumer), oldest first.
+    async fn list(&self, consumer: Option<&str>) -> Result<Vec<DeadLetter>, StoreError>;
+
+    /// One dead letter.
+    async fn get(&self, id: Uuid) -> Result<Option<DeadLetter>, StoreError>;
+
+    /// Removes a dead letter; returns whether it existed.
+    async fn remove(&self, id: Uuid) -> Result<bool, StoreError>;
+}
+
+/// Whether `subject` matches a NATS-style `pattern` (`*` one token, a final
+/// `>` one or more tokens).
+///
+/// ```
+/// use orchestrix::store::subject_matches;
+///
+/// assert!(subject_matches("events.*.opened", "events.account.opened"));
+/// assert!(subject_matches("events.>", "events.account.opened"));
+/// assert!(!subject_matches("events.*", "events.account.opened"));
+/// ```
+pub fn subject_matches(pattern: &str, subject: &str) -> bool {
+    let mut subject_tokens = subject.split('.');
+    for token in pattern.split('.') {
+        match (token, subject_tokens.next()) {
+            (">", Some(_)) => return true,
+            ("*", Some(_)) => {}
+            (t, Some(s)) if t == s => {}
+            _ => return false,
+        }
+    }
+    subject_tokens.next().is_none()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expected_version_admits() {
+        assert!(ExpectedVersion::Any.admits(None));
+        assert!(ExpectedVersion::Any.admits(Some(3)));
+        assert!(ExpectedVersion::NoStream.admits(None));
+        assert!(!ExpectedVersion::NoStream.admits(Some(1)));
+        assert!(ExpectedVersion::Exact(0).admits(None));
+        assert!(ExpectedVersion::Exact(3).admits(Some(3)));
+        assert!(!ExpectedVersion::Exact(3).admits(Some(2)));
+        assert!(!ExpectedVersion::Exact(3).admits(None));
+    }
+
+    #[test]
+    fn subjects() {
+        assert!(subject_matches("a.b", "a.b"));
+        assert!(!subject_matches("a.b", "a.b.c"));
+        assert!(!subject_matches("a.b.c", "a.b"));
+        assert!(subject_matches("a.>", "a.b.c"));
+        assert!(!subject_matches("a.>", "a"));
+        assert!(subject_matches("*.b", "x.b"));
+    }
+}

@@ -1,0 +1,150 @@
+//! Stream identity: which aggregate instance a run of events belongs to.
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::StoreError;
+
+/// The longest aggregate type name or id a stream accepts, in bytes.
+///
+/// Adapters index stream names; 10 kB is far past any sensible id and keeps
+/// a hostile input from turning into a multi-megabyte index key.
+pub const MAX_STREAM_PART_LEN: usize = 10 * 1024;
+
+/// The identity of one event stream: an aggregate type (the *category*) and
+/// the id of one aggregate of that type.
+///
+/// Cloning is cheap (two reference counts).
+///
+/// ```
+/// use orchestrix::StreamId;
+///
+/// let stream = StreamId::new("Account", "42").unwrap();
+/// assert_eq!(stream.to_string(), "Account/42");
+/// assert!(StreamId::new("", "42").is_err());
+/// ```
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "StreamIdParts")]
+pub struct StreamId {
+    category: Arc<str>,
+    id: Arc<str>,
+}
+
+impl StreamId {
+    /// Builds a stream id, refusing empty parts, parts longer than
+    /// [`MAX_STREAM_PART_LEN`], NUL characters and a `/` in the category.
+    pub fn new(category: impl Into<Arc<str>>, id: impl Into<Arc<str>>) -> Result<Self, StoreError> {
+        let (category, id) = (category.into(), id.into());
+        validate_part("aggregate type", &category)?;
+        validate_part("aggregate id", &id)?;
+        if category.contains('/') {
+            return Err(StoreError::InvalidInput(format!(
+                "aggregate type `{}` contains `/`, which separates type and id in stream names",
+                truncate_for_message(&category)
+            )));
+        }
+        Ok(Self { category, id })
+    }
+
+    /// The aggregate type, for example `Account`.
+    pub fn category(&self) -> &str {
+        &self.category
+    }
+
+    /// The aggregate id within its type.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+/// The unvalidated form a [`StreamId`] is deserialized from.
+#[derive(Deserialize)]
+struct StreamIdParts {
+    category: String,
+    id: String,
+}
+
+impl TryFrom<StreamIdParts> for StreamId {
+    type Error = StoreError;
+
+    fn try_from(parts: StreamIdParts) -> Result<Self, StoreError> {
+        Self::new(parts.category, parts.id)
+    }
+}
+
+fn validate_part(what: &str, value: &str) -> Result<(), StoreError> {
+    if value.is_empty() {
+        return Err(StoreError::InvalidInput(format!("{what} must not be empty")));
+    }
+    if value.len() > MAX_STREAM_PART_LEN {
+        return Err(StoreError::InvalidInput(format!(
+            "{what} is {} bytes long; the limit is {MAX_STREAM_PART_LEN}",
+            value.len()
+        )));
+    }
+    if value.contains('\0') {
+        return Err(StoreError::InvalidInput(format!(
+            "{what} `{}` contains a NUL character",
+            truncate_for_message(value).replace('\0', "\\0")
+        )));
+    }
+    Ok(())
+}
+
+/// Shortens a user-supplied string so that an error message stays readable.
+pub(crate) fn truncate_for_message(value: &str) -> String {
+    const MAX: usize = 64;
+    if value.len() <= MAX {
+        return value.to_owned();
+    }
+    let mut end = MAX;
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &value[..end])
+}
+
+impl fmt::Display for StreamId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.category, self.id)
+    }
+}
+
+impl fmt::Debug for StreamId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "StreamId({self})")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_hostile_but_valid_strings() {
+        let id = "'; DROP TABLE events; -- \u{1F980} \"quoted\"";
+        let stream = StreamId::new("Account", id).unwrap();
+        assert_eq!(stream.id(), id);
+    }
+
+    #[test]
+    fn refuses_nul_empty_slash_and_oversized_parts() {
+        assert!(matches!(StreamId::new("A", "x\0y"), Err(StoreError::InvalidInput(_))));
+        assert!(matches!(StreamId::new("A", ""), Err(StoreError::InvalidInput(_))));
+        assert!(matches!(StreamId::new("A/B", "1"), Err(StoreError::InvalidInput(_))));
+        let long = "x".repeat(MAX_STREAM_PART_LEN + 1);
+        let err = StreamId::new("A", long).unwrap_err();
+        assert!(err.to_string().contains("limit"), "{err}");
+        assert!(StreamId::new("A", "x".repeat(MAX_STREAM_PART_LEN)).is_ok());
+    }
+
+    #[test]
+    fn truncation_respects_char_boundaries() {
+        let s = "é".repeat(100);
+        let t = truncate_for_message(&s);
+        assert!(t.ends_with('…'));
+        assert!(t.len() < s.len());
+    }
+}
