@@ -1,6 +1,663 @@
-//! Placeholder, replaced by the application in the next commit.
-#![allow(missing_docs, missing_debug_implementations, unreachable_pub)]
-pub struct Orchestrix;
-pub struct OrchestrixBuilder;
-pub struct CommandOptions;
-pub struct CommandOutcome;
+//! The application: registered aggregates and handlers behind one command
+//! bus.
+
+use std::any::{type_name, Any, TypeId};
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use tracing::Instrument;
+use uuid::Uuid;
+
+use crate::aggregate::Aggregate;
+use crate::command::{AggregateCommand, CommandDescriptor, CommandSet, Existence, StandaloneCommand};
+use crate::envelope::{Envelope, Metadata};
+use crate::error::{CommandError, Error, StoreError};
+use crate::memory::{InMemoryEventStore, InMemorySnapshotStore};
+use crate::repository::{Loaded, Repository};
+use crate::retry::RetryPolicy;
+use crate::store::{EventStore, ExpectedVersion, SnapshotStore};
+
+/// How many aggregates per type the command bus keeps in memory by default.
+pub const DEFAULT_CACHE_CAPACITY: usize = 10_000;
+
+/// Per-command context: correlation, causation, tenant, trace, headers.
+///
+/// Whatever is left unset is inherited from the command being handled when
+/// a standalone handler sends further commands, and otherwise derived: the
+/// correlation id defaults to the command's own id.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CommandOptions {
+    /// The id of this command execution (default: a new UUID v7).
+    pub command_id: Option<Uuid>,
+    /// Correlates everything that stems from one original request.
+    pub correlation_id: Option<Uuid>,
+    /// What caused this command (an event's or a request's id); recorded
+    /// as the causation id of the events it produces.
+    pub causation_id: Option<Uuid>,
+    /// Tenant recorded with the events.
+    pub tenant: Option<String>,
+    /// W3C `traceparent` recorded with the events.
+    pub traceparent: Option<String>,
+    /// W3C `tracestate` recorded with the events.
+    pub tracestate: Option<String>,
+    /// Free-form headers recorded with the events.
+    pub headers: std::collections::BTreeMap<String, String>,
+}
+
+impl CommandOptions {
+    /// Sets the correlation id.
+    pub fn correlation_id(mut self, id: Uuid) -> Self {
+        self.correlation_id = Some(id);
+        self
+    }
+
+    /// Sets the causation id.
+    pub fn causation_id(mut self, id: Uuid) -> Self {
+        self.causation_id = Some(id);
+        self
+    }
+
+    /// Sets the tenant.
+    pub fn tenant(mut self, tenant: impl Into<String>) -> Self {
+        self.tenant = Some(tenant.into());
+        self
+    }
+
+    /// Adds a header.
+    pub fn header(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.insert(key.into(), value.into());
+        self
+    }
+
+    /// Fills what is unset from the enclosing command, if any, and returns
+    /// the command id and the events' metadata.
+    fn resolve(mut self) -> (Uuid, Metadata) {
+        if let Ok(parent) = CURRENT_COMMAND.try_with(Clone::clone) {
+            self.correlation_id = self.correlation_id.or(Some(parent.correlation_id));
+            self.causation_id = self.causation_id.or(Some(parent.command_id));
+            self.tenant = self.tenant.or(parent.tenant);
+        }
+        let command_id = self.command_id.unwrap_or_else(Uuid::now_v7);
+        let metadata = Metadata {
+            correlation_id: Some(self.correlation_id.unwrap_or(command_id)),
+            causation_id: Some(self.causation_id.unwrap_or(command_id)),
+            traceparent: self.traceparent,
+            tracestate: self.tracestate,
+            tenant: self.tenant,
+            headers: self.headers,
+        };
+        (command_id, metadata)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct CommandContext {
+    command_id: Uuid,
+    correlation_id: Uuid,
+    tenant: Option<String>,
+}
+
+tokio::task_local! {
+    static CURRENT_COMMAND: CommandContext;
+}
+
+/// What a successful command produced.
+#[derive(Debug, Clone)]
+pub struct CommandOutcome<E> {
+    /// The id of this command execution.
+    pub command_id: Uuid,
+    /// The correlation id recorded with the events.
+    pub correlation_id: Uuid,
+    /// The aggregate's version after the command.
+    pub version: u64,
+    /// The events the command recorded, in order (empty if it decided
+    /// nothing needed to change).
+    pub events: Vec<Envelope<E>>,
+    /// How many attempts it took (more than 1 after version conflicts).
+    pub attempts: u32,
+}
+
+/// Why [`OrchestrixBuilder::build`] refused the configuration.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// No event store was configured.
+    #[error("no event store is configured; call `.event_store(...)` or `.in_memory()` on the builder")]
+    MissingEventStore,
+    /// A handler needs a service that was not registered.
+    #[error("command `{command}` needs the service `{service}`; register it with `.service(...)`")]
+    MissingService {
+        /// The command.
+        command: &'static str,
+        /// The service type.
+        service: &'static str,
+    },
+    /// Two registrations handle the same command type.
+    #[error("command `{command}` is handled by both {first} and {second}")]
+    DuplicateCommand {
+        /// The command.
+        command: &'static str,
+        /// The first registration.
+        first: &'static str,
+        /// The second registration.
+        second: &'static str,
+    },
+}
+
+type Service = Arc<dyn Any + Send + Sync>;
+
+/// Builds an [`Orchestrix`] application.
+pub struct OrchestrixBuilder {
+    events: Option<Arc<dyn EventStore>>,
+    snapshots: Option<Arc<dyn SnapshotStore>>,
+    services: HashMap<TypeId, Service>,
+    registrations: Vec<Registration>,
+    retry: RetryPolicy,
+    cache_capacity: usize,
+}
+
+struct Registration {
+    owner: &'static str,
+    commands: Vec<CommandDescriptor>,
+    slot: Option<(TypeId, SlotFactory)>,
+}
+
+type SlotFactory = Box<dyn FnOnce(&Arc<dyn EventStore>, Option<&Arc<dyn SnapshotStore>>, usize) -> Slot>;
+type Slot = Box<dyn Any + Send + Sync>;
+
+impl fmt::Debug for OrchestrixBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OrchestrixBuilder")
+            .field("events", &self.events)
+            .field("snapshots", &self.snapshots)
+            .field("registrations", &self.registrations.iter().map(|r| r.owner).collect::<Vec<_>>())
+            .field("retry", &self.retry)
+            .field("cache_capacity", &self.cache_capacity)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OrchestrixBuilder {
+    /// The event store.
+    pub fn event_store(self, store: impl EventStore) -> Self {
+        self.event_store_arc(Arc::new(store))
+    }
+
+    /// The event store, shared.
+    pub fn event_store_arc(mut self, store: Arc<dyn EventStore>) -> Self {
+        self.events = Some(store);
+        self
+    }
+
+    /// The snapshot store (without one, no snapshots are taken).
+    pub fn snapshot_store(self, store: impl SnapshotStore) -> Self {
+        self.snapshot_store_arc(Arc::new(store))
+    }
+
+    /// The snapshot store, shared.
+    pub fn snapshot_store_arc(mut self, store: Arc<dyn SnapshotStore>) -> Self {
+        self.snapshots = Some(store);
+        self
+    }
+
+    /// In-memory event and snapshot stores: for tests and examples.
+    pub fn in_memory(self) -> Self {
+        self.event_store(InMemoryEventStore::new()).snapshot_store(InMemorySnapshotStore::new())
+    }
+
+    /// Registers an aggregate and every command of its `#[command_handler]`
+    /// block.
+    pub fn aggregate<A: CommandSet>(mut self) -> Self {
+        let factory: SlotFactory = Box::new(|events, snapshots, capacity| {
+            Box::new(AggregateSlot::<A> {
+                repository: Repository::new(Arc::clone(events), snapshots.cloned()),
+                cache: AggregateCache::new(capacity),
+            })
+        });
+        self.registrations.push(Registration {
+            owner: A::NAME,
+            commands: A::commands(),
+            slot: Some((TypeId::of::<A>(), factory)),
+        });
+        self
+    }
+
+    /// Registers the standalone handler of command `C`.
+    pub fn command<C: StandaloneCommand>(mut self) -> Self {
+        self.registrations.push(Registration {
+            owner: "a standalone handler",
+            commands: vec![CommandDescriptor::standalone::<C>()],
+            slot: None,
+        });
+        self
+    }
+
+    /// Registers a service that handlers receive as their second parameter
+    /// (`&S`). One service per type.
+    pub fn service<S: Send + Sync + 'static>(mut self, service: S) -> Self {
+        self.services.insert(TypeId::of::<S>(), Arc::new(service));
+        self
+    }
+
+    /// The retry policy for version conflicts (default: [`RetryPolicy::default`]).
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
+    /// How many aggregates per type to keep in memory between commands
+    /// (default [`DEFAULT_CACHE_CAPACITY`]; 0 turns the cache off).
+    ///
+    /// A cached aggregate is not re-read before a command: the append
+    /// expects the cached version, and a conflict (another process wrote)
+    /// reloads and retries. Commands to one aggregate within this process
+    /// take turns, so they do not conflict with each other.
+    pub fn cache_capacity(mut self, capacity: usize) -> Self {
+        self.cache_capacity = capacity;
+        self
+    }
+
+    /// Checks the configuration and builds the application.
+    pub fn build(self) -> Result<Orchestrix, BuildError> {
+        let events = self.events.ok_or(BuildError::MissingEventStore)?;
+        let mut commands: HashMap<TypeId, &'static str> = HashMap::new();
+        let mut aggregates = HashMap::new();
+        for registration in self.registrations {
+            for command in &registration.commands {
+                if let Some(first) = commands.insert(command.type_id, registration.owner) {
+                    return Err(BuildError::DuplicateCommand {
+                        command: command.name,
+                        first,
+                        second: registration.owner,
+                    });
+                }
+                if let Some(service) = command.service {
+                    let provided =
+                        service.type_id == TypeId::of::<Orchestrix>() || self.services.contains_key(&service.type_id);
+                    if !provided {
+                        return Err(BuildError::MissingService { command: command.name, service: service.name });
+                    }
+                }
+            }
+            if let Some((type_id, factory)) = registration.slot {
+                aggregates.insert(type_id, factory(&events, self.snapshots.as_ref(), self.cache_capacity));
+            }
+        }
+        Ok(Orchestrix {
+            inner: Arc::new(Inner {
+                events,
+                snapshots: self.snapshots,
+                services: self.services,
+                aggregates,
+                commands,
+                retry: self.retry,
+            }),
+        })
+    }
+}
+
+/// An Orchestrix application: executes commands against aggregates.
+///
+/// Cloning is cheap; clones share everything.
+#[derive(Clone)]
+pub struct Orchestrix {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    events: Arc<dyn EventStore>,
+    snapshots: Option<Arc<dyn SnapshotStore>>,
+    services: HashMap<TypeId, Service>,
+    aggregates: HashMap<TypeId, Slot>,
+    commands: HashMap<TypeId, &'static str>,
+    retry: RetryPolicy,
+}
+
+impl fmt::Debug for Orchestrix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Orchestrix")
+            .field("events", &self.inner.events)
+            .field("snapshots", &self.inner.snapshots)
+            .field("commands", &self.inner.commands.len())
+            .field("retry", &self.inner.retry)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Orchestrix {
+    /// Starts configuring an application.
+    pub fn builder() -> OrchestrixBuilder {
+        OrchestrixBuilder {
+            events: None,
+            snapshots: None,
+            services: HashMap::new(),
+            registrations: Vec::new(),
+            retry: RetryPolicy::default(),
+            cache_capacity: DEFAULT_CACHE_CAPACITY,
+        }
+    }
+
+    /// The event store.
+    pub fn event_store(&self) -> &Arc<dyn EventStore> {
+        &self.inner.events
+    }
+
+    /// The snapshot store, if one is configured.
+    pub fn snapshot_store(&self) -> Option<&Arc<dyn SnapshotStore>> {
+        self.inner.snapshots.as_ref()
+    }
+
+    /// A repository for aggregates of type `A`, sharing the stores.
+    pub fn repository<A: Aggregate>(&self) -> Repository<A> {
+        Repository::new(Arc::clone(&self.inner.events), self.inner.snapshots.clone())
+    }
+
+    /// The current state of an aggregate (version 0 if it does not exist).
+    pub async fn load<A: Aggregate>(&self, id: &A::Id) -> Result<Loaded<A>, Error> {
+        self.repository::<A>().load(id).await
+    }
+
+    /// Executes a command against the aggregate `id`: load, handle, append;
+    /// on a version conflict, reload and retry as the retry policy says.
+    ///
+    /// Commands must be `Clone` to be retried; [`Orchestrix::execute_once`]
+    /// takes any command and makes a single attempt.
+    pub async fn execute<C>(
+        &self,
+        id: <C::Aggregate as Aggregate>::Id,
+        command: C,
+    ) -> Result<CommandOutcome<<C::Aggregate as Aggregate>::Event>, CommandError<<C::Aggregate as Aggregate>::Error>>
+    where
+        C: AggregateCommand + Clone,
+    {
+        self.execute_with(id, command, CommandOptions::default()).await
+    }
+
+    /// [`Orchestrix::execute`] with correlation, causation, tenant, trace
+    /// context and headers.
+    pub async fn execute_with<C>(
+        &self,
+        id: <C::Aggregate as Aggregate>::Id,
+        command: C,
+        options: CommandOptions,
+    ) -> Result<CommandOutcome<<C::Aggregate as Aggregate>::Event>, CommandError<<C::Aggregate as Aggregate>::Error>>
+    where
+        C: AggregateCommand + Clone,
+    {
+        let max_attempts = self.inner.retry.max_attempts();
+        let mut spare = Some(command);
+        let next = move |attempt: u32| {
+            if attempt >= max_attempts {
+                spare.take()
+            } else {
+                spare.clone()
+            }
+        };
+        self.run_aggregate_command(id, next, options).await
+    }
+
+    /// Executes a command with a single attempt: a version conflict is
+    /// returned as [`CommandError::Conflict`] rather than retried.
+    pub async fn execute_once<C: AggregateCommand>(
+        &self,
+        id: <C::Aggregate as Aggregate>::Id,
+        command: C,
+        options: CommandOptions,
+    ) -> Result<CommandOutcome<<C::Aggregate as Aggregate>::Event>, CommandError<<C::Aggregate as Aggregate>::Error>>
+    {
+        let mut once = Some(command);
+        self.run_aggregate_command(id, move |_| once.take(), options).await
+    }
+
+    /// Runs a command that belongs to no aggregate through its standalone
+    /// handler. Commands the handler sends through this application inherit
+    /// its correlation id and record it as their cause.
+    pub async fn dispatch<C: StandaloneCommand>(&self, command: C) -> Result<C::Output, CommandError<C::Error>> {
+        self.dispatch_with(command, CommandOptions::default()).await
+    }
+
+    /// [`Orchestrix::dispatch`] with explicit options.
+    pub async fn dispatch_with<C: StandaloneCommand>(
+        &self,
+        command: C,
+        options: CommandOptions,
+    ) -> Result<C::Output, CommandError<C::Error>> {
+        if !self.inner.commands.contains_key(&TypeId::of::<C>()) {
+            return Err(CommandError::Unregistered {
+                command: C::NAME,
+                registration: format!("command::<{}>()", type_name::<C>()),
+            });
+        }
+        let service = self.service::<C::Service>()?;
+        let (command_id, metadata) = options.resolve();
+        let context = CommandContext {
+            command_id,
+            correlation_id: metadata.correlation_id.unwrap_or(command_id),
+            tenant: metadata.tenant,
+        };
+        let span = tracing::info_span!("orchestrix.dispatch", command = C::NAME, %command_id);
+        CURRENT_COMMAND.scope(context, command.handle(service)).instrument(span).await.map_err(CommandError::Rejected)
+    }
+
+    fn service<S: Send + Sync + 'static>(&self) -> Result<&S, Error> {
+        let any: Option<&dyn Any> = if TypeId::of::<S>() == TypeId::of::<()>() {
+            Some(&())
+        } else if TypeId::of::<S>() == TypeId::of::<Orchestrix>() {
+            Some(self)
+        } else {
+            self.inner.services.get(&TypeId::of::<S>()).map(|s| &**s as &dyn Any)
+        };
+        any.and_then(<dyn Any>::downcast_ref).ok_or(Error::MissingService { service: type_name::<S>() })
+    }
+
+    async fn run_aggregate_command<C: AggregateCommand>(
+        &self,
+        id: <C::Aggregate as Aggregate>::Id,
+        mut next_command: impl FnMut(u32) -> Option<C>,
+        options: CommandOptions,
+    ) -> Result<CommandOutcome<<C::Aggregate as Aggregate>::Event>, CommandError<<C::Aggregate as Aggregate>::Error>>
+    {
+        let slot = self
+            .inner
+            .aggregates
+            .get(&TypeId::of::<C::Aggregate>())
+            .and_then(|slot| slot.downcast_ref::<AggregateSlot<C::Aggregate>>())
+            .filter(|_| self.inner.commands.contains_key(&TypeId::of::<C>()))
+            .ok_or_else(|| CommandError::Unregistered {
+                command: C::NAME,
+                registration: format!("aggregate::<{}>()", type_name::<C::Aggregate>()),
+            })?;
+        let service = self.service::<C::Service>()?;
+        let (command_id, metadata) = options.resolve();
+        let span = tracing::info_span!(
+            "orchestrix.command",
+            command = C::NAME,
+            aggregate = <C::Aggregate as Aggregate>::NAME,
+            aggregate_id = %id,
+            %command_id,
+        );
+        async {
+            let mut attempt = 1;
+            loop {
+                let Some(command) = next_command(attempt) else {
+                    return Err(CommandError::Conflict {
+                        aggregate: <C::Aggregate as Aggregate>::NAME,
+                        id: id.to_string(),
+                        attempts: attempt - 1,
+                    });
+                };
+                match slot.attempt(&id, command, service, &metadata).await {
+                    Ok((version, events)) => {
+                        let correlation_id = metadata.correlation_id.unwrap_or(command_id);
+                        return Ok(CommandOutcome { command_id, correlation_id, version, events, attempts: attempt });
+                    }
+                    Err(Attempt::Failed(error)) => return Err(error),
+                    Err(Attempt::Conflict) => {
+                        tracing::debug!(attempt, "version conflict");
+                        match self.inner.retry.delay_after(attempt) {
+                            Some(delay) if !delay.is_zero() => tokio::time::sleep(delay).await,
+                            Some(_) => {}
+                            None => {
+                                return Err(CommandError::Conflict {
+                                    aggregate: <C::Aggregate as Aggregate>::NAME,
+                                    id: id.to_string(),
+                                    attempts: attempt,
+                                })
+                            }
+                        }
+                        attempt += 1;
+                    }
+                }
+            }
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+/// The outcome of one attempt that did not succeed.
+enum Attempt<E> {
+    /// Lost an optimistic-concurrency race: reload and try again.
+    Conflict,
+    /// Any other failure: give up.
+    Failed(E),
+}
+
+type AttemptResult<A> =
+    Result<(u64, Vec<Envelope<<A as Aggregate>::Event>>), Attempt<CommandError<<A as Aggregate>::Error>>>;
+
+/// Everything the bus keeps per registered aggregate type.
+struct AggregateSlot<A: Aggregate> {
+    repository: Repository<A>,
+    cache: AggregateCache<A>,
+}
+
+impl<A: Aggregate> AggregateSlot<A> {
+    async fn attempt<C: AggregateCommand<Aggregate = A>>(
+        &self,
+        id: &A::Id,
+        command: C,
+        service: &C::Service,
+        metadata: &Metadata,
+    ) -> AttemptResult<A> {
+        let entry = self.cache.entry(id);
+        let mut guard = entry.lock().await;
+        let was_cached = guard.is_some();
+        let loaded = match &mut *guard {
+            Some(loaded) => loaded,
+            empty => empty.insert(self.repository.load(id).await.map_err(fail)?),
+        };
+        let verdict = match (C::REQUIRES, loaded.exists()) {
+            (Existence::New, true) => {
+                Err(CommandError::AggregateAlreadyExists { aggregate: A::NAME, id: id.to_string() })
+            }
+            (Existence::Existing, false) => {
+                Err(CommandError::AggregateNotFound { aggregate: A::NAME, id: id.to_string() })
+            }
+            _ => Ok(()),
+        };
+        let decided = match verdict {
+            Ok(()) => command.handle(&loaded.state, service).await.map_err(CommandError::Rejected),
+            Err(error) => Err(error),
+        };
+        let events = match decided {
+            Ok(events) => events,
+            Err(error) => {
+                // A refusal based on a cached state may be stale: another
+                // process may have written since. Check before refusing.
+                if was_cached && self.is_stale(id, loaded.version).await.map_err(fail)? {
+                    *guard = None;
+                    return Err(Attempt::Conflict);
+                }
+                return Err(Attempt::Failed(error));
+            }
+        };
+        if events.is_empty() {
+            return Ok((loaded.version, Vec::new()));
+        }
+        let before = loaded.version;
+        let expected = if before == 0 { ExpectedVersion::NoStream } else { ExpectedVersion::Exact(before) };
+        let records = match self.repository.save(id, expected, &events, metadata).await {
+            Ok(records) => records,
+            Err(Error::Store(StoreError::WrongExpectedVersion { .. })) => {
+                *guard = None;
+                return Err(Attempt::Conflict);
+            }
+            Err(error) => {
+                *guard = None;
+                return Err(fail(error));
+            }
+        };
+        for event in &events {
+            loaded.state.apply(event);
+        }
+        loaded.version = records.last().map_or(before, |r| r.stream_version);
+        let version = loaded.version;
+        if Repository::<A>::snapshot_due(before, version) {
+            if let Err(error) = self.repository.save_snapshot(id, &loaded.state, version).await {
+                tracing::warn!(%error, version, "could not save a snapshot; the command succeeded regardless");
+            }
+        }
+        if !loaded.exists() || !self.cache.enabled() {
+            *guard = None;
+        }
+        drop(guard);
+        let envelopes = events.into_iter().zip(records).map(|(event, record)| Envelope { event, record }).collect();
+        Ok((version, envelopes))
+    }
+
+    async fn is_stale(&self, id: &A::Id, version: u64) -> Result<bool, Error> {
+        let stream = Repository::<A>::stream_id(id)?;
+        Ok(self.repository_events().stream_version(&stream).await?.unwrap_or(0) != version)
+    }
+
+    fn repository_events(&self) -> &Arc<dyn EventStore> {
+        self.repository.event_store()
+    }
+}
+
+fn fail<E>(error: Error) -> Attempt<CommandError<E>> {
+    Attempt::Failed(CommandError::Framework(error))
+}
+
+type CacheEntry<A> = Arc<tokio::sync::Mutex<Option<Loaded<A>>>>;
+
+/// Aggregates kept between commands, each behind an async lock so that
+/// commands to one aggregate in this process take turns.
+struct AggregateCache<A: Aggregate> {
+    entries: Mutex<HashMap<A::Id, CacheEntry<A>>>,
+    capacity: usize,
+}
+
+impl<A: Aggregate> AggregateCache<A> {
+    fn new(capacity: usize) -> Self {
+        Self { entries: Mutex::new(HashMap::new()), capacity }
+    }
+
+    fn enabled(&self) -> bool {
+        self.capacity > 0
+    }
+
+    /// The entry of `id`, created empty if needed. When the cache is over
+    /// capacity, entries that no command holds are evicted first.
+    fn entry(&self, id: &A::Id) -> CacheEntry<A> {
+        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(entry) = entries.get(id) {
+            return Arc::clone(entry);
+        }
+        if entries.len() >= self.capacity.max(1) {
+            let target = self.capacity - self.capacity / 4;
+            let mut excess = entries.len().saturating_sub(target);
+            entries.retain(|_, entry| {
+                if excess > 0 && Arc::strong_count(entry) == 1 {
+                    excess -= 1;
+                    false
+                } else {
+                    true
+                }
+            });
+        }
+        Arc::clone(entries.entry(id.clone()).or_default())
+    }
+}

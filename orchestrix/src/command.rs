@@ -106,8 +106,7 @@ pub struct ServiceDescriptor {
 impl ServiceDescriptor {
     /// Describes `S`, or `None` for `()` (no service).
     pub fn of<S: 'static>() -> Option<Self> {
-        (TypeId::of::<S>() != TypeId::of::<()>())
-            .then(|| Self { name: type_name::<S>(), type_id: TypeId::of::<S>() })
+        (TypeId::of::<S>() != TypeId::of::<()>()).then(|| Self { name: type_name::<S>(), type_id: TypeId::of::<S>() })
     }
 }
 

@@ -1,4 +1,231 @@
-//! Placeholder.
-#![allow(missing_docs, missing_debug_implementations)]
-pub struct Repository;
-pub struct Loaded;
+//! Loading and saving aggregates: snapshot plus tail, time travel,
+//! optimistic concurrency.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
+
+use crate::aggregate::Aggregate;
+use crate::envelope::{Envelope, Metadata, NewEvent, RecordedEvent};
+use crate::error::{Error, StoreError};
+use crate::store::{EventStore, ExpectedVersion, Snapshot, SnapshotStore};
+use crate::stream::StreamId;
+
+/// An aggregate's state at a version of its stream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Loaded<A> {
+    /// The state after applying every event up to `version`.
+    pub state: A,
+    /// The version of the last applied event (0: no event, the aggregate
+    /// does not exist).
+    pub version: u64,
+    /// The version of the snapshot the load started from, if any.
+    pub from_snapshot: Option<u64>,
+}
+
+impl<A> Loaded<A> {
+    /// Whether the aggregate has any event.
+    pub fn exists(&self) -> bool {
+        self.version > 0
+    }
+}
+
+/// Loads and saves aggregates of type `A`.
+///
+/// A load starts from the latest snapshot whose schema version is the
+/// code's ([`Aggregate::SNAPSHOT_VERSION`]) and applies the events after it;
+/// a snapshot of another schema version, or one that no longer
+/// deserializes, is ignored and the state rebuilt from the events.
+pub struct Repository<A> {
+    events: Arc<dyn EventStore>,
+    snapshots: Option<Arc<dyn SnapshotStore>>,
+    aggregate: PhantomData<fn() -> A>,
+}
+
+impl<A> Clone for Repository<A> {
+    fn clone(&self) -> Self {
+        Self { events: Arc::clone(&self.events), snapshots: self.snapshots.clone(), aggregate: PhantomData }
+    }
+}
+
+impl<A: Aggregate> fmt::Debug for Repository<A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Repository")
+            .field("aggregate", &A::NAME)
+            .field("events", &self.events)
+            .field("snapshots", &self.snapshots)
+            .finish()
+    }
+}
+
+impl<A: Aggregate> Repository<A> {
+    /// A repository over an event store and, optionally, a snapshot store.
+    pub fn new(events: Arc<dyn EventStore>, snapshots: Option<Arc<dyn SnapshotStore>>) -> Self {
+        Self { events, snapshots, aggregate: PhantomData }
+    }
+
+    /// The stream of the aggregate with this id: `A::NAME` / `id`.
+    pub fn stream_id(id: &A::Id) -> Result<StreamId, StoreError> {
+        StreamId::new(A::NAME, id.to_string())
+    }
+
+    /// The current state: latest usable snapshot plus the events after it.
+    pub async fn load(&self, id: &A::Id) -> Result<Loaded<A>, Error> {
+        self.load_until(id, None, |_| true).await
+    }
+
+    /// The state right after the event at `version` (time travel). A
+    /// version past the end gives the current state.
+    pub async fn load_at(&self, id: &A::Id, version: u64) -> Result<Loaded<A>, Error> {
+        self.load_until(id, Some(version), |_| true).await
+    }
+
+    /// The state made of every event recorded at or before `time`.
+    ///
+    /// Snapshots are not used: they do not say when their events happened.
+    pub async fn load_as_of(&self, id: &A::Id, time: DateTime<Utc>) -> Result<Loaded<A>, Error> {
+        let stream = Self::stream_id(id)?;
+        let mut loaded = Loaded { state: A::default(), version: 0, from_snapshot: None };
+        self.apply_tail(&stream, &mut loaded, None, |event| event.recorded_at <= time).await?;
+        Ok(loaded)
+    }
+
+    /// Every event of the aggregate, decoded, in order.
+    pub async fn history(&self, id: &A::Id) -> Result<Vec<Envelope<A::Event>>, Error> {
+        let stream = Self::stream_id(id)?;
+        let mut records = self.events.read_stream(&stream, 1);
+        let mut history = Vec::new();
+        while let Some(record) = records.next().await {
+            history.push(record?.to_envelope()?);
+        }
+        Ok(history)
+    }
+
+    /// Applies to `loaded` the events recorded after its version: brings a
+    /// cached state up to date.
+    pub async fn catch_up(&self, id: &A::Id, loaded: &mut Loaded<A>) -> Result<(), Error> {
+        let stream = Self::stream_id(id)?;
+        self.apply_tail(&stream, loaded, None, |_| true).await
+    }
+
+    /// Appends `events` if the stream is still at `expected`, and returns
+    /// them as recorded. A mismatch is [`StoreError::WrongExpectedVersion`].
+    pub async fn save(
+        &self,
+        id: &A::Id,
+        expected: ExpectedVersion,
+        events: &[A::Event],
+        metadata: &Metadata,
+    ) -> Result<Vec<Arc<RecordedEvent>>, Error> {
+        let stream = Self::stream_id(id)?;
+        let batch = events
+            .iter()
+            .map(|event| NewEvent::encode(event, metadata.clone()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|source| Error::Serialize { what: "an event", source })?;
+        Ok(self.events.append(&stream, expected, batch).await?)
+    }
+
+    /// Stores a snapshot of `state` at `version`. Returns `false` when the
+    /// aggregate does not take snapshots or there is no snapshot store.
+    pub async fn save_snapshot(&self, id: &A::Id, state: &A, version: u64) -> Result<bool, Error> {
+        let (Some(snapshots), Some(serialized)) = (&self.snapshots, state.snapshot_state()) else {
+            return Ok(false);
+        };
+        let state = serialized.map_err(|source| Error::Serialize { what: "a snapshot", source })?;
+        let snapshot = Snapshot {
+            stream: Self::stream_id(id)?,
+            version,
+            schema_version: A::SNAPSHOT_VERSION,
+            state,
+            taken_at: Utc::now(),
+        };
+        snapshots.save(snapshot).await?;
+        Ok(true)
+    }
+
+    /// Whether a save that moved the stream from `before` to `after` crosses
+    /// a multiple of [`Aggregate::SNAPSHOT_EVERY`].
+    pub fn snapshot_due(before: u64, after: u64) -> bool {
+        A::SNAPSHOT_EVERY.is_some_and(|every| before / every.get() != after / every.get())
+    }
+
+    async fn load_until(
+        &self,
+        id: &A::Id,
+        until_version: Option<u64>,
+        keep: impl Fn(&RecordedEvent) -> bool,
+    ) -> Result<Loaded<A>, Error> {
+        let stream = Self::stream_id(id)?;
+        let mut loaded = self.from_snapshot(&stream, until_version).await?;
+        self.apply_tail(&stream, &mut loaded, until_version, keep).await?;
+        Ok(loaded)
+    }
+
+    async fn from_snapshot(&self, stream: &StreamId, at_or_before: Option<u64>) -> Result<Loaded<A>, Error> {
+        let fresh = Loaded { state: A::default(), version: 0, from_snapshot: None };
+        let Some(snapshots) = self.snapshots.as_ref().filter(|_| A::SNAPSHOT_EVERY.is_some()) else {
+            return Ok(fresh);
+        };
+        let Some(snapshot) = snapshots.load(stream, at_or_before).await? else {
+            return Ok(fresh);
+        };
+        if snapshot.schema_version != A::SNAPSHOT_VERSION {
+            tracing::debug!(
+                %stream,
+                snapshot_schema = snapshot.schema_version,
+                code_schema = A::SNAPSHOT_VERSION,
+                "ignoring a snapshot of another schema version; rebuilding from events"
+            );
+            return Ok(fresh);
+        }
+        match A::restore_state(&snapshot.state) {
+            Some(Ok(state)) => Ok(Loaded { state, version: snapshot.version, from_snapshot: Some(snapshot.version) }),
+            Some(Err(error)) => {
+                tracing::warn!(%stream, version = snapshot.version, %error, "ignoring a snapshot that does not deserialize; rebuilding from events");
+                Ok(fresh)
+            }
+            None => Ok(fresh),
+        }
+    }
+
+    async fn apply_tail(
+        &self,
+        stream: &StreamId,
+        loaded: &mut Loaded<A>,
+        until_version: Option<u64>,
+        keep: impl Fn(&RecordedEvent) -> bool,
+    ) -> Result<(), Error> {
+        if until_version.is_some_and(|until| until <= loaded.version) {
+            return Ok(());
+        }
+        let mut records = self.events.read_stream(stream, loaded.version + 1);
+        while let Some(record) = records.next().await {
+            let record = record?;
+            if until_version.is_some_and(|until| record.stream_version > until) || !keep(&record) {
+                break;
+            }
+            if record.stream_version != loaded.version + 1 {
+                return Err(StoreError::Corrupt {
+                    stream: stream.clone(),
+                    version: record.stream_version,
+                    reason: format!("expected version {} next; the stream has a gap", loaded.version + 1),
+                }
+                .into());
+            }
+            loaded.state.apply(&record.decode()?);
+            loaded.version = record.stream_version;
+        }
+        Ok(())
+    }
+}
+
+impl<A> Repository<A> {
+    /// The event store this repository reads and writes.
+    pub fn event_store(&self) -> &Arc<dyn EventStore> {
+        &self.events
+    }
+}

@@ -88,9 +88,7 @@ impl EventFilter {
 
     /// Whether an event of this type passes.
     pub fn matches(&self, event_type: &str) -> bool {
-        self.event_types
-            .as_ref()
-            .is_none_or(|types| types.binary_search_by(|t| t.as_str().cmp(event_type)).is_ok())
+        self.event_types.as_ref().is_none_or(|types| types.binary_search_by(|t| t.as_str().cmp(event_type)).is_ok())
     }
 }
 

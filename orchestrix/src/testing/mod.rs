@@ -1,0 +1,8 @@
+//! The testing kit: given/when/then fixtures and the port conformance suite.
+//!
+//! Enable it with the `testing` feature, usually as a dev-dependency:
+//! `orchestrix = { version = "...", features = ["testing"] }`.
+
+mod fixture;
+
+pub use fixture::{AggregateFixture, Outcome};
