@@ -94,6 +94,7 @@ pub mod envelope;
 pub mod error;
 pub mod event;
 pub mod memory;
+pub mod projection;
 pub mod repository;
 pub mod retry;
 pub mod store;
@@ -140,3 +141,8 @@ pub mod __private {
     pub use crate::command::{CommandDescriptor, HandlerResult};
     pub use crate::event::{decode_versioned, encode_raw, Upcaster};
 }
+
+/// The README's quick start, compiled and run as a doctest.
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -1,0 +1,608 @@
+//! Running projections: catch-up, live follow, checkpoints, retries,
+//! poison events, rebuilds.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use futures_util::{FutureExt, StreamExt};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tracing::Instrument;
+use uuid::Uuid;
+
+use super::Projection;
+use crate::envelope::RecordedEvent;
+use crate::error::{BoxError, StoreError};
+use crate::retry::RetryPolicy;
+use crate::store::{CheckpointStore, DeadLetter, DeadLetterStore, EventStore};
+use crate::stream::StreamId;
+
+/// What a projection does with an event it still cannot handle after its
+/// retries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PoisonPolicy {
+    /// Stop the projection with [`ProjectionError::Poison`]; its checkpoint
+    /// stays before the event, so a restart tries it again.
+    #[default]
+    Stop,
+    /// Park the event in the dead-letter store with its error and go on.
+    Park,
+}
+
+/// How a projection runs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ProjectionOptions {
+    /// What to do with an event that keeps failing.
+    pub poison: PoisonPolicy,
+    /// How to retry a failing event before it counts as poison.
+    pub retry: RetryPolicy,
+    /// Save the checkpoint at least every this many events (it is also
+    /// saved whenever the projection catches up with the log).
+    pub checkpoint_every: u64,
+}
+
+impl Default for ProjectionOptions {
+    /// Stop on poison, 3 attempts 10 ms apart, a checkpoint every 100 events.
+    fn default() -> Self {
+        Self {
+            poison: PoisonPolicy::Stop,
+            retry: RetryPolicy::fixed(3, Duration::from_millis(10)),
+            checkpoint_every: 100,
+        }
+    }
+}
+
+impl ProjectionOptions {
+    /// Sets the poison policy.
+    pub fn poison(mut self, policy: PoisonPolicy) -> Self {
+        self.poison = policy;
+        self
+    }
+
+    /// Sets the retry policy.
+    pub fn retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// Sets how often the checkpoint is saved while busy (at least 1).
+    pub fn checkpoint_every(mut self, events: u64) -> Self {
+        self.checkpoint_every = events.max(1);
+        self
+    }
+}
+
+/// The event a projection could not handle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Poison {
+    /// The projection.
+    pub projection: String,
+    /// The event's global position.
+    pub position: u64,
+    /// The event's stream.
+    pub stream: StreamId,
+    /// The event's version in its stream.
+    pub stream_version: u64,
+    /// The event's type.
+    pub event_type: String,
+    /// The handler's last error, with its sources.
+    pub error: String,
+    /// How many attempts were made.
+    pub attempts: u32,
+}
+
+/// Why a projection stopped or a projection operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProjectionError {
+    /// An event kept failing and the policy is [`PoisonPolicy::Stop`].
+    #[error(
+        "projection `{}` stopped at event `{}` (position {}, `{}` version {}) after {} attempts: {}",
+        .0.projection, .0.event_type, .0.position, .0.stream, .0.stream_version, .0.attempts, .0.error
+    )]
+    Poison(Box<Poison>),
+    /// A port failed.
+    #[error("projection `{projection}`: {source}")]
+    Store {
+        /// The projection.
+        projection: String,
+        /// The port's error.
+        #[source]
+        source: StoreError,
+    },
+    /// The policy is [`PoisonPolicy::Park`] but the engine has no dead-letter store.
+    #[error("projection `{0}` parks poison events, but the engine has no dead-letter store; add one with `ProjectionEngine::with_dead_letters`")]
+    NoDeadLetterStore(String),
+    /// The read model could not be reset for a rebuild.
+    #[error("projection `{projection}` could not reset its read model: {source}")]
+    Reset {
+        /// The projection.
+        projection: String,
+        /// The projection's error.
+        #[source]
+        source: BoxError,
+    },
+    /// The projection's task panicked or was aborted.
+    #[error("projection `{0}` ended abnormally: {1}")]
+    Ended(String, String),
+}
+
+/// Where a projection is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProjectionState {
+    /// Reading events recorded before it started.
+    CatchingUp,
+    /// Caught up; waiting for new events.
+    Live,
+    /// Stopped on request.
+    Stopped,
+    /// Stopped by an error.
+    Failed(String),
+}
+
+/// A snapshot of a running projection's progress.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProjectionStatus {
+    /// Where it is.
+    pub state: ProjectionState,
+    /// The position of the last event it handled or parked.
+    pub position: u64,
+    /// Events handled since it started.
+    pub handled: u64,
+    /// Events parked since it started.
+    pub parked: u64,
+}
+
+/// Progress of a rebuild.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Progress {
+    /// Events handled so far.
+    pub events_done: u64,
+    /// The position of the last event handled.
+    pub position: u64,
+    /// The head of the log when the rebuild started: where it will stop.
+    pub head: u64,
+    /// Time since the rebuild started.
+    pub elapsed: Duration,
+}
+
+impl Progress {
+    /// Events handled per second so far.
+    pub fn rate(&self) -> f64 {
+        per_second(self.events_done, self.elapsed)
+    }
+
+    /// How far through the log, from 0 to 1.
+    pub fn fraction(&self) -> f64 {
+        if self.head == 0 {
+            1.0
+        } else {
+            ratio(self.position, self.head)
+        }
+    }
+
+    /// The estimated time left, from the rate at which positions pass.
+    pub fn eta(&self) -> Option<Duration> {
+        let rate = per_second(self.position, self.elapsed);
+        (rate > 0.0).then(|| Duration::from_secs_f64(ratio(self.head.saturating_sub(self.position), 1) / rate))
+    }
+}
+
+impl fmt::Display for Progress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} events, {:.1}%, {:.0} events/s", self.events_done, self.fraction() * 100.0, self.rate())?;
+        match self.eta() {
+            Some(eta) => write!(f, ", about {:.1} s left", eta.as_secs_f64()),
+            None => Ok(()),
+        }
+    }
+}
+
+#[allow(clippy::cast_precision_loss)] // counts far below 2^52
+fn ratio(a: u64, b: u64) -> f64 {
+    a as f64 / b as f64
+}
+
+fn per_second(count: u64, elapsed: Duration) -> f64 {
+    let secs = elapsed.as_secs_f64();
+    if secs > 0.0 {
+        ratio(count, 1) / secs
+    } else {
+        0.0
+    }
+}
+
+/// Runs projections against an event store, keeping their checkpoints.
+///
+/// ```
+/// # use orchestrix::projection::*;
+/// # use orchestrix::memory::*;
+/// # use orchestrix::{EventFilter, RecordedEvent, error::BoxError};
+/// # #[derive(Default)] struct Counter { seen: u64 }
+/// # #[async_trait::async_trait]
+/// # impl Projection for Counter {
+/// #     fn name(&self) -> std::borrow::Cow<'static, str> { "counter".into() }
+/// #     fn filter(&self) -> EventFilter { EventFilter::all() }
+/// #     async fn handle(&mut self, _: &RecordedEvent) -> Result<(), BoxError> { self.seen += 1; Ok(()) }
+/// # }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let engine = ProjectionEngine::new(InMemoryEventStore::new(), InMemoryCheckpointStore::new())
+///     .with_dead_letters(InMemoryDeadLetterStore::new());
+/// let handle = engine.spawn(Counter::default(), ProjectionOptions::default().poison(PoisonPolicy::Park));
+/// let counter = handle.stop().await?;
+/// assert_eq!(counter.seen, 0);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct ProjectionEngine {
+    events: Arc<dyn EventStore>,
+    checkpoints: Arc<dyn CheckpointStore>,
+    dead_letters: Option<Arc<dyn DeadLetterStore>>,
+}
+
+impl ProjectionEngine {
+    /// An engine over an event store and a checkpoint store.
+    pub fn new(events: impl EventStore, checkpoints: impl CheckpointStore) -> Self {
+        Self::from_arcs(Arc::new(events), Arc::new(checkpoints))
+    }
+
+    /// An engine over shared stores.
+    pub fn from_arcs(events: Arc<dyn EventStore>, checkpoints: Arc<dyn CheckpointStore>) -> Self {
+        Self { events, checkpoints, dead_letters: None }
+    }
+
+    /// Adds the dead-letter store that [`PoisonPolicy::Park`] needs.
+    pub fn with_dead_letters(self, store: impl DeadLetterStore) -> Self {
+        self.with_dead_letters_arc(Arc::new(store))
+    }
+
+    /// Adds a shared dead-letter store.
+    pub fn with_dead_letters_arc(mut self, store: Arc<dyn DeadLetterStore>) -> Self {
+        self.dead_letters = Some(store);
+        self
+    }
+
+    /// The dead-letter store, to list or drop dead letters.
+    pub fn dead_letters(&self) -> Option<&Arc<dyn DeadLetterStore>> {
+        self.dead_letters.as_ref()
+    }
+
+    /// The checkpoint store.
+    pub fn checkpoints(&self) -> &Arc<dyn CheckpointStore> {
+        &self.checkpoints
+    }
+
+    /// Runs `projection` in its own task: catch up from its checkpoint,
+    /// then follow the log until stopped. Projections spawned side by side
+    /// progress independently: a slow one holds back only itself.
+    pub fn spawn<P: Projection>(&self, projection: P, options: ProjectionOptions) -> ProjectionHandle<P> {
+        let name = projection.name().into_owned();
+        let (status_tx, status) =
+            watch::channel(ProjectionStatus { state: ProjectionState::CatchingUp, position: 0, handled: 0, parked: 0 });
+        let (stop, stop_rx) = watch::channel(false);
+        let (requests, requests_rx) = mpsc::channel(16);
+        let engine = self.clone();
+        let task_name = name.clone();
+        let span = tracing::info_span!("orchestrix.projection", projection = %name);
+        let task = tokio::spawn(
+            async move {
+                let mut runner = Runner {
+                    engine,
+                    projection,
+                    options,
+                    name: Cow::Owned(task_name),
+                    status: status_tx,
+                    stop: stop_rx,
+                    requests: requests_rx,
+                };
+                let result = runner.run().await;
+                runner.status.send_modify(|s| {
+                    s.state = match &result {
+                        Ok(()) => ProjectionState::Stopped,
+                        Err(error) => ProjectionState::Failed(error.to_string()),
+                    };
+                });
+                result.map(|()| runner.projection)
+            }
+            .instrument(span),
+        );
+        ProjectionHandle { name, status, stop, requests, task }
+    }
+
+    /// Rebuilds `projection` from the beginning of the log: resets its read
+    /// model, forgets its checkpoint, replays every event up to the head as
+    /// it was when the rebuild started, and saves the checkpoint there.
+    /// `progress` is called about every 250 ms and once at the end.
+    pub async fn rebuild<P: Projection>(
+        &self,
+        projection: &mut P,
+        options: ProjectionOptions,
+        mut progress: impl FnMut(&Progress),
+    ) -> Result<Progress, ProjectionError> {
+        let name = projection.name();
+        let store_error = |source| ProjectionError::Store { projection: name.to_string(), source };
+        projection.reset().await.map_err(|source| ProjectionError::Reset { projection: name.to_string(), source })?;
+        self.checkpoints.delete(&name).await.map_err(store_error)?;
+        let head = self.events.head_position().await.map_err(store_error)?.unwrap_or(0);
+        let filter = projection.filter();
+        let mut events = self.events.read_all(1, &filter);
+        let started = Instant::now();
+        let mut report = Progress { events_done: 0, position: 0, head, elapsed: Duration::ZERO };
+        let mut last_report = started;
+        let mut saved = 0;
+        while let Some(event) = events.next().await {
+            let event = event.map_err(store_error)?;
+            if event.global_position > head {
+                break;
+            }
+            self.deliver(projection, &name, &event, &options).await?;
+            report.events_done += 1;
+            report.position = event.global_position;
+            if report.position - saved >= options.checkpoint_every {
+                self.checkpoints.save(&name, report.position).await.map_err(store_error)?;
+                saved = report.position;
+            }
+            if last_report.elapsed() >= Duration::from_millis(250) {
+                last_report = Instant::now();
+                report.elapsed = started.elapsed();
+                progress(&report);
+            }
+        }
+        report.position = report.position.max(head);
+        self.checkpoints.save(&name, report.position).await.map_err(store_error)?;
+        report.elapsed = started.elapsed();
+        progress(&report);
+        Ok(report)
+    }
+
+    /// Hands a parked event to `projection` again. On success the dead
+    /// letter is removed and `true` returned; on failure it stays parked
+    /// with the new error and attempt count, and `false` is returned.
+    pub async fn retry_dead_letter<P: Projection>(
+        &self,
+        projection: &mut P,
+        id: Uuid,
+    ) -> Result<bool, ProjectionError> {
+        let name = projection.name();
+        let store_error = |source| ProjectionError::Store { projection: name.to_string(), source };
+        let store = self.dead_letters.as_ref().ok_or_else(|| ProjectionError::NoDeadLetterStore(name.to_string()))?;
+        let Some(mut letter) = store.get(id).await.map_err(store_error)? else {
+            return Err(store_error(StoreError::InvalidInput(format!("no dead letter with id {id}"))));
+        };
+        match projection.handle(&letter.event).await {
+            Ok(()) => {
+                store.remove(id).await.map_err(store_error)?;
+                Ok(true)
+            }
+            Err(error) => {
+                letter.attempts += 1;
+                letter.error = render(&*error);
+                store.park(letter).await.map_err(store_error)?;
+                Ok(false)
+            }
+        }
+    }
+
+    /// Handles one event with retries; parks or fails it when they run out.
+    /// Returns whether the event was parked.
+    async fn deliver<P: Projection>(
+        &self,
+        projection: &mut P,
+        name: &str,
+        event: &RecordedEvent,
+        options: &ProjectionOptions,
+    ) -> Result<bool, ProjectionError> {
+        let mut attempt = 1;
+        let error = loop {
+            match projection.handle(event).await {
+                Ok(()) => return Ok(false),
+                Err(error) => match options.retry.delay_after(attempt) {
+                    Some(delay) => {
+                        tracing::debug!(position = event.global_position, attempt, %error, "handler failed; retrying");
+                        tokio::time::sleep(delay).await;
+                        attempt += 1;
+                    }
+                    None => break error,
+                },
+            }
+        };
+        let rendered = render(&*error);
+        tracing::warn!(position = event.global_position, event_type = %event.event_type, error = %rendered, "poison event");
+        match options.poison {
+            PoisonPolicy::Stop => Err(ProjectionError::Poison(Box::new(Poison {
+                projection: name.to_owned(),
+                position: event.global_position,
+                stream: event.stream.clone(),
+                stream_version: event.stream_version,
+                event_type: event.event_type.clone(),
+                error: rendered,
+                attempts: attempt,
+            }))),
+            PoisonPolicy::Park => {
+                let store =
+                    self.dead_letters.as_ref().ok_or_else(|| ProjectionError::NoDeadLetterStore(name.to_owned()))?;
+                let letter = DeadLetter {
+                    id: Uuid::now_v7(),
+                    consumer: name.to_owned(),
+                    event: event.clone(),
+                    error: rendered,
+                    attempts: attempt,
+                    parked_at: Utc::now(),
+                };
+                store
+                    .park(letter)
+                    .await
+                    .map_err(|source| ProjectionError::Store { projection: name.to_owned(), source })?;
+                Ok(true)
+            }
+        }
+    }
+}
+
+/// An error with its chain of sources, on one line.
+pub(crate) fn render(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut rendered = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        rendered.push_str(": ");
+        rendered.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    rendered
+}
+
+enum Request {
+    RetryDeadLetter(Uuid, oneshot::Sender<Result<bool, ProjectionError>>),
+}
+
+struct Runner<P> {
+    engine: ProjectionEngine,
+    projection: P,
+    options: ProjectionOptions,
+    name: Cow<'static, str>,
+    status: watch::Sender<ProjectionStatus>,
+    stop: watch::Receiver<bool>,
+    requests: mpsc::Receiver<Request>,
+}
+
+impl<P: Projection> Runner<P> {
+    fn store_error(&self, source: StoreError) -> ProjectionError {
+        ProjectionError::Store { projection: self.name.to_string(), source }
+    }
+
+    async fn run(&mut self) -> Result<(), ProjectionError> {
+        let start = self.engine.checkpoints.load(&self.name).await.map_err(|e| self.store_error(e))?.unwrap_or(0);
+        let (mut position, mut saved, mut handled, mut parked) = (start, start, 0, 0);
+        self.status.send_modify(|s| s.position = start);
+        let mut events = self.engine.events.subscribe(start + 1, self.projection.filter());
+        loop {
+            let next = match events.next().now_or_never() {
+                Some(next) => next,
+                None => {
+                    // Nothing ready: a good moment to save and to report.
+                    if position != saved {
+                        self.engine.checkpoints.save(&self.name, position).await.map_err(|e| self.store_error(e))?;
+                        saved = position;
+                    }
+                    self.status.send_modify(|s| {
+                        *s = ProjectionStatus { state: ProjectionState::Live, position, handled, parked };
+                    });
+                    tokio::select! {
+                        next = events.next() => next,
+                        _ = self.stop.changed() => return Ok(()),
+                        Some(request) = self.requests.recv() => {
+                            self.serve(request).await;
+                            continue;
+                        }
+                    }
+                }
+            };
+            let Some(event) = next else { break };
+            let event = event.map_err(|e| self.store_error(e))?;
+            if self.engine.deliver(&mut self.projection, &self.name, &event, &self.options).await? {
+                parked += 1;
+            } else {
+                handled += 1;
+            }
+            position = event.global_position;
+            if position - saved >= self.options.checkpoint_every {
+                self.engine.checkpoints.save(&self.name, position).await.map_err(|e| self.store_error(e))?;
+                saved = position;
+                self.status.send_modify(|s| {
+                    s.position = position;
+                    s.handled = handled;
+                    s.parked = parked;
+                });
+                if *self.stop.borrow() {
+                    return Ok(());
+                }
+                while let Ok(request) = self.requests.try_recv() {
+                    self.serve(request).await;
+                }
+            }
+        }
+        if position != saved {
+            self.engine.checkpoints.save(&self.name, position).await.map_err(|e| self.store_error(e))?;
+        }
+        Ok(())
+    }
+
+    async fn serve(&mut self, request: Request) {
+        match request {
+            Request::RetryDeadLetter(id, reply) => {
+                let result = self.engine.retry_dead_letter(&mut self.projection, id).await;
+                let _ = reply.send(result);
+            }
+        }
+    }
+}
+
+/// Controls a projection running in its own task.
+pub struct ProjectionHandle<P> {
+    name: String,
+    status: watch::Receiver<ProjectionStatus>,
+    stop: watch::Sender<bool>,
+    requests: mpsc::Sender<Request>,
+    task: JoinHandle<Result<P, ProjectionError>>,
+}
+
+impl<P> fmt::Debug for ProjectionHandle<P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProjectionHandle").field("name", &self.name).field("status", &*self.status.borrow()).finish()
+    }
+}
+
+impl<P: Projection> ProjectionHandle<P> {
+    /// The projection's progress.
+    pub fn status(&self) -> ProjectionStatus {
+        self.status.borrow().clone()
+    }
+
+    /// Waits until the projection has handled (or parked) the event at
+    /// `position` or a later one, or has stopped.
+    pub async fn wait_for_position(&mut self, position: u64) -> ProjectionStatus {
+        let reached = self
+            .status
+            .wait_for(|s| {
+                s.position >= position || matches!(s.state, ProjectionState::Stopped | ProjectionState::Failed(_))
+            })
+            .await;
+        let reached = reached.map(|status| status.clone()).ok();
+        reached.unwrap_or_else(|| self.status())
+    }
+
+    /// Hands a parked event to the running projection again (between two
+    /// events); see [`ProjectionEngine::retry_dead_letter`].
+    pub async fn retry_dead_letter(&self, id: Uuid) -> Result<bool, ProjectionError> {
+        let (reply, answer) = oneshot::channel();
+        let ended = || ProjectionError::Ended(self.name.clone(), "the projection is not running".into());
+        self.requests.send(Request::RetryDeadLetter(id, reply)).await.map_err(|_| ended())?;
+        answer.await.map_err(|_| ended())?
+    }
+
+    /// Asks the projection to stop after the event in hand, saves its
+    /// checkpoint, and returns it.
+    pub async fn stop(self) -> Result<P, ProjectionError> {
+        let _ = self.stop.send(true);
+        self.join().await
+    }
+
+    /// Waits for the projection to end by itself (the store closed its
+    /// subscription, or an error stopped it).
+    pub async fn join(self) -> Result<P, ProjectionError> {
+        match self.task.await {
+            Ok(result) => result,
+            Err(error) => Err(ProjectionError::Ended(self.name, error.to_string())),
+        }
+    }
+
+    /// Kills the task at once, as a crash would: no checkpoint is saved.
+    pub fn abort(self) {
+        self.task.abort();
+    }
+}

@@ -1,0 +1,65 @@
+//! Projections: read models and reactions fed from the global event log.
+//!
+//! A [`Projection`] declares the event types it wants and handles them one
+//! at a time. The [`ProjectionEngine`] runs each projection in its own task:
+//! it catches up from the projection's checkpoint, then follows the log
+//! live, saving the checkpoint as it goes. Delivery is **at least once**:
+//! after a crash, the events since the last saved checkpoint are delivered
+//! again, so handlers must be idempotent (for example, remember the last
+//! position or stream version applied per read-model row). Adapters whose
+//! read model lives in the same database as the checkpoint can do better
+//! (one transaction for both); see their documentation.
+
+mod engine;
+
+use std::borrow::Cow;
+
+use async_trait::async_trait;
+
+pub use engine::{
+    Poison, PoisonPolicy, Progress, ProjectionEngine, ProjectionError, ProjectionHandle, ProjectionOptions,
+    ProjectionState, ProjectionStatus,
+};
+
+use crate::envelope::RecordedEvent;
+use crate::error::BoxError;
+use crate::store::EventFilter;
+
+/// A consumer of the global event log with a checkpoint of its own.
+///
+/// ```
+/// use orchestrix::projection::Projection;
+/// use orchestrix::{EventFilter, RecordedEvent};
+/// use orchestrix::error::BoxError;
+///
+/// #[derive(Default)]
+/// struct Counter { seen: u64 }
+///
+/// #[async_trait::async_trait]
+/// impl Projection for Counter {
+///     fn name(&self) -> std::borrow::Cow<'static, str> { "counter".into() }
+///     fn filter(&self) -> EventFilter { EventFilter::types(["AccountOpened"]) }
+///     async fn handle(&mut self, _event: &RecordedEvent) -> Result<(), BoxError> {
+///         self.seen += 1;
+///         Ok(())
+///     }
+/// }
+/// ```
+#[async_trait]
+pub trait Projection: Send + 'static {
+    /// The stable name: the key of the projection's checkpoint and dead
+    /// letters. Renaming a projection rebuilds it from the beginning.
+    fn name(&self) -> Cow<'static, str>;
+
+    /// Which events the projection wants; the store filters the rest out.
+    fn filter(&self) -> EventFilter;
+
+    /// Handles one event. An error is retried under the projection's retry
+    /// policy, then treated by its [`PoisonPolicy`].
+    async fn handle(&mut self, event: &RecordedEvent) -> Result<(), BoxError>;
+
+    /// Empties the read model before a rebuild from the beginning.
+    async fn reset(&mut self) -> Result<(), BoxError> {
+        Ok(())
+    }
+}

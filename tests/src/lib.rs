@@ -1,0 +1,11 @@
+//! Helpers shared by the integration tests in `tests/`.
+
+use std::sync::Arc;
+
+use futures_util::TryStreamExt;
+use orchestrix::{EventStore, RecordedEvent, StreamId};
+
+/// Every event of `stream`, read from version 1.
+pub async fn read_stream(store: &dyn EventStore, stream: &StreamId) -> Vec<Arc<RecordedEvent>> {
+    store.read_stream(stream, 1).try_collect().await.expect("the stream reads")
+}
