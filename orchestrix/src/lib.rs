@@ -97,6 +97,7 @@ pub mod memory;
 pub mod projection;
 pub mod repository;
 pub mod retry;
+pub mod saga;
 pub mod store;
 pub mod stream;
 #[cfg(feature = "testing")]
