@@ -66,3 +66,34 @@ impl MessageBus for InMemoryMessageBus {
         Ok(stream::poll_fn(move |cx| receiver.poll_recv(cx).map(|message| message.map(Ok))).boxed())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use futures_util::StreamExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_slow_subscriber_loses_nothing_and_dropped_ones_are_pruned() {
+        let bus = InMemoryMessageBus::new();
+        let mut slow = bus.subscribe("a.>").await.unwrap();
+        let dropped = bus.subscribe("a.>").await.unwrap();
+        drop(dropped);
+        for i in 0..10_000u32 {
+            bus.publish(Message::new("a.b", i.to_be_bytes().to_vec())).await.unwrap();
+        }
+        assert_eq!(bus.subscribers.lock().unwrap().len(), 1);
+        for i in 0..10_000u32 {
+            let message = slow.next().await.unwrap().unwrap();
+            assert_eq!(message.payload.as_ref(), i.to_be_bytes());
+        }
+    }
+
+    #[tokio::test]
+    async fn empty_pattern_tokens_are_refused() {
+        let bus = InMemoryMessageBus::new();
+        for pattern in ["", "a..b", ".a", "a."] {
+            assert!(matches!(bus.subscribe(pattern).await, Err(StoreError::InvalidInput(_))), "{pattern:?}");
+        }
+    }
+}
