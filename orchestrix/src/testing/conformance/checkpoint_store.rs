@@ -2,7 +2,7 @@
 //!
 //! Each function runs one check on the store it is given, which must be
 //! empty and used by nothing else while the check runs.
-//! [`super::checkpoint_store`] runs them all.
+//! [`super::checkpoint_store()`] runs them all.
 
 use super::support::{expect_eq, ok, within};
 use crate::store::CheckpointStore;

@@ -2,7 +2,7 @@
 //!
 //! Each function runs one check on the store it is given, which must be
 //! empty and used by nothing else while the check runs; it panics with the
-//! check's name and what it expected and found. [`super::event_store`] runs
+//! check's name and what it expected and found. [`super::event_store()`] runs
 //! them all.
 
 use std::collections::{BTreeMap, HashSet};

@@ -1,7 +1,7 @@
 //! Checks of [`MessageBus`] implementations.
 //!
 //! Each function runs one check on the bus it is given, which must be used
-//! by nothing else while the check runs. [`super::message_bus`] runs them
+//! by nothing else while the check runs. [`super::message_bus()`] runs them
 //! all. A subscription must be active when `subscribe` returns.
 
 use std::collections::BTreeMap;

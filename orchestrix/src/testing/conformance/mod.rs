@@ -21,8 +21,8 @@
 //! features among its dev-dependencies.
 //!
 //! Alternatively, run a whole port's checks from one test with the runner
-//! functions ([`event_store`], [`snapshot_store`], [`checkpoint_store`],
-//! [`key_value_store`], [`message_bus`], [`dead_letter_store`]), which take
+//! functions ([`event_store()`], [`snapshot_store()`], [`checkpoint_store()`],
+//! [`key_value_store()`], [`message_bus()`], [`dead_letter_store()`]), which take
 //! an async factory, or run single checks from the modules of the same
 //! names (for example [`event_store::append_and_read_back`]), each taking
 //! the store to check by value:

@@ -2,7 +2,7 @@
 //!
 //! Each function runs one check on the store it is given, which must be
 //! empty and used by nothing else while the check runs.
-//! [`super::snapshot_store`] runs them all.
+//! [`super::snapshot_store()`] runs them all.
 
 use chrono::{DateTime, Utc};
 use serde_json::value::RawValue;
