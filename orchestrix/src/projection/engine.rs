@@ -504,10 +504,16 @@ impl<P: Projection> Runner<P> {
             };
             let Some(event) = next else { break };
             let event = event.map_err(|e| self.store_error(e))?;
-            if self.engine.deliver(&mut self.projection, &self.name, &event, &self.options).await? {
-                parked += 1;
-            } else {
-                handled += 1;
+            match self.engine.deliver(&mut self.projection, &self.name, &event, &self.options).await {
+                Ok(true) => parked += 1,
+                Ok(false) => handled += 1,
+                Err(error) => {
+                    // Keep the progress made before the poison event.
+                    if position != saved {
+                        self.engine.checkpoints.save(&self.name, position).await.map_err(|e| self.store_error(e))?;
+                    }
+                    return Err(error);
+                }
             }
             position = event.global_position;
             if position - saved >= self.options.checkpoint_every {

@@ -3,6 +3,7 @@
 //! Enable it with the `testing` feature, usually as a dev-dependency:
 //! `orchestrix = { version = "...", features = ["testing"] }`.
 
+pub mod conformance;
 mod fixture;
 
 pub use fixture::{AggregateFixture, Outcome};

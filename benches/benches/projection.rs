@@ -1,0 +1,92 @@
+//! Projection catch-up over 1,000,000 in-memory events through a no-op
+//! projection, beside a plain loop over the same events, in one run.
+//!
+//! `cargo bench -p orchestrix-benches --bench projection` (add `-- --quick`
+//! for 100,000 events).
+
+use std::borrow::Cow;
+use std::time::Instant;
+
+use futures_util::StreamExt;
+use orchestrix::error::BoxError;
+use orchestrix::memory::{InMemoryCheckpointStore, InMemoryEventStore};
+use orchestrix::projection::{Projection, ProjectionEngine, ProjectionOptions};
+use orchestrix::{EventFilter, EventStore, ExpectedVersion, Metadata, NewEvent, RecordedEvent, StreamId};
+use serde_json::value::RawValue;
+
+struct NoOp {
+    seen: u64,
+}
+
+#[async_trait::async_trait]
+impl Projection for NoOp {
+    fn name(&self) -> Cow<'static, str> {
+        "no-op".into()
+    }
+
+    fn filter(&self) -> EventFilter {
+        EventFilter::all()
+    }
+
+    async fn handle(&mut self, _: &RecordedEvent) -> Result<(), BoxError> {
+        self.seen += 1;
+        Ok(())
+    }
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let total: u64 = if quick { 100_000 } else { 1_000_000 };
+    let store = InMemoryEventStore::new();
+    let data = RawValue::from_string(r#"{"amount":1}"#.to_owned()).expect("valid JSON");
+    for stream in 0..total / 100 {
+        let stream = StreamId::new("Account", stream.to_string()).expect("a valid stream");
+        let batch = (0..100)
+            .map(|_| NewEvent {
+                event_type: "Deposited".into(),
+                schema_version: 1,
+                data: data.clone(),
+                metadata: Metadata::default(),
+            })
+            .collect();
+        store.append(&stream, ExpectedVersion::Any, batch).await.expect("appends");
+    }
+    println!("projection catch-up over {total} in-memory events, 3 rounds each, best of 3\n");
+    let rebuilding = ProjectionEngine::new(store.clone(), InMemoryCheckpointStore::new());
+    let filter = EventFilter::all();
+    let (mut best_plain, mut best_engine, mut best_spawned) = (f64::MAX, f64::MAX, f64::MAX);
+    for _ in 0..3 {
+        let start = Instant::now();
+        let mut events = store.read_all(1, &filter);
+        let mut seen = 0u64;
+        while let Some(event) = events.next().await {
+            let event = event.expect("reads");
+            seen += std::hint::black_box(event.global_position) / event.global_position;
+        }
+        assert_eq!(seen, total);
+        best_plain = best_plain.min(start.elapsed().as_secs_f64());
+
+        let start = Instant::now();
+        let mut projection = NoOp { seen: 0 };
+        let options = ProjectionOptions::default().checkpoint_every(1_000);
+        rebuilding.rebuild(&mut projection, options, |_| {}).await.expect("rebuilds");
+        assert_eq!(projection.seen, total);
+        best_engine = best_engine.min(start.elapsed().as_secs_f64());
+
+        // A spawned projection catching up from no checkpoint, as a new
+        // projection would in production (subscription, then live).
+        let engine = ProjectionEngine::new(store.clone(), InMemoryCheckpointStore::new());
+        let start = Instant::now();
+        let mut handle = engine.spawn(NoOp { seen: 0 }, ProjectionOptions::default().checkpoint_every(1_000));
+        handle.wait_for_position(total).await;
+        best_spawned = best_spawned.min(start.elapsed().as_secs_f64());
+        assert_eq!(handle.stop().await.expect("stops").seen, total);
+    }
+    #[allow(clippy::cast_precision_loss)]
+    let rate = |secs: f64| total as f64 / secs;
+    let (plain, rebuilt, spawned) = (rate(best_plain), rate(best_engine), rate(best_spawned));
+    println!("plain loop over read_all              {plain:>12.0} events/s");
+    println!("rebuild, no-op projection             {rebuilt:>12.0} events/s   ratio {:.3}", rebuilt / plain);
+    println!("spawned catch-up, no-op projection    {spawned:>12.0} events/s   ratio {:.3}", spawned / plain);
+}

@@ -1,0 +1,498 @@
+//! The in-memory [`EventStore`].
+
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
+
+use async_trait::async_trait;
+use chrono::Utc;
+use futures_util::stream::{self, StreamExt};
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use crate::envelope::{NewEvent, RecordedEvent};
+use crate::error::StoreError;
+use crate::store::{EventFilter, EventStore, EventStream, ExpectedVersion};
+use crate::stream::{truncate_for_message, StreamId};
+
+/// The longest event type name the in-memory store accepts, in bytes.
+pub const MAX_EVENT_TYPE_LEN: usize = 10 * 1024;
+
+/// How many events a reader copies (as `Arc`s) under one short read lock.
+const CHUNK: usize = 256;
+
+/// How many log entries a filtered reader scans under one read lock, so that
+/// a selective filter over a long log never holds the lock for long.
+const SCAN: usize = 4 * 1024;
+
+/// An event store held in memory: the reference behaviour of [`EventStore`].
+///
+/// - Appends are atomic per batch and checked against the
+///   [`ExpectedVersion`] under one write lock; events get UUID v7 ids,
+///   stream versions from 1 and global positions from 1, both without gaps.
+/// - Reads are lazy: they copy 256 `Arc`s at a time under a short read lock,
+///   never the whole log, and never hold a lock across an `.await`. A read
+///   ends at the end the stream (or log) had when the read began.
+/// - Subscriptions catch up from the log, then wait on a
+///   [`tokio::sync::watch`] of the head position; since they always read
+///   from the log itself, an append that races with the switch from
+///   catching up to following live is neither missed nor delivered twice.
+///   A subscription ends when it is dropped, or once every handle to the
+///   store has been dropped.
+///
+/// Cloning is cheap and every clone shares the same log. Nothing is
+/// durable: the events live as long as the last clone.
+///
+/// ```
+/// use orchestrix::memory::InMemoryEventStore;
+/// use orchestrix::{EventStore, ExpectedVersion, StreamId};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), orchestrix::StoreError> {
+/// let store = InMemoryEventStore::new();
+/// let stream = StreamId::new("Account", "42")?;
+/// store.append(&stream, ExpectedVersion::NoStream, vec![]).await?;
+/// assert_eq!(store.stream_version(&stream).await?, None);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct InMemoryEventStore {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    log: RwLock<Log>,
+    /// The position of the last event; subscribers wait on its changes.
+    head: watch::Sender<u64>,
+}
+
+impl Default for Shared {
+    fn default() -> Self {
+        Self { log: RwLock::default(), head: watch::Sender::new(0) }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Log {
+    /// The global log: the event at position `p` is at index `p - 1`.
+    events: Vec<Arc<RecordedEvent>>,
+    /// Per stream, the log index of each event: version `v` is at `v - 1`.
+    streams: HashMap<StreamId, Vec<usize>>,
+}
+
+impl Shared {
+    // A panic cannot leave the log half-written (every check happens before
+    // the first push), so a poisoned lock is safe to keep using.
+    fn read(&self) -> RwLockReadGuard<'_, Log> {
+        self.log.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Log> {
+        self.log.write().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl InMemoryEventStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+fn to_u64(n: usize) -> u64 {
+    u64::try_from(n).expect("usize fits in u64")
+}
+
+/// The log index of a 1-based position or version; `0` reads from the start.
+fn to_index(position: u64) -> usize {
+    usize::try_from(position.saturating_sub(1)).unwrap_or(usize::MAX)
+}
+
+/// Refuses event type names that no adapter can store faithfully.
+pub(crate) fn validate_event_type(event_type: &str) -> Result<(), StoreError> {
+    if event_type.is_empty() {
+        return Err(StoreError::InvalidInput("event type must not be empty".to_owned()));
+    }
+    if event_type.len() > MAX_EVENT_TYPE_LEN {
+        return Err(StoreError::InvalidInput(format!(
+            "event type is {} bytes long; the limit is {MAX_EVENT_TYPE_LEN}",
+            event_type.len()
+        )));
+    }
+    if event_type.contains('\0') {
+        return Err(StoreError::InvalidInput(format!(
+            "event type `{}` contains a NUL character",
+            truncate_for_message(event_type).replace('\0', "\\0")
+        )));
+    }
+    Ok(())
+}
+
+/// Copies up to [`CHUNK`] matching events from `*next` (an index) towards
+/// `end`, scanning at most [`SCAN`] entries, and advances `*next`.
+fn global_chunk(log: &Log, next: &mut usize, end: usize, filter: &EventFilter, out: &mut Vec<Arc<RecordedEvent>>) {
+    let end = end.min(log.events.len());
+    if *next >= end {
+        return;
+    }
+    if filter.event_types().is_none() {
+        let stop = end.min(*next + CHUNK);
+        out.extend(log.events[*next..stop].iter().cloned());
+        *next = stop;
+        return;
+    }
+    let stop = end.min(*next + SCAN);
+    for (index, event) in log.events[*next..stop].iter().enumerate() {
+        if filter.matches(&event.event_type) {
+            out.push(Arc::clone(event));
+            if out.len() == CHUNK {
+                *next += index + 1;
+                return;
+            }
+        }
+    }
+    *next = stop;
+}
+
+/// A lazy read of one stream, a chunk at a time.
+struct StreamReader<'a> {
+    shared: &'a Shared,
+    stream: &'a StreamId,
+    next: usize,
+    end: Option<usize>,
+    buffer: std::vec::IntoIter<Arc<RecordedEvent>>,
+}
+
+impl Iterator for StreamReader<'_> {
+    type Item = Result<Arc<RecordedEvent>, StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if let Some(event) = self.buffer.next() {
+            return Some(Ok(event));
+        }
+        let chunk: Vec<_> = {
+            let log = self.shared.read();
+            let indexes = log.streams.get(self.stream)?;
+            let end = *self.end.get_or_insert(indexes.len());
+            if self.next >= end {
+                return None;
+            }
+            let stop = end.min(self.next + CHUNK);
+            let chunk = indexes[self.next..stop].iter().map(|&i| Arc::clone(&log.events[i])).collect();
+            self.next = stop;
+            chunk
+        };
+        self.buffer = chunk.into_iter();
+        self.buffer.next().map(Ok)
+    }
+}
+
+/// A lazy filtered read of the global log, a chunk at a time.
+struct GlobalReader<'a> {
+    shared: &'a Shared,
+    filter: &'a EventFilter,
+    next: usize,
+    end: Option<usize>,
+    buffer: std::vec::IntoIter<Arc<RecordedEvent>>,
+}
+
+impl Iterator for GlobalReader<'_> {
+    type Item = Result<Arc<RecordedEvent>, StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(event) = self.buffer.next() {
+                return Some(Ok(event));
+            }
+            let mut chunk = Vec::new();
+            {
+                let log = self.shared.read();
+                let end = *self.end.get_or_insert(log.events.len());
+                if self.next >= end {
+                    return None;
+                }
+                global_chunk(&log, &mut self.next, end, self.filter, &mut chunk);
+            }
+            self.buffer = chunk.into_iter();
+        }
+    }
+}
+
+/// The state of a live subscription.
+struct Subscription {
+    shared: Weak<Shared>,
+    head: watch::Receiver<u64>,
+    filter: EventFilter,
+    next: usize,
+    buffer: std::vec::IntoIter<Arc<RecordedEvent>>,
+}
+
+impl Subscription {
+    async fn next_event(&mut self) -> Option<Arc<RecordedEvent>> {
+        loop {
+            if let Some(event) = self.buffer.next() {
+                return Some(event);
+            }
+            // Mark the head as seen *before* reading the log: an append that
+            // lands after the read below then still wakes `changed()`.
+            self.head.borrow_and_update();
+            let (chunk, caught_up) = {
+                let shared = self.shared.upgrade()?;
+                let log = shared.read();
+                let mut chunk = Vec::new();
+                global_chunk(&log, &mut self.next, usize::MAX, &self.filter, &mut chunk);
+                let caught_up = self.next >= log.events.len();
+                (chunk, caught_up)
+            };
+            if !chunk.is_empty() {
+                self.buffer = chunk.into_iter();
+            } else if caught_up && self.head.changed().await.is_err() {
+                // Every handle to the store is gone: nothing more can come.
+                return None;
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl EventStore for InMemoryEventStore {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<Vec<Arc<RecordedEvent>>, StoreError> {
+        for event in &events {
+            validate_event_type(&event.event_type)?;
+        }
+        let recorded = {
+            let mut guard = self.shared.write();
+            let Log { events: log, streams } = &mut *guard;
+            let actual = streams.get(stream).map(|indexes| to_u64(indexes.len()));
+            if !expected.admits(actual) {
+                return Err(StoreError::WrongExpectedVersion { stream: stream.clone(), expected, actual });
+            }
+            if events.is_empty() {
+                return Ok(Vec::new());
+            }
+            let recorded_at = Utc::now();
+            let first_version = actual.unwrap_or(0) + 1;
+            let first_index = log.len();
+            let indexes = streams.entry(stream.clone()).or_default();
+            let mut recorded = Vec::with_capacity(events.len());
+            log.reserve(events.len());
+            indexes.reserve(events.len());
+            for (offset, event) in events.into_iter().enumerate() {
+                let index = first_index + offset;
+                let event = Arc::new(RecordedEvent {
+                    id: Uuid::now_v7(),
+                    stream: stream.clone(),
+                    stream_version: first_version + to_u64(offset),
+                    global_position: to_u64(index) + 1,
+                    recorded_at,
+                    event_type: event.event_type,
+                    schema_version: event.schema_version,
+                    data: event.data,
+                    metadata: event.metadata,
+                });
+                log.push(Arc::clone(&event));
+                indexes.push(index);
+                recorded.push(event);
+            }
+            recorded
+        };
+        let head = recorded.last().map_or(0, |event| event.global_position);
+        // Outside the lock; two racing appends may notify out of order, so
+        // only ever move the head forward.
+        self.shared.head.send_if_modified(|current| {
+            let advanced = head > *current;
+            if advanced {
+                *current = head;
+            }
+            advanced
+        });
+        Ok(recorded)
+    }
+
+    fn read_stream<'a>(&'a self, stream: &'a StreamId, from_version: u64) -> EventStream<'a> {
+        let reader = StreamReader {
+            shared: &self.shared,
+            stream,
+            next: to_index(from_version),
+            end: None,
+            buffer: Vec::new().into_iter(),
+        };
+        stream::iter(reader).boxed()
+    }
+
+    fn read_all<'a>(&'a self, from_position: u64, filter: &'a EventFilter) -> EventStream<'a> {
+        let reader = GlobalReader {
+            shared: &self.shared,
+            filter,
+            next: to_index(from_position),
+            end: None,
+            buffer: Vec::new().into_iter(),
+        };
+        stream::iter(reader).boxed()
+    }
+
+    fn subscribe(&self, from_position: u64, filter: EventFilter) -> EventStream<'static> {
+        let subscription = Subscription {
+            shared: Arc::downgrade(&self.shared),
+            head: self.shared.head.subscribe(),
+            filter,
+            next: to_index(from_position),
+            buffer: Vec::new().into_iter(),
+        };
+        stream::unfold(subscription, |mut subscription| async move {
+            let event = subscription.next_event().await?;
+            Some((Ok(event), subscription))
+        })
+        .boxed()
+    }
+
+    async fn stream_version(&self, stream: &StreamId) -> Result<Option<u64>, StoreError> {
+        Ok(self.shared.read().streams.get(stream).map(|indexes| to_u64(indexes.len())))
+    }
+
+    async fn head_position(&self) -> Result<Option<u64>, StoreError> {
+        let len = self.shared.read().events.len();
+        Ok((len > 0).then(|| to_u64(len)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use futures_util::StreamExt;
+    use serde_json::value::RawValue;
+
+    use super::*;
+    use crate::envelope::Metadata;
+
+    fn event(event_type: &str, n: usize) -> NewEvent {
+        NewEvent {
+            event_type: event_type.to_owned(),
+            schema_version: 1,
+            data: RawValue::from_string(format!("{{\"n\":{n}}}")).unwrap(),
+            metadata: Metadata::default(),
+        }
+    }
+
+    fn stream(id: &str) -> StreamId {
+        StreamId::new("Test", id).unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn subscription_racing_concurrent_appends_sees_each_event_once_in_order() {
+        const TASKS: usize = 4;
+        const APPENDS: usize = 250;
+        let store = InMemoryEventStore::new();
+        let mut subscription = store.subscribe(0, EventFilter::all());
+        let writers: Vec<_> = (0..TASKS)
+            .map(|task| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let stream = stream(&task.to_string());
+                    for i in 0..APPENDS {
+                        store.append(&stream, ExpectedVersion::Any, vec![event("E", i)]).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        let mut seen = Vec::with_capacity(TASKS * APPENDS);
+        while seen.len() < TASKS * APPENDS {
+            let event = tokio::time::timeout(std::time::Duration::from_secs(10), subscription.next())
+                .await
+                .expect("the subscription stalled")
+                .expect("the subscription ended")
+                .unwrap();
+            seen.push(event.global_position);
+        }
+        for writer in writers {
+            writer.await.unwrap();
+        }
+        let expected: Vec<u64> = (1..=to_u64(TASKS * APPENDS)).collect();
+        assert_eq!(seen, expected);
+        let extra = tokio::time::timeout(std::time::Duration::from_millis(50), subscription.next()).await;
+        assert!(extra.is_err(), "unexpected extra item: {extra:?}");
+    }
+
+    #[tokio::test]
+    async fn a_subscription_started_mid_stream_switches_to_live_without_gaps() {
+        let store = InMemoryEventStore::new();
+        let s = stream("a");
+        // Enough events for several catch-up chunks, with a filter that
+        // skips most of them.
+        for i in 0..3000 {
+            let event_type = if i % 7 == 0 { "Kept" } else { "Skipped" };
+            store.append(&s, ExpectedVersion::Any, vec![event(event_type, i)]).await.unwrap();
+        }
+        let mut subscription = store.subscribe(1, EventFilter::types(["Kept"]));
+        let mut positions = Vec::new();
+        for _ in 0..=(3000 / 7) {
+            positions.push(subscription.next().await.unwrap().unwrap().global_position);
+        }
+        let expected: Vec<u64> = (0..3000).filter(|i| i % 7 == 0).map(|i| i + 1).collect();
+        assert_eq!(positions, expected);
+        let live = store.append(&s, ExpectedVersion::Any, vec![event("Skipped", 0), event("Kept", 1)]).await.unwrap();
+        assert_eq!(subscription.next().await.unwrap().unwrap().global_position, live[1].global_position);
+    }
+
+    #[tokio::test]
+    async fn subscriptions_end_when_the_store_is_gone_and_unregister_when_dropped() {
+        let store = InMemoryEventStore::new();
+        let dropped = store.subscribe(0, EventFilter::all());
+        assert_eq!(store.shared.head.receiver_count(), 1);
+        drop(dropped);
+        assert_eq!(store.shared.head.receiver_count(), 0);
+
+        let mut subscription = store.subscribe(0, EventFilter::all());
+        store.append(&stream("a"), ExpectedVersion::Any, vec![event("E", 1)]).await.unwrap();
+        assert!(subscription.next().await.is_some());
+        drop(store);
+        let end = tokio::time::timeout(std::time::Duration::from_secs(1), subscription.next()).await;
+        assert!(matches!(end, Ok(None)), "expected the subscription to end, got {end:?}");
+    }
+
+    #[tokio::test]
+    async fn a_read_ends_where_the_log_ended_when_it_began() {
+        let store = InMemoryEventStore::new();
+        let s = stream("a");
+        store.append(&s, ExpectedVersion::Any, (0..600).map(|i| event("E", i)).collect()).await.unwrap();
+        let filter = EventFilter::all();
+        let mut all = store.read_all(1, &filter);
+        let mut in_stream = store.read_stream(&s, 1);
+        assert_eq!(all.next().await.unwrap().unwrap().global_position, 1);
+        assert_eq!(in_stream.next().await.unwrap().unwrap().stream_version, 1);
+        store.append(&s, ExpectedVersion::Any, (0..10).map(|i| event("E", i)).collect()).await.unwrap();
+        assert_eq!(all.count().await, 599);
+        assert_eq!(in_stream.count().await, 599);
+    }
+
+    #[tokio::test]
+    async fn records_share_storage_and_ids_follow_positions() {
+        let store = InMemoryEventStore::new();
+        let s = stream("a");
+        let appended = store.append(&s, ExpectedVersion::NoStream, (0..50).map(|i| event("E", i)).collect()).await;
+        let appended = appended.unwrap();
+        let read: Vec<_> = store.read_stream(&s, 1).map(Result::unwrap).collect().await;
+        for (a, r) in appended.iter().zip(&read) {
+            assert!(Arc::ptr_eq(a, r), "reads must hand out the stored Arc, not a copy");
+        }
+        let ids: HashSet<Uuid> = read.iter().map(|e| e.id).collect();
+        assert_eq!(ids.len(), 50);
+        assert!(read.windows(2).all(|w| w[0].id < w[1].id), "v7 ids sort like positions");
+    }
+
+    #[test]
+    fn event_type_validation() {
+        assert!(validate_event_type("AccountOpened").is_ok());
+        assert!(validate_event_type(&"x".repeat(MAX_EVENT_TYPE_LEN)).is_ok());
+        for bad in [String::new(), "a\0b".to_owned(), "x".repeat(MAX_EVENT_TYPE_LEN + 1)] {
+            assert!(matches!(validate_event_type(&bad), Err(StoreError::InvalidInput(_))), "{bad:?}");
+        }
+    }
+}

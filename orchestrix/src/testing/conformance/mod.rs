@@ -1,0 +1,246 @@
+//! The port conformance suite: the checks every adapter of the ports in
+//! [`crate::store`] runs, so that all of them behave like the reference
+//! in-memory adapters of [`crate::memory`].
+//!
+//! # Running it
+//!
+//! The simplest way is [`conformance_tests!`](crate::conformance_tests),
+//! which generates one `#[tokio::test]` per check in a module named after
+//! the port, given an expression that makes a fresh store (it is evaluated
+//! once per check, inside the async test, so it may `.await`):
+//!
+//! ```ignore
+//! use my_adapter::{SqliteEventStore, SqliteKeyValueStore};
+//!
+//! orchestrix::conformance_tests!(event_store, SqliteEventStore::in_memory().await.unwrap());
+//! orchestrix::conformance_tests!(key_value_store, SqliteKeyValueStore::in_memory().await.unwrap());
+//! ```
+//!
+//! The generated tests use `#[tokio::test(flavor = "multi_thread")]`, so the
+//! test crate needs `tokio` with the `macros` and `rt-multi-thread`
+//! features among its dev-dependencies.
+//!
+//! Alternatively, run a whole port's checks from one test with the runner
+//! functions ([`event_store()`], [`snapshot_store()`], [`checkpoint_store()`],
+//! [`key_value_store()`], [`message_bus()`], [`dead_letter_store()`]), which take
+//! an async factory, or run single checks from the modules of the same
+//! names (for example [`event_store::append_and_read_back`]), each taking
+//! the store to check by value:
+//!
+//! ```ignore
+//! #[tokio::test(flavor = "multi_thread")]
+//! async fn event_store_conforms() {
+//!     orchestrix::testing::conformance::event_store(|| async { MyStore::connect(URL).await.unwrap() }).await;
+//! }
+//! ```
+//!
+//! # What a check expects
+//!
+//! - Every check gets its own store, which must start **empty** and be
+//!   used by nothing else while the check runs (a fresh database, schema or
+//!   namespace). Checks use fresh stream ids, but some look at the whole
+//!   global log or the head position.
+//! - A failing check panics with its name (`event_store::batch_is_atomic`)
+//!   and what it expected and found. A step that does not finish within
+//!   ten seconds fails the check instead of hanging it.
+//! - Concurrency checks spawn tokio tasks: run them on a multi-threaded
+//!   runtime to exercise real parallelism.
+
+mod support;
+
+pub mod checkpoint_store;
+pub mod dead_letter_store;
+pub mod event_store;
+pub mod key_value_store;
+pub mod message_bus;
+pub mod snapshot_store;
+
+use std::future::Future;
+
+use crate::store::{CheckpointStore, DeadLetterStore, EventStore, KeyValueStore, MessageBus, SnapshotStore};
+
+/// The list of checks of each port: the one place that names them, used
+/// by the runner functions and by [`conformance_tests!`](crate::conformance_tests).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __orchestrix_conformance_checks {
+    (event_store $($then:tt)*) => {
+        $crate::__orchestrix_conformance_expand! { event_store [
+            append_and_read_back,
+            no_stream_on_existing_stream_conflicts,
+            exact_mismatch_conflicts_and_writes_nothing,
+            exact_zero_is_no_stream,
+            any_appends_whatever_the_version,
+            empty_batch_checks_and_stores_nothing,
+            batch_is_atomic,
+            read_stream_from_a_version,
+            read_missing_stream_is_empty,
+            stream_version_and_head_position,
+            read_all_from_a_position_with_a_filter,
+            global_order_across_streams,
+            stream_ids_are_exact,
+            long_streams_read_back_in_order,
+            concurrent_exact_appends_to_one_stream,
+            concurrent_appends_to_different_streams,
+            subscribe_catches_up_then_follows_live,
+            subscribe_with_a_filter,
+            subscribe_from_a_middle_position,
+            subscription_races_with_appends,
+            dropped_subscription_is_harmless,
+            hostile_strings_round_trip,
+            invalid_event_types_are_refused,
+        ] $($then)* }
+    };
+    (snapshot_store $($then:tt)*) => {
+        $crate::__orchestrix_conformance_expand! { snapshot_store [
+            save_and_load_latest,
+            load_at_or_before,
+            save_replaces_at_the_same_version,
+            delete_removes_a_streams_snapshots,
+            streams_are_independent,
+        ] $($then)* }
+    };
+    (checkpoint_store $($then:tt)*) => {
+        $crate::__orchestrix_conformance_expand! { checkpoint_store [
+            missing_is_none,
+            save_overwrite_delete,
+            consumers_are_independent,
+        ] $($then)* }
+    };
+    (key_value_store $($then:tt)*) => {
+        $crate::__orchestrix_conformance_expand! { key_value_store [
+            get_put_overwrite_delete,
+            keys_by_prefix_sorted,
+            binary_values,
+        ] $($then)* }
+    };
+    (message_bus $($then:tt)*) => {
+        $crate::__orchestrix_conformance_expand! { message_bus [
+            pattern_matching,
+            order_and_content_per_subscriber,
+            multiple_subscribers,
+            no_delivery_before_subscribe,
+        ] $($then)* }
+    };
+    (dead_letter_store $($then:tt)*) => {
+        $crate::__orchestrix_conformance_expand! { dead_letter_store [
+            park_get_remove,
+            list_by_consumer_oldest_first,
+        ] $($then)* }
+    };
+    ($other:ident $($then:tt)*) => {
+        ::core::compile_error!(::core::concat!(
+            "unknown port `", ::core::stringify!($other), "`; expected one of `event_store`, `snapshot_store`, ",
+            "`checkpoint_store`, `key_value_store`, `message_bus`, `dead_letter_store`"
+        ));
+    };
+}
+
+/// Expands a port's list of checks into runner statements or tests.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __orchestrix_conformance_expand {
+    ($port:ident [$($check:ident),* $(,)?] run $make:ident) => {
+        $( $crate::testing::conformance::$port::$check($make().await).await; )*
+    };
+    ($port:ident [$($check:ident),* $(,)?] tests $make:expr) => {
+        $(
+            #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $check() {
+                $crate::testing::conformance::$port::$check($make).await;
+            }
+        )*
+    };
+}
+
+/// Generates one `#[tokio::test]` per conformance check of a port, in a
+/// module named after the port.
+///
+/// The first argument names the port: `event_store`, `snapshot_store`,
+/// `checkpoint_store`, `key_value_store`, `message_bus` or
+/// `dead_letter_store`. The second is an expression that makes a fresh,
+/// empty store; it is evaluated once per test, inside the async test
+/// function, so it may use `.await`. Names in scope where the macro is
+/// invoked are in scope in the expression.
+///
+/// The test crate needs `tokio` with the `macros` and `rt-multi-thread`
+/// features.
+///
+/// ```ignore
+/// use orchestrix::memory::{InMemoryEventStore, InMemoryMessageBus};
+///
+/// orchestrix::conformance_tests!(event_store, InMemoryEventStore::new());
+/// orchestrix::conformance_tests!(message_bus, InMemoryMessageBus::new());
+/// // cargo test: event_store::append_and_read_back ... ok, and so on.
+/// ```
+#[macro_export]
+macro_rules! conformance_tests {
+    ($port:ident, $make:expr $(,)?) => {
+        mod $port {
+            #[allow(unused_imports)]
+            use super::*;
+
+            $crate::__orchestrix_conformance_checks! { $port tests $make }
+        }
+    };
+}
+
+/// Runs every [`EventStore`] check, each on a fresh store from `make`.
+pub async fn event_store<S, F, Fut>(mut make: F)
+where
+    S: EventStore,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = S>,
+{
+    crate::__orchestrix_conformance_checks! { event_store run make }
+}
+
+/// Runs every [`SnapshotStore`] check, each on a fresh store from `make`.
+pub async fn snapshot_store<S, F, Fut>(mut make: F)
+where
+    S: SnapshotStore,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = S>,
+{
+    crate::__orchestrix_conformance_checks! { snapshot_store run make }
+}
+
+/// Runs every [`CheckpointStore`] check, each on a fresh store from `make`.
+pub async fn checkpoint_store<S, F, Fut>(mut make: F)
+where
+    S: CheckpointStore,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = S>,
+{
+    crate::__orchestrix_conformance_checks! { checkpoint_store run make }
+}
+
+/// Runs every [`KeyValueStore`] check, each on a fresh store from `make`.
+pub async fn key_value_store<S, F, Fut>(mut make: F)
+where
+    S: KeyValueStore,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = S>,
+{
+    crate::__orchestrix_conformance_checks! { key_value_store run make }
+}
+
+/// Runs every [`MessageBus`] check, each on a fresh bus from `make`.
+pub async fn message_bus<B, F, Fut>(mut make: F)
+where
+    B: MessageBus,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = B>,
+{
+    crate::__orchestrix_conformance_checks! { message_bus run make }
+}
+
+/// Runs every [`DeadLetterStore`] check, each on a fresh store from `make`.
+pub async fn dead_letter_store<D, F, Fut>(mut make: F)
+where
+    D: DeadLetterStore,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = D>,
+{
+    crate::__orchestrix_conformance_checks! { dead_letter_store run make }
+}

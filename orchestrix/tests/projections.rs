@@ -1,0 +1,312 @@
+//! The projection engine against the in-memory stores: catch-up and live,
+//! filters, checkpoints, poison policies, dead letters, rebuilds,
+//! independence, and crashes at random points.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::TryStreamExt;
+use orchestrix::error::BoxError;
+use orchestrix::memory::{InMemoryCheckpointStore, InMemoryDeadLetterStore, InMemoryEventStore};
+use orchestrix::projection::{PoisonPolicy, Projection, ProjectionEngine, ProjectionError, ProjectionOptions};
+use orchestrix::{
+    CheckpointStore, DeadLetterStore, EventFilter, EventStore, ExpectedVersion, Metadata, NewEvent, RecordedEvent,
+    RetryPolicy, StreamId,
+};
+use serde_json::value::RawValue;
+
+fn event(event_type: &str, amount: u64) -> NewEvent {
+    NewEvent {
+        event_type: event_type.into(),
+        schema_version: 1,
+        data: RawValue::from_string(format!(r#"{{"amount":{amount}}}"#)).unwrap(),
+        metadata: Metadata::default(),
+    }
+}
+
+fn stream(n: u64) -> StreamId {
+    StreamId::new("Account", n.to_string()).unwrap()
+}
+
+async fn append(store: &InMemoryEventStore, stream_no: u64, events: Vec<NewEvent>) {
+    store.append(&stream(stream_no), ExpectedVersion::Any, events).await.unwrap();
+}
+
+fn amount(event: &RecordedEvent) -> Result<u64, BoxError> {
+    let value: serde_json::Value = serde_json::from_str(event.data.get())?;
+    value["amount"].as_u64().ok_or_else(|| "no amount".into())
+}
+
+/// Balances per stream: idempotent, because it remembers the last stream
+/// version it applied per stream and skips anything at or below it.
+#[derive(Clone, Default)]
+struct Balances {
+    model: Arc<Mutex<HashMap<StreamId, (u64, u64)>>>,
+    deliveries: Arc<AtomicU64>,
+    fail_on_amount: Option<u64>,
+    failures_left: Arc<AtomicU64>,
+    delay: Option<Duration>,
+    name: &'static str,
+}
+
+impl Balances {
+    fn named(name: &'static str) -> Self {
+        Self { name, ..Self::default() }
+    }
+
+    fn snapshot(&self) -> HashMap<StreamId, (u64, u64)> {
+        self.model.lock().unwrap().clone()
+    }
+
+    fn total(&self) -> u64 {
+        self.model.lock().unwrap().values().map(|(balance, _)| balance).sum()
+    }
+}
+
+#[async_trait]
+impl Projection for Balances {
+    fn name(&self) -> Cow<'static, str> {
+        self.name.into()
+    }
+
+    fn filter(&self) -> EventFilter {
+        EventFilter::types(["Deposited"])
+    }
+
+    async fn handle(&mut self, event: &RecordedEvent) -> Result<(), BoxError> {
+        self.deliveries.fetch_add(1, Ordering::Relaxed);
+        if let Some(delay) = self.delay {
+            tokio::time::sleep(delay).await;
+        }
+        let amount = amount(event)?;
+        if self.fail_on_amount == Some(amount) && self.failures_left.load(Ordering::SeqCst) > 0 {
+            self.failures_left.fetch_sub(1, Ordering::SeqCst);
+            return Err(format!("cannot handle amount {amount}").into());
+        }
+        let mut model = self.model.lock().unwrap();
+        let entry = model.entry(event.stream.clone()).or_default();
+        if event.stream_version > entry.1 {
+            *entry = (entry.0 + amount, event.stream_version);
+        }
+        Ok(())
+    }
+
+    async fn reset(&mut self) -> Result<(), BoxError> {
+        self.model.lock().unwrap().clear();
+        Ok(())
+    }
+}
+
+struct Setup {
+    store: InMemoryEventStore,
+    checkpoints: InMemoryCheckpointStore,
+    dead_letters: InMemoryDeadLetterStore,
+    engine: ProjectionEngine,
+}
+
+fn setup() -> Setup {
+    let store = InMemoryEventStore::new();
+    let checkpoints = InMemoryCheckpointStore::new();
+    let dead_letters = InMemoryDeadLetterStore::new();
+    let engine = ProjectionEngine::new(store.clone(), checkpoints.clone()).with_dead_letters(dead_letters.clone());
+    Setup { store, checkpoints, dead_letters, engine }
+}
+
+fn quick_retries() -> ProjectionOptions {
+    ProjectionOptions::default().retry(RetryPolicy::fixed(3, Duration::from_millis(1)))
+}
+
+fn always_failing_on(amount: u64, name: &'static str) -> Balances {
+    Balances {
+        fail_on_amount: Some(amount),
+        failures_left: Arc::new(AtomicU64::new(u64::MAX)),
+        ..Balances::named(name)
+    }
+}
+
+#[tokio::test]
+async fn catches_up_then_follows_live_and_keeps_its_checkpoint() {
+    let s = setup();
+    for n in 0..10 {
+        append(&s.store, n, (1..=10).map(|a| event("Deposited", a)).collect()).await;
+    }
+    append(&s.store, 99, vec![event("Ignored", 1_000)]).await;
+    let projection = Balances::named("balances");
+    let mut handle = s.engine.spawn(projection.clone(), ProjectionOptions::default());
+    assert_eq!(handle.wait_for_position(100).await.position, 100);
+    assert_eq!(projection.total(), 10 * 55);
+    append(&s.store, 3, vec![event("Deposited", 7)]).await;
+    let status = handle.wait_for_position(102).await;
+    assert_eq!((status.position, status.handled), (102, 101));
+    assert_eq!(projection.total(), 10 * 55 + 7, "the filtered-out event was not delivered");
+    handle.stop().await.unwrap();
+    assert_eq!(s.checkpoints.load("balances").await.unwrap(), Some(102));
+
+    // A restart resumes after the checkpoint: only new events arrive.
+    append(&s.store, 4, vec![event("Deposited", 1)]).await;
+    let restarted = Balances::named("balances");
+    let mut handle = s.engine.spawn(restarted.clone(), ProjectionOptions::default());
+    handle.wait_for_position(103).await;
+    assert_eq!(restarted.deliveries.load(Ordering::Relaxed), 1);
+    handle.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_poison_event_stops_the_projection_before_it_with_a_typed_error() {
+    let s = setup();
+    append(&s.store, 1, vec![event("Deposited", 1), event("Deposited", 13), event("Deposited", 2)]).await;
+    let projection = always_failing_on(13, "strict");
+    let handle = s.engine.spawn(projection.clone(), quick_retries());
+    let error = handle.join().await.err().expect("the projection stops");
+    let ProjectionError::Poison(poison) = &error else { panic!("expected poison, got {error:?}") };
+    assert_eq!((poison.position, poison.stream_version, poison.attempts), (2, 2, 3));
+    assert_eq!(poison.stream, stream(1));
+    assert!(error.to_string().contains("cannot handle amount 13"), "{error}");
+    assert_eq!(s.checkpoints.load("strict").await.unwrap(), Some(1), "the checkpoint stays before the poison");
+    assert_eq!(projection.total(), 1);
+}
+
+#[tokio::test]
+async fn transient_failures_are_retried() {
+    let s = setup();
+    append(&s.store, 1, vec![event("Deposited", 13)]).await;
+    let projection =
+        Balances { fail_on_amount: Some(13), failures_left: Arc::new(AtomicU64::new(2)), ..Balances::named("patient") };
+    let mut handle = s.engine.spawn(projection.clone(), quick_retries());
+    assert_eq!(handle.wait_for_position(1).await.parked, 0);
+    assert_eq!(projection.total(), 13);
+    handle.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn parked_events_can_be_listed_retried_and_dropped() {
+    let s = setup();
+    append(&s.store, 1, vec![event("Deposited", 13)]).await;
+    append(&s.store, 2, vec![event("Deposited", 2), event("Deposited", 14)]).await;
+    let projection = always_failing_on(13, "lenient");
+    let options = quick_retries().poison(PoisonPolicy::Park);
+    let mut handle = s.engine.spawn(projection.clone(), options);
+    let status = handle.wait_for_position(3).await;
+    assert_eq!((status.handled, status.parked), (2, 1));
+    assert_eq!(projection.total(), 16, "the projection went on past the poison event");
+
+    let letters = s.dead_letters.list(Some("lenient")).await.unwrap();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].event.global_position, 1);
+    assert!(letters[0].error.contains("cannot handle amount 13"));
+    assert_eq!(letters[0].attempts, 3);
+
+    // Still failing: the letter stays, with one more attempt.
+    assert!(!handle.retry_dead_letter(letters[0].id).await.unwrap());
+    assert_eq!(s.dead_letters.get(letters[0].id).await.unwrap().unwrap().attempts, 4);
+    // Fixed: the retry succeeds and removes the letter.
+    projection.failures_left.store(0, Ordering::SeqCst);
+    assert!(handle.retry_dead_letter(letters[0].id).await.unwrap());
+    assert_eq!(projection.total(), 29);
+    assert!(s.dead_letters.list(Some("lenient")).await.unwrap().is_empty());
+    assert!(handle.retry_dead_letter(letters[0].id).await.is_err(), "an unknown id is an error");
+
+    // Dropping a dead letter is removing it from the store.
+    projection.failures_left.store(u64::MAX, Ordering::SeqCst);
+    append(&s.store, 3, vec![event("Deposited", 13)]).await;
+    handle.wait_for_position(4).await;
+    let letters = s.dead_letters.list(Some("lenient")).await.unwrap();
+    assert_eq!(letters.len(), 1);
+    assert!(s.dead_letters.remove(letters[0].id).await.unwrap());
+    assert!(s.dead_letters.list(None).await.unwrap().is_empty());
+    handle.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn parking_without_a_dead_letter_store_is_a_typed_error() {
+    let store = InMemoryEventStore::new();
+    append(&store, 1, vec![event("Deposited", 13)]).await;
+    let engine = ProjectionEngine::new(store, InMemoryCheckpointStore::new());
+    let handle = engine.spawn(always_failing_on(13, "nowhere"), quick_retries().poison(PoisonPolicy::Park));
+    assert!(matches!(handle.join().await, Err(ProjectionError::NoDeadLetterStore(_))));
+}
+
+#[tokio::test]
+async fn a_rebuild_starts_from_zero_and_reports_progress() {
+    let s = setup();
+    for n in 0..20 {
+        append(&s.store, n, (1..=50).map(|a| event("Deposited", a)).collect()).await;
+    }
+    s.checkpoints.save("rebuilt", 1_000).await.unwrap();
+    let mut projection = Balances::named("rebuilt");
+    projection.model.lock().unwrap().insert(stream(77), (1, 1)); // stale content, to be reset
+    let mut reports = Vec::new();
+    let done = s.engine.rebuild(&mut projection, ProjectionOptions::default(), |p| reports.push(*p)).await.unwrap();
+    assert_eq!((done.events_done, done.position, done.head), (1_000, 1_000, 1_000));
+    assert!((done.fraction() - 1.0).abs() < f64::EPSILON);
+    assert_eq!(done.eta(), Some(Duration::ZERO));
+    assert!(done.to_string().contains("1000 events"), "{done}");
+    assert_eq!(reports.last(), Some(&done));
+    assert_eq!(projection.total(), 20 * 1_275);
+    assert!(!projection.snapshot().contains_key(&stream(77)));
+    assert_eq!(s.checkpoints.load("rebuilt").await.unwrap(), Some(1_000));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_projection_does_not_hold_back_a_fast_one() {
+    let s = setup();
+    for n in 0..10 {
+        append(&s.store, n, (1..=20).map(|a| event("Deposited", a)).collect()).await;
+    }
+    let slow = Balances { delay: Some(Duration::from_millis(20)), ..Balances::named("slow") };
+    let fast = Balances::named("fast");
+    let slow_handle = s.engine.spawn(slow.clone(), ProjectionOptions::default());
+    let mut fast_handle = s.engine.spawn(fast.clone(), ProjectionOptions::default());
+    fast_handle.wait_for_position(200).await;
+    assert_eq!(fast.deliveries.load(Ordering::Relaxed), 200);
+    assert!(slow.deliveries.load(Ordering::Relaxed) < 100, "the slow one is still far behind");
+    fast_handle.stop().await.unwrap();
+    slow_handle.abort();
+}
+
+/// Ten crashes at random points while 10,000 events are written: the read
+/// model ends equal to a replay from zero, although some events were
+/// delivered more than once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crashes_at_random_points_leave_the_read_model_equal_to_a_replay() {
+    let s = setup();
+    let writer = {
+        let store = s.store.clone();
+        tokio::spawn(async move {
+            for batch in 0..1_000u64 {
+                append(&store, batch % 37, (0..10).map(|i| event("Deposited", batch * 10 + i)).collect()).await;
+                if batch % 50 == 0 {
+                    tokio::task::yield_now().await;
+                }
+            }
+        })
+    };
+    let projection = Balances::named("crashy");
+    let options = ProjectionOptions::default().checkpoint_every(250);
+    for _ in 0..10 {
+        let handle = s.engine.spawn(projection.clone(), options);
+        tokio::time::sleep(Duration::from_micros(fastrand::u64(200..3_000))).await;
+        handle.abort();
+    }
+    writer.await.unwrap();
+    let mut handle = s.engine.spawn(projection.clone(), options);
+    handle.wait_for_position(10_000).await;
+    handle.stop().await.unwrap();
+
+    let mut replay = Balances::named("replay");
+    let filter = replay.filter();
+    let log: Vec<_> = s.store.read_all(1, &filter).try_collect().await.unwrap();
+    assert_eq!(log.len(), 10_000);
+    for event in &log {
+        replay.handle(event).await.unwrap();
+    }
+    assert_eq!(projection.snapshot(), replay.snapshot());
+    assert_eq!(projection.total(), (0..10_000).sum::<u64>());
+    let deliveries = projection.deliveries.load(Ordering::Relaxed);
+    assert!(deliveries >= 10_000, "at least once: {deliveries}");
+    println!("10,000 events, 10 crashes: {deliveries} deliveries ({} redelivered)", deliveries - 10_000);
+}
