@@ -181,8 +181,9 @@ impl<S: Saga> SagaThen<S> {
         self
     }
 
-    /// Every event the instance's steps recorded (actions and
-    /// compensations), in the order of the global log.
+    /// Every event the instance's steps' commands recorded (actions and
+    /// compensations; not the saga's own events), in the order of the
+    /// global log.
     pub async fn step_events(&self) -> Vec<Arc<RecordedEvent>> {
         let instance = self.instance();
         let ids: HashSet<_> = instance.steps.iter().flat_map(|s| [s.action_id, s.compensation_id]).flatten().collect();
@@ -192,7 +193,8 @@ impl<S: Saga> SagaThen<S> {
         let mut caused = Vec::new();
         while let Some(event) = events.next().await {
             let event = event.expect("the global log is readable");
-            if event.metadata.causation_id.is_some_and(|id| ids.contains(&id)) {
+            let own = event.stream.category() == SagaManager::<S>::category();
+            if !own && event.metadata.causation_id.is_some_and(|id| ids.contains(&id)) {
                 caused.push(event);
             }
         }
