@@ -41,6 +41,7 @@
 //! transition: the loser of a race reloads and re-decides.
 //!
 //! ```
+//! # #![allow(dead_code)]
 //! use orchestrix::saga::{Saga, Step};
 //! use orchestrix::error::BoxError;
 //! use orchestrix::RecordedEvent;
@@ -100,6 +101,9 @@
 //!         ]
 //!     }
 //! }
+//!
+//! let names: Vec<_> = TransferSaga.steps().iter().map(|s| s.name().to_owned()).collect();
+//! assert_eq!(names, ["debit", "credit"]);
 //! ```
 
 mod events;

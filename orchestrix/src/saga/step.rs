@@ -164,6 +164,7 @@ pub(crate) fn render(error: &(dyn std::error::Error + 'static)) -> String {
 /// timeout.
 ///
 /// ```
+/// # #![allow(dead_code)]
 /// # use orchestrix::saga::Step;
 /// # use std::time::Duration;
 /// # fn steps<C: orchestrix::AggregateCommand<Aggregate = A> + Clone, A: orchestrix::Aggregate<Id = u64>>(
