@@ -160,12 +160,12 @@ impl<A: Aggregate> Repository<A> {
         keep: impl Fn(&RecordedEvent) -> bool,
     ) -> Result<Loaded<A>, Error> {
         let stream = Self::stream_id(id)?;
-        let mut loaded = self.from_snapshot(&stream, until_version).await?;
+        let mut loaded = self.start_from_snapshot(&stream, until_version).await?;
         self.apply_tail(&stream, &mut loaded, until_version, keep).await?;
         Ok(loaded)
     }
 
-    async fn from_snapshot(&self, stream: &StreamId, at_or_before: Option<u64>) -> Result<Loaded<A>, Error> {
+    async fn start_from_snapshot(&self, stream: &StreamId, at_or_before: Option<u64>) -> Result<Loaded<A>, Error> {
         let fresh = Loaded { state: A::default(), version: 0, from_snapshot: None };
         let Some(snapshots) = self.snapshots.as_ref().filter(|_| A::SNAPSHOT_EVERY.is_some()) else {
             return Ok(fresh);

@@ -481,24 +481,23 @@ impl<P: Projection> Runner<P> {
         self.status.send_modify(|s| s.position = start);
         let mut events = self.engine.events.subscribe(start + 1, self.projection.filter());
         loop {
-            let next = match events.next().now_or_never() {
-                Some(next) => next,
-                None => {
-                    // Nothing ready: a good moment to save and to report.
-                    if position != saved {
-                        self.engine.checkpoints.save(&self.name, position).await.map_err(|e| self.store_error(e))?;
-                        saved = position;
-                    }
-                    self.status.send_modify(|s| {
-                        *s = ProjectionStatus { state: ProjectionState::Live, position, handled, parked };
-                    });
-                    tokio::select! {
-                        next = events.next() => next,
-                        _ = self.stop.changed() => return Ok(()),
-                        Some(request) = self.requests.recv() => {
-                            self.serve(request).await;
-                            continue;
-                        }
+            let next = if let Some(next) = events.next().now_or_never() {
+                next
+            } else {
+                // Nothing ready: a good moment to save and to report.
+                if position != saved {
+                    self.engine.checkpoints.save(&self.name, position).await.map_err(|e| self.store_error(e))?;
+                    saved = position;
+                }
+                self.status.send_modify(|s| {
+                    *s = ProjectionStatus { state: ProjectionState::Live, position, handled, parked };
+                });
+                tokio::select! {
+                    next = events.next() => next,
+                    _ = self.stop.changed() => return Ok(()),
+                    Some(request) = self.requests.recv() => {
+                        self.serve(request).await;
+                        continue;
                     }
                 }
             };
@@ -559,7 +558,10 @@ pub struct ProjectionHandle<P> {
 
 impl<P> fmt::Debug for ProjectionHandle<P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ProjectionHandle").field("name", &self.name).field("status", &*self.status.borrow()).finish()
+        f.debug_struct("ProjectionHandle")
+            .field("name", &self.name)
+            .field("status", &*self.status.borrow())
+            .finish_non_exhaustive()
     }
 }
 
