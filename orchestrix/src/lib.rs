@@ -99,6 +99,7 @@ pub mod repository;
 pub mod retry;
 pub mod store;
 pub mod stream;
+pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
 
