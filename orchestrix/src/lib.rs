@@ -100,6 +100,7 @@ pub mod retry;
 pub mod saga;
 pub mod store;
 pub mod stream;
+pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
 
