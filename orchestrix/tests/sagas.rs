@@ -606,7 +606,11 @@ async fn every_event_carries_the_correlation_id_and_its_step_as_cause() {
     let bob = open(&app, "bob", 0).await;
     app.execute(bob, Close).await.unwrap();
     let request = Uuid::now_v7();
-    let options = CommandOptions::default().correlation_id(request).tenant("acme");
+    let traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".to_owned();
+    let options = CommandOptions {
+        traceparent: Some(traceparent.clone()),
+        ..CommandOptions::default().correlation_id(request).tenant("acme")
+    };
     let outcome =
         app.execute_with(Uuid::now_v7(), RequestTransfer { from: alice, to: bob, amount: 5 }, options).await.unwrap();
     let trigger = Arc::clone(&outcome.events[0].record);
@@ -629,6 +633,7 @@ async fn every_event_carries_the_correlation_id_and_its_step_as_cause() {
         assert_eq!(event.metadata.correlation_id, Some(request), "{}", event.event_type);
         assert_eq!(event.metadata.causation_id, Some(cause), "{}", event.event_type);
         assert_eq!(event.metadata.tenant.as_deref(), Some("acme"));
+        assert_eq!(event.metadata.traceparent.as_ref(), Some(&traceparent), "one trace follows the saga");
         assert_eq!(event.stream.id(), alice.to_string());
     }
     for event in then.manager().history(instance.id).await.unwrap() {

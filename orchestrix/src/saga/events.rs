@@ -25,6 +25,10 @@ pub struct SagaStarted {
     /// The tenant of the starting event, passed on to every command.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenant: Option<String>,
+    /// The W3C `traceparent` of the starting event, passed on to every
+    /// command, so that one trace follows the saga's commands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 /// A step's action is about to run.
@@ -209,6 +213,7 @@ mod tests {
                 trigger: Uuid::max(),
                 steps: vec!["debit".into(), "credit".into()],
                 tenant: None,
+                traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
             }),
             SagaEvent::StepStarted(SagaStepStarted { step: 0, name: "debit".into(), step_id: Uuid::nil() }),
             SagaEvent::StepCompleted(SagaStepCompleted { step: 0, name: "debit".into() }),

@@ -249,11 +249,13 @@ impl<S: Saga> SagaManager<S> {
             trigger: event.id,
             steps: self.inner.steps.iter().map(|s| s.name().to_owned()).collect(),
             tenant: event.metadata.tenant.clone(),
+            traceparent: event.metadata.traceparent.clone(),
         });
         let metadata = Metadata {
             correlation_id: Some(correlation_id),
             causation_id: Some(event.id),
             tenant: event.metadata.tenant.clone(),
+            traceparent: event.metadata.traceparent.clone(),
             ..Metadata::default()
         };
         match store.append(&stream, ExpectedVersion::NoStream, vec![encode(&started, metadata)?]).await {
@@ -421,6 +423,7 @@ impl<S: Saga> SagaManager<S> {
             correlation_id: Some(instance.correlation_id),
             causation_id: Some(id),
             tenant: instance.tenant.clone(),
+            traceparent: instance.traceparent.clone(),
             ..CommandOptions::default()
         };
         match tokio::time::timeout(timeout, action.execute(app, data, options)).await {
@@ -499,6 +502,7 @@ impl<S: Saga> SagaManager<S> {
             correlation_id: Some(instance.correlation_id),
             causation_id: Some(causation_id),
             tenant: instance.tenant.clone(),
+            traceparent: instance.traceparent.clone(),
             ..Metadata::default()
         };
         let stream = Self::stream_id(instance.id)?;

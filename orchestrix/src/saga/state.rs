@@ -80,6 +80,8 @@ pub struct SagaInstance<D> {
     pub trigger: Uuid,
     /// The tenant of the starting event.
     pub tenant: Option<String>,
+    /// The W3C `traceparent` of the starting event.
+    pub traceparent: Option<String>,
     /// Where it is.
     pub status: SagaStatus,
     /// Its steps, in order.
@@ -139,6 +141,7 @@ impl<D> SagaInstance<D> {
             correlation_id: self.correlation_id,
             trigger: self.trigger,
             tenant: self.tenant,
+            traceparent: self.traceparent,
             status: self.status,
             steps: self.steps,
             error: self.error,
@@ -174,6 +177,7 @@ impl SagaInstance<Value> {
             correlation_id: started.correlation_id,
             trigger: started.trigger,
             tenant: started.tenant.clone(),
+            traceparent: started.traceparent.clone(),
             status: SagaStatus::Pending,
             steps: started
                 .steps
@@ -283,6 +287,7 @@ mod tests {
             trigger: Uuid::nil(),
             steps: steps.iter().map(|s| (*s).to_owned()).collect(),
             tenant: None,
+            traceparent: None,
         });
         SagaInstance::from_first(Uuid::nil(), &event).unwrap()
     }
