@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use super::Projection;
 use crate::envelope::RecordedEvent;
-use crate::error::{BoxError, StoreError};
+use crate::error::{render_chain as render, BoxError, StoreError};
 use crate::retry::RetryPolicy;
 use crate::store::{CheckpointStore, DeadLetter, DeadLetterStore, EventStore};
 use crate::stream::StreamId;
@@ -444,18 +444,6 @@ impl ProjectionEngine {
             }
         }
     }
-}
-
-/// An error with its chain of sources, on one line.
-pub(crate) fn render(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut rendered = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        rendered.push_str(": ");
-        rendered.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    rendered
 }
 
 enum Request {

@@ -17,11 +17,11 @@ use super::events::{
     SagaStepFailed, SagaStepStarted, COMPLETED, FAILED, STARTED,
 };
 use super::state::{Next, SagaInstance};
-use super::step::{render, step_id, Step, StepAction, StepError, StepKind};
+use super::step::{step_id, Step, StepAction, StepError, StepKind};
 use super::Saga;
 use crate::app::{CommandOptions, Orchestrix};
 use crate::envelope::{Envelope, Metadata, NewEvent, RecordedEvent};
-use crate::error::{BoxError, Error, StoreError};
+use crate::error::{render_chain as render, BoxError, Error, StoreError};
 use crate::projection::{Projection, ProjectionEngine, ProjectionHandle, ProjectionOptions};
 use crate::store::{EventFilter, ExpectedVersion};
 use crate::stream::StreamId;

@@ -13,7 +13,7 @@ use uuid::Uuid;
 use crate::aggregate::Aggregate;
 use crate::app::{CommandOptions, Orchestrix};
 use crate::command::AggregateCommand;
-use crate::error::{BoxError, CommandError, Error};
+use crate::error::{render_chain as render, BoxError, CommandError, Error};
 use crate::repository::Repository;
 
 /// How long a step may run before it counts as failed, unless
@@ -143,21 +143,6 @@ fn classify<E: std::error::Error + Send + Sync + 'static>(error: CommandError<E>
         | CommandError::Unregistered { .. } => StepError::Failed(render(&error)),
         other => StepError::Transient(Box::new(other)),
     }
-}
-
-/// An error with its chain of sources, on one line.
-pub(crate) fn render(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut rendered = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !rendered.ends_with(&cause_text) {
-            rendered.push_str(": ");
-            rendered.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    rendered
 }
 
 /// One step of a saga: a name, an action, an optional compensation and a
