@@ -121,6 +121,10 @@ pub use uuid::{self, Uuid};
 
 pub use orchestrix_macros::{aggregate, command_handler, event};
 
+/// Re-exported so that hand-written [`projection::Projection`]s and ports
+/// need no dependency of their own: `#[orchestrix::async_trait]`.
+pub use async_trait::async_trait;
+
 /// Everything a domain module needs: `use orchestrix::prelude::*;`.
 pub mod prelude {
     pub use crate::{
@@ -135,7 +139,9 @@ pub mod prelude {
 pub mod __private {
     pub use serde;
     pub use serde_json;
+    pub use async_trait::async_trait;
     pub use std::any::TypeId;
+    pub use std::borrow::Cow;
     pub use std::boxed::Box;
     pub use std::vec::Vec;
     pub use uuid::Uuid;

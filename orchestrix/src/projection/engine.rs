@@ -223,7 +223,7 @@ fn per_second(count: u64, elapsed: Duration) -> f64 {
 /// # use orchestrix::memory::*;
 /// # use orchestrix::{EventFilter, RecordedEvent, error::BoxError};
 /// # #[derive(Default)] struct Counter { seen: u64 }
-/// # #[async_trait::async_trait]
+/// # #[orchestrix::async_trait]
 /// # impl Projection for Counter {
 /// #     fn name(&self) -> std::borrow::Cow<'static, str> { "counter".into() }
 /// #     fn filter(&self) -> EventFilter { EventFilter::all() }

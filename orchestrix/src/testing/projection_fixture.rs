@@ -32,7 +32,7 @@ use crate::stream::StreamId;
 /// #[derive(Default)]
 /// struct Total { sum: u64, last_position: u64 }
 ///
-/// #[async_trait::async_trait]
+/// #[orchestrix::async_trait]
 /// impl Projection for Total {
 ///     fn name(&self) -> std::borrow::Cow<'static, str> { "total".into() }
 ///     fn filter(&self) -> EventFilter { EventFilter::types(CounterEvent::type_names()) }
