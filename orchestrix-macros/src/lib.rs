@@ -18,6 +18,7 @@ mod command;
 mod common;
 mod ctxt;
 mod event;
+mod projection;
 
 use proc_macro::TokenStream;
 
@@ -281,6 +282,33 @@ pub fn command_handler(args: TokenStream, input: TokenStream) -> TokenStream {
 
 /// The input could not be parsed as an item: report that, and re-emit the
 /// input so the compiler reports nothing else about it.
+/// Turns an impl block whose methods handle typed events into an
+/// `orchestrix::projection::Projection`.
+///
+/// ```ignore
+/// #[projection(name = "balances")]
+/// impl Balances {
+///     // sync or async; the event by value, optionally the stored record
+///     fn on_account(&mut self, event: AccountEvent, record: &RecordedEvent) -> Result<(), MyError> { .. }
+///     async fn on_transfer(&mut self, event: TransferEvent) -> Result<(), MyError> { .. }
+///     #[reset] // optional: empties the read model before a rebuild
+///     fn clear(&mut self) { .. }
+/// }
+/// ```
+///
+/// Expands to the impl block unchanged (minus `#[reset]`) plus
+/// `impl Projection for Balances`: `name()` is `name = "..."` (default: the
+/// type's name), `filter()` is the union of the handled event types'
+/// names, and `handle()` decodes each record into the handler's event type
+/// and calls it. A parameter type that is not an `Event` is a compile
+/// error at that type; so are a receiver other than `&mut self`, two
+/// handlers for one event type, and a return type that is not a `Result`.
+/// The ui-tests in `ui-tests/cases/projection` show every message.
+#[proc_macro_attribute]
+pub fn projection(args: TokenStream, input: TokenStream) -> TokenStream {
+    projection::expand(args.into(), input.into()).into()
+}
+
 pub(crate) fn with_input(error: syn::Error, input: proc_macro2::TokenStream) -> proc_macro2::TokenStream {
     let mut tokens = error.to_compile_error();
     tokens.extend(input);

@@ -119,7 +119,7 @@ pub use store::{
 pub use stream::StreamId;
 pub use uuid::{self, Uuid};
 
-pub use orchestrix_macros::{aggregate, command_handler, event};
+pub use orchestrix_macros::{aggregate, command_handler, event, projection};
 
 /// Re-exported so that hand-written [`projection::Projection`]s and ports
 /// need no dependency of their own: `#[orchestrix::async_trait]`.
@@ -128,8 +128,8 @@ pub use async_trait::async_trait;
 /// Everything a domain module needs: `use orchestrix::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        aggregate, command_handler, event, Aggregate, AggregateCommand, CommandError, Event, Metadata, Orchestrix,
-        StandaloneCommand, UpcastError,
+        aggregate, command_handler, event, projection, Aggregate, AggregateCommand, CommandError, Event, Metadata,
+        Orchestrix, StandaloneCommand, UpcastError,
     };
 }
 
@@ -137,9 +137,9 @@ pub mod prelude {
 /// here may change in any release.
 #[doc(hidden)]
 pub mod __private {
+    pub use async_trait::async_trait;
     pub use serde;
     pub use serde_json;
-    pub use async_trait::async_trait;
     pub use std::any::TypeId;
     pub use std::borrow::Cow;
     pub use std::boxed::Box;
@@ -147,6 +147,40 @@ pub mod __private {
     pub use uuid::Uuid;
 
     pub use crate::command::{CommandDescriptor, HandlerResult};
+
+    use crate::error::BoxError;
+
+    /// Checks that a projection handler returned `Result<(), E>` with an
+    /// error type, and boxes the error.
+    pub fn __orchestrix_handler_returns_a_result_of_unit<E: Into<BoxError>>(
+        result: Result<(), E>,
+    ) -> Result<(), BoxError> {
+        result.map_err(Into::into)
+    }
+
+    /// What a projection's `#[reset]` method may return: `()` or
+    /// `Result<(), E>`.
+    pub trait ResetResult {
+        /// Boxes the error, if any.
+        fn into_reset_result(self) -> Result<(), BoxError>;
+    }
+
+    impl ResetResult for () {
+        fn into_reset_result(self) -> Result<(), BoxError> {
+            Ok(())
+        }
+    }
+
+    impl<E: Into<BoxError>> ResetResult for Result<(), E> {
+        fn into_reset_result(self) -> Result<(), BoxError> {
+            self.map_err(Into::into)
+        }
+    }
+
+    /// Boxes the outcome of a `#[reset]` method.
+    pub fn __orchestrix_reset_result<R: ResetResult>(result: R) -> Result<(), BoxError> {
+        result.into_reset_result()
+    }
     pub use crate::event::{decode_versioned, encode_raw, Upcaster};
 }
 

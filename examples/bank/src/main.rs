@@ -1,19 +1,34 @@
 //! The Orchestrix quick-start: run it with `cargo run -p bank`.
 //!
-//! Opens two accounts, moves money, shows a rejected overdraft, travels in
+//! Opens accounts, moves money, shows a rejected overdraft, travels in
 //! time, loads from a snapshot, reads a legacy event through its upcaster,
-//! and prints the event log.
+//! runs transfers as sagas (one of them refunded), queries a balance
+//! projection, and prints the event log.
 
 use std::error::Error;
+use std::sync::Arc;
 
-use bank::{money, Account, AccountEvent, BankError, CloseAccount, Deposit, OpenAccount, Withdraw};
+use bank::{
+    money, Account, AccountEvent, Balances, BankError, CloseAccount, Deposit, OpenAccount, RequestTransfer, Transfer,
+    TransferSaga, Withdraw,
+};
 use futures_util::TryStreamExt;
+use orchestrix::memory::InMemoryCheckpointStore;
+use orchestrix::projection::{ProjectionEngine, ProjectionOptions};
+use orchestrix::saga::SagaManager;
 use orchestrix::{CommandError, EventFilter, ExpectedVersion, Metadata, NewEvent, Orchestrix, Repository, Uuid};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn Error>> {
-    let app = Orchestrix::builder().in_memory().aggregate::<Account>().build()?;
+    let app = Orchestrix::builder().in_memory().aggregate::<Account>().aggregate::<Transfer>().build()?;
     println!("Orchestrix bank example (in-memory store)\n");
+
+    // The read side and the long-running processes follow the log.
+    let engine = ProjectionEngine::from_arcs(Arc::clone(app.event_store()), Arc::new(InMemoryCheckpointStore::new()));
+    let balances = Balances::default();
+    let mut balances_runner = engine.spawn(balances.clone(), ProjectionOptions::default());
+    let transfers = SagaManager::new(app.clone(), TransferSaga);
+    let mut transfers_runner = transfers.clone().spawn(&engine, ProjectionOptions::default()).await?;
 
     let ada = Uuid::now_v7();
     let bob = Uuid::now_v7();
@@ -76,25 +91,63 @@ async fn main() -> Result<(), Box<dyn Error>> {
     if let Some(AccountEvent::Withdrawn { reason, .. }) = history.last().map(|e| &e.event) {
         println!("Bob's legacy v1 withdrawal reads as v2 with reason {reason:?}");
     }
-    app.execute(bob, Withdraw { amount: 200, reason: "groceries".into() }).await?;
+
+    // Transfers run as sagas: debit, then credit; a refused credit refunds.
+    let carol = Uuid::now_v7();
+    app.execute(carol, OpenAccount { owner: "Carol".into() }).await?;
+    app.execute(carol, CloseAccount).await?;
+    for (to, name) in [(bob, "Bob"), (carol, "Carol (closed)")] {
+        let requested = app.execute(Uuid::now_v7(), RequestTransfer { from: ada, to, amount: 1_000 }).await?;
+        let trigger = &requested.events[0];
+        transfers_runner.wait_for_position(trigger.global_position).await;
+        let saga = transfers.status(trigger.id).await?.ok_or("the saga should have started")?;
+        let steps = saga.completed_steps().join(", ");
+        let compensated = saga.compensated_steps().join(", ");
+        println!(
+            "transfer of {} from Ada to {name}: {:?} (completed: [{steps}], compensated: [{compensated}])",
+            money(1_000),
+            saga.status
+        );
+    }
+
+    app.execute(bob, Withdraw { amount: 1_200, reason: "groceries".into() }).await?;
     app.execute(bob, CloseAccount).await?;
     println!("Bob empties and closes his account");
+
+    // The projection answers queries without touching the aggregates.
+    let head = app.event_store().head_position().await?.unwrap_or(0);
+    balances_runner.wait_for_position(head).await;
+    println!("\nthe balance projection, at position {head}:");
+    for (id, row) in balances.all() {
+        let state = if row.closed { "closed" } else { "open" };
+        println!("  {:<6} {:>9}  {state:<6} ({id})", row.owner, money(row.balance));
+    }
+    let ada_row = balances.get(&ada).ok_or("Ada is in the projection")?;
+    let ada_now = app.load::<Account>(&ada).await?.state;
+    assert_eq!(ada_row.balance, ada_now.balance, "the projection agrees with the aggregate");
 
     println!("\nthe event log:");
     let filter = EventFilter::all();
     let log: Vec<_> = app.event_store().read_all(1, &filter).try_collect().await?;
+    let names = [(ada, "Ada"), (bob, "Bob"), (carol, "Carol")];
     for record in &log {
-        let event: AccountEvent = record.decode()?;
-        let owner = if record.stream.id() == ada.to_string() { "Ada" } else { "Bob" };
+        let who = names
+            .iter()
+            .find(|(id, _)| record.stream.id() == id.to_string())
+            .map_or_else(|| format!("{}", record.stream.category()), |(_, name)| (*name).to_owned());
+        let what = match record.stream.category() {
+            "Account" => describe(&record.decode::<AccountEvent>()?),
+            _ => String::new(),
+        };
         println!(
-            "  #{:<2} {owner} v{:<2} {:<18} {}",
-            record.global_position,
-            record.stream_version,
-            record.event_type,
-            describe(&event)
+            "  #{:<3} {who:<14} v{:<2} {:<24} {what}",
+            record.global_position, record.stream_version, record.event_type
         );
     }
-    println!("\n{} events in {} streams; done.", log.len(), 2);
+    let streams: std::collections::BTreeSet<_> = log.iter().map(|r| &r.stream).collect();
+    println!("\n{} events in {} streams; done.", log.len(), streams.len());
+    balances_runner.stop().await?;
+    transfers_runner.stop().await?;
     Ok(())
 }
 
