@@ -88,15 +88,12 @@ struct Handler {
 
 /// Expands `#[projection(args)] impl T { ... }`.
 pub(crate) fn expand(args: TokenStream, input: TokenStream) -> TokenStream {
-    let mut item: ItemImpl = match syn::parse2(input.clone()) {
-        Ok(item) => item,
-        Err(_) => {
-            let error = syn::Error::new(
-                Span::call_site(),
-                "`#[projection]` goes on an inherent impl block whose methods handle events",
-            );
-            return crate::with_input(error, input);
-        }
+    let Ok(mut item) = syn::parse2::<ItemImpl>(input.clone()) else {
+        let error = syn::Error::new(
+            Span::call_site(),
+            "`#[projection]` goes on an inherent impl block whose methods handle events",
+        );
+        return crate::with_input(error, input);
     };
     let mut errors: Vec<syn::Error> = Vec::new();
     let mut push = |e: syn::Error| errors.push(e);
@@ -114,41 +111,7 @@ pub(crate) fn expand(args: TokenStream, input: TokenStream) -> TokenStream {
         push(syn::Error::new(item.generics.span(), "projections cannot be generic; name a concrete type"));
     }
 
-    let mut handlers: Vec<Handler> = Vec::new();
-    let mut reset: Option<(syn::Ident, bool)> = None;
-    for impl_item in &mut item.items {
-        let ImplItem::Fn(method) = impl_item else { continue };
-        let before = method.attrs.len();
-        method.attrs.retain(|a| !a.path().is_ident("reset"));
-        if method.attrs.len() != before {
-            if let Some((first, _)) = &reset {
-                push(syn::Error::new(
-                    method.sig.ident.span(),
-                    format!("only one method can be `#[reset]`; `{first}` already is"),
-                ));
-            } else {
-                reset = Some((method.sig.ident.clone(), method.sig.asyncness.is_some()));
-            }
-            continue;
-        }
-        match handler(&method.sig) {
-            Ok(h) => {
-                if let Some(first) = handlers.iter().find(|other| type_key(&other.event) == type_key(&h.event)) {
-                    push(syn::Error::new(
-                        h.event.span(),
-                        format!(
-                            "events of type `{}` already go to `{}`; one handler per event type",
-                            type_key(&h.event),
-                            first.method
-                        ),
-                    ));
-                } else {
-                    handlers.push(h);
-                }
-            }
-            Err(e) => push(e),
-        }
-    }
+    let (handlers, reset) = collect_methods(&mut item, &mut push);
     if handlers.is_empty() && errors.is_empty() {
         errors.push(syn::Error::new(
             item.self_ty.span(),
@@ -218,6 +181,50 @@ pub(crate) fn expand(args: TokenStream, input: TokenStream) -> TokenStream {
             #reset
         }
     }
+}
+
+/// Finds the handlers and the `#[reset]` method of the block, stripping
+/// `#[reset]` from the item.
+fn collect_methods(
+    item: &mut ItemImpl,
+    push: &mut impl FnMut(syn::Error),
+) -> (Vec<Handler>, Option<(syn::Ident, bool)>) {
+    let mut handlers: Vec<Handler> = Vec::new();
+    let mut reset: Option<(syn::Ident, bool)> = None;
+    for impl_item in &mut item.items {
+        let ImplItem::Fn(method) = impl_item else { continue };
+        let before = method.attrs.len();
+        method.attrs.retain(|a| !a.path().is_ident("reset"));
+        if method.attrs.len() != before {
+            if let Some((first, _)) = &reset {
+                push(syn::Error::new(
+                    method.sig.ident.span(),
+                    format!("only one method can be `#[reset]`; `{first}` already is"),
+                ));
+            } else {
+                reset = Some((method.sig.ident.clone(), method.sig.asyncness.is_some()));
+            }
+            continue;
+        }
+        match handler(&method.sig) {
+            Ok(h) => {
+                if let Some(first) = handlers.iter().find(|other| type_key(&other.event) == type_key(&h.event)) {
+                    push(syn::Error::new(
+                        h.event.span(),
+                        format!(
+                            "events of type `{}` already go to `{}`; one handler per event type",
+                            type_key(&h.event),
+                            first.method
+                        ),
+                    ));
+                } else {
+                    handlers.push(h);
+                }
+            }
+            Err(e) => push(e),
+        }
+    }
+    (handlers, reset)
 }
 
 /// The text of a type, for duplicate detection and default names.

@@ -56,7 +56,9 @@
 //!     }
 //! }
 //!
+//! #[derive(Clone)] // commands are retried on a version conflict
 //! pub struct Open { pub owner: String }
+//! #[derive(Clone)]
 //! pub struct Deposit { pub amount: u64 }
 //!
 //! #[command_handler]
