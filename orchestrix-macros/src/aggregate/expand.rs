@@ -66,13 +66,23 @@ fn aggregate_impl(model: &Model, full: bool) -> Option<TokenStream> {
         }
         _ => TokenStream::new(),
     };
-    // Spanned at the type's name: without an inherent `apply`, the call
-    // resolves to this very trait method, which the lint turns into an
-    // error at the user's type.
+    // Spanned at the type's name, signature included: without an inherent
+    // `apply`, the call resolves to this very trait method, and the lint
+    // (silent in code it considers macro-generated) reports it there.
     let apply = if full {
-        quote_spanned!(ident.span()=> <#ident #ty_generics>::apply(self, __orchestrix_event))
+        quote_spanned! {ident.span()=>
+            #[deny(unconditional_recursion)]
+            #[inline]
+            fn apply(&mut self, __orchestrix_event: &Self::Event) {
+                <#ident #ty_generics>::apply(self, __orchestrix_event)
+            }
+        }
     } else {
-        quote!(let _ = __orchestrix_event;)
+        quote! {
+            fn apply(&mut self, __orchestrix_event: &Self::Event) {
+                let _ = __orchestrix_event;
+            }
+        }
     };
     Some(quote! {
         #[automatically_derived]
@@ -84,11 +94,7 @@ fn aggregate_impl(model: &Model, full: bool) -> Option<TokenStream> {
             type Event = #event;
             type Error = #error;
 
-            #[deny(unconditional_recursion)]
-            #[inline]
-            fn apply(&mut self, __orchestrix_event: &Self::Event) {
-                #apply
-            }
+            #apply
 
             #snapshots
         }
