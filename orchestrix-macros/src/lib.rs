@@ -281,7 +281,7 @@ pub fn command_handler(args: TokenStream, input: TokenStream) -> TokenStream {
 
 /// The input could not be parsed as an item: report that, and re-emit the
 /// input so the compiler reports nothing else about it.
-pub(crate) fn with_input(error: syn::Error, input: proc_macro2::TokenStream) -> proc_macro2::TokenStream {
+pub(crate) fn with_input(error: &syn::Error, input: proc_macro2::TokenStream) -> proc_macro2::TokenStream {
     let mut tokens = error.to_compile_error();
     tokens.extend(input);
     tokens

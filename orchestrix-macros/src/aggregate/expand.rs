@@ -32,10 +32,8 @@ fn aggregate_impl(model: &Model, full: bool) -> Option<TokenStream> {
     let Model { krate, ident, generics, event, error, id, name, snapshot_every, snapshot_version, .. } = model;
     let (ident, event, error) = (ident.as_ref()?, event.as_ref()?, error.as_ref()?);
     let (impl_generics, ty_generics, where_clause) = generics.split_for_impl();
-    let every = match snapshot_every {
-        Some((_, n)) => quote!(::core::num::NonZeroU64::new(#n)),
-        None => quote!(::core::option::Option::None),
-    };
+    let every = snapshot_every
+        .map_or_else(|| quote!(::core::option::Option::None), |(_, n)| quote!(::core::num::NonZeroU64::new(#n)));
     let raw = quote!(#krate::__private::serde_json::value::RawValue);
     let json_error = quote!(#krate::__private::serde_json::Error);
     let snapshots = match snapshot_every {

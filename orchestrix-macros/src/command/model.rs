@@ -43,6 +43,8 @@ impl Handler {
     }
 }
 
+// One model per macro call, never moved around: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Model {
     Impl { krate: TokenStream, item: syn::ItemImpl, handlers: Vec<Handler> },
     Fn { krate: TokenStream, item: syn::ItemFn, handler: Option<Handler> },
@@ -145,59 +147,13 @@ fn handler(cx: &mut Ctxt, sig: &syn::Signature, in_impl: bool) -> Option<Handler
             ok = false;
         }
     }
-    let command = match inputs.next() {
-        Some(FnArg::Typed(arg)) => match &*arg.ty {
-            ty @ Type::Path(_) => Some(ty.clone()),
-            Type::Reference(reference) => {
-                cx.error_spanned_by(
-                    reference,
-                    format_args!(
-                        "take the command by value: `{}: {}`",
-                        arg.pat.to_token_stream(),
-                        reference.elem.to_token_stream()
-                    ),
-                );
-                None
-            }
-            other => {
-                cx.error_spanned_by(other, "the command parameter must be a command type, such as `cmd: OpenAccount`");
-                None
-            }
-        },
-        _ => {
-            let what =
-                if in_impl { "a method of a `#[command_handler]` impl block" } else { "a standalone command handler" };
-            cx.error_spanned_by(
-                &sig.ident,
-                format_args!(
-                    "{what} takes the command as its first parameter: add one, as in `fn {}(&self, cmd: MyCommand)`",
-                    sig.ident
-                ),
-            );
-            None
-        }
-    };
+    let command = command_param(cx, inputs.next(), sig, in_impl);
     let service = match inputs.next() {
         None => None,
-        Some(FnArg::Typed(arg)) => match &*arg.ty {
-            Type::Reference(reference) if reference.mutability.is_none() => Some((*reference.elem).clone()),
-            other => {
-                cx.error_spanned_by(
-                    other,
-                    format_args!(
-                        "the second parameter is an injected service, taken by shared reference: `{}: &{}`",
-                        arg.pat.to_token_stream(),
-                        strip_ref(other).to_token_stream()
-                    ),
-                );
-                ok = false;
-                None
-            }
-        },
-        Some(other) => {
-            cx.error_spanned_by(other, "unexpected receiver");
-            ok = false;
-            None
+        Some(arg) => {
+            let service = service_param(cx, arg);
+            ok &= service.is_some();
+            service
         }
     };
     let extra: Vec<&FnArg> = inputs.collect();
@@ -208,19 +164,7 @@ fn handler(cx: &mut Ctxt, sig: &syn::Signature, in_impl: bool) -> Option<Handler
         );
         ok = false;
     }
-    let result = match &sig.output {
-        syn::ReturnType::Default => {
-            cx.error_at(sig.paren_token.span.join(), format_args!("missing return type: {RETURN_HINT}"));
-            None
-        }
-        syn::ReturnType::Type(_, ty) => {
-            let split = common::split_result(ty);
-            if split.is_none() {
-                cx.error_spanned_by(ty, format_args!("this return type is not a `Result`: {RETURN_HINT}"));
-            }
-            split
-        }
-    };
+    let result = return_type(cx, sig);
     let (command, (ok_ty, err_ty)) = (command?, result?);
     if !ok {
         return None;
@@ -237,6 +181,82 @@ fn handler(cx: &mut Ctxt, sig: &syn::Signature, in_impl: bool) -> Option<Handler
         ok: ok_ty.clone(),
         err: err_ty.clone(),
     })
+}
+
+/// The command: the first parameter after the receiver, by value.
+fn command_param(cx: &mut Ctxt, arg: Option<&FnArg>, sig: &syn::Signature, in_impl: bool) -> Option<Type> {
+    if let Some(FnArg::Typed(arg)) = arg {
+        match &*arg.ty {
+            ty @ Type::Path(_) => Some(ty.clone()),
+            Type::Reference(reference) => {
+                cx.error_spanned_by(
+                    reference,
+                    format_args!(
+                        "take the command by value: `{}: {}`",
+                        arg.pat.to_token_stream(),
+                        reference.elem.to_token_stream()
+                    ),
+                );
+                None
+            }
+            other => {
+                cx.error_spanned_by(other, "the command parameter must be a command type, such as `cmd: OpenAccount`");
+                None
+            }
+        }
+    } else {
+        let what =
+            if in_impl { "a method of a `#[command_handler]` impl block" } else { "a standalone command handler" };
+        cx.error_spanned_by(
+            &sig.ident,
+            format_args!(
+                "{what} takes the command as its first parameter: add one, as in `fn {}(&self, cmd: MyCommand)`",
+                sig.ident
+            ),
+        );
+        None
+    }
+}
+
+/// The injected service: `&Service`.
+fn service_param(cx: &mut Ctxt, arg: &FnArg) -> Option<Type> {
+    match arg {
+        FnArg::Typed(arg) => match &*arg.ty {
+            Type::Reference(reference) if reference.mutability.is_none() => Some((*reference.elem).clone()),
+            other => {
+                cx.error_spanned_by(
+                    other,
+                    format_args!(
+                        "the second parameter is an injected service, taken by shared reference: `{}: &{}`",
+                        arg.pat.to_token_stream(),
+                        strip_ref(other).to_token_stream()
+                    ),
+                );
+                None
+            }
+        },
+        FnArg::Receiver(receiver) => {
+            cx.error_spanned_by(receiver, "unexpected receiver");
+            None
+        }
+    }
+}
+
+/// `Result<Ok, Err>`, split.
+fn return_type<'a>(cx: &mut Ctxt, sig: &'a syn::Signature) -> Option<(&'a Type, &'a Type)> {
+    match &sig.output {
+        syn::ReturnType::Default => {
+            cx.error_at(sig.paren_token.span.join(), format_args!("missing return type: {RETURN_HINT}"));
+            None
+        }
+        syn::ReturnType::Type(_, ty) => {
+            let split = common::split_result(ty);
+            if split.is_none() {
+                cx.error_spanned_by(ty, format_args!("this return type is not a `Result`: {RETURN_HINT}"));
+            }
+            split
+        }
+    }
 }
 
 fn strip_ref(ty: &Type) -> &Type {
