@@ -33,6 +33,16 @@ pub(crate) struct Handler {
 }
 
 impl Handler {
+    /// Replaces `Self` in the signature's types with the aggregate's type.
+    fn replace_self(&mut self, aggregate: &Type) {
+        for ty in [&mut self.command, &mut self.ok, &mut self.err].into_iter().chain(self.service.as_mut()) {
+            let replaced = replace_self(ty.to_token_stream(), &aggregate.to_token_stream());
+            if let Ok(parsed) = syn::parse2(replaced) {
+                *ty = parsed;
+            }
+        }
+    }
+
     pub(crate) fn output(&self) -> Output {
         let inner = common::last_segment(&self.ok).and_then(|segment| match common::type_args(segment)[..] {
             [inner] if segment.ident == "Vec" => Some(Output::Many(inner.clone())),
@@ -76,6 +86,9 @@ pub(crate) fn parse(cx: &mut Ctxt, args: TokenStream, item: syn::Item) -> Model 
                     }
                 }
                 let Some(mut handler) = handler(cx, &method.sig, true) else { continue };
+                // The generated impls are for the command, where `Self` is
+                // no longer the aggregate.
+                handler.replace_self(&item.self_ty);
                 if let Some((_, value)) = requires {
                     handler.requires = value;
                 }
@@ -264,4 +277,24 @@ fn strip_ref(ty: &Type) -> &Type {
         Type::Reference(reference) => &reference.elem,
         other => other,
     }
+}
+
+/// Replaces every `Self` in `tokens` with `with`, keeping spans elsewhere.
+fn replace_self(tokens: TokenStream, with: &TokenStream) -> TokenStream {
+    tokens
+        .into_iter()
+        .map(|tree| match tree {
+            proc_macro2::TokenTree::Ident(ident) if ident == "Self" => {
+                let mut group = proc_macro2::Group::new(proc_macro2::Delimiter::None, with.clone());
+                group.set_span(ident.span());
+                proc_macro2::TokenTree::Group(group)
+            }
+            proc_macro2::TokenTree::Group(group) => {
+                let mut new = proc_macro2::Group::new(group.delimiter(), replace_self(group.stream(), with));
+                new.set_span(group.span());
+                proc_macro2::TokenTree::Group(new)
+            }
+            other => other,
+        })
+        .collect()
 }
