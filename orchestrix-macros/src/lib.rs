@@ -69,7 +69,9 @@ use proc_macro::TokenStream;
 /// - `impl orchestrix::Event`, whose `decode` runs the upcasters from the
 ///   stored version up to the current one.
 ///
-/// The macro adds no other derive: the `Event` trait needs `Debug`.
+/// The `#[serde(...)]` attributes of an enum's variants and fields are
+/// *moved* to the shadow structs (the enum itself derives nothing). The
+/// macro adds no other derive: the `Event` trait needs `Debug`.
 ///
 /// # Keys
 ///
