@@ -48,9 +48,10 @@ impl Ctxt {
 
 impl Drop for Ctxt {
     fn drop(&mut self) {
-        if self.errors.is_some() && !std::thread::panicking() {
-            panic!("a macro context was dropped without checking its errors");
-        }
+        assert!(
+            self.errors.is_none() || std::thread::panicking(),
+            "a macro context was dropped without checking its errors"
+        );
     }
 }
 

@@ -70,7 +70,9 @@ use proc_macro::TokenStream;
 /// - `impl orchestrix::Event`, whose `decode` runs the upcasters from the
 ///   stored version up to the current one.
 ///
-/// The macro adds no other derive: the `Event` trait needs `Debug`.
+/// The `#[serde(...)]` attributes of an enum's variants and fields are
+/// *moved* to the shadow structs (the enum itself derives nothing). The
+/// macro adds no other derive: the `Event` trait needs `Debug`.
 ///
 /// # Keys
 ///
@@ -309,7 +311,7 @@ pub fn projection(args: TokenStream, input: TokenStream) -> TokenStream {
     projection::expand(args.into(), input.into()).into()
 }
 
-pub(crate) fn with_input(error: syn::Error, input: proc_macro2::TokenStream) -> proc_macro2::TokenStream {
+pub(crate) fn with_input(error: &syn::Error, input: proc_macro2::TokenStream) -> proc_macro2::TokenStream {
     let mut tokens = error.to_compile_error();
     tokens.extend(input);
     tokens

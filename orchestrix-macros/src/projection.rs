@@ -93,7 +93,7 @@ pub(crate) fn expand(args: TokenStream, input: TokenStream) -> TokenStream {
             Span::call_site(),
             "`#[projection]` goes on an inherent impl block whose methods handle events",
         );
-        return crate::with_input(error, input);
+        return crate::with_input(&error, input);
     };
     let mut errors: Vec<syn::Error> = Vec::new();
     let mut push = |e: syn::Error| errors.push(e);

@@ -32,10 +32,8 @@ fn aggregate_impl(model: &Model, full: bool) -> Option<TokenStream> {
     let Model { krate, ident, generics, event, error, id, name, snapshot_every, snapshot_version, .. } = model;
     let (ident, event, error) = (ident.as_ref()?, event.as_ref()?, error.as_ref()?);
     let (impl_generics, ty_generics, where_clause) = generics.split_for_impl();
-    let every = match snapshot_every {
-        Some((_, n)) => quote!(::core::num::NonZeroU64::new(#n)),
-        None => quote!(::core::option::Option::None),
-    };
+    let every = snapshot_every
+        .map_or_else(|| quote!(::core::option::Option::None), |(_, n)| quote!(::core::num::NonZeroU64::new(#n)));
     let raw = quote!(#krate::__private::serde_json::value::RawValue);
     let json_error = quote!(#krate::__private::serde_json::Error);
     let snapshots = match snapshot_every {
@@ -66,13 +64,23 @@ fn aggregate_impl(model: &Model, full: bool) -> Option<TokenStream> {
         }
         _ => TokenStream::new(),
     };
-    // Spanned at the type's name: without an inherent `apply`, the call
-    // resolves to this very trait method, which the lint turns into an
-    // error at the user's type.
+    // Spanned at the type's name, signature included: without an inherent
+    // `apply`, the call resolves to this very trait method, and the lint
+    // (silent in code it considers macro-generated) reports it there.
     let apply = if full {
-        quote_spanned!(ident.span()=> <#ident #ty_generics>::apply(self, __orchestrix_event))
+        quote_spanned! {ident.span()=>
+            #[deny(unconditional_recursion)]
+            #[inline]
+            fn apply(&mut self, __orchestrix_event: &Self::Event) {
+                <#ident #ty_generics>::apply(self, __orchestrix_event)
+            }
+        }
     } else {
-        quote!(let _ = __orchestrix_event;)
+        quote! {
+            fn apply(&mut self, __orchestrix_event: &Self::Event) {
+                let _ = __orchestrix_event;
+            }
+        }
     };
     Some(quote! {
         #[automatically_derived]
@@ -84,11 +92,7 @@ fn aggregate_impl(model: &Model, full: bool) -> Option<TokenStream> {
             type Event = #event;
             type Error = #error;
 
-            #[deny(unconditional_recursion)]
-            #[inline]
-            fn apply(&mut self, __orchestrix_event: &Self::Event) {
-                #apply
-            }
+            #apply
 
             #snapshots
         }

@@ -68,7 +68,10 @@ pub(crate) fn parse_command_args(cx: &mut Ctxt, tokens: TokenStream) -> Option<(
                     input.parse::<kw::any>()?;
                     Requires::Any
                 } else {
-                    return Err(lookahead.error());
+                    let _ = lookahead;
+                    return Err(
+                        input.error("`requires` is `new` (the command creates the aggregate), `existing` or `any`")
+                    );
                 };
                 requires.set(cx, key.span, value);
                 Ok(())

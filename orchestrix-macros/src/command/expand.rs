@@ -34,12 +34,13 @@ pub(crate) fn expand(model: &Model) -> TokenStream {
         }
         Model::Fn { krate, item, handler } => {
             let imp = handler.as_ref().map(|handler| standalone_command(krate, handler));
-            match imp {
-                Some(imp) => quote! {
+            if let Some(imp) = imp {
+                quote! {
                     #item
                     const _: () = { #imp };
-                },
-                None => quote!(#item),
+                }
+            } else {
+                quote!(#item)
             }
         }
         Model::Other(tokens) => tokens.clone(),

@@ -11,7 +11,7 @@ use crate::ctxt::Ctxt;
 pub(crate) fn command_handler(args: TokenStream, input: TokenStream) -> TokenStream {
     let item: syn::Item = match syn::parse2(input.clone()) {
         Ok(item) => item,
-        Err(error) => return crate::with_input(error, input),
+        Err(error) => return crate::with_input(&error, input),
     };
     let mut cx = Ctxt::new();
     let model = model::parse(&mut cx, args, item);

@@ -33,6 +33,16 @@ pub(crate) struct Handler {
 }
 
 impl Handler {
+    /// Replaces `Self` in the signature's types with the aggregate's type.
+    fn replace_self(&mut self, aggregate: &Type) {
+        for ty in [&mut self.command, &mut self.ok, &mut self.err].into_iter().chain(self.service.as_mut()) {
+            let replaced = replace_self(ty.to_token_stream(), &aggregate.to_token_stream());
+            if let Ok(parsed) = syn::parse2(replaced) {
+                *ty = parsed;
+            }
+        }
+    }
+
     pub(crate) fn output(&self) -> Output {
         let inner = common::last_segment(&self.ok).and_then(|segment| match common::type_args(segment)[..] {
             [inner] if segment.ident == "Vec" => Some(Output::Many(inner.clone())),
@@ -43,6 +53,8 @@ impl Handler {
     }
 }
 
+// One model per macro call, never moved around: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Model {
     Impl { krate: TokenStream, item: syn::ItemImpl, handlers: Vec<Handler> },
     Fn { krate: TokenStream, item: syn::ItemFn, handler: Option<Handler> },
@@ -74,6 +86,9 @@ pub(crate) fn parse(cx: &mut Ctxt, args: TokenStream, item: syn::Item) -> Model 
                     }
                 }
                 let Some(mut handler) = handler(cx, &method.sig, true) else { continue };
+                // The generated impls are for the command, where `Self` is
+                // no longer the aggregate.
+                handler.replace_self(&item.self_ty);
                 if let Some((_, value)) = requires {
                     handler.requires = value;
                 }
@@ -145,59 +160,13 @@ fn handler(cx: &mut Ctxt, sig: &syn::Signature, in_impl: bool) -> Option<Handler
             ok = false;
         }
     }
-    let command = match inputs.next() {
-        Some(FnArg::Typed(arg)) => match &*arg.ty {
-            ty @ Type::Path(_) => Some(ty.clone()),
-            Type::Reference(reference) => {
-                cx.error_spanned_by(
-                    reference,
-                    format_args!(
-                        "take the command by value: `{}: {}`",
-                        arg.pat.to_token_stream(),
-                        reference.elem.to_token_stream()
-                    ),
-                );
-                None
-            }
-            other => {
-                cx.error_spanned_by(other, "the command parameter must be a command type, such as `cmd: OpenAccount`");
-                None
-            }
-        },
-        _ => {
-            let what =
-                if in_impl { "a method of a `#[command_handler]` impl block" } else { "a standalone command handler" };
-            cx.error_spanned_by(
-                &sig.ident,
-                format_args!(
-                    "{what} takes the command as its first parameter: add one, as in `fn {}(&self, cmd: MyCommand)`",
-                    sig.ident
-                ),
-            );
-            None
-        }
-    };
+    let command = command_param(cx, inputs.next(), sig, in_impl);
     let service = match inputs.next() {
         None => None,
-        Some(FnArg::Typed(arg)) => match &*arg.ty {
-            Type::Reference(reference) if reference.mutability.is_none() => Some((*reference.elem).clone()),
-            other => {
-                cx.error_spanned_by(
-                    other,
-                    format_args!(
-                        "the second parameter is an injected service, taken by shared reference: `{}: &{}`",
-                        arg.pat.to_token_stream(),
-                        strip_ref(other).to_token_stream()
-                    ),
-                );
-                ok = false;
-                None
-            }
-        },
-        Some(other) => {
-            cx.error_spanned_by(other, "unexpected receiver");
-            ok = false;
-            None
+        Some(arg) => {
+            let service = service_param(cx, arg);
+            ok &= service.is_some();
+            service
         }
     };
     let extra: Vec<&FnArg> = inputs.collect();
@@ -208,19 +177,7 @@ fn handler(cx: &mut Ctxt, sig: &syn::Signature, in_impl: bool) -> Option<Handler
         );
         ok = false;
     }
-    let result = match &sig.output {
-        syn::ReturnType::Default => {
-            cx.error_at(sig.paren_token.span.join(), format_args!("missing return type: {RETURN_HINT}"));
-            None
-        }
-        syn::ReturnType::Type(_, ty) => {
-            let split = common::split_result(ty);
-            if split.is_none() {
-                cx.error_spanned_by(ty, format_args!("this return type is not a `Result`: {RETURN_HINT}"));
-            }
-            split
-        }
-    };
+    let result = return_type(cx, sig);
     let (command, (ok_ty, err_ty)) = (command?, result?);
     if !ok {
         return None;
@@ -239,9 +196,105 @@ fn handler(cx: &mut Ctxt, sig: &syn::Signature, in_impl: bool) -> Option<Handler
     })
 }
 
+/// The command: the first parameter after the receiver, by value.
+fn command_param(cx: &mut Ctxt, arg: Option<&FnArg>, sig: &syn::Signature, in_impl: bool) -> Option<Type> {
+    if let Some(FnArg::Typed(arg)) = arg {
+        match &*arg.ty {
+            ty @ Type::Path(_) => Some(ty.clone()),
+            Type::Reference(reference) => {
+                cx.error_spanned_by(
+                    reference,
+                    format_args!(
+                        "take the command by value: `{}: {}`",
+                        arg.pat.to_token_stream(),
+                        reference.elem.to_token_stream()
+                    ),
+                );
+                None
+            }
+            other => {
+                cx.error_spanned_by(other, "the command parameter must be a command type, such as `cmd: OpenAccount`");
+                None
+            }
+        }
+    } else {
+        let what =
+            if in_impl { "a method of a `#[command_handler]` impl block" } else { "a standalone command handler" };
+        cx.error_spanned_by(
+            &sig.ident,
+            format_args!(
+                "{what} takes the command as its first parameter: add one, as in `fn {}(&self, cmd: MyCommand)`",
+                sig.ident
+            ),
+        );
+        None
+    }
+}
+
+/// The injected service: `&Service`.
+fn service_param(cx: &mut Ctxt, arg: &FnArg) -> Option<Type> {
+    match arg {
+        FnArg::Typed(arg) => match &*arg.ty {
+            Type::Reference(reference) if reference.mutability.is_none() => Some((*reference.elem).clone()),
+            other => {
+                cx.error_spanned_by(
+                    other,
+                    format_args!(
+                        "the second parameter is an injected service, taken by shared reference: `{}: &{}`",
+                        arg.pat.to_token_stream(),
+                        strip_ref(other).to_token_stream()
+                    ),
+                );
+                None
+            }
+        },
+        FnArg::Receiver(receiver) => {
+            cx.error_spanned_by(receiver, "unexpected receiver");
+            None
+        }
+    }
+}
+
+/// `Result<Ok, Err>`, split.
+fn return_type<'a>(cx: &mut Ctxt, sig: &'a syn::Signature) -> Option<(&'a Type, &'a Type)> {
+    match &sig.output {
+        syn::ReturnType::Default => {
+            cx.error_at(sig.paren_token.span.join(), format_args!("missing return type: {RETURN_HINT}"));
+            None
+        }
+        syn::ReturnType::Type(_, ty) => {
+            let split = common::split_result(ty);
+            if split.is_none() {
+                cx.error_spanned_by(ty, format_args!("this return type is not a `Result`: {RETURN_HINT}"));
+            }
+            split
+        }
+    }
+}
+
 fn strip_ref(ty: &Type) -> &Type {
     match ty {
         Type::Reference(reference) => &reference.elem,
         other => other,
     }
+}
+
+/// Replaces every `Self` in `tokens` with `with`, keeping spans elsewhere.
+fn replace_self(tokens: TokenStream, with: &TokenStream) -> TokenStream {
+    tokens
+        .into_iter()
+        .map(|tree| match tree {
+            proc_macro2::TokenTree::Ident(ident) if ident == "Self" => {
+                let mut group = proc_macro2::Group::new(proc_macro2::Delimiter::None, with.clone());
+                group.set_span(ident.span());
+                proc_macro2::TokenTree::Group(group)
+            }
+            proc_macro2::TokenTree::Group(group) => {
+                let mut new = proc_macro2::Group::new(group.delimiter(), replace_self(group.stream(), with));
+                new.set_span(group.span());
+                proc_macro2::TokenTree::Group(new)
+            }
+            other => other,
+        })
+        .collect()
 }

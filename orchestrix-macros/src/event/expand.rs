@@ -207,11 +207,8 @@ fn enum_impl(krate: &TokenStream, item: &syn::ItemEnum, variants: &[Variant]) ->
         let ident = &variant.ident;
         let Stored { name, version, .. } = &variant.stored;
         let serde = &variant.serde;
-        let pattern = match &variant.shape {
-            Shape::Named(_) => quote!(Self::#ident { .. }),
-            Shape::Newtype(_) => quote!(Self::#ident(..)),
-            Shape::Unit => quote!(Self::#ident { .. }),
-        };
+        // `{ .. }` matches every kind of variant.
+        let pattern = quote!(Self::#ident { .. });
         event_types.push(quote!(#pattern => #name));
         schema_versions.push(quote!(#pattern => #version));
         match &variant.shape {

@@ -104,7 +104,7 @@ impl Account {
         Ok(AccountEvent::Opened { owner: cmd.owner })
     }
 
-    fn deposit(&self, cmd: Deposit) -> Result<Vec<AccountEvent>, BankError> {
+    fn deposit(&self, cmd: Deposit) -> Result<Vec<<Self as Aggregate>::Event>, <Self as Aggregate>::Error> {
         if cmd.amount < Self::MINIMUM {
             return Err(BankError::ZeroAmount);
         }
