@@ -243,7 +243,7 @@ fn handler(sig: &syn::Signature) -> syn::Result<Handler> {
     match inputs.next() {
         Some(FnArg::Receiver(r)) if r.reference.is_some() && r.mutability.is_some() && r.colon_token.is_none() => {}
         Some(FnArg::Receiver(r)) => {
-            return Err(syn::Error::new(r.span(), "projection handlers take `&mut self`: they update the read model"))
+            return Err(syn::Error::new_spanned(r, "projection handlers take `&mut self`: they update the read model"))
         }
         _ => {
             return Err(syn::Error::new(
@@ -256,8 +256,8 @@ fn handler(sig: &syn::Signature) -> syn::Result<Handler> {
         Some(FnArg::Typed(arg)) => match &*arg.ty {
             Type::Path(_) => (*arg.ty).clone(),
             Type::Reference(r) => {
-                return Err(syn::Error::new(
-                    r.span(),
+                return Err(syn::Error::new_spanned(
+                    r,
                     "take the event by value: `event: MyEvent`; the handler owns the decoded event",
                 ))
             }
@@ -292,8 +292,8 @@ fn handler(sig: &syn::Signature) -> syn::Result<Handler> {
             return Err(syn::Error::new(ty.span(), "projection handlers return `Result<(), E>` with `E` an error type"))
         }
         ReturnType::Default => {
-            return Err(syn::Error::new(
-                sig.span(),
+            return Err(syn::Error::new_spanned(
+                &sig.ident,
                 "projection handlers return `Result<(), E>`; add `-> Result<(), MyError>`",
             ))
         }

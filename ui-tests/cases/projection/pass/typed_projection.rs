@@ -63,16 +63,12 @@ fn record<E: Event>(event: &E, position: u64) -> RecordedEvent {
         stream: StreamId::new("Account", "1").unwrap(),
         stream_version: position,
         global_position: position,
-        recorded_at: chrono_now(),
+        recorded_at: chrono::Utc::now(),
         event_type: event.event_type().to_owned(),
         schema_version: event.schema_version(),
         data: event.encode().unwrap(),
         metadata: Metadata::default(),
     }
-}
-
-fn chrono_now() -> orchestrix::__private::DateTime {
-    orchestrix::__private::now()
 }
 
 fn block_on<F: Future>(future: F) -> F::Output {
