@@ -208,6 +208,10 @@ fn collect_methods(
         }
         match handler(&method.sig) {
             Ok(h) => {
+                // The framework dictates the shape; lints against it are noise.
+                method.attrs.push(syn::parse_quote!(
+                    #[allow(clippy::unnecessary_wraps, clippy::needless_pass_by_value, clippy::unused_self)]
+                ));
                 if let Some(first) = handlers.iter().find(|other| type_key(&other.event) == type_key(&h.event)) {
                     push(syn::Error::new(
                         h.event.span(),

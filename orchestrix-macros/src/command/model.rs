@@ -86,6 +86,11 @@ pub(crate) fn parse(cx: &mut Ctxt, args: TokenStream, item: syn::Item) -> Model 
                     }
                 }
                 let Some(mut handler) = handler(cx, &method.sig, true) else { continue };
+                // The framework dictates the shape (a `Result`, the command
+                // by value), so lints against that shape are noise.
+                method.attrs.push(syn::parse_quote!(
+                    #[allow(clippy::unnecessary_wraps, clippy::needless_pass_by_value, clippy::unused_self)]
+                ));
                 // The generated impls are for the command, where `Self` is
                 // no longer the aggregate.
                 handler.replace_self(&item.self_ty);
@@ -107,7 +112,8 @@ pub(crate) fn parse(cx: &mut Ctxt, args: TokenStream, item: syn::Item) -> Model 
             }
             Model::Impl { krate, item, handlers }
         }
-        syn::Item::Fn(item) => {
+        syn::Item::Fn(mut item) => {
+            item.attrs.push(syn::parse_quote!(#[allow(clippy::needless_pass_by_value)]));
             let mut handler = handler(cx, &item.sig, false);
             if item.sig.asyncness.is_none() {
                 // Stubbed: no impl whose body would add a second error.
