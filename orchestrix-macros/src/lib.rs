@@ -282,20 +282,54 @@ pub fn command_handler(args: TokenStream, input: TokenStream) -> TokenStream {
     command::command_handler(args.into(), input.into()).into()
 }
 
-/// The input could not be parsed as an item: report that, and re-emit the
-/// input so the compiler reports nothing else about it.
 /// Turns an impl block whose methods handle typed events into an
 /// `orchestrix::projection::Projection`.
 ///
-/// ```ignore
-/// #[projection(name = "balances")]
-/// impl Balances {
+/// ```
+/// use orchestrix::prelude::*;
+/// use orchestrix::RecordedEvent;
+///
+/// #[event]
+/// #[derive(Debug)]
+/// pub enum AccountEvent { Deposited { amount: u64 } }
+///
+/// #[event]
+/// #[derive(Debug)]
+/// pub struct Audited { pub note: String }
+///
+/// #[derive(Debug, thiserror::Error)]
+/// #[error("the read model is unavailable")]
+/// pub struct Unavailable;
+///
+/// #[derive(Default)]
+/// pub struct Totals { sum: u64, audits: u64, last_position: u64 }
+///
+/// #[projection(name = "totals")]
+/// impl Totals {
 ///     // sync or async; the event by value, optionally the stored record
-///     fn on_account(&mut self, event: AccountEvent, record: &RecordedEvent) -> Result<(), MyError> { .. }
-///     async fn on_transfer(&mut self, event: TransferEvent) -> Result<(), MyError> { .. }
+///     fn on_account(&mut self, event: AccountEvent, record: &RecordedEvent) -> Result<(), Unavailable> {
+///         if record.global_position <= self.last_position { return Ok(()) } // seen: at least once
+///         let AccountEvent::Deposited { amount } = event;
+///         self.sum += amount;
+///         self.last_position = record.global_position;
+///         Ok(())
+///     }
+///
+///     async fn on_audit(&mut self, _event: Audited) -> Result<(), Unavailable> {
+///         self.audits += 1;
+///         Ok(())
+///     }
+///
 ///     #[reset] // optional: empties the read model before a rebuild
-///     fn clear(&mut self) { .. }
+///     fn clear(&mut self) {
+///         *self = Self::default();
+///     }
 /// }
+///
+/// use orchestrix::projection::Projection;
+/// let totals = Totals::default();
+/// assert_eq!(totals.name(), "totals");
+/// assert!(totals.filter().matches("AccountDeposited") && totals.filter().matches("Audited"));
 /// ```
 ///
 /// Expands to the impl block unchanged (minus `#[reset]`) plus
@@ -311,6 +345,8 @@ pub fn projection(args: TokenStream, input: TokenStream) -> TokenStream {
     projection::expand(args.into(), input.into()).into()
 }
 
+/// The input could not be parsed as an item: report that, and re-emit the
+/// input so the compiler reports nothing else about it.
 pub(crate) fn with_input(error: &syn::Error, input: proc_macro2::TokenStream) -> proc_macro2::TokenStream {
     let mut tokens = error.to_compile_error();
     tokens.extend(input);

@@ -19,10 +19,10 @@ fn reads_handlers() {
         quote! {
             impl Account {
                 const X: u8 = 1;
-                fn open(cmd: Open) -> Result<AccountEvent, E> { todo!() }
-                fn many(&self, cmd: a::Many) -> Result<Vec<AccountEvent>, E> { todo!() }
+                fn open(cmd: Open) -> Result<AccountEvent, E> { loop {} }
+                fn many(&self, cmd: a::Many) -> Result<Vec<AccountEvent>, E> { loop {} }
                 #[command(requires = any)]
-                async fn maybe(&self, cmd: Maybe, svc: &Svc) -> ::core::result::Result<Option<AccountEvent>, E> { todo!() }
+                async fn maybe(&self, cmd: Maybe, svc: &Svc) -> ::core::result::Result<Option<AccountEvent>, E> { loop {} }
             }
         },
     );
@@ -50,10 +50,10 @@ fn one_input_with_three_mistakes_yields_three_errors() {
         quote!(),
         quote! {
             impl Account {
-                fn a(&mut self, cmd: A) -> Result<E, X> { todo!() }
-                fn b(&self, cmd: B) -> Vec<E> { todo!() }
-                fn c(&self, cmd: B) -> Result<E, X> { todo!() }
-                fn d(&self, cmd: B) -> Result<E, X> { todo!() }
+                fn a(&mut self, cmd: A) -> Result<E, X> { loop {} }
+                fn b(&self, cmd: B) -> Vec<E> { loop {} }
+                fn c(&self, cmd: B) -> Result<E, X> { loop {} }
+                fn d(&self, cmd: B) -> Result<E, X> { loop {} }
             }
         },
     );
@@ -71,7 +71,7 @@ fn standalone_handlers_must_be_async() {
         quote!(),
         quote!(
             fn transfer(cmd: T) -> Result<R, E> {
-                todo!()
+                loop {}
             }
         ),
     );
@@ -81,7 +81,7 @@ fn standalone_handlers_must_be_async() {
         quote!(crate = "::orx"),
         quote!(
             async fn transfer(cmd: T, app: &App) -> Result<R, E> {
-                todo!()
+                loop {}
             }
         ),
     );
@@ -97,14 +97,14 @@ fn unknown_keys_list_the_valid_ones() {
         quote!(krate = "x"),
         quote!(
             async fn f(c: C) -> Result<R, E> {
-                todo!()
+                loop {}
             }
         ),
     );
     assert_eq!(errors, ["unknown key `krate`: the valid keys are `crate`"]);
     let (_, errors) = parse(
         quote!(),
-        quote!(impl A { #[command(require = new, requires = new, requires = any)] fn f(c: C) -> Result<E, X> { todo!() } }),
+        quote!(impl A { #[command(require = new, requires = new, requires = any)] fn f(c: C) -> Result<E, X> { loop {} } }),
     );
     assert_eq!(
         errors,

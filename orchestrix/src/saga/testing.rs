@@ -21,7 +21,9 @@ use crate::stream::StreamId;
 /// The fixture drives the instance to its end inline, without a projection
 /// engine, exactly as the running [`SagaManager`] would.
 ///
-/// ```ignore
+/// `orchestrix/tests/sagas.rs` uses it throughout; in outline:
+///
+/// ```text
 /// let app = Orchestrix::builder().in_memory().aggregate::<Account>().build()?;
 /// app.execute(alice, Open { .. }).await?; // given
 /// SagaFixture::new(app, TransferSaga)

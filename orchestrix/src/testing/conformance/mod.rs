@@ -9,11 +9,12 @@
 //! the port, given an expression that makes a fresh store (it is evaluated
 //! once per check, inside the async test, so it may `.await`):
 //!
-//! ```ignore
-//! use my_adapter::{SqliteEventStore, SqliteKeyValueStore};
-//!
-//! orchestrix::conformance_tests!(event_store, SqliteEventStore::in_memory().await.unwrap());
-//! orchestrix::conformance_tests!(key_value_store, SqliteKeyValueStore::in_memory().await.unwrap());
+//! ```
+//! // In an adapter's `tests/conformance.rs`; here with the in-memory stores
+//! // (an SQL adapter would write `SqliteStore::in_memory().await.unwrap()`).
+//! orchestrix::conformance_tests!(event_store, orchestrix::memory::InMemoryEventStore::new());
+//! orchestrix::conformance_tests!(key_value_store, orchestrix::memory::InMemoryKeyValueStore::new());
+//! # fn main() {}
 //! ```
 //!
 //! The generated tests use `#[tokio::test(flavor = "multi_thread")]`, so the
@@ -27,11 +28,13 @@
 //! names (for example [`event_store::append_and_read_back`]), each taking
 //! the store to check by value:
 //!
-//! ```ignore
-//! #[tokio::test(flavor = "multi_thread")]
-//! async fn event_store_conforms() {
-//!     orchestrix::testing::conformance::event_store(|| async { MyStore::connect(URL).await.unwrap() }).await;
-//! }
+//! ```
+//! # use orchestrix::memory::InMemoryEventStore;
+//! # #[tokio::main]
+//! # async fn main() {
+//! // In a `#[tokio::test(flavor = "multi_thread")]` of the adapter:
+//! orchestrix::testing::conformance::event_store(|| async { InMemoryEventStore::new() }).await;
+//! # }
 //! ```
 //!
 //! # What a check expects
@@ -166,12 +169,11 @@ macro_rules! __orchestrix_conformance_expand {
 /// The test crate needs `tokio` with the `macros` and `rt-multi-thread`
 /// features.
 ///
-/// ```ignore
-/// use orchestrix::memory::{InMemoryEventStore, InMemoryMessageBus};
-///
-/// orchestrix::conformance_tests!(event_store, InMemoryEventStore::new());
-/// orchestrix::conformance_tests!(message_bus, InMemoryMessageBus::new());
+/// ```
+/// orchestrix::conformance_tests!(event_store, orchestrix::memory::InMemoryEventStore::new());
+/// orchestrix::conformance_tests!(message_bus, orchestrix::memory::InMemoryMessageBus::new());
 /// // cargo test: event_store::append_and_read_back ... ok, and so on.
+/// # fn main() {}
 /// ```
 #[macro_export]
 macro_rules! conformance_tests {
