@@ -5,7 +5,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use chrono::{DateTime, SubsecRound, Utc};
-use futures_util::stream::{self, StreamExt, TryStreamExt};
+use futures_util::stream::{self, StreamExt};
 use orchestrix::envelope::{Metadata, RecordedEvent};
 use orchestrix::memory::MAX_EVENT_TYPE_LEN;
 use orchestrix::store::EventStream;
@@ -185,20 +185,43 @@ impl EventRow {
 }
 
 /// A lazily read, keyset-paginated stream: `fetch` gets a cursor and
-/// returns a chunk of events and the next cursor (`None`: the end).
+/// returns a chunk of events, then either the next cursor (`None`: the
+/// end) or the error that cut the chunk short. The events before an error
+/// are delivered, then the error, then the stream ends.
 pub(crate) fn paged<'a, C, F, Fut>(first: C, fetch: F) -> EventStream<'a>
 where
     C: Send + 'a,
     F: FnMut(C) -> Fut + Send + 'a,
-    Fut: Future<Output = Result<(Vec<Arc<RecordedEvent>>, Option<C>), StoreError>> + Send + 'a,
+    Fut: Future<Output = (Vec<Arc<RecordedEvent>>, Result<Option<C>, StoreError>)> + Send + 'a,
 {
-    stream::try_unfold((Some(first), fetch), |(cursor, mut fetch)| async move {
-        let Some(cursor) = cursor else { return Ok(None) };
-        let (events, next) = fetch(cursor).await?;
-        Ok(Some((stream::iter(events.into_iter().map(Ok::<_, StoreError>)), (next, fetch))))
+    stream::unfold((Some(first), fetch), |(cursor, mut fetch)| async move {
+        let cursor = cursor?;
+        let (events, next) = fetch(cursor).await;
+        let (next, error) = match next {
+            Ok(next) => (next, None),
+            Err(error) => (None, Some(error)),
+        };
+        let items = events.into_iter().map(Ok).chain(error.map(Err));
+        Some((stream::iter(items), (next, fetch)))
     })
-    .try_flatten()
+    .flatten()
     .boxed()
+}
+
+/// Decodes rows in order up to the first bad one: the good records, and
+/// the error that stopped the decoding.
+pub(crate) fn decode_rows<R>(
+    rows: &[R],
+    decode: impl Fn(&R) -> Result<Arc<RecordedEvent>, StoreError>,
+) -> (Vec<Arc<RecordedEvent>>, Option<StoreError>) {
+    let mut events = Vec::with_capacity(rows.len());
+    for row in rows {
+        match decode(row) {
+            Ok(event) => events.push(event),
+            Err(error) => return (events, Some(error)),
+        }
+    }
+    (events, None)
 }
 
 /// The cursor after a chunk of at most `limit` events: past its last event,

@@ -23,9 +23,11 @@
 //! - **Faults**: a subscription retries [`StoreError::Unavailable`] errors
 //!   itself (with backoff) and resumes exactly after the last event it
 //!   delivered; other errors end it after yielding them.
-//! - **Exactly-once projections**: [`PgStore::save_checkpoint_in`] stores a
-//!   checkpoint inside the caller's transaction, so a read model in the same
-//!   database commits with its checkpoint (see [`PgStore::begin`]).
+//! - **Exactly-once projections**: [`PgStore::save_checkpoint_in`] moves a
+//!   checkpoint inside the caller's transaction, conditionally (a fence
+//!   against a dead runner's late commit), so a read model in the same
+//!   database commits with its checkpoint exactly once (see
+//!   [`PgStore::begin`]).
 //! - **One runner per projection**: [`PgLease`] holds a session advisory
 //!   lock on a dedicated connection.
 
@@ -50,8 +52,8 @@ use uuid::Uuid;
 pub use lease::PgLease;
 
 use crate::common::{
-    is_unique_violation, map_err, next_cursor, now_micros, paged, to_i64, validate_event_type, validate_identifier,
-    EventRow, CHUNK,
+    decode_rows, is_unique_violation, map_err, next_cursor, now_micros, paged, to_i64, validate_event_type,
+    validate_identifier, EventRow, CHUNK,
 };
 use schema::{Sql, MIGRATIONS};
 
@@ -284,10 +286,11 @@ impl PgStore {
     ///
     /// ```no_run
     /// # use orchestrix_adapters::postgres::PgStore;
-    /// # pub async fn project(store: &PgStore, position: u64) -> Result<(), orchestrix::StoreError> {
+    /// # #[allow(dead_code)]
+    /// # async fn project(store: &PgStore, position: u64) -> Result<(), orchestrix::StoreError> {
     /// let mut tx = store.begin().await?;
     /// sqlx::query("UPDATE totals SET n = n + 1").execute(&mut *tx).await.map_err(orchestrix::StoreError::backend)?;
-    /// store.save_checkpoint_in(&mut tx, "totals", position).await?;
+    /// store.save_checkpoint_in(&mut tx, "totals", Some(position - 1), position).await?;
     /// tx.commit().await.map_err(orchestrix::StoreError::backend)?;
     /// # Ok(()) }
     /// ```
@@ -295,22 +298,54 @@ impl PgStore {
         self.inner.pool.begin().await.map_err(map_err)
     }
 
-    /// Records `consumer`'s checkpoint inside `tx`: it commits with
-    /// whatever else `tx` writes.
+    /// Moves `consumer`'s checkpoint from `expected` (what the runner
+    /// loaded when it started; `None`: no checkpoint yet) to `position`
+    /// inside `tx`: it commits with whatever else `tx` writes.
+    ///
+    /// The move is conditional, which fences off a runner that died with a
+    /// commit still in flight: if that commit lands after a successor loaded
+    /// the checkpoint, the successor's move finds the checkpoint moved (it
+    /// waits for the zombie's row lock first) and fails with
+    /// [`StoreError::WrongExpectedVersion`] on the pseudo-stream
+    /// `$checkpoint/<consumer>`; rolling back and reloading then skips the
+    /// events the zombie applied. Without the fence a read model could count
+    /// an event twice.
     pub async fn save_checkpoint_in(
         &self,
         tx: &mut Transaction<'_, Postgres>,
         consumer: &str,
+        expected: Option<u64>,
         position: u64,
     ) -> Result<(), StoreError> {
         crate::common::validate_key("consumer name", consumer)?;
-        sqlx::query(&self.inner.sql.checkpoint_save)
+        let new = crate::common::checkpoint_to_sql(position);
+        let moved = match expected {
+            Some(previous) => sqlx::query(&self.inner.sql.checkpoint_move)
+                .bind(consumer)
+                .bind(new)
+                .bind(crate::common::checkpoint_to_sql(previous)),
+            None => sqlx::query(&self.inner.sql.checkpoint_create).bind(consumer).bind(new),
+        }
+        .execute(&mut **tx)
+        .await
+        .map_err(map_err)?
+        .rows_affected();
+        if moved == 1 {
+            return Ok(());
+        }
+        let actual: Option<i64> = sqlx::query_scalar(&self.inner.sql.checkpoint_load)
             .bind(consumer)
-            .bind(crate::common::checkpoint_to_sql(position))
-            .execute(&mut **tx)
+            .fetch_optional(&mut **tx)
             .await
             .map_err(map_err)?;
-        Ok(())
+        let actual = actual.map(crate::common::checkpoint_from_sql);
+        let expected = expected.map_or(ExpectedVersion::NoStream, ExpectedVersion::Exact);
+        match StreamId::new("$checkpoint", consumer) {
+            Ok(stream) => Err(StoreError::WrongExpectedVersion { stream, expected, actual }),
+            Err(_) => Err(StoreError::Backend(
+                format!("the checkpoint of `{consumer}` moved to {actual:?}; the runner expected {expected}").into(),
+            )),
+        }
     }
 
     /// Tries to take the lease of `name` (one active runner per projection
@@ -374,16 +409,29 @@ impl PgStore {
         Ok(version.and_then(|v| u64::try_from(v).ok()))
     }
 
-    async fn read_stream_chunk(&self, stream: &StreamId, from: u64) -> Result<Vec<Arc<RecordedEvent>>, StoreError> {
-        let rows = sqlx::query(&self.inner.sql.read_stream)
+    async fn read_stream_chunk(
+        &self,
+        stream: &StreamId,
+        from: u64,
+    ) -> (Vec<Arc<RecordedEvent>>, Result<Option<u64>, StoreError>) {
+        let rows = match sqlx::query(&self.inner.sql.read_stream)
             .bind(stream.category())
             .bind(stream.id())
             .bind(to_i64(from))
             .bind(CHUNK)
             .fetch_all(&self.inner.pool)
             .await
-            .map_err(map_err)?;
-        rows.iter().map(|row| event_row(row, 0)?.into_record()).collect()
+        {
+            Ok(rows) => rows,
+            Err(error) => return (Vec::new(), Err(map_err(error))),
+        };
+        let (events, error) = decode_rows(&rows, |row| event_row(row, 0)?.into_record());
+        if let Some(error) = error {
+            (events, Err(error))
+        } else {
+            let next = next_cursor(&events, CHUNK, |event| event.stream_version);
+            (events, Ok(next))
+        }
     }
 }
 
@@ -395,6 +443,8 @@ struct GlobalChunk {
     watermark: u64,
     /// Whether committed rows wait at or above the watermark.
     pending: bool,
+    /// A row that could not be decoded, after `events`.
+    error: Option<StoreError>,
 }
 
 impl Inner {
@@ -407,14 +457,21 @@ impl Inner {
             .fetch_all(&self.pool)
             .await
             .map_err(map_err)?;
-        let mut chunk = GlobalChunk { events: Vec::with_capacity(rows.len()), watermark: 0, pending: false };
+        let mut chunk =
+            GlobalChunk { events: Vec::with_capacity(rows.len()), watermark: 0, pending: false, error: None };
         for row in &rows {
             let watermark: i64 = row.try_get(0).map_err(map_err)?;
             chunk.watermark = u64::try_from(watermark).unwrap_or(0);
             chunk.pending = row.try_get(1).map_err(map_err)?;
             let position: Option<i64> = row.try_get(2).map_err(map_err)?;
             if position.is_some() {
-                chunk.events.push(event_row(row, 2)?.into_record()?);
+                match event_row(row, 2).and_then(EventRow::into_record) {
+                    Ok(event) => chunk.events.push(event),
+                    Err(error) => {
+                        chunk.error = Some(error);
+                        break;
+                    }
+                }
             }
         }
         Ok(chunk)
@@ -561,11 +618,7 @@ impl EventStore for PgStore {
     }
 
     fn read_stream<'a>(&'a self, stream: &'a StreamId, from_version: u64) -> EventStream<'a> {
-        paged(from_version.max(1), move |from| async move {
-            let events = self.read_stream_chunk(stream, from).await?;
-            let next = next_cursor(&events, CHUNK, |event| event.stream_version);
-            Ok((events, next))
-        })
+        paged(from_version.max(1), move |from| self.read_stream_chunk(stream, from))
     }
 
     fn read_all<'a>(&'a self, from_position: u64, filter: &'a EventFilter) -> EventStream<'a> {
@@ -576,9 +629,14 @@ impl EventStore for PgStore {
                 Err(error) => stream::once(async move { Err(error) }).boxed(),
                 Ok(None) => stream::empty().boxed(),
                 Ok(Some(upper)) => paged(from_position, move |from| async move {
-                    let chunk = inner.read_global_chunk(from, upper, filter).await?;
-                    let next = next_cursor(&chunk.events, CHUNK, |event| event.global_position);
-                    Ok((chunk.events, next))
+                    match inner.read_global_chunk(from, upper, filter).await {
+                        Err(error) => (Vec::new(), Err(error)),
+                        Ok(GlobalChunk { events, error: Some(error), .. }) => (events, Err(error)),
+                        Ok(GlobalChunk { events, .. }) => {
+                            let next = next_cursor(&events, CHUNK, |event| event.global_position);
+                            (events, Ok(next))
+                        }
+                    }
                 }),
             })
             .boxed()
@@ -592,6 +650,7 @@ impl EventStore for PgStore {
             filter,
             next: from_position.max(1),
             buffer: Vec::new().into_iter(),
+            error: None,
             failed: false,
         };
         stream::unfold(state, |mut state| async move {
@@ -643,6 +702,8 @@ struct Subscription {
     /// or filtered out, and is final.
     next: u64,
     buffer: std::vec::IntoIter<Arc<RecordedEvent>>,
+    /// An error to yield once the buffer is drained; then the stream ends.
+    error: Option<StoreError>,
     failed: bool,
 }
 
@@ -657,12 +718,21 @@ impl Subscription {
             if let Some(event) = self.buffer.next() {
                 return Some(Ok(event));
             }
+            if let Some(error) = self.error.take() {
+                self.failed = true;
+                return Some(Err(error));
+            }
             // Mark wake-ups as seen before reading, so that an append that
             // lands after the read still wakes the wait below.
             self.wake.borrow_and_update();
             match self.inner.read_global_chunk(self.next, u64::MAX, &self.filter).await {
-                Ok(chunk) => {
+                Ok(mut chunk) => {
                     retry_pause = Duration::from_millis(50);
+                    if let Some(error) = chunk.error.take() {
+                        self.buffer = chunk.events.into_iter();
+                        self.error = Some(error);
+                        continue;
+                    }
                     let full = i64::try_from(chunk.events.len()).unwrap_or(i64::MAX) >= CHUNK;
                     if let Some(last) = chunk.events.last() {
                         self.next = last.global_position + 1;

@@ -155,6 +155,8 @@ pub(super) struct Sql {
     pub(super) checkpoint_load: String,
     pub(super) checkpoint_save: String,
     pub(super) checkpoint_delete: String,
+    pub(super) checkpoint_move: String,
+    pub(super) checkpoint_create: String,
     pub(super) kv_get: String,
     pub(super) kv_put: String,
     pub(super) kv_delete: String,
@@ -223,6 +225,12 @@ impl Sql {
                  DO UPDATE SET position = excluded.position, updated_at = now()"
             ),
             checkpoint_delete: format!("DELETE FROM \"{s}\".checkpoints WHERE consumer = $1"),
+            checkpoint_move: format!(
+                "UPDATE \"{s}\".checkpoints SET position = $2, updated_at = now() WHERE consumer = $1 AND position = $3"
+            ),
+            checkpoint_create: format!(
+                "INSERT INTO \"{s}\".checkpoints (consumer, position) VALUES ($1, $2) ON CONFLICT (consumer) DO NOTHING"
+            ),
             kv_get: format!("SELECT value FROM \"{s}\".key_values WHERE key = $1"),
             kv_put: format!(
                 "INSERT INTO \"{s}\".key_values (key, value) VALUES ($1, $2) ON CONFLICT (key) \

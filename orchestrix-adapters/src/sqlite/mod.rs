@@ -28,7 +28,8 @@ use tokio::sync::{watch, Mutex};
 use uuid::Uuid;
 
 use crate::common::{
-    map_err, next_cursor, now_micros, paged, to_i64, validate_event_type, validate_identifier, EventRow, CHUNK,
+    decode_rows, map_err, next_cursor, now_micros, paged, to_i64, validate_event_type, validate_identifier, EventRow,
+    CHUNK,
 };
 
 /// The configuration of a [`SqliteStore`]: the table prefix and polling.
@@ -373,7 +374,7 @@ impl Inner {
         from: u64,
         upper: u64,
         types: Option<&str>,
-    ) -> Result<Vec<Arc<RecordedEvent>>, StoreError> {
+    ) -> Result<(Vec<Arc<RecordedEvent>>, Option<StoreError>), StoreError> {
         let rows = sqlx::query(&self.sql.read_all)
             .bind(to_i64(from))
             .bind(to_i64(upper))
@@ -382,7 +383,7 @@ impl Inner {
             .fetch_all(&self.pool)
             .await
             .map_err(map_err)?;
-        rows.iter().map(|row| event_row(row)?.into_record()).collect()
+        Ok(decode_rows(&rows, |row| event_row(row)?.into_record()))
     }
 
     async fn head(&self) -> Result<Option<u64>, StoreError> {
@@ -469,17 +470,24 @@ impl EventStore for SqliteStore {
     fn read_stream<'a>(&'a self, stream: &'a StreamId, from_version: u64) -> EventStream<'a> {
         let inner = &*self.inner;
         paged(from_version.max(1), move |from| async move {
-            let rows = sqlx::query(&inner.sql.read_stream)
+            let rows = match sqlx::query(&inner.sql.read_stream)
                 .bind(stream.category())
                 .bind(stream.id())
                 .bind(to_i64(from))
                 .bind(CHUNK)
                 .fetch_all(&inner.pool)
                 .await
-                .map_err(map_err)?;
-            let events = rows.iter().map(|row| event_row(row)?.into_record()).collect::<Result<Vec<_>, _>>()?;
-            let next = next_cursor(&events, CHUNK, |event| event.stream_version);
-            Ok((events, next))
+            {
+                Ok(rows) => rows,
+                Err(error) => return (Vec::new(), Err(map_err(error))),
+            };
+            let (events, error) = decode_rows(&rows, |row| event_row(row)?.into_record());
+            if let Some(error) = error {
+                (events, Err(error))
+            } else {
+                let next = next_cursor(&events, CHUNK, |event| event.stream_version);
+                (events, Ok(next))
+            }
         })
     }
 
@@ -495,9 +503,14 @@ impl EventStore for SqliteStore {
                     paged(from_position, move |from| {
                         let types = types.clone();
                         async move {
-                            let events = inner.read_global_chunk(from, head, types.as_deref()).await?;
-                            let next = next_cursor(&events, CHUNK, |event| event.global_position);
-                            Ok((events, next))
+                            match inner.read_global_chunk(from, head, types.as_deref()).await {
+                                Err(error) => (Vec::new(), Err(error)),
+                                Ok((events, Some(error))) => (events, Err(error)),
+                                Ok((events, None)) => {
+                                    let next = next_cursor(&events, CHUNK, |event| event.global_position);
+                                    (events, Ok(next))
+                                }
+                            }
                         }
                     })
                 }
@@ -512,6 +525,7 @@ impl EventStore for SqliteStore {
             types: types_json(&filter),
             next: from_position.max(1),
             buffer: Vec::new().into_iter(),
+            error: None,
             failed: false,
         };
         stream::unfold(state, |mut state| async move {
@@ -537,6 +551,8 @@ struct Subscription {
     types: Option<String>,
     next: u64,
     buffer: std::vec::IntoIter<Arc<RecordedEvent>>,
+    /// An error to yield once the buffer is drained; then the stream ends.
+    error: Option<StoreError>,
     failed: bool,
 }
 
@@ -546,7 +562,12 @@ impl Subscription {
     /// full the cursor can skip past the head (past filtered-out events).
     async fn read_to_head(&mut self) -> Result<Vec<Arc<RecordedEvent>>, StoreError> {
         let Some(head) = self.inner.head().await? else { return Ok(Vec::new()) };
-        let events = self.inner.read_global_chunk(self.next, head, self.types.as_deref()).await?;
+        let (events, error) = self.inner.read_global_chunk(self.next, head, self.types.as_deref()).await?;
+        if let Some(error) = error {
+            self.buffer = events.into_iter();
+            self.error = Some(error);
+            return Ok(Vec::new());
+        }
         match next_cursor(&events, CHUNK, |event| event.global_position) {
             Some(next) => self.next = next,
             None => self.next = self.next.max(head + 1),
@@ -563,11 +584,15 @@ impl Subscription {
             if let Some(event) = self.buffer.next() {
                 return Some(Ok(event));
             }
+            if let Some(error) = self.error.take() {
+                self.failed = true;
+                return Some(Err(error));
+            }
             self.wake.borrow_and_update();
             match self.read_to_head().await {
                 Ok(events) => {
                     retry_pause = Duration::from_millis(50);
-                    if !events.is_empty() {
+                    if !events.is_empty() || self.error.is_some() {
                         self.buffer = events.into_iter();
                         continue;
                     }
