@@ -82,6 +82,7 @@ pub struct PgConfig {
     poll_interval: Duration,
     read_wait: Duration,
     notify: bool,
+    notify_interval: Duration,
 }
 
 impl PgConfig {
@@ -98,6 +99,7 @@ impl PgConfig {
             poll_interval: Duration::from_millis(500),
             read_wait: Duration::from_secs(5),
             notify: true,
+            notify_interval: Duration::from_millis(5),
         })
     }
 
@@ -131,6 +133,16 @@ impl PgConfig {
     /// processes (default on; subscribers poll either way).
     pub fn with_notify(mut self, notify: bool) -> Self {
         self.notify = notify;
+        self
+    }
+
+    /// The shortest time between two `NOTIFY`s of this store (default
+    /// 5 ms): appends within it share one notification. A notifying commit
+    /// takes a cluster-wide lock until it is flushed, so one `NOTIFY` per
+    /// append would cap the append rate; coalescing costs other processes'
+    /// subscribers at most this much latency.
+    pub fn with_notify_interval(mut self, interval: Duration) -> Self {
+        self.notify_interval = interval;
         self
     }
 
@@ -212,6 +224,7 @@ impl PgStore {
         if inner.config.notify {
             let (pool, appended, channel) = (inner.pool.clone(), Arc::clone(&inner.appended), inner.config.channel());
             let notify_sql = inner.sql.notify.clone();
+            let interval = inner.config.notify_interval;
             let task = tokio::spawn(async move {
                 loop {
                     appended.notified().await;
@@ -220,6 +233,10 @@ impl PgStore {
                     if let Err(error) = sqlx::query(&notify_sql).bind(&channel).execute(&pool).await {
                         tracing::debug!(%error, "orchestrix: NOTIFY failed; subscribers fall back to polling");
                     }
+                    // At most one NOTIFY per interval: appends meanwhile
+                    // leave one stored permit, so the last burst is still
+                    // announced.
+                    tokio::time::sleep(interval).await;
                 }
             });
             inner.tasks.lock().unwrap_or_else(PoisonError::into_inner).notifier = Some(task.abort_handle());
@@ -557,18 +574,27 @@ impl EventStore for PgStore {
         };
         let recorded_at = now_micros();
         for _ in 0..ANY_RETRIES {
-            let result = sqlx::query_as::<_, (i64, i64)>(&self.inner.sql.append)
-                .bind(stream.category())
-                .bind(stream.id())
-                .bind(recorded_at)
-                .bind(&batch.ids)
-                .bind(&batch.types)
-                .bind(&batch.schemas)
-                .bind(&batch.data)
-                .bind(&batch.metadata)
-                .bind(expected_param)
-                .fetch_all(&self.inner.pool)
-                .await;
+            let sql = &self.inner.sql;
+            let new_stream = matches!(expected, ExpectedVersion::NoStream | ExpectedVersion::Exact(0));
+            let query = match (new_stream, events.len() == 1) {
+                (true, true) => sqlx::query_as::<_, (i64, i64)>(&sql.append_new_one),
+                (true, false) => sqlx::query_as(&sql.append_new),
+                (false, true) => sqlx::query_as(&sql.append_one),
+                (false, false) => sqlx::query_as(&sql.append),
+            };
+            let query = query.bind(stream.category()).bind(stream.id()).bind(recorded_at);
+            let query = if events.len() == 1 {
+                query
+                    .bind(batch.ids[0])
+                    .bind(batch.types[0])
+                    .bind(batch.schemas[0])
+                    .bind(batch.data[0])
+                    .bind(&batch.metadata[0])
+            } else {
+                query.bind(&batch.ids).bind(&batch.types).bind(&batch.schemas).bind(&batch.data).bind(&batch.metadata)
+            };
+            let query = if new_stream { query } else { query.bind(expected_param) };
+            let result = query.fetch_all(&self.inner.pool).await;
             let rows = match result {
                 Ok(rows) if rows.len() == events.len() => rows,
                 Ok(_) => {

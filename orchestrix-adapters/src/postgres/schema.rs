@@ -140,10 +140,58 @@ const WATERMARK: &str = "(pg_snapshot_xmin(pg_current_snapshot())::text::bigint 
 const COLUMNS: &str = "global_position, event_id, category, aggregate_id, stream_version, event_type, schema_version, \
                        data::text, metadata::text, recorded_at";
 
+/// The append statement: one statement, one round trip.
+///
+/// - `checked`: look up the stream's current version and compare it with
+///   the expectation (`$9`: -1 any, else the exact version) in the same
+///   statement; otherwise (a new stream) versions start at 1 and the
+///   unique index alone refuses an existing stream.
+/// - `single`: bind one event as scalars; otherwise bind the batch as
+///   arrays and unnest them.
+///
+/// Either way the unique `(stream, version)` index arbitrates races: a lost
+/// race is a unique violation, never a gap or a duplicate.
+fn append_sql(events: &str, stream_match: &str, checked: bool, single: bool) -> String {
+    let source = if single {
+        "(SELECT $4::uuid AS id, $5::text AS event_type, $6::int8 AS schema_version, $7::text AS data, \
+         $8::text AS metadata, 1::int8 AS ord) e"
+    } else {
+        "unnest($4::uuid[], $5::text[], $6::int8[], $7::text[], $8::text[]) WITH ORDINALITY \
+         AS e(id, event_type, schema_version, data, metadata, ord)"
+    };
+    let (with, from, version, filter) = if checked {
+        (
+            format!(
+                "WITH cur AS (SELECT COALESCE((SELECT stream_version FROM {events} WHERE {stream_match} \
+                 ORDER BY stream_version DESC LIMIT 1), 0) AS v) "
+            ),
+            "cur, ",
+            "cur.v + e.ord",
+            " WHERE $9::int8 < 0 OR cur.v = $9::int8",
+        )
+    } else {
+        (String::new(), "", "e.ord", "")
+    };
+    format!(
+        "{with}INSERT INTO {events} (global_position, event_id, category, aggregate_id, stream_version, event_type, \
+         schema_version, data, metadata, recorded_at) \
+         SELECT (pg_current_xact_id()::text::bigint << 20) | e.ord, e.id, $1, $2, {version}, e.event_type, \
+         e.schema_version, e.data::jsonb, e.metadata::jsonb, $3 FROM {from}{source}{filter} \
+         RETURNING global_position, stream_version"
+    )
+}
+
 /// The SQL text of every statement, for one schema.
 #[derive(Debug)]
 pub(super) struct Sql {
+    /// An append checked against the stream's current version.
     pub(super) append: String,
+    /// The same for a single event (no arrays).
+    pub(super) append_one: String,
+    /// An append that creates the stream (versions from 1).
+    pub(super) append_new: String,
+    /// The same for a single event.
+    pub(super) append_new_one: String,
     pub(super) stream_version: String,
     pub(super) read_stream: String,
     pub(super) head_and_watermark: String,
@@ -173,22 +221,10 @@ impl Sql {
         let stream_match =
             "stream_key = md5($1::text || '/' || $2::text)::uuid AND category = $1 AND aggregate_id = $2";
         Self {
-            // One statement, one round trip: the current version, the
-            // expectation ($9: -1 any, else the exact version) and the whole
-            // batch (arrays, unnested) together. The unique index arbitrates
-            // races; a lost race is a unique violation.
-            append: format!(
-                "WITH cur AS (SELECT COALESCE((SELECT stream_version FROM {events} WHERE {stream_match} \
-                 ORDER BY stream_version DESC LIMIT 1), 0) AS v) \
-                 INSERT INTO {events} (global_position, event_id, category, aggregate_id, stream_version, event_type, \
-                 schema_version, data, metadata, recorded_at) \
-                 SELECT (pg_current_xact_id()::text::bigint << 20) | e.ord, e.id, $1, $2, cur.v + e.ord, e.event_type, \
-                 e.schema_version, e.data::jsonb, e.metadata::jsonb, $3 \
-                 FROM cur, unnest($4::uuid[], $5::text[], $6::int8[], $7::text[], $8::text[]) WITH ORDINALITY \
-                 AS e(id, event_type, schema_version, data, metadata, ord) \
-                 WHERE $9::int8 < 0 OR cur.v = $9::int8 \
-                 RETURNING global_position, stream_version"
-            ),
+            append: append_sql(&events, stream_match, true, false),
+            append_one: append_sql(&events, stream_match, true, true),
+            append_new: append_sql(&events, stream_match, false, false),
+            append_new_one: append_sql(&events, stream_match, false, true),
             stream_version: format!(
                 "SELECT stream_version FROM {events} WHERE {stream_match} ORDER BY stream_version DESC LIMIT 1"
             ),
