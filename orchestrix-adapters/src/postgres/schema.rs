@@ -43,6 +43,8 @@ CREATE TABLE "{s}".events (
     recorded_at timestamptz NOT NULL
 );
 CREATE UNIQUE INDEX events_stream_version ON "{s}".events (stream_key, stream_version);
+COMMENT ON COLUMN "{s}".events.global_position IS
+    'pg_current_xact_id() << 20 | 1-based index of the event in its append; readers stop at pg_snapshot_xmin << 20 (Orchestrix ADR 0008)';
 
 CREATE TABLE "{s}".snapshots (
     category text NOT NULL,

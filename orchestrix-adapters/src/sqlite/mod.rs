@@ -592,9 +592,12 @@ impl Subscription {
             match self.read_to_head().await {
                 Ok(events) => {
                     retry_pause = Duration::from_millis(50);
-                    if !events.is_empty() || self.error.is_some() {
+                    if !events.is_empty() {
                         self.buffer = events.into_iter();
                         continue;
+                    }
+                    if self.error.is_some() {
+                        continue; // the buffer holds the events before it
                     }
                     let _ = tokio::time::timeout(self.inner.config.poll_interval, self.wake.changed()).await;
                 }
