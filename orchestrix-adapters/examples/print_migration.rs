@@ -1,6 +1,7 @@
 //! Prints the SQL schema of both adapters, for migration tools of one's
 //! own: `cargo run -p orchestrix-adapters --all-features --example print_migration -- postgres my_schema`.
 
+#[cfg_attr(not(any(feature = "postgres", feature = "sqlite")), allow(unused_variables))]
 fn main() {
     let mut args = std::env::args().skip(1);
     let kind = args.next().unwrap_or_else(|| "postgres".to_owned());
