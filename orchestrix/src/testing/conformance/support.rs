@@ -171,11 +171,24 @@ pub(crate) fn expect_same_record(check: &str, what: &str, found: &RecordedEvent,
         && found.recorded_at == expected.recorded_at
         && found.event_type == expected.event_type
         && found.schema_version == expected.schema_version
-        && found.data.get() == expected.data.get()
+        && json(found.data.get()) == json(expected.data.get())
         && found.metadata == expected.metadata;
     if !same {
         fail(check, format_args!("{what}: the records differ\n  expected: {expected:?}\n     found: {found:?}"));
     }
+}
+
+/// Parses JSON for comparison as a value: stores may normalize whitespace
+/// and key order (PostgreSQL `jsonb` does), so checks compare event data as
+/// parsed values, not bytes. Text that is not JSON becomes a string value,
+/// so that it compares unequal to any JSON instead of panicking.
+pub(crate) fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|_| serde_json::Value::String(text.to_owned()))
+}
+
+/// Parses each of `texts` with [`json`].
+pub(crate) fn jsons<S: AsRef<str>>(texts: &[S]) -> Vec<serde_json::Value> {
+    texts.iter().map(|text| json(text.as_ref())).collect()
 }
 
 /// The global positions of `events`.

@@ -1,0 +1,290 @@
+//! What both SQL adapters share: error mapping, input validation, paging
+//! and decoding rows into records.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use chrono::{DateTime, SubsecRound, Utc};
+use futures_util::stream::{self, StreamExt};
+use orchestrix::envelope::{Metadata, RecordedEvent};
+use orchestrix::memory::MAX_EVENT_TYPE_LEN;
+use orchestrix::store::EventStream;
+use orchestrix::{StoreError, StreamId};
+use serde_json::value::RawValue;
+use uuid::Uuid;
+
+/// How many rows one keyset-paginated read fetches at a time.
+pub(crate) const CHUNK: i64 = 512;
+
+/// The longest consumer name or key the SQL stores accept, in bytes (it is
+/// a primary key, and PostgreSQL b-tree entries are limited to ~2.7 kB).
+pub(crate) const MAX_KEY_LEN: usize = 2048;
+
+/// Maps a driver error to the port's typed error: lost connections, I/O
+/// and pool timeouts are [`StoreError::Unavailable`] (retry later), the rest
+/// [`StoreError::Backend`].
+pub(crate) fn map_err(error: sqlx::Error) -> StoreError {
+    let unavailable = match &error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            // 08: connection exception; 57P0x: admin shutdown, crash
+            // shutdown, cannot connect now; 53300: too many connections;
+            // SQLite 5/6: busy, locked.
+            code.starts_with("08") || code.starts_with("57P0") || code == "53300" || code == "5" || code == "6"
+        }),
+        _ => false,
+    };
+    if unavailable {
+        StoreError::Unavailable(Box::new(error))
+    } else if let Some(db) = error.as_database_error().filter(|db| db.code().as_deref() == Some("22P05")) {
+        // PostgreSQL refuses `\u0000` inside jsonb strings.
+        StoreError::InvalidInput(format!("the data cannot be stored: {}", db.message()))
+    } else {
+        StoreError::Backend(Box::new(error))
+    }
+}
+
+/// Whether `error` is a unique-constraint violation.
+#[cfg(feature = "postgres")]
+pub(crate) fn is_unique_violation(error: &sqlx::Error) -> bool {
+    error.as_database_error().is_some_and(|db| db.kind() == sqlx::error::ErrorKind::UniqueViolation)
+}
+
+/// Checks a schema name or table prefix: lowercase ASCII letters, digits
+/// and `_`, starting with a letter or `_`, at most `max` bytes. Anything
+/// else is refused, so names are safe to splice into SQL.
+pub(crate) fn validate_identifier(what: &str, name: &str, max: usize, allow_empty: bool) -> Result<(), StoreError> {
+    if name.is_empty() && allow_empty {
+        return Ok(());
+    }
+    let mut chars = name.chars();
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_lowercase() || c == '_');
+    let rest_ok = chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if first_ok && rest_ok && name.len() <= max {
+        Ok(())
+    } else {
+        Err(StoreError::InvalidInput(format!(
+            "{what} `{}` is not a valid identifier: use 1 to {max} lowercase ASCII letters, digits and `_`, \
+             not starting with a digit",
+            name.escape_debug()
+        )))
+    }
+}
+
+/// Refuses event type names that cannot be stored faithfully (as the
+/// in-memory reference store does).
+pub(crate) fn validate_event_type(event_type: &str) -> Result<(), StoreError> {
+    if event_type.is_empty() {
+        return Err(StoreError::InvalidInput("event type must not be empty".to_owned()));
+    }
+    if event_type.len() > MAX_EVENT_TYPE_LEN {
+        return Err(StoreError::InvalidInput(format!(
+            "event type is {} bytes long; the limit is {MAX_EVENT_TYPE_LEN}",
+            event_type.len()
+        )));
+    }
+    if event_type.contains('\0') {
+        return Err(StoreError::InvalidInput("event type contains a NUL character".to_owned()));
+    }
+    Ok(())
+}
+
+/// Refuses consumer names and keys that are empty-safe but too long or
+/// contain NUL (which SQL text cannot hold).
+pub(crate) fn validate_key(what: &str, key: &str) -> Result<(), StoreError> {
+    if key.len() > MAX_KEY_LEN {
+        return Err(StoreError::InvalidInput(format!(
+            "{what} is {} bytes long; the limit is {MAX_KEY_LEN}",
+            key.len()
+        )));
+    }
+    if key.contains('\0') {
+        return Err(StoreError::InvalidInput(format!("{what} contains a NUL character")));
+    }
+    Ok(())
+}
+
+/// A `u64` position or version as the `bigint` SQL stores; values past
+/// `i64::MAX` (never assigned) clamp to it.
+pub(crate) fn to_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// A checkpoint (any `u64`) stored bit for bit in a `bigint`.
+pub(crate) fn checkpoint_to_sql(position: u64) -> i64 {
+    i64::from_be_bytes(position.to_be_bytes())
+}
+
+/// The inverse of [`checkpoint_to_sql`].
+pub(crate) fn checkpoint_from_sql(stored: i64) -> u64 {
+    u64::from_be_bytes(stored.to_be_bytes())
+}
+
+/// The current time at the microsecond precision both databases keep, so
+/// that what an append returns equals what a read returns.
+pub(crate) fn now_micros() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(6)
+}
+
+/// An event row as read from either database, before validation.
+#[derive(Debug)]
+pub(crate) struct EventRow {
+    pub(crate) global_position: i64,
+    pub(crate) event_id: Uuid,
+    pub(crate) category: String,
+    pub(crate) aggregate_id: String,
+    pub(crate) stream_version: i64,
+    pub(crate) event_type: String,
+    pub(crate) schema_version: i64,
+    pub(crate) data: String,
+    pub(crate) metadata: String,
+    pub(crate) recorded_at: DateTime<Utc>,
+}
+
+impl EventRow {
+    /// Validates the row into a record; anything a hand-made row can get
+    /// wrong is [`StoreError::Corrupt`] naming the stream and version.
+    pub(crate) fn into_record(self) -> Result<Arc<RecordedEvent>, StoreError> {
+        let stream = StreamId::new(self.category.as_str(), self.aggregate_id.as_str()).map_err(|error| {
+            StoreError::Backend(
+                format!("corrupt stream id in the row at global position {}: {error}", self.global_position).into(),
+            )
+        })?;
+        let corrupt = |version: u64, reason: String| StoreError::Corrupt { stream: stream.clone(), version, reason };
+        let version = u64::try_from(self.stream_version)
+            .ok()
+            .filter(|&v| v >= 1)
+            .ok_or_else(|| corrupt(0, format!("stream version {} is not positive", self.stream_version)))?;
+        let global_position = u64::try_from(self.global_position)
+            .ok()
+            .filter(|&p| p >= 1)
+            .ok_or_else(|| corrupt(version, format!("global position {} is not positive", self.global_position)))?;
+        let schema_version = u32::try_from(self.schema_version)
+            .map_err(|_| corrupt(version, format!("schema version {} is out of range", self.schema_version)))?;
+        let data =
+            RawValue::from_string(self.data).map_err(|error| corrupt(version, format!("data is not JSON: {error}")))?;
+        let metadata: Metadata = serde_json::from_str(&self.metadata)
+            .map_err(|error| corrupt(version, format!("metadata is not valid: {error}")))?;
+        validate_event_type(&self.event_type).map_err(|error| corrupt(version, error.to_string()))?;
+        Ok(Arc::new(RecordedEvent {
+            id: self.event_id,
+            stream,
+            stream_version: version,
+            global_position,
+            recorded_at: self.recorded_at,
+            event_type: self.event_type,
+            schema_version,
+            data,
+            metadata,
+        }))
+    }
+}
+
+/// A lazily read, keyset-paginated stream: `fetch` gets a cursor and
+/// returns a chunk of events, then either the next cursor (`None`: the
+/// end) or the error that cut the chunk short. The events before an error
+/// are delivered, then the error, then the stream ends.
+pub(crate) fn paged<'a, C, F, Fut>(first: C, fetch: F) -> EventStream<'a>
+where
+    C: Send + 'a,
+    F: FnMut(C) -> Fut + Send + 'a,
+    Fut: Future<Output = (Vec<Arc<RecordedEvent>>, Result<Option<C>, StoreError>)> + Send + 'a,
+{
+    stream::unfold((Some(first), fetch), |(cursor, mut fetch)| async move {
+        let cursor = cursor?;
+        let (events, next) = fetch(cursor).await;
+        let (next, error) = match next {
+            Ok(next) => (next, None),
+            Err(error) => (None, Some(error)),
+        };
+        let items = events.into_iter().map(Ok).chain(error.map(Err));
+        Some((stream::iter(items), (next, fetch)))
+    })
+    .flatten()
+    .boxed()
+}
+
+/// Decodes rows in order up to the first bad one: the good records, and
+/// the error that stopped the decoding.
+pub(crate) fn decode_rows<R>(
+    rows: &[R],
+    decode: impl Fn(&R) -> Result<Arc<RecordedEvent>, StoreError>,
+) -> (Vec<Arc<RecordedEvent>>, Option<StoreError>) {
+    let mut events = Vec::with_capacity(rows.len());
+    for row in rows {
+        match decode(row) {
+            Ok(event) => events.push(event),
+            Err(error) => return (events, Some(error)),
+        }
+    }
+    (events, None)
+}
+
+/// The cursor after a chunk of at most `limit` events: past its last event,
+/// or `None` when the chunk was the last.
+pub(crate) fn next_cursor(
+    events: &[Arc<RecordedEvent>],
+    limit: i64,
+    key: impl Fn(&RecordedEvent) -> u64,
+) -> Option<u64> {
+    let full = i64::try_from(events.len()).unwrap_or(i64::MAX) >= limit;
+    events.last().filter(|_| full).map(|last| key(last) + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_refuse_hostile_names() {
+        for bad in [
+            "",
+            "Public",
+            "1abc",
+            "a-b",
+            "a b",
+            "x\"; DROP SCHEMA public CASCADE; --",
+            "é",
+            "a\0b",
+            "tab\tle",
+            &"a".repeat(64),
+        ] {
+            assert!(
+                matches!(validate_identifier("schema", bad, 48, false), Err(StoreError::InvalidInput(_))),
+                "{bad:?} was accepted"
+            );
+        }
+        for good in ["orchestrix", "_x", "tenant_42", &"a".repeat(48)] {
+            assert!(validate_identifier("schema", good, 48, false).is_ok(), "{good:?} was refused");
+        }
+        assert!(validate_identifier("prefix", "", 32, true).is_ok());
+    }
+
+    #[test]
+    fn corrupt_rows_name_stream_and_version() {
+        let row = EventRow {
+            global_position: 7,
+            event_id: Uuid::now_v7(),
+            category: "Account".to_owned(),
+            aggregate_id: "1".to_owned(),
+            stream_version: 3,
+            event_type: "Opened".to_owned(),
+            schema_version: 1,
+            data: "{not json".to_owned(),
+            metadata: "{}".to_owned(),
+            recorded_at: Utc::now(),
+        };
+        match row.into_record() {
+            Err(StoreError::Corrupt { stream, version, .. }) => {
+                assert_eq!(stream.to_string(), "Account/1");
+                assert_eq!(version, 3);
+            }
+            other => panic!("expected Corrupt, found {other:?}"),
+        }
+    }
+}

@@ -1,0 +1,797 @@
+//! The PostgreSQL adapters: one [`PgStore`] implements every storage port.
+//!
+//! - **Appends** are one statement (one round trip) per batch: the batch is
+//!   bound as arrays and unnested, the expected version is checked in the
+//!   same statement, and the unique `(stream, version)` index arbitrates
+//!   races: a lost race becomes [`StoreError::WrongExpectedVersion`] with the
+//!   stream's actual version. There is no global hot row or table lock.
+//! - **Global order** (ADR 0008): `global_position` is the writing
+//!   transaction's id (`pg_current_xact_id()`) shifted left by 20 bits, plus
+//!   the event's 1-based index in its batch. Readers only take rows below
+//!   the watermark `pg_snapshot_xmin(pg_current_snapshot()) << 20`: every
+//!   transaction below it has finished, so no row can ever appear behind a
+//!   reader, and a checkpoint (one `u64`) is exact. Positions have large
+//!   gaps; they are not counts. **Caveat:** a long-running transaction that
+//!   writes anything anywhere in the cluster holds the watermark, and so
+//!   every subscriber, back until it ends.
+//! - **Wake-ups**: appends through this store wake its own subscribers in
+//!   process, and a side task sends one `NOTIFY` per burst of appends (not
+//!   inside the append's transaction, so no commit waits on the
+//!   notification queue lock). Subscribers `LISTEN` through one shared
+//!   connection and poll as a fallback; a notification is a hint, never
+//!   data.
+//! - **Faults**: a subscription retries [`StoreError::Unavailable`] errors
+//!   itself (with backoff) and resumes exactly after the last event it
+//!   delivered; other errors end it after yielding them.
+//! - **Exactly-once projections**: [`PgStore::save_checkpoint_in`] moves a
+//!   checkpoint inside the caller's transaction, conditionally (a fence
+//!   against a dead runner's late commit), so a read model in the same
+//!   database commits with its checkpoint exactly once (see
+//!   [`PgStore::begin`]).
+//! - **One runner per projection**: [`PgLease`] holds a session advisory
+//!   lock on a dedicated connection.
+
+mod lease;
+mod ports;
+mod schema;
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::stream::{self, StreamExt};
+use orchestrix::envelope::{NewEvent, RecordedEvent};
+use orchestrix::store::{EventFilter, EventStore, EventStream, ExpectedVersion};
+use orchestrix::{StoreError, StreamId};
+use sqlx::postgres::{PgListener, PgPoolOptions, PgRow};
+use sqlx::{PgPool, Postgres, Row, Transaction};
+use tokio::sync::{watch, Notify};
+use tokio::task::AbortHandle;
+use uuid::Uuid;
+
+pub use lease::PgLease;
+
+use crate::common::{
+    decode_rows, is_unique_violation, map_err, next_cursor, now_micros, paged, to_i64, validate_event_type,
+    validate_identifier, EventRow, CHUNK,
+};
+use schema::{Sql, MIGRATIONS};
+
+/// The most events one append may carry: the batch index has 20 bits of
+/// the global position (ADR 0008).
+pub const MAX_BATCH: usize = (1 << 20) - 1;
+
+/// How often an append whose expectation is [`ExpectedVersion::Any`]
+/// retries after losing a race, before giving up with an error.
+const ANY_RETRIES: usize = 32;
+
+/// The configuration of a [`PgStore`]: the schema its tables live in, and
+/// how it connects, notifies and polls.
+///
+/// ```
+/// use orchestrix_adapters::postgres::PgConfig;
+///
+/// let config = PgConfig::new("orchestrix").unwrap();
+/// assert_eq!(config.schema(), "orchestrix");
+/// assert!(PgConfig::new("x\"; DROP SCHEMA public; --").is_err());
+/// ```
+#[derive(Debug, Clone)]
+pub struct PgConfig {
+    schema: String,
+    max_connections: u32,
+    poll_interval: Duration,
+    read_wait: Duration,
+    notify: bool,
+    notify_interval: Duration,
+}
+
+impl PgConfig {
+    /// A configuration for tables in `schema`: 1 to 48 lowercase ASCII
+    /// letters, digits and `_`, not starting with a digit. Any other name is
+    /// refused with [`StoreError::InvalidInput`], so that it is safe to
+    /// splice into SQL.
+    pub fn new(schema: impl Into<String>) -> Result<Self, StoreError> {
+        let schema = schema.into();
+        validate_identifier("schema", &schema, 48, false)?;
+        Ok(Self {
+            schema,
+            max_connections: 10,
+            poll_interval: Duration::from_millis(500),
+            read_wait: Duration::from_secs(5),
+            notify: true,
+            notify_interval: Duration::from_millis(5),
+        })
+    }
+
+    /// The schema name.
+    pub fn schema(&self) -> &str {
+        &self.schema
+    }
+
+    /// The pool size for [`PgStore::connect`] (default 10).
+    pub fn with_max_connections(mut self, max: u32) -> Self {
+        self.max_connections = max.max(1);
+        self
+    }
+
+    /// How often an idle subscription polls when no notification arrives
+    /// (default 500 ms).
+    pub fn with_poll_interval(mut self, interval: Duration) -> Self {
+        self.poll_interval = interval;
+        self
+    }
+
+    /// How long [`EventStore::read_all`] waits for transactions that are
+    /// still in flight below the head before it returns the safe prefix
+    /// (default 5 s).
+    pub fn with_read_wait(mut self, wait: Duration) -> Self {
+        self.read_wait = wait;
+        self
+    }
+
+    /// Whether appends send a `NOTIFY` to wake subscribers in other
+    /// processes (default on; subscribers poll either way).
+    pub fn with_notify(mut self, notify: bool) -> Self {
+        self.notify = notify;
+        self
+    }
+
+    /// The shortest time between two `NOTIFY`s of this store (default
+    /// 5 ms): appends within it share one notification. A notifying commit
+    /// takes a cluster-wide lock until it is flushed, so one `NOTIFY` per
+    /// append would cap the append rate; coalescing costs other processes'
+    /// subscribers at most this much latency.
+    pub fn with_notify_interval(mut self, interval: Duration) -> Self {
+        self.notify_interval = interval;
+        self
+    }
+
+    /// The `LISTEN`/`NOTIFY` channel of this schema.
+    pub fn channel(&self) -> String {
+        format!("orchestrix_{}", self.schema)
+    }
+}
+
+/// The SQL script that creates (or upgrades) the schema of `config`, for
+/// users who apply migrations with their own tooling. It is idempotent and
+/// records what it applied in `<schema>.schema_migrations`, exactly as
+/// [`PgStore::migrate`] does.
+pub fn migration_sql(config: &PgConfig) -> String {
+    schema::script(config)
+}
+
+/// PostgreSQL implementation of every storage port: [`EventStore`],
+/// [`orchestrix::SnapshotStore`], [`orchestrix::CheckpointStore`],
+/// [`orchestrix::KeyValueStore`] and [`orchestrix::DeadLetterStore`].
+///
+/// Cloning is cheap; clones share the pool and the wake-up machinery.
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    pool: PgPool,
+    config: PgConfig,
+    sql: Sql,
+    /// Bumped on every known append or notification; subscribers wait on it.
+    wake: watch::Sender<u64>,
+    /// Signals the notifier task that appends happened.
+    appended: Arc<Notify>,
+    tasks: Mutex<Tasks>,
+}
+
+#[derive(Debug, Default)]
+struct Tasks {
+    notifier: Option<AbortHandle>,
+    listener: Option<AbortHandle>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let tasks = self.tasks.get_mut().unwrap_or_else(PoisonError::into_inner);
+        for task in [tasks.notifier.take(), tasks.listener.take()].into_iter().flatten() {
+            task.abort();
+        }
+    }
+}
+
+impl PgStore {
+    /// Connects a pool to `url` (for example
+    /// `postgres://postgres@127.0.0.1:5432/test`). Does not create tables:
+    /// call [`PgStore::migrate`] or apply [`migration_sql`].
+    pub async fn connect(url: &str, config: PgConfig) -> Result<Self, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(config.max_connections)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(url)
+            .await
+            .map_err(map_err)?;
+        Ok(Self::from_pool(pool, config))
+    }
+
+    /// A store over an existing pool. Must be called within a tokio runtime.
+    pub fn from_pool(pool: PgPool, config: PgConfig) -> Self {
+        let inner = Arc::new(Inner {
+            sql: Sql::new(&config.schema),
+            pool,
+            config,
+            wake: watch::Sender::new(0),
+            appended: Arc::new(Notify::new()),
+            tasks: Mutex::default(),
+        });
+        if inner.config.notify {
+            let (pool, appended, channel) = (inner.pool.clone(), Arc::clone(&inner.appended), inner.config.channel());
+            let notify_sql = inner.sql.notify.clone();
+            let interval = inner.config.notify_interval;
+            let task = tokio::spawn(async move {
+                loop {
+                    appended.notified().await;
+                    // A lost notification only delays subscribers until
+                    // their next poll.
+                    if let Err(error) = sqlx::query(&notify_sql).bind(&channel).execute(&pool).await {
+                        tracing::debug!(%error, "orchestrix: NOTIFY failed; subscribers fall back to polling");
+                    }
+                    // At most one NOTIFY per interval: appends meanwhile
+                    // leave one stored permit, so the last burst is still
+                    // announced.
+                    tokio::time::sleep(interval).await;
+                }
+            });
+            inner.tasks.lock().unwrap_or_else(PoisonError::into_inner).notifier = Some(task.abort_handle());
+        }
+        Self { inner }
+    }
+
+    /// The pool, for queries of the application's own (a read model in the
+    /// same database).
+    pub fn pool(&self) -> &PgPool {
+        &self.inner.pool
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &PgConfig {
+        &self.inner.config
+    }
+
+    /// Creates the schema and tables, or applies the migrations that are
+    /// missing; safe to call from many processes at once (they serialize on
+    /// an advisory lock).
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        let s = &self.inner.config.schema;
+        let mut tx = self.inner.pool.begin().await.map_err(map_err)?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(schema::migration_lock_key(s))
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        sqlx::raw_sql(&format!("CREATE SCHEMA IF NOT EXISTS \"{s}\"; {}", schema::bookkeeping(s)))
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        let applied: Vec<i64> = sqlx::query_scalar(&format!("SELECT version FROM \"{s}\".schema_migrations"))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        for migration in MIGRATIONS.iter().filter(|m| !applied.contains(&m.version)) {
+            sqlx::raw_sql(&(migration.sql)(s)).execute(&mut *tx).await.map_err(map_err)?;
+            sqlx::query(&format!("INSERT INTO \"{s}\".schema_migrations (version, name) VALUES ($1, $2)"))
+                .bind(migration.version)
+                .bind(migration.name)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+        }
+        tx.commit().await.map_err(map_err)
+    }
+
+    /// Drops the schema and everything in it. For tests and tear-downs.
+    pub async fn drop_schema(&self) -> Result<(), StoreError> {
+        let s = &self.inner.config.schema;
+        sqlx::raw_sql(&format!("DROP SCHEMA IF EXISTS \"{s}\" CASCADE"))
+            .execute(&self.inner.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
+    /// Begins a transaction on the store's pool: the unit in which a
+    /// projection updates a read model in this database and records its
+    /// checkpoint with [`PgStore::save_checkpoint_in`], so that both commit
+    /// or neither does (exactly-once effect).
+    ///
+    /// ```no_run
+    /// # use orchestrix_adapters::postgres::PgStore;
+    /// # #[allow(dead_code)]
+    /// # async fn project(store: &PgStore, position: u64) -> Result<(), orchestrix::StoreError> {
+    /// let mut tx = store.begin().await?;
+    /// sqlx::query("UPDATE totals SET n = n + 1").execute(&mut *tx).await.map_err(orchestrix::StoreError::backend)?;
+    /// store.save_checkpoint_in(&mut tx, "totals", Some(position - 1), position).await?;
+    /// tx.commit().await.map_err(orchestrix::StoreError::backend)?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn begin(&self) -> Result<Transaction<'static, Postgres>, StoreError> {
+        self.inner.pool.begin().await.map_err(map_err)
+    }
+
+    /// Moves `consumer`'s checkpoint from `expected` (what the runner
+    /// loaded when it started; `None`: no checkpoint yet) to `position`
+    /// inside `tx`: it commits with whatever else `tx` writes.
+    ///
+    /// The move is conditional, which fences off a runner that died with a
+    /// commit still in flight: if that commit lands after a successor loaded
+    /// the checkpoint, the successor's move finds the checkpoint moved (it
+    /// waits for the zombie's row lock first) and fails with
+    /// [`StoreError::WrongExpectedVersion`] on the pseudo-stream
+    /// `$checkpoint/<consumer>`; rolling back and reloading then skips the
+    /// events the zombie applied. Without the fence a read model could count
+    /// an event twice.
+    pub async fn save_checkpoint_in(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        consumer: &str,
+        expected: Option<u64>,
+        position: u64,
+    ) -> Result<(), StoreError> {
+        crate::common::validate_key("consumer name", consumer)?;
+        let new = crate::common::checkpoint_to_sql(position);
+        let moved = match expected {
+            Some(previous) => sqlx::query(&self.inner.sql.checkpoint_move)
+                .bind(consumer)
+                .bind(new)
+                .bind(crate::common::checkpoint_to_sql(previous)),
+            None => sqlx::query(&self.inner.sql.checkpoint_create).bind(consumer).bind(new),
+        }
+        .execute(&mut **tx)
+        .await
+        .map_err(map_err)?
+        .rows_affected();
+        if moved == 1 {
+            return Ok(());
+        }
+        let actual: Option<i64> = sqlx::query_scalar(&self.inner.sql.checkpoint_load)
+            .bind(consumer)
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(map_err)?;
+        let actual = actual.map(crate::common::checkpoint_from_sql);
+        let expected = expected.map_or(ExpectedVersion::NoStream, ExpectedVersion::Exact);
+        match StreamId::new("$checkpoint", consumer) {
+            Ok(stream) => Err(StoreError::WrongExpectedVersion { stream, expected, actual }),
+            Err(_) => Err(StoreError::Backend(
+                format!("the checkpoint of `{consumer}` moved to {actual:?}; the runner expected {expected}").into(),
+            )),
+        }
+    }
+
+    /// Tries to take the lease of `name` (one active runner per projection
+    /// across processes); `None` if another holder has it.
+    pub async fn try_lease(&self, name: &str) -> Result<Option<PgLease>, StoreError> {
+        PgLease::try_acquire(&self.inner.pool, &self.inner.config.schema, name).await
+    }
+
+    fn wake_local(&self) {
+        self.inner.wake.send_modify(|n| *n = n.wrapping_add(1));
+        self.inner.appended.notify_one();
+    }
+
+    /// Starts the shared `LISTEN` task, once.
+    fn ensure_listener(&self) {
+        let mut tasks = self.inner.tasks.lock().unwrap_or_else(PoisonError::into_inner);
+        if tasks.listener.is_some() {
+            return;
+        }
+        let (pool, wake, channel) = (self.inner.pool.clone(), self.inner.wake.clone(), self.inner.config.channel());
+        let task = tokio::spawn(async move {
+            loop {
+                let mut listener = match PgListener::connect_with(&pool).await {
+                    Ok(listener) => listener,
+                    Err(error) => {
+                        tracing::debug!(%error, "orchestrix: LISTEN connection failed; polling");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue;
+                    }
+                };
+                if let Err(error) = listener.listen(&channel).await {
+                    tracing::debug!(%error, "orchestrix: LISTEN failed; polling");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+                loop {
+                    match listener.recv().await {
+                        Ok(_) => wake.send_modify(|n| *n = n.wrapping_add(1)),
+                        Err(error) => {
+                            // Notifications may have been missed: wake
+                            // everyone to poll, then reconnect.
+                            tracing::debug!(%error, "orchestrix: LISTEN connection lost; reconnecting");
+                            wake.send_modify(|n| *n = n.wrapping_add(1));
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                            break;
+                        }
+                    }
+                }
+            }
+        });
+        tasks.listener = Some(task.abort_handle());
+    }
+
+    async fn fetch_version(&self, stream: &StreamId) -> Result<Option<u64>, StoreError> {
+        let version: Option<i64> = sqlx::query_scalar(&self.inner.sql.stream_version)
+            .bind(stream.category())
+            .bind(stream.id())
+            .fetch_optional(&self.inner.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(version.and_then(|v| u64::try_from(v).ok()))
+    }
+
+    async fn read_stream_chunk(
+        &self,
+        stream: &StreamId,
+        from: u64,
+    ) -> (Vec<Arc<RecordedEvent>>, Result<Option<u64>, StoreError>) {
+        let rows = match sqlx::query(&self.inner.sql.read_stream)
+            .bind(stream.category())
+            .bind(stream.id())
+            .bind(to_i64(from))
+            .bind(CHUNK)
+            .fetch_all(&self.inner.pool)
+            .await
+        {
+            Ok(rows) => rows,
+            Err(error) => return (Vec::new(), Err(map_err(error))),
+        };
+        let (events, error) = decode_rows(&rows, |row| event_row(row, 0)?.into_record());
+        if let Some(error) = error {
+            (events, Err(error))
+        } else {
+            let next = next_cursor(&events, CHUNK, |event| event.stream_version);
+            (events, Ok(next))
+        }
+    }
+}
+
+/// One chunk of the global log below the watermark.
+#[derive(Debug)]
+struct GlobalChunk {
+    events: Vec<Arc<RecordedEvent>>,
+    /// Every position below this is final.
+    watermark: u64,
+    /// Whether committed rows wait at or above the watermark.
+    pending: bool,
+    /// A row that could not be decoded, after `events`.
+    error: Option<StoreError>,
+}
+
+impl Inner {
+    async fn read_global_chunk(&self, from: u64, upper: u64, filter: &EventFilter) -> Result<GlobalChunk, StoreError> {
+        let rows = sqlx::query(&self.sql.read_global)
+            .bind(to_i64(from))
+            .bind(filter.event_types())
+            .bind(CHUNK)
+            .bind(to_i64(upper))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_err)?;
+        let mut chunk =
+            GlobalChunk { events: Vec::with_capacity(rows.len()), watermark: 0, pending: false, error: None };
+        for row in &rows {
+            let watermark: i64 = row.try_get(0).map_err(map_err)?;
+            chunk.watermark = u64::try_from(watermark).unwrap_or(0);
+            chunk.pending = row.try_get(1).map_err(map_err)?;
+            let position: Option<i64> = row.try_get(2).map_err(map_err)?;
+            if position.is_some() {
+                match event_row(row, 2).and_then(EventRow::into_record) {
+                    Ok(event) => chunk.events.push(event),
+                    Err(error) => {
+                        chunk.error = Some(error);
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(chunk)
+    }
+}
+
+/// Reads an event row whose columns start at `offset`.
+fn event_row(row: &PgRow, offset: usize) -> Result<EventRow, StoreError> {
+    let column = |i: usize| offset + i;
+    Ok(EventRow {
+        global_position: row.try_get(column(0)).map_err(map_err)?,
+        event_id: row.try_get(column(1)).map_err(map_err)?,
+        category: row.try_get(column(2)).map_err(map_err)?,
+        aggregate_id: row.try_get(column(3)).map_err(map_err)?,
+        stream_version: row.try_get(column(4)).map_err(map_err)?,
+        event_type: row.try_get(column(5)).map_err(map_err)?,
+        schema_version: row.try_get(column(6)).map_err(map_err)?,
+        data: row.try_get(column(7)).map_err(map_err)?,
+        metadata: row.try_get(column(8)).map_err(map_err)?,
+        recorded_at: row.try_get(column(9)).map_err(map_err)?,
+    })
+}
+
+/// What an append binds: the batch as arrays.
+struct Batch<'a> {
+    ids: Vec<Uuid>,
+    types: Vec<&'a str>,
+    schemas: Vec<i64>,
+    data: Vec<&'a str>,
+    metadata: Vec<String>,
+}
+
+impl<'a> Batch<'a> {
+    fn new(events: &'a [NewEvent]) -> Result<Self, StoreError> {
+        let mut batch = Batch {
+            ids: Vec::with_capacity(events.len()),
+            types: Vec::with_capacity(events.len()),
+            schemas: Vec::with_capacity(events.len()),
+            data: Vec::with_capacity(events.len()),
+            metadata: Vec::with_capacity(events.len()),
+        };
+        for event in events {
+            batch.ids.push(Uuid::now_v7());
+            batch.types.push(&event.event_type);
+            batch.schemas.push(i64::from(event.schema_version));
+            batch.data.push(event.data.get());
+            batch.metadata.push(
+                serde_json::to_string(&event.metadata)
+                    .map_err(|error| StoreError::InvalidInput(format!("metadata cannot be serialized: {error}")))?,
+            );
+        }
+        Ok(batch)
+    }
+}
+
+#[async_trait]
+impl EventStore for PgStore {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<Vec<Arc<RecordedEvent>>, StoreError> {
+        for event in &events {
+            validate_event_type(&event.event_type)?;
+        }
+        if events.len() > MAX_BATCH {
+            return Err(StoreError::InvalidInput(format!(
+                "a batch of {} events is too large; the limit is {MAX_BATCH}",
+                events.len()
+            )));
+        }
+        let conflict = |actual| StoreError::WrongExpectedVersion { stream: stream.clone(), expected, actual };
+        if events.is_empty() {
+            let actual = self.fetch_version(stream).await?;
+            return if expected.admits(actual) { Ok(Vec::new()) } else { Err(conflict(actual)) };
+        }
+        let batch = Batch::new(&events)?;
+        let expected_param = match expected {
+            ExpectedVersion::Any => -1,
+            ExpectedVersion::NoStream => 0,
+            ExpectedVersion::Exact(v) => to_i64(v),
+        };
+        let recorded_at = now_micros();
+        for _ in 0..ANY_RETRIES {
+            let sql = &self.inner.sql;
+            let new_stream = matches!(expected, ExpectedVersion::NoStream | ExpectedVersion::Exact(0));
+            let query = match (new_stream, events.len() == 1) {
+                (true, true) => sqlx::query_as::<_, (i64, i64)>(&sql.append_new_one),
+                (true, false) => sqlx::query_as(&sql.append_new),
+                (false, true) => sqlx::query_as(&sql.append_one),
+                (false, false) => sqlx::query_as(&sql.append),
+            };
+            let query = query.bind(stream.category()).bind(stream.id()).bind(recorded_at);
+            let query = if events.len() == 1 {
+                query
+                    .bind(batch.ids[0])
+                    .bind(batch.types[0])
+                    .bind(batch.schemas[0])
+                    .bind(batch.data[0])
+                    .bind(&batch.metadata[0])
+            } else {
+                query.bind(&batch.ids).bind(&batch.types).bind(&batch.schemas).bind(&batch.data).bind(&batch.metadata)
+            };
+            let query = if new_stream { query } else { query.bind(expected_param) };
+            let result = query.fetch_all(&self.inner.pool).await;
+            let rows = match result {
+                Ok(rows) if rows.len() == events.len() => rows,
+                Ok(_) => {
+                    // The expectation failed in the statement's snapshot.
+                    let actual = self.fetch_version(stream).await?;
+                    if expected.admits(actual) {
+                        continue; // the stream moved on to it meanwhile
+                    }
+                    return Err(conflict(actual));
+                }
+                Err(error) if is_unique_violation(&error) => {
+                    let actual = self.fetch_version(stream).await?;
+                    if expected == ExpectedVersion::Any || expected.admits(actual) {
+                        continue;
+                    }
+                    return Err(conflict(actual));
+                }
+                Err(error) => return Err(map_err(error)),
+            };
+            let mut rows = rows;
+            rows.sort_unstable_by_key(|&(_, version)| version);
+            let ids = batch.ids.clone();
+            let recorded = rows
+                .into_iter()
+                .zip(events)
+                .zip(ids)
+                .map(|(((position, version), event), id)| {
+                    Arc::new(RecordedEvent {
+                        id,
+                        stream: stream.clone(),
+                        stream_version: u64::try_from(version).unwrap_or(0),
+                        global_position: u64::try_from(position).unwrap_or(0),
+                        recorded_at,
+                        event_type: event.event_type,
+                        schema_version: event.schema_version,
+                        data: event.data,
+                        metadata: event.metadata,
+                    })
+                })
+                .collect();
+            self.wake_local();
+            return Ok(recorded);
+        }
+        Err(StoreError::Backend(
+            format!("the append to `{stream}` lost {ANY_RETRIES} races in a row; try again").into(),
+        ))
+    }
+
+    fn read_stream<'a>(&'a self, stream: &'a StreamId, from_version: u64) -> EventStream<'a> {
+        paged(from_version.max(1), move |from| self.read_stream_chunk(stream, from))
+    }
+
+    fn read_all<'a>(&'a self, from_position: u64, filter: &'a EventFilter) -> EventStream<'a> {
+        let inner = &*self.inner;
+        let start = stream::once(async move { read_all_bound(inner).await });
+        start
+            .flat_map(move |bound| match bound {
+                Err(error) => stream::once(async move { Err(error) }).boxed(),
+                Ok(None) => stream::empty().boxed(),
+                Ok(Some(upper)) => paged(from_position, move |from| async move {
+                    match inner.read_global_chunk(from, upper, filter).await {
+                        Err(error) => (Vec::new(), Err(error)),
+                        Ok(GlobalChunk { events, error: Some(error), .. }) => (events, Err(error)),
+                        Ok(GlobalChunk { events, .. }) => {
+                            let next = next_cursor(&events, CHUNK, |event| event.global_position);
+                            (events, Ok(next))
+                        }
+                    }
+                }),
+            })
+            .boxed()
+    }
+
+    fn subscribe(&self, from_position: u64, filter: EventFilter) -> EventStream<'static> {
+        self.ensure_listener();
+        let state = Subscription {
+            inner: Arc::clone(&self.inner),
+            wake: self.inner.wake.subscribe(),
+            filter,
+            next: from_position.max(1),
+            buffer: Vec::new().into_iter(),
+            error: None,
+            failed: false,
+        };
+        stream::unfold(state, |mut state| async move {
+            let item = state.next_item().await?;
+            Some((item, state))
+        })
+        .boxed()
+    }
+
+    async fn stream_version(&self, stream: &StreamId) -> Result<Option<u64>, StoreError> {
+        self.fetch_version(stream).await
+    }
+
+    async fn head_position(&self) -> Result<Option<u64>, StoreError> {
+        let (head, _): (Option<i64>, i64) =
+            sqlx::query_as(&self.inner.sql.head_and_watermark).fetch_one(&self.inner.pool).await.map_err(map_err)?;
+        Ok(head.and_then(|h| u64::try_from(h).ok()))
+    }
+}
+
+/// The exclusive upper bound of a finite read of the global log: one past
+/// the head once the watermark has passed it (every transaction up to the
+/// head has finished), or the watermark if in-flight transactions keep it
+/// below the head longer than the configured wait. `None`: the log is empty.
+async fn read_all_bound(inner: &Inner) -> Result<Option<u64>, StoreError> {
+    let deadline = tokio::time::Instant::now() + inner.config.read_wait;
+    let mut pause = Duration::from_millis(1);
+    let mut target = None;
+    loop {
+        let (head, watermark): (Option<i64>, i64) =
+            sqlx::query_as(&inner.sql.head_and_watermark).fetch_one(&inner.pool).await.map_err(map_err)?;
+        let watermark = u64::try_from(watermark).unwrap_or(0);
+        let Some(head) = target.or(head.and_then(|h| u64::try_from(h).ok())) else { return Ok(None) };
+        target = Some(head);
+        if watermark > head || tokio::time::Instant::now() >= deadline {
+            return Ok(Some(watermark.min(head + 1)));
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+}
+
+/// The state of a live subscription.
+struct Subscription {
+    inner: Arc<Inner>,
+    wake: watch::Receiver<u64>,
+    filter: EventFilter,
+    /// The next position to read from: everything below it was delivered
+    /// or filtered out, and is final.
+    next: u64,
+    buffer: std::vec::IntoIter<Arc<RecordedEvent>>,
+    /// An error to yield once the buffer is drained; then the stream ends.
+    error: Option<StoreError>,
+    failed: bool,
+}
+
+impl Subscription {
+    async fn next_item(&mut self) -> Option<Result<Arc<RecordedEvent>, StoreError>> {
+        if self.failed {
+            return None;
+        }
+        let mut pending_pause = Duration::from_millis(1);
+        let mut retry_pause = Duration::from_millis(50);
+        loop {
+            if let Some(event) = self.buffer.next() {
+                return Some(Ok(event));
+            }
+            if let Some(error) = self.error.take() {
+                self.failed = true;
+                return Some(Err(error));
+            }
+            // Mark wake-ups as seen before reading, so that an append that
+            // lands after the read still wakes the wait below.
+            self.wake.borrow_and_update();
+            match self.inner.read_global_chunk(self.next, u64::MAX, &self.filter).await {
+                Ok(mut chunk) => {
+                    retry_pause = Duration::from_millis(50);
+                    if let Some(error) = chunk.error.take() {
+                        self.buffer = chunk.events.into_iter();
+                        self.error = Some(error);
+                        continue;
+                    }
+                    let full = i64::try_from(chunk.events.len()).unwrap_or(i64::MAX) >= CHUNK;
+                    if let Some(last) = chunk.events.last() {
+                        self.next = last.global_position + 1;
+                    }
+                    if !full {
+                        // Everything below the watermark has been seen.
+                        self.next = self.next.max(chunk.watermark);
+                    }
+                    if !chunk.events.is_empty() {
+                        self.buffer = chunk.events.into_iter();
+                        continue;
+                    }
+                    if chunk.pending {
+                        // Committed events wait for older transactions to
+                        // finish: look again soon.
+                        tokio::time::sleep(pending_pause).await;
+                        pending_pause = (pending_pause * 2).min(Duration::from_millis(50));
+                        continue;
+                    }
+                    pending_pause = Duration::from_millis(1);
+                    // A timeout or a closed channel both mean: poll.
+                    let _ = tokio::time::timeout(self.inner.config.poll_interval, self.wake.changed()).await;
+                }
+                Err(StoreError::Unavailable(error)) => {
+                    tracing::warn!(%error, position = self.next, "orchestrix: subscription lost the database; retrying");
+                    tokio::time::sleep(retry_pause).await;
+                    retry_pause = (retry_pause * 2).min(Duration::from_secs(2));
+                }
+                Err(error) => {
+                    self.failed = true;
+                    return Some(Err(error));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,297 @@
+//! The PostgreSQL schema: embedded migrations and the SQL text of every
+//! statement, built once per configured schema name.
+
+use std::fmt::Write as _;
+
+use super::PgConfig;
+
+/// One embedded migration: its version, name and SQL for a schema.
+pub(super) struct Migration {
+    pub(super) version: i64,
+    pub(super) name: &'static str,
+    pub(super) sql: fn(&str) -> String,
+}
+
+/// Every migration, oldest first. Never edit a released one: add another.
+pub(super) const MIGRATIONS: &[Migration] = &[Migration { version: 1, name: "initial", sql: initial }];
+
+/// The first migration: events, snapshots, checkpoints, key-value, dead
+/// letters.
+///
+/// - `events.global_position` encodes the writing transaction's id and the
+///   event's index in its batch (`xid8 << 20 | index`, see ADR 0008), so it
+///   is the primary key and the only order readers need.
+/// - `stream_key` is an MD5-derived UUID of the stream name: it keeps the
+///   unique `(stream, version)` index small and within PostgreSQL's b-tree
+///   entry limit even for 10 kB stream ids. Queries also compare the full
+///   category and id, so a collision can never return another stream's
+///   events; at worst it makes an append retry or conflict.
+fn initial(s: &str) -> String {
+    format!(
+        r#"
+CREATE TABLE "{s}".events (
+    global_position bigint PRIMARY KEY CHECK (global_position > 0),
+    event_id uuid NOT NULL,
+    category text NOT NULL,
+    aggregate_id text NOT NULL,
+    stream_key uuid NOT NULL GENERATED ALWAYS AS (md5(category || '/' || aggregate_id)::uuid) STORED,
+    stream_version bigint NOT NULL,
+    event_type text NOT NULL,
+    schema_version bigint NOT NULL,
+    data jsonb NOT NULL,
+    metadata jsonb NOT NULL,
+    recorded_at timestamptz NOT NULL
+);
+CREATE UNIQUE INDEX events_stream_version ON "{s}".events (stream_key, stream_version);
+COMMENT ON COLUMN "{s}".events.global_position IS
+    'pg_current_xact_id() << 20 | 1-based index of the event in its append; readers stop at pg_snapshot_xmin << 20 (Orchestrix ADR 0008)';
+
+CREATE TABLE "{s}".snapshots (
+    category text NOT NULL,
+    aggregate_id text NOT NULL,
+    stream_key uuid NOT NULL GENERATED ALWAYS AS (md5(category || '/' || aggregate_id)::uuid) STORED,
+    version bigint NOT NULL,
+    schema_version bigint NOT NULL,
+    state text NOT NULL,
+    taken_at timestamptz NOT NULL,
+    PRIMARY KEY (stream_key, version)
+);
+
+CREATE TABLE "{s}".checkpoints (
+    consumer text COLLATE "C" PRIMARY KEY,
+    position bigint NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE "{s}".key_values (
+    key text COLLATE "C" PRIMARY KEY,
+    value bytea NOT NULL
+);
+
+CREATE TABLE "{s}".dead_letters (
+    id uuid PRIMARY KEY,
+    seq bigint GENERATED ALWAYS AS IDENTITY,
+    consumer text NOT NULL,
+    event text NOT NULL,
+    error text NOT NULL,
+    attempts bigint NOT NULL,
+    parked_at timestamptz NOT NULL
+);
+CREATE INDEX dead_letters_consumer ON "{s}".dead_letters (consumer, parked_at, seq);
+"#
+    )
+}
+
+/// The whole schema as one SQL script, for users who apply migrations with
+/// their own tooling: creates the schema and the bookkeeping table, and
+/// applies every migration that is not recorded there yet, under a
+/// transaction-scoped advisory lock. Running it twice is harmless.
+pub(super) fn script(config: &PgConfig) -> String {
+    let s = config.schema();
+    let mut out = format!(
+        "-- Orchestrix PostgreSQL schema `{s}`\nBEGIN;\nSELECT pg_advisory_xact_lock({lock});\n\
+         CREATE SCHEMA IF NOT EXISTS \"{s}\";\n{bookkeeping}\n",
+        lock = migration_lock_key(s),
+        bookkeeping = bookkeeping(s),
+    );
+    for migration in MIGRATIONS {
+        let body = (migration.sql)(s).replace('\'', "''");
+        let _ = write!(
+            out,
+            "DO $orchestrix$ BEGIN\n  IF NOT EXISTS (SELECT 1 FROM \"{s}\".schema_migrations WHERE version = {v}) THEN\n    \
+             EXECUTE '{body}';\n    INSERT INTO \"{s}\".schema_migrations (version, name) VALUES ({v}, '{name}');\n  \
+             END IF;\nEND $orchestrix$;\n",
+            v = migration.version,
+            name = migration.name,
+        );
+    }
+    out.push_str("COMMIT;\n");
+    out
+}
+
+/// The table that records applied migrations.
+pub(super) fn bookkeeping(s: &str) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS \"{s}\".schema_migrations (version bigint PRIMARY KEY, name text NOT NULL, \
+         applied_at timestamptz NOT NULL DEFAULT now());"
+    )
+}
+
+/// The advisory lock key that serializes migrations of one schema (a
+/// stable FNV-1a hash of the schema name, so that it is the same from the
+/// SQL script and from [`super::PgStore::migrate`]).
+pub(super) fn migration_lock_key(schema: &str) -> i64 {
+    i64::from_be_bytes(fnv1a(&format!("orchestrix-migrate:{schema}")).to_be_bytes())
+}
+
+/// 64-bit FNV-1a.
+pub(super) fn fnv1a(text: &str) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in text.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash
+}
+
+/// The watermark: positions below it belong to transactions that have all
+/// finished, so no row can ever appear below it again.
+const WATERMARK: &str = "(pg_snapshot_xmin(pg_current_snapshot())::text::bigint << 20)";
+
+/// The columns of an event row, in the order [`super::event_row`] reads.
+const COLUMNS: &str = "global_position, event_id, category, aggregate_id, stream_version, event_type, schema_version, \
+                       data::text, metadata::text, recorded_at";
+
+/// The append statement: one statement, one round trip.
+///
+/// - `checked`: look up the stream's current version and compare it with
+///   the expectation (`$9`: -1 any, else the exact version) in the same
+///   statement; otherwise (a new stream) versions start at 1 and the
+///   unique index alone refuses an existing stream.
+/// - `single`: bind one event as scalars; otherwise bind the batch as
+///   arrays and unnest them.
+///
+/// Either way the unique `(stream, version)` index arbitrates races: a lost
+/// race is a unique violation, never a gap or a duplicate.
+fn append_sql(events: &str, stream_match: &str, checked: bool, single: bool) -> String {
+    let source = if single {
+        "(SELECT $4::uuid AS id, $5::text AS event_type, $6::int8 AS schema_version, $7::text AS data, \
+         $8::text AS metadata, 1::int8 AS ord) e"
+    } else {
+        "unnest($4::uuid[], $5::text[], $6::int8[], $7::text[], $8::text[]) WITH ORDINALITY \
+         AS e(id, event_type, schema_version, data, metadata, ord)"
+    };
+    let (with, from, version, filter) = if checked {
+        (
+            format!(
+                "WITH cur AS (SELECT COALESCE((SELECT stream_version FROM {events} WHERE {stream_match} \
+                 ORDER BY stream_version DESC LIMIT 1), 0) AS v) "
+            ),
+            "cur, ",
+            "cur.v + e.ord",
+            " WHERE $9::int8 < 0 OR cur.v = $9::int8",
+        )
+    } else {
+        (String::new(), "", "e.ord", "")
+    };
+    format!(
+        "{with}INSERT INTO {events} (global_position, event_id, category, aggregate_id, stream_version, event_type, \
+         schema_version, data, metadata, recorded_at) \
+         SELECT (pg_current_xact_id()::text::bigint << 20) | e.ord, e.id, $1, $2, {version}, e.event_type, \
+         e.schema_version, e.data::jsonb, e.metadata::jsonb, $3 FROM {from}{source}{filter} \
+         RETURNING global_position, stream_version"
+    )
+}
+
+/// The SQL text of every statement, for one schema.
+#[derive(Debug)]
+pub(super) struct Sql {
+    /// An append checked against the stream's current version.
+    pub(super) append: String,
+    /// The same for a single event (no arrays).
+    pub(super) append_one: String,
+    /// An append that creates the stream (versions from 1).
+    pub(super) append_new: String,
+    /// The same for a single event.
+    pub(super) append_new_one: String,
+    pub(super) stream_version: String,
+    pub(super) read_stream: String,
+    pub(super) head_and_watermark: String,
+    pub(super) read_global: String,
+    pub(super) notify: String,
+    pub(super) snapshot_save: String,
+    pub(super) snapshot_load: String,
+    pub(super) snapshot_delete: String,
+    pub(super) checkpoint_load: String,
+    pub(super) checkpoint_save: String,
+    pub(super) checkpoint_delete: String,
+    pub(super) checkpoint_move: String,
+    pub(super) checkpoint_create: String,
+    pub(super) kv_get: String,
+    pub(super) kv_put: String,
+    pub(super) kv_delete: String,
+    pub(super) kv_keys: String,
+    pub(super) dl_park: String,
+    pub(super) dl_list: String,
+    pub(super) dl_get: String,
+    pub(super) dl_remove: String,
+}
+
+impl Sql {
+    pub(super) fn new(s: &str) -> Self {
+        let events = format!("\"{s}\".events");
+        let stream_match =
+            "stream_key = md5($1::text || '/' || $2::text)::uuid AND category = $1 AND aggregate_id = $2";
+        Self {
+            append: append_sql(&events, stream_match, true, false),
+            append_one: append_sql(&events, stream_match, true, true),
+            append_new: append_sql(&events, stream_match, false, false),
+            append_new_one: append_sql(&events, stream_match, false, true),
+            stream_version: format!(
+                "SELECT stream_version FROM {events} WHERE {stream_match} ORDER BY stream_version DESC LIMIT 1"
+            ),
+            read_stream: format!(
+                "SELECT {COLUMNS} FROM {events} WHERE {stream_match} AND stream_version >= $3 \
+                 ORDER BY stream_version LIMIT $4"
+            ),
+            head_and_watermark: format!("SELECT (SELECT max(global_position) FROM {events}), {WATERMARK}"),
+            // Always one row: the watermark of this statement's snapshot,
+            // whether committed rows wait above it, and a chunk of events
+            // below both it and $4 (an upper bound of the caller's).
+            read_global: format!(
+                "SELECT w.m, w.pending, e.* FROM (SELECT m, EXISTS (SELECT 1 FROM {events} WHERE global_position >= m) \
+                 AS pending FROM (SELECT {WATERMARK} AS m) x) w \
+                 LEFT JOIN LATERAL (SELECT {COLUMNS} FROM {events} WHERE global_position >= $1 \
+                 AND global_position < LEAST(w.m, $4) AND ($2::text[] IS NULL OR event_type = ANY($2)) \
+                 ORDER BY global_position LIMIT $3) e ON true"
+            ),
+            notify: "SELECT pg_notify($1, '')".to_owned(),
+            snapshot_save: format!(
+                "INSERT INTO \"{s}\".snapshots (category, aggregate_id, version, schema_version, state, taken_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (stream_key, version) DO UPDATE SET \
+                 category = excluded.category, aggregate_id = excluded.aggregate_id, \
+                 schema_version = excluded.schema_version, state = excluded.state, taken_at = excluded.taken_at"
+            ),
+            snapshot_load: format!(
+                "SELECT version, schema_version, state, taken_at FROM \"{s}\".snapshots WHERE {stream_match} \
+                 AND version <= $3 ORDER BY version DESC LIMIT 1"
+            ),
+            snapshot_delete: format!("DELETE FROM \"{s}\".snapshots WHERE {stream_match}"),
+            checkpoint_load: format!("SELECT position FROM \"{s}\".checkpoints WHERE consumer = $1"),
+            checkpoint_save: format!(
+                "INSERT INTO \"{s}\".checkpoints (consumer, position) VALUES ($1, $2) ON CONFLICT (consumer) \
+                 DO UPDATE SET position = excluded.position, updated_at = now()"
+            ),
+            checkpoint_delete: format!("DELETE FROM \"{s}\".checkpoints WHERE consumer = $1"),
+            checkpoint_move: format!(
+                "UPDATE \"{s}\".checkpoints SET position = $2, updated_at = now() WHERE consumer = $1 AND position = $3"
+            ),
+            checkpoint_create: format!(
+                "INSERT INTO \"{s}\".checkpoints (consumer, position) VALUES ($1, $2) ON CONFLICT (consumer) DO NOTHING"
+            ),
+            kv_get: format!("SELECT value FROM \"{s}\".key_values WHERE key = $1"),
+            kv_put: format!(
+                "INSERT INTO \"{s}\".key_values (key, value) VALUES ($1, $2) ON CONFLICT (key) \
+                 DO UPDATE SET value = excluded.value"
+            ),
+            kv_delete: format!("DELETE FROM \"{s}\".key_values WHERE key = $1"),
+            kv_keys: format!(
+                "SELECT key FROM \"{s}\".key_values WHERE starts_with(key, $1) ORDER BY key COLLATE \"C\""
+            ),
+            dl_park: format!(
+                "INSERT INTO \"{s}\".dead_letters (id, consumer, event, error, attempts, parked_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO UPDATE SET consumer = excluded.consumer, \
+                 event = excluded.event, error = excluded.error, attempts = excluded.attempts, \
+                 parked_at = excluded.parked_at"
+            ),
+            dl_list: format!(
+                "SELECT id, consumer, event, error, attempts, parked_at FROM \"{s}\".dead_letters \
+                 WHERE $1::text IS NULL OR consumer = $1 ORDER BY parked_at, seq"
+            ),
+            dl_get: format!(
+                "SELECT id, consumer, event, error, attempts, parked_at FROM \"{s}\".dead_letters WHERE id = $1"
+            ),
+            dl_remove: format!("DELETE FROM \"{s}\".dead_letters WHERE id = $1"),
+        }
+    }
+}
