@@ -1,5 +1,9 @@
 //! The Orchestrix quick-start: run it with `cargo run -p bank`.
 //!
+//! The events live in an SQLite file (`bank.db` in the current directory,
+//! `--db PATH` to choose another, `--in-memory` for none): run it twice and
+//! the second run continues the first one's log.
+//!
 //! Opens accounts, moves money, shows a rejected overdraft, travels in
 //! time, loads from a snapshot, reads a legacy event through its upcaster,
 //! runs transfers as sagas (one of them refunded), queries a balance
@@ -7,17 +11,21 @@
 
 use std::collections::BTreeSet;
 use std::error::Error;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use bank::{
     money, Account, AccountEvent, Balances, BankError, CloseAccount, Deposit, OpenAccount, RequestTransfer, Transfer,
     TransferSaga, Withdraw,
 };
+use clap::Parser;
 use futures_util::TryStreamExt;
-use orchestrix::memory::InMemoryCheckpointStore;
-use orchestrix::projection::{ProjectionEngine, ProjectionOptions};
+use orchestrix::memory::{InMemoryCheckpointStore, InMemoryEventStore, InMemorySnapshotStore};
+use orchestrix::projection::{Projection, ProjectionEngine, ProjectionOptions};
 use orchestrix::saga::SagaManager;
+use orchestrix::{CheckpointStore, EventStore, SnapshotStore};
 use orchestrix::{CommandError, EventFilter, ExpectedVersion, Metadata, NewEvent, Orchestrix, Repository, Uuid};
+use orchestrix_adapters::sqlite::{SqliteConfig, SqliteStore};
 use serde_json::value::RawValue;
 
 type Result<T = ()> = std::result::Result<T, Box<dyn Error>>;
@@ -38,15 +46,56 @@ impl People {
     }
 }
 
+/// The Orchestrix bank example.
+#[derive(Debug, Parser)]
+#[command(about)]
+struct Args {
+    /// The SQLite file that keeps the events, snapshots and checkpoints.
+    #[arg(long, default_value = "bank.db")]
+    db: PathBuf,
+    /// Keep everything in memory instead (nothing survives the run).
+    #[arg(long, conflicts_with = "db")]
+    in_memory: bool,
+}
+
+type Stores = (Arc<dyn EventStore>, Arc<dyn SnapshotStore>, Arc<dyn CheckpointStore>);
+
+async fn open_stores(args: &Args) -> Result<Stores> {
+    if args.in_memory {
+        println!("store: in memory\n");
+        return Ok((
+            Arc::new(InMemoryEventStore::new()),
+            Arc::new(InMemorySnapshotStore::new()),
+            Arc::new(InMemoryCheckpointStore::new()),
+        ));
+    }
+    let store = Arc::new(SqliteStore::open(&args.db, SqliteConfig::default()).await?);
+    let earlier = store.head_position().await?.unwrap_or(0);
+    println!("store: SQLite file {} ({earlier} events from earlier runs)\n", args.db.display());
+    Ok((store.clone(), store.clone(), store))
+}
+
 #[tokio::main]
 async fn main() -> Result {
-    let app = Orchestrix::builder().in_memory().aggregate::<Account>().aggregate::<Transfer>().build()?;
-    println!("Orchestrix bank example (in-memory store)\n");
+    let args = Args::parse();
+    println!("Orchestrix bank example");
+    let (events, snapshots, checkpoints) = open_stores(&args).await?;
+    let first_position = events.head_position().await?.unwrap_or(0) + 1;
+    let app = Orchestrix::builder()
+        .event_store_arc(Arc::clone(&events))
+        .snapshot_store_arc(snapshots)
+        .aggregate::<Account>()
+        .aggregate::<Transfer>()
+        .build()?;
     let people = People { ada: Uuid::now_v7(), bob: Uuid::now_v7(), carol: Uuid::now_v7() };
 
-    // The read side and the long-running processes follow the log.
-    let engine = ProjectionEngine::from_arcs(Arc::clone(app.event_store()), Arc::new(InMemoryCheckpointStore::new()));
-    let balances = Balances::default();
+    // The read side and the long-running processes follow the log. The
+    // balance projection keeps its model in memory, so it is rebuilt from
+    // the whole log at start; the saga manager resumes from its checkpoint.
+    let engine = ProjectionEngine::from_arcs(events, checkpoints);
+    let mut balances = Balances::default();
+    let rebuilt = engine.rebuild(&mut balances, ProjectionOptions::default(), |_| {}).await?;
+    println!("rebuilt the `{}` projection: {rebuilt}", balances.name());
     let mut balances_runner = engine.spawn(balances.clone(), ProjectionOptions::default());
     let transfers = SagaManager::new(app.clone(), TransferSaga);
     let mut transfers_runner = transfers.clone().spawn(&engine, ProjectionOptions::default()).await?;
@@ -79,14 +128,17 @@ async fn main() -> Result {
     let head = app.event_store().head_position().await?.unwrap_or(0);
     balances_runner.wait_for_position(head).await;
     println!("\nthe balance projection, at position {head}:");
-    for (id, row) in balances.all() {
+    let rows = balances.all();
+    for (id, row) in rows.iter().filter(|(id, _)| people.name_of(id).is_some()) {
         let state = if row.closed { "closed" } else { "open" };
         println!("  {:<6} {:>9}  {state:<6} ({id})", row.owner, money(row.balance));
     }
+    let total: u64 = rows.values().map(|row| row.balance).sum();
+    println!("  ({} accounts in all, this run's and earlier runs', holding {})", rows.len(), money(total));
     let projected = balances.get(&people.ada).ok_or("Ada is in the projection")?.balance;
     assert_eq!(projected, app.load::<Account>(&people.ada).await?.state.balance, "the projection agrees");
 
-    print_log(&app, &people).await?;
+    print_log(&app, &people, first_position).await?;
     balances_runner.stop().await?;
     transfers_runner.stop().await?;
     Ok(())
@@ -162,10 +214,10 @@ async fn legacy_events(app: &Orchestrix, people: &People) -> Result {
     Ok(())
 }
 
-async fn print_log(app: &Orchestrix, people: &People) -> Result {
-    println!("\nthe event log:");
+async fn print_log(app: &Orchestrix, people: &People, from: u64) -> Result {
+    println!("\nthis run's part of the event log:");
     let filter = EventFilter::all();
-    let log: Vec<_> = app.event_store().read_all(1, &filter).try_collect().await?;
+    let log: Vec<_> = app.event_store().read_all(from, &filter).try_collect().await?;
     for record in &log {
         let who = people.name_of(record.stream.id()).unwrap_or_else(|| record.stream.category());
         let what = match record.stream.category() {

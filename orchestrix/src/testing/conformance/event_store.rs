@@ -152,7 +152,12 @@ pub async fn exact_mismatch_conflicts_and_writes_nothing<S: EventStore>(store: S
         expect_conflict(CHECK, &format!("append expecting {expected}"), result, &stream, expected, Some(2));
     }
     let read = read_stream(CHECK, &store, &stream, 1).await;
-    expect_eq(CHECK, "data after the conflicts (nothing written)", &data_of(&read), &jsons(&[r#"{"n":1}"#, r#"{"n":2}"#]));
+    expect_eq(
+        CHECK,
+        "data after the conflicts (nothing written)",
+        &data_of(&read),
+        &jsons(&[r#"{"n":1}"#, r#"{"n":2}"#]),
+    );
     expect_eq(CHECK, "head position after the conflicts", &head(CHECK, &store).await, &Some(read[1].global_position));
 
     let missing = unique_stream("Account");
