@@ -1,5 +1,6 @@
-//! The PostgreSQL adapter's `append` against a raw sqlx single-row INSERT
-//! of the same event into the same table, side by side in one run.
+//! The PostgreSQL adapter's `append`, and a whole command through
+//! `Orchestrix::execute` (handle, append), against a raw sqlx single-row
+//! INSERT of the same event into the same table, side by side in one run.
 //!
 //! `ORCHESTRIX_PG_URL=postgres://postgres@127.0.0.1:5432/test cargo bench -p orchestrix-adapters --features postgres --bench postgres`
 //!
@@ -11,8 +12,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use orchestrix::prelude::*;
 use orchestrix::store::{EventStore, ExpectedVersion};
-use orchestrix::{Metadata, NewEvent, StreamId, Uuid};
+use orchestrix::{NewEvent, StreamId, Uuid};
 use orchestrix_adapters::postgres::{PgConfig, PgStore};
 use serde_json::value::RawValue;
 
@@ -29,15 +31,53 @@ fn new_event() -> NewEvent {
     }
 }
 
+/// The event a command produces: the same data as the raw INSERT.
+#[event]
+#[derive(Debug, Clone)]
+enum AccountEvent {
+    /// The same fields as `DATA`.
+    Opened { owner: String, amount: u64, note: String },
+}
+
+/// Never happens in the benchmark.
+#[derive(Debug, thiserror::Error)]
+#[error("refused")]
+struct Refused;
+
+/// A minimal aggregate.
+#[aggregate(event = AccountEvent, error = Refused, name = "Account")]
+#[derive(Debug, Default)]
+struct Account;
+
+impl Account {
+    #[allow(clippy::unused_self)] // the state is not needed here
+    fn apply(&mut self, _: &AccountEvent) {}
+}
+
+/// Opens an account: one event on a new stream.
+#[derive(Debug, Clone)]
+struct Open;
+
+#[command_handler]
+impl Account {
+    fn open(_: Open) -> Result<AccountEvent, Refused> {
+        Ok(AccountEvent::Opened { owner: "Ada".into(), amount: 30, note: "benchmark".into() })
+    }
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Side {
     Adapter,
+    Command,
     Raw,
 }
 
-async fn one(store: &PgStore, raw_sql: &str, side: Side) {
+async fn one(store: &PgStore, app: &Orchestrix, raw_sql: &str, side: Side) {
     let id = Uuid::now_v7().to_string();
     match side {
+        Side::Command => {
+            app.execute(Uuid::now_v7(), Open).await.expect("the command succeeds");
+        }
         Side::Adapter => {
             let stream = StreamId::new("Account", id).expect("valid id");
             store.append(&stream, ExpectedVersion::NoStream, vec![new_event()]).await.expect("append");
@@ -61,16 +101,22 @@ async fn one(store: &PgStore, raw_sql: &str, side: Side) {
 }
 
 /// Runs `writers` loops for [`PHASE`]; returns events/s and latencies.
-async fn phase(store: &PgStore, raw_sql: &Arc<String>, side: Side, writers: usize) -> (f64, Vec<Duration>) {
+async fn phase(
+    store: &PgStore,
+    app: &Orchestrix,
+    raw_sql: &Arc<String>,
+    side: Side,
+    writers: usize,
+) -> (f64, Vec<Duration>) {
     let start = Instant::now();
     let tasks: Vec<_> = (0..writers)
         .map(|_| {
-            let (store, raw_sql) = (store.clone(), Arc::clone(raw_sql));
+            let (store, app, raw_sql) = (store.clone(), app.clone(), Arc::clone(raw_sql));
             tokio::spawn(async move {
                 let mut latencies = Vec::new();
                 while start.elapsed() < PHASE {
                     let t = Instant::now();
-                    one(&store, &raw_sql, side).await;
+                    one(&store, &app, &raw_sql, side).await;
                     latencies.push(t.elapsed());
                 }
                 latencies
@@ -115,14 +161,21 @@ async fn main() {
          schema_version, data, metadata, recorded_at) VALUES ((pg_current_xact_id()::text::bigint << 20) | 1, $1, $2, \
          $3, 1, $4, $5, $6::jsonb, $7::jsonb, $8)"
     ));
-    // Warm up both paths (prepared statements, pool).
-    phase(&store, &raw_sql, Side::Adapter, 4).await;
-    phase(&store, &raw_sql, Side::Raw, 4).await;
+    let app = Orchestrix::builder()
+        .event_store(store.clone())
+        .snapshot_store(store.clone())
+        .aggregate::<Account>()
+        .build()
+        .expect("a valid configuration");
+    // Warm up every path (prepared statements, pool).
+    for side in [Side::Adapter, Side::Command, Side::Raw] {
+        phase(&store, &app, &raw_sql, side, 4).await;
+    }
     for writers in [1, 16] {
-        let mut results = [(0.0, Vec::new()), (0.0, Vec::new())];
+        let mut results = [(0.0, Vec::new()), (0.0, Vec::new()), (0.0, Vec::new())];
         for _ in 0..ROUNDS {
-            for (slot, side) in [(0, Side::Adapter), (1, Side::Raw)] {
-                let (rate, latencies) = phase(&store, &raw_sql, side, writers).await;
+            for (slot, side) in [(0, Side::Adapter), (1, Side::Command), (2, Side::Raw)] {
+                let (rate, latencies) = phase(&store, &app, &raw_sql, side, writers).await;
                 results[slot].0 += rate / f64::from(u32::try_from(ROUNDS).expect("small"));
                 results[slot].1.extend(latencies);
             }
@@ -132,7 +185,9 @@ async fn main() {
             .await
             .expect("count");
         println!("\n{writers} writer(s), one event per new stream (table holds {count} rows afterwards):");
-        for (name, (rate, latencies)) in ["adapter append", "raw INSERT"].iter().zip(results.iter_mut()) {
+        for (name, (rate, latencies)) in
+            ["adapter append", "command (execute)", "raw INSERT"].iter().zip(results.iter_mut())
+        {
             latencies.sort_unstable();
             println!(
                 "  {name:<15} {rate:>9.0} events/s   median {:>8.2?}   p99 {:>8.2?}",
@@ -140,7 +195,8 @@ async fn main() {
                 percentile(latencies, 0.99)
             );
         }
-        println!("  ratio adapter/raw: {:.2}", results[0].0 / results[1].0);
+        println!("  ratio adapter/raw: {:.2}", results[0].0 / results[2].0);
+        println!("  ratio command/raw: {:.2}", results[1].0 / results[2].0);
     }
     store.drop_schema().await.expect("drop");
 }

@@ -556,6 +556,11 @@ impl<A: Aggregate> AggregateSlot<A> {
         let was_cached = guard.is_some();
         let loaded = match &mut *guard {
             Some(loaded) => loaded,
+            // A creating command needs no read: the append expects no
+            // stream, so the store itself says whether one exists.
+            empty if C::REQUIRES == Existence::New => {
+                empty.insert(Loaded { state: A::default(), version: 0, from_snapshot: None })
+            }
             empty => empty.insert(self.repository.load(id).await.map_err(fail)?),
         };
         let verdict = match (C::REQUIRES, loaded.exists()) {
@@ -592,6 +597,13 @@ impl<A: Aggregate> AggregateSlot<A> {
             Ok(records) => records,
             Err(Error::Store(StoreError::WrongExpectedVersion { .. })) => {
                 *guard = None;
+                if C::REQUIRES == Existence::New {
+                    // "No stream" was expected and there is one: final.
+                    return Err(Attempt::Failed(CommandError::AggregateAlreadyExists {
+                        aggregate: A::NAME,
+                        id: id.to_string(),
+                    }));
+                }
                 return Err(Attempt::Conflict);
             }
             Err(error) => {

@@ -220,3 +220,18 @@ async fn a_refusal_based_on_a_stale_cache_is_rechecked() {
     assert_eq!(outcome.version, 3);
     assert_eq!(outcome.attempts, 2, "refused on the stale state, then accepted on the fresh one");
 }
+
+#[tokio::test]
+async fn a_creating_command_needs_no_read_and_still_refuses_an_existing_aggregate() {
+    let events: Arc<dyn orchestrix::EventStore> = Arc::new(orchestrix::memory::InMemoryEventStore::new());
+    let one = Orchestrix::builder().event_store_arc(Arc::clone(&events)).aggregate::<Account>().build().unwrap();
+    let two = Orchestrix::builder().event_store_arc(Arc::clone(&events)).aggregate::<Account>().build().unwrap();
+    let id = Uuid::now_v7();
+    one.execute(id, OpenAccount { owner: "Ada".into() }).await.unwrap();
+    // `two` has nothing cached: it appends expecting no stream, and the
+    // store's refusal is final, not a conflict to retry.
+    let error = two.execute(id, OpenAccount { owner: "Eve".into() }).await.unwrap_err();
+    assert!(matches!(error, CommandError::AggregateAlreadyExists { aggregate: "Account", .. }), "{error:?}");
+    let stream = Repository::<Account>::stream_id(&id).unwrap();
+    assert_eq!(read_stream(events.as_ref(), &stream).await.len(), 1, "nothing was appended");
+}
