@@ -20,6 +20,10 @@ ui-overwrite:
 bench:
     cargo bench -p orchestrix-benches
 
+# the PostgreSQL benchmark (needs ORCHESTRIX_PG_URL)
+bench-pg:
+    cargo bench -p orchestrix-adapters --features postgres --bench postgres
+
 # the quick-start example
 demo:
     cargo run -p bank
