@@ -7,8 +7,8 @@ use std::sync::Arc;
 use chrono::{DateTime, SubsecRound, Utc};
 use futures_util::stream::{self, StreamExt};
 use orchestrix::envelope::{Metadata, RecordedEvent};
-use orchestrix::memory::MAX_EVENT_TYPE_LEN;
 use orchestrix::store::EventStream;
+use orchestrix::validate_event_type;
 use orchestrix::{StoreError, StreamId};
 use serde_json::value::RawValue;
 use uuid::Uuid;
@@ -74,24 +74,6 @@ pub(crate) fn validate_identifier(what: &str, name: &str, max: usize, allow_empt
             name.escape_debug()
         )))
     }
-}
-
-/// Refuses event type names that cannot be stored faithfully (as the
-/// in-memory reference store does).
-pub(crate) fn validate_event_type(event_type: &str) -> Result<(), StoreError> {
-    if event_type.is_empty() {
-        return Err(StoreError::InvalidInput("event type must not be empty".to_owned()));
-    }
-    if event_type.len() > MAX_EVENT_TYPE_LEN {
-        return Err(StoreError::InvalidInput(format!(
-            "event type is {} bytes long; the limit is {MAX_EVENT_TYPE_LEN}",
-            event_type.len()
-        )));
-    }
-    if event_type.contains('\0') {
-        return Err(StoreError::InvalidInput("event type contains a NUL character".to_owned()));
-    }
-    Ok(())
 }
 
 /// Refuses consumer names and keys that are empty-safe but too long or

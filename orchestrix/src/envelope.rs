@@ -8,9 +8,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
-use crate::error::DecodeError;
+use crate::error::{DecodeError, StoreError};
 use crate::event::Event;
-use crate::stream::StreamId;
+use crate::stream::{truncate_for_message, StreamId};
 
 /// Context recorded beside every event: who asked for it, why, and which
 /// trace it belongs to.
@@ -68,6 +68,31 @@ impl Metadata {
         self.headers.insert(key.into(), value.into());
         self
     }
+}
+
+/// The longest event type name a store accepts, in bytes.
+pub const MAX_EVENT_TYPE_LEN: usize = 10 * 1024;
+
+/// Refuses event type names that no adapter can store faithfully: empty,
+/// longer than [`MAX_EVENT_TYPE_LEN`], or containing NUL. Every
+/// [`crate::EventStore`] calls it on append.
+pub fn validate_event_type(event_type: &str) -> Result<(), StoreError> {
+    if event_type.is_empty() {
+        return Err(StoreError::InvalidInput("event type must not be empty".to_owned()));
+    }
+    if event_type.len() > MAX_EVENT_TYPE_LEN {
+        return Err(StoreError::InvalidInput(format!(
+            "event type is {} bytes long; the limit is {MAX_EVENT_TYPE_LEN}",
+            event_type.len()
+        )));
+    }
+    if event_type.contains('\0') {
+        return Err(StoreError::InvalidInput(format!(
+            "event type `{}` contains a NUL character",
+            truncate_for_message(event_type).replace('\0', "\\0")
+        )));
+    }
+    Ok(())
 }
 
 /// An event ready to be appended: serialized, not yet positioned.

@@ -109,7 +109,7 @@ pub mod testing;
 pub use aggregate::{Aggregate, AggregateId};
 pub use app::{CommandOptions, CommandOutcome, Orchestrix, OrchestrixBuilder};
 pub use command::{AggregateCommand, CommandSet, Existence, StandaloneCommand};
-pub use envelope::{Envelope, Metadata, NewEvent, RecordedEvent};
+pub use envelope::{validate_event_type, Envelope, Metadata, NewEvent, RecordedEvent, MAX_EVENT_TYPE_LEN};
 pub use error::{CommandError, DecodeError, DecodeErrorKind, Error, StoreError, UpcastError};
 pub use event::{Event, EventType};
 pub use repository::{Loaded, Repository};

@@ -52,8 +52,8 @@ use uuid::Uuid;
 pub use lease::PgLease;
 
 use crate::common::{
-    decode_rows, is_unique_violation, map_err, next_cursor, now_micros, paged, to_i64, validate_event_type,
-    validate_identifier, EventRow, CHUNK,
+    decode_rows, is_unique_violation, map_err, next_cursor, now_micros, paged, to_i64, validate_identifier, EventRow,
+    CHUNK,
 };
 use schema::{Sql, MIGRATIONS};
 
@@ -553,7 +553,7 @@ impl EventStore for PgStore {
         events: Vec<NewEvent>,
     ) -> Result<Vec<Arc<RecordedEvent>>, StoreError> {
         for event in &events {
-            validate_event_type(&event.event_type)?;
+            orchestrix::validate_event_type(&event.event_type)?;
         }
         if events.len() > MAX_BATCH {
             return Err(StoreError::InvalidInput(format!(

@@ -28,8 +28,7 @@ use tokio::sync::{watch, Mutex};
 use uuid::Uuid;
 
 use crate::common::{
-    decode_rows, map_err, next_cursor, now_micros, paged, to_i64, validate_event_type, validate_identifier, EventRow,
-    CHUNK,
+    decode_rows, map_err, next_cursor, now_micros, paged, to_i64, validate_identifier, EventRow, CHUNK,
 };
 
 /// The configuration of a [`SqliteStore`]: the table prefix and polling.
@@ -406,7 +405,7 @@ impl EventStore for SqliteStore {
         events: Vec<NewEvent>,
     ) -> Result<Vec<Arc<RecordedEvent>>, StoreError> {
         for event in &events {
-            validate_event_type(&event.event_type)?;
+            orchestrix::validate_event_type(&event.event_type)?;
         }
         let ids: Vec<Uuid> = events.iter().map(|_| Uuid::now_v7()).collect();
         let mut rows = Vec::with_capacity(events.len());

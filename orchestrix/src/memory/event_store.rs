@@ -9,13 +9,10 @@ use futures_util::stream::{self, StreamExt};
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use crate::envelope::{NewEvent, RecordedEvent};
+use crate::envelope::{validate_event_type, NewEvent, RecordedEvent};
 use crate::error::StoreError;
 use crate::store::{EventFilter, EventStore, EventStream, ExpectedVersion};
-use crate::stream::{truncate_for_message, StreamId};
-
-/// The longest event type name the in-memory store accepts, in bytes.
-pub const MAX_EVENT_TYPE_LEN: usize = 10 * 1024;
+use crate::stream::StreamId;
 
 /// How many events a reader copies (as `Arc`s) under one short read lock.
 const CHUNK: usize = 256;
@@ -107,26 +104,6 @@ fn to_u64(n: usize) -> u64 {
 /// The log index of a 1-based position or version; `0` reads from the start.
 fn to_index(position: u64) -> usize {
     usize::try_from(position.saturating_sub(1)).unwrap_or(usize::MAX)
-}
-
-/// Refuses event type names that no adapter can store faithfully.
-pub(crate) fn validate_event_type(event_type: &str) -> Result<(), StoreError> {
-    if event_type.is_empty() {
-        return Err(StoreError::InvalidInput("event type must not be empty".to_owned()));
-    }
-    if event_type.len() > MAX_EVENT_TYPE_LEN {
-        return Err(StoreError::InvalidInput(format!(
-            "event type is {} bytes long; the limit is {MAX_EVENT_TYPE_LEN}",
-            event_type.len()
-        )));
-    }
-    if event_type.contains('\0') {
-        return Err(StoreError::InvalidInput(format!(
-            "event type `{}` contains a NUL character",
-            truncate_for_message(event_type).replace('\0', "\\0")
-        )));
-    }
-    Ok(())
 }
 
 /// Copies up to [`CHUNK`] matching events from `*next` (an index) towards
@@ -490,8 +467,8 @@ mod tests {
     #[test]
     fn event_type_validation() {
         assert!(validate_event_type("AccountOpened").is_ok());
-        assert!(validate_event_type(&"x".repeat(MAX_EVENT_TYPE_LEN)).is_ok());
-        for bad in [String::new(), "a\0b".to_owned(), "x".repeat(MAX_EVENT_TYPE_LEN + 1)] {
+        assert!(validate_event_type(&"x".repeat(crate::envelope::MAX_EVENT_TYPE_LEN)).is_ok());
+        for bad in [String::new(), "a\0b".to_owned(), "x".repeat(crate::envelope::MAX_EVENT_TYPE_LEN + 1)] {
             assert!(matches!(validate_event_type(&bad), Err(StoreError::InvalidInput(_))), "{bad:?}");
         }
     }

@@ -23,7 +23,7 @@ mod snapshot_store;
 
 pub use checkpoint_store::InMemoryCheckpointStore;
 pub use dead_letter_store::InMemoryDeadLetterStore;
-pub use event_store::{InMemoryEventStore, MAX_EVENT_TYPE_LEN};
+pub use event_store::InMemoryEventStore;
 pub use key_value_store::InMemoryKeyValueStore;
 pub use message_bus::InMemoryMessageBus;
 pub use snapshot_store::InMemorySnapshotStore;

@@ -16,8 +16,8 @@ use super::support::{
     expect_quiet, expect_same_record, json, jsons, next_event, next_events, numbered, ok, positions, unique_stream,
     versions, within,
 };
+use crate::envelope::MAX_EVENT_TYPE_LEN;
 use crate::envelope::{Metadata, NewEvent, RecordedEvent};
-use crate::memory::MAX_EVENT_TYPE_LEN;
 use crate::store::{EventFilter, EventStore, ExpectedVersion};
 use crate::stream::{StreamId, MAX_STREAM_PART_LEN};
 
