@@ -17,6 +17,7 @@ use crate::memory::{InMemoryEventStore, InMemorySnapshotStore};
 use crate::repository::{Loaded, Repository};
 use crate::retry::RetryPolicy;
 use crate::store::{EventStore, ExpectedVersion, SnapshotStore};
+use crate::telemetry;
 
 /// How many aggregates per type the command bus keeps in memory by default.
 pub const DEFAULT_CACHE_CAPACITY: usize = 10_000;
@@ -477,7 +478,8 @@ impl Orchestrix {
             aggregate_id = %id,
             %command_id,
         );
-        async {
+        let started = std::time::Instant::now();
+        let result = async {
             let mut attempt = 1;
             loop {
                 let Some(command) = next_command(attempt) else {
@@ -495,7 +497,9 @@ impl Orchestrix {
                     Err(Attempt::Failed(error)) => return Err(error),
                     Err(Attempt::Conflict) => {
                         tracing::debug!(attempt, "version conflict");
-                        match self.inner.retry.delay_after(attempt) {
+                        let delay = self.inner.retry.delay_after(attempt);
+                        telemetry::conflict(<C::Aggregate as Aggregate>::NAME, delay.is_some());
+                        match delay {
                             Some(delay) if !delay.is_zero() => tokio::time::sleep(delay).await,
                             Some(_) => {}
                             None => {
@@ -511,8 +515,14 @@ impl Orchestrix {
                 }
             }
         }
-        .instrument(span)
-        .await
+        .instrument(span.clone())
+        .await;
+        let outcome = telemetry::command_outcome(&result);
+        telemetry::command_finished(C::NAME, <C::Aggregate as Aggregate>::NAME, outcome, started.elapsed());
+        if let Err(error) = &result {
+            span.in_scope(|| tracing::debug!(outcome, %error, "command failed"));
+        }
+        result
     }
 }
 
@@ -589,6 +599,7 @@ impl<A: Aggregate> AggregateSlot<A> {
                 return Err(fail(error));
             }
         };
+        telemetry::events_appended(A::NAME, records.len());
         for event in &events {
             loaded.state.apply(event);
         }

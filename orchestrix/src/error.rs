@@ -244,3 +244,18 @@ impl fmt::Display for ExpectedVersion {
         }
     }
 }
+
+/// An error with its chain of sources, on one line.
+pub(crate) fn render_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut rendered = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !rendered.ends_with(&cause_text) {
+            rendered.push_str(": ");
+            rendered.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    rendered
+}

@@ -56,7 +56,9 @@
 //!     }
 //! }
 //!
+//! #[derive(Clone)] // commands are retried on a version conflict
 //! pub struct Open { pub owner: String }
+//! #[derive(Clone)]
 //! pub struct Deposit { pub amount: u64 }
 //!
 //! #[command_handler]
@@ -97,8 +99,10 @@ pub mod memory;
 pub mod projection;
 pub mod repository;
 pub mod retry;
+pub mod saga;
 pub mod store;
 pub mod stream;
+pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
 
@@ -117,13 +121,17 @@ pub use store::{
 pub use stream::StreamId;
 pub use uuid::{self, Uuid};
 
-pub use orchestrix_macros::{aggregate, command_handler, event};
+pub use orchestrix_macros::{aggregate, command_handler, event, projection};
+
+/// Re-exported so that hand-written [`projection::Projection`]s and ports
+/// need no dependency of their own: `#[orchestrix::async_trait]`.
+pub use async_trait::async_trait;
 
 /// Everything a domain module needs: `use orchestrix::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        aggregate, command_handler, event, Aggregate, AggregateCommand, CommandError, Event, Metadata, Orchestrix,
-        StandaloneCommand, UpcastError,
+        aggregate, command_handler, event, projection, Aggregate, AggregateCommand, CommandError, Event, Metadata,
+        Orchestrix, StandaloneCommand, UpcastError,
     };
 }
 
@@ -131,14 +139,50 @@ pub mod prelude {
 /// here may change in any release.
 #[doc(hidden)]
 pub mod __private {
+    pub use async_trait::async_trait;
     pub use serde;
     pub use serde_json;
     pub use std::any::TypeId;
+    pub use std::borrow::Cow;
     pub use std::boxed::Box;
     pub use std::vec::Vec;
     pub use uuid::Uuid;
 
     pub use crate::command::{CommandDescriptor, HandlerResult};
+
+    use crate::error::BoxError;
+
+    /// Checks that a projection handler returned `Result<(), E>` with an
+    /// error type, and boxes the error.
+    pub fn __orchestrix_handler_returns_a_result_of_unit<E: Into<BoxError>>(
+        result: Result<(), E>,
+    ) -> Result<(), BoxError> {
+        result.map_err(Into::into)
+    }
+
+    /// What a projection's `#[reset]` method may return: `()` or
+    /// `Result<(), E>`.
+    pub trait ResetResult {
+        /// Boxes the error, if any.
+        fn into_reset_result(self) -> Result<(), BoxError>;
+    }
+
+    impl ResetResult for () {
+        fn into_reset_result(self) -> Result<(), BoxError> {
+            Ok(())
+        }
+    }
+
+    impl<E: Into<BoxError>> ResetResult for Result<(), E> {
+        fn into_reset_result(self) -> Result<(), BoxError> {
+            self.map_err(Into::into)
+        }
+    }
+
+    /// Boxes the outcome of a `#[reset]` method.
+    pub fn __orchestrix_reset_result<R: ResetResult>(result: R) -> Result<(), BoxError> {
+        result.into_reset_result()
+    }
     pub use crate::event::{decode_versioned, encode_raw, Upcaster};
 }
 

@@ -13,6 +13,7 @@ use crate::envelope::{Envelope, Metadata, NewEvent, RecordedEvent};
 use crate::error::{Error, StoreError};
 use crate::store::{EventStore, ExpectedVersion, Snapshot, SnapshotStore};
 use crate::stream::StreamId;
+use crate::telemetry;
 
 /// An aggregate's state at a version of its stream.
 #[derive(Debug, Clone, PartialEq)]
@@ -160,17 +161,18 @@ impl<A: Aggregate> Repository<A> {
         keep: impl Fn(&RecordedEvent) -> bool,
     ) -> Result<Loaded<A>, Error> {
         let stream = Self::stream_id(id)?;
-        let mut loaded = self.from_snapshot(&stream, until_version).await?;
+        let mut loaded = self.start_from_snapshot(&stream, until_version).await?;
         self.apply_tail(&stream, &mut loaded, until_version, keep).await?;
         Ok(loaded)
     }
 
-    async fn from_snapshot(&self, stream: &StreamId, at_or_before: Option<u64>) -> Result<Loaded<A>, Error> {
+    async fn start_from_snapshot(&self, stream: &StreamId, at_or_before: Option<u64>) -> Result<Loaded<A>, Error> {
         let fresh = Loaded { state: A::default(), version: 0, from_snapshot: None };
         let Some(snapshots) = self.snapshots.as_ref().filter(|_| A::SNAPSHOT_EVERY.is_some()) else {
             return Ok(fresh);
         };
         let Some(snapshot) = snapshots.load(stream, at_or_before).await? else {
+            telemetry::snapshot_load(A::NAME, "miss");
             return Ok(fresh);
         };
         if snapshot.schema_version != A::SNAPSHOT_VERSION {
@@ -180,12 +182,17 @@ impl<A: Aggregate> Repository<A> {
                 code_schema = A::SNAPSHOT_VERSION,
                 "ignoring a snapshot of another schema version; rebuilding from events"
             );
+            telemetry::snapshot_load(A::NAME, "stale");
             return Ok(fresh);
         }
         match A::restore_state(&snapshot.state) {
-            Some(Ok(state)) => Ok(Loaded { state, version: snapshot.version, from_snapshot: Some(snapshot.version) }),
+            Some(Ok(state)) => {
+                telemetry::snapshot_load(A::NAME, "hit");
+                Ok(Loaded { state, version: snapshot.version, from_snapshot: Some(snapshot.version) })
+            }
             Some(Err(error)) => {
                 tracing::warn!(%stream, version = snapshot.version, %error, "ignoring a snapshot that does not deserialize; rebuilding from events");
+                telemetry::snapshot_load(A::NAME, "stale");
                 Ok(fresh)
             }
             None => Ok(fresh),

@@ -1,7 +1,15 @@
 //! The bank domain of the Orchestrix quick-start: accounts that open,
-//! take deposits and withdrawals, refuse overdrafts and close.
+//! take deposits and withdrawals, refuse overdrafts and close; transfers
+//! between accounts run as a saga that refunds when the credit is refused;
+//! and a balance projection for queries.
 
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use orchestrix::error::BoxError;
 use orchestrix::prelude::*;
+use orchestrix::saga::{Saga, Step};
+use orchestrix::{RecordedEvent, Uuid};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -152,6 +160,159 @@ impl Account {
             return Err(BankError::NotEmpty(self.balance));
         }
         Ok(Some(AccountEvent::Closed))
+    }
+}
+
+/// What happens to a transfer request.
+#[event]
+#[derive(Debug, Clone, PartialEq)]
+pub enum TransferEvent {
+    /// Someone asked to move money; the [`TransferSaga`] carries it out.
+    Requested {
+        /// The account to debit.
+        from: Uuid,
+        /// The account to credit.
+        to: Uuid,
+        /// How much, in cents.
+        amount: u64,
+    },
+}
+
+/// A transfer request: the start of a [`TransferSaga`].
+#[aggregate(event = TransferEvent, error = BankError)]
+#[derive(Debug, Default)]
+pub struct Transfer {
+    requested: bool,
+}
+
+impl Transfer {
+    fn apply(&mut self, event: &TransferEvent) {
+        let TransferEvent::Requested { .. } = event;
+        self.requested = true;
+    }
+}
+
+/// Asks for money to move from one account to another.
+#[derive(Debug, Clone)]
+pub struct RequestTransfer {
+    /// The account to debit.
+    pub from: Uuid,
+    /// The account to credit.
+    pub to: Uuid,
+    /// How much, in cents.
+    pub amount: u64,
+}
+
+#[command_handler]
+impl Transfer {
+    fn request(cmd: RequestTransfer) -> Result<TransferEvent, BankError> {
+        if cmd.amount == 0 {
+            return Err(BankError::ZeroAmount);
+        }
+        Ok(TransferEvent::Requested { from: cmd.from, to: cmd.to, amount: cmd.amount })
+    }
+}
+
+/// What a transfer saga carries from step to step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferData {
+    /// The account to debit.
+    pub from: Uuid,
+    /// The account to credit.
+    pub to: Uuid,
+    /// How much, in cents.
+    pub amount: u64,
+}
+
+/// Moves money: debit the source, then credit the target. When the credit
+/// is refused (the target is closed), the debit is compensated: refunded.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TransferSaga;
+
+impl Saga for TransferSaga {
+    const NAME: &'static str = "Transfer";
+    type Data = TransferData;
+
+    fn start_event_types(&self) -> Vec<String> {
+        TransferEvent::type_names().into_iter().map(String::from).collect()
+    }
+
+    fn start(&self, event: &RecordedEvent) -> Result<Option<TransferData>, BoxError> {
+        let TransferEvent::Requested { from, to, amount } = event.decode()?;
+        Ok(Some(TransferData { from, to, amount }))
+    }
+
+    fn steps(&self) -> Vec<Step<TransferData>> {
+        vec![
+            Step::command("debit", |t: &TransferData| {
+                (t.from, Withdraw { amount: t.amount, reason: format!("transfer to {}", t.to) })
+            })
+            .compensate_with(|t: &TransferData| (t.from, Deposit { amount: t.amount })),
+            Step::command("credit", |t: &TransferData| (t.to, Deposit { amount: t.amount })),
+        ]
+    }
+}
+
+/// A read model of every account's balance, fed from the log.
+///
+/// Cloning shares the model: keep one clone to query while the engine
+/// runs another. Idempotent: it remembers the last version it applied per
+/// account, so redelivered events change nothing.
+#[derive(Debug, Clone, Default)]
+pub struct Balances {
+    accounts: Arc<Mutex<BTreeMap<String, AccountBalance>>>,
+}
+
+/// One row of [`Balances`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AccountBalance {
+    /// The owner.
+    pub owner: String,
+    /// The balance, in cents.
+    pub balance: u64,
+    /// Whether the account is closed.
+    pub closed: bool,
+    /// The last stream version applied.
+    pub version: u64,
+}
+
+impl Balances {
+    /// The balance row of an account.
+    pub fn get(&self, id: &Uuid) -> Option<AccountBalance> {
+        self.rows().get(&id.to_string()).cloned()
+    }
+
+    /// Every row, by account id.
+    pub fn all(&self) -> BTreeMap<String, AccountBalance> {
+        self.rows().clone()
+    }
+
+    fn rows(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, AccountBalance>> {
+        self.accounts.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[projection(name = "balances")]
+impl Balances {
+    fn on_account(&mut self, event: AccountEvent, record: &RecordedEvent) -> Result<(), std::convert::Infallible> {
+        let mut rows = self.rows();
+        let row = rows.entry(record.stream.id().to_owned()).or_default();
+        if record.stream_version <= row.version {
+            return Ok(()); // seen before: at-least-once delivery
+        }
+        row.version = record.stream_version;
+        match event {
+            AccountEvent::Opened { owner } => row.owner = owner,
+            AccountEvent::Deposited { amount } => row.balance += amount,
+            AccountEvent::Withdrawn { amount, .. } => row.balance -= amount,
+            AccountEvent::Closed => row.closed = true,
+        }
+        Ok(())
+    }
+
+    #[reset]
+    fn clear(&mut self) {
+        self.rows().clear();
     }
 }
 

@@ -1,35 +1,110 @@
 //! The Orchestrix quick-start: run it with `cargo run -p bank`.
 //!
-//! Opens two accounts, moves money, shows a rejected overdraft, travels in
+//! Opens accounts, moves money, shows a rejected overdraft, travels in
 //! time, loads from a snapshot, reads a legacy event through its upcaster,
-//! and prints the event log.
+//! runs transfers as sagas (one of them refunded), queries a balance
+//! projection, and prints the event log.
 
+use std::collections::BTreeSet;
 use std::error::Error;
+use std::sync::Arc;
 
-use bank::{money, Account, AccountEvent, BankError, CloseAccount, Deposit, OpenAccount, Withdraw};
+use bank::{
+    money, Account, AccountEvent, Balances, BankError, CloseAccount, Deposit, OpenAccount, RequestTransfer, Transfer,
+    TransferSaga, Withdraw,
+};
 use futures_util::TryStreamExt;
+use orchestrix::memory::InMemoryCheckpointStore;
+use orchestrix::projection::{ProjectionEngine, ProjectionOptions};
+use orchestrix::saga::SagaManager;
 use orchestrix::{CommandError, EventFilter, ExpectedVersion, Metadata, NewEvent, Orchestrix, Repository, Uuid};
+use serde_json::value::RawValue;
+
+type Result<T = ()> = std::result::Result<T, Box<dyn Error>>;
+
+/// The accounts of the tour, by name.
+struct People {
+    ada: Uuid,
+    bob: Uuid,
+    carol: Uuid,
+}
+
+impl People {
+    fn name_of(&self, stream_id: &str) -> Option<&'static str> {
+        [(self.ada, "Ada"), (self.bob, "Bob"), (self.carol, "Carol")]
+            .into_iter()
+            .find(|(id, _)| id.to_string() == stream_id)
+            .map(|(_, name)| name)
+    }
+}
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn Error>> {
-    let app = Orchestrix::builder().in_memory().aggregate::<Account>().build()?;
+async fn main() -> Result {
+    let app = Orchestrix::builder().in_memory().aggregate::<Account>().aggregate::<Transfer>().build()?;
     println!("Orchestrix bank example (in-memory store)\n");
+    let people = People { ada: Uuid::now_v7(), bob: Uuid::now_v7(), carol: Uuid::now_v7() };
 
-    let ada = Uuid::now_v7();
-    let bob = Uuid::now_v7();
-    app.execute(ada, OpenAccount { owner: "Ada".into() }).await?;
-    app.execute(bob, OpenAccount { owner: "Bob".into() }).await?;
-    println!("opened accounts for Ada ({ada}) and Bob ({bob})");
+    // The read side and the long-running processes follow the log.
+    let engine = ProjectionEngine::from_arcs(Arc::clone(app.event_store()), Arc::new(InMemoryCheckpointStore::new()));
+    let balances = Balances::default();
+    let mut balances_runner = engine.spawn(balances.clone(), ProjectionOptions::default());
+    let transfers = SagaManager::new(app.clone(), TransferSaga);
+    let mut transfers_runner = transfers.clone().spawn(&engine, ProjectionOptions::default()).await?;
 
+    commands(&app, &people).await?;
+    time_travel_and_snapshots(&app, &people).await?;
+    legacy_events(&app, &people).await?;
+
+    // Transfers run as sagas: debit, then credit; a refused credit refunds.
+    app.execute(people.carol, OpenAccount { owner: "Carol".into() }).await?;
+    app.execute(people.carol, CloseAccount).await?;
+    for (to, name) in [(people.bob, "Bob"), (people.carol, "Carol (closed)")] {
+        let requested = app.execute(Uuid::now_v7(), RequestTransfer { from: people.ada, to, amount: 1_000 }).await?;
+        let trigger = &requested.events[0];
+        transfers_runner.wait_for_position(trigger.global_position).await;
+        let saga = transfers.status(trigger.id).await?.ok_or("the saga should have started")?;
+        println!(
+            "transfer of {} from Ada to {name}: {:?} (completed: [{}], compensated: [{}])",
+            money(1_000),
+            saga.status,
+            saga.completed_steps().join(", "),
+            saga.compensated_steps().join(", ")
+        );
+    }
+    app.execute(people.bob, Withdraw { amount: 1_200, reason: "groceries".into() }).await?;
+    app.execute(people.bob, CloseAccount).await?;
+    println!("Bob empties and closes his account");
+
+    // The projection answers queries without touching the aggregates.
+    let head = app.event_store().head_position().await?.unwrap_or(0);
+    balances_runner.wait_for_position(head).await;
+    println!("\nthe balance projection, at position {head}:");
+    for (id, row) in balances.all() {
+        let state = if row.closed { "closed" } else { "open" };
+        println!("  {:<6} {:>9}  {state:<6} ({id})", row.owner, money(row.balance));
+    }
+    let projected = balances.get(&people.ada).ok_or("Ada is in the projection")?.balance;
+    assert_eq!(projected, app.load::<Account>(&people.ada).await?.state.balance, "the projection agrees");
+
+    print_log(&app, &people).await?;
+    balances_runner.stop().await?;
+    transfers_runner.stop().await?;
+    Ok(())
+}
+
+/// Opening, depositing, withdrawing, and two refusals.
+async fn commands(app: &Orchestrix, people: &People) -> Result {
+    app.execute(people.ada, OpenAccount { owner: "Ada".into() }).await?;
+    app.execute(people.bob, OpenAccount { owner: "Bob".into() }).await?;
+    println!("opened accounts for Ada ({}) and Bob ({})", people.ada, people.bob);
     for amount in [10_000, 2_500] {
-        let outcome = app.execute(ada, Deposit { amount }).await?;
+        let outcome = app.execute(people.ada, Deposit { amount }).await?;
         println!("Ada deposits {:>7}  -> version {}", money(amount), outcome.version);
     }
-    let after_deposits = chrono::Utc::now();
-    let outcome = app.execute(ada, Withdraw { amount: 4_000, reason: "rent".into() }).await?;
+    let outcome = app.execute(people.ada, Withdraw { amount: 4_000, reason: "rent".into() }).await?;
     println!("Ada withdraws {:>6}  -> version {}", money(4_000), outcome.version);
 
-    match app.execute(ada, Withdraw { amount: 1_000_000, reason: "a yacht".into() }).await {
+    match app.execute(people.ada, Withdraw { amount: 1_000_000, reason: "a yacht".into() }).await {
         Err(CommandError::Rejected(BankError::InsufficientFunds { balance, requested })) => {
             println!("Ada asks for {}: refused, the balance is {}", money(requested), money(balance));
         }
@@ -39,62 +114,71 @@ async fn main() -> Result<(), Box<dyn Error>> {
         Err(error @ CommandError::AggregateNotFound { .. }) => println!("a deposit to an unknown account: {error}"),
         other => return Err(format!("expected AggregateNotFound, got {other:?}").into()),
     }
+    Ok(())
+}
 
-    let now = app.load::<Account>(&ada).await?;
+/// `load_at`, `load_as_of`, and a load that starts from a snapshot.
+async fn time_travel_and_snapshots(app: &Orchestrix, people: &People) -> Result {
+    let now = app.load::<Account>(&people.ada).await?;
     println!("\nAda now: balance {} at version {}", money(now.state.balance), now.version);
     let repository: Repository<Account> = app.repository();
-    let then = repository.load_at(&ada, 2).await?;
+    let then = repository.load_at(&people.ada, 2).await?;
     println!("time travel to version 2: balance {}", money(then.state.balance));
-    let as_of = repository.load_as_of(&ada, after_deposits).await?;
+    let history = repository.history(&people.ada).await?;
+    let before_rent = history.iter().find(|e| e.stream_version == 3).map(|e| e.recorded_at).ok_or("version 3")?;
+    let as_of = repository.load_as_of(&people.ada, before_rent).await?;
     println!("time travel to just before the rent: balance {} (version {})", money(as_of.state.balance), as_of.version);
 
     // Version 5 crosses `snapshot_every = 5`: the next load starts from it.
-    app.execute(ada, Deposit { amount: 150 }).await?;
-    let loaded = app.load::<Account>(&ada).await?;
+    app.execute(people.ada, Deposit { amount: 150 }).await?;
+    let loaded = app.load::<Account>(&people.ada).await?;
     println!(
         "after a 5th event: loaded from the snapshot at version {:?}, balance {}",
         loaded.from_snapshot,
         money(loaded.state.balance)
     );
+    Ok(())
+}
 
-    // An event written by an older release, at schema version 1 (no reason).
-    let stream = Repository::<Account>::stream_id(&bob)?;
-    let legacy = NewEvent {
-        event_type: "AccountDeposited".into(),
-        schema_version: 1,
-        data: serde_json::value::RawValue::from_string(r#"{"amount":300}"#.into())?,
-        metadata: Metadata::default(),
+/// Events written by an older release, at schema version 1, read through
+/// their upcasters.
+async fn legacy_events(app: &Orchestrix, people: &People) -> Result {
+    let stream = Repository::<Account>::stream_id(&people.bob)?;
+    let legacy = |event_type: &str, data: &str| -> Result<NewEvent> {
+        Ok(NewEvent {
+            event_type: event_type.into(),
+            schema_version: 1,
+            data: RawValue::from_string(data.into())?,
+            metadata: Metadata::default(),
+        })
     };
-    let withdrawn_v1 = NewEvent {
-        event_type: "AccountWithdrawn".into(),
-        schema_version: 1,
-        data: serde_json::value::RawValue::from_string(r#"{"amount":100}"#.into())?,
-        metadata: Metadata::default(),
-    };
-    app.event_store().append(&stream, ExpectedVersion::Exact(1), vec![legacy, withdrawn_v1]).await?;
-    let history = repository.history(&bob).await?;
+    let events =
+        vec![legacy("AccountDeposited", r#"{"amount":300}"#)?, legacy("AccountWithdrawn", r#"{"amount":100}"#)?];
+    app.event_store().append(&stream, ExpectedVersion::Exact(1), events).await?;
+    let history = app.repository::<Account>().history(&people.bob).await?;
     if let Some(AccountEvent::Withdrawn { reason, .. }) = history.last().map(|e| &e.event) {
         println!("Bob's legacy v1 withdrawal reads as v2 with reason {reason:?}");
     }
-    app.execute(bob, Withdraw { amount: 200, reason: "groceries".into() }).await?;
-    app.execute(bob, CloseAccount).await?;
-    println!("Bob empties and closes his account");
+    Ok(())
+}
 
+async fn print_log(app: &Orchestrix, people: &People) -> Result {
     println!("\nthe event log:");
     let filter = EventFilter::all();
     let log: Vec<_> = app.event_store().read_all(1, &filter).try_collect().await?;
     for record in &log {
-        let event: AccountEvent = record.decode()?;
-        let owner = if record.stream.id() == ada.to_string() { "Ada" } else { "Bob" };
+        let who = people.name_of(record.stream.id()).unwrap_or_else(|| record.stream.category());
+        let what = match record.stream.category() {
+            "Account" => describe(&record.decode::<AccountEvent>()?),
+            _ => String::new(),
+        };
         println!(
-            "  #{:<2} {owner} v{:<2} {:<18} {}",
-            record.global_position,
-            record.stream_version,
-            record.event_type,
-            describe(&event)
+            "  #{:<3} {who:<14} v{:<2} {:<24} {what}",
+            record.global_position, record.stream_version, record.event_type
         );
     }
-    println!("\n{} events in {} streams; done.", log.len(), 2);
+    let streams: BTreeSet<_> = log.iter().map(|r| &r.stream).collect();
+    println!("\n{} events in {} streams; done.", log.len(), streams.len());
     Ok(())
 }
 

@@ -15,10 +15,11 @@ use uuid::Uuid;
 
 use super::Projection;
 use crate::envelope::RecordedEvent;
-use crate::error::{BoxError, StoreError};
+use crate::error::{render_chain as render, BoxError, StoreError};
 use crate::retry::RetryPolicy;
 use crate::store::{CheckpointStore, DeadLetter, DeadLetterStore, EventStore};
 use crate::stream::StreamId;
+use crate::telemetry;
 
 /// What a projection does with an event it still cannot handle after its
 /// retries.
@@ -222,7 +223,7 @@ fn per_second(count: u64, elapsed: Duration) -> f64 {
 /// # use orchestrix::memory::*;
 /// # use orchestrix::{EventFilter, RecordedEvent, error::BoxError};
 /// # #[derive(Default)] struct Counter { seen: u64 }
-/// # #[async_trait::async_trait]
+/// # #[orchestrix::async_trait]
 /// # impl Projection for Counter {
 /// #     fn name(&self) -> std::borrow::Cow<'static, str> { "counter".into() }
 /// #     fn filter(&self) -> EventFilter { EventFilter::all() }
@@ -438,22 +439,11 @@ impl ProjectionEngine {
                     .park(letter)
                     .await
                     .map_err(|source| ProjectionError::Store { projection: name.to_owned(), source })?;
+                metrics::counter!(telemetry::DEAD_LETTERS_TOTAL, "projection" => name.to_owned()).increment(1);
                 Ok(true)
             }
         }
     }
-}
-
-/// An error with its chain of sources, on one line.
-pub(crate) fn render(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut rendered = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        rendered.push_str(": ");
-        rendered.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    rendered
 }
 
 enum Request {
@@ -481,24 +471,24 @@ impl<P: Projection> Runner<P> {
         self.status.send_modify(|s| s.position = start);
         let mut events = self.engine.events.subscribe(start + 1, self.projection.filter());
         loop {
-            let next = match events.next().now_or_never() {
-                Some(next) => next,
-                None => {
-                    // Nothing ready: a good moment to save and to report.
-                    if position != saved {
-                        self.engine.checkpoints.save(&self.name, position).await.map_err(|e| self.store_error(e))?;
-                        saved = position;
-                    }
-                    self.status.send_modify(|s| {
-                        *s = ProjectionStatus { state: ProjectionState::Live, position, handled, parked };
-                    });
-                    tokio::select! {
-                        next = events.next() => next,
-                        _ = self.stop.changed() => return Ok(()),
-                        Some(request) = self.requests.recv() => {
-                            self.serve(request).await;
-                            continue;
-                        }
+            let next = if let Some(next) = events.next().now_or_never() {
+                next
+            } else {
+                // Nothing ready: a good moment to save and to report.
+                if position != saved {
+                    self.engine.checkpoints.save(&self.name, position).await.map_err(|e| self.store_error(e))?;
+                    saved = position;
+                }
+                self.status.send_modify(|s| {
+                    *s = ProjectionStatus { state: ProjectionState::Live, position, handled, parked };
+                });
+                self.report_lag(position, Some(0), None);
+                tokio::select! {
+                    next = events.next() => next,
+                    _ = self.stop.changed() => return Ok(()),
+                    Some(request) = self.requests.recv() => {
+                        self.serve(request).await;
+                        continue;
                     }
                 }
             };
@@ -524,6 +514,8 @@ impl<P: Projection> Runner<P> {
                     s.handled = handled;
                     s.parked = parked;
                 });
+                let head = self.engine.events.head_position().await.ok().flatten();
+                self.report_lag(position, head.map(|h| h.saturating_sub(position)), Some(&event));
                 if *self.stop.borrow() {
                     return Ok(());
                 }
@@ -536,6 +528,18 @@ impl<P: Projection> Runner<P> {
             self.engine.checkpoints.save(&self.name, position).await.map_err(|e| self.store_error(e))?;
         }
         Ok(())
+    }
+
+    fn report_lag(&self, position: u64, behind: Option<u64>, last: Option<&RecordedEvent>) {
+        let name = self.name.to_string();
+        #[allow(clippy::cast_precision_loss)] // positions far below 2^52
+        metrics::gauge!(telemetry::PROJECTION_POSITION, "projection" => name.clone()).set(position as f64);
+        if let Some(behind) = behind {
+            #[allow(clippy::cast_precision_loss)]
+            metrics::gauge!(telemetry::PROJECTION_LAG_EVENTS, "projection" => name.clone()).set(behind as f64);
+        }
+        let age = last.map_or(0.0, |event| (Utc::now() - event.recorded_at).as_seconds_f64().max(0.0));
+        metrics::gauge!(telemetry::PROJECTION_LAG_SECONDS, "projection" => name).set(age);
     }
 
     async fn serve(&mut self, request: Request) {
@@ -559,7 +563,10 @@ pub struct ProjectionHandle<P> {
 
 impl<P> fmt::Debug for ProjectionHandle<P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ProjectionHandle").field("name", &self.name).field("status", &*self.status.borrow()).finish()
+        f.debug_struct("ProjectionHandle")
+            .field("name", &self.name)
+            .field("status", &*self.status.borrow())
+            .finish_non_exhaustive()
     }
 }
 

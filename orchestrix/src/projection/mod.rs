@@ -35,7 +35,7 @@ use crate::store::EventFilter;
 /// #[derive(Default)]
 /// struct Counter { seen: u64 }
 ///
-/// #[async_trait::async_trait]
+/// #[orchestrix::async_trait]
 /// impl Projection for Counter {
 ///     fn name(&self) -> std::borrow::Cow<'static, str> { "counter".into() }
 ///     fn filter(&self) -> EventFilter { EventFilter::types(["AccountOpened"]) }
@@ -44,6 +44,14 @@ use crate::store::EventFilter;
 ///         Ok(())
 ///     }
 /// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let mut counter = Counter::default();
+/// # let _ = counter.filter();
+/// # assert_eq!(counter.name(), "counter");
+/// # let _ = &mut counter;
+/// # }
 /// ```
 #[async_trait]
 pub trait Projection: Send + 'static {

@@ -65,7 +65,10 @@ pub struct AggregateFixture<A: Aggregate> {
 
 impl<A: Aggregate> Debug for AggregateFixture<A> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AggregateFixture").field("aggregate", &A::NAME).field("version", &self.version).finish()
+        f.debug_struct("AggregateFixture")
+            .field("aggregate", &A::NAME)
+            .field("version", &self.version)
+            .finish_non_exhaustive()
     }
 }
 
@@ -143,7 +146,7 @@ pub struct Outcome<A: Aggregate> {
 
 impl<A: Aggregate + Debug> Debug for Outcome<A> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Outcome").field("command", &self.command).field("result", &self.result).finish()
+        f.debug_struct("Outcome").field("command", &self.command).field("result", &self.result).finish_non_exhaustive()
     }
 }
 
@@ -156,7 +159,7 @@ impl<A: Aggregate> Outcome<A> {
         let expected: Vec<_> = expected.into_iter().collect();
         match &self.result {
             Ok(events) => {
-                assert_eq!(events, &expected, "command `{}` produced other events than expected", self.command)
+                assert_eq!(events, &expected, "command `{}` produced other events than expected", self.command);
             }
             Err(error) => panic!("command `{}` failed with `{error}`; expected events {expected:?}", self.command),
         }
@@ -164,6 +167,7 @@ impl<A: Aggregate> Outcome<A> {
     }
 
     /// Asserts that the handler rejected the command with this domain error.
+    #[allow(clippy::needless_pass_by_value)] // by value reads best at the call site
     pub fn then_expect_rejection(self, expected: A::Error) -> Self
     where
         A::Error: PartialEq,
@@ -181,7 +185,7 @@ impl<A: Aggregate> Outcome<A> {
     pub fn then_expect_error(self, check: impl FnOnce(&CommandError<A::Error>) -> bool) -> Self {
         match &self.result {
             Err(error) => {
-                assert!(check(error), "command `{}` failed with an unexpected error: {error:?}", self.command)
+                assert!(check(error), "command `{}` failed with an unexpected error: {error:?}", self.command);
             }
             Ok(events) => panic!("command `{}` succeeded with {events:?}; expected an error", self.command),
         }

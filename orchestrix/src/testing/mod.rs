@@ -5,5 +5,7 @@
 
 pub mod conformance;
 mod fixture;
+mod projection_fixture;
 
 pub use fixture::{AggregateFixture, Outcome};
+pub use projection_fixture::ProjectionFixture;

@@ -1,0 +1,252 @@
+//! The events a saga instance records about itself.
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::error::DecodeErrorKind;
+use crate::event::{decode_versioned, encode_raw, Event, EventType};
+
+/// An instance started.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SagaStarted {
+    /// The saga kind ([`super::Saga::NAME`]).
+    pub saga: String,
+    /// The instance's data, as JSON.
+    pub data: Value,
+    /// The correlation id every command of the instance carries: the
+    /// starting event's correlation id, or its id when it has none.
+    pub correlation_id: Uuid,
+    /// The id of the event that started the instance.
+    pub trigger: Uuid,
+    /// The names of the steps, in order, as defined when the instance started.
+    pub steps: Vec<String>,
+    /// The tenant of the starting event, passed on to every command.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// The W3C `traceparent` of the starting event, passed on to every
+    /// command, so that one trace follows the saga's commands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
+}
+
+/// A step's action is about to run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SagaStepStarted {
+    /// The step's index.
+    pub step: usize,
+    /// The step's name.
+    pub name: String,
+    /// The id its command carries (command id and causation id).
+    pub step_id: Uuid,
+}
+
+/// A step's action took effect.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SagaStepCompleted {
+    /// The step's index.
+    pub step: usize,
+    /// The step's name.
+    pub name: String,
+}
+
+/// A step's action failed for good (refused, or timed out without
+/// effect): the instance compensates.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SagaStepFailed {
+    /// The step's index.
+    pub step: usize,
+    /// The step's name.
+    pub name: String,
+    /// Why, with the error's sources.
+    pub error: String,
+    /// Whether the step ran out of time.
+    #[serde(default)]
+    pub timed_out: bool,
+}
+
+/// A completed step's compensation is about to run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SagaCompensationStarted {
+    /// The step's index.
+    pub step: usize,
+    /// The step's name.
+    pub name: String,
+    /// The id the compensation's command carries.
+    pub step_id: Uuid,
+}
+
+/// A step's compensation took effect.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SagaStepCompensated {
+    /// The step's index.
+    pub step: usize,
+    /// The step's name.
+    pub name: String,
+}
+
+/// Every step completed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SagaCompleted {}
+
+/// The instance ended without completing: a step failed, and either every
+/// compensation ran or one of them failed too.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SagaFailed {
+    /// Why the instance failed: the failing step's error.
+    pub error: String,
+    /// The index of the step whose compensation failed, if one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_compensation: Option<usize>,
+    /// The compensation's error, if one failed: the instance then needs a
+    /// human, as the completed steps before it were not undone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compensation_error: Option<String>,
+}
+
+/// Everything a saga instance records about itself.
+///
+/// Each variant is stored under its own type name (`SagaStarted`, …),
+/// schema version 1, with the payload's fields as tag-free JSON.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SagaEvent {
+    /// `SagaStarted`.
+    Started(SagaStarted),
+    /// `SagaStepStarted`.
+    StepStarted(SagaStepStarted),
+    /// `SagaStepCompleted`.
+    StepCompleted(SagaStepCompleted),
+    /// `SagaStepFailed`.
+    StepFailed(SagaStepFailed),
+    /// `SagaCompensationStarted`.
+    CompensationStarted(SagaCompensationStarted),
+    /// `SagaStepCompensated`.
+    StepCompensated(SagaStepCompensated),
+    /// `SagaCompleted`.
+    Completed(SagaCompleted),
+    /// `SagaFailed`.
+    Failed(SagaFailed),
+}
+
+pub(crate) const STARTED: &str = "SagaStarted";
+pub(crate) const STEP_STARTED: &str = "SagaStepStarted";
+pub(crate) const STEP_COMPLETED: &str = "SagaStepCompleted";
+pub(crate) const STEP_FAILED: &str = "SagaStepFailed";
+pub(crate) const COMPENSATION_STARTED: &str = "SagaCompensationStarted";
+pub(crate) const STEP_COMPENSATED: &str = "SagaStepCompensated";
+pub(crate) const COMPLETED: &str = "SagaCompleted";
+pub(crate) const FAILED: &str = "SagaFailed";
+
+static TYPES: [EventType; 8] = [
+    EventType { name: STARTED, version: 1 },
+    EventType { name: STEP_STARTED, version: 1 },
+    EventType { name: STEP_COMPLETED, version: 1 },
+    EventType { name: STEP_FAILED, version: 1 },
+    EventType { name: COMPENSATION_STARTED, version: 1 },
+    EventType { name: STEP_COMPENSATED, version: 1 },
+    EventType { name: COMPLETED, version: 1 },
+    EventType { name: FAILED, version: 1 },
+];
+
+impl Event for SagaEvent {
+    fn event_types() -> &'static [EventType] {
+        &TYPES
+    }
+
+    fn event_type(&self) -> &'static str {
+        match self {
+            Self::Started(_) => STARTED,
+            Self::StepStarted(_) => STEP_STARTED,
+            Self::StepCompleted(_) => STEP_COMPLETED,
+            Self::StepFailed(_) => STEP_FAILED,
+            Self::CompensationStarted(_) => COMPENSATION_STARTED,
+            Self::StepCompensated(_) => STEP_COMPENSATED,
+            Self::Completed(_) => COMPLETED,
+            Self::Failed(_) => FAILED,
+        }
+    }
+
+    fn schema_version(&self) -> u32 {
+        1
+    }
+
+    fn encode(&self) -> Result<Box<RawValue>, serde_json::Error> {
+        match self {
+            Self::Started(e) => encode_raw(e),
+            Self::StepStarted(e) => encode_raw(e),
+            Self::StepCompleted(e) => encode_raw(e),
+            Self::StepFailed(e) => encode_raw(e),
+            Self::CompensationStarted(e) => encode_raw(e),
+            Self::StepCompensated(e) => encode_raw(e),
+            Self::Completed(e) => encode_raw(e),
+            Self::Failed(e) => encode_raw(e),
+        }
+    }
+
+    fn decode(event_type: &str, schema_version: u32, data: &RawValue) -> Result<Self, DecodeErrorKind> {
+        match event_type {
+            STARTED => decode_versioned(data, schema_version, 1, &[]).map(Self::Started),
+            STEP_STARTED => decode_versioned(data, schema_version, 1, &[]).map(Self::StepStarted),
+            STEP_COMPLETED => decode_versioned(data, schema_version, 1, &[]).map(Self::StepCompleted),
+            STEP_FAILED => decode_versioned(data, schema_version, 1, &[]).map(Self::StepFailed),
+            COMPENSATION_STARTED => decode_versioned(data, schema_version, 1, &[]).map(Self::CompensationStarted),
+            STEP_COMPENSATED => decode_versioned(data, schema_version, 1, &[]).map(Self::StepCompensated),
+            COMPLETED => decode_versioned(data, schema_version, 1, &[]).map(Self::Completed),
+            FAILED => decode_versioned(data, schema_version, 1, &[]).map(Self::Failed),
+            _ => Err(DecodeErrorKind::UnknownType),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_variant_round_trips_under_its_own_type_name() {
+        let events = [
+            SagaEvent::Started(SagaStarted {
+                saga: "Transfer".into(),
+                data: serde_json::json!({"amount": 3}),
+                correlation_id: Uuid::nil(),
+                trigger: Uuid::max(),
+                steps: vec!["debit".into(), "credit".into()],
+                tenant: None,
+                traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
+            }),
+            SagaEvent::StepStarted(SagaStepStarted { step: 0, name: "debit".into(), step_id: Uuid::nil() }),
+            SagaEvent::StepCompleted(SagaStepCompleted { step: 0, name: "debit".into() }),
+            SagaEvent::StepFailed(SagaStepFailed {
+                step: 1,
+                name: "credit".into(),
+                error: "closed".into(),
+                timed_out: false,
+            }),
+            SagaEvent::CompensationStarted(SagaCompensationStarted {
+                step: 0,
+                name: "debit".into(),
+                step_id: Uuid::max(),
+            }),
+            SagaEvent::StepCompensated(SagaStepCompensated { step: 0, name: "debit".into() }),
+            SagaEvent::Completed(SagaCompleted {}),
+            SagaEvent::Failed(SagaFailed {
+                error: "closed".into(),
+                failed_compensation: None,
+                compensation_error: None,
+            }),
+        ];
+        for (event, expected) in events.iter().zip(&TYPES) {
+            assert_eq!(event.event_type(), expected.name);
+            let data = event.encode().unwrap();
+            assert!(data.get().starts_with('{'), "tag-free object: {}", data.get());
+            let back = SagaEvent::decode(event.event_type(), 1, &data).unwrap();
+            assert_eq!(&back, event);
+        }
+        assert_eq!(SagaEvent::Completed(SagaCompleted {}).encode().unwrap().get(), "{}");
+        assert!(matches!(
+            SagaEvent::decode("Other", 1, &RawValue::from_string("{}".into()).unwrap()),
+            Err(DecodeErrorKind::UnknownType)
+        ));
+    }
+}

@@ -1,0 +1,19 @@
+use orchestrix::prelude::*;
+
+#[event]
+#[derive(Debug)]
+pub enum AccountEvent {
+    Opened { owner: String },
+    Deposited { amount: u64 },
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("bank error")]
+pub struct BankError;
+
+#[aggregate(event = AccountEvent, error = BankError)]
+pub union Account {
+    balance: u64,
+}
+
+fn main() {}

@@ -1,0 +1,42 @@
+use orchestrix::prelude::*;
+
+#[event]
+#[derive(Debug)]
+pub enum AccountEvent {
+    Opened { owner: String },
+    Deposited { amount: u64 },
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("bank error")]
+pub struct BankError;
+
+#[aggregate(event = AccountEvent, error = BankError)]
+#[derive(Debug, Default)]
+pub struct Account {
+    balance: u64,
+}
+
+impl Account {
+    fn apply(&mut self, event: &AccountEvent) {
+        if let AccountEvent::Deposited { amount } = event {
+            self.balance += amount;
+        }
+    }
+}
+
+pub struct Open {
+    pub owner: String,
+}
+pub struct Deposit {
+    pub amount: u64,
+}
+
+#[command_handler]
+impl Account {
+    fn open() -> Result<AccountEvent, BankError> {
+        Ok(AccountEvent::Opened { owner: String::new() })
+    }
+}
+
+fn main() {}

@@ -1,0 +1,52 @@
+use orchestrix::prelude::*;
+
+#[event]
+#[derive(Debug)]
+pub enum AccountEvent {
+    Opened { owner: String },
+    Deposited { amount: u64 },
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("bank error")]
+pub struct BankError;
+
+#[aggregate(event = AccountEvent, error = BankError)]
+#[derive(Debug, Default)]
+pub struct Account {
+    balance: u64,
+}
+
+impl Account {
+    fn apply(&mut self, event: &AccountEvent) {
+        if let AccountEvent::Deposited { amount } = event {
+            self.balance += amount;
+        }
+    }
+}
+
+pub struct Open {
+    pub owner: String,
+}
+pub struct Deposit {
+    pub amount: u64,
+}
+
+#[event]
+#[derive(Debug)]
+pub enum OtherEvent {
+    Happened,
+}
+
+#[command_handler]
+impl Account {
+    fn open(cmd: Open) -> Result<AccountEvent, BankError> {
+        Ok(AccountEvent::Opened { owner: cmd.owner })
+    }
+
+    fn deposit(&self, _cmd: Deposit) -> Result<Vec<OtherEvent>, BankError> {
+        Ok(vec![OtherEvent::Happened])
+    }
+}
+
+fn main() {}

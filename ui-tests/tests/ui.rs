@@ -1,0 +1,8 @@
+//! Runs every ui case with trybuild.
+
+#[test]
+fn ui() {
+    let cases = trybuild::TestCases::new();
+    cases.compile_fail("cases/*/fail/*.rs");
+    cases.pass("cases/*/pass/*.rs");
+}
