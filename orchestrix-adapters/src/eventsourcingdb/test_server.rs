@@ -116,9 +116,15 @@ struct Shared {
     head: watch::Sender<usize>,
     faults: Mutex<Faults>,
     schemas: Mutex<HashMap<String, serde_json::Value>>,
+    requests: Mutex<Vec<(String, String)>>,
 }
 
 impl Shared {
+    fn record(&self, endpoint: &str, body: &Bytes) {
+        let body = String::from_utf8_lossy(body).into_owned();
+        self.requests.lock().unwrap_or_else(PoisonError::into_inner).push((endpoint.to_owned(), body));
+    }
+
     fn faults(&self) -> std::sync::MutexGuard<'_, Faults> {
         self.faults.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -154,6 +160,7 @@ impl TestServer {
             head: watch::Sender::new(0),
             faults: Mutex::default(),
             schemas: Mutex::default(),
+            requests: Mutex::default(),
         });
         let app = router(Arc::clone(&shared));
         let task = tokio::spawn(async move {
@@ -180,6 +187,12 @@ impl TestServer {
     /// Replaces the injected faults.
     pub fn set_faults(&self, faults: Faults) {
         *self.shared.faults() = faults;
+    }
+
+    /// The bodies of the requests received so far, as `(endpoint, body)`
+    /// (for example `("write-events", "{...}")`), and forgets them.
+    pub fn take_requests(&self) -> Vec<(String, String)> {
+        std::mem::take(&mut *self.shared.requests.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
     /// How many events it holds.
@@ -336,6 +349,7 @@ fn placeholder_hash(id: usize) -> String {
 }
 
 async fn write_events(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    shared.record("write-events", &body);
     if let Err(response) = authorized(&shared, &headers) {
         return response;
     }
@@ -491,6 +505,7 @@ fn ndjson(lines: Vec<Bytes>) -> Response {
 }
 
 async fn read_events(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    shared.record("read-events", &body);
     if let Err(response) = authorized(&shared, &headers) {
         return response;
     }
@@ -556,6 +571,7 @@ async fn observe_events(State(shared): State<Arc<Shared>>, headers: HeaderMap, b
         garbage_after: Option<usize>,
         pending: std::collections::VecDeque<Step>,
     }
+    shared.record("observe-events", &body);
     if let Err(response) = authorized(&shared, &headers) {
         return response;
     }
@@ -644,6 +660,7 @@ async fn register_event_schema(State(shared): State<Arc<Shared>>, headers: Heade
         event_type: String,
         schema: serde_json::Value,
     }
+    shared.record("register-event-schema", &body);
     if let Err(response) = authorized(&shared, &headers) {
         return response;
     }
