@@ -12,14 +12,21 @@ use serde_json::value::RawValue;
 
 async fn setup() -> (TestServer, EsdbStore) {
     let server = TestServer::start(TestServerOptions::default()).await.unwrap();
-    let config = EsdbConfig::new(server.url(), server.token()).with_source("https://bank.example").with_type_prefix("com.example.bank");
+    let config = EsdbConfig::new(server.url(), server.token())
+        .with_source("https://bank.example")
+        .with_type_prefix("com.example.bank");
     let store = EsdbStore::connect(config).await.unwrap();
     server.take_requests();
     (server, store)
 }
 
 fn event(event_type: &str, version: u32, data: &str, metadata: Metadata) -> NewEvent {
-    NewEvent { event_type: event_type.to_owned(), schema_version: version, data: RawValue::from_string(data.to_owned()).unwrap(), metadata }
+    NewEvent {
+        event_type: event_type.to_owned(),
+        schema_version: version,
+        data: RawValue::from_string(data.to_owned()).unwrap(),
+        metadata,
+    }
 }
 
 fn bodies(server: &TestServer, endpoint: &str) -> Vec<String> {
@@ -63,9 +70,15 @@ async fn a_first_append_reads_the_subject_then_writes_with_is_subject_pristine()
 async fn an_exact_append_names_the_last_event_id_and_sends_no_id_or_time() {
     let (server, store) = setup().await;
     let stream = StreamId::new("Account", "1").unwrap();
-    store.append(&stream, ExpectedVersion::NoStream, vec![event("Opened", 1, "{}", Metadata::default())]).await.unwrap();
+    store
+        .append(&stream, ExpectedVersion::NoStream, vec![event("Opened", 1, "{}", Metadata::default())])
+        .await
+        .unwrap();
     server.take_requests();
-    store.append(&stream, ExpectedVersion::Exact(1), vec![event("Deposited", 1, r#"{"amount":5}"#, Metadata::default())]).await.unwrap();
+    store
+        .append(&stream, ExpectedVersion::Exact(1), vec![event("Deposited", 1, r#"{"amount":5}"#, Metadata::default())])
+        .await
+        .unwrap();
     let writes = bodies(&server, "write-events");
     assert_eq!(
         writes,

@@ -107,7 +107,8 @@ impl EsdbConfig {
     /// the token.
     pub fn from_env() -> Result<Self, StoreError> {
         let read = |name: &str| {
-            std::env::var(name).map_err(|_| StoreError::InvalidInput(format!("the environment variable `{name}` is not set")))
+            std::env::var(name)
+                .map_err(|_| StoreError::InvalidInput(format!("the environment variable `{name}` is not set")))
         };
         Ok(Self::new(read(URL_ENV)?, read(TOKEN_ENV)?))
     }

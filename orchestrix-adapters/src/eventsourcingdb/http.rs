@@ -204,7 +204,8 @@ impl Http {
             401 => Err(EsdbError::Unauthorized),
             409 => Err(EsdbError::Conflict),
             code => {
-                let mut body = tokio::time::timeout(timeout, response.text()).await.ok().and_then(Result::ok).unwrap_or_default();
+                let mut body =
+                    tokio::time::timeout(timeout, response.text()).await.ok().and_then(Result::ok).unwrap_or_default();
                 truncate(&mut body, 500);
                 Err(EsdbError::Status { status: code, url: url.to_owned(), body })
             }

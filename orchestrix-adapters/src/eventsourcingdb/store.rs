@@ -14,8 +14,8 @@ use serde_json::value::RawValue;
 use super::config::EsdbConfig;
 use super::http::{EsdbError, Http, Lines};
 use super::wire::{
-    self, Bound, EnvelopeIn, EnvelopeOut, EventCandidate, FromLatestEvent, Line, Precondition, ReadEvents,
-    ReadOptions, SnapshotData, WireEvent, WriteEvents,
+    self, Bound, EnvelopeIn, EnvelopeOut, EventCandidate, FromLatestEvent, Line, Precondition, ReadEvents, ReadOptions,
+    SnapshotData, WireEvent, WriteEvents,
 };
 
 /// An [`EventStore`] and [`SnapshotStore`] on EventSourcingDB's HTTP API.
@@ -66,7 +66,9 @@ impl EsdbStore {
         let store = Self::unchecked(config, api_version)?;
         let ping = store.inner.http.get_json("ping").await?;
         if !is_type(&ping, "io.eventsourcingdb.api.ping-received") {
-            return Err(EsdbError::malformed("ping answer", "its type is not `io.eventsourcingdb.api.ping-received`").into());
+            return Err(
+                EsdbError::malformed("ping answer", "its type is not `io.eventsourcingdb.api.ping-received`").into()
+            );
         }
         store.verify_api_token().await?;
         tracing::debug!(api = store.inner.http.api_url(), "connected to EventSourcingDB");
@@ -100,29 +102,33 @@ impl EsdbStore {
     }
 
     /// Runs an EventQL query and streams its rows as JSON, unchanged.
-    pub fn run_eventql_query(&self, query: &str) -> impl Stream<Item = Result<serde_json::Value, StoreError>> + Send + 'static {
+    pub fn run_eventql_query(
+        &self,
+        query: &str,
+    ) -> impl Stream<Item = Result<serde_json::Value, StoreError>> + Send + 'static {
         let inner = Arc::clone(&self.inner);
         let body = serde_json::json!({ "query": query });
-        stream::once(async move { inner.http.post_lines("run-eventql-query", &body, inner.config.request_timeout).await })
-            .flat_map(|lines| match lines {
-                Ok(lines) => lines.boxed(),
-                Err(error) => stream::once(async move { Err(error) }).boxed(),
-            })
-            .filter_map(|line| async move {
-                let line = match line {
-                    Ok(line) => line,
-                    Err(error) => return Some(Err(StoreError::from(error))),
-                };
-                match parse_line(&line) {
-                    Ok(Some(("row", payload))) => Some(
-                        serde_json::from_str(payload.get())
-                            .map_err(|e| EsdbError::malformed("EventQL row", e).into()),
-                    ),
-                    Ok(Some(("error", payload))) => Some(Err(EsdbError::Stream(payload.get().to_owned()).into())),
-                    Ok(_) => None,
-                    Err(error) => Some(Err(error.into())),
+        stream::once(
+            async move { inner.http.post_lines("run-eventql-query", &body, inner.config.request_timeout).await },
+        )
+        .flat_map(|lines| match lines {
+            Ok(lines) => lines.boxed(),
+            Err(error) => stream::once(async move { Err(error) }).boxed(),
+        })
+        .filter_map(|line| async move {
+            let line = match line {
+                Ok(line) => line,
+                Err(error) => return Some(Err(StoreError::from(error))),
+            };
+            match parse_line(&line) {
+                Ok(Some(("row", payload))) => {
+                    Some(serde_json::from_str(payload.get()).map_err(|e| EsdbError::malformed("EventQL row", e).into()))
                 }
-            })
+                Ok(Some(("error", payload))) => Some(Err(EsdbError::Stream(payload.get().to_owned()).into())),
+                Ok(_) => None,
+                Err(error) => Some(Err(error.into())),
+            }
+        })
     }
 
     /// Registers a JSON schema for the EventSourcingDB type of
@@ -170,7 +176,10 @@ fn is_type(answer: &serde_json::Value, expected: &str) -> bool {
 /// Parses an NDJSON line into its type and payload.
 fn parse_line(line: &Bytes) -> Result<Option<(&str, Box<RawValue>)>, EsdbError> {
     let parsed: Line = serde_json::from_slice(line).map_err(|e| {
-        EsdbError::malformed("stream line", format!("{e} in {:?}", String::from_utf8_lossy(&line[..line.len().min(120)])))
+        EsdbError::malformed(
+            "stream line",
+            format!("{e} in {:?}", String::from_utf8_lossy(&line[..line.len().min(120)])),
+        )
     })?;
     let kind = match parsed.kind.as_str() {
         "event" => "event",
@@ -236,7 +245,8 @@ impl Inner {
         let Some((name, schema_version)) = wire::parse_esdb_type(&self.config.type_prefix, &event.event_type) else {
             return Ok(None);
         };
-        let position: u64 = event.id.parse().map_err(|_| EsdbError::malformed("event id", format!("{:?}", event.id)))?;
+        let position: u64 =
+            event.id.parse().map_err(|_| EsdbError::malformed("event id", format!("{:?}", event.id)))?;
         let envelope: EnvelopeIn = serde_json::from_str(event.data.get()).map_err(|e| StoreError::Corrupt {
             stream: stream.clone(),
             version: 0,
@@ -422,7 +432,11 @@ impl EventStore for EsdbStore {
 
 /// Follows the log from the server id `next_id` on, reconnecting after
 /// faults from the last id seen.
-fn subscribe(inner: Arc<Inner>, next_id: u64, filter: EventFilter) -> impl Stream<Item = Result<Arc<RecordedEvent>, StoreError>> {
+fn subscribe(
+    inner: Arc<Inner>,
+    next_id: u64,
+    filter: EventFilter,
+) -> impl Stream<Item = Result<Arc<RecordedEvent>, StoreError>> {
     struct State {
         inner: Arc<Inner>,
         filter: EventFilter,
@@ -478,7 +492,8 @@ fn subscribe(inner: Arc<Inner>, next_id: u64, filter: EventFilter) -> impl Strea
                 Err(error) => Err(error.into()),
             };
             let record = event.and_then(|event| {
-                let id: u64 = event.id.parse().map_err(|_| EsdbError::malformed("event id", format!("{:?}", event.id)))?;
+                let id: u64 =
+                    event.id.parse().map_err(|_| EsdbError::malformed("event id", format!("{:?}", event.id)))?;
                 if id < state.next_id {
                     return Ok(None); // already delivered before a reconnection
                 }

@@ -262,12 +262,13 @@ async fn server_header(
     response
 }
 
-fn authorized(shared: &Shared, headers: &HeaderMap) -> Result<(), Response> {
+fn authorized(shared: &Shared, headers: &HeaderMap) -> bool {
     let expected = format!("Bearer {}", shared.options.token);
-    match headers.get(header::AUTHORIZATION) {
-        Some(value) if value.as_bytes() == expected.as_bytes() => Ok(()),
-        _ => Err((StatusCode::UNAUTHORIZED, "Unauthorized").into_response()),
-    }
+    headers.get(header::AUTHORIZATION).is_some_and(|value| value.as_bytes() == expected.as_bytes())
+}
+
+fn unauthorized() -> Response {
+    (StatusCode::UNAUTHORIZED, "Unauthorized").into_response()
 }
 
 fn bad_request(message: impl Into<String>) -> Response {
@@ -293,8 +294,8 @@ async fn ping() -> Response {
 }
 
 async fn verify_api_token(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
-    if let Err(response) = authorized(&shared, &headers) {
-        return response;
+    if !authorized(&shared, &headers) {
+        return unauthorized();
     }
     management("/api/v1/verify-api-token", "io.eventsourcingdb.api.api-token-verified")
 }
@@ -350,8 +351,8 @@ fn placeholder_hash(id: usize) -> String {
 
 async fn write_events(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
     shared.record("write-events", &body);
-    if let Err(response) = authorized(&shared, &headers) {
-        return response;
+    if !authorized(&shared, &headers) {
+        return unauthorized();
     }
     let body: WriteBody = match serde_json::from_slice(&body) {
         Ok(body) => body,
@@ -362,7 +363,10 @@ async fn write_events(State(shared): State<Arc<Shared>>, headers: HeaderMap, bod
     }
     for event in &body.events {
         if event.source.is_empty() || !valid_subject(&event.subject) || !valid_type(&event.event_type) {
-            return bad_request(format!("invalid event candidate (subject {:?}, type {:?})", event.subject, event.event_type));
+            return bad_request(format!(
+                "invalid event candidate (subject {:?}, type {:?})",
+                event.subject, event.event_type
+            ));
         }
         if !event.data.get().trim_start().starts_with('{') {
             return bad_request("data must be a JSON object");
@@ -374,11 +378,9 @@ async fn write_events(State(shared): State<Arc<Shared>>, headers: HeaderMap, bod
             let holds = match precondition {
                 Precondition::Pristine { subject } => log.subjects.get(subject).is_none_or(Vec::is_empty),
                 Precondition::Populated { subject } => log.subjects.get(subject).is_some_and(|s| !s.is_empty()),
-                Precondition::OnEventId { subject, event_id } => log
-                    .subjects
-                    .get(subject)
-                    .and_then(|s| s.last())
-                    .is_some_and(|&i| log.events[i].id == *event_id),
+                Precondition::OnEventId { subject, event_id } => {
+                    log.subjects.get(subject).and_then(|s| s.last()).is_some_and(|&i| log.events[i].id == *event_id)
+                }
             };
             if !holds {
                 return (StatusCode::CONFLICT, "precondition failed").into_response();
@@ -506,8 +508,8 @@ fn ndjson(lines: Vec<Bytes>) -> Response {
 
 async fn read_events(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
     shared.record("read-events", &body);
-    if let Err(response) = authorized(&shared, &headers) {
-        return response;
+    if !authorized(&shared, &headers) {
+        return unauthorized();
     }
     let body: ReadBody = match serde_json::from_slice(&body) {
         Ok(body) => body,
@@ -572,8 +574,8 @@ async fn observe_events(State(shared): State<Arc<Shared>>, headers: HeaderMap, b
         pending: std::collections::VecDeque<Step>,
     }
     shared.record("observe-events", &body);
-    if let Err(response) = authorized(&shared, &headers) {
-        return response;
+    if !authorized(&shared, &headers) {
+        return unauthorized();
     }
     let body: ReadBody = match serde_json::from_slice(&body) {
         Ok(body) => body,
@@ -629,7 +631,8 @@ async fn observe_events(State(shared): State<Arc<Shared>>, headers: HeaderMap, b
                     }
                     if o.garbage_after == Some(o.sent) {
                         o.garbage_after = None;
-                        o.pending.push_back(Step::Line(Bytes::from_static(b"{\"type\":\"event\",\"payload\":{not json\n")));
+                        o.pending
+                            .push_back(Step::Line(Bytes::from_static(b"{\"type\":\"event\",\"payload\":{not json\n")));
                     }
                     o.pending.push_back(Step::Line(event_line(event)));
                     o.sent += 1;
@@ -661,8 +664,8 @@ async fn register_event_schema(State(shared): State<Arc<Shared>>, headers: Heade
         schema: serde_json::Value,
     }
     shared.record("register-event-schema", &body);
-    if let Err(response) = authorized(&shared, &headers) {
-        return response;
+    if !authorized(&shared, &headers) {
+        return unauthorized();
     }
     let body: Body = match serde_json::from_slice(&body) {
         Ok(body) => body,
@@ -685,8 +688,8 @@ async fn read_subjects(State(shared): State<Arc<Shared>>, headers: HeaderMap, bo
     struct Body {
         base_subject: String,
     }
-    if let Err(response) = authorized(&shared, &headers) {
-        return response;
+    if !authorized(&shared, &headers) {
+        return unauthorized();
     }
     let body: Body = match serde_json::from_slice(&body) {
         Ok(body) => body,
@@ -709,8 +712,8 @@ async fn read_subjects(State(shared): State<Arc<Shared>>, headers: HeaderMap, bo
 }
 
 async fn run_eventql_query(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
-    if let Err(response) = authorized(&shared, &headers) {
-        return response;
+    if !authorized(&shared, &headers) {
+        return unauthorized();
     }
     bad_request("the Orchestrix test server does not implement EventQL")
 }

@@ -314,7 +314,10 @@ mod tests {
     fn types_round_trip() {
         assert_eq!(esdb_type("io.orchestrix", "AccountOpened", 1), "io.orchestrix.AccountOpened.v1");
         assert_eq!(parse_esdb_type("io.orchestrix", "io.orchestrix.AccountOpened.v12"), Some(("AccountOpened", 12)));
-        assert_eq!(parse_esdb_type("io.orchestrix", "io.orchestrix.Account.Opened-v1.v3"), Some(("Account.Opened-v1", 3)));
+        assert_eq!(
+            parse_esdb_type("io.orchestrix", "io.orchestrix.Account.Opened-v1.v3"),
+            Some(("Account.Opened-v1", 3))
+        );
         assert_eq!(parse_esdb_type("io.orchestrix", "com.other.AccountOpened.v1"), None);
         assert_eq!(parse_esdb_type("io.orchestrix", "io.orchestrix.AccountOpened"), None);
         assert!(validate_event_type("Account.Opened-v1").is_ok());
