@@ -25,6 +25,8 @@
 
 #[cfg(feature = "_sql")]
 mod common;
+#[cfg(feature = "eventsourcingdb")]
+pub mod eventsourcingdb;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 #[cfg(feature = "sqlite")]

@@ -1,0 +1,36 @@
+//! Runs the Orchestrix stand-in EventSourcingDB server on its own.
+//!
+//! ```text
+//! esdb-test-server [--port 3000] [--token secret] [--v2]
+//! ```
+//!
+//! The token can also come from `ORCHESTRIX_ESDB_TOKEN`.
+
+use std::net::SocketAddr;
+
+use orchestrix_adapters::eventsourcingdb::test_server::{TestServer, TestServerOptions};
+
+#[tokio::main]
+async fn main() -> std::io::Result<()> {
+    let mut options = TestServerOptions::default();
+    if let Ok(token) = std::env::var(orchestrix_adapters::eventsourcingdb::TOKEN_ENV) {
+        options.token = token;
+    }
+    let mut port = 3000_u16;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--port" => port = args.next().and_then(|p| p.parse().ok()).unwrap_or(port),
+            "--token" => options.token = args.next().unwrap_or_default(),
+            "--v2" => options.offer_v2 = true,
+            _ => {
+                eprintln!("usage: esdb-test-server [--port PORT] [--token TOKEN] [--v2]");
+                std::process::exit(2);
+            }
+        }
+    }
+    let server = TestServer::bind(SocketAddr::from(([127, 0, 0, 1], port)), options).await?;
+    println!("EventSourcingDB test server listening on {}", server.url());
+    server.wait().await;
+    Ok(())
+}

@@ -1,0 +1,169 @@
+//! Configuration of the EventSourcingDB adapter.
+
+use std::fmt;
+use std::time::Duration;
+
+use orchestrix::StoreError;
+
+/// The environment variable [`EsdbConfig::from_env`] reads the URL from.
+pub const URL_ENV: &str = "ORCHESTRIX_ESDB_URL";
+/// The environment variable [`EsdbConfig::from_env`] reads the API token from.
+pub const TOKEN_ENV: &str = "ORCHESTRIX_ESDB_TOKEN";
+
+/// An API token. It is never shown: `Debug` prints `ApiToken(<redacted>)`
+/// and it has no `Display`.
+///
+/// ```
+/// use orchestrix_adapters::eventsourcingdb::ApiToken;
+///
+/// let token = ApiToken::new("secret");
+/// assert_eq!(format!("{token:?}"), "ApiToken(<redacted>)");
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiToken(String);
+
+impl ApiToken {
+    /// Wraps a token.
+    pub fn new(token: impl Into<String>) -> Self {
+        Self(token.into())
+    }
+
+    pub(crate) fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ApiToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ApiToken(<redacted>)")
+    }
+}
+
+/// Where the EventSourcingDB server is and how the adapter maps onto it.
+///
+/// ```
+/// use std::time::Duration;
+/// use orchestrix_adapters::eventsourcingdb::EsdbConfig;
+///
+/// let config = EsdbConfig::new("http://localhost:3000", "secret")
+///     .with_source("https://bank.example.com")
+///     .with_type_prefix("com.example.bank")
+///     .with_request_timeout(Duration::from_secs(5));
+/// assert!(!format!("{config:?}").contains("secret"));
+/// ```
+#[derive(Clone)]
+pub struct EsdbConfig {
+    base_url: String,
+    pub(crate) api_token: ApiToken,
+    pub(crate) source: String,
+    pub(crate) type_prefix: String,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) request_timeout: Duration,
+    pub(crate) heartbeat_timeout: Duration,
+    pub(crate) reconnect_min: Duration,
+    pub(crate) reconnect_max: Duration,
+    pub(crate) any_retries: u32,
+}
+
+impl fmt::Debug for EsdbConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EsdbConfig")
+            .field("base_url", &self.base_url)
+            .field("api_token", &self.api_token)
+            .field("source", &self.source)
+            .field("type_prefix", &self.type_prefix)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("request_timeout", &self.request_timeout)
+            .field("heartbeat_timeout", &self.heartbeat_timeout)
+            .field("reconnect", &(self.reconnect_min..self.reconnect_max))
+            .finish_non_exhaustive()
+    }
+}
+
+impl EsdbConfig {
+    /// A configuration for the server at `base_url` (for example
+    /// `http://localhost:3000`) with the given token and the defaults:
+    /// source `https://orchestrix.invalid`, type prefix `io.orchestrix`,
+    /// 5 s to connect, 30 s per request, 30 s without a line (event or
+    /// heartbeat) before an observation reconnects, reconnecting after
+    /// 50 ms doubling up to 5 s.
+    pub fn new(base_url: impl Into<String>, api_token: impl Into<String>) -> Self {
+        Self {
+            base_url: base_url.into().trim_end_matches('/').to_owned(),
+            api_token: ApiToken::new(api_token),
+            source: "https://orchestrix.invalid".to_owned(),
+            type_prefix: "io.orchestrix".to_owned(),
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(30),
+            heartbeat_timeout: Duration::from_secs(30),
+            reconnect_min: Duration::from_millis(50),
+            reconnect_max: Duration::from_secs(5),
+            any_retries: 64,
+        }
+    }
+
+    /// Reads the URL from `ORCHESTRIX_ESDB_URL` and the token from
+    /// `ORCHESTRIX_ESDB_TOKEN`. The error names the missing variable, never
+    /// the token.
+    pub fn from_env() -> Result<Self, StoreError> {
+        let read = |name: &str| {
+            std::env::var(name)
+                .map_err(|_| StoreError::InvalidInput(format!("the environment variable `{name}` is not set")))
+        };
+        Ok(Self::new(read(URL_ENV)?, read(TOKEN_ENV)?))
+    }
+
+    /// The CloudEvent `source` of every event written.
+    pub fn with_source(mut self, source: impl Into<String>) -> Self {
+        self.source = source.into();
+        self
+    }
+
+    /// The reverse-DNS prefix of event types: `<prefix>.<Type>.v<N>`.
+    pub fn with_type_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.type_prefix = prefix.into();
+        self
+    }
+
+    /// How long connecting may take.
+    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// How long a request may wait for an answer, and a read for its next line.
+    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// How long an observation may stay silent (no event, no heartbeat)
+    /// before the adapter reconnects.
+    pub fn with_heartbeat_timeout(mut self, timeout: Duration) -> Self {
+        self.heartbeat_timeout = timeout;
+        self
+    }
+
+    /// The back-off between reconnections of a subscription: from `min`,
+    /// doubling, up to `max`.
+    pub fn with_reconnect_backoff(mut self, min: Duration, max: Duration) -> Self {
+        self.reconnect_min = min;
+        self.reconnect_max = max.max(min);
+        self
+    }
+
+    /// The base URL, without a trailing slash.
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// The CloudEvent source.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// The event type prefix.
+    pub fn type_prefix(&self) -> &str {
+        &self.type_prefix
+    }
+}

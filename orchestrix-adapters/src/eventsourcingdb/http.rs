@@ -1,0 +1,305 @@
+//! The HTTP layer: requests with the token, the server-header check, status
+//! mapping and NDJSON lines with an idle timeout.
+
+use std::fmt;
+use std::pin::Pin;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_core::Stream;
+use futures_util::StreamExt;
+use orchestrix::StoreError;
+use reqwest::header::{HeaderValue, AUTHORIZATION, SERVER};
+use serde::Serialize;
+
+use super::config::{ApiToken, EsdbConfig};
+
+/// What went wrong talking to EventSourcingDB. It never contains the API
+/// token. [`StoreError::Unavailable`] or [`StoreError::Backend`] wraps it;
+/// downcast the source to read it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EsdbError {
+    /// The server could not be reached or dropped the connection.
+    #[error("cannot reach EventSourcingDB at {url}: {reason}")]
+    Connection {
+        /// The URL requested (it never holds the token).
+        url: String,
+        /// What the HTTP client reported.
+        reason: String,
+    },
+    /// The server took longer than the configured timeout.
+    #[error("EventSourcingDB at {url} did not answer within {timeout:?}")]
+    Timeout {
+        /// The URL requested.
+        url: String,
+        /// The timeout that expired.
+        timeout: Duration,
+    },
+    /// The server refused the API token (401).
+    #[error("EventSourcingDB refused the API token (401 Unauthorized); check `ORCHESTRIX_ESDB_TOKEN` or the configured token")]
+    Unauthorized,
+    /// The answer did not carry a `Server: EventSourcingDB/...` header.
+    #[error("the server at {url} is not EventSourcingDB: its `Server` header is {found:?}")]
+    NotEventSourcingDb {
+        /// The URL requested.
+        url: String,
+        /// The `Server` header found, if any.
+        found: Option<String>,
+    },
+    /// A precondition failed (409); nothing was written.
+    #[error("a write precondition failed (409 Conflict)")]
+    Conflict,
+    /// Any other error status.
+    #[error("EventSourcingDB answered {status} to {url}: {body}")]
+    Status {
+        /// The HTTP status code.
+        status: u16,
+        /// The URL requested.
+        url: String,
+        /// The start of the answer's body.
+        body: String,
+    },
+    /// The server sent something that is not what its API documents.
+    #[error("EventSourcingDB sent a malformed {what}: {detail}")]
+    Malformed {
+        /// What was being parsed.
+        what: &'static str,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// The server sent an `error` line in a stream.
+    #[error("EventSourcingDB reported an error in the stream: {0}")]
+    Stream(String),
+}
+
+impl EsdbError {
+    /// Whether retrying later may succeed (connection, timeout, 5xx).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Connection { .. } | Self::Timeout { .. } | Self::Stream(_) => true,
+            Self::Status { status, .. } => *status >= 500,
+            _ => false,
+        }
+    }
+
+    pub(crate) fn malformed(what: &'static str, detail: impl fmt::Display) -> Self {
+        let mut detail = detail.to_string();
+        truncate(&mut detail, 200);
+        Self::Malformed { what, detail }
+    }
+}
+
+impl From<EsdbError> for StoreError {
+    fn from(error: EsdbError) -> Self {
+        if error.is_transient() {
+            StoreError::Unavailable(Box::new(error))
+        } else {
+            StoreError::Backend(Box::new(error))
+        }
+    }
+}
+
+fn truncate(text: &mut String, max: usize) {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push('…');
+    }
+}
+
+/// An HTTP client bound to one server, one API version and one token.
+pub(crate) struct Http {
+    client: reqwest::Client,
+    /// `<base URL>/api/v1` or `/api/v2`, without a trailing slash.
+    api: String,
+    authorization: HeaderValue,
+    request_timeout: Duration,
+}
+
+impl fmt::Debug for Http {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Http").field("api", &self.api).field("token", &"<redacted>").finish_non_exhaustive()
+    }
+}
+
+pub(crate) type Lines = Pin<Box<dyn Stream<Item = Result<Bytes, EsdbError>> + Send>>;
+
+impl Http {
+    pub(crate) fn new(config: &EsdbConfig, api_version: &str) -> Result<Self, StoreError> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(config.connect_timeout)
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|e| StoreError::Backend(Box::new(EsdbError::malformed("client configuration", e))))?;
+        Ok(Self {
+            client,
+            api: format!("{}/api/{api_version}", config.base_url()),
+            authorization: bearer(&config.api_token)?,
+            request_timeout: config.request_timeout,
+        })
+    }
+
+    pub(crate) fn api_url(&self) -> &str {
+        &self.api
+    }
+
+    fn url(&self, endpoint: &str) -> String {
+        format!("{}/{endpoint}", self.api)
+    }
+
+    fn request(&self, method: reqwest::Method, url: &str) -> reqwest::RequestBuilder {
+        self.client.request(method, url).header(AUTHORIZATION, self.authorization.clone())
+    }
+
+    /// GETs `endpoint` and parses the JSON answer.
+    pub(crate) async fn get_json(&self, endpoint: &str) -> Result<serde_json::Value, EsdbError> {
+        let url = self.url(endpoint);
+        let response = self.send(&url, self.request(reqwest::Method::GET, &url)).await?;
+        self.json(&url, response).await
+    }
+
+    /// POSTs `body` to `endpoint` and returns the raw answer bytes.
+    pub(crate) async fn post<B: Serialize + ?Sized>(&self, endpoint: &str, body: &B) -> Result<Bytes, EsdbError> {
+        let url = self.url(endpoint);
+        let response = self.send(&url, self.request(reqwest::Method::POST, &url).json(body)).await?;
+        let timeout = self.request_timeout;
+        match tokio::time::timeout(timeout, response.bytes()).await {
+            Ok(Ok(bytes)) => Ok(bytes),
+            Ok(Err(error)) => Err(connection(&url, &error)),
+            Err(_) => Err(EsdbError::Timeout { url, timeout }),
+        }
+    }
+
+    /// POSTs `body` to a streaming endpoint and returns its NDJSON lines;
+    /// a line that does not arrive within `idle` ends the stream with
+    /// [`EsdbError::Timeout`].
+    pub(crate) async fn post_lines<B: Serialize + ?Sized>(
+        &self,
+        endpoint: &str,
+        body: &B,
+        idle: Duration,
+    ) -> Result<Lines, EsdbError> {
+        let url = self.url(endpoint);
+        let response = self.send(&url, self.request(reqwest::Method::POST, &url).json(body)).await?;
+        Ok(lines(url, response, idle))
+    }
+
+    async fn send(&self, url: &str, request: reqwest::RequestBuilder) -> Result<reqwest::Response, EsdbError> {
+        let timeout = self.request_timeout;
+        let response = match tokio::time::timeout(timeout, request.send()).await {
+            Ok(Ok(response)) => response,
+            Ok(Err(error)) => return Err(connection(url, &error)),
+            Err(_) => return Err(EsdbError::Timeout { url: url.to_owned(), timeout }),
+        };
+        check_server_header(url, &response)?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        match status.as_u16() {
+            401 => Err(EsdbError::Unauthorized),
+            409 => Err(EsdbError::Conflict),
+            code => {
+                let mut body =
+                    tokio::time::timeout(timeout, response.text()).await.ok().and_then(Result::ok).unwrap_or_default();
+                truncate(&mut body, 500);
+                Err(EsdbError::Status { status: code, url: url.to_owned(), body })
+            }
+        }
+    }
+
+    async fn json(&self, url: &str, response: reqwest::Response) -> Result<serde_json::Value, EsdbError> {
+        let timeout = self.request_timeout;
+        let bytes = match tokio::time::timeout(timeout, response.bytes()).await {
+            Ok(Ok(bytes)) => bytes,
+            Ok(Err(error)) => return Err(connection(url, &error)),
+            Err(_) => return Err(EsdbError::Timeout { url: url.to_owned(), timeout }),
+        };
+        serde_json::from_slice(&bytes).map_err(|e| EsdbError::malformed("JSON answer", e))
+    }
+}
+
+fn bearer(token: &ApiToken) -> Result<HeaderValue, StoreError> {
+    let mut value = HeaderValue::from_str(&format!("Bearer {}", token.expose())).map_err(|_| {
+        StoreError::InvalidInput("the EventSourcingDB API token contains characters not allowed in a header".to_owned())
+    })?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
+fn connection(url: &str, error: &reqwest::Error) -> EsdbError {
+    // Render the chain without the request (no headers, so no token).
+    let mut reason = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        reason.push_str(": ");
+        reason.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    if error.is_timeout() {
+        return EsdbError::Timeout { url: url.to_owned(), timeout: Duration::ZERO };
+    }
+    EsdbError::Connection { url: url.to_owned(), reason }
+}
+
+/// Refuses answers without `Server: EventSourcingDB/...`, as the official
+/// clients do.
+pub(crate) fn check_server_header(url: &str, response: &reqwest::Response) -> Result<(), EsdbError> {
+    let found = response.headers().get(SERVER).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    match found {
+        Some(server) if server.starts_with("EventSourcingDB/") => Ok(()),
+        found => Err(EsdbError::NotEventSourcingDb { url: url.to_owned(), found }),
+    }
+}
+
+/// Splits a response body into lines, with an idle timeout between chunks.
+fn lines(url: String, response: reqwest::Response, idle: Duration) -> Lines {
+    struct State {
+        url: String,
+        body: Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>,
+        buffer: Vec<u8>,
+        done: bool,
+        idle: Duration,
+    }
+    let state = State { url, body: Box::pin(response.bytes_stream()), buffer: Vec::new(), done: false, idle };
+    futures_util::stream::unfold(state, |mut state| async move {
+        loop {
+            if let Some(end) = state.buffer.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = state.buffer.drain(..=end).collect();
+                let line = &line[..line.len() - 1];
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                return Some((Ok(Bytes::copy_from_slice(line)), state));
+            }
+            if state.done {
+                if state.buffer.iter().all(u8::is_ascii_whitespace) {
+                    return None;
+                }
+                let rest = std::mem::take(&mut state.buffer);
+                return Some((Ok(Bytes::from(rest)), state));
+            }
+            match tokio::time::timeout(state.idle, state.body.next()).await {
+                Ok(Some(Ok(chunk))) => state.buffer.extend_from_slice(&chunk),
+                Ok(Some(Err(error))) => {
+                    let error = connection(&state.url, &error);
+                    state.done = true;
+                    state.buffer.clear();
+                    return Some((Err(error), state));
+                }
+                Ok(None) => state.done = true,
+                Err(_) => {
+                    let error = EsdbError::Timeout { url: state.url.clone(), timeout: state.idle };
+                    state.done = true;
+                    state.buffer.clear();
+                    return Some((Err(error), state));
+                }
+            }
+        }
+    })
+    .boxed()
+}

@@ -1,0 +1,27 @@
+//! The EventSourcingDB adapter: [`EsdbStore`], an event store and snapshot
+//! store on EventSourcingDB's HTTP API (ADR 0012).
+//!
+//! ```no_run
+//! use orchestrix_adapters::eventsourcingdb::{EsdbConfig, EsdbStore};
+//!
+//! # async fn run() -> Result<(), orchestrix::StoreError> {
+//! // ORCHESTRIX_ESDB_URL and ORCHESTRIX_ESDB_TOKEN
+//! let store = EsdbStore::connect(EsdbConfig::from_env()?.with_type_prefix("com.example.bank")).await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! With the feature `eventsourcingdb-test-server`, [`test_server`] holds a
+//! stand-in server written from the documented API, also runnable as the
+//! `esdb-test-server` binary.
+
+mod config;
+mod http;
+mod store;
+#[cfg(feature = "eventsourcingdb-test-server")]
+pub mod test_server;
+mod wire;
+
+pub use config::{ApiToken, EsdbConfig, TOKEN_ENV, URL_ENV};
+pub use http::EsdbError;
+pub use store::EsdbStore;

@@ -1,0 +1,614 @@
+//! [`EsdbStore`]: the event store and snapshot store on EventSourcingDB.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_core::Stream;
+use futures_util::{stream, StreamExt};
+use orchestrix::store::{EventFilter, EventStream, ExpectedVersion, Snapshot, SnapshotStore};
+use orchestrix::{EventStore, NewEvent, RecordedEvent, StoreError, StreamId};
+use serde_json::value::RawValue;
+
+use super::config::EsdbConfig;
+use super::http::{EsdbError, Http, Lines};
+use super::wire::{
+    self, Bound, EnvelopeIn, EnvelopeOut, EventCandidate, FromLatestEvent, Line, Precondition, ReadEvents, ReadOptions,
+    SnapshotData, WireEvent, WriteEvents,
+};
+
+/// An [`EventStore`] and [`SnapshotStore`] on EventSourcingDB's HTTP API.
+///
+/// - A stream is the subject `/<aggregate type>/<id>` (both parts
+///   percent-encoded); its snapshots live below it, at
+///   `/<aggregate type>/<id>/snapshots`.
+/// - An event's type is `<prefix>.<type>.v<schema version>`; its data is an
+///   envelope `{"streamVersion", "data", "metadata"}`; `traceparent` and
+///   `tracestate` travel as CloudEvent fields. The server assigns ids and
+///   times: the global position is the server's id + 1, the event id a
+///   UUID v7 made from the server's time and id.
+/// - Appends are atomic server-side through the preconditions
+///   `isSubjectPristine` and `isSubjectOnEventId`; a 409 becomes
+///   [`StoreError::WrongExpectedVersion`].
+/// - Subscriptions observe the log, skip heartbeats and reconnect from the
+///   last id seen with back-off, so no event is delivered twice.
+///
+/// Cloning is cheap; clones share one connection pool.
+#[derive(Debug, Clone)]
+pub struct EsdbStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    http: Http,
+    config: EsdbConfig,
+    snapshot_type: String,
+    snapshots_deleted_type: String,
+}
+
+/// The last event of a subject: its id and its stream version.
+struct Latest {
+    id: String,
+    version: u64,
+}
+
+impl EsdbStore {
+    /// Connects: pings `/api/v2/ping` and speaks v2 if it answers, else
+    /// v1; then pings and verifies the API token.
+    pub async fn connect(config: EsdbConfig) -> Result<Self, StoreError> {
+        let v2 = Http::new(&config, "v2")?;
+        let api_version = match v2.get_json("ping").await {
+            Ok(answer) if is_type(&answer, "io.eventsourcingdb.api.ping-received") => "v2",
+            _ => "v1",
+        };
+        let store = Self::unchecked(config, api_version)?;
+        let ping = store.inner.http.get_json("ping").await?;
+        if !is_type(&ping, "io.eventsourcingdb.api.ping-received") {
+            return Err(
+                EsdbError::malformed("ping answer", "its type is not `io.eventsourcingdb.api.ping-received`").into()
+            );
+        }
+        store.verify_api_token().await?;
+        tracing::debug!(api = store.inner.http.api_url(), "connected to EventSourcingDB");
+        Ok(store)
+    }
+
+    /// A store that speaks `api_version` (`"v1"` or `"v2"`) without
+    /// contacting the server first.
+    pub fn unchecked(config: EsdbConfig, api_version: &str) -> Result<Self, StoreError> {
+        let http = Http::new(&config, api_version)?;
+        let snapshot_type = wire::esdb_type(&config.type_prefix, "snapshot-taken", 1);
+        let snapshots_deleted_type = wire::esdb_type(&config.type_prefix, "snapshots-deleted", 1);
+        Ok(Self { inner: Arc::new(Inner { http, config, snapshot_type, snapshots_deleted_type }) })
+    }
+
+    /// The API base this store speaks, for example `http://host:3000/api/v1`.
+    pub fn api_url(&self) -> &str {
+        self.inner.http.api_url()
+    }
+
+    /// Asks the server whether the token is valid.
+    pub async fn verify_api_token(&self) -> Result<(), StoreError> {
+        let answer = self.inner.http.post("verify-api-token", &serde_json::json!({})).await?;
+        let answer: serde_json::Value =
+            serde_json::from_slice(&answer).map_err(|e| EsdbError::malformed("verify-api-token answer", e))?;
+        if is_type(&answer, "io.eventsourcingdb.api.api-token-verified") {
+            Ok(())
+        } else {
+            Err(EsdbError::Unauthorized.into())
+        }
+    }
+
+    /// Runs an EventQL query and streams its rows as JSON, unchanged.
+    pub fn run_eventql_query(
+        &self,
+        query: &str,
+    ) -> impl Stream<Item = Result<serde_json::Value, StoreError>> + Send + 'static {
+        let inner = Arc::clone(&self.inner);
+        let body = serde_json::json!({ "query": query });
+        stream::once(
+            async move { inner.http.post_lines("run-eventql-query", &body, inner.config.request_timeout).await },
+        )
+        .flat_map(|lines| match lines {
+            Ok(lines) => lines.boxed(),
+            Err(error) => stream::once(async move { Err(error) }).boxed(),
+        })
+        .filter_map(|line| async move {
+            let line = match line {
+                Ok(line) => line,
+                Err(error) => return Some(Err(StoreError::from(error))),
+            };
+            match parse_line(&line) {
+                Ok(Some(("row", payload))) => {
+                    Some(serde_json::from_str(payload.get()).map_err(|e| EsdbError::malformed("EventQL row", e).into()))
+                }
+                Ok(Some(("error", payload))) => Some(Err(EsdbError::Stream(payload.get().to_owned()).into())),
+                Ok(_) => None,
+                Err(error) => Some(Err(error.into())),
+            }
+        })
+    }
+
+    /// Registers a JSON schema for the EventSourcingDB type of
+    /// `event_type` at `schema_version`; the server then refuses events of
+    /// that type whose data does not match. The schema describes the whole
+    /// stored data, that is the envelope (see ADR 0012).
+    pub async fn register_event_schema(
+        &self,
+        event_type: &str,
+        schema_version: u32,
+        schema: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        wire::validate_event_type(event_type)?;
+        let body = serde_json::json!({
+            "eventType": wire::esdb_type(&self.inner.config.type_prefix, event_type, schema_version),
+            "schema": schema,
+        });
+        self.inner.http.post("register-event-schema", &body).await?;
+        Ok(())
+    }
+
+    async fn latest(&self, subject: &str) -> Result<Option<Latest>, StoreError> {
+        let body = ReadEvents {
+            subject: subject.to_owned(),
+            options: ReadOptions { recursive: false, order: Some("antichronological"), ..ReadOptions::default() },
+        };
+        let mut events = Box::pin(read_raw(Arc::clone(&self.inner), "read-events", body));
+        let Some(event) = events.next().await else { return Ok(None) };
+        let event = event?;
+        let envelope: EnvelopeIn = serde_json::from_str(event.data.get())
+            .map_err(|e| EsdbError::malformed("event envelope", format!("event {}: {e}", event.id)))?;
+        Ok(Some(Latest { id: event.id, version: envelope.stream_version }))
+    }
+
+    async fn write(&self, body: &WriteEvents<'_>) -> Result<Vec<WireEvent>, EsdbError> {
+        let answer = self.inner.http.post("write-events", body).await?;
+        serde_json::from_slice(&answer).map_err(|e| EsdbError::malformed("write-events answer", e))
+    }
+}
+
+fn is_type(answer: &serde_json::Value, expected: &str) -> bool {
+    answer.get("type").and_then(serde_json::Value::as_str) == Some(expected)
+}
+
+/// Parses an NDJSON line into its type and payload.
+fn parse_line(line: &Bytes) -> Result<Option<(&str, Box<RawValue>)>, EsdbError> {
+    let parsed: Line = serde_json::from_slice(line).map_err(|e| {
+        EsdbError::malformed(
+            "stream line",
+            format!("{e} in {:?}", String::from_utf8_lossy(&line[..line.len().min(120)])),
+        )
+    })?;
+    let kind = match parsed.kind.as_str() {
+        "event" => "event",
+        "heartbeat" => return Ok(None),
+        "error" => "error",
+        "row" => "row",
+        other => return Err(EsdbError::malformed("stream line", format!("unknown line type `{other}`"))),
+    };
+    let payload = parsed.payload.ok_or_else(|| EsdbError::malformed("stream line", "a line without payload"))?;
+    Ok(Some((kind, payload)))
+}
+
+/// Streams the events of a `read-events` answer (heartbeats skipped, an
+/// `error` line or a broken line ends it with an error).
+fn read_raw(
+    inner: Arc<Inner>,
+    endpoint: &'static str,
+    body: ReadEvents,
+) -> impl Stream<Item = Result<WireEvent, StoreError>> + Send + 'static {
+    enum State {
+        Start(Arc<Inner>, ReadEvents),
+        Reading(Lines),
+        Done,
+    }
+    stream::unfold(State::Start(inner, body), move |state| async move {
+        let mut lines = match state {
+            State::Done => return None,
+            State::Reading(lines) => lines,
+            State::Start(inner, body) => {
+                match inner.http.post_lines(endpoint, &body, inner.config.request_timeout).await {
+                    Ok(lines) => lines,
+                    Err(error) => return Some((Err(error.into()), State::Done)),
+                }
+            }
+        };
+        loop {
+            let line = match lines.next().await? {
+                Ok(line) => line,
+                Err(error) => return Some((Err(error.into()), State::Done)),
+            };
+            match parse_line(&line) {
+                Ok(None) => {}
+                Ok(Some(("event", payload))) => {
+                    return Some(match serde_json::from_str::<WireEvent>(payload.get()) {
+                        Ok(event) => (Ok(event), State::Reading(lines)),
+                        Err(e) => (Err(EsdbError::malformed("event", e).into()), State::Done),
+                    });
+                }
+                Ok(Some((_, payload))) => {
+                    return Some((Err(EsdbError::Stream(payload.get().to_owned()).into()), State::Done));
+                }
+                Err(error) => return Some((Err(error.into()), State::Done)),
+            }
+        }
+    })
+}
+
+impl Inner {
+    /// The record of a server event, or `None` for an event that is not
+    /// one of this adapter's stream events (a snapshot, another writer's).
+    fn record(&self, event: WireEvent) -> Result<Option<RecordedEvent>, StoreError> {
+        let Some(stream) = wire::parse_stream_subject(&event.subject) else { return Ok(None) };
+        let Some((name, schema_version)) = wire::parse_esdb_type(&self.config.type_prefix, &event.event_type) else {
+            return Ok(None);
+        };
+        let position: u64 =
+            event.id.parse().map_err(|_| EsdbError::malformed("event id", format!("{:?}", event.id)))?;
+        let envelope: EnvelopeIn = serde_json::from_str(event.data.get()).map_err(|e| StoreError::Corrupt {
+            stream: stream.clone(),
+            version: 0,
+            reason: format!("event {} has no Orchestrix envelope: {e}", event.id),
+        })?;
+        let mut metadata = envelope.metadata;
+        if event.traceparent.is_some() {
+            metadata.traceparent = event.traceparent;
+            metadata.tracestate = event.tracestate;
+        }
+        Ok(Some(RecordedEvent {
+            id: wire::event_uuid(event.time, position),
+            stream,
+            stream_version: envelope.stream_version,
+            global_position: position + 1,
+            recorded_at: event.time,
+            event_type: name.to_owned(),
+            schema_version,
+            data: envelope.data,
+            metadata,
+        }))
+    }
+
+    fn backoff(&self, attempt: u32) -> Duration {
+        let factor = 1_u32 << attempt.min(16);
+        self.config.reconnect_min.saturating_mul(factor).min(self.config.reconnect_max)
+    }
+}
+
+fn read_body(subject: String, recursive: bool, from_position: u64, order: Option<&'static str>) -> ReadEvents {
+    let lower_bound = (from_position > 1).then(|| Bound::inclusive(from_position - 1));
+    ReadEvents { subject, options: ReadOptions { recursive, order, lower_bound, from_latest_event: None } }
+}
+
+#[async_trait]
+impl EventStore for EsdbStore {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<Vec<Arc<RecordedEvent>>, StoreError> {
+        let config = &self.inner.config;
+        let mut types = Vec::with_capacity(events.len());
+        for event in &events {
+            wire::validate_event_type(&event.event_type)?;
+            types.push(wire::esdb_type(&config.type_prefix, &event.event_type, event.schema_version));
+        }
+        let subject = wire::stream_subject(stream);
+        let mut latest = self.latest(&subject).await?;
+        let mut attempt = 0;
+        loop {
+            let actual = latest.as_ref().map(|l| l.version);
+            if !expected.admits(actual) {
+                return Err(StoreError::WrongExpectedVersion { stream: stream.clone(), expected, actual });
+            }
+            if events.is_empty() {
+                return Ok(Vec::new());
+            }
+            let first = actual.unwrap_or(0) + 1;
+            let mut candidates = Vec::with_capacity(events.len());
+            for (offset, (event, event_type)) in events.iter().zip(&types).enumerate() {
+                let (traceparent, tracestate, metadata) = wire::split_metadata(&event.metadata);
+                let envelope = EnvelopeOut { stream_version: first + offset as u64, data: &event.data, metadata };
+                let data = serde_json::value::to_raw_value(&envelope)
+                    .map_err(|e| StoreError::InvalidInput(format!("cannot serialize the event envelope: {e}")))?;
+                candidates.push(EventCandidate {
+                    source: &config.source,
+                    subject: &subject,
+                    event_type: event_type.clone(),
+                    data,
+                    traceparent,
+                    tracestate,
+                });
+            }
+            let precondition = match &latest {
+                None => Precondition::IsSubjectPristine { subject: &subject },
+                Some(l) => Precondition::IsSubjectOnEventId { subject: &subject, event_id: &l.id },
+            };
+            let body = WriteEvents { events: candidates, preconditions: vec![precondition] };
+            match self.write(&body).await {
+                Ok(written) => {
+                    if written.len() != events.len() {
+                        return Err(EsdbError::malformed(
+                            "write-events answer",
+                            format!("{} events for a batch of {}", written.len(), events.len()),
+                        )
+                        .into());
+                    }
+                    let mut recorded = Vec::with_capacity(written.len());
+                    for event in written {
+                        let record = self.inner.record(event)?.ok_or_else(|| {
+                            EsdbError::malformed("write-events answer", "an event that is not the one written")
+                        })?;
+                        recorded.push(Arc::new(record));
+                    }
+                    return Ok(recorded);
+                }
+                Err(EsdbError::Conflict) => {
+                    drop(body);
+                    latest = self.latest(&subject).await?;
+                    attempt += 1;
+                    if expected != ExpectedVersion::Any || attempt > config.any_retries {
+                        let actual = latest.as_ref().map(|l| l.version);
+                        return Err(StoreError::WrongExpectedVersion { stream: stream.clone(), expected, actual });
+                    }
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+    }
+
+    fn read_stream<'a>(&'a self, stream: &'a StreamId, from_version: u64) -> EventStream<'a> {
+        let inner = Arc::clone(&self.inner);
+        let body = read_body(wire::stream_subject(stream), false, 0, None);
+        let mut count = 0_u64;
+        read_raw(Arc::clone(&inner), "read-events", body)
+            .filter_map(move |event| {
+                let result = event.and_then(|event| {
+                    count += 1;
+                    let id = event.id.clone();
+                    match inner.record(event)? {
+                        Some(record) if record.stream_version == count => Ok(Some(record)),
+                        Some(record) => Err(StoreError::Corrupt {
+                            stream: record.stream.clone(),
+                            version: count,
+                            reason: format!(
+                                "event {id} says it is version {}, but it is event {count} of its subject",
+                                record.stream_version
+                            ),
+                        }),
+                        None => Err(StoreError::Corrupt {
+                            stream: stream.clone(),
+                            version: count,
+                            reason: format!("event {id} on the stream's subject was not written by Orchestrix"),
+                        }),
+                    }
+                });
+                let item = match result {
+                    Ok(Some(record)) if record.stream_version >= from_version => Some(Ok(Arc::new(record))),
+                    Ok(_) => None,
+                    Err(error) => Some(Err(error)),
+                };
+                std::future::ready(item)
+            })
+            .boxed()
+    }
+
+    fn read_all<'a>(&'a self, from_position: u64, filter: &'a EventFilter) -> EventStream<'a> {
+        let inner = Arc::clone(&self.inner);
+        let body = read_body("/".to_owned(), true, from_position, None);
+        read_raw(Arc::clone(&inner), "read-events", body)
+            .filter_map(move |event| {
+                let item = match event.and_then(|event| inner.record(event)) {
+                    Ok(Some(record)) if filter.matches(&record.event_type) => Some(Ok(Arc::new(record))),
+                    Ok(_) => None,
+                    Err(error) => Some(Err(error)),
+                };
+                std::future::ready(item)
+            })
+            .boxed()
+    }
+
+    fn subscribe(&self, from_position: u64, filter: EventFilter) -> EventStream<'static> {
+        subscribe(Arc::clone(&self.inner), from_position.saturating_sub(1), filter).boxed()
+    }
+
+    async fn stream_version(&self, stream: &StreamId) -> Result<Option<u64>, StoreError> {
+        Ok(self.latest(&wire::stream_subject(stream)).await?.map(|l| l.version))
+    }
+
+    async fn head_position(&self) -> Result<Option<u64>, StoreError> {
+        let body = read_body("/".to_owned(), true, 0, Some("antichronological"));
+        let mut events = Box::pin(read_raw(Arc::clone(&self.inner), "read-events", body));
+        while let Some(event) = events.next().await {
+            if let Some(record) = self.inner.record(event?)? {
+                return Ok(Some(record.global_position));
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// Follows the log from the server id `next_id` on, reconnecting after
+/// faults from the last id seen.
+fn subscribe(
+    inner: Arc<Inner>,
+    next_id: u64,
+    filter: EventFilter,
+) -> impl Stream<Item = Result<Arc<RecordedEvent>, StoreError>> {
+    struct State {
+        inner: Arc<Inner>,
+        filter: EventFilter,
+        next_id: u64,
+        lines: Option<Lines>,
+        failures: u32,
+    }
+    let state = State { inner, filter, next_id, lines: None, failures: 0 };
+    stream::unfold(state, |mut state| async move {
+        loop {
+            let Some(lines) = state.lines.as_mut() else {
+                if state.failures > 0 {
+                    tokio::time::sleep(state.inner.backoff(state.failures - 1)).await;
+                }
+                let lower_bound = (state.next_id > 0).then(|| Bound::inclusive(state.next_id));
+                let body = ReadEvents {
+                    subject: "/".to_owned(),
+                    options: ReadOptions { recursive: true, lower_bound, ..ReadOptions::default() },
+                };
+                match state.inner.http.post_lines("observe-events", &body, state.inner.config.heartbeat_timeout).await {
+                    Ok(lines) => state.lines = Some(lines),
+                    Err(error) if error.is_transient() => {
+                        tracing::warn!(%error, next_id = state.next_id, "observing EventSourcingDB failed; reconnecting");
+                        state.failures += 1;
+                    }
+                    Err(error) => return Some((Err(error.into()), state)),
+                }
+                continue;
+            };
+            let line = match lines.next().await {
+                Some(Ok(line)) => line,
+                Some(Err(error)) => {
+                    tracing::warn!(%error, next_id = state.next_id, "the observation broke off; reconnecting");
+                    state.lines = None;
+                    state.failures += 1;
+                    continue;
+                }
+                None => {
+                    tracing::warn!(next_id = state.next_id, "the server ended the observation; reconnecting");
+                    state.lines = None;
+                    state.failures += 1;
+                    continue;
+                }
+            };
+            let event = match parse_line(&line) {
+                Ok(None) => {
+                    state.failures = 0;
+                    continue;
+                }
+                Ok(Some(("event", payload))) => serde_json::from_str::<WireEvent>(payload.get())
+                    .map_err(|e| StoreError::from(EsdbError::malformed("event", e))),
+                Ok(Some((_, payload))) => Err(EsdbError::Stream(payload.get().to_owned()).into()),
+                Err(error) => Err(error.into()),
+            };
+            let record = event.and_then(|event| {
+                let id: u64 =
+                    event.id.parse().map_err(|_| EsdbError::malformed("event id", format!("{:?}", event.id)))?;
+                if id < state.next_id {
+                    return Ok(None); // already delivered before a reconnection
+                }
+                let record = state.inner.record(event)?;
+                state.next_id = id + 1;
+                Ok(record)
+            });
+            match record {
+                Ok(Some(record)) => {
+                    state.failures = 0;
+                    if state.filter.matches(&record.event_type) {
+                        return Some((Ok(Arc::new(record)), state));
+                    }
+                }
+                Ok(None) => state.failures = 0,
+                Err(error) => {
+                    // Report the broken line, then resume from the last
+                    // event delivered: nothing is skipped.
+                    state.lines = None;
+                    state.failures += 1;
+                    return Some((Err(error), state));
+                }
+            }
+        }
+    })
+}
+
+#[async_trait]
+impl SnapshotStore for EsdbStore {
+    async fn save(&self, snapshot: Snapshot) -> Result<(), StoreError> {
+        let subject = wire::snapshot_subject(&snapshot.stream);
+        let data = SnapshotData {
+            version: snapshot.version,
+            schema_version: snapshot.schema_version,
+            state: snapshot.state.get().to_owned(),
+            taken_at: snapshot.taken_at,
+        };
+        let data = serde_json::value::to_raw_value(&data)
+            .map_err(|e| StoreError::InvalidInput(format!("cannot serialize the snapshot: {e}")))?;
+        let candidate = EventCandidate {
+            source: &self.inner.config.source,
+            subject: &subject,
+            event_type: self.inner.snapshot_type.clone(),
+            data,
+            traceparent: None,
+            tracestate: None,
+        };
+        self.write(&WriteEvents { events: vec![candidate], preconditions: Vec::new() }).await?;
+        Ok(())
+    }
+
+    async fn load(&self, stream: &StreamId, at_or_before: Option<u64>) -> Result<Option<Snapshot>, StoreError> {
+        let subject = wire::snapshot_subject(stream);
+        let body = ReadEvents {
+            subject: subject.clone(),
+            options: ReadOptions {
+                recursive: false,
+                from_latest_event: Some(FromLatestEvent {
+                    subject,
+                    event_type: self.inner.snapshots_deleted_type.clone(),
+                    if_event_is_missing: "read-everything",
+                }),
+                ..ReadOptions::default()
+            },
+        };
+        let mut events = Box::pin(read_raw(Arc::clone(&self.inner), "read-events", body));
+        let mut best: Option<SnapshotData> = None;
+        while let Some(event) = events.next().await {
+            let event = event?;
+            if event.event_type == self.inner.snapshots_deleted_type {
+                best = None;
+                continue;
+            }
+            if event.event_type != self.inner.snapshot_type {
+                continue;
+            }
+            let data: SnapshotData = serde_json::from_str(event.data.get()).map_err(|e| StoreError::Corrupt {
+                stream: stream.clone(),
+                version: 0,
+                reason: format!("snapshot event {}: {e}", event.id),
+            })?;
+            if at_or_before.is_some_and(|bound| data.version > bound) {
+                continue;
+            }
+            if best.as_ref().is_none_or(|b| data.version >= b.version) {
+                best = Some(data);
+            }
+        }
+        let Some(data) = best else { return Ok(None) };
+        let state = RawValue::from_string(data.state).map_err(|e| StoreError::Corrupt {
+            stream: stream.clone(),
+            version: data.version,
+            reason: format!("snapshot state is not JSON: {e}"),
+        })?;
+        Ok(Some(Snapshot {
+            stream: stream.clone(),
+            version: data.version,
+            schema_version: data.schema_version,
+            state,
+            taken_at: data.taken_at,
+        }))
+    }
+
+    async fn delete(&self, stream: &StreamId) -> Result<(), StoreError> {
+        let subject = wire::snapshot_subject(stream);
+        let data = RawValue::from_string("{}".to_owned()).map_err(|e| StoreError::backend(e.to_string()))?;
+        let candidate = EventCandidate {
+            source: &self.inner.config.source,
+            subject: &subject,
+            event_type: self.inner.snapshots_deleted_type.clone(),
+            data,
+            traceparent: None,
+            tracestate: None,
+        };
+        self.write(&WriteEvents { events: vec![candidate], preconditions: Vec::new() }).await?;
+        Ok(())
+    }
+}

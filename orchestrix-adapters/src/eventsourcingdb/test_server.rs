@@ -1,0 +1,724 @@
+//! A stand-in EventSourcingDB written from its documented HTTP API, for
+//! tests and benchmarks where no real server can run.
+//!
+//! It keeps the log in memory and speaks API v1 (and, on request, the same
+//! endpoints under `/api/v2`): `ping`, `verify-api-token`, `write-events`
+//! with the preconditions `isSubjectPristine` and `isSubjectOnEventId`
+//! (409 when one fails), `read-events` (`recursive`, `order`,
+//! `lowerBound`, `upperBound`, `fromLatestEvent`), `observe-events` (catch
+//! up, then live, with heartbeats), `register-event-schema` and
+//! `read-subjects`. Every answer carries `Server: EventSourcingDB/...`;
+//! requests without the bearer token get 401.
+//!
+//! Known differences from the real server: event hashes are placeholders
+//! (not the SHA-256 chain), schemas are stored but not enforced, EventQL is
+//! not implemented (400), and subject and type validation is looser.
+//!
+//! [`Faults`] make it misbehave on purpose: error statuses, delays, an
+//! observation that breaks off, garbage lines, a missing `Server` header.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use bytes::Bytes;
+use chrono::{DateTime, SecondsFormat, Utc};
+use futures_util::stream;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use tokio::sync::watch;
+
+/// The `Server` header the test server sends.
+pub const SERVER_HEADER: &str = "EventSourcingDB/0.0.0-orchestrix-test-server";
+
+/// How the test server behaves.
+#[derive(Clone)]
+pub struct TestServerOptions {
+    /// The API token requests must carry.
+    pub token: String,
+    /// How often an observation sends a heartbeat line.
+    pub heartbeat: Duration,
+    /// Whether `/api/v2/...` answers too (as v1 does).
+    pub offer_v2: bool,
+}
+
+impl std::fmt::Debug for TestServerOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestServerOptions")
+            .field("token", &"<redacted>")
+            .field("heartbeat", &self.heartbeat)
+            .field("offer_v2", &self.offer_v2)
+            .finish()
+    }
+}
+
+impl Default for TestServerOptions {
+    fn default() -> Self {
+        Self { token: "secret".to_owned(), heartbeat: Duration::from_secs(1), offer_v2: false }
+    }
+}
+
+/// Misbehaviour to inject; each fault is used up by the requests it hits.
+#[derive(Debug, Default, Clone)]
+pub struct Faults {
+    /// Answer the next this-many requests (other than `ping`) with this status.
+    pub status: Option<(u16, usize)>,
+    /// Delay every answer by this much.
+    pub delay: Option<Duration>,
+    /// Break off the next observation abruptly after this many event lines,
+    /// in the middle of the following line.
+    pub break_observe_after: Option<usize>,
+    /// Send one garbage line in the next observation after this many event lines.
+    pub garbage_after: Option<usize>,
+    /// Leave out the `Server` header.
+    pub no_server_header: bool,
+}
+
+#[derive(Debug, Serialize, Clone)]
+struct StoredEvent {
+    specversion: &'static str,
+    id: String,
+    time: String,
+    source: String,
+    subject: String,
+    #[serde(rename = "type")]
+    event_type: String,
+    datacontenttype: &'static str,
+    data: Box<RawValue>,
+    hash: String,
+    predecessorhash: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    traceparent: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tracestate: Option<String>,
+    signature: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct Log {
+    events: Vec<Arc<StoredEvent>>,
+    /// Per subject, the indexes of its events.
+    subjects: HashMap<String, Vec<usize>>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    options: TestServerOptions,
+    log: RwLock<Log>,
+    head: watch::Sender<usize>,
+    faults: Mutex<Faults>,
+    schemas: Mutex<HashMap<String, serde_json::Value>>,
+    requests: Mutex<Vec<(String, String)>>,
+}
+
+impl Shared {
+    fn record(&self, endpoint: &str, body: &Bytes) {
+        let body = String::from_utf8_lossy(body).into_owned();
+        self.requests.lock().unwrap_or_else(PoisonError::into_inner).push((endpoint.to_owned(), body));
+    }
+
+    fn faults(&self) -> std::sync::MutexGuard<'_, Faults> {
+        self.faults.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A running test server; it stops when dropped.
+#[derive(Debug)]
+pub struct TestServer {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl TestServer {
+    /// Starts a server on a random localhost port.
+    pub async fn start(options: TestServerOptions) -> std::io::Result<Self> {
+        Self::bind("127.0.0.1:0".parse().expect("a valid address"), options).await
+    }
+
+    /// Starts a server on `addr`.
+    pub async fn bind(addr: SocketAddr, options: TestServerOptions) -> std::io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared {
+            options,
+            log: RwLock::default(),
+            head: watch::Sender::new(0),
+            faults: Mutex::default(),
+            schemas: Mutex::default(),
+            requests: Mutex::default(),
+        });
+        let app = router(Arc::clone(&shared));
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(Self { addr, shared, task })
+    }
+
+    /// The base URL, for example `http://127.0.0.1:40123`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The token it expects.
+    pub fn token(&self) -> &str {
+        &self.shared.options.token
+    }
+
+    /// Replaces the injected faults.
+    pub fn set_faults(&self, faults: Faults) {
+        *self.shared.faults() = faults;
+    }
+
+    /// The bodies of the requests received so far, as `(endpoint, body)`
+    /// (for example `("write-events", "{...}")`), and forgets them.
+    pub fn take_requests(&self) -> Vec<(String, String)> {
+        std::mem::take(&mut *self.shared.requests.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// How many events it holds.
+    pub fn len(&self) -> usize {
+        self.shared.log.read().unwrap_or_else(PoisonError::into_inner).events.len()
+    }
+
+    /// Whether it holds no event.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Waits until the server task ends (it does not on its own).
+    pub async fn wait(self) {
+        let _ = (&mut { self }.task).await;
+    }
+}
+
+fn router(shared: Arc<Shared>) -> Router {
+    let api = Router::new()
+        .route("/ping", get(ping))
+        .route("/verify-api-token", post(verify_api_token))
+        .route("/write-events", post(write_events))
+        .route("/read-events", post(read_events))
+        .route("/observe-events", post(observe_events))
+        .route("/register-event-schema", post(register_event_schema))
+        .route("/read-subjects", post(read_subjects))
+        .route("/run-eventql-query", post(run_eventql_query));
+    let mut app = Router::new().nest("/api/v1", api.clone());
+    if shared.options.offer_v2 {
+        app = app.nest("/api/v2", api);
+    }
+    app.fallback(|| async { (StatusCode::NOT_FOUND, "not found") })
+        .layer(axum::middleware::from_fn_with_state(Arc::clone(&shared), server_header))
+        .with_state(shared)
+}
+
+async fn server_header(
+    State(shared): State<Arc<Shared>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let is_ping = request.uri().path().ends_with("/ping");
+    let (delay, status, no_header) = {
+        let mut faults = shared.faults();
+        let status = match faults.status {
+            Some((code, n)) if n > 0 && !is_ping => {
+                faults.status = (n > 1).then_some((code, n - 1));
+                Some(code)
+            }
+            _ => None,
+        };
+        (faults.delay, status, faults.no_server_header)
+    };
+    if let Some(delay) = delay {
+        tokio::time::sleep(delay).await;
+    }
+    let mut response = match status {
+        Some(code) => {
+            (StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), "injected fault").into_response()
+        }
+        None => next.run(request).await,
+    };
+    if !no_header {
+        response.headers_mut().insert(header::SERVER, header::HeaderValue::from_static(SERVER_HEADER));
+    }
+    response
+}
+
+fn authorized(shared: &Shared, headers: &HeaderMap) -> bool {
+    let expected = format!("Bearer {}", shared.options.token);
+    headers.get(header::AUTHORIZATION).is_some_and(|value| value.as_bytes() == expected.as_bytes())
+}
+
+fn unauthorized() -> Response {
+    (StatusCode::UNAUTHORIZED, "Unauthorized").into_response()
+}
+
+fn bad_request(message: impl Into<String>) -> Response {
+    (StatusCode::BAD_REQUEST, message.into()).into_response()
+}
+
+fn management(subject: &str, event_type: &str) -> Response {
+    axum::Json(serde_json::json!({
+        "specversion": "1.0",
+        "id": "0",
+        "time": Utc::now().to_rfc3339_opts(SecondsFormat::Nanos, true),
+        "source": "https://www.eventsourcingdb.io",
+        "subject": subject,
+        "type": event_type,
+        "datacontenttype": "application/json",
+        "data": {},
+    }))
+    .into_response()
+}
+
+async fn ping() -> Response {
+    management("/api/v1/ping", "io.eventsourcingdb.api.ping-received")
+}
+
+async fn verify_api_token(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    if !authorized(&shared, &headers) {
+        return unauthorized();
+    }
+    management("/api/v1/verify-api-token", "io.eventsourcingdb.api.api-token-verified")
+}
+
+#[derive(Deserialize)]
+struct Candidate {
+    source: String,
+    subject: String,
+    #[serde(rename = "type")]
+    event_type: String,
+    data: Box<RawValue>,
+    #[serde(default)]
+    traceparent: Option<String>,
+    #[serde(default)]
+    tracestate: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "type", content = "payload")]
+enum Precondition {
+    #[serde(rename = "isSubjectPristine")]
+    Pristine { subject: String },
+    #[serde(rename = "isSubjectPopulated")]
+    Populated { subject: String },
+    #[serde(rename = "isSubjectOnEventId")]
+    OnEventId {
+        subject: String,
+        #[serde(rename = "eventId")]
+        event_id: String,
+    },
+}
+
+#[derive(Deserialize)]
+struct WriteBody {
+    events: Vec<Candidate>,
+    #[serde(default)]
+    preconditions: Vec<Precondition>,
+}
+
+fn valid_subject(subject: &str) -> bool {
+    subject.starts_with('/') && !subject.contains("//") && (subject == "/" || !subject.ends_with('/'))
+}
+
+fn valid_type(event_type: &str) -> bool {
+    let parts: Vec<&str> = event_type.split('.').collect();
+    parts.len() >= 3
+        && parts.iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+}
+
+fn placeholder_hash(id: usize) -> String {
+    format!("{id:064x}")
+}
+
+async fn write_events(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    shared.record("write-events", &body);
+    if !authorized(&shared, &headers) {
+        return unauthorized();
+    }
+    let body: WriteBody = match serde_json::from_slice(&body) {
+        Ok(body) => body,
+        Err(e) => return bad_request(format!("invalid request body: {e}")),
+    };
+    if body.events.is_empty() {
+        return bad_request("events must not be empty");
+    }
+    for event in &body.events {
+        if event.source.is_empty() || !valid_subject(&event.subject) || !valid_type(&event.event_type) {
+            return bad_request(format!(
+                "invalid event candidate (subject {:?}, type {:?})",
+                event.subject, event.event_type
+            ));
+        }
+        if !event.data.get().trim_start().starts_with('{') {
+            return bad_request("data must be a JSON object");
+        }
+    }
+    let written = {
+        let mut log = shared.log.write().unwrap_or_else(PoisonError::into_inner);
+        for precondition in &body.preconditions {
+            let holds = match precondition {
+                Precondition::Pristine { subject } => log.subjects.get(subject).is_none_or(Vec::is_empty),
+                Precondition::Populated { subject } => log.subjects.get(subject).is_some_and(|s| !s.is_empty()),
+                Precondition::OnEventId { subject, event_id } => {
+                    log.subjects.get(subject).and_then(|s| s.last()).is_some_and(|&i| log.events[i].id == *event_id)
+                }
+            };
+            if !holds {
+                return (StatusCode::CONFLICT, "precondition failed").into_response();
+            }
+        }
+        let time = Utc::now().to_rfc3339_opts(SecondsFormat::Nanos, true);
+        let mut written = Vec::with_capacity(body.events.len());
+        for candidate in body.events {
+            let index = log.events.len();
+            let predecessorhash = index.checked_sub(1).map_or_else(|| "0".repeat(64), placeholder_hash);
+            let event = Arc::new(StoredEvent {
+                specversion: "1.0",
+                id: index.to_string(),
+                time: time.clone(),
+                source: candidate.source,
+                subject: candidate.subject,
+                event_type: candidate.event_type,
+                datacontenttype: "application/json",
+                data: candidate.data,
+                hash: placeholder_hash(index),
+                predecessorhash,
+                traceparent: candidate.traceparent,
+                tracestate: candidate.tracestate,
+                signature: None,
+            });
+            log.subjects.entry(event.subject.clone()).or_default().push(index);
+            log.events.push(Arc::clone(&event));
+            written.push(event);
+        }
+        shared.head.send_replace(log.events.len());
+        written
+    };
+    axum::Json(written).into_response()
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct BoundIn {
+    #[serde(rename = "type")]
+    kind: String,
+    id: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct FromLatestIn {
+    subject: String,
+    #[serde(rename = "type")]
+    event_type: String,
+    if_event_is_missing: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct OptionsIn {
+    #[serde(default)]
+    recursive: bool,
+    #[serde(default)]
+    order: Option<String>,
+    #[serde(default)]
+    lower_bound: Option<BoundIn>,
+    #[serde(default)]
+    upper_bound: Option<BoundIn>,
+    #[serde(default)]
+    from_latest_event: Option<FromLatestIn>,
+}
+
+#[derive(Deserialize)]
+struct ReadBody {
+    subject: String,
+    #[serde(default)]
+    options: OptionsIn,
+}
+
+fn matches_subject(base: &str, subject: &str, recursive: bool) -> bool {
+    subject == base
+        || (recursive && (base == "/" || subject.strip_prefix(base).is_some_and(|rest| rest.starts_with('/'))))
+}
+
+/// The first index a read starts at: from the lower bound and from
+/// `fromLatestEvent`; `None` when nothing is to be read.
+fn start_index(log: &Log, options: &OptionsIn) -> Result<Option<usize>, String> {
+    let mut start = 0;
+    if let Some(bound) = &options.lower_bound {
+        let id: usize = bound.id.parse().map_err(|_| format!("invalid lower bound id {:?}", bound.id))?;
+        start = match bound.kind.as_str() {
+            "inclusive" => id,
+            "exclusive" => id + 1,
+            other => return Err(format!("invalid bound type {other:?}")),
+        };
+    }
+    if let Some(from) = &options.from_latest_event {
+        let latest = log
+            .subjects
+            .get(&from.subject)
+            .and_then(|indexes| indexes.iter().rev().find(|&&i| log.events[i].event_type == from.event_type));
+        match (latest, from.if_event_is_missing.as_str()) {
+            (Some(&i), _) => start = start.max(i),
+            (None, "read-everything") => {}
+            (None, "read-nothing") => return Ok(None),
+            (None, other) => return Err(format!("invalid ifEventIsMissing {other:?}")),
+        }
+    }
+    Ok(Some(start))
+}
+
+fn event_line(event: &StoredEvent) -> Bytes {
+    #[derive(Serialize)]
+    struct EventLine<'a> {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        payload: &'a StoredEvent,
+    }
+    let mut line = serde_json::to_vec(&EventLine { kind: "event", payload: event }).expect("events serialize");
+    line.push(b'\n');
+    Bytes::from(line)
+}
+
+fn ndjson(lines: Vec<Bytes>) -> Response {
+    Response::builder()
+        .header(header::CONTENT_TYPE, "application/x-ndjson")
+        .body(Body::from_stream(stream::iter(lines.into_iter().map(Ok::<_, Infallible>))))
+        .expect("a valid response")
+}
+
+async fn read_events(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    shared.record("read-events", &body);
+    if !authorized(&shared, &headers) {
+        return unauthorized();
+    }
+    let body: ReadBody = match serde_json::from_slice(&body) {
+        Ok(body) => body,
+        Err(e) => return bad_request(format!("invalid request body: {e}")),
+    };
+    if !valid_subject(&body.subject) {
+        return bad_request("invalid subject");
+    }
+    let lines = {
+        let log = shared.log.read().unwrap_or_else(PoisonError::into_inner);
+        let start = match start_index(&log, &body.options) {
+            Ok(Some(start)) => start,
+            Ok(None) => return ndjson(Vec::new()),
+            Err(message) => return bad_request(message),
+        };
+        let mut end = log.events.len();
+        if let Some(bound) = &body.options.upper_bound {
+            let Ok(id) = bound.id.parse::<usize>() else { return bad_request("invalid upper bound id") };
+            end = end.min(if bound.kind == "exclusive" { id } else { id + 1 });
+        }
+        let recursive = body.options.recursive;
+        let mut selected: Vec<Bytes> = if recursive {
+            log.events
+                .get(start..end.max(start))
+                .unwrap_or_default()
+                .iter()
+                .filter(|e| matches_subject(&body.subject, &e.subject, true))
+                .map(|e| event_line(e))
+                .collect()
+        } else {
+            log.subjects
+                .get(&body.subject)
+                .map(|indexes| {
+                    indexes.iter().filter(|&&i| i >= start && i < end).map(|&i| event_line(&log.events[i])).collect()
+                })
+                .unwrap_or_default()
+        };
+        match body.options.order.as_deref() {
+            None | Some("chronological") => {}
+            Some("antichronological") => selected.reverse(),
+            Some(other) => return bad_request(format!("invalid order {other:?}")),
+        }
+        selected
+    };
+    ndjson(lines)
+}
+
+async fn observe_events(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    enum Step {
+        Line(Bytes),
+        Break,
+    }
+    struct Observation {
+        shared: Arc<Shared>,
+        head: watch::Receiver<usize>,
+        subject: String,
+        recursive: bool,
+        next: usize,
+        sent: usize,
+        break_after: Option<usize>,
+        garbage_after: Option<usize>,
+        pending: std::collections::VecDeque<Step>,
+    }
+    shared.record("observe-events", &body);
+    if !authorized(&shared, &headers) {
+        return unauthorized();
+    }
+    let body: ReadBody = match serde_json::from_slice(&body) {
+        Ok(body) => body,
+        Err(e) => return bad_request(format!("invalid request body: {e}")),
+    };
+    if body.options.order.is_some() || body.options.upper_bound.is_some() {
+        return bad_request("observe-events takes neither order nor upperBound");
+    }
+    let start = {
+        let log = shared.log.read().unwrap_or_else(PoisonError::into_inner);
+        match start_index(&log, &body.options) {
+            Ok(start) => start.unwrap_or(usize::MAX),
+            Err(message) => return bad_request(message),
+        }
+    };
+    let (break_after, garbage_after) = {
+        let mut faults = shared.faults();
+        (faults.break_observe_after.take(), faults.garbage_after.take())
+    };
+    let observation = Observation {
+        head: shared.head.subscribe(),
+        shared,
+        subject: body.subject,
+        recursive: body.options.recursive,
+        next: start,
+        sent: 0,
+        break_after,
+        garbage_after,
+        pending: std::collections::VecDeque::new(),
+    };
+    let body = stream::unfold(observation, |mut o| async move {
+        loop {
+            if let Some(step) = o.pending.pop_front() {
+                return match step {
+                    Step::Line(line) => Some((Ok(line), o)),
+                    Step::Break => Some((Err(std::io::Error::other("injected: connection broken off")), o)),
+                };
+            }
+            o.head.borrow_and_update();
+            {
+                let log = o.shared.log.read().unwrap_or_else(PoisonError::into_inner);
+                while o.next < log.events.len() && o.pending.len() < 256 {
+                    let event = &log.events[o.next];
+                    o.next += 1;
+                    if !matches_subject(&o.subject, &event.subject, o.recursive) {
+                        continue;
+                    }
+                    if o.break_after == Some(o.sent) {
+                        let line = event_line(event);
+                        o.pending.push_back(Step::Line(line.slice(..line.len() / 2)));
+                        o.pending.push_back(Step::Break);
+                        break;
+                    }
+                    if o.garbage_after == Some(o.sent) {
+                        o.garbage_after = None;
+                        o.pending
+                            .push_back(Step::Line(Bytes::from_static(b"{\"type\":\"event\",\"payload\":{not json\n")));
+                    }
+                    o.pending.push_back(Step::Line(event_line(event)));
+                    o.sent += 1;
+                }
+            }
+            if !o.pending.is_empty() {
+                continue;
+            }
+            let heartbeat = o.shared.options.heartbeat;
+            tokio::select! {
+                changed = o.head.changed() => if changed.is_err() { return None },
+                () = tokio::time::sleep(heartbeat) => {
+                    return Some((Ok(Bytes::from_static(b"{\"type\":\"heartbeat\",\"payload\":{}}\n")), o));
+                }
+            }
+        }
+    });
+    Response::builder()
+        .header(header::CONTENT_TYPE, "application/x-ndjson")
+        .body(Body::from_stream(body))
+        .expect("a valid response")
+}
+
+async fn register_event_schema(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Body {
+        event_type: String,
+        schema: serde_json::Value,
+    }
+    shared.record("register-event-schema", &body);
+    if !authorized(&shared, &headers) {
+        return unauthorized();
+    }
+    let body: Body = match serde_json::from_slice(&body) {
+        Ok(body) => body,
+        Err(e) => return bad_request(format!("invalid request body: {e}")),
+    };
+    if !body.schema.is_object() {
+        return bad_request("schema must be a JSON object");
+    }
+    let mut schemas = shared.schemas.lock().unwrap_or_else(PoisonError::into_inner);
+    if schemas.contains_key(&body.event_type) {
+        return (StatusCode::CONFLICT, "schema already registered").into_response();
+    }
+    schemas.insert(body.event_type, body.schema);
+    management("/api/v1/register-event-schema", "io.eventsourcingdb.api.event-schema-registered")
+}
+
+async fn read_subjects(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Body {
+        base_subject: String,
+    }
+    if !authorized(&shared, &headers) {
+        return unauthorized();
+    }
+    let body: Body = match serde_json::from_slice(&body) {
+        Ok(body) => body,
+        Err(e) => return bad_request(format!("invalid request body: {e}")),
+    };
+    let log = shared.log.read().unwrap_or_else(PoisonError::into_inner);
+    let mut subjects: Vec<&String> =
+        log.subjects.keys().filter(|s| matches_subject(&body.base_subject, s, true)).collect();
+    subjects.sort();
+    let lines = subjects
+        .into_iter()
+        .map(|subject| {
+            let mut line = serde_json::to_vec(&serde_json::json!({"type": "subject", "payload": {"subject": subject}}))
+                .expect("subjects serialize");
+            line.push(b'\n');
+            Bytes::from(line)
+        })
+        .collect();
+    ndjson(lines)
+}
+
+async fn run_eventql_query(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    if !authorized(&shared, &headers) {
+        return unauthorized();
+    }
+    bad_request("the Orchestrix test server does not implement EventQL")
+}
+
+/// Parses the time the server stored, for tests that compare.
+pub fn parse_time(time: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(time).ok().map(|t| t.with_timezone(&Utc))
+}

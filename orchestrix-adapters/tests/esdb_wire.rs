@@ -1,0 +1,153 @@
+//! Wire-format tests: the exact JSON the adapter sends to EventSourcingDB,
+//! recorded by the test server.
+
+#![cfg(feature = "eventsourcingdb-test-server")]
+
+use futures_util::StreamExt;
+use orchestrix::store::{EventFilter, ExpectedVersion, Snapshot, SnapshotStore};
+use orchestrix::{EventStore, Metadata, NewEvent, StreamId, Uuid};
+use orchestrix_adapters::eventsourcingdb::test_server::{TestServer, TestServerOptions};
+use orchestrix_adapters::eventsourcingdb::{EsdbConfig, EsdbStore};
+use serde_json::value::RawValue;
+
+async fn setup() -> (TestServer, EsdbStore) {
+    let server = TestServer::start(TestServerOptions::default()).await.unwrap();
+    let config = EsdbConfig::new(server.url(), server.token())
+        .with_source("https://bank.example")
+        .with_type_prefix("com.example.bank");
+    let store = EsdbStore::connect(config).await.unwrap();
+    server.take_requests();
+    (server, store)
+}
+
+fn event(event_type: &str, version: u32, data: &str, metadata: Metadata) -> NewEvent {
+    NewEvent {
+        event_type: event_type.to_owned(),
+        schema_version: version,
+        data: RawValue::from_string(data.to_owned()).unwrap(),
+        metadata,
+    }
+}
+
+fn bodies(server: &TestServer, endpoint: &str) -> Vec<String> {
+    server.take_requests().into_iter().filter(|(e, _)| e == endpoint).map(|(_, body)| body).collect()
+}
+
+#[tokio::test]
+async fn a_first_append_reads_the_subject_then_writes_with_is_subject_pristine() {
+    let (server, store) = setup().await;
+    let stream = StreamId::new("Account", "42/a b").unwrap();
+    let correlation = Uuid::parse_str("0190d6f2-7e8a-7cc0-8000-000000000001").unwrap();
+    let metadata = Metadata {
+        traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_owned()),
+        tracestate: Some("rojo=00f067aa0ba902b7".to_owned()),
+        ..Metadata::default().with_correlation_id(correlation).with_tenant("acme").with_header("k", "v")
+    };
+    store
+        .append(&stream, ExpectedVersion::NoStream, vec![event("AccountOpened", 2, r#"{"owner":"Ada"}"#, metadata)])
+        .await
+        .unwrap();
+    let requests = server.take_requests();
+    assert_eq!(requests.len(), 2, "{requests:?}");
+    assert_eq!(requests[0].0, "read-events");
+    assert_eq!(
+        requests[0].1,
+        r#"{"subject":"/Account/42%2Fa%20b","options":{"recursive":false,"order":"antichronological"}}"#
+    );
+    assert_eq!(requests[1].0, "write-events");
+    assert_eq!(
+        requests[1].1,
+        concat!(
+            r#"{"events":[{"source":"https://bank.example","subject":"/Account/42%2Fa%20b","type":"com.example.bank.AccountOpened.v2","#,
+            r#""data":{"streamVersion":1,"data":{"owner":"Ada"},"metadata":{"correlation_id":"0190d6f2-7e8a-7cc0-8000-000000000001","tenant":"acme","headers":{"k":"v"}}},"#,
+            r#""traceparent":"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01","tracestate":"rojo=00f067aa0ba902b7"}],"#,
+            r#""preconditions":[{"type":"isSubjectPristine","payload":{"subject":"/Account/42%2Fa%20b"}}]}"#
+        )
+    );
+}
+
+#[tokio::test]
+async fn an_exact_append_names_the_last_event_id_and_sends_no_id_or_time() {
+    let (server, store) = setup().await;
+    let stream = StreamId::new("Account", "1").unwrap();
+    store
+        .append(&stream, ExpectedVersion::NoStream, vec![event("Opened", 1, "{}", Metadata::default())])
+        .await
+        .unwrap();
+    server.take_requests();
+    store
+        .append(&stream, ExpectedVersion::Exact(1), vec![event("Deposited", 1, r#"{"amount":5}"#, Metadata::default())])
+        .await
+        .unwrap();
+    let writes = bodies(&server, "write-events");
+    assert_eq!(
+        writes,
+        vec![concat!(
+            r#"{"events":[{"source":"https://bank.example","subject":"/Account/1","type":"com.example.bank.Deposited.v1","#,
+            r#""data":{"streamVersion":2,"data":{"amount":5}}}],"#,
+            r#""preconditions":[{"type":"isSubjectOnEventId","payload":{"subject":"/Account/1","eventId":"0"}}]}"#
+        )
+        .to_owned()]
+    );
+    assert!(!writes[0].contains("\"id\"") && !writes[0].contains("\"time\""));
+}
+
+#[tokio::test]
+async fn a_subscription_observes_the_root_recursively_from_a_lower_bound() {
+    let (server, store) = setup().await;
+    let stream = StreamId::new("Account", "1").unwrap();
+    let events = (0..3).map(|n| event("Deposited", 1, &format!(r#"{{"n":{n}}}"#), Metadata::default())).collect();
+    store.append(&stream, ExpectedVersion::Any, events).await.unwrap();
+    server.take_requests();
+    let mut subscription = store.subscribe(3, EventFilter::all());
+    let first = subscription.next().await.unwrap().unwrap();
+    assert_eq!(first.global_position, 3);
+    assert_eq!(
+        bodies(&server, "observe-events"),
+        vec![r#"{"subject":"/","options":{"recursive":true,"lowerBound":{"type":"inclusive","id":"2"}}}"#.to_owned()]
+    );
+    let filter = EventFilter::all();
+    let all: Vec<_> = store.read_all(2, &filter).collect().await;
+    assert_eq!(all.len(), 2);
+    assert_eq!(
+        bodies(&server, "read-events"),
+        vec![r#"{"subject":"/","options":{"recursive":true,"lowerBound":{"type":"inclusive","id":"1"}}}"#.to_owned()]
+    );
+}
+
+#[tokio::test]
+async fn snapshots_are_events_below_the_stream_read_from_the_latest_deletion() {
+    let (server, store) = setup().await;
+    let stream = StreamId::new("Account", "1").unwrap();
+    let taken_at = chrono::DateTime::parse_from_rfc3339("2025-01-02T03:04:05.123456Z").unwrap().to_utc();
+    let state = RawValue::from_string(r#"{"balance": 5}"#.to_owned()).unwrap();
+    store.save(Snapshot { stream: stream.clone(), version: 7, schema_version: 2, state, taken_at }).await.unwrap();
+    let loaded = store.load(&stream, None).await.unwrap().unwrap();
+    assert_eq!(loaded.state.get(), r#"{"balance": 5}"#, "the state reads back byte for byte");
+    let requests = server.take_requests();
+    assert_eq!(
+        requests[0].1,
+        concat!(
+            r#"{"events":[{"source":"https://bank.example","subject":"/Account/1/snapshots","type":"com.example.bank.snapshot-taken.v1","#,
+            r#""data":{"version":7,"schemaVersion":2,"state":"{\"balance\": 5}","takenAt":"2025-01-02T03:04:05.123456Z"}}],"preconditions":[]}"#
+        )
+    );
+    assert_eq!(
+        requests[1].1,
+        concat!(
+            r#"{"subject":"/Account/1/snapshots","options":{"recursive":false,"fromLatestEvent":"#,
+            r#"{"subject":"/Account/1/snapshots","type":"com.example.bank.snapshots-deleted.v1","ifEventIsMissing":"read-everything"}}}"#
+        )
+    );
+}
+
+#[tokio::test]
+async fn schemas_are_registered_under_the_versioned_type() {
+    let (server, store) = setup().await;
+    let schema = serde_json::json!({"type": "object"});
+    store.register_event_schema("AccountOpened", 3, &schema).await.unwrap();
+    assert_eq!(
+        bodies(&server, "register-event-schema"),
+        vec![r#"{"eventType":"com.example.bank.AccountOpened.v3","schema":{"type":"object"}}"#.to_owned()]
+    );
+}
