@@ -7,8 +7,11 @@
 //! # async fn run() -> Result<(), orchestrix::StoreError> {
 //! // ORCHESTRIX_ESDB_URL and ORCHESTRIX_ESDB_TOKEN
 //! let store = EsdbStore::connect(EsdbConfig::from_env()?.with_type_prefix("com.example.bank")).await?;
+//! let app = orchestrix::Orchestrix::builder().event_store(store.clone()).snapshot_store(store).build();
+//! # drop(app);
 //! # Ok(())
 //! # }
+//! # fn main() { let _ = run; }
 //! ```
 //!
 //! With the feature `eventsourcingdb-test-server`, [`test_server`] holds a

@@ -3,7 +3,6 @@
 //! Everything here is pure: the wire-format tests pin these shapes.
 
 use chrono::{DateTime, Utc};
-use orchestrix::memory::MAX_EVENT_TYPE_LEN;
 use orchestrix::{Metadata, StoreError, StreamId};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -244,17 +243,10 @@ pub(crate) fn parse_stream_subject(subject: &str) -> Option<StreamId> {
     StreamId::new(decode_segment(category)?, decode_segment(id)?).ok()
 }
 
-/// Refuses an event type name that cannot become an EventSourcingDB type.
+/// Refuses an event type name that cannot become an EventSourcingDB type:
+/// the core's rules, plus EventSourcingDB's character set.
 pub(crate) fn validate_event_type(name: &str) -> Result<(), StoreError> {
-    if name.is_empty() {
-        return Err(StoreError::InvalidInput("event type must not be empty".to_owned()));
-    }
-    if name.len() > MAX_EVENT_TYPE_LEN {
-        return Err(StoreError::InvalidInput(format!(
-            "event type is {} bytes long; the limit is {MAX_EVENT_TYPE_LEN}",
-            name.len()
-        )));
-    }
+    orchestrix::validate_event_type(name)?;
     if let Some(bad) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))) {
         let shown: String = name.chars().take(64).collect::<String>().replace('\0', "\\0");
         return Err(StoreError::InvalidInput(format!(
