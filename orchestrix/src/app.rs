@@ -18,6 +18,7 @@ use crate::repository::{Loaded, Repository};
 use crate::retry::RetryPolicy;
 use crate::store::{EventStore, ExpectedVersion, SnapshotStore};
 use crate::telemetry;
+use crate::trace;
 
 /// How many aggregates per type the command bus keeps in memory by default.
 pub const DEFAULT_CACHE_CAPACITY: usize = 10_000;
@@ -432,13 +433,22 @@ impl Orchestrix {
         }
         let service = self.service::<C::Service>()?;
         let (command_id, metadata) = options.resolve();
-        let context = CommandContext {
-            command_id,
-            correlation_id: metadata.correlation_id.unwrap_or(command_id),
-            tenant: metadata.tenant,
-        };
-        let span = tracing::info_span!("orchestrix.dispatch", command = C::NAME, %command_id);
-        CURRENT_COMMAND.scope(context, command.handle(service)).instrument(span).await.map_err(CommandError::Rejected)
+        let correlation_id = metadata.correlation_id.unwrap_or(command_id);
+        let context = CommandContext { command_id, correlation_id, tenant: metadata.tenant.clone() };
+        let span = tracing::info_span!(
+            "orchestrix.dispatch",
+            command = C::NAME,
+            %command_id,
+            %correlation_id,
+            trace_id = tracing::field::Empty,
+            error = tracing::field::Empty,
+        );
+        adopt_trace(&span, &metadata);
+        let result = CURRENT_COMMAND.scope(context, command.handle(service)).instrument(span.clone()).await;
+        if let Err(error) = &result {
+            span.record("error", tracing::field::display(error));
+        }
+        result.map_err(CommandError::Rejected)
     }
 
     fn service<S: Send + Sync + 'static>(&self) -> Result<&S, Error> {
@@ -470,14 +480,26 @@ impl Orchestrix {
                 registration: format!("aggregate::<{}>()", type_name::<C::Aggregate>()),
             })?;
         let service = self.service::<C::Service>()?;
-        let (command_id, metadata) = options.resolve();
+        let (command_id, mut metadata) = options.resolve();
+        let correlation_id = metadata.correlation_id.unwrap_or(command_id);
         let span = tracing::info_span!(
             "orchestrix.command",
             command = C::NAME,
             aggregate = <C::Aggregate as Aggregate>::NAME,
             aggregate_id = %id,
             %command_id,
+            %correlation_id,
+            trace_id = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+            version = tracing::field::Empty,
+            attempts = tracing::field::Empty,
+            error = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
         );
+        adopt_trace(&span, &metadata);
+        // The events carry this command's trace context, unless the caller
+        // set one: whoever handles them continues the trace.
+        span.in_scope(|| trace::inject_into(&mut metadata));
         let started = std::time::Instant::now();
         let result = async {
             let mut attempt = 1;
@@ -491,7 +513,6 @@ impl Orchestrix {
                 };
                 match slot.attempt(&id, command, service, &metadata).await {
                     Ok((version, events)) => {
-                        let correlation_id = metadata.correlation_id.unwrap_or(command_id);
                         return Ok(CommandOutcome { command_id, correlation_id, version, events, attempts: attempt });
                     }
                     Err(Attempt::Failed(error)) => return Err(error),
@@ -519,10 +540,37 @@ impl Orchestrix {
         .await;
         let outcome = telemetry::command_outcome(&result);
         telemetry::command_finished(C::NAME, <C::Aggregate as Aggregate>::NAME, outcome, started.elapsed());
-        if let Err(error) = &result {
-            span.in_scope(|| tracing::debug!(outcome, %error, "command failed"));
+        span.record("outcome", outcome);
+        match &result {
+            Ok(done) => {
+                span.record("version", done.version);
+                span.record("attempts", done.attempts);
+            }
+            Err(error) => {
+                span.record("error", tracing::field::display(error));
+                if telemetry::is_system_failure(outcome) {
+                    span.record("otel.status_code", "ERROR");
+                }
+                span.in_scope(|| tracing::debug!(outcome, %error, "command failed"));
+            }
         }
         result
+    }
+}
+
+/// Records the trace id on a command's span and, when the caller gave a
+/// trace context but runs in no trace of its own (a message from another
+/// process, say), makes the span a child of that context.
+fn adopt_trace(span: &tracing::Span, metadata: &Metadata) {
+    if span.is_disabled() {
+        return;
+    }
+    if metadata.traceparent.is_some() && trace::current().is_none() {
+        trace::set_parent_from(span, metadata);
+    }
+    let headers = metadata.traceparent.clone().or_else(|| span.in_scope(trace::current).map(|h| h.traceparent));
+    if let Some(trace_id) = headers.as_deref().and_then(trace::trace_id) {
+        span.record("trace_id", trace_id);
     }
 }
 

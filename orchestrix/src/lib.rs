@@ -105,6 +105,7 @@ pub mod stream;
 pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod trace;
 
 pub use aggregate::{Aggregate, AggregateId};
 pub use app::{CommandOptions, CommandOutcome, Orchestrix, OrchestrixBuilder};

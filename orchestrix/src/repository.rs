@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
+use tracing::Instrument;
 
 use crate::aggregate::Aggregate;
 use crate::envelope::{Envelope, Metadata, NewEvent, RecordedEvent};
@@ -121,13 +122,42 @@ impl<A: Aggregate> Repository<A> {
         events: &[A::Event],
         metadata: &Metadata,
     ) -> Result<Vec<Arc<RecordedEvent>>, Error> {
-        let stream = Self::stream_id(id)?;
-        let batch = events
-            .iter()
-            .map(|event| NewEvent::encode(event, metadata.clone()))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|source| Error::Serialize { what: "an event", source })?;
-        Ok(self.events.append(&stream, expected, batch).await?)
+        let span = tracing::info_span!(
+            "orchestrix.append",
+            aggregate = A::NAME,
+            aggregate_id = %id,
+            expected_version = ?expected,
+            event_count = events.len(),
+            event_type = tracing::field::Empty,
+            version = tracing::field::Empty,
+            global_position = tracing::field::Empty,
+            error = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+        );
+        let result = async {
+            let stream = Self::stream_id(id)?;
+            let batch = events
+                .iter()
+                .map(|event| NewEvent::encode(event, metadata.clone()))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|source| Error::Serialize { what: "an event", source })?;
+            if !span.is_disabled() {
+                span.record("event_type", event_types(&batch));
+            }
+            Ok(self.events.append(&stream, expected, batch).await?)
+        }
+        .instrument(span.clone())
+        .await;
+        match &result {
+            Ok(records) => {
+                if let (Some(first), Some(last)) = (records.first(), records.last()) {
+                    span.record("version", last.stream_version);
+                    span.record("global_position", first.global_position);
+                }
+            }
+            Err(error) => record_error(&span, error),
+        }
+        result
     }
 
     /// Stores a snapshot of `state` at `version`. Returns `false` when the
@@ -136,16 +166,32 @@ impl<A: Aggregate> Repository<A> {
         let (Some(snapshots), Some(serialized)) = (&self.snapshots, state.snapshot_state()) else {
             return Ok(false);
         };
-        let state = serialized.map_err(|source| Error::Serialize { what: "a snapshot", source })?;
-        let snapshot = Snapshot {
-            stream: Self::stream_id(id)?,
+        let span = tracing::info_span!(
+            "orchestrix.snapshot",
+            aggregate = A::NAME,
+            aggregate_id = %id,
             version,
-            schema_version: A::SNAPSHOT_VERSION,
-            state,
-            taken_at: Utc::now(),
-        };
-        snapshots.save(snapshot).await?;
-        Ok(true)
+            error = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+        );
+        let result = async {
+            let state = serialized.map_err(|source| Error::Serialize { what: "a snapshot", source })?;
+            let snapshot = Snapshot {
+                stream: Self::stream_id(id)?,
+                version,
+                schema_version: A::SNAPSHOT_VERSION,
+                state,
+                taken_at: Utc::now(),
+            };
+            snapshots.save(snapshot).await?;
+            Ok(true)
+        }
+        .instrument(span.clone())
+        .await;
+        if let Err(error) = &result {
+            record_error(&span, error);
+        }
+        result
     }
 
     /// Whether a save that moved the stream from `before` to `after` crosses
@@ -160,10 +206,33 @@ impl<A: Aggregate> Repository<A> {
         until_version: Option<u64>,
         keep: impl Fn(&RecordedEvent) -> bool,
     ) -> Result<Loaded<A>, Error> {
-        let stream = Self::stream_id(id)?;
-        let mut loaded = self.start_from_snapshot(&stream, until_version).await?;
-        self.apply_tail(&stream, &mut loaded, until_version, keep).await?;
-        Ok(loaded)
+        let span = tracing::info_span!(
+            "orchestrix.load",
+            aggregate = A::NAME,
+            aggregate_id = %id,
+            snapshot_version = tracing::field::Empty,
+            version = tracing::field::Empty,
+            error = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+        );
+        let result = async {
+            let stream = Self::stream_id(id)?;
+            let mut loaded = self.start_from_snapshot(&stream, until_version).await?;
+            self.apply_tail(&stream, &mut loaded, until_version, keep).await?;
+            Ok(loaded)
+        }
+        .instrument(span.clone())
+        .await;
+        match &result {
+            Ok(loaded) => {
+                if let Some(snapshot) = loaded.from_snapshot {
+                    span.record("snapshot_version", snapshot);
+                }
+                span.record("version", loaded.version);
+            }
+            Err(error) => record_error(&span, error),
+        }
+        result
     }
 
     async fn start_from_snapshot(&self, stream: &StreamId, at_or_before: Option<u64>) -> Result<Loaded<A>, Error> {
@@ -228,6 +297,23 @@ impl<A: Aggregate> Repository<A> {
         }
         Ok(())
     }
+}
+
+/// The event types of a batch, comma-separated when they differ.
+fn event_types(batch: &[NewEvent]) -> String {
+    let mut types: Vec<&str> = Vec::with_capacity(batch.len());
+    for event in batch {
+        if !types.contains(&event.event_type.as_str()) {
+            types.push(&event.event_type);
+        }
+    }
+    types.join(",")
+}
+
+/// Records a failure on a span: the message, and an error status.
+fn record_error(span: &tracing::Span, error: &Error) {
+    span.record("error", tracing::field::display(error));
+    span.record("otel.status_code", "ERROR");
 }
 
 impl<A> Repository<A> {

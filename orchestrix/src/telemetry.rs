@@ -19,6 +19,33 @@
 //!
 //! The `outcome` of a command is one of `ok`, `rejected`, `not_found`,
 //! `already_exists`, `conflict`, `unregistered` and `error`.
+//!
+//! Call [`describe`] once after installing the recorder to give every
+//! metric its help text and unit (a Prometheus exposition then passes
+//! `promtool check metrics`); [`DURATION_BUCKETS`] are histogram buckets
+//! suited to command latencies.
+//!
+//! # Spans
+//!
+//! The `tracing` spans below are stable too (name, then fields). Fields
+//! in brackets are recorded when known. A failure records `error` (the
+//! message) and, for the failures that are not a domain decision
+//! (`conflict`, `error`, `unregistered`), `otel.status_code = "ERROR"`.
+//!
+//! | span | fields |
+//! |---|---|
+//! | `orchestrix.command` | `command`, `aggregate`, `aggregate_id`, `command_id`, `correlation_id`, [`trace_id`, `outcome`, `version`, `attempts`, `error`] |
+//! | `orchestrix.dispatch` | `command`, `command_id`, `correlation_id`, [`error`] |
+//! | `orchestrix.load` | `aggregate`, `aggregate_id`, [`snapshot_version`, `version`, `error`] |
+//! | `orchestrix.append` | `aggregate`, `aggregate_id`, `expected_version`, `event_count`, `event_type`, [`version`, `global_position`, `error`] |
+//! | `orchestrix.snapshot` | `aggregate`, `aggregate_id`, `version`, [`error`] |
+//! | `orchestrix.projection` | `projection` (the projection's task) |
+//! | `orchestrix.projection.handle` | `projection`, `event_type`, `global_position`, `stream`, `stream_version`, [`attempts`, `error`] |
+//! | `orchestrix.saga` | `saga`, `saga_id` |
+//! | `orchestrix.saga.step` | `saga`, `saga_id`, `step`, `kind` (`action`, `compensation`), `step_id`, [`outcome`, `error`] |
+//!
+//! The handling spans of projections and sagas take the trace context
+//! recorded in the event's metadata as their parent; see [`crate::trace`].
 
 use std::time::Duration;
 
@@ -44,6 +71,40 @@ pub const PROJECTION_LAG_EVENTS: &str = "orchestrix_projection_lag_events";
 pub const PROJECTION_LAG_SECONDS: &str = "orchestrix_projection_lag_seconds";
 /// Events parked in the dead-letter store.
 pub const DEAD_LETTERS_TOTAL: &str = "orchestrix_dead_letters_total";
+
+/// Histogram buckets for command latencies, in seconds: 100 µs to 10 s.
+pub const DURATION_BUCKETS: &[f64] =
+    &[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+/// Gives every metric its help text and unit, through the installed
+/// recorder. Call it once, after installing the recorder.
+pub fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(COMMANDS_TOTAL, Unit::Count, "Commands executed, by command, aggregate and outcome.");
+    describe_histogram!(
+        COMMAND_DURATION_SECONDS,
+        Unit::Seconds,
+        "Command latency from load to append, retries included."
+    );
+    describe_counter!(COMMAND_CONFLICTS_TOTAL, Unit::Count, "Optimistic-concurrency conflicts met by commands.");
+    describe_counter!(COMMAND_RETRIES_TOTAL, Unit::Count, "Command attempts made again after a conflict.");
+    describe_counter!(EVENTS_APPENDED_TOTAL, Unit::Count, "Events appended by commands.");
+    describe_counter!(SNAPSHOT_LOADS_TOTAL, Unit::Count, "Aggregate loads by whether a snapshot was used.");
+    describe_gauge!(PROJECTION_POSITION, "The global position a projection has reached.");
+    describe_gauge!(PROJECTION_LAG_EVENTS, "How many positions a projection is behind the head of the log.");
+    describe_gauge!(
+        PROJECTION_LAG_SECONDS,
+        Unit::Seconds,
+        "Age of the last event a projection handled, when it handled it."
+    );
+    describe_counter!(DEAD_LETTERS_TOTAL, Unit::Count, "Events parked in the dead-letter store.");
+}
+
+/// Whether a command outcome is a failure of the system rather than a
+/// decision of the domain: such spans get `otel.status_code = "ERROR"`.
+pub fn is_system_failure(outcome: &str) -> bool {
+    matches!(outcome, "conflict" | "error" | "unregistered")
+}
 
 /// The `outcome` label of a command result.
 pub fn command_outcome<T, E>(result: &Result<T, CommandError<E>>) -> &'static str {

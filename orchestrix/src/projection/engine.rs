@@ -20,6 +20,7 @@ use crate::retry::RetryPolicy;
 use crate::store::{CheckpointStore, DeadLetter, DeadLetterStore, EventStore};
 use crate::stream::StreamId;
 use crate::telemetry;
+use crate::trace;
 
 /// What a projection does with an event it still cannot handle after its
 /// retries.
@@ -375,7 +376,8 @@ impl ProjectionEngine {
         let Some(mut letter) = store.get(id).await.map_err(store_error)? else {
             return Err(store_error(StoreError::InvalidInput(format!("no dead letter with id {id}"))));
         };
-        match projection.handle(&letter.event).await {
+        let span = handle_span(&name, &letter.event);
+        match projection.handle(&letter.event).instrument(span).await {
             Ok(()) => {
                 store.remove(id).await.map_err(store_error)?;
                 Ok(true)
@@ -398,6 +400,23 @@ impl ProjectionEngine {
         event: &RecordedEvent,
         options: &ProjectionOptions,
     ) -> Result<bool, ProjectionError> {
+        let span = handle_span(name, event);
+        let result = self.deliver_in_span(projection, name, event, options, &span).instrument(span.clone()).await;
+        if let Err(error) = &result {
+            span.record("error", tracing::field::display(error));
+            span.record("otel.status_code", "ERROR");
+        }
+        result
+    }
+
+    async fn deliver_in_span<P: Projection>(
+        &self,
+        projection: &mut P,
+        name: &str,
+        event: &RecordedEvent,
+        options: &ProjectionOptions,
+        span: &tracing::Span,
+    ) -> Result<bool, ProjectionError> {
         let mut attempt = 1;
         let error = loop {
             match projection.handle(event).await {
@@ -413,6 +432,10 @@ impl ProjectionEngine {
             }
         };
         let rendered = render(&*error);
+        span.record("attempts", attempt);
+        if options.poison == PoisonPolicy::Park {
+            span.record("error", rendered.as_str());
+        }
         tracing::warn!(position = event.global_position, event_type = %event.event_type, error = %rendered, "poison event");
         match options.poison {
             PoisonPolicy::Stop => Err(ProjectionError::Poison(Box::new(Poison {
@@ -444,6 +467,24 @@ impl ProjectionEngine {
             }
         }
     }
+}
+
+/// The span of one event's handling by a projection, a child of the span
+/// that recorded the event when its metadata carries a trace context.
+fn handle_span(projection: &str, event: &RecordedEvent) -> tracing::Span {
+    let span = tracing::info_span!(
+        "orchestrix.projection.handle",
+        projection,
+        event_type = %event.event_type,
+        global_position = event.global_position,
+        stream = %event.stream,
+        stream_version = event.stream_version,
+        attempts = tracing::field::Empty,
+        error = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+    );
+    trace::set_parent_from(&span, &event.metadata);
+    span
 }
 
 enum Request {

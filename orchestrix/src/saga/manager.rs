@@ -281,6 +281,20 @@ impl<S: Saga> SagaManager<S> {
         self.drive_inner(saga_id).instrument(span).await
     }
 
+    fn step_span_fields(saga_id: Uuid, step: &str, kind: &'static str, step_id: Uuid) -> tracing::Span {
+        tracing::info_span!(
+            "orchestrix.saga.step",
+            saga = S::NAME,
+            %saga_id,
+            step,
+            kind,
+            %step_id,
+            outcome = tracing::field::Empty,
+            error = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+        )
+    }
+
     async fn drive_inner(&self, saga_id: Uuid) -> Result<SagaInstance<S::Data>, SagaError> {
         let mut instance = self.load(saga_id).await?.ok_or(SagaError::NotFound { saga: S::NAME, id: saga_id })?;
         self.check_definition(&instance)?;
@@ -317,7 +331,12 @@ impl<S: Saga> SagaManager<S> {
                         }
                     }
                     let action = definition.action.as_ref();
-                    let outcome = self.run(action, &data, &instance, id, definition.step_timeout(), in_doubt).await;
+                    let span = Self::step_span_fields(saga_id, &name, "action", id);
+                    let outcome = self
+                        .run(action, &data, &instance, id, definition.step_timeout(), in_doubt)
+                        .instrument(span.clone())
+                        .await;
+                    record_step(&span, &outcome);
                     let event = match outcome.map_err(|e| Self::step_error(saga_id, &name, e))? {
                         Outcome::Applied => SagaEvent::StepCompleted(SagaStepCompleted { step, name }),
                         Outcome::Failed { error, timed_out } => {
@@ -344,8 +363,12 @@ impl<S: Saga> SagaManager<S> {
                             continue;
                         }
                     }
-                    let outcome =
-                        self.run(compensation, &data, &instance, id, definition.step_timeout(), in_doubt).await;
+                    let span = Self::step_span_fields(saga_id, &name, "compensation", id);
+                    let outcome = self
+                        .run(compensation, &data, &instance, id, definition.step_timeout(), in_doubt)
+                        .instrument(span.clone())
+                        .await;
+                    record_step(&span, &outcome);
                     let event = match outcome.map_err(|e| Self::step_error(saga_id, &name, e))? {
                         Outcome::Applied => SagaEvent::StepCompensated(SagaStepCompensated { step, name }),
                         Outcome::Failed { error, .. } => {
@@ -520,6 +543,24 @@ impl<S: Saga> SagaManager<S> {
                 Ok(false)
             }
             Err(error) => Err(error.into()),
+        }
+    }
+}
+
+/// Records how a saga step's execution ended on its span.
+fn record_step(span: &tracing::Span, outcome: &Result<Outcome, BoxError>) {
+    match outcome {
+        Ok(Outcome::Applied) => {
+            span.record("outcome", "applied");
+        }
+        Ok(Outcome::Failed { error, timed_out }) => {
+            span.record("outcome", if *timed_out { "timed_out" } else { "failed" });
+            span.record("error", error.as_str());
+        }
+        Err(error) => {
+            span.record("outcome", "in_doubt");
+            span.record("error", tracing::field::display(render(&**error)));
+            span.record("otel.status_code", "ERROR");
         }
     }
 }

@@ -1,0 +1,300 @@
+//! The bank behind HTTP, observed: commands in, a query served from the
+//! `Balances` projection, Prometheus metrics, a health check, and one trace
+//! per request that runs on into the read-model update.
+//!
+//! | route | does |
+//! |---|---|
+//! | `POST /accounts` `{"owner"}` | opens an account: `201 {"id", "version", "global_position"}` |
+//! | `POST /accounts/{id}/deposits` `{"amount"}` | deposits |
+//! | `POST /accounts/{id}/withdrawals` `{"amount", "reason"}` | withdraws |
+//! | `GET /accounts/{id}` | the balance, from the projection (`?min_version=N` waits until it has applied version `N`) |
+//! | `GET /metrics` | the Prometheus exposition |
+//! | `GET /health` | `{"status":"ok"}` |
+//!
+//! Errors are JSON, `{"error": <code>, "message": <text>}`: a domain
+//! rejection is 422, an unknown account 404, an existing one or a lost
+//! concurrency race 409.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use bank::{Account, Balances, BankError, Deposit, OpenAccount, Withdraw};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use orchestrix::memory::InMemoryCheckpointStore;
+use orchestrix::projection::{ProjectionEngine, ProjectionHandle, ProjectionOptions};
+use orchestrix::trace::TraceHeaders;
+use orchestrix::{telemetry, CommandError, CommandOutcome, Orchestrix, Uuid};
+use serde::{Deserialize, Serialize};
+use tracing::Instrument;
+
+/// What the handlers share.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The application.
+    pub app: Orchestrix,
+    /// The read model the query endpoint serves.
+    pub balances: Balances,
+    /// Renders `/metrics`.
+    pub metrics: PrometheusHandle,
+}
+
+/// The running service's parts that need stopping.
+#[derive(Debug)]
+pub struct Service {
+    /// The router to serve.
+    pub router: Router,
+    /// The projection feeding [`AppState::balances`].
+    pub projection: ProjectionHandle<Balances>,
+}
+
+/// Installs the process-wide Prometheus recorder (once) and returns the
+/// handle that renders it.
+pub fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full(telemetry::COMMAND_DURATION_SECONDS.into()),
+                    telemetry::DURATION_BUCKETS,
+                )
+                .expect("the buckets are not empty")
+                .build_recorder();
+            let handle = recorder.handle();
+            // Another recorder may be installed already (a test harness):
+            // then this handle renders nothing of Orchestrix, which is fine.
+            if metrics::set_global_recorder(recorder).is_ok() {
+                telemetry::describe();
+            }
+            handle
+        })
+        .clone()
+}
+
+/// Builds the in-memory application, starts the projection and returns
+/// the router. Must run inside a Tokio runtime.
+pub fn service() -> Service {
+    let app = Orchestrix::builder().in_memory().aggregate::<Account>().build().expect("a valid configuration");
+    let engine = ProjectionEngine::from_arcs(Arc::clone(app.event_store()), Arc::new(InMemoryCheckpointStore::new()));
+    let balances = Balances::default();
+    let projection = engine.spawn(balances.clone(), ProjectionOptions::default());
+    let state = AppState { app, balances, metrics: metrics_handle() };
+    Service { router: router(state), projection }
+}
+
+/// The routes.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/accounts", post(open))
+        .route("/accounts/{id}", get(balance))
+        .route("/accounts/{id}/deposits", post(deposit))
+        .route("/accounts/{id}/withdrawals", post(withdraw))
+        .route("/metrics", get(render_metrics))
+        .route("/health", get(health))
+        .layer(middleware::from_fn(trace_request))
+        .with_state(state)
+}
+
+/// One span per request, the child of the caller's W3C `traceparent` when
+/// it sent one: the commands and projection updates below it join the trace.
+async fn trace_request(request: Request, next: Next) -> Response {
+    let span = tracing::info_span!(
+        "http.request",
+        otel.name = %format!("{} {}", request.method(), request.uri().path()),
+        otel.kind = "server",
+        http.request.method = %request.method(),
+        url.path = %request.uri().path(),
+        http.response.status_code = tracing::field::Empty,
+    );
+    if let (Some(propagator), Some(headers)) = (orchestrix::trace::propagator(), trace_headers(request.headers())) {
+        propagator.set_parent(&span, &headers);
+    }
+    let response = next.run(request).instrument(span.clone()).await;
+    span.record("http.response.status_code", response.status().as_u16());
+    response
+}
+
+fn trace_headers(headers: &HeaderMap) -> Option<TraceHeaders> {
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    Some(TraceHeaders { traceparent: text("traceparent")?, tracestate: text("tracestate") })
+}
+
+/// A JSON error with its status.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+/// The body of an error response.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// A stable code: `rejected`, `not_found`, `conflict`, `bad_request`, `internal`.
+    pub error: String,
+    /// What went wrong, for people.
+    pub message: String,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(ErrorBody { error: self.code.into(), message: self.message })).into_response()
+    }
+}
+
+impl From<CommandError<BankError>> for ApiError {
+    fn from(error: CommandError<BankError>) -> Self {
+        let (status, code) = match &error {
+            CommandError::Rejected(_) => (StatusCode::UNPROCESSABLE_ENTITY, "rejected"),
+            CommandError::AggregateNotFound { .. } => (StatusCode::NOT_FOUND, "not_found"),
+            CommandError::AggregateAlreadyExists { .. } | CommandError::Conflict { .. } => {
+                (StatusCode::CONFLICT, "conflict")
+            }
+            _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        };
+        if status.is_server_error() {
+            tracing::error!(%error, "command failed");
+        }
+        Self { status, code, message: error.to_string() }
+    }
+}
+
+fn parse_id(id: &str) -> Result<Uuid, ApiError> {
+    id.parse().map_err(|_| ApiError {
+        status: StatusCode::BAD_REQUEST,
+        code: "bad_request",
+        message: format!("`{id}` is not an account id (a UUID)"),
+    })
+}
+
+/// The answer to a command.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Accepted {
+    /// The account.
+    pub id: Uuid,
+    /// Its version after the command.
+    pub version: u64,
+    /// The global position of the last event recorded, if any.
+    pub global_position: Option<u64>,
+}
+
+fn accepted<E>(id: Uuid, outcome: &CommandOutcome<E>) -> Accepted {
+    Accepted { id, version: outcome.version, global_position: outcome.events.last().map(|e| e.global_position) }
+}
+
+/// `POST /accounts`.
+#[derive(Debug, Deserialize)]
+pub struct OpenRequest {
+    /// Who owns the account.
+    pub owner: String,
+}
+
+async fn open(State(state): State<AppState>, Json(body): Json<OpenRequest>) -> Result<impl IntoResponse, ApiError> {
+    let id = Uuid::now_v7();
+    let outcome = state.app.execute(id, OpenAccount { owner: body.owner }).await?;
+    Ok((StatusCode::CREATED, Json(accepted(id, &outcome))))
+}
+
+/// `POST /accounts/{id}/deposits`.
+#[derive(Debug, Deserialize)]
+pub struct DepositRequest {
+    /// In cents.
+    pub amount: u64,
+}
+
+async fn deposit(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Json(body): Json<DepositRequest>,
+) -> Result<Json<Accepted>, ApiError> {
+    let id = parse_id(&id)?;
+    let outcome = state.app.execute(id, Deposit { amount: body.amount }).await?;
+    Ok(Json(accepted(id, &outcome)))
+}
+
+/// `POST /accounts/{id}/withdrawals`.
+#[derive(Debug, Deserialize)]
+pub struct WithdrawRequest {
+    /// In cents.
+    pub amount: u64,
+    /// Why.
+    #[serde(default)]
+    pub reason: String,
+}
+
+async fn withdraw(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Json(body): Json<WithdrawRequest>,
+) -> Result<Json<Accepted>, ApiError> {
+    let id = parse_id(&id)?;
+    let outcome = state.app.execute(id, Withdraw { amount: body.amount, reason: body.reason }).await?;
+    Ok(Json(accepted(id, &outcome)))
+}
+
+/// `GET /accounts/{id}`'s query string.
+#[derive(Debug, Deserialize)]
+pub struct BalanceQuery {
+    /// Wait (up to 5 s) until the projection has applied the account's
+    /// events up to this stream version (the `version` a command returned).
+    pub min_version: Option<u64>,
+}
+
+/// `GET /accounts/{id}`'s answer.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct BalanceView {
+    /// The account.
+    pub id: Uuid,
+    /// The owner.
+    pub owner: String,
+    /// In cents.
+    pub balance: u64,
+    /// Whether it is closed.
+    pub closed: bool,
+    /// The last version the projection applied.
+    pub version: u64,
+}
+
+async fn balance(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(query): Query<BalanceQuery>,
+) -> Result<Json<BalanceView>, ApiError> {
+    let id = parse_id(&id)?;
+    let wanted = query.min_version.unwrap_or(0);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let row = state.balances.get(&id).filter(|row| row.version >= wanted);
+        if let Some(row) = row {
+            return Ok(Json(BalanceView {
+                id,
+                owner: row.owner,
+                balance: row.balance,
+                closed: row.closed,
+                version: row.version,
+            }));
+        }
+        if wanted == 0 || tokio::time::Instant::now() >= deadline {
+            return Err(ApiError {
+                status: StatusCode::NOT_FOUND,
+                code: "not_found",
+                message: format!("no account `{id}` in the read model (yet)"),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+async fn render_metrics(State(state): State<AppState>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
+}
+
+async fn health() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
