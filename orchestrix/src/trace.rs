@@ -12,8 +12,14 @@
 //! With the `opentelemetry` feature, [`OpenTelemetryPropagator`] is the
 //! implementation for `tracing-opentelemetry`:
 //!
-//! ```ignore
+//! ```
+//! # #[cfg(feature = "opentelemetry")]
+//! # fn main() -> Result<(), orchestrix::trace::AlreadyInstalled> {
 //! orchestrix::trace::install(orchestrix::trace::OpenTelemetryPropagator::new())?;
+//! # Ok(())
+//! # }
+//! # #[cfg(not(feature = "opentelemetry"))]
+//! # fn main() {}
 //! ```
 
 use std::fmt;
