@@ -341,3 +341,63 @@ fn promtool_check(exposition: &str) {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// A writer that collects everything the JSON log layer writes.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Structured logs carry the correlation and trace ids of the command
+/// they were written in.
+#[tokio::test]
+async fn log_lines_carry_correlation_and_trace_ids() {
+    install_propagator();
+    let exporter = InMemorySpanExporter::default();
+    let provider = SdkTracerProvider::builder().with_simple_exporter(exporter.clone()).build();
+    let otel = tracing_opentelemetry::layer().with_tracer(provider.tracer("logs-test"));
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let json = tracing_subscriber::fmt::layer()
+        .json()
+        .with_current_span(true)
+        .with_span_list(true)
+        .with_writer(move || writer.clone());
+    let subscriber =
+        tracing_subscriber::registry().with(otel).with(json).with(tracing_subscriber::filter::LevelFilter::DEBUG);
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let app = app();
+    let id = Uuid::now_v7();
+    let correlation = Uuid::now_v7();
+    app.execute(id, OpenAccount { owner: "Ada".into() }).await.unwrap();
+    let options = orchestrix::CommandOptions::default().correlation_id(correlation);
+    // A refused command logs why, inside its span.
+    let refused = app.execute_with(id, Withdraw { amount: 5, reason: "rent".into() }, options).await;
+    assert!(matches!(refused, Err(CommandError::Rejected(BankError::InsufficientFunds { .. }))));
+
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let line = logs
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+        .find(|line| line["fields"]["message"] == "command failed")
+        .unwrap_or_else(|| panic!("no `command failed` line in:\n{logs}"));
+    let span = &line["span"];
+    assert_eq!(span["name"], "orchestrix.command");
+    assert_eq!(span["command"], "Withdraw");
+    assert_eq!(span["correlation_id"], correlation.to_string(), "{line}");
+    let trace_id = span["trace_id"].as_str().unwrap_or_else(|| panic!("no trace id in {line}"));
+    assert_eq!(trace_id.len(), 32, "a W3C trace id: {trace_id}");
+    let spans = exporter.get_finished_spans().unwrap();
+    let command = named(&spans, "orchestrix.command").into_iter().find(|s| text(s, "command") == "Withdraw").unwrap();
+    assert_eq!(command.span_context.trace_id().to_string(), trace_id, "the log's trace id is the span's");
+}
