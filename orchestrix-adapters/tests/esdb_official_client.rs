@@ -1,0 +1,93 @@
+//! The test server driven by the official `eventsourcingdb` client crate:
+//! where the official client and our test server disagree, the test server
+//! is wrong. Also checks that events our adapter writes read back through
+//! the official client as plain CloudEvents.
+
+#![cfg(feature = "eventsourcingdb-test-server")]
+
+use eventsourcingdb::client::request_options::ReadEventsOptions;
+use eventsourcingdb::client::Client;
+use eventsourcingdb::client::Precondition;
+use eventsourcingdb::event::EventCandidate;
+use futures_util::StreamExt;
+use orchestrix::{EventStore, ExpectedVersion, Metadata, NewEvent, StreamId};
+use orchestrix_adapters::eventsourcingdb::test_server::{TestServer, TestServerOptions};
+use orchestrix_adapters::eventsourcingdb::{EsdbConfig, EsdbStore};
+use serde_json::json;
+
+async fn server_and_client() -> (TestServer, Client) {
+    let server = TestServer::start(TestServerOptions::default()).await.unwrap();
+    let url = url::Url::parse(&format!("{}/", server.url().trim_end_matches('/'))).unwrap();
+    let client = Client::new(url, server.token());
+    (server, client)
+}
+
+fn candidate(subject: &str, n: u64) -> EventCandidate {
+    EventCandidate::builder()
+        .source("https://bank.example")
+        .subject(subject)
+        .ty("com.example.bank.deposited")
+        .data(json!({ "amount": n }))
+        .build()
+}
+
+async fn read(client: &Client, subject: &str, recursive: bool) -> Vec<eventsourcingdb::event::Event> {
+    let options = ReadEventsOptions { recursive, ..ReadEventsOptions::default() };
+    let stream = client.read_events(subject, Some(options)).await.unwrap();
+    stream.map(|event| event.unwrap()).collect().await
+}
+
+#[tokio::test]
+async fn the_official_client_pings_writes_with_preconditions_and_reads() {
+    let (_server, client) = server_and_client().await;
+    client.ping().await.unwrap();
+    client.verify_api_token().await.unwrap();
+
+    let written = client
+        .write_events(vec![candidate("/accounts/1", 1)], vec![Precondition::is_subject_pristine("/accounts/1", None)])
+        .await
+        .unwrap();
+    assert_eq!(written.len(), 1);
+    assert_eq!(written[0].subject(), "/accounts/1");
+    assert_eq!(written[0].ty(), "com.example.bank.deposited");
+
+    // The same precondition again: the subject is no longer pristine.
+    let refused = client
+        .write_events(vec![candidate("/accounts/1", 2)], vec![Precondition::is_subject_pristine("/accounts/1", None)])
+        .await;
+    assert!(refused.is_err(), "a failed precondition is an error for the official client");
+
+    let on_id = Precondition::is_subject_on_event_id("/accounts/1", written[0].id(), None);
+    client.write_events(vec![candidate("/accounts/1", 3)], vec![on_id]).await.unwrap();
+    client.write_events(vec![candidate("/accounts/2", 4)], vec![]).await.unwrap();
+
+    let one = read(&client, "/accounts/1", false).await;
+    assert_eq!(one.iter().map(|e| e.data()["amount"].clone()).collect::<Vec<_>>(), [json!(1), json!(3)]);
+    let all = read(&client, "/", true).await;
+    assert_eq!(all.len(), 3, "nothing from the refused write");
+    let ids: Vec<u64> = all.iter().map(|e| e.id().parse().unwrap()).collect();
+    assert_eq!(ids, [0, 1, 2], "ids are assigned by the server, in order from 0");
+}
+
+#[tokio::test]
+async fn events_written_by_the_adapter_read_back_through_the_official_client() {
+    let (server, client) = server_and_client().await;
+    let config = EsdbConfig::new(server.url(), server.token())
+        .with_source("https://bank.example")
+        .with_type_prefix("com.example.bank");
+    let store = EsdbStore::connect(config).await.unwrap();
+    let stream = StreamId::new("Account", "42").unwrap();
+    let event = NewEvent {
+        event_type: "AccountOpened".into(),
+        schema_version: 1,
+        data: serde_json::value::RawValue::from_string(r#"{"owner":"Ada"}"#.into()).unwrap(),
+        metadata: Metadata::default(),
+    };
+    store.append(&stream, ExpectedVersion::NoStream, vec![event]).await.unwrap();
+
+    let events = read(&client, "/Account/42", false).await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].ty(), "com.example.bank.AccountOpened.v1");
+    assert_eq!(events[0].subject(), "/Account/42");
+    assert_eq!(events[0].data()["data"], json!({ "owner": "Ada" }), "the event data inside the adapter's envelope");
+}
