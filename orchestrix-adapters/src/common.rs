@@ -113,6 +113,36 @@ pub(crate) fn now_micros() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(6)
 }
 
+/// The events of an append as recorded, from the `(global_position,
+/// stream_version)` rows the INSERT returned (in any order), the events
+/// in batch order and the ids the adapter gave them.
+pub(crate) fn recorded_events(
+    stream: &StreamId,
+    recorded_at: DateTime<Utc>,
+    mut rows: Vec<(i64, i64)>,
+    events: Vec<orchestrix::NewEvent>,
+    ids: Vec<Uuid>,
+) -> Vec<Arc<RecordedEvent>> {
+    rows.sort_unstable_by_key(|&(_, version)| version);
+    rows.into_iter()
+        .zip(events)
+        .zip(ids)
+        .map(|(((position, version), event), id)| {
+            Arc::new(RecordedEvent {
+                id,
+                stream: stream.clone(),
+                stream_version: u64::try_from(version).unwrap_or(0),
+                global_position: u64::try_from(position).unwrap_or(0),
+                recorded_at,
+                event_type: event.event_type,
+                schema_version: event.schema_version,
+                data: event.data,
+                metadata: event.metadata,
+            })
+        })
+        .collect()
+}
+
 /// An event row as read from either database, before validation.
 #[derive(Debug)]
 pub(crate) struct EventRow {

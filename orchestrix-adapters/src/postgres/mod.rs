@@ -52,8 +52,8 @@ use uuid::Uuid;
 pub use lease::PgLease;
 
 use crate::common::{
-    decode_rows, is_unique_violation, map_err, next_cursor, now_micros, paged, to_i64, validate_identifier, EventRow,
-    CHUNK,
+    decode_rows, is_unique_violation, map_err, next_cursor, now_micros, paged, recorded_events, to_i64,
+    validate_identifier, EventRow, CHUNK,
 };
 use schema::{Sql, MIGRATIONS};
 
@@ -614,27 +614,9 @@ impl EventStore for PgStore {
                 }
                 Err(error) => return Err(map_err(error)),
             };
-            let mut rows = rows;
-            rows.sort_unstable_by_key(|&(_, version)| version);
             let ids = batch.ids.clone();
-            let recorded = rows
-                .into_iter()
-                .zip(events)
-                .zip(ids)
-                .map(|(((position, version), event), id)| {
-                    Arc::new(RecordedEvent {
-                        id,
-                        stream: stream.clone(),
-                        stream_version: u64::try_from(version).unwrap_or(0),
-                        global_position: u64::try_from(position).unwrap_or(0),
-                        recorded_at,
-                        event_type: event.event_type,
-                        schema_version: event.schema_version,
-                        data: event.data,
-                        metadata: event.metadata,
-                    })
-                })
-                .collect();
+            drop(batch);
+            let recorded = recorded_events(stream, recorded_at, rows, events, ids);
             self.wake_local();
             return Ok(recorded);
         }

