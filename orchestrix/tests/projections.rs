@@ -310,3 +310,144 @@ async fn crashes_at_random_points_leave_the_read_model_equal_to_a_replay() {
     assert!(deliveries >= 10_000, "at least once: {deliveries}");
     println!("10,000 events, 10 crashes: {deliveries} deliveries ({} redelivered)", deliveries - 10_000);
 }
+
+/// Stores that go away on request, as a database does while it restarts:
+/// every call fails with [`StoreError::Unavailable`], and an open
+/// subscription fails on its next event (which it drops, as a broken
+/// connection does) and ends.
+#[derive(Debug, Clone, Default)]
+struct Outage {
+    events: InMemoryEventStore,
+    checkpoints: InMemoryCheckpointStore,
+    down: Arc<std::sync::atomic::AtomicBool>,
+    failures: Arc<AtomicU64>,
+}
+
+impl Outage {
+    fn check(&self) -> Result<(), orchestrix::StoreError> {
+        if self.down.load(Ordering::SeqCst) {
+            self.failures.fetch_add(1, Ordering::SeqCst);
+            Err(orchestrix::StoreError::Unavailable("the store is restarting".into()))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[async_trait]
+impl EventStore for Outage {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<Vec<Arc<RecordedEvent>>, orchestrix::StoreError> {
+        self.check()?;
+        self.events.append(stream, expected, events).await
+    }
+
+    fn read_stream<'a>(&'a self, stream: &'a StreamId, from_version: u64) -> orchestrix::store::EventStream<'a> {
+        self.events.read_stream(stream, from_version)
+    }
+
+    fn read_all<'a>(&'a self, from_position: u64, filter: &'a EventFilter) -> orchestrix::store::EventStream<'a> {
+        self.events.read_all(from_position, filter)
+    }
+
+    fn subscribe(&self, from_position: u64, filter: EventFilter) -> orchestrix::store::EventStream<'static> {
+        use futures_util::StreamExt;
+        let outage = self.clone();
+        let mut ended = false;
+        let inner = self.events.subscribe(from_position, filter);
+        Box::pin(inner.map(move |item| outage.check().and(item)).take_while(move |item| {
+            let go = !ended;
+            ended = item.is_err();
+            std::future::ready(go)
+        }))
+    }
+
+    async fn stream_version(&self, stream: &StreamId) -> Result<Option<u64>, orchestrix::StoreError> {
+        self.check()?;
+        self.events.stream_version(stream).await
+    }
+
+    async fn head_position(&self) -> Result<Option<u64>, orchestrix::StoreError> {
+        self.check()?;
+        self.events.head_position().await
+    }
+}
+
+#[async_trait]
+impl CheckpointStore for Outage {
+    async fn load(&self, consumer: &str) -> Result<Option<u64>, orchestrix::StoreError> {
+        self.check()?;
+        self.checkpoints.load(consumer).await
+    }
+
+    async fn save(&self, consumer: &str, position: u64) -> Result<(), orchestrix::StoreError> {
+        self.check()?;
+        self.checkpoints.save(consumer, position).await
+    }
+
+    async fn delete(&self, consumer: &str) -> Result<(), orchestrix::StoreError> {
+        self.check()?;
+        self.checkpoints.delete(consumer).await
+    }
+}
+
+/// Records every position it is handed, to tell redeliveries from gaps.
+#[derive(Clone, Default)]
+struct Positions(Arc<Mutex<Vec<u64>>>);
+
+#[async_trait]
+impl Projection for Positions {
+    fn name(&self) -> Cow<'static, str> {
+        "positions".into()
+    }
+
+    fn filter(&self) -> EventFilter {
+        EventFilter::all()
+    }
+
+    async fn handle(&mut self, event: &RecordedEvent) -> Result<(), BoxError> {
+        self.0.lock().unwrap().push(event.global_position);
+        Ok(())
+    }
+}
+
+/// The stores go away twice while events keep arriving (as during a
+/// database restart): the projection waits the outages out instead of
+/// failing, resubscribes after the last event it handled, and so handles
+/// every event exactly once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unavailable_store_is_waited_out_without_gaps_or_repeats() {
+    let outage = Outage::default();
+    let engine = ProjectionEngine::new(outage.clone(), outage.clone());
+    let projection = Positions::default();
+    // Checkpoint every event, so that saves fail during the outage too.
+    let mut handle = engine.spawn(projection.clone(), ProjectionOptions::default().checkpoint_every(1));
+    let mut written = 0;
+    for round in 0..3u64 {
+        for n in 0..50 {
+            append(&outage.events, round * 100 + n, vec![event("Deposited", n)]).await;
+            written += 1;
+        }
+        if round < 2 {
+            outage.down.store(true, Ordering::SeqCst);
+            // Events keep arriving while the projection cannot reach the store.
+            for n in 50..60 {
+                append(&outage.events, round * 100 + n, vec![event("Deposited", n)]).await;
+                written += 1;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            outage.down.store(false, Ordering::SeqCst);
+        }
+    }
+    let status = handle.wait_for_position(written).await;
+    assert_eq!(status.position, written, "the projection ended early: {:?}", status.state);
+    handle.stop().await.expect("the projection survived the outages");
+    assert!(outage.failures.load(Ordering::SeqCst) > 0, "the outage was never noticed");
+    let seen = projection.0.lock().unwrap().clone();
+    assert_eq!(seen, (1..=written).collect::<Vec<_>>(), "every event once, in order");
+    assert_eq!(outage.checkpoints.load("positions").await.unwrap(), Some(written));
+}

@@ -127,6 +127,14 @@ pub enum ProjectionError {
         #[source]
         source: BoxError,
     },
+    /// The projection's runner does not offer this operation.
+    #[error("projection `{projection}`: its runner does not support {operation}")]
+    Unsupported {
+        /// The projection.
+        projection: String,
+        /// What was asked.
+        operation: &'static str,
+    },
     /// The projection's task panicked or was aborted.
     #[error("projection `{0}` ended abnormally: {1}")]
     Ended(String, String),
@@ -284,36 +292,20 @@ impl ProjectionEngine {
     /// progress independently: a slow one holds back only itself.
     pub fn spawn<P: Projection>(&self, projection: P, options: ProjectionOptions) -> ProjectionHandle<P> {
         let name = projection.name().into_owned();
-        let (status_tx, status) =
-            watch::channel(ProjectionStatus { state: ProjectionState::CatchingUp, position: 0, handled: 0, parked: 0 });
-        let (stop, stop_rx) = watch::channel(false);
         let (requests, requests_rx) = mpsc::channel(16);
         let engine = self.clone();
         let task_name = name.clone();
         let span = tracing::info_span!("orchestrix.projection", projection = %name);
-        let task = tokio::spawn(
+        let mut handle = ProjectionHandle::spawn_runner(name, move |control| {
             async move {
-                let mut runner = Runner {
-                    engine,
-                    projection,
-                    options,
-                    name: Cow::Owned(task_name),
-                    status: status_tx,
-                    stop: stop_rx,
-                    requests: requests_rx,
-                };
-                let result = runner.run().await;
-                runner.status.send_modify(|s| {
-                    s.state = match &result {
-                        Ok(()) => ProjectionState::Stopped,
-                        Err(error) => ProjectionState::Failed(error.to_string()),
-                    };
-                });
-                result.map(|()| runner.projection)
+                let mut runner =
+                    Runner { engine, projection, options, name: Cow::Owned(task_name), control, requests: requests_rx };
+                runner.run().await.map(|()| runner.projection)
             }
-            .instrument(span),
-        );
-        ProjectionHandle { name, status, stop, requests, task }
+            .instrument(span)
+        });
+        handle.requests = Some(requests);
+        handle
     }
 
     /// Rebuilds `projection` from the beginning of the log: resets its read
@@ -487,6 +479,70 @@ fn handle_span(projection: &str, event: &RecordedEvent) -> tracing::Span {
     span
 }
 
+/// The longest wait between two attempts while a store is unavailable.
+const OUTAGE_MAX_DELAY: Duration = Duration::from_secs(5);
+
+/// How long a projection waits after `attempts` failed attempts while its
+/// stores are unavailable: exponential from 50 ms up to
+/// [`OUTAGE_MAX_DELAY`], half-jittered, for as long as the outage lasts.
+fn outage_delay(attempts: u32) -> Duration {
+    RetryPolicy::exponential(u32::MAX, Duration::from_millis(50))
+        .with_max_delay(OUTAGE_MAX_DELAY)
+        .with_jitter(0.5)
+        .delay_after(attempts)
+        .unwrap_or(OUTAGE_MAX_DELAY)
+}
+
+/// Runs `op` until it succeeds, retrying while the store is
+/// [`StoreError::Unavailable`] (a database restart, a network cut) with
+/// [`outage_delay`]. Other errors are returned at once; so is the
+/// outage's error once `stop` is set.
+async fn outlast<T, F, Fut>(name: &str, stop: &watch::Receiver<bool>, mut op: F) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let mut attempts = 0;
+    loop {
+        match op().await {
+            Err(StoreError::Unavailable(error)) if !*stop.borrow() => {
+                attempts += 1;
+                let delay = outage_delay(attempts);
+                tracing::warn!(projection = name, %error, ?delay, "store unavailable; retrying");
+                tokio::time::sleep(delay).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Saves a projection's checkpoint, waiting out an unavailable store.
+async fn save_checkpoint(
+    engine: &ProjectionEngine,
+    name: &str,
+    stop: &watch::Receiver<bool>,
+    position: u64,
+) -> Result<(), ProjectionError> {
+    outlast(name, stop, || engine.checkpoints.save(name, position))
+        .await
+        .map_err(|source| ProjectionError::Store { projection: name.to_owned(), source })
+}
+
+/// Saves the checkpoint at `position` unless it is already `saved` there.
+async fn save_if_moved(
+    engine: &ProjectionEngine,
+    name: &str,
+    stop: &watch::Receiver<bool>,
+    position: u64,
+    saved: u64,
+) -> Result<(), ProjectionError> {
+    if position == saved {
+        Ok(())
+    } else {
+        save_checkpoint(engine, name, stop, position).await
+    }
+}
+
 enum Request {
     RetryDeadLetter(Uuid, oneshot::Sender<Result<bool, ProjectionError>>),
 }
@@ -496,8 +552,7 @@ struct Runner<P> {
     projection: P,
     options: ProjectionOptions,
     name: Cow<'static, str>,
-    status: watch::Sender<ProjectionStatus>,
-    stop: watch::Receiver<bool>,
+    control: RunnerControl,
     requests: mpsc::Receiver<Request>,
 }
 
@@ -507,9 +562,13 @@ impl<P: Projection> Runner<P> {
     }
 
     async fn run(&mut self) -> Result<(), ProjectionError> {
-        let start = self.engine.checkpoints.load(&self.name).await.map_err(|e| self.store_error(e))?.unwrap_or(0);
+        let start = outlast(&self.name, &self.control.stop, || self.engine.checkpoints.load(&self.name))
+            .await
+            .map_err(|e| self.store_error(e))?;
+        let start = start.unwrap_or(0);
         let (mut position, mut saved, mut handled, mut parked) = (start, start, 0, 0);
-        self.status.send_modify(|s| s.position = start);
+        let mut outages = 0;
+        self.control.status.send_modify(|s| s.position = start);
         let mut events = self.engine.events.subscribe(start + 1, self.projection.filter());
         loop {
             let next = if let Some(next) = events.next().now_or_never() {
@@ -517,16 +576,16 @@ impl<P: Projection> Runner<P> {
             } else {
                 // Nothing ready: a good moment to save and to report.
                 if position != saved {
-                    self.engine.checkpoints.save(&self.name, position).await.map_err(|e| self.store_error(e))?;
+                    save_checkpoint(&self.engine, &self.name, &self.control.stop, position).await?;
                     saved = position;
                 }
-                self.status.send_modify(|s| {
+                self.control.status.send_modify(|s| {
                     *s = ProjectionStatus { state: ProjectionState::Live, position, handled, parked };
                 });
                 self.report_lag(position, Some(0), None);
                 tokio::select! {
                     next = events.next() => next,
-                    _ = self.stop.changed() => return Ok(()),
+                    _ = self.control.stop.changed() => return Ok(()),
                     Some(request) = self.requests.recv() => {
                         self.serve(request).await;
                         continue;
@@ -534,30 +593,47 @@ impl<P: Projection> Runner<P> {
                 }
             };
             let Some(event) = next else { break };
-            let event = event.map_err(|e| self.store_error(e))?;
+            let event = match event {
+                Ok(event) => event,
+                Err(StoreError::Unavailable(error)) => {
+                    // The store went away (a restart, a network cut): wait,
+                    // then follow the log again right after the last event
+                    // handled. Nothing is skipped and nothing handled twice.
+                    outages += 1;
+                    let delay = outage_delay(outages);
+                    tracing::warn!(projection = %self.name, %error, ?delay, "event store unavailable; resubscribing");
+                    drop(events);
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        _ = self.control.stop.changed() => return save_if_moved(&self.engine, &self.name, &self.control.stop, position, saved).await,
+                    }
+                    events = self.engine.events.subscribe(position + 1, self.projection.filter());
+                    continue;
+                }
+                Err(error) => return Err(self.store_error(error)),
+            };
+            outages = 0;
             match self.engine.deliver(&mut self.projection, &self.name, &event, &self.options).await {
                 Ok(true) => parked += 1,
                 Ok(false) => handled += 1,
                 Err(error) => {
                     // Keep the progress made before the poison event.
-                    if position != saved {
-                        self.engine.checkpoints.save(&self.name, position).await.map_err(|e| self.store_error(e))?;
-                    }
+                    save_if_moved(&self.engine, &self.name, &self.control.stop, position, saved).await?;
                     return Err(error);
                 }
             }
             position = event.global_position;
             if position - saved >= self.options.checkpoint_every {
-                self.engine.checkpoints.save(&self.name, position).await.map_err(|e| self.store_error(e))?;
+                save_checkpoint(&self.engine, &self.name, &self.control.stop, position).await?;
                 saved = position;
-                self.status.send_modify(|s| {
+                self.control.status.send_modify(|s| {
                     s.position = position;
                     s.handled = handled;
                     s.parked = parked;
                 });
                 let head = self.engine.events.head_position().await.ok().flatten();
                 self.report_lag(position, head.map(|h| h.saturating_sub(position)), Some(&event));
-                if *self.stop.borrow() {
+                if self.control.is_stopping() {
                     return Ok(());
                 }
                 while let Ok(request) = self.requests.try_recv() {
@@ -565,10 +641,7 @@ impl<P: Projection> Runner<P> {
                 }
             }
         }
-        if position != saved {
-            self.engine.checkpoints.save(&self.name, position).await.map_err(|e| self.store_error(e))?;
-        }
-        Ok(())
+        save_if_moved(&self.engine, &self.name, &self.control.stop, position, saved).await
     }
 
     fn report_lag(&self, position: u64, behind: Option<u64>, last: Option<&RecordedEvent>) {
@@ -598,8 +671,45 @@ pub struct ProjectionHandle<P> {
     name: String,
     status: watch::Receiver<ProjectionStatus>,
     stop: watch::Sender<bool>,
-    requests: mpsc::Sender<Request>,
+    requests: Option<mpsc::Sender<Request>>,
     task: JoinHandle<Result<P, ProjectionError>>,
+}
+
+/// What a projection runner reports through and listens to: the other end
+/// of a [`ProjectionHandle`].
+///
+/// The engine's runner uses it, and so can an adapter that runs
+/// projections its own way (the PostgreSQL adapter's transactional
+/// runner does), so that every running projection is controlled through
+/// the same handle. See [`ProjectionHandle::spawn_runner`].
+#[derive(Debug)]
+pub struct RunnerControl {
+    status: watch::Sender<ProjectionStatus>,
+    stop: watch::Receiver<bool>,
+}
+
+impl RunnerControl {
+    /// Changes the status the handle sees.
+    pub fn report(&self, update: impl FnOnce(&mut ProjectionStatus)) {
+        self.status.send_modify(update);
+    }
+
+    /// The status as last reported.
+    pub fn status(&self) -> ProjectionStatus {
+        self.status.borrow().clone()
+    }
+
+    /// Whether the handle asked the runner to stop (or was dropped).
+    pub fn is_stopping(&self) -> bool {
+        *self.stop.borrow() || self.status.is_closed()
+    }
+
+    /// A receiver that changes when the handle asks the runner to stop, for
+    /// `tokio::select!`: `_ = stop.changed() => ...` (an error means the
+    /// handle was dropped, which also means stop).
+    pub fn stop_signal(&self) -> watch::Receiver<bool> {
+        self.stop.clone()
+    }
 }
 
 impl<P> fmt::Debug for ProjectionHandle<P> {
@@ -611,7 +721,41 @@ impl<P> fmt::Debug for ProjectionHandle<P> {
     }
 }
 
-impl<P: Projection> ProjectionHandle<P> {
+impl<P: Send + 'static> ProjectionHandle<P> {
+    /// Runs `run` in its own task as a projection named `name`, and returns
+    /// the handle that controls it. `run` reports its progress and learns
+    /// that it should stop through the [`RunnerControl`] it is given; when
+    /// it returns, the handle's state becomes
+    /// [`ProjectionState::Stopped`] or [`ProjectionState::Failed`].
+    ///
+    /// For adapters that run projections their own way;
+    /// [`ProjectionEngine::spawn`] is the usual way to run one.
+    /// [`ProjectionHandle::retry_dead_letter`] is not available on such a
+    /// handle.
+    pub fn spawn_runner<F, Fut>(name: impl Into<String>, run: F) -> Self
+    where
+        F: FnOnce(RunnerControl) -> Fut,
+        Fut: std::future::Future<Output = Result<P, ProjectionError>> + Send + 'static,
+    {
+        let name = name.into();
+        let (status_tx, status) =
+            watch::channel(ProjectionStatus { state: ProjectionState::CatchingUp, position: 0, handled: 0, parked: 0 });
+        let (stop, stop_rx) = watch::channel(false);
+        let reporter = status_tx.clone();
+        let work = run(RunnerControl { status: status_tx, stop: stop_rx });
+        let task = tokio::spawn(async move {
+            let result = work.await;
+            reporter.send_modify(|s| {
+                s.state = match &result {
+                    Ok(_) => ProjectionState::Stopped,
+                    Err(error) => ProjectionState::Failed(error.to_string()),
+                };
+            });
+            result
+        });
+        Self { name, status, stop, requests: None, task }
+    }
+
     /// The projection's progress.
     pub fn status(&self) -> ProjectionStatus {
         self.status.borrow().clone()
@@ -635,7 +779,13 @@ impl<P: Projection> ProjectionHandle<P> {
     pub async fn retry_dead_letter(&self, id: Uuid) -> Result<bool, ProjectionError> {
         let (reply, answer) = oneshot::channel();
         let ended = || ProjectionError::Ended(self.name.clone(), "the projection is not running".into());
-        self.requests.send(Request::RetryDeadLetter(id, reply)).await.map_err(|_| ended())?;
+        let Some(requests) = &self.requests else {
+            return Err(ProjectionError::Unsupported {
+                projection: self.name.clone(),
+                operation: "retrying a dead letter through its handle",
+            });
+        };
+        requests.send(Request::RetryDeadLetter(id, reply)).await.map_err(|_| ended())?;
         answer.await.map_err(|_| ended())?
     }
 

@@ -18,7 +18,7 @@ use async_trait::async_trait;
 
 pub use engine::{
     Poison, PoisonPolicy, Progress, ProjectionEngine, ProjectionError, ProjectionHandle, ProjectionOptions,
-    ProjectionState, ProjectionStatus,
+    ProjectionState, ProjectionStatus, RunnerControl,
 };
 
 use crate::envelope::RecordedEvent;
