@@ -12,7 +12,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use orchestrix::store::{EventFilter, EventStore, ExpectedVersion};
 use orchestrix::{Metadata, NewEvent, StoreError, StreamId};
-use orchestrix_adapters::postgres::{PgConfig, PgLease, PgStore};
+use orchestrix_adapters::postgres::{PgConfig, PgLease, PgProjection, PgProjectionOptions, PgStore};
 use serde_json::value::RawValue;
 use sqlx::Connection;
 
@@ -393,5 +393,180 @@ async fn killed_backends_lose_nothing_acknowledged_and_subscribers_resume() {
     assert_eq!(seen, expected);
     assert_eq!(seen.iter().collect::<HashSet<_>>().len(), seen.len());
     drop(subscription);
+    store.drop_schema().await.unwrap();
+}
+
+/// A non-idempotent read model run by the adapter's transactional runner:
+/// a counter and one inserted row per event, through the batch's
+/// transaction. Fails (after writing) on events whose data says so.
+struct Counter {
+    table: String,
+}
+
+#[orchestrix::async_trait]
+impl PgProjection for Counter {
+    fn name(&self) -> std::borrow::Cow<'static, str> {
+        "counter".into()
+    }
+
+    fn filter(&self) -> EventFilter {
+        EventFilter::types(["E", "Poison"])
+    }
+
+    async fn handle(
+        &mut self,
+        tx: &mut sqlx::PgConnection,
+        event: &orchestrix::RecordedEvent,
+    ) -> Result<(), orchestrix::error::BoxError> {
+        let table = &self.table;
+        sqlx::query(&format!("UPDATE {table} SET n = n + 1, total = total + $1"))
+            .bind(i64::try_from(event.stream_version)?)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(&format!("INSERT INTO {table}_seen VALUES ($1)"))
+            .bind(i64::try_from(event.global_position)?)
+            .execute(&mut *tx)
+            .await?;
+        if event.event_type == "Poison" {
+            return Err("this event cannot be projected".into());
+        }
+        Ok(())
+    }
+}
+
+async fn counter_table(store: &PgStore) -> String {
+    let table = format!("\"{}\".counter", store.config().schema());
+    sqlx::raw_sql(&format!(
+        "CREATE TABLE {table} (n bigint NOT NULL, total bigint NOT NULL); INSERT INTO {table} VALUES (0, 0); \
+         CREATE TABLE {table}_seen (p bigint NOT NULL)"
+    ))
+    .execute(store.pool())
+    .await
+    .unwrap();
+    table
+}
+
+async fn counted(store: &PgStore, table: &str) -> (i64, i64, i64) {
+    let (n, total): (i64, i64) =
+        sqlx::query_as(&format!("SELECT n, total FROM {table}")).fetch_one(store.pool()).await.unwrap();
+    let distinct: i64 = sqlx::query_scalar(&format!("SELECT count(DISTINCT p) FROM {table}_seen"))
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    (n, total, distinct)
+}
+
+/// The runner, killed at random points (its task aborted, its backends
+/// terminated) while events keep arriving, and raced by a second runner
+/// without the lease: every event is counted exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spawned_transactional_projection_is_exactly_once_across_kills_and_races() {
+    let app = format!("orx_runner_{:x}", fastrand::u32(..));
+    let Some(store) = named_store(&app).await else { return };
+    let Some(url) = support::pg_url() else { return };
+    let table = counter_table(&store).await;
+    // The writer's connections are not named, so they survive the kills.
+    let writer_store = PgStore::connect(&url, store.config().clone()).await.unwrap();
+    let writer = {
+        let store = writer_store.clone();
+        tokio::spawn(async move {
+            for i in 0..60u64 {
+                let events = vec![event("E", "{}"), event("E", "{}"), event("Other", "{}")];
+                store.append(&stream(&format!("r{i}")), ExpectedVersion::NoStream, events).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(fastrand::u64(0..4))).await;
+            }
+        })
+    };
+    let mut admin = sqlx::PgConnection::connect(&url).await.unwrap();
+    let options = PgProjectionOptions::default().batch_size(5).exclusive(false);
+    for round in 0..20 {
+        // Two runners on one projection at once: only the fence keeps them
+        // from counting an event twice.
+        let first = store.spawn_projection(Counter { table: table.clone() }, options);
+        let second = store.spawn_projection(Counter { table: table.clone() }, options);
+        tokio::time::sleep(Duration::from_millis(fastrand::u64(5..40))).await;
+        if round % 2 == 0 {
+            terminate(&mut admin, &app).await;
+        }
+        first.abort();
+        second.abort();
+    }
+    writer.await.unwrap();
+    let mut last = store.spawn_projection(Counter { table: table.clone() }, PgProjectionOptions::default());
+    let filter = EventFilter::types(["E"]);
+    let last_counted: Vec<_> = store.read_all(0, &filter).map(Result::unwrap).collect().await;
+    let head = last_counted.last().unwrap().global_position;
+    let status = tokio::time::timeout(Duration::from_secs(30), last.wait_for_position(head)).await.unwrap();
+    assert!(status.position >= head, "the runner stopped early: {status:?}");
+    last.stop().await.unwrap();
+    let (n, total, distinct) = counted(&store, &table).await;
+    assert_eq!(distinct, 120, "every event applied");
+    assert_eq!(n, 120, "every event counted exactly once");
+    assert_eq!(total, 60 * 3);
+    store.drop_schema().await.unwrap();
+}
+
+/// A poison event rolls back its own writes; with `Park` its dead letter
+/// and the checkpoint past it commit together and the projection goes on,
+/// with `Stop` the projection stops before it with a typed error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_event_is_parked_in_the_same_transaction_or_stops_the_runner() {
+    use orchestrix::projection::{PoisonPolicy, ProjectionError};
+    use orchestrix::{CheckpointStore, DeadLetterStore, RetryPolicy};
+    let Some(store) = support::pg_store().await else { return };
+    let table = counter_table(&store).await;
+    store.append(&stream("a"), ExpectedVersion::NoStream, vec![event("E", "{}"), event("E", "{}")]).await.unwrap();
+    let poison = store.append(&stream("b"), ExpectedVersion::NoStream, vec![event("Poison", "{}")]).await.unwrap();
+    let tail = store.append(&stream("c"), ExpectedVersion::NoStream, vec![event("E", "{}")]).await.unwrap();
+
+    let quick = RetryPolicy::fixed(2, Duration::from_millis(1));
+    let stopping =
+        store.spawn_projection(Counter { table: table.clone() }, PgProjectionOptions::default().retry(quick));
+    match tokio::time::timeout(Duration::from_secs(10), stopping.join()).await.unwrap() {
+        Err(ProjectionError::Poison(poison_event)) => {
+            assert_eq!(poison_event.position, poison[0].global_position);
+            assert_eq!(poison_event.attempts, 2);
+        }
+        other => panic!("expected a poison error, got {other:?}", other = other.map(|_| ())),
+    }
+    assert_eq!(counted(&store, &table).await, (2, 3, 2), "the events before the poison one are committed, it is not");
+    assert!(CheckpointStore::load(&store, "counter").await.unwrap() < Some(poison[0].global_position));
+
+    let options = PgProjectionOptions::default().retry(quick).poison(PoisonPolicy::Park);
+    let mut parking = store.spawn_projection(Counter { table: table.clone() }, options);
+    let status = parking.wait_for_position(tail[0].global_position).await;
+    assert_eq!((status.handled, status.parked), (1, 1));
+    parking.stop().await.unwrap();
+    assert_eq!(counted(&store, &table).await, (3, 4, 3), "the poison event's own writes were rolled back");
+    let letters = store.list(Some("counter")).await.unwrap();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].event.global_position, poison[0].global_position);
+    assert!(letters[0].error.contains("cannot be projected"), "{}", letters[0].error);
+    assert_eq!(CheckpointStore::load(&store, "counter").await.unwrap(), Some(tail[0].global_position));
+    store.drop_schema().await.unwrap();
+}
+
+/// With the lease (the default), a second runner of the same projection
+/// waits as a standby and takes over when the first stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_exclusive_runner_waits_and_takes_over() {
+    use orchestrix::projection::ProjectionState;
+    let Some(store) = support::pg_store().await else { return };
+    let table = counter_table(&store).await;
+    let first_events = store.append(&stream("a"), ExpectedVersion::NoStream, vec![event("E", "{}")]).await.unwrap();
+    let mut first = store.spawn_projection(Counter { table: table.clone() }, PgProjectionOptions::default());
+    first.wait_for_position(first_events[0].global_position).await;
+    let mut standby = store.spawn_projection(Counter { table: table.clone() }, PgProjectionOptions::default());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(standby.status().state, ProjectionState::CatchingUp, "the standby runs without the lease");
+    assert_eq!(standby.status().handled, 0);
+    first.stop().await.unwrap();
+    let more = store.append(&stream("b"), ExpectedVersion::NoStream, vec![event("E", "{}")]).await.unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(10), standby.wait_for_position(more[0].global_position))
+        .await
+        .expect("the standby took over");
+    assert_eq!(status.handled, 1, "the standby resumed from the first runner's checkpoint");
+    standby.stop().await.unwrap();
+    assert_eq!(counted(&store, &table).await, (2, 2, 2));
     store.drop_schema().await.unwrap();
 }

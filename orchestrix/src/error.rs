@@ -245,8 +245,14 @@ impl fmt::Display for ExpectedVersion {
     }
 }
 
-/// An error with its chain of sources, on one line.
-pub(crate) fn render_chain(error: &(dyn std::error::Error + 'static)) -> String {
+/// An error with its chain of sources, on one line (a cause already at the
+/// end of the text is not repeated).
+///
+/// ```
+/// let error = std::io::Error::other("disk full");
+/// assert_eq!(orchestrix::error::render_chain(&error), "disk full");
+/// ```
+pub fn render_chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut rendered = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

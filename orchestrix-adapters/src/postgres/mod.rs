@@ -26,13 +26,15 @@
 //! - **Exactly-once projections**: [`PgStore::save_checkpoint_in`] moves a
 //!   checkpoint inside the caller's transaction, conditionally (a fence
 //!   against a dead runner's late commit), so a read model in the same
-//!   database commits with its checkpoint exactly once (see
-//!   [`PgStore::begin`]).
+//!   database commits with its checkpoint exactly once: run it with
+//!   [`PgStore::spawn_projection`] (a [`PgProjection`] gets the batch's
+//!   transaction), or by hand with [`PgStore::begin`].
 //! - **One runner per projection**: [`PgLease`] holds a session advisory
 //!   lock on a dedicated connection.
 
 mod lease;
 mod ports;
+mod projection;
 mod schema;
 
 use std::sync::{Arc, Mutex, PoisonError};
@@ -50,6 +52,7 @@ use tokio::task::AbortHandle;
 use uuid::Uuid;
 
 pub use lease::PgLease;
+pub use projection::{PgProjection, PgProjectionOptions};
 
 use crate::common::{
     decode_rows, is_unique_violation, map_err, next_cursor, now_micros, paged, recorded_events, to_i64,

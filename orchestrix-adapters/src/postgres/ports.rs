@@ -143,20 +143,7 @@ impl KeyValueStore for PgStore {
 #[async_trait]
 impl DeadLetterStore for PgStore {
     async fn park(&self, letter: DeadLetter) -> Result<(), StoreError> {
-        validate_key("consumer name", &letter.consumer)?;
-        let event = serde_json::to_string(&letter.event).map_err(|error| {
-            StoreError::InvalidInput(format!("the dead letter's event cannot be serialized: {error}"))
-        })?;
-        sqlx::query(&self.inner.sql.dl_park)
-            .bind(letter.id)
-            .bind(&letter.consumer)
-            .bind(event)
-            .bind(letter.error.replace('\0', "\u{fffd}"))
-            .bind(i64::from(letter.attempts))
-            .bind(letter.parked_at)
-            .execute(&self.inner.pool)
-            .await
-            .map_err(map_err)?;
+        park_query(&self.inner.sql.dl_park, &letter)?.execute(&self.inner.pool).await.map_err(map_err)?;
         Ok(())
     }
 
@@ -191,4 +178,22 @@ fn letter_from_row(row: &sqlx::postgres::PgRow) -> Result<DeadLetter, StoreError
         attempts: u32::try_from(attempts).map_err(|_| bad(format!("attempts {attempts} out of range")))?,
         parked_at: row.try_get(5).map_err(map_err)?,
     })
+}
+
+/// The statement that parks `letter` (replacing one with the same id),
+/// ready to run on the pool or inside a transaction.
+pub(super) fn park_query<'q>(
+    sql: &'q str,
+    letter: &DeadLetter,
+) -> Result<sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>, StoreError> {
+    validate_key("consumer name", &letter.consumer)?;
+    let event = serde_json::to_string(&letter.event)
+        .map_err(|error| StoreError::InvalidInput(format!("the dead letter's event cannot be serialized: {error}")))?;
+    Ok(sqlx::query(sql)
+        .bind(letter.id)
+        .bind(letter.consumer.clone())
+        .bind(event)
+        .bind(letter.error.replace('\0', "\u{fffd}"))
+        .bind(i64::from(letter.attempts))
+        .bind(letter.parked_at))
 }
