@@ -570,3 +570,27 @@ async fn a_second_exclusive_runner_waits_and_takes_over() {
     assert_eq!(counted(&store, &table).await, (2, 2, 2));
     store.drop_schema().await.unwrap();
 }
+
+/// A subscriber of another store (another process, as far as the database
+/// can tell) that would poll only once an hour learns of an append through
+/// `NOTIFY` alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notification_wakes_a_subscriber_of_another_store() {
+    let Some(writer) = support::pg_store().await else { return };
+    let Some(url) = support::pg_url() else { return };
+    let config = writer.config().clone().with_poll_interval(Duration::from_secs(3_600));
+    let reader = PgStore::connect(&url, config).await.unwrap();
+    let mut subscription = reader.subscribe(0, EventFilter::all());
+    let waiting = tokio::spawn(async move { subscription.next().await });
+    // Let the subscriber find the log empty and start waiting.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let recorded = writer.append(&stream("n"), ExpectedVersion::NoStream, vec![event("E", "{}")]).await.unwrap();
+    let delivered = tokio::time::timeout(Duration::from_secs(30), waiting)
+        .await
+        .expect("the notification woke the subscriber")
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(delivered.id, recorded[0].id);
+    writer.drop_schema().await.unwrap();
+}

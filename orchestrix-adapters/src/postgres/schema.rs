@@ -245,7 +245,11 @@ impl Sql {
                  AND global_position < LEAST(w.m, $4) AND ($2::text[] IS NULL OR event_type = ANY($2)) \
                  ORDER BY global_position LIMIT $3) e ON true"
             ),
-            notify: "SELECT pg_notify($1, '')".to_owned(),
+            // A notification is a hint, never data: its commit need not
+            // wait for the WAL flush that every append's commit waits for
+            // (`set_config(..., true)` lasts until the end of this one
+            // statement's transaction, its commit included).
+            notify: "SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, '')".to_owned(),
             snapshot_save: format!(
                 "INSERT INTO \"{s}\".snapshots (category, aggregate_id, version, schema_version, state, taken_at) \
                  VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (stream_key, version) DO UPDATE SET \
