@@ -154,6 +154,16 @@ const COLUMNS: &str = "global_position, event_id, category, aggregate_id, stream
 /// Either way the unique `(stream, version)` index arbitrates races: a lost
 /// race is a unique violation, never a gap or a duplicate.
 fn append_sql(events: &str, stream_match: &str, checked: bool, single: bool) -> String {
+    if single && !checked {
+        // The most common append (one event, a new stream) is the plain
+        // single-row INSERT a hand-written program would send.
+        return format!(
+            "INSERT INTO {events} (global_position, event_id, category, aggregate_id, stream_version, event_type, \
+             schema_version, data, metadata, recorded_at) VALUES ((pg_current_xact_id()::text::bigint << 20) | 1, \
+             $4::uuid, $1, $2, 1, $5, $6::int8, $7::text::jsonb, $8::text::jsonb, $3) \
+             RETURNING global_position, stream_version"
+        );
+    }
     let source = if single {
         "(SELECT $4::uuid AS id, $5::text AS event_type, $6::int8 AS schema_version, $7::text AS data, \
          $8::text AS metadata, 1::int8 AS ord) e"
