@@ -50,6 +50,24 @@ pub enum EsdbError {
     /// A precondition failed (409); nothing was written.
     #[error("a write precondition failed (409 Conflict)")]
     Conflict,
+    /// The server refused data that does not match the JSON schema
+    /// registered for its event type (409); nothing was written. Also the
+    /// answer to a schema registration that events already stored violate.
+    #[error("EventSourcingDB refused data that does not match the registered event schema (409): {detail}")]
+    SchemaViolated {
+        /// The server's explanation.
+        detail: String,
+    },
+    /// A different schema is already registered for this event type;
+    /// EventSourcingDB never replaces a schema, so the event type needs a new
+    /// schema version instead.
+    #[error("EventSourcingDB already has a different schema for `{event_type}`; registered: {registered}")]
+    SchemaConflict {
+        /// The EventSourcingDB event type (`<prefix>.<name>.v<version>`).
+        event_type: String,
+        /// The start of the schema the server holds.
+        registered: String,
+    },
     /// Any other error status.
     #[error("EventSourcingDB answered {status} to {url}: {body}")]
     Status {
@@ -200,15 +218,16 @@ impl Http {
         if status.is_success() {
             return Ok(response);
         }
-        match status.as_u16() {
-            401 => Err(EsdbError::Unauthorized),
-            409 => Err(EsdbError::Conflict),
-            code => {
-                let mut body =
-                    tokio::time::timeout(timeout, response.text()).await.ok().and_then(Result::ok).unwrap_or_default();
-                truncate(&mut body, 500);
-                Err(EsdbError::Status { status: code, url: url.to_owned(), body })
-            }
+        if status.as_u16() == 401 {
+            return Err(EsdbError::Unauthorized);
+        }
+        let mut body =
+            tokio::time::timeout(timeout, response.text()).await.ok().and_then(Result::ok).unwrap_or_default();
+        truncate(&mut body, 500);
+        match (status.as_u16(), classify_conflict(&body)) {
+            (409, Conflict::Precondition) => Err(EsdbError::Conflict),
+            (409, Conflict::Schema) => Err(EsdbError::SchemaViolated { detail: body.trim().to_owned() }),
+            (code, _) => Err(EsdbError::Status { status: code, url: url.to_owned(), body }),
         }
     }
 
@@ -220,6 +239,30 @@ impl Http {
             Err(_) => return Err(EsdbError::Timeout { url: url.to_owned(), timeout }),
         };
         serde_json::from_slice(&bytes).map_err(|e| EsdbError::malformed("JSON answer", e))
+    }
+}
+
+/// What a 409 answer is about, from its text (API v1 answers with text:
+/// `state conflict: precondition failed`, `schema conflict: event candidate
+/// does not match schema`, `schema conflict: schema already exists`, ...).
+enum Conflict {
+    /// A precondition failed (and anything not recognised as a schema conflict).
+    Precondition,
+    /// Data does not match a registered schema.
+    Schema,
+    /// A schema is already registered for the type: left as a 409
+    /// [`EsdbError::Status`] for the registration to resolve.
+    SchemaExists,
+}
+
+fn classify_conflict(body: &str) -> Conflict {
+    let body = body.trim_start();
+    if body.starts_with("schema conflict: schema already exists") {
+        Conflict::SchemaExists
+    } else if body.starts_with("schema conflict") {
+        Conflict::Schema
+    } else {
+        Conflict::Precondition
     }
 }
 
