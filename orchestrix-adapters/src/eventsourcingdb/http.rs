@@ -148,9 +148,35 @@ pub(crate) type Lines = Pin<Box<dyn Stream<Item = Result<Bytes, EsdbError>> + Se
 
 impl Http {
     pub(crate) fn new(config: &EsdbConfig, api_version: &str) -> Result<Self, StoreError> {
-        let client = reqwest::Client::builder()
-            .connect_timeout(config.connect_timeout)
-            .pool_idle_timeout(Duration::from_secs(30))
+        #[cfg_attr(not(feature = "eventsourcingdb-tls"), allow(unused_mut))]
+        let mut builder =
+            reqwest::Client::builder().connect_timeout(config.connect_timeout).pool_idle_timeout(Duration::from_secs(30));
+        #[cfg(feature = "eventsourcingdb-tls")]
+        {
+            let mut roots = Vec::with_capacity(config.root_certificates.len());
+            for pem in &config.root_certificates {
+                let certificates = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| {
+                    StoreError::InvalidInput(format!("a configured root certificate is not a PEM certificate: {e}"))
+                })?;
+                if certificates.is_empty() {
+                    return Err(StoreError::InvalidInput(
+                        "a configured root certificate holds no PEM certificate".to_owned(),
+                    ));
+                }
+                roots.extend(certificates);
+            }
+            if !roots.is_empty() {
+                builder = builder.tls_certs_merge(roots);
+            }
+        }
+        #[cfg(not(feature = "eventsourcingdb-tls"))]
+        if config.base_url().starts_with("https://") {
+            return Err(StoreError::InvalidInput(format!(
+                "{} is an https URL: HTTPS needs the feature `eventsourcingdb-tls` of orchestrix-adapters",
+                config.base_url()
+            )));
+        }
+        let client = builder
             .build()
             .map_err(|e| StoreError::Backend(Box::new(EsdbError::malformed("client configuration", e))))?;
         Ok(Self {

@@ -181,6 +181,7 @@ impl Shared {
 #[derive(Debug)]
 pub struct TestServer {
     addr: SocketAddr,
+    scheme: &'static str,
     shared: Arc<Shared>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -201,23 +202,37 @@ impl TestServer {
     pub async fn bind(addr: SocketAddr, options: TestServerOptions) -> std::io::Result<Self> {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
-        let shared = Arc::new(Shared {
-            options,
-            log: RwLock::default(),
-            head: watch::Sender::new(0),
-            faults: Mutex::default(),
-            requests: Mutex::default(),
-        });
+        let shared = new_shared(options);
         let app = router(Arc::clone(&shared));
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Ok(Self { addr, shared, task })
+        Ok(Self { addr, scheme: "http", shared, task })
     }
 
-    /// The base URL, for example `http://127.0.0.1:40123`.
+    /// Starts a server on a random localhost port that speaks HTTPS only,
+    /// with the certificate chain and private key given as PEM (feature
+    /// `eventsourcingdb-tls`). Its [`TestServer::url`] starts with `https://`.
+    ///
+    /// The TLS handshake happens as a connection is accepted (one at a time,
+    /// at most 5 s each): good enough for tests, not for load.
+    #[cfg(feature = "eventsourcingdb-tls")]
+    pub async fn start_tls(options: TestServerOptions, cert_chain_pem: &str, key_pem: &str) -> std::io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let listener = tls::TlsListener::new(listener, cert_chain_pem, key_pem)?;
+        let shared = new_shared(options);
+        let app = router(Arc::clone(&shared));
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(Self { addr, scheme: "https", shared, task })
+    }
+
+    /// The base URL, for example `http://127.0.0.1:40123` (or `https://...`
+    /// for a server started with `start_tls`).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", self.scheme, self.addr)
     }
 
     /// The address it listens on.
@@ -254,6 +269,85 @@ impl TestServer {
     /// Waits until the server task ends (it does not on its own).
     pub async fn wait(self) {
         let _ = (&mut { self }.task).await;
+    }
+}
+
+fn new_shared(options: TestServerOptions) -> Arc<Shared> {
+    Arc::new(Shared {
+        options,
+        log: RwLock::default(),
+        head: watch::Sender::new(0),
+        faults: Mutex::default(),
+        requests: Mutex::default(),
+    })
+}
+
+#[cfg(feature = "eventsourcingdb-tls")]
+mod tls {
+    //! An HTTPS listener for `axum::serve`.
+
+    use std::io;
+    use std::net::SocketAddr;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use tokio::net::{TcpListener, TcpStream};
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio_rustls::rustls::{self, ServerConfig};
+    use tokio_rustls::TlsAcceptor;
+
+    pub(super) struct TlsListener {
+        tcp: TcpListener,
+        acceptor: TlsAcceptor,
+    }
+
+    impl TlsListener {
+        pub(super) fn new(tcp: TcpListener, cert_chain_pem: &str, key_pem: &str) -> io::Result<Self> {
+            let invalid = |what: &str, e: &dyn std::fmt::Display| {
+                io::Error::new(io::ErrorKind::InvalidInput, format!("{what}: {e}"))
+            };
+            let certs = CertificateDer::pem_slice_iter(cert_chain_pem.as_bytes())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| invalid("the certificate chain is not PEM", &e))?;
+            let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+                .map_err(|e| invalid("the private key is not PEM", &e))?;
+            let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+            let config = ServerConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .map_err(|e| invalid("TLS configuration", &e))?
+                .with_no_client_auth()
+                .with_single_cert(certs, key)
+                .map_err(|e| invalid("the certificate or key", &e))?;
+            Ok(Self { tcp, acceptor: TlsAcceptor::from(Arc::new(config)) })
+        }
+    }
+
+    impl axum::serve::Listener for TlsListener {
+        type Io = tokio_rustls::server::TlsStream<TcpStream>;
+        type Addr = SocketAddr;
+
+        async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+            loop {
+                let (tcp, addr) = match self.tcp.accept().await {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        tracing::debug!(%error, "the test server could not accept a connection");
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    }
+                };
+                match tokio::time::timeout(Duration::from_secs(5), self.acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => return (tls, addr),
+                    Ok(Err(error)) => tracing::debug!(%error, "a TLS handshake with the test server failed"),
+                    Err(_) => tracing::debug!("a TLS handshake with the test server timed out"),
+                }
+            }
+        }
+
+        fn local_addr(&self) -> io::Result<Self::Addr> {
+            self.tcp.local_addr()
+        }
     }
 }
 
