@@ -51,7 +51,9 @@ async fn an_untrusted_certificate_is_refused_with_a_connection_error() {
         let error = EsdbStore::connect(config).await.unwrap_err();
         let StoreError::Unavailable(source) = &error else { panic!("expected Unavailable, got {error:?}") };
         match source.downcast_ref::<EsdbError>() {
-            Some(EsdbError::Connection { reason, .. }) => assert!(reason.to_lowercase().contains("certificate"), "{reason}"),
+            Some(EsdbError::Connection { reason, .. }) => {
+                assert!(reason.to_lowercase().contains("certificate"), "{reason}");
+            }
             other => panic!("expected a connection error, got {other:?}"),
         }
     }
@@ -62,6 +64,9 @@ async fn a_root_certificate_that_is_not_pem_is_invalid_input() {
     for pem in ["not a certificate", "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n"] {
         let config = EsdbConfig::new("https://127.0.0.1:1", "secret").with_root_certificate_pem(pem);
         let error = EsdbStore::connect(config).await.unwrap_err();
-        assert!(matches!(&error, StoreError::InvalidInput(message) if message.contains("root certificate")), "{error:?}");
+        assert!(
+            matches!(&error, StoreError::InvalidInput(message) if message.contains("root certificate")),
+            "{error:?}"
+        );
     }
 }

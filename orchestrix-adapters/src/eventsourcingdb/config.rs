@@ -71,8 +71,7 @@ pub struct EsdbConfig {
 impl fmt::Debug for EsdbConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut f = f.debug_struct("EsdbConfig");
-        f
-            .field("base_url", &self.base_url)
+        f.field("base_url", &self.base_url)
             .field("api_token", &self.api_token)
             .field("source", &self.source)
             .field("type_prefix", &self.type_prefix)

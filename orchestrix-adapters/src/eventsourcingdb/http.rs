@@ -149,8 +149,9 @@ pub(crate) type Lines = Pin<Box<dyn Stream<Item = Result<Bytes, EsdbError>> + Se
 impl Http {
     pub(crate) fn new(config: &EsdbConfig, api_version: &str) -> Result<Self, StoreError> {
         #[cfg_attr(not(feature = "eventsourcingdb-tls"), allow(unused_mut))]
-        let mut builder =
-            reqwest::Client::builder().connect_timeout(config.connect_timeout).pool_idle_timeout(Duration::from_secs(30));
+        let mut builder = reqwest::Client::builder()
+            .connect_timeout(config.connect_timeout)
+            .pool_idle_timeout(Duration::from_secs(30));
         #[cfg(feature = "eventsourcingdb-tls")]
         {
             let mut roots = Vec::with_capacity(config.root_certificates.len());

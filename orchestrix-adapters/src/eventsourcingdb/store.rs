@@ -216,8 +216,7 @@ impl EsdbStore {
 
     /// The schema the server holds for an EventSourcingDB event type, if any.
     async fn read_event_type_schema(&self, esdb_type: &str) -> Result<Option<serde_json::Value>, StoreError> {
-        let answer =
-            self.inner.http.post("read-event-type", &serde_json::json!({ "eventType": esdb_type })).await?;
+        let answer = self.inner.http.post("read-event-type", &serde_json::json!({ "eventType": esdb_type })).await?;
         let answer: serde_json::Value =
             serde_json::from_slice(&answer).map_err(|e| EsdbError::malformed("read-event-type answer", e))?;
         Ok(answer.get("schema").filter(|s| !s.is_null()).cloned())

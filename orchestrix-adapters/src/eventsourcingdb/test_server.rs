@@ -994,7 +994,8 @@ async fn run_eventql_query(State(shared): State<Arc<Shared>>, headers: HeaderMap
     let lines = rows
         .into_iter()
         .map(|row| {
-            let mut line = serde_json::to_vec(&serde_json::json!({"type": "row", "payload": row})).expect("rows serialize");
+            let mut line =
+                serde_json::to_vec(&serde_json::json!({"type": "row", "payload": row})).expect("rows serialize");
             line.push(b'\n');
             Bytes::from(line)
         })

@@ -334,7 +334,12 @@ fn schemas_impl(
 
 /// One schema struct per variant with fields (the same fields and
 /// `#[serde]` attributes as the stored data), deriving `JsonSchema`.
-fn enum_schemas(krate: &TokenStream, span: proc_macro2::Span, item: &syn::ItemEnum, variants: &[Variant]) -> TokenStream {
+fn enum_schemas(
+    krate: &TokenStream,
+    span: proc_macro2::Span,
+    item: &syn::ItemEnum,
+    variants: &[Variant],
+) -> TokenStream {
     let schemars_crate = schemars_crate(krate);
     let mut shadows = TokenStream::new();
     let mut schemas = Vec::new();
@@ -376,7 +381,12 @@ fn enum_schemas(krate: &TokenStream, span: proc_macro2::Span, item: &syn::ItemEn
 
 /// The schema of a struct event: a copy of its fields with their
 /// `#[serde]` attributes (and the struct's), deriving `JsonSchema`.
-fn struct_schemas(krate: &TokenStream, span: proc_macro2::Span, item: &syn::ItemStruct, stored: &Stored) -> TokenStream {
+fn struct_schemas(
+    krate: &TokenStream,
+    span: proc_macro2::Span,
+    item: &syn::ItemStruct,
+    stored: &Stored,
+) -> TokenStream {
     let schemars_crate = schemars_crate(krate);
     let Stored { name, version, .. } = stored;
     let (shadows, schema) = match &item.fields {

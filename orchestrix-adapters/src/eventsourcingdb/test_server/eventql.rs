@@ -68,14 +68,14 @@ fn tokenize(text: &str) -> Result<Vec<Token>, QueryError> {
             let end = rest.find("*/").ok_or_else(|| QueryError::Malformed("unterminated comment".into()))?;
             i += end + 2;
         } else if c == b'"' || c == b'\'' {
-            let end = rest[1..]
-                .find(char::from(c))
-                .ok_or_else(|| QueryError::Malformed("unterminated string".into()))?;
+            let end =
+                rest[1..].find(char::from(c)).ok_or_else(|| QueryError::Malformed("unterminated string".into()))?;
             tokens.push(Token::Str(rest[1..=end].to_owned()));
             i += end + 2;
         } else if c.is_ascii_digit() || (c == b'-' && bytes.get(i + 1).is_some_and(u8::is_ascii_digit)) {
             let len = rest[1..].find(|ch: char| !(ch.is_ascii_digit() || ch == '.')).map_or(rest.len(), |n| n + 1);
-            let number = rest[..len].parse().map_err(|_| QueryError::Malformed(format!("bad number {}", &rest[..len])))?;
+            let number =
+                rest[..len].parse().map_err(|_| QueryError::Malformed(format!("bad number {}", &rest[..len])))?;
             tokens.push(Token::Num(number));
             i += len;
         } else if c.is_ascii_alphabetic() || c == b'_' {
@@ -284,9 +284,9 @@ impl Parser {
     fn primary(&mut self) -> Result<Expr, QueryError> {
         match self.next() {
             Some(Token::Str(s)) => Ok(Expr::Literal(Value::String(s))),
-            Some(Token::Num(n)) => Ok(Expr::Literal(
-                serde_json::Number::from_f64(n).map_or(Value::Null, Value::Number),
-            )),
+            Some(Token::Num(n)) => {
+                Ok(Expr::Literal(serde_json::Number::from_f64(n).map_or(Value::Null, Value::Number)))
+            }
             Some(Token::Sym("(")) => {
                 let inner = self.expr()?;
                 self.symbol(")")?;
@@ -507,6 +507,9 @@ mod tests {
             assert!(matches!(parse(text), Err(QueryError::Malformed(_))), "{text}");
         }
         assert!(matches!(rows("FROM e IN events WHERE e.data.n PROJECT INTO e"), Err(QueryError::Unevaluable(_))));
-        assert!(matches!(rows("FROM e IN events WHERE e.data.n < 'x' PROJECT INTO e"), Err(QueryError::Unevaluable(_))));
+        assert!(matches!(
+            rows("FROM e IN events WHERE e.data.n < 'x' PROJECT INTO e"),
+            Err(QueryError::Unevaluable(_))
+        ));
     }
 }
