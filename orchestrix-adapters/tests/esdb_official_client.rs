@@ -91,3 +91,116 @@ async fn events_written_by_the_adapter_read_back_through_the_official_client() {
     assert_eq!(events[0].subject(), "/Account/42");
     assert_eq!(events[0].data()["data"], json!({ "owner": "Ada" }), "the event data inside the adapter's envelope");
 }
+
+#[tokio::test]
+async fn every_event_carries_a_hash_chain_the_official_client_verifies() {
+    let (server, client) = server_and_client().await;
+    let traced = EventCandidate::builder()
+        .source("https://bank.example")
+        .subject("/accounts/3")
+        .ty("com.example.bank.deposited")
+        .data(json!({ "amount": 7, "note": "spaced  out ✓" }))
+        .traceinfo(eventsourcingdb::event::TraceInfo::WithState {
+            traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
+            tracestate: "rojo=00f067aa0ba902b7".into(),
+        })
+        .build();
+    client.write_events(vec![candidate("/accounts/1", 1), candidate("/accounts/2", 2)], vec![]).await.unwrap();
+    client.write_events(vec![traced], vec![]).await.unwrap();
+    // And events the adapter writes, with its envelope.
+    let store = EsdbStore::connect(EsdbConfig::new(server.url(), server.token())).await.unwrap();
+    let event = NewEvent {
+        event_type: "AccountOpened".into(),
+        schema_version: 1,
+        data: serde_json::value::RawValue::from_string(r#"{"owner": "Ada",  "n": 1.50}"#.into()).unwrap(),
+        metadata: Metadata::default(),
+    };
+    store.append(&StreamId::new("Account", "1").unwrap(), ExpectedVersion::NoStream, vec![event]).await.unwrap();
+
+    let events = read(&client, "/", true).await;
+    assert_eq!(events.len(), 4);
+    let mut predecessor = "0".repeat(64);
+    for event in &events {
+        event.verify_hash().unwrap_or_else(|e| panic!("event {}: {e}", event.id()));
+        assert!(event.hash().starts_with("esdb:hash:v2:"), "{}", event.hash());
+        assert_eq!(event.predecessorhash(), predecessor, "event {} chains to the one before", event.id());
+        predecessor = event.hash().to_owned();
+    }
+    assert_eq!(events[2].traceparent(), Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"));
+}
+
+#[tokio::test]
+async fn eventql_queries_and_the_eventql_precondition_work_with_the_official_client() {
+    use eventsourcingdb::error::{code, ClientError};
+    let (_server, client) = server_and_client().await;
+    client.write_events(vec![candidate("/accounts/1", 1), candidate("/accounts/2", 2)], vec![]).await.unwrap();
+
+    let rows: Vec<serde_json::Value> = client
+        .run_eventql_query(r#"FROM e IN events WHERE e.subject == "/accounts/2" PROJECT INTO e"#)
+        .await
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+        .await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["data"], json!({ "amount": 2 }));
+    let empty: Vec<_> = client
+        .run_eventql_query("FROM e IN events ORDER BY e.time DESC TOP 100 PROJECT INTO e")
+        .await
+        .unwrap()
+        .collect()
+        .await;
+    assert_eq!(empty.len(), 2);
+
+    // "No event of this type on /accounts/3 yet": holds once, then not.
+    let no_withdrawal = Precondition::is_eventql_query_true(
+        r#"FROM e IN events WHERE e.type == "com.example.bank.withdrawn" AND e.subject == "/accounts/3" PROJECT INTO COUNT() == 0"#,
+    );
+    let withdrawn = || {
+        EventCandidate::builder()
+            .source("https://bank.example")
+            .subject("/accounts/3")
+            .ty("com.example.bank.withdrawn")
+            .data(json!({ "amount": 1 }))
+            .build()
+    };
+    client.write_events(vec![withdrawn()], vec![no_withdrawal]).await.unwrap();
+    let again = Precondition::is_eventql_query_true(
+        r#"FROM e IN events WHERE e.type == "com.example.bank.withdrawn" AND e.subject == "/accounts/3" PROJECT INTO COUNT() == 0"#,
+    );
+    match client.write_events(vec![withdrawn()], vec![again]).await {
+        Err(ClientError::DbApiError(error)) => assert_eq!(error.code, code::PRECONDITION_VIOLATED, "{error}"),
+        other => panic!("expected a violated precondition, got {other:?}"),
+    }
+    assert_eq!(read(&client, "/accounts/3", false).await.len(), 1, "nothing from the refused write");
+}
+
+#[tokio::test]
+async fn registered_schemas_are_enforced_as_the_official_client_expects() {
+    use eventsourcingdb::error::{code, ClientError};
+    let (_server, client) = server_and_client().await;
+    let schema = json!({
+        "type": "object",
+        "properties": { "amount": { "type": "integer" } },
+        "required": ["amount"],
+    });
+    client.register_event_schema("com.example.bank.deposited", &schema).await.unwrap();
+    match client.register_event_schema("com.example.bank.deposited", &schema).await {
+        Err(ClientError::DbApiError(error)) => assert_eq!(error.code, code::EVENT_SCHEMA_ALREADY_REGISTERED),
+        other => panic!("expected an already registered schema, got {other:?}"),
+    }
+    assert_eq!(client.read_event_type("com.example.bank.deposited").await.unwrap().schema, Some(schema));
+
+    client.write_events(vec![candidate("/accounts/1", 1)], vec![]).await.unwrap();
+    let wrong = EventCandidate::builder()
+        .source("https://bank.example")
+        .subject("/accounts/1")
+        .ty("com.example.bank.deposited")
+        .data(json!({ "amount": "one" }))
+        .build();
+    match client.write_events(vec![wrong], vec![]).await {
+        Err(ClientError::DbApiError(error)) => assert_eq!(error.code, code::EVENT_SCHEMA_VIOLATED, "{error}"),
+        other => panic!("expected a schema violation, got {other:?}"),
+    }
+    assert_eq!(read(&client, "/accounts/1", false).await.len(), 1);
+}

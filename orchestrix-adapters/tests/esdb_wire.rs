@@ -151,3 +151,15 @@ async fn schemas_are_registered_under_the_versioned_type() {
         vec![r#"{"eventType":"com.example.bank.AccountOpened.v3","schema":{"type":"object"}}"#.to_owned()]
     );
 }
+
+/// Without the TLS feature, an https URL is refused up front, with the
+/// feature to enable named.
+#[cfg(not(feature = "eventsourcingdb-tls"))]
+#[tokio::test]
+async fn an_https_url_without_the_tls_feature_names_the_feature() {
+    let error = EsdbStore::connect(EsdbConfig::new("https://127.0.0.1:1", "secret")).await.unwrap_err();
+    assert!(
+        matches!(&error, orchestrix::StoreError::InvalidInput(m) if m.contains("eventsourcingdb-tls")),
+        "{error:?}"
+    );
+}

@@ -17,6 +17,52 @@ pub struct EventType {
     pub version: u32,
 }
 
+/// The JSON schema of one stored event type's data (the object
+/// [`Event::encode`] writes), at its current version.
+///
+/// `#[event(schema)]` derives one per stored type from the Rust types (with
+/// the `schemars` feature), so that a store which validates events on write
+/// can be told what each type's data looks like.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventSchema {
+    /// The stored type name.
+    pub name: &'static str,
+    /// The schema version the schema describes (the current one).
+    pub version: u32,
+    /// A JSON Schema (draft 2020-12) document; shared definitions are under
+    /// `$defs`, referenced from the root.
+    pub schema: Value,
+}
+
+/// An [`Event`] that knows the JSON schema of every stored type it writes.
+///
+/// Implemented by `#[event(schema)]` (feature `schemars`), which derives the
+/// schema of each variant's (or the struct's) data, honouring its
+/// `#[serde(...)]` attributes:
+///
+/// ```
+/// # #[cfg(feature = "schemars")] {
+/// use orchestrix::prelude::*;
+/// use orchestrix::EventSchemas;
+///
+/// #[event(schema)]
+/// #[derive(Debug, Clone, PartialEq)]
+/// pub enum AccountEvent {
+///     Opened { owner: String },
+///     Deposited { amount: u64 },
+/// }
+///
+/// let schemas = AccountEvent::event_schemas();
+/// assert_eq!(schemas[1].name, "AccountDeposited");
+/// assert_eq!(schemas[1].schema["properties"]["amount"]["type"], "integer");
+/// assert_eq!(schemas[1].schema["required"], serde_json::json!(["amount"]));
+/// # }
+/// ```
+pub trait EventSchemas: Event {
+    /// One schema per entry of [`Event::event_types`], in the same order.
+    fn event_schemas() -> Vec<EventSchema>;
+}
+
 /// A domain event: a fact that happened, stored as (type name, schema
 /// version, JSON data).
 ///

@@ -112,7 +112,7 @@ pub use app::{CommandOptions, CommandOutcome, Orchestrix, OrchestrixBuilder};
 pub use command::{AggregateCommand, CommandSet, Existence, StandaloneCommand};
 pub use envelope::{validate_event_type, Envelope, Metadata, NewEvent, RecordedEvent, MAX_EVENT_TYPE_LEN};
 pub use error::{CommandError, DecodeError, DecodeErrorKind, Error, StoreError, UpcastError};
-pub use event::{Event, EventType};
+pub use event::{Event, EventSchema, EventSchemas, EventType};
 pub use repository::{Loaded, Repository};
 pub use retry::RetryPolicy;
 pub use store::{
@@ -128,6 +128,13 @@ pub use orchestrix_macros::{aggregate, command_handler, event, projection};
 /// need no dependency of their own: `#[orchestrix::async_trait]`.
 pub use async_trait::async_trait;
 
+/// Re-exported (feature `schemars`) for the inner types of newtype event
+/// variants, which `#[event(schema)]` needs to implement `JsonSchema`:
+/// `#[derive(orchestrix::schemars::JsonSchema)]` with
+/// `#[schemars(crate = "orchestrix::schemars")]`.
+#[cfg(feature = "schemars")]
+pub use schemars;
+
 /// Everything a domain module needs: `use orchestrix::prelude::*;`.
 pub mod prelude {
     pub use crate::{
@@ -141,6 +148,8 @@ pub mod prelude {
 #[doc(hidden)]
 pub mod __private {
     pub use async_trait::async_trait;
+    #[cfg(feature = "schemars")]
+    pub use schemars;
     pub use serde;
     pub use serde_json;
     pub use std::any::TypeId;
@@ -185,6 +194,38 @@ pub mod __private {
         result.into_reset_result()
     }
     pub use crate::event::{decode_versioned, encode_raw, Upcaster};
+
+    /// Keeps the tokens of `#[event(schema)]` when the `schemars` feature
+    /// is on, and explains which feature is missing when it is off.
+    pub use crate::__orchestrix_if_schemars as if_schemars;
+
+    /// The JSON schema of a stored type's data, titled with its name.
+    #[cfg(feature = "schemars")]
+    pub fn event_schema<T: schemars::JsonSchema>(name: &'static str, version: u32) -> crate::EventSchema {
+        let mut schema = schemars::SchemaGenerator::default().into_root_schema_for::<T>().to_value();
+        if let Some(object) = schema.as_object_mut() {
+            object.insert("title".to_owned(), serde_json::Value::String(name.to_owned()));
+        }
+        crate::EventSchema { name, version, schema }
+    }
+}
+
+#[cfg(feature = "schemars")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __orchestrix_if_schemars {
+    ($($tokens:tt)*) => { $($tokens)* };
+}
+
+#[cfg(not(feature = "schemars"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __orchestrix_if_schemars {
+    ($($tokens:tt)*) => {
+        ::core::compile_error!(
+            "`#[event(schema)]` needs the `schemars` feature of orchestrix: `orchestrix = { version = \"...\", features = [\"schemars\"] }`"
+        );
+    };
 }
 
 /// The README's quick start, compiled and run as a doctest.

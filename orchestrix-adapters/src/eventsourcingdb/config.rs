@@ -63,20 +63,25 @@ pub struct EsdbConfig {
     pub(crate) reconnect_min: Duration,
     pub(crate) reconnect_max: Duration,
     pub(crate) any_retries: u32,
+    /// Root certificates (PEM) trusted beside the platform's.
+    #[cfg(feature = "eventsourcingdb-tls")]
+    pub(crate) root_certificates: Vec<Vec<u8>>,
 }
 
 impl fmt::Debug for EsdbConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("EsdbConfig")
-            .field("base_url", &self.base_url)
+        let mut f = f.debug_struct("EsdbConfig");
+        f.field("base_url", &self.base_url)
             .field("api_token", &self.api_token)
             .field("source", &self.source)
             .field("type_prefix", &self.type_prefix)
             .field("connect_timeout", &self.connect_timeout)
             .field("request_timeout", &self.request_timeout)
             .field("heartbeat_timeout", &self.heartbeat_timeout)
-            .field("reconnect", &(self.reconnect_min..self.reconnect_max))
-            .finish_non_exhaustive()
+            .field("reconnect", &(self.reconnect_min..self.reconnect_max));
+        #[cfg(feature = "eventsourcingdb-tls")]
+        f.field("root_certificates", &self.root_certificates.len());
+        f.finish_non_exhaustive()
     }
 }
 
@@ -99,6 +104,8 @@ impl EsdbConfig {
             reconnect_min: Duration::from_millis(50),
             reconnect_max: Duration::from_secs(5),
             any_retries: 64,
+            #[cfg(feature = "eventsourcingdb-tls")]
+            root_certificates: Vec::new(),
         }
     }
 
@@ -149,6 +156,26 @@ impl EsdbConfig {
     pub fn with_reconnect_backoff(mut self, min: Duration, max: Duration) -> Self {
         self.reconnect_min = min;
         self.reconnect_max = max.max(min);
+        self
+    }
+
+    /// Trusts the root certificate(s) in `pem` (one or more PEM
+    /// certificates) beside the platform's roots, for a server whose
+    /// certificate a private CA signed, or a self-signed one (feature
+    /// `eventsourcingdb-tls`). A certificate that is not PEM makes
+    /// [`EsdbStore::connect`](super::EsdbStore::connect) fail with
+    /// [`StoreError::InvalidInput`].
+    ///
+    /// ```
+    /// use orchestrix_adapters::eventsourcingdb::EsdbConfig;
+    ///
+    /// let ca_pem = "-----BEGIN CERTIFICATE-----\n...\n-----END CERTIFICATE-----\n";
+    /// let config = EsdbConfig::new("https://esdb.internal:3000", "secret").with_root_certificate_pem(ca_pem);
+    /// # drop(config);
+    /// ```
+    #[cfg(feature = "eventsourcingdb-tls")]
+    pub fn with_root_certificate_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.root_certificates.push(pem.into());
         self
     }
 

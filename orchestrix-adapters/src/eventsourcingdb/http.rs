@@ -50,6 +50,24 @@ pub enum EsdbError {
     /// A precondition failed (409); nothing was written.
     #[error("a write precondition failed (409 Conflict)")]
     Conflict,
+    /// The server refused data that does not match the JSON schema
+    /// registered for its event type (409); nothing was written. Also the
+    /// answer to a schema registration that events already stored violate.
+    #[error("EventSourcingDB refused data that does not match the registered event schema (409): {detail}")]
+    SchemaViolated {
+        /// The server's explanation.
+        detail: String,
+    },
+    /// A different schema is already registered for this event type;
+    /// EventSourcingDB never replaces a schema, so the event type needs a new
+    /// schema version instead.
+    #[error("EventSourcingDB already has a different schema for `{event_type}`; registered: {registered}")]
+    SchemaConflict {
+        /// The EventSourcingDB event type (`<prefix>.<name>.v<version>`).
+        event_type: String,
+        /// The start of the schema the server holds.
+        registered: String,
+    },
     /// Any other error status.
     #[error("EventSourcingDB answered {status} to {url}: {body}")]
     Status {
@@ -130,9 +148,36 @@ pub(crate) type Lines = Pin<Box<dyn Stream<Item = Result<Bytes, EsdbError>> + Se
 
 impl Http {
     pub(crate) fn new(config: &EsdbConfig, api_version: &str) -> Result<Self, StoreError> {
-        let client = reqwest::Client::builder()
+        #[cfg_attr(not(feature = "eventsourcingdb-tls"), allow(unused_mut))]
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(config.connect_timeout)
-            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_idle_timeout(Duration::from_secs(30));
+        #[cfg(feature = "eventsourcingdb-tls")]
+        {
+            let mut roots = Vec::with_capacity(config.root_certificates.len());
+            for pem in &config.root_certificates {
+                let certificates = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| {
+                    StoreError::InvalidInput(format!("a configured root certificate is not a PEM certificate: {e}"))
+                })?;
+                if certificates.is_empty() {
+                    return Err(StoreError::InvalidInput(
+                        "a configured root certificate holds no PEM certificate".to_owned(),
+                    ));
+                }
+                roots.extend(certificates);
+            }
+            if !roots.is_empty() {
+                builder = builder.tls_certs_merge(roots);
+            }
+        }
+        #[cfg(not(feature = "eventsourcingdb-tls"))]
+        if config.base_url().starts_with("https://") {
+            return Err(StoreError::InvalidInput(format!(
+                "{} is an https URL: HTTPS needs the feature `eventsourcingdb-tls` of orchestrix-adapters",
+                config.base_url()
+            )));
+        }
+        let client = builder
             .build()
             .map_err(|e| StoreError::Backend(Box::new(EsdbError::malformed("client configuration", e))))?;
         Ok(Self {
@@ -200,15 +245,16 @@ impl Http {
         if status.is_success() {
             return Ok(response);
         }
-        match status.as_u16() {
-            401 => Err(EsdbError::Unauthorized),
-            409 => Err(EsdbError::Conflict),
-            code => {
-                let mut body =
-                    tokio::time::timeout(timeout, response.text()).await.ok().and_then(Result::ok).unwrap_or_default();
-                truncate(&mut body, 500);
-                Err(EsdbError::Status { status: code, url: url.to_owned(), body })
-            }
+        if status.as_u16() == 401 {
+            return Err(EsdbError::Unauthorized);
+        }
+        let mut body =
+            tokio::time::timeout(timeout, response.text()).await.ok().and_then(Result::ok).unwrap_or_default();
+        truncate(&mut body, 500);
+        match (status.as_u16(), classify_conflict(&body)) {
+            (409, Conflict::Precondition) => Err(EsdbError::Conflict),
+            (409, Conflict::Schema) => Err(EsdbError::SchemaViolated { detail: body.trim().to_owned() }),
+            (code, _) => Err(EsdbError::Status { status: code, url: url.to_owned(), body }),
         }
     }
 
@@ -220,6 +266,30 @@ impl Http {
             Err(_) => return Err(EsdbError::Timeout { url: url.to_owned(), timeout }),
         };
         serde_json::from_slice(&bytes).map_err(|e| EsdbError::malformed("JSON answer", e))
+    }
+}
+
+/// What a 409 answer is about, from its text (API v1 answers with text:
+/// `state conflict: precondition failed`, `schema conflict: event candidate
+/// does not match schema`, `schema conflict: schema already exists`, ...).
+enum Conflict {
+    /// A precondition failed (and anything not recognised as a schema conflict).
+    Precondition,
+    /// Data does not match a registered schema.
+    Schema,
+    /// A schema is already registered for the type: left as a 409
+    /// [`EsdbError::Status`] for the registration to resolve.
+    SchemaExists,
+}
+
+fn classify_conflict(body: &str) -> Conflict {
+    let body = body.trim_start();
+    if body.starts_with("schema conflict: schema already exists") {
+        Conflict::SchemaExists
+    } else if body.starts_with("schema conflict") {
+        Conflict::Schema
+    } else {
+        Conflict::Precondition
     }
 }
 

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use futures_core::Stream;
 use futures_util::{stream, StreamExt};
 use orchestrix::store::{EventFilter, EventStream, ExpectedVersion, Snapshot, SnapshotStore};
-use orchestrix::{EventStore, NewEvent, RecordedEvent, StoreError, StreamId};
+use orchestrix::{EventSchema, EventSchemas, EventStore, NewEvent, RecordedEvent, StoreError, StreamId};
 use serde_json::value::RawValue;
 
 use super::config::EsdbConfig;
@@ -133,8 +133,16 @@ impl EsdbStore {
 
     /// Registers a JSON schema for the EventSourcingDB type of
     /// `event_type` at `schema_version`; the server then refuses events of
-    /// that type whose data does not match. The schema describes the whole
-    /// stored data, that is the envelope (see ADR 0012).
+    /// that type whose data does not match ([`EsdbError::SchemaViolated`]).
+    /// The schema describes the whole stored data, that is the envelope
+    /// (see ADR 0012); [`EsdbStore::register_event_schemas`] builds it from
+    /// the Rust types.
+    ///
+    /// Idempotent: if the server already holds the same schema for the
+    /// type, this succeeds; if it holds a different one, the error is
+    /// [`EsdbError::SchemaConflict`] (schemas cannot be replaced: raise the
+    /// event's version instead). Events already stored that violate the
+    /// schema make the server refuse it ([`EsdbError::SchemaViolated`]).
     pub async fn register_event_schema(
         &self,
         event_type: &str,
@@ -142,12 +150,76 @@ impl EsdbStore {
         schema: &serde_json::Value,
     ) -> Result<(), StoreError> {
         wire::validate_event_type(event_type)?;
-        let body = serde_json::json!({
-            "eventType": wire::esdb_type(&self.inner.config.type_prefix, event_type, schema_version),
-            "schema": schema,
-        });
-        self.inner.http.post("register-event-schema", &body).await?;
+        let esdb_type = wire::esdb_type(&self.inner.config.type_prefix, event_type, schema_version);
+        let body = serde_json::json!({ "eventType": esdb_type, "schema": schema });
+        match self.inner.http.post("register-event-schema", &body).await {
+            Ok(_) => Ok(()),
+            Err(EsdbError::Status { status: 409, .. }) => {
+                let registered = self.read_event_type_schema(&esdb_type).await?;
+                if registered.as_ref() == Some(schema) {
+                    return Ok(());
+                }
+                let mut registered = registered.map_or_else(|| "none".to_owned(), |s| s.to_string());
+                if registered.len() > 300 {
+                    let mut end = 300;
+                    while !registered.is_char_boundary(end) {
+                        end -= 1;
+                    }
+                    registered.truncate(end);
+                    registered.push('…');
+                }
+                Err(EsdbError::SchemaConflict { event_type: esdb_type, registered }.into())
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// Registers the schema of every stored type of `E` (its current
+    /// versions), derived from the Rust types by `#[event(schema)]`
+    /// (feature `schemars` of `orchestrix`), each wrapped in the adapter's
+    /// envelope. Idempotent, as [`EsdbStore::register_event_schema`]: call
+    /// it at every start.
+    ///
+    /// ```no_run
+    /// use orchestrix::prelude::*;
+    /// use orchestrix_adapters::eventsourcingdb::{EsdbConfig, EsdbStore};
+    ///
+    /// #[event(schema)]
+    /// #[derive(Debug, Clone)]
+    /// pub enum AccountEvent {
+    ///     Opened { owner: String },
+    ///     Deposited { amount: u64 },
+    /// }
+    ///
+    /// # async fn run() -> Result<(), orchestrix::StoreError> {
+    /// let store = EsdbStore::connect(EsdbConfig::from_env()?).await?;
+    /// store.register_event_schemas::<AccountEvent>().await?;
+    /// # Ok(())
+    /// # }
+    /// # fn main() { let _ = run; }
+    /// ```
+    pub async fn register_event_schemas<E: EventSchemas>(&self) -> Result<(), StoreError> {
+        self.register_schemas(&E::event_schemas()).await
+    }
+
+    /// Registers each schema (of an event's data, as in [`EventSchema`])
+    /// wrapped in the adapter's envelope; see
+    /// [`EsdbStore::register_event_schemas`].
+    pub async fn register_schemas(&self, schemas: &[EventSchema]) -> Result<(), StoreError> {
+        for schema in schemas {
+            let esdb_type = wire::esdb_type(&self.inner.config.type_prefix, schema.name, schema.version);
+            let envelope = wire::envelope_schema(&esdb_type, &schema.schema);
+            self.register_event_schema(schema.name, schema.version, &envelope).await?;
+        }
         Ok(())
+    }
+
+    /// The schema the server holds for an EventSourcingDB event type, if any.
+    async fn read_event_type_schema(&self, esdb_type: &str) -> Result<Option<serde_json::Value>, StoreError> {
+        let answer = self.inner.http.post("read-event-type", &serde_json::json!({ "eventType": esdb_type })).await?;
+        let answer: serde_json::Value =
+            serde_json::from_slice(&answer).map_err(|e| EsdbError::malformed("read-event-type answer", e))?;
+        Ok(answer.get("schema").filter(|s| !s.is_null()).cloned())
     }
 
     async fn latest(&self, subject: &str) -> Result<Option<Latest>, StoreError> {

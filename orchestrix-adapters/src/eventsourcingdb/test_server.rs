@@ -6,13 +6,26 @@
 //! with the preconditions `isSubjectPristine` and `isSubjectOnEventId`
 //! (409 when one fails), `read-events` (`recursive`, `order`,
 //! `lowerBound`, `upperBound`, `fromLatestEvent`), `observe-events` (catch
-//! up, then live, with heartbeats), `register-event-schema` and
-//! `read-subjects`. Every answer carries `Server: EventSourcingDB/...`;
-//! requests without the bearer token get 401.
+//! up, then live, with heartbeats), `register-event-schema` (schemas are
+//! enforced on every write, and checked against the events already
+//! stored), `read-event-type`, `read-subjects` and `run-eventql-query` (a
+//! subset of EventQL, see below), plus the precondition
+//! `isEventQlQueryTrue`. Every event carries the hash chain as the official
+//! client verifies it (`esdb:hash:v2:`, SHA-256 over the fields, each
+//! event's `predecessorhash` the hash of the one before). Every answer
+//! carries `Server: EventSourcingDB/...`; requests without the bearer
+//! token get 401. Conflicts answer 409 with the texts API v1 uses
+//! (`state conflict: precondition failed`, `schema conflict: ...`).
 //!
-//! Known differences from the real server: event hashes are placeholders
-//! (not the SHA-256 chain), schemas are stored but not enforced, EventQL is
-//! not implemented (400), and subject and type validation is looser.
+//! EventQL: `FROM e IN events [WHERE ...] [ORDER BY e.field [ASC|DESC]]
+//! [SKIP n] [TOP n] PROJECT INTO [DISTINCT] ...` with comparisons, `AND`,
+//! `OR`, `NOT`, field access, records and `COUNT()`; anything else is
+//! refused with 400, never answered wrongly.
+//!
+//! Known differences from the real server: EventQL is a subset; subject
+//! and type validation is looser; events are not signed; and it speaks the
+//! v1 API (its "v2" is the same endpoints under `/api/v2`, which is *not*
+//! the real v2 API).
 //!
 //! [`Faults`] make it misbehave on purpose: error statuses, delays, an
 //! observation that breaks off, garbage lines, a missing `Server` header.
@@ -34,7 +47,10 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use futures_util::stream;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+use sha2::{Digest, Sha256};
 use tokio::sync::watch;
+
+mod eventql;
 
 /// The `Server` header the test server sends.
 pub const SERVER_HEADER: &str = "EventSourcingDB/0.0.0-orchestrix-test-server";
@@ -107,6 +123,38 @@ struct Log {
     events: Vec<Arc<StoredEvent>>,
     /// Per subject, the indexes of its events.
     subjects: HashMap<String, Vec<usize>>,
+    /// Per event type, its registered schema.
+    schemas: HashMap<String, Schema>,
+}
+
+/// A registered schema and its compiled validator.
+struct Schema {
+    json: serde_json::Value,
+    validator: jsonschema::Validator,
+}
+
+impl std::fmt::Debug for Schema {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Schema").field("json", &self.json).finish_non_exhaustive()
+    }
+}
+
+impl Schema {
+    /// Why `data` does not match, if it does not.
+    fn violation(&self, data: &RawValue) -> Option<String> {
+        let value: serde_json::Value = match serde_json::from_str(data.get()) {
+            Ok(value) => value,
+            Err(e) => return Some(e.to_string()),
+        };
+        self.validator.validate(&value).err().map(|e| format!("{e} at {}", e.instance_path))
+    }
+}
+
+impl Log {
+    /// The events as EventQL sees them (the same JSON as served).
+    fn eventql_rows(&self) -> impl Iterator<Item = serde_json::Value> + '_ {
+        self.events.iter().map(|e| serde_json::to_value(&**e).expect("events serialize"))
+    }
 }
 
 #[derive(Debug)]
@@ -115,7 +163,6 @@ struct Shared {
     log: RwLock<Log>,
     head: watch::Sender<usize>,
     faults: Mutex<Faults>,
-    schemas: Mutex<HashMap<String, serde_json::Value>>,
     requests: Mutex<Vec<(String, String)>>,
 }
 
@@ -134,6 +181,7 @@ impl Shared {
 #[derive(Debug)]
 pub struct TestServer {
     addr: SocketAddr,
+    scheme: &'static str,
     shared: Arc<Shared>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -154,24 +202,37 @@ impl TestServer {
     pub async fn bind(addr: SocketAddr, options: TestServerOptions) -> std::io::Result<Self> {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
-        let shared = Arc::new(Shared {
-            options,
-            log: RwLock::default(),
-            head: watch::Sender::new(0),
-            faults: Mutex::default(),
-            schemas: Mutex::default(),
-            requests: Mutex::default(),
-        });
+        let shared = new_shared(options);
         let app = router(Arc::clone(&shared));
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Ok(Self { addr, shared, task })
+        Ok(Self { addr, scheme: "http", shared, task })
     }
 
-    /// The base URL, for example `http://127.0.0.1:40123`.
+    /// Starts a server on a random localhost port that speaks HTTPS only,
+    /// with the certificate chain and private key given as PEM (feature
+    /// `eventsourcingdb-tls`). Its [`TestServer::url`] starts with `https://`.
+    ///
+    /// The TLS handshake happens as a connection is accepted (one at a time,
+    /// at most 5 s each): good enough for tests, not for load.
+    #[cfg(feature = "eventsourcingdb-tls")]
+    pub async fn start_tls(options: TestServerOptions, cert_chain_pem: &str, key_pem: &str) -> std::io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let listener = tls::TlsListener::new(listener, cert_chain_pem, key_pem)?;
+        let shared = new_shared(options);
+        let app = router(Arc::clone(&shared));
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(Self { addr, scheme: "https", shared, task })
+    }
+
+    /// The base URL, for example `http://127.0.0.1:40123` (or `https://...`
+    /// for a server started with `start_tls`).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", self.scheme, self.addr)
     }
 
     /// The address it listens on.
@@ -211,6 +272,85 @@ impl TestServer {
     }
 }
 
+fn new_shared(options: TestServerOptions) -> Arc<Shared> {
+    Arc::new(Shared {
+        options,
+        log: RwLock::default(),
+        head: watch::Sender::new(0),
+        faults: Mutex::default(),
+        requests: Mutex::default(),
+    })
+}
+
+#[cfg(feature = "eventsourcingdb-tls")]
+mod tls {
+    //! An HTTPS listener for `axum::serve`.
+
+    use std::io;
+    use std::net::SocketAddr;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use tokio::net::{TcpListener, TcpStream};
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio_rustls::rustls::{self, ServerConfig};
+    use tokio_rustls::TlsAcceptor;
+
+    pub(super) struct TlsListener {
+        tcp: TcpListener,
+        acceptor: TlsAcceptor,
+    }
+
+    impl TlsListener {
+        pub(super) fn new(tcp: TcpListener, cert_chain_pem: &str, key_pem: &str) -> io::Result<Self> {
+            let invalid = |what: &str, e: &dyn std::fmt::Display| {
+                io::Error::new(io::ErrorKind::InvalidInput, format!("{what}: {e}"))
+            };
+            let certs = CertificateDer::pem_slice_iter(cert_chain_pem.as_bytes())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| invalid("the certificate chain is not PEM", &e))?;
+            let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+                .map_err(|e| invalid("the private key is not PEM", &e))?;
+            let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+            let config = ServerConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .map_err(|e| invalid("TLS configuration", &e))?
+                .with_no_client_auth()
+                .with_single_cert(certs, key)
+                .map_err(|e| invalid("the certificate or key", &e))?;
+            Ok(Self { tcp, acceptor: TlsAcceptor::from(Arc::new(config)) })
+        }
+    }
+
+    impl axum::serve::Listener for TlsListener {
+        type Io = tokio_rustls::server::TlsStream<TcpStream>;
+        type Addr = SocketAddr;
+
+        async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+            loop {
+                let (tcp, addr) = match self.tcp.accept().await {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        tracing::debug!(%error, "the test server could not accept a connection");
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    }
+                };
+                match tokio::time::timeout(Duration::from_secs(5), self.acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => return (tls, addr),
+                    Ok(Err(error)) => tracing::debug!(%error, "a TLS handshake with the test server failed"),
+                    Err(_) => tracing::debug!("a TLS handshake with the test server timed out"),
+                }
+            }
+        }
+
+        fn local_addr(&self) -> io::Result<Self::Addr> {
+            self.tcp.local_addr()
+        }
+    }
+}
+
 fn router(shared: Arc<Shared>) -> Router {
     let api = Router::new()
         .route("/ping", get(ping))
@@ -219,6 +359,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/read-events", post(read_events))
         .route("/observe-events", post(observe_events))
         .route("/register-event-schema", post(register_event_schema))
+        .route("/read-event-type", post(read_event_type))
         .route("/read-subjects", post(read_subjects))
         .route("/run-eventql-query", post(run_eventql_query));
     let mut app = Router::new().nest("/api/v1", api.clone());
@@ -326,6 +467,8 @@ enum Precondition {
         #[serde(rename = "eventId")]
         event_id: String,
     },
+    #[serde(rename = "isEventQlQueryTrue")]
+    EventQlQueryTrue { query: String },
 }
 
 #[derive(Deserialize)]
@@ -345,8 +488,60 @@ fn valid_type(event_type: &str) -> bool {
         && parts.iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
 }
 
-fn placeholder_hash(id: usize) -> String {
-    format!("{id:064x}")
+/// The time as Go's RFC 3339 with nanoseconds writes it (trailing zeros of
+/// the fraction trimmed), as the hash covers it.
+fn rfc3339_trimmed(time: DateTime<Utc>) -> String {
+    let nanos = format!("{:09}", time.timestamp_subsec_nanos());
+    let fraction = nanos.trim_end_matches('0');
+    let seconds = time.format("%Y-%m-%dT%H:%M:%S");
+    if fraction.is_empty() {
+        format!("{seconds}Z")
+    } else {
+        format!("{seconds}.{fraction}Z")
+    }
+}
+
+const HASH_PREFIX: &str = "esdb:hash:v2:";
+
+/// The event hash of version 2, as EventSourcingDB writes it since 1.3 and
+/// the official clients verify it: SHA-256 over the prefix and every field
+/// on a line of its own (a missing trace field as `-`, `data` exactly as
+/// stored), hex-encoded behind the prefix.
+fn event_hash(event: &StoredEvent) -> String {
+    let input = [
+        HASH_PREFIX,
+        event.specversion,
+        &event.id,
+        &event.predecessorhash,
+        &event.time,
+        &event.source,
+        &event.subject,
+        &event.event_type,
+        event.datacontenttype,
+        event.traceparent.as_deref().unwrap_or("-"),
+        event.tracestate.as_deref().unwrap_or("-"),
+        event.data.get(),
+    ]
+    .join("\n");
+    let digest = Sha256::digest(input.as_bytes());
+    let mut hash = String::with_capacity(HASH_PREFIX.len() + 64);
+    hash.push_str(HASH_PREFIX);
+    for byte in digest {
+        hash.push(char::from(b"0123456789abcdef"[usize::from(byte >> 4)]));
+        hash.push(char::from(b"0123456789abcdef"[usize::from(byte & 0xf)]));
+    }
+    hash
+}
+
+/// Whether an `isEventQlQueryTrue` query holds: it must answer exactly one
+/// boolean row.
+fn eventql_holds(log: &Log, query: &str) -> Result<bool, String> {
+    let query = eventql::parse(query).map_err(|e| e.to_string())?;
+    let rows = eventql::run(&query, log.eventql_rows()).map_err(|e| e.to_string())?;
+    match rows.as_slice() {
+        [serde_json::Value::Bool(holds)] => Ok(*holds),
+        _ => Err(format!("query not boolean: it answered {} rows, not one boolean", rows.len())),
+    }
 }
 
 async fn write_events(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
@@ -381,17 +576,33 @@ async fn write_events(State(shared): State<Arc<Shared>>, headers: HeaderMap, bod
                 Precondition::OnEventId { subject, event_id } => {
                     log.subjects.get(subject).and_then(|s| s.last()).is_some_and(|&i| log.events[i].id == *event_id)
                 }
+                Precondition::EventQlQueryTrue { query } => match eventql_holds(&log, query) {
+                    Ok(holds) => holds,
+                    Err(message) => return bad_request(message),
+                },
             };
             if !holds {
-                return (StatusCode::CONFLICT, "precondition failed").into_response();
+                return (StatusCode::CONFLICT, "state conflict: precondition failed").into_response();
             }
         }
-        let time = Utc::now().to_rfc3339_opts(SecondsFormat::Nanos, true);
+        for candidate in &body.events {
+            if let Some(violation) = log.schemas.get(&candidate.event_type).and_then(|s| s.violation(&candidate.data)) {
+                return (
+                    StatusCode::CONFLICT,
+                    format!(
+                        "schema conflict: event candidate does not match schema of {}: {violation}",
+                        candidate.event_type
+                    ),
+                )
+                    .into_response();
+            }
+        }
+        let time = rfc3339_trimmed(Utc::now());
         let mut written = Vec::with_capacity(body.events.len());
         for candidate in body.events {
             let index = log.events.len();
-            let predecessorhash = index.checked_sub(1).map_or_else(|| "0".repeat(64), placeholder_hash);
-            let event = Arc::new(StoredEvent {
+            let predecessorhash = log.events.last().map_or_else(|| "0".repeat(64), |e| e.hash.clone());
+            let mut event = StoredEvent {
                 specversion: "1.0",
                 id: index.to_string(),
                 time: time.clone(),
@@ -400,12 +611,14 @@ async fn write_events(State(shared): State<Arc<Shared>>, headers: HeaderMap, bod
                 event_type: candidate.event_type,
                 datacontenttype: "application/json",
                 data: candidate.data,
-                hash: placeholder_hash(index),
+                hash: String::new(),
                 predecessorhash,
                 traceparent: candidate.traceparent,
                 tracestate: candidate.tracestate,
                 signature: None,
-            });
+            };
+            event.hash = event_hash(&event);
+            let event = Arc::new(event);
             log.subjects.entry(event.subject.clone()).or_default().push(index);
             log.events.push(Arc::clone(&event));
             written.push(event);
@@ -671,15 +884,58 @@ async fn register_event_schema(State(shared): State<Arc<Shared>>, headers: Heade
         Ok(body) => body,
         Err(e) => return bad_request(format!("invalid request body: {e}")),
     };
+    if !valid_type(&body.event_type) {
+        return bad_request(format!("invalid event type {:?}", body.event_type));
+    }
     if !body.schema.is_object() {
         return bad_request("schema must be a JSON object");
     }
-    let mut schemas = shared.schemas.lock().unwrap_or_else(PoisonError::into_inner);
-    if schemas.contains_key(&body.event_type) {
-        return (StatusCode::CONFLICT, "schema already registered").into_response();
+    if let Err(e) = jsonschema::meta::validate(&body.schema) {
+        return bad_request(format!("schema is not a valid JSON schema: {e}"));
     }
-    schemas.insert(body.event_type, body.schema);
+    let validator = match jsonschema::validator_for(&body.schema) {
+        Ok(validator) => validator,
+        Err(e) => return bad_request(format!("schema is not a valid JSON schema: {e}")),
+    };
+    let schema = Schema { json: body.schema, validator };
+    let mut log = shared.log.write().unwrap_or_else(PoisonError::into_inner);
+    if log.schemas.contains_key(&body.event_type) {
+        return (StatusCode::CONFLICT, "schema conflict: schema already exists").into_response();
+    }
+    let violating = log.events.iter().find(|e| e.event_type == body.event_type && schema.violation(&e.data).is_some());
+    if let Some(event) = violating {
+        return (StatusCode::CONFLICT, format!("schema conflict: event with ID {} does not match schema", event.id))
+            .into_response();
+    }
+    log.schemas.insert(body.event_type, schema);
     management("/api/v1/register-event-schema", "io.eventsourcingdb.api.event-schema-registered")
+}
+
+async fn read_event_type(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Body {
+        event_type: String,
+    }
+    if !authorized(&shared, &headers) {
+        return unauthorized();
+    }
+    let body: Body = match serde_json::from_slice(&body) {
+        Ok(body) => body,
+        Err(e) => return bad_request(format!("invalid request body: {e}")),
+    };
+    let log = shared.log.read().unwrap_or_else(PoisonError::into_inner);
+    let has_events = log.events.iter().any(|e| e.event_type == body.event_type);
+    let schema = log.schemas.get(&body.event_type).map(|s| s.json.clone());
+    if !has_events && schema.is_none() {
+        return (StatusCode::NOT_FOUND, "event type not found").into_response();
+    }
+    axum::Json(serde_json::json!({
+        "eventType": body.event_type,
+        "isPhantom": !has_events,
+        "schema": schema,
+    }))
+    .into_response()
 }
 
 async fn read_subjects(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
@@ -711,11 +967,40 @@ async fn read_subjects(State(shared): State<Arc<Shared>>, headers: HeaderMap, bo
     ndjson(lines)
 }
 
-async fn run_eventql_query(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+async fn run_eventql_query(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    #[derive(Deserialize)]
+    struct Body {
+        query: String,
+    }
+    shared.record("run-eventql-query", &body);
     if !authorized(&shared, &headers) {
         return unauthorized();
     }
-    bad_request("the Orchestrix test server does not implement EventQL")
+    let body: Body = match serde_json::from_slice(&body) {
+        Ok(body) => body,
+        Err(e) => return bad_request(format!("invalid request body: {e}")),
+    };
+    let query = match eventql::parse(&body.query) {
+        Ok(query) => query,
+        Err(e) => return bad_request(e.to_string()),
+    };
+    let rows = {
+        let log = shared.log.read().unwrap_or_else(PoisonError::into_inner);
+        match eventql::run(&query, log.eventql_rows()) {
+            Ok(rows) => rows,
+            Err(e) => return bad_request(e.to_string()),
+        }
+    };
+    let lines = rows
+        .into_iter()
+        .map(|row| {
+            let mut line =
+                serde_json::to_vec(&serde_json::json!({"type": "row", "payload": row})).expect("rows serialize");
+            line.push(b'\n');
+            Bytes::from(line)
+        })
+        .collect();
+    ndjson(lines)
 }
 
 /// Parses the time the server stored, for tests that compare.

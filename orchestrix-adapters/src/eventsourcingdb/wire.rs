@@ -256,6 +256,37 @@ pub(crate) fn validate_event_type(name: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// The JSON schema of the adapter's envelope around data described by
+/// `data_schema` (as `#[event(schema)]` derives it): the data's schema goes
+/// under `properties.data`, its `$defs` move to the root (their `$ref`s
+/// are root-relative), `streamVersion` is a positive integer and
+/// `metadata` an object.
+pub(crate) fn envelope_schema(esdb_type: &str, data_schema: &serde_json::Value) -> serde_json::Value {
+    use serde_json::{json, Value};
+    let mut data = data_schema.clone();
+    let mut defs = None;
+    let mut dialect = None;
+    if let Value::Object(object) = &mut data {
+        defs = object.remove("$defs");
+        dialect = object.remove("$schema");
+    }
+    let mut envelope = json!({
+        "$schema": dialect.unwrap_or_else(|| json!("https://json-schema.org/draft/2020-12/schema")),
+        "title": esdb_type,
+        "type": "object",
+        "properties": {
+            "streamVersion": { "type": "integer", "minimum": 1 },
+            "data": data,
+            "metadata": { "type": "object" },
+        },
+        "required": ["streamVersion", "data"],
+    });
+    if let Some(defs) = defs {
+        envelope["$defs"] = defs;
+    }
+    envelope
+}
+
 /// The EventSourcingDB type of an event: `<prefix>.<name>.v<schema version>`.
 pub(crate) fn esdb_type(prefix: &str, name: &str, schema_version: u32) -> String {
     format!("{prefix}.{name}.v{schema_version}")
@@ -314,6 +345,40 @@ mod tests {
         assert_eq!(parse_esdb_type("io.orchestrix", "io.orchestrix.AccountOpened"), None);
         assert!(validate_event_type("Account.Opened-v1").is_ok());
         assert!(validate_event_type("a b").is_err());
+    }
+
+    #[test]
+    fn envelope_schemas_wrap_the_data_schema_and_hoist_its_definitions() {
+        use serde_json::json;
+        let data = json!({
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "title": "Moved",
+            "type": "object",
+            "properties": { "to": { "$ref": "#/$defs/Address" } },
+            "required": ["to"],
+            "$defs": { "Address": { "type": "object" } },
+        });
+        let envelope = envelope_schema("io.orchestrix.Moved.v1", &data);
+        assert_eq!(
+            envelope,
+            json!({
+                "$schema": "https://json-schema.org/draft/2020-12/schema",
+                "title": "io.orchestrix.Moved.v1",
+                "type": "object",
+                "properties": {
+                    "streamVersion": { "type": "integer", "minimum": 1 },
+                    "data": {
+                        "title": "Moved",
+                        "type": "object",
+                        "properties": { "to": { "$ref": "#/$defs/Address" } },
+                        "required": ["to"],
+                    },
+                    "metadata": { "type": "object" },
+                },
+                "required": ["streamVersion", "data"],
+                "$defs": { "Address": { "type": "object" } },
+            })
+        );
     }
 
     #[test]

@@ -13,9 +13,10 @@ pub(crate) mod kw {
     syn::custom_keyword!(name);
     syn::custom_keyword!(version);
     syn::custom_keyword!(upcast);
+    syn::custom_keyword!(schema);
 }
 
-pub(crate) const VALID_KEYS: &[&str] = &["name", "version", "upcast", "crate"];
+pub(crate) const VALID_KEYS: &[&str] = &["name", "version", "upcast", "crate", "schema"];
 
 /// The arguments as written, each with the span of its key.
 pub(crate) struct EventArgs {
@@ -23,6 +24,8 @@ pub(crate) struct EventArgs {
     pub(crate) version: Slot<LitInt>,
     pub(crate) upcast: Slot<Vec<syn::Path>>,
     pub(crate) krate: Slot<syn::Path>,
+    /// `schema`: also implement `EventSchemas` (a flag, no value).
+    pub(crate) schema: Slot<()>,
 }
 
 impl EventArgs {
@@ -32,6 +35,7 @@ impl EventArgs {
             version: Slot::new("version"),
             upcast: Slot::new("upcast"),
             krate: Slot::new("crate"),
+            schema: Slot::new("schema"),
         }
     }
 
@@ -58,6 +62,15 @@ impl EventArgs {
             syn::bracketed!(content in input);
             let paths = Punctuated::<syn::Path, Token![,]>::parse_terminated(&content)?;
             self.upcast.set(cx, key.span, paths.into_iter().collect());
+        } else if lookahead.peek(kw::schema) {
+            let key: kw::schema = input.parse()?;
+            if input.peek(Token![=]) {
+                return Err(syn::Error::new(
+                    key.span,
+                    "`schema` takes no value: write `#[event(schema)]` to derive the JSON schemas of the stored types",
+                ));
+            }
+            self.schema.set(cx, key.span, ());
         } else if lookahead.peek(Token![crate]) {
             let key: Token![crate] = input.parse()?;
             self.krate.set(cx, key.span, common::crate_path(input)?);
@@ -142,6 +155,7 @@ impl EventArgs {
                 "version" => at(cx, key, self.version.take().map(|(s, _)| s)),
                 "upcast" => at(cx, key, self.upcast.take().map(|(s, _)| s)),
                 "crate" => at(cx, key, self.krate.take().map(|(s, _)| s)),
+                "schema" => at(cx, key, self.schema.take().map(|(s, ())| s)),
                 _ => unreachable!("not a key of #[event]: {key}"),
             }
         }

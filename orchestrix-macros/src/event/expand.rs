@@ -12,14 +12,20 @@ pub(crate) fn expand(model: &Model) -> TokenStream {
     let krate = &model.krate;
     match &model.input {
         Input::Enum { item, variants } => {
-            let body = enum_impl(krate, item, variants);
+            let mut body = enum_impl(krate, item, variants);
+            if let Some(span) = model.schema {
+                body.extend(enum_schemas(krate, span, item, variants));
+            }
             quote! {
                 #item
                 const _: () = { #body };
             }
         }
         Input::Struct { item, stored, unit } => {
-            let body = struct_impl(krate, item, stored, *unit);
+            let mut body = struct_impl(krate, item, stored, *unit);
+            if let Some(span) = model.schema {
+                body.extend(struct_schemas(krate, span, item, stored));
+            }
             let mut item = item.clone();
             if !unit {
                 let serde_crate = serde_crate(krate);
@@ -282,4 +288,133 @@ fn enum_impl(krate: &TokenStream, item: &syn::ItemEnum, variants: &[Variant]) ->
     };
     let imp = event_impl(krate, &item.ident, bodies);
     quote!(#shadows #imp)
+}
+
+/// `"::orchestrix::__private::schemars"` as a string literal, for `#[schemars(crate = ...)]`.
+fn schemars_crate(krate: &TokenStream) -> syn::LitStr {
+    let path = quote!(#krate::__private::schemars).to_string().replace(' ', "");
+    syn::LitStr::new(&path, proc_macro2::Span::call_site())
+}
+
+/// A struct whose derived `JsonSchema` describes `{}` (any object), for
+/// stored types without fields.
+fn empty_schema_struct(krate: &TokenStream) -> TokenStream {
+    let schemars_crate = schemars_crate(krate);
+    quote! {
+        #[derive(#krate::__private::schemars::JsonSchema)]
+        #[schemars(crate = #schemars_crate)]
+        struct __OrchestrixSchemaEmpty {}
+    }
+}
+
+/// The `EventSchemas` impl around the per-type schema expressions, all
+/// behind `if_schemars!` so that a missing feature is one clear error at
+/// the `schema` key.
+fn schemas_impl(
+    krate: &TokenStream,
+    span: proc_macro2::Span,
+    ident: &syn::Ident,
+    shadows: &TokenStream,
+    schemas: &[TokenStream],
+) -> TokenStream {
+    let guard = quote_spanned!(span=> #krate::__private::if_schemars!);
+    quote! {
+        #guard {
+            #shadows
+
+            #[automatically_derived]
+            impl #krate::EventSchemas for #ident {
+                fn event_schemas() -> #krate::__private::Vec<#krate::EventSchema> {
+                    ::std::vec![#(#schemas),*]
+                }
+            }
+        }
+    }
+}
+
+/// One schema struct per variant with fields (the same fields and
+/// `#[serde]` attributes as the stored data), deriving `JsonSchema`.
+fn enum_schemas(
+    krate: &TokenStream,
+    span: proc_macro2::Span,
+    item: &syn::ItemEnum,
+    variants: &[Variant],
+) -> TokenStream {
+    let schemars_crate = schemars_crate(krate);
+    let mut shadows = TokenStream::new();
+    let mut schemas = Vec::new();
+    let needs_empty =
+        variants.iter().any(|v| matches!(&v.shape, Shape::Unit) || matches!(&v.shape, Shape::Named(f) if f.is_empty()));
+    if needs_empty {
+        shadows.extend(empty_schema_struct(krate));
+    }
+    for variant in variants {
+        let Stored { name, version, .. } = &variant.stored;
+        let serde = &variant.serde;
+        match &variant.shape {
+            Shape::Named(fields) if !fields.is_empty() => {
+                let shadow = format_ident!("__OrchestrixSchema_{}", variant.ident);
+                let names: Vec<_> = fields.iter().map(|f| &f.ident).collect();
+                let types: Vec<_> = fields.iter().map(|f| &f.ty).collect();
+                let attrs: Vec<_> = fields.iter().map(|f| &f.serde).collect();
+                shadows.extend(quote! {
+                    #[allow(non_camel_case_types, dead_code)]
+                    #[derive(#krate::__private::schemars::JsonSchema)]
+                    #[schemars(crate = #schemars_crate)]
+                    #(#serde)*
+                    struct #shadow {
+                        #( #(#attrs)* #names: #types, )*
+                    }
+                });
+                schemas.push(quote!(#krate::__private::event_schema::<#shadow>(#name, #version)));
+            }
+            Shape::Named(_) | Shape::Unit => {
+                schemas.push(quote!(#krate::__private::event_schema::<__OrchestrixSchemaEmpty>(#name, #version)));
+            }
+            Shape::Newtype(ty) => {
+                schemas.push(quote_spanned!(ty.span()=> #krate::__private::event_schema::<#ty>(#name, #version)));
+            }
+        }
+    }
+    schemas_impl(krate, span, &item.ident, &shadows, &schemas)
+}
+
+/// The schema of a struct event: a copy of its fields with their
+/// `#[serde]` attributes (and the struct's), deriving `JsonSchema`.
+fn struct_schemas(
+    krate: &TokenStream,
+    span: proc_macro2::Span,
+    item: &syn::ItemStruct,
+    stored: &Stored,
+) -> TokenStream {
+    let schemars_crate = schemars_crate(krate);
+    let Stored { name, version, .. } = stored;
+    let (shadows, schema) = match &item.fields {
+        syn::Fields::Named(fields) => {
+            let serde = item.attrs.iter().filter(|a| a.path().is_ident("serde"));
+            let fields = fields.named.iter().map(|field| {
+                let attrs = field.attrs.iter().filter(|a| a.path().is_ident("serde"));
+                let ident = &field.ident;
+                let ty = &field.ty;
+                quote!(#(#attrs)* #ident: #ty)
+            });
+            (
+                quote! {
+                    #[allow(dead_code)]
+                    #[derive(#krate::__private::schemars::JsonSchema)]
+                    #[schemars(crate = #schemars_crate)]
+                    #(#serde)*
+                    struct __OrchestrixSchema {
+                        #(#fields,)*
+                    }
+                },
+                quote!(#krate::__private::event_schema::<__OrchestrixSchema>(#name, #version)),
+            )
+        }
+        _ => (
+            empty_schema_struct(krate),
+            quote!(#krate::__private::event_schema::<__OrchestrixSchemaEmpty>(#name, #version)),
+        ),
+    };
+    schemas_impl(krate, span, &item.ident, &shadows, &[schema])
 }

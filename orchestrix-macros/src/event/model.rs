@@ -62,6 +62,8 @@ pub(crate) struct Model {
     pub(crate) input: Input,
     /// False when the `Event` impl cannot even be stubbed (generic types).
     pub(crate) implementable: bool,
+    /// Where `schema` was written, when the `EventSchemas` impl is asked for.
+    pub(crate) schema: Option<Span>,
 }
 
 /// The default stored name's prefix for the variants of enum `ident`: its
@@ -81,12 +83,14 @@ pub(crate) fn parse(cx: &mut Ctxt, args: TokenStream, item: syn::Item) -> Model 
                 "on an enum, put `#[event(name = ..., version = ..., upcast = [...])]` on the variant it is about",
             );
             let krate = common::krate(args_.krate.take().map(|(_, path)| path));
+            let schema = args_.schema.take().map(|(span, ())| span);
             let implementable = check_generics(cx, &item.generics, &item.ident);
             let (item, variants) = parse_enum(cx, item);
-            Model { krate, input: Input::Enum { item, variants }, implementable }
+            Model { krate, input: Input::Enum { item, variants }, implementable, schema }
         }
         syn::Item::Struct(mut item) => {
             let krate = common::krate(args_.krate.take().map(|(_, path)| path));
+            let schema = args_.schema.take().map(|(span, ())| span);
             let implementable = check_generics(cx, &item.generics, &item.ident);
             let stored = stored(cx, &mut args_, item.ident.to_string());
             let unit = match &item.fields {
@@ -108,14 +112,19 @@ pub(crate) fn parse(cx: &mut Ctxt, args: TokenStream, item: syn::Item) -> Model 
                     common::take_attrs(&mut field.attrs, "event");
                 }
             }
-            Model { krate, input: Input::Struct { item, stored, unit }, implementable }
+            Model { krate, input: Input::Struct { item, stored, unit }, implementable, schema }
         }
         other => {
             cx.error_spanned_by(
                 item_keyword(&other),
                 "`#[event]` applies to an enum (one stored type per variant) or a struct with named fields",
             );
-            Model { krate: common::krate(None), input: Input::Other(other.into_token_stream()), implementable: false }
+            Model {
+                krate: common::krate(None),
+                input: Input::Other(other.into_token_stream()),
+                implementable: false,
+                schema: None,
+            }
         }
     }
 }
@@ -173,6 +182,11 @@ fn parse_enum(cx: &mut Ctxt, mut item: syn::ItemEnum) -> (syn::ItemEnum, Vec<Var
             name_span = lit.span();
         }
         args.reject(cx, &["crate"], "`crate` goes on the enum's `#[event]` attribute");
+        args.reject(
+            cx,
+            &["schema"],
+            "`schema` goes on the enum's `#[event]` attribute, where it derives the schemas of all variants",
+        );
         let stored = stored(cx, &mut args, format!("{prefix}{}", variant.ident));
         let serde = common::take_attrs(&mut variant.attrs, "serde");
         let shape = match &mut variant.fields {

@@ -90,7 +90,8 @@ fn one_input_with_three_mistakes_yields_three_errors() {
     .err()
     .unwrap();
     assert_eq!(errors.len(), 3, "{errors:#?}");
-    assert!(errors[0].starts_with("unknown key `nmae`: the valid keys are `name`, `version`, `upcast` and `crate`"));
+    assert!(errors[0]
+        .starts_with("unknown key `nmae`: the valid keys are `name`, `version`, `upcast`, `crate` and `schema`"));
     assert!(errors[1].starts_with("`version` must be 1 or more"));
     assert!(errors[2].starts_with("event type name `AccountOpened` is already used by variant `Opened`"));
 }

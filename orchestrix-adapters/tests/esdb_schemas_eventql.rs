@@ -1,0 +1,173 @@
+//! Event schemas derived from Rust types (`#[event(schema)]`), registered
+//! through the adapter and enforced by the test server; and EventQL passed
+//! through the adapter, answered by the test server's EventQL subset.
+
+#![cfg(feature = "eventsourcingdb-test-server")]
+
+use futures_util::{StreamExt, TryStreamExt};
+use orchestrix::prelude::*;
+use orchestrix::{EventSchemas, EventStore, ExpectedVersion, NewEvent, StoreError, StreamId};
+use orchestrix_adapters::eventsourcingdb::test_server::{TestServer, TestServerOptions};
+use orchestrix_adapters::eventsourcingdb::{EsdbConfig, EsdbError, EsdbStore};
+use serde_json::{json, value::RawValue};
+
+#[event(schema)]
+#[derive(Debug, Clone, PartialEq)]
+enum AccountEvent {
+    Opened {
+        owner: String,
+        #[serde(rename = "overdraftLimit")]
+        overdraft_limit: u64,
+    },
+    Deposited {
+        amount: u64,
+    },
+    Closed,
+}
+
+async fn setup() -> (TestServer, EsdbStore) {
+    let server = TestServer::start(TestServerOptions::default()).await.unwrap();
+    let config = EsdbConfig::new(server.url(), server.token()).with_type_prefix("com.example.bank");
+    let store = EsdbStore::connect(config).await.unwrap();
+    (server, store)
+}
+
+fn new_event(event: &AccountEvent) -> NewEvent {
+    NewEvent {
+        event_type: event.event_type().to_owned(),
+        schema_version: event.schema_version(),
+        data: event.encode().unwrap(),
+        metadata: Metadata::default(),
+    }
+}
+
+fn raw_event(event_type: &str, data: &str) -> NewEvent {
+    NewEvent {
+        event_type: event_type.to_owned(),
+        schema_version: 1,
+        data: RawValue::from_string(data.to_owned()).unwrap(),
+        metadata: Metadata::default(),
+    }
+}
+
+fn esdb_error(error: &StoreError) -> &EsdbError {
+    let source = match error {
+        StoreError::Backend(source) | StoreError::Unavailable(source) => source,
+        other => panic!("not a backend error: {other:?}"),
+    };
+    source.downcast_ref::<EsdbError>().unwrap_or_else(|| panic!("not an EsdbError: {error:?}"))
+}
+
+#[tokio::test]
+async fn schemas_from_the_rust_types_are_registered_idempotently_and_enforced() {
+    let (server, store) = setup().await;
+    store.register_event_schemas::<AccountEvent>().await.unwrap();
+    // Again, as at every start: the same schemas are already there.
+    store.register_event_schemas::<AccountEvent>().await.unwrap();
+
+    let stream = StreamId::new("Account", "1").unwrap();
+    let opened = AccountEvent::Opened { owner: "Ada".into(), overdraft_limit: 100 };
+    store.append(&stream, ExpectedVersion::NoStream, vec![new_event(&opened)]).await.unwrap();
+    store.append(&stream, ExpectedVersion::Exact(1), vec![new_event(&AccountEvent::Closed)]).await.unwrap();
+
+    // Data that does not match the Rust type's schema: the server refuses
+    // it, the adapter says so with a typed error (not a concurrency
+    // conflict), and nothing is written.
+    let wrong = raw_event("AccountDeposited", r#"{"amount":"ten"}"#);
+    let error = store.append(&stream, ExpectedVersion::Exact(2), vec![wrong]).await.unwrap_err();
+    assert!(!error.is_conflict(), "{error:?}");
+    match esdb_error(&error) {
+        EsdbError::SchemaViolated { detail } => {
+            assert!(detail.contains("com.example.bank.AccountDeposited.v1"), "{detail}");
+        }
+        other => panic!("expected SchemaViolated, got {other:?}"),
+    }
+    let missing = raw_event("AccountOpened", r#"{"owner":"Ada"}"#);
+    let error = store.append(&stream, ExpectedVersion::Exact(2), vec![missing]).await.unwrap_err();
+    assert!(matches!(esdb_error(&error), EsdbError::SchemaViolated { .. }), "{error:?}");
+    assert_eq!(store.stream_version(&stream).await.unwrap(), Some(2));
+    assert_eq!(server.len(), 2);
+
+    // A different schema for a type that already has one is refused.
+    let error = store.register_event_schema("AccountClosed", 1, &json!({"type": "object"})).await.unwrap_err();
+    match esdb_error(&error) {
+        EsdbError::SchemaConflict { event_type, registered } => {
+            assert_eq!(event_type, "com.example.bank.AccountClosed.v1");
+            assert!(registered.contains("streamVersion"), "{registered}");
+        }
+        other => panic!("expected SchemaConflict, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_schema_that_stored_events_violate_is_refused() {
+    let (_server, store) = setup().await;
+    let stream = StreamId::new("Account", "2").unwrap();
+    store
+        .append(&stream, ExpectedVersion::NoStream, vec![raw_event("AccountDeposited", r#"{"amount":-5}"#)])
+        .await
+        .unwrap();
+    let error = store.register_event_schemas::<AccountEvent>().await.unwrap_err();
+    assert!(matches!(esdb_error(&error), EsdbError::SchemaViolated { .. }), "{error:?}");
+}
+
+#[tokio::test]
+async fn registered_schemas_are_the_envelope_around_the_derived_data_schema() {
+    let (_server, store) = setup().await;
+    store.register_event_schemas::<AccountEvent>().await.unwrap();
+    let client = eventsourcingdb::client::Client::new(url(&store), "secret");
+    let registered = client.read_event_type("com.example.bank.AccountOpened.v1").await.unwrap();
+    let schema = registered.schema.expect("a schema is registered");
+    let derived = &AccountEvent::event_schemas()[0].schema;
+    assert_eq!(schema["properties"]["data"]["properties"], derived["properties"]);
+    assert_eq!(schema["properties"]["data"]["required"], json!(["owner", "overdraftLimit"]));
+    assert_eq!(schema["required"], json!(["streamVersion", "data"]));
+}
+
+fn url(store: &EsdbStore) -> url::Url {
+    let base = store.api_url().trim_end_matches("/api/v1");
+    url::Url::parse(&format!("{base}/")).unwrap()
+}
+
+#[tokio::test]
+async fn eventql_queries_pass_through_and_answer_rows() {
+    let (_server, store) = setup().await;
+    for (id, owner) in [("1", "Ada"), ("2", "Grace")] {
+        let stream = StreamId::new("Account", id).unwrap();
+        let opened = AccountEvent::Opened { owner: owner.into(), overdraft_limit: 0 };
+        store.append(&stream, ExpectedVersion::NoStream, vec![new_event(&opened)]).await.unwrap();
+        let deposited = AccountEvent::Deposited { amount: 10 };
+        store.append(&stream, ExpectedVersion::Exact(1), vec![new_event(&deposited)]).await.unwrap();
+    }
+
+    let rows: Vec<serde_json::Value> = store
+        .run_eventql_query(r#"FROM e IN events WHERE e.type == "com.example.bank.AccountOpened.v1" PROJECT INTO e"#)
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0]["subject"], "/Account/1");
+    assert_eq!(rows[1]["data"]["data"]["owner"], "Grace", "the event's data inside the adapter's envelope");
+
+    let rows: Vec<serde_json::Value> = store
+        .run_eventql_query(
+            "FROM e IN events WHERE e.subject == '/Account/2' ORDER BY e.time DESC TOP 1 \
+             PROJECT INTO { type: e.type, version: e.data.streamVersion }",
+        )
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(rows, [json!({"type": "com.example.bank.AccountDeposited.v1", "version": 2})]);
+
+    let rows: Vec<serde_json::Value> =
+        store.run_eventql_query("FROM e IN events PROJECT INTO COUNT()").try_collect().await.unwrap();
+    assert_eq!(rows, [json!(4)]);
+
+    // A query outside the supported subset is an error, not a wrong answer.
+    let results: Vec<_> = store.run_eventql_query("FROM e IN events GROUP BY e.type PROJECT INTO e").collect().await;
+    assert_eq!(results.len(), 1);
+    match esdb_error(results[0].as_ref().unwrap_err()) {
+        EsdbError::Status { status: 400, body, .. } => assert!(body.contains("query malformed"), "{body}"),
+        other => panic!("expected a 400, got {other:?}"),
+    }
+}
