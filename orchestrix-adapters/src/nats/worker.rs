@@ -112,7 +112,17 @@ struct Delivery {
 struct Held {
     lease: Box<dyn Lease>,
     generation: u64,
-    task: JoinHandle<()>,
+    task: AbortOnDrop,
+}
+
+/// A fetch task, aborted when its partition is left or the worker ends
+/// (however it ends).
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl ProjectionWorker {
@@ -225,9 +235,7 @@ impl<P: Projection> Run<P> {
             if let Some(held) = self.held.get_mut(&partition) {
                 if let Err(error) = held.lease.check().await {
                     tracing::warn!(partition, error = %render(&error), "lost the partition's lease; leaving it");
-                    if let Some(held) = self.held.remove(&partition) {
-                        held.task.abort();
-                    }
+                    self.held.remove(&partition);
                 }
                 continue;
             }
@@ -247,7 +255,8 @@ impl<P: Projection> Run<P> {
                     self.generation += 1;
                     let generation = self.generation;
                     tracing::info!(partition, consumer = %consumer_name, "took the partition");
-                    let task = tokio::spawn(fetch(consumer, tx.clone(), partition, generation, self.options.batch));
+                    let task =
+                        AbortOnDrop(tokio::spawn(fetch(consumer, tx.clone(), partition, generation, self.options.batch)));
                     self.held.insert(partition, Held { lease, generation, task });
                 }
                 Err(error) => {
@@ -266,7 +275,7 @@ impl<P: Projection> Run<P> {
 
     async fn release_all(&mut self) {
         for (_, held) in std::mem::take(&mut self.held) {
-            held.task.abort();
+            drop(held.task);
             let _ = held.lease.release().await;
         }
         self.status.send_modify(|s| s.partitions.clear());
