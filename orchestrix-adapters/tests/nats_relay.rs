@@ -14,9 +14,7 @@ use orchestrix::projection::PoisonPolicy;
 use orchestrix::store::{Message, MessageBus};
 use orchestrix::{CheckpointStore, EventStore, ExpectedVersion, RecordedEvent, StreamId};
 use orchestrix_adapters::nats::cloudevent::decode;
-use orchestrix_adapters::nats::{
-    JetStreamBus, ProjectionWorker, Relay, RelayOptions, SoleWorker, WorkerOptions,
-};
+use orchestrix_adapters::nats::{JetStreamBus, ProjectionWorker, Relay, RelayOptions, SoleWorker, WorkerOptions};
 
 /// Appends `per_stream` `Counted` events (and one ignored event) to each
 /// of `streams` streams, interleaved; returns the last position.
@@ -47,7 +45,7 @@ fn relay(place: &Place, store: &InMemoryEventStore, checkpoints: &InMemoryCheckp
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_relay_publishes_every_event_once_as_a_cloudevent() {
     let Some(client) = client().await else { return };
-    let place = Place::new(client, 4).await;
+    let place = Place::new(client, 4);
     let store = InMemoryEventStore::new();
     let events = fill(&store, 5, 20).await;
     let last = events.last().unwrap().global_position;
@@ -74,7 +72,10 @@ async fn the_relay_publishes_every_event_once_as_a_cloudevent() {
         assert_eq!(headers["ce-specversion"], "1.0");
         assert_eq!(headers["ce-type"], event.event_type);
         let back = decode(&headers, &message.payload).unwrap();
-        assert_eq!((back.id, back.global_position, back.stream_version), (event.id, event.global_position, event.stream_version));
+        assert_eq!(
+            (back.id, back.global_position, back.stream_version),
+            (event.id, event.global_position, event.stream_version)
+        );
         assert_eq!(back.data.get(), event.data.get());
     }
 
@@ -92,7 +93,7 @@ async fn the_relay_publishes_every_event_once_as_a_cloudevent() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_applies_every_event_in_stream_order() {
     let Some(client) = client().await else { return };
-    let place = Place::new(client, 4).await;
+    let place = Place::new(client, 4);
     let store = InMemoryEventStore::new();
     let events = fill(&store, 12, 25).await;
     let checkpoints = InMemoryCheckpointStore::new();
@@ -107,24 +108,26 @@ async fn a_worker_applies_every_event_in_stream_order() {
     handle.stop().await.unwrap();
     relay.stop().await.unwrap();
 
-    let state = ledger.state();
-    assert_eq!(state.applied.len() as u64, wanted);
-    assert!(state.out_of_order.is_empty(), "{:?}", state.out_of_order);
-    assert_eq!(state.total, 12 * (1..=25).sum::<u64>());
-    drop(state);
+    {
+        let state = ledger.state();
+        assert_eq!(state.applied.len() as u64, wanted);
+        assert!(state.out_of_order.is_empty(), "{:?}", state.out_of_order);
+        assert_eq!(state.total, 12 * (1..=25).sum::<u64>());
+    }
     place.delete().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_worker_takes_over_a_dead_ones_partitions_in_order() {
     let Some(client) = client().await else { return };
-    let place = Place::new(client, 3).await;
+    let place = Place::new(client, 3);
     let store = InMemoryEventStore::new();
     let checkpoints = InMemoryCheckpointStore::new();
     let relay = relay(&place, &store, &checkpoints, 32).spawn();
     let leases = MemoryLeases::default();
     let ledger = Ledger::named("takeover");
-    let worker = ProjectionWorker::new(place.client.clone(), place.subjects.clone(), place.stream.clone(), leases.clone());
+    let worker =
+        ProjectionWorker::new(place.client.clone(), place.subjects.clone(), place.stream.clone(), leases.clone());
     let options = WorkerOptions { batch: 5, lease_interval: Duration::from_millis(100), ..WorkerOptions::default() };
 
     let first = worker.spawn(ledger.clone(), options.clone());
@@ -140,11 +143,12 @@ async fn a_second_worker_takes_over_a_dead_ones_partitions_in_order() {
     second.stop().await.unwrap();
     relay.stop().await.unwrap();
 
-    let state = ledger.state();
-    assert_eq!(state.applied.len() as u64, wanted);
-    assert!(state.out_of_order.is_empty(), "{:?}", state.out_of_order);
-    assert_eq!(state.total, 9 * (1..=40).sum::<u64>());
-    drop(state);
+    {
+        let state = ledger.state();
+        assert_eq!(state.applied.len() as u64, wanted);
+        assert!(state.out_of_order.is_empty(), "{:?}", state.out_of_order);
+        assert_eq!(state.total, 9 * (1..=40).sum::<u64>());
+    }
     place.delete().await;
 }
 
@@ -170,7 +174,7 @@ impl orchestrix::projection::Projection for Failing {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_events_are_parked_or_stop_the_worker() {
     let Some(client) = client().await else { return };
-    let place = Place::new(client, 1).await;
+    let place = Place::new(client, 1);
     let store = InMemoryEventStore::new();
     fill(&store, 1, 3).await;
     let relay = relay(&place, &store, &InMemoryCheckpointStore::new(), 8).spawn();
@@ -205,7 +209,7 @@ async fn poison_events_are_parked_or_stop_the_worker() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_bus_carries_messages_and_headers_by_pattern() {
     let Some(client) = client().await else { return };
-    let place = Place::new(client, 1).await;
+    let place = Place::new(client, 1);
     let bus = JetStreamBus::new(place.client.clone(), &place.subjects, &place.stream).await.unwrap();
     let prefix = place.subjects.prefix().to_owned();
     let mut orders = bus.subscribe(&format!("{prefix}.orders.*")).await.unwrap();

@@ -44,7 +44,7 @@ async fn nats_restarted_while_the_relay_publishes() {
         return;
     }
     let Some(client) = client().await else { return };
-    let place = Place::new(client, 4).await;
+    let place = Place::new(client, 4);
     let store = InMemoryEventStore::new();
     let checkpoints = InMemoryCheckpointStore::new();
     let options = RelayOptions { window: 64, max_backoff: Duration::from_millis(200), ..RelayOptions::default() };
@@ -74,6 +74,7 @@ async fn nats_restarted_while_the_relay_publishes() {
     };
     let mut relay = relay;
     relay.wait_for_position(EVENTS / 4).await;
+    let before = place.client.server_info().server_id;
     restart_nats();
     writer.await.unwrap();
     let status = relay.wait_for_position(EVENTS).await;
@@ -81,6 +82,7 @@ async fn nats_restarted_while_the_relay_publishes() {
     handle.stop().await.unwrap();
     relay.stop().await.unwrap();
     eprintln!("relay after the restart: {status:?}");
+    assert_ne!(place.client.server_info().server_id, before, "the client reconnected to a new server process");
 
     assert_eq!(ledger.state().applied.len() as u64, EVENTS);
     assert!(ledger.state().out_of_order.is_empty());
@@ -88,7 +90,7 @@ async fn nats_restarted_while_the_relay_publishes() {
     // And every stored message is a different event.
     let stream = place.js().get_stream(place.stream.name()).await.unwrap();
     let consumer = stream.create_consumer(pull::OrderedConfig::default()).await.unwrap();
-    let mut messages = consumer.messages().await.unwrap().take(EVENTS as usize);
+    let mut messages = consumer.messages().await.unwrap().take(usize::try_from(EVENTS).unwrap());
     let mut ids = HashSet::new();
     while let Some(message) = messages.next().await {
         let message = message.unwrap();

@@ -49,7 +49,10 @@ impl JetStreamBus {
         if subject_matches(&self.scope, subject) {
             Ok(())
         } else {
-            Err(StoreError::InvalidInput(format!("subject `{subject}` is outside this bus's stream (`{}`)", self.scope)))
+            Err(StoreError::InvalidInput(format!(
+                "subject `{subject}` is outside this bus's stream (`{}`)",
+                self.scope
+            )))
         }
     }
 }

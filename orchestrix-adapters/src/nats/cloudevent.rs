@@ -34,6 +34,7 @@
 //! that recorded the event); see the relay.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 
 use bytes::Bytes;
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -193,7 +194,7 @@ pub fn decode(headers: &BTreeMap<String, String>, payload: &[u8]) -> Result<Reco
     };
     let text = std::str::from_utf8(payload).map_err(|e| CloudEventError::Payload(e.to_string()))?;
     let data = RawValue::from_string(text.to_owned()).map_err(|e| CloudEventError::Payload(e.to_string()))?;
-    assemble(|name| attribute(name), data)
+    assemble(attribute, data)
 }
 
 fn decode_structured(payload: &[u8]) -> Result<RecordedEvent, CloudEventError> {
@@ -234,7 +235,8 @@ fn assemble(
     if specversion != "1.0" {
         return Err(invalid("specversion", &specversion, "only CloudEvents 1.0 is understood".into()));
     }
-    let uuid = |name: &'static str, value: &str| Uuid::parse_str(value).map_err(|e| invalid(name, value, e.to_string()));
+    let uuid =
+        |name: &'static str, value: &str| Uuid::parse_str(value).map_err(|e| invalid(name, value, e.to_string()));
     let number = |name: &'static str| -> Result<u64, CloudEventError> {
         let value = required(name)?;
         value.parse().map_err(|e: std::num::ParseIntError| invalid(name, &value, e.to_string()))
@@ -248,12 +250,11 @@ fn assemble(
             StreamId::new(category, id).map_err(|e| invalid("subject", &subject, e.to_string()))
         })?;
     let time = required("time")?;
-    let recorded_at = DateTime::parse_from_rfc3339(&time)
-        .map_err(|e| invalid("time", &time, e.to_string()))?
-        .with_timezone(&Utc);
+    let recorded_at =
+        DateTime::parse_from_rfc3339(&time).map_err(|e| invalid("time", &time, e.to_string()))?.with_timezone(&Utc);
     let schema_version = number("orxschemaversion")?;
-    let schema_version =
-        u32::try_from(schema_version).map_err(|e| invalid("orxschemaversion", &schema_version.to_string(), e.to_string()))?;
+    let schema_version = u32::try_from(schema_version)
+        .map_err(|e| invalid("orxschemaversion", &schema_version.to_string(), e.to_string()))?;
     let headers = match attribute("orxheaders")? {
         Some(json) => serde_json::from_str(&json).map_err(|e| invalid("orxheaders", &json, e.to_string()))?,
         None => BTreeMap::new(),
@@ -280,7 +281,10 @@ fn assemble(
 }
 
 fn header<'a>(headers: &'a BTreeMap<String, String>, name: &str) -> Option<&'a str> {
-    headers.get(name).or_else(|| headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v)).map(String::as_str)
+    headers
+        .get(name)
+        .or_else(|| headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v))
+        .map(String::as_str)
 }
 
 /// Percent-encodes a header value as the CloudEvents HTTP binding does:
@@ -291,7 +295,7 @@ pub fn percent_encode(value: &str) -> String {
         if (0x21..=0x7e).contains(&b) && b != b'"' && b != b'%' {
             out.push(char::from(b));
         } else {
-            out.push_str(&format!("%{b:02X}"));
+            let _ = write!(out, "%{b:02X}");
         }
     }
     out
@@ -347,7 +351,10 @@ mod tests {
     fn same(a: &RecordedEvent, b: &RecordedEvent) {
         assert_eq!(a.id, b.id);
         assert_eq!(a.stream, b.stream);
-        assert_eq!((a.stream_version, a.global_position, a.schema_version), (b.stream_version, b.global_position, b.schema_version));
+        assert_eq!(
+            (a.stream_version, a.global_position, a.schema_version),
+            (b.stream_version, b.global_position, b.schema_version)
+        );
         assert_eq!(a.recorded_at.timestamp_micros(), b.recorded_at.timestamp_micros());
         assert_eq!(a.event_type, b.event_type);
         assert_eq!(a.data.get(), b.data.get());

@@ -40,6 +40,7 @@
 //!   `orchestrix.projection.handle` span takes that as its parent.
 //!
 //! ```no_run
+//! # #[allow(dead_code)]
 //! # async fn demo(store: orchestrix::memory::InMemoryEventStore) -> Result<(), Box<dyn std::error::Error>> {
 //! use orchestrix::memory::InMemoryCheckpointStore;
 //! use orchestrix_adapters::nats::{connect, EventStreamConfig, Relay, RelayOptions, Subjects};
@@ -193,13 +194,15 @@ impl EventStreamConfig {
     /// `_`) with a two-minute duplicate window.
     pub fn new(name: impl Into<String>) -> Result<Self, StoreError> {
         let name = name.into();
-        if name.is_empty() || name.len() > 255 || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        if name.is_empty()
+            || name.len() > 255
+            || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         {
             return Err(StoreError::InvalidInput(format!(
                 "JetStream stream name `{name}` must be 1 to 255 ASCII letters, digits, `-` and `_`"
             )));
         }
-        Ok(Self { name, duplicate_window: Duration::from_secs(120), memory: false })
+        Ok(Self { name, duplicate_window: Duration::from_mins(2), memory: false })
     }
 
     /// The stream's name.

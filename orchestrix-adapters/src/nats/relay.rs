@@ -254,7 +254,8 @@ impl Relay {
             }
         }
         let size = encoded.payload.len() + encoded.headers.iter().map(|(k, v)| k.len() + v.len() + 4).sum::<usize>();
-        let message = PublishMessage::build().payload(encoded.payload).headers(headers).message_id(event.id.to_string());
+        let message =
+            PublishMessage::build().payload(encoded.payload).headers(headers).message_id(event.id.to_string());
         match js.send_publish(subject.clone(), message).instrument(span.clone()).await {
             Ok(ack) => Ok(Pending { position: event.global_position, subject, ack, span }),
             Err(error) => {

@@ -1,5 +1,7 @@
 //! Subjects: where each event is published, and which consumer reads it.
 
+use std::fmt::Write as _;
+
 use orchestrix::{RecordedEvent, StoreError, StreamId};
 
 /// The most partitions a [`Subjects`] scheme may have.
@@ -113,7 +115,7 @@ pub(crate) fn escape_token(token: &str) -> String {
         if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
             out.push(char::from(b));
         } else {
-            out.push_str(&format!("%{b:02X}"));
+            let _ = write!(out, "%{b:02X}");
         }
     }
     out

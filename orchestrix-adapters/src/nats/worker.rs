@@ -12,9 +12,9 @@ use async_nats::jetstream::context::ConsumerInfoErrorKind;
 use async_nats::jetstream::{self, AckKind, ErrorCode};
 use chrono::Utc;
 use futures_util::StreamExt;
-use orchestrix::projection::{PoisonPolicy, Poison, Projection, ProjectionError};
-use orchestrix::trace::{self, TraceHeaders};
+use orchestrix::projection::{Poison, PoisonPolicy, Projection, ProjectionError};
 use orchestrix::store::DeadLetter;
+use orchestrix::trace::{self, TraceHeaders};
 use orchestrix::{DeadLetterStore, EventFilter, RecordedEvent, RetryPolicy, StoreError};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -84,14 +84,15 @@ pub struct WorkerStatus {
 /// projection (see the [module](super) docs and ADR 0015).
 ///
 /// ```no_run
-/// # async fn demo<P: orchestrix::projection::Projection>(projection: P, pg: orchestrix_adapters::postgres::PgStore)
-/// # -> Result<(), Box<dyn std::error::Error>> {
-/// use orchestrix_adapters::nats::{connect, EventStreamConfig, ProjectionWorker, Subjects, WorkerOptions};
+/// # #[allow(dead_code)]
+/// # async fn demo<P: orchestrix::projection::Projection>(projection: P) -> Result<(), Box<dyn std::error::Error>> {
+/// use orchestrix_adapters::nats::{connect, EventStreamConfig, ProjectionWorker, SoleWorker, Subjects, WorkerOptions};
 ///
 /// let client = connect("nats://127.0.0.1:4222").await?;
-/// let worker = ProjectionWorker::new(client, Subjects::new("orders.events", 8)?, EventStreamConfig::new("ORDERS_EVENTS")?, pg);
+/// // Several worker processes: pass a `PgStore` (feature `postgres`) as the leases.
+/// let worker = ProjectionWorker::new(client, Subjects::new("orders.events", 8)?, EventStreamConfig::new("ORDERS_EVENTS")?, SoleWorker);
 /// let handle = worker.spawn(projection, WorkerOptions::default());
-/// let projection = handle.stop().await?;
+/// let _projection = handle.stop().await?;
 /// # Ok(()) }
 /// ```
 #[derive(Debug, Clone)]
@@ -255,8 +256,13 @@ impl<P: Projection> Run<P> {
                     self.generation += 1;
                     let generation = self.generation;
                     tracing::info!(partition, consumer = %consumer_name, "took the partition");
-                    let task =
-                        AbortOnDrop(tokio::spawn(fetch(consumer, tx.clone(), partition, generation, self.options.batch)));
+                    let task = AbortOnDrop(tokio::spawn(fetch(
+                        consumer,
+                        tx.clone(),
+                        partition,
+                        generation,
+                        self.options.batch,
+                    )));
                     self.held.insert(partition, Held { lease, generation, task });
                 }
                 Err(error) => {

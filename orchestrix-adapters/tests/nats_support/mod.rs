@@ -53,7 +53,7 @@ pub struct Place {
 }
 
 impl Place {
-    pub async fn new(client: async_nats::Client, partitions: u32) -> Self {
+    pub fn new(client: async_nats::Client, partitions: u32) -> Self {
         let token = unique();
         let subjects = Subjects::new(format!("orxtest.{token}"), partitions).unwrap();
         let stream = EventStreamConfig::new(format!("ORXTEST_{token}")).unwrap();
