@@ -8,6 +8,7 @@
 //! |------------|-------------------------------------------------------------|
 //! | `postgres` | [`postgres::PgStore`]: production store, see ADR 0008       |
 //! | `sqlite`   | [`sqlite::SqliteStore`]: embedded, durable, single node     |
+//! | `nats`     | [`nats`]: a relay to JetStream, a message bus, and projection workers in other processes (ADR 0016, 0017) |
 //!
 //! Both implement every port except the message bus and pass the core's
 //! conformance suite (`orchestrix::testing::conformance`).
@@ -27,6 +28,8 @@
 mod common;
 #[cfg(feature = "eventsourcingdb")]
 pub mod eventsourcingdb;
+#[cfg(feature = "nats")]
+pub mod nats;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 #[cfg(feature = "sqlite")]

@@ -1,0 +1,537 @@
+//! Projections and sagas in other processes: durable pull consumers per
+//! partition, shared among workers through leases.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
+use async_nats::jetstream::context::ConsumerInfoErrorKind;
+use async_nats::jetstream::{self, AckKind, ErrorCode};
+use chrono::Utc;
+use futures_util::StreamExt;
+use orchestrix::projection::{Poison, PoisonPolicy, Projection, ProjectionError};
+use orchestrix::store::DeadLetter;
+use orchestrix::trace::{self, TraceHeaders};
+use orchestrix::{DeadLetterStore, EventFilter, RecordedEvent, RetryPolicy, StoreError};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tracing::Instrument;
+use uuid::Uuid;
+
+use super::cloudevent::decode;
+use super::lease::{Lease, Leases};
+use super::{render, EventStreamConfig, NatsError, Subjects};
+
+/// How a [`ProjectionWorker`] runs a projection.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkerOptions {
+    /// The base name of the durable consumers (`<name>-p<partition>`) and
+    /// of the leases; default: the projection's name. ASCII letters,
+    /// digits, `-` and `_`.
+    pub name: Option<String>,
+    /// The partitions this worker competes for; default: all of them.
+    pub partitions: Option<Vec<u32>>,
+    /// How many messages one pull asks for (default 100).
+    pub batch: usize,
+    /// How long the broker waits for an ack before redelivering (default
+    /// 30 s).
+    pub ack_wait: Duration,
+    /// How a failing event is retried before it counts as poison.
+    pub retry: RetryPolicy,
+    /// What happens to poison: stop the worker, or park the event in the
+    /// dead-letter store and ack it.
+    pub poison: PoisonPolicy,
+    /// How often leases are checked and free partitions claimed (default
+    /// 1 s): how soon a survivor takes over a dead worker's partitions.
+    pub lease_interval: Duration,
+}
+
+impl Default for WorkerOptions {
+    fn default() -> Self {
+        Self {
+            name: None,
+            partitions: None,
+            batch: 100,
+            ack_wait: Duration::from_secs(30),
+            retry: RetryPolicy::fixed(3, Duration::from_millis(10)),
+            poison: PoisonPolicy::Stop,
+            lease_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Where a worker is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WorkerStatus {
+    /// The partitions this worker holds.
+    pub partitions: BTreeSet<u32>,
+    /// Events handled (deliveries, counting redeliveries).
+    pub handled: u64,
+    /// Messages acked without handling: their type is not in the
+    /// projection's filter.
+    pub skipped: u64,
+    /// Events parked as poison.
+    pub parked: u64,
+    /// Why the worker stopped, if it failed.
+    pub failed: Option<String>,
+}
+
+/// Runs projections (read models, saga managers) on JetStream, sharing
+/// the partitions of the event stream with the other workers of the same
+/// projection (see the [module](super) docs and ADR 0017).
+///
+/// ```no_run
+/// # #[allow(dead_code)]
+/// # async fn demo<P: orchestrix::projection::Projection>(projection: P) -> Result<(), Box<dyn std::error::Error>> {
+/// use orchestrix_adapters::nats::{connect, EventStreamConfig, ProjectionWorker, SoleWorker, Subjects, WorkerOptions};
+///
+/// let client = connect("nats://127.0.0.1:4222").await?;
+/// // Several worker processes: pass a `PgStore` (feature `postgres`) as the leases.
+/// let worker = ProjectionWorker::new(client, Subjects::new("orders.events", 8)?, EventStreamConfig::new("ORDERS_EVENTS")?, SoleWorker);
+/// let handle = worker.spawn(projection, WorkerOptions::default());
+/// let _projection = handle.stop().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct ProjectionWorker {
+    client: async_nats::Client,
+    subjects: Subjects,
+    stream: EventStreamConfig,
+    leases: Arc<dyn Leases>,
+    dead_letters: Option<Arc<dyn DeadLetterStore>>,
+}
+
+struct Delivery {
+    partition: u32,
+    generation: u64,
+    message: jetstream::Message,
+}
+
+struct Held {
+    lease: Box<dyn Lease>,
+    generation: u64,
+    task: AbortOnDrop,
+}
+
+/// A fetch task, aborted when its partition is left or the worker ends
+/// (however it ends).
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl ProjectionWorker {
+    /// A worker reading the JetStream stream `stream` laid out by
+    /// `subjects`, taking partitions through `leases`.
+    pub fn new(client: async_nats::Client, subjects: Subjects, stream: EventStreamConfig, leases: impl Leases) -> Self {
+        Self { client, subjects, stream, leases: Arc::new(leases), dead_letters: None }
+    }
+
+    /// Adds the dead-letter store that [`PoisonPolicy::Park`] needs.
+    pub fn with_dead_letters(mut self, store: impl DeadLetterStore) -> Self {
+        self.dead_letters = Some(Arc::new(store));
+        self
+    }
+
+    /// Runs `projection` in its own task until stopped or failed.
+    pub fn spawn<P: Projection>(&self, projection: P, options: WorkerOptions) -> WorkerHandle<P> {
+        let (status_tx, status) = watch::channel(WorkerStatus::default());
+        let (stop, stop_rx) = watch::channel(false);
+        let worker = self.clone();
+        let name = options.name.clone().unwrap_or_else(|| projection.name().into_owned());
+        let span = tracing::info_span!("orchestrix.worker", projection = %name, stream = %self.stream.name());
+        let task = tokio::spawn(
+            async move {
+                let mut run = Run {
+                    worker,
+                    filter: projection.filter(),
+                    projection,
+                    options,
+                    name,
+                    status: status_tx,
+                    held: BTreeMap::new(),
+                    generation: 0,
+                };
+                let result = run.run(stop_rx).await;
+                run.release_all().await;
+                match result {
+                    Ok(()) => Ok(run.projection),
+                    Err(error) => {
+                        run.status.send_modify(|s| s.failed = Some(render(&error)));
+                        Err(error)
+                    }
+                }
+            }
+            .instrument(span),
+        );
+        WorkerHandle { status, stop, task, _projection: PhantomData }
+    }
+}
+
+struct Run<P> {
+    worker: ProjectionWorker,
+    projection: P,
+    filter: EventFilter,
+    options: WorkerOptions,
+    name: String,
+    status: watch::Sender<WorkerStatus>,
+    held: BTreeMap<u32, Held>,
+    generation: u64,
+}
+
+impl<P: Projection> Run<P> {
+    async fn run(&mut self, mut stop: watch::Receiver<bool>) -> Result<(), NatsError> {
+        if self.name.is_empty() || !self.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+            return Err(NatsError::Store(StoreError::InvalidInput(format!(
+                "worker name `{}` must be ASCII letters, digits, `-` and `_`; set `WorkerOptions::name`",
+                self.name
+            ))));
+        }
+        let js = jetstream::new(self.worker.client.clone());
+        let stream = loop {
+            match self.worker.stream.ensure(&js, &self.worker.subjects).await {
+                Ok(stream) => break stream,
+                Err(error) => {
+                    tracing::warn!(error = %render(&error), "the JetStream stream is not available yet; retrying");
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                        _ = stop.changed() => return Ok(()),
+                    }
+                }
+            }
+        };
+        let partitions: Vec<u32> = match &self.options.partitions {
+            Some(list) => list.iter().copied().filter(|p| *p < self.worker.subjects.partitions()).collect(),
+            None => (0..self.worker.subjects.partitions()).collect(),
+        };
+        let (tx, mut rx) = mpsc::channel::<Delivery>(self.options.batch.max(1) * 2);
+        let mut tick = tokio::time::interval(self.options.lease_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                _ = stop.changed() => return Ok(()),
+                _ = tick.tick() => self.tend(&stream, &partitions, &tx).await,
+                Some(delivery) = rx.recv() => {
+                    let current = self.held.get(&delivery.partition).map(|h| h.generation);
+                    if current == Some(delivery.generation) {
+                        self.deliver(delivery).await?;
+                    }
+                    // Otherwise the partition was lost meanwhile: its new
+                    // holder gets the message again.
+                }
+            }
+        }
+    }
+
+    /// Checks the held leases and claims free partitions.
+    async fn tend(&mut self, stream: &jetstream::stream::Stream, partitions: &[u32], tx: &mpsc::Sender<Delivery>) {
+        for &partition in partitions {
+            if let Some(held) = self.held.get_mut(&partition) {
+                if let Err(error) = held.lease.check().await {
+                    tracing::warn!(partition, error = %render(&error), "lost the partition's lease; leaving it");
+                    self.held.remove(&partition);
+                }
+                continue;
+            }
+            let lease_name = format!("nats:{}:{}:{partition}", self.worker.stream.name(), self.name);
+            let lease = match self.worker.leases.try_acquire(&lease_name).await {
+                Ok(Some(lease)) => lease,
+                Ok(None) => continue,
+                Err(error) => {
+                    tracing::warn!(partition, error = %render(&error), "cannot take the partition's lease");
+                    continue;
+                }
+            };
+            let consumer_name = format!("{}-p{partition}", self.name);
+            let filter = self.worker.subjects.partition_filter(partition);
+            match reset_consumer(stream, &consumer_name, filter, &self.options).await {
+                Ok(consumer) => {
+                    self.generation += 1;
+                    let generation = self.generation;
+                    tracing::info!(partition, consumer = %consumer_name, "took the partition");
+                    let task = AbortOnDrop(tokio::spawn(fetch(
+                        consumer,
+                        tx.clone(),
+                        partition,
+                        generation,
+                        self.options.batch,
+                    )));
+                    self.held.insert(partition, Held { lease, generation, task });
+                }
+                Err(error) => {
+                    tracing::warn!(partition, error = %render(&error), "cannot set up the partition's consumer");
+                    let _ = lease.release().await;
+                }
+            }
+        }
+        let held: BTreeSet<u32> = self.held.keys().copied().collect();
+        self.status.send_if_modified(|s| {
+            let changed = s.partitions != held;
+            s.partitions.clone_from(&held);
+            changed
+        });
+    }
+
+    async fn release_all(&mut self) {
+        for (_, held) in std::mem::take(&mut self.held) {
+            drop(held.task);
+            let _ = held.lease.release().await;
+        }
+        self.status.send_modify(|s| s.partitions.clear());
+    }
+
+    async fn deliver(&mut self, delivery: Delivery) -> Result<(), NatsError> {
+        let Delivery { partition, message, .. } = delivery;
+        let (sequence, delivered) = message.info().map_or((0, 0), |info| (info.stream_sequence, info.delivered));
+        let headers: BTreeMap<String, String> = message
+            .headers
+            .iter()
+            .flat_map(|map| map.iter())
+            .filter_map(|(name, values)| values.last().map(|v| (name.to_string(), v.as_str().to_owned())))
+            .collect();
+        let event = match decode(&headers, &message.payload) {
+            Ok(event) => event,
+            Err(source) => {
+                let error = NatsError::Decode { subject: message.subject.to_string(), sequence, source };
+                if self.options.poison == PoisonPolicy::Stop {
+                    return Err(error);
+                }
+                // Not an event, so nothing to park: terminate it.
+                tracing::error!(error = %render(&error), "dropping a message that is not an event");
+                ack(&message, AckKind::Term).await;
+                self.status.send_modify(|s| s.parked += 1);
+                return Ok(());
+            }
+        };
+        if !self.filter.matches(&event.event_type) {
+            ack(&message, AckKind::Ack).await;
+            self.status.send_modify(|s| s.skipped += 1);
+            return Ok(());
+        }
+        let span = tracing::info_span!(
+            "orchestrix.projection.handle",
+            projection = %self.name,
+            event_type = %event.event_type,
+            global_position = event.global_position,
+            stream = %event.stream,
+            stream_version = event.stream_version,
+            event_id = %event.id,
+            subject = %message.subject,
+            partition,
+            delivered,
+            attempts = tracing::field::Empty,
+            error = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+        );
+        set_parent(&span, &headers, &event);
+        let mut attempt = 1;
+        let error = loop {
+            match self.projection.handle(&event).instrument(span.clone()).await {
+                Ok(()) => {
+                    ack(&message, AckKind::Ack).await;
+                    self.status.send_modify(|s| s.handled += 1);
+                    return Ok(());
+                }
+                Err(error) => match self.options.retry.delay_after(attempt) {
+                    Some(delay) => {
+                        tracing::debug!(parent: &span, attempt, error = %render(&*error), "handler failed; retrying");
+                        tokio::time::sleep(delay).await;
+                        attempt += 1;
+                    }
+                    None => break error,
+                },
+            }
+        };
+        let rendered = render(&*error);
+        span.record("attempts", attempt);
+        span.record("error", rendered.as_str());
+        span.record("otel.status_code", "ERROR");
+        tracing::warn!(parent: &span, error = %rendered, "poison event");
+        match self.options.poison {
+            PoisonPolicy::Park => {
+                let store = self
+                    .worker
+                    .dead_letters
+                    .as_ref()
+                    .ok_or_else(|| ProjectionError::NoDeadLetterStore(self.name.clone()))?;
+                store
+                    .park(DeadLetter {
+                        id: Uuid::now_v7(),
+                        consumer: self.name.clone(),
+                        event,
+                        error: rendered,
+                        attempts: attempt,
+                        parked_at: Utc::now(),
+                    })
+                    .await?;
+                ack(&message, AckKind::Ack).await;
+                self.status.send_modify(|s| s.parked += 1);
+                Ok(())
+            }
+            // Left unacknowledged: the next holder of the partition
+            // starts again at this event.
+            PoisonPolicy::Stop => Err(ProjectionError::Poison(Box::new(Poison {
+                projection: self.name.clone(),
+                position: event.global_position,
+                stream: event.stream.clone(),
+                stream_version: event.stream_version,
+                event_type: event.event_type.clone(),
+                error: rendered,
+                attempts: attempt,
+            }))
+            .into()),
+        }
+    }
+}
+
+/// The handling span's parent: the publishing span (the message's
+/// `traceparent` header), else the context recorded with the event.
+fn set_parent(span: &tracing::Span, headers: &BTreeMap<String, String>, event: &RecordedEvent) {
+    if span.is_disabled() {
+        return;
+    }
+    match (trace::propagator(), headers.get("traceparent")) {
+        (Some(propagator), Some(traceparent)) => {
+            let context =
+                TraceHeaders { traceparent: traceparent.clone(), tracestate: headers.get("tracestate").cloned() };
+            propagator.set_parent(span, &context);
+        }
+        _ => trace::set_parent_from(span, &event.metadata),
+    }
+}
+
+async fn ack(message: &jetstream::Message, kind: AckKind) {
+    // A lost ack means a redelivery, which handlers absorb.
+    if let Err(error) = message.ack_with(kind).await {
+        tracing::debug!(%error, "ack failed; the message will come again");
+    }
+}
+
+/// (Re)creates the durable consumer of a partition, starting after its
+/// acknowledged floor: whatever a previous holder had in flight comes
+/// again, in order, before anything newer.
+async fn reset_consumer(
+    stream: &jetstream::stream::Stream,
+    name: &str,
+    filter: String,
+    options: &WorkerOptions,
+) -> Result<jetstream::consumer::Consumer<pull::Config>, NatsError> {
+    let error = |source: async_nats::Error| NatsError::Consumer { consumer: name.to_owned(), source };
+    let floor = match stream.consumer_info(name).await {
+        Ok(info) => Some(info.ack_floor.stream_sequence),
+        Err(e) => match e.kind() {
+            ConsumerInfoErrorKind::NotFound => None,
+            ConsumerInfoErrorKind::JetStream(j) if j.error_code() == ErrorCode::CONSUMER_NOT_FOUND => None,
+            _ => return Err(error(Box::new(e))),
+        },
+    };
+    if floor.is_some() {
+        stream.delete_consumer(name).await.map_err(|e| error(Box::new(e)))?;
+    }
+    let deliver_policy = match floor {
+        Some(floor) if floor > 0 => DeliverPolicy::ByStartSequence { start_sequence: floor + 1 },
+        _ => DeliverPolicy::All,
+    };
+    let batch = i64::try_from(options.batch.max(1)).unwrap_or(i64::MAX);
+    stream
+        .create_consumer(pull::Config {
+            durable_name: Some(name.to_owned()),
+            filter_subject: filter,
+            ack_policy: AckPolicy::Explicit,
+            ack_wait: options.ack_wait,
+            max_ack_pending: batch.saturating_mul(4),
+            deliver_policy,
+            ..pull::Config::default()
+        })
+        .await
+        .map_err(|e| error(Box::new(e)))
+}
+
+/// Pulls a partition's messages into the worker's queue, in order,
+/// reconnecting after errors, until aborted.
+async fn fetch(
+    consumer: jetstream::consumer::Consumer<pull::Config>,
+    tx: mpsc::Sender<Delivery>,
+    partition: u32,
+    generation: u64,
+    batch: usize,
+) {
+    loop {
+        match consumer
+            .stream()
+            .max_messages_per_batch(batch.max(1))
+            .heartbeat(Duration::from_secs(5))
+            .expires(Duration::from_secs(30))
+            .messages()
+            .await
+        {
+            Ok(mut messages) => {
+                while let Some(next) = messages.next().await {
+                    match next {
+                        Ok(message) => {
+                            if tx.send(Delivery { partition, generation, message }).await.is_err() {
+                                return;
+                            }
+                        }
+                        Err(error) => {
+                            tracing::debug!(partition, %error, "pull interrupted; pulling again");
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(error) => tracing::debug!(partition, %error, "cannot pull; trying again"),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Controls a projection running in a [`ProjectionWorker`].
+pub struct WorkerHandle<P> {
+    status: watch::Receiver<WorkerStatus>,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<Result<P, NatsError>>,
+    _projection: PhantomData<fn() -> P>,
+}
+
+impl<P> fmt::Debug for WorkerHandle<P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WorkerHandle").field("status", &*self.status.borrow()).finish_non_exhaustive()
+    }
+}
+
+impl<P> WorkerHandle<P> {
+    /// The worker's progress.
+    pub fn status(&self) -> WorkerStatus {
+        self.status.borrow().clone()
+    }
+
+    /// Waits until `done` holds for the status, or the worker ended.
+    pub async fn wait_for(&mut self, mut done: impl FnMut(&WorkerStatus) -> bool) -> WorkerStatus {
+        let _ = self.status.wait_for(|s| done(s) || s.failed.is_some()).await;
+        self.status()
+    }
+
+    /// Stops after the event in hand, gives up the partitions, and
+    /// returns the projection.
+    pub async fn stop(self) -> Result<P, NatsError> {
+        let _ = self.stop.send(true);
+        match self.task.await {
+            Ok(result) => result,
+            Err(error) => Err(NatsError::Ended("worker", error.to_string())),
+        }
+    }
+
+    /// Kills the task at once, as a crash would. Its leases go when their
+    /// connections drop.
+    pub fn abort(self) {
+        self.task.abort();
+    }
+}

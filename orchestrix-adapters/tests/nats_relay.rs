@@ -1,0 +1,238 @@
+//! The relay, the workers and the bus against the real JetStream at
+//! `ORCHESTRIX_NATS_URL`. Every test uses its own stream and subjects and
+//! deletes them.
+
+mod nats_support;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use nats_support::{client, counted, ignored, Ledger, MemoryLeases, Place};
+use orchestrix::memory::{InMemoryCheckpointStore, InMemoryDeadLetterStore, InMemoryEventStore};
+use orchestrix::projection::PoisonPolicy;
+use orchestrix::store::{Message, MessageBus};
+use orchestrix::{CheckpointStore, EventStore, ExpectedVersion, RecordedEvent, StreamId};
+use orchestrix_adapters::nats::cloudevent::decode;
+use orchestrix_adapters::nats::{JetStreamBus, ProjectionWorker, Relay, RelayOptions, SoleWorker, WorkerOptions};
+
+/// Appends `per_stream` `Counted` events (and one ignored event) to each
+/// of `streams` streams, interleaved; returns the last position.
+async fn fill(store: &InMemoryEventStore, streams: usize, per_stream: u64) -> Vec<std::sync::Arc<RecordedEvent>> {
+    let ids: Vec<StreamId> = (0..streams).map(|i| StreamId::new("Tally", format!("s{i}")).unwrap()).collect();
+    let mut all = Vec::new();
+    for round in 0..per_stream {
+        for id in &ids {
+            all.extend(store.append(id, ExpectedVersion::Any, vec![counted(round + 1)]).await.unwrap());
+        }
+    }
+    all.extend(store.append(&ids[0], ExpectedVersion::Any, vec![ignored()]).await.unwrap());
+    all
+}
+
+fn relay(place: &Place, store: &InMemoryEventStore, checkpoints: &InMemoryCheckpointStore, window: usize) -> Relay {
+    let options = RelayOptions { window, checkpoint_every: 50, ..RelayOptions::default() };
+    Relay::new(
+        place.client.clone(),
+        store.clone(),
+        checkpoints.clone(),
+        place.subjects.clone(),
+        place.stream.clone(),
+        options,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relay_publishes_every_event_once_as_a_cloudevent() {
+    let Some(client) = client().await else { return };
+    let place = Place::new(client, 4);
+    let store = InMemoryEventStore::new();
+    let events = fill(&store, 5, 20).await;
+    let last = events.last().unwrap().global_position;
+    let checkpoints = InMemoryCheckpointStore::new();
+
+    let mut handle = relay(&place, &store, &checkpoints, 16).spawn();
+    handle.wait_for_position(last).await;
+    handle.stop().await.unwrap();
+    assert_eq!(checkpoints.load("nats-relay").await.unwrap(), Some(last), "the checkpoint follows the acks");
+    assert_eq!(place.message_count().await, events.len() as u64);
+
+    // Every message is the CloudEvent of its event, on its subject, with
+    // the event id as the broker's message id.
+    let stream = place.js().get_stream(place.stream.name()).await.unwrap();
+    for (i, event) in events.iter().enumerate() {
+        let message = stream.get_raw_message(i as u64 + 1).await.unwrap();
+        assert_eq!(message.subject.as_str(), place.subjects.subject_of(event));
+        let headers: std::collections::BTreeMap<String, String> = message
+            .headers
+            .iter()
+            .filter_map(|(k, v)| v.last().map(|v| (k.to_string(), v.as_str().to_owned())))
+            .collect();
+        assert_eq!(headers["Nats-Msg-Id"], event.id.to_string());
+        assert_eq!(headers["ce-specversion"], "1.0");
+        assert_eq!(headers["ce-type"], event.event_type);
+        let back = decode(&headers, &message.payload).unwrap();
+        assert_eq!(
+            (back.id, back.global_position, back.stream_version),
+            (event.id, event.global_position, event.stream_version)
+        );
+        assert_eq!(back.data.get(), event.data.get());
+    }
+
+    // A relay that lost its checkpoint publishes everything again: the
+    // broker drops every duplicate.
+    checkpoints.delete("nats-relay").await.unwrap();
+    let mut again = relay(&place, &store, &checkpoints, 64).spawn();
+    let status = again.wait_for_position(last).await;
+    again.stop().await.unwrap();
+    assert_eq!(status.duplicates, events.len() as u64, "{status:?}");
+    assert_eq!(place.message_count().await, events.len() as u64);
+    place.delete().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_applies_every_event_in_stream_order() {
+    let Some(client) = client().await else { return };
+    let place = Place::new(client, 4);
+    let store = InMemoryEventStore::new();
+    let events = fill(&store, 12, 25).await;
+    let checkpoints = InMemoryCheckpointStore::new();
+    let relay = relay(&place, &store, &checkpoints, 32).spawn();
+
+    let ledger = Ledger::named("ledger");
+    let worker = ProjectionWorker::new(place.client.clone(), place.subjects.clone(), place.stream.clone(), SoleWorker);
+    let mut handle = worker.spawn(ledger.clone(), WorkerOptions { batch: 7, ..WorkerOptions::default() });
+    let wanted = events.len() as u64 - 1;
+    let status = handle.wait_for(|s| s.handled >= wanted && s.skipped >= 1).await;
+    assert_eq!(status.partitions.len(), 4, "a sole worker takes every partition");
+    handle.stop().await.unwrap();
+    relay.stop().await.unwrap();
+
+    {
+        let state = ledger.state();
+        assert_eq!(state.applied.len() as u64, wanted);
+        assert!(state.out_of_order.is_empty(), "{:?}", state.out_of_order);
+        assert_eq!(state.total, 12 * (1..=25).sum::<u64>());
+    }
+    place.delete().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_worker_takes_over_a_dead_ones_partitions_in_order() {
+    let Some(client) = client().await else { return };
+    let place = Place::new(client, 3);
+    let store = InMemoryEventStore::new();
+    let checkpoints = InMemoryCheckpointStore::new();
+    let relay = relay(&place, &store, &checkpoints, 32).spawn();
+    let leases = MemoryLeases::default();
+    let ledger = Ledger::named("takeover");
+    let worker =
+        ProjectionWorker::new(place.client.clone(), place.subjects.clone(), place.stream.clone(), leases.clone());
+    let options = WorkerOptions { batch: 5, lease_interval: Duration::from_millis(100), ..WorkerOptions::default() };
+
+    let first = worker.spawn(ledger.clone(), options.clone());
+    let events = fill(&store, 9, 40).await;
+    let wanted = events.len() as u64 - 1;
+    let mut first = first;
+    first.wait_for(|s| s.handled >= wanted / 3).await;
+    // A crash: no acks for what is in hand, leases gone with the process.
+    first.abort();
+    let second = worker.spawn(ledger.clone(), options);
+    let mut second = second;
+    second.wait_for(|_| ledger.state().applied.len() as u64 >= wanted).await;
+    second.stop().await.unwrap();
+    relay.stop().await.unwrap();
+
+    {
+        let state = ledger.state();
+        assert_eq!(state.applied.len() as u64, wanted);
+        assert!(state.out_of_order.is_empty(), "{:?}", state.out_of_order);
+        assert_eq!(state.total, 9 * (1..=40).sum::<u64>());
+    }
+    place.delete().await;
+}
+
+#[derive(Debug, Clone)]
+struct Failing;
+
+#[orchestrix::async_trait]
+impl orchestrix::projection::Projection for Failing {
+    fn name(&self) -> std::borrow::Cow<'static, str> {
+        "failing".into()
+    }
+    fn filter(&self) -> orchestrix::EventFilter {
+        orchestrix::EventFilter::all()
+    }
+    async fn handle(&mut self, event: &RecordedEvent) -> Result<(), orchestrix::error::BoxError> {
+        if event.stream_version == 2 {
+            return Err("version 2 is refused".into());
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_events_are_parked_or_stop_the_worker() {
+    let Some(client) = client().await else { return };
+    let place = Place::new(client, 1);
+    let store = InMemoryEventStore::new();
+    fill(&store, 1, 3).await;
+    let relay = relay(&place, &store, &InMemoryCheckpointStore::new(), 8).spawn();
+
+    let dead = InMemoryDeadLetterStore::new();
+    let worker = ProjectionWorker::new(place.client.clone(), place.subjects.clone(), place.stream.clone(), SoleWorker)
+        .with_dead_letters(dead.clone());
+    let options = WorkerOptions {
+        name: Some("parking".into()),
+        poison: PoisonPolicy::Park,
+        retry: orchestrix::RetryPolicy::none(),
+        ..WorkerOptions::default()
+    };
+    let mut parking = worker.spawn(Failing, options.clone());
+    let status = parking.wait_for(|s| s.handled + s.parked >= 4).await;
+    parking.stop().await.unwrap();
+    assert_eq!(status.parked, 1);
+    let letters = orchestrix::DeadLetterStore::list(&dead, Some("parking")).await.unwrap();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].event.stream_version, 2);
+
+    let mut stopping =
+        worker.spawn(Failing, WorkerOptions { name: Some("stopping".into()), poison: PoisonPolicy::Stop, ..options });
+    let status = stopping.wait_for(|s| s.failed.is_some()).await;
+    assert!(status.handled >= 1, "{status:?}");
+    let error = stopping.stop().await.unwrap_err();
+    assert!(error.to_string().contains("version 2 is refused"), "{error}");
+    relay.stop().await.unwrap();
+    place.delete().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bus_carries_messages_and_headers_by_pattern() {
+    let Some(client) = client().await else { return };
+    let place = Place::new(client, 1);
+    let bus = JetStreamBus::new(place.client.clone(), &place.subjects, &place.stream).await.unwrap();
+    let prefix = place.subjects.prefix().to_owned();
+    let mut orders = bus.subscribe(&format!("{prefix}.orders.*")).await.unwrap();
+    let mut everything = bus.subscribe(&format!("{prefix}.>")).await.unwrap();
+
+    let mut message = Message::new(format!("{prefix}.orders.placed"), "one");
+    message.headers.insert("x-trace".into(), "abc".into());
+    bus.publish(message.clone()).await.unwrap();
+    bus.publish(Message::new(format!("{prefix}.payments.taken"), "two")).await.unwrap();
+
+    let got = tokio::time::timeout(Duration::from_secs(10), orders.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!((got.subject.as_str(), &got.payload[..]), (message.subject.as_str(), &b"one"[..]));
+    assert_eq!(got.headers["x-trace"], "abc");
+    let mut seen = HashSet::new();
+    for _ in 0..2 {
+        let got = tokio::time::timeout(Duration::from_secs(10), everything.next()).await.unwrap().unwrap().unwrap();
+        seen.insert(got.subject);
+    }
+    assert_eq!(seen.len(), 2);
+
+    let outside = bus.publish(Message::new("elsewhere.x", "no")).await.unwrap_err();
+    assert!(matches!(outside, orchestrix::StoreError::InvalidInput(_)), "{outside}");
+    assert!(bus.publish(Message::new(format!("{prefix}.*"), "no")).await.is_err());
+    assert!(bus.subscribe("elsewhere.>").await.is_err());
+    place.delete().await;
+}
