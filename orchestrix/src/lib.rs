@@ -108,7 +108,7 @@ pub mod testing;
 pub mod trace;
 
 pub use aggregate::{Aggregate, AggregateId};
-pub use app::{CommandOptions, CommandOutcome, Orchestrix, OrchestrixBuilder};
+pub use app::{CommandOptions, CommandOutcome, MultiAppend, Orchestrix, OrchestrixBuilder};
 pub use command::{AggregateCommand, CommandSet, Existence, StandaloneCommand};
 pub use envelope::{validate_event_type, Envelope, Metadata, NewEvent, RecordedEvent, MAX_EVENT_TYPE_LEN};
 pub use error::{CommandError, DecodeError, DecodeErrorKind, Error, StoreError, UpcastError};
@@ -117,7 +117,7 @@ pub use repository::{Loaded, Repository};
 pub use retry::RetryPolicy;
 pub use store::{
     CheckpointStore, DeadLetterStore, EventFilter, EventStore, ExpectedVersion, KeyValueStore, MessageBus,
-    SnapshotStore,
+    SnapshotStore, StreamAppend,
 };
 pub use stream::StreamId;
 pub use uuid::{self, Uuid};

@@ -92,6 +92,13 @@ macro_rules! __orchestrix_conformance_checks {
             dropped_subscription_is_harmless,
             hostile_strings_round_trip,
             invalid_event_types_are_refused,
+            append_many_writes_every_stream,
+            append_many_conflict_writes_nothing,
+            append_many_guards_and_empty_calls,
+            append_many_refuses_a_stream_twice,
+            concurrent_append_many_is_all_or_nothing,
+            subscribers_see_append_many_whole,
+            guards_hold_against_concurrent_writes,
         ] $($then)* }
     };
     (snapshot_store $($then:tt)*) => {
