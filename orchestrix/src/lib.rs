@@ -25,6 +25,9 @@
 //!   [`SnapshotStore`], [`CheckpointStore`], [`KeyValueStore`],
 //!   [`MessageBus`], [`DeadLetterStore`]); [`memory`] holds the in-memory
 //!   adapters that define their reference behaviour.
+//! - [`TenantStore`] confines any store to one tenant's streams, snapshots,
+//!   checkpoints and keys; [`Orchestrix::append_many`] appends to several
+//!   aggregates atomically.
 //! - With the `testing` feature, `testing` offers given/when/then fixtures
 //!   and the conformance suite every adapter runs.
 //!
@@ -103,6 +106,7 @@ pub mod saga;
 pub mod store;
 pub mod stream;
 pub mod telemetry;
+pub mod tenant;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod trace;
@@ -120,6 +124,7 @@ pub use store::{
     SnapshotStore, StreamAppend,
 };
 pub use stream::StreamId;
+pub use tenant::{TenantId, TenantStore};
 pub use uuid::{self, Uuid};
 
 pub use orchestrix_macros::{aggregate, command_handler, event, projection};

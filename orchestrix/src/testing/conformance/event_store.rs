@@ -736,7 +736,7 @@ pub async fn append_many_writes_every_stream<S: EventStore>(store: S) {
     let (a, b, c) = (unique_stream("Account"), unique_stream("Account"), unique_stream("Order"));
     append(CHECK, &store, &b, ExpectedVersion::NoStream, batch("Opened", 1, 2)).await;
     append(CHECK, &store, &c, ExpectedVersion::NoStream, batch("Placed", 1, 1)).await;
-    let metadata = Metadata::default().with_correlation_id(Uuid::now_v7()).with_tenant("t");
+    let metadata = Metadata::default().with_correlation_id(Uuid::now_v7()).with_header("part", "first");
     let recorded = append_many(
         CHECK,
         &store,
@@ -760,7 +760,13 @@ pub async fn append_many_writes_every_stream<S: EventStore>(store: S) {
             expect_eq(CHECK, "stream of a recorded event", &event.stream, stream);
         }
     }
-    expect_eq(CHECK, "metadata of the first part", &recorded[0][0].metadata, &metadata);
+    let found = &recorded[0][0].metadata;
+    expect_eq(
+        CHECK,
+        "correlation id and headers of the first part",
+        &(found.correlation_id, &found.headers),
+        &(metadata.correlation_id, &metadata.headers),
+    );
     let flat: Vec<Arc<RecordedEvent>> = recorded.iter().flatten().cloned().collect();
     expect_increasing(CHECK, "global positions across the parts", &positions(&flat));
     let read = read_stream(CHECK, &store, &b, 3).await;
