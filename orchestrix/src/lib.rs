@@ -95,6 +95,7 @@
 pub mod aggregate;
 pub mod app;
 pub mod command;
+pub mod crypto;
 pub mod envelope;
 pub mod error;
 pub mod event;
@@ -120,7 +121,7 @@ pub use event::{Event, EventType};
 pub use repository::{Loaded, Repository};
 pub use retry::RetryPolicy;
 pub use store::{
-    CheckpointStore, DeadLetterStore, EventFilter, EventStore, ExpectedVersion, KeyValueStore, MessageBus,
+    CheckpointStore, DeadLetterStore, EventFilter, EventStore, ExpectedVersion, KeyStore, KeyValueStore, MessageBus,
     SnapshotStore, StreamAppend,
 };
 pub use stream::StreamId;
@@ -155,6 +156,7 @@ pub mod __private {
     pub use uuid::Uuid;
 
     pub use crate::command::{CommandDescriptor, HandlerResult};
+    pub use crate::crypto::{PersonalData, PersonalField};
 
     use crate::error::BoxError;
 

@@ -287,6 +287,31 @@ pub trait KeyValueStore: Send + Sync + Debug + 'static {
     async fn keys(&self, prefix: &str) -> Result<Vec<String>, StoreError>;
 }
 
+/// Where the per-subject keys of crypto-shredding live
+/// ([`crate::crypto`]): one AES-256 key per data subject, created on first
+/// use, deleted to make the subject's personal data unreadable for good.
+///
+/// Implementations must never log, print or return key material except
+/// through [`DataKey`](crate::crypto::DataKey), whose `Debug` shows only
+/// its id; and deleting must really delete (no soft delete, no archive
+/// table), since a kept copy defeats the shredding.
+#[async_trait]
+pub trait KeyStore: Send + Sync + Debug + 'static {
+    /// The current key of `subject`, or `None` if it has none (never had
+    /// one, or it was deleted).
+    async fn key(&self, subject: &str) -> Result<Option<crate::crypto::DataKey>, StoreError>;
+
+    /// The current key of `subject`, creating one if it has none. Two
+    /// concurrent calls for one subject return the same key.
+    async fn key_or_create(&self, subject: &str) -> Result<crate::crypto::DataKey, StoreError>;
+
+    /// Deletes the key of `subject`; returns whether it had one. Data
+    /// encrypted with it can never be read again; a later
+    /// [`KeyStore::key_or_create`] makes a new key, which does not open the
+    /// old data.
+    async fn delete_key(&self, subject: &str) -> Result<bool, StoreError>;
+}
+
 /// A message carried by a [`MessageBus`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {

@@ -17,9 +17,12 @@
 //! - **Global reads and subscriptions** deliver only the events of the
 //!   tenant's streams. The filtering happens in the view, so a tenant's
 //!   subscription reads (and skips) the other tenants' events.
-//! - **Snapshots** use the namespaced stream; **checkpoints**, **keys**
-//!   and **dead letters** prefix the consumer name or key with
-//!   `<tenant>/`, and list only the tenant's.
+//! - **Snapshots** use the namespaced stream; **checkpoints**, **keys**,
+//!   **dead letters** and the **data subjects** of a
+//!   [`KeyStore`](crate::store::KeyStore) prefix the consumer name, key or
+//!   subject with `<tenant>/`, and list only the tenant's. For
+//!   crypto-shredding per tenant, wrap the view:
+//!   `CryptoStore::new(TenantStore::new(events, t)?, TenantStore::new(keys, t)?)`.
 //!
 //! What the view does not hide: global positions are shared, so their gaps
 //! and [`EventStore::head_position`] (the whole store's head) reveal how
@@ -67,8 +70,8 @@ use uuid::Uuid;
 use crate::envelope::{NewEvent, RecordedEvent};
 use crate::error::StoreError;
 use crate::store::{
-    CheckpointStore, DeadLetter, DeadLetterStore, EventFilter, EventStore, EventStream, ExpectedVersion, KeyValueStore,
-    Snapshot, SnapshotStore, StreamAppend,
+    CheckpointStore, DeadLetter, DeadLetterStore, EventFilter, EventStore, EventStream, ExpectedVersion, KeyStore,
+    KeyValueStore, Snapshot, SnapshotStore, StreamAppend,
 };
 use crate::stream::{truncate_for_message, StreamId};
 
@@ -138,8 +141,8 @@ impl fmt::Debug for TenantId {
 }
 
 /// A view of a store for one tenant: implements [`EventStore`],
-/// [`SnapshotStore`], [`CheckpointStore`], [`KeyValueStore`] and
-/// [`DeadLetterStore`] whenever the inner store does, confined to the
+/// [`SnapshotStore`], [`CheckpointStore`], [`KeyValueStore`],
+/// [`KeyStore`] and [`DeadLetterStore`] whenever the inner store does, confined to the
 /// tenant (see the [module documentation](self)).
 ///
 /// Cloning is as cheap as cloning the inner store.
@@ -377,6 +380,23 @@ impl<S: KeyValueStore> KeyValueStore for TenantStore<S> {
     async fn keys(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
         let keys = self.inner.keys(&self.inner_key(prefix)).await?;
         Ok(keys.into_iter().filter_map(|key| key.strip_prefix(&*self.prefix).map(str::to_owned)).collect())
+    }
+}
+
+/// Data subjects are per tenant: tenant A's subject `c-1` and tenant B's
+/// `c-1` have different keys, and forgetting one keeps the other.
+#[async_trait]
+impl<S: KeyStore> KeyStore for TenantStore<S> {
+    async fn key(&self, subject: &str) -> Result<Option<crate::crypto::DataKey>, StoreError> {
+        self.inner.key(&self.inner_key(subject)).await
+    }
+
+    async fn key_or_create(&self, subject: &str) -> Result<crate::crypto::DataKey, StoreError> {
+        self.inner.key_or_create(&self.inner_key(subject)).await
+    }
+
+    async fn delete_key(&self, subject: &str) -> Result<bool, StoreError> {
+        self.inner.delete_key(&self.inner_key(subject)).await
     }
 }
 

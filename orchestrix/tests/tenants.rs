@@ -8,14 +8,15 @@ use bytes::Bytes;
 use chrono::Utc;
 use futures_util::StreamExt;
 use orchestrix::memory::{
-    InMemoryCheckpointStore, InMemoryDeadLetterStore, InMemoryEventStore, InMemoryKeyValueStore, InMemorySnapshotStore,
+    InMemoryCheckpointStore, InMemoryDeadLetterStore, InMemoryEventStore, InMemoryKeyStore, InMemoryKeyValueStore,
+    InMemorySnapshotStore,
 };
 use orchestrix::store::{DeadLetter, EventStream, Snapshot, StreamAppend};
 use orchestrix::tenant::{TenantId, TenantStore};
 use orchestrix::testing::conformance;
 use orchestrix::{
-    CheckpointStore, DeadLetterStore, EventFilter, EventStore, ExpectedVersion, KeyValueStore, Metadata, NewEvent,
-    RecordedEvent, SnapshotStore, StoreError, StreamId,
+    CheckpointStore, DeadLetterStore, EventFilter, EventStore, ExpectedVersion, KeyStore, KeyValueStore, Metadata,
+    NewEvent, RecordedEvent, SnapshotStore, StoreError, StreamId,
 };
 use serde_json::value::RawValue;
 use uuid::Uuid;
@@ -290,4 +291,18 @@ async fn a_view_passes_the_port_checks() {
     conformance::checkpoint_store(|| async { view(InMemoryCheckpointStore::new()) }).await;
     conformance::key_value_store(|| async { view(InMemoryKeyValueStore::new()) }).await;
     conformance::dead_letter_store(|| async { view(InMemoryDeadLetterStore::new()) }).await;
+    conformance::key_store(|| async { view(InMemoryKeyStore::new()) }).await;
+}
+
+#[tokio::test]
+async fn data_subjects_are_per_tenant() {
+    let keys = InMemoryKeyStore::new();
+    let (acme, globex) = (view(keys.clone()), TenantStore::new(keys.clone(), "globex").unwrap());
+    let acme_key = acme.key_or_create("c-1").await.unwrap();
+    assert!(globex.key("c-1").await.unwrap().is_none());
+    let globex_key = globex.key_or_create("c-1").await.unwrap();
+    assert_ne!(acme_key.id(), globex_key.id());
+    assert!(globex.delete_key("c-1").await.unwrap());
+    assert_eq!(acme.key("c-1").await.unwrap().map(|k| k.id()), Some(acme_key.id()));
+    assert!(!globex.delete_key("c-1").await.unwrap());
 }

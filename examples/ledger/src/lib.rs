@@ -1,14 +1,17 @@
 //! A multi-tenant ledger: every tenant's application runs on its own
 //! [`TenantStore`] view of one shared store, and a transfer debits one
 //! account and credits another in one atomic [`Orchestrix::append_many`],
-//! so money is never created or lost, even when transfers race.
+//! so money is never created or lost, even when transfers race. Owners'
+//! names are personal data, encrypted per customer ([`CryptoStore`]), and a
+//! tenant can forget a customer while the accounts keep their history.
 
 use std::sync::Arc;
 
 use futures_util::StreamExt;
 use orchestrix::app::MultiAppend;
+use orchestrix::crypto::CryptoStore;
 use orchestrix::prelude::*;
-use orchestrix::{CommandOptions, EventFilter, EventStore, SnapshotStore, TenantStore, Uuid};
+use orchestrix::{CommandOptions, EventFilter, EventStore, KeyStore, SnapshotStore, TenantStore, Uuid};
 use serde::{Deserialize, Serialize};
 
 /// What happens to an account.
@@ -17,8 +20,12 @@ use serde::{Deserialize, Serialize};
 pub enum AccountEvent {
     /// The account was opened with a first deposit.
     Opened {
-        /// Who owns it.
-        owner: String,
+        /// The customer who owns it: the data subject of `owner`.
+        customer_id: String,
+        /// The owner's name: personal data, gone once the customer is
+        /// forgotten.
+        #[event(personal(subject = customer_id))]
+        owner: Option<String>,
         /// The first deposit, in cents.
         deposit: u64,
     },
@@ -67,8 +74,8 @@ pub enum LedgerError {
 #[aggregate(event = AccountEvent, error = LedgerError)]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Account {
-    /// The owner.
-    pub owner: String,
+    /// The owner's name (`None` once the customer was forgotten).
+    pub owner: Option<String>,
     /// The balance, in cents.
     pub balance: u64,
 }
@@ -76,7 +83,7 @@ pub struct Account {
 impl Account {
     fn apply(&mut self, event: &AccountEvent) {
         match event {
-            AccountEvent::Opened { owner, deposit } => {
+            AccountEvent::Opened { owner, deposit, .. } => {
                 self.owner.clone_from(owner);
                 self.balance = *deposit;
             }
@@ -89,7 +96,9 @@ impl Account {
 /// Opens an account.
 #[derive(Debug, Clone)]
 pub struct Open {
-    /// Who owns it.
+    /// The customer who owns it.
+    pub customer_id: String,
+    /// The owner's name.
     pub owner: String,
     /// The first deposit, in cents.
     pub deposit: u64,
@@ -98,20 +107,34 @@ pub struct Open {
 #[command_handler]
 impl Account {
     fn open(cmd: Open) -> Result<AccountEvent, LedgerError> {
-        Ok(AccountEvent::Opened { owner: cmd.owner, deposit: cmd.deposit })
+        Ok(AccountEvent::Opened { customer_id: cmd.customer_id, owner: Some(cmd.owner), deposit: cmd.deposit })
     }
 }
 
-/// One tenant's application: the command bus over the tenant's views.
-pub fn tenant_app<S>(store: &S, tenant: &str) -> Result<Orchestrix, Box<dyn std::error::Error + Send + Sync>>
+/// One tenant: its application on its views of the shared store, and its
+/// crypto-shredding event store (to forget customers).
+#[derive(Debug)]
+pub struct Tenant<S> {
+    /// The command bus.
+    pub app: Orchestrix,
+    /// The tenant's event store: encrypts owners' names per customer.
+    pub events: CryptoStore<TenantStore<S>>,
+}
+
+/// One tenant's application: the command bus over the tenant's views, with
+/// owners' names encrypted under keys of the tenant's customers.
+pub fn tenant<S>(store: &S, tenant: &str) -> Result<Tenant<S>, Box<dyn std::error::Error + Send + Sync>>
 where
-    S: EventStore + SnapshotStore + Clone,
+    S: EventStore + SnapshotStore + KeyStore + Clone,
 {
-    Ok(Orchestrix::builder()
-        .event_store(TenantStore::new(store.clone(), tenant)?)
+    let events = CryptoStore::new(TenantStore::new(store.clone(), tenant)?, TenantStore::new(store.clone(), tenant)?)
+        .register::<AccountEvent>();
+    let app = Orchestrix::builder()
+        .event_store(events.clone())
         .snapshot_store(TenantStore::new(store.clone(), tenant)?)
         .aggregate::<Account>()
-        .build()?)
+        .build()?;
+    Ok(Tenant { app, events })
 }
 
 /// Moves `amount` from one account to another: both events or neither.
@@ -157,40 +180,37 @@ pub async fn events_seen(app: &Orchestrix) -> usize {
     app.event_store().read_all(0, &filter).count().await
 }
 
-/// The demo: two tenants on one store, the same account ids in both, and
-/// racing transfers within one tenant. Returns the lines it prints.
+/// The demo: two tenants on one store, the same account ids in both,
+/// racing transfers within one tenant, and a forgotten customer. Returns
+/// the lines it prints.
 pub async fn demo<S>(store: S) -> Result<Vec<String>, Box<dyn std::error::Error + Send + Sync>>
 where
-    S: EventStore + SnapshotStore + Clone,
+    S: EventStore + SnapshotStore + KeyStore + Clone,
 {
     let mut out = Vec::new();
-    let (acme, globex) = (tenant_app(&store, "acme")?, tenant_app(&store, "globex")?);
+    let (acme, globex) = (tenant(&store, "acme")?, tenant(&store, "globex")?);
     // The same ids in both tenants: two different pairs of accounts.
     let (alice, bob) = (Uuid::from_u128(1), Uuid::from_u128(2));
-    for (app, deposit) in [(&acme, 100), (&globex, 7)] {
-        app.execute(alice, Open { owner: "Alice".into(), deposit }).await?;
-        app.execute(bob, Open { owner: "Bob".into(), deposit: 0 }).await?;
+    for (t, deposit) in [(&acme, 100), (&globex, 7)] {
+        t.app.execute(alice, Open { customer_id: "c-alice".into(), owner: "Alice".into(), deposit }).await?;
+        t.app.execute(bob, Open { customer_id: "c-bob".into(), owner: "Bob".into(), deposit: 0 }).await?;
     }
-    transfer(&acme, alice, bob, 30).await?;
-    out.push(format!(
-        "acme:   alice {} bob {} ({} events)",
-        balance(&acme, alice).await?,
-        balance(&acme, bob).await?,
-        events_seen(&acme).await
-    ));
-    out.push(format!(
-        "globex: alice {} bob {} ({} events)",
-        balance(&globex, alice).await?,
-        balance(&globex, bob).await?,
-        events_seen(&globex).await
-    ));
+    transfer(&acme.app, alice, bob, 30).await?;
+    for (name, t) in [("acme:  ", &acme), ("globex:", &globex)] {
+        out.push(format!(
+            "{name} alice {} bob {} ({} events)",
+            balance(&t.app, alice).await?,
+            balance(&t.app, bob).await?,
+            events_seen(&t.app).await
+        ));
+    }
 
     // Ten transfers of 10 race from alice (70 left) to bob: seven fit.
-    let acme = Arc::new(acme);
+    let app = Arc::new(acme.app.clone());
     let racers: Vec<_> = (0..10)
         .map(|_| {
-            let acme = Arc::clone(&acme);
-            tokio::spawn(async move { transfer(&acme, alice, bob, 10).await })
+            let app = Arc::clone(&app);
+            tokio::spawn(async move { transfer(&app, alice, bob, 10).await })
         })
         .collect();
     let (mut done, mut refused) = (0, 0);
@@ -201,7 +221,16 @@ where
             Err(error) => return Err(error.into()),
         }
     }
-    let (a, b) = (balance(&acme, alice).await?, balance(&acme, bob).await?);
+    let (a, b) = (balance(&acme.app, alice).await?, balance(&acme.app, bob).await?);
     out.push(format!("racing transfers: {done} done, {refused} refused; acme alice {a} bob {b}, total {}", a + b));
+
+    // acme forgets its customer Alice: her account keeps its history and
+    // balance, her name is gone; globex's Alice is another data subject.
+    acme.events.forget("c-alice").await?;
+    let (forgotten, kept) = (acme.app.load::<Account>(&alice).await?, globex.app.load::<Account>(&alice).await?);
+    out.push(format!(
+        "acme forgot c-alice: owner {:?}, balance {}, version {}; globex's alice: owner {:?}",
+        forgotten.state.owner, forgotten.state.balance, forgotten.version, kept.state.owner
+    ));
     Ok(out)
 }

@@ -1,4 +1,5 @@
-//! `cargo run -p ledger`: two tenants on one SQLite store, atomic transfers.
+//! `cargo run -p ledger`: two tenants on one SQLite store, atomic
+//! transfers, and a forgotten customer.
 
 use orchestrix_adapters::sqlite::SqliteStore;
 

@@ -34,6 +34,7 @@
 //!   lock on a dedicated connection.
 
 mod append_many;
+mod keys;
 mod lease;
 mod ports;
 mod schema;

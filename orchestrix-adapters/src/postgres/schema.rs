@@ -13,7 +13,25 @@ pub(super) struct Migration {
 }
 
 /// Every migration, oldest first. Never edit a released one: add another.
-pub(super) const MIGRATIONS: &[Migration] = &[Migration { version: 1, name: "initial", sql: initial }];
+pub(super) const MIGRATIONS: &[Migration] = &[
+    Migration { version: 1, name: "initial", sql: initial },
+    Migration { version: 2, name: "data_keys", sql: data_keys },
+];
+
+/// The second migration: data subjects' keys for crypto-shredding
+/// (`orchestrix::crypto`, ADR 0016). Deleting a row forgets a subject.
+fn data_keys(s: &str) -> String {
+    format!(
+        r#"
+CREATE TABLE "{s}".data_keys (
+    subject text COLLATE "C" PRIMARY KEY,
+    key_id uuid NOT NULL,
+    material bytea NOT NULL CHECK (octet_length(material) = 32),
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+"#
+    )
+}
 
 /// The first migration: events, snapshots, checkpoints, key-value, dead
 /// letters.

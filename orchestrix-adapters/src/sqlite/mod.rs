@@ -11,6 +11,7 @@
 //! Subscriptions poll, and appends made through the same store instance
 //! wake them at once.
 
+mod keys;
 mod ports;
 
 use std::path::Path;
@@ -135,6 +136,12 @@ CREATE TABLE IF NOT EXISTS {p}dead_letters (
     parked_at INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS {p}dead_letters_consumer ON {p}dead_letters (consumer, parked_at, seq);
+CREATE TABLE IF NOT EXISTS {p}data_keys (
+    subject TEXT PRIMARY KEY,
+    key_id TEXT NOT NULL,
+    material BLOB NOT NULL,
+    created_at INTEGER NOT NULL
+);
 "
     )
 }
