@@ -70,7 +70,7 @@ async fn migrate_twice_is_harmless_and_script_matches() {
             .fetch_one(store.pool())
             .await
             .unwrap();
-    assert_eq!(applied, 1);
+    assert_eq!(applied, 2, "migrations 1 (initial) and 2 (data_keys)");
     // The script applies cleanly on top of migrate() (it records the same versions).
     sqlx::raw_sql(&orchestrix_adapters::postgres::migration_sql(store.config())).execute(store.pool()).await.unwrap();
     store.drop_schema().await.unwrap();

@@ -39,3 +39,10 @@ orchestrix::conformance_tests!(
         None => return,
     }
 );
+orchestrix::conformance_tests!(
+    key_store,
+    match crate::support::pg_store().await {
+        Some(store) => store,
+        None => return,
+    }
+);

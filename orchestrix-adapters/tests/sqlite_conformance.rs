@@ -10,3 +10,4 @@ orchestrix::conformance_tests!(snapshot_store, SqliteStore::in_memory().await.ex
 orchestrix::conformance_tests!(checkpoint_store, SqliteStore::in_memory().await.expect("an in-memory store"));
 orchestrix::conformance_tests!(key_value_store, SqliteStore::in_memory().await.expect("an in-memory store"));
 orchestrix::conformance_tests!(dead_letter_store, SqliteStore::in_memory().await.expect("an in-memory store"));
+orchestrix::conformance_tests!(key_store, SqliteStore::in_memory().await.expect("an in-memory store"));

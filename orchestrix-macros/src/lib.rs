@@ -86,6 +86,15 @@ use proc_macro::TokenStream;
 ///   type `fn(serde_json::Value) -> Result<serde_json::Value, UpcastError>`;
 ///   `upcast[i]` converts version `i + 1` into `i + 2`.
 ///
+/// On a named field: `#[event(personal(subject = customer_id))]` marks the
+/// field as personal data of the subject named by the field `customer_id`
+/// of the same variant or struct. The field must be an `Option<_>`: a
+/// `CryptoStore` (`orchestrix::crypto`) stores it encrypted under the
+/// subject's key and, once that key is deleted, it reads back as `None`.
+/// Personal and subject fields cannot be renamed with `#[serde]`, and a
+/// subject cannot itself be personal. The declarations are returned by
+/// `Event::personal_data()`.
+///
 /// # Errors
 ///
 /// Generic events, tuple variants with several fields, two variants with

@@ -13,6 +13,7 @@ use crate::aggregate::Aggregate;
 use crate::command::{AggregateCommand, CommandDescriptor, CommandSet, Existence, StandaloneCommand};
 use crate::envelope::{Envelope, Metadata};
 use crate::error::{CommandError, Error, StoreError};
+use crate::event::Event;
 use crate::memory::{InMemoryEventStore, InMemorySnapshotStore};
 use crate::repository::{Loaded, Repository};
 use crate::retry::RetryPolicy;
@@ -555,6 +556,189 @@ impl Orchestrix {
             }
         }
         result
+    }
+}
+
+/// Events for several aggregates, to be appended all together or not at
+/// all by [`Orchestrix::append_many`]: the way to keep an invariant that
+/// spans aggregates (a transfer that debits one account and credits
+/// another) without a saga.
+///
+/// Each part names an aggregate, what its version must be (usually
+/// [`Loaded::expected_version`] of the state the decision was based on) and
+/// its events; [`MultiAppend::guard`] adds a part without events, which
+/// only requires an aggregate to be unchanged.
+///
+/// ```
+/// use orchestrix::app::MultiAppend;
+/// use orchestrix::prelude::*;
+/// use orchestrix::{CommandOptions, ExpectedVersion};
+///
+/// #[event]
+/// #[derive(Debug, Clone)]
+/// pub enum AccountEvent { Opened { owner: String }, Debited { amount: u64 }, Credited { amount: u64 } }
+///
+/// #[derive(Debug, thiserror::Error)]
+/// #[error("refused")]
+/// pub struct Refused;
+///
+/// #[aggregate(event = AccountEvent, error = Refused)]
+/// #[derive(Debug, Default)]
+/// pub struct Account { balance: u64 }
+///
+/// impl Account {
+///     fn apply(&mut self, event: &AccountEvent) {
+///         match event {
+///             AccountEvent::Opened { .. } => {}
+///             AccountEvent::Debited { amount } => self.balance -= amount,
+///             AccountEvent::Credited { amount } => self.balance += amount,
+///         }
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let app = Orchestrix::builder().in_memory().build()?;
+/// let (alice, bob) = (orchestrix::Uuid::now_v7(), orchestrix::Uuid::now_v7());
+/// let opened = MultiAppend::new()
+///     .append::<Account>(&alice, ExpectedVersion::NoStream, &[AccountEvent::Opened { owner: "Alice".into() }, AccountEvent::Credited { amount: 50 }])?
+///     .append::<Account>(&bob, ExpectedVersion::NoStream, &[AccountEvent::Opened { owner: "Bob".into() }])?;
+/// app.append_many(opened, CommandOptions::default()).await?;
+///
+/// // A transfer: both accounts change, or neither does.
+/// let (from, to) = (app.load::<Account>(&alice).await?, app.load::<Account>(&bob).await?);
+/// assert!(from.state.balance >= 20);
+/// let transfer = MultiAppend::new()
+///     .append::<Account>(&alice, from.expected_version(), &[AccountEvent::Debited { amount: 20 }])?
+///     .append::<Account>(&bob, to.expected_version(), &[AccountEvent::Credited { amount: 20 }])?;
+/// let recorded = app.append_many(transfer, CommandOptions::default()).await?;
+/// assert_eq!(recorded[1][0].stream_version, 2);
+///
+/// // Built on a stale state: nothing is written.
+/// let stale = MultiAppend::new()
+///     .append::<Account>(&alice, from.expected_version(), &[AccountEvent::Debited { amount: 20 }])?
+///     .append::<Account>(&bob, to.expected_version(), &[AccountEvent::Credited { amount: 20 }])?;
+/// let error = app.append_many(stale, CommandOptions::default()).await.unwrap_err();
+/// assert!(matches!(error, orchestrix::Error::Store(ref e) if e.is_conflict()));
+/// assert_eq!(app.load::<Account>(&bob).await?.state.balance, 20);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Default)]
+pub struct MultiAppend {
+    parts: Vec<MultiPart>,
+}
+
+#[derive(Debug)]
+struct MultiPart {
+    aggregate: &'static str,
+    stream: crate::stream::StreamId,
+    expected: ExpectedVersion,
+    events: Vec<(&'static str, u32, Box<serde_json::value::RawValue>)>,
+}
+
+impl MultiAppend {
+    /// An empty set of parts.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds `events` for the aggregate `id` of type `A`, whose version must
+    /// be `expected`. Fails if the id is not a valid stream id or an event
+    /// does not serialize.
+    pub fn append<A: Aggregate>(
+        mut self,
+        id: &A::Id,
+        expected: ExpectedVersion,
+        events: &[A::Event],
+    ) -> Result<Self, Error> {
+        let mut encoded = Vec::with_capacity(events.len());
+        for event in events {
+            let data = event.encode().map_err(|source| Error::Serialize { what: "an event", source })?;
+            encoded.push((event.event_type(), event.schema_version(), data));
+        }
+        let stream = Repository::<A>::stream_id(id)?;
+        self.parts.push(MultiPart { aggregate: A::NAME, stream, expected, events: encoded });
+        Ok(self)
+    }
+
+    /// Adds a guard: the aggregate `id` of type `A` must be at `expected`
+    /// for the whole append to succeed; nothing is written to it.
+    pub fn guard<A: Aggregate>(self, id: &A::Id, expected: ExpectedVersion) -> Result<Self, Error> {
+        self.append::<A>(id, expected, &[])
+    }
+
+    /// How many parts there are.
+    pub fn len(&self) -> usize {
+        self.parts.len()
+    }
+
+    /// Whether there is no part.
+    pub fn is_empty(&self) -> bool {
+        self.parts.is_empty()
+    }
+}
+
+impl Orchestrix {
+    /// Appends the parts of `batch` atomically through
+    /// [`EventStore::append_many`]: all or nothing, each part checked
+    /// against its own expected version, the events consecutive in the
+    /// global log. Every event carries the metadata of `options`
+    /// (correlation, causation, tenant, trace context, headers), like the
+    /// events of a command.
+    ///
+    /// Returns the recorded events per part, in the order they were added.
+    /// A failed expectation is [`StoreError::WrongExpectedVersion`] (inside
+    /// [`Error::Store`]) naming the first failing part's stream; nothing is
+    /// retried, since the caller decided on the states it loaded: load
+    /// again, decide again, and append again.
+    pub async fn append_many(
+        &self,
+        batch: MultiAppend,
+        options: CommandOptions,
+    ) -> Result<Vec<Vec<Arc<crate::envelope::RecordedEvent>>>, Error> {
+        let (command_id, mut metadata) = options.resolve();
+        let span = tracing::info_span!(
+            "orchestrix.append_many",
+            %command_id,
+            parts = batch.parts.len(),
+            event_count = batch.parts.iter().map(|part| part.events.len()).sum::<usize>(),
+            trace_id = tracing::field::Empty,
+            error = tracing::field::Empty,
+        );
+        adopt_trace(&span, &metadata);
+        span.in_scope(|| trace::inject_into(&mut metadata));
+        let mut counts = Vec::with_capacity(batch.parts.len());
+        let appends = batch
+            .parts
+            .into_iter()
+            .map(|part| {
+                counts.push((part.aggregate, part.events.len()));
+                let events = part
+                    .events
+                    .into_iter()
+                    .map(|(event_type, schema_version, data)| crate::envelope::NewEvent {
+                        event_type: event_type.to_owned(),
+                        schema_version,
+                        data,
+                        metadata: metadata.clone(),
+                    })
+                    .collect();
+                crate::store::StreamAppend::new(part.stream, part.expected, events)
+            })
+            .collect();
+        let result = self.inner.events.append_many(appends).instrument(span.clone()).await;
+        match &result {
+            Ok(_) => {
+                for (aggregate, count) in counts.into_iter().filter(|&(_, count)| count > 0) {
+                    telemetry::events_appended(aggregate, count);
+                }
+            }
+            Err(error) => {
+                span.record("error", tracing::field::display(error));
+            }
+        }
+        Ok(result?)
     }
 }
 

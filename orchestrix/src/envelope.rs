@@ -147,6 +147,13 @@ pub struct RecordedEvent {
 }
 
 impl RecordedEvent {
+    /// The tenant the event was recorded for, if any: its
+    /// [`Metadata::tenant`], which a [`crate::tenant::TenantStore`] stamps
+    /// on every event it writes.
+    pub fn tenant(&self) -> Option<&str> {
+        self.metadata.tenant.as_deref()
+    }
+
     /// Decodes the data into a typed event, upcasting older schema versions.
     ///
     /// The error names the stream, version and type of the offending event.

@@ -110,6 +110,14 @@ pub trait Event: Debug + Send + Sync + Sized + 'static {
     /// upcasting data of an older version.
     fn decode(event_type: &str, schema_version: u32, data: &RawValue) -> Result<Self, DecodeErrorKind>;
 
+    /// The personal fields of each stored type, which a
+    /// [`crate::crypto::CryptoStore`] encrypts per data subject; declared
+    /// with `#[event(personal(subject = field))]` on a field. None by
+    /// default.
+    fn personal_data() -> &'static [crate::crypto::PersonalData] {
+        &[]
+    }
+
     /// The names of [`Event::event_types`], for filtering the global log.
     fn type_names() -> Vec<&'static str> {
         Self::event_types().iter().map(|t| t.name).collect()

@@ -25,6 +25,9 @@
 //!   [`SnapshotStore`], [`CheckpointStore`], [`KeyValueStore`],
 //!   [`MessageBus`], [`DeadLetterStore`]); [`memory`] holds the in-memory
 //!   adapters that define their reference behaviour.
+//! - [`TenantStore`] confines any store to one tenant's streams, snapshots,
+//!   checkpoints and keys; [`Orchestrix::append_many`] appends to several
+//!   aggregates atomically.
 //! - With the `testing` feature, `testing` offers given/when/then fixtures
 //!   and the conformance suite every adapter runs.
 //!
@@ -92,6 +95,7 @@
 pub mod aggregate;
 pub mod app;
 pub mod command;
+pub mod crypto;
 pub mod envelope;
 pub mod error;
 pub mod event;
@@ -103,12 +107,13 @@ pub mod saga;
 pub mod store;
 pub mod stream;
 pub mod telemetry;
+pub mod tenant;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod trace;
 
 pub use aggregate::{Aggregate, AggregateId};
-pub use app::{CommandOptions, CommandOutcome, Orchestrix, OrchestrixBuilder};
+pub use app::{CommandOptions, CommandOutcome, MultiAppend, Orchestrix, OrchestrixBuilder};
 pub use command::{AggregateCommand, CommandSet, Existence, StandaloneCommand};
 pub use envelope::{validate_event_type, Envelope, Metadata, NewEvent, RecordedEvent, MAX_EVENT_TYPE_LEN};
 pub use error::{CommandError, DecodeError, DecodeErrorKind, Error, StoreError, UpcastError};
@@ -116,10 +121,11 @@ pub use event::{Event, EventSchema, EventSchemas, EventType};
 pub use repository::{Loaded, Repository};
 pub use retry::RetryPolicy;
 pub use store::{
-    CheckpointStore, DeadLetterStore, EventFilter, EventStore, ExpectedVersion, KeyValueStore, MessageBus,
-    SnapshotStore,
+    CheckpointStore, DeadLetterStore, EventFilter, EventStore, ExpectedVersion, KeyStore, KeyValueStore, MessageBus,
+    SnapshotStore, StreamAppend,
 };
 pub use stream::StreamId;
+pub use tenant::{TenantId, TenantStore};
 pub use uuid::{self, Uuid};
 
 pub use orchestrix_macros::{aggregate, command_handler, event, projection};
@@ -159,6 +165,7 @@ pub mod __private {
     pub use uuid::Uuid;
 
     pub use crate::command::{CommandDescriptor, HandlerResult};
+    pub use crate::crypto::{PersonalData, PersonalField};
 
     use crate::error::BoxError;
 

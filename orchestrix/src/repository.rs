@@ -33,6 +33,17 @@ impl<A> Loaded<A> {
     pub fn exists(&self) -> bool {
         self.version > 0
     }
+
+    /// What an append that builds on this state expects:
+    /// [`ExpectedVersion::NoStream`] at version 0, else
+    /// [`ExpectedVersion::Exact`] of the version.
+    pub fn expected_version(&self) -> ExpectedVersion {
+        if self.version == 0 {
+            ExpectedVersion::NoStream
+        } else {
+            ExpectedVersion::Exact(self.version)
+        }
+    }
 }
 
 /// Loads and saves aggregates of type `A`.

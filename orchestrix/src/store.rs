@@ -92,6 +92,82 @@ impl EventFilter {
     }
 }
 
+/// One stream's part of an atomic multi-stream append
+/// ([`EventStore::append_many`]): the stream, what its version must be, and
+/// the events to append to it.
+///
+/// A part with no events is a *guard*: its expectation must hold for the
+/// whole call to succeed, and it writes nothing.
+///
+/// ```
+/// use orchestrix::store::StreamAppend;
+/// use orchestrix::{ExpectedVersion, StreamId};
+///
+/// let part = StreamAppend::new(StreamId::new("Account", "1").unwrap(), ExpectedVersion::Exact(3), vec![]);
+/// assert!(part.is_guard());
+/// ```
+#[derive(Debug, Clone)]
+pub struct StreamAppend {
+    /// The stream appended to.
+    pub stream: StreamId,
+    /// What the stream's version must be.
+    pub expected: ExpectedVersion,
+    /// The events, in order; empty for a guard.
+    pub events: Vec<NewEvent>,
+}
+
+impl StreamAppend {
+    /// One stream's part of a multi-stream append.
+    pub fn new(stream: StreamId, expected: ExpectedVersion, events: Vec<NewEvent>) -> Self {
+        Self { stream, expected, events }
+    }
+
+    /// Whether this part only checks its expectation (it has no events).
+    pub fn is_guard(&self) -> bool {
+        self.events.is_empty()
+    }
+}
+
+/// Checks the input of [`EventStore::append_many`] before anything is
+/// stored: every event type is valid ([`crate::validate_event_type`]) and no
+/// stream appears twice. Every adapter calls it first.
+///
+/// ```
+/// use orchestrix::store::{validate_append_many, StreamAppend};
+/// use orchestrix::{ExpectedVersion, StoreError, StreamId};
+///
+/// let stream = StreamId::new("Account", "1").unwrap();
+/// let twice = [
+///     StreamAppend::new(stream.clone(), ExpectedVersion::Any, vec![]),
+///     StreamAppend::new(stream, ExpectedVersion::Any, vec![]),
+/// ];
+/// assert!(matches!(validate_append_many(&twice), Err(StoreError::InvalidInput(_))));
+/// ```
+pub fn validate_append_many(appends: &[StreamAppend]) -> Result<(), StoreError> {
+    let mut seen = std::collections::HashSet::with_capacity(appends.len());
+    for append in appends {
+        if !seen.insert(&append.stream) {
+            return Err(StoreError::InvalidInput(format!(
+                "stream `{}` appears more than once in one multi-stream append; put all of its events in one part",
+                crate::stream::truncate_for_message(&append.stream.to_string())
+            )));
+        }
+        for event in &append.events {
+            crate::envelope::validate_event_type(&event.event_type)?;
+        }
+    }
+    Ok(())
+}
+
+/// The first part of a multi-stream append, in the call's order, whose
+/// expectation `actual` (the streams' current versions, in the same order)
+/// does not admit, as the error [`EventStore::append_many`] returns.
+pub fn first_conflict(appends: &[StreamAppend], actual: &[Option<u64>]) -> Option<StoreError> {
+    appends.iter().zip(actual).find(|(append, &actual)| !append.expected.admits(actual)).map(|(append, &actual)| {
+        StoreError::WrongExpectedVersion { stream: append.stream.clone(), expected: append.expected, actual }
+    })
+}
+
 /// The event log: append with optimistic concurrency, read a stream, read
 /// and follow the global log.
 #[async_trait]
@@ -108,6 +184,29 @@ pub trait EventStore: Send + Sync + Debug + 'static {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<Vec<Arc<RecordedEvent>>, StoreError>;
+
+    /// Appends to several streams atomically, each part checked against its
+    /// own [`ExpectedVersion`], and returns the recorded events per part, in
+    /// the order of `appends`.
+    ///
+    /// - **All or nothing**: if any part's expectation fails, nothing of any
+    ///   part is stored, and the error is
+    ///   [`StoreError::WrongExpectedVersion`] naming the first part (in the
+    ///   order of `appends`) whose stream's version does not match.
+    /// - **Global order**: the events of one call take consecutive places in
+    ///   the global log (no other append's event lies between them), part
+    ///   by part in the order of `appends`, each part's events in order. A
+    ///   subscriber sees all of them or, before the call commits, none.
+    /// - A part with no events is a guard: its expectation must hold, and it
+    ///   writes nothing. An empty `appends` stores nothing.
+    /// - A stream that appears in two parts is refused with
+    ///   [`StoreError::InvalidInput`], as is an invalid event type (see
+    ///   [`validate_append_many`]), before anything is stored.
+    ///
+    /// There is deliberately no default implementation: a loop of
+    /// [`EventStore::append`]s is not atomic, and an adapter that cannot make
+    /// it atomic must say so with an error rather than half-write.
+    async fn append_many(&self, appends: Vec<StreamAppend>) -> Result<Vec<Vec<Arc<RecordedEvent>>>, StoreError>;
 
     /// Reads `stream` from `from_version` (inclusive) in version order.
     /// A stream that does not exist yields nothing.
@@ -186,6 +285,31 @@ pub trait KeyValueStore: Send + Sync + Debug + 'static {
 
     /// Every key that starts with `prefix`, sorted.
     async fn keys(&self, prefix: &str) -> Result<Vec<String>, StoreError>;
+}
+
+/// Where the per-subject keys of crypto-shredding live
+/// ([`crate::crypto`]): one AES-256 key per data subject, created on first
+/// use, deleted to make the subject's personal data unreadable for good.
+///
+/// Implementations must never log, print or return key material except
+/// through [`DataKey`](crate::crypto::DataKey), whose `Debug` shows only
+/// its id; and deleting must really delete (no soft delete, no archive
+/// table), since a kept copy defeats the shredding.
+#[async_trait]
+pub trait KeyStore: Send + Sync + Debug + 'static {
+    /// The current key of `subject`, or `None` if it has none (never had
+    /// one, or it was deleted).
+    async fn key(&self, subject: &str) -> Result<Option<crate::crypto::DataKey>, StoreError>;
+
+    /// The current key of `subject`, creating one if it has none. Two
+    /// concurrent calls for one subject return the same key.
+    async fn key_or_create(&self, subject: &str) -> Result<crate::crypto::DataKey, StoreError>;
+
+    /// Deletes the key of `subject`; returns whether it had one. Data
+    /// encrypted with it can never be read again; a later
+    /// [`KeyStore::key_or_create`] makes a new key, which does not open the
+    /// old data.
+    async fn delete_key(&self, subject: &str) -> Result<bool, StoreError>;
 }
 
 /// A message carried by a [`MessageBus`].

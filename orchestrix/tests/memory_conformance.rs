@@ -2,14 +2,15 @@
 //! the reference behaviour: one test per check.
 
 use orchestrix::memory::{
-    InMemoryCheckpointStore, InMemoryDeadLetterStore, InMemoryEventStore, InMemoryKeyValueStore, InMemoryMessageBus,
-    InMemorySnapshotStore,
+    InMemoryCheckpointStore, InMemoryDeadLetterStore, InMemoryEventStore, InMemoryKeyStore, InMemoryKeyValueStore,
+    InMemoryMessageBus, InMemorySnapshotStore,
 };
 
 orchestrix::conformance_tests!(event_store, InMemoryEventStore::new());
 orchestrix::conformance_tests!(snapshot_store, InMemorySnapshotStore::new());
 orchestrix::conformance_tests!(checkpoint_store, InMemoryCheckpointStore::new());
 orchestrix::conformance_tests!(key_value_store, InMemoryKeyValueStore::new());
+orchestrix::conformance_tests!(key_store, InMemoryKeyStore::new());
 orchestrix::conformance_tests!(message_bus, InMemoryMessageBus::new());
 orchestrix::conformance_tests!(dead_letter_store, InMemoryDeadLetterStore::new());
 
@@ -22,6 +23,7 @@ async fn runners_run_every_check() {
     conformance::snapshot_store(|| async { InMemorySnapshotStore::new() }).await;
     conformance::checkpoint_store(|| async { InMemoryCheckpointStore::new() }).await;
     conformance::key_value_store(|| async { InMemoryKeyValueStore::new() }).await;
+    conformance::key_store(|| async { InMemoryKeyStore::new() }).await;
     conformance::message_bus(|| async { InMemoryMessageBus::new() }).await;
     conformance::dead_letter_store(|| async { InMemoryDeadLetterStore::new() }).await;
 }

@@ -346,6 +346,14 @@ impl EventStore for Outage {
         self.events.append(stream, expected, events).await
     }
 
+    async fn append_many(
+        &self,
+        parts: Vec<orchestrix::store::StreamAppend>,
+    ) -> Result<Vec<Vec<Arc<RecordedEvent>>>, orchestrix::StoreError> {
+        self.check()?;
+        self.events.append_many(parts).await
+    }
+
     fn read_stream<'a>(&'a self, stream: &'a StreamId, from_version: u64) -> orchestrix::store::EventStream<'a> {
         self.events.read_stream(stream, from_version)
     }

@@ -20,7 +20,7 @@ use orchestrix::saga::{
     step_id, Saga, SagaEvent, SagaInstance, SagaManager, SagaStatus, SagaStepStarted, Step, StepAction, StepError,
     StepKind, StepState,
 };
-use orchestrix::store::EventStream;
+use orchestrix::store::{EventStream, StreamAppend};
 use orchestrix::{
     Aggregate, AggregateCommand, CommandOptions, CommandSet, DecodeErrorKind, Event, EventFilter, EventStore,
     ExpectedVersion, Metadata, NewEvent, Orchestrix, RecordedEvent, StoreError, StreamId, Uuid,
@@ -739,6 +739,13 @@ impl EventStore for Yielding {
     ) -> Result<Vec<Arc<RecordedEvent>>, StoreError> {
         tokio::task::yield_now().await;
         let recorded = self.0.append(stream, expected, events).await;
+        tokio::task::yield_now().await;
+        recorded
+    }
+
+    async fn append_many(&self, appends: Vec<StreamAppend>) -> Result<Vec<Vec<Arc<RecordedEvent>>>, StoreError> {
+        tokio::task::yield_now().await;
+        let recorded = self.0.append_many(appends).await;
         tokio::task::yield_now().await;
         recorded
     }

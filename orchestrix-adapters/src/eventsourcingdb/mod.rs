@@ -18,6 +18,7 @@
 //! stand-in server written from the documented API, also runnable as the
 //! `esdb-test-server` binary.
 
+mod append_many;
 mod config;
 mod http;
 mod store;

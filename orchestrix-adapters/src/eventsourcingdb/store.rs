@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures_core::Stream;
 use futures_util::{stream, StreamExt};
-use orchestrix::store::{EventFilter, EventStream, ExpectedVersion, Snapshot, SnapshotStore};
+use orchestrix::store::{EventFilter, EventStream, ExpectedVersion, Snapshot, SnapshotStore, StreamAppend};
 use orchestrix::{EventSchema, EventSchemas, EventStore, NewEvent, RecordedEvent, StoreError, StreamId};
 use serde_json::value::RawValue;
 
@@ -30,7 +30,8 @@ use super::wire::{
 ///   UUID v7 made from the server's time and id.
 /// - Appends are atomic server-side through the preconditions
 ///   `isSubjectPristine` and `isSubjectOnEventId`; a 409 becomes
-///   [`StoreError::WrongExpectedVersion`].
+///   [`StoreError::WrongExpectedVersion`]. A multi-stream append is one
+///   write with one precondition per subject (ADR 0018).
 /// - Subscriptions observe the log, skip heartbeats and reconnect from the
 ///   last id seen with back-off, so no event is delivered twice.
 ///
@@ -49,9 +50,9 @@ struct Inner {
 }
 
 /// The last event of a subject: its id and its stream version.
-struct Latest {
-    id: String,
-    version: u64,
+pub(super) struct Latest {
+    pub(super) id: String,
+    pub(super) version: u64,
 }
 
 impl EsdbStore {
@@ -222,7 +223,7 @@ impl EsdbStore {
         Ok(answer.get("schema").filter(|s| !s.is_null()).cloned())
     }
 
-    async fn latest(&self, subject: &str) -> Result<Option<Latest>, StoreError> {
+    pub(super) async fn latest(&self, subject: &str) -> Result<Option<Latest>, StoreError> {
         let body = ReadEvents {
             subject: subject.to_owned(),
             options: ReadOptions { recursive: false, order: Some("antichronological"), ..ReadOptions::default() },
@@ -233,6 +234,22 @@ impl EsdbStore {
         let envelope: EnvelopeIn = serde_json::from_str(event.data.get())
             .map_err(|e| EsdbError::malformed("event envelope", format!("event {}: {e}", event.id)))?;
         Ok(Some(Latest { id: event.id, version: envelope.stream_version }))
+    }
+
+    /// The configuration.
+    pub(super) fn config(&self) -> &EsdbConfig {
+        &self.inner.config
+    }
+
+    /// Writes events, for the multi-stream append.
+    pub(super) async fn write_events(&self, body: &WriteEvents<'_>) -> Result<Vec<WireEvent>, EsdbError> {
+        self.write(body).await
+    }
+
+    /// The record of a written event (`None`: not one of this adapter's
+    /// stream events).
+    pub(super) fn record_of(&self, event: WireEvent) -> Result<Option<RecordedEvent>, StoreError> {
+        self.inner.record(event)
     }
 
     async fn write(&self, body: &WriteEvents<'_>) -> Result<Vec<WireEvent>, EsdbError> {
@@ -429,6 +446,10 @@ impl EventStore for EsdbStore {
                 Err(error) => return Err(error.into()),
             }
         }
+    }
+
+    async fn append_many(&self, appends: Vec<StreamAppend>) -> Result<Vec<Vec<Arc<RecordedEvent>>>, StoreError> {
+        self.append_many_in_one_write(appends).await
     }
 
     fn read_stream<'a>(&'a self, stream: &'a StreamId, from_version: u64) -> EventStream<'a> {

@@ -5,6 +5,8 @@
 //!   same statement, and the unique `(stream, version)` index arbitrates
 //!   races: a lost race becomes [`StoreError::WrongExpectedVersion`] with the
 //!   stream's actual version. There is no global hot row or table lock.
+//!   A multi-stream append runs one such statement per stream in one
+//!   transaction (ADR 0018).
 //! - **Global order** (ADR 0008): `global_position` is the writing
 //!   transaction's id (`pg_current_xact_id()`) shifted left by 20 bits, plus
 //!   the event's 1-based index in its batch. Readers only take rows below
@@ -32,6 +34,8 @@
 //! - **One runner per projection**: [`PgLease`] holds a session advisory
 //!   lock on a dedicated connection.
 
+mod append_many;
+mod keys;
 mod lease;
 mod ports;
 mod projection;
@@ -43,7 +47,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures_util::stream::{self, StreamExt};
 use orchestrix::envelope::{NewEvent, RecordedEvent};
-use orchestrix::store::{EventFilter, EventStore, EventStream, ExpectedVersion};
+use orchestrix::store::{EventFilter, EventStore, EventStream, ExpectedVersion, StreamAppend};
 use orchestrix::{StoreError, StreamId};
 use sqlx::postgres::{PgListener, PgPoolOptions, PgRow};
 use sqlx::{PgPool, Postgres, Row, Transaction};
@@ -626,6 +630,10 @@ impl EventStore for PgStore {
         Err(StoreError::Backend(
             format!("the append to `{stream}` lost {ANY_RETRIES} races in a row; try again").into(),
         ))
+    }
+
+    async fn append_many(&self, appends: Vec<StreamAppend>) -> Result<Vec<Vec<Arc<RecordedEvent>>>, StoreError> {
+        self.append_many_in_one_transaction(appends).await
     }
 
     fn read_stream<'a>(&'a self, stream: &'a StreamId, from_version: u64) -> EventStream<'a> {

@@ -42,6 +42,7 @@ use crate::common::map_err;
 /// use orchestrix_adapters::postgres::{PgProjection, PgProjectionOptions, PgStore};
 ///
 /// /// Counts accounts per owner: not idempotent, and it need not be.
+/// # #[allow(dead_code)]
 /// struct AccountsPerOwner;
 ///
 /// #[orchestrix::async_trait]
@@ -67,6 +68,7 @@ use crate::common::map_err;
 ///     }
 /// }
 ///
+/// # #[allow(dead_code)]
 /// # async fn run(store: PgStore) -> Result<(), Box<dyn std::error::Error>> {
 /// let handle = store.spawn_projection(AccountsPerOwner, PgProjectionOptions::default());
 /// // ... later:

@@ -13,7 +13,25 @@ pub(super) struct Migration {
 }
 
 /// Every migration, oldest first. Never edit a released one: add another.
-pub(super) const MIGRATIONS: &[Migration] = &[Migration { version: 1, name: "initial", sql: initial }];
+pub(super) const MIGRATIONS: &[Migration] = &[
+    Migration { version: 1, name: "initial", sql: initial },
+    Migration { version: 2, name: "data_keys", sql: data_keys },
+];
+
+/// The second migration: data subjects' keys for crypto-shredding
+/// (`orchestrix::crypto`, ADR 0020). Deleting a row forgets a subject.
+fn data_keys(s: &str) -> String {
+    format!(
+        r#"
+CREATE TABLE "{s}".data_keys (
+    subject text COLLATE "C" PRIMARY KEY,
+    key_id uuid NOT NULL,
+    material bytea NOT NULL CHECK (octet_length(material) = 32),
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+"#
+    )
+}
 
 /// The first migration: events, snapshots, checkpoints, key-value, dead
 /// letters.
@@ -193,6 +211,27 @@ fn append_sql(events: &str, stream_match: &str, checked: bool, single: bool) -> 
     )
 }
 
+/// One part of a multi-stream append (ADR 0018): the batch bound as arrays
+/// like [`append_sql`], always checked against the expectation (`$9`: -1
+/// any, else the exact version, 0 for no stream), and with `$10` added to
+/// each event's index, so that the parts of one transaction get distinct
+/// positions `xid8 << 20 | (offset + index)` in the call's order (ADR 0008
+/// unchanged: one transaction, one transaction id, indexes below 2^20).
+fn append_part_sql(events: &str, stream_match: &str) -> String {
+    format!(
+        "WITH cur AS (SELECT COALESCE((SELECT stream_version FROM {events} WHERE {stream_match} \
+         ORDER BY stream_version DESC LIMIT 1), 0) AS v) \
+         INSERT INTO {events} (global_position, event_id, category, aggregate_id, stream_version, event_type, \
+         schema_version, data, metadata, recorded_at) \
+         SELECT (pg_current_xact_id()::text::bigint << 20) | ($10::int8 + e.ord), e.id, $1, $2, cur.v + e.ord, \
+         e.event_type, e.schema_version, e.data::jsonb, e.metadata::jsonb, $3 \
+         FROM cur, unnest($4::uuid[], $5::text[], $6::int8[], $7::text[], $8::text[]) WITH ORDINALITY \
+         AS e(id, event_type, schema_version, data, metadata, ord) \
+         WHERE $9::int8 < 0 OR cur.v = $9::int8 \
+         RETURNING global_position, stream_version"
+    )
+}
+
 /// The SQL text of every statement, for one schema.
 #[derive(Debug)]
 pub(super) struct Sql {
@@ -204,6 +243,10 @@ pub(super) struct Sql {
     pub(super) append_new: String,
     /// The same for a single event.
     pub(super) append_new_one: String,
+    /// One part of a multi-stream append (positions offset by `$10`).
+    pub(super) append_part: String,
+    /// Removes a guard's placeholder row (by position) before commit.
+    pub(super) guard_release: String,
     pub(super) stream_version: String,
     pub(super) read_stream: String,
     pub(super) head_and_watermark: String,
@@ -237,6 +280,8 @@ impl Sql {
             append_one: append_sql(&events, stream_match, true, true),
             append_new: append_sql(&events, stream_match, false, false),
             append_new_one: append_sql(&events, stream_match, false, true),
+            append_part: append_part_sql(&events, stream_match),
+            guard_release: format!("DELETE FROM {events} WHERE global_position = $1"),
             stream_version: format!(
                 "SELECT stream_version FROM {events} WHERE {stream_match} ORDER BY stream_version DESC LIMIT 1"
             ),

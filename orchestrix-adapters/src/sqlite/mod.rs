@@ -5,10 +5,13 @@
 //! Appends are serialized: in process through one async lock, across
 //! processes by `BEGIN IMMEDIATE` (the file's write lock, waited for up to
 //! the busy timeout). With a single writer, positions are assigned in
-//! commit order, so the global log never fills in behind a reader.
+//! commit order, so the global log never fills in behind a reader. A
+//! multi-stream append checks and inserts every part in one such
+//! transaction.
 //! Subscriptions poll, and appends made through the same store instance
 //! wake them at once.
 
+mod keys;
 mod ports;
 
 use std::path::Path;
@@ -20,7 +23,9 @@ use async_trait::async_trait;
 use chrono::DateTime;
 use futures_util::stream::{self, StreamExt};
 use orchestrix::envelope::{NewEvent, RecordedEvent};
-use orchestrix::store::{EventFilter, EventStore, EventStream, ExpectedVersion};
+use orchestrix::store::{
+    first_conflict, validate_append_many, EventFilter, EventStore, EventStream, ExpectedVersion, StreamAppend,
+};
 use orchestrix::{StoreError, StreamId};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
@@ -131,6 +136,12 @@ CREATE TABLE IF NOT EXISTS {p}dead_letters (
     parked_at INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS {p}dead_letters_consumer ON {p}dead_letters (consumer, parked_at, seq);
+CREATE TABLE IF NOT EXISTS {p}data_keys (
+    subject TEXT PRIMARY KEY,
+    key_id TEXT NOT NULL,
+    material BLOB NOT NULL,
+    created_at INTEGER NOT NULL
+);
 "
     )
 }
@@ -391,6 +402,25 @@ impl Inner {
     }
 }
 
+/// The ids given to `events` and the batch as the JSON array the append
+/// statement reads: `[id, type, schema version, data, metadata]` tuples.
+fn json_batch(events: &[NewEvent]) -> Result<(Vec<Uuid>, String), StoreError> {
+    let ids: Vec<Uuid> = events.iter().map(|_| Uuid::now_v7()).collect();
+    let mut rows = Vec::with_capacity(events.len());
+    for (event, id) in events.iter().zip(&ids) {
+        let metadata = serde_json::to_string(&event.metadata)
+            .map_err(|error| StoreError::InvalidInput(format!("metadata cannot be serialized: {error}")))?;
+        rows.push(serde_json::json!([
+            id.to_string(),
+            event.event_type,
+            event.schema_version,
+            event.data.get(),
+            metadata
+        ]));
+    }
+    Ok((ids, serde_json::Value::Array(rows).to_string()))
+}
+
 /// The filter's type names as a JSON array, for `json_each`.
 fn types_json(filter: &EventFilter) -> Option<String> {
     filter.event_types().map(|types| serde_json::Value::from(types.to_vec()).to_string())
@@ -407,20 +437,7 @@ impl EventStore for SqliteStore {
         for event in &events {
             orchestrix::validate_event_type(&event.event_type)?;
         }
-        let ids: Vec<Uuid> = events.iter().map(|_| Uuid::now_v7()).collect();
-        let mut rows = Vec::with_capacity(events.len());
-        for (event, id) in events.iter().zip(&ids) {
-            let metadata = serde_json::to_string(&event.metadata)
-                .map_err(|error| StoreError::InvalidInput(format!("metadata cannot be serialized: {error}")))?;
-            rows.push(serde_json::json!([
-                id.to_string(),
-                event.event_type,
-                event.schema_version,
-                event.data.get(),
-                metadata
-            ]));
-        }
-        let batch = serde_json::Value::Array(rows).to_string();
+        let (ids, batch) = json_batch(&events)?;
         let recorded_at = now_micros();
         let inserted = {
             let _writer = self.inner.writer.lock().await;
@@ -446,6 +463,53 @@ impl EventStore for SqliteStore {
         };
         self.inner.wake.send_modify(|n| *n = n.wrapping_add(1));
         Ok(recorded_events(stream, recorded_at, inserted, events, ids))
+    }
+
+    async fn append_many(&self, appends: Vec<StreamAppend>) -> Result<Vec<Vec<Arc<RecordedEvent>>>, StoreError> {
+        validate_append_many(&appends)?;
+        let batches = appends.iter().map(|append| json_batch(&append.events)).collect::<Result<Vec<_>, _>>()?;
+        let recorded_at = now_micros();
+        let inserted = {
+            let _writer = self.inner.writer.lock().await;
+            // One transaction under the file's write lock: every part's
+            // version is read and checked first, then every part inserted.
+            let mut tx = self.inner.pool.begin_with("BEGIN IMMEDIATE").await.map_err(map_err)?;
+            let mut actual = Vec::with_capacity(appends.len());
+            for append in &appends {
+                actual.push(self.fetch_version(&mut *tx, &append.stream).await?);
+            }
+            if let Some(conflict) = first_conflict(&appends, &actual) {
+                return Err(conflict);
+            }
+            let mut inserted = Vec::with_capacity(appends.len());
+            for ((append, version), (_, batch)) in appends.iter().zip(&actual).zip(&batches) {
+                if append.events.is_empty() {
+                    inserted.push(Vec::new());
+                    continue;
+                }
+                let rows: Vec<(i64, i64)> = sqlx::query_as(&self.inner.sql.append)
+                    .bind(append.stream.category())
+                    .bind(append.stream.id())
+                    .bind(to_i64(version.unwrap_or(0)))
+                    .bind(recorded_at.timestamp_micros())
+                    .bind(batch)
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                inserted.push(rows);
+            }
+            tx.commit().await.map_err(map_err)?;
+            inserted
+        };
+        if inserted.iter().any(|rows| !rows.is_empty()) {
+            self.inner.wake.send_modify(|n| *n = n.wrapping_add(1));
+        }
+        Ok(appends
+            .into_iter()
+            .zip(inserted)
+            .zip(batches)
+            .map(|((append, rows), (ids, _))| recorded_events(&append.stream, recorded_at, rows, append.events, ids))
+            .collect())
     }
 
     fn read_stream<'a>(&'a self, stream: &'a StreamId, from_version: u64) -> EventStream<'a> {

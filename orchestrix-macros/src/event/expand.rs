@@ -21,8 +21,8 @@ pub(crate) fn expand(model: &Model) -> TokenStream {
                 const _: () = { #body };
             }
         }
-        Input::Struct { item, stored, unit } => {
-            let mut body = struct_impl(krate, item, stored, *unit);
+        Input::Struct { item, stored, unit, personal } => {
+            let mut body = struct_impl(krate, item, stored, *unit, personal);
             if let Some(span) = model.schema {
                 body.extend(struct_schemas(krate, span, item, stored));
             }
@@ -118,10 +118,22 @@ struct Bodies {
     schema_version: TokenStream,
     encode: TokenStream,
     decode: TokenStream,
+    /// The `PersonalData` of the stored types that have personal fields.
+    personal: Vec<TokenStream>,
 }
 
 fn event_impl(krate: &TokenStream, ident: &syn::Ident, bodies: Bodies) -> TokenStream {
-    let Bodies { types, event_type, schema_version, encode, decode } = bodies;
+    let Bodies { types, event_type, schema_version, encode, decode, personal } = bodies;
+    let personal = if personal.is_empty() {
+        TokenStream::new()
+    } else {
+        quote! {
+            fn personal_data() -> &'static [#krate::__private::PersonalData] {
+                const __ORCHESTRIX_PERSONAL: &[#krate::__private::PersonalData] = &[#(#personal),*];
+                __ORCHESTRIX_PERSONAL
+            }
+        }
+    };
     quote! {
         #[automatically_derived]
         impl #krate::Event for #ident {
@@ -149,6 +161,8 @@ fn event_impl(krate: &TokenStream, ident: &syn::Ident, bodies: Bodies) -> TokenS
             ) -> ::core::result::Result<Self, #krate::DecodeErrorKind> {
                 #decode
             }
+
+            #personal
         }
     }
 }
@@ -163,7 +177,13 @@ fn empty_struct(krate: &TokenStream) -> TokenStream {
     }
 }
 
-fn struct_impl(krate: &TokenStream, item: &syn::ItemStruct, stored: &Stored, unit: bool) -> TokenStream {
+fn struct_impl(
+    krate: &TokenStream,
+    item: &syn::ItemStruct,
+    stored: &Stored,
+    unit: bool,
+    personal: &[super::personal::Personal],
+) -> TokenStream {
     let name = &stored.name;
     let version = stored.version;
     let (empty, encode, decode) = if unit {
@@ -180,7 +200,10 @@ fn struct_impl(krate: &TokenStream, item: &syn::ItemStruct, stored: &Stored, uni
         let data = decode_data(krate, stored, &quote!(Self));
         (TokenStream::new(), quote!(#krate::__private::encode_raw(self)), quote!(::core::result::Result::Ok(#data)))
     };
+    let personal =
+        if personal.is_empty() { Vec::new() } else { vec![super::personal::personal_data(krate, name, personal)] };
     let bodies = Bodies {
+        personal,
         types: vec![event_type(krate, stored)],
         event_type: quote!(#name),
         schema_version: quote!(#version),
@@ -275,6 +298,11 @@ fn enum_impl(krate: &TokenStream, item: &syn::ItemEnum, variants: &[Variant]) ->
         }
     }
     let bodies = Bodies {
+        personal: variants
+            .iter()
+            .filter(|v| !v.personal.is_empty())
+            .map(|v| super::personal::personal_data(krate, &v.stored.name, &v.personal))
+            .collect(),
         types: variants.iter().map(|v| event_type(krate, &v.stored)).collect(),
         event_type: quote!(match *self { #(#event_types,)* }),
         schema_version: quote!(match *self { #(#schema_versions,)* }),

@@ -3,6 +3,7 @@
 mod attr;
 mod expand;
 mod model;
+mod personal;
 
 use proc_macro2::TokenStream;
 

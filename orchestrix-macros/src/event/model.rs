@@ -8,6 +8,7 @@ use syn::spanned::Spanned;
 use syn::{Attribute, Fields, Ident, Type};
 
 use super::attr::EventArgs;
+use super::personal::{self, Personal};
 use crate::common;
 use crate::ctxt::Ctxt;
 
@@ -41,6 +42,8 @@ pub(crate) struct Variant {
     pub(crate) stored: Stored,
     /// The variant's `#[serde(...)]` attributes, copied to the shadow structs.
     pub(crate) serde: Vec<Attribute>,
+    /// Its personal fields (`#[event(personal(subject = ...))]`).
+    pub(crate) personal: Vec<Personal>,
 }
 
 pub(crate) enum Input {
@@ -52,6 +55,7 @@ pub(crate) enum Input {
         item: syn::ItemStruct,
         stored: Stored,
         unit: bool,
+        personal: Vec<Personal>,
     },
     /// Not something `#[event]` applies to: re-emitted as is.
     Other(TokenStream),
@@ -107,12 +111,19 @@ pub(crate) fn parse(cx: &mut Ctxt, args: TokenStream, item: syn::Item) -> Model 
                     false
                 }
             };
-            if let Fields::Named(fields) = &mut item.fields {
-                for field in &mut fields.named {
-                    common::take_attrs(&mut field.attrs, "event");
+            let container: Vec<Attribute> =
+                item.attrs.iter().filter(|attr| attr.path().is_ident("serde")).cloned().collect();
+            let personal = match &mut item.fields {
+                Fields::Named(fields) => {
+                    personal::parse_fields(cx, fields.named.iter_mut(), &container.iter().collect::<Vec<_>>())
                 }
-            }
-            Model { krate, input: Input::Struct { item, stored, unit }, implementable, schema }
+                Fields::Unnamed(fields) => {
+                    personal::reject_on_unnamed(cx, fields.unnamed.iter_mut());
+                    Vec::new()
+                }
+                Fields::Unit => Vec::new(),
+            };
+            Model { krate, input: Input::Struct { item, stored, unit, personal }, implementable, schema }
         }
         other => {
             cx.error_spanned_by(
@@ -189,8 +200,10 @@ fn parse_enum(cx: &mut Ctxt, mut item: syn::ItemEnum) -> (syn::ItemEnum, Vec<Var
         );
         let stored = stored(cx, &mut args, format!("{prefix}{}", variant.ident));
         let serde = common::take_attrs(&mut variant.attrs, "serde");
+        let mut personal = Vec::new();
         let shape = match &mut variant.fields {
-            Fields::Named(fields) => Shape::Named(
+            Fields::Named(fields) => Shape::Named({
+                personal = personal::parse_fields(cx, fields.named.iter_mut(), &serde.iter().collect::<Vec<_>>());
                 fields
                     .named
                     .iter_mut()
@@ -199,9 +212,10 @@ fn parse_enum(cx: &mut Ctxt, mut item: syn::ItemEnum) -> (syn::ItemEnum, Vec<Var
                         ty: field.ty.clone(),
                         serde: common::take_attrs(&mut field.attrs, "serde"),
                     })
-                    .collect(),
-            ),
+                    .collect()
+            }),
             Fields::Unnamed(fields) if fields.unnamed.len() == 1 => {
+                personal::reject_on_unnamed(cx, fields.unnamed.iter_mut());
                 let field = fields.unnamed.first_mut().expect("one field");
                 for attr in common::take_attrs(&mut field.attrs, "serde") {
                     cx.error_spanned_by(
@@ -212,6 +226,7 @@ fn parse_enum(cx: &mut Ctxt, mut item: syn::ItemEnum) -> (syn::ItemEnum, Vec<Var
                 Shape::Newtype(field.ty.clone())
             }
             Fields::Unnamed(fields) => {
+                personal::reject_on_unnamed(cx, fields.unnamed.iter_mut());
                 let types: Vec<String> =
                     fields.unnamed.iter().map(|f| f.ty.to_token_stream().to_string().replace(' ', "")).collect();
                 cx.error_spanned_by(
@@ -236,7 +251,7 @@ fn parse_enum(cx: &mut Ctxt, mut item: syn::ItemEnum) -> (syn::ItemEnum, Vec<Var
         } else {
             seen.insert(stored.name.clone(), (variant.ident.clone(), name_span));
         }
-        variants.push(Variant { ident: variant.ident.clone(), shape, stored, serde });
+        variants.push(Variant { ident: variant.ident.clone(), shape, stored, serde, personal });
     }
     (item, variants)
 }

@@ -11,7 +11,9 @@ use uuid::Uuid;
 
 use crate::envelope::{validate_event_type, NewEvent, RecordedEvent};
 use crate::error::StoreError;
-use crate::store::{EventFilter, EventStore, EventStream, ExpectedVersion};
+use crate::store::{
+    first_conflict, validate_append_many, EventFilter, EventStore, EventStream, ExpectedVersion, StreamAppend,
+};
 use crate::stream::StreamId;
 
 /// How many events a reader copies (as `Arc`s) under one short read lock.
@@ -24,7 +26,8 @@ const SCAN: usize = 4 * 1024;
 /// An event store held in memory: the reference behaviour of [`EventStore`].
 ///
 /// - Appends are atomic per batch and checked against the
-///   [`ExpectedVersion`] under one write lock; events get UUID v7 ids,
+///   [`ExpectedVersion`] under one write lock (a multi-stream append checks
+///   every part and writes them all under the same single lock); events get UUID v7 ids,
 ///   stream versions from 1 and global positions from 1, both without gaps.
 /// - Reads are lazy: they copy 256 `Arc`s at a time under a short read lock,
 ///   never the whole log, and never hold a lock across an `.await`. A read
@@ -87,6 +90,66 @@ impl Shared {
 
     fn write(&self) -> RwLockWriteGuard<'_, Log> {
         self.log.write().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Shared {
+    /// Moves the watched head forward to `head`. Called outside the lock;
+    /// two racing appends may notify out of order, so the head only ever
+    /// moves forward.
+    fn advance_head(&self, head: u64) {
+        self.head.send_if_modified(|current| {
+            let advanced = head > *current;
+            if advanced {
+                *current = head;
+            }
+            advanced
+        });
+    }
+}
+
+impl Log {
+    /// The version of the last event of `stream`.
+    fn version(&self, stream: &StreamId) -> Option<u64> {
+        self.streams.get(stream).map(|indexes| to_u64(indexes.len()))
+    }
+
+    /// Appends `events` to `stream`, whose version is `actual` (checked by
+    /// the caller), at the end of the log.
+    fn push(
+        &mut self,
+        stream: &StreamId,
+        actual: Option<u64>,
+        events: Vec<NewEvent>,
+        recorded_at: chrono::DateTime<Utc>,
+    ) -> Vec<Arc<RecordedEvent>> {
+        if events.is_empty() {
+            return Vec::new();
+        }
+        let first_version = actual.unwrap_or(0) + 1;
+        let first_index = self.events.len();
+        let indexes = self.streams.entry(stream.clone()).or_default();
+        let mut recorded = Vec::with_capacity(events.len());
+        self.events.reserve(events.len());
+        indexes.reserve(events.len());
+        for (offset, event) in events.into_iter().enumerate() {
+            let index = first_index + offset;
+            let event = Arc::new(RecordedEvent {
+                id: Uuid::now_v7(),
+                stream: stream.clone(),
+                stream_version: first_version + to_u64(offset),
+                global_position: to_u64(index) + 1,
+                recorded_at,
+                event_type: event.event_type,
+                schema_version: event.schema_version,
+                data: event.data,
+                metadata: event.metadata,
+            });
+            self.events.push(Arc::clone(&event));
+            indexes.push(index);
+            recorded.push(event);
+        }
+        recorded
     }
 }
 
@@ -245,50 +308,38 @@ impl EventStore for InMemoryEventStore {
         }
         let recorded = {
             let mut guard = self.shared.write();
-            let Log { events: log, streams } = &mut *guard;
-            let actual = streams.get(stream).map(|indexes| to_u64(indexes.len()));
+            let log = &mut *guard;
+            let actual = log.version(stream);
             if !expected.admits(actual) {
                 return Err(StoreError::WrongExpectedVersion { stream: stream.clone(), expected, actual });
             }
             if events.is_empty() {
                 return Ok(Vec::new());
             }
-            let recorded_at = Utc::now();
-            let first_version = actual.unwrap_or(0) + 1;
-            let first_index = log.len();
-            let indexes = streams.entry(stream.clone()).or_default();
-            let mut recorded = Vec::with_capacity(events.len());
-            log.reserve(events.len());
-            indexes.reserve(events.len());
-            for (offset, event) in events.into_iter().enumerate() {
-                let index = first_index + offset;
-                let event = Arc::new(RecordedEvent {
-                    id: Uuid::now_v7(),
-                    stream: stream.clone(),
-                    stream_version: first_version + to_u64(offset),
-                    global_position: to_u64(index) + 1,
-                    recorded_at,
-                    event_type: event.event_type,
-                    schema_version: event.schema_version,
-                    data: event.data,
-                    metadata: event.metadata,
-                });
-                log.push(Arc::clone(&event));
-                indexes.push(index);
-                recorded.push(event);
-            }
-            recorded
+            log.push(stream, actual, events, Utc::now())
         };
-        let head = recorded.last().map_or(0, |event| event.global_position);
-        // Outside the lock; two racing appends may notify out of order, so
-        // only ever move the head forward.
-        self.shared.head.send_if_modified(|current| {
-            let advanced = head > *current;
-            if advanced {
-                *current = head;
+        self.shared.advance_head(recorded.last().map_or(0, |event| event.global_position));
+        Ok(recorded)
+    }
+
+    async fn append_many(&self, appends: Vec<StreamAppend>) -> Result<Vec<Vec<Arc<RecordedEvent>>>, StoreError> {
+        validate_append_many(&appends)?;
+        let recorded: Vec<Vec<Arc<RecordedEvent>>> = {
+            let mut guard = self.shared.write();
+            let log = &mut *guard;
+            let actual: Vec<Option<u64>> = appends.iter().map(|append| log.version(&append.stream)).collect();
+            if let Some(conflict) = first_conflict(&appends, &actual) {
+                return Err(conflict);
             }
-            advanced
-        });
+            let recorded_at = Utc::now();
+            appends
+                .into_iter()
+                .zip(actual)
+                .map(|(append, actual)| log.push(&append.stream, actual, append.events, recorded_at))
+                .collect()
+        };
+        let head = recorded.iter().flatten().map(|event| event.global_position).max().unwrap_or(0);
+        self.shared.advance_head(head);
         Ok(recorded)
     }
 

@@ -17,6 +17,7 @@
 mod checkpoint_store;
 mod dead_letter_store;
 mod event_store;
+mod key_store;
 mod key_value_store;
 mod message_bus;
 mod snapshot_store;
@@ -24,6 +25,7 @@ mod snapshot_store;
 pub use checkpoint_store::InMemoryCheckpointStore;
 pub use dead_letter_store::InMemoryDeadLetterStore;
 pub use event_store::InMemoryEventStore;
+pub use key_store::InMemoryKeyStore;
 pub use key_value_store::InMemoryKeyValueStore;
 pub use message_bus::InMemoryMessageBus;
 pub use snapshot_store::InMemorySnapshotStore;

@@ -23,7 +23,7 @@
 //!
 //! Alternatively, run a whole port's checks from one test with the runner
 //! functions ([`event_store()`], [`snapshot_store()`], [`checkpoint_store()`],
-//! [`key_value_store()`], [`message_bus()`], [`dead_letter_store()`]), which take
+//! [`key_value_store()`], [`key_store()`], [`message_bus()`], [`dead_letter_store()`]), which take
 //! an async factory, or run single checks from the modules of the same
 //! names (for example [`event_store::append_and_read_back`]), each taking
 //! the store to check by value:
@@ -54,13 +54,14 @@ mod support;
 pub mod checkpoint_store;
 pub mod dead_letter_store;
 pub mod event_store;
+pub mod key_store;
 pub mod key_value_store;
 pub mod message_bus;
 pub mod snapshot_store;
 
 use std::future::Future;
 
-use crate::store::{CheckpointStore, DeadLetterStore, EventStore, KeyValueStore, MessageBus, SnapshotStore};
+use crate::store::{CheckpointStore, DeadLetterStore, EventStore, KeyStore, KeyValueStore, MessageBus, SnapshotStore};
 
 /// The list of checks of each port: the one place that names them, used
 /// by the runner functions and by [`conformance_tests!`](crate::conformance_tests).
@@ -92,6 +93,13 @@ macro_rules! __orchestrix_conformance_checks {
             dropped_subscription_is_harmless,
             hostile_strings_round_trip,
             invalid_event_types_are_refused,
+            append_many_writes_every_stream,
+            append_many_conflict_writes_nothing,
+            append_many_guards_and_empty_calls,
+            append_many_refuses_a_stream_twice,
+            concurrent_append_many_is_all_or_nothing,
+            subscribers_see_append_many_whole,
+            guards_hold_against_concurrent_writes,
         ] $($then)* }
     };
     (snapshot_store $($then:tt)*) => {
@@ -117,6 +125,13 @@ macro_rules! __orchestrix_conformance_checks {
             binary_values,
         ] $($then)* }
     };
+    (key_store $($then:tt)*) => {
+        $crate::__orchestrix_conformance_expand! { key_store [
+            create_once_and_read,
+            delete_is_final,
+            concurrent_creates_agree,
+        ] $($then)* }
+    };
     (message_bus $($then:tt)*) => {
         $crate::__orchestrix_conformance_expand! { message_bus [
             pattern_matching,
@@ -134,7 +149,7 @@ macro_rules! __orchestrix_conformance_checks {
     ($other:ident $($then:tt)*) => {
         ::core::compile_error!(::core::concat!(
             "unknown port `", ::core::stringify!($other), "`; expected one of `event_store`, `snapshot_store`, ",
-            "`checkpoint_store`, `key_value_store`, `message_bus`, `dead_letter_store`"
+            "`checkpoint_store`, `key_value_store`, `key_store`, `message_bus`, `dead_letter_store`"
         ));
     };
 }
@@ -160,7 +175,7 @@ macro_rules! __orchestrix_conformance_expand {
 /// module named after the port.
 ///
 /// The first argument names the port: `event_store`, `snapshot_store`,
-/// `checkpoint_store`, `key_value_store`, `message_bus` or
+/// `checkpoint_store`, `key_value_store`, `key_store`, `message_bus` or
 /// `dead_letter_store`. The second is an expression that makes a fresh,
 /// empty store; it is evaluated once per test, inside the async test
 /// function, so it may use `.await`. Names in scope where the macro is
@@ -225,6 +240,16 @@ where
     Fut: Future<Output = S>,
 {
     crate::__orchestrix_conformance_checks! { key_value_store run make }
+}
+
+/// Runs every [`KeyStore`] check, each on a fresh store from `make`.
+pub async fn key_store<S, F, Fut>(mut make: F)
+where
+    S: KeyStore,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = S>,
+{
+    crate::__orchestrix_conformance_checks! { key_store run make }
 }
 
 /// Runs every [`MessageBus`] check, each on a fresh bus from `make`.

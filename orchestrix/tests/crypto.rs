@@ -1,0 +1,310 @@
+//! Crypto-shredding end to end: personal fields are stored encrypted,
+//! read back in clear, and after the subject's key is deleted the events,
+//! the aggregates and every projection rebuilt from them still load, with
+//! `None` where the personal data was.
+#![allow(missing_docs)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use orchestrix::crypto::{CryptoStore, PersonalData, PersonalField, ENCRYPTED_MARKER};
+use orchestrix::memory::{InMemoryCheckpointStore, InMemoryEventStore, InMemoryKeyStore};
+use orchestrix::prelude::*;
+use orchestrix::projection::{ProjectionEngine, ProjectionOptions};
+use orchestrix::store::StreamAppend;
+use orchestrix::{EventFilter, EventStore, ExpectedVersion, KeyStore, NewEvent, RecordedEvent, StoreError, StreamId};
+
+#[event]
+#[derive(Debug, Clone, PartialEq)]
+pub enum CustomerEvent {
+    Registered {
+        customer_id: String,
+        plan: String,
+        #[event(personal(subject = customer_id))]
+        name: Option<String>,
+        #[event(personal(subject = customer_id))]
+        address: Option<Address>,
+    },
+    Referred {
+        customer_id: String,
+        referrer_id: String,
+        #[event(personal(subject = referrer_id))]
+        referrer_email: Option<String>,
+        #[event(personal(subject = customer_id))]
+        email: Option<String>,
+    },
+    PlanChanged {
+        plan: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Address {
+    street: String,
+    zip: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("refused")]
+pub struct Refused;
+
+#[aggregate(event = CustomerEvent, error = Refused, id = String)]
+#[derive(Debug, Default)]
+pub struct Customer {
+    plan: String,
+    name: Option<String>,
+    email: Option<String>,
+}
+
+impl Customer {
+    fn apply(&mut self, event: &CustomerEvent) {
+        match event {
+            CustomerEvent::Registered { plan, name, .. } => {
+                self.plan.clone_from(plan);
+                self.name.clone_from(name);
+            }
+            CustomerEvent::Referred { email, .. } => self.email.clone_from(email),
+            CustomerEvent::PlanChanged { plan } => self.plan.clone_from(plan),
+        }
+    }
+}
+
+/// A read model of names per customer, and how many events it saw.
+#[derive(Debug, Default)]
+pub struct Directory {
+    names: BTreeMap<String, Option<String>>,
+    seen: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("unavailable")]
+pub struct Unavailable;
+
+#[projection(name = "directory")]
+impl Directory {
+    fn on_customer(&mut self, event: CustomerEvent) -> Result<(), Unavailable> {
+        self.seen += 1;
+        if let CustomerEvent::Registered { customer_id, name, .. } = event {
+            self.names.insert(customer_id, name);
+        }
+        Ok(())
+    }
+
+    #[reset]
+    fn clear(&mut self) {
+        *self = Self::default();
+    }
+}
+
+fn registered(id: &str, name: &str) -> CustomerEvent {
+    CustomerEvent::Registered {
+        customer_id: id.into(),
+        plan: "basic".into(),
+        name: Some(name.into()),
+        address: Some(Address { street: format!("{name} Street 1"), zip: 12345 }),
+    }
+}
+
+fn encode(event: &CustomerEvent) -> NewEvent {
+    NewEvent::encode(event, Metadata::default()).unwrap()
+}
+
+fn stream(id: &str) -> StreamId {
+    StreamId::new("Customer", id).unwrap()
+}
+
+async fn decoded(store: &impl EventStore) -> Vec<CustomerEvent> {
+    let filter = EventFilter::all();
+    store.read_all(0, &filter).map(|r| r.unwrap().decode::<CustomerEvent>().unwrap()).collect().await
+}
+
+#[test]
+fn the_macro_declares_personal_fields_per_stored_type() {
+    assert_eq!(
+        CustomerEvent::personal_data(),
+        &[
+            PersonalData {
+                event_type: "CustomerRegistered",
+                fields: &[
+                    PersonalField { name: "name", subject: "customer_id" },
+                    PersonalField { name: "address", subject: "customer_id" },
+                ],
+            },
+            PersonalData {
+                event_type: "CustomerReferred",
+                fields: &[
+                    PersonalField { name: "referrer_email", subject: "referrer_id" },
+                    PersonalField { name: "email", subject: "customer_id" },
+                ],
+            },
+        ]
+    );
+}
+
+#[tokio::test]
+#[allow(clippy::too_many_lines)] // one scenario, read from top to bottom
+async fn forgetting_a_subject_erases_its_fields_and_everything_still_loads() {
+    let raw = InMemoryEventStore::new();
+    let keys = InMemoryKeyStore::new();
+    let store = CryptoStore::new(raw.clone(), keys.clone()).register::<CustomerEvent>();
+    let app = Orchestrix::builder().event_store(store.clone()).build().unwrap();
+
+    let referral = CustomerEvent::Referred {
+        customer_id: "bob".into(),
+        referrer_id: "ada".into(),
+        referrer_email: Some("ada@example.com".into()),
+        email: Some("bob@example.com".into()),
+    };
+    let appended = store
+        .append_many(vec![
+            StreamAppend::new(stream("ada"), ExpectedVersion::NoStream, vec![encode(&registered("ada", "Ada"))]),
+            StreamAppend::new(
+                stream("bob"),
+                ExpectedVersion::NoStream,
+                vec![encode(&registered("bob", "Bob")), encode(&referral)],
+            ),
+        ])
+        .await
+        .unwrap();
+    // What an append returns is what the caller wrote.
+    assert_eq!(appended[1][1].decode::<CustomerEvent>().unwrap(), referral);
+    store
+        .append(
+            &stream("ada"),
+            ExpectedVersion::Exact(1),
+            vec![encode(&CustomerEvent::PlanChanged { plan: "pro".into() })],
+        )
+        .await
+        .unwrap();
+
+    // Stored: no personal value in clear, subjects and other fields readable.
+    let filter = EventFilter::all();
+    let stored: Vec<Arc<RecordedEvent>> = raw.read_all(0, &filter).map(Result::unwrap).collect().await;
+    let text: String = stored.iter().map(|e| e.data.get()).collect();
+    for secret in ["Ada", "Bob", "Street", "12345", "@example.com"] {
+        assert!(!text.contains(secret), "`{secret}` is stored in clear: {text}");
+    }
+    assert!(text.contains(ENCRYPTED_MARKER) && text.contains("\"customer_id\":\"ada\"") && text.contains("basic"));
+
+    // Read through the store: in clear, in every read path.
+    let expected = vec![
+        registered("ada", "Ada"),
+        registered("bob", "Bob"),
+        referral.clone(),
+        CustomerEvent::PlanChanged { plan: "pro".into() },
+    ];
+    assert_eq!(decoded(&store).await, expected);
+    let mut subscription = store.subscribe(0, EventFilter::all());
+    let first = subscription.next().await.unwrap().unwrap();
+    assert_eq!(first.decode::<CustomerEvent>().unwrap(), expected[0]);
+    assert_eq!(app.load::<Customer>(&"bob".to_owned()).await.unwrap().state.email.as_deref(), Some("bob@example.com"));
+    let engine = ProjectionEngine::new(store.clone(), InMemoryCheckpointStore::new());
+    let mut directory = Directory::default();
+    engine.rebuild(&mut directory, ProjectionOptions::default(), |_| {}).await.unwrap();
+    assert_eq!(directory.names["ada"].as_deref(), Some("Ada"));
+
+    // Forget Ada.
+    assert!(store.forget("ada").await.unwrap());
+    assert!(!store.forget("ada").await.unwrap());
+
+    // Every event still loads; Ada's personal fields are `None`, even where
+    // they sit in Bob's events (the referral); Bob's stay.
+    let after = decoded(&store).await;
+    assert_eq!(after.len(), 4);
+    assert_eq!(
+        after[0],
+        CustomerEvent::Registered { customer_id: "ada".into(), plan: "basic".into(), name: None, address: None }
+    );
+    assert_eq!(after[1], registered("bob", "Bob"));
+    assert_eq!(
+        after[2],
+        CustomerEvent::Referred {
+            customer_id: "bob".into(),
+            referrer_id: "ada".into(),
+            referrer_email: None,
+            email: Some("bob@example.com".into()),
+        }
+    );
+    // The running subscription reads the next events with the key gone.
+    let second = subscription.next().await.unwrap().unwrap();
+    assert_eq!(second.decode::<CustomerEvent>().unwrap(), registered("bob", "Bob"));
+    let third = subscription.next().await.unwrap().unwrap();
+    assert!(matches!(third.decode::<CustomerEvent>().unwrap(), CustomerEvent::Referred { referrer_email: None, .. }));
+
+    // Aggregates and projections rebuilt after the deletion load, with the
+    // placeholder.
+    let ada = app.load::<Customer>(&"ada".to_owned()).await.unwrap();
+    assert_eq!((ada.version, ada.state.plan.as_str(), ada.state.name.as_deref()), (2, "pro", None));
+    engine.rebuild(&mut directory, ProjectionOptions::default(), |_| {}).await.unwrap();
+    assert_eq!(directory.seen, 4);
+    assert_eq!(directory.names["ada"], None);
+    assert_eq!(directory.names["bob"].as_deref(), Some("Bob"));
+
+    // A new key for Ada encrypts new data, and does not open the old.
+    store
+        .append(&stream("ada"), ExpectedVersion::Exact(2), vec![encode(&registered("ada", "Ada Again"))])
+        .await
+        .unwrap();
+    let again = decoded(&store).await;
+    assert!(matches!(&again[0], CustomerEvent::Registered { name: None, .. }));
+    assert!(matches!(&again[4], CustomerEvent::Registered { name: Some(name), .. } if name == "Ada Again"));
+    assert!(keys.key("ada").await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn personal_data_without_a_subject_or_tampered_ciphertext_is_a_typed_error() {
+    let raw = InMemoryEventStore::new();
+    let store = CryptoStore::new(raw.clone(), InMemoryKeyStore::new()).register::<CustomerEvent>();
+    // A subject id of the wrong kind: refused, nothing stored.
+    let mut event = encode(&registered("x", "X"));
+    event.data = serde_json::value::RawValue::from_string(
+        r#"{"customer_id":null,"plan":"basic","name":"X","address":null}"#.to_owned(),
+    )
+    .unwrap();
+    let result = store.append(&stream("x"), ExpectedVersion::Any, vec![event]).await;
+    assert!(matches!(&result, Err(StoreError::InvalidInput(m)) if m.contains("customer_id")), "{result:?}");
+    assert_eq!(raw.head_position().await.unwrap(), None);
+
+    // A flipped ciphertext is `Corrupt`, not a silent `None`.
+    store.append(&stream("y"), ExpectedVersion::Any, vec![encode(&registered("y", "Y"))]).await.unwrap();
+    let stored = raw.read_stream(&stream("y"), 1).next().await.unwrap().unwrap();
+    let mut value: serde_json::Value = serde_json::from_str(stored.data.get()).unwrap();
+    let data = value["name"][ENCRYPTED_MARKER]["data"].as_str().unwrap().to_owned();
+    let flipped = if data.starts_with('A') { data.replacen('A', "B", 1) } else { format!("A{}", &data[1..]) };
+    value["name"][ENCRYPTED_MARKER]["data"] = serde_json::Value::String(flipped);
+    let tampered = NewEvent {
+        event_type: stored.event_type.clone(),
+        schema_version: 1,
+        data: serde_json::value::to_raw_value(&value).unwrap(),
+        metadata: Metadata::default(),
+    };
+    raw.append(&stream("y"), ExpectedVersion::Exact(1), vec![tampered]).await.unwrap();
+    let read: Vec<_> = store.read_stream(&stream("y"), 1).collect().await;
+    assert!(read[0].is_ok());
+    assert!(matches!(&read[1], Err(StoreError::Corrupt { version: 2, .. })), "{:?}", read[1]);
+}
+
+#[test]
+fn stores_and_keys_never_print_key_material() {
+    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    runtime.block_on(async {
+        let keys = InMemoryKeyStore::new();
+        let key = keys.key_or_create("ada").await.unwrap();
+        let store = CryptoStore::new(InMemoryEventStore::new(), keys.clone()).register::<CustomerEvent>();
+        let shown = format!("{key:?} {keys:?} {store:?} {:#?}", store.key_store());
+        let material = key.material();
+        for form in [format!("{material:?}"), format!("{:?}", material.as_slice()), hex(material)] {
+            assert!(!shown.contains(&form), "key material shows in {shown}");
+        }
+        assert!(shown.contains("redacted") && shown.contains("CustomerRegistered"));
+    });
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes.iter().fold(String::new(), |mut out, b| {
+        let _ = write!(out, "{b:02x}");
+        out
+    })
+}
