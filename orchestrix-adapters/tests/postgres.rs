@@ -578,7 +578,7 @@ async fn a_second_exclusive_runner_waits_and_takes_over() {
 async fn a_notification_wakes_a_subscriber_of_another_store() {
     let Some(writer) = support::pg_store().await else { return };
     let Some(url) = support::pg_url() else { return };
-    let config = writer.config().clone().with_poll_interval(Duration::from_secs(3_600));
+    let config = writer.config().clone().with_poll_interval(Duration::from_hours(1));
     let reader = PgStore::connect(&url, config).await.unwrap();
     let mut subscription = reader.subscribe(0, EventFilter::all());
     let waiting = tokio::spawn(async move { subscription.next().await });

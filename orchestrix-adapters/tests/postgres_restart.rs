@@ -167,7 +167,7 @@ async fn a_server_restart_is_survived_by_writers_and_projections() {
     assert!(log.len() > before, "events were written after the restart");
     let head = *log.last().unwrap();
 
-    let wait = Duration::from_secs(60);
+    let wait = Duration::from_mins(1);
     let reached = tokio::time::timeout(wait, at_least_once.wait_for_position(head)).await.unwrap();
     assert_eq!(reached.position, head, "the at-least-once projection did not resume: {reached:?}");
     let reached = tokio::time::timeout(wait, exactly_once.wait_for_position(head)).await.unwrap();
