@@ -336,7 +336,9 @@ impl ProjectionEngine {
         let started = Instant::now();
         let mut report = Progress { events_done: 0, position: 0, head, elapsed: Duration::ZERO };
         let mut last_report = started;
-        let mut saved = 0;
+        // Events since the last save: positions need not be consecutive
+        // (PostgreSQL's jump at every transaction), so they are counted.
+        let mut unsaved = 0;
         while let Some(event) = events.next().await {
             let event = event.map_err(store_error)?;
             if event.global_position > head {
@@ -345,9 +347,10 @@ impl ProjectionEngine {
             self.deliver(projection, &name, &event, &options).await?;
             report.events_done += 1;
             report.position = event.global_position;
-            if report.position - saved >= options.checkpoint_every {
+            unsaved += 1;
+            if unsaved >= options.checkpoint_every {
                 self.checkpoints.save(&name, report.position).await.map_err(store_error)?;
-                saved = report.position;
+                unsaved = 0;
             }
             if last_report.elapsed() >= Duration::from_millis(250) {
                 last_report = Instant::now();
@@ -509,6 +512,9 @@ impl<P: Projection> Runner<P> {
     async fn run(&mut self) -> Result<(), ProjectionError> {
         let start = self.engine.checkpoints.load(&self.name).await.map_err(|e| self.store_error(e))?.unwrap_or(0);
         let (mut position, mut saved, mut handled, mut parked) = (start, start, 0, 0);
+        // Events since the last save, counted: positions need not be
+        // consecutive (PostgreSQL's jump at every transaction).
+        let mut unsaved = 0;
         self.status.send_modify(|s| s.position = start);
         let mut events = self.engine.events.subscribe(start + 1, self.projection.filter());
         loop {
@@ -519,6 +525,7 @@ impl<P: Projection> Runner<P> {
                 if position != saved {
                     self.engine.checkpoints.save(&self.name, position).await.map_err(|e| self.store_error(e))?;
                     saved = position;
+                    unsaved = 0;
                 }
                 self.status.send_modify(|s| {
                     *s = ProjectionStatus { state: ProjectionState::Live, position, handled, parked };
@@ -547,9 +554,11 @@ impl<P: Projection> Runner<P> {
                 }
             }
             position = event.global_position;
-            if position - saved >= self.options.checkpoint_every {
+            unsaved += 1;
+            if unsaved >= self.options.checkpoint_every {
                 self.engine.checkpoints.save(&self.name, position).await.map_err(|e| self.store_error(e))?;
                 saved = position;
+                unsaved = 0;
                 self.status.send_modify(|s| {
                     s.position = position;
                     s.handled = handled;
