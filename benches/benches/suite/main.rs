@@ -136,15 +136,15 @@ fn main() -> ExitCode {
     let current_thread = || tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
     rows.extend(current_thread().block_on(memory::run(&options)));
 
+    // A failed scenario is reported at the end; the others still run.
+    let mut failures = Vec::new();
     match std::env::var("ORCHESTRIX_PG_URL") {
         Ok(url) => {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a runtime");
-            match runtime.block_on(pg::run(&url, &options)) {
-                Ok(pg_rows) => rows.extend(pg_rows),
-                Err(error) => {
-                    eprintln!("PostgreSQL scenarios failed: {error}");
-                    return ExitCode::FAILURE;
-                }
+            let (pg_rows, result) = runtime.block_on(pg::run(&url, &options));
+            rows.extend(pg_rows);
+            if let Err(error) = result {
+                failures.push(format!("PostgreSQL scenarios stopped: {error}"));
             }
         }
         Err(_) => println!(
@@ -155,23 +155,22 @@ fn main() -> ExitCode {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a runtime");
     match runtime.block_on(sqlite::run(&options)) {
         Ok(sqlite_rows) => rows.extend(sqlite_rows),
-        Err(error) => {
-            eprintln!("SQLite scenario failed: {error}");
-            return ExitCode::FAILURE;
-        }
+        Err(error) => failures.push(format!("SQLite scenario failed: {error}")),
     }
 
     rows.sort_by(|a, b| report::order(&a.id).cmp(&report::order(&b.id)));
     println!("{}", report::table(&rows, options.size.quick));
     let out = options.out.clone().unwrap_or_else(default_out);
     match report::write_json(&out, &rows, options.size.quick) {
-        Ok(()) => {
-            println!("wrote {}", out.display());
-            ExitCode::SUCCESS
-        }
-        Err(error) => {
-            eprintln!("could not write {}: {error}", out.display());
-            ExitCode::FAILURE
-        }
+        Ok(()) => println!("wrote {}", out.display()),
+        Err(error) => failures.push(format!("could not write {}: {error}", out.display())),
+    }
+    for failure in &failures {
+        eprintln!("{failure}");
+    }
+    if failures.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }

@@ -52,6 +52,9 @@ struct Server {
     prefix: String,
     admin: PgPool,
     created: std::sync::Mutex<Vec<String>>,
+    /// The contestants' pools, closed when a scenario ends so that their
+    /// connections are back at once (the server is shared).
+    pools: std::sync::Mutex<Vec<PgPool>>,
 }
 
 impl Server {
@@ -62,6 +65,7 @@ impl Server {
             prefix: format!("orx_suite_{}", std::process::id()),
             admin,
             created: std::sync::Mutex::default(),
+            pools: std::sync::Mutex::default(),
         })
     }
 
@@ -75,8 +79,13 @@ impl Server {
         Ok(name)
     }
 
-    /// Drops every schema this run created so far.
+    /// Closes the contestants' pools and drops every schema this run
+    /// created so far.
     async fn drop_schemas(&self) -> Result<(), BoxError> {
+        let pools = std::mem::take(&mut *self.pools.lock().expect("not poisoned"));
+        for pool in pools {
+            pool.close().await;
+        }
         let names = std::mem::take(&mut *self.created.lock().expect("not poisoned"));
         for name in names {
             sqlx::raw_sql(&format!("DROP SCHEMA IF EXISTS \"{name}\" CASCADE")).execute(&self.admin).await?;
@@ -85,13 +94,16 @@ impl Server {
     }
 
     async fn pool(&self, max: u32) -> Result<PgPool, BoxError> {
-        Ok(PgPoolOptions::new().max_connections(max).connect(&self.url).await?)
+        let pool = PgPoolOptions::new().max_connections(max).connect(&self.url).await?;
+        self.pools.lock().expect("not poisoned").push(pool.clone());
+        Ok(pool)
     }
 
     /// Orchestrix's store in a schema of its own.
     async fn store(&self, tag: &str, max: u32) -> Result<PgStore, BoxError> {
         let schema = self.schema(&format!("{tag}_orx")).await?;
         let store = PgStore::connect(&self.url, PgConfig::new(schema)?.with_max_connections(max)).await?;
+        self.pools.lock().expect("not poisoned").push(store.pool().clone());
         store.migrate().await?;
         Ok(store)
     }
@@ -307,15 +319,27 @@ fn app(store: &PgStore, snapshots: bool, cache: bool) -> Orchestrix {
     builder.build().expect("a valid configuration")
 }
 
-pub(crate) async fn run(url: &str, options: &Options) -> Result<Vec<Row>, BoxError> {
-    let server = Server::connect(url).await.map_err(|e| format!("cannot connect to ORCHESTRIX_PG_URL: {e}"))?;
+/// Runs the PostgreSQL scenarios; returns the rows of those that finished,
+/// and the error that stopped the others, if any.
+pub(crate) async fn run(url: &str, options: &Options) -> (Vec<Row>, Result<(), BoxError>) {
+    let mut rows = Vec::new();
+    let server = match Server::connect(url).await {
+        Ok(server) => server,
+        Err(error) => return (rows, Err(format!("cannot connect to ORCHESTRIX_PG_URL: {error}").into())),
+    };
+    let mut result = describe(&server).await;
+    if result.is_ok() {
+        result = scenarios(&server, options, &mut rows).await;
+    }
+    let cleanup = server.drop_schemas().await;
+    (rows, result.and(cleanup))
+}
+
+async fn describe(server: &Server) -> Result<(), BoxError> {
     let sync: String = sqlx::query_scalar("SHOW synchronous_commit").fetch_one(&server.admin).await?;
     let version: String = sqlx::query_scalar("SHOW server_version").fetch_one(&server.admin).await?;
     println!("PostgreSQL {version}, synchronous_commit = {sync}\n");
-    let mut rows = Vec::new();
-    let result = scenarios(&server, options, &mut rows).await;
-    server.drop_schemas().await?;
-    result.map(|()| rows)
+    Ok(())
 }
 
 async fn scenarios(server: &Server, options: &Options, rows: &mut Vec<Row>) -> Result<(), BoxError> {
