@@ -158,7 +158,7 @@ fn main() -> ExitCode {
         Err(error) => failures.push(format!("SQLite scenario failed: {error}")),
     }
 
-    rows.sort_by(|a, b| report::order(&a.id).cmp(&report::order(&b.id)));
+    rows.sort_by_key(|row| report::order(&row.id));
     println!("{}", report::table(&rows, options.size.quick));
     let out = options.out.clone().unwrap_or_else(default_out);
     match report::write_json(&out, &rows, options.size.quick) {

@@ -18,7 +18,7 @@ use orchestrix_benches::{race, round};
 use serde::{Deserialize, Serialize};
 
 use crate::report::{Entry, Row};
-use crate::{live_heap_bytes, Options};
+use crate::{live_heap_bytes, Options, Size};
 
 const HISTORY: u64 = 10_000;
 const RAW: &str = "hand-rolled log";
@@ -104,14 +104,11 @@ impl RawStore {
         let mut account = Account::default();
         for &index in &log.streams[stream] {
             let row = &log.events[index];
-            match row.event_type {
-                "AccountOpened" => {
-                    account.owner = serde_json::from_str::<OpenedOwned>(&row.data).expect("decodes").owner;
-                }
-                _ => {
-                    account.balance += serde_json::from_str::<DepositedData>(&row.data).expect("decodes").amount;
-                    account.deposits += 1;
-                }
+            if row.event_type == "AccountOpened" {
+                account.owner = serde_json::from_str::<OpenedOwned>(&row.data).expect("decodes").owner;
+            } else {
+                account.balance += serde_json::from_str::<DepositedData>(&row.data).expect("decodes").amount;
+                account.deposits += 1;
             }
         }
         account
@@ -123,127 +120,132 @@ fn app() -> Orchestrix {
 }
 
 pub(crate) async fn run(options: &Options) -> Vec<Row> {
-    let size = options.size;
     let mut rows = Vec::new();
     if options.runs("6a") {
-        let ops = size.pick(20_000, 4_000);
-        let rounds = size.pick(15, 5);
-        let orchestrix = app();
-        let raw = RawStore::default();
-        let rates = race(
-            rounds,
-            ops,
-            &mut [
-                round(|ops| {
-                    let app = &orchestrix;
-                    async move {
-                        for _ in 0..ops {
-                            let open = ledger::Open { owner: "Ada Lovelace".into() };
-                            app.execute(Uuid::now_v7(), open).await.expect("opens");
-                        }
-                    }
-                }),
-                round(|ops| {
-                    let raw = &raw;
-                    async move {
-                        for _ in 0..ops {
-                            raw.open(format!("Account-{}", Uuid::now_v7()), "Ada Lovelace");
-                        }
-                    }
-                }),
-            ],
-        )
-        .await;
-        rows.push(
-            Row::new(
-                "6a",
-                "in memory: command round trip, new aggregate",
-                "commands/s",
-                Entry::new("Orchestrix in-memory", rates[0].per_second),
-                Entry::new(RAW, rates[1].per_second),
-            )
-            .method(format!("{rounds} rounds of {ops} commands"))
-            .announce(),
-        );
+        rows.push(round_trip(options.size).await);
     }
     if options.runs("6b") {
-        let loads = size.pick(20, 5);
-        let rounds = size.pick(9, 3);
-        let orchestrix = app();
-        let raw = RawStore::default();
-        let id = Uuid::now_v7();
-        let stream = format!("Account-{id}");
-        orchestrix.execute(id, ledger::Open { owner: "Ada Lovelace".into() }).await.expect("opens");
-        raw.open(stream.clone(), "Ada Lovelace");
-        for version in 1..HISTORY {
-            orchestrix.execute(id, ledger::Deposit { amount: version }).await.expect("deposits");
-            raw.deposit(stream.clone(), version, version);
-        }
-        let repository = orchestrix.repository::<Account>();
-        let rates = race(
-            rounds,
-            loads,
-            &mut [
-                round(|loads| {
-                    let repository = &repository;
-                    async move {
-                        for _ in 0..loads {
-                            let loaded = repository.load(&id).await.expect("loads");
-                            assert_eq!(loaded.state.deposits, HISTORY - 1);
-                        }
-                    }
-                }),
-                round(|loads| {
-                    let (raw, stream) = (&raw, &stream);
-                    async move {
-                        for _ in 0..loads {
-                            assert_eq!(raw.rehydrate(stream).deposits, HISTORY - 1);
-                        }
-                    }
-                }),
-            ],
-        )
-        .await;
-        #[allow(clippy::cast_precision_loss)]
-        let events = |rate: f64| rate * HISTORY as f64;
-        rows.push(
-            Row::new(
-                "6b",
-                "in memory: rehydrate an aggregate of 10,000 events",
-                "events/s",
-                Entry::new("Orchestrix repository load", events(rates[0].per_second)),
-                Entry::new(RAW, events(rates[1].per_second)),
-            )
-            .method(format!("{rounds} rounds of {loads} loads"))
-            .announce(),
-        );
+        rows.push(rehydrate(options.size).await);
     }
     if options.runs("6c") {
-        let streams = size.pick(1_000, 200);
-        let per_stream = 100;
-        let (mut ours, mut theirs) = (Vec::new(), Vec::new());
-        for _ in 0..3 {
-            ours.push(orchestrix_bytes_per_event(streams, per_stream).await);
-            theirs.push(raw_bytes_per_event(streams, per_stream));
-        }
-        rows.push(
-            Row::new(
-                "6c",
-                "in memory: heap per stored event",
-                "bytes/event",
-                Entry::new("InMemoryEventStore", median(ours)),
-                Entry::new(RAW, median(theirs)),
-            )
-            .lower_is_better()
-            .method(format!(
-                "live heap bytes (counting allocator) after {} one-event appends ({streams} streams of {per_stream}) \
-                 minus before, / events; median of 3",
-                streams * per_stream
-            ))
-            .announce(),
-        );
+        rows.push(heap(options.size).await);
     }
     rows
+}
+
+async fn round_trip(size: Size) -> Row {
+    let ops = size.pick(20_000, 4_000);
+    let rounds = size.pick(15, 5);
+    let orchestrix = app();
+    let raw = RawStore::default();
+    let rates = race(
+        rounds,
+        ops,
+        &mut [
+            round(|ops| {
+                let app = &orchestrix;
+                async move {
+                    for _ in 0..ops {
+                        let open = ledger::Open { owner: "Ada Lovelace".into() };
+                        app.execute(Uuid::now_v7(), open).await.expect("opens");
+                    }
+                }
+            }),
+            round(|ops| {
+                let raw = &raw;
+                async move {
+                    for _ in 0..ops {
+                        raw.open(format!("Account-{}", Uuid::now_v7()), "Ada Lovelace");
+                    }
+                }
+            }),
+        ],
+    )
+    .await;
+    Row::new(
+        "6a",
+        "in memory: command round trip, new aggregate",
+        "commands/s",
+        Entry::new("Orchestrix in-memory", rates[0].per_second),
+        Entry::new(RAW, rates[1].per_second),
+    )
+    .method(format!("{rounds} rounds of {ops} commands"))
+    .announce()
+}
+
+async fn rehydrate(size: Size) -> Row {
+    let loads = size.pick(20, 5);
+    let rounds = size.pick(9, 3);
+    let orchestrix = app();
+    let raw = RawStore::default();
+    let id = Uuid::now_v7();
+    let stream = format!("Account-{id}");
+    orchestrix.execute(id, ledger::Open { owner: "Ada Lovelace".into() }).await.expect("opens");
+    raw.open(stream.clone(), "Ada Lovelace");
+    for version in 1..HISTORY {
+        orchestrix.execute(id, ledger::Deposit { amount: version }).await.expect("deposits");
+        raw.deposit(stream.clone(), version, version);
+    }
+    let repository = orchestrix.repository::<Account>();
+    let rates = race(
+        rounds,
+        loads,
+        &mut [
+            round(|loads| {
+                let repository = &repository;
+                async move {
+                    for _ in 0..loads {
+                        let loaded = repository.load(&id).await.expect("loads");
+                        assert_eq!(loaded.state.deposits, HISTORY - 1);
+                    }
+                }
+            }),
+            round(|loads| {
+                let (raw, stream) = (&raw, &stream);
+                async move {
+                    for _ in 0..loads {
+                        assert_eq!(raw.rehydrate(stream).deposits, HISTORY - 1);
+                    }
+                }
+            }),
+        ],
+    )
+    .await;
+    #[allow(clippy::cast_precision_loss)]
+    let events = |rate: f64| rate * HISTORY as f64;
+    Row::new(
+        "6b",
+        "in memory: rehydrate an aggregate of 10,000 events",
+        "events/s",
+        Entry::new("Orchestrix repository load", events(rates[0].per_second)),
+        Entry::new(RAW, events(rates[1].per_second)),
+    )
+    .method(format!("{rounds} rounds of {loads} loads"))
+    .announce()
+}
+
+async fn heap(size: Size) -> Row {
+    let streams = size.pick(1_000, 200);
+    let per_stream = 100;
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        ours.push(orchestrix_bytes_per_event(streams, per_stream).await);
+        theirs.push(raw_bytes_per_event(streams, per_stream));
+    }
+    Row::new(
+        "6c",
+        "in memory: heap per stored event",
+        "bytes/event",
+        Entry::new("InMemoryEventStore", median(ours)),
+        Entry::new(RAW, median(theirs)),
+    )
+    .lower_is_better()
+    .method(format!(
+        "live heap bytes (counting allocator) after {} one-event appends ({streams} streams of {per_stream}) \
+                 minus before, / events; median of 3",
+        streams * per_stream
+    ))
+    .announce()
 }
 
 fn median(mut xs: Vec<f64>) -> f64 {

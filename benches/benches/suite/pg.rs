@@ -24,7 +24,7 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::{PgPool, Row as _};
 
 use crate::report::{Entry, Row};
-use crate::Options;
+use crate::{Options, Size};
 
 type BoxError = Box<dyn Error + Send + Sync>;
 
@@ -343,127 +343,127 @@ async fn describe(server: &Server) -> Result<(), BoxError> {
 }
 
 async fn scenarios(server: &Server, options: &Options, rows: &mut Vec<Row>) -> Result<(), BoxError> {
-    let size = options.size;
-    let rounds = size.rounds();
     if options.runs("1") {
-        let ops = size.pick(1_000, 150);
-        let (store, raw, peer) =
-            (server.store("s1", 2).await?, server.raw("s1", 2).await?, server.peer("s1", 2, None).await?);
-        let orchestrix = app(&store, false, true);
-        let rates = race(
-            rounds,
-            ops,
-            &mut [
-                round(|n| open_accounts(orchestrix.clone(), n)),
-                round(|n| raw.clone().open_accounts(n)),
-                round(|n| peer.clone().open_accounts(n)),
-            ],
-        )
-        .await;
-        rows.push(
-            three("1", "one command per new aggregate, sequential", "commands/s", &rates, RAW)
-                .goal("to_baseline", 0.9)
-                .goal("to_peer", 2.0)
-                .method(format!("{rounds} rounds of {ops} commands"))
-                .announce(),
-        );
-        server.drop_schemas().await?;
+        rows.push(new_aggregates(server, options.size, 1).await?);
     }
     if options.runs("2") {
-        let ops = size.pick(4_000, 800);
-        let max = u32::try_from(WRITERS).expect("small");
-        let (store, raw, peer) =
-            (server.store("s2", max).await?, server.raw("s2", max).await?, server.peer("s2", max, None).await?);
-        let orchestrix = app(&store, false, true);
-        let rates = race(
-            rounds,
-            ops,
-            &mut [
-                round(|n| writers(WRITERS, n, |k| open_accounts(orchestrix.clone(), k))),
-                round(|n| writers(WRITERS, n, |k| raw.clone().open_accounts(k))),
-                round(|n| writers(WRITERS, n, |k| peer.clone().open_accounts(k))),
-            ],
-        )
-        .await;
-        rows.push(
-            three("2", "one command per new aggregate, 16 concurrent writers", "commands/s", &rates, RAW)
-                .goal("to_baseline", 0.9)
-                .goal("to_peer", 2.0)
-                .method(format!("{rounds} rounds of {ops} commands, {WRITERS} tasks, {max} connections each"))
-                .announce(),
-        );
-        server.drop_schemas().await?;
+        rows.push(new_aggregates(server, options.size, WRITERS).await?);
     }
-    let hot = [
-        ("3a", "hot stream: 1,000 commands on one aggregate, no snapshots", false, true),
-        ("3b", "hot stream, snapshots every 100 events", true, true),
-        ("3c", "hot stream, snapshots every 100 events, aggregate cache off", true, false),
-    ];
-    for (id, name, snapshots, cache) in hot {
-        if !options.runs(id) {
-            continue;
+    for variant in ["3a", "3b", "3c"] {
+        if options.runs(variant) {
+            rows.push(hot(server, options.size, variant).await?);
         }
-        let ops = size.pick(1_000, 200);
-        let hot_rounds = size.pick(5, 3);
-        let peer_snapshots = snapshots.then_some(usize::try_from(SNAPSHOT_EVERY).expect("small"));
-        let (store, raw, peer) =
-            (server.store(id, 2).await?, server.raw(id, 2).await?, server.peer(id, 2, peer_snapshots).await?);
-        let orchestrix = app(&store, snapshots, cache);
-        let rates = race(
-            hot_rounds,
-            ops,
-            &mut [
-                round(|n| hot_stream(orchestrix.clone(), n)),
-                round(|n| raw.clone().hot_stream(n)),
-                round(|n| peer.clone().hot_stream(n)),
-                round(|n| open_accounts(orchestrix.clone(), n)),
-            ],
-        )
-        .await;
-        let variant = if cache { "" } else { ", cache off" };
-        rows.push(
-            three(id, name, "commands/s", &rates, RAW)
-                .reference(Entry::new(format!("Orchestrix new aggregates{variant}"), rates[3].per_second))
-                .goal("to_reference", 0.8)
-                .goal("to_peer", 2.0)
-                .method(format!(
-                    "{hot_rounds} rounds of {ops} commands on one new aggregate each; reference: {ops} commands on new \
-                     aggregates through the same app, in the same rounds; raw: INSERT of the next version"
-                ))
-                .announce(),
-        );
-        server.drop_schemas().await?;
     }
     if options.runs("4") {
-        let ops = size.pick(100, 20);
-        let (store, raw, peer) =
-            (server.store("s4", 2).await?, server.raw("s4", 2).await?, server.peer("s4", 2, None).await?);
-        let orchestrix = app(&store, false, true);
-        let rates = race(
-            rounds,
-            ops,
-            &mut [
-                round(|n| imports(orchestrix.clone(), n)),
-                round(|n| raw.clone().imports(n)),
-                round(|n| peer.clone().imports(n)),
-            ],
-        )
-        .await;
-        #[allow(clippy::cast_precision_loss)]
-        let events: Vec<Rate> = rates.iter().map(|r| Rate { per_second: r.per_second * BATCH as f64, ..*r }).collect();
-        rows.push(
-            three("4", "batched append: 100 events per command", "events/s", &events, "raw sqlx multi-row INSERT")
-                .goal("to_baseline", 0.8)
-                .method(format!("{rounds} rounds of {ops} commands of {BATCH} events; raw: one multi-row INSERT"))
-                .announce(),
-        );
-        server.drop_schemas().await?;
+        rows.push(batched(server, options.size).await?);
     }
     if options.runs("5") {
         rows.push(catch_up(server, options).await?);
         server.drop_schemas().await?;
     }
     Ok(())
+}
+
+/// Scenarios 1 (one writer) and 2 (16): a command per new aggregate.
+async fn new_aggregates(server: &Server, size: Size, writer_count: u64) -> Result<Row, BoxError> {
+    let rounds = size.rounds();
+    let (id, ops) = if writer_count == 1 { ("1", size.pick(1_000, 150)) } else { ("2", size.pick(4_000, 800)) };
+    let max = u32::try_from(writer_count).expect("small").max(2);
+    let tag = format!("s{id}");
+    let (store, raw, peer) =
+        (server.store(&tag, max).await?, server.raw(&tag, max).await?, server.peer(&tag, max, None).await?);
+    let orchestrix = app(&store, false, true);
+    let rates = race(
+        rounds,
+        ops,
+        &mut [
+            round(|n| writers(writer_count, n, |k| open_accounts(orchestrix.clone(), k))),
+            round(|n| writers(writer_count, n, |k| raw.clone().open_accounts(k))),
+            round(|n| writers(writer_count, n, |k| peer.clone().open_accounts(k))),
+        ],
+    )
+    .await;
+    let name = if writer_count == 1 {
+        "one command per new aggregate, sequential".to_owned()
+    } else {
+        format!("one command per new aggregate, {writer_count} concurrent writers")
+    };
+    let row = three(id, &name, "commands/s", &rates, RAW)
+        .goal("to_baseline", 0.9)
+        .goal("to_peer", 2.0)
+        .method(format!("{rounds} rounds of {ops} commands, {writer_count} task(s), {max} connections each"))
+        .announce();
+    server.drop_schemas().await?;
+    Ok(row)
+}
+
+/// Scenario 3: 1,000 commands on one aggregate; `variant` says whether
+/// with snapshots and the aggregate cache.
+async fn hot(server: &Server, size: Size, variant: &str) -> Result<Row, BoxError> {
+    let (name, snapshots, cache) = match variant {
+        "3a" => ("hot stream: 1,000 commands on one aggregate, no snapshots", false, true),
+        "3b" => ("hot stream, snapshots every 100 events", true, true),
+        _ => ("hot stream, snapshots every 100 events, aggregate cache off", true, false),
+    };
+    let ops = size.pick(1_000, 200);
+    let rounds = size.pick(5, 3);
+    let peer_snapshots = snapshots.then_some(usize::try_from(SNAPSHOT_EVERY).expect("small"));
+    let (store, raw, peer) = (
+        server.store(variant, 2).await?,
+        server.raw(variant, 2).await?,
+        server.peer(variant, 2, peer_snapshots).await?,
+    );
+    let orchestrix = app(&store, snapshots, cache);
+    let rates = race(
+        rounds,
+        ops,
+        &mut [
+            round(|n| hot_stream(orchestrix.clone(), n)),
+            round(|n| raw.clone().hot_stream(n)),
+            round(|n| peer.clone().hot_stream(n)),
+            round(|n| open_accounts(orchestrix.clone(), n)),
+        ],
+    )
+    .await;
+    let suffix = if cache { "" } else { ", cache off" };
+    let row = three(variant, name, "commands/s", &rates, RAW)
+        .reference(Entry::new(format!("Orchestrix new aggregates{suffix}"), rates[3].per_second))
+        .goal("to_reference", 0.8)
+        .goal("to_peer", 2.0)
+        .method(format!(
+            "{rounds} rounds of {ops} commands on one new aggregate each; reference: {ops} commands on new \
+             aggregates through the same app, in the same rounds; raw: INSERT of the next version"
+        ))
+        .announce();
+    server.drop_schemas().await?;
+    Ok(row)
+}
+
+/// Scenario 4: commands of 100 events each.
+async fn batched(server: &Server, size: Size) -> Result<Row, BoxError> {
+    let rounds = size.rounds();
+    let ops = size.pick(100, 20);
+    let (store, raw, peer) =
+        (server.store("s4", 2).await?, server.raw("s4", 2).await?, server.peer("s4", 2, None).await?);
+    let orchestrix = app(&store, false, true);
+    let rates = race(
+        rounds,
+        ops,
+        &mut [
+            round(|n| imports(orchestrix.clone(), n)),
+            round(|n| raw.clone().imports(n)),
+            round(|n| peer.clone().imports(n)),
+        ],
+    )
+    .await;
+    #[allow(clippy::cast_precision_loss)]
+    let events: Vec<Rate> = rates.iter().map(|r| Rate { per_second: r.per_second * BATCH as f64, ..*r }).collect();
+    let row = three("4", "batched append: 100 events per command", "events/s", &events, "raw sqlx multi-row INSERT")
+        .goal("to_baseline", 0.8)
+        .method(format!("{rounds} rounds of {ops} commands of {BATCH} events; raw: one multi-row INSERT"))
+        .announce();
+    server.drop_schemas().await?;
+    Ok(row)
 }
 
 /// Orchestrix, raw and peer figures in the order `race` returned them.
