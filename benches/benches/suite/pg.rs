@@ -491,6 +491,7 @@ impl Query<PeerAccount> for CountingQuery {
 /// Scenario 5: a projection catching up over the whole log, beside a raw
 /// streaming SELECT of the same rows, and cqrs-es replaying as many events
 /// of its own table to a query.
+#[allow(clippy::cast_precision_loss)] // event counts far below 2^52
 async fn catch_up(server: &Server, options: &Options) -> Result<Row, BoxError> {
     let total = options.size.pick(1_000_000, 100_000);
     let rounds = 3;
@@ -539,7 +540,7 @@ async fn catch_up(server: &Server, options: &Options) -> Result<Row, BoxError> {
     .await;
     Ok(Row::new(
         "5",
-        "projection catch-up over 1,000,000 events",
+        &format!("projection catch-up over {} events", crate::report::figure(total as f64)),
         "events/s",
         Entry::new("Orchestrix projection (PgStore)", rates[0].per_second),
         Entry::new("raw sqlx streaming SELECT", rates[1].per_second),

@@ -138,7 +138,7 @@ fn ratios(ratios: &BTreeMap<&'static str, f64>) -> String {
     ratios.iter().map(|(k, v)| format!("{k} {v:.2}")).collect::<Vec<_>>().join(", ")
 }
 
-fn figure(x: f64) -> String {
+pub(crate) fn figure(x: f64) -> String {
     if x >= 100.0 {
         // Thousands separated by commas.
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
