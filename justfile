@@ -16,9 +16,15 @@ ui:
 ui-overwrite:
     TRYBUILD=overwrite cargo test -p orchestrix-ui-tests
 
-# benchmarks, each beside its baseline, printing the ratio
-bench:
-    cargo bench -p orchestrix-benches
+# the benchmark suite (issue 8): every scenario beside the raw database and
+# cqrs-es, a table and target/bench/summary.json; `just bench --quick`,
+# `just bench --only 1,3`. PostgreSQL scenarios need ORCHESTRIX_PG_URL.
+bench *ARGS:
+    cargo bench -p orchestrix-benches --bench suite -- {{ARGS}}
+
+# the micro-benchmarks: macros vs hand-written, projection engine, tracing overhead
+bench-micro *ARGS:
+    cargo bench -p orchestrix-benches --bench core --bench projection --bench instrumentation -- {{ARGS}}
 
 # the PostgreSQL benchmark (needs ORCHESTRIX_PG_URL)
 bench-pg:

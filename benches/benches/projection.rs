@@ -4,35 +4,14 @@
 //! `cargo bench -p orchestrix-benches --bench projection` (add `-- --quick`
 //! for 100,000 events).
 
-use std::borrow::Cow;
 use std::time::Instant;
 
 use futures_util::StreamExt;
-use orchestrix::error::BoxError;
 use orchestrix::memory::{InMemoryCheckpointStore, InMemoryEventStore};
-use orchestrix::projection::{Projection, ProjectionEngine, ProjectionOptions};
-use orchestrix::{EventFilter, EventStore, ExpectedVersion, Metadata, NewEvent, RecordedEvent, StreamId};
+use orchestrix::projection::{ProjectionEngine, ProjectionOptions};
+use orchestrix::{EventFilter, EventStore, ExpectedVersion, Metadata, NewEvent, StreamId};
+use orchestrix_benches::Counting;
 use serde_json::value::RawValue;
-
-struct NoOp {
-    seen: u64,
-}
-
-#[async_trait::async_trait]
-impl Projection for NoOp {
-    fn name(&self) -> Cow<'static, str> {
-        "no-op".into()
-    }
-
-    fn filter(&self) -> EventFilter {
-        EventFilter::all()
-    }
-
-    async fn handle(&mut self, _: &RecordedEvent) -> Result<(), BoxError> {
-        self.seen += 1;
-        Ok(())
-    }
-}
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
@@ -68,7 +47,7 @@ async fn main() {
         best_plain = best_plain.min(start.elapsed().as_secs_f64());
 
         let start = Instant::now();
-        let mut projection = NoOp { seen: 0 };
+        let mut projection = Counting::new("no-op");
         let options = ProjectionOptions::default().checkpoint_every(1_000);
         rebuilding.rebuild(&mut projection, options, |_| {}).await.expect("rebuilds");
         assert_eq!(projection.seen, total);
@@ -78,7 +57,7 @@ async fn main() {
         // projection would in production (subscription, then live).
         let engine = ProjectionEngine::new(store.clone(), InMemoryCheckpointStore::new());
         let start = Instant::now();
-        let mut handle = engine.spawn(NoOp { seen: 0 }, ProjectionOptions::default().checkpoint_every(1_000));
+        let mut handle = engine.spawn(Counting::new("no-op"), ProjectionOptions::default().checkpoint_every(1_000));
         handle.wait_for_position(total).await;
         best_spawned = best_spawned.min(start.elapsed().as_secs_f64());
         assert_eq!(handle.stop().await.expect("stops").seen, total);

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures_util::TryStreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 use orchestrix::error::BoxError;
 use orchestrix::memory::{InMemoryCheckpointStore, InMemoryDeadLetterStore, InMemoryEventStore};
 use orchestrix::projection::{PoisonPolicy, Projection, ProjectionEngine, ProjectionError, ProjectionOptions};
@@ -363,7 +363,6 @@ impl EventStore for Outage {
     }
 
     fn subscribe(&self, from_position: u64, filter: EventFilter) -> orchestrix::store::EventStream<'static> {
-        use futures_util::StreamExt;
         let outage = self.clone();
         let mut ended = false;
         let inner = self.events.subscribe(from_position, filter);
@@ -458,4 +457,112 @@ async fn an_unavailable_store_is_waited_out_without_gaps_or_repeats() {
     let seen = projection.0.lock().unwrap().clone();
     assert_eq!(seen, (1..=written).collect::<Vec<_>>(), "every event once, in order");
     assert_eq!(outage.checkpoints.load("positions").await.unwrap(), Some(written));
+}
+
+/// An event store whose global positions are 1,000 apart, as PostgreSQL's
+/// are between transactions (ADR 0008): the in-memory store, spread out.
+#[derive(Debug, Clone, Default)]
+struct Sparse(InMemoryEventStore);
+
+const GAP: u64 = 1_000;
+
+fn spread(
+    event: Result<Arc<RecordedEvent>, orchestrix::StoreError>,
+) -> Result<Arc<RecordedEvent>, orchestrix::StoreError> {
+    event.map(|event| {
+        let mut event = (*event).clone();
+        event.global_position *= GAP;
+        Arc::new(event)
+    })
+}
+
+#[async_trait]
+impl EventStore for Sparse {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<Vec<Arc<RecordedEvent>>, orchestrix::StoreError> {
+        self.0.append(stream, expected, events).await?.into_iter().map(|e| spread(Ok(e))).collect()
+    }
+
+    async fn append_many(
+        &self,
+        parts: Vec<orchestrix::store::StreamAppend>,
+    ) -> Result<Vec<Vec<Arc<RecordedEvent>>>, orchestrix::StoreError> {
+        let written = self.0.append_many(parts).await?;
+        written.into_iter().map(|part| part.into_iter().map(|e| spread(Ok(e))).collect()).collect()
+    }
+
+    fn read_stream<'a>(&'a self, stream: &'a StreamId, from_version: u64) -> orchestrix::store::EventStream<'a> {
+        Box::pin(self.0.read_stream(stream, from_version).map(spread))
+    }
+
+    fn read_all<'a>(&'a self, from_position: u64, filter: &'a EventFilter) -> orchestrix::store::EventStream<'a> {
+        Box::pin(self.0.read_all(from_position.div_ceil(GAP), filter).map(spread))
+    }
+
+    fn subscribe(&self, from_position: u64, filter: EventFilter) -> orchestrix::store::EventStream<'static> {
+        Box::pin(self.0.subscribe(from_position.div_ceil(GAP), filter).map(spread))
+    }
+
+    async fn stream_version(&self, stream: &StreamId) -> Result<Option<u64>, orchestrix::StoreError> {
+        self.0.stream_version(stream).await
+    }
+
+    async fn head_position(&self) -> Result<Option<u64>, orchestrix::StoreError> {
+        Ok(self.0.head_position().await?.map(|p| p * GAP))
+    }
+}
+
+/// Counts checkpoint saves.
+#[derive(Debug, Clone, Default)]
+struct CountingCheckpoints {
+    inner: InMemoryCheckpointStore,
+    saves: Arc<AtomicU64>,
+}
+
+#[async_trait]
+impl CheckpointStore for CountingCheckpoints {
+    async fn load(&self, consumer: &str) -> Result<Option<u64>, orchestrix::StoreError> {
+        self.inner.load(consumer).await
+    }
+
+    async fn save(&self, consumer: &str, position: u64) -> Result<(), orchestrix::StoreError> {
+        self.saves.fetch_add(1, Ordering::Relaxed);
+        self.inner.save(consumer, position).await
+    }
+
+    async fn delete(&self, consumer: &str) -> Result<(), orchestrix::StoreError> {
+        self.inner.delete(consumer).await
+    }
+}
+
+#[tokio::test]
+async fn checkpoints_are_saved_every_so_many_events_even_where_positions_jump() {
+    let store = Sparse::default();
+    for n in 0..1_000 {
+        store.append(&stream(n), ExpectedVersion::NoStream, vec![event("Deposited", 1)]).await.unwrap();
+    }
+    let head = store.head_position().await.unwrap().unwrap();
+    let checkpoints = CountingCheckpoints::default();
+    let engine = ProjectionEngine::new(store.clone(), checkpoints.clone());
+    let options = ProjectionOptions::default().checkpoint_every(100);
+
+    let mut handle = engine.spawn(Balances::named("sparse"), options);
+    handle.wait_for_position(head).await;
+    let projection = handle.stop().await.unwrap();
+    assert_eq!(projection.total(), 1_000);
+    assert_eq!(checkpoints.load("sparse").await.unwrap(), Some(head));
+    // About one save per 100 events (and a few more whenever the reader
+    // found nothing ready), not one per event.
+    let saves = checkpoints.saves.swap(0, Ordering::Relaxed);
+    assert!(saves <= 20, "{saves} checkpoint saves for 1,000 events");
+
+    let mut rebuilt = Balances::named("sparse");
+    engine.rebuild(&mut rebuilt, options, |_| {}).await.unwrap();
+    assert_eq!(rebuilt.total(), 1_000);
+    let saves = checkpoints.saves.load(Ordering::Relaxed);
+    assert!(saves <= 11, "{saves} checkpoint saves for a rebuild of 1,000 events");
 }
