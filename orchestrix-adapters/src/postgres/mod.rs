@@ -574,21 +574,20 @@ impl EventStore for PgStore {
             return if expected.admits(actual) { Ok(Vec::new()) } else { Err(conflict(actual)) };
         }
         let batch = Batch::new(&events)?;
-        let expected_param = match expected {
-            ExpectedVersion::Any => -1,
-            ExpectedVersion::NoStream => 0,
-            ExpectedVersion::Exact(v) => to_i64(v),
-        };
         let recorded_at = now_micros();
         for _ in 0..ANY_RETRIES {
             let sql = &self.inner.sql;
-            let new_stream = matches!(expected, ExpectedVersion::NoStream | ExpectedVersion::Exact(0));
-            let query = match (new_stream, events.len() == 1) {
-                (true, true) => sqlx::query_as::<_, (i64, i64)>(&sql.append_new_one),
-                (true, false) => sqlx::query_as(&sql.append_new),
-                (false, true) => sqlx::query_as(&sql.append_one),
-                (false, false) => sqlx::query_as(&sql.append),
+            let single = events.len() == 1;
+            let (statement, exact) = match expected {
+                ExpectedVersion::NoStream | ExpectedVersion::Exact(0) => {
+                    (if single { &sql.append_new_one } else { &sql.append_new }, None)
+                }
+                ExpectedVersion::Exact(v) => {
+                    (if single { &sql.append_exact_one } else { &sql.append_exact }, Some(to_i64(v)))
+                }
+                ExpectedVersion::Any => (if single { &sql.append_any_one } else { &sql.append_any }, None),
             };
+            let query = sqlx::query_as::<_, (i64, i64)>(statement);
             let query = query.bind(stream.category()).bind(stream.id()).bind(recorded_at);
             let query = if events.len() == 1 {
                 query
@@ -600,7 +599,10 @@ impl EventStore for PgStore {
             } else {
                 query.bind(&batch.ids).bind(&batch.types).bind(&batch.schemas).bind(&batch.data).bind(&batch.metadata)
             };
-            let query = if new_stream { query } else { query.bind(expected_param) };
+            let query = match exact {
+                Some(version) => query.bind(version),
+                None => query,
+            };
             let result = query.fetch_all(&self.inner.pool).await;
             let rows = match result {
                 Ok(rows) if rows.len() == events.len() => rows,

@@ -160,19 +160,33 @@ const WATERMARK: &str = "(pg_snapshot_xmin(pg_current_snapshot())::text::bigint 
 const COLUMNS: &str = "global_position, event_id, category, aggregate_id, stream_version, event_type, schema_version, \
                        data::text, metadata::text, recorded_at";
 
+/// What an append statement checks of the stream before it writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Check {
+    /// A new stream: versions start at 1, and the unique index alone
+    /// refuses a stream that exists.
+    New,
+    /// The stream's last version must be `$9`: a point lookup of version
+    /// `$9` on the unique index guards the insert of `$9 + 1`, … and the
+    /// unique index refuses them if the stream has moved past `$9`. The
+    /// cost does not depend on the stream's length or the table's
+    /// statistics.
+    Exact,
+    /// Any version: the stream's last version is looked up and the events
+    /// follow it.
+    Any,
+}
+
 /// The append statement: one statement, one round trip.
 ///
-/// - `checked`: look up the stream's current version and compare it with
-///   the expectation (`$9`: -1 any, else the exact version) in the same
-///   statement; otherwise (a new stream) versions start at 1 and the
-///   unique index alone refuses an existing stream.
+/// - `check`: see [`Check`].
 /// - `single`: bind one event as scalars; otherwise bind the batch as
 ///   arrays and unnest them.
 ///
 /// Either way the unique `(stream, version)` index arbitrates races: a lost
 /// race is a unique violation, never a gap or a duplicate.
-fn append_sql(events: &str, stream_match: &str, checked: bool, single: bool) -> String {
-    if single && !checked {
+fn append_sql(events: &str, stream_match: &str, check: Check, single: bool) -> String {
+    if single && check == Check::New {
         // The most common append (one event, a new stream) is the plain
         // single-row INSERT a hand-written program would send.
         return format!(
@@ -189,18 +203,23 @@ fn append_sql(events: &str, stream_match: &str, checked: bool, single: bool) -> 
         "unnest($4::uuid[], $5::text[], $6::int8[], $7::text[], $8::text[]) WITH ORDINALITY \
          AS e(id, event_type, schema_version, data, metadata, ord)"
     };
-    let (with, from, version, filter) = if checked {
-        (
+    let (with, from, version, filter) = match check {
+        Check::New => (String::new(), "", "e.ord".to_owned(), String::new()),
+        Check::Exact => (
+            String::new(),
+            "",
+            "$9::int8 + e.ord".to_owned(),
+            format!(" WHERE EXISTS (SELECT 1 FROM {events} WHERE {stream_match} AND stream_version = $9::int8)"),
+        ),
+        Check::Any => (
             format!(
                 "WITH cur AS (SELECT COALESCE((SELECT stream_version FROM {events} WHERE {stream_match} \
                  ORDER BY stream_version DESC LIMIT 1), 0) AS v) "
             ),
             "cur, ",
-            "cur.v + e.ord",
-            " WHERE $9::int8 < 0 OR cur.v = $9::int8",
-        )
-    } else {
-        (String::new(), "", "e.ord", "")
+            "cur.v + e.ord".to_owned(),
+            String::new(),
+        ),
     };
     format!(
         "{with}INSERT INTO {events} (global_position, event_id, category, aggregate_id, stream_version, event_type, \
@@ -235,10 +254,14 @@ fn append_part_sql(events: &str, stream_match: &str) -> String {
 /// The SQL text of every statement, for one schema.
 #[derive(Debug)]
 pub(super) struct Sql {
-    /// An append checked against the stream's current version.
-    pub(super) append: String,
+    /// An append after whatever the stream's current version is.
+    pub(super) append_any: String,
     /// The same for a single event (no arrays).
-    pub(super) append_one: String,
+    pub(super) append_any_one: String,
+    /// An append that expects an exact, non-zero version.
+    pub(super) append_exact: String,
+    /// The same for a single event.
+    pub(super) append_exact_one: String,
     /// An append that creates the stream (versions from 1).
     pub(super) append_new: String,
     /// The same for a single event.
@@ -276,10 +299,12 @@ impl Sql {
         let stream_match =
             "stream_key = md5($1::text || '/' || $2::text)::uuid AND category = $1 AND aggregate_id = $2";
         Self {
-            append: append_sql(&events, stream_match, true, false),
-            append_one: append_sql(&events, stream_match, true, true),
-            append_new: append_sql(&events, stream_match, false, false),
-            append_new_one: append_sql(&events, stream_match, false, true),
+            append_any: append_sql(&events, stream_match, Check::Any, false),
+            append_any_one: append_sql(&events, stream_match, Check::Any, true),
+            append_exact: append_sql(&events, stream_match, Check::Exact, false),
+            append_exact_one: append_sql(&events, stream_match, Check::Exact, true),
+            append_new: append_sql(&events, stream_match, Check::New, false),
+            append_new_one: append_sql(&events, stream_match, Check::New, true),
             append_part: append_part_sql(&events, stream_match),
             guard_release: format!("DELETE FROM {events} WHERE global_position = $1"),
             stream_version: format!(
@@ -294,8 +319,8 @@ impl Sql {
             // whether committed rows wait above it, and a chunk of events
             // below both it and $4 (an upper bound of the caller's).
             read_global: format!(
-                "SELECT w.m, w.pending, e.* FROM (SELECT m, EXISTS (SELECT 1 FROM {events} WHERE global_position >= m) \
-                 AS pending FROM (SELECT {WATERMARK} AS m) x) w \
+                "SELECT w.m, w.pending, e.* FROM (SELECT m, COALESCE((SELECT max(global_position) FROM {events}) >= m, \
+                 false) AS pending FROM (SELECT {WATERMARK} AS m) x) w \
                  LEFT JOIN LATERAL (SELECT {COLUMNS} FROM {events} WHERE global_position >= $1 \
                  AND global_position < LEAST(w.m, $4) AND ($2::text[] IS NULL OR event_type = ANY($2)) \
                  ORDER BY global_position LIMIT $3) e ON true"
