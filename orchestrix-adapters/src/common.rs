@@ -50,7 +50,6 @@ pub(crate) fn map_err(error: sqlx::Error) -> StoreError {
 }
 
 /// Whether `error` is a unique-constraint violation.
-#[cfg(feature = "postgres")]
 pub(crate) fn is_unique_violation(error: &sqlx::Error) -> bool {
     error.as_database_error().is_some_and(|db| db.kind() == sqlx::error::ErrorKind::UniqueViolation)
 }

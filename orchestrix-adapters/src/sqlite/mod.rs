@@ -3,11 +3,14 @@
 //! The embedded, durable default for single-node programs: one database
 //! file in WAL mode (readers never block the writer), `synchronous = FULL`.
 //! Appends are serialized: in process through one async lock, across
-//! processes by `BEGIN IMMEDIATE` (the file's write lock, waited for up to
-//! the busy timeout). With a single writer, positions are assigned in
-//! commit order, so the global log never fills in behind a reader. A
-//! multi-stream append checks and inserts every part in one such
-//! transaction.
+//! processes by the file's write lock (waited for up to the busy timeout).
+//! An append that expects a new stream or an exact version is one
+//! autocommit statement that checks the version itself (the unique index
+//! refuses versions that exist); one that takes any version reads the
+//! version and inserts in a `BEGIN IMMEDIATE` transaction. With a single
+//! writer, positions are assigned in commit order, so the global log never
+//! fills in behind a reader. A multi-stream append checks and inserts every
+//! part in one such transaction.
 //! Subscriptions poll, and appends made through the same store instance
 //! wake them at once.
 
@@ -183,6 +186,10 @@ struct Inner {
 #[derive(Debug)]
 struct Sql {
     append: String,
+    /// The same as `append` as one autocommit statement that checks the
+    /// stream's version `?3` itself (0: a new stream, which the unique
+    /// index alone guards).
+    append_checked: String,
     stream_version: String,
     read_stream: String,
     read_all: String,
@@ -218,6 +225,14 @@ impl Sql {
                  SELECT json_extract(value, '$[0]'), ?1, ?2, ?3 + key + 1, json_extract(value, '$[1]'), \
                  json_extract(value, '$[2]'), json_extract(value, '$[3]'), json_extract(value, '$[4]'), ?4 \
                  FROM json_each(?5) ORDER BY key RETURNING global_position, stream_version"
+            ),
+            append_checked: format!(
+                "INSERT INTO {p}events (event_id, category, aggregate_id, stream_version, event_type, schema_version, \
+                 data, metadata, recorded_at) \
+                 SELECT json_extract(value, '$[0]'), ?1, ?2, ?3 + key + 1, json_extract(value, '$[1]'), \
+                 json_extract(value, '$[2]'), json_extract(value, '$[3]'), json_extract(value, '$[4]'), ?4 \
+                 FROM json_each(?5) WHERE ?3 = 0 OR EXISTS (SELECT 1 FROM {p}events WHERE category = ?1 \
+                 AND aggregate_id = ?2 AND stream_version = ?3) ORDER BY key RETURNING global_position, stream_version"
             ),
             stream_version: format!(
                 "SELECT max(stream_version) FROM {p}events WHERE category = ?1 AND aggregate_id = ?2"
@@ -439,6 +454,43 @@ impl EventStore for SqliteStore {
         }
         let (ids, batch) = json_batch(&events)?;
         let recorded_at = now_micros();
+        let base = match expected {
+            ExpectedVersion::NoStream | ExpectedVersion::Exact(0) => Some(0),
+            ExpectedVersion::Exact(v) => Some(v),
+            ExpectedVersion::Any => None,
+        };
+        if let (Some(base), false) = (base, events.is_empty()) {
+            // One autocommit statement (one trip through sqlx's worker
+            // thread) instead of a transaction of four: the statement
+            // checks version `base` itself, and the unique index refuses
+            // versions that exist.
+            let _writer = self.inner.writer.lock().await;
+            let result: Result<Vec<(i64, i64)>, _> = sqlx::query_as(&self.inner.sql.append_checked)
+                .bind(stream.category())
+                .bind(stream.id())
+                .bind(to_i64(base))
+                .bind(recorded_at.timestamp_micros())
+                .bind(&batch)
+                .fetch_all(&self.inner.pool)
+                .await;
+            match result {
+                Ok(inserted) if inserted.len() == events.len() => {
+                    drop(_writer);
+                    self.inner.wake.send_modify(|n| *n = n.wrapping_add(1));
+                    return Ok(recorded_events(stream, recorded_at, inserted, events, ids));
+                }
+                Ok(_) => {}
+                Err(error) if crate::common::is_unique_violation(&error) => {}
+                Err(error) => return Err(map_err(error)),
+            }
+            // Nothing was written: the stream was not at `base` (unless
+            // another process moved it there meanwhile; then the
+            // transaction below decides).
+            let actual = self.fetch_version(&self.inner.pool, stream).await?;
+            if !expected.admits(actual) {
+                return Err(StoreError::WrongExpectedVersion { stream: stream.clone(), expected, actual });
+            }
+        }
         let inserted = {
             let _writer = self.inner.writer.lock().await;
             let mut tx = self.inner.pool.begin_with("BEGIN IMMEDIATE").await.map_err(map_err)?;
