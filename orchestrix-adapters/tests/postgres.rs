@@ -594,3 +594,34 @@ async fn a_notification_wakes_a_subscriber_of_another_store() {
     assert_eq!(delivered.id, recorded[0].id);
     writer.drop_schema().await.unwrap();
 }
+
+/// A subscription catching up over several chunks (read ahead while the
+/// previous chunk is delivered) yields every event once, in order, then
+/// follows live appends; a filtered one skips what it filters out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_catch_up_over_many_chunks_is_complete_and_ordered() {
+    let Some(store) = support::pg_store().await else { return };
+    for batch in 0..50 {
+        let events = (0..100).map(|i| event(if i % 2 == 0 { "Even" } else { "Odd" }, "{}")).collect();
+        store.append(&stream(&format!("c{batch}")), ExpectedVersion::NoStream, events).await.unwrap();
+    }
+    let all: Vec<u64> = store.read_all(0, &EventFilter::all()).map(|e| e.unwrap().global_position).collect().await;
+    assert_eq!(all.len(), 5_000);
+    let mut subscription = store.subscribe(0, EventFilter::all());
+    let mut seen = Vec::new();
+    while seen.len() < all.len() {
+        seen.push(subscription.next().await.unwrap().unwrap().global_position);
+    }
+    assert_eq!(seen, all, "every event once, in order");
+    let live = store.append(&stream("live"), ExpectedVersion::NoStream, vec![event("Even", "{}")]).await.unwrap();
+    let next = tokio::time::timeout(Duration::from_secs(30), subscription.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(next.global_position, live[0].global_position);
+
+    let evens = EventFilter::types(["Even"]);
+    let expected: Vec<u64> = store.read_all(0, &evens).map(|e| e.unwrap().global_position).collect().await;
+    assert_eq!(expected.len(), 2_501);
+    let filtered: Vec<u64> =
+        store.subscribe(0, evens).take(expected.len()).map(|e| e.unwrap().global_position).collect().await;
+    assert_eq!(filtered, expected);
+    store.drop_schema().await.unwrap();
+}

@@ -68,6 +68,10 @@ use schema::{Sql, MIGRATIONS};
 /// the global position (ADR 0008).
 pub const MAX_BATCH: usize = (1 << 20) - 1;
 
+/// How many rows one read of the global log fetches: large enough that the
+/// round trip is a small part of a catch-up, small enough to bound memory.
+const GLOBAL_CHUNK: i64 = 2048;
+
 /// How often an append whose expectation is [`ExpectedVersion::Any`]
 /// retries after losing a race, before giving up with an error.
 const ANY_RETRIES: usize = 32;
@@ -476,7 +480,7 @@ impl Inner {
         let rows = sqlx::query(&self.sql.read_global)
             .bind(to_i64(from))
             .bind(filter.event_types())
-            .bind(CHUNK)
+            .bind(GLOBAL_CHUNK)
             .bind(to_i64(upper))
             .fetch_all(&self.pool)
             .await
@@ -654,7 +658,7 @@ impl EventStore for PgStore {
                         Err(error) => (Vec::new(), Err(error)),
                         Ok(GlobalChunk { events, error: Some(error), .. }) => (events, Err(error)),
                         Ok(GlobalChunk { events, .. }) => {
-                            let next = next_cursor(&events, CHUNK, |event| event.global_position);
+                            let next = next_cursor(&events, GLOBAL_CHUNK, |event| event.global_position);
                             (events, Ok(next))
                         }
                     }
@@ -673,6 +677,7 @@ impl EventStore for PgStore {
             buffer: Vec::new().into_iter(),
             error: None,
             failed: false,
+            ahead: None,
         };
         stream::unfold(state, |mut state| async move {
             let item = state.next_item().await?;
@@ -726,6 +731,21 @@ struct Subscription {
     /// An error to yield once the buffer is drained; then the stream ends.
     error: Option<StoreError>,
     failed: bool,
+    /// While catching up: the next chunk, already being read while the
+    /// consumer works through the buffer.
+    ahead: Option<ReadAhead>,
+}
+
+/// A chunk read started early, from `from`; aborted if never used.
+struct ReadAhead {
+    from: u64,
+    task: tokio::task::JoinHandle<Result<GlobalChunk, StoreError>>,
+}
+
+impl Drop for ReadAhead {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 impl Subscription {
@@ -743,10 +763,21 @@ impl Subscription {
                 self.failed = true;
                 return Some(Err(error));
             }
-            // Mark wake-ups as seen before reading, so that an append that
-            // lands after the read still wakes the wait below.
-            self.wake.borrow_and_update();
-            match self.inner.read_global_chunk(self.next, u64::MAX, &self.filter).await {
+            let read = match self.ahead.take() {
+                // Wake-ups were marked as seen when the read-ahead started.
+                Some(mut ahead) if ahead.from == self.next => match (&mut ahead.task).await {
+                    Ok(read) => read,
+                    Err(error) => Err(StoreError::Unavailable(Box::new(error))),
+                },
+                _ => {
+                    // Mark wake-ups as seen before reading, so that an
+                    // append that lands after the read still wakes the
+                    // wait below.
+                    self.wake.borrow_and_update();
+                    self.inner.read_global_chunk(self.next, u64::MAX, &self.filter).await
+                }
+            };
+            match read {
                 Ok(mut chunk) => {
                     retry_pause = Duration::from_millis(50);
                     if let Some(error) = chunk.error.take() {
@@ -754,9 +785,17 @@ impl Subscription {
                         self.error = Some(error);
                         continue;
                     }
-                    let full = i64::try_from(chunk.events.len()).unwrap_or(i64::MAX) >= CHUNK;
+                    let full = i64::try_from(chunk.events.len()).unwrap_or(i64::MAX) >= GLOBAL_CHUNK;
                     if let Some(last) = chunk.events.last() {
                         self.next = last.global_position + 1;
+                    }
+                    if full {
+                        // Catching up: read the next chunk while this one
+                        // is delivered.
+                        let (inner, filter, from) = (Arc::clone(&self.inner), self.filter.clone(), self.next);
+                        self.wake.borrow_and_update();
+                        let task = tokio::spawn(async move { inner.read_global_chunk(from, u64::MAX, &filter).await });
+                        self.ahead = Some(ReadAhead { from, task });
                     }
                     if !full {
                         // Everything below the watermark has been seen.
