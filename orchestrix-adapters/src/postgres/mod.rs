@@ -45,7 +45,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures_util::stream::{self, StreamExt};
+use futures_util::stream::{self, StreamExt, TryStreamExt};
 use orchestrix::envelope::{NewEvent, RecordedEvent};
 use orchestrix::store::{EventFilter, EventStore, EventStream, ExpectedVersion, StreamAppend};
 use orchestrix::{StoreError, StreamId};
@@ -477,17 +477,17 @@ struct GlobalChunk {
 
 impl Inner {
     async fn read_global_chunk(&self, from: u64, upper: u64, filter: &EventFilter) -> Result<GlobalChunk, StoreError> {
-        let rows = sqlx::query(&self.sql.read_global)
+        // Rows are decoded as they arrive, while the server still sends
+        // the rest of the chunk.
+        let mut rows = sqlx::query(&self.sql.read_global)
             .bind(to_i64(from))
             .bind(filter.event_types())
             .bind(GLOBAL_CHUNK)
             .bind(to_i64(upper))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(map_err)?;
-        let mut chunk =
-            GlobalChunk { events: Vec::with_capacity(rows.len()), watermark: 0, pending: false, error: None };
-        for row in &rows {
+            .fetch(&self.pool);
+        let mut chunk = GlobalChunk { events: Vec::new(), watermark: 0, pending: false, error: None };
+        while let Some(row) = rows.try_next().await.map_err(map_err)? {
+            let row = &row;
             let watermark: i64 = row.try_get(0).map_err(map_err)?;
             chunk.watermark = u64::try_from(watermark).unwrap_or(0);
             chunk.pending = row.try_get(1).map_err(map_err)?;
