@@ -1,19 +1,33 @@
 //! The core's conformance suite against the EventSourcingDB adapter, each
-//! check on a fresh test server on a random localhost port.
+//! check on a fresh test server on a random localhost port: once through
+//! API v1 (a server that offers v1 only) and once through API v2 (a server
+//! that offers v2 only).
 
 #![cfg(feature = "eventsourcingdb-test-server")]
 
 use orchestrix_adapters::eventsourcingdb::test_server::{TestServer, TestServerOptions};
-use orchestrix_adapters::eventsourcingdb::{EsdbConfig, EsdbStore};
+use orchestrix_adapters::eventsourcingdb::{ApiVersion, EsdbConfig, EsdbStore};
 
-/// A store on a fresh, empty test server. The server lives as long as the
-/// test's runtime.
-async fn fresh_store() -> EsdbStore {
-    let server = TestServer::start(TestServerOptions::default()).await.expect("the test server starts");
+/// A store on a fresh, empty test server, which speaks `expected`. The
+/// server lives as long as the test's runtime.
+async fn fresh_store(options: TestServerOptions, expected: ApiVersion) -> EsdbStore {
+    let server = TestServer::start(options).await.expect("the test server starts");
     let store = EsdbStore::connect(EsdbConfig::new(server.url(), server.token())).await.expect("the adapter connects");
+    assert_eq!(store.api_version(), expected);
     std::mem::forget(server);
     store
 }
 
-orchestrix::conformance_tests!(event_store, fresh_store().await);
-orchestrix::conformance_tests!(snapshot_store, fresh_store().await);
+mod v1 {
+    use super::*;
+
+    orchestrix::conformance_tests!(event_store, fresh_store(TestServerOptions::default(), ApiVersion::V1).await);
+    orchestrix::conformance_tests!(snapshot_store, fresh_store(TestServerOptions::default(), ApiVersion::V1).await);
+}
+
+mod v2 {
+    use super::*;
+
+    orchestrix::conformance_tests!(event_store, fresh_store(TestServerOptions::v2_only(), ApiVersion::V2).await);
+    orchestrix::conformance_tests!(snapshot_store, fresh_store(TestServerOptions::v2_only(), ApiVersion::V2).await);
+}

@@ -1,6 +1,7 @@
 //! Faults and token hygiene: a broken-off observation, garbage lines, a
 //! slow server, 5xx answers, a wrong token, a server that is not
-//! EventSourcingDB; and API version negotiation.
+//! EventSourcingDB; each through API v1 and through API v2. And API
+//! version negotiation.
 
 #![cfg(feature = "eventsourcingdb-test-server")]
 
@@ -10,8 +11,22 @@ use futures_util::StreamExt;
 use orchestrix::store::{EventFilter, ExpectedVersion};
 use orchestrix::{EventStore, Metadata, NewEvent, StoreError, StreamId};
 use orchestrix_adapters::eventsourcingdb::test_server::{Faults, TestServer, TestServerOptions};
-use orchestrix_adapters::eventsourcingdb::{EsdbConfig, EsdbError, EsdbStore};
+use orchestrix_adapters::eventsourcingdb::{ApiVersion, EsdbConfig, EsdbError, EsdbStore};
 use serde_json::value::RawValue;
+
+mod esdb_support;
+
+esdb_support::for_both_apis!(
+    an_observation_broken_off_mid_line_resumes_without_loss_or_duplicates,
+    a_garbage_line_is_a_typed_error_and_the_subscription_resumes,
+    heartbeats_are_skipped_and_a_silent_server_is_reconnected,
+    a_5xx_is_unavailable_and_writes_nothing_and_subscriptions_retry,
+    a_slow_server_times_out_as_unavailable,
+    a_conflict_is_typed_and_writes_nothing,
+    the_token_never_shows_in_debug_output_or_errors,
+    a_server_without_the_eventsourcingdb_header_is_refused,
+    an_unreachable_server_is_unavailable,
+);
 
 const TOKEN: &str = "very-secret-token-4711";
 
@@ -54,9 +69,8 @@ async fn expect_quiet(subscription: &mut orchestrix::store::EventStream<'static>
     assert!(extra.is_err(), "unexpected item: {extra:?}");
 }
 
-#[tokio::test]
-async fn an_observation_broken_off_mid_line_resumes_without_loss_or_duplicates() {
-    let server = server(TestServerOptions::default()).await;
+async fn an_observation_broken_off_mid_line_resumes_without_loss_or_duplicates(options: TestServerOptions) {
+    let server = server(options.clone()).await;
     let store = EsdbStore::connect(config(&server)).await.unwrap();
     fill(&store, 10).await;
     server.set_faults(Faults { break_observe_after: Some(4), ..Faults::default() });
@@ -69,9 +83,8 @@ async fn an_observation_broken_off_mid_line_resumes_without_loss_or_duplicates()
     expect_quiet(&mut subscription).await;
 }
 
-#[tokio::test]
-async fn a_garbage_line_is_a_typed_error_and_the_subscription_resumes() {
-    let server = server(TestServerOptions::default()).await;
+async fn a_garbage_line_is_a_typed_error_and_the_subscription_resumes(options: TestServerOptions) {
+    let server = server(options.clone()).await;
     let store = EsdbStore::connect(config(&server)).await.unwrap();
     fill(&store, 6).await;
     server.set_faults(Faults { garbage_after: Some(2), ..Faults::default() });
@@ -93,18 +106,16 @@ async fn a_garbage_line_is_a_typed_error_and_the_subscription_resumes() {
     expect_quiet(&mut subscription).await;
 }
 
-#[tokio::test]
-async fn heartbeats_are_skipped_and_a_silent_server_is_reconnected() {
-    let server =
-        server(TestServerOptions { heartbeat: Duration::from_millis(30), ..TestServerOptions::default() }).await;
-    let store = EsdbStore::connect(config(&server).with_heartbeat_timeout(Duration::from_secs(2))).await.unwrap();
+async fn heartbeats_are_skipped_and_a_silent_server_is_reconnected(options: TestServerOptions) {
+    let lively = server(TestServerOptions { heartbeat: Duration::from_millis(30), ..options.clone() }).await;
+    let store = EsdbStore::connect(config(&lively).with_heartbeat_timeout(Duration::from_secs(2))).await.unwrap();
     let mut subscription = store.subscribe(0, EventFilter::all());
     expect_quiet(&mut subscription).await; // several heartbeats pass, nothing is delivered
     fill(&store, 2).await;
     assert_eq!(next_positions(&mut subscription, 2).await, (vec![1, 2], 0));
 
     // A server slower than the heartbeat timeout: the subscription reconnects, silently.
-    let quiet = server_with_slow_heartbeats().await;
+    let quiet = server(TestServerOptions { heartbeat: Duration::from_mins(1), ..options }).await;
     let store = EsdbStore::connect(config(&quiet).with_heartbeat_timeout(Duration::from_millis(100))).await.unwrap();
     let mut subscription = store.subscribe(0, EventFilter::all());
     let reader = tokio::spawn(async move { next_positions(&mut subscription, 1).await });
@@ -115,13 +126,8 @@ async fn heartbeats_are_skipped_and_a_silent_server_is_reconnected() {
     assert!(observations >= 2, "expected reconnections, saw {observations} observation(s)");
 }
 
-async fn server_with_slow_heartbeats() -> TestServer {
-    server(TestServerOptions { heartbeat: Duration::from_mins(1), ..TestServerOptions::default() }).await
-}
-
-#[tokio::test]
-async fn a_5xx_is_unavailable_and_writes_nothing_and_subscriptions_retry() {
-    let server = server(TestServerOptions::default()).await;
+async fn a_5xx_is_unavailable_and_writes_nothing_and_subscriptions_retry(options: TestServerOptions) {
+    let server = server(options.clone()).await;
     let store = EsdbStore::connect(config(&server)).await.unwrap();
     let stream = StreamId::new("Account", "1").unwrap();
     server.set_faults(Faults { status: Some((503, 1)), ..Faults::default() });
@@ -134,9 +140,8 @@ async fn a_5xx_is_unavailable_and_writes_nothing_and_subscriptions_retry() {
     assert_eq!(next_positions(&mut subscription, 2).await, (vec![1, 2], 0));
 }
 
-#[tokio::test]
-async fn a_slow_server_times_out_as_unavailable() {
-    let server = server(TestServerOptions::default()).await;
+async fn a_slow_server_times_out_as_unavailable(options: TestServerOptions) {
+    let server = server(options.clone()).await;
     let store = EsdbStore::connect(config(&server).with_request_timeout(Duration::from_millis(100))).await.unwrap();
     server.set_faults(Faults { delay: Some(Duration::from_millis(500)), ..Faults::default() });
     let error = store.stream_version(&StreamId::new("Account", "1").unwrap()).await.unwrap_err();
@@ -144,9 +149,8 @@ async fn a_slow_server_times_out_as_unavailable() {
     assert!(error.to_string().contains("did not answer within"), "{error}");
 }
 
-#[tokio::test]
-async fn a_conflict_is_typed_and_writes_nothing() {
-    let server = server(TestServerOptions::default()).await;
+async fn a_conflict_is_typed_and_writes_nothing(options: TestServerOptions) {
+    let server = server(options.clone()).await;
     let store = EsdbStore::connect(config(&server)).await.unwrap();
     fill(&store, 2).await;
     let stream = StreamId::new("Account", "1").unwrap();
@@ -158,9 +162,8 @@ async fn a_conflict_is_typed_and_writes_nothing() {
     assert_eq!(server.len(), 2);
 }
 
-#[tokio::test]
-async fn the_token_never_shows_in_debug_output_or_errors() {
-    let server = server(TestServerOptions::default()).await;
+async fn the_token_never_shows_in_debug_output_or_errors(options: TestServerOptions) {
+    let server = server(options.clone()).await;
     let config = config(&server);
     assert!(!format!("{config:?}").contains(TOKEN));
     let store = EsdbStore::connect(config.clone()).await.unwrap();
@@ -175,15 +178,14 @@ async fn the_token_never_shows_in_debug_output_or_errors() {
     }
 
     // A 401 in the middle of work is the same typed error, token-free.
-    let unchecked = EsdbStore::unchecked(EsdbConfig::new(server.url(), "nope-4711"), "v1").unwrap();
+    let unchecked = EsdbStore::unchecked(EsdbConfig::new(server.url(), "nope-4711"), store.api_version()).unwrap();
     let error = unchecked.head_position().await.unwrap_err();
     assert!(!format!("{error:?} {error}").contains("nope-4711"), "{error:?}");
     assert!(error.to_string().contains("401"), "{error}");
 }
 
-#[tokio::test]
-async fn a_server_without_the_eventsourcingdb_header_is_refused() {
-    let server = server(TestServerOptions::default()).await;
+async fn a_server_without_the_eventsourcingdb_header_is_refused(options: TestServerOptions) {
+    let server = server(options.clone()).await;
     server.set_faults(Faults { no_server_header: true, ..Faults::default() });
     let error = EsdbStore::connect(config(&server)).await.unwrap_err();
     let StoreError::Backend(source) = &error else { panic!("expected Backend, got {error:?}") };
@@ -191,19 +193,54 @@ async fn a_server_without_the_eventsourcingdb_header_is_refused() {
 }
 
 #[tokio::test]
-async fn v2_is_spoken_where_the_server_offers_it() {
-    let v1 = server(TestServerOptions::default()).await;
-    assert!(EsdbStore::connect(config(&v1)).await.unwrap().api_url().ends_with("/api/v1"));
-    let v2 = server(TestServerOptions { offer_v2: true, ..TestServerOptions::default() }).await;
-    let store = EsdbStore::connect(config(&v2)).await.unwrap();
-    assert!(store.api_url().ends_with("/api/v2"));
-    fill(&store, 1).await;
-    assert_eq!(store.head_position().await.unwrap(), Some(1));
+async fn v2_is_spoken_where_the_server_offers_it_and_v1_where_not() {
+    for (options, expected, prefix) in [
+        (TestServerOptions::default(), ApiVersion::V1, "/api/v1/"),
+        (TestServerOptions::v2_only(), ApiVersion::V2, "/api/v2/"),
+        (TestServerOptions::both(), ApiVersion::V2, "/api/v2/"),
+    ] {
+        let server = server(options.clone()).await;
+        let store = EsdbStore::connect(config(&server)).await.unwrap();
+        assert_eq!(store.api_version(), expected, "{options:?}");
+        assert!(store.api_url().ends_with(prefix.trim_end_matches('/')), "{}", store.api_url());
+        fill(&store, 1).await;
+        assert_eq!(store.head_position().await.unwrap(), Some(1));
+        let requests = server.take_http_requests();
+        // The probe, then everything through the version found.
+        assert_eq!((requests[0].method.as_str(), requests[0].path.as_str()), ("GET", "/api/v2/system/ping"));
+        for request in &requests[1..] {
+            assert!(request.path.starts_with(prefix), "{options:?}: {request:?}");
+        }
+    }
 }
 
+/// A store told to speak a version the server does not offer fails with
+/// the 404, typed, and the probe of `connect` is what avoids that.
 #[tokio::test]
-async fn an_unreachable_server_is_unavailable() {
-    let server = server(TestServerOptions::default()).await;
+async fn a_version_the_server_does_not_offer_is_a_404() {
+    let v2 = server(TestServerOptions::v2_only()).await;
+    let store = EsdbStore::unchecked(config(&v2), ApiVersion::V1).unwrap();
+    let error = store.head_position().await.unwrap_err();
+    let StoreError::Backend(source) = &error else { panic!("expected Backend, got {error:?}") };
+    assert!(matches!(source.downcast_ref::<EsdbError>(), Some(EsdbError::Status { status: 404, .. })), "{error:?}");
+}
+
+/// A probe answered by something that is not EventSourcingDB (a 200
+/// without its `Server` header, a 5xx) is an error, not a guess at v1.
+#[tokio::test]
+async fn a_probe_that_tells_nothing_is_an_error() {
+    let v2 = server(TestServerOptions::both()).await;
+    v2.set_faults(Faults { no_server_header: true, ..Faults::default() });
+    let error = EsdbStore::connect(config(&v2)).await.unwrap_err();
+    let StoreError::Backend(source) = &error else { panic!("expected Backend, got {error:?}") };
+    assert!(matches!(source.downcast_ref::<EsdbError>(), Some(EsdbError::NotEventSourcingDb { .. })), "{error:?}");
+    v2.set_faults(Faults { delay: Some(Duration::from_millis(300)), ..Faults::default() });
+    let error = EsdbStore::connect(config(&v2).with_request_timeout(Duration::from_millis(50))).await.unwrap_err();
+    assert!(matches!(error, StoreError::Unavailable(_)), "{error:?}");
+}
+
+async fn an_unreachable_server_is_unavailable(options: TestServerOptions) {
+    let server = server(options).await;
     let url = server.url();
     drop(server);
     tokio::time::sleep(Duration::from_millis(50)).await;

@@ -15,8 +15,55 @@ use orchestrix_adapters::eventsourcingdb::test_server::{TestServer, TestServerOp
 use orchestrix_adapters::eventsourcingdb::{EsdbConfig, EsdbStore};
 use serde_json::json;
 
-async fn server_and_client() -> (TestServer, Client) {
-    let server = TestServer::start(TestServerOptions::default()).await.unwrap();
+mod esdb_support;
+
+esdb_support::for_both_apis!(
+    the_official_client_pings_writes_with_preconditions_and_reads,
+    events_written_by_the_adapter_read_back_through_the_official_client,
+    every_event_carries_a_hash_chain_the_official_client_verifies,
+    eventql_queries_and_the_eventql_precondition_work_with_the_official_client,
+    registered_schemas_are_enforced_as_the_official_client_expects,
+    the_official_client_speaks_the_version_the_server_offers,
+);
+
+/// The official client probes `GET /api/v2/system/ping` and then speaks
+/// v2 to a server that offers it, v1 to one that does not: every request
+/// after the probe goes to the version the server offers, with the
+/// methods the official client uses (reads are `QUERY` in v2).
+async fn the_official_client_speaks_the_version_the_server_offers(options: TestServerOptions) {
+    let v2 = options.offer_v2;
+    let (server, client) = server_and_client(options).await;
+    client.ping().await.unwrap();
+    client.verify_api_token().await.unwrap();
+    client.write_events(vec![candidate("/accounts/1", 1)], vec![]).await.unwrap();
+    assert_eq!(read(&client, "/accounts", true).await.len(), 1);
+    let requests = server.take_http_requests();
+    let seen: Vec<(&str, &str)> = requests.iter().map(|r| (r.method.as_str(), r.path.as_str())).collect();
+    let expected: &[(&str, &str)] = if v2 {
+        &[
+            ("GET", "/api/v2/system/ping"),
+            ("GET", "/api/v2/system/ping"),
+            ("POST", "/api/v2/system/verify-token"),
+            ("POST", "/api/v2/data/write-events"),
+            ("QUERY", "/api/v2/data/read-events"),
+        ]
+    } else {
+        &[
+            ("GET", "/api/v2/system/ping"),
+            ("GET", "/api/v1/ping"),
+            ("POST", "/api/v1/verify-api-token"),
+            ("POST", "/api/v1/write-events"),
+            ("POST", "/api/v1/read-events"),
+        ]
+    };
+    assert_eq!(seen, expected);
+}
+
+/// A test server and the official client on it. The client finds out the
+/// API version itself; [`the_official_client_speaks_the_version_the_server_offers`]
+/// checks that it finds the one the server offers.
+async fn server_and_client(options: TestServerOptions) -> (TestServer, Client) {
+    let server = TestServer::start(options).await.unwrap();
     let url = url::Url::parse(&format!("{}/", server.url().trim_end_matches('/'))).unwrap();
     let client = Client::new(url, server.token());
     (server, client)
@@ -37,9 +84,8 @@ async fn read(client: &Client, subject: &str, recursive: bool) -> Vec<eventsourc
     stream.map(|event| event.unwrap()).collect().await
 }
 
-#[tokio::test]
-async fn the_official_client_pings_writes_with_preconditions_and_reads() {
-    let (_server, client) = server_and_client().await;
+async fn the_official_client_pings_writes_with_preconditions_and_reads(options: TestServerOptions) {
+    let (_server, client) = server_and_client(options).await;
     client.ping().await.unwrap();
     client.verify_api_token().await.unwrap();
 
@@ -69,9 +115,8 @@ async fn the_official_client_pings_writes_with_preconditions_and_reads() {
     assert_eq!(ids, [0, 1, 2], "ids are assigned by the server, in order from 0");
 }
 
-#[tokio::test]
-async fn events_written_by_the_adapter_read_back_through_the_official_client() {
-    let (server, client) = server_and_client().await;
+async fn events_written_by_the_adapter_read_back_through_the_official_client(options: TestServerOptions) {
+    let (server, client) = server_and_client(options).await;
     let config = EsdbConfig::new(server.url(), server.token())
         .with_source("https://bank.example")
         .with_type_prefix("com.example.bank");
@@ -92,9 +137,8 @@ async fn events_written_by_the_adapter_read_back_through_the_official_client() {
     assert_eq!(events[0].data()["data"], json!({ "owner": "Ada" }), "the event data inside the adapter's envelope");
 }
 
-#[tokio::test]
-async fn every_event_carries_a_hash_chain_the_official_client_verifies() {
-    let (server, client) = server_and_client().await;
+async fn every_event_carries_a_hash_chain_the_official_client_verifies(options: TestServerOptions) {
+    let (server, client) = server_and_client(options).await;
     let traced = EventCandidate::builder()
         .source("https://bank.example")
         .subject("/accounts/3")
@@ -124,15 +168,14 @@ async fn every_event_carries_a_hash_chain_the_official_client_verifies() {
         event.verify_hash().unwrap_or_else(|e| panic!("event {}: {e}", event.id()));
         assert!(event.hash().starts_with("esdb:hash:v2:"), "{}", event.hash());
         assert_eq!(event.predecessorhash(), predecessor, "event {} chains to the one before", event.id());
-        predecessor = event.hash().to_owned();
+        event.hash().clone_into(&mut predecessor);
     }
     assert_eq!(events[2].traceparent(), Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"));
 }
 
-#[tokio::test]
-async fn eventql_queries_and_the_eventql_precondition_work_with_the_official_client() {
+async fn eventql_queries_and_the_eventql_precondition_work_with_the_official_client(options: TestServerOptions) {
     use eventsourcingdb::error::{code, ClientError};
-    let (_server, client) = server_and_client().await;
+    let (_server, client) = server_and_client(options).await;
     client.write_events(vec![candidate("/accounts/1", 1), candidate("/accounts/2", 2)], vec![]).await.unwrap();
 
     let rows: Vec<serde_json::Value> = client
@@ -175,10 +218,9 @@ async fn eventql_queries_and_the_eventql_precondition_work_with_the_official_cli
     assert_eq!(read(&client, "/accounts/3", false).await.len(), 1, "nothing from the refused write");
 }
 
-#[tokio::test]
-async fn registered_schemas_are_enforced_as_the_official_client_expects() {
+async fn registered_schemas_are_enforced_as_the_official_client_expects(options: TestServerOptions) {
     use eventsourcingdb::error::{code, ClientError};
-    let (_server, client) = server_and_client().await;
+    let (_server, client) = server_and_client(options).await;
     let schema = json!({
         "type": "object",
         "properties": { "amount": { "type": "integer" } },

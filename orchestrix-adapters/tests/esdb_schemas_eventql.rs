@@ -11,6 +11,15 @@ use orchestrix_adapters::eventsourcingdb::test_server::{TestServer, TestServerOp
 use orchestrix_adapters::eventsourcingdb::{EsdbConfig, EsdbError, EsdbStore};
 use serde_json::{json, value::RawValue};
 
+mod esdb_support;
+
+esdb_support::for_both_apis!(
+    schemas_from_the_rust_types_are_registered_idempotently_and_enforced,
+    a_schema_that_stored_events_violate_is_refused,
+    registered_schemas_are_the_envelope_around_the_derived_data_schema,
+    eventql_queries_pass_through_and_answer_rows
+);
+
 #[event(schema)]
 #[derive(Debug, Clone, PartialEq)]
 enum AccountEvent {
@@ -25,8 +34,8 @@ enum AccountEvent {
     Closed,
 }
 
-async fn setup() -> (TestServer, EsdbStore) {
-    let server = TestServer::start(TestServerOptions::default()).await.unwrap();
+async fn setup(options: TestServerOptions) -> (TestServer, EsdbStore) {
+    let server = TestServer::start(options).await.unwrap();
     let config = EsdbConfig::new(server.url(), server.token()).with_type_prefix("com.example.bank");
     let store = EsdbStore::connect(config).await.unwrap();
     (server, store)
@@ -58,9 +67,8 @@ fn esdb_error(error: &StoreError) -> &EsdbError {
     source.downcast_ref::<EsdbError>().unwrap_or_else(|| panic!("not an EsdbError: {error:?}"))
 }
 
-#[tokio::test]
-async fn schemas_from_the_rust_types_are_registered_idempotently_and_enforced() {
-    let (server, store) = setup().await;
+async fn schemas_from_the_rust_types_are_registered_idempotently_and_enforced(options: TestServerOptions) {
+    let (server, store) = setup(options).await;
     store.register_event_schemas::<AccountEvent>().await.unwrap();
     // Again, as at every start: the same schemas are already there.
     store.register_event_schemas::<AccountEvent>().await.unwrap();
@@ -99,9 +107,8 @@ async fn schemas_from_the_rust_types_are_registered_idempotently_and_enforced() 
     }
 }
 
-#[tokio::test]
-async fn a_schema_that_stored_events_violate_is_refused() {
-    let (_server, store) = setup().await;
+async fn a_schema_that_stored_events_violate_is_refused(options: TestServerOptions) {
+    let (_server, store) = setup(options).await;
     let stream = StreamId::new("Account", "2").unwrap();
     store
         .append(&stream, ExpectedVersion::NoStream, vec![raw_event("AccountDeposited", r#"{"amount":-5}"#)])
@@ -111,9 +118,8 @@ async fn a_schema_that_stored_events_violate_is_refused() {
     assert!(matches!(esdb_error(&error), EsdbError::SchemaViolated { .. }), "{error:?}");
 }
 
-#[tokio::test]
-async fn registered_schemas_are_the_envelope_around_the_derived_data_schema() {
-    let (_server, store) = setup().await;
+async fn registered_schemas_are_the_envelope_around_the_derived_data_schema(options: TestServerOptions) {
+    let (_server, store) = setup(options).await;
     store.register_event_schemas::<AccountEvent>().await.unwrap();
     let client = eventsourcingdb::client::Client::new(url(&store), "secret");
     let registered = client.read_event_type("com.example.bank.AccountOpened.v1").await.unwrap();
@@ -125,13 +131,13 @@ async fn registered_schemas_are_the_envelope_around_the_derived_data_schema() {
 }
 
 fn url(store: &EsdbStore) -> url::Url {
-    let base = store.api_url().trim_end_matches("/api/v1");
+    let base = store.api_url().trim_end_matches(store.api_version().prefix());
     url::Url::parse(&format!("{base}/")).unwrap()
 }
 
-#[tokio::test]
-async fn eventql_queries_pass_through_and_answer_rows() {
-    let (_server, store) = setup().await;
+async fn eventql_queries_pass_through_and_answer_rows(options: TestServerOptions) {
+    let v2 = options.offer_v2;
+    let (_server, store) = setup(options).await;
     for (id, owner) in [("1", "Ada"), ("2", "Grace")] {
         let stream = StreamId::new("Account", id).unwrap();
         let opened = AccountEvent::Opened { owner: owner.into(), overdraft_limit: 0 };
@@ -166,8 +172,13 @@ async fn eventql_queries_pass_through_and_answer_rows() {
     // A query outside the supported subset is an error, not a wrong answer.
     let results: Vec<_> = store.run_eventql_query("FROM e IN events GROUP BY e.type PROJECT INTO e").collect().await;
     assert_eq!(results.len(), 1);
+    // v1 refuses it with a 400, v2 with the error code `query-malformed`.
     match esdb_error(results[0].as_ref().unwrap_err()) {
-        EsdbError::Status { status: 400, body, .. } => assert!(body.contains("query malformed"), "{body}"),
-        other => panic!("expected a 400, got {other:?}"),
+        EsdbError::Status { status: 400, body, .. } if !v2 => assert!(body.contains("query malformed"), "{body}"),
+        EsdbError::Api { code, description } if v2 => {
+            assert_eq!(code, "https://docs.eventsourcingdb.io/errors/query-malformed");
+            assert!(description.contains("query malformed"), "{description}");
+        }
+        other => panic!("expected the server's refusal, got {other:?}"),
     }
 }

@@ -1,17 +1,22 @@
 //! Wire-format tests: the exact JSON the adapter sends to EventSourcingDB,
-//! recorded by the test server.
+//! recorded by the test server; through API v1 (the tests without a
+//! prefix) and through API v2 (`v2_...`: methods, paths and bodies).
 
 #![cfg(feature = "eventsourcingdb-test-server")]
 
 use futures_util::StreamExt;
 use orchestrix::store::{EventFilter, ExpectedVersion, Snapshot, SnapshotStore};
 use orchestrix::{EventStore, Metadata, NewEvent, StreamId, Uuid};
-use orchestrix_adapters::eventsourcingdb::test_server::{TestServer, TestServerOptions};
-use orchestrix_adapters::eventsourcingdb::{EsdbConfig, EsdbStore};
+use orchestrix_adapters::eventsourcingdb::test_server::{RecordedRequest, TestServer, TestServerOptions};
+use orchestrix_adapters::eventsourcingdb::{ApiVersion, EsdbConfig, EsdbStore};
 use serde_json::value::RawValue;
 
 async fn setup() -> (TestServer, EsdbStore) {
-    let server = TestServer::start(TestServerOptions::default()).await.unwrap();
+    setup_with(TestServerOptions::default()).await
+}
+
+async fn setup_with(options: TestServerOptions) -> (TestServer, EsdbStore) {
+    let server = TestServer::start(options).await.unwrap();
     let config = EsdbConfig::new(server.url(), server.token())
         .with_source("https://bank.example")
         .with_type_prefix("com.example.bank");
@@ -161,5 +166,156 @@ async fn an_https_url_without_the_tls_feature_names_the_feature() {
     assert!(
         matches!(&error, orchestrix::StoreError::InvalidInput(m) if m.contains("eventsourcingdb-tls")),
         "{error:?}"
+    );
+}
+
+/// The method, path and body of each request, with whether it carried the
+/// token.
+fn http(server: &TestServer) -> Vec<(String, String, bool, String)> {
+    server
+        .take_http_requests()
+        .into_iter()
+        .map(|RecordedRequest { method, path, with_token, body }| (method, path, with_token, body))
+        .collect()
+}
+
+fn request(method: &str, path: &str, with_token: bool, body: &str) -> (String, String, bool, String) {
+    (method.to_owned(), path.to_owned(), with_token, body.to_owned())
+}
+
+#[tokio::test]
+async fn v2_connect_probes_then_pings_without_the_token_and_verifies_it_without_a_body() {
+    let server = TestServer::start(TestServerOptions::v2_only()).await.unwrap();
+    let store = EsdbStore::connect(EsdbConfig::new(server.url(), server.token())).await.unwrap();
+    assert_eq!(store.api_version(), ApiVersion::V2);
+    assert_eq!(store.api_url(), format!("{}/api/v2", server.url()));
+    assert_eq!(
+        http(&server),
+        [
+            request("GET", "/api/v2/system/ping", false, ""),
+            request("GET", "/api/v2/system/ping", false, ""),
+            request("POST", "/api/v2/system/verify-token", true, ""),
+        ]
+    );
+    // A server without v2: the probe's 404, then v1 throughout.
+    let server = TestServer::start(TestServerOptions::default()).await.unwrap();
+    EsdbStore::connect(EsdbConfig::new(server.url(), server.token())).await.unwrap();
+    assert_eq!(
+        http(&server),
+        [
+            request("GET", "/api/v2/system/ping", false, ""),
+            request("GET", "/api/v1/ping", false, ""),
+            request("POST", "/api/v1/verify-api-token", true, "{}"),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn v2_appends_query_the_subject_then_post_the_write_with_its_preconditions() {
+    let (server, store) = setup_with(TestServerOptions::v2_only()).await;
+    let stream = StreamId::new("Account", "1").unwrap();
+    store
+        .append(&stream, ExpectedVersion::NoStream, vec![event("Opened", 1, "{}", Metadata::default())])
+        .await
+        .unwrap();
+    store
+        .append(&stream, ExpectedVersion::Exact(1), vec![event("Deposited", 1, r#"{"amount":5}"#, Metadata::default())])
+        .await
+        .unwrap();
+    let read = r#"{"subject":"/Account/1","options":{"recursive":false,"order":"antichronological"}}"#;
+    assert_eq!(
+        http(&server),
+        [
+            request("QUERY", "/api/v2/data/read-events", true, read),
+            request(
+                "POST",
+                "/api/v2/data/write-events",
+                true,
+                concat!(
+                    r#"{"events":[{"source":"https://bank.example","subject":"/Account/1","type":"com.example.bank.Opened.v1","#,
+                    r#""data":{"streamVersion":1,"data":{}}}],"#,
+                    r#""preconditions":[{"type":"isSubjectPristine","payload":{"subject":"/Account/1"}}]}"#
+                )
+            ),
+            request("QUERY", "/api/v2/data/read-events", true, read),
+            request(
+                "POST",
+                "/api/v2/data/write-events",
+                true,
+                concat!(
+                    r#"{"events":[{"source":"https://bank.example","subject":"/Account/1","type":"com.example.bank.Deposited.v1","#,
+                    r#""data":{"streamVersion":2,"data":{"amount":5}}}],"#,
+                    r#""preconditions":[{"type":"isSubjectOnEventId","payload":{"subject":"/Account/1","eventId":"0"}}]}"#
+                )
+            ),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn v2_snapshots_write_without_a_preconditions_field_and_read_with_query() {
+    let (server, store) = setup_with(TestServerOptions::v2_only()).await;
+    let stream = StreamId::new("Account", "1").unwrap();
+    let taken_at = chrono::DateTime::parse_from_rfc3339("2025-01-02T03:04:05Z").unwrap().to_utc();
+    let state = RawValue::from_string("{}".to_owned()).unwrap();
+    store.save(Snapshot { stream: stream.clone(), version: 1, schema_version: 1, state, taken_at }).await.unwrap();
+    assert!(store.load(&stream, None).await.unwrap().is_some());
+    assert_eq!(
+        http(&server),
+        [
+            request(
+                "POST",
+                "/api/v2/data/write-events",
+                true,
+                concat!(
+                    r#"{"events":[{"source":"https://bank.example","subject":"/Account/1/snapshots","type":"com.example.bank.snapshot-taken.v1","#,
+                    r#""data":{"version":1,"schemaVersion":1,"state":"{}","takenAt":"2025-01-02T03:04:05Z"}}]}"#
+                )
+            ),
+            request(
+                "QUERY",
+                "/api/v2/data/read-events",
+                true,
+                concat!(
+                    r#"{"subject":"/Account/1/snapshots","options":{"recursive":false,"fromLatestEvent":"#,
+                    r#"{"subject":"/Account/1/snapshots","type":"com.example.bank.snapshots-deleted.v1","ifEventIsMissing":"read-everything"}}}"#
+                )
+            ),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn v2_observes_schemas_and_eventql_with_their_paths_and_bodies() {
+    let (server, store) = setup_with(TestServerOptions::v2_only()).await;
+    let stream = StreamId::new("Account", "1").unwrap();
+    store.append(&stream, ExpectedVersion::Any, vec![event("Opened", 1, "{}", Metadata::default())]).await.unwrap();
+    server.take_http_requests();
+    let mut subscription = store.subscribe(1, EventFilter::all());
+    assert_eq!(subscription.next().await.unwrap().unwrap().global_position, 1);
+    drop(subscription);
+    let schema = serde_json::json!({"type": "object"});
+    store.register_event_schema("Opened", 1, &schema).await.unwrap();
+    // Again: the server says it is registered already, the adapter reads it back.
+    store.register_event_schema("Opened", 1, &schema).await.unwrap();
+    let rows: Vec<_> = store.run_eventql_query("FROM e IN events PROJECT INTO COUNT()").collect().await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(*rows[0].as_ref().unwrap(), serde_json::json!(1));
+    let register = r#"{"schema":{"type":"object"},"type":"com.example.bank.Opened.v1"}"#;
+    let requests = http(&server);
+    assert_eq!(
+        requests,
+        [
+            request("QUERY", "/api/v2/data/observe-events", true, r#"{"subject":"/","options":{"recursive":true}}"#),
+            request("POST", "/api/v2/data/register-event-schema", true, register),
+            request("POST", "/api/v2/data/register-event-schema", true, register),
+            request("QUERY", "/api/v2/data/read-event-type", true, r#"{"type":"com.example.bank.Opened.v1"}"#),
+            request(
+                "QUERY",
+                "/api/v2/data/run-eventql-query",
+                true,
+                r#"{"query":"FROM e IN events PROJECT INTO COUNT()"}"#
+            ),
+        ]
     );
 }

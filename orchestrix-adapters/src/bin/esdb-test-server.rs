@@ -1,10 +1,11 @@
 //! Runs the Orchestrix stand-in EventSourcingDB server on its own.
 //!
 //! ```text
-//! esdb-test-server [--port 3000] [--token secret] [--v2]
+//! esdb-test-server [--port 3000] [--token secret] [--v1-only | --v2-only | --both]
 //! ```
 //!
-//! The token can also come from `ORCHESTRIX_ESDB_TOKEN`.
+//! It offers API v1 only unless told otherwise. The token can also come
+//! from `ORCHESTRIX_ESDB_TOKEN`.
 
 use std::net::SocketAddr;
 
@@ -22,9 +23,11 @@ async fn main() -> std::io::Result<()> {
         match arg.as_str() {
             "--port" => port = args.next().and_then(|p| p.parse().ok()).unwrap_or(port),
             "--token" => options.token = args.next().unwrap_or_default(),
-            "--v2" => options.offer_v2 = true,
+            "--v1-only" => (options.offer_v1, options.offer_v2) = (true, false),
+            "--v2-only" => (options.offer_v1, options.offer_v2) = (false, true),
+            "--both" => (options.offer_v1, options.offer_v2) = (true, true),
             _ => {
-                eprintln!("usage: esdb-test-server [--port PORT] [--token TOKEN] [--v2]");
+                eprintln!("usage: esdb-test-server [--port PORT] [--token TOKEN] [--v1-only | --v2-only | --both]");
                 std::process::exit(2);
             }
         }

@@ -10,7 +10,7 @@ use orchestrix::{RecordedEvent, StoreError};
 
 use super::http::EsdbError;
 use super::store::{EsdbStore, Latest};
-use super::wire::{self, EnvelopeOut, EventCandidate, Precondition, WriteEvents};
+use super::wire::{self, EnvelopeOut, EventCandidate, Precondition};
 
 impl EsdbStore {
     /// [`orchestrix::EventStore::append_many`] for EventSourcingDB.
@@ -82,7 +82,7 @@ impl EsdbStore {
                     });
                 }
             }
-            let body = WriteEvents { events: candidates, preconditions };
+            let body = self.write_body(candidates, preconditions);
             match self.write_events(&body).await {
                 Ok(written) => {
                     if written.len() != count {

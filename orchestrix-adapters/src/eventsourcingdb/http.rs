@@ -12,6 +12,7 @@ use orchestrix::StoreError;
 use reqwest::header::{HeaderValue, AUTHORIZATION, SERVER};
 use serde::Serialize;
 
+use super::api::{self, ApiVersion, Op, V2_PING_PATH};
 use super::config::{ApiToken, EsdbConfig};
 
 /// What went wrong talking to EventSourcingDB. It never contains the API
@@ -86,9 +87,20 @@ pub enum EsdbError {
         /// What is wrong with it.
         detail: String,
     },
-    /// The server sent an `error` line in a stream.
+    /// The server sent an `error` line in a stream (API v1, whose error
+    /// lines carry text only).
     #[error("EventSourcingDB reported an error in the stream: {0}")]
     Stream(String),
+    /// The server reported an error of its domain with a code (API v2),
+    /// one the adapter has no variant of its own for.
+    #[error("EventSourcingDB reported the error {code}: {description}")]
+    Api {
+        /// The error's code, a URL naming it, for example
+        /// `https://docs.eventsourcingdb.io/errors/query-malformed`.
+        code: String,
+        /// The server's explanation.
+        description: String,
+    },
 }
 
 impl EsdbError {
@@ -97,6 +109,18 @@ impl EsdbError {
         match self {
             Self::Connection { .. } | Self::Timeout { .. } | Self::Stream(_) => true,
             Self::Status { status, .. } => *status >= 500,
+            Self::Api { code, .. } => api::is_transient_code(code),
+            _ => false,
+        }
+    }
+
+    /// Whether the server refused a schema registration because the type
+    /// already has a schema (v1: a 409 saying so; v2: the error code
+    /// `event-schema-already-registered`).
+    pub(crate) fn is_schema_already_registered(&self) -> bool {
+        match self {
+            Self::Status { status: 409, body, .. } => body.trim_start().starts_with(SCHEMA_EXISTS),
+            Self::Api { code, .. } => api::is_schema_already_registered_code(code),
             _ => false,
         }
     }
@@ -132,8 +156,11 @@ fn truncate(text: &mut String, max: usize) {
 /// An HTTP client bound to one server, one API version and one token.
 pub(crate) struct Http {
     client: reqwest::Client,
-    /// `<base URL>/api/v1` or `/api/v2`, without a trailing slash.
+    /// The base URL, without a trailing slash.
+    base: String,
+    /// `<base URL>/api/v1` or `/api/v2`.
     api: String,
+    version: ApiVersion,
     authorization: HeaderValue,
     request_timeout: Duration,
 }
@@ -147,7 +174,7 @@ impl fmt::Debug for Http {
 pub(crate) type Lines = Pin<Box<dyn Stream<Item = Result<Bytes, EsdbError>> + Send>>;
 
 impl Http {
-    pub(crate) fn new(config: &EsdbConfig, api_version: &str) -> Result<Self, StoreError> {
+    pub(crate) fn new(config: &EsdbConfig, version: ApiVersion) -> Result<Self, StoreError> {
         #[cfg_attr(not(feature = "eventsourcingdb-tls"), allow(unused_mut))]
         let mut builder = reqwest::Client::builder()
             .connect_timeout(config.connect_timeout)
@@ -182,64 +209,109 @@ impl Http {
             .map_err(|e| StoreError::Backend(Box::new(EsdbError::malformed("client configuration", e))))?;
         Ok(Self {
             client,
-            api: format!("{}/api/{api_version}", config.base_url()),
+            base: config.base_url().to_owned(),
+            api: format!("{}{}", config.base_url(), version.prefix()),
+            version,
             authorization: bearer(&config.api_token)?,
             request_timeout: config.request_timeout,
         })
+    }
+
+    /// The same client (and connection pool) speaking another version.
+    pub(crate) fn with_version(&self, version: ApiVersion) -> Self {
+        Self {
+            client: self.client.clone(),
+            base: self.base.clone(),
+            api: format!("{}{}", self.base, version.prefix()),
+            version,
+            authorization: self.authorization.clone(),
+            request_timeout: self.request_timeout,
+        }
     }
 
     pub(crate) fn api_url(&self) -> &str {
         &self.api
     }
 
-    fn url(&self, endpoint: &str) -> String {
-        format!("{}/{endpoint}", self.api)
+    pub(crate) fn version(&self) -> ApiVersion {
+        self.version
     }
 
-    fn request(&self, method: reqwest::Method, url: &str) -> reqwest::RequestBuilder {
-        self.client.request(method, url).header(AUTHORIZATION, self.authorization.clone())
-    }
-
-    /// GETs `endpoint` and parses the JSON answer.
-    pub(crate) async fn get_json(&self, endpoint: &str) -> Result<serde_json::Value, EsdbError> {
-        let url = self.url(endpoint);
-        let response = self.send(&url, self.request(reqwest::Method::GET, &url)).await?;
-        self.json(&url, response).await
-    }
-
-    /// POSTs `body` to `endpoint` and returns the raw answer bytes.
-    pub(crate) async fn post<B: Serialize + ?Sized>(&self, endpoint: &str, body: &B) -> Result<Bytes, EsdbError> {
-        let url = self.url(endpoint);
-        let response = self.send(&url, self.request(reqwest::Method::POST, &url).json(body)).await?;
-        let timeout = self.request_timeout;
-        match tokio::time::timeout(timeout, response.bytes()).await {
-            Ok(Ok(bytes)) => Ok(bytes),
-            Ok(Err(error)) => Err(connection(&url, &error)),
-            Err(_) => Err(EsdbError::Timeout { url, timeout }),
+    /// Finds out which version the server speaks, as the official client
+    /// does: `GET /api/v2/system/ping` without the token; 404 or 405 (from
+    /// the server or a proxy that forwards v1 only) means v1; a 200 from
+    /// EventSourcingDB with a v2 envelope of type `event` means v2;
+    /// anything else is an error that tells nothing about the version.
+    pub(crate) async fn probe(&self) -> Result<ApiVersion, EsdbError> {
+        let url = format!("{}{V2_PING_PATH}", self.base);
+        let response = self.execute(&url, self.client.get(&url)).await?;
+        if matches!(response.status().as_u16(), 404 | 405) {
+            return Ok(ApiVersion::V1);
         }
+        let answer = self.checked(&url, response).await?;
+        let answer = self.body(&url, answer).await?;
+        ApiVersion::V2.check_ping(&answer).map(|()| ApiVersion::V2)
     }
 
-    /// POSTs `body` to a streaming endpoint and returns its NDJSON lines;
-    /// a line that does not arrive within `idle` ends the stream with
+    /// The method, URL and request of an operation, with the token unless
+    /// it is the ping (which needs none).
+    fn request<B: Serialize + ?Sized>(&self, op: Op, body: Option<&B>) -> (String, reqwest::RequestBuilder) {
+        let (method, path) = self.version.route(op);
+        let url = format!("{}{path}", self.base);
+        let mut request = self.client.request(method, &url);
+        if op != Op::Ping {
+            request = request.header(AUTHORIZATION, self.authorization.clone());
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        (url, request)
+    }
+
+    /// Runs an operation and returns its whole answer.
+    pub(crate) async fn call<B: Serialize + ?Sized>(&self, op: Op, body: Option<&B>) -> Result<Bytes, EsdbError> {
+        let (url, request) = self.request(op, body);
+        let response = self.execute(&url, request).await?;
+        let response = self.checked(&url, response).await?;
+        self.body(&url, response).await
+    }
+
+    /// Runs a streaming operation and returns its NDJSON lines; a line that
+    /// does not arrive within `idle` ends the stream with
     /// [`EsdbError::Timeout`].
-    pub(crate) async fn post_lines<B: Serialize + ?Sized>(
+    pub(crate) async fn stream<B: Serialize + ?Sized>(
         &self,
-        endpoint: &str,
+        op: Op,
         body: &B,
         idle: Duration,
     ) -> Result<Lines, EsdbError> {
-        let url = self.url(endpoint);
-        let response = self.send(&url, self.request(reqwest::Method::POST, &url).json(body)).await?;
+        let (url, request) = self.request(op, Some(body));
+        let response = self.execute(&url, request).await?;
+        let response = self.checked(&url, response).await?;
         Ok(lines(url, response, idle))
     }
 
-    async fn send(&self, url: &str, request: reqwest::RequestBuilder) -> Result<reqwest::Response, EsdbError> {
+    async fn execute(&self, url: &str, request: reqwest::RequestBuilder) -> Result<reqwest::Response, EsdbError> {
         let timeout = self.request_timeout;
-        let response = match tokio::time::timeout(timeout, request.send()).await {
-            Ok(Ok(response)) => response,
-            Ok(Err(error)) => return Err(connection(url, &error)),
-            Err(_) => return Err(EsdbError::Timeout { url: url.to_owned(), timeout }),
-        };
+        match tokio::time::timeout(timeout, request.send()).await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(error)) => Err(connection(url, &error)),
+            Err(_) => Err(EsdbError::Timeout { url: url.to_owned(), timeout }),
+        }
+    }
+
+    async fn body(&self, url: &str, response: reqwest::Response) -> Result<Bytes, EsdbError> {
+        let timeout = self.request_timeout;
+        match tokio::time::timeout(timeout, response.bytes()).await {
+            Ok(Ok(bytes)) => Ok(bytes),
+            Ok(Err(error)) => Err(connection(url, &error)),
+            Err(_) => Err(EsdbError::Timeout { url: url.to_owned(), timeout }),
+        }
+    }
+
+    /// Refuses an answer that is not from EventSourcingDB (whatever its
+    /// status, in both versions) and maps error statuses.
+    async fn checked(&self, url: &str, response: reqwest::Response) -> Result<reqwest::Response, EsdbError> {
         check_server_header(url, &response)?;
         let status = response.status();
         if status.is_success() {
@@ -248,24 +320,20 @@ impl Http {
         if status.as_u16() == 401 {
             return Err(EsdbError::Unauthorized);
         }
-        let mut body =
-            tokio::time::timeout(timeout, response.text()).await.ok().and_then(Result::ok).unwrap_or_default();
+        let mut body = tokio::time::timeout(self.request_timeout, response.text())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default();
         truncate(&mut body, 500);
-        match (status.as_u16(), classify_conflict(&body)) {
+        // Only v1 reports conflicts as statuses; v2 sends them as error
+        // items at 200, so a 409 from v2 is just a status.
+        let conflict = if self.version == ApiVersion::V1 { classify_conflict(&body) } else { Conflict::SchemaExists };
+        match (status.as_u16(), conflict) {
             (409, Conflict::Precondition) => Err(EsdbError::Conflict),
             (409, Conflict::Schema) => Err(EsdbError::SchemaViolated { detail: body.trim().to_owned() }),
             (code, _) => Err(EsdbError::Status { status: code, url: url.to_owned(), body }),
         }
-    }
-
-    async fn json(&self, url: &str, response: reqwest::Response) -> Result<serde_json::Value, EsdbError> {
-        let timeout = self.request_timeout;
-        let bytes = match tokio::time::timeout(timeout, response.bytes()).await {
-            Ok(Ok(bytes)) => bytes,
-            Ok(Err(error)) => return Err(connection(url, &error)),
-            Err(_) => return Err(EsdbError::Timeout { url: url.to_owned(), timeout }),
-        };
-        serde_json::from_slice(&bytes).map_err(|e| EsdbError::malformed("JSON answer", e))
     }
 }
 
@@ -282,9 +350,13 @@ enum Conflict {
     SchemaExists,
 }
 
+/// How API v1 starts the text of a 409 to a schema registration for a
+/// type that already has one.
+const SCHEMA_EXISTS: &str = "schema conflict: schema already exists";
+
 fn classify_conflict(body: &str) -> Conflict {
     let body = body.trim_start();
-    if body.starts_with("schema conflict: schema already exists") {
+    if body.starts_with(SCHEMA_EXISTS) {
         Conflict::SchemaExists
     } else if body.starts_with("schema conflict") {
         Conflict::Schema

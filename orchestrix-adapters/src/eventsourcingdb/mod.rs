@@ -18,6 +18,7 @@
 //! stand-in server written from the documented API, also runnable as the
 //! `esdb-test-server` binary.
 
+mod api;
 mod append_many;
 mod config;
 mod http;
@@ -26,6 +27,7 @@ mod store;
 pub mod test_server;
 mod wire;
 
+pub use api::ApiVersion;
 pub use config::{ApiToken, EsdbConfig, TOKEN_ENV, URL_ENV};
 pub use http::EsdbError;
 pub use store::EsdbStore;

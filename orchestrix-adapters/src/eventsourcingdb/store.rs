@@ -4,17 +4,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use futures_core::Stream;
-use futures_util::{stream, StreamExt};
+use futures_util::{stream, StreamExt, TryStreamExt};
 use orchestrix::store::{EventFilter, EventStream, ExpectedVersion, Snapshot, SnapshotStore, StreamAppend};
 use orchestrix::{EventSchema, EventSchemas, EventStore, NewEvent, RecordedEvent, StoreError, StreamId};
 use serde_json::value::RawValue;
 
+use super::api::{ApiVersion, Item, Op};
 use super::config::EsdbConfig;
 use super::http::{EsdbError, Http, Lines};
 use super::wire::{
-    self, Bound, EnvelopeIn, EnvelopeOut, EventCandidate, FromLatestEvent, Line, Precondition, ReadEvents, ReadOptions,
+    self, Bound, EnvelopeIn, EnvelopeOut, EventCandidate, FromLatestEvent, Precondition, ReadEvents, ReadOptions,
     SnapshotData, WireEvent, WriteEvents,
 };
 
@@ -56,33 +56,31 @@ pub(super) struct Latest {
 }
 
 impl EsdbStore {
-    /// Connects: pings `/api/v2/ping` and speaks v2 if it answers, else
-    /// v1; then pings and verifies the API token.
+    /// Connects: finds out the API version as the official client does
+    /// (`GET /api/v2/system/ping`: v2 if it answers as v2, v1 if it
+    /// answers 404 or 405), then pings and verifies the API token through
+    /// that version.
     pub async fn connect(config: EsdbConfig) -> Result<Self, StoreError> {
-        let v2 = Http::new(&config, "v2")?;
-        let api_version = match v2.get_json("ping").await {
-            Ok(answer) if is_type(&answer, "io.eventsourcingdb.api.ping-received") => "v2",
-            _ => "v1",
-        };
-        let store = Self::unchecked(config, api_version)?;
-        let ping = store.inner.http.get_json("ping").await?;
-        if !is_type(&ping, "io.eventsourcingdb.api.ping-received") {
-            return Err(
-                EsdbError::malformed("ping answer", "its type is not `io.eventsourcingdb.api.ping-received`").into()
-            );
-        }
+        let http = Http::new(&config, ApiVersion::V1)?;
+        let version = http.probe().await?;
+        let store = Self::with_http(config, http.with_version(version));
+        let ping = store.inner.http.call(Op::Ping, None::<&()>).await?;
+        version.check_ping(&ping)?;
         store.verify_api_token().await?;
         tracing::debug!(api = store.inner.http.api_url(), "connected to EventSourcingDB");
         Ok(store)
     }
 
-    /// A store that speaks `api_version` (`"v1"` or `"v2"`) without
-    /// contacting the server first.
-    pub fn unchecked(config: EsdbConfig, api_version: &str) -> Result<Self, StoreError> {
-        let http = Http::new(&config, api_version)?;
+    /// A store that speaks `version` without contacting the server first.
+    pub fn unchecked(config: EsdbConfig, version: ApiVersion) -> Result<Self, StoreError> {
+        let http = Http::new(&config, version)?;
+        Ok(Self::with_http(config, http))
+    }
+
+    fn with_http(config: EsdbConfig, http: Http) -> Self {
         let snapshot_type = wire::esdb_type(&config.type_prefix, "snapshot-taken", 1);
         let snapshots_deleted_type = wire::esdb_type(&config.type_prefix, "snapshots-deleted", 1);
-        Ok(Self { inner: Arc::new(Inner { http, config, snapshot_type, snapshots_deleted_type }) })
+        Self { inner: Arc::new(Inner { http, config, snapshot_type, snapshots_deleted_type }) }
     }
 
     /// The API base this store speaks, for example `http://host:3000/api/v1`.
@@ -90,12 +88,16 @@ impl EsdbStore {
         self.inner.http.api_url()
     }
 
+    /// The API version this store speaks.
+    pub fn api_version(&self) -> ApiVersion {
+        self.inner.http.version()
+    }
+
     /// Asks the server whether the token is valid.
     pub async fn verify_api_token(&self) -> Result<(), StoreError> {
-        let answer = self.inner.http.post("verify-api-token", &serde_json::json!({})).await?;
-        let answer: serde_json::Value =
-            serde_json::from_slice(&answer).map_err(|e| EsdbError::malformed("verify-api-token answer", e))?;
-        if is_type(&answer, "io.eventsourcingdb.api.api-token-verified") {
+        let version = self.api_version();
+        let answer = self.inner.http.call(Op::VerifyToken, version.verify_token_body().as_ref()).await?;
+        if version.token_verified(&answer)? {
             Ok(())
         } else {
             Err(EsdbError::Unauthorized.into())
@@ -107,28 +109,12 @@ impl EsdbStore {
         &self,
         query: &str,
     ) -> impl Stream<Item = Result<serde_json::Value, StoreError>> + Send + 'static {
-        let inner = Arc::clone(&self.inner);
         let body = serde_json::json!({ "query": query });
-        stream::once(
-            async move { inner.http.post_lines("run-eventql-query", &body, inner.config.request_timeout).await },
-        )
-        .flat_map(|lines| match lines {
-            Ok(lines) => lines.boxed(),
-            Err(error) => stream::once(async move { Err(error) }).boxed(),
-        })
-        .filter_map(|line| async move {
-            let line = match line {
-                Ok(line) => line,
-                Err(error) => return Some(Err(StoreError::from(error))),
-            };
-            match parse_line(&line) {
-                Ok(Some(("row", payload))) => {
-                    Some(serde_json::from_str(payload.get()).map_err(|e| EsdbError::malformed("EventQL row", e).into()))
-                }
-                Ok(Some(("error", payload))) => Some(Err(EsdbError::Stream(payload.get().to_owned()).into())),
-                Ok(_) => None,
-                Err(error) => Some(Err(error.into())),
+        finite(Arc::clone(&self.inner), Op::RunEventQlQuery, body).map(|item| match item? {
+            Item::Row(value) => {
+                serde_json::from_str(value.get()).map_err(|e| EsdbError::malformed("EventQL row", e).into())
             }
+            _ => Err(EsdbError::malformed("EventQL answer", "an item that is not a row").into()),
         })
     }
 
@@ -152,10 +138,20 @@ impl EsdbStore {
     ) -> Result<(), StoreError> {
         wire::validate_event_type(event_type)?;
         let esdb_type = wire::esdb_type(&self.inner.config.type_prefix, event_type, schema_version);
-        let body = serde_json::json!({ "eventType": esdb_type, "schema": schema });
-        match self.inner.http.post("register-event-schema", &body).await {
-            Ok(_) => Ok(()),
-            Err(EsdbError::Status { status: 409, .. }) => {
+        let version = self.api_version();
+        let body = version.event_type_body(&esdb_type, Some(schema));
+        let registered = match version {
+            // v1 answers with the management event, v2 streams it.
+            ApiVersion::V1 => self.inner.http.call(Op::RegisterEventSchema, Some(&body)).await.map(drop),
+            ApiVersion::V2 => {
+                finite(Arc::clone(&self.inner), Op::RegisterEventSchema, body)
+                    .try_for_each(|_| std::future::ready(Ok(())))
+                    .await
+            }
+        };
+        match registered {
+            Ok(()) => Ok(()),
+            Err(error) if error.is_schema_already_registered() => {
                 let registered = self.read_event_type_schema(&esdb_type).await?;
                 if registered.as_ref() == Some(schema) {
                     return Ok(());
@@ -217,9 +213,12 @@ impl EsdbStore {
 
     /// The schema the server holds for an EventSourcingDB event type, if any.
     async fn read_event_type_schema(&self, esdb_type: &str) -> Result<Option<serde_json::Value>, StoreError> {
-        let answer = self.inner.http.post("read-event-type", &serde_json::json!({ "eventType": esdb_type })).await?;
+        let version = self.api_version();
+        let body = version.event_type_body(esdb_type, None);
+        let answer = self.inner.http.call(Op::ReadEventType, Some(&body)).await?;
+        let answer = version.single_answer(&answer, "eventType")?;
         let answer: serde_json::Value =
-            serde_json::from_slice(&answer).map_err(|e| EsdbError::malformed("read-event-type answer", e))?;
+            serde_json::from_str(answer.get()).map_err(|e| EsdbError::malformed("read-event-type answer", e))?;
         Ok(answer.get("schema").filter(|s| !s.is_null()).cloned())
     }
 
@@ -228,7 +227,7 @@ impl EsdbStore {
             subject: subject.to_owned(),
             options: ReadOptions { recursive: false, order: Some("antichronological"), ..ReadOptions::default() },
         };
-        let mut events = Box::pin(read_raw(Arc::clone(&self.inner), "read-events", body));
+        let mut events = Box::pin(read_raw(Arc::clone(&self.inner), body));
         let Some(event) = events.next().await else { return Ok(None) };
         let event = event?;
         let envelope: EnvelopeIn = serde_json::from_str(event.data.get())
@@ -252,77 +251,94 @@ impl EsdbStore {
         self.inner.record(event)
     }
 
+    /// The body of a write, as this store's API version wants it.
+    pub(super) fn write_body<'a>(
+        &self,
+        events: Vec<EventCandidate<'a>>,
+        preconditions: Vec<Precondition<'a>>,
+    ) -> WriteEvents<'a> {
+        WriteEvents::new(self.api_version(), events, preconditions)
+    }
+
     async fn write(&self, body: &WriteEvents<'_>) -> Result<Vec<WireEvent>, EsdbError> {
-        let answer = self.inner.http.post("write-events", body).await?;
-        serde_json::from_slice(&answer).map_err(|e| EsdbError::malformed("write-events answer", e))
+        match self.api_version() {
+            // v1 answers with a JSON array of the events written.
+            ApiVersion::V1 => {
+                let answer = self.inner.http.call(Op::WriteEvents, Some(body)).await?;
+                serde_json::from_slice(&answer).map_err(|e| EsdbError::malformed("write-events answer", e))
+            }
+            // v2 streams them, then `end`; a failed precondition is an error item.
+            ApiVersion::V2 => {
+                let items = finite(Arc::clone(&self.inner), Op::WriteEvents, body);
+                items
+                    .and_then(|item| {
+                        std::future::ready(match item {
+                            Item::Event(event) => serde_json::from_str::<WireEvent>(event.get())
+                                .map_err(|e| EsdbError::malformed("write-events answer", e)),
+                            _ => Err(EsdbError::malformed("write-events answer", "an item that is not an event")),
+                        })
+                    })
+                    .try_collect()
+                    .await
+            }
+        }
     }
 }
 
-fn is_type(answer: &serde_json::Value, expected: &str) -> bool {
-    answer.get("type").and_then(serde_json::Value::as_str) == Some(expected)
-}
-
-/// Parses an NDJSON line into its type and payload.
-fn parse_line(line: &Bytes) -> Result<Option<(&str, Box<RawValue>)>, EsdbError> {
-    let parsed: Line = serde_json::from_slice(line).map_err(|e| {
-        EsdbError::malformed(
-            "stream line",
-            format!("{e} in {:?}", String::from_utf8_lossy(&line[..line.len().min(120)])),
-        )
-    })?;
-    let kind = match parsed.kind.as_str() {
-        "event" => "event",
-        "heartbeat" => return Ok(None),
-        "error" => "error",
-        "row" => "row",
-        other => return Err(EsdbError::malformed("stream line", format!("unknown line type `{other}`"))),
-    };
-    let payload = parsed.payload.ok_or_else(|| EsdbError::malformed("stream line", "a line without payload"))?;
-    Ok(Some((kind, payload)))
-}
-
-/// Streams the events of a `read-events` answer (heartbeats skipped, an
-/// `error` line or a broken line ends it with an error).
-fn read_raw(
+/// The data items (events, rows) of a finite streaming answer: heartbeats
+/// skipped; an `error` item ends it with its typed error; v2's `end` item
+/// ends it, and a v2 body that ends without one broke off (the error is
+/// transient).
+fn finite<'a, B: serde::Serialize + Send + Sync + 'a>(
     inner: Arc<Inner>,
-    endpoint: &'static str,
-    body: ReadEvents,
-) -> impl Stream<Item = Result<WireEvent, StoreError>> + Send + 'static {
-    enum State {
-        Start(Arc<Inner>, ReadEvents),
-        Reading(Lines),
+    op: Op,
+    body: B,
+) -> impl Stream<Item = Result<Item, EsdbError>> + Send + 'a {
+    enum State<B> {
+        Start(Arc<Inner>, B),
+        Reading(Lines, ApiVersion, String),
         Done,
     }
     stream::unfold(State::Start(inner, body), move |state| async move {
-        let mut lines = match state {
+        let (mut lines, version, url) = match state {
             State::Done => return None,
-            State::Reading(lines) => lines,
+            State::Reading(lines, version, url) => (lines, version, url),
             State::Start(inner, body) => {
-                match inner.http.post_lines(endpoint, &body, inner.config.request_timeout).await {
-                    Ok(lines) => lines,
-                    Err(error) => return Some((Err(error.into()), State::Done)),
+                let version = inner.http.version();
+                let url = format!("{}{}", inner.config.base_url(), version.route(op).1);
+                match inner.http.stream(op, &body, inner.config.request_timeout).await {
+                    Ok(lines) => (lines, version, url),
+                    Err(error) => return Some((Err(error), State::Done)),
                 }
             }
         };
         loop {
-            let line = match lines.next().await? {
-                Ok(line) => line,
-                Err(error) => return Some((Err(error.into()), State::Done)),
+            let line = match lines.next().await {
+                Some(Ok(line)) => line,
+                Some(Err(error)) => return Some((Err(error), State::Done)),
+                None if version.has_end_item() => {
+                    let reason = "the answer ended before its `end` item".to_owned();
+                    return Some((Err(EsdbError::Connection { url, reason }), State::Done));
+                }
+                None => return None,
             };
-            match parse_line(&line) {
-                Ok(None) => {}
-                Ok(Some(("event", payload))) => {
-                    return Some(match serde_json::from_str::<WireEvent>(payload.get()) {
-                        Ok(event) => (Ok(event), State::Reading(lines)),
-                        Err(e) => (Err(EsdbError::malformed("event", e).into()), State::Done),
-                    });
-                }
-                Ok(Some((_, payload))) => {
-                    return Some((Err(EsdbError::Stream(payload.get().to_owned()).into()), State::Done));
-                }
-                Err(error) => return Some((Err(error.into()), State::Done)),
+            match version.parse_item(&line) {
+                Ok(Item::Heartbeat) => {}
+                Ok(Item::End) => return None,
+                Ok(Item::Error(error)) | Err(error) => return Some((Err(error), State::Done)),
+                Ok(item) => return Some((Ok(item), State::Reading(lines, version, url))),
             }
         }
+    })
+}
+
+/// Streams the events of a `read-events` answer.
+fn read_raw(inner: Arc<Inner>, body: ReadEvents) -> impl Stream<Item = Result<WireEvent, StoreError>> + Send + 'static {
+    finite(inner, Op::ReadEvents, body).map(|item| match item? {
+        Item::Event(event) => {
+            serde_json::from_str::<WireEvent>(event.get()).map_err(|e| EsdbError::malformed("event", e).into())
+        }
+        _ => Err(EsdbError::malformed("read-events answer", "an item that is not an event").into()),
     })
 }
 
@@ -415,7 +431,7 @@ impl EventStore for EsdbStore {
                 None => Precondition::IsSubjectPristine { subject: &subject },
                 Some(l) => Precondition::IsSubjectOnEventId { subject: &subject, event_id: &l.id },
             };
-            let body = WriteEvents { events: candidates, preconditions: vec![precondition] };
+            let body = self.write_body(candidates, vec![precondition]);
             match self.write(&body).await {
                 Ok(written) => {
                     if written.len() != events.len() {
@@ -456,7 +472,7 @@ impl EventStore for EsdbStore {
         let inner = Arc::clone(&self.inner);
         let body = read_body(wire::stream_subject(stream), false, 0, None);
         let mut count = 0_u64;
-        read_raw(Arc::clone(&inner), "read-events", body)
+        read_raw(Arc::clone(&inner), body)
             .filter_map(move |event| {
                 let result = event.and_then(|event| {
                     count += 1;
@@ -491,7 +507,7 @@ impl EventStore for EsdbStore {
     fn read_all<'a>(&'a self, from_position: u64, filter: &'a EventFilter) -> EventStream<'a> {
         let inner = Arc::clone(&self.inner);
         let body = read_body("/".to_owned(), true, from_position, None);
-        read_raw(Arc::clone(&inner), "read-events", body)
+        read_raw(Arc::clone(&inner), body)
             .filter_map(move |event| {
                 let item = match event.and_then(|event| inner.record(event)) {
                     Ok(Some(record)) if filter.matches(&record.event_type) => Some(Ok(Arc::new(record))),
@@ -513,7 +529,7 @@ impl EventStore for EsdbStore {
 
     async fn head_position(&self) -> Result<Option<u64>, StoreError> {
         let body = read_body("/".to_owned(), true, 0, Some("antichronological"));
-        let mut events = Box::pin(read_raw(Arc::clone(&self.inner), "read-events", body));
+        let mut events = Box::pin(read_raw(Arc::clone(&self.inner), body));
         while let Some(event) = events.next().await {
             if let Some(record) = self.inner.record(event?)? {
                 return Ok(Some(record.global_position));
@@ -549,7 +565,7 @@ fn subscribe(
                     subject: "/".to_owned(),
                     options: ReadOptions { recursive: true, lower_bound, ..ReadOptions::default() },
                 };
-                match state.inner.http.post_lines("observe-events", &body, state.inner.config.heartbeat_timeout).await {
+                match state.inner.http.stream(Op::ObserveEvents, &body, state.inner.config.heartbeat_timeout).await {
                     Ok(lines) => state.lines = Some(lines),
                     Err(error) if error.is_transient() => {
                         tracing::warn!(%error, next_id = state.next_id, "observing EventSourcingDB failed; reconnecting");
@@ -574,15 +590,21 @@ fn subscribe(
                     continue;
                 }
             };
-            let event = match parse_line(&line) {
-                Ok(None) => {
+            let event = match state.inner.http.version().parse_item(&line) {
+                Ok(Item::Heartbeat) => {
                     state.failures = 0;
                     continue;
                 }
-                Ok(Some(("event", payload))) => serde_json::from_str::<WireEvent>(payload.get())
+                Ok(Item::End) => {
+                    tracing::warn!(next_id = state.next_id, "the server ended the observation; reconnecting");
+                    state.lines = None;
+                    state.failures += 1;
+                    continue;
+                }
+                Ok(Item::Event(payload)) => serde_json::from_str::<WireEvent>(payload.get())
                     .map_err(|e| StoreError::from(EsdbError::malformed("event", e))),
-                Ok(Some((_, payload))) => Err(EsdbError::Stream(payload.get().to_owned()).into()),
-                Err(error) => Err(error.into()),
+                Ok(Item::Row(_)) => Err(EsdbError::malformed("observe-events answer", "a row").into()),
+                Ok(Item::Error(error)) | Err(error) => Err(error.into()),
             };
             let record = event.and_then(|event| {
                 let id: u64 =
@@ -634,7 +656,7 @@ impl SnapshotStore for EsdbStore {
             traceparent: None,
             tracestate: None,
         };
-        self.write(&WriteEvents { events: vec![candidate], preconditions: Vec::new() }).await?;
+        self.write(&self.write_body(vec![candidate], Vec::new())).await?;
         Ok(())
     }
 
@@ -652,7 +674,7 @@ impl SnapshotStore for EsdbStore {
                 ..ReadOptions::default()
             },
         };
-        let mut events = Box::pin(read_raw(Arc::clone(&self.inner), "read-events", body));
+        let mut events = Box::pin(read_raw(Arc::clone(&self.inner), body));
         let mut best: Option<SnapshotData> = None;
         while let Some(event) = events.next().await {
             let event = event?;
@@ -701,7 +723,7 @@ impl SnapshotStore for EsdbStore {
             traceparent: None,
             tracestate: None,
         };
-        self.write(&WriteEvents { events: vec![candidate], preconditions: Vec::new() }).await?;
+        self.write(&self.write_body(vec![candidate], Vec::new())).await?;
         Ok(())
     }
 }

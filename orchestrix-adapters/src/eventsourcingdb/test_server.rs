@@ -1,46 +1,63 @@
 //! A stand-in EventSourcingDB written from its documented HTTP API, for
 //! tests and benchmarks where no real server can run.
 //!
-//! It keeps the log in memory and speaks API v1 (and, on request, the same
-//! endpoints under `/api/v2`): `ping`, `verify-api-token`, `write-events`
-//! with the preconditions `isSubjectPristine` and `isSubjectOnEventId`
-//! (409 when one fails), `read-events` (`recursive`, `order`,
+//! It keeps the log in memory and speaks API v1, API v2 or both
+//! ([`TestServerOptions::offer_v1`], [`TestServerOptions::offer_v2`]), each
+//! with the shapes the official client `eventsourcingdb` 4.0.6 reads:
+//!
+//! - v1: `/api/v1/ping`, `verify-api-token`, `write-events`, `read-events`,
+//!   `observe-events`, `register-event-schema`, `read-event-type`,
+//!   `read-subjects`, `run-eventql-query`; POST (GET for the ping); lines
+//!   `{"type", "payload"}`; refusals are statuses with the texts v1 uses
+//!   (409 `state conflict: precondition failed`, `schema conflict: ...`).
+//! - v2: `GET /api/v2/system/ping`, `POST /api/v2/system/verify-token`,
+//!   `POST /api/v2/data/write-events` and `register-event-schema`, and
+//!   `QUERY /api/v2/data/read-events`, `observe-events`, `read-event-type`,
+//!   `read-subjects`, `run-eventql-query`; every answer an envelope
+//!   `{"type", "data"}`, finite streams closed by an `end` item; refusals of
+//!   the domain are `error` items with a code at status 200
+//!   (`precondition-violated`, `event-schema-violated`, ...); preconditions
+//!   on subjects take `options.recursive`.
+//!
+//! A path of a version it does not offer answers 404, as a server without
+//! that version does; a path with the wrong method answers 405.
+//!
+//! Both versions: `write-events` with the preconditions
+//! `isSubjectPristine`, `isSubjectPopulated`, `isSubjectOnEventId` and
+//! `isEventQlQueryTrue`; `read-events` (`recursive`, `order`,
 //! `lowerBound`, `upperBound`, `fromLatestEvent`), `observe-events` (catch
-//! up, then live, with heartbeats), `register-event-schema` (schemas are
-//! enforced on every write, and checked against the events already
-//! stored), `read-event-type`, `read-subjects` and `run-eventql-query` (a
-//! subset of EventQL, see below), plus the precondition
-//! `isEventQlQueryTrue`. Every event carries the hash chain as the official
-//! client verifies it (`esdb:hash:v2:`, SHA-256 over the fields, each
-//! event's `predecessorhash` the hash of the one before). Every answer
-//! carries `Server: EventSourcingDB/...`; requests without the bearer
-//! token get 401. Conflicts answer 409 with the texts API v1 uses
-//! (`state conflict: precondition failed`, `schema conflict: ...`).
+//! up, then live, with heartbeats), schemas enforced on every write and
+//! checked against the events already stored. Every event carries the hash
+//! chain as the official client verifies it (`esdb:hash:v2:`, SHA-256 over
+//! the fields, each event's `predecessorhash` the hash of the one before).
+//! Every answer carries `Server: EventSourcingDB/...`; requests other than
+//! the ping without the bearer token get 401 (plain text, in both
+//! versions).
 //!
 //! EventQL: `FROM e IN events [WHERE ...] [ORDER BY e.field [ASC|DESC]]
 //! [SKIP n] [TOP n] PROJECT INTO [DISTINCT] ...` with comparisons, `AND`,
 //! `OR`, `NOT`, field access, records and `COUNT()`; anything else is
-//! refused with 400, never answered wrongly.
+//! refused (v1: 400; v2: an `error` item `query-malformed`), never
+//! answered wrongly.
 //!
 //! Known differences from the real server: EventQL is a subset; subject
-//! and type validation is looser; events are not signed; and it speaks the
-//! v1 API (its "v2" is the same endpoints under `/api/v2`, which is *not*
-//! the real v2 API).
+//! and type validation is looser; events are not signed; v2's operations
+//! beyond the ones above (`read-event-types`, management) are missing; the
+//! v2 error codes and texts it sends are the ones the official client
+//! knows, not checked against a real server.
 //!
 //! [`Faults`] make it misbehave on purpose: error statuses, delays, an
 //! observation that breaks off, garbage lines, a missing `Server` header.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
-use axum::body::Body;
 use axum::extract::State;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, MethodRouter};
 use axum::Router;
 use bytes::Bytes;
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -50,6 +67,9 @@ use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
+use super::api::ApiVersion;
+
+mod answers;
 mod eventql;
 
 /// The `Server` header the test server sends.
@@ -62,8 +82,23 @@ pub struct TestServerOptions {
     pub token: String,
     /// How often an observation sends a heartbeat line.
     pub heartbeat: Duration,
-    /// Whether `/api/v2/...` answers too (as v1 does).
+    /// Whether it offers API v1 (`/api/v1/...`).
+    pub offer_v1: bool,
+    /// Whether it offers API v2 (`/api/v2/system/...`, `/api/v2/data/...`).
     pub offer_v2: bool,
+}
+
+impl TestServerOptions {
+    /// The defaults, offering API v2 only.
+    pub fn v2_only() -> Self {
+        Self { offer_v1: false, offer_v2: true, ..Self::default() }
+    }
+
+    /// The defaults, offering both API versions (as EventSourcingDB does
+    /// since it has v2).
+    pub fn both() -> Self {
+        Self { offer_v1: true, offer_v2: true, ..Self::default() }
+    }
 }
 
 impl std::fmt::Debug for TestServerOptions {
@@ -71,6 +106,7 @@ impl std::fmt::Debug for TestServerOptions {
         f.debug_struct("TestServerOptions")
             .field("token", &"<redacted>")
             .field("heartbeat", &self.heartbeat)
+            .field("offer_v1", &self.offer_v1)
             .field("offer_v2", &self.offer_v2)
             .finish()
     }
@@ -78,7 +114,7 @@ impl std::fmt::Debug for TestServerOptions {
 
 impl Default for TestServerOptions {
     fn default() -> Self {
-        Self { token: "secret".to_owned(), heartbeat: Duration::from_secs(1), offer_v2: false }
+        Self { token: "secret".to_owned(), heartbeat: Duration::from_secs(1), offer_v1: true, offer_v2: false }
     }
 }
 
@@ -163,18 +199,37 @@ struct Shared {
     log: RwLock<Log>,
     head: watch::Sender<usize>,
     faults: Mutex<Faults>,
-    requests: Mutex<Vec<(String, String)>>,
+    requests: Mutex<Vec<RecordedRequest>>,
 }
 
 impl Shared {
-    fn record(&self, endpoint: &str, body: &Bytes) {
-        let body = String::from_utf8_lossy(body).into_owned();
-        self.requests.lock().unwrap_or_else(PoisonError::into_inner).push((endpoint.to_owned(), body));
+    fn record(&self, method: &str, path: &str, headers: &HeaderMap, body: &Bytes) {
+        let request = RecordedRequest {
+            method: method.to_owned(),
+            path: path.to_owned(),
+            with_token: headers.contains_key(header::AUTHORIZATION),
+            body: String::from_utf8_lossy(body).into_owned(),
+        };
+        self.requests.lock().unwrap_or_else(PoisonError::into_inner).push(request);
     }
 
     fn faults(&self) -> std::sync::MutexGuard<'_, Faults> {
         self.faults.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// A request the test server received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedRequest {
+    /// Its method, for example `QUERY`.
+    pub method: String,
+    /// Its path, for example `/api/v2/data/read-events`.
+    pub path: String,
+    /// Whether it carried an `Authorization` header (the token itself is
+    /// not kept).
+    pub with_token: bool,
+    /// Its body, as text.
+    pub body: String,
 }
 
 /// A running test server; it stops when dropped.
@@ -251,8 +306,18 @@ impl TestServer {
     }
 
     /// The bodies of the requests received so far, as `(endpoint, body)`
-    /// (for example `("write-events", "{...}")`), and forgets them.
+    /// (for example `("write-events", "{...}")`, the last segment of the
+    /// path, in both versions), and forgets them.
     pub fn take_requests(&self) -> Vec<(String, String)> {
+        self.take_http_requests()
+            .into_iter()
+            .map(|r| (r.path.rsplit('/').next().unwrap_or_default().to_owned(), r.body))
+            .collect()
+    }
+
+    /// The requests received so far, with their method and path, and
+    /// forgets them.
+    pub fn take_http_requests(&self) -> Vec<RecordedRequest> {
         std::mem::take(&mut *self.shared.requests.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
@@ -352,23 +417,67 @@ mod tls {
 }
 
 fn router(shared: Arc<Shared>) -> Router {
-    let api = Router::new()
-        .route("/ping", get(ping))
-        .route("/verify-api-token", post(verify_api_token))
-        .route("/write-events", post(write_events))
-        .route("/read-events", post(read_events))
-        .route("/observe-events", post(observe_events))
-        .route("/register-event-schema", post(register_event_schema))
-        .route("/read-event-type", post(read_event_type))
-        .route("/read-subjects", post(read_subjects))
-        .route("/run-eventql-query", post(run_eventql_query));
-    let mut app = Router::new().nest("/api/v1", api.clone());
-    if shared.options.offer_v2 {
-        app = app.nest("/api/v2", api);
+    use ApiVersion::{V1, V2};
+    let mut app = Router::new();
+    if shared.options.offer_v1 {
+        app = app
+            .route("/api/v1/ping", endpoint(V1, "GET", ping))
+            .route("/api/v1/verify-api-token", endpoint(V1, "POST", verify_api_token))
+            .route("/api/v1/write-events", endpoint(V1, "POST", write_events))
+            .route("/api/v1/read-events", endpoint(V1, "POST", read_events))
+            .route("/api/v1/observe-events", endpoint(V1, "POST", observe_events))
+            .route("/api/v1/register-event-schema", endpoint(V1, "POST", register_event_schema))
+            .route("/api/v1/read-event-type", endpoint(V1, "POST", read_event_type))
+            .route("/api/v1/read-subjects", endpoint(V1, "POST", read_subjects))
+            .route("/api/v1/run-eventql-query", endpoint(V1, "POST", run_eventql_query));
     }
-    app.fallback(|| async { (StatusCode::NOT_FOUND, "not found") })
+    if shared.options.offer_v2 {
+        app = app
+            .route("/api/v2/system/ping", endpoint(V2, "GET", ping))
+            .route("/api/v2/system/verify-token", endpoint(V2, "POST", verify_api_token))
+            .route("/api/v2/data/write-events", endpoint(V2, "POST", write_events))
+            .route("/api/v2/data/register-event-schema", endpoint(V2, "POST", register_event_schema))
+            .route("/api/v2/data/read-events", endpoint(V2, "QUERY", read_events))
+            .route("/api/v2/data/observe-events", endpoint(V2, "QUERY", observe_events))
+            .route("/api/v2/data/read-event-type", endpoint(V2, "QUERY", read_event_type))
+            .route("/api/v2/data/read-subjects", endpoint(V2, "QUERY", read_subjects))
+            .route("/api/v2/data/run-eventql-query", endpoint(V2, "QUERY", run_eventql_query));
+    }
+    // A path it does not offer: recorded too, so that tests see a probe.
+    let not_found = |State(shared): State<Arc<Shared>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes| async move {
+        shared.record(method.as_str(), uri.path(), &headers, &body);
+        (StatusCode::NOT_FOUND, "404 page not found\n")
+    };
+    app.fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(Arc::clone(&shared), server_header))
         .with_state(shared)
+}
+
+/// A request as a handler gets it.
+struct Call {
+    api: ApiVersion,
+    shared: Arc<Shared>,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+/// A route that answers `method` only (405 otherwise, as a server without
+/// the method does), records the request and hands it to `handler`.
+fn endpoint<F, Fut>(api: ApiVersion, method: &'static str, handler: F) -> MethodRouter<Arc<Shared>>
+where
+    F: Fn(Call) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Response> + Send + 'static,
+{
+    any(move |State(shared): State<Arc<Shared>>, request_method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+        let handler = handler.clone();
+        async move {
+            if request_method.as_str() != method {
+                return (StatusCode::METHOD_NOT_ALLOWED, "method not allowed").into_response();
+            }
+            shared.record(request_method.as_str(), uri.path(), &headers, &body);
+            handler(Call { api, shared, headers, body }).await
+        }
+    })
 }
 
 async fn server_header(
@@ -416,8 +525,8 @@ fn bad_request(message: impl Into<String>) -> Response {
     (StatusCode::BAD_REQUEST, message.into()).into_response()
 }
 
-fn management(subject: &str, event_type: &str) -> Response {
-    axum::Json(serde_json::json!({
+fn management(subject: &str, event_type: &str) -> serde_json::Value {
+    serde_json::json!({
         "specversion": "1.0",
         "id": "0",
         "time": Utc::now().to_rfc3339_opts(SecondsFormat::Nanos, true),
@@ -426,19 +535,26 @@ fn management(subject: &str, event_type: &str) -> Response {
         "type": event_type,
         "datacontenttype": "application/json",
         "data": {},
-    }))
-    .into_response()
+    })
 }
 
-async fn ping() -> Response {
-    management("/api/v1/ping", "io.eventsourcingdb.api.ping-received")
+async fn ping(call: Call) -> Response {
+    let subject = match call.api {
+        ApiVersion::V1 => "/api/v1/ping",
+        ApiVersion::V2 => "/api/v2/system/ping",
+    };
+    answers::single(call.api, "event", &management(subject, "io.eventsourcingdb.api.ping-received"))
 }
 
-async fn verify_api_token(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
-    if !authorized(&shared, &headers) {
+async fn verify_api_token(call: Call) -> Response {
+    if !authorized(&call.shared, &call.headers) {
         return unauthorized();
     }
-    management("/api/v1/verify-api-token", "io.eventsourcingdb.api.api-token-verified")
+    let event = match call.api {
+        ApiVersion::V1 => management("/api/v1/verify-api-token", "io.eventsourcingdb.api.api-token-verified"),
+        ApiVersion::V2 => management("/api/v2/system/verify-token", "io.eventsourcingdb.api.token-verified"),
+    };
+    answers::single(call.api, "event", &event)
 }
 
 #[derive(Deserialize)]
@@ -454,18 +570,34 @@ struct Candidate {
     tracestate: Option<String>,
 }
 
+#[derive(Deserialize, Default)]
+struct PreconditionOptions {
+    #[serde(default)]
+    recursive: bool,
+}
+
 #[derive(Deserialize)]
 #[serde(tag = "type", content = "payload")]
 enum Precondition {
     #[serde(rename = "isSubjectPristine")]
-    Pristine { subject: String },
+    Pristine {
+        subject: String,
+        #[serde(default)]
+        options: PreconditionOptions,
+    },
     #[serde(rename = "isSubjectPopulated")]
-    Populated { subject: String },
+    Populated {
+        subject: String,
+        #[serde(default)]
+        options: PreconditionOptions,
+    },
     #[serde(rename = "isSubjectOnEventId")]
     OnEventId {
         subject: String,
         #[serde(rename = "eventId")]
         event_id: String,
+        #[serde(default)]
+        options: PreconditionOptions,
     },
     #[serde(rename = "isEventQlQueryTrue")]
     EventQlQueryTrue { query: String },
@@ -544,8 +676,44 @@ fn eventql_holds(log: &Log, query: &str) -> Result<bool, String> {
     }
 }
 
-async fn write_events(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
-    shared.record("write-events", &body);
+/// The last event of `subject` (with `recursive`, of it and every subject
+/// below it).
+fn latest_event<'a>(log: &'a Log, subject: &str, recursive: bool) -> Option<&'a StoredEvent> {
+    if recursive {
+        log.events.iter().rev().find(|e| matches_subject(subject, &e.subject, true)).map(|e| &**e)
+    } else {
+        log.subjects.get(subject).and_then(|s| s.last()).map(|&i| &*log.events[i])
+    }
+}
+
+/// Whether a precondition holds; `Err` is a refusal to answer.
+fn holds(api: ApiVersion, log: &Log, precondition: &Precondition) -> Result<bool, Box<Response>> {
+    let recursive = match precondition {
+        Precondition::Pristine { options, .. }
+        | Precondition::Populated { options, .. }
+        | Precondition::OnEventId { options, .. } => options.recursive,
+        Precondition::EventQlQueryTrue { .. } => false,
+    };
+    if recursive && api == ApiVersion::V1 {
+        return Err(Box::new(bad_request("recursive preconditions need API v2")));
+    }
+    Ok(match precondition {
+        Precondition::Pristine { subject, .. } => latest_event(log, subject, recursive).is_none(),
+        Precondition::Populated { subject, .. } => latest_event(log, subject, recursive).is_some(),
+        Precondition::OnEventId { subject, event_id, .. } => {
+            latest_event(log, subject, recursive).is_some_and(|e| e.id == *event_id)
+        }
+        Precondition::EventQlQueryTrue { query } => match eventql_holds(log, query) {
+            Ok(holds) => holds,
+            Err(message) => {
+                return Err(Box::new(answers::refuse(api, StatusCode::BAD_REQUEST, message, "query-unevaluable")));
+            }
+        },
+    })
+}
+
+async fn write_events(call: Call) -> Response {
+    let Call { api, shared, headers, body } = call;
     if !authorized(&shared, &headers) {
         return unauthorized();
     }
@@ -570,31 +738,22 @@ async fn write_events(State(shared): State<Arc<Shared>>, headers: HeaderMap, bod
     let written = {
         let mut log = shared.log.write().unwrap_or_else(PoisonError::into_inner);
         for precondition in &body.preconditions {
-            let holds = match precondition {
-                Precondition::Pristine { subject } => log.subjects.get(subject).is_none_or(Vec::is_empty),
-                Precondition::Populated { subject } => log.subjects.get(subject).is_some_and(|s| !s.is_empty()),
-                Precondition::OnEventId { subject, event_id } => {
-                    log.subjects.get(subject).and_then(|s| s.last()).is_some_and(|&i| log.events[i].id == *event_id)
+            match holds(api, &log, precondition) {
+                Ok(true) => {}
+                Ok(false) => {
+                    let text = "state conflict: precondition failed".to_owned();
+                    return answers::refuse(api, StatusCode::CONFLICT, text, "precondition-violated");
                 }
-                Precondition::EventQlQueryTrue { query } => match eventql_holds(&log, query) {
-                    Ok(holds) => holds,
-                    Err(message) => return bad_request(message),
-                },
-            };
-            if !holds {
-                return (StatusCode::CONFLICT, "state conflict: precondition failed").into_response();
+                Err(refusal) => return *refusal,
             }
         }
         for candidate in &body.events {
             if let Some(violation) = log.schemas.get(&candidate.event_type).and_then(|s| s.violation(&candidate.data)) {
-                return (
-                    StatusCode::CONFLICT,
-                    format!(
-                        "schema conflict: event candidate does not match schema of {}: {violation}",
-                        candidate.event_type
-                    ),
-                )
-                    .into_response();
+                let text = format!(
+                    "schema conflict: event candidate does not match schema of {}: {violation}",
+                    candidate.event_type
+                );
+                return answers::refuse(api, StatusCode::CONFLICT, text, "event-schema-violated");
             }
         }
         let time = rfc3339_trimmed(Utc::now());
@@ -626,7 +785,10 @@ async fn write_events(State(shared): State<Arc<Shared>>, headers: HeaderMap, bod
         shared.head.send_replace(log.events.len());
         written
     };
-    axum::Json(written).into_response()
+    match api {
+        ApiVersion::V1 => axum::Json(written).into_response(),
+        ApiVersion::V2 => answers::finite(api, written.iter().map(|e| answers::event_line(api, e)).collect()),
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -700,27 +862,8 @@ fn start_index(log: &Log, options: &OptionsIn) -> Result<Option<usize>, String> 
     Ok(Some(start))
 }
 
-fn event_line(event: &StoredEvent) -> Bytes {
-    #[derive(Serialize)]
-    struct EventLine<'a> {
-        #[serde(rename = "type")]
-        kind: &'static str,
-        payload: &'a StoredEvent,
-    }
-    let mut line = serde_json::to_vec(&EventLine { kind: "event", payload: event }).expect("events serialize");
-    line.push(b'\n');
-    Bytes::from(line)
-}
-
-fn ndjson(lines: Vec<Bytes>) -> Response {
-    Response::builder()
-        .header(header::CONTENT_TYPE, "application/x-ndjson")
-        .body(Body::from_stream(stream::iter(lines.into_iter().map(Ok::<_, Infallible>))))
-        .expect("a valid response")
-}
-
-async fn read_events(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
-    shared.record("read-events", &body);
+async fn read_events(call: Call) -> Response {
+    let Call { api, shared, headers, body } = call;
     if !authorized(&shared, &headers) {
         return unauthorized();
     }
@@ -735,7 +878,7 @@ async fn read_events(State(shared): State<Arc<Shared>>, headers: HeaderMap, body
         let log = shared.log.read().unwrap_or_else(PoisonError::into_inner);
         let start = match start_index(&log, &body.options) {
             Ok(Some(start)) => start,
-            Ok(None) => return ndjson(Vec::new()),
+            Ok(None) => return answers::finite(api, Vec::new()),
             Err(message) => return bad_request(message),
         };
         let mut end = log.events.len();
@@ -750,13 +893,17 @@ async fn read_events(State(shared): State<Arc<Shared>>, headers: HeaderMap, body
                 .unwrap_or_default()
                 .iter()
                 .filter(|e| matches_subject(&body.subject, &e.subject, true))
-                .map(|e| event_line(e))
+                .map(|e| answers::event_line(api, e))
                 .collect()
         } else {
             log.subjects
                 .get(&body.subject)
                 .map(|indexes| {
-                    indexes.iter().filter(|&&i| i >= start && i < end).map(|&i| event_line(&log.events[i])).collect()
+                    indexes
+                        .iter()
+                        .filter(|&&i| i >= start && i < end)
+                        .map(|&i| answers::event_line(api, &log.events[i]))
+                        .collect()
                 })
                 .unwrap_or_default()
         };
@@ -767,15 +914,16 @@ async fn read_events(State(shared): State<Arc<Shared>>, headers: HeaderMap, body
         }
         selected
     };
-    ndjson(lines)
+    answers::finite(api, lines)
 }
 
-async fn observe_events(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn observe_events(call: Call) -> Response {
     enum Step {
         Line(Bytes),
         Break,
     }
     struct Observation {
+        api: ApiVersion,
         shared: Arc<Shared>,
         head: watch::Receiver<usize>,
         subject: String,
@@ -786,7 +934,7 @@ async fn observe_events(State(shared): State<Arc<Shared>>, headers: HeaderMap, b
         garbage_after: Option<usize>,
         pending: std::collections::VecDeque<Step>,
     }
-    shared.record("observe-events", &body);
+    let Call { api, shared, headers, body } = call;
     if !authorized(&shared, &headers) {
         return unauthorized();
     }
@@ -809,6 +957,7 @@ async fn observe_events(State(shared): State<Arc<Shared>>, headers: HeaderMap, b
         (faults.break_observe_after.take(), faults.garbage_after.take())
     };
     let observation = Observation {
+        api,
         head: shared.head.subscribe(),
         shared,
         subject: body.subject,
@@ -837,17 +986,16 @@ async fn observe_events(State(shared): State<Arc<Shared>>, headers: HeaderMap, b
                         continue;
                     }
                     if o.break_after == Some(o.sent) {
-                        let line = event_line(event);
+                        let line = answers::event_line(o.api, event);
                         o.pending.push_back(Step::Line(line.slice(..line.len() / 2)));
                         o.pending.push_back(Step::Break);
                         break;
                     }
                     if o.garbage_after == Some(o.sent) {
                         o.garbage_after = None;
-                        o.pending
-                            .push_back(Step::Line(Bytes::from_static(b"{\"type\":\"event\",\"payload\":{not json\n")));
+                        o.pending.push_back(Step::Line(answers::garbage(o.api)));
                     }
-                    o.pending.push_back(Step::Line(event_line(event)));
+                    o.pending.push_back(Step::Line(answers::event_line(o.api, event)));
                     o.sent += 1;
                 }
             }
@@ -858,92 +1006,119 @@ async fn observe_events(State(shared): State<Arc<Shared>>, headers: HeaderMap, b
             tokio::select! {
                 changed = o.head.changed() => if changed.is_err() { return None },
                 () = tokio::time::sleep(heartbeat) => {
-                    return Some((Ok(Bytes::from_static(b"{\"type\":\"heartbeat\",\"payload\":{}}\n")), o));
+                    return Some((Ok(answers::heartbeat(o.api)), o));
                 }
             }
         }
     });
-    Response::builder()
-        .header(header::CONTENT_TYPE, "application/x-ndjson")
-        .body(Body::from_stream(body))
-        .expect("a valid response")
+    answers::ndjson_stream(body)
 }
 
-async fn register_event_schema(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
-    #[derive(Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Body {
-        event_type: String,
-        schema: serde_json::Value,
+/// The type an event-type body names: `eventType` in v1, `type` in v2.
+#[derive(Deserialize)]
+struct EventTypeBody {
+    #[serde(rename = "eventType", default)]
+    v1: Option<String>,
+    #[serde(rename = "type", default)]
+    v2: Option<String>,
+    #[serde(default)]
+    schema: Option<serde_json::Value>,
+}
+
+impl EventTypeBody {
+    fn parse(api: ApiVersion, body: &[u8]) -> Result<(String, Option<serde_json::Value>), Box<Response>> {
+        let body: Self =
+            serde_json::from_slice(body).map_err(|e| Box::new(bad_request(format!("invalid request body: {e}"))))?;
+        let (name, event_type) = match api {
+            ApiVersion::V1 => ("eventType", body.v1),
+            ApiVersion::V2 => ("type", body.v2),
+        };
+        let event_type =
+            event_type.ok_or_else(|| Box::new(bad_request(format!("invalid request body: missing `{name}`"))))?;
+        Ok((event_type, body.schema))
     }
-    shared.record("register-event-schema", &body);
+}
+
+async fn register_event_schema(call: Call) -> Response {
+    let Call { api, shared, headers, body } = call;
     if !authorized(&shared, &headers) {
         return unauthorized();
     }
-    let body: Body = match serde_json::from_slice(&body) {
-        Ok(body) => body,
-        Err(e) => return bad_request(format!("invalid request body: {e}")),
+    let (event_type, schema) = match EventTypeBody::parse(api, &body) {
+        Ok(parsed) => parsed,
+        Err(refusal) => return *refusal,
     };
-    if !valid_type(&body.event_type) {
-        return bad_request(format!("invalid event type {:?}", body.event_type));
+    let Some(schema) = schema else { return bad_request("invalid request body: missing `schema`") };
+    if !valid_type(&event_type) {
+        return bad_request(format!("invalid event type {event_type:?}"));
     }
-    if !body.schema.is_object() {
+    if !schema.is_object() {
         return bad_request("schema must be a JSON object");
     }
-    if let Err(e) = jsonschema::meta::validate(&body.schema) {
+    if let Err(e) = jsonschema::meta::validate(&schema) {
         return bad_request(format!("schema is not a valid JSON schema: {e}"));
     }
-    let validator = match jsonschema::validator_for(&body.schema) {
+    let validator = match jsonschema::validator_for(&schema) {
         Ok(validator) => validator,
         Err(e) => return bad_request(format!("schema is not a valid JSON schema: {e}")),
     };
-    let schema = Schema { json: body.schema, validator };
+    let schema = Schema { json: schema, validator };
     let mut log = shared.log.write().unwrap_or_else(PoisonError::into_inner);
-    if log.schemas.contains_key(&body.event_type) {
-        return (StatusCode::CONFLICT, "schema conflict: schema already exists").into_response();
+    if log.schemas.contains_key(&event_type) {
+        let text = "schema conflict: schema already exists".to_owned();
+        return answers::refuse(api, StatusCode::CONFLICT, text, "event-schema-already-registered");
     }
-    let violating = log.events.iter().find(|e| e.event_type == body.event_type && schema.violation(&e.data).is_some());
+    let violating = log.events.iter().find(|e| e.event_type == event_type && schema.violation(&e.data).is_some());
     if let Some(event) = violating {
-        return (StatusCode::CONFLICT, format!("schema conflict: event with ID {} does not match schema", event.id))
-            .into_response();
+        let text = format!("schema conflict: event with ID {} does not match schema", event.id);
+        return answers::refuse(api, StatusCode::CONFLICT, text, "event-schema-violated");
     }
-    log.schemas.insert(body.event_type, schema);
-    management("/api/v1/register-event-schema", "io.eventsourcingdb.api.event-schema-registered")
+    log.schemas.insert(event_type, schema);
+    let registered = "io.eventsourcingdb.api.event-schema-registered";
+    match api {
+        ApiVersion::V1 => answers::single(api, "event", &management("/api/v1/register-event-schema", registered)),
+        ApiVersion::V2 => {
+            let event = management("/api/v2/data/register-event-schema", registered);
+            answers::finite(api, vec![answers::item(api, "event", &event)])
+        }
+    }
 }
 
-async fn read_event_type(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
-    #[derive(Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Body {
-        event_type: String,
-    }
+async fn read_event_type(call: Call) -> Response {
+    let Call { api, shared, headers, body } = call;
     if !authorized(&shared, &headers) {
         return unauthorized();
     }
-    let body: Body = match serde_json::from_slice(&body) {
-        Ok(body) => body,
-        Err(e) => return bad_request(format!("invalid request body: {e}")),
+    let event_type = match EventTypeBody::parse(api, &body) {
+        Ok((event_type, _)) => event_type,
+        Err(refusal) => return *refusal,
     };
     let log = shared.log.read().unwrap_or_else(PoisonError::into_inner);
-    let has_events = log.events.iter().any(|e| e.event_type == body.event_type);
-    let schema = log.schemas.get(&body.event_type).map(|s| s.json.clone());
+    let has_events = log.events.iter().any(|e| e.event_type == event_type);
+    let schema = log.schemas.get(&event_type).map(|s| s.json.clone());
     if !has_events && schema.is_none() {
-        return (StatusCode::NOT_FOUND, "event type not found").into_response();
+        let text = format!("event type '{event_type}' not found");
+        return answers::refuse(api, StatusCode::NOT_FOUND, text, "event-type-unknown");
     }
-    axum::Json(serde_json::json!({
-        "eventType": body.event_type,
-        "isPhantom": !has_events,
-        "schema": schema,
-    }))
-    .into_response()
+    let answer = match api {
+        ApiVersion::V1 => serde_json::json!({ "eventType": event_type, "isPhantom": !has_events, "schema": schema }),
+        ApiVersion::V2 => serde_json::json!({ "type": event_type, "hasEvents": has_events, "schema": schema }),
+    };
+    answers::single(api, "eventType", &answer)
 }
 
-async fn read_subjects(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn read_subjects(call: Call) -> Response {
     #[derive(Deserialize)]
     #[serde(rename_all = "camelCase")]
     struct Body {
-        base_subject: String,
+        #[serde(default)]
+        base_subject: Option<String>,
+        #[serde(default)]
+        subject: Option<String>,
+        #[serde(default)]
+        options: Option<PreconditionOptions>,
     }
+    let Call { api, shared, headers, body } = call;
     if !authorized(&shared, &headers) {
         return unauthorized();
     }
@@ -951,28 +1126,27 @@ async fn read_subjects(State(shared): State<Arc<Shared>>, headers: HeaderMap, bo
         Ok(body) => body,
         Err(e) => return bad_request(format!("invalid request body: {e}")),
     };
+    // v1 names the subject `baseSubject` and always reads recursively; v2
+    // names it `subject` and takes `options.recursive`.
+    let (subject, recursive) = match api {
+        ApiVersion::V1 => (body.base_subject, true),
+        ApiVersion::V2 => (body.subject, body.options.is_some_and(|o| o.recursive)),
+    };
+    let Some(subject) = subject else { return bad_request("invalid request body: missing the subject") };
     let log = shared.log.read().unwrap_or_else(PoisonError::into_inner);
-    let mut subjects: Vec<&String> =
-        log.subjects.keys().filter(|s| matches_subject(&body.base_subject, s, true)).collect();
+    let mut subjects: Vec<&String> = log.subjects.keys().filter(|s| matches_subject(&subject, s, recursive)).collect();
     subjects.sort();
-    let lines = subjects
-        .into_iter()
-        .map(|subject| {
-            let mut line = serde_json::to_vec(&serde_json::json!({"type": "subject", "payload": {"subject": subject}}))
-                .expect("subjects serialize");
-            line.push(b'\n');
-            Bytes::from(line)
-        })
-        .collect();
-    ndjson(lines)
+    let lines =
+        subjects.into_iter().map(|subject| answers::item(api, "subject", &serde_json::json!({ "subject": subject })));
+    answers::finite(api, lines.collect())
 }
 
-async fn run_eventql_query(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn run_eventql_query(call: Call) -> Response {
     #[derive(Deserialize)]
     struct Body {
         query: String,
     }
-    shared.record("run-eventql-query", &body);
+    let Call { api, shared, headers, body } = call;
     if !authorized(&shared, &headers) {
         return unauthorized();
     }
@@ -982,25 +1156,20 @@ async fn run_eventql_query(State(shared): State<Arc<Shared>>, headers: HeaderMap
     };
     let query = match eventql::parse(&body.query) {
         Ok(query) => query,
-        Err(e) => return bad_request(e.to_string()),
+        Err(e) => return answers::refuse(api, StatusCode::BAD_REQUEST, e.to_string(), "query-malformed"),
     };
     let rows = {
         let log = shared.log.read().unwrap_or_else(PoisonError::into_inner);
         match eventql::run(&query, log.eventql_rows()) {
             Ok(rows) => rows,
-            Err(e) => return bad_request(e.to_string()),
+            Err(e) => return answers::refuse(api, StatusCode::BAD_REQUEST, e.to_string(), "query-unevaluable"),
         }
     };
-    let lines = rows
-        .into_iter()
-        .map(|row| {
-            let mut line =
-                serde_json::to_vec(&serde_json::json!({"type": "row", "payload": row})).expect("rows serialize");
-            line.push(b'\n');
-            Bytes::from(line)
-        })
-        .collect();
-    ndjson(lines)
+    let lines = rows.into_iter().map(|row| match api {
+        ApiVersion::V1 => answers::item(api, "row", &row),
+        ApiVersion::V2 => answers::item(api, "row", &serde_json::json!({ "value": row })),
+    });
+    answers::finite(api, lines.collect())
 }
 
 /// Parses the time the server stored, for tests that compare.

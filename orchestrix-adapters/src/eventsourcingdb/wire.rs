@@ -8,6 +8,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
+use super::api::ApiVersion;
+
 /// The last segment of the subject that holds a stream's snapshots.
 pub(crate) const SNAPSHOT_SEGMENT: &str = "snapshots";
 
@@ -46,7 +48,22 @@ pub(crate) enum Precondition<'a> {
 #[derive(Debug, Serialize)]
 pub(crate) struct WriteEvents<'a> {
     pub(crate) events: Vec<EventCandidate<'a>>,
-    pub(crate) preconditions: Vec<Precondition<'a>>,
+    /// `None` leaves the field out: API v2 writes without preconditions
+    /// that way, API v1 always sends the list.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) preconditions: Option<Vec<Precondition<'a>>>,
+}
+
+impl<'a> WriteEvents<'a> {
+    /// The body for `version`.
+    pub(crate) fn new(
+        version: ApiVersion,
+        events: Vec<EventCandidate<'a>>,
+        preconditions: Vec<Precondition<'a>>,
+    ) -> Self {
+        let preconditions = (version == ApiVersion::V1 || !preconditions.is_empty()).then_some(preconditions);
+        Self { events, preconditions }
+    }
 }
 
 /// A bound of a read, by event id.
@@ -91,15 +108,6 @@ pub(crate) struct ReadOptions {
 pub(crate) struct ReadEvents {
     pub(crate) subject: String,
     pub(crate) options: ReadOptions,
-}
-
-/// One NDJSON line of a streaming answer.
-#[derive(Debug, Deserialize)]
-pub(crate) struct Line {
-    #[serde(rename = "type")]
-    pub(crate) kind: String,
-    #[serde(default)]
-    pub(crate) payload: Option<Box<RawValue>>,
 }
 
 /// An event as the server returns it (a CloudEvent plus the server's
