@@ -247,3 +247,26 @@ async fn an_unreachable_server_is_unavailable(options: TestServerOptions) {
     let error = EsdbStore::connect(EsdbConfig::new(url, TOKEN)).await.unwrap_err();
     assert!(matches!(error, StoreError::Unavailable(_)), "{error:?}");
 }
+
+/// A v2 answer that ends before its `end` item broke off: a read to the
+/// end of it ends with a transient error, not a shorter answer taken for
+/// complete (v1 has no end item, so there the end of the body is the end
+/// of the answer). Reads that stop at the first event (the last version
+/// of a stream) do not wait for the end.
+#[tokio::test]
+async fn a_v2_answer_without_its_end_item_is_unavailable_not_short() {
+    let server = server(TestServerOptions::v2_only()).await;
+    let store = EsdbStore::connect(config(&server)).await.unwrap();
+    fill(&store, 3).await;
+    server.set_faults(Faults { no_end_item: true, ..Faults::default() });
+    let stream = StreamId::new("Account", "1").unwrap();
+    let read: Vec<_> = store.read_stream(&stream, 1).collect().await;
+    assert_eq!(read.len(), 4, "three events, then the error: {read:?}");
+    assert!(read[..3].iter().all(Result::is_ok), "{read:?}");
+    let error = read[3].as_ref().unwrap_err();
+    assert!(matches!(error, StoreError::Unavailable(_)), "{error:?}");
+    assert!(error.to_string().contains("ended before its `end` item"), "{error}");
+    server.set_faults(Faults::default());
+    let read: Vec<_> = store.read_stream(&stream, 1).collect().await;
+    assert!(read.len() == 3 && read.iter().all(Result::is_ok), "{read:?}");
+}

@@ -2,16 +2,47 @@
 //! `ORCHESTRIX_ESDB_URL` and `ORCHESTRIX_ESDB_TOKEN` are set; otherwise the
 //! test prints that it was skipped and passes.
 //!
-//! The conformance checks expect an empty store, so point it at a fresh
-//! server. The schema and EventQL check uses a type prefix of its own
-//! per run, so it also runs on a used server.
+//! The adapter speaks the API version it finds (v2 where the server offers
+//! it, else v1) and prints it. `ORCHESTRIX_ESDB_API=v1` (or `v2`) makes it
+//! speak that version instead, to run the checks through v1 on a server
+//! that offers both.
+//!
+//! The conformance checks expect an empty store: each gets a type prefix
+//! of its own, which the adapter reads alone, so they also run on a used
+//! server. So does the schema and EventQL check.
 
 #![cfg(feature = "eventsourcingdb")]
 
 use futures_util::TryStreamExt;
 use orchestrix::prelude::*;
 use orchestrix::{EventStore, ExpectedVersion, NewEvent, StoreError, StreamId};
-use orchestrix_adapters::eventsourcingdb::{EsdbConfig, EsdbError, EsdbStore, TOKEN_ENV, URL_ENV};
+use orchestrix_adapters::eventsourcingdb::{ApiVersion, EsdbConfig, EsdbError, EsdbStore, TOKEN_ENV, URL_ENV};
+
+/// The variable that makes the tests speak one API version.
+const API_ENV: &str = "ORCHESTRIX_ESDB_API";
+
+/// A store on the real server: connected (so the version is probed and the
+/// token verified), then speaking the version `ORCHESTRIX_ESDB_API` names,
+/// if it names one.
+async fn store(config: EsdbConfig) -> EsdbStore {
+    let store = EsdbStore::connect(config.clone()).await.unwrap();
+    let forced = match std::env::var(API_ENV).as_deref() {
+        Ok("v1") => Some(ApiVersion::V1),
+        Ok("v2") => Some(ApiVersion::V2),
+        Ok(other) => panic!("{API_ENV} is {other:?}; set it to `v1` or `v2`, or unset it"),
+        Err(_) => None,
+    };
+    let store = match forced {
+        Some(version) => {
+            let forced = EsdbStore::unchecked(config, version).unwrap();
+            forced.verify_api_token().await.unwrap();
+            forced
+        }
+        None => store,
+    };
+    eprintln!("speaking EventSourcingDB API {:?} at {}", store.api_version(), store.api_url());
+    store
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_against_a_real_server() {
@@ -19,20 +50,16 @@ async fn conformance_against_a_real_server() {
         eprintln!("skipped: set {URL_ENV} and {TOKEN_ENV} to run against a real EventSourcingDB");
         return;
     }
-    let config = EsdbConfig::from_env().unwrap();
-    let store = EsdbStore::connect(config.clone()).await.unwrap();
-    // One server for every check: the checks that look at the whole log
-    // (head position, read_all from 0) need it to be fresh.
-    orchestrix::testing::conformance::event_store(|| {
-        let store = store.clone();
-        async move { store }
-    })
-    .await;
-    orchestrix::testing::conformance::snapshot_store(|| {
-        let store = store.clone();
-        async move { store }
-    })
-    .await;
+    // A real server cannot be emptied between the checks, so each check
+    // gets a store with a type prefix of its own: the adapter reads only
+    // events of its prefix, so every check starts on what looks like an
+    // empty store, also on a server that was used before.
+    let fresh = || async {
+        let prefix = format!("io.orchestrix.check{}", uuid::Uuid::now_v7().simple());
+        store(EsdbConfig::from_env().unwrap().with_type_prefix(prefix)).await
+    };
+    orchestrix::testing::conformance::event_store(fresh).await;
+    orchestrix::testing::conformance::snapshot_store(fresh).await;
 }
 
 #[event(schema)]
@@ -44,8 +71,9 @@ enum ProbeEvent {
 
 /// The assumptions ADR 12 lists about schemas and EventQL: a real server
 /// accepts schemars' schemas, gives them back unchanged (so registering
-/// twice succeeds), refuses data that violates them with a 409 the adapter
-/// recognises, and answers a simple EventQL query.
+/// twice succeeds), refuses data that violates them with an error the adapter
+/// recognises (v1: a 409; v2: the error `event-schema-violated`), and
+/// answers a simple EventQL query.
 #[tokio::test]
 async fn schemas_and_eventql_against_a_real_server() {
     if std::env::var(URL_ENV).is_err() || std::env::var(TOKEN_ENV).is_err() {
@@ -53,7 +81,7 @@ async fn schemas_and_eventql_against_a_real_server() {
         return;
     }
     let prefix = format!("io.orchestrix.probe{}", uuid::Uuid::now_v7().simple());
-    let store = EsdbStore::connect(EsdbConfig::from_env().unwrap().with_type_prefix(prefix.clone())).await.unwrap();
+    let store = store(EsdbConfig::from_env().unwrap().with_type_prefix(prefix.clone())).await;
     store.register_event_schemas::<ProbeEvent>().await.unwrap();
     store.register_event_schemas::<ProbeEvent>().await.unwrap();
 

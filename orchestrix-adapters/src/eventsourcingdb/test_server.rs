@@ -132,6 +132,9 @@ pub struct Faults {
     pub garbage_after: Option<usize>,
     /// Leave out the `Server` header.
     pub no_server_header: bool,
+    /// Leave out the `end` item of v2 `read-events` answers, as if the
+    /// answer broke off after its last event.
+    pub no_end_item: bool,
 }
 
 #[derive(Debug, Serialize, Clone)]
@@ -787,7 +790,7 @@ async fn write_events(call: Call) -> Response {
     };
     match api {
         ApiVersion::V1 => axum::Json(written).into_response(),
-        ApiVersion::V2 => answers::finite(api, written.iter().map(|e| answers::event_line(api, e)).collect()),
+        ApiVersion::V2 => answers::finite(api, written.iter().map(|e| answers::event_line(api, e)).collect(), true),
     }
 }
 
@@ -878,7 +881,7 @@ async fn read_events(call: Call) -> Response {
         let log = shared.log.read().unwrap_or_else(PoisonError::into_inner);
         let start = match start_index(&log, &body.options) {
             Ok(Some(start)) => start,
-            Ok(None) => return answers::finite(api, Vec::new()),
+            Ok(None) => return answers::finite(api, Vec::new(), !shared.faults().no_end_item),
             Err(message) => return bad_request(message),
         };
         let mut end = log.events.len();
@@ -914,7 +917,8 @@ async fn read_events(call: Call) -> Response {
         }
         selected
     };
-    answers::finite(api, lines)
+    let end = !shared.faults().no_end_item;
+    answers::finite(api, lines, end)
 }
 
 async fn observe_events(call: Call) -> Response {
@@ -1079,7 +1083,7 @@ async fn register_event_schema(call: Call) -> Response {
         ApiVersion::V1 => answers::single(api, "event", &management("/api/v1/register-event-schema", registered)),
         ApiVersion::V2 => {
             let event = management("/api/v2/data/register-event-schema", registered);
-            answers::finite(api, vec![answers::item(api, "event", &event)])
+            answers::finite(api, vec![answers::item(api, "event", &event)], true)
         }
     }
 }
@@ -1138,7 +1142,7 @@ async fn read_subjects(call: Call) -> Response {
     subjects.sort();
     let lines =
         subjects.into_iter().map(|subject| answers::item(api, "subject", &serde_json::json!({ "subject": subject })));
-    answers::finite(api, lines.collect())
+    answers::finite(api, lines.collect(), true)
 }
 
 async fn run_eventql_query(call: Call) -> Response {
@@ -1169,7 +1173,7 @@ async fn run_eventql_query(call: Call) -> Response {
         ApiVersion::V1 => answers::item(api, "row", &row),
         ApiVersion::V2 => answers::item(api, "row", &serde_json::json!({ "value": row })),
     });
-    answers::finite(api, lines.collect())
+    answers::finite(api, lines.collect(), true)
 }
 
 /// Parses the time the server stored, for tests that compare.

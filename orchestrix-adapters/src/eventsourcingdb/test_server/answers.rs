@@ -91,9 +91,10 @@ where
         .expect("a valid response")
 }
 
-/// A finite stream of lines: v2 closes it with its `end` item.
-pub(super) fn finite(api: ApiVersion, mut lines: Vec<Bytes>) -> Response {
-    if api == ApiVersion::V2 {
+/// A finite stream of lines: v2 closes it with its `end` item (unless
+/// `end` is false, a fault).
+pub(super) fn finite(api: ApiVersion, mut lines: Vec<Bytes>, end: bool) -> Response {
+    if api == ApiVersion::V2 && end {
         lines.push(item(api, "end", &serde_json::json!({})));
     }
     ndjson_stream(stream::iter(lines.into_iter().map(Ok::<_, std::io::Error>)))
