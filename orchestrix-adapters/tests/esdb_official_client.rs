@@ -246,3 +246,41 @@ async fn registered_schemas_are_enforced_as_the_official_client_expects(options:
     }
     assert_eq!(read(&client, "/accounts/1", false).await.len(), 1);
 }
+
+/// Recursive preconditions exist in v2 only: the test server checks them
+/// over the subject and every subject below it, as the official client
+/// expects, and `isSubjectPopulated` holds once a subject has an event.
+#[tokio::test]
+async fn recursive_preconditions_hold_over_the_subjects_below_through_v2() {
+    use eventsourcingdb::client::PreconditionOptions;
+    use eventsourcingdb::error::{code, ClientError};
+    let (_server, client) = server_and_client(TestServerOptions::v2_only()).await;
+    let recursive = || Some(PreconditionOptions { recursive: true });
+    client
+        .write_events(
+            vec![candidate("/accounts/1", 1)],
+            vec![Precondition::is_subject_pristine("/accounts", recursive())],
+        )
+        .await
+        .unwrap();
+    match client
+        .write_events(
+            vec![candidate("/accounts/2", 2)],
+            vec![Precondition::is_subject_pristine("/accounts", recursive())],
+        )
+        .await
+    {
+        Err(ClientError::DbApiError(error)) => assert_eq!(error.code, code::PRECONDITION_VIOLATED, "{error}"),
+        other => panic!("expected a violated precondition, got {other:?}"),
+    }
+    // Not recursive, `/accounts` itself has no event.
+    client
+        .write_events(vec![candidate("/accounts/2", 2)], vec![Precondition::is_subject_pristine("/accounts", None)])
+        .await
+        .unwrap();
+    let latest = read(&client, "/accounts/2", false).await;
+    let on_latest = Precondition::is_subject_on_event_id("/accounts", latest[0].id(), recursive());
+    let populated = Precondition::is_subject_populated("/accounts", recursive());
+    client.write_events(vec![candidate("/accounts/3", 3)], vec![on_latest, populated]).await.unwrap();
+    assert_eq!(read(&client, "/accounts", true).await.len(), 3);
+}
