@@ -10,16 +10,19 @@ use orchestrix_adapters::eventsourcingdb::test_server::{TestServer, TestServerOp
 use orchestrix_adapters::eventsourcingdb::{EsdbConfig, EsdbError, EsdbStore};
 use serde_json::value::RawValue;
 
+mod esdb_support;
+
+esdb_support::for_both_apis!(the_adapter_speaks_https_to_a_server_whose_root_it_is_given);
+
 /// A self-signed certificate for 127.0.0.1 and localhost: (cert PEM, key PEM).
 fn self_signed() -> (String, String) {
     let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
     (certified.cert.pem(), certified.signing_key.serialize_pem())
 }
 
-#[tokio::test]
-async fn the_adapter_speaks_https_to_a_server_whose_root_it_is_given() {
+async fn the_adapter_speaks_https_to_a_server_whose_root_it_is_given(options: TestServerOptions) {
     let (cert, key) = self_signed();
-    let server = TestServer::start_tls(TestServerOptions::default(), &cert, &key).await.unwrap();
+    let server = TestServer::start_tls(options, &cert, &key).await.unwrap();
     assert!(server.url().starts_with("https://127.0.0.1:"), "{}", server.url());
 
     let config = EsdbConfig::new(server.url(), server.token()).with_root_certificate_pem(cert.as_bytes());
