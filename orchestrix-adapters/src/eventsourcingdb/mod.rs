@@ -1,5 +1,6 @@
 //! The EventSourcingDB adapter: [`EsdbStore`], an event store and snapshot
-//! store on EventSourcingDB's HTTP API (ADR 0012).
+//! store on EventSourcingDB's HTTP API (ADR 0012), through API v2 where the
+//! server offers it and API v1 otherwise ([`ApiVersion`]).
 //!
 //! ```no_run
 //! use orchestrix_adapters::eventsourcingdb::{EsdbConfig, EsdbStore};
