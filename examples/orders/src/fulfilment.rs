@@ -267,3 +267,85 @@ pub async fn migrate(pool: &PgPool, schema: &str) -> Result<(), BoxError> {
     tx.commit().await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Order, OrderError};
+    use orchestrix::testing::AggregateFixture;
+    use orchestrix::{Event, StreamId};
+
+    fn recorded<E: Event>(category: &str, order: Uuid, version: u64, event: &E) -> RecordedEvent {
+        RecordedEvent {
+            id: Uuid::now_v7(),
+            stream: StreamId::new(category, order.to_string()).unwrap(),
+            stream_version: version,
+            global_position: 0,
+            recorded_at: chrono::Utc::now(),
+            event_type: event.event_type().to_owned(),
+            schema_version: event.schema_version(),
+            data: event.encode().unwrap(),
+            metadata: orchestrix::Metadata::default(),
+        }
+    }
+
+    fn refunded_order(order: Uuid) -> Vec<RecordedEvent> {
+        vec![
+            recorded("Order", order, 1, &OrderEvent::Placed { customer: "ada".into(), amount: 109 }),
+            recorded("Order", order, 2, &OrderEvent::Accepted),
+            recorded("Payment", order, 1, &PaymentEvent::Reserved { amount: 109 }),
+            recorded("Payment", order, 2, &PaymentEvent::Refunded { amount: 109 }),
+            recorded("Order", order, 3, &OrderEvent::Cancelled { reason: FULFILMENT_FAILED.into() }),
+        ]
+    }
+
+    #[test]
+    fn the_row_does_not_depend_on_how_streams_interleave_or_on_redeliveries() {
+        let order = Uuid::now_v7();
+        let events = refunded_order(order);
+        let in_order = replay(&events).unwrap();
+        // The payment's stream first, then the order's, each in its own order,
+        // with redeliveries of both.
+        let shuffled = [&events[2], &events[3], &events[0], &events[2], &events[1], &events[4], &events[1]];
+        let other = replay(shuffled).unwrap();
+        assert_eq!(in_order, other);
+        let row = &in_order[&order];
+        assert_eq!((row.status, row.payment, row.amount), (Status::Cancelled, PaymentState::Refunded, 109));
+        assert_eq!(row.reason.as_deref(), Some(FULFILMENT_FAILED));
+    }
+
+    #[test]
+    fn events_outside_the_read_model_are_ignored() {
+        let saga = RecordedEvent {
+            stream: StreamId::new("saga-Fulfilment", Uuid::now_v7().to_string()).unwrap(),
+            event_type: "SagaCompleted".into(),
+            ..recorded("Order", Uuid::now_v7(), 1, &OrderEvent::Completed)
+        };
+        assert!(replay([&saga]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_amount_decides_the_simulated_outcome() {
+        use crate::domain::{planned_outcome, Outcome};
+        assert_eq!(planned_outcome(1200), Outcome::Completed);
+        assert_eq!(planned_outcome(107), Outcome::PaymentDeclined);
+        assert_eq!(planned_outcome(109), Outcome::ShippingFailed);
+    }
+
+    #[tokio::test]
+    async fn a_completed_order_cannot_be_cancelled_and_a_cancelled_one_cancels_once() {
+        let placed = OrderEvent::Placed { customer: "ada".into(), amount: 5 };
+        AggregateFixture::<Order>::given([placed.clone(), OrderEvent::Accepted, OrderEvent::Completed])
+            .when(crate::domain::CancelOrder { reason: "late".into() })
+            .await
+            .then_expect_rejection(OrderError::Completed);
+        AggregateFixture::<Order>::given([placed, OrderEvent::Cancelled { reason: "no".into() }])
+            .when(crate::domain::CancelOrder { reason: "again".into() })
+            .await
+            .then_expect_events([]);
+        AggregateFixture::<Order>::given_no_previous_events()
+            .when(crate::domain::PlaceOrder { customer: "ada".into(), amount: 0 })
+            .await
+            .then_expect_rejection(OrderError::ZeroAmount);
+    }
+}
