@@ -95,12 +95,22 @@ impl Place {
         .collect()
     }
 
-    /// Drops the schema and the JetStream stream.
+    /// Drops the schema and the JetStream stream (also done on drop, so
+    /// a failing test leaves nothing behind).
     pub async fn delete(&self) {
         if let Ok(config) = EventStreamConfig::new(self.stream.clone()) {
             let _ = config.delete(&self.js).await;
         }
         let _ = self.store.drop_schema().await;
+    }
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        // The tests run on the multi-threaded runtime, where blocking here is allowed.
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            tokio::task::block_in_place(|| handle.block_on(self.delete()));
+        }
     }
 }
 
