@@ -96,11 +96,13 @@ pub mod aggregate;
 pub mod app;
 pub mod command;
 pub mod crypto;
+pub mod decision;
 pub mod envelope;
 pub mod error;
 pub mod event;
 pub mod memory;
 pub mod projection;
+pub mod query;
 pub mod repository;
 pub mod retry;
 pub mod saga;
@@ -115,9 +117,11 @@ pub mod trace;
 pub use aggregate::{Aggregate, AggregateId};
 pub use app::{CommandOptions, CommandOutcome, MultiAppend, Orchestrix, OrchestrixBuilder};
 pub use command::{AggregateCommand, CommandSet, Existence, StandaloneCommand};
+pub use decision::{Decision, DecisionModel};
 pub use envelope::{validate_event_type, Envelope, Metadata, NewEvent, RecordedEvent, MAX_EVENT_TYPE_LEN};
 pub use error::{CommandError, DecodeError, DecodeErrorKind, Error, StoreError, UpcastError};
 pub use event::{Event, EventSchema, EventSchemas, EventType};
+pub use query::{AppendCondition, Query, QueryItem, TagValue};
 pub use repository::{Loaded, Repository};
 pub use retry::RetryPolicy;
 pub use store::{
@@ -166,6 +170,7 @@ pub mod __private {
 
     pub use crate::command::{CommandDescriptor, HandlerResult};
     pub use crate::crypto::{PersonalData, PersonalField};
+    pub use crate::query::tag;
 
     use crate::error::BoxError;
 
