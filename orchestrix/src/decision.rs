@@ -5,8 +5,8 @@
 //!
 //! ```
 //! use orchestrix::prelude::*;
-//! use orchestrix::decision::Decision;
 //! use orchestrix::query::{Query, QueryItem};
+//! use orchestrix::{CommandOptions, Decision, Envelope, StreamId};
 //!
 //! #[event]
 //! #[derive(Debug, Clone)]
@@ -21,7 +21,7 @@
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let app = Orchestrix::builder().store(orchestrix::memory::InMemoryEventStore::new()).build();
+//! let app = Orchestrix::builder().in_memory().build()?;
 //! // At most two students per course, across every student's stream.
 //! let query = Query::new([QueryItem::of::<CourseEvent>().tag("course", "c1")]);
 //! for student in ["s1", "s2", "s3"] {
