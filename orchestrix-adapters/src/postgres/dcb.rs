@@ -44,6 +44,9 @@ use crate::common::{decode_rows, map_err, next_cursor, paged, to_i64};
 
 /// The third migration: tags, generated from the metadata, with a GIN
 /// index. Adding a stored generated column rewrites the events table once.
+/// The index has no pending list (`fastupdate = off`): every search would
+/// scan the list linearly, and a decision's read must stay fast; an
+/// append pays for its few tags up front instead.
 pub(super) fn tags(s: &str) -> String {
     format!(
         r#"
@@ -54,7 +57,7 @@ CREATE FUNCTION "{s}".event_tags(metadata jsonb) RETURNS text[]
         ''{{}}''::text[])';
 ALTER TABLE "{s}".events ADD COLUMN tags text[] NOT NULL
     GENERATED ALWAYS AS ("{s}".event_tags(metadata)) STORED;
-CREATE INDEX events_tags ON "{s}".events USING gin (tags);
+CREATE INDEX events_tags ON "{s}".events USING gin (tags) WITH (fastupdate = off);
 COMMENT ON COLUMN "{s}".events.tags IS
     'metadata.tags, which consistency-by-query conditions select events by (Orchestrix ADR 0023)';
 "#
@@ -161,13 +164,21 @@ impl PgStore {
             self.inner.config.schema()
         );
         let after = to_i64(condition.after.unwrap_or(0));
-        let row = bind_all(sqlx::query(&sql).bind(after), &params).fetch_optional(&mut **tx).await?;
+        // Not prepared, so planned for this `after` and these tags.
+        let row = bind_all(sqlx::query(&sql).persistent(false).bind(after), &params).fetch_optional(&mut **tx).await?;
         let first: Option<i64> = row.map(|row| row.try_get(0)).transpose()?;
         Ok(first.and_then(|p| u64::try_from(p).ok()))
     }
 
     /// [`orchestrix::EventStore::read_by_query`]: chunks of the matching
     /// events below the watermark, found through the tag index.
+    ///
+    /// Like `read_all`, it waits (up to the configured read wait) for the
+    /// watermark to pass the head as of the call, so that it returns every
+    /// event committed before it; past the wait it stops at the watermark.
+    /// Either way every position it returns is final, so an event it did
+    /// not return lies above the last one it did, and a condition built on
+    /// the read catches it.
     pub(super) fn read_query<'a>(&'a self, query: &'a Query, from_position: u64) -> EventStream<'a> {
         if query.is_empty() {
             return stream::empty().boxed();
@@ -191,19 +202,25 @@ impl PgStore {
                         let shared = Arc::clone(&shared);
                         async move {
                             let (sql, params) = &*shared;
-                            let query = sqlx::query(sql).bind(to_i64(from)).bind(to_i64(upper)).bind(GLOBAL_CHUNK);
+                            // Not prepared: a generic plan cannot know how
+                            // selective the tags are and may walk the
+                            // primary key over the whole log.
+                            let query = sqlx::query(sql)
+                                .persistent(false)
+                                .bind(to_i64(from))
+                                .bind(to_i64(upper))
+                                .bind(GLOBAL_CHUNK);
                             let rows = match bind_all(query, params).fetch_all(&inner.pool).await {
                                 Ok(rows) => rows,
                                 Err(error) => return (Vec::new(), Err(map_err(error))),
                             };
                             let (events, error): (Vec<Arc<RecordedEvent>>, _) =
                                 decode_rows(&rows, |row| event_row(row, 0)?.into_record());
-                            match error {
-                                Some(error) => (events, Err(error)),
-                                None => {
-                                    let next = next_cursor(&events, GLOBAL_CHUNK, |event| event.global_position);
-                                    (events, Ok(next))
-                                }
+                            if let Some(error) = error {
+                                (events, Err(error))
+                            } else {
+                                let next = next_cursor(&events, GLOBAL_CHUNK, |event| event.global_position);
+                                (events, Ok(next))
                             }
                         }
                     })

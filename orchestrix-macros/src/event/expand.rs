@@ -311,25 +311,7 @@ fn enum_impl(krate: &TokenStream, item: &syn::ItemEnum, variants: &[Variant]) ->
             }
         }
     }
-    let tag_arms: Vec<TokenStream> = variants
-        .iter()
-        .filter(|v| !v.tags.is_empty())
-        .map(|v| {
-            let ident = &v.ident;
-            let fields: Vec<_> = v.tags.iter().map(|t| &t.field).collect();
-            let body = super::personal::tag_values(krate, &v.tags, |field| quote!(#field));
-            quote!(Self::#ident { #(#fields,)* .. } => #body)
-        })
-        .collect();
-    let tags = (!tag_arms.is_empty()).then(|| {
-        quote! {
-            match self {
-                #(#tag_arms,)*
-                #[allow(unreachable_patterns)]
-                _ => #krate::__private::Vec::new(),
-            }
-        }
-    });
+    let tags = enum_tags(krate, variants);
     let bodies = Bodies {
         tags,
         personal: variants
@@ -479,4 +461,27 @@ fn struct_schemas(
         ),
     };
     schemas_impl(krate, span, &item.ident, &shadows, &[schema])
+}
+
+/// The body of `Event::tags` for an enum: one arm per variant with tags.
+fn enum_tags(krate: &TokenStream, variants: &[Variant]) -> Option<TokenStream> {
+    let tag_arms: Vec<TokenStream> = variants
+        .iter()
+        .filter(|v| !v.tags.is_empty())
+        .map(|v| {
+            let ident = &v.ident;
+            let fields: Vec<_> = v.tags.iter().map(|t| &t.field).collect();
+            let body = super::personal::tag_values(krate, &v.tags, |field| quote!(#field));
+            quote!(Self::#ident { #(#fields,)* .. } => #body)
+        })
+        .collect();
+    (!tag_arms.is_empty()).then(|| {
+        quote! {
+            match self {
+                #(#tag_arms,)*
+                #[allow(unreachable_patterns)]
+                _ => #krate::__private::Vec::new(),
+            }
+        }
+    })
 }

@@ -97,7 +97,7 @@ pub(crate) fn parse_fields<'a>(
             }
             if let Some((at, name)) = found.tag {
                 let name = match name {
-                    Some(lit) => check_tag_name(cx, &lit),
+                    Some(given) => check_tag_name(cx, &given),
                     None => Some(ident.to_string()),
                 };
                 if let Some(name) = name {
@@ -135,7 +135,7 @@ fn check_tag_name(cx: &mut Ctxt, lit: &syn::LitStr) -> Option<String> {
     if name.is_empty() || name.contains(':') || name.chars().any(char::is_whitespace) || name.contains('\0') {
         cx.error_spanned_by(
             lit,
-            format_args!("invalid tag name {:?}: write a non-empty name without `:` or whitespace, as in `#[event(tag = \"course\")]`", name),
+            format_args!("invalid tag name {name:?}: write a non-empty name without `:` or whitespace, as in `#[event(tag = \"course\")]`"),
         );
         return None;
     }
