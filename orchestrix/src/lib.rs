@@ -28,6 +28,10 @@
 //! - [`TenantStore`] confines any store to one tenant's streams, snapshots,
 //!   checkpoints and keys; [`Orchestrix::append_many`] appends to several
 //!   aggregates atomically.
+//! - [`query`] and [`decision`]: consistency by query. Fields marked
+//!   `#[event(tag)]` tag their events; [`Orchestrix::decide`] reads the
+//!   events a [`Query`] selects, decides, and appends only if none of them
+//!   arrived meanwhile ([`EventStore::append_if`]).
 //! - With the `testing` feature, `testing` offers given/when/then fixtures
 //!   and the conformance suite every adapter runs.
 //!
