@@ -31,7 +31,8 @@
 //!                 return Err("the course is full");
 //!             }
 //!             let event = CourseEvent::Subscribed { course_id: "c1".into(), student_id: student.into() };
-//!             Decision::new().append(StreamId::new("Student", student)?, [event]).map_err(|_| "bad id")
+//!             let stream = StreamId::new("Student", student).map_err(|_| "bad id")?;
+//!             Decision::new().append(stream, [event]).map_err(|_| "bad event")
 //!         })
 //!         .await;
 //!     assert_eq!(outcome.is_ok(), student != "s3");
