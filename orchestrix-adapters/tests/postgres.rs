@@ -70,9 +70,24 @@ async fn migrate_twice_is_harmless_and_script_matches() {
             .fetch_one(store.pool())
             .await
             .unwrap();
-    assert_eq!(applied, 2, "migrations 1 (initial) and 2 (data_keys)");
+    assert_eq!(applied, 3, "migrations 1 (initial), 2 (data_keys) and 3 (tags)");
     // The script applies cleanly on top of migrate() (it records the same versions).
-    sqlx::raw_sql(&orchestrix_adapters::postgres::migration_sql(store.config())).execute(store.pool()).await.unwrap();
+    let script = orchestrix_adapters::postgres::migration_sql(store.config());
+    sqlx::raw_sql(&script).execute(store.pool()).await.unwrap();
+    store.drop_schema().await.unwrap();
+    // And alone, on an empty database: the tags column is generated from
+    // the metadata (its quoting survives the script's EXECUTE).
+    sqlx::raw_sql(&script).execute(store.pool()).await.unwrap();
+    let tags: Vec<String> = sqlx::query_scalar(&format!(
+        "INSERT INTO \"{}\".events (global_position, event_id, category, aggregate_id, stream_version, event_type, \
+         schema_version, data, metadata, recorded_at) VALUES (1, gen_random_uuid(), 'C', '1', 1, 'T', 1, '{{}}', \
+         '{{\"tags\":[\"a:1\",\"b:2\"]}}', now()) RETURNING tags",
+        store.config().schema()
+    ))
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(tags, ["a:1", "b:2"]);
     store.drop_schema().await.unwrap();
 }
 

@@ -12,6 +12,13 @@ orchestrix::conformance_tests!(
     }
 );
 orchestrix::conformance_tests!(
+    consistency_by_query,
+    match crate::support::pg_store().await {
+        Some(store) => store,
+        None => return,
+    }
+);
+orchestrix::conformance_tests!(
     snapshot_store,
     match crate::support::pg_store().await {
         Some(store) => store,

@@ -75,7 +75,7 @@ impl CommandOptions {
 
     /// Fills what is unset from the enclosing command, if any, and returns
     /// the command id and the events' metadata.
-    fn resolve(mut self) -> (Uuid, Metadata) {
+    pub(crate) fn resolve(mut self) -> (Uuid, Metadata) {
         if let Ok(parent) = CURRENT_COMMAND.try_with(Clone::clone) {
             self.correlation_id = self.correlation_id.or(Some(parent.correlation_id));
             self.causation_id = self.causation_id.or(Some(parent.command_id));
@@ -89,6 +89,7 @@ impl CommandOptions {
             tracestate: self.tracestate,
             tenant: self.tenant,
             headers: self.headers,
+            tags: Vec::new(),
         };
         (command_id, metadata)
     }
@@ -344,6 +345,11 @@ impl Orchestrix {
     /// The event store.
     pub fn event_store(&self) -> &Arc<dyn EventStore> {
         &self.inner.events
+    }
+
+    /// The retry policy of commands (and of [`Orchestrix::decide`]).
+    pub(crate) fn retry_policy(&self) -> RetryPolicy {
+        self.inner.retry
     }
 
     /// The snapshot store, if one is configured.
@@ -634,7 +640,7 @@ struct MultiPart {
     aggregate: &'static str,
     stream: crate::stream::StreamId,
     expected: ExpectedVersion,
-    events: Vec<(&'static str, u32, Box<serde_json::value::RawValue>)>,
+    events: Vec<(&'static str, u32, Box<serde_json::value::RawValue>, Vec<String>)>,
 }
 
 impl MultiAppend {
@@ -655,7 +661,7 @@ impl MultiAppend {
         let mut encoded = Vec::with_capacity(events.len());
         for event in events {
             let data = event.encode().map_err(|source| Error::Serialize { what: "an event", source })?;
-            encoded.push((event.event_type(), event.schema_version(), data));
+            encoded.push((event.event_type(), event.schema_version(), data, event.tags()));
         }
         let stream = Repository::<A>::stream_id(id)?;
         self.parts.push(MultiPart { aggregate: A::NAME, stream, expected, events: encoded });
@@ -717,11 +723,11 @@ impl Orchestrix {
                 let events = part
                     .events
                     .into_iter()
-                    .map(|(event_type, schema_version, data)| crate::envelope::NewEvent {
+                    .map(|(event_type, schema_version, data, tags)| crate::envelope::NewEvent {
                         event_type: event_type.to_owned(),
                         schema_version,
                         data,
-                        metadata: metadata.clone(),
+                        metadata: tags.into_iter().fold(metadata.clone(), Metadata::with_tag),
                     })
                     .collect();
                 crate::store::StreamAppend::new(part.stream, part.expected, events)

@@ -42,6 +42,13 @@ pub struct Metadata {
     /// Free-form headers of the application's own.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, String>,
+    /// The event's tags (`course:42`), which [`crate::query::Query`]s
+    /// select events by: computed from the fields marked `#[event(tag)]`
+    /// when the event is encoded ([`NewEvent::encode`]), sorted, without
+    /// duplicates. Not encrypted by a [`crate::crypto::CryptoStore`]: never
+    /// tag a field with personal data.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
 }
 
 impl Metadata {
@@ -60,6 +67,15 @@ impl Metadata {
     /// Sets the tenant.
     pub fn with_tenant(mut self, tenant: impl Into<String>) -> Self {
         self.tenant = Some(tenant.into());
+        self
+    }
+
+    /// Adds a tag (`course:42`), keeping the tags sorted and unique.
+    pub fn with_tag(mut self, tag: impl Into<String>) -> Self {
+        let tag = tag.into();
+        if let Err(at) = self.tags.binary_search(&tag) {
+            self.tags.insert(at, tag);
+        }
         self
     }
 
@@ -111,8 +127,12 @@ pub struct NewEvent {
 }
 
 impl NewEvent {
-    /// Serializes a typed event.
-    pub fn encode<E: Event>(event: &E, metadata: Metadata) -> Result<Self, serde_json::Error> {
+    /// Serializes a typed event, adding its tags ([`Event::tags`]) to
+    /// those of `metadata`.
+    pub fn encode<E: Event>(event: &E, mut metadata: Metadata) -> Result<Self, serde_json::Error> {
+        for tag in event.tags() {
+            metadata = metadata.with_tag(tag);
+        }
         Ok(Self {
             event_type: event.event_type().to_owned(),
             schema_version: event.schema_version(),
@@ -146,7 +166,19 @@ pub struct RecordedEvent {
     pub metadata: Metadata,
 }
 
+impl NewEvent {
+    /// The event's tags ([`Metadata::tags`]).
+    pub fn tags(&self) -> &[String] {
+        &self.metadata.tags
+    }
+}
+
 impl RecordedEvent {
+    /// The event's tags ([`Metadata::tags`]).
+    pub fn tags(&self) -> &[String] {
+        &self.metadata.tags
+    }
+
     /// The tenant the event was recorded for, if any: its
     /// [`Metadata::tenant`], which a [`crate::tenant::TenantStore`] stamps
     /// on every event it writes.

@@ -23,6 +23,24 @@ pub enum StoreError {
         /// The stream's actual last version (`None`: the stream does not exist).
         actual: Option<u64>,
     },
+    /// The condition of a conditional append
+    /// ([`crate::EventStore::append_if`]) failed: an event matching its
+    /// query was stored after the position the decision read. Nothing was
+    /// written; read again, decide again, append again.
+    #[error(
+        "an event matching the append condition was stored at position {position}, after the position read ({after:?})"
+    )]
+    ConditionFailed {
+        /// The global position of the first event that breaks the condition.
+        position: u64,
+        /// The position the condition allowed events up to.
+        after: Option<u64>,
+    },
+    /// The store does not implement an operation (for example a conditional
+    /// append on an adapter without consistency by query); nothing was
+    /// written.
+    #[error("unsupported by this store: {0}")]
+    Unsupported(String),
     /// The input cannot be stored (an oversized id, a NUL byte, a bad name).
     #[error("invalid input: {0}")]
     InvalidInput(String),
@@ -54,6 +72,11 @@ impl StoreError {
     /// True for [`StoreError::WrongExpectedVersion`].
     pub fn is_conflict(&self) -> bool {
         matches!(self, Self::WrongExpectedVersion { .. })
+    }
+
+    /// True for [`StoreError::ConditionFailed`].
+    pub fn is_condition_failed(&self) -> bool {
+        matches!(self, Self::ConditionFailed { .. })
     }
 }
 

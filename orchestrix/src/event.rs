@@ -118,6 +118,32 @@ pub trait Event: Debug + Send + Sync + Sized + 'static {
         &[]
     }
 
+    /// The tags of this value (`course:42`), from its fields marked
+    /// `#[event(tag)]` or `#[event(tag = "name")]`; [`crate::NewEvent::encode`]
+    /// stores them with the event, and [`crate::query::Query`]s select
+    /// events by them. None by default.
+    ///
+    /// ```
+    /// use orchestrix::prelude::*;
+    ///
+    /// #[event]
+    /// #[derive(Debug, Clone)]
+    /// pub enum CourseEvent {
+    ///     StudentSubscribed {
+    ///         #[event(tag = "course")]
+    ///         course_id: String,
+    ///         #[event(tag = "student")]
+    ///         student_id: u32,
+    ///     },
+    /// }
+    ///
+    /// let event = CourseEvent::StudentSubscribed { course_id: "c1".into(), student_id: 7 };
+    /// assert_eq!(event.tags(), ["course:c1", "student:7"]);
+    /// ```
+    fn tags(&self) -> Vec<String> {
+        Vec::new()
+    }
+
     /// The names of [`Event::event_types`], for filtering the global log.
     fn type_names() -> Vec<&'static str> {
         Self::event_types().iter().map(|t| t.name).collect()

@@ -28,6 +28,10 @@
 //! - [`TenantStore`] confines any store to one tenant's streams, snapshots,
 //!   checkpoints and keys; [`Orchestrix::append_many`] appends to several
 //!   aggregates atomically.
+//! - [`query`] and [`decision`]: consistency by query. Fields marked
+//!   `#[event(tag)]` tag their events; [`Orchestrix::decide`] reads the
+//!   events a [`Query`] selects, decides, and appends only if none of them
+//!   arrived meanwhile ([`EventStore::append_if`]).
 //! - With the `testing` feature, `testing` offers given/when/then fixtures
 //!   and the conformance suite every adapter runs.
 //!
@@ -96,11 +100,13 @@ pub mod aggregate;
 pub mod app;
 pub mod command;
 pub mod crypto;
+pub mod decision;
 pub mod envelope;
 pub mod error;
 pub mod event;
 pub mod memory;
 pub mod projection;
+pub mod query;
 pub mod repository;
 pub mod retry;
 pub mod saga;
@@ -115,9 +121,11 @@ pub mod trace;
 pub use aggregate::{Aggregate, AggregateId};
 pub use app::{CommandOptions, CommandOutcome, MultiAppend, Orchestrix, OrchestrixBuilder};
 pub use command::{AggregateCommand, CommandSet, Existence, StandaloneCommand};
+pub use decision::{Decision, DecisionModel};
 pub use envelope::{validate_event_type, Envelope, Metadata, NewEvent, RecordedEvent, MAX_EVENT_TYPE_LEN};
 pub use error::{CommandError, DecodeError, DecodeErrorKind, Error, StoreError, UpcastError};
 pub use event::{Event, EventSchema, EventSchemas, EventType};
+pub use query::{AppendCondition, Query, QueryItem, TagValue};
 pub use repository::{Loaded, Repository};
 pub use retry::RetryPolicy;
 pub use store::{
@@ -166,6 +174,7 @@ pub mod __private {
 
     pub use crate::command::{CommandDescriptor, HandlerResult};
     pub use crate::crypto::{PersonalData, PersonalField};
+    pub use crate::query::tag;
 
     use crate::error::BoxError;
 

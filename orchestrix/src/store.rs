@@ -19,6 +19,7 @@ use uuid::Uuid;
 
 use crate::envelope::{NewEvent, RecordedEvent};
 use crate::error::StoreError;
+use crate::query::{AppendCondition, Query};
 use crate::stream::StreamId;
 
 /// A lazily read sequence of stored events.
@@ -226,6 +227,70 @@ pub trait EventStore: Send + Sync + Debug + 'static {
 
     /// The position of the last event in the global log, or `None` if empty.
     async fn head_position(&self) -> Result<Option<u64>, StoreError>;
+
+    /// Reads the events that match `query` from `from_position`
+    /// (inclusive) in position order, up to the current end: the decision
+    /// model of a command with consistency by query (ADR 0023). The
+    /// position of the last event it yields is the `after` of the
+    /// [`AppendCondition`] that guards the command's append.
+    ///
+    /// The default reads the whole global log and keeps the events that
+    /// match; adapters with a tag index override it.
+    fn read_by_query<'a>(&'a self, query: &'a Query, from_position: u64) -> EventStream<'a> {
+        use futures_util::StreamExt as _;
+        /// Every event: a `static`, so the read can borrow it for `'a`.
+        static ALL: EventFilter = EventFilter { event_types: None };
+        if query.is_empty() {
+            return Box::pin(futures_util::stream::empty());
+        }
+        Box::pin(self.read_all(from_position, &ALL).filter(move |item| {
+            let keep = item.as_ref().map_or(true, |event| query.matches(&event.event_type, event.tags()));
+            std::future::ready(keep)
+        }))
+    }
+
+    /// Appends like [`EventStore::append_many`], but only if `condition`
+    /// holds: no event matching its query has a global position above its
+    /// `after` (ADR 0023).
+    ///
+    /// - **All or nothing** with the parts' own expectations: if the
+    ///   condition fails, nothing is stored and the error is
+    ///   [`StoreError::ConditionFailed`] naming the first offending
+    ///   position; a failed expectation is
+    ///   [`StoreError::WrongExpectedVersion`] as for `append_many`.
+    /// - **No write skew**: of two concurrent conditional appends where the
+    ///   events of each match the query of the other, at most one succeeds.
+    /// - Events appended through [`EventStore::append`] or
+    ///   [`EventStore::append_many`] are seen by the check once committed;
+    ///   adapters that serialize writers (memory, SQLite) also order them
+    ///   against it, PostgreSQL orders only conditional appends (ADR 0023).
+    ///
+    /// The default refuses with [`StoreError::Unsupported`]: an adapter
+    /// that does not check the condition must never ignore it.
+    async fn append_if(
+        &self,
+        condition: AppendCondition,
+        appends: Vec<StreamAppend>,
+    ) -> Result<Vec<Vec<Arc<RecordedEvent>>>, StoreError> {
+        let _ = (condition, appends);
+        Err(StoreError::Unsupported(format!(
+            "{} does not implement conditional appends (consistency by query)",
+            std::any::type_name::<Self>()
+        )))
+    }
+}
+
+/// Checks the input of [`EventStore::append_if`] before anything is stored:
+/// the parts as [`validate_append_many`] does, the tags of every event, and
+/// the condition's query ([`Query::validate`]).
+pub fn validate_append_if(condition: &AppendCondition, appends: &[StreamAppend]) -> Result<(), StoreError> {
+    validate_append_many(appends)?;
+    for event in appends.iter().flat_map(|append| &append.events) {
+        for tag in event.tags() {
+            crate::query::validate_tag(tag)?;
+        }
+    }
+    condition.query.validate()
 }
 
 /// A stored snapshot: an aggregate's state at one version of its stream.

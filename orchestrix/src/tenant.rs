@@ -245,6 +245,43 @@ fn confine(prefix: Arc<str>, events: EventStream<'_>) -> EventStream<'_> {
         .boxed()
 }
 
+impl<S: EventStore> TenantStore<S> {
+    /// The parts of a multi-stream append in the inner store's streams,
+    /// stamped with the tenant, and the outer streams, in order.
+    fn inner_parts(&self, appends: Vec<StreamAppend>) -> Result<(Vec<StreamId>, Vec<StreamAppend>), StoreError> {
+        let mut outer = Vec::with_capacity(appends.len());
+        let mut inner = Vec::with_capacity(appends.len());
+        for append in appends {
+            inner.push(StreamAppend::new(
+                self.inner_stream(&append.stream)?,
+                append.expected,
+                self.stamp_all(append.events)?,
+            ));
+            outer.push(append.stream);
+        }
+        Ok((outer, inner))
+    }
+
+    /// The inner store's answer to a multi-stream append, in the tenant's
+    /// stream ids.
+    fn outer_result(
+        &self,
+        outer: &[StreamId],
+        result: Result<Vec<Vec<Arc<RecordedEvent>>>, StoreError>,
+    ) -> Result<Vec<Vec<Arc<RecordedEvent>>>, StoreError> {
+        match result {
+            Ok(parts) => {
+                Ok(parts.into_iter().zip(outer).map(|(records, stream)| outer_records(stream, records)).collect())
+            }
+            Err(StoreError::WrongExpectedVersion { stream, expected, actual }) => {
+                let stream = Self::outer_stream(&self.prefix, &stream).unwrap_or(stream);
+                Err(StoreError::WrongExpectedVersion { stream, expected, actual })
+            }
+            Err(error) => Err(error),
+        }
+    }
+}
+
 #[async_trait]
 impl<S: EventStore> EventStore for TenantStore<S> {
     async fn append(
@@ -265,26 +302,20 @@ impl<S: EventStore> EventStore for TenantStore<S> {
     }
 
     async fn append_many(&self, appends: Vec<StreamAppend>) -> Result<Vec<Vec<Arc<RecordedEvent>>>, StoreError> {
-        let mut outer = Vec::with_capacity(appends.len());
-        let mut inner = Vec::with_capacity(appends.len());
-        for append in appends {
-            inner.push(StreamAppend::new(
-                self.inner_stream(&append.stream)?,
-                append.expected,
-                self.stamp_all(append.events)?,
-            ));
-            outer.push(append.stream);
-        }
-        match self.inner.append_many(inner).await {
-            Ok(parts) => {
-                Ok(parts.into_iter().zip(&outer).map(|(records, stream)| outer_records(stream, records)).collect())
-            }
-            Err(StoreError::WrongExpectedVersion { stream, expected, actual }) => {
-                let stream = Self::outer_stream(&self.prefix, &stream).unwrap_or(stream);
-                Err(StoreError::WrongExpectedVersion { stream, expected, actual })
-            }
-            Err(error) => Err(error),
-        }
+        let (outer, inner) = self.inner_parts(appends)?;
+        self.outer_result(&outer, self.inner.append_many(inner).await)
+    }
+
+    /// The condition is checked against the whole inner store: an event of
+    /// another tenant that matches the query fails it too. That can refuse
+    /// more than needed (tags are not namespaced by tenant), never less.
+    async fn append_if(
+        &self,
+        condition: crate::query::AppendCondition,
+        appends: Vec<StreamAppend>,
+    ) -> Result<Vec<Vec<Arc<RecordedEvent>>>, StoreError> {
+        let (outer, inner) = self.inner_parts(appends)?;
+        self.outer_result(&outer, self.inner.append_if(condition, inner).await)
     }
 
     fn read_stream<'a>(&'a self, stream: &'a StreamId, from_version: u64) -> EventStream<'a> {

@@ -287,6 +287,7 @@ async fn a_view_passes_the_port_checks() {
     checks::concurrent_append_many_is_all_or_nothing(fresh()).await;
     checks::subscribers_see_append_many_whole(fresh()).await;
     checks::guards_hold_against_concurrent_writes(fresh()).await;
+    conformance::consistency_by_query(|| async { view(InMemoryEventStore::new()) }).await;
     conformance::snapshot_store(|| async { view(InMemorySnapshotStore::new()) }).await;
     conformance::checkpoint_store(|| async { view(InMemoryCheckpointStore::new()) }).await;
     conformance::key_value_store(|| async { view(InMemoryKeyValueStore::new()) }).await;

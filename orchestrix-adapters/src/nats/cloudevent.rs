@@ -15,6 +15,7 @@
 //! | `orxstreamversion`, `orxposition`, `orxschemaversion` | stream version, global position, schema version |
 //! | `orxcorrelationid`, `orxcausationid`, `orxtenant` | the metadata's ids and tenant, when set |
 //! | `orxheaders` | the metadata's free-form headers, as a JSON object, when any |
+//! | `orxtags` | the event's tags (ADR 0023), as a JSON array, when any |
 //! | `traceparent`, `tracestate` | the trace context recorded with the event (the CloudEvents distributed-tracing extension) |
 //!
 //! **Binary mode** (the default, [`ContentMode::Binary`]): the payload is
@@ -165,6 +166,9 @@ fn attributes(event: &RecordedEvent, source: &str) -> Vec<(&'static str, String)
     if !meta.headers.is_empty() {
         out.push(("orxheaders", serde_json::to_string(&meta.headers).unwrap_or_default()));
     }
+    if !meta.tags.is_empty() {
+        out.push(("orxtags", serde_json::to_string(&meta.tags).unwrap_or_default()));
+    }
     if let Some(tp) = &meta.traceparent {
         out.push(("traceparent", tp.clone()));
     }
@@ -259,7 +263,12 @@ fn assemble(
         Some(json) => serde_json::from_str(&json).map_err(|e| invalid("orxheaders", &json, e.to_string()))?,
         None => BTreeMap::new(),
     };
+    let tags = match attribute("orxtags")? {
+        Some(json) => serde_json::from_str(&json).map_err(|e| invalid("orxtags", &json, e.to_string()))?,
+        None => Vec::new(),
+    };
     let metadata = Metadata {
+        tags,
         correlation_id: attribute("orxcorrelationid")?.map(|v| uuid("orxcorrelationid", &v)).transpose()?,
         causation_id: attribute("orxcausationid")?.map(|v| uuid("orxcausationid", &v)).transpose()?,
         traceparent: attribute("traceparent")?,
@@ -344,6 +353,7 @@ mod tests {
                 tracestate: Some("a=b,c=d".into()),
                 tenant: Some("acme\r\nx".into()),
                 headers: BTreeMap::from([("k".to_owned(), "v w".to_owned())]),
+                tags: vec!["course:c 1".to_owned(), "student:7".to_owned()],
             },
         }
     }

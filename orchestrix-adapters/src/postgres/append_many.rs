@@ -25,7 +25,8 @@
 use std::sync::Arc;
 
 use orchestrix::envelope::RecordedEvent;
-use orchestrix::store::{first_conflict, validate_append_many, ExpectedVersion, StreamAppend};
+use orchestrix::query::AppendCondition;
+use orchestrix::store::{first_conflict, validate_append_if, validate_append_many, ExpectedVersion, StreamAppend};
 use orchestrix::StoreError;
 use serde_json::value::RawValue;
 use sqlx::{Postgres, Transaction};
@@ -60,11 +61,18 @@ impl From<sqlx::Error> for Failed {
 
 impl PgStore {
     /// [`orchestrix::EventStore::append_many`] for PostgreSQL.
+    ///
+    /// With a `condition` ([`orchestrix::EventStore::append_if`]), the
+    /// transaction first locks and checks it ([`super::dcb`]).
     pub(super) async fn append_many_in_one_transaction(
         &self,
         appends: Vec<StreamAppend>,
+        condition: Option<&AppendCondition>,
     ) -> Result<Vec<Vec<Arc<RecordedEvent>>>, StoreError> {
-        validate_append_many(&appends)?;
+        match condition {
+            Some(condition) => validate_append_if(condition, &appends)?,
+            None => validate_append_many(&appends)?,
+        }
         let guards = appends.iter().filter(|a| a.is_guard() && a.expected != ExpectedVersion::Any).count();
         let total = appends.iter().map(|a| a.events.len()).sum::<usize>() + guards;
         if total > MAX_BATCH {
@@ -72,7 +80,7 @@ impl PgStore {
                 "a multi-stream append of {total} events and guards is too large; the limit is {MAX_BATCH}"
             )));
         }
-        if appends.is_empty() {
+        if appends.is_empty() && condition.is_none_or(|condition| condition.query.is_empty()) {
             return Ok(Vec::new());
         }
         let batches = appends.iter().map(|a| Batch::new(&a.events)).collect::<Result<Vec<_>, _>>()?;
@@ -82,7 +90,7 @@ impl PgStore {
         let mut order: Vec<usize> = (0..appends.len()).collect();
         order.sort_by(|&a, &b| appends[a].stream.cmp(&appends[b].stream));
         for _ in 0..ANY_RETRIES {
-            match self.try_append_many(&appends, &batches, &order, recorded_at).await {
+            match self.try_append_many(&appends, &batches, &order, recorded_at, condition).await {
                 Ok(rows) => {
                     let ids: Vec<_> = batches.iter().map(|batch| batch.ids.clone()).collect();
                     drop(batches);
@@ -124,6 +132,7 @@ impl PgStore {
         batches: &[Batch<'_>],
         order: &[usize],
         recorded_at: chrono::DateTime<chrono::Utc>,
+        condition: Option<&AppendCondition>,
     ) -> Result<Vec<Vec<(i64, i64)>>, Failed> {
         // Offsets in the call's order: events first, then guard claims.
         let mut offsets = Vec::with_capacity(appends.len());
@@ -133,6 +142,11 @@ impl PgStore {
             next += append.events.len();
         }
         let mut tx = self.inner.pool.begin().await?;
+        if let Some(condition) = condition {
+            if let Some(position) = self.check_condition(&mut tx, condition, appends).await? {
+                return Err(Failed::Error(super::dcb::condition_failed(position, condition)));
+            }
+        }
         let mut rows = vec![Vec::new(); appends.len()];
         let mut claims = Vec::new();
         for &index in order {

@@ -35,6 +35,7 @@
 //!   lock on a dedicated connection.
 
 mod append_many;
+mod dcb;
 mod keys;
 mod lease;
 mod ports;
@@ -47,6 +48,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 use orchestrix::envelope::{NewEvent, RecordedEvent};
+use orchestrix::query::{AppendCondition, Query};
 use orchestrix::store::{EventFilter, EventStore, EventStream, ExpectedVersion, StreamAppend};
 use orchestrix::{StoreError, StreamId};
 use sqlx::postgres::{PgListener, PgPoolOptions, PgRow};
@@ -639,7 +641,19 @@ impl EventStore for PgStore {
     }
 
     async fn append_many(&self, appends: Vec<StreamAppend>) -> Result<Vec<Vec<Arc<RecordedEvent>>>, StoreError> {
-        self.append_many_in_one_transaction(appends).await
+        self.append_many_in_one_transaction(appends, None).await
+    }
+
+    async fn append_if(
+        &self,
+        condition: AppendCondition,
+        appends: Vec<StreamAppend>,
+    ) -> Result<Vec<Vec<Arc<RecordedEvent>>>, StoreError> {
+        self.append_many_in_one_transaction(appends, Some(&condition)).await
+    }
+
+    fn read_by_query<'a>(&'a self, query: &'a Query, from_position: u64) -> EventStream<'a> {
+        self.read_query(query, from_position)
     }
 
     fn read_stream<'a>(&'a self, stream: &'a StreamId, from_version: u64) -> EventStream<'a> {

@@ -16,6 +16,7 @@ pub(super) struct Migration {
 pub(super) const MIGRATIONS: &[Migration] = &[
     Migration { version: 1, name: "initial", sql: initial },
     Migration { version: 2, name: "data_keys", sql: data_keys },
+    Migration { version: 3, name: "tags", sql: super::dcb::tags },
 ];
 
 /// The second migration: data subjects' keys for crypto-shredding

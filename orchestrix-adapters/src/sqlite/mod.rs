@@ -26,8 +26,10 @@ use async_trait::async_trait;
 use chrono::DateTime;
 use futures_util::stream::{self, StreamExt};
 use orchestrix::envelope::{NewEvent, RecordedEvent};
+use orchestrix::query::AppendCondition;
 use orchestrix::store::{
-    first_conflict, validate_append_many, EventFilter, EventStore, EventStream, ExpectedVersion, StreamAppend,
+    first_conflict, validate_append_if, validate_append_many, EventFilter, EventStore, EventStream, ExpectedVersion,
+    StreamAppend,
 };
 use orchestrix::{StoreError, StreamId};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
@@ -208,6 +210,10 @@ struct Sql {
     dl_list: String,
     dl_get: String,
     dl_remove: String,
+    /// The first position above `?1` of an event matching any item of the
+    /// JSON array `?2` (a query's items, ADR 0023): of one of the item's
+    /// `event_types` (any if empty) and carrying every one of its `tags`.
+    condition: String,
 }
 
 const COLUMNS: &str = "global_position, event_id, category, aggregate_id, stream_version, event_type, schema_version, \
@@ -283,6 +289,15 @@ impl Sql {
             ),
             dl_get: format!("SELECT id, consumer, event, error, attempts, parked_at FROM {p}dead_letters WHERE id = ?1"),
             dl_remove: format!("DELETE FROM {p}dead_letters WHERE id = ?1"),
+            condition: format!(
+                "SELECT e.global_position FROM {p}events e WHERE e.global_position > ?1 AND EXISTS (\
+                 SELECT 1 FROM json_each(?2) item WHERE \
+                 (json_array_length(item.value, '$.event_types') = 0 \
+                  OR e.event_type IN (SELECT value FROM json_each(item.value, '$.event_types'))) \
+                 AND NOT EXISTS (SELECT 1 FROM json_each(item.value, '$.tags') wanted \
+                  WHERE wanted.value NOT IN (SELECT value FROM json_each(e.metadata, '$.tags')))) \
+                 ORDER BY e.global_position LIMIT 1"
+            ),
         }
     }
 }
@@ -349,6 +364,75 @@ impl SqliteStore {
     /// The pool, for queries of the application's own.
     pub fn pool(&self) -> &SqlitePool {
         &self.inner.pool
+    }
+
+    /// A multi-stream append in one `BEGIN IMMEDIATE` transaction, checked
+    /// against `condition` (if any) and then the parts' expectations.
+    async fn append_checked(
+        &self,
+        condition: Option<&AppendCondition>,
+        appends: Vec<StreamAppend>,
+    ) -> Result<Vec<Vec<Arc<RecordedEvent>>>, StoreError> {
+        let batches = appends.iter().map(|append| json_batch(&append.events)).collect::<Result<Vec<_>, _>>()?;
+        let recorded_at = now_micros();
+        let inserted = {
+            let _writer = self.inner.writer.lock().await;
+            // One transaction under the file's write lock: every part's
+            // version is read and checked first, then every part inserted.
+            let mut tx = self.inner.pool.begin_with("BEGIN IMMEDIATE").await.map_err(map_err)?;
+            if let Some(condition) = condition.filter(|condition| !condition.query.is_empty()) {
+                // Under the write lock, so no append can slip in between
+                // the check and the insert.
+                let items = serde_json::to_string(condition.query.items()).map_err(StoreError::backend)?;
+                let first: Option<i64> = sqlx::query_scalar(&self.inner.sql.condition)
+                    .bind(to_i64(condition.after.unwrap_or(0)))
+                    .bind(items)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                if let Some(position) = first {
+                    return Err(StoreError::ConditionFailed {
+                        position: u64::try_from(position).unwrap_or(0),
+                        after: condition.after,
+                    });
+                }
+            }
+            let mut actual = Vec::with_capacity(appends.len());
+            for append in &appends {
+                actual.push(self.fetch_version(&mut *tx, &append.stream).await?);
+            }
+            if let Some(conflict) = first_conflict(&appends, &actual) {
+                return Err(conflict);
+            }
+            let mut inserted = Vec::with_capacity(appends.len());
+            for ((append, version), (_, batch)) in appends.iter().zip(&actual).zip(&batches) {
+                if append.events.is_empty() {
+                    inserted.push(Vec::new());
+                    continue;
+                }
+                let rows: Vec<(i64, i64)> = sqlx::query_as(&self.inner.sql.append)
+                    .bind(append.stream.category())
+                    .bind(append.stream.id())
+                    .bind(to_i64(version.unwrap_or(0)))
+                    .bind(recorded_at.timestamp_micros())
+                    .bind(batch)
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                inserted.push(rows);
+            }
+            tx.commit().await.map_err(map_err)?;
+            inserted
+        };
+        if inserted.iter().any(|rows| !rows.is_empty()) {
+            self.inner.wake.send_modify(|n| *n = n.wrapping_add(1));
+        }
+        Ok(appends
+            .into_iter()
+            .zip(inserted)
+            .zip(batches)
+            .map(|((append, rows), (ids, _))| recorded_events(&append.stream, recorded_at, rows, append.events, ids))
+            .collect())
     }
 
     async fn fetch_version<'e, E>(&self, executor: E, stream: &StreamId) -> Result<Option<u64>, StoreError>
@@ -519,49 +603,16 @@ impl EventStore for SqliteStore {
 
     async fn append_many(&self, appends: Vec<StreamAppend>) -> Result<Vec<Vec<Arc<RecordedEvent>>>, StoreError> {
         validate_append_many(&appends)?;
-        let batches = appends.iter().map(|append| json_batch(&append.events)).collect::<Result<Vec<_>, _>>()?;
-        let recorded_at = now_micros();
-        let inserted = {
-            let _writer = self.inner.writer.lock().await;
-            // One transaction under the file's write lock: every part's
-            // version is read and checked first, then every part inserted.
-            let mut tx = self.inner.pool.begin_with("BEGIN IMMEDIATE").await.map_err(map_err)?;
-            let mut actual = Vec::with_capacity(appends.len());
-            for append in &appends {
-                actual.push(self.fetch_version(&mut *tx, &append.stream).await?);
-            }
-            if let Some(conflict) = first_conflict(&appends, &actual) {
-                return Err(conflict);
-            }
-            let mut inserted = Vec::with_capacity(appends.len());
-            for ((append, version), (_, batch)) in appends.iter().zip(&actual).zip(&batches) {
-                if append.events.is_empty() {
-                    inserted.push(Vec::new());
-                    continue;
-                }
-                let rows: Vec<(i64, i64)> = sqlx::query_as(&self.inner.sql.append)
-                    .bind(append.stream.category())
-                    .bind(append.stream.id())
-                    .bind(to_i64(version.unwrap_or(0)))
-                    .bind(recorded_at.timestamp_micros())
-                    .bind(batch)
-                    .fetch_all(&mut *tx)
-                    .await
-                    .map_err(map_err)?;
-                inserted.push(rows);
-            }
-            tx.commit().await.map_err(map_err)?;
-            inserted
-        };
-        if inserted.iter().any(|rows| !rows.is_empty()) {
-            self.inner.wake.send_modify(|n| *n = n.wrapping_add(1));
-        }
-        Ok(appends
-            .into_iter()
-            .zip(inserted)
-            .zip(batches)
-            .map(|((append, rows), (ids, _))| recorded_events(&append.stream, recorded_at, rows, append.events, ids))
-            .collect())
+        self.append_checked(None, appends).await
+    }
+
+    async fn append_if(
+        &self,
+        condition: AppendCondition,
+        appends: Vec<StreamAppend>,
+    ) -> Result<Vec<Vec<Arc<RecordedEvent>>>, StoreError> {
+        validate_append_if(&condition, &appends)?;
+        self.append_checked(Some(&condition), appends).await
     }
 
     fn read_stream<'a>(&'a self, stream: &'a StreamId, from_version: u64) -> EventStream<'a> {

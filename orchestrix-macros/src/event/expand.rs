@@ -21,8 +21,8 @@ pub(crate) fn expand(model: &Model) -> TokenStream {
                 const _: () = { #body };
             }
         }
-        Input::Struct { item, stored, unit, personal } => {
-            let mut body = struct_impl(krate, item, stored, *unit, personal);
+        Input::Struct { item, stored, unit, personal, tags } => {
+            let mut body = struct_impl(krate, item, stored, *unit, personal, tags);
             if let Some(span) = model.schema {
                 body.extend(struct_schemas(krate, span, item, stored));
             }
@@ -120,10 +120,19 @@ struct Bodies {
     decode: TokenStream,
     /// The `PersonalData` of the stored types that have personal fields.
     personal: Vec<TokenStream>,
+    /// The body of `Event::tags`, if any field is a tag.
+    tags: Option<TokenStream>,
 }
 
 fn event_impl(krate: &TokenStream, ident: &syn::Ident, bodies: Bodies) -> TokenStream {
-    let Bodies { types, event_type, schema_version, encode, decode, personal } = bodies;
+    let Bodies { types, event_type, schema_version, encode, decode, personal, tags } = bodies;
+    let tags = tags.map(|body| {
+        quote! {
+            fn tags(&self) -> #krate::__private::Vec<::std::string::String> {
+                #body
+            }
+        }
+    });
     let personal = if personal.is_empty() {
         TokenStream::new()
     } else {
@@ -163,6 +172,8 @@ fn event_impl(krate: &TokenStream, ident: &syn::Ident, bodies: Bodies) -> TokenS
             }
 
             #personal
+
+            #tags
         }
     }
 }
@@ -183,6 +194,7 @@ fn struct_impl(
     stored: &Stored,
     unit: bool,
     personal: &[super::personal::Personal],
+    tags: &[super::personal::Tag],
 ) -> TokenStream {
     let name = &stored.name;
     let version = stored.version;
@@ -202,8 +214,10 @@ fn struct_impl(
     };
     let personal =
         if personal.is_empty() { Vec::new() } else { vec![super::personal::personal_data(krate, name, personal)] };
+    let tags = (!tags.is_empty()).then(|| super::personal::tag_values(krate, tags, |field| quote!(&self.#field)));
     let bodies = Bodies {
         personal,
+        tags,
         types: vec![event_type(krate, stored)],
         event_type: quote!(#name),
         schema_version: quote!(#version),
@@ -297,7 +311,9 @@ fn enum_impl(krate: &TokenStream, item: &syn::ItemEnum, variants: &[Variant]) ->
             }
         }
     }
+    let tags = enum_tags(krate, variants);
     let bodies = Bodies {
+        tags,
         personal: variants
             .iter()
             .filter(|v| !v.personal.is_empty())
@@ -445,4 +461,27 @@ fn struct_schemas(
         ),
     };
     schemas_impl(krate, span, &item.ident, &shadows, &[schema])
+}
+
+/// The body of `Event::tags` for an enum: one arm per variant with tags.
+fn enum_tags(krate: &TokenStream, variants: &[Variant]) -> Option<TokenStream> {
+    let tag_arms: Vec<TokenStream> = variants
+        .iter()
+        .filter(|v| !v.tags.is_empty())
+        .map(|v| {
+            let ident = &v.ident;
+            let fields: Vec<_> = v.tags.iter().map(|t| &t.field).collect();
+            let body = super::personal::tag_values(krate, &v.tags, |field| quote!(#field));
+            quote!(Self::#ident { #(#fields,)* .. } => #body)
+        })
+        .collect();
+    (!tag_arms.is_empty()).then(|| {
+        quote! {
+            match self {
+                #(#tag_arms,)*
+                #[allow(unreachable_patterns)]
+                _ => #krate::__private::Vec::new(),
+            }
+        }
+    })
 }

@@ -8,7 +8,7 @@ use syn::spanned::Spanned;
 use syn::{Attribute, Fields, Ident, Type};
 
 use super::attr::EventArgs;
-use super::personal::{self, Personal};
+use super::personal::{self, Personal, Tag};
 use crate::common;
 use crate::ctxt::Ctxt;
 
@@ -44,6 +44,8 @@ pub(crate) struct Variant {
     pub(crate) serde: Vec<Attribute>,
     /// Its personal fields (`#[event(personal(subject = ...))]`).
     pub(crate) personal: Vec<Personal>,
+    /// Its tag fields (`#[event(tag)]`).
+    pub(crate) tags: Vec<Tag>,
 }
 
 pub(crate) enum Input {
@@ -56,6 +58,7 @@ pub(crate) enum Input {
         stored: Stored,
         unit: bool,
         personal: Vec<Personal>,
+        tags: Vec<Tag>,
     },
     /// Not something `#[event]` applies to: re-emitted as is.
     Other(TokenStream),
@@ -113,17 +116,18 @@ pub(crate) fn parse(cx: &mut Ctxt, args: TokenStream, item: syn::Item) -> Model 
             };
             let container: Vec<Attribute> =
                 item.attrs.iter().filter(|attr| attr.path().is_ident("serde")).cloned().collect();
-            let personal = match &mut item.fields {
+            let attrs = match &mut item.fields {
                 Fields::Named(fields) => {
                     personal::parse_fields(cx, fields.named.iter_mut(), &container.iter().collect::<Vec<_>>())
                 }
                 Fields::Unnamed(fields) => {
                     personal::reject_on_unnamed(cx, fields.unnamed.iter_mut());
-                    Vec::new()
+                    personal::FieldAttrs::default()
                 }
-                Fields::Unit => Vec::new(),
+                Fields::Unit => personal::FieldAttrs::default(),
             };
-            Model { krate, input: Input::Struct { item, stored, unit, personal }, implementable, schema }
+            let personal::FieldAttrs { personal, tags } = attrs;
+            Model { krate, input: Input::Struct { item, stored, unit, personal, tags }, implementable, schema }
         }
         other => {
             cx.error_spanned_by(
@@ -200,10 +204,10 @@ fn parse_enum(cx: &mut Ctxt, mut item: syn::ItemEnum) -> (syn::ItemEnum, Vec<Var
         );
         let stored = stored(cx, &mut args, format!("{prefix}{}", variant.ident));
         let serde = common::take_attrs(&mut variant.attrs, "serde");
-        let mut personal = Vec::new();
+        let mut attrs = personal::FieldAttrs::default();
         let shape = match &mut variant.fields {
             Fields::Named(fields) => Shape::Named({
-                personal = personal::parse_fields(cx, fields.named.iter_mut(), &serde.iter().collect::<Vec<_>>());
+                attrs = personal::parse_fields(cx, fields.named.iter_mut(), &serde.iter().collect::<Vec<_>>());
                 fields
                     .named
                     .iter_mut()
@@ -251,7 +255,8 @@ fn parse_enum(cx: &mut Ctxt, mut item: syn::ItemEnum) -> (syn::ItemEnum, Vec<Var
         } else {
             seen.insert(stored.name.clone(), (variant.ident.clone(), name_span));
         }
-        variants.push(Variant { ident: variant.ident.clone(), shape, stored, serde, personal });
+        let personal::FieldAttrs { personal, tags } = attrs;
+        variants.push(Variant { ident: variant.ident.clone(), shape, stored, serde, personal, tags });
     }
     (item, variants)
 }

@@ -1,5 +1,10 @@
-//! `#[event(personal(subject = field))]` on a field: personal data,
-//! encrypted per data subject by the runtime's `CryptoStore`.
+//! The field attributes of `#[event]`:
+//!
+//! - `#[event(personal(subject = field))]`: personal data, encrypted per
+//!   data subject by the runtime's `CryptoStore`;
+//! - `#[event(tag)]` or `#[event(tag = "name")]`: the field's value becomes
+//!   the event's tag `name:value`, which queries select events by
+//!   (consistency by query, ADR 0023).
 
 use proc_macro2::{Span, TokenStream};
 use quote::ToTokens;
@@ -13,9 +18,10 @@ use crate::ctxt::Ctxt;
 mod kw {
     syn::custom_keyword!(personal);
     syn::custom_keyword!(subject);
+    syn::custom_keyword!(tag);
 }
 
-const FIELD_KEYS: &[&str] = &["personal"];
+const FIELD_KEYS: &[&str] = &["personal", "tag"];
 const PERSONAL_KEYS: &[&str] = &["subject"];
 
 /// One validated personal field.
@@ -24,6 +30,30 @@ pub(crate) struct Personal {
     pub(crate) field: String,
     /// The name of the field that identifies the data subject.
     pub(crate) subject: String,
+}
+
+/// One validated tag field.
+pub(crate) struct Tag {
+    /// The field.
+    pub(crate) field: Ident,
+    /// Its type, which must implement `TagValue`.
+    pub(crate) ty: Type,
+    /// The tag's name: the part before the `:`.
+    pub(crate) name: String,
+}
+
+/// What the field attributes of one variant or struct declare.
+#[derive(Default)]
+pub(crate) struct FieldAttrs {
+    pub(crate) personal: Vec<Personal>,
+    pub(crate) tags: Vec<Tag>,
+}
+
+/// What one `#[event(...)]` on a field says, as written.
+#[derive(Default)]
+struct Found {
+    personal: Option<(Span, Option<Ident>)>,
+    tag: Option<(Span, Option<syn::LitStr>)>,
 }
 
 /// A field's `#[event(personal(...))]` as written.
@@ -43,9 +73,10 @@ pub(crate) fn parse_fields<'a>(
     cx: &mut Ctxt,
     fields: impl Iterator<Item = &'a mut syn::Field>,
     container: &[&Attribute],
-) -> Vec<Personal> {
+) -> FieldAttrs {
     let mut names: Vec<(Ident, bool)> = Vec::new();
     let mut marked: Vec<Marked> = Vec::new();
+    let mut tags: Vec<(Tag, Span)> = Vec::new();
     for field in fields {
         let Some(ident) = field.ident.clone() else { continue };
         let serde = field.attrs.iter().any(|attr| attr.path().is_ident("serde"));
@@ -54,17 +85,38 @@ pub(crate) fn parse_fields<'a>(
             let syn::Meta::List(list) = &attr.meta else {
                 cx.error_spanned_by(
                     &attr,
-                    "write a personal field as `#[event(personal(subject = the_subject_field))]`",
+                    "write a field's settings as `#[event(tag)]`, `#[event(tag = \"name\")]` or `#[event(personal(subject = the_subject_field))]`",
                 );
                 continue;
             };
-            let mut found: Option<(Span, Option<Ident>)> = None;
+            let mut found = Found::default();
             let parser =
                 |input: ParseStream<'_>| common::parse_pairs(input, |input| parse_field_key(cx, input, &mut found));
             if let Err(error) = parser.parse2(list.tokens.clone()) {
                 cx.push(error);
             }
-            if let Some((at, subject)) = found {
+            if let Some((at, name)) = found.tag {
+                let name = match name {
+                    Some(given) => check_tag_name(cx, &given),
+                    None => Some(ident.to_string()),
+                };
+                if let Some(name) = name {
+                    if let Some((first, _)) = tags.iter().find(|(t, _)| t.name == name) {
+                        cx.error_at(
+                            at,
+                            format_args!(
+                                "duplicate tag name `{name}`: field `{}` already has it; give one of them another `#[event(tag = \"...\")]`",
+                                first.field
+                            ),
+                        );
+                    } else if tags.iter().any(|(t, _)| t.field == ident) {
+                        cx.error_at(at, "duplicate `tag`: mark the field once");
+                    } else {
+                        tags.push((Tag { field: ident.clone(), ty: field.ty.clone(), name }, at));
+                    }
+                }
+            }
+            if let Some((at, subject)) = found.personal {
                 if marked.iter().any(|m| m.field == ident) {
                     cx.error_at(at, "duplicate `personal`: mark the field once");
                     continue;
@@ -73,7 +125,21 @@ pub(crate) fn parse_fields<'a>(
             }
         }
     }
-    validate(cx, &names, &marked, container)
+    FieldAttrs { personal: validate(cx, &names, &marked, container), tags: tags.into_iter().map(|(t, _)| t).collect() }
+}
+
+/// A tag name: not empty, without `:` (which separates it from the value)
+/// or whitespace.
+fn check_tag_name(cx: &mut Ctxt, lit: &syn::LitStr) -> Option<String> {
+    let name = lit.value();
+    if name.is_empty() || name.contains(':') || name.chars().any(char::is_whitespace) || name.contains('\0') {
+        cx.error_spanned_by(
+            lit,
+            format_args!("invalid tag name {name:?}: write a non-empty name without `:` or whitespace, as in `#[event(tag = \"course\")]`"),
+        );
+        return None;
+    }
+    Some(name)
 }
 
 /// Checks the marked fields against each other, the field names and the
@@ -164,13 +230,32 @@ fn validate(cx: &mut Ctxt, names: &[(Ident, bool)], marked: &[Marked], container
     personal
 }
 
-/// Parses `personal(subject = x)`, or reports an unknown key.
-fn parse_field_key(
-    cx: &mut Ctxt,
-    input: ParseStream<'_>,
-    found: &mut Option<(Span, Option<Ident>)>,
-) -> syn::Result<()> {
+/// Parses `personal(subject = x)`, `tag` or `tag = "name"`, or reports an
+/// unknown key.
+fn parse_field_key(cx: &mut Ctxt, input: ParseStream<'_>, found: &mut Found) -> syn::Result<()> {
     let lookahead = input.lookahead1();
+    if lookahead.peek(kw::tag) {
+        let key: kw::tag = input.parse()?;
+        let name = if input.peek(Token![=]) {
+            input.parse::<Token![=]>()?;
+            let lookahead = input.lookahead1();
+            if !lookahead.peek(syn::LitStr) {
+                return Err(syn::Error::new(
+                    input.span(),
+                    "expected the tag's name as a string: `#[event(tag = \"course\")]`",
+                ));
+            }
+            Some(input.parse::<syn::LitStr>()?)
+        } else {
+            None
+        };
+        if found.tag.is_some() {
+            cx.error_at(key.span, "duplicate `tag`: mark the field once");
+        } else {
+            found.tag = Some((key.span, name));
+        }
+        return Ok(());
+    }
     if !lookahead.peek(kw::personal) {
         return common::unknown_key(cx, input, FIELD_KEYS, lookahead.error());
     }
@@ -196,10 +281,10 @@ fn parse_field_key(
             }
         })?;
     }
-    if found.is_some() {
+    if found.personal.is_some() {
         cx.error_at(key.span, "duplicate `personal`: mark the field once");
     } else {
-        *found = Some((key.span, subject));
+        found.personal = Some((key.span, subject));
     }
     Ok(())
 }
@@ -220,7 +305,7 @@ pub(crate) fn reject_on_unnamed<'a>(cx: &mut Ctxt, fields: impl Iterator<Item = 
         for attr in common::take_attrs(&mut field.attrs, "event") {
             cx.error_spanned_by(
                 attr,
-                "only named fields can be personal: name the field, as in `Variant { email: Option<String> }`",
+                "only named fields can be personal or tags: name the field, as in `Variant { course_id: String }`",
             );
         }
     }
@@ -236,4 +321,22 @@ pub(crate) fn personal_data(krate: &TokenStream, event_type: &str, fields: &[Per
             fields: &[#(#krate::__private::PersonalField { name: #names, subject: #subjects }),*],
         }
     }
+}
+
+/// The body of `Event::tags` for one variant's or struct's tag fields,
+/// each reached through `access(field)`; every value is checked to be a
+/// `TagValue` at the field's type, so a wrong type is reported there.
+pub(crate) fn tag_values(krate: &TokenStream, tags: &[Tag], access: impl Fn(&Ident) -> TokenStream) -> TokenStream {
+    use syn::spanned::Spanned as _;
+    let values = tags.iter().map(|tag| {
+        let (name, ty, value) = (&tag.name, &tag.ty, access(&tag.field));
+        quote::quote_spanned!(ty.span()=> #krate::__private::tag::<#ty>(#name, #value))
+    });
+    quote::quote! {{
+        let mut __orchestrix_tags: #krate::__private::Vec<::std::string::String> = #krate::__private::Vec::new();
+        #( __orchestrix_tags.push(#values); )*
+        __orchestrix_tags.sort_unstable();
+        __orchestrix_tags.dedup();
+        __orchestrix_tags
+    }}
 }

@@ -11,8 +11,10 @@ use uuid::Uuid;
 
 use crate::envelope::{validate_event_type, NewEvent, RecordedEvent};
 use crate::error::StoreError;
+use crate::query::AppendCondition;
 use crate::store::{
-    first_conflict, validate_append_many, EventFilter, EventStore, EventStream, ExpectedVersion, StreamAppend,
+    first_conflict, validate_append_if, validate_append_many, EventFilter, EventStore, EventStream, ExpectedVersion,
+    StreamAppend,
 };
 use crate::stream::StreamId;
 
@@ -164,6 +166,11 @@ fn to_u64(n: usize) -> u64 {
     u64::try_from(n).expect("usize fits in u64")
 }
 
+/// The log index of the first position above `after`.
+fn to_index_after(after: u64) -> usize {
+    usize::try_from(after).unwrap_or(usize::MAX)
+}
+
 /// The log index of a 1-based position or version; `0` reads from the start.
 fn to_index(position: u64) -> usize {
     usize::try_from(position.saturating_sub(1)).unwrap_or(usize::MAX)
@@ -295,6 +302,50 @@ impl Subscription {
     }
 }
 
+impl InMemoryEventStore {
+    /// A multi-stream append under the write lock, checked against
+    /// `condition` (if any) and the parts' expectations.
+    fn append_checked(
+        &self,
+        condition: Option<&AppendCondition>,
+        appends: Vec<StreamAppend>,
+    ) -> Result<Vec<Vec<Arc<RecordedEvent>>>, StoreError> {
+        let recorded: Vec<Vec<Arc<RecordedEvent>>> = {
+            let mut guard = self.shared.write();
+            let log = &mut *guard;
+            if let Some(condition) = condition.filter(|condition| !condition.query.is_empty()) {
+                let from = condition.after.map_or(0, to_index_after);
+                if let Some(event) = log
+                    .events
+                    .get(from..)
+                    .unwrap_or_default()
+                    .iter()
+                    .find(|event| condition.violated_by(event.global_position, &event.event_type, event.tags()))
+                {
+                    return Err(StoreError::ConditionFailed {
+                        position: event.global_position,
+                        after: condition.after,
+                    });
+                }
+            }
+
+            let actual: Vec<Option<u64>> = appends.iter().map(|append| log.version(&append.stream)).collect();
+            if let Some(conflict) = first_conflict(&appends, &actual) {
+                return Err(conflict);
+            }
+            let recorded_at = Utc::now();
+            appends
+                .into_iter()
+                .zip(actual)
+                .map(|(append, actual)| log.push(&append.stream, actual, append.events, recorded_at))
+                .collect()
+        };
+        let head = recorded.iter().flatten().map(|event| event.global_position).max().unwrap_or(0);
+        self.shared.advance_head(head);
+        Ok(recorded)
+    }
+}
+
 #[async_trait]
 impl EventStore for InMemoryEventStore {
     async fn append(
@@ -324,23 +375,16 @@ impl EventStore for InMemoryEventStore {
 
     async fn append_many(&self, appends: Vec<StreamAppend>) -> Result<Vec<Vec<Arc<RecordedEvent>>>, StoreError> {
         validate_append_many(&appends)?;
-        let recorded: Vec<Vec<Arc<RecordedEvent>>> = {
-            let mut guard = self.shared.write();
-            let log = &mut *guard;
-            let actual: Vec<Option<u64>> = appends.iter().map(|append| log.version(&append.stream)).collect();
-            if let Some(conflict) = first_conflict(&appends, &actual) {
-                return Err(conflict);
-            }
-            let recorded_at = Utc::now();
-            appends
-                .into_iter()
-                .zip(actual)
-                .map(|(append, actual)| log.push(&append.stream, actual, append.events, recorded_at))
-                .collect()
-        };
-        let head = recorded.iter().flatten().map(|event| event.global_position).max().unwrap_or(0);
-        self.shared.advance_head(head);
-        Ok(recorded)
+        self.append_checked(None, appends)
+    }
+
+    async fn append_if(
+        &self,
+        condition: AppendCondition,
+        appends: Vec<StreamAppend>,
+    ) -> Result<Vec<Vec<Arc<RecordedEvent>>>, StoreError> {
+        validate_append_if(&condition, &appends)?;
+        self.append_checked(Some(&condition), appends)
     }
 
     fn read_stream<'a>(&'a self, stream: &'a StreamId, from_version: u64) -> EventStream<'a> {

@@ -52,6 +52,7 @@
 mod support;
 
 pub mod checkpoint_store;
+pub mod consistency_by_query;
 pub mod dead_letter_store;
 pub mod event_store;
 pub mod key_store;
@@ -102,6 +103,15 @@ macro_rules! __orchestrix_conformance_checks {
             guards_hold_against_concurrent_writes,
         ] $($then)* }
     };
+    (consistency_by_query $($then:tt)*) => {
+        $crate::__orchestrix_conformance_expand! { consistency_by_query [
+            tags_round_trip_and_queries_select,
+            condition_passes_then_fails,
+            condition_and_expectations_are_atomic,
+            concurrent_conditions_have_one_winner,
+            no_write_skew_across_queries,
+        ] $($then)* }
+    };
     (snapshot_store $($then:tt)*) => {
         $crate::__orchestrix_conformance_expand! { snapshot_store [
             save_and_load_latest,
@@ -148,7 +158,7 @@ macro_rules! __orchestrix_conformance_checks {
     };
     ($other:ident $($then:tt)*) => {
         ::core::compile_error!(::core::concat!(
-            "unknown port `", ::core::stringify!($other), "`; expected one of `event_store`, `snapshot_store`, ",
+            "unknown port `", ::core::stringify!($other), "`; expected one of `event_store`, `consistency_by_query`, `snapshot_store`, ",
             "`checkpoint_store`, `key_value_store`, `key_store`, `message_bus`, `dead_letter_store`"
         ));
     };
@@ -174,7 +184,8 @@ macro_rules! __orchestrix_conformance_expand {
 /// Generates one `#[tokio::test]` per conformance check of a port, in a
 /// module named after the port.
 ///
-/// The first argument names the port: `event_store`, `snapshot_store`,
+/// The first argument names the port: `event_store`, `consistency_by_query`
+/// (the conditional appends of an event store), `snapshot_store`,
 /// `checkpoint_store`, `key_value_store`, `key_store`, `message_bus` or
 /// `dead_letter_store`. The second is an expression that makes a fresh,
 /// empty store; it is evaluated once per test, inside the async test
@@ -210,6 +221,19 @@ where
     Fut: Future<Output = S>,
 {
     crate::__orchestrix_conformance_checks! { event_store run make }
+}
+
+/// Runs every consistency-by-query check of an [`EventStore`]
+/// ([`EventStore::append_if`], [`EventStore::read_by_query`]), each on a
+/// fresh store from `make`. Adapters without it run
+/// [`consistency_by_query::unsupported_is_refused`] instead.
+pub async fn consistency_by_query<S, F, Fut>(mut make: F)
+where
+    S: EventStore,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = S>,
+{
+    crate::__orchestrix_conformance_checks! { consistency_by_query run make }
 }
 
 /// Runs every [`SnapshotStore`] check, each on a fresh store from `make`.
