@@ -15,6 +15,10 @@ use orchestrix::store::{Message, MessageBus};
 use orchestrix::{CheckpointStore, EventStore, ExpectedVersion, RecordedEvent, StreamId};
 use orchestrix_adapters::nats::cloudevent::decode;
 use orchestrix_adapters::nats::{JetStreamBus, ProjectionWorker, Relay, RelayOptions, SoleWorker, WorkerOptions};
+use tokio::time::timeout;
+
+/// How long a test waits for a worker to reach a state.
+const MINUTE: Duration = Duration::from_mins(1);
 
 /// Appends `per_stream` `Counted` events (and one ignored event) to each
 /// of `streams` streams, interleaved; returns the last position.
@@ -148,6 +152,57 @@ async fn a_second_worker_takes_over_a_dead_ones_partitions_in_order() {
         assert_eq!(state.applied.len() as u64, wanted);
         assert!(state.out_of_order.is_empty(), "{:?}", state.out_of_order);
         assert_eq!(state.total, 9 * (1..=40).sum::<u64>());
+    }
+    place.delete().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_starts_later_gets_its_share_and_the_work_is_done_once() {
+    let Some(client) = client().await else { return };
+    let place = Place::new(client, 4);
+    let store = InMemoryEventStore::new();
+    let checkpoints = InMemoryCheckpointStore::new();
+    let relay = relay(&place, &store, &checkpoints, 32).spawn();
+    let leases = MemoryLeases::default();
+    let ledger = Ledger::named("sharing");
+    let worker =
+        ProjectionWorker::new(place.client.clone(), place.subjects.clone(), place.stream.clone(), leases.clone());
+    let options = WorkerOptions { batch: 5, lease_interval: Duration::from_millis(100), ..WorkerOptions::default() };
+    let within = |what: &'static str| move |_| panic!("{what} did not happen within a minute");
+
+    // Alone, a worker takes every partition.
+    let mut first = worker.spawn(ledger.clone(), options.clone());
+    let alone = timeout(MINUTE, first.wait_for(|s| s.partitions.len() == 4)).await.unwrap_or_else(within("alone"));
+    assert_eq!(alone.workers, 1);
+
+    // A second one arrives: the first gives up half, the second takes it.
+    let mut second = worker.spawn(ledger.clone(), options.clone());
+    let shared =
+        timeout(MINUTE, second.wait_for(|s| s.partitions.len() == 2)).await.unwrap_or_else(within("the share"));
+    let first_now =
+        timeout(MINUTE, first.wait_for(|s| s.partitions.len() == 2)).await.unwrap_or_else(within("the give-up"));
+    assert_eq!((shared.workers, first_now.workers), (2, 2));
+    assert!(shared.partitions.is_disjoint(&first_now.partitions), "{shared:?} and {first_now:?} overlap");
+
+    // Both work on what arrives now.
+    let events = fill(&store, 12, 30).await;
+    let wanted = events.len() as u64 - 1;
+    let handled_by_second = timeout(MINUTE, second.wait_for(|s| s.handled > 0)).await.unwrap_or_else(within("work"));
+    assert!(handled_by_second.handled > 0);
+
+    // The second one stops: the first takes everything back and finishes.
+    second.stop().await.unwrap();
+    timeout(MINUTE, first.wait_for(|s| s.partitions.len() == 4 && ledger.state().applied.len() as u64 >= wanted))
+        .await
+        .unwrap_or_else(within("the take-back"));
+    first.stop().await.unwrap();
+    relay.stop().await.unwrap();
+
+    {
+        let state = ledger.state();
+        assert_eq!(state.applied.len() as u64, wanted);
+        assert!(state.out_of_order.is_empty(), "{:?}", state.out_of_order);
+        assert_eq!(state.total, 12 * (1..=30).sum::<u64>());
     }
     place.delete().await;
 }

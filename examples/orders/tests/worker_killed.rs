@@ -1,6 +1,6 @@
-//! The api and two worker processes; 2,000 orders; the worker holding
-//! the partitions is SIGKILLed while sagas are in flight; the survivor
-//! takes over and finishes. Then: the read model equals a replay of the
+//! The api and two worker processes; the second gets half the partitions
+//! from the first; 2,000 orders; the first is SIGKILLed while sagas are
+//! in flight; the survivor takes its partitions over and finishes. Then: the read model equals a replay of the
 //! log, every saga ended as its order's amount says, and every payment
 //! and shipping effect was applied once. Needs `ORCHESTRIX_PG_URL` and
 //! `ORCHESTRIX_NATS_URL`.
@@ -19,6 +19,9 @@ const ORDERS: u64 = 2_000;
 /// Kill once this many orders have reached their end.
 const KILL_AFTER: usize = 300;
 const ALL_PARTITIONS: &str = "{0, 1, 2, 3, 4, 5, 6, 7}";
+/// What the first worker gives up when the second arrives: its highest
+/// half.
+const UPPER_HALF: &str = "{4, 5, 6, 7}";
 
 async fn all_events(place: &Place) -> Vec<RecordedEvent> {
     let filter = EventFilter::all();
@@ -66,7 +69,8 @@ async fn a_worker_killed_mid_run_loses_and_repeats_nothing() {
     let mut api = Process::spawn("api", &api_args, &[]);
     let addr =
         api.wait_for_line(Duration::from_mins(1), |line| line.strip_prefix("listening on ").map(str::to_owned)).await;
-    // The first worker takes every partition; the second waits for them.
+    // Alone, the first worker takes every partition; when the second
+    // arrives it gives up the upper half, which the second takes.
     let mut first = Process::spawn("worker", &args, &[]);
     first
         .wait_for_line(Duration::from_mins(1), |line| {
@@ -74,7 +78,11 @@ async fn a_worker_killed_mid_run_loses_and_repeats_nothing() {
         })
         .await;
     let mut second = Process::spawn("worker", &args, &[]);
-    second.wait_for_line(Duration::from_mins(1), |line| (line == "worker running").then_some(())).await;
+    second
+        .wait_for_line(Duration::from_mins(1), |line| {
+            (support::parse_partitions(line)? == (UPPER_HALF.to_owned(), UPPER_HALF.to_owned())).then_some(())
+        })
+        .await;
 
     // Amounts 100..2100: a tenth end in 7 (payment declined), a tenth in
     // 9 (shipping fails), the rest complete.

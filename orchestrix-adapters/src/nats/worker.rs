@@ -47,6 +47,13 @@ pub struct WorkerOptions {
     /// How often leases are checked and free partitions claimed (default
     /// 1 s): how soon a survivor takes over a dead worker's partitions.
     pub lease_interval: Duration,
+    /// Whether workers share the partitions fairly (default `true`): each
+    /// worker holds a membership lease, counts the live workers `n` every
+    /// `lease_interval`, claims at most `ceil(partitions / n)` and gives
+    /// up what it holds above that, so a worker that starts later gets
+    /// its share. With `false`, a worker claims every free partition and
+    /// keeps it: failover only.
+    pub balance: bool,
 }
 
 impl Default for WorkerOptions {
@@ -59,6 +66,7 @@ impl Default for WorkerOptions {
             retry: RetryPolicy::fixed(3, Duration::from_millis(10)),
             poison: PoisonPolicy::Stop,
             lease_interval: Duration::from_secs(1),
+            balance: true,
         }
     }
 }
@@ -68,6 +76,9 @@ impl Default for WorkerOptions {
 pub struct WorkerStatus {
     /// The partitions this worker holds.
     pub partitions: BTreeSet<u32>,
+    /// The live workers of this projection it counted last, itself
+    /// included (with [`WorkerOptions::balance`]; 1 without).
+    pub workers: usize,
     /// Events handled (deliveries, counting redeliveries).
     pub handled: u64,
     /// Messages acked without handling: their type is not in the
@@ -157,6 +168,7 @@ impl ProjectionWorker {
                     status: status_tx,
                     held: BTreeMap::new(),
                     generation: 0,
+                    member: None,
                 };
                 let result = run.run(stop_rx).await;
                 run.release_all().await;
@@ -183,6 +195,8 @@ struct Run<P> {
     status: watch::Sender<WorkerStatus>,
     held: BTreeMap<u32, Held>,
     generation: u64,
+    /// This worker's membership slot and its lease (with `balance`).
+    member: Option<(usize, Box<dyn Lease>)>,
 }
 
 impl<P: Projection> Run<P> {
@@ -230,14 +244,63 @@ impl<P: Projection> Run<P> {
         }
     }
 
-    /// Checks the held leases and claims free partitions.
+    /// Counts the live workers of this projection, itself included: each
+    /// holds one of `slots` membership leases; a slot whose lease cannot
+    /// be taken is held by a live worker (a taken one is given back).
+    async fn live_workers(&mut self, slots: usize) -> usize {
+        let prefix = format!("nats:{}:{}:worker", self.worker.stream.name(), self.name);
+        if let Some((_, lease)) = &mut self.member {
+            if let Err(error) = lease.check().await {
+                tracing::warn!(error = %render(&error), "lost the worker's membership lease; taking one again");
+                self.member = None;
+            }
+        }
+        if self.member.is_none() {
+            for slot in 0..slots {
+                if let Ok(Some(lease)) = self.worker.leases.try_acquire(&format!("{prefix}:{slot}")).await {
+                    self.member = Some((slot, lease));
+                    break;
+                }
+            }
+        }
+        let mine = self.member.as_ref().map(|(slot, _)| *slot);
+        let mut others = 0;
+        for slot in (0..slots).filter(|&slot| Some(slot) != mine) {
+            match self.worker.leases.try_acquire(&format!("{prefix}:{slot}")).await {
+                Ok(None) => others += 1,
+                Ok(Some(lease)) => {
+                    let _ = lease.release().await;
+                }
+                // Unknown: the claims below fail the same way meanwhile.
+                Err(_) => {}
+            }
+        }
+        1 + others
+    }
+
+    /// Checks the held leases, gives up partitions above a fair share and
+    /// claims free ones up to it.
     async fn tend(&mut self, stream: &jetstream::stream::Stream, partitions: &[u32], tx: &mpsc::Sender<Delivery>) {
+        let workers = if self.options.balance { self.live_workers(partitions.len().max(1)).await } else { 1 };
+        let share = partitions.len().div_ceil(workers);
+        // Above the share: the highest partitions go back. Their messages
+        // not yet acknowledged come again to the next holder, which
+        // recreates the consumer from the acknowledged floor.
+        while self.held.len() > share {
+            let Some((partition, held)) = self.held.pop_last() else { break };
+            drop(held.task);
+            let _ = held.lease.release().await;
+            tracing::info!(partition, workers, share, "gave the partition up to share the work");
+        }
         for &partition in partitions {
             if let Some(held) = self.held.get_mut(&partition) {
                 if let Err(error) = held.lease.check().await {
                     tracing::warn!(partition, error = %render(&error), "lost the partition's lease; leaving it");
                     self.held.remove(&partition);
                 }
+                continue;
+            }
+            if self.held.len() >= share {
                 continue;
             }
             let lease_name = format!("nats:{}:{}:{partition}", self.worker.stream.name(), self.name);
@@ -273,8 +336,9 @@ impl<P: Projection> Run<P> {
         }
         let held: BTreeSet<u32> = self.held.keys().copied().collect();
         self.status.send_if_modified(|s| {
-            let changed = s.partitions != held;
+            let changed = s.partitions != held || s.workers != workers;
             s.partitions.clone_from(&held);
+            s.workers = workers;
             changed
         });
     }
@@ -283,6 +347,9 @@ impl<P: Projection> Run<P> {
         for (_, held) in std::mem::take(&mut self.held) {
             drop(held.task);
             let _ = held.lease.release().await;
+        }
+        if let Some((_, lease)) = self.member.take() {
+            let _ = lease.release().await;
         }
         self.status.send_modify(|s| s.partitions.clear());
     }
