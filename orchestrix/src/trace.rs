@@ -49,6 +49,53 @@ impl TraceHeaders {
     pub fn trace_id(&self) -> Option<&str> {
         trace_id(&self.traceparent)
     }
+
+    /// The headers an incoming request carries, read through `header` (a
+    /// lookup by lower-case name, as HTTP libraries offer), or `None`
+    /// without a `traceparent`. Works with any HTTP library:
+    ///
+    /// ```
+    /// use orchestrix::trace::TraceHeaders;
+    /// let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    /// let headers = TraceHeaders::from_headers(|name| (name == "traceparent").then_some(tp)).unwrap();
+    /// assert_eq!(headers.trace_id(), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
+    /// assert_eq!(TraceHeaders::from_headers(|_| None), None);
+    /// ```
+    pub fn from_headers<'a>(header: impl Fn(&str) -> Option<&'a str>) -> Option<Self> {
+        Some(Self {
+            traceparent: header("traceparent")?.to_owned(),
+            tracestate: header("tracestate").map(str::to_owned),
+        })
+    }
+}
+
+/// The span of one incoming HTTP request (`http.request`, named
+/// `<METHOD> <path>` for OpenTelemetry, kind `server`, with the method,
+/// the path and an empty `http.response.status_code` to record when the
+/// answer is known), the child of the caller's trace when `headers` carry
+/// one and a propagator is installed. The commands run inside it join
+/// that trace, and through the events' metadata so do the projections,
+/// sagas and consumers in other processes that handle their events.
+///
+/// ```
+/// let span = orchestrix::trace::http_server_span("POST", "/orders", None);
+/// span.record("http.response.status_code", 201);
+/// ```
+pub fn http_server_span(method: &str, path: &str, headers: Option<&TraceHeaders>) -> tracing::Span {
+    let span = tracing::info_span!(
+        "http.request",
+        otel.name = %format!("{method} {path}"),
+        otel.kind = "server",
+        http.request.method = %method,
+        url.path = %path,
+        http.response.status_code = tracing::field::Empty,
+    );
+    if let (Some(propagator), Some(headers)) = (propagator(), headers) {
+        if !span.is_disabled() {
+            propagator.set_parent(&span, headers);
+        }
+    }
+    span
 }
 
 /// The trace id (32 lowercase hex digits) of a W3C `traceparent`, if it is

@@ -19,7 +19,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::extract::{Path, Query, Request, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -104,25 +104,11 @@ pub fn router(state: AppState) -> Router {
 /// One span per request, the child of the caller's W3C `traceparent` when
 /// it sent one: the commands and projection updates below it join the trace.
 async fn trace_request(request: Request, next: Next) -> Response {
-    let span = tracing::info_span!(
-        "http.request",
-        otel.name = %format!("{} {}", request.method(), request.uri().path()),
-        otel.kind = "server",
-        http.request.method = %request.method(),
-        url.path = %request.uri().path(),
-        http.response.status_code = tracing::field::Empty,
-    );
-    if let (Some(propagator), Some(headers)) = (orchestrix::trace::propagator(), trace_headers(request.headers())) {
-        propagator.set_parent(&span, &headers);
-    }
+    let headers = TraceHeaders::from_headers(|name| request.headers().get(name).and_then(|v| v.to_str().ok()));
+    let span = orchestrix::trace::http_server_span(request.method().as_str(), request.uri().path(), headers.as_ref());
     let response = next.run(request).instrument(span.clone()).await;
     span.record("http.response.status_code", response.status().as_u16());
     response
-}
-
-fn trace_headers(headers: &HeaderMap) -> Option<TraceHeaders> {
-    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    Some(TraceHeaders { traceparent: text("traceparent")?, tracestate: text("tracestate") })
 }
 
 /// A JSON error with its status.

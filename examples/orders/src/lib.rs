@@ -28,7 +28,7 @@ pub mod fulfilment;
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Request, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -65,25 +65,11 @@ pub fn router(state: AppState) -> Router {
 /// when it sent one: the commands below it, the relay's publish and the
 /// workers' handling of the events join that trace.
 async fn trace_request(request: Request, next: Next) -> Response {
-    let span = tracing::info_span!(
-        "http.request",
-        otel.name = %format!("{} {}", request.method(), request.uri().path()),
-        otel.kind = "server",
-        http.request.method = %request.method(),
-        url.path = %request.uri().path(),
-        http.response.status_code = tracing::field::Empty,
-    );
-    if let (Some(propagator), Some(headers)) = (orchestrix::trace::propagator(), trace_headers(request.headers())) {
-        propagator.set_parent(&span, &headers);
-    }
+    let headers = TraceHeaders::from_headers(|name| request.headers().get(name).and_then(|v| v.to_str().ok()));
+    let span = orchestrix::trace::http_server_span(request.method().as_str(), request.uri().path(), headers.as_ref());
     let response = next.run(request).instrument(span.clone()).await;
     span.record("http.response.status_code", response.status().as_u16());
     response
-}
-
-fn trace_headers(headers: &HeaderMap) -> Option<TraceHeaders> {
-    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    Some(TraceHeaders { traceparent: text("traceparent")?, tracestate: text("tracestate") })
 }
 
 /// A JSON error with its status.
