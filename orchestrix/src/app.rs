@@ -727,7 +727,7 @@ impl Orchestrix {
                         event_type: event_type.to_owned(),
                         schema_version,
                         data,
-                        metadata: tags.into_iter().fold(metadata.clone(), Metadata::with_tag),
+                        metadata: metadata.clone().with_tags(tags),
                     })
                     .collect();
                 crate::store::StreamAppend::new(part.stream, part.expected, events)

@@ -144,7 +144,7 @@ impl Orchestrix {
             .map(|mut part| {
                 for event in &mut part.events {
                     let tags = std::mem::take(&mut event.metadata.tags);
-                    event.metadata = tags.into_iter().fold(metadata.clone(), crate::envelope::Metadata::with_tag);
+                    event.metadata = metadata.clone().with_tags(tags);
                 }
                 part
             })

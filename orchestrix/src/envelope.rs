@@ -79,6 +79,11 @@ impl Metadata {
         self
     }
 
+    /// Adds several tags, keeping the tags sorted and unique.
+    pub fn with_tags<T: Into<String>>(self, tags: impl IntoIterator<Item = T>) -> Self {
+        tags.into_iter().fold(self, Self::with_tag)
+    }
+
     /// Adds a free-form header.
     pub fn with_header(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.headers.insert(key.into(), value.into());
@@ -129,16 +134,18 @@ pub struct NewEvent {
 impl NewEvent {
     /// Serializes a typed event, adding its tags ([`Event::tags`]) to
     /// those of `metadata`.
-    pub fn encode<E: Event>(event: &E, mut metadata: Metadata) -> Result<Self, serde_json::Error> {
-        for tag in event.tags() {
-            metadata = metadata.with_tag(tag);
-        }
+    pub fn encode<E: Event>(event: &E, metadata: Metadata) -> Result<Self, serde_json::Error> {
         Ok(Self {
             event_type: event.event_type().to_owned(),
             schema_version: event.schema_version(),
             data: event.encode()?,
-            metadata,
+            metadata: metadata.with_tags(event.tags()),
         })
+    }
+
+    /// The event's tags ([`Metadata::tags`]).
+    pub fn tags(&self) -> &[String] {
+        &self.metadata.tags
     }
 }
 
@@ -164,13 +171,6 @@ pub struct RecordedEvent {
     pub data: Box<RawValue>,
     /// Metadata recorded with the event.
     pub metadata: Metadata,
-}
-
-impl NewEvent {
-    /// The event's tags ([`Metadata::tags`]).
-    pub fn tags(&self) -> &[String] {
-        &self.metadata.tags
-    }
 }
 
 impl RecordedEvent {

@@ -248,7 +248,7 @@ mod tests {
             event_type: event_type.to_owned(),
             schema_version: 1,
             data: RawValue::from_string("{}".to_owned()).unwrap(),
-            metadata: tags.iter().fold(Metadata::default(), |m, t| m.with_tag(*t)),
+            metadata: Metadata::default().with_tags(tags.iter().copied()),
         }
     }
 

@@ -16,7 +16,7 @@ use crate::stream::StreamId;
 
 /// An event of `event_type` with `tags`.
 fn tagged(event_type: &str, tags: &[String]) -> NewEvent {
-    let metadata = tags.iter().fold(Metadata::default(), |m, t| m.with_tag(t.clone()));
+    let metadata = Metadata::default().with_tags(tags.iter().cloned());
     event_with(event_type, "{}", metadata)
 }
 
