@@ -370,7 +370,22 @@ impl<S> CryptoStore<S> {
         }
         Ok((sealed, events))
     }
+
+    async fn seal_parts(&self, appends: Vec<StreamAppend>) -> Result<SealedParts, StoreError> {
+        let mut sealed_parts = Vec::with_capacity(appends.len());
+        let mut plain_parts = Vec::with_capacity(appends.len());
+        for append in appends {
+            let (sealed, plain) = self.seal_all(append.events).await?;
+            sealed_parts.push(StreamAppend::new(append.stream, append.expected, sealed));
+            plain_parts.push(plain);
+        }
+        Ok((sealed_parts, plain_parts))
+    }
 }
+
+/// The parts of a multi-stream append with their events sealed, and the
+/// plain events of each part.
+type SealedParts = (Vec<StreamAppend>, Vec<Vec<NewEvent>>);
 
 /// The records an append returned, with the plain data the caller gave.
 fn with_plain_data(records: Vec<Arc<RecordedEvent>>, plain: Vec<NewEvent>) -> Vec<Arc<RecordedEvent>> {
@@ -457,15 +472,26 @@ impl<S: EventStore> EventStore for CryptoStore<S> {
     }
 
     async fn append_many(&self, appends: Vec<StreamAppend>) -> Result<Vec<Vec<Arc<RecordedEvent>>>, StoreError> {
-        let mut sealed_parts = Vec::with_capacity(appends.len());
-        let mut plain_parts = Vec::with_capacity(appends.len());
-        for append in appends {
-            let (sealed, plain) = self.seal_all(append.events).await?;
-            sealed_parts.push(StreamAppend::new(append.stream, append.expected, sealed));
-            plain_parts.push(plain);
-        }
+        let (sealed_parts, plain_parts) = self.seal_parts(appends).await?;
         let parts = self.inner.append_many(sealed_parts).await?;
         Ok(parts.into_iter().zip(plain_parts).map(|(records, plain)| with_plain_data(records, plain)).collect())
+    }
+
+    /// Seals the events and appends them with the condition of the inner
+    /// store: tags are never encrypted, so the condition means the same.
+    async fn append_if(
+        &self,
+        condition: crate::query::AppendCondition,
+        appends: Vec<StreamAppend>,
+    ) -> Result<Vec<Vec<Arc<RecordedEvent>>>, StoreError> {
+        let (sealed_parts, plain_parts) = self.seal_parts(appends).await?;
+        let parts = self.inner.append_if(condition, sealed_parts).await?;
+        Ok(parts.into_iter().zip(plain_parts).map(|(records, plain)| with_plain_data(records, plain)).collect())
+    }
+
+    /// The inner store's read (with its tag index, if it has one), opened.
+    fn read_by_query<'a>(&'a self, query: &'a crate::query::Query, from_position: u64) -> EventStream<'a> {
+        open_all(Arc::clone(&self.keys), self.inner.read_by_query(query, from_position))
     }
 
     fn read_stream<'a>(&'a self, stream: &'a StreamId, from_version: u64) -> EventStream<'a> {

@@ -24,6 +24,13 @@
 //!   crypto-shredding per tenant, wrap the view:
 //!   `CryptoStore::new(TenantStore::new(events, t)?, TenantStore::new(keys, t)?)`.
 //!
+//! - **Conditional appends** ([`EventStore::append_if`], consistency by
+//!   query) are confined too: the view tags every event it writes with
+//!   `orchestrix.tenant:<tenant>` ([`TENANT_TAG`]) and adds that tag to every item of the
+//!   condition's query, so another tenant's events never fail a tenant's
+//!   condition. The tag is the view's own: records read through a view come
+//!   back without it (the inner store shows it).
+//!
 //! What the view does not hide: global positions are shared, so their gaps
 //! and [`EventStore::head_position`] (the whole store's head) reveal how
 //! much other tenants write, never what. Whoever holds the inner store
@@ -196,20 +203,34 @@ impl<S> TenantStore<S> {
         format!("{}{key}", self.prefix)
     }
 
-    /// Stamps the tenant on an event, refusing one that names another.
+    /// The tag `orchestrix.tenant:<tenant>` the view puts on every event it
+    /// writes and requires in every condition it passes on.
+    pub fn tenant_tag(&self) -> String {
+        crate::query::tag(TENANT_TAG, self.tenant.as_str())
+    }
+
+    /// `query` with the view's tenant tag required by every item.
+    fn confined(&self, query: &crate::query::Query) -> crate::query::Query {
+        let tenant_tag = self.tenant_tag();
+        query.items().iter().map(|item| item.clone().raw_tag(tenant_tag.clone())).collect()
+    }
+
+    /// Stamps the tenant (and its tag) on an event, refusing one that names
+    /// another.
     fn stamp(&self, mut event: NewEvent) -> Result<NewEvent, StoreError> {
         match event.metadata.tenant.as_deref() {
-            Some(tenant) if tenant != self.tenant.as_str() => Err(StoreError::InvalidInput(format!(
-                "an event for tenant `{}` cannot be written through the view of tenant `{}`",
-                truncate_for_message(tenant),
-                self.tenant
-            ))),
-            Some(_) => Ok(event),
-            None => {
-                event.metadata.tenant = Some(self.tenant.as_str().to_owned());
-                Ok(event)
+            Some(tenant) if tenant != self.tenant.as_str() => {
+                return Err(StoreError::InvalidInput(format!(
+                    "an event for tenant `{}` cannot be written through the view of tenant `{}`",
+                    truncate_for_message(tenant),
+                    self.tenant
+                )))
             }
+            Some(_) => {}
+            None => event.metadata.tenant = Some(self.tenant.as_str().to_owned()),
         }
+        event.metadata = std::mem::take(&mut event.metadata).with_tag(self.tenant_tag());
+        Ok(event)
     }
 
     fn stamp_all(&self, events: Vec<NewEvent>) -> Result<Vec<NewEvent>, StoreError> {
@@ -217,19 +238,29 @@ impl<S> TenantStore<S> {
     }
 }
 
+/// The tag name of the tag a [`TenantStore`] puts on every event it writes
+/// (`orchestrix.tenant:<tenant>`), which confines its conditional appends
+/// to the tenant's events.
+pub const TENANT_TAG: &str = "orchestrix.tenant";
+
+/// An inner record as the view shows it: in the view's `stream`, without
+/// the view's tenant tag.
+fn in_view(stream: StreamId, record: &RecordedEvent) -> Arc<RecordedEvent> {
+    let mut outer = RecordedEvent { stream, ..RecordedEvent::clone(record) };
+    outer.metadata.tags.retain(|tag| !tag.strip_prefix(TENANT_TAG).is_some_and(|rest| rest.starts_with(':')));
+    Arc::new(outer)
+}
+
 /// The view of an inner record: `None` if it is not the tenant's.
 fn outer_record(prefix: &str, record: &Arc<RecordedEvent>) -> Option<Arc<RecordedEvent>> {
     let stream = TenantStore::<()>::outer_stream(prefix, &record.stream)?;
-    Some(Arc::new(RecordedEvent { stream, ..RecordedEvent::clone(record) }))
+    Some(in_view(stream, record))
 }
 
 /// Maps the records an append returned (which are the tenant's by
 /// construction) to the view's stream id.
 fn outer_records(stream: &StreamId, records: Vec<Arc<RecordedEvent>>) -> Vec<Arc<RecordedEvent>> {
-    records
-        .into_iter()
-        .map(|record| Arc::new(RecordedEvent { stream: stream.clone(), ..RecordedEvent::clone(&record) }))
-        .collect()
+    records.into_iter().map(|record| in_view(stream.clone(), &record)).collect()
 }
 
 /// Keeps the tenant's events of an inner stream, mapped to the view.
@@ -306,16 +337,44 @@ impl<S: EventStore> EventStore for TenantStore<S> {
         self.outer_result(&outer, self.inner.append_many(inner).await)
     }
 
-    /// The condition is checked against the whole inner store: an event of
-    /// another tenant that matches the query fails it too. That can refuse
-    /// more than needed (tags are not namespaced by tenant), never less.
+    /// The condition is confined to the tenant: every item of its query
+    /// also requires the view's tenant tag, which every event written
+    /// through the view carries.
     async fn append_if(
         &self,
         condition: crate::query::AppendCondition,
         appends: Vec<StreamAppend>,
     ) -> Result<Vec<Vec<Arc<RecordedEvent>>>, StoreError> {
         let (outer, inner) = self.inner_parts(appends)?;
+        let condition = crate::query::AppendCondition::new(self.confined(&condition.query), condition.after);
         self.outer_result(&outer, self.inner.append_if(condition, inner).await)
+    }
+
+    /// The inner store's read of the confined query (with its tag index, if
+    /// it has one), a page at a time as the query the view made is owned.
+    fn read_by_query<'a>(&'a self, query: &'a crate::query::Query, from_position: u64) -> EventStream<'a> {
+        if query.is_empty() {
+            return stream::empty().boxed();
+        }
+        let confined = self.confined(query);
+        stream::unfold(Some(from_position), move |from| {
+            let confined = confined.clone();
+            async move {
+                let from = from?;
+                let page: Vec<_> = self.inner.read_by_query(&confined, from).take(PAGE).collect().await;
+                let next = match page.last() {
+                    Some(Ok(last)) if page.len() == PAGE => Some(last.global_position + 1),
+                    _ => None,
+                };
+                let items = page.into_iter().filter_map(|item| match item {
+                    Ok(record) => outer_record(&self.prefix, &record).map(Ok),
+                    Err(error) => Some(Err(error)),
+                });
+                Some((stream::iter(items), next))
+            }
+        })
+        .flatten()
+        .boxed()
     }
 
     fn read_stream<'a>(&'a self, stream: &'a StreamId, from_version: u64) -> EventStream<'a> {

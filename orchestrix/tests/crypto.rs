@@ -308,3 +308,38 @@ fn hex(bytes: &[u8]) -> String {
         out
     })
 }
+
+/// Consistency by query through a crypto store: the events are sealed, the
+/// condition (on tags, which are never encrypted) means what it means on
+/// the inner store, and reads by query come back in clear.
+#[tokio::test]
+async fn conditional_appends_seal_personal_fields_and_keep_their_condition() {
+    use orchestrix::query::{AppendCondition, Query, QueryItem};
+    let raw = InMemoryEventStore::new();
+    let store = CryptoStore::new(raw.clone(), InMemoryKeyStore::new()).register::<CustomerEvent>();
+    let query = Query::new([QueryItem::types(["CustomerRegistered"]).raw_tag("customer:ada")]);
+    let tagged = |event: &CustomerEvent| NewEvent::encode(event, Metadata::default().with_tag("customer:ada")).unwrap();
+    let part =
+        |id: &str| StreamAppend::new(stream(id), ExpectedVersion::NoStream, vec![tagged(&registered("ada", "Ada"))]);
+
+    let appended = store.append_if(AppendCondition::new(query.clone(), None), vec![part("ada")]).await.unwrap();
+    assert_eq!(appended[0][0].decode::<CustomerEvent>().unwrap(), registered("ada", "Ada"));
+    let filter = EventFilter::all();
+    let stored: Vec<Arc<RecordedEvent>> = raw.read_all(0, &filter).map(Result::unwrap).collect().await;
+    assert!(!stored[0].data.get().contains("Ada") && stored[0].data.get().contains(ENCRYPTED_MARKER));
+
+    let error = store.append_if(AppendCondition::new(query.clone(), None), vec![part("ada-2")]).await.unwrap_err();
+    assert!(matches!(error, StoreError::ConditionFailed { position: 1, after: None }), "{error:?}");
+    let read: Vec<CustomerEvent> =
+        store.read_by_query(&query, 0).map(|r| r.unwrap().decode::<CustomerEvent>().unwrap()).collect().await;
+    assert_eq!(read, [registered("ada", "Ada")]);
+    store.append_if(AppendCondition::new(query, Some(1)), vec![part("ada-2")]).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crypto_store_passes_the_consistency_by_query_checks() {
+    orchestrix::testing::conformance::consistency_by_query(|| async {
+        CryptoStore::new(InMemoryEventStore::new(), InMemoryKeyStore::new()).register::<CustomerEvent>()
+    })
+    .await;
+}

@@ -307,3 +307,57 @@ async fn data_subjects_are_per_tenant() {
     assert_eq!(acme.key("c-1").await.unwrap().map(|k| k.id()), Some(acme_key.id()));
     assert!(!globex.delete_key("c-1").await.unwrap());
 }
+
+/// Consistency by query through views: another tenant's events never fail a
+/// tenant's condition (its tags are the same), the tenant's own do, and the
+/// view's tenant tag stays inside the inner store.
+#[tokio::test]
+async fn conditions_are_confined_to_the_tenant() {
+    use orchestrix::query::{AppendCondition, Query, QueryItem};
+    let shared = InMemoryEventStore::new();
+    let acme = TenantStore::new(shared.clone(), "acme").unwrap();
+    let globex = TenantStore::new(shared.clone(), "globex").unwrap();
+    let tagged = |n| {
+        let mut event = event("Subscribed", n);
+        event.metadata = Metadata::default().with_tag("course:c1");
+        event
+    };
+    let query = Query::new([QueryItem::types(["Subscribed"]).tag("course", "c1")]);
+    let decided: Vec<_> = acme.read_by_query(&query, 0).collect().await;
+    assert!(decided.is_empty());
+
+    // Globex writes a matching event after acme read: acme's decision
+    // stands, its condition holds.
+    globex.append(&stream("Course", "c1"), ExpectedVersion::NoStream, vec![tagged(1)]).await.unwrap();
+    let appended = acme
+        .append_if(
+            AppendCondition::new(query.clone(), None),
+            vec![StreamAppend::new(stream("Course", "c1"), ExpectedVersion::NoStream, vec![tagged(2)])],
+        )
+        .await
+        .unwrap();
+    assert_eq!(appended[0][0].tags(), ["course:c1"], "the view shows the event's own tags");
+    let inner: Vec<_> = read_all(&shared).await;
+    assert_eq!(inner.len(), 2);
+    assert_eq!(inner[1].tags(), ["course:c1", "orchestrix.tenant:acme"], "the inner store keeps the tenant tag");
+    assert_eq!(read_all(&acme).await[0].tags(), ["course:c1"]);
+
+    // Acme's own later event fails a condition that did not see it.
+    let error = acme
+        .append_if(
+            AppendCondition::new(query.clone(), None),
+            vec![StreamAppend::new(stream("Course", "c2"), ExpectedVersion::NoStream, vec![tagged(3)])],
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(error, StoreError::ConditionFailed { position: 2, after: None }), "{error:?}");
+    let after =
+        acme.read_by_query(&query, 0).map(Result::unwrap).collect::<Vec<_>>().await.last().unwrap().global_position;
+    assert_eq!(after, 2);
+    acme.append_if(
+        AppendCondition::new(query, Some(after)),
+        vec![StreamAppend::new(stream("Course", "c2"), ExpectedVersion::NoStream, vec![tagged(3)])],
+    )
+    .await
+    .unwrap();
+}
