@@ -23,6 +23,10 @@ mod v1 {
 
     orchestrix::conformance_tests!(event_store, fresh_store(TestServerOptions::default(), ApiVersion::V1).await);
     orchestrix::conformance_tests!(snapshot_store, fresh_store(TestServerOptions::default(), ApiVersion::V1).await);
+    orchestrix::conformance_tests!(
+        consistency_by_query,
+        fresh_store(TestServerOptions::default(), ApiVersion::V1).await
+    );
 }
 
 mod v2 {
@@ -30,4 +34,8 @@ mod v2 {
 
     orchestrix::conformance_tests!(event_store, fresh_store(TestServerOptions::v2_only(), ApiVersion::V2).await);
     orchestrix::conformance_tests!(snapshot_store, fresh_store(TestServerOptions::v2_only(), ApiVersion::V2).await);
+    orchestrix::conformance_tests!(
+        consistency_by_query,
+        fresh_store(TestServerOptions::v2_only(), ApiVersion::V2).await
+    );
 }

@@ -60,6 +60,11 @@ async fn conformance_against_a_real_server() {
     };
     orchestrix::testing::conformance::event_store(fresh).await;
     orchestrix::testing::conformance::snapshot_store(fresh).await;
+    // Where the EventQL the adapter writes for consistency by query meets a
+    // real server (ADR 23): `CONTAINS` on the envelope's tags (missing on
+    // untagged events), byte-wise string ranges on types, `COUNT() == n`
+    // in an `isEventQlQueryTrue` precondition, rows in log order.
+    orchestrix::testing::conformance::consistency_by_query(fresh).await;
 }
 
 #[event(schema)]

@@ -17,7 +17,10 @@ esdb_support::for_both_apis!(
     schemas_from_the_rust_types_are_registered_idempotently_and_enforced,
     a_schema_that_stored_events_violate_is_refused,
     registered_schemas_are_the_envelope_around_the_derived_data_schema,
-    eventql_queries_pass_through_and_answer_rows
+    eventql_queries_pass_through_and_answer_rows,
+    conditions_are_exact_where_eventql_cannot_spell_a_tag,
+    conditions_cover_every_schema_version_and_nothing_else,
+    a_query_for_any_event_ignores_snapshots
 );
 
 #[event(schema)]
@@ -181,4 +184,129 @@ async fn eventql_queries_pass_through_and_answer_rows(options: TestServerOptions
         }
         other => panic!("expected the server's refusal, got {other:?}"),
     }
+}
+
+fn tagged(event_type: &str, schema_version: u32, tags: &[&str]) -> NewEvent {
+    NewEvent {
+        schema_version,
+        metadata: Metadata::default().with_tags(tags.iter().copied()),
+        ..raw_event(event_type, "{}")
+    }
+}
+
+fn part(id: &str, event: NewEvent) -> orchestrix::store::StreamAppend {
+    orchestrix::store::StreamAppend::new(StreamId::new("Course", id).unwrap(), ExpectedVersion::Any, vec![event])
+}
+
+/// A tag with both kinds of quote and a backslash cannot be an EventQL
+/// string literal without escapes, so the server-side filter leaves it out
+/// and selects more: the adapter's own matching keeps the condition exact.
+async fn conditions_are_exact_where_eventql_cannot_spell_a_tag(options: TestServerOptions) {
+    use orchestrix::query::{AppendCondition, Query, QueryItem};
+    let (_server, store) = setup(options).await;
+    let (mine, other) = ("k:a\"'\\b", "k:a\"'\\c");
+    let query = Query::new([QueryItem::types(["Subscribed"]).raw_tag(mine)]);
+    store
+        .append_if(AppendCondition::new(query.clone(), None), vec![part("1", tagged("Subscribed", 1, &[mine]))])
+        .await
+        .unwrap();
+    // Selected by the filter, not matched by the query: the condition holds.
+    store
+        .append(&StreamId::new("Course", "2").unwrap(), ExpectedVersion::Any, vec![tagged("Subscribed", 1, &[other])])
+        .await
+        .unwrap();
+    let read: Vec<_> = store.read_by_query(&query, 0).try_collect().await.unwrap();
+    assert_eq!(
+        read.iter().map(|r| (r.global_position, r.tags().to_vec())).collect::<Vec<_>>(),
+        [(1, vec![mine.to_owned()])]
+    );
+    store
+        .append_if(AppendCondition::new(query.clone(), Some(1)), vec![part("3", tagged("Subscribed", 1, &[mine]))])
+        .await
+        .unwrap();
+    // A matching event above `after` fails it, naming its position.
+    let error = store
+        .append_if(AppendCondition::new(query, Some(1)), vec![part("4", tagged("Subscribed", 1, &[mine]))])
+        .await
+        .unwrap_err();
+    assert!(matches!(error, StoreError::ConditionFailed { position: 3, after: Some(1) }), "{error:?}");
+}
+
+/// A query's type covers every schema version of it, and not a type whose
+/// name merely starts the same; the adapter's own snapshots never count.
+async fn conditions_cover_every_schema_version_and_nothing_else(options: TestServerOptions) {
+    use orchestrix::query::{AppendCondition, Query, QueryItem};
+    use orchestrix::SnapshotStore;
+    let (_server, store) = setup(options).await;
+    let query = Query::new([QueryItem::types(["Subscribed"]).tag("course", "c1")]);
+    let holds = |after| AppendCondition::new(query.clone(), after);
+    store
+        .append(
+            &StreamId::new("Course", "c1").unwrap(),
+            ExpectedVersion::Any,
+            vec![tagged("SubscribedLate", 1, &["course:c1"])],
+        )
+        .await
+        .unwrap();
+    store
+        .append(&StreamId::new("Course", "c1").unwrap(), ExpectedVersion::Any, vec![tagged("Subscribed", 1, &[])])
+        .await
+        .unwrap();
+    store
+        .save(orchestrix::store::Snapshot {
+            stream: StreamId::new("Course", "c1").unwrap(),
+            version: 2,
+            schema_version: 1,
+            state: RawValue::from_string("{}".into()).unwrap(),
+            taken_at: chrono::Utc::now(),
+        })
+        .await
+        .unwrap();
+    store.append_if(holds(None), vec![part("c2", tagged("Subscribed", 1, &["course:c2"]))]).await.unwrap();
+    store
+        .append(
+            &StreamId::new("Course", "c1").unwrap(),
+            ExpectedVersion::Any,
+            vec![tagged("Subscribed", 3, &["course:c1"])],
+        )
+        .await
+        .unwrap();
+    let error =
+        store.append_if(holds(None), vec![part("c3", tagged("Subscribed", 1, &["course:c1"]))]).await.unwrap_err();
+    let head = store.head_position().await.unwrap().unwrap();
+    assert!(matches!(error, StoreError::ConditionFailed { position, after: None } if position == head), "{error:?}");
+    let read: Vec<_> = store.read_by_query(&query, 0).try_collect().await.unwrap();
+    assert_eq!(read.iter().map(|r| (r.event_type.as_str(), r.schema_version)).collect::<Vec<_>>(), [("Subscribed", 3)]);
+}
+
+/// A query item for any event counts every stream event, never the
+/// adapter's snapshots (stored as events on their own subjects).
+async fn a_query_for_any_event_ignores_snapshots(options: TestServerOptions) {
+    use orchestrix::query::{AppendCondition, Query, QueryItem};
+    use orchestrix::SnapshotStore;
+    let (_server, store) = setup(options).await;
+    let query = Query::new([QueryItem::any()]);
+    store
+        .append_if(AppendCondition::new(query.clone(), None), vec![part("1", tagged("Defined", 1, &[]))])
+        .await
+        .unwrap();
+    let snapshot = orchestrix::store::Snapshot {
+        stream: StreamId::new("Course", "1").unwrap(),
+        version: 1,
+        schema_version: 1,
+        state: RawValue::from_string("{}".into()).unwrap(),
+        taken_at: chrono::Utc::now(),
+    };
+    store.save(snapshot).await.unwrap();
+    store
+        .append_if(AppendCondition::new(query.clone(), Some(1)), vec![part("2", tagged("Defined", 1, &[]))])
+        .await
+        .unwrap();
+    let read: Vec<_> = store.read_by_query(&query, 0).try_collect().await.unwrap();
+    assert_eq!(read.iter().map(|r| r.global_position).collect::<Vec<_>>(), [1, 3]);
+    let error = store
+        .append_if(AppendCondition::new(query, Some(1)), vec![part("3", tagged("Defined", 1, &[]))])
+        .await
+        .unwrap_err();
+    assert!(matches!(error, StoreError::ConditionFailed { position: 3, after: Some(1) }), "{error:?}");
 }

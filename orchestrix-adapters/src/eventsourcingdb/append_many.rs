@@ -1,16 +1,20 @@
 //! Atomic multi-stream appends on EventSourcingDB (ADR 0018): one
 //! `write-events` request carrying every part's events and one
 //! precondition per subject, which the server checks atomically with the
-//! write.
+//! write; with a condition (ADR 0023), one `isEventQlQueryTrue`
+//! precondition more (see [`super::condition`]).
 
 use std::sync::Arc;
 
+use orchestrix::query::AppendCondition;
 use orchestrix::store::{first_conflict, validate_append_many, ExpectedVersion, StreamAppend};
 use orchestrix::{RecordedEvent, StoreError};
 
+use super::condition;
+
 use super::http::EsdbError;
 use super::store::{EsdbStore, Latest};
-use super::wire::{self, EnvelopeOut, EventCandidate, Precondition};
+use super::wire::{self, EnvelopeOut, EventCandidate, Precondition, WireEvent};
 
 impl EsdbStore {
     /// [`orchestrix::EventStore::append_many`] for EventSourcingDB.
@@ -27,11 +31,17 @@ impl EsdbStore {
     /// - A call whose parts are all guards writes nothing, and the server
     ///   refuses empty writes: its guards are then checked by reading the
     ///   subjects, one after the other, not atomically with each other.
+    /// - With a `condition` ([`orchestrix::EventStore::append_if`]), every
+    ///   attempt first checks it ([`EsdbStore::check_condition`]) and the
+    ///   write carries the count precondition; a 409 starts the attempt
+    ///   over, which tells a failed condition from a failed expectation.
     pub(super) async fn append_many_in_one_write(
         &self,
         appends: Vec<StreamAppend>,
+        condition: Option<&AppendCondition>,
     ) -> Result<Vec<Vec<Arc<RecordedEvent>>>, StoreError> {
         validate_append_many(&appends)?;
+        let filter = condition.map(|condition| condition::filter(&self.config().type_prefix, &condition.query));
         let config = self.config();
         let mut types = Vec::with_capacity(appends.len());
         for append in &appends {
@@ -50,12 +60,21 @@ impl EsdbStore {
             if let Some(conflict) = first_conflict(&appends, &actual) {
                 return Err(conflict);
             }
+            let count_query = match (condition, &filter) {
+                (Some(condition), Some(filter)) => {
+                    Some(condition::count_query(filter, self.check_condition(condition, filter).await?))
+                }
+                _ => None,
+            };
             let count: usize = appends.iter().map(|append| append.events.len()).sum();
             if count == 0 {
                 return Ok(vec![Vec::new(); appends.len()]);
             }
             let mut candidates = Vec::with_capacity(count);
-            let mut preconditions = Vec::with_capacity(appends.len());
+            let mut preconditions = Vec::with_capacity(appends.len() + 1);
+            if let Some(query) = &count_query {
+                preconditions.push(Precondition::EventQlQueryTrue { query });
+            }
             for (((append, subject), types), (latest, actual)) in
                 appends.iter().zip(&subjects).zip(&types).zip(latest.iter().zip(&actual))
             {
@@ -63,8 +82,8 @@ impl EsdbStore {
                     continue;
                 }
                 preconditions.push(match latest {
-                    None => Precondition::IsSubjectPristine { subject },
-                    Some(l) => Precondition::IsSubjectOnEventId { subject, event_id: &l.id },
+                    None => Precondition::SubjectPristine { subject },
+                    Some(l) => Precondition::SubjectOnEventId { subject, event_id: &l.id },
                 });
                 let first = actual.unwrap_or(0) + 1;
                 for (offset, (event, event_type)) in append.events.iter().zip(types).enumerate() {
@@ -84,45 +103,56 @@ impl EsdbStore {
             }
             let body = self.write_body(candidates, preconditions);
             match self.write_events(&body).await {
-                Ok(written) => {
-                    if written.len() != count {
-                        return Err(EsdbError::malformed(
-                            "write-events answer",
-                            format!("{} events for a multi-stream append of {count}", written.len()),
-                        )
-                        .into());
-                    }
-                    let mut written = written.into_iter();
-                    let mut recorded = Vec::with_capacity(appends.len());
-                    for append in &appends {
-                        let mut part = Vec::with_capacity(append.events.len());
-                        for event in written.by_ref().take(append.events.len()) {
-                            let record =
-                                self.record_of(event)?.filter(|r| r.stream == append.stream).ok_or_else(|| {
-                                    EsdbError::malformed("write-events answer", "an event that is not the one written")
-                                })?;
-                            part.push(Arc::new(record));
-                        }
-                        recorded.push(part);
-                    }
-                    return Ok(recorded);
-                }
+                Ok(written) => return self.recorded_parts(&appends, written, count),
                 Err(EsdbError::Conflict) => {
                     drop(body);
                     latest = self.latest_of(&subjects).await?;
                     attempt += 1;
                     if attempt > config.any_retries {
                         let actual: Vec<Option<u64>> = latest.iter().map(|l| l.as_ref().map(|l| l.version)).collect();
-                        return Err(first_conflict(&appends, &actual).unwrap_or_else(|| {
-                            StoreError::Backend(
-                                format!("a multi-stream append lost {attempt} races in a row; try again").into(),
-                            )
-                        }));
+                        if let Some(conflict) = first_conflict(&appends, &actual) {
+                            return Err(conflict);
+                        }
+                        if let (Some(condition), Some(filter)) = (condition, &filter) {
+                            self.check_condition(condition, filter).await?;
+                        }
+                        return Err(StoreError::Backend(
+                            format!("a multi-stream append lost {attempt} races in a row; try again").into(),
+                        ));
                     }
                 }
                 Err(error) => return Err(error.into()),
             }
         }
+    }
+
+    /// The records of a multi-stream write's answer, part by part.
+    fn recorded_parts(
+        &self,
+        appends: &[StreamAppend],
+        written: Vec<WireEvent>,
+        count: usize,
+    ) -> Result<Vec<Vec<Arc<RecordedEvent>>>, StoreError> {
+        if written.len() != count {
+            return Err(EsdbError::malformed(
+                "write-events answer",
+                format!("{} events for a multi-stream append of {count}", written.len()),
+            )
+            .into());
+        }
+        let mut written = written.into_iter();
+        let mut recorded = Vec::with_capacity(appends.len());
+        for append in appends {
+            let mut part = Vec::with_capacity(append.events.len());
+            for event in written.by_ref().take(append.events.len()) {
+                let record = self.record_of(event)?.filter(|r| r.stream == append.stream).ok_or_else(|| {
+                    EsdbError::malformed("write-events answer", "an event that is not the one written")
+                })?;
+                part.push(Arc::new(record));
+            }
+            recorded.push(part);
+        }
+        Ok(recorded)
     }
 
     /// The last event of each subject, in order.

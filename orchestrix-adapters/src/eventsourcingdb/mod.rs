@@ -21,6 +21,7 @@
 
 mod api;
 mod append_many;
+mod condition;
 mod config;
 mod http;
 mod store;

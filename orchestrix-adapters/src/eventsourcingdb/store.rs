@@ -6,7 +6,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures_core::Stream;
 use futures_util::{stream, StreamExt, TryStreamExt};
-use orchestrix::store::{EventFilter, EventStream, ExpectedVersion, Snapshot, SnapshotStore, StreamAppend};
+use orchestrix::query::{AppendCondition, Query};
+use orchestrix::store::{
+    validate_append_if, EventFilter, EventStream, ExpectedVersion, Snapshot, SnapshotStore, StreamAppend,
+};
 use orchestrix::{EventSchema, EventSchemas, EventStore, NewEvent, RecordedEvent, StoreError, StreamId};
 use serde_json::value::RawValue;
 
@@ -32,6 +35,10 @@ use super::wire::{
 ///   `isSubjectPristine` and `isSubjectOnEventId`; a 409 becomes
 ///   [`StoreError::WrongExpectedVersion`]. A multi-stream append is one
 ///   write with one precondition per subject (ADR 0018).
+/// - Consistency by query (ADR 0023): tags live in the envelope's
+///   metadata; `read_by_query` and the condition of `append_if` are
+///   EventQL queries, the condition an `isEventQlQueryTrue` precondition of
+///   the write.
 /// - Subscriptions observe the log, skip heartbeats and reconnect from the
 ///   last id seen with back-off, so no event is delivered twice.
 ///
@@ -114,6 +121,18 @@ impl EsdbStore {
             Item::Row(value) => {
                 serde_json::from_str(value.get()).map_err(|e| EsdbError::malformed("EventQL row", e).into())
             }
+            _ => Err(EsdbError::malformed("EventQL answer", "an item that is not a row").into()),
+        })
+    }
+
+    /// Runs an EventQL query and streams its rows as the server sent them.
+    pub(super) fn run_eventql_query_raw(
+        &self,
+        query: &str,
+    ) -> impl Stream<Item = Result<Box<RawValue>, StoreError>> + Send + 'static {
+        let body = serde_json::json!({ "query": query });
+        finite(Arc::clone(&self.inner), Op::RunEventQlQuery, body).map(|item| match item? {
+            Item::Row(value) => Ok(value),
             _ => Err(EsdbError::malformed("EventQL answer", "an item that is not a row").into()),
         })
     }
@@ -428,8 +447,8 @@ impl EventStore for EsdbStore {
                 });
             }
             let precondition = match &latest {
-                None => Precondition::IsSubjectPristine { subject: &subject },
-                Some(l) => Precondition::IsSubjectOnEventId { subject: &subject, event_id: &l.id },
+                None => Precondition::SubjectPristine { subject: &subject },
+                Some(l) => Precondition::SubjectOnEventId { subject: &subject, event_id: &l.id },
             };
             let body = self.write_body(candidates, vec![precondition]);
             match self.write(&body).await {
@@ -465,7 +484,25 @@ impl EventStore for EsdbStore {
     }
 
     async fn append_many(&self, appends: Vec<StreamAppend>) -> Result<Vec<Vec<Arc<RecordedEvent>>>, StoreError> {
-        self.append_many_in_one_write(appends).await
+        self.append_many_in_one_write(appends, None).await
+    }
+
+    /// One write with the parts' preconditions and an `isEventQlQueryTrue`
+    /// precondition for the condition (see ADR 0023 and the adapter's
+    /// `condition` module).
+    async fn append_if(
+        &self,
+        condition: AppendCondition,
+        appends: Vec<StreamAppend>,
+    ) -> Result<Vec<Vec<Arc<RecordedEvent>>>, StoreError> {
+        validate_append_if(&condition, &appends)?;
+        let condition = (!condition.query.is_empty()).then_some(&condition);
+        self.append_many_in_one_write(appends, condition).await
+    }
+
+    /// The events the query selects, through EventQL.
+    fn read_by_query<'a>(&'a self, query: &'a Query, from_position: u64) -> EventStream<'a> {
+        self.read_by_eventql(query, from_position)
     }
 
     fn read_stream<'a>(&'a self, stream: &'a StreamId, from_version: u64) -> EventStream<'a> {

@@ -34,14 +34,17 @@ pub(crate) struct EventCandidate<'a> {
 pub(crate) enum Precondition<'a> {
     /// The subject has no event yet.
     #[serde(rename = "isSubjectPristine")]
-    IsSubjectPristine { subject: &'a str },
+    SubjectPristine { subject: &'a str },
     /// The subject's last event has this id.
     #[serde(rename = "isSubjectOnEventId")]
-    IsSubjectOnEventId {
+    SubjectOnEventId {
         subject: &'a str,
         #[serde(rename = "eventId")]
         event_id: &'a str,
     },
+    /// The EventQL query answers `true` (one boolean row).
+    #[serde(rename = "isEventQlQueryTrue")]
+    EventQlQueryTrue { query: &'a str },
 }
 
 /// The body of `write-events`.

@@ -11,7 +11,9 @@
 //!
 //! Expressions: string (`"..."` or `'...'`), number, `true`, `false` and
 //! `null` literals; field access (`e.type`, `e.data.amount`; a missing
-//! field is `null`); `==`, `!=`, `<`, `<=`, `>`, `>=`; `AND`, `OR`, `NOT`;
+//! field is `null`); `==`, `!=`, `<`, `<=`, `>`, `>=` (strings compare
+//! byte-wise); `<array> CONTAINS <value>` (membership; a missing array
+//! contains nothing); `AND`, `OR`, `NOT`;
 //! parentheses; records `{ name: <expression>, ... }`; and the aggregate
 //! `COUNT()`, which makes the projection a single row over all matching
 //! events (and cannot be mixed with event fields). Keywords are
@@ -278,6 +280,10 @@ impl Parser {
             self.at += 1;
             return Ok(Expr::Binary(Box::new(left), op, Box::new(self.primary()?)));
         }
+        if self.is_keyword("CONTAINS") {
+            self.at += 1;
+            return Ok(Expr::Binary(Box::new(left), "CONTAINS", Box::new(self.primary()?)));
+        }
         Ok(left)
     }
 
@@ -383,6 +389,14 @@ fn eval(expr: &Expr, event: &Value, count: usize) -> Result<Value, QueryError> {
             let b = boolean(&eval(b, event, count)?, "an operand of AND/OR")?;
             Value::Bool(if *op == "AND" { a && b } else { a || b })
         }
+        Expr::Binary(a, "CONTAINS", b) => {
+            let (a, b) = (eval(a, event, count)?, eval(b, event, count)?);
+            Value::Bool(match &a {
+                Value::Array(items) => items.iter().any(|item| equal(item, &b)),
+                Value::Null => false,
+                other => return Err(QueryError::Unevaluable(format!("{other} is not an array: it contains nothing"))),
+            })
+        }
         Expr::Binary(a, op, b) => {
             let (a, b) = (eval(a, event, count)?, eval(b, event, count)?);
             Value::Bool(match *op {
@@ -481,6 +495,32 @@ mod tests {
         );
         assert_eq!(rows("FROM e IN events PROJECT INTO DISTINCT e.subject").unwrap(), [json!("/x/1"), json!("/x/2")]);
         assert_eq!(rows("FROM e IN events WHERE e.missing == null PROJECT INTO e.id // all\n").unwrap().len(), 3);
+    }
+
+    #[test]
+    fn contains_tests_membership_and_strings_compare_bytewise() {
+        let tagged = vec![
+            json!({"id": "0", "type": "p.Subscribed.v1", "data": {"metadata": {"tags": ["course:c1", "student:s1"]}}}),
+            json!({"id": "1", "type": "p.Subscribed.v2", "data": {"metadata": {"tags": ["course:c2"]}}}),
+            json!({"id": "2", "type": "p.SubscribedLate.v1", "data": {}}),
+        ];
+        let ids = |text: &str| {
+            run(&parse(text).unwrap(), tagged.clone().into_iter())
+                .unwrap()
+                .iter()
+                .map(|row| row.as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(ids(r#"FROM e IN events WHERE e.data.metadata.tags CONTAINS "course:c1" PROJECT INTO e.id"#), ["0"]);
+        assert_eq!(ids("FROM e IN events WHERE e.data.metadata.tags contains 'nothing' PROJECT INTO e.id"), [""; 0]);
+        assert_eq!(
+            ids(r#"FROM e IN events WHERE e.type >= "p.Subscribed.v" AND e.type < "p.Subscribed.w" PROJECT INTO e.id"#),
+            ["0", "1"]
+        );
+        assert!(matches!(
+            run(&parse("FROM e IN events WHERE e.type CONTAINS 'p' PROJECT INTO e").unwrap(), tagged.into_iter()),
+            Err(QueryError::Unevaluable(_))
+        ));
     }
 
     #[test]
