@@ -179,8 +179,14 @@ impl EventRow {
             .map_err(|_| corrupt(version, format!("schema version {} is out of range", self.schema_version)))?;
         let data =
             RawValue::from_string(self.data).map_err(|error| corrupt(version, format!("data is not JSON: {error}")))?;
-        let metadata: Metadata = serde_json::from_str(&self.metadata)
-            .map_err(|error| corrupt(version, format!("metadata is not valid: {error}")))?;
+        // Events without metadata are common (and `{}` is how they are
+        // stored): no parse for them.
+        let metadata: Metadata = if self.metadata == "{}" {
+            Metadata::default()
+        } else {
+            serde_json::from_str(&self.metadata)
+                .map_err(|error| corrupt(version, format!("metadata is not valid: {error}")))?
+        };
         validate_event_type(&self.event_type).map_err(|error| corrupt(version, error.to_string()))?;
         Ok(Arc::new(RecordedEvent {
             id: self.event_id,
