@@ -274,7 +274,12 @@ pub(super) struct Sql {
     pub(super) stream_version: String,
     pub(super) read_stream: String,
     pub(super) head_and_watermark: String,
-    pub(super) read_global: String,
+    /// The watermark of this statement's snapshot and whether committed
+    /// rows wait above it: what a subscription's segment reads below.
+    pub(super) watermark: String,
+    /// The events from `$1` below `$2` (of the types `$3`, all if NULL), at
+    /// most `$4`: a plain range scan, streamed by a subscription.
+    pub(super) read_range: String,
     pub(super) notify: String,
     pub(super) snapshot_save: String,
     pub(super) snapshot_load: String,
@@ -316,15 +321,13 @@ impl Sql {
                  ORDER BY stream_version LIMIT $4"
             ),
             head_and_watermark: format!("SELECT (SELECT max(global_position) FROM {events}), {WATERMARK}"),
-            // Always one row: the watermark of this statement's snapshot,
-            // whether committed rows wait above it, and a chunk of events
-            // below both it and $4 (an upper bound of the caller's).
-            read_global: format!(
-                "SELECT w.m, w.pending, e.* FROM (SELECT m, COALESCE((SELECT max(global_position) FROM {events}) >= m, \
-                 false) AS pending FROM (SELECT {WATERMARK} AS m) x) w \
-                 LEFT JOIN LATERAL (SELECT {COLUMNS} FROM {events} WHERE global_position >= $1 \
-                 AND global_position < LEAST(w.m, $4) AND ($2::text[] IS NULL OR event_type = ANY($2)) \
-                 ORDER BY global_position LIMIT $3) e ON true"
+            watermark: format!(
+                "SELECT m, COALESCE((SELECT max(global_position) FROM {events}) >= m, false) \
+                 FROM (SELECT {WATERMARK} AS m) x"
+            ),
+            read_range: format!(
+                "SELECT {COLUMNS} FROM {events} WHERE global_position >= $1 AND global_position < $2 \
+                 AND ($3::text[] IS NULL OR event_type = ANY($3)) ORDER BY global_position LIMIT $4"
             ),
             // A notification is a hint, never data: its commit need not
             // wait for the WAL flush that every append's commit waits for
