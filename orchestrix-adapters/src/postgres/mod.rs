@@ -213,6 +213,70 @@ impl Drop for Inner {
     }
 }
 
+/// The side task that sends one `NOTIFY` per burst of appends, over a
+/// connection of its own: a pool connection would cost two more round
+/// trips per `NOTIFY` (sqlx tests it on acquire and on release), and
+/// would be taken from the appends' pool while it notifies.
+struct Notifier {
+    pool: PgPool,
+    appended: Arc<Notify>,
+    sql: String,
+    channel: String,
+    interval: Duration,
+}
+
+impl Notifier {
+    async fn run(self) {
+        let mut connection: Option<PgConnection> = None;
+        loop {
+            tokio::select! {
+                () = self.appended.notified() => {}
+                // The connection closes with the pool.
+                () = self.pool.close_event() => {
+                    if let Some(open) = connection.take() {
+                        let _ = open.close().await;
+                    }
+                    return;
+                }
+            }
+            // A connection that died (a server restart, say) is replaced
+            // and the NOTIFY sent again, once: a lost notification only
+            // delays other processes' subscribers until their next poll.
+            for _ in 0..2 {
+                if connection.is_none() {
+                    connection = self.connect().await;
+                }
+                let Some(open) = connection.as_mut() else { break };
+                match sqlx::query(&self.sql).bind(&self.channel).execute(&mut *open).await {
+                    Ok(_) => break,
+                    Err(error) => {
+                        tracing::debug!(%error, "orchestrix: NOTIFY failed; reconnecting");
+                        connection = None;
+                    }
+                }
+            }
+            // At most one NOTIFY per interval: appends meanwhile leave one
+            // stored permit, so the last burst is still announced.
+            tokio::time::sleep(self.interval).await;
+        }
+    }
+
+    async fn connect(&self) -> Option<PgConnection> {
+        let options = self.pool.connect_options();
+        match tokio::time::timeout(Duration::from_secs(10), options.connect()).await {
+            Ok(Ok(connection)) => Some(connection),
+            Ok(Err(error)) => {
+                tracing::debug!(%error, "orchestrix: NOTIFY connection failed; subscribers fall back to polling");
+                None
+            }
+            Err(_) => {
+                tracing::debug!("orchestrix: NOTIFY connection timed out; subscribers fall back to polling");
+                None
+            }
+        }
+    }
+}
+
 impl PgStore {
     /// Connects a pool to `url` (for example
     /// `postgres://postgres@127.0.0.1:5432/test`). Does not create tables:
@@ -455,70 +519,6 @@ impl PgStore {
         } else {
             let next = next_cursor(&events, CHUNK, |event| event.stream_version);
             (events, Ok(next))
-        }
-    }
-}
-
-/// The side task that sends one `NOTIFY` per burst of appends, over a
-/// connection of its own: a pool connection would cost two more round
-/// trips per `NOTIFY` (sqlx tests it on acquire and on release), and
-/// would be taken from the appends' pool while it notifies.
-struct Notifier {
-    pool: PgPool,
-    appended: Arc<Notify>,
-    sql: String,
-    channel: String,
-    interval: Duration,
-}
-
-impl Notifier {
-    async fn run(self) {
-        let mut connection: Option<PgConnection> = None;
-        loop {
-            tokio::select! {
-                () = self.appended.notified() => {}
-                // The connection closes with the pool.
-                () = self.pool.close_event() => {
-                    if let Some(open) = connection.take() {
-                        let _ = open.close().await;
-                    }
-                    return;
-                }
-            }
-            // A connection that died (a server restart, say) is replaced
-            // and the NOTIFY sent again, once: a lost notification only
-            // delays other processes' subscribers until their next poll.
-            for _ in 0..2 {
-                if connection.is_none() {
-                    connection = self.connect().await;
-                }
-                let Some(open) = connection.as_mut() else { break };
-                match sqlx::query(&self.sql).bind(&self.channel).execute(&mut *open).await {
-                    Ok(_) => break,
-                    Err(error) => {
-                        tracing::debug!(%error, "orchestrix: NOTIFY failed; reconnecting");
-                        connection = None;
-                    }
-                }
-            }
-            // At most one NOTIFY per interval: appends meanwhile leave one
-            // stored permit, so the last burst is still announced.
-            tokio::time::sleep(self.interval).await;
-        }
-    }
-
-    async fn connect(&self) -> Option<PgConnection> {
-        let options = self.pool.connect_options();
-        match tokio::time::timeout(Duration::from_secs(10), options.connect()).await {
-            Ok(Ok(connection)) => Some(connection),
-            Ok(Err(error)) => {
-                tracing::debug!(%error, "orchestrix: NOTIFY connection failed; subscribers fall back to polling");
-                None
-            }
-            Err(_) => {
-                tracing::debug!("orchestrix: NOTIFY connection timed out; subscribers fall back to polling");
-                None
-            }
         }
     }
 }
