@@ -19,7 +19,8 @@
 //! - **Wake-ups**: appends through this store wake its own subscribers in
 //!   process, and a side task sends one `NOTIFY` per burst of appends (not
 //!   inside the append's transaction, so no commit waits on the
-//!   notification queue lock). Subscribers `LISTEN` through one shared
+//!   notification queue lock), over a connection of its own outside the
+//!   pool. Subscribers `LISTEN` through one shared
 //!   connection and poll as a fallback; a notification is a hint, never
 //!   data.
 //! - **Faults**: a subscription retries [`StoreError::Unavailable`] errors
@@ -51,8 +52,8 @@ use orchestrix::envelope::{NewEvent, RecordedEvent};
 use orchestrix::query::{AppendCondition, Query};
 use orchestrix::store::{EventFilter, EventStore, EventStream, ExpectedVersion, StreamAppend};
 use orchestrix::{StoreError, StreamId};
-use sqlx::postgres::{PgListener, PgPoolOptions, PgRow};
-use sqlx::{PgPool, Postgres, Row, Transaction};
+use sqlx::postgres::{PgConnection, PgListener, PgPoolOptions, PgRow};
+use sqlx::{ConnectOptions, Connection, PgPool, Postgres, Row, Transaction};
 use tokio::sync::{watch, Notify};
 use tokio::task::AbortHandle;
 use uuid::Uuid;
@@ -148,7 +149,9 @@ impl PgConfig {
     }
 
     /// Whether appends send a `NOTIFY` to wake subscribers in other
-    /// processes (default on; subscribers poll either way).
+    /// processes (default on; subscribers poll either way). The
+    /// notifications go over one connection of their own, opened at the
+    /// first append, besides the pool's `max_connections`.
     pub fn with_notify(mut self, notify: bool) -> Self {
         self.notify = notify;
         self
@@ -215,6 +218,70 @@ impl Drop for Inner {
     }
 }
 
+/// The side task that sends one `NOTIFY` per burst of appends, over a
+/// connection of its own: a pool connection would cost two more round
+/// trips per `NOTIFY` (sqlx tests it on acquire and on release), and
+/// would be taken from the appends' pool while it notifies.
+struct Notifier {
+    pool: PgPool,
+    appended: Arc<Notify>,
+    sql: String,
+    channel: String,
+    interval: Duration,
+}
+
+impl Notifier {
+    async fn run(self) {
+        let mut connection: Option<PgConnection> = None;
+        loop {
+            tokio::select! {
+                () = self.appended.notified() => {}
+                // The connection closes with the pool.
+                () = self.pool.close_event() => {
+                    if let Some(open) = connection.take() {
+                        let _ = open.close().await;
+                    }
+                    return;
+                }
+            }
+            // A connection that died (a server restart, say) is replaced
+            // and the NOTIFY sent again, once: a lost notification only
+            // delays other processes' subscribers until their next poll.
+            for _ in 0..2 {
+                if connection.is_none() {
+                    connection = self.connect().await;
+                }
+                let Some(open) = connection.as_mut() else { break };
+                match sqlx::query(&self.sql).bind(&self.channel).execute(&mut *open).await {
+                    Ok(_) => break,
+                    Err(error) => {
+                        tracing::debug!(%error, "orchestrix: NOTIFY failed; reconnecting");
+                        connection = None;
+                    }
+                }
+            }
+            // At most one NOTIFY per interval: appends meanwhile leave one
+            // stored permit, so the last burst is still announced.
+            tokio::time::sleep(self.interval).await;
+        }
+    }
+
+    async fn connect(&self) -> Option<PgConnection> {
+        let options = self.pool.connect_options();
+        match tokio::time::timeout(Duration::from_secs(10), options.connect()).await {
+            Ok(Ok(connection)) => Some(connection),
+            Ok(Err(error)) => {
+                tracing::debug!(%error, "orchestrix: NOTIFY connection failed; subscribers fall back to polling");
+                None
+            }
+            Err(_) => {
+                tracing::debug!("orchestrix: NOTIFY connection timed out; subscribers fall back to polling");
+                None
+            }
+        }
+    }
+}
+
 impl PgStore {
     /// Connects a pool to `url` (for example
     /// `postgres://postgres@127.0.0.1:5432/test`). Does not create tables:
@@ -240,23 +307,14 @@ impl PgStore {
             tasks: Mutex::default(),
         });
         if inner.config.notify {
-            let (pool, appended, channel) = (inner.pool.clone(), Arc::clone(&inner.appended), inner.config.channel());
-            let notify_sql = inner.sql.notify.clone();
-            let interval = inner.config.notify_interval;
-            let task = tokio::spawn(async move {
-                loop {
-                    appended.notified().await;
-                    // A lost notification only delays subscribers until
-                    // their next poll.
-                    if let Err(error) = sqlx::query(&notify_sql).bind(&channel).execute(&pool).await {
-                        tracing::debug!(%error, "orchestrix: NOTIFY failed; subscribers fall back to polling");
-                    }
-                    // At most one NOTIFY per interval: appends meanwhile
-                    // leave one stored permit, so the last burst is still
-                    // announced.
-                    tokio::time::sleep(interval).await;
-                }
-            });
+            let notifier = Notifier {
+                pool: inner.pool.clone(),
+                appended: Arc::clone(&inner.appended),
+                sql: inner.sql.notify.clone(),
+                channel: inner.config.channel(),
+                interval: inner.config.notify_interval,
+            };
+            let task = tokio::spawn(notifier.run());
             inner.tasks.lock().unwrap_or_else(PoisonError::into_inner).notifier = Some(task.abort_handle());
         }
         Self { inner }
