@@ -161,11 +161,28 @@ impl EventRow {
     /// Validates the row into a record; anything a hand-made row can get
     /// wrong is [`StoreError::Corrupt`] naming the stream and version.
     pub(crate) fn into_record(self) -> Result<Arc<RecordedEvent>, StoreError> {
-        let stream = StreamId::new(self.category.as_str(), self.aggregate_id.as_str()).map_err(|error| {
-            StoreError::Backend(
-                format!("corrupt stream id in the row at global position {}: {error}", self.global_position).into(),
-            )
-        })?;
+        self.into_record_after(&mut None)
+    }
+
+    /// [`EventRow::into_record`] for a row read after one of stream
+    /// `previous`: rows of the same stream share its id (no allocation, no
+    /// second validation), which is most rows of a read of the global log,
+    /// as appends write their events next to each other. `previous`
+    /// becomes this row's stream.
+    pub(crate) fn into_record_after(self, previous: &mut Option<StreamId>) -> Result<Arc<RecordedEvent>, StoreError> {
+        let stream = match previous {
+            Some(stream) if stream.category() == self.category && stream.id() == self.aggregate_id => stream.clone(),
+            _ => {
+                let stream = StreamId::new(self.category, self.aggregate_id).map_err(|error| {
+                    StoreError::Backend(
+                        format!("corrupt stream id in the row at global position {}: {error}", self.global_position)
+                            .into(),
+                    )
+                })?;
+                *previous = Some(stream.clone());
+                stream
+            }
+        };
         let corrupt = |version: u64, reason: String| StoreError::Corrupt { stream: stream.clone(), version, reason };
         let version = u64::try_from(self.stream_version)
             .ok()

@@ -546,8 +546,9 @@ impl Inner {
             .bind(GLOBAL_CHUNK)
             .fetch(&self.pool);
         let mut events = Vec::new();
+        let mut stream = None;
         while let Some(row) = rows.try_next().await.map_err(map_err)? {
-            match event_row(&row, 0).and_then(EventRow::into_record) {
+            match event_row(&row, 0).and_then(|row| row.into_record_after(&mut stream)) {
                 Ok(event) => events.push(event),
                 Err(error) => return Ok((events, Some(error))),
             }
@@ -839,6 +840,7 @@ fn segment(inner: Arc<Inner>, from: u64, filter: EventFilter) -> SegmentRows {
             .bind(SEGMENT)
             .fetch(&inner.pool);
         let mut count = 0;
+        let mut stream = None;
         loop {
             let row = match rows.try_next().await {
                 Ok(Some(row)) => row,
@@ -849,7 +851,7 @@ fn segment(inner: Arc<Inner>, from: u64, filter: EventFilter) -> SegmentRows {
                 }
             };
             count += 1;
-            match event_row(&row, 0).and_then(EventRow::into_record) {
+            match event_row(&row, 0).and_then(|row| row.into_record_after(&mut stream)) {
                 Ok(event) => yield Ok(SegmentItem::Event(event)),
                 Err(error) => {
                     yield Err(error);
