@@ -566,3 +566,52 @@ async fn checkpoints_are_saved_every_so_many_events_even_where_positions_jump() 
     let saves = checkpoints.saves.load(Ordering::Relaxed);
     assert!(saves <= 11, "{saves} checkpoint saves for a rebuild of 1,000 events");
 }
+
+/// A projection that takes its time over every event.
+#[derive(Debug, Default)]
+struct Slow {
+    seen: u64,
+}
+
+#[async_trait]
+impl Projection for Slow {
+    fn name(&self) -> Cow<'static, str> {
+        Cow::Borrowed("slow")
+    }
+
+    fn filter(&self) -> EventFilter {
+        EventFilter::all()
+    }
+
+    async fn handle(&mut self, _: &RecordedEvent) -> Result<(), BoxError> {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        self.seen += 1;
+        Ok(())
+    }
+}
+
+/// Far from `checkpoint_every` events, a busy projection still saves its
+/// checkpoint every `checkpoint_interval`: a crash redelivers at most that
+/// much work.
+#[tokio::test]
+async fn a_slow_projection_saves_its_checkpoint_every_interval() {
+    let store = InMemoryEventStore::new();
+    for n in 0..60 {
+        store.append(&stream(n), ExpectedVersion::NoStream, vec![event("Deposited", 1)]).await.unwrap();
+    }
+    let checkpoints = CountingCheckpoints::default();
+    let engine = ProjectionEngine::new(store.clone(), checkpoints.clone());
+    let options =
+        ProjectionOptions::default().checkpoint_every(1_000_000).checkpoint_interval(Duration::from_millis(40));
+
+    let mut handle = engine.spawn(Slow::default(), options);
+    handle.wait_for_position(30).await;
+    // 30 events of 5 ms or more: at least 3 saves of 40 ms each by now.
+    let saves = checkpoints.saves.load(Ordering::Relaxed);
+    assert!(saves >= 3, "{saves} checkpoint saves in 150 ms of handling");
+    let saved = checkpoints.load("slow").await.unwrap().unwrap();
+    assert!((1..60).contains(&saved), "saved at {saved}, before the end");
+    handle.wait_for_position(60).await;
+    assert_eq!(handle.stop().await.unwrap().seen, 60);
+    assert_eq!(checkpoints.load("slow").await.unwrap(), Some(60));
+}

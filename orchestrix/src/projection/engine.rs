@@ -42,24 +42,33 @@ pub struct ProjectionOptions {
     /// How to retry a failing event before it counts as poison.
     pub retry: RetryPolicy,
     /// Save the checkpoint at least every this many events (it is also
-    /// saved once the projection has caught up with the log and the log
-    /// stayed quiet for 20 ms, and when the projection stops). Each save
-    /// is a write to the checkpoint store (a durable commit in the SQL
+    /// saved every [`ProjectionOptions::checkpoint_interval`] while busy,
+    /// once the projection has caught up with the log and the log stayed
+    /// quiet for 20 ms, and when the projection stops). Each save is a
+    /// write to the checkpoint store (a durable commit in the SQL
     /// adapters), so a small value slows catch-up; a large one means more
     /// events handled again after a crash (delivery is at least once).
     pub checkpoint_every: u64,
+    /// Save the checkpoint at least this often while events keep coming,
+    /// however few: a slow projection's crash redelivers at most this
+    /// much work.
+    pub checkpoint_interval: Duration,
 }
 
 impl Default for ProjectionOptions {
-    /// Stop on poison, 3 attempts 10 ms apart, a checkpoint every 1,000
-    /// events.
+    /// Stop on poison, 3 attempts 10 ms apart, a checkpoint every 10,000
+    /// events or every second, whichever comes first.
     fn default() -> Self {
         Self {
             poison: PoisonPolicy::Stop,
             retry: RetryPolicy::fixed(3, Duration::from_millis(10)),
-            // 100 cost PostgreSQL catch-up five times its speed in the
-            // benchmark suite (a synchronous commit per 100 events).
-            checkpoint_every: 1_000,
+            // Each save is a synchronous commit on the SQL adapters: 100
+            // events cost PostgreSQL catch-up five times its speed, 1,000
+            // still a third of it (ADR 13). 10,000 events are a few
+            // milliseconds of catch-up to redeliver after a crash; the
+            // interval bounds it for slow projections.
+            checkpoint_every: 10_000,
+            checkpoint_interval: Duration::from_secs(1),
         }
     }
 }
@@ -77,9 +86,17 @@ impl ProjectionOptions {
         self
     }
 
-    /// Sets how often the checkpoint is saved while busy (at least 1).
+    /// Sets how many events may pass between two saves of the
+    /// checkpoint while busy (at least 1).
     pub fn checkpoint_every(mut self, events: u64) -> Self {
         self.checkpoint_every = events.max(1);
+        self
+    }
+
+    /// Sets how much time may pass between two saves of the checkpoint
+    /// while busy.
+    pub fn checkpoint_interval(mut self, interval: Duration) -> Self {
+        self.checkpoint_interval = interval;
         self
     }
 }
@@ -590,6 +607,7 @@ impl<P: Projection> Runner<P> {
         // Events since the last save, counted: positions need not be
         // consecutive (PostgreSQL's jump at every transaction).
         let mut unsaved = 0;
+        let mut saved_at = tokio::time::Instant::now();
         self.control.status.send_modify(|s| s.position = start);
         let mut events = self.engine.events.subscribe(start + 1, self.projection.filter());
         loop {
@@ -611,6 +629,7 @@ impl<P: Projection> Runner<P> {
                         save_checkpoint(&self.engine, &self.name, &self.control.stop, position).await?;
                         saved = position;
                         unsaved = 0;
+                        saved_at = tokio::time::Instant::now();
                         continue;
                     }
                     _ = self.control.stop.changed() => {
@@ -654,10 +673,13 @@ impl<P: Projection> Runner<P> {
             }
             position = event.global_position;
             unsaved += 1;
-            if unsaved >= self.options.checkpoint_every {
+            let due =
+                unsaved >= self.options.checkpoint_every || saved_at.elapsed() >= self.options.checkpoint_interval;
+            if due {
                 save_checkpoint(&self.engine, &self.name, &self.control.stop, position).await?;
                 saved = position;
                 unsaved = 0;
+                saved_at = tokio::time::Instant::now();
                 self.control.status.send_modify(|s| {
                     s.position = position;
                     s.handled = handled;
