@@ -609,8 +609,8 @@ async fn a_slow_projection_saves_its_checkpoint_every_interval() {
     // 30 events of 5 ms or more: at least 3 saves of 40 ms each by now.
     let saves = checkpoints.saves.load(Ordering::Relaxed);
     assert!(saves >= 3, "{saves} checkpoint saves in 150 ms of handling");
-    let saved = checkpoints.load("slow").await.unwrap().unwrap();
-    assert!((1..60).contains(&saved), "saved at {saved}, before the end");
+    let checkpoint = checkpoints.load("slow").await.unwrap().unwrap();
+    assert!((1..60).contains(&checkpoint), "checkpoint at {checkpoint}, before the end");
     handle.wait_for_position(60).await;
     assert_eq!(handle.stop().await.unwrap().seen, 60);
     assert_eq!(checkpoints.load("slow").await.unwrap(), Some(60));
