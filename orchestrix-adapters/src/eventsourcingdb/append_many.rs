@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use orchestrix::query::AppendCondition;
-use orchestrix::store::{first_conflict, validate_append_many, ExpectedVersion, StreamAppend};
+use orchestrix::store::{first_conflict, ExpectedVersion, StreamAppend};
 use orchestrix::{RecordedEvent, StoreError};
 
 use super::condition;
@@ -17,7 +17,9 @@ use super::store::{EsdbStore, Latest};
 use super::wire::{self, EnvelopeOut, EventCandidate, Precondition, WireEvent};
 
 impl EsdbStore {
-    /// [`orchestrix::EventStore::append_many`] for EventSourcingDB.
+    /// [`orchestrix::EventStore::append_many`] for EventSourcingDB, on
+    /// parts the caller validated (`validate_append_many`, or
+    /// `validate_append_if` with a condition).
     ///
     /// - Every part's subject gets a precondition: `isSubjectPristine` for
     ///   a stream that has no event, else `isSubjectOnEventId` with the id
@@ -40,7 +42,6 @@ impl EsdbStore {
         appends: Vec<StreamAppend>,
         condition: Option<&AppendCondition>,
     ) -> Result<Vec<Vec<Arc<RecordedEvent>>>, StoreError> {
-        validate_append_many(&appends)?;
         let filter = condition.map(|condition| condition::filter(&self.config().type_prefix, &condition.query));
         let config = self.config();
         let mut types = Vec::with_capacity(appends.len());

@@ -8,7 +8,8 @@ use futures_core::Stream;
 use futures_util::{stream, StreamExt, TryStreamExt};
 use orchestrix::query::{AppendCondition, Query};
 use orchestrix::store::{
-    validate_append_if, EventFilter, EventStream, ExpectedVersion, Snapshot, SnapshotStore, StreamAppend,
+    validate_append_if, validate_append_many, EventFilter, EventStream, ExpectedVersion, Snapshot, SnapshotStore,
+    StreamAppend,
 };
 use orchestrix::{EventSchema, EventSchemas, EventStore, NewEvent, RecordedEvent, StoreError, StreamId};
 use serde_json::value::RawValue;
@@ -484,6 +485,7 @@ impl EventStore for EsdbStore {
     }
 
     async fn append_many(&self, appends: Vec<StreamAppend>) -> Result<Vec<Vec<Arc<RecordedEvent>>>, StoreError> {
+        validate_append_many(&appends)?;
         self.append_many_in_one_write(appends, None).await
     }
 

@@ -215,7 +215,7 @@ impl PgStore {
                                 Err(error) => return (Vec::new(), Err(map_err(error))),
                             };
                             let (events, error): (Vec<Arc<RecordedEvent>>, _) =
-                                decode_rows(&rows, |row| event_row(row, 0)?.into_record());
+                                decode_rows(&rows, |row| event_row(row)?.into_record());
                             if let Some(error) = error {
                                 (events, Err(error))
                             } else {

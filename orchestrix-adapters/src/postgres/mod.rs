@@ -518,7 +518,7 @@ impl PgStore {
             Ok(rows) => rows,
             Err(error) => return (Vec::new(), Err(map_err(error))),
         };
-        let (events, error) = decode_rows(&rows, |row| event_row(row, 0)?.into_record());
+        let (events, error) = decode_rows(&rows, |row| event_row(row)?.into_record());
         if let Some(error) = error {
             (events, Err(error))
         } else {
@@ -548,7 +548,7 @@ impl Inner {
         let mut events = Vec::new();
         let mut stream = None;
         while let Some(row) = rows.try_next().await.map_err(map_err)? {
-            match event_row(&row, 0).and_then(|row| row.into_record_after(&mut stream)) {
+            match event_row(&row).and_then(|row| row.into_record_after(&mut stream)) {
                 Ok(event) => events.push(event),
                 Err(error) => return Ok((events, Some(error))),
             }
@@ -557,25 +557,24 @@ impl Inner {
     }
 }
 
-/// Reads an event row whose columns start at `offset`.
+/// Reads an event row.
 ///
 /// The columns are `COLUMNS` (in `schema.rs`) of the adapter's own statements,
 /// whose types the SQL fixes (`data::text`, ...), so the per-row type
 /// check of `try_get` is skipped: it cost about a tenth of a catch-up's
 /// client time. A NULL or undecodable value is still an error.
-fn event_row(row: &PgRow, offset: usize) -> Result<EventRow, StoreError> {
-    let column = |i: usize| offset + i;
+fn event_row(row: &PgRow) -> Result<EventRow, StoreError> {
     Ok(EventRow {
-        global_position: row.try_get_unchecked(column(0)).map_err(map_err)?,
-        event_id: row.try_get_unchecked(column(1)).map_err(map_err)?,
-        category: row.try_get_unchecked(column(2)).map_err(map_err)?,
-        aggregate_id: row.try_get_unchecked(column(3)).map_err(map_err)?,
-        stream_version: row.try_get_unchecked(column(4)).map_err(map_err)?,
-        event_type: row.try_get_unchecked(column(5)).map_err(map_err)?,
-        schema_version: row.try_get_unchecked(column(6)).map_err(map_err)?,
-        data: row.try_get_unchecked(column(7)).map_err(map_err)?,
-        metadata: row.try_get_unchecked(column(8)).map_err(map_err)?,
-        recorded_at: row.try_get_unchecked(column(9)).map_err(map_err)?,
+        global_position: row.try_get_unchecked(0).map_err(map_err)?,
+        event_id: row.try_get_unchecked(1).map_err(map_err)?,
+        category: row.try_get_unchecked(2).map_err(map_err)?,
+        aggregate_id: row.try_get_unchecked(3).map_err(map_err)?,
+        stream_version: row.try_get_unchecked(4).map_err(map_err)?,
+        event_type: row.try_get_unchecked(5).map_err(map_err)?,
+        schema_version: row.try_get_unchecked(6).map_err(map_err)?,
+        data: row.try_get_unchecked(7).map_err(map_err)?,
+        metadata: row.try_get_unchecked(8).map_err(map_err)?,
+        recorded_at: row.try_get_unchecked(9).map_err(map_err)?,
     })
 }
 
@@ -851,7 +850,7 @@ fn segment(inner: Arc<Inner>, from: u64, filter: EventFilter) -> SegmentRows {
                 }
             };
             count += 1;
-            match event_row(&row, 0).and_then(|row| row.into_record_after(&mut stream)) {
+            match event_row(&row).and_then(|row| row.into_record_after(&mut stream)) {
                 Ok(event) => yield Ok(SegmentItem::Event(event)),
                 Err(error) => {
                     yield Err(error);
