@@ -24,7 +24,20 @@ pub(crate) const MAX_KEY_LEN: usize = 2048;
 /// and pool timeouts are [`StoreError::Unavailable`] (retry later), the rest
 /// [`StoreError::Backend`].
 pub(crate) fn map_err(error: sqlx::Error) -> StoreError {
-    let unavailable = match &error {
+    if is_unavailable(&error) {
+        StoreError::Unavailable(Box::new(error))
+    } else if let Some(db) = error.as_database_error().filter(|db| db.code().as_deref() == Some("22P05")) {
+        // PostgreSQL refuses `\u0000` inside jsonb strings.
+        StoreError::InvalidInput(format!("the data cannot be stored: {}", db.message()))
+    } else {
+        StoreError::Backend(Box::new(error))
+    }
+}
+
+/// Whether `error` means the database could not be reached or is going
+/// away (retry later), rather than that it refused the request.
+pub(crate) fn is_unavailable(error: &sqlx::Error) -> bool {
+    match error {
         sqlx::Error::Io(_)
         | sqlx::Error::Tls(_)
         | sqlx::Error::Protocol(_)
@@ -38,14 +51,6 @@ pub(crate) fn map_err(error: sqlx::Error) -> StoreError {
             code.starts_with("08") || code.starts_with("57P0") || code == "53300" || code == "5" || code == "6"
         }),
         _ => false,
-    };
-    if unavailable {
-        StoreError::Unavailable(Box::new(error))
-    } else if let Some(db) = error.as_database_error().filter(|db| db.code().as_deref() == Some("22P05")) {
-        // PostgreSQL refuses `\u0000` inside jsonb strings.
-        StoreError::InvalidInput(format!("the data cannot be stored: {}", db.message()))
-    } else {
-        StoreError::Backend(Box::new(error))
     }
 }
 

@@ -53,3 +53,26 @@ orchestrix::conformance_tests!(
         None => return,
     }
 );
+
+/// The event store checks again with group commit at its most eager (one
+/// statement in flight, so concurrent appends share statements; ADR 0024).
+mod group_commit_eager {
+    orchestrix::conformance_tests!(
+        event_store,
+        match crate::support::pg_store_with(|config| config.with_group_commit(1)).await {
+            Some(store) => store,
+            None => return,
+        }
+    );
+}
+
+/// The event store checks again with group commit off.
+mod group_commit_off {
+    orchestrix::conformance_tests!(
+        event_store,
+        match crate::support::pg_store_with(|config| config.with_group_commit(0)).await {
+            Some(store) => store,
+            None => return,
+        }
+    );
+}

@@ -7,6 +7,10 @@
 //!   stream's actual version. There is no global hot row or table lock.
 //!   A multi-stream append runs one such statement per stream in one
 //!   transaction (ADR 0018).
+//! - **Group commit** (ADR 0024): appends that arrive while the store's
+//!   statement slots ([`PgConfig::with_group_commit`]) are busy share the
+//!   next statement, so one commit and one WAL flush; each append is still
+//!   atomic, checked against its own expectation, and gets its own outcome.
 //! - **Global order** (ADR 0008): `global_position` is the writing
 //!   transaction's id (`pg_current_xact_id()`) shifted left by 20 bits, plus
 //!   the event's 1-based index in its batch. Readers only take rows below
@@ -37,6 +41,7 @@
 
 mod append_many;
 mod dcb;
+mod group_commit;
 mod keys;
 mod lease;
 mod ports;
@@ -65,6 +70,7 @@ use crate::common::{
     decode_rows, is_unique_violation, map_err, next_cursor, now_micros, paged, recorded_events, to_i64,
     validate_identifier, EventRow, CHUNK,
 };
+use group_commit::{GroupCommit, Outcome, Part, MAX_GROUPED_APPEND};
 use schema::{Sql, MIGRATIONS};
 
 /// The most events one append may carry: the batch index has 20 bits of
@@ -79,6 +85,10 @@ const GLOBAL_CHUNK: i64 = 2048;
 /// are delivered as they arrive, so memory does not grow with it; the
 /// limit bounds how long one query (its snapshot, its connection) lasts.
 const SEGMENT: i64 = 65_536;
+
+/// How many append statements of a store run at once with group commit
+/// ([`PgConfig::with_group_commit`]).
+pub const DEFAULT_GROUP_COMMIT: usize = 2;
 
 /// How often an append whose expectation is [`ExpectedVersion::Any`]
 /// retries after losing a race, before giving up with an error.
@@ -102,6 +112,7 @@ pub struct PgConfig {
     read_wait: Duration,
     notify: bool,
     notify_interval: Duration,
+    group_commit: usize,
 }
 
 impl PgConfig {
@@ -119,6 +130,7 @@ impl PgConfig {
             read_wait: Duration::from_secs(5),
             notify: true,
             notify_interval: Duration::from_millis(5),
+            group_commit: DEFAULT_GROUP_COMMIT,
         })
     }
 
@@ -167,6 +179,23 @@ impl PgConfig {
         self
     }
 
+    /// Group commit (ADR 0024): at most `in_flight` append statements of
+    /// this store run at once (default [`DEFAULT_GROUP_COMMIT`]); appends
+    /// that arrive while all of them run wait, and the waiting appends
+    /// then share one statement, so one commit and one WAL flush. Each
+    /// append is still atomic, checks its own expected version, and gets
+    /// its own outcome; a lone writer's appends run alone, exactly as
+    /// without group commit. `0` turns it off: every append is its own
+    /// statement, limited only by the pool.
+    ///
+    /// The price: appends of a group wait for each other, so one that
+    /// blocks on a lock (an open transaction that inserted the same
+    /// stream's next version) holds back the whole group.
+    pub fn with_group_commit(mut self, in_flight: usize) -> Self {
+        self.group_commit = in_flight;
+        self
+    }
+
     /// The `LISTEN`/`NOTIFY` channel of this schema.
     pub fn channel(&self) -> String {
         format!("orchestrix_{}", self.schema)
@@ -201,6 +230,8 @@ struct Inner {
     /// Signals the notifier task that appends happened.
     appended: Arc<Notify>,
     tasks: Mutex<Tasks>,
+    /// Group commit's queue and statement slots; `None` when it is off.
+    group: Option<GroupCommit>,
 }
 
 #[derive(Debug, Default)]
@@ -298,6 +329,7 @@ impl PgStore {
 
     /// A store over an existing pool. Must be called within a tokio runtime.
     pub fn from_pool(pool: PgPool, config: PgConfig) -> Self {
+        let group = (config.group_commit > 0).then(|| GroupCommit::new(config.group_commit));
         let inner = Arc::new(Inner {
             sql: Sql::new(&config.schema),
             pool,
@@ -305,6 +337,7 @@ impl PgStore {
             wake: watch::Sender::new(0),
             appended: Arc::new(Notify::new()),
             tasks: Mutex::default(),
+            group,
         });
         if inner.config.notify {
             let notifier = Notifier {
@@ -578,6 +611,99 @@ fn event_row(row: &PgRow) -> Result<EventRow, StoreError> {
     })
 }
 
+impl Part {
+    /// An append, with the ids and serialized metadata it binds.
+    fn new(stream: &StreamId, expected: ExpectedVersion, events: Vec<NewEvent>) -> Result<Self, StoreError> {
+        let metadata = events
+            .iter()
+            .map(|event| serde_json::to_string(&event.metadata))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|error| StoreError::InvalidInput(format!("metadata cannot be serialized: {error}")))?;
+        Ok(Self {
+            stream: stream.clone(),
+            expected,
+            ids: events.iter().map(|_| Uuid::now_v7()).collect(),
+            events,
+            metadata,
+            recorded_at: now_micros(),
+        })
+    }
+}
+
+impl PgStore {
+    /// One append as its own statement: one round trip, retried while an
+    /// [`ExpectedVersion::Any`] append loses races.
+    async fn append_alone(&self, part: Part) -> Result<Vec<Arc<RecordedEvent>>, StoreError> {
+        let Part { stream, expected, events, ids, metadata, recorded_at } = part;
+        let conflict = |actual| StoreError::WrongExpectedVersion { stream: stream.clone(), expected, actual };
+        let single = events.len() == 1;
+        let (types, schemas, data): (Vec<&str>, Vec<i64>, Vec<&str>) = if single {
+            (Vec::new(), Vec::new(), Vec::new())
+        } else {
+            (
+                events.iter().map(|e| e.event_type.as_str()).collect(),
+                events.iter().map(|e| i64::from(e.schema_version)).collect(),
+                events.iter().map(|e| e.data.get()).collect(),
+            )
+        };
+        for _ in 0..ANY_RETRIES {
+            let sql = &self.inner.sql;
+            let (statement, exact) = match expected {
+                ExpectedVersion::NoStream | ExpectedVersion::Exact(0) => {
+                    (if single { &sql.append_new_one } else { &sql.append_new }, None)
+                }
+                ExpectedVersion::Exact(v) => {
+                    (if single { &sql.append_exact_one } else { &sql.append_exact }, Some(to_i64(v)))
+                }
+                ExpectedVersion::Any => (if single { &sql.append_any_one } else { &sql.append_any }, None),
+            };
+            let query = sqlx::query_as::<_, (i64, i64)>(statement);
+            let query = query.bind(stream.category()).bind(stream.id()).bind(recorded_at);
+            let query = if single {
+                let event = &events[0];
+                query
+                    .bind(ids[0])
+                    .bind(event.event_type.as_str())
+                    .bind(i64::from(event.schema_version))
+                    .bind(event.data.get())
+                    .bind(&metadata[0])
+            } else {
+                query.bind(&ids).bind(&types).bind(&schemas).bind(&data).bind(&metadata)
+            };
+            let query = match exact {
+                Some(version) => query.bind(version),
+                None => query,
+            };
+            let rows = match query.fetch_all(&self.inner.pool).await {
+                Ok(rows) if rows.len() == events.len() => rows,
+                Ok(_) => {
+                    // The expectation failed in the statement's snapshot.
+                    let actual = self.fetch_version(&stream).await?;
+                    if expected.admits(actual) {
+                        continue; // the stream moved on to it meanwhile
+                    }
+                    return Err(conflict(actual));
+                }
+                Err(error) if is_unique_violation(&error) => {
+                    let actual = self.fetch_version(&stream).await?;
+                    if expected == ExpectedVersion::Any || expected.admits(actual) {
+                        continue;
+                    }
+                    return Err(conflict(actual));
+                }
+                Err(error) => return Err(map_err(error)),
+            };
+            drop((types, schemas, data));
+            let recorded = recorded_events(&stream, recorded_at, rows, events, ids);
+            self.wake_local();
+            return Ok(recorded);
+        }
+        Err(StoreError::Backend(
+            format!("the append to `{stream}` lost {ANY_RETRIES} races in a row; try again").into(),
+        ))
+    }
+}
+
 /// What an append binds: the batch as arrays.
 struct Batch<'a> {
     ids: Vec<Uuid>,
@@ -627,70 +753,32 @@ impl EventStore for PgStore {
                 events.len()
             )));
         }
-        let conflict = |actual| StoreError::WrongExpectedVersion { stream: stream.clone(), expected, actual };
         if events.is_empty() {
             let actual = self.fetch_version(stream).await?;
-            return if expected.admits(actual) { Ok(Vec::new()) } else { Err(conflict(actual)) };
-        }
-        let batch = Batch::new(&events)?;
-        let recorded_at = now_micros();
-        for _ in 0..ANY_RETRIES {
-            let sql = &self.inner.sql;
-            let single = events.len() == 1;
-            let (statement, exact) = match expected {
-                ExpectedVersion::NoStream | ExpectedVersion::Exact(0) => {
-                    (if single { &sql.append_new_one } else { &sql.append_new }, None)
-                }
-                ExpectedVersion::Exact(v) => {
-                    (if single { &sql.append_exact_one } else { &sql.append_exact }, Some(to_i64(v)))
-                }
-                ExpectedVersion::Any => (if single { &sql.append_any_one } else { &sql.append_any }, None),
-            };
-            let query = sqlx::query_as::<_, (i64, i64)>(statement);
-            let query = query.bind(stream.category()).bind(stream.id()).bind(recorded_at);
-            let query = if events.len() == 1 {
-                query
-                    .bind(batch.ids[0])
-                    .bind(batch.types[0])
-                    .bind(batch.schemas[0])
-                    .bind(batch.data[0])
-                    .bind(&batch.metadata[0])
+            return if expected.admits(actual) {
+                Ok(Vec::new())
             } else {
-                query.bind(&batch.ids).bind(&batch.types).bind(&batch.schemas).bind(&batch.data).bind(&batch.metadata)
+                Err(StoreError::WrongExpectedVersion { stream: stream.clone(), expected, actual })
             };
-            let query = match exact {
-                Some(version) => query.bind(version),
-                None => query,
-            };
-            let result = query.fetch_all(&self.inner.pool).await;
-            let rows = match result {
-                Ok(rows) if rows.len() == events.len() => rows,
-                Ok(_) => {
-                    // The expectation failed in the statement's snapshot.
-                    let actual = self.fetch_version(stream).await?;
-                    if expected.admits(actual) {
-                        continue; // the stream moved on to it meanwhile
-                    }
-                    return Err(conflict(actual));
-                }
-                Err(error) if is_unique_violation(&error) => {
-                    let actual = self.fetch_version(stream).await?;
-                    if expected == ExpectedVersion::Any || expected.admits(actual) {
-                        continue;
-                    }
-                    return Err(conflict(actual));
-                }
-                Err(error) => return Err(map_err(error)),
-            };
-            let ids = batch.ids.clone();
-            drop(batch);
-            let recorded = recorded_events(stream, recorded_at, rows, events, ids);
-            self.wake_local();
-            return Ok(recorded);
         }
-        Err(StoreError::Backend(
-            format!("the append to `{stream}` lost {ANY_RETRIES} races in a row; try again").into(),
-        ))
+        let part = Part::new(stream, expected, events)?;
+        let Some(group) = self.inner.group.as_ref().filter(|_| part.events.len() <= MAX_GROUPED_APPEND) else {
+            return self.append_alone(part).await;
+        };
+        if let Some(slot) = group.try_alone(&self.inner) {
+            let result = self.append_alone(part).await;
+            drop(slot);
+            return result;
+        }
+        match GroupCommit::join(&self.inner, group, part).await? {
+            (part, Outcome::Written(rows)) => {
+                let recorded = recorded_events(&part.stream, part.recorded_at, rows, part.events, part.ids);
+                self.wake_local();
+                Ok(recorded)
+            }
+            (part, Outcome::Alone) => self.append_alone(part).await,
+            (_, Outcome::Failed(error)) => Err(error),
+        }
     }
 
     async fn append_many(&self, appends: Vec<StreamAppend>) -> Result<Vec<Vec<Arc<RecordedEvent>>>, StoreError> {

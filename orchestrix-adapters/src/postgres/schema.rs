@@ -252,6 +252,33 @@ fn append_part_sql(events: &str, stream_match: &str) -> String {
     )
 }
 
+/// The statement of a group commit ([`super::group_commit`], ADR 0024):
+/// the events of several appends, each row with its stream, its append's
+/// expectation (`-1` any, `0` no stream, else the exact version) and its
+/// 1-based index in its append; `WITH ORDINALITY` numbers the rows of the
+/// group, which gives the positions. An append expecting an exact version
+/// that the snapshot lacks is left out whole (one check for all its rows);
+/// everything else is arbitrated by the unique index, as in
+/// [`append_sql`].
+fn append_group_sql(events: &str) -> String {
+    let stream_match = "x.stream_key = md5(e.category || '/' || e.aggregate_id)::uuid \
+                        AND x.category = e.category AND x.aggregate_id = e.aggregate_id";
+    format!(
+        "INSERT INTO {events} (global_position, event_id, category, aggregate_id, stream_version, event_type, \
+         schema_version, data, metadata, recorded_at) \
+         SELECT (pg_current_xact_id()::text::bigint << 20) | e.pos, e.id, e.category, e.aggregate_id, \
+         CASE WHEN e.expected >= 0 THEN e.expected ELSE COALESCE((SELECT x.stream_version FROM {events} x \
+         WHERE {stream_match} ORDER BY x.stream_version DESC LIMIT 1), 0) END + e.ord, \
+         e.event_type, e.schema_version, e.data::jsonb, e.metadata::jsonb, e.recorded_at \
+         FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[], $5::uuid[], $6::text[], $7::int8[], \
+         $8::text[], $9::text[], $10::timestamptz[]) WITH ORDINALITY \
+         AS e(category, aggregate_id, expected, ord, id, event_type, schema_version, data, metadata, recorded_at, pos) \
+         WHERE e.expected <= 0 OR EXISTS (SELECT 1 FROM {events} x WHERE {stream_match} \
+         AND x.stream_version = e.expected) \
+         RETURNING global_position, stream_version"
+    )
+}
+
 /// The SQL text of every statement, for one schema.
 #[derive(Debug)]
 pub(super) struct Sql {
@@ -269,6 +296,8 @@ pub(super) struct Sql {
     pub(super) append_new_one: String,
     /// One part of a multi-stream append (positions offset by `$10`).
     pub(super) append_part: String,
+    /// The events of a group of appends (group commit).
+    pub(super) append_group: String,
     /// Removes a guard's placeholder row (by position) before commit.
     pub(super) guard_release: String,
     pub(super) stream_version: String,
@@ -312,6 +341,7 @@ impl Sql {
             append_new: append_sql(&events, stream_match, Check::New, false),
             append_new_one: append_sql(&events, stream_match, Check::New, true),
             append_part: append_part_sql(&events, stream_match),
+            append_group: append_group_sql(&events),
             guard_release: format!("DELETE FROM {events} WHERE global_position = $1"),
             stream_version: format!(
                 "SELECT stream_version FROM {events} WHERE {stream_match} ORDER BY stream_version DESC LIMIT 1"
