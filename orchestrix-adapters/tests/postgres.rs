@@ -11,23 +11,10 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use orchestrix::store::{EventFilter, EventStore, ExpectedVersion};
-use orchestrix::{Metadata, NewEvent, StoreError, StreamId};
+use orchestrix::{StoreError, StreamId};
 use orchestrix_adapters::postgres::{PgConfig, PgLease, PgProjection, PgProjectionOptions, PgStore};
-use serde_json::value::RawValue;
 use sqlx::Connection;
-
-fn event(event_type: &str, data: &str) -> NewEvent {
-    NewEvent {
-        event_type: event_type.to_owned(),
-        schema_version: 1,
-        data: RawValue::from_string(data.to_owned()).expect("valid JSON"),
-        metadata: Metadata::default(),
-    }
-}
-
-fn stream(id: &str) -> StreamId {
-    StreamId::new("Account", id).expect("a valid stream id")
-}
+use support::{event, stream};
 
 /// A store whose connections carry `application_name`, so that a test can
 /// find and terminate their backends.

@@ -18,22 +18,9 @@ use futures_util::future::join_all;
 use futures_util::StreamExt;
 use orchestrix::envelope::RecordedEvent;
 use orchestrix::store::{EventFilter, EventStore, ExpectedVersion};
-use orchestrix::{Metadata, NewEvent, StoreError, StreamId};
+use orchestrix::{NewEvent, StoreError, StreamId};
 use orchestrix_adapters::postgres::PgStore;
-use serde_json::value::RawValue;
-
-fn event(event_type: &str, data: &str) -> NewEvent {
-    NewEvent {
-        event_type: event_type.to_owned(),
-        schema_version: 1,
-        data: RawValue::from_string(data.to_owned()).expect("valid JSON"),
-        metadata: Metadata::default(),
-    }
-}
-
-fn stream(id: &str) -> StreamId {
-    StreamId::new("Account", id).expect("a valid stream id")
-}
+use support::{event, stream};
 
 fn events(count: usize, tag: &str) -> Vec<NewEvent> {
     (0..count).map(|i| event("Opened", &format!("{{\"tag\":\"{tag}\",\"i\":{i}}}"))).collect()

@@ -191,6 +191,16 @@ impl PgConfig {
     /// The price: appends of a group wait for each other, so one that
     /// blocks on a lock (an open transaction that inserted the same
     /// stream's next version) holds back the whole group.
+    ///
+    /// ```
+    /// use orchestrix_adapters::postgres::PgConfig;
+    ///
+    /// // One statement in flight: the largest groups, for many writers.
+    /// let eager = PgConfig::new("orchestrix").unwrap().with_group_commit(1);
+    /// // Every append its own statement.
+    /// let off = PgConfig::new("orchestrix").unwrap().with_group_commit(0);
+    /// # let _ = (eager, off);
+    /// ```
     pub fn with_group_commit(mut self, in_flight: usize) -> Self {
         self.group_commit = in_flight;
         self

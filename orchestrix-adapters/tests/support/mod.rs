@@ -2,7 +2,24 @@
 //! schemas, and the skip-or-fail policy.
 #![allow(dead_code, unreachable_pub)]
 
+use orchestrix::{Metadata, NewEvent, StreamId};
 use orchestrix_adapters::postgres::{PgConfig, PgStore};
+use serde_json::value::RawValue;
+
+/// An event of type `event_type` whose data is the JSON text `data`.
+pub fn event(event_type: &str, data: &str) -> NewEvent {
+    NewEvent {
+        event_type: event_type.to_owned(),
+        schema_version: 1,
+        data: RawValue::from_string(data.to_owned()).expect("valid JSON"),
+        metadata: Metadata::default(),
+    }
+}
+
+/// The stream `Account/<id>`.
+pub fn stream(id: &str) -> StreamId {
+    StreamId::new("Account", id).expect("a valid stream id")
+}
 
 /// The server URL from `ORCHESTRIX_PG_URL`, or `None` (with the reason
 /// printed) when it is unset outside CI. Under CI (`CI` set) a missing
