@@ -83,6 +83,15 @@ async fn concurrent_appends_share_a_statement_and_read_back_as_returned() {
         }
     }
 
+    // Within the group, appends are written in the order of their stream
+    // names (ADR 0024), so that two groups never wait in a cycle.
+    let mut grouped: Vec<&Vec<Arc<RecordedEvent>>> = recorded[1..].iter().collect();
+    grouped.sort_by_key(|written| written[0].global_position);
+    let names: Vec<String> = grouped.iter().map(|written| written[0].stream.to_string()).collect();
+    let mut sorted = names.clone();
+    sorted.sort();
+    assert_eq!(names, sorted);
+
     // The log holds exactly what the appends returned, in position order.
     let mut returned: Vec<Arc<RecordedEvent>> = recorded.into_iter().flatten().collect();
     returned.sort_by_key(|event| event.global_position);

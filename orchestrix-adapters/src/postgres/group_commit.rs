@@ -22,9 +22,10 @@
 //!   a conflict and a retry. Only an error outside the server (a broken
 //!   connection), after which nobody knows whether the group committed, is
 //!   reported to every append of the group, as it would be to a lone one.
-//! - **Order**: the group's events get positions `xid8 << 20 | 1..=n` in
-//!   queue order (ADR 0008 unchanged: one transaction), each append's
-//!   events consecutive.
+//! - **Order**: the group's events get positions `xid8 << 20 | 1..=n`
+//!   (ADR 0008 unchanged: one transaction), each append's events
+//!   consecutive, the appends in the order of their stream names so that
+//!   two groups never wait for each other in a cycle.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -179,7 +180,14 @@ fn start_groups(inner: &Arc<Inner>, runtime: &tokio::runtime::Handle) {
 }
 
 /// Runs one group's statement and answers each of its appends.
-async fn run_group(inner: &Inner, pendings: Vec<Pending>) {
+///
+/// The appends are written in the order of their stream names (a stable
+/// sort: one stream's appends keep their queue order), the order in which
+/// multi-stream appends take their streams too (ADR 0018): two groups in
+/// flight that touch the same streams then wait for each other's index
+/// entries in one order, never in a cycle the server must break.
+async fn run_group(inner: &Inner, mut pendings: Vec<Pending>) {
+    pendings.sort_by(|a, b| a.part.stream.cmp(&b.part.stream));
     let total: usize = pendings.iter().map(|p| p.part.events.len()).sum();
     let mut categories = Vec::with_capacity(total);
     let mut aggregate_ids = Vec::with_capacity(total);
