@@ -241,3 +241,51 @@ async fn with_group_commit_off_every_append_is_its_own_transaction() {
     assert_eq!(transactions(&recorded).len(), 12);
     store.drop_schema().await.unwrap();
 }
+
+/// The recorder of this test binary (metrics has one global recorder).
+fn prometheus() -> &'static metrics_exporter_prometheus::PrometheusHandle {
+    static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> = std::sync::OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        metrics::set_global_recorder(recorder).expect("the only recorder of this binary");
+        orchestrix_adapters::postgres::describe_metrics();
+        handle
+    })
+}
+
+/// The value of the sample `name` (no labels) in a Prometheus exposition.
+fn sample(text: &str, name: &str) -> f64 {
+    text.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok()).unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_sizes_and_appends_sent_back_alone_are_metrics() {
+    use orchestrix_adapters::postgres::{GROUP_COMMIT_ALONE_TOTAL, GROUP_COMMIT_APPENDS};
+    let handle = prometheus();
+    let Some(store) = grouped_store().await else { return };
+    let before = handle.render();
+
+    // A group of 9 that commits.
+    let appends: Vec<Append> =
+        (0..10).map(|i| (stream(&format!("ok-{i}")), ExpectedVersion::NoStream, events(1, "ok"))).collect();
+    for outcome in race(&store, appends).await {
+        outcome.unwrap();
+    }
+    // A group of 6 that a stale expectation sends back alone, all of it.
+    store.append(&stream("stale"), ExpectedVersion::NoStream, events(2, "stale")).await.unwrap();
+    let mut appends: Vec<Append> = vec![(stream("first"), ExpectedVersion::NoStream, events(1, "first"))];
+    appends.push((stream("stale"), ExpectedVersion::Exact(1), events(1, "late")));
+    appends.extend((0..5).map(|i| (stream(&format!("back-{i}")), ExpectedVersion::NoStream, events(1, "back"))));
+    let outcomes = race(&store, appends).await;
+    assert!(outcomes[1].is_err());
+
+    let after = handle.render();
+    let grew = |name: &str| sample(&after, name) - sample(&before, name);
+    // Other tests of this binary may record meanwhile: at least ours.
+    assert!(grew(&format!("{GROUP_COMMIT_APPENDS}_count")) >= 2.0, "{after}");
+    assert!(grew(&format!("{GROUP_COMMIT_APPENDS}_sum")) >= 15.0, "{after}");
+    assert!(grew(GROUP_COMMIT_ALONE_TOTAL) >= 6.0, "{after}");
+    assert!(after.contains(&format!("# HELP {GROUP_COMMIT_APPENDS} ")), "described: {after}");
+    store.drop_schema().await.unwrap();
+}

@@ -257,6 +257,12 @@ async fn run_group(inner: &Inner, mut pendings: Vec<Pending>) {
                 .collect()
         }
     };
+    #[allow(clippy::cast_precision_loss)] // a count far below 2^52
+    metrics::histogram!(super::GROUP_COMMIT_APPENDS).record(pendings.len() as f64);
+    let alone = outcomes.iter().filter(|outcome| matches!(outcome, Outcome::Alone)).count();
+    if alone > 0 {
+        metrics::counter!(super::GROUP_COMMIT_ALONE_TOTAL).increment(u64::try_from(alone).unwrap_or(u64::MAX));
+    }
     for pending in pendings.into_iter().rev() {
         let outcome = outcomes.pop().unwrap_or(Outcome::Alone);
         // A caller that stopped waiting gets nothing; its events are

@@ -90,6 +90,25 @@ const SEGMENT: i64 = 65_536;
 /// ([`PgConfig::with_group_commit`]).
 pub const DEFAULT_GROUP_COMMIT: usize = 2;
 
+/// Metric: how many appends each group-commit statement carried (a
+/// histogram; ADR 0024). Appends that ran alone are not counted.
+pub const GROUP_COMMIT_APPENDS: &str = "orchestrix_pg_group_commit_appends";
+
+/// Metric: appends that joined a group but ran again alone, because their
+/// expectation failed in the group's snapshot or the server refused the
+/// group's statement (a counter; ADR 0024). Many of them mean contention
+/// on the same streams, where group commit gains little.
+pub const GROUP_COMMIT_ALONE_TOTAL: &str = "orchestrix_pg_group_commit_alone_total";
+
+/// Describes the PostgreSQL adapter's metrics to the installed recorder
+/// (units and help texts), as [`orchestrix::telemetry::describe`] does for
+/// the core's.
+pub fn describe_metrics() {
+    use metrics::{describe_counter, describe_histogram, Unit};
+    describe_histogram!(GROUP_COMMIT_APPENDS, Unit::Count, "Appends carried by one group-commit statement.");
+    describe_counter!(GROUP_COMMIT_ALONE_TOTAL, Unit::Count, "Appends that joined a group commit but ran again alone.");
+}
+
 /// How often an append whose expectation is [`ExpectedVersion::Any`]
 /// retries after losing a race, before giving up with an error.
 const ANY_RETRIES: usize = 32;
