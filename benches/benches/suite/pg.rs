@@ -101,8 +101,18 @@ impl Server {
 
     /// Orchestrix's store in a schema of its own.
     async fn store(&self, tag: &str, max: u32) -> Result<PgStore, BoxError> {
+        self.store_with(tag, max, |config| config).await
+    }
+
+    /// The same with a configuration tweak.
+    async fn store_with(
+        &self,
+        tag: &str,
+        max: u32,
+        tweak: impl FnOnce(PgConfig) -> PgConfig,
+    ) -> Result<PgStore, BoxError> {
         let schema = self.schema(&format!("{tag}_orx")).await?;
-        let store = PgStore::connect(&self.url, PgConfig::new(schema)?.with_max_connections(max)).await?;
+        let store = PgStore::connect(&self.url, tweak(PgConfig::new(schema)?.with_max_connections(max))).await?;
         self.pools.lock().expect("not poisoned").push(store.pool().clone());
         store.migrate().await?;
         Ok(store)
@@ -384,22 +394,33 @@ async fn new_aggregates(server: &Server, size: Size, writer_count: u64) -> Resul
     let (store, raw, peer) =
         (server.store(&tag, max).await?, server.raw(&tag, max).await?, server.peer(&tag, max, None).await?);
     let orchestrix = app(&store, false, true);
-    let rates = race(
-        rounds,
-        ops,
-        &mut [
-            round(|n| writers(writer_count, n, |k| open_accounts(orchestrix.clone(), k))),
-            round(|n| writers(writer_count, n, |k| raw.clone().open_accounts(k))),
-            round(|n| writers(writer_count, n, |k| peer.clone().open_accounts(k))),
-        ],
-    )
-    .await;
+    // With concurrent writers, the same app over a store without group
+    // commit (ADR 24), so that what group commit brings is measured too.
+    let alone = if writer_count > 1 {
+        let store = server.store_with(&format!("{tag}_alone"), max, |config| config.with_group_commit(0)).await?;
+        Some(app(&store, false, true))
+    } else {
+        None
+    };
+    let mut contestants = vec![
+        round(|n| writers(writer_count, n, |k| open_accounts(orchestrix.clone(), k))),
+        round(|n| writers(writer_count, n, |k| raw.clone().open_accounts(k))),
+        round(|n| writers(writer_count, n, |k| peer.clone().open_accounts(k))),
+    ];
+    if let Some(alone) = &alone {
+        contestants.push(round(|n| writers(writer_count, n, |k| open_accounts(alone.clone(), k))));
+    }
+    let rates = race(rounds, ops, &mut contestants).await;
     let name = if writer_count == 1 {
         "one command per new aggregate, sequential".to_owned()
     } else {
         format!("one command per new aggregate, {writer_count} concurrent writers")
     };
-    let row = three(id, &name, "commands/s", &rates, RAW)
+    let mut row = three(id, &name, "commands/s", &rates, RAW);
+    if let Some(alone) = rates.get(3) {
+        row = row.reference(Entry::new("Orchestrix, group commit off", alone.per_second));
+    }
+    let row = row
         .goal("to_baseline", 0.9)
         .goal("to_peer", 2.0)
         .method(format!("{rounds} rounds of {ops} commands, {writer_count} task(s), {max} connections each"))
