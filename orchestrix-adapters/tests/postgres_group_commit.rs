@@ -195,18 +195,9 @@ async fn a_payload_the_server_refuses_fails_alone() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_append_abandoned_while_it_waits_for_a_group_is_not_written() {
     let Some(store) = grouped_store().await else { return };
-    let events_table = format!("\"{}\".events", store.config().schema());
     // An open transaction holds version 1 of `blocked` in the unique index,
     // so the append that takes the only slot waits for it.
-    let mut blocker = store.pool().begin().await.unwrap();
-    sqlx::query(&format!(
-        "INSERT INTO {events_table} (global_position, event_id, category, aggregate_id, stream_version, \
-         event_type, schema_version, data, metadata, recorded_at) VALUES ((pg_current_xact_id()::text::bigint << 20) | 1, \
-         gen_random_uuid(), 'Account', 'blocked', 1, 'Held', 1, '{{}}', '{{}}', now())"
-    ))
-    .execute(&mut *blocker)
-    .await
-    .unwrap();
+    let blocker = hold_first_version(&store, "blocked").await;
 
     let waiting = {
         let store = store.clone();
@@ -228,6 +219,47 @@ async fn an_append_abandoned_while_it_waits_for_a_group_is_not_written() {
     store.append(&stream("later"), ExpectedVersion::NoStream, events(1, "later")).await.unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(store.stream_version(&stream("abandoned")).await.unwrap(), None);
+    store.drop_schema().await.unwrap();
+}
+
+/// Opens a transaction that holds version 1 of `Account/<id>` in the
+/// unique index, so that an append creating that stream waits for it.
+async fn hold_first_version(store: &PgStore, id: &str) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let mut blocker = store.pool().begin().await.unwrap();
+    sqlx::query(&format!(
+        "INSERT INTO \"{}\".events (global_position, event_id, category, aggregate_id, stream_version, \
+         event_type, schema_version, data, metadata, recorded_at) VALUES ((pg_current_xact_id()::text::bigint << 20) | 1, \
+         gen_random_uuid(), 'Account', $1, 1, 'Held', 1, '{{}}', '{{}}', now())",
+        store.config().schema()
+    ))
+    .bind(id)
+    .execute(&mut *blocker)
+    .await
+    .unwrap();
+    blocker
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_stuck_on_a_lock_holds_the_others_back_only_briefly() {
+    // Two slots: one append waits on a lock in the first; another, alone
+    // in the queue, starts the second slot after a short wait.
+    let Some(store) = support::pg_store_with(|config| config.with_group_commit(2)).await else { return };
+    let blocker = hold_first_version(&store, "blocked").await;
+    let stuck = {
+        let store = store.clone();
+        tokio::spawn(async move { store.append(&stream("blocked"), ExpectedVersion::Any, events(1, "waits")).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let passed = tokio::time::timeout(
+        Duration::from_secs(5),
+        store.append(&stream("free"), ExpectedVersion::NoStream, events(1, "passes")),
+    )
+    .await;
+    let written = passed.expect("the second slot took the waiting append").expect("a new stream");
+    assert_eq!(written[0].stream_version, 1);
+    assert!(!stuck.is_finished(), "the first append is still held by the lock");
+    blocker.rollback().await.unwrap();
+    assert_eq!(stuck.await.unwrap().unwrap()[0].stream_version, 1);
     store.drop_schema().await.unwrap();
 }
 
