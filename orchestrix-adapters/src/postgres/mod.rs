@@ -7,10 +7,11 @@
 //!   stream's actual version. There is no global hot row or table lock.
 //!   A multi-stream append runs one such statement per stream in one
 //!   transaction (ADR 0018).
-//! - **Group commit** (ADR 0024): appends that arrive while the store's
-//!   statement slots ([`PgConfig::with_group_commit`]) are busy share the
-//!   next statement, so one commit and one WAL flush; each append is still
-//!   atomic, checked against its own expectation, and gets its own outcome.
+//! - **Group commit** (ADR 0024): appends that arrive while one of the
+//!   store's statements is in flight ([`PgConfig::with_group_commit`])
+//!   share the next statement, so one commit and one WAL flush; each
+//!   append is still atomic, checked against its own expectation, and gets
+//!   its own outcome.
 //! - **Global order** (ADR 0008): `global_position` is the writing
 //!   transaction's id (`pg_current_xact_id()`) shifted left by 20 bits, plus
 //!   the event's 1-based index in its batch. Readers only take rows below
@@ -199,17 +200,20 @@ impl PgConfig {
     }
 
     /// Group commit (ADR 0024): at most `in_flight` append statements of
-    /// this store run at once (default [`DEFAULT_GROUP_COMMIT`]); appends
-    /// that arrive while all of them run wait, and the waiting appends
+    /// this store run at once (default [`DEFAULT_GROUP_COMMIT`]). An
+    /// append to an idle store runs alone, exactly as without group
+    /// commit; appends that arrive while a statement is in flight wait and
     /// then share one statement, so one commit and one WAL flush. Each
     /// append is still atomic, checks its own expected version, and gets
-    /// its own outcome; a lone writer's appends run alone, exactly as
-    /// without group commit. `0` turns it off: every append is its own
-    /// statement, limited only by the pool.
+    /// its own outcome. A second statement starts beside one in flight
+    /// when 8 appends wait or one has waited 20 ms. `0` turns group commit
+    /// off: every append is its own statement, limited only by the pool.
     ///
-    /// The price: appends of a group wait for each other, so one that
-    /// blocks on a lock (an open transaction that inserted the same
-    /// stream's next version) holds back the whole group.
+    /// The price: an append may wait for the statement in flight (at most
+    /// 20 ms while another slot is free) before its own goes out, and the
+    /// appends of a group wait for each other, so one that blocks on a
+    /// lock (an open transaction that inserted the same stream's next
+    /// version) holds back its group.
     ///
     /// ```
     /// use orchestrix_adapters::postgres::PgConfig;
