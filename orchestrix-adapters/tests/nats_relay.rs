@@ -291,3 +291,87 @@ async fn the_bus_carries_messages_and_headers_by_pattern() {
     assert!(bus.subscribe("elsewhere.>").await.is_err());
     place.delete().await;
 }
+
+/// The message ids of the stream's messages, in stream order.
+async fn stored_ids(place: &Place) -> Vec<String> {
+    let stream = place.js().get_stream(place.stream.name()).await.unwrap();
+    let mut ids = Vec::new();
+    for sequence in 1..=place.message_count().await {
+        let message = stream.get_raw_message(sequence).await.unwrap();
+        let id = message.headers.get("Nats-Msg-Id").map(|v| v.as_str().to_owned()).unwrap_or_default();
+        ids.push(id);
+    }
+    ids
+}
+
+/// A broker that refuses one publish of the window (as one that lost it
+/// in a restart would) while it takes the later ones: with `ordered`, the
+/// relay never lets a later event land before it; without, it does.
+async fn a_refused_publish_with(ordered: bool) -> (Vec<String>, Vec<String>, Vec<String>) {
+    let place = Place::new(client().await.expect("checked by the caller"), 1);
+    let js = place.js();
+    place.stream.ensure(&js, &place.subjects).await.unwrap();
+    // Refuse messages over 1,000 bytes: the fourth event is one.
+    let mut config = js.get_stream(place.stream.name()).await.unwrap().info().await.unwrap().config.clone();
+    config.max_message_size = 1_000;
+    js.update_stream(config.clone()).await.unwrap();
+
+    let store = InMemoryEventStore::new();
+    let target = StreamId::new("Tally", "s0").unwrap();
+    let mut events = Vec::new();
+    for n in 1..=10_u64 {
+        let mut event = counted(n);
+        if n == 4 {
+            event.data =
+                serde_json::value::RawValue::from_string(format!("{{\"n\":4,\"padding\":\"{}\"}}", "x".repeat(2_000)))
+                    .unwrap();
+        }
+        events.extend(store.append(&target, ExpectedVersion::Any, vec![event]).await.unwrap());
+    }
+    let ids: Vec<String> = events.iter().map(|event| event.id.to_string()).collect();
+    let options =
+        RelayOptions { window: 64, max_backoff: Duration::from_millis(50), ordered, ..RelayOptions::default() };
+    let mut relay = Relay::new(
+        place.client.clone(),
+        store.clone(),
+        InMemoryCheckpointStore::new(),
+        place.subjects.clone(),
+        place.stream.clone(),
+        options,
+    )
+    .spawn();
+    timeout(MINUTE, async {
+        while relay.status().restarts < 2 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the relay fails on the refused event and starts over");
+    let while_refused = stored_ids(&place).await;
+
+    // The broker takes it again: everything arrives.
+    config.max_message_size = -1;
+    js.update_stream(config).await.unwrap();
+    timeout(MINUTE, relay.wait_for_position(events[9].global_position)).await.expect("the relay gets through");
+    relay.stop().await.unwrap();
+    let after = stored_ids(&place).await;
+    place.delete().await;
+    (ids, while_refused, after)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_the_broker_refuses_is_never_overtaken() {
+    if client().await.is_none() {
+        return;
+    }
+    let (ids, while_refused, after) = a_refused_publish_with(true).await;
+    assert_eq!(while_refused, ids[..3], "nothing after the refused event was stored");
+    assert_eq!(after, ids, "every event once, in the log's order");
+
+    // Without the chain, the later events land first: the limit `ordered`
+    // lifts, shown rather than assumed.
+    let (ids, while_refused, after) = a_refused_publish_with(false).await;
+    assert!(while_refused.len() > 3, "later events landed while the fourth was refused: {while_refused:?}");
+    assert_ne!(after, ids);
+    assert_eq!(after.iter().collect::<HashSet<_>>(), ids.iter().collect::<HashSet<_>>());
+}

@@ -39,6 +39,23 @@ pub struct RelayOptions {
     /// The longest pause between two attempts after a failure (default
     /// 2 s; the pause starts at 50 ms and doubles).
     pub max_backoff: Duration,
+    /// Whether each publish names its predecessor (default on; ADR 16).
+    ///
+    /// Publishes are pipelined, so when the broker restarts, one written
+    /// to the dead connection can be lost while the later ones of the
+    /// window reach the new server. With `ordered`, every publish after
+    /// the first of a pass carries `Nats-Expected-Last-Msg-Id` = the
+    /// previous event's id: the broker refuses the ones after a lost
+    /// publish, and the relay starts over from its checkpoint, so no event
+    /// is ever stored after one that follows it in the log. (Duplicates
+    /// are recognized before the expectation is checked.)
+    ///
+    /// It requires the relay to be the only publisher to its stream: a
+    /// message of another publisher in between makes the next publish fail
+    /// and the relay start over. Turn it off when a [`super::JetStreamBus`]
+    /// or another relay shares the stream; a broker restart can then store
+    /// an event after later ones.
+    pub ordered: bool,
 }
 
 impl Default for RelayOptions {
@@ -50,6 +67,7 @@ impl Default for RelayOptions {
             window: 256,
             checkpoint_every: 1_000,
             max_backoff: Duration::from_secs(2),
+            ordered: true,
         }
     }
 }
@@ -177,6 +195,8 @@ impl Relay {
         status.send_modify(|s| s.position = start);
         let mut pending: VecDeque<Pending> = VecDeque::with_capacity(self.options.window.max(1));
         let mut events = self.store.subscribe(start + 1, EventFilter::all());
+        // The id of the event published last in this pass (`ordered`).
+        let mut previous: Option<String> = None;
         loop {
             let next = if let Some(next) = events.next().now_or_never() {
                 next
@@ -206,7 +226,9 @@ impl Relay {
                     since_save += 1;
                 }
             }
-            pending.push_back(self.publish(&js, &event).await?);
+            let expected_last = if self.options.ordered { previous.take() } else { None };
+            pending.push_back(self.publish(&js, &event, expected_last.as_deref()).await?);
+            previous = Some(event.id.to_string());
             if since_save >= self.options.checkpoint_every {
                 self.checkpoints.save(name, acked).await?;
                 saved = acked;
@@ -225,8 +247,14 @@ impl Relay {
         Ok(())
     }
 
-    /// Sends one event; the returned future resolves to its ack.
-    async fn publish(&self, js: &jetstream::Context, event: &RecordedEvent) -> Result<Pending, NatsError> {
+    /// Sends one event, naming the id of the message that must be the
+    /// stream's last (`ordered`); the returned future resolves to its ack.
+    async fn publish(
+        &self,
+        js: &jetstream::Context,
+        event: &RecordedEvent,
+        expected_last: Option<&str>,
+    ) -> Result<Pending, NatsError> {
         let subject = self.subjects.subject_of(event);
         let span = tracing::info_span!(
             "orchestrix.publish",
@@ -252,6 +280,9 @@ impl Relay {
             if let Some(state) = &context.tracestate {
                 headers.insert("tracestate", state.as_str());
             }
+        }
+        if let Some(last) = expected_last {
+            headers.insert("Nats-Expected-Last-Msg-Id", last);
         }
         let size = encoded.payload.len() + encoded.headers.iter().map(|(k, v)| k.len() + v.len() + 4).sum::<usize>();
         let message =
