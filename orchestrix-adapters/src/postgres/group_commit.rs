@@ -12,12 +12,11 @@
 //!   runs, the next group grows instead of going out small beside it
 //!   (larger groups, fewer commits), and a statement that waits on a
 //!   lock or a slow connection does not hold the others back for long.
-//!   Each group is one statement,
-//!   run by a task of its own so that no caller's cancellation can strand
-//!   the others: every event of the group is bound as arrays, each with
-//!   its stream, its expectation and its index in its append, and the
-//!   statement checks each append's expectation as the single-append
-//!   statements do.
+//!   Each group is one statement, run by a task of its own so that no
+//!   caller's cancellation can strand the others: every event of the group
+//!   is bound as arrays, each with its stream, its expectation and its
+//!   index in its append, and the statement checks each append's
+//!   expectation as the single-append statements do.
 //! - **Atomicity per append.** An append whose expected version does not
 //!   exist in the statement's snapshot is left out whole (its rows share
 //!   one check). Any error the server raises (a unique violation: two
@@ -52,9 +51,10 @@ use crate::common::{is_unavailable, to_i64};
 pub(super) const MAX_GROUP_EVENTS: usize = 4096;
 
 /// How many appends must wait before a second statement starts beside
-/// one in flight (ADR 0024: on the 2-core machine of the suite, 8 of 16
-/// writers gave the best rate; without the rule, groups went out half as
-/// large and the rate fell by a fifth).
+/// one in flight (ADR 0024: on the 2-core machine of the suite, with 16
+/// writers, 8 gave the best rate of the thresholds tried; without the
+/// rule, groups went out half as large and the rate fell by about a
+/// quarter).
 pub(super) const PARALLEL_GROUP_MIN: usize = 8;
 
 /// How long an append waits for its group before it starts one beside
