@@ -647,20 +647,24 @@ fn event_row(row: &PgRow) -> Result<EventRow, StoreError> {
 impl Part {
     /// An append, with the ids and serialized metadata it binds.
     fn new(stream: &StreamId, expected: ExpectedVersion, events: Vec<NewEvent>) -> Result<Self, StoreError> {
-        let metadata = events
-            .iter()
-            .map(|event| serde_json::to_string(&event.metadata))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|error| StoreError::InvalidInput(format!("metadata cannot be serialized: {error}")))?;
         Ok(Self {
             stream: stream.clone(),
             expected,
             ids: events.iter().map(|_| Uuid::now_v7()).collect(),
+            metadata: metadata_texts(&events)?,
             events,
-            metadata,
             recorded_at: now_micros(),
         })
     }
+}
+
+/// Each event's metadata as the JSON text an append binds.
+fn metadata_texts(events: &[NewEvent]) -> Result<Vec<String>, StoreError> {
+    events
+        .iter()
+        .map(|event| serde_json::to_string(&event.metadata))
+        .collect::<Result<_, _>>()
+        .map_err(|error| StoreError::InvalidInput(format!("metadata cannot be serialized: {error}")))
 }
 
 impl PgStore {
@@ -748,24 +752,13 @@ struct Batch<'a> {
 
 impl<'a> Batch<'a> {
     fn new(events: &'a [NewEvent]) -> Result<Self, StoreError> {
-        let mut batch = Batch {
-            ids: Vec::with_capacity(events.len()),
-            types: Vec::with_capacity(events.len()),
-            schemas: Vec::with_capacity(events.len()),
-            data: Vec::with_capacity(events.len()),
-            metadata: Vec::with_capacity(events.len()),
-        };
-        for event in events {
-            batch.ids.push(Uuid::now_v7());
-            batch.types.push(&event.event_type);
-            batch.schemas.push(i64::from(event.schema_version));
-            batch.data.push(event.data.get());
-            batch.metadata.push(
-                serde_json::to_string(&event.metadata)
-                    .map_err(|error| StoreError::InvalidInput(format!("metadata cannot be serialized: {error}")))?,
-            );
-        }
-        Ok(batch)
+        Ok(Batch {
+            ids: events.iter().map(|_| Uuid::now_v7()).collect(),
+            types: events.iter().map(|event| event.event_type.as_str()).collect(),
+            schemas: events.iter().map(|event| i64::from(event.schema_version)).collect(),
+            data: events.iter().map(|event| event.data.get()).collect(),
+            metadata: metadata_texts(events)?,
+        })
     }
 }
 
