@@ -22,6 +22,10 @@ ui-overwrite:
 bench *ARGS:
     cargo bench -p orchestrix-benches --bench suite -- {{ARGS}}
 
+# the full suite, then docs/benchmarks.md regenerated from its output (needs ORCHESTRIX_PG_URL)
+bench-docs:
+    cargo bench -p orchestrix-benches --bench suite -- --docs {{justfile_directory()}}/docs/benchmarks.md
+
 # the micro-benchmarks: macros vs hand-written, projection engine, tracing overhead
 bench-micro *ARGS:
     cargo bench -p orchestrix-benches --bench core --bench projection --bench instrumentation -- {{ARGS}}

@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! ORCHESTRIX_PG_URL=postgres://postgres@127.0.0.1:5432/test \
-//!     cargo bench -p orchestrix-benches --bench suite -- [--quick] [--only 1,3] [--out PATH]
+//!     cargo bench -p orchestrix-benches --bench suite -- [--quick] [--only 1,3] [--out PATH] [--docs PATH]
 //! ```
 //!
 //! Scenarios (PostgreSQL unless said):
@@ -20,7 +20,8 @@
 //! 7. SQLite: sequential commands.
 //!
 //! Prints a table and writes `summary.json` into `bench/` under the cargo
-//! target directory (one object per scenario). PostgreSQL scenarios are
+//! target directory (one object per scenario); with `--docs PATH` also the
+//! Markdown page `docs/benchmarks.md` is made from (`just bench-docs`). PostgreSQL scenarios are
 //! skipped, and say so, when `ORCHESTRIX_PG_URL` is unset; each contestant
 //! writes into a fresh schema of its own, dropped afterwards.
 
@@ -74,11 +75,12 @@ struct Options {
     size: Size,
     only: Option<Vec<String>>,
     out: Option<PathBuf>,
+    docs: Option<PathBuf>,
 }
 
 impl Options {
     fn parse() -> Result<Self, String> {
-        let mut options = Self { size: Size { quick: false }, only: None, out: None };
+        let mut options = Self { size: Size { quick: false }, only: None, out: None, docs: None };
         let mut args = std::env::args().skip(1);
         while let Some(arg) = args.next() {
             match arg.as_str() {
@@ -88,10 +90,11 @@ impl Options {
                     options.only = Some(list.split(',').map(|s| s.trim().to_owned()).collect());
                 }
                 "--out" => options.out = Some(args.next().ok_or("--out needs a file path")?.into()),
+                "--docs" => options.docs = Some(args.next().ok_or("--docs needs a file path")?.into()),
                 // What cargo passes to every bench target.
                 "--bench" => {}
                 "--help" | "-h" => {
-                    return Err("usage: suite [--quick] [--only 1,2,3a,...] [--out PATH]".to_owned());
+                    return Err("usage: suite [--quick] [--only 1,2,3a,...] [--out PATH] [--docs PATH]".to_owned());
                 }
                 other => return Err(format!("unknown argument `{other}`; try --help")),
             }
@@ -164,6 +167,12 @@ fn main() -> ExitCode {
     match report::write_json(&out, &rows, options.size.quick) {
         Ok(()) => println!("wrote {}", out.display()),
         Err(error) => failures.push(format!("could not write {}: {error}", out.display())),
+    }
+    if let Some(docs) = &options.docs {
+        match report::write_markdown(docs, &rows, options.size.quick) {
+            Ok(()) => println!("wrote {}", docs.display()),
+            Err(error) => failures.push(format!("could not write {}: {error}", docs.display())),
+        }
     }
     for failure in &failures {
         eprintln!("{failure}");
