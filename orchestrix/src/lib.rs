@@ -248,3 +248,8 @@ macro_rules! __orchestrix_if_schemars {
 #[doc = include_str!("../../README.md")]
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
+
+/// The guide's consistency-by-query example, compiled and run as a doctest.
+#[doc = include_str!("../../docs/guide/consistency-by-query.md")]
+#[cfg(doctest)]
+pub struct ConsistencyByQueryDoctests;
