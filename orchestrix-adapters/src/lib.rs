@@ -23,6 +23,7 @@
 //! delivered again, so such read models must be idempotent.
 
 #![doc(test(attr(deny(warnings))))]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[cfg(feature = "_sql")]
 mod common;

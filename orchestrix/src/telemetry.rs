@@ -36,15 +36,15 @@
 //!
 //! | span | fields |
 //! |---|---|
-//! | `orchestrix.command` | `command`, `aggregate`, `aggregate_id`, `command_id`, `correlation_id`, [`trace_id`, `outcome`, `version`, `attempts`, `error`] |
-//! | `orchestrix.dispatch` | `command`, `command_id`, `correlation_id`, [`error`] |
-//! | `orchestrix.load` | `aggregate`, `aggregate_id`, [`snapshot_version`, `version`, `error`] |
-//! | `orchestrix.append` | `aggregate`, `aggregate_id`, `expected_version`, `event_count`, `event_type`, [`version`, `global_position`, `error`] |
-//! | `orchestrix.snapshot` | `aggregate`, `aggregate_id`, `version`, [`error`] |
+//! | `orchestrix.command` | `command`, `aggregate`, `aggregate_id`, `command_id`, `correlation_id`, \[`trace_id`, `outcome`, `version`, `attempts`, `error`\] |
+//! | `orchestrix.dispatch` | `command`, `command_id`, `correlation_id`, \[`error`\] |
+//! | `orchestrix.load` | `aggregate`, `aggregate_id`, \[`snapshot_version`, `version`, `error`\] |
+//! | `orchestrix.append` | `aggregate`, `aggregate_id`, `expected_version`, `event_count`, `event_type`, \[`version`, `global_position`, `error`\] |
+//! | `orchestrix.snapshot` | `aggregate`, `aggregate_id`, `version`, \[`error`\] |
 //! | `orchestrix.projection` | `projection` (the projection's task) |
-//! | `orchestrix.projection.handle` | `projection`, `event_type`, `global_position`, `stream`, `stream_version`, [`attempts`, `error`] |
+//! | `orchestrix.projection.handle` | `projection`, `event_type`, `global_position`, `stream`, `stream_version`, \[`attempts`, `error`\] |
 //! | `orchestrix.saga` | `saga`, `saga_id` |
-//! | `orchestrix.saga.step` | `saga`, `saga_id`, `step`, `kind` (`action`, `compensation`), `step_id`, [`outcome`, `error`] |
+//! | `orchestrix.saga.step` | `saga`, `saga_id`, `step`, `kind` (`action`, `compensation`), `step_id`, \[`outcome`, `error`\] |
 //!
 //! The handling spans of projections and sagas take the trace context
 //! recorded in the event's metadata as their parent; see [`crate::trace`].

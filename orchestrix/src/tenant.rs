@@ -19,7 +19,7 @@
 //!   subscription reads (and skips) the other tenants' events.
 //! - **Snapshots** use the namespaced stream; **checkpoints**, **keys**,
 //!   **dead letters** and the **data subjects** of a
-//!   [`KeyStore`](crate::store::KeyStore) prefix the consumer name, key or
+//!   [`KeyStore`] prefix the consumer name, key or
 //!   subject with `<tenant>/`, and list only the tenant's. For
 //!   crypto-shredding per tenant, wrap the view:
 //!   `CryptoStore::new(TenantStore::new(events, t)?, TenantStore::new(keys, t)?)`.
