@@ -44,3 +44,7 @@ fmt:
 # everything CI runs
 ci:
     bash .ci/run
+
+# the smallest useful build's crates and cold build time, beside cqrs-es's, in one run
+build-weight:
+    bash scripts/build-weight.sh
