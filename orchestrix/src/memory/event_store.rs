@@ -9,12 +9,12 @@ use futures_util::stream::{self, StreamExt};
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use crate::envelope::{validate_event_type, NewEvent, RecordedEvent};
+use crate::envelope::{NewEvent, RecordedEvent};
 use crate::error::StoreError;
 use crate::query::AppendCondition;
 use crate::store::{
-    first_conflict, validate_append_if, validate_append_many, EventFilter, EventStore, EventStream, ExpectedVersion,
-    StreamAppend,
+    first_conflict, validate_append, validate_append_if, validate_append_many, EventFilter, EventStore, EventStream,
+    ExpectedVersion, StreamAppend,
 };
 use crate::stream::StreamId;
 
@@ -354,9 +354,7 @@ impl EventStore for InMemoryEventStore {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<Vec<Arc<RecordedEvent>>, StoreError> {
-        for event in &events {
-            validate_event_type(&event.event_type)?;
-        }
+        validate_append(&events)?;
         let recorded = {
             let mut guard = self.shared.write();
             let log = &mut *guard;
@@ -561,6 +559,7 @@ mod tests {
 
     #[test]
     fn event_type_validation() {
+        use crate::envelope::validate_event_type;
         assert!(validate_event_type("AccountOpened").is_ok());
         assert!(validate_event_type(&"x".repeat(crate::envelope::MAX_EVENT_TYPE_LEN)).is_ok());
         for bad in [String::new(), "a\0b".to_owned(), "x".repeat(crate::envelope::MAX_EVENT_TYPE_LEN + 1)] {

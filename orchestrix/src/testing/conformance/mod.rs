@@ -59,6 +59,7 @@ pub mod key_store;
 pub mod key_value_store;
 pub mod message_bus;
 pub mod snapshot_store;
+pub mod validation;
 
 use std::future::Future;
 
@@ -101,6 +102,9 @@ macro_rules! __orchestrix_conformance_checks {
             concurrent_append_many_is_all_or_nothing,
             subscribers_see_append_many_whole,
             guards_hold_against_concurrent_writes,
+            unreadable_payloads_are_refused,
+            payloads_at_the_limits_are_stored,
+            payloads_come_back_as_equal_values,
         ] $($then)* }
     };
     (consistency_by_query $($then:tt)*) => {
@@ -110,6 +114,7 @@ macro_rules! __orchestrix_conformance_checks {
             condition_and_expectations_are_atomic,
             concurrent_conditions_have_one_winner,
             no_write_skew_across_queries,
+            append_if_refuses_unreadable_payloads,
         ] $($then)* }
     };
     (snapshot_store $($then:tt)*) => {
