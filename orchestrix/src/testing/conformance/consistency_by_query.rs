@@ -14,7 +14,7 @@ use crate::query::{AppendCondition, Query, QueryItem};
 use crate::store::{EventStore, ExpectedVersion, StreamAppend};
 use crate::stream::StreamId;
 
-pub use super::validation::append_if_refuses_unreadable_payloads;
+pub use super::validation::{append_if_refuses_unreadable_payloads, tenants_cannot_forge_tenant_tags};
 
 /// An event of `event_type` with `tags`.
 fn tagged(event_type: &str, tags: &[String]) -> NewEvent {

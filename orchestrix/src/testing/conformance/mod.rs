@@ -22,7 +22,7 @@
 //! features among its dev-dependencies.
 //!
 //! Alternatively, run a whole port's checks from one test with the runner
-//! functions ([`event_store()`], [`snapshot_store()`], [`checkpoint_store()`],
+//! functions ([`event_store()`], [`snapshot_store()`], [`snapshot_trust()`], [`checkpoint_store()`],
 //! [`key_value_store()`], [`key_store()`], [`message_bus()`], [`dead_letter_store()`]), which take
 //! an async factory, or run single checks from the modules of the same
 //! names (for example [`event_store::append_and_read_back`]), each taking
@@ -59,6 +59,7 @@ pub mod key_store;
 pub mod key_value_store;
 pub mod message_bus;
 pub mod snapshot_store;
+pub mod snapshot_trust;
 pub mod validation;
 
 use std::future::Future;
@@ -115,6 +116,7 @@ macro_rules! __orchestrix_conformance_checks {
             concurrent_conditions_have_one_winner,
             no_write_skew_across_queries,
             append_if_refuses_unreadable_payloads,
+            tenants_cannot_forge_tenant_tags,
         ] $($then)* }
     };
     (snapshot_store $($then:tt)*) => {
@@ -124,6 +126,16 @@ macro_rules! __orchestrix_conformance_checks {
             save_replaces_at_the_same_version,
             delete_removes_a_streams_snapshots,
             streams_are_independent,
+        ] $($then)* }
+    };
+    (snapshot_trust $($then:tt)*) => {
+        $crate::__orchestrix_conformance_expand! { snapshot_trust [
+            valid_snapshot_is_used,
+            snapshot_past_the_head_is_discarded,
+            recreated_stream_never_gets_the_old_snapshot,
+            snapshot_of_another_schema_is_discarded,
+            undecodable_snapshot_is_discarded,
+            snapshot_of_another_stream_is_discarded,
         ] $($then)* }
     };
     (checkpoint_store $($then:tt)*) => {
@@ -164,7 +176,7 @@ macro_rules! __orchestrix_conformance_checks {
     ($other:ident $($then:tt)*) => {
         ::core::compile_error!(::core::concat!(
             "unknown port `", ::core::stringify!($other), "`; expected one of `event_store`, `consistency_by_query`, `snapshot_store`, ",
-            "`checkpoint_store`, `key_value_store`, `key_store`, `message_bus`, `dead_letter_store`"
+            "`snapshot_trust`, `checkpoint_store`, `key_value_store`, `key_store`, `message_bus`, `dead_letter_store`"
         ));
     };
 }
@@ -191,6 +203,8 @@ macro_rules! __orchestrix_conformance_expand {
 ///
 /// The first argument names the port: `event_store`, `consistency_by_query`
 /// (the conditional appends of an event store), `snapshot_store`,
+/// `snapshot_trust` (a repository over an event store and a snapshot store,
+/// made as a pair `(events, snapshots)`),
 /// `checkpoint_store`, `key_value_store`, `key_store`, `message_bus` or
 /// `dead_letter_store`. The second is an expression that makes a fresh,
 /// empty store; it is evaluated once per test, inside the async test
@@ -249,6 +263,19 @@ where
     Fut: Future<Output = S>,
 {
     crate::__orchestrix_conformance_checks! { snapshot_store run make }
+}
+
+/// Runs every check that a [`crate::repository::Repository`] over an
+/// [`EventStore`] and a [`SnapshotStore`] never trusts a snapshot blindly
+/// ([`snapshot_trust`]), each on a fresh pair of stores from `make`.
+pub async fn snapshot_trust<E, S, F, Fut>(mut make: F)
+where
+    E: EventStore,
+    S: SnapshotStore,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = (E, S)>,
+{
+    crate::__orchestrix_conformance_checks! { snapshot_trust run make }
 }
 
 /// Runs every [`CheckpointStore`] check, each on a fresh store from `make`.

@@ -11,7 +11,7 @@
 
 use std::sync::Arc;
 
-use super::support::{collect, event_with, expect_eq, expect_invalid_input, json, ok, unique_stream, within};
+use super::support::{collect, event_with, expect, expect_eq, expect_invalid_input, json, ok, unique_stream, within};
 use crate::envelope::{Metadata, NewEvent, RecordedEvent, MAX_JSON_DEPTH};
 use crate::error::StoreError;
 use crate::query::{AppendCondition, Query, QueryItem, MAX_TAG_LEN};
@@ -193,4 +193,127 @@ pub async fn append_if_refuses_unreadable_payloads<S: EventStore>(store: S) {
         expect_invalid_input(CHECK, &format!("append_if with {what}"), &result);
     }
     expect_nothing_stored(CHECK, &store, &stream).await;
+}
+
+/// One store shared by several tenant views in [`tenants_cannot_forge_tenant_tags`].
+#[derive(Debug)]
+struct Shared<S>(Arc<S>);
+
+#[async_trait::async_trait]
+impl<S: EventStore> EventStore for Shared<S> {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<Vec<Arc<RecordedEvent>>, StoreError> {
+        self.0.append(stream, expected, events).await
+    }
+
+    async fn append_many(&self, appends: Vec<StreamAppend>) -> Result<Vec<Vec<Arc<RecordedEvent>>>, StoreError> {
+        self.0.append_many(appends).await
+    }
+
+    fn read_stream<'a>(&'a self, stream: &'a StreamId, from_version: u64) -> crate::store::EventStream<'a> {
+        self.0.read_stream(stream, from_version)
+    }
+
+    fn read_all<'a>(&'a self, from_position: u64, filter: &'a EventFilter) -> crate::store::EventStream<'a> {
+        self.0.read_all(from_position, filter)
+    }
+
+    fn subscribe(&self, from_position: u64, filter: EventFilter) -> crate::store::EventStream<'static> {
+        self.0.subscribe(from_position, filter)
+    }
+
+    async fn stream_version(&self, stream: &StreamId) -> Result<Option<u64>, StoreError> {
+        self.0.stream_version(stream).await
+    }
+
+    async fn head_position(&self) -> Result<Option<u64>, StoreError> {
+        self.0.head_position().await
+    }
+
+    fn read_by_query<'a>(&'a self, query: &'a Query, from_position: u64) -> crate::store::EventStream<'a> {
+        self.0.read_by_query(query, from_position)
+    }
+
+    async fn append_if(
+        &self,
+        condition: AppendCondition,
+        appends: Vec<StreamAppend>,
+    ) -> Result<Vec<Vec<Arc<RecordedEvent>>>, StoreError> {
+        self.0.append_if(condition, appends).await
+    }
+}
+
+/// Through a [`TenantStore`](crate::tenant::TenantStore) view, a tenant
+/// cannot put a reserved tag (`orchestrix.tenant:<another tenant>`) on its
+/// events, by any append, nor ask for one in a query: each is
+/// [`StoreError::InvalidInput`], nothing is stored, and the other tenant's
+/// conditional appends go on succeeding.
+pub async fn tenants_cannot_forge_tenant_tags<S: EventStore>(store: S) {
+    use crate::tenant::TenantStore;
+    const CHECK: &str = "consistency_by_query::tenants_cannot_forge_tenant_tags";
+    let shared = Arc::new(store);
+    let suffix = uuid::Uuid::now_v7().simple().to_string();
+    let view = |name: &str| {
+        let tenant = format!("{name}-{suffix}");
+        ok(CHECK, "a tenant view", TenantStore::new(Shared(Arc::clone(&shared)), tenant))
+    };
+    let (acme, evil) = (view("acme"), view("evil"));
+    let forged = acme.tenant_tag();
+    let sku = "sku:42".to_owned();
+    let stream = unique_stream("Stock");
+    let item = || QueryItem::types(["StockReceived"]).raw_tag(sku.clone());
+    let condition = || AppendCondition::new(Query::new([item()]), None);
+    let forging = || event_with("StockReceived", "{}", Metadata::default().with_tags([forged.clone(), sku.clone()]));
+    let part = |event: NewEvent| vec![StreamAppend::new(stream.clone(), ExpectedVersion::Any, vec![event])];
+
+    let appended = within(CHECK, "append", evil.append(&stream, ExpectedVersion::Any, vec![forging()])).await;
+    expect_invalid_input(CHECK, "an append with another tenant's tag", &appended);
+    let many = within(CHECK, "append_many", evil.append_many(part(forging()))).await;
+    expect_invalid_input(CHECK, "an append_many with another tenant's tag", &many);
+    let conditional = within(CHECK, "append_if", evil.append_if(condition(), part(forging()))).await;
+    expect_invalid_input(CHECK, "an append_if with another tenant's tag", &conditional);
+    let reserved = || event_with("StockReceived", "{}", Metadata::default().with_tag("orchestrix.anything:1"));
+    let other_reserved = within(CHECK, "append", evil.append(&stream, ExpectedVersion::Any, vec![reserved()])).await;
+    expect_invalid_input(CHECK, "an append with a reserved tag", &other_reserved);
+    let spying = Query::new([item().raw_tag(forged.clone())]);
+    let spied = within(
+        CHECK,
+        "append_if",
+        evil.append_if(
+            AppendCondition::new(spying.clone(), None),
+            part(event_with("StockReceived", "{}", Metadata::default())),
+        ),
+    )
+    .await;
+    expect_invalid_input(CHECK, "an append_if whose query names another tenant's tag", &spied);
+    let read: Vec<_> =
+        within(CHECK, "read_by_query", futures_util::StreamExt::collect::<Vec<_>>(evil.read_by_query(&spying, 0)))
+            .await;
+    expect(
+        CHECK,
+        matches!(read.as_slice(), [Err(StoreError::InvalidInput(_))]),
+        format_args!("read_by_query with another tenant's tag gave {read:?}, expected one InvalidInput"),
+    );
+    expect_eq(CHECK, "head after the refusals", &head(CHECK, &*shared).await, &None);
+
+    // Evil's own tag, and ordinary tags, still pass; acme's condition is
+    // untouched by evil's events.
+    let own = event_with("StockReceived", "{}", Metadata::default().with_tags([evil.tenant_tag(), sku.clone()]));
+    ok(
+        CHECK,
+        "evil's own append",
+        within(CHECK, "append", evil.append(&stream, ExpectedVersion::Any, vec![own])).await,
+    );
+    let acme_stream = unique_stream("Stock");
+    let acme_part = vec![StreamAppend::new(
+        acme_stream,
+        ExpectedVersion::NoStream,
+        vec![event_with("StockReceived", "{}", Metadata::default().with_tag(sku.clone()))],
+    )];
+    let acme_result = within(CHECK, "append_if", acme.append_if(condition(), acme_part)).await;
+    ok(CHECK, "acme's conditional append after evil's events", acme_result);
 }
