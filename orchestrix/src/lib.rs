@@ -108,6 +108,7 @@ pub mod memory;
 pub mod projection;
 pub mod query;
 pub mod repository;
+pub mod retag;
 pub mod retry;
 pub mod saga;
 pub mod store;

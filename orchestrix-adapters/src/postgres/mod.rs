@@ -47,6 +47,7 @@ mod keys;
 mod lease;
 mod ports;
 mod projection;
+mod retag;
 mod schema;
 
 use std::sync::{Arc, Mutex, PoisonError};

@@ -16,6 +16,7 @@
 
 mod keys;
 mod ports;
+mod retag;
 
 use std::path::Path;
 use std::str::FromStr;

@@ -432,6 +432,34 @@ impl EventStore for InMemoryEventStore {
     }
 }
 
+/// Re-tagging ([`crate::retag`]): replaces the stored events' `Arc`s under
+/// the write lock, all changes or none; readers holding an event keep the
+/// copy they read.
+#[async_trait]
+impl crate::retag::Retag for InMemoryEventStore {
+    async fn replace_tags(&self, mut changes: Vec<crate::retag::TagChange>) -> Result<(), StoreError> {
+        crate::retag::normalize_tag_changes(&mut changes)?;
+        let mut guard = self.shared.write();
+        let log = &mut *guard;
+        let index = |position: u64| usize::try_from(position).ok().and_then(|p| p.checked_sub(1));
+        if let Some(missing) =
+            changes.iter().find(|change| index(change.position).is_none_or(|i| i >= log.events.len()))
+        {
+            return Err(StoreError::InvalidInput(format!(
+                "no event at global position {} to re-tag",
+                missing.position
+            )));
+        }
+        for change in changes {
+            let slot = &mut log.events[index(change.position).unwrap_or_default()];
+            let mut event = RecordedEvent::clone(slot);
+            event.metadata.tags = change.tags;
+            *slot = Arc::new(event);
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashSet;

@@ -58,6 +58,7 @@ pub mod event_store;
 pub mod key_store;
 pub mod key_value_store;
 pub mod message_bus;
+pub mod retag;
 pub mod snapshot_store;
 pub mod snapshot_trust;
 pub mod validation;
@@ -138,6 +139,12 @@ macro_rules! __orchestrix_conformance_checks {
             snapshot_of_another_stream_is_discarded,
         ] $($then)* }
     };
+    (retag $($then:tt)*) => {
+        $crate::__orchestrix_conformance_expand! { retag [
+            retag_makes_untagged_events_visible,
+            replace_tags_is_all_or_nothing,
+        ] $($then)* }
+    };
     (checkpoint_store $($then:tt)*) => {
         $crate::__orchestrix_conformance_expand! { checkpoint_store [
             missing_is_none,
@@ -176,7 +183,7 @@ macro_rules! __orchestrix_conformance_checks {
     ($other:ident $($then:tt)*) => {
         ::core::compile_error!(::core::concat!(
             "unknown port `", ::core::stringify!($other), "`; expected one of `event_store`, `consistency_by_query`, `snapshot_store`, ",
-            "`snapshot_trust`, `checkpoint_store`, `key_value_store`, `key_store`, `message_bus`, `dead_letter_store`"
+            "`snapshot_trust`, `retag`, `checkpoint_store`, `key_value_store`, `key_store`, `message_bus`, `dead_letter_store`"
         ));
     };
 }
@@ -204,7 +211,8 @@ macro_rules! __orchestrix_conformance_expand {
 /// The first argument names the port: `event_store`, `consistency_by_query`
 /// (the conditional appends of an event store), `snapshot_store`,
 /// `snapshot_trust` (a repository over an event store and a snapshot store,
-/// made as a pair `(events, snapshots)`),
+/// made as a pair `(events, snapshots)`), `retag` (an event store that is
+/// a [`crate::retag::Retag`]),
 /// `checkpoint_store`, `key_value_store`, `key_store`, `message_bus` or
 /// `dead_letter_store`. The second is an expression that makes a fresh,
 /// empty store; it is evaluated once per test, inside the async test
@@ -276,6 +284,17 @@ where
     Fut: Future<Output = (E, S)>,
 {
     crate::__orchestrix_conformance_checks! { snapshot_trust run make }
+}
+
+/// Runs every [`crate::retag::Retag`] check, each on a fresh store from
+/// `make`.
+pub async fn retag<S, F, Fut>(mut make: F)
+where
+    S: crate::retag::Retag,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = S>,
+{
+    crate::__orchestrix_conformance_checks! { retag run make }
 }
 
 /// Runs every [`CheckpointStore`] check, each on a fresh store from `make`.
