@@ -46,7 +46,9 @@ pub struct Metadata {
     /// select events by: computed from the fields marked `#[event(tag)]`
     /// when the event is encoded ([`NewEvent::encode`]), sorted, without
     /// duplicates. Not encrypted by a [`crate::crypto::CryptoStore`]: never
-    /// tag a field with personal data.
+    /// tag a field with personal data. An event stored without a tag is
+    /// invisible to every query by that tag; see [`crate::query`] ("Untagged
+    /// events") and [`crate::retag`] for finding and re-tagging such events.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
 }
