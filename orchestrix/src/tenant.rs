@@ -244,7 +244,12 @@ impl<S> TenantStore<S> {
     /// the tenant's own, and no other tenant's may be asked for.
     fn check_query(&self, query: &crate::query::Query) -> Result<(), StoreError> {
         let own = self.tenant_tag();
-        match query.items().iter().flat_map(crate::query::QueryItem::tags).find(|tag| is_reserved_tag(tag) && **tag != own) {
+        match query
+            .items()
+            .iter()
+            .flat_map(crate::query::QueryItem::tags)
+            .find(|tag| is_reserved_tag(tag) && **tag != own)
+        {
             Some(reserved) => Err(reserved_tag_error(reserved, "a condition's query")),
             None => Ok(()),
         }

@@ -590,7 +590,9 @@ mod tests {
         use crate::envelope::validate_event_type;
         assert!(validate_event_type("AccountOpened").is_ok());
         assert!(validate_event_type(&"x".repeat(crate::envelope::MAX_EVENT_TYPE_LEN)).is_ok());
-        for bad in [String::new(), "a\0b".to_owned(), "x".repeat(crate::envelope::MAX_EVENT_TYPE_LEN + 1)] {
+        assert!(validate_event_type("a.b").is_ok() && validate_event_type("...").is_ok());
+        let too_long = "x".repeat(crate::envelope::MAX_EVENT_TYPE_LEN + 1);
+        for bad in [String::new(), "a\0b".to_owned(), ".".to_owned(), "..".to_owned(), too_long] {
             assert!(matches!(validate_event_type(&bad), Err(StoreError::InvalidInput(_))), "{bad:?}");
         }
     }
