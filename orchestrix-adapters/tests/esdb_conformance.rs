@@ -23,6 +23,10 @@ mod v1 {
 
     orchestrix::conformance_tests!(event_store, fresh_store(TestServerOptions::default(), ApiVersion::V1).await);
     orchestrix::conformance_tests!(snapshot_store, fresh_store(TestServerOptions::default(), ApiVersion::V1).await);
+    orchestrix::conformance_tests!(snapshot_trust, {
+        let store = fresh_store(TestServerOptions::default(), ApiVersion::V1).await;
+        (store.clone(), store)
+    });
     orchestrix::conformance_tests!(
         consistency_by_query,
         fresh_store(TestServerOptions::default(), ApiVersion::V1).await
@@ -34,6 +38,10 @@ mod v2 {
 
     orchestrix::conformance_tests!(event_store, fresh_store(TestServerOptions::v2_only(), ApiVersion::V2).await);
     orchestrix::conformance_tests!(snapshot_store, fresh_store(TestServerOptions::v2_only(), ApiVersion::V2).await);
+    orchestrix::conformance_tests!(snapshot_trust, {
+        let store = fresh_store(TestServerOptions::v2_only(), ApiVersion::V2).await;
+        (store.clone(), store)
+    });
     orchestrix::conformance_tests!(
         consistency_by_query,
         fresh_store(TestServerOptions::v2_only(), ApiVersion::V2).await

@@ -26,6 +26,20 @@ orchestrix::conformance_tests!(
     }
 );
 orchestrix::conformance_tests!(
+    retag,
+    match crate::support::pg_store().await {
+        Some(store) => store,
+        None => return,
+    }
+);
+orchestrix::conformance_tests!(
+    snapshot_trust,
+    match crate::support::pg_store().await {
+        Some(store) => (store.clone(), store),
+        None => return,
+    }
+);
+orchestrix::conformance_tests!(
     checkpoint_store,
     match crate::support::pg_store().await {
         Some(store) => store,

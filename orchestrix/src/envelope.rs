@@ -46,7 +46,9 @@ pub struct Metadata {
     /// select events by: computed from the fields marked `#[event(tag)]`
     /// when the event is encoded ([`NewEvent::encode`]), sorted, without
     /// duplicates. Not encrypted by a [`crate::crypto::CryptoStore`]: never
-    /// tag a field with personal data.
+    /// tag a field with personal data. An event stored without a tag is
+    /// invisible to every query by that tag; see [`crate::query`] ("Untagged
+    /// events") and [`crate::retag`] for finding and re-tagging such events.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
 }
@@ -95,11 +97,25 @@ impl Metadata {
 pub const MAX_EVENT_TYPE_LEN: usize = 10 * 1024;
 
 /// Refuses event type names that no adapter can store faithfully: empty,
+/// `.` or `..` (which EventSourcingDB refuses, as a path segment would be),
 /// longer than [`MAX_EVENT_TYPE_LEN`], or containing NUL. Every
-/// [`crate::EventStore`] calls it on append.
+/// [`crate::EventStore`] calls it on append (through
+/// [`validate_new_event`]).
+///
+/// ```
+/// use orchestrix::validate_event_type;
+///
+/// assert!(validate_event_type("AccountOpened").is_ok());
+/// assert!(validate_event_type("..").is_err());
+/// ```
 pub fn validate_event_type(event_type: &str) -> Result<(), StoreError> {
     if event_type.is_empty() {
         return Err(StoreError::InvalidInput("event type must not be empty".to_owned()));
+    }
+    if event_type == "." || event_type == ".." {
+        return Err(StoreError::InvalidInput(format!(
+            "event type `{event_type}` is refused: `.` and `..` are path segments, not names; give the type a name"
+        )));
     }
     if event_type.len() > MAX_EVENT_TYPE_LEN {
         return Err(StoreError::InvalidInput(format!(
@@ -114,6 +130,157 @@ pub fn validate_event_type(event_type: &str) -> Result<(), StoreError> {
         )));
     }
     Ok(())
+}
+
+/// The deepest nesting of arrays and objects a store accepts in an event's
+/// data (`{"a":[1]}` is 2 deep, a scalar 0): deep enough for any event,
+/// below serde_json's recursion limit (128) that typed decoding hits, and
+/// far below what makes PostgreSQL's jsonb fail with "stack depth limit
+/// exceeded". Checked by [`validate_new_event`].
+pub const MAX_JSON_DEPTH: usize = 100;
+
+/// Refuses an event no adapter can store and read back unchanged, before
+/// anything is stored: every [`crate::EventStore`] calls it for every
+/// appended event (through [`crate::store::validate_append`] or
+/// [`crate::store::validate_append_many`]), so every backend refuses the
+/// same events with the same [`StoreError::InvalidInput`].
+///
+/// - the event type, as [`validate_event_type`];
+/// - the data: JSON whose strings (and object keys) are Unicode text
+///   without NUL (no lone surrogate escape such as `"\ud800"`, no
+///   `"\u0000"`: PostgreSQL's jsonb refuses both, other stores would keep
+///   what no reader can decode), whose numbers fit an `f64`, and which
+///   nests at most [`MAX_JSON_DEPTH`] arrays and objects;
+/// - the metadata: no NUL in the tenant, trace context or headers, and
+///   every tag valid ([`crate::query::validate_tag`]).
+///
+/// ```
+/// use orchestrix::{validate_new_event, Metadata, NewEvent, StoreError};
+/// use serde_json::value::RawValue;
+///
+/// let event = |data: &str| NewEvent {
+///     event_type: "Noted".into(),
+///     schema_version: 1,
+///     data: RawValue::from_string(data.into()).unwrap(),
+///     metadata: Metadata::default(),
+/// };
+/// assert!(validate_new_event(&event(r#"{"text":"fine"}"#)).is_ok());
+/// assert!(matches!(validate_new_event(&event(r#"{"text":"\ud800"}"#)), Err(StoreError::InvalidInput(_))));
+/// assert!(matches!(validate_new_event(&event(r#"{"text":"\u0000"}"#)), Err(StoreError::InvalidInput(_))));
+/// ```
+pub fn validate_new_event(event: &NewEvent) -> Result<(), StoreError> {
+    validate_event_type(&event.event_type)?;
+    let refuse = |what: &str, problem: &dyn std::fmt::Display| {
+        StoreError::InvalidInput(format!("event `{}`: {what} {problem}", truncate_for_message(&event.event_type)))
+    };
+    validate_json(event.data.get()).map_err(|error| refuse("data cannot be stored:", &error))?;
+    let metadata = &event.metadata;
+    let texts = [
+        ("tenant", metadata.tenant.as_deref()),
+        ("traceparent", metadata.traceparent.as_deref()),
+        ("tracestate", metadata.tracestate.as_deref()),
+    ];
+    for (field, text) in texts.into_iter().filter_map(|(field, text)| Some((field, text?))) {
+        if text.contains('\0') {
+            return Err(refuse(&format!("metadata `{field}`"), &"contains a NUL character"));
+        }
+    }
+    for (key, value) in &metadata.headers {
+        if key.contains('\0') || value.contains('\0') {
+            let key = truncate_for_message(key).replace('\0', "\\0");
+            return Err(refuse(&format!("header `{key}`"), &"contains a NUL character"));
+        }
+    }
+    for tag in &metadata.tags {
+        crate::query::validate_tag(tag)?;
+    }
+    Ok(())
+}
+
+/// Checks the JSON rules of [`validate_new_event`] by walking the text once,
+/// without building a tree.
+fn validate_json(json: &str) -> Result<(), serde_json::Error> {
+    use serde::de::DeserializeSeed as _;
+    let mut deserializer = serde_json::Deserializer::from_str(json);
+    JsonCheck { depth: 0 }.deserialize(&mut deserializer)?;
+    deserializer.end()
+}
+
+/// A serde visitor that accepts any JSON value meeting the rules of
+/// [`validate_new_event`], `depth` arrays and objects deep.
+#[derive(Clone, Copy)]
+struct JsonCheck {
+    depth: usize,
+}
+
+impl JsonCheck {
+    /// The check of a value inside this one's array or object.
+    fn nested<E: serde::de::Error>(self) -> Result<Self, E> {
+        if self.depth >= MAX_JSON_DEPTH {
+            return Err(E::custom(format_args!("it nests arrays and objects deeper than {MAX_JSON_DEPTH} levels")));
+        }
+        Ok(Self { depth: self.depth + 1 })
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for JsonCheck {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for JsonCheck {
+    type Value = ();
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("JSON")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<(), E> {
+        if text.contains('\0') {
+            return Err(E::custom(format_args!(
+                "the string `{}` contains NUL (`\\u0000`), which PostgreSQL's jsonb refuses",
+                truncate_for_message(text).replace('\0', "\\u0000")
+            )));
+        }
+        Ok(())
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let inner = self.nested()?;
+        while seq.next_element_seed(inner)?.is_some() {}
+        Ok(())
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let inner = self.nested()?;
+        while map.next_key_seed(self)?.is_some() {
+            map.next_value_seed(inner)?;
+        }
+        Ok(())
+    }
 }
 
 /// An event ready to be appended: serialized, not yet positioned.

@@ -109,6 +109,7 @@ pub mod memory;
 pub mod projection;
 pub mod query;
 pub mod repository;
+pub mod retag;
 pub mod retry;
 pub mod saga;
 pub mod store;
@@ -123,7 +124,10 @@ pub use aggregate::{Aggregate, AggregateId};
 pub use app::{CommandOptions, CommandOutcome, MultiAppend, Orchestrix, OrchestrixBuilder};
 pub use command::{AggregateCommand, CommandSet, Existence, StandaloneCommand};
 pub use decision::{Decision, DecisionModel};
-pub use envelope::{validate_event_type, Envelope, Metadata, NewEvent, RecordedEvent, MAX_EVENT_TYPE_LEN};
+pub use envelope::{
+    validate_event_type, validate_new_event, Envelope, Metadata, NewEvent, RecordedEvent, MAX_EVENT_TYPE_LEN,
+    MAX_JSON_DEPTH,
+};
 pub use error::{CommandError, DecodeError, DecodeErrorKind, Error, StoreError, UpcastError};
 pub use event::{Event, EventSchema, EventSchemas, EventType};
 pub use query::{AppendCondition, Query, QueryItem, TagValue};

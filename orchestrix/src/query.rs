@@ -10,6 +10,22 @@
 //! [`crate::StoreError::ConditionFailed`], and the command reads, decides and
 //! appends again ([`crate::Orchestrix::decide`]).
 //!
+//! # Untagged events
+//!
+//! A query item with tags selects only events that **carry** those tags.
+//! Events written before a field was marked `#[event(tag)]`, or appended
+//! raw without tags, are silently left out of every decision that asks by
+//! tag: the day a team adds tags to an existing log, a bin that holds 5
+//! units can look like it holds 1 to a decision, and it oversells. Before
+//! relying on a new tag, count what it misses with
+//! [`crate::retag::untagged_events`] (called with the decision's query) and
+//! re-tag the old events with [`crate::retag::retag_from_fields`]
+//! (ADR 0026).
+//!
+//! Tag names starting with `orchestrix.` are the framework's own (the
+//! tenant tag, [`crate::tenant::TENANT_TAG`]); a tenant view refuses them
+//! in a tenant's events and queries.
+//!
 //! ```
 //! use orchestrix::query::{Query, QueryItem};
 //!

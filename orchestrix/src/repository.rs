@@ -48,10 +48,34 @@ impl<A> Loaded<A> {
 
 /// Loads and saves aggregates of type `A`.
 ///
-/// A load starts from the latest snapshot whose schema version is the
-/// code's ([`Aggregate::SNAPSHOT_VERSION`]) and applies the events after it;
-/// a snapshot of another schema version, or one that no longer
-/// deserializes, is ignored and the state rebuilt from the events.
+/// A load starts from the latest snapshot and applies the events after it.
+/// Snapshots are never trusted blindly (ADR 0006, ADR 0026): a snapshot
+///
+/// - of another stream than the one asked for (a misfiled or colliding
+///   key),
+/// - of another schema version than the code's
+///   ([`Aggregate::SNAPSHOT_VERSION`]),
+/// - that no longer deserializes, or
+/// - whose version is past the stream's last event (a restored backup, a
+///   stream deleted and re-created shorter, a snapshot from a buggy
+///   release)
+///
+/// is discarded with a warning and a count in
+/// `orchestrix_snapshot_loads_total` (outcome `foreign`, `stale` or
+/// `past_head`), and the state is rebuilt from the events. A snapshot past
+/// the head is also deleted with every other snapshot of its stream
+/// ([`SnapshotStore::delete`]): they describe a history the stream no
+/// longer has, and once the stream grew past them they would look valid
+/// again. The others are superseded by the snapshot the next snapshot
+/// point takes.
+///
+/// The check costs no extra round trip: the tail is read from the
+/// snapshot's own version instead of the one after it, and the snapshot
+/// is past the head exactly when that event is missing.
+///
+/// What it cannot see: a stream deleted and re-created that has already
+/// grown past an old snapshot's version before the next load. Whoever
+/// deletes a stream must delete its snapshots too.
 pub struct Repository<A> {
     events: Arc<dyn EventStore>,
     snapshots: Option<Arc<dyn SnapshotStore>>,
@@ -102,7 +126,7 @@ impl<A: Aggregate> Repository<A> {
     pub async fn load_as_of(&self, id: &A::Id, time: DateTime<Utc>) -> Result<Loaded<A>, Error> {
         let stream = Self::stream_id(id)?;
         let mut loaded = Loaded { state: A::default(), version: 0, from_snapshot: None };
-        self.apply_tail(&stream, &mut loaded, None, |event| event.recorded_at <= time).await?;
+        self.apply_tail(&stream, &mut loaded, None, false, |event| event.recorded_at <= time).await?;
         Ok(loaded)
     }
 
@@ -121,7 +145,8 @@ impl<A: Aggregate> Repository<A> {
     /// cached state up to date.
     pub async fn catch_up(&self, id: &A::Id, loaded: &mut Loaded<A>) -> Result<(), Error> {
         let stream = Self::stream_id(id)?;
-        self.apply_tail(&stream, loaded, None, |_| true).await
+        self.apply_tail(&stream, loaded, None, false, |_| true).await?;
+        Ok(())
     }
 
     /// Appends `events` if the stream is still at `expected`, and returns
@@ -229,7 +254,17 @@ impl<A: Aggregate> Repository<A> {
         let result = async {
             let stream = Self::stream_id(id)?;
             let mut loaded = self.start_from_snapshot(&stream, until_version).await?;
-            self.apply_tail(&stream, &mut loaded, until_version, keep).await?;
+            let Some(snapshot_version) = loaded.from_snapshot else {
+                self.apply_tail(&stream, &mut loaded, until_version, false, &keep).await?;
+                return Ok(loaded);
+            };
+            if self.apply_tail(&stream, &mut loaded, until_version, true, &keep).await? {
+                telemetry::snapshot_load(A::NAME, "hit");
+                return Ok(loaded);
+            }
+            self.discard_past_head(&stream, snapshot_version).await;
+            let mut loaded = Loaded { state: A::default(), version: 0, from_snapshot: None };
+            self.apply_tail(&stream, &mut loaded, until_version, false, &keep).await?;
             Ok(loaded)
         }
         .instrument(span.clone())
@@ -246,6 +281,9 @@ impl<A: Aggregate> Repository<A> {
         result
     }
 
+    /// The latest usable snapshot at or before `at_or_before` as a
+    /// [`Loaded`] (not yet checked against the stream's head), or the
+    /// empty state when there is none or it cannot be trusted.
     async fn start_from_snapshot(&self, stream: &StreamId, at_or_before: Option<u64>) -> Result<Loaded<A>, Error> {
         let fresh = Loaded { state: A::default(), version: 0, from_snapshot: None };
         let Some(snapshots) = self.snapshots.as_ref().filter(|_| A::SNAPSHOT_EVERY.is_some()) else {
@@ -255,9 +293,25 @@ impl<A: Aggregate> Repository<A> {
             telemetry::snapshot_load(A::NAME, "miss");
             return Ok(fresh);
         };
-        if snapshot.schema_version != A::SNAPSHOT_VERSION {
-            tracing::debug!(
+        if snapshot.stream != *stream {
+            tracing::warn!(
                 %stream,
+                snapshot_stream = %snapshot.stream,
+                version = snapshot.version,
+                "ignoring a snapshot the store returned for another stream; rebuilding from events"
+            );
+            telemetry::snapshot_load(A::NAME, "foreign");
+            return Ok(fresh);
+        }
+        if snapshot.version == 0 || at_or_before.is_some_and(|until| snapshot.version > until) {
+            tracing::warn!(%stream, version = snapshot.version, ?at_or_before, "ignoring a snapshot at a version the load did not ask for; rebuilding from events");
+            telemetry::snapshot_load(A::NAME, "foreign");
+            return Ok(fresh);
+        }
+        if snapshot.schema_version != A::SNAPSHOT_VERSION {
+            tracing::warn!(
+                %stream,
+                version = snapshot.version,
                 snapshot_schema = snapshot.schema_version,
                 code_schema = A::SNAPSHOT_VERSION,
                 "ignoring a snapshot of another schema version; rebuilding from events"
@@ -266,10 +320,7 @@ impl<A: Aggregate> Repository<A> {
             return Ok(fresh);
         }
         match A::restore_state(&snapshot.state) {
-            Some(Ok(state)) => {
-                telemetry::snapshot_load(A::NAME, "hit");
-                Ok(Loaded { state, version: snapshot.version, from_snapshot: Some(snapshot.version) })
-            }
+            Some(Ok(state)) => Ok(Loaded { state, version: snapshot.version, from_snapshot: Some(snapshot.version) }),
             Some(Err(error)) => {
                 tracing::warn!(%stream, version = snapshot.version, %error, "ignoring a snapshot that does not deserialize; rebuilding from events");
                 telemetry::snapshot_load(A::NAME, "stale");
@@ -279,17 +330,47 @@ impl<A: Aggregate> Repository<A> {
         }
     }
 
+    /// Forgets the snapshots of `stream` after its snapshot at `version`
+    /// turned out to lie past the stream's last event. A failure to delete
+    /// is logged: the load goes on from the events regardless.
+    async fn discard_past_head(&self, stream: &StreamId, version: u64) {
+        tracing::warn!(
+            %stream,
+            version,
+            "ignoring and deleting a snapshot past the stream's last event (a restored backup, or a stream re-created); rebuilding from events"
+        );
+        telemetry::snapshot_load(A::NAME, "past_head");
+        if let Some(snapshots) = &self.snapshots {
+            if let Err(error) = snapshots.delete(stream).await {
+                tracing::warn!(%stream, %error, "could not delete the snapshots past the stream's last event");
+            }
+        }
+    }
+
+    /// Applies the events after `loaded.version` (up to `until_version`,
+    /// while `keep` holds). With `anchored` (the state came from a
+    /// snapshot), the read starts at `loaded.version` itself, and returns
+    /// `false`, applying nothing, when the stream has no event there: the
+    /// snapshot is past the stream's head.
     async fn apply_tail(
         &self,
         stream: &StreamId,
         loaded: &mut Loaded<A>,
         until_version: Option<u64>,
+        anchored: bool,
         keep: impl Fn(&RecordedEvent) -> bool,
-    ) -> Result<(), Error> {
-        if until_version.is_some_and(|until| until <= loaded.version) {
-            return Ok(());
+    ) -> Result<bool, Error> {
+        let anchored = anchored && loaded.version > 0;
+        if !anchored && until_version.is_some_and(|until| until <= loaded.version) {
+            return Ok(true);
         }
-        let mut records = self.events.read_stream(stream, loaded.version + 1);
+        let mut records = self.events.read_stream(stream, if anchored { loaded.version } else { loaded.version + 1 });
+        if anchored {
+            match records.next().await.transpose()? {
+                Some(record) if record.stream_version == loaded.version => {}
+                _ => return Ok(false),
+            }
+        }
         while let Some(record) = records.next().await {
             let record = record?;
             if until_version.is_some_and(|until| record.stream_version > until) || !keep(&record) {
@@ -306,7 +387,7 @@ impl<A: Aggregate> Repository<A> {
             loaded.state.apply(&record.decode()?);
             loaded.version = record.stream_version;
         }
-        Ok(())
+        Ok(true)
     }
 }
 

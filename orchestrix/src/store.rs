@@ -129,9 +129,33 @@ impl StreamAppend {
     }
 }
 
+/// Checks the events of one [`EventStore::append`] before anything is
+/// stored: each as [`validate_new_event`](crate::validate_new_event) does
+/// (type, data, metadata, tags). Every adapter calls it first, so every
+/// backend refuses the same events with the same
+/// [`StoreError::InvalidInput`].
+///
+/// ```
+/// use orchestrix::store::validate_append;
+/// use orchestrix::{Metadata, NewEvent, StoreError};
+///
+/// let tagged = |tag: String| NewEvent {
+///     event_type: "StockReceived".into(),
+///     schema_version: 1,
+///     data: serde_json::value::RawValue::from_string("{}".into()).unwrap(),
+///     metadata: Metadata::default().with_tag(tag),
+/// };
+/// assert!(validate_append(&[tagged("sku:42".into())]).is_ok());
+/// let too_long = tagged(format!("sku:{}", "x".repeat(orchestrix::query::MAX_TAG_LEN)));
+/// assert!(matches!(validate_append(&[too_long]), Err(StoreError::InvalidInput(_))));
+/// ```
+pub fn validate_append(events: &[NewEvent]) -> Result<(), StoreError> {
+    events.iter().try_for_each(crate::envelope::validate_new_event)
+}
+
 /// Checks the input of [`EventStore::append_many`] before anything is
-/// stored: every event type is valid ([`crate::validate_event_type`]) and no
-/// stream appears twice. Every adapter calls it first.
+/// stored: every event as [`validate_append`] does, and no stream appears
+/// twice. Every adapter calls it first.
 ///
 /// ```
 /// use orchestrix::store::{validate_append_many, StreamAppend};
@@ -153,9 +177,7 @@ pub fn validate_append_many(appends: &[StreamAppend]) -> Result<(), StoreError> 
                 crate::stream::truncate_for_message(&append.stream.to_string())
             )));
         }
-        for event in &append.events {
-            crate::envelope::validate_event_type(&event.event_type)?;
-        }
+        validate_append(&append.events)?;
     }
     Ok(())
 }
@@ -171,6 +193,42 @@ pub fn first_conflict(appends: &[StreamAppend], actual: &[Option<u64>]) -> Optio
 
 /// The event log: append with optimistic concurrency, read a stream, read
 /// and follow the global log.
+///
+/// # What an append refuses
+///
+/// Nothing stored may be unreadable, and every backend refuses the same
+/// input the same way: before anything is stored, every append
+/// ([`EventStore::append`], [`EventStore::append_many`],
+/// [`EventStore::append_if`]) refuses with [`StoreError::InvalidInput`]
+/// an event whose
+///
+/// - type is empty, `.`, `..`, longer than
+///   [`MAX_EVENT_TYPE_LEN`](crate::MAX_EVENT_TYPE_LEN) or holds NUL;
+/// - data holds a string (or object key) that is not Unicode text (a lone
+///   surrogate escape, `"\ud800"`) or holds NUL (`"\u0000"`), a number
+///   that does not fit an `f64`, or nests arrays and objects deeper than
+///   [`MAX_JSON_DEPTH`](crate::MAX_JSON_DEPTH);
+/// - metadata holds NUL, or a tag that conditions would refuse
+///   ([`crate::query::validate_tag`]: empty, over
+///   [`MAX_TAG_LEN`](crate::query::MAX_TAG_LEN) bytes, NUL).
+///
+/// Adapters call [`validate_append`], [`validate_append_many`] or
+/// [`validate_append_if`] first; a backend's own stricter rules (such as
+/// EventSourcingDB's character set for types) come on top.
+///
+/// # What a read gives back
+///
+/// An event's data and metadata come back as **equal JSON values**, not
+/// as equal bytes: PostgreSQL's jsonb reorders object keys, drops
+/// insignificant whitespace, keeps only the last of duplicate keys and
+/// may respell a number (`1e2` as `100`). Objects compare without regard
+/// to key order, numbers by their value. Compare payloads as values
+/// (`serde_json::Value`, or a typed decode), never as text.
+///
+/// Tags select events for consistency queries only if the event carries
+/// them: events written before a tag existed, or written without
+/// [`NewEvent::encode`], have none, and no [`crate::query::Query`] with a
+/// tag sees them (see [`crate::query`], "Untagged events").
 #[async_trait]
 pub trait EventStore: Send + Sync + Debug + 'static {
     /// Appends `events` to `stream` atomically if the stream's version
@@ -281,15 +339,10 @@ pub trait EventStore: Send + Sync + Debug + 'static {
 }
 
 /// Checks the input of [`EventStore::append_if`] before anything is stored:
-/// the parts as [`validate_append_many`] does, the tags of every event, and
-/// the condition's query ([`Query::validate`]).
+/// the parts as [`validate_append_many`] does (the tags of every event
+/// included), and the condition's query ([`Query::validate`]).
 pub fn validate_append_if(condition: &AppendCondition, appends: &[StreamAppend]) -> Result<(), StoreError> {
     validate_append_many(appends)?;
-    for event in appends.iter().flat_map(|append| &append.events) {
-        for tag in event.tags() {
-            crate::query::validate_tag(tag)?;
-        }
-    }
     condition.query.validate()
 }
 

@@ -13,7 +13,7 @@
 //! | `orchestrix_command_conflicts_total` | counter | `aggregate` |
 //! | `orchestrix_command_retries_total` | counter | `aggregate` |
 //! | `orchestrix_events_appended_total` | counter | `aggregate` |
-//! | `orchestrix_snapshot_loads_total` | counter | `aggregate`, `outcome` (`hit`, `miss`, `stale`) |
+//! | `orchestrix_snapshot_loads_total` | counter | `aggregate`, `outcome` (`hit`, `miss`, `stale`: other schema or undecodable, `foreign`: another stream's, `past_head`: past the stream's last event) |
 //! | `orchestrix_projection_position` | gauge | `projection` |
 //! | `orchestrix_projection_lag_events` | gauge | `projection` |
 //! | `orchestrix_projection_lag_seconds` | gauge | `projection` |

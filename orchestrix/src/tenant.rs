@@ -29,7 +29,10 @@
 //!   `orchestrix.tenant:<tenant>` ([`TENANT_TAG`]) and adds that tag to every item of the
 //!   condition's query, so another tenant's events never fail a tenant's
 //!   condition. The tag is the view's own: records read through a view come
-//!   back without it (the inner store shows it).
+//!   back without it (the inner store shows it). Tag names starting with
+//!   `orchestrix.` ([`RESERVED_TAG_PREFIX`]) are reserved: the view
+//!   refuses them in a tenant's events and queries with
+//!   [`StoreError::InvalidInput`], so no tenant can forge another's tag.
 //!
 //! What the view does not hide: global positions are shared, so their gaps
 //! and [`EventStore::head_position`] (the whole store's head) reveal how
@@ -229,8 +232,27 @@ impl<S> TenantStore<S> {
             Some(_) => {}
             None => event.metadata.tenant = Some(self.tenant.as_str().to_owned()),
         }
-        event.metadata = std::mem::take(&mut event.metadata).with_tag(self.tenant_tag());
+        let own = self.tenant_tag();
+        if let Some(reserved) = event.metadata.tags.iter().find(|tag| is_reserved_tag(tag) && **tag != own) {
+            return Err(reserved_tag_error(reserved, "an event written"));
+        }
+        event.metadata = std::mem::take(&mut event.metadata).with_tag(own);
         Ok(event)
+    }
+
+    /// Refuses a tenant's query that names a reserved tag: the view adds
+    /// the tenant's own, and no other tenant's may be asked for.
+    fn check_query(&self, query: &crate::query::Query) -> Result<(), StoreError> {
+        let own = self.tenant_tag();
+        match query
+            .items()
+            .iter()
+            .flat_map(crate::query::QueryItem::tags)
+            .find(|tag| is_reserved_tag(tag) && **tag != own)
+        {
+            Some(reserved) => Err(reserved_tag_error(reserved, "a condition's query")),
+            None => Ok(()),
+        }
     }
 
     fn stamp_all(&self, events: Vec<NewEvent>) -> Result<Vec<NewEvent>, StoreError> {
@@ -242,6 +264,33 @@ impl<S> TenantStore<S> {
 /// (`orchestrix.tenant:<tenant>`), which confines its conditional appends
 /// to the tenant's events.
 pub const TENANT_TAG: &str = "orchestrix.tenant";
+
+/// The prefix of the tag names the framework reserves for itself
+/// (`orchestrix.tenant`, [`TENANT_TAG`], among them): a [`TenantStore`]
+/// refuses them in a tenant's events and queries, so that no tenant can
+/// put another's tenant tag on its events and so fail that tenant's
+/// conditions.
+pub const RESERVED_TAG_PREFIX: &str = "orchestrix.";
+
+/// Whether `tag` is in the reserved namespace ([`RESERVED_TAG_PREFIX`]).
+///
+/// ```
+/// use orchestrix::tenant::is_reserved_tag;
+///
+/// assert!(is_reserved_tag("orchestrix.tenant:acme"));
+/// assert!(!is_reserved_tag("course:42"));
+/// ```
+pub fn is_reserved_tag(tag: &str) -> bool {
+    tag.starts_with(RESERVED_TAG_PREFIX)
+}
+
+/// The refusal of a reserved tag in tenant input.
+fn reserved_tag_error(tag: &str, place: &str) -> StoreError {
+    StoreError::InvalidInput(format!(
+        "{place} through a tenant view carries the tag `{}`, whose name is reserved (`{RESERVED_TAG_PREFIX}*`); the view adds the tenant's own tag itself: rename the tag",
+        truncate_for_message(tag)
+    ))
+}
 
 /// An inner record as the view shows it: in the view's `stream`, without
 /// the view's tenant tag.
@@ -345,6 +394,7 @@ impl<S: EventStore> EventStore for TenantStore<S> {
         condition: crate::query::AppendCondition,
         appends: Vec<StreamAppend>,
     ) -> Result<Vec<Vec<Arc<RecordedEvent>>>, StoreError> {
+        self.check_query(&condition.query)?;
         let (outer, inner) = self.inner_parts(appends)?;
         let condition = crate::query::AppendCondition::new(self.confined(&condition.query), condition.after);
         self.outer_result(&outer, self.inner.append_if(condition, inner).await)
@@ -355,6 +405,9 @@ impl<S: EventStore> EventStore for TenantStore<S> {
     fn read_by_query<'a>(&'a self, query: &'a crate::query::Query, from_position: u64) -> EventStream<'a> {
         if query.is_empty() {
             return stream::empty().boxed();
+        }
+        if let Err(error) = self.check_query(query) {
+            return stream::once(std::future::ready(Err(error))).boxed();
         }
         let confined = self.confined(query);
         stream::unfold(Some(from_position), move |from| {

@@ -9,6 +9,8 @@ use orchestrix::memory::{
 orchestrix::conformance_tests!(event_store, InMemoryEventStore::new());
 orchestrix::conformance_tests!(consistency_by_query, InMemoryEventStore::new());
 orchestrix::conformance_tests!(snapshot_store, InMemorySnapshotStore::new());
+orchestrix::conformance_tests!(retag, InMemoryEventStore::new());
+orchestrix::conformance_tests!(snapshot_trust, (InMemoryEventStore::new(), InMemorySnapshotStore::new()));
 orchestrix::conformance_tests!(checkpoint_store, InMemoryCheckpointStore::new());
 orchestrix::conformance_tests!(key_value_store, InMemoryKeyValueStore::new());
 orchestrix::conformance_tests!(key_store, InMemoryKeyStore::new());
@@ -23,6 +25,8 @@ async fn runners_run_every_check() {
     conformance::event_store(|| async { InMemoryEventStore::new() }).await;
     conformance::consistency_by_query(|| async { InMemoryEventStore::new() }).await;
     conformance::snapshot_store(|| async { InMemorySnapshotStore::new() }).await;
+    conformance::retag(|| async { InMemoryEventStore::new() }).await;
+    conformance::snapshot_trust(|| async { (InMemoryEventStore::new(), InMemorySnapshotStore::new()) }).await;
     conformance::checkpoint_store(|| async { InMemoryCheckpointStore::new() }).await;
     conformance::key_value_store(|| async { InMemoryKeyValueStore::new() }).await;
     conformance::key_store(|| async { InMemoryKeyStore::new() }).await;

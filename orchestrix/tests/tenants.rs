@@ -252,9 +252,10 @@ fn view<S>(inner: S) -> TenantStore<S> {
 }
 
 /// A view is a store: the port checks pass through it. (The event checks
-/// that write events for other tenants on purpose, `append_and_read_back`
-/// and `hostile_strings_round_trip`, are left out: the view refuses those
-/// events, which the test above checks.)
+/// that write events for other tenants on purpose, `append_and_read_back`,
+/// `hostile_strings_round_trip` and `payloads_come_back_as_equal_values`,
+/// are left out: the view refuses those events, or stamps its tenant on
+/// them, which the test above checks.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_view_passes_the_port_checks() {
     use conformance::event_store as checks;
@@ -287,7 +288,19 @@ async fn a_view_passes_the_port_checks() {
     checks::concurrent_append_many_is_all_or_nothing(fresh()).await;
     checks::subscribers_see_append_many_whole(fresh()).await;
     checks::guards_hold_against_concurrent_writes(fresh()).await;
-    conformance::consistency_by_query(|| async { view(InMemoryEventStore::new()) }).await;
+    checks::unreadable_payloads_are_refused(fresh()).await;
+    checks::payloads_at_the_limits_are_stored(fresh()).await;
+    {
+        // `tenants_cannot_forge_tenant_tags` makes views of its own, and
+        // views do not nest.
+        use conformance::consistency_by_query as conditions;
+        conditions::tags_round_trip_and_queries_select(fresh()).await;
+        conditions::condition_passes_then_fails(fresh()).await;
+        conditions::condition_and_expectations_are_atomic(fresh()).await;
+        conditions::concurrent_conditions_have_one_winner(fresh()).await;
+        conditions::no_write_skew_across_queries(fresh()).await;
+        conditions::append_if_refuses_unreadable_payloads(fresh()).await;
+    }
     conformance::snapshot_store(|| async { view(InMemorySnapshotStore::new()) }).await;
     conformance::checkpoint_store(|| async { view(InMemoryCheckpointStore::new()) }).await;
     conformance::key_value_store(|| async { view(InMemoryKeyValueStore::new()) }).await;

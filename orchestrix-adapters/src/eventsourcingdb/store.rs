@@ -414,6 +414,7 @@ impl EventStore for EsdbStore {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<Vec<Arc<RecordedEvent>>, StoreError> {
+        orchestrix::store::validate_append(&events)?;
         let config = &self.inner.config;
         let mut types = Vec::with_capacity(events.len());
         for event in &events {

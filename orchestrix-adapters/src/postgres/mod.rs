@@ -47,6 +47,7 @@ mod keys;
 mod lease;
 mod ports;
 mod projection;
+mod retag;
 mod schema;
 
 use std::sync::{Arc, Mutex, PoisonError};
@@ -770,9 +771,7 @@ impl EventStore for PgStore {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<Vec<Arc<RecordedEvent>>, StoreError> {
-        for event in &events {
-            orchestrix::validate_event_type(&event.event_type)?;
-        }
+        orchestrix::store::validate_append(&events)?;
         if events.len() > MAX_BATCH {
             return Err(StoreError::InvalidInput(format!(
                 "a batch of {} events is too large; the limit is {MAX_BATCH}",

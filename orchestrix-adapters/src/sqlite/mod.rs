@@ -16,6 +16,7 @@
 
 mod keys;
 mod ports;
+mod retag;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -533,9 +534,7 @@ impl EventStore for SqliteStore {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<Vec<Arc<RecordedEvent>>, StoreError> {
-        for event in &events {
-            orchestrix::validate_event_type(&event.event_type)?;
-        }
+        orchestrix::store::validate_append(&events)?;
         let (ids, batch) = json_batch(&events)?;
         let recorded_at = now_micros();
         let base = match expected {

@@ -9,12 +9,12 @@ use futures_util::stream::{self, StreamExt};
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use crate::envelope::{validate_event_type, NewEvent, RecordedEvent};
+use crate::envelope::{NewEvent, RecordedEvent};
 use crate::error::StoreError;
 use crate::query::AppendCondition;
 use crate::store::{
-    first_conflict, validate_append_if, validate_append_many, EventFilter, EventStore, EventStream, ExpectedVersion,
-    StreamAppend,
+    first_conflict, validate_append, validate_append_if, validate_append_many, EventFilter, EventStore, EventStream,
+    ExpectedVersion, StreamAppend,
 };
 use crate::stream::StreamId;
 
@@ -354,9 +354,7 @@ impl EventStore for InMemoryEventStore {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<Vec<Arc<RecordedEvent>>, StoreError> {
-        for event in &events {
-            validate_event_type(&event.event_type)?;
-        }
+        validate_append(&events)?;
         let recorded = {
             let mut guard = self.shared.write();
             let log = &mut *guard;
@@ -431,6 +429,34 @@ impl EventStore for InMemoryEventStore {
     async fn head_position(&self) -> Result<Option<u64>, StoreError> {
         let len = self.shared.read().events.len();
         Ok((len > 0).then(|| to_u64(len)))
+    }
+}
+
+/// Re-tagging ([`crate::retag`]): replaces the stored events' `Arc`s under
+/// the write lock, all changes or none; readers holding an event keep the
+/// copy they read.
+#[async_trait]
+impl crate::retag::Retag for InMemoryEventStore {
+    async fn replace_tags(&self, mut changes: Vec<crate::retag::TagChange>) -> Result<(), StoreError> {
+        crate::retag::normalize_tag_changes(&mut changes)?;
+        let mut guard = self.shared.write();
+        let log = &mut *guard;
+        let index = |position: u64| usize::try_from(position).ok().and_then(|p| p.checked_sub(1));
+        if let Some(missing) =
+            changes.iter().find(|change| index(change.position).is_none_or(|i| i >= log.events.len()))
+        {
+            return Err(StoreError::InvalidInput(format!(
+                "no event at global position {} to re-tag",
+                missing.position
+            )));
+        }
+        for change in changes {
+            let slot = &mut log.events[index(change.position).unwrap_or_default()];
+            let mut event = RecordedEvent::clone(slot);
+            event.metadata.tags = change.tags;
+            *slot = Arc::new(event);
+        }
+        Ok(())
     }
 }
 
@@ -561,9 +587,12 @@ mod tests {
 
     #[test]
     fn event_type_validation() {
+        use crate::envelope::validate_event_type;
         assert!(validate_event_type("AccountOpened").is_ok());
         assert!(validate_event_type(&"x".repeat(crate::envelope::MAX_EVENT_TYPE_LEN)).is_ok());
-        for bad in [String::new(), "a\0b".to_owned(), "x".repeat(crate::envelope::MAX_EVENT_TYPE_LEN + 1)] {
+        assert!(validate_event_type("a.b").is_ok() && validate_event_type("...").is_ok());
+        let too_long = "x".repeat(crate::envelope::MAX_EVENT_TYPE_LEN + 1);
+        for bad in [String::new(), "a\0b".to_owned(), ".".to_owned(), "..".to_owned(), too_long] {
             assert!(matches!(validate_event_type(&bad), Err(StoreError::InvalidInput(_))), "{bad:?}");
         }
     }

@@ -14,6 +14,8 @@ use crate::query::{AppendCondition, Query, QueryItem};
 use crate::store::{EventStore, ExpectedVersion, StreamAppend};
 use crate::stream::StreamId;
 
+pub use super::validation::{append_if_refuses_unreadable_payloads, tenants_cannot_forge_tenant_tags};
+
 /// An event of `event_type` with `tags`.
 fn tagged(event_type: &str, tags: &[String]) -> NewEvent {
     let metadata = Metadata::default().with_tags(tags.iter().cloned());

@@ -21,6 +21,10 @@ use crate::envelope::{Metadata, NewEvent, RecordedEvent};
 use crate::store::{EventFilter, EventStore, ExpectedVersion, StreamAppend};
 use crate::stream::{StreamId, MAX_STREAM_PART_LEN};
 
+pub use super::validation::{
+    payloads_at_the_limits_are_stored, payloads_come_back_as_equal_values, unreadable_payloads_are_refused,
+};
+
 async fn append<S: EventStore>(
     check: &str,
     store: &S,

@@ -22,7 +22,7 @@
 //! features among its dev-dependencies.
 //!
 //! Alternatively, run a whole port's checks from one test with the runner
-//! functions ([`event_store()`], [`snapshot_store()`], [`checkpoint_store()`],
+//! functions ([`event_store()`], [`snapshot_store()`], [`snapshot_trust()`], [`checkpoint_store()`],
 //! [`key_value_store()`], [`key_store()`], [`message_bus()`], [`dead_letter_store()`]), which take
 //! an async factory, or run single checks from the modules of the same
 //! names (for example [`event_store::append_and_read_back`]), each taking
@@ -58,7 +58,10 @@ pub mod event_store;
 pub mod key_store;
 pub mod key_value_store;
 pub mod message_bus;
+pub mod retag;
 pub mod snapshot_store;
+pub mod snapshot_trust;
+pub mod validation;
 
 use std::future::Future;
 
@@ -101,6 +104,9 @@ macro_rules! __orchestrix_conformance_checks {
             concurrent_append_many_is_all_or_nothing,
             subscribers_see_append_many_whole,
             guards_hold_against_concurrent_writes,
+            unreadable_payloads_are_refused,
+            payloads_at_the_limits_are_stored,
+            payloads_come_back_as_equal_values,
         ] $($then)* }
     };
     (consistency_by_query $($then:tt)*) => {
@@ -110,6 +116,8 @@ macro_rules! __orchestrix_conformance_checks {
             condition_and_expectations_are_atomic,
             concurrent_conditions_have_one_winner,
             no_write_skew_across_queries,
+            append_if_refuses_unreadable_payloads,
+            tenants_cannot_forge_tenant_tags,
         ] $($then)* }
     };
     (snapshot_store $($then:tt)*) => {
@@ -119,6 +127,22 @@ macro_rules! __orchestrix_conformance_checks {
             save_replaces_at_the_same_version,
             delete_removes_a_streams_snapshots,
             streams_are_independent,
+        ] $($then)* }
+    };
+    (snapshot_trust $($then:tt)*) => {
+        $crate::__orchestrix_conformance_expand! { snapshot_trust [
+            valid_snapshot_is_used,
+            snapshot_past_the_head_is_discarded,
+            recreated_stream_never_gets_the_old_snapshot,
+            snapshot_of_another_schema_is_discarded,
+            undecodable_snapshot_is_discarded,
+            snapshot_of_another_stream_is_discarded,
+        ] $($then)* }
+    };
+    (retag $($then:tt)*) => {
+        $crate::__orchestrix_conformance_expand! { retag [
+            retag_makes_untagged_events_visible,
+            replace_tags_is_all_or_nothing,
         ] $($then)* }
     };
     (checkpoint_store $($then:tt)*) => {
@@ -159,7 +183,7 @@ macro_rules! __orchestrix_conformance_checks {
     ($other:ident $($then:tt)*) => {
         ::core::compile_error!(::core::concat!(
             "unknown port `", ::core::stringify!($other), "`; expected one of `event_store`, `consistency_by_query`, `snapshot_store`, ",
-            "`checkpoint_store`, `key_value_store`, `key_store`, `message_bus`, `dead_letter_store`"
+            "`snapshot_trust`, `retag`, `checkpoint_store`, `key_value_store`, `key_store`, `message_bus`, `dead_letter_store`"
         ));
     };
 }
@@ -186,6 +210,9 @@ macro_rules! __orchestrix_conformance_expand {
 ///
 /// The first argument names the port: `event_store`, `consistency_by_query`
 /// (the conditional appends of an event store), `snapshot_store`,
+/// `snapshot_trust` (a repository over an event store and a snapshot store,
+/// made as a pair `(events, snapshots)`), `retag` (an event store that is
+/// a [`crate::retag::Retag`]),
 /// `checkpoint_store`, `key_value_store`, `key_store`, `message_bus` or
 /// `dead_letter_store`. The second is an expression that makes a fresh,
 /// empty store; it is evaluated once per test, inside the async test
@@ -244,6 +271,30 @@ where
     Fut: Future<Output = S>,
 {
     crate::__orchestrix_conformance_checks! { snapshot_store run make }
+}
+
+/// Runs every check that a [`crate::repository::Repository`] over an
+/// [`EventStore`] and a [`SnapshotStore`] never trusts a snapshot blindly
+/// ([`snapshot_trust`]), each on a fresh pair of stores from `make`.
+pub async fn snapshot_trust<E, S, F, Fut>(mut make: F)
+where
+    E: EventStore,
+    S: SnapshotStore,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = (E, S)>,
+{
+    crate::__orchestrix_conformance_checks! { snapshot_trust run make }
+}
+
+/// Runs every [`crate::retag::Retag`] check, each on a fresh store from
+/// `make`.
+pub async fn retag<S, F, Fut>(mut make: F)
+where
+    S: crate::retag::Retag,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = S>,
+{
+    crate::__orchestrix_conformance_checks! { retag run make }
 }
 
 /// Runs every [`CheckpointStore`] check, each on a fresh store from `make`.
