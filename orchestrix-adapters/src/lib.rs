@@ -30,6 +30,8 @@ mod common;
 pub mod eventsourcingdb;
 #[cfg(feature = "nats")]
 pub mod nats;
+#[cfg(any(feature = "eventsourcingdb", feature = "nats"))]
+mod percent;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 #[cfg(feature = "sqlite")]

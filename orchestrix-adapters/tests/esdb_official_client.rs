@@ -3,7 +3,7 @@
 //! is wrong. Also checks that events our adapter writes read back through
 //! the official client as plain CloudEvents.
 
-#![cfg(feature = "eventsourcingdb-test-server")]
+#![cfg(feature = "eventsourcingdb")]
 
 use eventsourcingdb::client::request_options::ReadEventsOptions;
 use eventsourcingdb::client::Client;
@@ -11,8 +11,8 @@ use eventsourcingdb::client::Precondition;
 use eventsourcingdb::event::EventCandidate;
 use futures_util::StreamExt;
 use orchestrix::{EventStore, ExpectedVersion, Metadata, NewEvent, StreamId};
-use orchestrix_adapters::eventsourcingdb::test_server::{TestServer, TestServerOptions};
 use orchestrix_adapters::eventsourcingdb::{EsdbConfig, EsdbStore};
+use orchestrix_esdb_test_server::{TestServer, TestServerOptions};
 use serde_json::json;
 
 mod esdb_support;

@@ -12,7 +12,7 @@ use orchestrix::{RecordedEvent, StoreError};
 
 use super::condition;
 
-use super::http::EsdbError;
+use super::error::EsdbError;
 use super::store::{EsdbStore, Latest};
 use super::wire::{self, EnvelopeOut, EventCandidate, Precondition, WireEvent};
 

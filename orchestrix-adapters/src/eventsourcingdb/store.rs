@@ -16,7 +16,8 @@ use serde_json::value::RawValue;
 
 use super::api::{ApiVersion, Item, Op};
 use super::config::EsdbConfig;
-use super::http::{EsdbError, Http, Lines};
+use super::error::EsdbError;
+use super::http::{Http, Lines};
 use super::wire::{
     self, Bound, EnvelopeIn, EnvelopeOut, EventCandidate, FromLatestEvent, Precondition, ReadEvents, ReadOptions,
     SnapshotData, WireEvent, WriteEvents,
@@ -69,9 +70,10 @@ impl EsdbStore {
     /// answers 404 or 405), then pings and verifies the API token through
     /// that version.
     pub async fn connect(config: EsdbConfig) -> Result<Self, StoreError> {
+        wire::validate_type_prefix(&config.type_prefix)?;
         let http = Http::new(&config, ApiVersion::V1)?;
         let version = http.probe().await?;
-        let store = Self::with_http(config, http.with_version(version));
+        let store = Self::with_http(config, http.with_version(version))?;
         let ping = store.inner.http.call(Op::Ping, None::<&()>).await?;
         version.check_ping(&ping)?;
         store.verify_api_token().await?;
@@ -82,13 +84,17 @@ impl EsdbStore {
     /// A store that speaks `version` without contacting the server first.
     pub fn unchecked(config: EsdbConfig, version: ApiVersion) -> Result<Self, StoreError> {
         let http = Http::new(&config, version)?;
-        Ok(Self::with_http(config, http))
+        Self::with_http(config, http)
     }
 
-    fn with_http(config: EsdbConfig, http: Http) -> Self {
+    /// The store; refuses a type prefix that cannot start an
+    /// EventSourcingDB type (it goes into every type and every EventQL
+    /// query the adapter builds).
+    fn with_http(config: EsdbConfig, http: Http) -> Result<Self, StoreError> {
+        wire::validate_type_prefix(&config.type_prefix)?;
         let snapshot_type = wire::esdb_type(&config.type_prefix, "snapshot-taken", 1);
         let snapshots_deleted_type = wire::esdb_type(&config.type_prefix, "snapshots-deleted", 1);
-        Self { inner: Arc::new(Inner { http, config, snapshot_type, snapshots_deleted_type }) }
+        Ok(Self { inner: Arc::new(Inner { http, config, snapshot_type, snapshots_deleted_type }) })
     }
 
     /// The API base this store speaks, for example `http://host:3000/api/v1`.

@@ -19,8 +19,8 @@ use bytes::Bytes;
 use futures_util::stream;
 use serde::Serialize;
 
-use super::StoredEvent;
-use crate::eventsourcingdb::api::ApiVersion;
+use crate::api::ApiVersion;
+use crate::log::StoredEvent;
 
 /// One NDJSON line: `{"type": kind, "payload"|"data": data}`.
 pub(super) fn item(api: ApiVersion, kind: &str, data: &impl Serialize) -> Bytes {
