@@ -3,7 +3,8 @@
 use std::fmt;
 use std::time::Duration;
 
-use orchestrix::StoreError;
+use orchestrix::retry::Backoff;
+use orchestrix::{RetryPolicy, StoreError};
 
 /// The environment variable [`EsdbConfig::from_env`] reads the URL from.
 pub const URL_ENV: &str = "ORCHESTRIX_ESDB_URL";
@@ -244,6 +245,19 @@ impl EsdbConfig {
     pub fn with_root_certificate_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
         self.root_certificates.push(pem.into());
         self
+    }
+
+    /// How a subscription waits between reconnections: from
+    /// `reconnect_min`, doubling, capped at `reconnect_max`, for ever.
+    pub(crate) fn reconnect_policy(&self) -> RetryPolicy {
+        RetryPolicy::exponential(u32::MAX, self.reconnect_min).with_max_delay(self.reconnect_max).with_jitter(0.0)
+    }
+
+    /// How often an append with `ExpectedVersion::Any` whose precondition
+    /// failed (another writer was faster) is tried again: `any_retries`
+    /// more times, at once (each attempt re-reads the subject first).
+    pub(crate) fn any_retry_policy(&self) -> RetryPolicy {
+        RetryPolicy::with_backoff(self.any_retries.saturating_add(1), Backoff::Immediate)
     }
 
     /// The base URL, without a trailing slash.

@@ -1,7 +1,6 @@
 //! [`EsdbStore`]: the event store and snapshot store on EventSourcingDB.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_core::Stream;
@@ -43,6 +42,21 @@ use super::wire::{
 ///   the write.
 /// - Subscriptions observe the log, skip heartbeats and reconnect from the
 ///   last id seen with back-off, so no event is delivered twice.
+///
+/// - Refusals are typed (ADR 0028): only a failed precondition is a
+///   conflict; a full store is [`EsdbError::StoreFull`] (inside
+///   [`StoreError::Backend`], never retried); a request the server refuses
+///   as malformed is [`StoreError::InvalidInput`] with its explanation.
+/// - Reads are bounded: a line longer than
+///   [`EsdbConfig::with_max_line_bytes`], or not complete within the
+///   request (or heartbeat) timeout, ends the read with a typed error.
+///
+/// **Retried appends are not idempotent.** EventSourcingDB assigns event
+/// ids itself, so the adapter cannot answer a retry of an append that did
+/// land with the stored events (the store contract's idempotent append):
+/// a retried exact append whose first attempt was stored fails its
+/// precondition ([`StoreError::WrongExpectedVersion`]), and a retried
+/// `ExpectedVersion::Any` append may write its events twice. See ADR 0028.
 ///
 /// Cloning is cheap; clones share one connection pool.
 #[derive(Debug, Clone)]
@@ -400,11 +414,6 @@ impl Inner {
             metadata,
         }))
     }
-
-    fn backoff(&self, attempt: u32) -> Duration {
-        let factor = 1_u32 << attempt.min(16);
-        self.config.reconnect_min.saturating_mul(factor).min(self.config.reconnect_max)
-    }
 }
 
 fn read_body(subject: String, recursive: bool, from_position: u64, order: Option<&'static str>) -> ReadEvents {
@@ -480,7 +489,7 @@ impl EventStore for EsdbStore {
                     drop(body);
                     latest = self.latest(&subject).await?;
                     attempt += 1;
-                    if expected != ExpectedVersion::Any || attempt > config.any_retries {
+                    if expected != ExpectedVersion::Any || config.any_retry_policy().delay_after(attempt).is_none() {
                         let actual = latest.as_ref().map(|l| l.version);
                         return Err(StoreError::WrongExpectedVersion { stream: stream.clone(), expected, actual });
                     }
@@ -602,8 +611,10 @@ fn subscribe(
     stream::unfold(state, |mut state| async move {
         loop {
             let Some(lines) = state.lines.as_mut() else {
-                if state.failures > 0 {
-                    tokio::time::sleep(state.inner.backoff(state.failures - 1)).await;
+                if let Some(delay) = state.inner.config.reconnect_policy().delay_after(state.failures) {
+                    if state.failures > 0 {
+                        tokio::time::sleep(delay).await;
+                    }
                 }
                 let lower_bound = (state.next_id > 0).then(|| Bound::inclusive(state.next_id));
                 let body = ReadEvents {
