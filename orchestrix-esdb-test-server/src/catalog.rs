@@ -48,7 +48,7 @@ pub(crate) async fn register_event_schema(call: Call) -> Response {
     let Some(schema) = schema else { return bad_request("invalid request body: missing `schema`") };
     if !valid_type(&event_type) {
         let text = format!("invalid event type {event_type:?}");
-        return answers::refuse(api, StatusCode::BAD_REQUEST, text, "event-type-malformed");
+        return answers::refuse(api, StatusCode::BAD_REQUEST, &text, "event-type-malformed");
     }
     if !schema.is_object() {
         return bad_request("schema must be a JSON object");
@@ -63,13 +63,13 @@ pub(crate) async fn register_event_schema(call: Call) -> Response {
     let schema = Schema { json: schema, validator };
     let mut log = shared.log.write().unwrap_or_else(PoisonError::into_inner);
     if log.schemas.contains_key(&event_type) {
-        let text = "schema conflict: schema already exists".to_owned();
+        let text = "schema conflict: schema already exists";
         return answers::refuse(api, StatusCode::CONFLICT, text, "event-schema-already-registered");
     }
     let violating = log.events.iter().find(|e| e.event_type == event_type && schema.violation(&e.data).is_some());
     if let Some(event) = violating {
         let text = format!("schema conflict: event with ID {} does not match schema", event.id);
-        return answers::refuse(api, StatusCode::CONFLICT, text, "event-schema-violated");
+        return answers::refuse(api, StatusCode::CONFLICT, &text, "event-schema-violated");
     }
     log.schemas.insert(event_type, schema);
     let registered = "io.eventsourcingdb.api.event-schema-registered";
@@ -93,14 +93,14 @@ pub(crate) async fn read_event_type(call: Call) -> Response {
     };
     if !valid_type(&event_type) {
         let text = format!("invalid event type {event_type:?}");
-        return answers::refuse(api, StatusCode::BAD_REQUEST, text, "event-type-malformed");
+        return answers::refuse(api, StatusCode::BAD_REQUEST, &text, "event-type-malformed");
     }
     let log = shared.log.read().unwrap_or_else(PoisonError::into_inner);
     let has_events = log.events.iter().any(|e| e.event_type == event_type);
     let schema = log.schemas.get(&event_type).map(|s| s.json.clone());
     if !has_events && schema.is_none() {
         let text = format!("event type '{event_type}' not found");
-        return answers::refuse(api, StatusCode::NOT_FOUND, text, "event-type-unknown");
+        return answers::refuse(api, StatusCode::NOT_FOUND, &text, "event-type-unknown");
     }
     let mut answer = match api {
         ApiVersion::V1 => serde_json::json!({ "eventType": event_type, "isPhantom": !has_events }),
@@ -139,11 +139,11 @@ pub(crate) async fn read_subjects(call: Call) -> Response {
         ApiVersion::V2 => (body.subject, body.options.is_some_and(|o| o.recursive)),
     };
     let Some(subject) = subject else {
-        return answers::refuse(api, StatusCode::BAD_REQUEST, "subject is missing".to_owned(), "subject-missing");
+        return answers::refuse(api, StatusCode::BAD_REQUEST, "subject is missing", "subject-missing");
     };
     if !valid_subject(&subject) {
         let text = format!("invalid subject {subject:?}");
-        return answers::refuse(api, StatusCode::BAD_REQUEST, text, "subject-malformed");
+        return answers::refuse(api, StatusCode::BAD_REQUEST, &text, "subject-malformed");
     }
     let log = shared.log.read().unwrap_or_else(PoisonError::into_inner);
     // Every subject with events and every subject above one (`/`, `/books`
@@ -183,13 +183,13 @@ pub(crate) async fn run_eventql_query(call: Call) -> Response {
     };
     let query = match eventql::parse(&body.query) {
         Ok(query) => query,
-        Err(e) => return answers::refuse(api, StatusCode::BAD_REQUEST, e.to_string(), "query-malformed"),
+        Err(e) => return answers::refuse(api, StatusCode::BAD_REQUEST, &e.to_string(), "query-malformed"),
     };
     let rows = {
         let log = shared.log.read().unwrap_or_else(PoisonError::into_inner);
         match eventql::run(&query, log.eventql_rows()) {
             Ok(rows) => rows,
-            Err(e) => return answers::refuse(api, StatusCode::BAD_REQUEST, e.to_string(), "query-unevaluable"),
+            Err(e) => return answers::refuse(api, StatusCode::BAD_REQUEST, &e.to_string(), "query-unevaluable"),
         }
     };
     let lines = rows.into_iter().map(|row| match api {

@@ -365,7 +365,7 @@ where
         let handler = handler.clone();
         async move {
             if request_method.as_str() != method {
-                return (StatusCode::METHOD_NOT_ALLOWED, "method not allowed").into_response();
+                return (StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed\n").into_response();
             }
             shared.record(request_method.as_str(), uri.path(), &headers, &body);
             handler(Call { api, shared, headers, body }).await
@@ -411,7 +411,7 @@ fn authorized(shared: &Shared, headers: &HeaderMap) -> bool {
 }
 
 fn unauthorized() -> Response {
-    (StatusCode::UNAUTHORIZED, "Unauthorized").into_response()
+    (StatusCode::UNAUTHORIZED, "unauthorized\n").into_response()
 }
 
 /// Parses a request body. Unknown fields are refused by the body types
@@ -445,8 +445,9 @@ fn null_field(value: &serde_json::Value, path: &str) -> Option<String> {
     }
 }
 
+/// A 400 with text as EventSourcingDB writes it: `bad request: <reason>\n`.
 fn bad_request(message: impl Into<String>) -> Response {
-    (StatusCode::BAD_REQUEST, message.into()).into_response()
+    (StatusCode::BAD_REQUEST, format!("bad request: {}\n", message.into())).into_response()
 }
 
 fn management(subject: &str, event_type: &str) -> serde_json::Value {

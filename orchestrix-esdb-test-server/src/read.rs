@@ -114,7 +114,7 @@ pub(crate) async fn read_events(call: Call) -> Response {
         let start = match start_index(&log, &body.options) {
             Ok(Some(start)) => start,
             Ok(None) => return answers::finite(api, Vec::new(), !shared.faults().no_end_item),
-            Err((text, slug)) => return answers::refuse(api, StatusCode::BAD_REQUEST, text, slug),
+            Err((text, slug)) => return answers::refuse(api, StatusCode::BAD_REQUEST, &text, slug),
         };
         let mut end = log.events.len();
         if let Some(bound) = &body.options.upper_bound {
@@ -188,7 +188,7 @@ pub(crate) async fn observe_events(call: Call) -> Response {
         let log = shared.log.read().unwrap_or_else(PoisonError::into_inner);
         match start_index(&log, &body.options) {
             Ok(start) => start.unwrap_or(usize::MAX),
-            Err((text, slug)) => return answers::refuse(api, StatusCode::BAD_REQUEST, text, slug),
+            Err((text, slug)) => return answers::refuse(api, StatusCode::BAD_REQUEST, &text, slug),
         }
     };
     let (break_after, garbage_after) = {
@@ -255,5 +255,5 @@ pub(crate) async fn observe_events(call: Call) -> Response {
 
 /// The refusal of a malformed subject.
 fn invalid_subject(api: ApiVersion, subject: &str) -> Response {
-    answers::refuse(api, StatusCode::BAD_REQUEST, format!("invalid subject {subject:?}"), "subject-malformed")
+    answers::refuse(api, StatusCode::BAD_REQUEST, &format!("invalid subject {subject:?}"), "subject-malformed")
 }

@@ -99,7 +99,7 @@ fn holds(api: ApiVersion, log: &Log, precondition: &Precondition) -> Result<bool
         Precondition::EventQlQueryTrue { query } => match eventql_holds(log, query) {
             Ok(holds) => holds,
             Err(message) => {
-                return Err(Box::new(answers::refuse(api, StatusCode::BAD_REQUEST, message, "query-unevaluable")));
+                return Err(Box::new(answers::refuse(api, StatusCode::BAD_REQUEST, &message, "query-unevaluable")));
             }
         },
     })
@@ -131,14 +131,14 @@ pub(crate) async fn write_events(call: Call) -> Response {
     let written = {
         let mut log = shared.log.write().unwrap_or_else(PoisonError::into_inner);
         if shared.options.capacity.is_some_and(|capacity| log.events.len() + body.events.len() > capacity) {
-            let text = "state conflict: exceeded max store capacity".to_owned();
+            let text = "state conflict: exceeded max store capacity";
             return answers::refuse(api, StatusCode::CONFLICT, text, "capacity-exceeded");
         }
         for precondition in &body.preconditions {
             match holds(api, &log, precondition) {
                 Ok(true) => {}
                 Ok(false) => {
-                    let text = "state conflict: precondition failed".to_owned();
+                    let text = "state conflict: precondition failed";
                     return answers::refuse(api, StatusCode::CONFLICT, text, "precondition-violated");
                 }
                 Err(refusal) => return *refusal,
@@ -150,7 +150,7 @@ pub(crate) async fn write_events(call: Call) -> Response {
                     "schema conflict: event candidate does not match schema of {}: {violation}",
                     candidate.event_type
                 );
-                return answers::refuse(api, StatusCode::CONFLICT, text, "event-schema-violated");
+                return answers::refuse(api, StatusCode::CONFLICT, &text, "event-schema-violated");
             }
         }
         let time = rfc3339_trimmed(Utc::now());

@@ -46,6 +46,8 @@ impl Api {
             assert!(text.contains("\"type\":\"error\"") && text.contains(slug), "{slug}: {text}");
         } else {
             assert_eq!(status, 400, "{operation} {body}: {text}");
+            // As EventSourcingDB writes a 400 (the official client's fixtures).
+            assert!(text.starts_with("bad request: ") && text.ends_with('\n'), "{text:?}");
         }
     }
 
@@ -64,6 +66,7 @@ macro_rules! both {
 }
 
 both!(
+    a_missing_token_is_refused_as_documented,
     observations_validate_their_subject,
     from_latest_event_validates_its_subject_and_type_and_excludes_a_lower_bound,
     read_subjects_lists_parents_and_refuses_an_empty_base,
@@ -165,4 +168,11 @@ async fn unknown_fields_are_refused(api: Api) {
         let (status, text) = api.send("write-events", &json!({ "events": [event] })).await;
         assert!(status == 200 && !text.contains("\"error\""), "{text}");
     }
+}
+
+async fn a_missing_token_is_refused_as_documented(api: Api) {
+    let path = if api.v2 { "/api/v2/system/verify-token" } else { "/api/v1/verify-api-token" };
+    let response = api.client.post(format!("{}{path}", api.server.url())).json(&json!({})).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 401);
+    assert_eq!(response.text().await.unwrap(), "unauthorized\n");
 }

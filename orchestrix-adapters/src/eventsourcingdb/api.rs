@@ -84,6 +84,11 @@ struct RowIn {
 }
 
 #[derive(Deserialize)]
+struct V1ErrorIn {
+    error: String,
+}
+
+#[derive(Deserialize)]
 struct ErrorIn {
     #[serde(default)]
     code: String,
@@ -195,7 +200,11 @@ impl ApiVersion {
     /// decides the typed error.
     fn error_item(self, body: &RawValue) -> EsdbError {
         match self {
-            Self::V1 => EsdbError::Stream(body.get().to_owned()),
+            // `{"error": "<text>"}`, as the official client reads it; the
+            // raw payload if it is shaped otherwise.
+            Self::V1 => EsdbError::Stream(
+                serde_json::from_str::<V1ErrorIn>(body.get()).map_or_else(|_| body.get().to_owned(), |e| e.error),
+            ),
             Self::V2 => match serde_json::from_str::<ErrorIn>(body.get()) {
                 Ok(error) => EsdbError::from_code(&error.code, error.description),
                 Err(e) => EsdbError::malformed("error item", e),
@@ -289,6 +298,8 @@ mod tests {
         assert!(ApiVersion::V1.parse_item(br#"{"type":"end","payload":{}}"#).is_err());
         assert!(ApiVersion::V1.parse_item(br#"{"type":"event","data":{}}"#).is_err());
         assert!(ApiVersion::V2.parse_item(b"{not json").is_err());
+        let v1_error = item(ApiVersion::V1, r#"{"type":"error","payload":{"error":"store failed"}}"#);
+        assert!(matches!(v1_error, Item::Error(EsdbError::Stream(text)) if text == "store failed"));
     }
 
     #[test]

@@ -26,7 +26,9 @@ mod config;
 mod error;
 mod http;
 mod lines;
+mod snapshots;
 mod store;
+mod subscribe;
 mod wire;
 
 pub use api::ApiVersion;
