@@ -3,15 +3,15 @@
 //! in the same run, through API v1 and through API v2. Prints medians and
 //! the adapter's overhead.
 //!
-//! `cargo bench -p orchestrix-adapters --features eventsourcingdb-test-server --bench esdb`
+//! `cargo bench -p orchestrix-adapters --features eventsourcingdb --bench esdb`
 
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use orchestrix::store::ExpectedVersion;
 use orchestrix::{EventStore, Metadata, NewEvent, StreamId};
-use orchestrix_adapters::eventsourcingdb::test_server::{TestServer, TestServerOptions};
 use orchestrix_adapters::eventsourcingdb::{ApiVersion, EsdbConfig, EsdbStore};
+use orchestrix_esdb_test_server::{TestServer, TestServerOptions};
 use serde_json::value::RawValue;
 
 const APPENDS: usize = 200;

@@ -31,6 +31,8 @@ mod common;
 pub mod eventsourcingdb;
 #[cfg(feature = "nats")]
 pub mod nats;
+#[cfg(any(feature = "eventsourcingdb", feature = "nats"))]
+mod percent;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 #[cfg(feature = "sqlite")]

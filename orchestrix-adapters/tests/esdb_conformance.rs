@@ -3,10 +3,10 @@
 //! API v1 (a server that offers v1 only) and once through API v2 (a server
 //! that offers v2 only).
 
-#![cfg(feature = "eventsourcingdb-test-server")]
+#![cfg(feature = "eventsourcingdb")]
 
-use orchestrix_adapters::eventsourcingdb::test_server::{TestServer, TestServerOptions};
 use orchestrix_adapters::eventsourcingdb::{ApiVersion, EsdbConfig, EsdbStore};
+use orchestrix_esdb_test_server::{TestServer, TestServerOptions};
 
 /// A store on a fresh, empty test server, which speaks `expected`. The
 /// server lives as long as the test's runtime.

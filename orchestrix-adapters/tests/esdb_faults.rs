@@ -3,15 +3,15 @@
 //! EventSourcingDB; each through API v1 and through API v2. And API
 //! version negotiation.
 
-#![cfg(feature = "eventsourcingdb-test-server")]
+#![cfg(feature = "eventsourcingdb")]
 
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use orchestrix::store::{EventFilter, ExpectedVersion};
 use orchestrix::{EventStore, Metadata, NewEvent, StoreError, StreamId};
-use orchestrix_adapters::eventsourcingdb::test_server::{Faults, TestServer, TestServerOptions};
 use orchestrix_adapters::eventsourcingdb::{ApiVersion, EsdbConfig, EsdbError, EsdbStore};
+use orchestrix_esdb_test_server::{Faults, TestServer, TestServerOptions};
 use serde_json::value::RawValue;
 
 mod esdb_support;

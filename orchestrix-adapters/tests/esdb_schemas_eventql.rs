@@ -2,13 +2,13 @@
 //! through the adapter and enforced by the test server; and EventQL passed
 //! through the adapter, answered by the test server's EventQL subset.
 
-#![cfg(feature = "eventsourcingdb-test-server")]
+#![cfg(feature = "eventsourcingdb")]
 
 use futures_util::{StreamExt, TryStreamExt};
 use orchestrix::prelude::*;
 use orchestrix::{EventSchemas, EventStore, ExpectedVersion, NewEvent, StoreError, StreamId};
-use orchestrix_adapters::eventsourcingdb::test_server::{TestServer, TestServerOptions};
 use orchestrix_adapters::eventsourcingdb::{EsdbConfig, EsdbError, EsdbStore};
+use orchestrix_esdb_test_server::{TestServer, TestServerOptions};
 use serde_json::{json, value::RawValue};
 
 mod esdb_support;
@@ -139,7 +139,6 @@ fn url(store: &EsdbStore) -> url::Url {
 }
 
 async fn eventql_queries_pass_through_and_answer_rows(options: TestServerOptions) {
-    let v2 = options.offer_v2;
     let (_server, store) = setup(options).await;
     for (id, owner) in [("1", "Ada"), ("2", "Grace")] {
         let stream = StreamId::new("Account", id).unwrap();
@@ -175,14 +174,11 @@ async fn eventql_queries_pass_through_and_answer_rows(options: TestServerOptions
     // A query outside the supported subset is an error, not a wrong answer.
     let results: Vec<_> = store.run_eventql_query("FROM e IN events GROUP BY e.type PROJECT INTO e").collect().await;
     assert_eq!(results.len(), 1);
-    // v1 refuses it with a 400, v2 with the error code `query-malformed`.
-    match esdb_error(results[0].as_ref().unwrap_err()) {
-        EsdbError::Status { status: 400, body, .. } if !v2 => assert!(body.contains("query malformed"), "{body}"),
-        EsdbError::Api { code, description } if v2 => {
-            assert_eq!(code, "https://docs.eventsourcingdb.io/errors/query-malformed");
-            assert!(description.contains("query malformed"), "{description}");
-        }
-        other => panic!("expected the server's refusal, got {other:?}"),
+    // v1 refuses it with a 400, v2 with the error code `query-malformed`:
+    // both a refusal of input, with the server's explanation (ADR 0028).
+    match results[0].as_ref().unwrap_err() {
+        StoreError::InvalidInput(message) => assert!(message.contains("query malformed"), "{message}"),
+        other => panic!("expected the server's refusal as InvalidInput, got {other:?}"),
     }
 }
 

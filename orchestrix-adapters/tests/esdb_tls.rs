@@ -2,12 +2,12 @@
 //! server served over TLS with a self-signed certificate, trusted through a
 //! root certificate on the configuration.
 
-#![cfg(all(feature = "eventsourcingdb-test-server", feature = "eventsourcingdb-tls"))]
+#![cfg(feature = "eventsourcingdb-tls")]
 
 use futures_util::TryStreamExt;
 use orchestrix::{EventStore, ExpectedVersion, Metadata, NewEvent, StoreError, StreamId};
-use orchestrix_adapters::eventsourcingdb::test_server::{TestServer, TestServerOptions};
 use orchestrix_adapters::eventsourcingdb::{EsdbConfig, EsdbError, EsdbStore};
+use orchestrix_esdb_test_server::{TestServer, TestServerOptions};
 use serde_json::value::RawValue;
 
 mod esdb_support;

@@ -2,13 +2,13 @@
 //! recorded by the test server; through API v1 (the tests without a
 //! prefix) and through API v2 (`v2_...`: methods, paths and bodies).
 
-#![cfg(feature = "eventsourcingdb-test-server")]
+#![cfg(feature = "eventsourcingdb")]
 
 use futures_util::StreamExt;
 use orchestrix::store::{EventFilter, ExpectedVersion, Snapshot, SnapshotStore};
 use orchestrix::{EventStore, Metadata, NewEvent, StreamId, Uuid};
-use orchestrix_adapters::eventsourcingdb::test_server::{RecordedRequest, TestServer, TestServerOptions};
 use orchestrix_adapters::eventsourcingdb::{ApiVersion, EsdbConfig, EsdbStore};
+use orchestrix_esdb_test_server::{RecordedRequest, TestServer, TestServerOptions};
 use serde_json::value::RawValue;
 
 async fn setup() -> (TestServer, EsdbStore) {

@@ -8,7 +8,7 @@ use reqwest::Method;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::http::EsdbError;
+use super::error::EsdbError;
 
 /// The version of EventSourcingDB's HTTP API a store speaks.
 /// [`EsdbStore::connect`](super::EsdbStore::connect) finds it out: a server
@@ -48,9 +48,6 @@ pub(crate) const V2_PING_PATH: &str = "/api/v2/system/ping";
 /// The type of the management event a ping answers with, in both versions.
 const PING_RECEIVED: &str = "io.eventsourcingdb.api.ping-received";
 
-/// The start of every v2 error code; the rest is the error's slug.
-const ERROR_CODE_PREFIX: &str = "https://docs.eventsourcingdb.io/errors/";
-
 /// The HTTP method `QUERY` (RFC 10008), which API v2 reads with.
 fn query_method() -> Method {
     Method::from_bytes(b"QUERY").expect("QUERY is a valid HTTP method token")
@@ -84,6 +81,11 @@ struct LineIn {
 #[derive(Deserialize)]
 struct RowIn {
     value: Box<RawValue>,
+}
+
+#[derive(Deserialize)]
+struct V1ErrorIn {
+    error: String,
 }
 
 #[derive(Deserialize)]
@@ -198,9 +200,13 @@ impl ApiVersion {
     /// decides the typed error.
     fn error_item(self, body: &RawValue) -> EsdbError {
         match self {
-            Self::V1 => EsdbError::Stream(body.get().to_owned()),
+            // `{"error": "<text>"}`, as the official client reads it; the
+            // raw payload if it is shaped otherwise.
+            Self::V1 => EsdbError::Stream(
+                serde_json::from_str::<V1ErrorIn>(body.get()).map_or_else(|_| body.get().to_owned(), |e| e.error),
+            ),
             Self::V2 => match serde_json::from_str::<ErrorIn>(body.get()) {
-                Ok(error) => domain_error(error.code, error.description),
+                Ok(error) => EsdbError::from_code(&error.code, error.description),
                 Err(e) => EsdbError::malformed("error item", e),
             },
         }
@@ -257,29 +263,6 @@ fn management_type(event: &RawValue) -> Option<String> {
     serde_json::from_str::<Typed>(event.get()).ok().map(|t| t.kind)
 }
 
-/// The typed error of a v2 error code.
-fn domain_error(code: String, description: String) -> EsdbError {
-    match code.strip_prefix(ERROR_CODE_PREFIX).unwrap_or(&code) {
-        "precondition-violated" => EsdbError::Conflict,
-        "event-schema-violated" => EsdbError::SchemaViolated { detail: description },
-        _ => EsdbError::Api { code, description },
-    }
-}
-
-/// Whether a v2 error code names a state the server leaves by itself
-/// (shutting down, rebuilding its indexes, restoring a backup).
-pub(crate) fn is_transient_code(code: &str) -> bool {
-    matches!(
-        code.strip_prefix(ERROR_CODE_PREFIX).unwrap_or(code),
-        "server-shutting-down" | "indexes-rebuilding" | "restore-in-progress"
-    )
-}
-
-/// Whether a v2 error code says a schema is already registered.
-pub(crate) fn is_schema_already_registered_code(code: &str) -> bool {
-    code.strip_prefix(ERROR_CODE_PREFIX).unwrap_or(code) == "event-schema-already-registered"
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -315,6 +298,8 @@ mod tests {
         assert!(ApiVersion::V1.parse_item(br#"{"type":"end","payload":{}}"#).is_err());
         assert!(ApiVersion::V1.parse_item(br#"{"type":"event","data":{}}"#).is_err());
         assert!(ApiVersion::V2.parse_item(b"{not json").is_err());
+        let v1_error = item(ApiVersion::V1, r#"{"type":"error","payload":{"error":"store failed"}}"#);
+        assert!(matches!(v1_error, Item::Error(EsdbError::Stream(text)) if text == "store failed"));
     }
 
     #[test]

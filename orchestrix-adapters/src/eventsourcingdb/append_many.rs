@@ -12,7 +12,7 @@ use orchestrix::{RecordedEvent, StoreError};
 
 use super::condition;
 
-use super::http::EsdbError;
+use super::error::EsdbError;
 use super::store::{EsdbStore, Latest};
 use super::wire::{self, EnvelopeOut, EventCandidate, Precondition, WireEvent};
 
@@ -109,7 +109,7 @@ impl EsdbStore {
                     drop(body);
                     latest = self.latest_of(&subjects).await?;
                     attempt += 1;
-                    if attempt > config.any_retries {
+                    if config.any_retry_policy().delay_after(attempt).is_none() {
                         let actual: Vec<Option<u64>> = latest.iter().map(|l| l.as_ref().map(|l| l.version)).collect();
                         if let Some(conflict) = first_conflict(&appends, &actual) {
                             return Err(conflict);

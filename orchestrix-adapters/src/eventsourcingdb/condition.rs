@@ -26,7 +26,7 @@ use orchestrix::store::EventStream;
 use orchestrix::StoreError;
 use serde::Deserialize;
 
-use super::http::EsdbError;
+use super::error::EsdbError;
 use super::store::EsdbStore;
 use super::wire::{self, WireEvent};
 
@@ -54,7 +54,19 @@ fn item_filter(prefix: &str, item: &QueryItem) -> String {
         // Every event of the adapter's: `p.` ≤ type < `p/`.
         range(&format!("{prefix}."))
     } else {
-        let ranges: Vec<String> = item.event_types().iter().map(|name| range(&format!("{prefix}.{name}.v"))).collect();
+        // A name the adapter refuses to write (`wire::validate_event_type`)
+        // is the type of none of its events, so it selects nothing; every
+        // name that passes is ASCII letters, digits, `.`, `-`, `_`, safe in
+        // a string literal. Nothing of the caller's reaches EventQL
+        // unchecked.
+        let ranges: Vec<String> = item
+            .event_types()
+            .iter()
+            .map(|name| match wire::validate_event_type(name) {
+                Ok(()) => range(&format!("{prefix}.{name}.v")),
+                Err(_) => "false".to_owned(),
+            })
+            .collect();
         format!("({})", ranges.join(" OR "))
     };
     let mut clauses = vec![types];
@@ -62,18 +74,28 @@ fn item_filter(prefix: &str, item: &QueryItem) -> String {
     format!("({})", clauses.join(" AND "))
 }
 
-/// The types that start with `prefix` (ASCII, as EventSourcingDB types
-/// are): at least `prefix`, below `prefix` with its last byte raised.
+/// The types that start with `prefix`: at least `prefix`, below `prefix`
+/// with its last byte raised. `prefix` is a validated type prefix (ASCII
+/// letters, digits, `.`, `-`, `_`; the store refuses others) followed by
+/// `.` or `.<validated name>.v`, so it ends in `.` or `v` and needs no
+/// quoting.
 fn range(prefix: &str) -> String {
-    let mut upper = prefix.to_owned();
-    let last = upper.pop().expect("a type prefix is not empty");
-    upper.push(char::from(u8::try_from(last).expect("types are ASCII") + 1));
+    let upper = match prefix.as_bytes().split_last() {
+        Some((&last, head)) if last.is_ascii() && head.is_ascii() => {
+            let mut upper = prefix[..head.len()].to_owned();
+            upper.push(char::from(last + 1));
+            upper
+        }
+        // Unreachable for validated input; select nothing rather than guess.
+        _ => return "false".to_owned(),
+    };
     format!("(e.type >= \"{prefix}\" AND e.type < \"{upper}\")")
 }
 
-/// `text` as an EventQL string literal, if it can be one without escapes.
+/// `text` as an EventQL string literal, if it can be one without escapes
+/// (and without control characters).
 fn literal(text: &str) -> Option<String> {
-    if text.contains('\\') {
+    if text.contains('\\') || text.chars().any(char::is_control) {
         None
     } else if !text.contains('"') {
         Some(format!("\"{text}\""))
@@ -198,6 +220,12 @@ mod tests {
              OR ((e.type >= \"p.\" AND e.type < \"p/\") AND e.data.metadata.tags CONTAINS 'student:s\"1')"
         );
         assert_eq!(filter("p", &Query::none()), "false");
+        // A name the adapter cannot write selects nothing, whatever it holds.
+        let hostile = Query::new([QueryItem::types([r#"X.v") OR (e.type == "p.Y.v1"#, ".", "é", "Ok"])]);
+        assert_eq!(
+            filter("p", &hostile),
+            "((false OR (e.type >= \"p.Ok.v\" AND e.type < \"p.Ok.w\") OR false OR false))"
+        );
         assert_eq!(count_query("x", 3), "FROM e IN events WHERE x PROJECT INTO COUNT() == 3");
     }
 

@@ -3,12 +3,18 @@
 use std::fmt;
 use std::time::Duration;
 
-use orchestrix::StoreError;
+use orchestrix::retry::Backoff;
+use orchestrix::{RetryPolicy, StoreError};
 
 /// The environment variable [`EsdbConfig::from_env`] reads the URL from.
 pub const URL_ENV: &str = "ORCHESTRIX_ESDB_URL";
 /// The environment variable [`EsdbConfig::from_env`] reads the API token from.
 pub const TOKEN_ENV: &str = "ORCHESTRIX_ESDB_TOKEN";
+
+/// The default of [`EsdbConfig::with_max_line_bytes`]: 64 MiB.
+pub const DEFAULT_MAX_LINE_BYTES: usize = 64 << 20;
+/// The default of [`EsdbConfig::with_max_answer_bytes`]: 256 MiB.
+pub const DEFAULT_MAX_ANSWER_BYTES: usize = 256 << 20;
 
 /// An API token. It is never shown: `Debug` prints `ApiToken(<redacted>)`
 /// and it has no `Display`.
@@ -63,6 +69,10 @@ pub struct EsdbConfig {
     pub(crate) reconnect_min: Duration,
     pub(crate) reconnect_max: Duration,
     pub(crate) any_retries: u32,
+    pub(crate) max_line_bytes: usize,
+    pub(crate) max_answer_bytes: usize,
+    /// An HTTP client the user built, used instead of one of the adapter's.
+    pub(crate) http_client: Option<reqwest::Client>,
     /// Root certificates (PEM) trusted beside the platform's.
     #[cfg(feature = "eventsourcingdb-tls")]
     pub(crate) root_certificates: Vec<Vec<u8>>,
@@ -78,7 +88,10 @@ impl fmt::Debug for EsdbConfig {
             .field("connect_timeout", &self.connect_timeout)
             .field("request_timeout", &self.request_timeout)
             .field("heartbeat_timeout", &self.heartbeat_timeout)
-            .field("reconnect", &(self.reconnect_min..self.reconnect_max));
+            .field("reconnect", &(self.reconnect_min..self.reconnect_max))
+            .field("max_line_bytes", &self.max_line_bytes)
+            .field("max_answer_bytes", &self.max_answer_bytes)
+            .field("http_client", &self.http_client.as_ref().map(|_| "<your own>"));
         #[cfg(feature = "eventsourcingdb-tls")]
         f.field("root_certificates", &self.root_certificates.len());
         f.finish_non_exhaustive()
@@ -91,7 +104,8 @@ impl EsdbConfig {
     /// source `https://orchestrix.invalid`, type prefix `io.orchestrix`,
     /// 5 s to connect, 30 s per request, 30 s without a line (event or
     /// heartbeat) before an observation reconnects, reconnecting after
-    /// 50 ms doubling up to 5 s.
+    /// 50 ms doubling up to 5 s, lines of at most 64 MiB and single answers
+    /// of at most 256 MiB.
     pub fn new(base_url: impl Into<String>, api_token: impl Into<String>) -> Self {
         Self {
             base_url: base_url.into().trim_end_matches('/').to_owned(),
@@ -104,6 +118,9 @@ impl EsdbConfig {
             reconnect_min: Duration::from_millis(50),
             reconnect_max: Duration::from_secs(5),
             any_retries: 64,
+            max_line_bytes: DEFAULT_MAX_LINE_BYTES,
+            max_answer_bytes: DEFAULT_MAX_ANSWER_BYTES,
+            http_client: None,
             #[cfg(feature = "eventsourcingdb-tls")]
             root_certificates: Vec::new(),
         }
@@ -138,16 +155,67 @@ impl EsdbConfig {
         self
     }
 
-    /// How long a request may wait for an answer, and a read for its next line.
+    /// How long a request may wait for its answer (the head, and the whole
+    /// body of a single answer), and a read for each of its lines: a line
+    /// must be complete within this time from when the adapter starts
+    /// waiting for it, however slowly its bytes arrive.
     pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = timeout;
         self
     }
 
-    /// How long an observation may stay silent (no event, no heartbeat)
-    /// before the adapter reconnects.
+    /// How long an observation may stay silent (no complete line: event or
+    /// heartbeat) before the adapter reconnects.
     pub fn with_heartbeat_timeout(mut self, timeout: Duration) -> Self {
         self.heartbeat_timeout = timeout;
+        self
+    }
+
+    /// The longest line of a streaming answer (one event, one EventQL row)
+    /// the adapter reads: a longer one ends the read with
+    /// [`EsdbError::TooLarge`](super::EsdbError::TooLarge) (a
+    /// [`StoreError::Backend`]) as soon as the limit is passed, without
+    /// reading the rest. Default 64 MiB; it bounds the memory a hostile or
+    /// broken server can make a read use.
+    pub fn with_max_line_bytes(mut self, limit: usize) -> Self {
+        self.max_line_bytes = limit.max(1);
+        self
+    }
+
+    /// The longest single answer (not a stream: a v1 write's answer, the
+    /// ping, the token check, an event type) the adapter reads; a longer
+    /// one is [`EsdbError::TooLarge`](super::EsdbError::TooLarge). Default
+    /// 256 MiB. Error answers are read up to 4 KiB whatever this says (an
+    /// error keeps 500 characters of its text).
+    pub fn with_max_answer_bytes(mut self, limit: usize) -> Self {
+        self.max_answer_bytes = limit.max(1);
+        self
+    }
+
+    /// Uses an HTTP client you built (proxies, root certificates, TLS
+    /// settings, default headers, connection pool, its own timeouts)
+    /// instead of one the adapter builds. The adapter still adds the token
+    /// to every request but the ping, checks the `Server` header, and
+    /// applies its own request, line and heartbeat timeouts on top of the
+    /// client's. The connect timeout of this configuration does not apply
+    /// to it (set it on the client), and root certificates go on the client
+    /// too: combined with [`EsdbConfig::with_root_certificate_pem`],
+    /// [`EsdbStore::connect`](super::EsdbStore::connect) fails with
+    /// [`StoreError::InvalidInput`]. An `https://` URL works without the
+    /// feature `eventsourcingdb-tls` if the client can speak TLS.
+    ///
+    /// ```
+    /// use orchestrix_adapters::eventsourcingdb::EsdbConfig;
+    ///
+    /// let client = reqwest::Client::builder()
+    ///     .user_agent("bank/1.0")
+    ///     .build()
+    ///     .unwrap();
+    /// let config = EsdbConfig::new("http://localhost:3000", "secret").with_http_client(client);
+    /// # drop(config);
+    /// ```
+    pub fn with_http_client(mut self, client: reqwest::Client) -> Self {
+        self.http_client = Some(client);
         self
     }
 
@@ -177,6 +245,19 @@ impl EsdbConfig {
     pub fn with_root_certificate_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
         self.root_certificates.push(pem.into());
         self
+    }
+
+    /// How a subscription waits between reconnections: from
+    /// `reconnect_min`, doubling, capped at `reconnect_max`, for ever.
+    pub(crate) fn reconnect_policy(&self) -> RetryPolicy {
+        RetryPolicy::exponential(u32::MAX, self.reconnect_min).with_max_delay(self.reconnect_max).with_jitter(0.0)
+    }
+
+    /// How often an append with `ExpectedVersion::Any` whose precondition
+    /// failed (another writer was faster) is tried again: `any_retries`
+    /// more times, at once (each attempt re-reads the subject first).
+    pub(crate) fn any_retry_policy(&self) -> RetryPolicy {
+        RetryPolicy::with_backoff(self.any_retries.saturating_add(1), Backoff::Immediate)
     }
 
     /// The base URL, without a trailing slash.

@@ -15,21 +15,28 @@
 //! # fn main() { let _ = run; }
 //! ```
 //!
-//! With the feature `eventsourcingdb-test-server`, [`test_server`] holds a
-//! stand-in server written from the documented API, also runnable as the
-//! `esdb-test-server` binary.
+//! The stand-in server the adapter's tests run against, written from the
+//! documented API, is the workspace crate `orchestrix-esdb-test-server`
+//! (not published; also the `esdb-test-server` binary), out of this library.
 
 mod api;
 mod append_many;
 mod condition;
 mod config;
+mod error;
 mod http;
+mod lines;
+mod snapshots;
 mod store;
-#[cfg(feature = "eventsourcingdb-test-server")]
-pub mod test_server;
+mod subscribe;
 mod wire;
 
 pub use api::ApiVersion;
-pub use config::{ApiToken, EsdbConfig, TOKEN_ENV, URL_ENV};
-pub use http::EsdbError;
+pub use config::{ApiToken, EsdbConfig, DEFAULT_MAX_ANSWER_BYTES, DEFAULT_MAX_LINE_BYTES, TOKEN_ENV, URL_ENV};
+pub use error::EsdbError;
 pub use store::EsdbStore;
+
+/// The `reqwest` the adapter is built with, for
+/// [`EsdbConfig::with_http_client`]: build your client with this one, so
+/// that its version matches.
+pub use reqwest;

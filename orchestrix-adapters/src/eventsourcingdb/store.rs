@@ -1,25 +1,23 @@
 //! [`EsdbStore`]: the event store and snapshot store on EventSourcingDB.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_core::Stream;
 use futures_util::{stream, StreamExt, TryStreamExt};
 use orchestrix::query::{AppendCondition, Query};
 use orchestrix::store::{
-    validate_append_if, validate_append_many, EventFilter, EventStream, ExpectedVersion, Snapshot, SnapshotStore,
-    StreamAppend,
+    validate_append_if, validate_append_many, EventFilter, EventStream, ExpectedVersion, StreamAppend,
 };
 use orchestrix::{EventSchema, EventSchemas, EventStore, NewEvent, RecordedEvent, StoreError, StreamId};
 use serde_json::value::RawValue;
 
 use super::api::{ApiVersion, Item, Op};
 use super::config::EsdbConfig;
-use super::http::{EsdbError, Http, Lines};
+use super::error::EsdbError;
+use super::http::{Http, Lines};
 use super::wire::{
-    self, Bound, EnvelopeIn, EnvelopeOut, EventCandidate, FromLatestEvent, Precondition, ReadEvents, ReadOptions,
-    SnapshotData, WireEvent, WriteEvents,
+    self, Bound, EnvelopeIn, EnvelopeOut, EventCandidate, Precondition, ReadEvents, ReadOptions, WireEvent, WriteEvents,
 };
 
 /// An [`EventStore`] and [`SnapshotStore`] on EventSourcingDB's HTTP API.
@@ -43,18 +41,33 @@ use super::wire::{
 /// - Subscriptions observe the log, skip heartbeats and reconnect from the
 ///   last id seen with back-off, so no event is delivered twice.
 ///
+/// - Refusals are typed (ADR 0028): only a failed precondition is a
+///   conflict; a full store is [`EsdbError::StoreFull`] (inside
+///   [`StoreError::Backend`], never retried); a request the server refuses
+///   as malformed is [`StoreError::InvalidInput`] with its explanation.
+/// - Reads are bounded: a line longer than
+///   [`EsdbConfig::with_max_line_bytes`], or not complete within the
+///   request (or heartbeat) timeout, ends the read with a typed error.
+///
+/// **Retried appends are not idempotent.** EventSourcingDB assigns event
+/// ids itself, so the adapter cannot answer a retry of an append that did
+/// land with the stored events (the store contract's idempotent append):
+/// a retried exact append whose first attempt was stored fails its
+/// precondition ([`StoreError::WrongExpectedVersion`]), and a retried
+/// `ExpectedVersion::Any` append may write its events twice. See ADR 0028.
+///
 /// Cloning is cheap; clones share one connection pool.
 #[derive(Debug, Clone)]
 pub struct EsdbStore {
-    inner: Arc<Inner>,
+    pub(super) inner: Arc<Inner>,
 }
 
 #[derive(Debug)]
-struct Inner {
-    http: Http,
-    config: EsdbConfig,
-    snapshot_type: String,
-    snapshots_deleted_type: String,
+pub(super) struct Inner {
+    pub(super) http: Http,
+    pub(super) config: EsdbConfig,
+    pub(super) snapshot_type: String,
+    pub(super) snapshots_deleted_type: String,
 }
 
 /// The last event of a subject: its id and its stream version.
@@ -69,9 +82,10 @@ impl EsdbStore {
     /// answers 404 or 405), then pings and verifies the API token through
     /// that version.
     pub async fn connect(config: EsdbConfig) -> Result<Self, StoreError> {
+        wire::validate_type_prefix(&config.type_prefix)?;
         let http = Http::new(&config, ApiVersion::V1)?;
         let version = http.probe().await?;
-        let store = Self::with_http(config, http.with_version(version));
+        let store = Self::with_http(config, http.with_version(version))?;
         let ping = store.inner.http.call(Op::Ping, None::<&()>).await?;
         version.check_ping(&ping)?;
         store.verify_api_token().await?;
@@ -82,13 +96,17 @@ impl EsdbStore {
     /// A store that speaks `version` without contacting the server first.
     pub fn unchecked(config: EsdbConfig, version: ApiVersion) -> Result<Self, StoreError> {
         let http = Http::new(&config, version)?;
-        Ok(Self::with_http(config, http))
+        Self::with_http(config, http)
     }
 
-    fn with_http(config: EsdbConfig, http: Http) -> Self {
+    /// The store; refuses a type prefix that cannot start an
+    /// EventSourcingDB type (it goes into every type and every EventQL
+    /// query the adapter builds).
+    fn with_http(config: EsdbConfig, http: Http) -> Result<Self, StoreError> {
+        wire::validate_type_prefix(&config.type_prefix)?;
         let snapshot_type = wire::esdb_type(&config.type_prefix, "snapshot-taken", 1);
         let snapshots_deleted_type = wire::esdb_type(&config.type_prefix, "snapshots-deleted", 1);
-        Self { inner: Arc::new(Inner { http, config, snapshot_type, snapshots_deleted_type }) }
+        Ok(Self { inner: Arc::new(Inner { http, config, snapshot_type, snapshots_deleted_type }) })
     }
 
     /// The API base this store speaks, for example `http://host:3000/api/v1`.
@@ -280,7 +298,7 @@ impl EsdbStore {
         WriteEvents::new(self.api_version(), events, preconditions)
     }
 
-    async fn write(&self, body: &WriteEvents<'_>) -> Result<Vec<WireEvent>, EsdbError> {
+    pub(super) async fn write(&self, body: &WriteEvents<'_>) -> Result<Vec<WireEvent>, EsdbError> {
         match self.api_version() {
             // v1 answers with a JSON array of the events written.
             ApiVersion::V1 => {
@@ -353,7 +371,10 @@ fn finite<'a, B: serde::Serialize + Send + Sync + 'a>(
 }
 
 /// Streams the events of a `read-events` answer.
-fn read_raw(inner: Arc<Inner>, body: ReadEvents) -> impl Stream<Item = Result<WireEvent, StoreError>> + Send + 'static {
+pub(super) fn read_raw(
+    inner: Arc<Inner>,
+    body: ReadEvents,
+) -> impl Stream<Item = Result<WireEvent, StoreError>> + Send + 'static {
     finite(inner, Op::ReadEvents, body).map(|item| match item? {
         Item::Event(event) => {
             serde_json::from_str::<WireEvent>(event.get()).map_err(|e| EsdbError::malformed("event", e).into())
@@ -365,7 +386,7 @@ fn read_raw(inner: Arc<Inner>, body: ReadEvents) -> impl Stream<Item = Result<Wi
 impl Inner {
     /// The record of a server event, or `None` for an event that is not
     /// one of this adapter's stream events (a snapshot, another writer's).
-    fn record(&self, event: WireEvent) -> Result<Option<RecordedEvent>, StoreError> {
+    pub(super) fn record(&self, event: WireEvent) -> Result<Option<RecordedEvent>, StoreError> {
         let Some(stream) = wire::parse_stream_subject(&event.subject) else { return Ok(None) };
         let Some((name, schema_version)) = wire::parse_esdb_type(&self.config.type_prefix, &event.event_type) else {
             return Ok(None);
@@ -393,11 +414,6 @@ impl Inner {
             data: envelope.data,
             metadata,
         }))
-    }
-
-    fn backoff(&self, attempt: u32) -> Duration {
-        let factor = 1_u32 << attempt.min(16);
-        self.config.reconnect_min.saturating_mul(factor).min(self.config.reconnect_max)
     }
 }
 
@@ -475,7 +491,7 @@ impl EventStore for EsdbStore {
                     drop(body);
                     latest = self.latest(&subject).await?;
                     attempt += 1;
-                    if expected != ExpectedVersion::Any || attempt > config.any_retries {
+                    if expected != ExpectedVersion::Any || config.any_retry_policy().delay_after(attempt).is_none() {
                         let actual = latest.as_ref().map(|l| l.version);
                         return Err(StoreError::WrongExpectedVersion { stream: stream.clone(), expected, actual });
                     }
@@ -560,7 +576,7 @@ impl EventStore for EsdbStore {
     }
 
     fn subscribe(&self, from_position: u64, filter: EventFilter) -> EventStream<'static> {
-        subscribe(Arc::clone(&self.inner), from_position.saturating_sub(1), filter).boxed()
+        super::subscribe::subscribe(Arc::clone(&self.inner), from_position.saturating_sub(1), filter).boxed()
     }
 
     async fn stream_version(&self, stream: &StreamId) -> Result<Option<u64>, StoreError> {
@@ -576,194 +592,5 @@ impl EventStore for EsdbStore {
             }
         }
         Ok(None)
-    }
-}
-
-/// Follows the log from the server id `next_id` on, reconnecting after
-/// faults from the last id seen.
-fn subscribe(
-    inner: Arc<Inner>,
-    next_id: u64,
-    filter: EventFilter,
-) -> impl Stream<Item = Result<Arc<RecordedEvent>, StoreError>> {
-    struct State {
-        inner: Arc<Inner>,
-        filter: EventFilter,
-        next_id: u64,
-        lines: Option<Lines>,
-        failures: u32,
-    }
-    let state = State { inner, filter, next_id, lines: None, failures: 0 };
-    stream::unfold(state, |mut state| async move {
-        loop {
-            let Some(lines) = state.lines.as_mut() else {
-                if state.failures > 0 {
-                    tokio::time::sleep(state.inner.backoff(state.failures - 1)).await;
-                }
-                let lower_bound = (state.next_id > 0).then(|| Bound::inclusive(state.next_id));
-                let body = ReadEvents {
-                    subject: "/".to_owned(),
-                    options: ReadOptions { recursive: true, lower_bound, ..ReadOptions::default() },
-                };
-                match state.inner.http.stream(Op::ObserveEvents, &body, state.inner.config.heartbeat_timeout).await {
-                    Ok(lines) => state.lines = Some(lines),
-                    Err(error) if error.is_transient() => {
-                        tracing::warn!(%error, next_id = state.next_id, "observing EventSourcingDB failed; reconnecting");
-                        state.failures += 1;
-                    }
-                    Err(error) => return Some((Err(error.into()), state)),
-                }
-                continue;
-            };
-            let line = match lines.next().await {
-                Some(Ok(line)) => line,
-                Some(Err(error)) => {
-                    tracing::warn!(%error, next_id = state.next_id, "the observation broke off; reconnecting");
-                    state.lines = None;
-                    state.failures += 1;
-                    continue;
-                }
-                None => {
-                    tracing::warn!(next_id = state.next_id, "the server ended the observation; reconnecting");
-                    state.lines = None;
-                    state.failures += 1;
-                    continue;
-                }
-            };
-            let event = match state.inner.http.version().parse_item(&line) {
-                Ok(Item::Heartbeat) => {
-                    state.failures = 0;
-                    continue;
-                }
-                Ok(Item::End) => {
-                    tracing::warn!(next_id = state.next_id, "the server ended the observation; reconnecting");
-                    state.lines = None;
-                    state.failures += 1;
-                    continue;
-                }
-                Ok(Item::Event(payload)) => serde_json::from_str::<WireEvent>(payload.get())
-                    .map_err(|e| StoreError::from(EsdbError::malformed("event", e))),
-                Ok(Item::Row(_)) => Err(EsdbError::malformed("observe-events answer", "a row").into()),
-                Ok(Item::Error(error)) | Err(error) => Err(error.into()),
-            };
-            let record = event.and_then(|event| {
-                let id: u64 =
-                    event.id.parse().map_err(|_| EsdbError::malformed("event id", format!("{:?}", event.id)))?;
-                if id < state.next_id {
-                    return Ok(None); // already delivered before a reconnection
-                }
-                let record = state.inner.record(event)?;
-                state.next_id = id + 1;
-                Ok(record)
-            });
-            match record {
-                Ok(Some(record)) => {
-                    state.failures = 0;
-                    if state.filter.matches(&record.event_type) {
-                        return Some((Ok(Arc::new(record)), state));
-                    }
-                }
-                Ok(None) => state.failures = 0,
-                Err(error) => {
-                    // Report the broken line, then resume from the last
-                    // event delivered: nothing is skipped.
-                    state.lines = None;
-                    state.failures += 1;
-                    return Some((Err(error), state));
-                }
-            }
-        }
-    })
-}
-
-#[async_trait]
-impl SnapshotStore for EsdbStore {
-    async fn save(&self, snapshot: Snapshot) -> Result<(), StoreError> {
-        let subject = wire::snapshot_subject(&snapshot.stream);
-        let data = SnapshotData {
-            version: snapshot.version,
-            schema_version: snapshot.schema_version,
-            state: snapshot.state.get().to_owned(),
-            taken_at: snapshot.taken_at,
-        };
-        let data = serde_json::value::to_raw_value(&data)
-            .map_err(|e| StoreError::InvalidInput(format!("cannot serialize the snapshot: {e}")))?;
-        let candidate = EventCandidate {
-            source: &self.inner.config.source,
-            subject: &subject,
-            event_type: self.inner.snapshot_type.clone(),
-            data,
-            traceparent: None,
-            tracestate: None,
-        };
-        self.write(&self.write_body(vec![candidate], Vec::new())).await?;
-        Ok(())
-    }
-
-    async fn load(&self, stream: &StreamId, at_or_before: Option<u64>) -> Result<Option<Snapshot>, StoreError> {
-        let subject = wire::snapshot_subject(stream);
-        let body = ReadEvents {
-            subject: subject.clone(),
-            options: ReadOptions {
-                recursive: false,
-                from_latest_event: Some(FromLatestEvent {
-                    subject,
-                    event_type: self.inner.snapshots_deleted_type.clone(),
-                    if_event_is_missing: "read-everything",
-                }),
-                ..ReadOptions::default()
-            },
-        };
-        let mut events = Box::pin(read_raw(Arc::clone(&self.inner), body));
-        let mut best: Option<SnapshotData> = None;
-        while let Some(event) = events.next().await {
-            let event = event?;
-            if event.event_type == self.inner.snapshots_deleted_type {
-                best = None;
-                continue;
-            }
-            if event.event_type != self.inner.snapshot_type {
-                continue;
-            }
-            let data: SnapshotData = serde_json::from_str(event.data.get()).map_err(|e| StoreError::Corrupt {
-                stream: stream.clone(),
-                version: 0,
-                reason: format!("snapshot event {}: {e}", event.id),
-            })?;
-            if at_or_before.is_some_and(|bound| data.version > bound) {
-                continue;
-            }
-            if best.as_ref().is_none_or(|b| data.version >= b.version) {
-                best = Some(data);
-            }
-        }
-        let Some(data) = best else { return Ok(None) };
-        let state = RawValue::from_string(data.state).map_err(|e| StoreError::Corrupt {
-            stream: stream.clone(),
-            version: data.version,
-            reason: format!("snapshot state is not JSON: {e}"),
-        })?;
-        Ok(Some(Snapshot {
-            stream: stream.clone(),
-            version: data.version,
-            schema_version: data.schema_version,
-            state,
-            taken_at: data.taken_at,
-        }))
-    }
-
-    async fn delete(&self, stream: &StreamId) -> Result<(), StoreError> {
-        let subject = wire::snapshot_subject(stream);
-        let data = RawValue::from_string("{}".to_owned()).map_err(|e| StoreError::backend(e.to_string()))?;
-        let candidate = EventCandidate {
-            source: &self.inner.config.source,
-            subject: &subject,
-            event_type: self.inner.snapshots_deleted_type.clone(),
-            data,
-            traceparent: None,
-            tracestate: None,
-        };
-        self.write(&self.write_body(vec![candidate], Vec::new())).await?;
-        Ok(())
     }
 }

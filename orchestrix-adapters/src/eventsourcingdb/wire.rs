@@ -182,46 +182,15 @@ pub(crate) fn split_metadata(metadata: &Metadata) -> (Option<&str>, Option<&str>
     }
 }
 
-/// Whether a byte is kept as is in a subject segment.
-fn unreserved(byte: u8) -> bool {
-    byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~')
-}
-
 /// Percent-encodes one subject segment: every byte outside `A-Z a-z 0-9 - _
 /// . ~` becomes `%XX`, so that no `/` (or anything else) of an id can change
 /// the subject's shape.
-pub(crate) fn encode_segment(value: &str, out: &mut String) {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    for &byte in value.as_bytes() {
-        if unreserved(byte) {
-            out.push(char::from(byte));
-        } else {
-            out.push('%');
-            out.push(char::from(HEX[usize::from(byte >> 4)]));
-            out.push(char::from(HEX[usize::from(byte & 0xf)]));
-        }
-    }
+fn encode_segment(value: &str, out: &mut String) {
+    out.push_str(&crate::percent::encode(value, crate::percent::SUBJECT_SEGMENT));
 }
 
 fn decode_segment(segment: &str) -> Option<String> {
-    let bytes = segment.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' => {
-                let hex = segment.get(i + 1..i + 3)?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 3;
-            }
-            byte if unreserved(byte) => {
-                out.push(byte);
-                i += 1;
-            }
-            _ => return None,
-        }
-    }
-    String::from_utf8(out).ok()
+    crate::percent::decode(segment, crate::percent::SUBJECT_SEGMENT)
 }
 
 /// The subject of a stream: `/<aggregate type>/<id>`, each part
@@ -255,13 +224,38 @@ pub(crate) fn parse_stream_subject(subject: &str) -> Option<StreamId> {
 }
 
 /// Refuses an event type name that cannot become an EventSourcingDB type:
-/// the core's rules, plus EventSourcingDB's character set.
+/// the core's rules ([`orchestrix::validate_event_type`]), plus
+/// EventSourcingDB's: only ASCII letters, digits, `.`, `-` and `_`, and no
+/// empty segment between dots (the type is a reverse domain name, so `.`,
+/// `..`, `a..b` or a leading or trailing dot would be refused by the
+/// server). A name that passes is safe inside an EventQL string literal.
 pub(crate) fn validate_event_type(name: &str) -> Result<(), StoreError> {
     orchestrix::validate_event_type(name)?;
+    validate_type_text("event type", name)
+}
+
+/// Refuses a type prefix that cannot start an EventSourcingDB type (the
+/// rules of [`validate_event_type`]).
+pub(crate) fn validate_type_prefix(prefix: &str) -> Result<(), StoreError> {
+    if prefix.is_empty() {
+        return Err(StoreError::InvalidInput("the EventSourcingDB type prefix must not be empty".to_owned()));
+    }
+    validate_type_text("type prefix", prefix)
+}
+
+fn validate_type_text(what: &str, name: &str) -> Result<(), StoreError> {
+    let shown = || name.chars().take(64).collect::<String>().replace('\0', "\\0");
     if let Some(bad) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))) {
-        let shown: String = name.chars().take(64).collect::<String>().replace('\0', "\\0");
         return Err(StoreError::InvalidInput(format!(
-            "event type `{shown}` contains {bad:?}; EventSourcingDB types allow only ASCII letters, digits, `.`, `-` and `_`"
+            "{what} `{}` contains {bad:?}; EventSourcingDB types allow only ASCII letters, digits, `.`, `-` and `_`",
+            shown()
+        )));
+    }
+    if name.split('.').any(str::is_empty) {
+        return Err(StoreError::InvalidInput(format!(
+            "{what} `{}` has an empty segment between dots; EventSourcingDB types are reverse domain names \
+             (`com.example.thing-happened`), so `.`, `..` and leading, trailing or doubled dots are refused",
+            shown()
         )));
     }
     Ok(())
@@ -355,7 +349,13 @@ mod tests {
         assert_eq!(parse_esdb_type("io.orchestrix", "com.other.AccountOpened.v1"), None);
         assert_eq!(parse_esdb_type("io.orchestrix", "io.orchestrix.AccountOpened"), None);
         assert!(validate_event_type("Account.Opened-v1").is_ok());
-        assert!(validate_event_type("a b").is_err());
+        for bad in ["a b", ".", "..", "a..b", ".a", "a.", "x\"y", "é"] {
+            assert!(matches!(validate_event_type(bad), Err(StoreError::InvalidInput(_))), "{bad}");
+        }
+        assert!(validate_type_prefix("io.orchestrix").is_ok());
+        for bad in ["", "io.", "io\" OR true"] {
+            assert!(validate_type_prefix(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -35,7 +35,6 @@
 //! that recorded the event); see the relay.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 
 use bytes::Bytes;
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -299,15 +298,7 @@ fn header<'a>(headers: &'a BTreeMap<String, String>, name: &str) -> Option<&'a s
 /// Percent-encodes a header value as the CloudEvents HTTP binding does:
 /// bytes outside printable ASCII, space, `"` and `%`.
 pub fn percent_encode(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for b in value.bytes() {
-        if (0x21..=0x7e).contains(&b) && b != b'"' && b != b'%' {
-            out.push(char::from(b));
-        } else {
-            let _ = write!(out, "%{b:02X}");
-        }
-    }
-    out
+    crate::percent::encode(value, crate::percent::HEADER_VALUE)
 }
 
 /// Reverses [`percent_encode`]; `None` for a malformed escape or bytes
@@ -316,20 +307,7 @@ pub fn percent_decode(value: &str) -> Option<String> {
     if !value.contains('%') {
         return Some(value.to_owned());
     }
-    let bytes = value.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = value.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
+    String::from_utf8(crate::percent::decode_escapes(value)?).ok()
 }
 
 #[cfg(test)]

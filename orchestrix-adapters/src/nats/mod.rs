@@ -65,7 +65,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};
 use orchestrix::error::BoxError;
-use orchestrix::StoreError;
+use orchestrix::{RetryPolicy, StoreError};
 
 pub use async_nats;
 pub use bus::JetStreamBus;
@@ -166,7 +166,12 @@ pub async fn connect(url: &str) -> Result<async_nats::Client, NatsError> {
         .retry_on_initial_connect()
         .connection_timeout(Duration::from_secs(5))
         .max_reconnects(None)
-        .reconnect_delay_callback(|attempts| Duration::from_millis((50 * attempts as u64).min(1_000)))
+        .reconnect_delay_callback(|attempts| {
+            // 50 ms more per attempt, at most 1 s, for ever.
+            let policy = RetryPolicy::linear(u32::MAX, Duration::from_millis(50), Duration::from_millis(50))
+                .with_max_delay(Duration::from_secs(1));
+            policy.delay_after(u32::try_from(attempts).unwrap_or(u32::MAX)).unwrap_or(Duration::from_secs(1))
+        })
         .connect(url)
         .await
         .map_err(|e| NatsError::Connect { url: url.to_owned(), source: Box::new(e) })

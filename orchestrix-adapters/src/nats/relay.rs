@@ -11,7 +11,7 @@ use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::{self};
 use async_nats::HeaderMap;
 use futures_util::{FutureExt, StreamExt};
-use orchestrix::{trace, CheckpointStore, EventFilter, EventStore, RecordedEvent};
+use orchestrix::{trace, CheckpointStore, EventFilter, EventStore, RecordedEvent, RetryPolicy};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
@@ -150,11 +150,17 @@ impl Relay {
         let span = tracing::info_span!("orchestrix.relay", relay = %self.options.name, stream = %self.stream.name());
         let task = tokio::spawn(
             async move {
-                let mut backoff = Duration::from_millis(50);
+                // For ever, from 50 ms doubling up to `max_backoff`.
+                let policy = RetryPolicy::exponential(u32::MAX, Duration::from_millis(50))
+                    .with_max_delay(self.options.max_backoff)
+                    .with_jitter(0.0);
+                let mut failures = 0_u32;
                 loop {
                     match self.run_once(&status_tx, &mut stop_rx).await {
                         Ok(()) => return Ok(()),
                         Err(error) if error.is_transient() => {
+                            failures = failures.saturating_add(1);
+                            let backoff = policy.delay_after(failures).unwrap_or(self.options.max_backoff);
                             let rendered = super::render(&error);
                             tracing::warn!(error = %rendered, ?backoff, "relay failed; starting over from its checkpoint");
                             status_tx.send_modify(|s| {
@@ -165,7 +171,6 @@ impl Relay {
                                 () = tokio::time::sleep(backoff) => {}
                                 _ = stop_rx.changed() => return Ok(()),
                             }
-                            backoff = (backoff * 2).min(self.options.max_backoff);
                         }
                         Err(error) => {
                             status_tx.send_modify(|s| s.last_error = Some(error.to_string()));

@@ -1,7 +1,5 @@
 //! Subjects: where each event is published, and which consumer reads it.
 
-use std::fmt::Write as _;
-
 use orchestrix::{RecordedEvent, StoreError, StreamId};
 
 /// The most partitions a [`Subjects`] scheme may have.
@@ -110,15 +108,7 @@ impl Subjects {
 /// Escapes a subject token: ASCII letters, digits, `-` and `_` stay, every
 /// other byte becomes `%XX`.
 pub(crate) fn escape_token(token: &str) -> String {
-    let mut out = String::with_capacity(token.len());
-    for b in token.bytes() {
-        if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
-            out.push(char::from(b));
-        } else {
-            let _ = write!(out, "%{b:02X}");
-        }
-    }
-    out
+    crate::percent::encode(token, crate::percent::NATS_TOKEN)
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ macro_rules! for_both_apis {
             $(
                 #[tokio::test]
                 async fn $name() {
-                    super::$name(orchestrix_adapters::eventsourcingdb::test_server::TestServerOptions::default()).await;
+                    super::$name(orchestrix_esdb_test_server::TestServerOptions::default()).await;
                 }
             )*
         }
@@ -18,7 +18,7 @@ macro_rules! for_both_apis {
             $(
                 #[tokio::test]
                 async fn $name() {
-                    super::$name(orchestrix_adapters::eventsourcingdb::test_server::TestServerOptions::v2_only()).await;
+                    super::$name(orchestrix_esdb_test_server::TestServerOptions::v2_only()).await;
                 }
             )*
         }

@@ -9,12 +9,12 @@
 
 use std::net::SocketAddr;
 
-use orchestrix_adapters::eventsourcingdb::test_server::{TestServer, TestServerOptions};
+use orchestrix_esdb_test_server::{TestServer, TestServerOptions};
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
     let mut options = TestServerOptions::default();
-    if let Ok(token) = std::env::var(orchestrix_adapters::eventsourcingdb::TOKEN_ENV) {
+    if let Ok(token) = std::env::var("ORCHESTRIX_ESDB_TOKEN") {
         options.token = token;
     }
     let mut port = 3000_u16;

@@ -19,8 +19,8 @@ use bytes::Bytes;
 use futures_util::stream;
 use serde::Serialize;
 
-use super::StoredEvent;
-use crate::eventsourcingdb::api::ApiVersion;
+use crate::api::ApiVersion;
+use crate::log::StoredEvent;
 
 /// One NDJSON line: `{"type": kind, "payload"|"data": data}`.
 pub(super) fn item(api: ApiVersion, kind: &str, data: &impl Serialize) -> Bytes {
@@ -114,11 +114,16 @@ pub(super) fn single(api: ApiVersion, kind: &str, data: &impl Serialize) -> Resp
     }
 }
 
-/// A refusal of the domain: v1 answers `status` with `text`; v2 answers
-/// 200 with an `error` item of the code `slug`, `text` its description.
-pub(super) fn refuse(api: ApiVersion, status: StatusCode, text: String, slug: &str) -> Response {
+/// A refusal of the domain: v1 answers `status` with `text` as
+/// EventSourcingDB 1.2 writes it (a line; a 400 starts with `bad request: `);
+/// v2 answers 200 with an `error` item of the code `slug`, `text` its
+/// description.
+pub(super) fn refuse(api: ApiVersion, status: StatusCode, text: &str, slug: &str) -> Response {
     match api {
-        ApiVersion::V1 => (status, text).into_response(),
+        ApiVersion::V1 if status == StatusCode::BAD_REQUEST => {
+            (status, format!("bad request: {text}\n")).into_response()
+        }
+        ApiVersion::V1 => (status, format!("{text}\n")).into_response(),
         ApiVersion::V2 => {
             let error = serde_json::json!({
                 "code": format!("https://docs.eventsourcingdb.io/errors/{slug}"),
