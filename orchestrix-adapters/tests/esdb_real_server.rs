@@ -93,6 +93,7 @@ async fn schemas_and_eventql_against_a_real_server() {
     let stream = StreamId::new("Probe", uuid::Uuid::now_v7().to_string()).unwrap();
     let opened = ProbeEvent::Opened { owner: "Ada".into() };
     let new = |event_type: &str, data: Box<serde_json::value::RawValue>| NewEvent {
+        id: orchestrix::Uuid::now_v7(),
         event_type: event_type.to_owned(),
         schema_version: 1,
         data,

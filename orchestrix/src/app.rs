@@ -724,6 +724,7 @@ impl Orchestrix {
                     .events
                     .into_iter()
                     .map(|(event_type, schema_version, data, tags)| crate::envelope::NewEvent {
+                        id: uuid::Uuid::now_v7(),
                         event_type: event_type.to_owned(),
                         schema_version,
                         data,

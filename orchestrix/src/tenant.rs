@@ -49,6 +49,7 @@
 //! let globex = TenantStore::new(shared.clone(), "globex")?;
 //! let stream = StreamId::new("Account", "1")?;
 //! let event = || NewEvent {
+//!     id: orchestrix::Uuid::now_v7(),
 //!     event_type: "Opened".into(),
 //!     schema_version: 1,
 //!     data: serde_json::value::RawValue::from_string("{}".into()).unwrap(),
@@ -408,6 +409,11 @@ impl<S: EventStore> EventStore for TenantStore<S> {
 
     fn subscribe(&self, from_position: u64, filter: EventFilter) -> EventStream<'static> {
         confine(Arc::clone(&self.prefix), self.inner.subscribe(from_position, filter))
+    }
+
+    /// The inner store's event, if it is this tenant's.
+    async fn read_event(&self, id: Uuid) -> Result<Option<Arc<RecordedEvent>>, StoreError> {
+        Ok(self.inner.read_event(id).await?.and_then(|record| outer_record(&self.prefix, &record)))
     }
 
     async fn stream_version(&self, stream: &StreamId) -> Result<Option<u64>, StoreError> {

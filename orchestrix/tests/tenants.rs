@@ -23,6 +23,7 @@ use uuid::Uuid;
 
 fn event(event_type: &str, n: u32) -> NewEvent {
     NewEvent {
+        id: orchestrix::Uuid::now_v7(),
         event_type: event_type.to_owned(),
         schema_version: 1,
         data: RawValue::from_string(format!("{{\"n\":{n}}}")).unwrap(),
