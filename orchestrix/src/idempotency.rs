@@ -33,6 +33,7 @@ use uuid::Uuid;
 
 use crate::envelope::{NewEvent, RecordedEvent};
 use crate::error::StoreError;
+use crate::store::EventStore;
 use crate::stream::StreamId;
 
 /// Refuses a call whose events repeat an id (across all its parts): the
@@ -128,6 +129,21 @@ pub fn answer_retry(
             })
         }
     }
+}
+
+/// The events a command with id `command_id` recorded, in order: the
+/// stored events with the ids [`command_event_id`] derives, from index 0
+/// up to the first that is not stored. Empty if the command recorded
+/// nothing (or never ran). One [`EventStore::read_event`] per event.
+pub async fn command_events(store: &dyn EventStore, command_id: Uuid) -> Result<Vec<Arc<RecordedEvent>>, StoreError> {
+    let mut events = Vec::new();
+    for index in 0.. {
+        match store.read_event(command_event_id(command_id, index)).await? {
+            Some(event) => events.push(event),
+            None => break,
+        }
+    }
+    Ok(events)
 }
 
 /// The id of the `index`-th event (from 0) recorded by the command whose
