@@ -168,14 +168,45 @@ pub async fn command_events(store: &dyn EventStore, command_id: Uuid) -> Result<
 /// assert_eq!(command_event_id(command, 0).as_bytes()[..6], command.as_bytes()[..6]);
 /// ```
 pub fn command_event_id(command_id: Uuid, index: u32) -> Uuid {
-    const OFFSET: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
-    const PRIME: u128 = 0x0000_0000_0100_0000_0000_0000_0000_013b;
     let index = index.to_be_bytes();
     let input = b"orchestrix.command.event".iter().chain(command_id.as_bytes()).chain(&index);
-    let hash = input.fold(OFFSET, |hash, byte| (hash ^ u128::from(*byte)).wrapping_mul(PRIME));
-    let mut bytes = hash.to_be_bytes();
+    let mut bytes = fnv1a_128(input).to_be_bytes();
     bytes[..6].copy_from_slice(&command_id.as_bytes()[..6]);
     uuid::Builder::from_custom_bytes(bytes).into_uuid()
+}
+
+/// A command id from an idempotency key a client chose (an HTTP
+/// `Idempotency-Key`, a message id), within `scope` (the operation and
+/// its target, say `deposit:<account id>`, so that one key sent to two
+/// operations names two commands): a UUID version 8 hashed (128-bit
+/// FNV-1a, fixed here) from both. The same key in the same scope gives the
+/// same command id, so its command is applied once.
+///
+/// ```
+/// use orchestrix::idempotency::command_id_from_key;
+///
+/// let id = command_id_from_key("deposit:42", "3f6c9b1e");
+/// assert_eq!(id, command_id_from_key("deposit:42", "3f6c9b1e"));
+/// assert_ne!(id, command_id_from_key("deposit:43", "3f6c9b1e"));
+/// assert_ne!(id, command_id_from_key("deposit:42", "3f6c9b1f"));
+/// assert_eq!(id.get_version_num(), 8);
+/// ```
+pub fn command_id_from_key(scope: &str, key: &str) -> Uuid {
+    // Lengths first, so that ("ab", "c") and ("a", "bc") differ.
+    let lengths = [scope.len(), key.len()].map(|len| u64::try_from(len).unwrap_or(u64::MAX).to_be_bytes());
+    let input = b"orchestrix.command.key"
+        .iter()
+        .chain(lengths.iter().flatten())
+        .chain(scope.as_bytes())
+        .chain(key.as_bytes());
+    uuid::Builder::from_custom_bytes(fnv1a_128(input).to_be_bytes()).into_uuid()
+}
+
+/// 128-bit FNV-1a, as the saga step ids use (ADR 0007).
+fn fnv1a_128<'a>(input: impl Iterator<Item = &'a u8>) -> u128 {
+    const OFFSET: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
+    const PRIME: u128 = 0x0000_0000_0100_0000_0000_0000_0000_013b;
+    input.fold(OFFSET, |hash, byte| (hash ^ u128::from(*byte)).wrapping_mul(PRIME))
 }
 
 #[cfg(test)]
