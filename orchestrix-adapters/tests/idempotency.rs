@@ -11,7 +11,9 @@ use std::sync::Arc;
 
 use futures_util::TryStreamExt;
 use orchestrix::prelude::*;
-use orchestrix::{CommandOptions, CommandOutcome, EventStore, ExpectedVersion, RecordedEvent, Repository, StreamId, Uuid};
+use orchestrix::{
+    CommandOptions, CommandOutcome, EventStore, ExpectedVersion, RecordedEvent, Repository, StreamId, Uuid,
+};
 
 #[event]
 #[derive(Debug, Clone, PartialEq)]
@@ -101,7 +103,10 @@ async fn racing_deliveries_apply_once(first: Arc<dyn EventStore>, second: Arc<dy
         assert_eq!(outcomes[0].events.len(), 1);
         assert_eq!(stream_len(&*first, account).await, round + 2, "round {round}: applied once");
     }
-    assert_eq!(apps[0].load::<Account>(&account).await.expect("loaded").state.balance, u64::try_from(rounds).expect("a small count"));
+    assert_eq!(
+        apps[0].load::<Account>(&account).await.expect("loaded").state.balance,
+        u64::try_from(rounds).expect("a small count")
+    );
 }
 
 /// An `Any` append whose acknowledgement was lost, retried with the same
@@ -154,11 +159,12 @@ mod sqlite {
         let before = store.append(&stream, ExpectedVersion::NoStream, events.clone()).await.expect("appended");
         drop(store);
         let store = SqliteStore::open(&path, SqliteConfig::default()).await.expect("opened and upgraded");
-        let indexes: Vec<String> =
-            sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'index' AND name = 'orchestrix_events_event_id'")
-                .fetch_all(store.pool())
-                .await
-                .expect("a query");
+        let indexes: Vec<String> = sqlx::query_scalar(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND name = 'orchestrix_events_event_id'",
+        )
+        .fetch_all(store.pool())
+        .await
+        .expect("a query");
         assert_eq!(indexes.len(), 1, "the upgrade creates the index");
         let retry = store.append(&stream, ExpectedVersion::Any, events).await.expect("answered");
         assert_eq!(retry[0].id, before[0].id);

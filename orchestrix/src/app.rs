@@ -795,8 +795,10 @@ enum Attempt<E> {
     Failed(E),
 }
 
-type AttemptResult<A> =
-    Result<(u64, Vec<Envelope<<A as Aggregate>::Event>>), Attempt<CommandError<<A as Aggregate>::Error>>>;
+/// What a command produced: the aggregate's version and the events.
+type Done<A> = (u64, Vec<Envelope<<A as Aggregate>::Event>>);
+
+type AttemptResult<A> = Result<Done<A>, Attempt<CommandError<<A as Aggregate>::Error>>>;
 
 /// What an attempt knows of the command it runs (ADR 0027).
 #[derive(Debug, Clone, Copy)]
@@ -950,9 +952,10 @@ impl<A: Aggregate> AggregateSlot<A> {
 
     /// The outcome of the command `command_id` if it was applied before:
     /// its recorded events, which must be in this aggregate's stream.
-    async fn applied(&self, id: &A::Id, command_id: Uuid) -> Result<Option<(u64, Vec<Envelope<A::Event>>)>, Attempt<CommandError<A::Error>>> {
-        let records =
-            crate::idempotency::command_events(&**self.repository_events(), command_id).await.map_err(|e| fail(e.into()))?;
+    async fn applied(&self, id: &A::Id, command_id: Uuid) -> Result<Option<Done<A>>, Attempt<CommandError<A::Error>>> {
+        let records = crate::idempotency::command_events(&**self.repository_events(), command_id)
+            .await
+            .map_err(|e| fail(e.into()))?;
         let Some(first) = records.first() else { return Ok(None) };
         let stream = Repository::<A>::stream_id(id).map_err(|error| fail(error.into()))?;
         if first.stream != stream {
@@ -966,7 +969,7 @@ impl<A: Aggregate> AggregateSlot<A> {
     }
 
     /// A command's outcome from its recorded events.
-    fn outcome(records: &[Arc<crate::envelope::RecordedEvent>]) -> Result<(u64, Vec<Envelope<A::Event>>), Error> {
+    fn outcome(records: &[Arc<crate::envelope::RecordedEvent>]) -> Result<Done<A>, Error> {
         let events = records.iter().map(crate::envelope::RecordedEvent::to_envelope).collect::<Result<Vec<_>, _>>()?;
         Ok((records.last().map_or(0, |record| record.stream_version), events))
     }

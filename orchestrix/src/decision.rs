@@ -144,7 +144,8 @@ impl Orchestrix {
     ) -> Result<Vec<Vec<Arc<RecordedEvent>>>, Error> {
         let given = options.command_id;
         let (_, metadata) = options.resolve();
-        let mut event_ids = (0..).map(|index| given.map_or_else(uuid::Uuid::now_v7, |id| crate::idempotency::command_event_id(id, index)));
+        let mut event_ids = (0..)
+            .map(|index| given.map_or_else(uuid::Uuid::now_v7, |id| crate::idempotency::command_event_id(id, index)));
         let parts = decision
             .parts
             .into_iter()

@@ -194,11 +194,8 @@ pub fn command_event_id(command_id: Uuid, index: u32) -> Uuid {
 pub fn command_id_from_key(scope: &str, key: &str) -> Uuid {
     // Lengths first, so that ("ab", "c") and ("a", "bc") differ.
     let lengths = [scope.len(), key.len()].map(|len| u64::try_from(len).unwrap_or(u64::MAX).to_be_bytes());
-    let input = b"orchestrix.command.key"
-        .iter()
-        .chain(lengths.iter().flatten())
-        .chain(scope.as_bytes())
-        .chain(key.as_bytes());
+    let input =
+        b"orchestrix.command.key".iter().chain(lengths.iter().flatten()).chain(scope.as_bytes()).chain(key.as_bytes());
     uuid::Builder::from_custom_bytes(fnv1a_128(input).to_be_bytes()).into_uuid()
 }
 
@@ -259,11 +256,17 @@ mod tests {
         assert!(matches!(partial, Err(StoreError::DuplicateEventId { id, version: 3, .. }) if id == first));
         // Stored in another stream.
         let elsewhere = [(&b, events.as_slice())];
-        assert!(matches!(answer_retry(&elsewhere, |id| in_a.get(&id).cloned()), Err(StoreError::DuplicateEventId { .. })));
+        assert!(matches!(
+            answer_retry(&elsewhere, |id| in_a.get(&id).cloned()),
+            Err(StoreError::DuplicateEventId { .. })
+        ));
         // Stored in the other order.
         let reversed: Vec<NewEvent> = events.iter().rev().cloned().collect();
         let reversed = [(&a, reversed.as_slice())];
-        assert!(matches!(answer_retry(&reversed, |id| in_a.get(&id).cloned()), Err(StoreError::DuplicateEventId { .. })));
+        assert!(matches!(
+            answer_retry(&reversed, |id| in_a.get(&id).cloned()),
+            Err(StoreError::DuplicateEventId { .. })
+        ));
     }
 
     #[test]

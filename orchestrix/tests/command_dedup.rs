@@ -14,8 +14,8 @@ use orchestrix::prelude::*;
 use orchestrix::query::{Query, QueryItem};
 use orchestrix::store::{EventStream, StreamAppend};
 use orchestrix::{
-    CommandOptions, CommandOutcome, Decision, Envelope, EventFilter, EventStore, ExpectedVersion, MultiAppend, NewEvent,
-    RecordedEvent, Repository, StoreError, StreamId, Uuid,
+    CommandOptions, CommandOutcome, Decision, Envelope, EventFilter, EventStore, ExpectedVersion, MultiAppend,
+    NewEvent, RecordedEvent, Repository, StoreError, StreamId, Uuid,
 };
 
 #[event]
@@ -75,7 +75,7 @@ impl Account {
         Ok(AccountEvent::Opened { owner: "Ada".into() })
     }
 
-    async fn deposit(&self, cmd: Deposit, calls: &Calls) -> Result<AccountEvent, BankError> {
+    fn deposit(&self, cmd: Deposit, calls: &Calls) -> Result<AccountEvent, BankError> {
         calls.0.fetch_add(1, Ordering::SeqCst);
         Ok(AccountEvent::Deposited { amount: cmd.amount })
     }
@@ -111,7 +111,11 @@ async fn stream_of(store: &dyn EventStore, id: Uuid) -> Vec<Arc<RecordedEvent>> 
 
 /// What two outcomes must share: version, event ids, versions, positions,
 /// events, correlation id.
-fn key(outcome: &CommandOutcome<AccountEvent>) -> (u64, Uuid, Vec<(Uuid, u64, u64, AccountEvent)>) {
+/// An outcome's version, correlation id and events (id, version, position,
+/// event).
+type Key = (u64, Uuid, Vec<(Uuid, u64, u64, AccountEvent)>);
+
+fn key(outcome: &CommandOutcome<AccountEvent>) -> Key {
     let events = outcome
         .events
         .iter()
@@ -281,10 +285,7 @@ async fn a_command_whose_acknowledgement_was_lost_is_retried_safely() {
     let account = opened(&app).await;
     let command = Uuid::now_v7();
     let lost = app.execute_with(account, Deposit { amount: 7 }, with_id(command)).await.unwrap_err();
-    assert!(
-        matches!(lost, CommandError::Framework(orchestrix::Error::Store(StoreError::Unavailable(_)))),
-        "{lost:?}"
-    );
+    assert!(matches!(lost, CommandError::Framework(orchestrix::Error::Store(StoreError::Unavailable(_)))), "{lost:?}");
     let retried = app.execute_with(account, Deposit { amount: 7 }, with_id(command)).await.unwrap();
     assert_eq!(retried.version, 2);
     assert_eq!(stream_of(&*store, account).await.len(), 2, "the deposit is stored once");

@@ -105,7 +105,8 @@ async fn a_retried_request_with_an_idempotency_key_is_applied_once() {
     };
 
     // Opening twice with one key: one account, the same answer.
-    let first: Accepted = post("/accounts".into(), "open-1", json!({ "owner": "Ada" })).await.unwrap().json().await.unwrap();
+    let first: Accepted =
+        post("/accounts".into(), "open-1", json!({ "owner": "Ada" })).await.unwrap().json().await.unwrap();
     let again = post("/accounts".into(), "open-1", json!({ "owner": "Ada" })).await.unwrap();
     assert_eq!(again.status(), 201);
     let again: Accepted = again.json().await.unwrap();

@@ -51,8 +51,7 @@ impl PgStore {
         if ids.is_empty() {
             return Ok(None);
         }
-        let rows =
-            sqlx::query(&self.inner.sql.by_ids).bind(&ids).fetch_all(&self.inner.pool).await.map_err(map_err)?;
+        let rows = sqlx::query(&self.inner.sql.by_ids).bind(&ids).fetch_all(&self.inner.pool).await.map_err(map_err)?;
         let mut stored = HashMap::with_capacity(rows.len());
         for row in &rows {
             let record = event_row(row)?.into_record()?;
@@ -63,7 +62,8 @@ impl PgStore {
 
     /// [`orchestrix::EventStore::read_event`]: one lookup in the id index.
     pub(super) async fn event_by_id(&self, id: Uuid) -> Result<Option<Arc<RecordedEvent>>, StoreError> {
-        let row = sqlx::query(&self.inner.sql.by_id).bind(id).fetch_optional(&self.inner.pool).await.map_err(map_err)?;
+        let row =
+            sqlx::query(&self.inner.sql.by_id).bind(id).fetch_optional(&self.inner.pool).await.map_err(map_err)?;
         row.map(|row| event_row(&row)?.into_record()).transpose()
     }
 }

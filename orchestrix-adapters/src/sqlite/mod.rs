@@ -13,6 +13,10 @@
 //! part in one such transaction.
 //! Subscriptions poll, and appends made through the same store instance
 //! wake them at once.
+//! Event ids are unique (an index, created by [`SqliteStore::migrate`] on
+//! old databases too): an append that fails looks its ids up and is
+//! answered with the stored events if it repeats a stored append
+//! (ADR 0027).
 
 mod keys;
 mod ports;
@@ -40,7 +44,8 @@ use tokio::sync::{watch, Mutex};
 use uuid::Uuid;
 
 use crate::common::{
-    decode_rows, map_err, may_be_retry, next_cursor, now_micros, paged, recorded_events, to_i64, validate_identifier, EventRow, CHUNK,
+    decode_rows, map_err, may_be_retry, next_cursor, now_micros, paged, recorded_events, to_i64, validate_identifier,
+    EventRow, CHUNK,
 };
 
 /// The configuration of a [`SqliteStore`]: the table prefix and polling.
@@ -363,7 +368,8 @@ impl SqliteStore {
         }
     }
 
-    /// Creates the tables if they are missing.
+    /// Creates the tables and indexes that are missing (so it also upgrades
+    /// a database of an older version).
     pub async fn migrate(&self) -> Result<(), StoreError> {
         let _writer = self.inner.writer.lock().await;
         sqlx::raw_sql(&schema(&self.inner.config.prefix)).execute(&self.inner.pool).await.map_err(map_err)?;

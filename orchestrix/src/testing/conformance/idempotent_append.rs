@@ -85,7 +85,8 @@ pub async fn events_keep_their_ids<S: EventStore>(store: S) {
     expect_eq(CHECK, "ids read back", &ids(&stream_events(CHECK, &store, &stream).await), &given);
     for (id, original) in given.iter().zip(&recorded) {
         let found = ok(CHECK, "read_event", within(CHECK, "read_event", store.read_event(*id)).await);
-        let found = found.unwrap_or_else(|| super::support::fail(CHECK, format_args!("read_event({id}) found nothing")));
+        let found =
+            found.unwrap_or_else(|| super::support::fail(CHECK, format_args!("read_event({id}) found nothing")));
         expect_same_answer(CHECK, "read_event", &[found], std::slice::from_ref(original));
     }
     let unknown = ok(CHECK, "read_event", within(CHECK, "read_event", store.read_event(Uuid::now_v7())).await);
@@ -199,7 +200,12 @@ pub async fn concurrent_copies_store_once<S: EventStore>(store: S) {
             answers.push(ok(CHECK, &format!("a concurrent copy expecting {expected}"), answer));
         }
         for answer in &answers[1..] {
-            expect_same_answer(CHECK, &format!("answers of concurrent copies expecting {expected}"), answer, &answers[0]);
+            expect_same_answer(
+                CHECK,
+                &format!("answers of concurrent copies expecting {expected}"),
+                answer,
+                &answers[0],
+            );
         }
     }
     let stored = stream_events(CHECK, &*store, &stream).await;
@@ -239,7 +245,12 @@ pub async fn retried_append_many_is_answered_as_the_original<S: EventStore>(stor
     expect_duplicate(CHECK, "an append_many with one stored part and one new", &result, for_a[0].id);
     let flat: Vec<Arc<RecordedEvent>> = first.iter().flatten().cloned().collect();
     let all = log(CHECK, &store).await;
-    expect_eq(CHECK, "positions in the global log (the call's, then the guarded stream's)", &positions(&all[..3]), &positions(&flat));
+    expect_eq(
+        CHECK,
+        "positions in the global log (the call's, then the guarded stream's)",
+        &positions(&all[..3]),
+        &positions(&flat),
+    );
     expect_eq(CHECK, "events in the global log", &all.len(), &4);
 }
 
@@ -256,7 +267,8 @@ pub async fn retried_append_if_is_answered_as_the_original<S: EventStore>(store:
         Err(StoreError::Unsupported(_)) => return,
         first => ok(CHECK, "append_if", first),
     };
-    let retry = ok(CHECK, "the retried append_if", within(CHECK, "append_if", store.append_if(condition, call())).await);
+    let retry =
+        ok(CHECK, "the retried append_if", within(CHECK, "append_if", store.append_if(condition, call())).await);
     expect_same_answer(CHECK, "the retried append_if", &retry[0], &first[0]);
     expect_eq(CHECK, "events stored", &stream_events(CHECK, &store, &stream).await.len(), &1);
 }
