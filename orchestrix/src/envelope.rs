@@ -171,7 +171,10 @@ impl NewEvent {
 /// An event as stored: serialized data plus everything the store assigned.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RecordedEvent {
-    /// Unique id (UUID v7, so ids sort by time).
+    /// The id the appender gave it ([`NewEvent::id`]), unique across the
+    /// store: UUID v7 by default, so ids sort by time; the events of a
+    /// command with a command id get ids derived from it (UUID v8 that
+    /// start with the command id's timestamp; ADR 0027).
     pub id: Uuid,
     /// The stream the event belongs to.
     pub stream: StreamId,

@@ -54,13 +54,16 @@ pub enum StoreError {
         /// What is wrong with it.
         reason: String,
     },
+    /// Outcome unknown: the operation may or may not have taken effect;
+    /// retrying an append with the same event ids is safe.
+    ///
     /// The backend could not be reached, or the connection broke or timed
-    /// out before it answered. **Outcome unknown**: the operation may or may
-    /// not have taken effect (an append may have been stored and only its
-    /// acknowledgement lost). Retrying an append with the same event ids
-    /// ([`crate::NewEvent::id`]) is safe: if the first attempt was stored,
-    /// the retry is answered with the stored events and writes nothing
-    /// (ADR 0027). Reads may simply be retried.
+    /// out before it answered, so an append may have been stored and only
+    /// its acknowledgement lost. Retry it with the same `NewEvent`s (their
+    /// [`crate::NewEvent::id`]s): if the first attempt was stored, the retry
+    /// is answered with the stored events and writes nothing (ADR 0027); a
+    /// command retried with the same command id is applied once. Reads may
+    /// simply be retried.
     #[error("backend unavailable (the outcome is unknown; an append may be retried with the same event ids): {0}")]
     Unavailable(#[source] BoxError),
     /// An event id of the append is already stored, and the append is not

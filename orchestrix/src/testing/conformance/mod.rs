@@ -22,7 +22,7 @@
 //! features among its dev-dependencies.
 //!
 //! Alternatively, run a whole port's checks from one test with the runner
-//! functions ([`event_store()`], [`snapshot_store()`], [`checkpoint_store()`],
+//! functions ([`event_store()`] or [`event_store_except`], [`snapshot_store()`], [`checkpoint_store()`],
 //! [`key_value_store()`], [`key_store()`], [`message_bus()`], [`dead_letter_store()`]), which take
 //! an async factory, or run single checks from the modules of the same
 //! names (for example [`event_store::append_and_read_back`]), each taking
