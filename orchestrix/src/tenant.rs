@@ -309,7 +309,21 @@ impl<S: EventStore> TenantStore<S> {
                 let stream = Self::outer_stream(&self.prefix, &stream).unwrap_or(stream);
                 Err(StoreError::WrongExpectedVersion { stream, expected, actual })
             }
-            Err(error) => Err(error),
+            Err(error) => Err(self.outer_error(error)),
+        }
+    }
+}
+
+impl<S> TenantStore<S> {
+    /// A [`StoreError::DuplicateEventId`] names the stream as the caller
+    /// knows it (ADR 0027); other errors pass through.
+    fn outer_error(&self, error: StoreError) -> StoreError {
+        match error {
+            StoreError::DuplicateEventId { id, stream, version } => {
+                let stream = Self::outer_stream(&self.prefix, &stream).unwrap_or(stream);
+                StoreError::DuplicateEventId { id, stream, version }
+            }
+            error => error,
         }
     }
 }
@@ -329,7 +343,7 @@ impl<S: EventStore> EventStore for TenantStore<S> {
             Err(StoreError::WrongExpectedVersion { expected, actual, .. }) => {
                 Err(StoreError::WrongExpectedVersion { stream: stream.clone(), expected, actual })
             }
-            Err(error) => Err(error),
+            Err(error) => Err(self.outer_error(error)),
         }
     }
 

@@ -288,6 +288,13 @@ async fn a_view_passes_the_port_checks() {
     checks::concurrent_append_many_is_all_or_nothing(fresh()).await;
     checks::subscribers_see_append_many_whole(fresh()).await;
     checks::guards_hold_against_concurrent_writes(fresh()).await;
+    conformance::idempotent_append::events_keep_their_ids(fresh()).await;
+    conformance::idempotent_append::retried_append_is_answered_as_the_original(fresh()).await;
+    conformance::idempotent_append::retry_after_the_stream_moved_on(fresh()).await;
+    conformance::idempotent_append::partial_or_foreign_ids_are_refused(fresh()).await;
+    conformance::idempotent_append::concurrent_copies_store_once(fresh()).await;
+    conformance::idempotent_append::retried_append_many_is_answered_as_the_original(fresh()).await;
+    conformance::idempotent_append::retried_append_if_is_answered_as_the_original(fresh()).await;
     conformance::consistency_by_query(|| async { view(InMemoryEventStore::new()) }).await;
     conformance::snapshot_store(|| async { view(InMemorySnapshotStore::new()) }).await;
     conformance::checkpoint_store(|| async { view(InMemoryCheckpointStore::new()) }).await;
