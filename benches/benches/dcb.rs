@@ -35,6 +35,7 @@ const STUDENTS: u64 = 50_000;
 
 fn event(course: u64, student: u64) -> NewEvent {
     NewEvent {
+        id: orchestrix::Uuid::now_v7(),
         event_type: "CourseStudentSubscribed".to_owned(),
         schema_version: 1,
         data: RawValue::from_string(format!(r#"{{"course_id":"{course}","student_id":"{student}"}}"#))

@@ -23,6 +23,7 @@ async fn main() {
         let stream = StreamId::new("Account", stream.to_string()).expect("a valid stream");
         let batch = (0..100)
             .map(|_| NewEvent {
+                id: orchestrix::Uuid::now_v7(),
                 event_type: "Deposited".into(),
                 schema_version: 1,
                 data: data.clone(),

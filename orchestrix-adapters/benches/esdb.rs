@@ -21,6 +21,7 @@ const ROUNDS: usize = 7;
 
 fn event(n: usize) -> NewEvent {
     NewEvent {
+        id: orchestrix::Uuid::now_v7(),
         event_type: "Deposited".to_owned(),
         schema_version: 1,
         data: RawValue::from_string(format!(r#"{{"amount":{n},"note":"bench"}}"#)).unwrap(),

@@ -24,6 +24,7 @@ const DATA: &str = r#"{"owner":"Ada","amount":30,"note":"benchmark"}"#;
 
 fn new_event() -> NewEvent {
     NewEvent {
+        id: orchestrix::Uuid::now_v7(),
         event_type: "AccountOpened".to_owned(),
         schema_version: 1,
         data: RawValue::from_string(DATA.to_owned()).expect("valid JSON"),

@@ -59,6 +59,19 @@ pub(crate) fn is_unique_violation(error: &sqlx::Error) -> bool {
     error.as_database_error().is_some_and(|db| db.kind() == sqlx::error::ErrorKind::UniqueViolation)
 }
 
+/// Whether an append that failed with `error` may be the retry of one that
+/// was stored (ADR 0027): a version conflict, a failed condition or a
+/// unique violation (the event id's index, or a race for a version). Only
+/// then do the adapters look the append's event ids up, so the check costs
+/// nothing on the path of an append that succeeds.
+pub(crate) fn may_be_retry(error: &StoreError) -> bool {
+    match error {
+        StoreError::WrongExpectedVersion { .. } | StoreError::ConditionFailed { .. } => true,
+        StoreError::Backend(source) => source.downcast_ref::<sqlx::Error>().is_some_and(is_unique_violation),
+        _ => false,
+    }
+}
+
 /// Checks a schema name or table prefix: lowercase ASCII letters, digits
 /// and `_`, starting with a letter or `_`, at most `max` bytes. Anything
 /// else is refused, so names are safe to splice into SQL.

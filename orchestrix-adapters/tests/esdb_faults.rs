@@ -40,6 +40,7 @@ fn config(server: &TestServer) -> EsdbConfig {
 
 fn numbered(n: usize) -> NewEvent {
     NewEvent {
+        id: orchestrix::Uuid::now_v7(),
         event_type: "Deposited".to_owned(),
         schema_version: 1,
         data: RawValue::from_string(format!(r#"{{"n":{n}}}"#)).unwrap(),

@@ -123,6 +123,7 @@ async fn events_written_by_the_adapter_read_back_through_the_official_client(opt
     let store = EsdbStore::connect(config).await.unwrap();
     let stream = StreamId::new("Account", "42").unwrap();
     let event = NewEvent {
+        id: orchestrix::Uuid::now_v7(),
         event_type: "AccountOpened".into(),
         schema_version: 1,
         data: serde_json::value::RawValue::from_string(r#"{"owner":"Ada"}"#.into()).unwrap(),
@@ -155,6 +156,7 @@ async fn every_event_carries_a_hash_chain_the_official_client_verifies(options: 
     // And events the adapter writes, with its envelope.
     let store = EsdbStore::connect(EsdbConfig::new(server.url(), server.token())).await.unwrap();
     let event = NewEvent {
+        id: orchestrix::Uuid::now_v7(),
         event_type: "AccountOpened".into(),
         schema_version: 1,
         data: serde_json::value::RawValue::from_string(r#"{"owner": "Ada",  "n": 1.50}"#.into()).unwrap(),

@@ -58,7 +58,12 @@ async fn conformance_against_a_real_server() {
         let prefix = format!("io.orchestrix.check{}", uuid::Uuid::now_v7().simple());
         store(EsdbConfig::from_env().unwrap().with_type_prefix(prefix)).await
     };
-    orchestrix::testing::conformance::event_store(fresh).await;
+    // The adapter does not keep the callers' event ids yet (ADR 0027).
+    orchestrix::testing::conformance::event_store_except(
+        fresh,
+        &[orchestrix::testing::conformance::Unsupported::IdempotentAppend],
+    )
+    .await;
     orchestrix::testing::conformance::snapshot_store(fresh).await;
     // Where the EventQL the adapter writes for consistency by query meets a
     // real server (ADR 23): `CONTAINS` on the envelope's tags (missing on
@@ -93,6 +98,7 @@ async fn schemas_and_eventql_against_a_real_server() {
     let stream = StreamId::new("Probe", uuid::Uuid::now_v7().to_string()).unwrap();
     let opened = ProbeEvent::Opened { owner: "Ada".into() };
     let new = |event_type: &str, data: Box<serde_json::value::RawValue>| NewEvent {
+        id: orchestrix::Uuid::now_v7(),
         event_type: event_type.to_owned(),
         schema_version: 1,
         data,

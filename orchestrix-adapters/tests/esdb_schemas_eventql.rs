@@ -46,6 +46,7 @@ async fn setup(options: TestServerOptions) -> (TestServer, EsdbStore) {
 
 fn new_event(event: &AccountEvent) -> NewEvent {
     NewEvent {
+        id: orchestrix::Uuid::now_v7(),
         event_type: event.event_type().to_owned(),
         schema_version: event.schema_version(),
         data: event.encode().unwrap(),
@@ -55,6 +56,7 @@ fn new_event(event: &AccountEvent) -> NewEvent {
 
 fn raw_event(event_type: &str, data: &str) -> NewEvent {
     NewEvent {
+        id: orchestrix::Uuid::now_v7(),
         event_type: event_type.to_owned(),
         schema_version: 1,
         data: RawValue::from_string(data.to_owned()).unwrap(),
@@ -184,6 +186,7 @@ async fn eventql_queries_pass_through_and_answer_rows(options: TestServerOptions
 
 fn tagged(event_type: &str, schema_version: u32, tags: &[&str]) -> NewEvent {
     NewEvent {
+        id: orchestrix::Uuid::now_v7(),
         schema_version,
         metadata: Metadata::default().with_tags(tags.iter().copied()),
         ..raw_event(event_type, "{}")

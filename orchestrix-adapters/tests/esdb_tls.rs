@@ -29,6 +29,7 @@ async fn the_adapter_speaks_https_to_a_server_whose_root_it_is_given(options: Te
     let store = EsdbStore::connect(config).await.unwrap();
     let stream = StreamId::new("Account", "1").unwrap();
     let event = NewEvent {
+        id: orchestrix::Uuid::now_v7(),
         event_type: "AccountOpened".into(),
         schema_version: 1,
         data: RawValue::from_string(r#"{"owner":"Ada"}"#.into()).unwrap(),

@@ -27,6 +27,7 @@ async fn setup_with(options: TestServerOptions) -> (TestServer, EsdbStore) {
 
 fn event(event_type: &str, version: u32, data: &str, metadata: Metadata) -> NewEvent {
     NewEvent {
+        id: orchestrix::Uuid::now_v7(),
         event_type: event_type.to_owned(),
         schema_version: version,
         data: RawValue::from_string(data.to_owned()).unwrap(),

@@ -89,6 +89,7 @@ impl PgProjection for Counter {
 
 fn event(n: u64) -> NewEvent {
     NewEvent {
+        id: orchestrix::Uuid::now_v7(),
         event_type: "Written".into(),
         schema_version: 1,
         data: RawValue::from_string(format!(r#"{{"n":{n}}}"#)).unwrap(),

@@ -12,6 +12,7 @@ use serde_json::value::RawValue;
 
 fn event(data: &str) -> NewEvent {
     NewEvent {
+        id: orchestrix::Uuid::now_v7(),
         event_type: "Happened".to_owned(),
         schema_version: 1,
         data: RawValue::from_string(data.to_owned()).expect("valid JSON"),

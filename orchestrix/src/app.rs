@@ -31,7 +31,14 @@ pub const DEFAULT_CACHE_CAPACITY: usize = 10_000;
 /// correlation id defaults to the command's own id.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CommandOptions {
-    /// The id of this command execution (default: a new UUID v7).
+    /// The id of this command (default: a new UUID v7). Give the same id to
+    /// every delivery of one command (a client's retry, a redelivered
+    /// message) and it is applied once: a second execution appends nothing
+    /// and returns the first one's outcome (ADR 0027). The command's events
+    /// get ids derived from it ([`crate::idempotency::command_event_id`]),
+    /// which is how it is remembered: for as long as the events are
+    /// stored. A command that records no event (a rejection, a decision
+    /// that nothing needs to change) is not remembered and runs again.
     pub command_id: Option<Uuid>,
     /// Correlates everything that stems from one original request.
     pub correlation_id: Option<Uuid>,
@@ -107,9 +114,13 @@ tokio::task_local! {
 }
 
 /// What a successful command produced.
+///
+/// A repeated command id (ADR 0027) returns the outcome of the execution
+/// that applied it: its version, events and correlation id; only
+/// `attempts` is this execution's.
 #[derive(Debug, Clone)]
 pub struct CommandOutcome<E> {
-    /// The id of this command execution.
+    /// The id of this command.
     pub command_id: Uuid,
     /// The correlation id recorded with the events.
     pub correlation_id: Uuid,
@@ -487,8 +498,11 @@ impl Orchestrix {
                 registration: format!("aggregate::<{}>()", type_name::<C::Aggregate>()),
             })?;
         let service = self.service::<C::Service>()?;
+        // Only a command id the caller gave can have been used before.
+        let repeatable = options.command_id.is_some();
         let (command_id, mut metadata) = options.resolve();
         let correlation_id = metadata.correlation_id.unwrap_or(command_id);
+        let run = Run { command_id, repeatable };
         let span = tracing::info_span!(
             "orchestrix.command",
             command = C::NAME,
@@ -518,8 +532,12 @@ impl Orchestrix {
                         attempts: attempt - 1,
                     });
                 };
-                match slot.attempt(&id, command, service, &metadata).await {
+                match slot.attempt(&id, command, service, &metadata, run).await {
                     Ok((version, events)) => {
+                        // A repeated command answers with the first
+                        // execution's events, and so its correlation id.
+                        let correlation_id =
+                            events.first().and_then(|event| event.metadata.correlation_id).unwrap_or(correlation_id);
                         return Ok(CommandOutcome { command_id, correlation_id, version, events, attempts: attempt });
                     }
                     Err(Attempt::Failed(error)) => return Err(error),
@@ -703,6 +721,7 @@ impl Orchestrix {
         batch: MultiAppend,
         options: CommandOptions,
     ) -> Result<Vec<Vec<Arc<crate::envelope::RecordedEvent>>>, Error> {
+        let run = Run { command_id: options.command_id.unwrap_or_default(), repeatable: options.command_id.is_some() };
         let (command_id, mut metadata) = options.resolve();
         let span = tracing::info_span!(
             "orchestrix.append_many",
@@ -715,6 +734,9 @@ impl Orchestrix {
         adopt_trace(&span, &metadata);
         span.in_scope(|| trace::inject_into(&mut metadata));
         let mut counts = Vec::with_capacity(batch.parts.len());
+        // The events' ids derive from a command id the caller gave, so that
+        // a retry with the same options is answered as the original (ADR 0027).
+        let mut event_ids = (0..).map(|index| run.event_id(index));
         let appends = batch
             .parts
             .into_iter()
@@ -724,6 +746,7 @@ impl Orchestrix {
                     .events
                     .into_iter()
                     .map(|(event_type, schema_version, data, tags)| crate::envelope::NewEvent {
+                        id: event_ids.next().unwrap_or_else(Uuid::now_v7),
                         event_type: event_type.to_owned(),
                         schema_version,
                         data,
@@ -772,8 +795,32 @@ enum Attempt<E> {
     Failed(E),
 }
 
-type AttemptResult<A> =
-    Result<(u64, Vec<Envelope<<A as Aggregate>::Event>>), Attempt<CommandError<<A as Aggregate>::Error>>>;
+/// What a command produced: the aggregate's version and the events.
+type Done<A> = (u64, Vec<Envelope<<A as Aggregate>::Event>>);
+
+type AttemptResult<A> = Result<Done<A>, Attempt<CommandError<<A as Aggregate>::Error>>>;
+
+/// What an attempt knows of the command it runs (ADR 0027).
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    /// The command id, from which its events' ids derive.
+    command_id: Uuid,
+    /// Whether the caller gave the id, so that it may have been applied
+    /// before (a fresh id cannot have been).
+    repeatable: bool,
+}
+
+impl Run {
+    /// The id of the command's `index`-th event: derived from a command id
+    /// the caller gave, a new UUID v7 otherwise.
+    fn event_id(self, index: u32) -> Uuid {
+        if self.repeatable {
+            crate::idempotency::command_event_id(self.command_id, index)
+        } else {
+            Uuid::now_v7()
+        }
+    }
+}
 
 /// Everything the bus keeps per registered aggregate type.
 struct AggregateSlot<A: Aggregate> {
@@ -788,6 +835,7 @@ impl<A: Aggregate> AggregateSlot<A> {
         command: C,
         service: &C::Service,
         metadata: &Metadata,
+        run: Run,
     ) -> AttemptResult<A> {
         let entry = self.cache.entry(id);
         let mut guard = entry.lock().await;
@@ -801,6 +849,14 @@ impl<A: Aggregate> AggregateSlot<A> {
             }
             empty => empty.insert(self.repository.load(id).await.map_err(fail)?),
         };
+        // Applied before? Looked up after the load: an execution whose
+        // events the load saw is found here; one that lands later makes
+        // this attempt's append fail, and the next attempt finds it.
+        if run.repeatable {
+            if let Some(applied) = self.applied(id, run.command_id).await? {
+                return Ok(applied);
+            }
+        }
         let verdict = match (C::REQUIRES, loaded.exists()) {
             (Existence::New, true) => {
                 Err(CommandError::AggregateAlreadyExists { aggregate: A::NAME, id: id.to_string() })
@@ -831,8 +887,34 @@ impl<A: Aggregate> AggregateSlot<A> {
         }
         let before = loaded.version;
         let expected = if before == 0 { ExpectedVersion::NoStream } else { ExpectedVersion::Exact(before) };
-        let records = match self.repository.save(id, expected, &events, metadata).await {
-            Ok(records) => records,
+        let event_id = |index| run.event_id(index);
+        let records = match self.repository.save_with_ids(id, expected, &events, metadata, event_id).await {
+            // Written where this attempt expected: its own events, or a
+            // racing duplicate's, which decided on the same state.
+            Ok(records) if records.first().is_none_or(|first| first.stream_version == before + 1) => records,
+            Ok(records) => {
+                // The store answered with a duplicate's events stored
+                // elsewhere in the stream: they are the outcome.
+                *guard = None;
+                return Self::outcome(&records).map_err(fail);
+            }
+            Err(Error::Store(
+                error @ (StoreError::WrongExpectedVersion { .. } | StoreError::DuplicateEventId { .. }),
+            )) if run.repeatable => {
+                // Perhaps a duplicate won the race (and decided otherwise,
+                // if its ids do not match these): its outcome is this one.
+                *guard = None;
+                if let Some(applied) = self.applied(id, run.command_id).await? {
+                    return Ok(applied);
+                }
+                return Err(match error {
+                    StoreError::WrongExpectedVersion { .. } if C::REQUIRES == Existence::New => {
+                        Attempt::Failed(CommandError::AggregateAlreadyExists { aggregate: A::NAME, id: id.to_string() })
+                    }
+                    StoreError::WrongExpectedVersion { .. } => Attempt::Conflict,
+                    error => fail(Error::Store(error)),
+                });
+            }
             Err(Error::Store(StoreError::WrongExpectedVersion { .. })) => {
                 *guard = None;
                 if C::REQUIRES == Existence::New {
@@ -866,6 +948,30 @@ impl<A: Aggregate> AggregateSlot<A> {
         drop(guard);
         let envelopes = events.into_iter().zip(records).map(|(event, record)| Envelope { event, record }).collect();
         Ok((version, envelopes))
+    }
+
+    /// The outcome of the command `command_id` if it was applied before:
+    /// its recorded events, which must be in this aggregate's stream.
+    async fn applied(&self, id: &A::Id, command_id: Uuid) -> Result<Option<Done<A>>, Attempt<CommandError<A::Error>>> {
+        let records = crate::idempotency::command_events(&**self.repository_events(), command_id)
+            .await
+            .map_err(|e| fail(e.into()))?;
+        let Some(first) = records.first() else { return Ok(None) };
+        let stream = Repository::<A>::stream_id(id).map_err(|error| fail(error.into()))?;
+        if first.stream != stream {
+            return Err(fail(Error::Store(StoreError::DuplicateEventId {
+                id: first.id,
+                stream: first.stream.clone(),
+                version: first.stream_version,
+            })));
+        }
+        Self::outcome(&records).map(Some).map_err(fail)
+    }
+
+    /// A command's outcome from its recorded events.
+    fn outcome(records: &[Arc<crate::envelope::RecordedEvent>]) -> Result<Done<A>, Error> {
+        let events = records.iter().map(crate::envelope::RecordedEvent::to_envelope).collect::<Result<Vec<_>, _>>()?;
+        Ok((records.last().map_or(0, |record| record.stream_version), events))
     }
 
     async fn is_stale(&self, id: &A::Id, version: u64) -> Result<bool, Error> {

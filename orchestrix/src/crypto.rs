@@ -506,6 +506,13 @@ impl<S: EventStore> EventStore for CryptoStore<S> {
         open_all(Arc::clone(&self.keys), self.inner.subscribe(from_position, filter))
     }
 
+    /// The inner store's event, opened.
+    async fn read_event(&self, id: Uuid) -> Result<Option<Arc<RecordedEvent>>, StoreError> {
+        let Some(record) = self.inner.read_event(id).await? else { return Ok(None) };
+        let one: EventStream<'_> = Box::pin(futures_util::stream::once(async move { Ok(record) }));
+        open_all(Arc::clone(&self.keys), one).next().await.transpose()
+    }
+
     async fn stream_version(&self, stream: &StreamId) -> Result<Option<u64>, StoreError> {
         self.inner.stream_version(stream).await
     }

@@ -131,13 +131,21 @@ impl Orchestrix {
     /// Appends `decision` if `condition` still holds, with the metadata of
     /// `options` on every event (the events' own tags kept). A failed
     /// condition is [`StoreError::ConditionFailed`] inside [`Error::Store`].
+    ///
+    /// With a command id in `options`, the events' ids derive from it
+    /// ([`crate::idempotency::command_event_id`], across the parts in
+    /// order): a retry with the same command id is answered with the
+    /// stored events (ADR 0027).
     pub async fn append_decision(
         &self,
         condition: AppendCondition,
         decision: Decision,
         options: CommandOptions,
     ) -> Result<Vec<Vec<Arc<RecordedEvent>>>, Error> {
+        let given = options.command_id;
         let (_, metadata) = options.resolve();
+        let mut event_ids = (0..)
+            .map(|index| given.map_or_else(uuid::Uuid::now_v7, |id| crate::idempotency::command_event_id(id, index)));
         let parts = decision
             .parts
             .into_iter()
@@ -145,6 +153,7 @@ impl Orchestrix {
                 for event in &mut part.events {
                     let tags = std::mem::take(&mut event.metadata.tags);
                     event.metadata = metadata.clone().with_tags(tags);
+                    event.id = event_ids.next().unwrap_or_else(uuid::Uuid::now_v7);
                 }
                 part
             })
@@ -163,6 +172,10 @@ impl Orchestrix {
     /// `decide` may run several times, so it must not have side effects;
     /// its error is returned as [`CommandError::Rejected`]. Returns the
     /// recorded events of every part, in order.
+    ///
+    /// With a command id in `options`, a second call with the same id
+    /// (a retry whose first call did append) returns the events the first
+    /// one recorded without deciding again (ADR 0027).
     pub async fn decide<E, R, F>(
         &self,
         query: Query,
@@ -174,6 +187,12 @@ impl Orchestrix {
         F: FnMut(&[Envelope<E>]) -> Result<Decision, R>,
     {
         let policy = self.retry_policy();
+        if let Some(command_id) = options.command_id {
+            let applied = crate::idempotency::command_events(&**self.event_store(), command_id).await?;
+            if !applied.is_empty() {
+                return Ok(applied);
+            }
+        }
         let mut attempt = 0;
         loop {
             attempt += 1;

@@ -285,9 +285,18 @@ impl<'de> serde::de::Visitor<'de> for JsonCheck {
 
 /// An event ready to be appended: serialized, not yet positioned.
 ///
-/// The store assigns the id, stream version, global position and time.
+/// The caller gives the event its id ([`NewEvent::encode`] makes a new
+/// UUID v7); the store assigns the stream version, global position and
+/// time. Ids are unique across a store, and they make an append safe to
+/// retry: an append whose events' ids are already stored, in the same
+/// stream and order, is answered with the stored events and writes nothing
+/// (ADR 0027, [`crate::EventStore::append`]). So keep the `NewEvent`s of
+/// an append whose outcome is unknown, and retry with them.
 #[derive(Debug, Clone)]
 pub struct NewEvent {
+    /// The event's id, unique across the store (UUID v7 by default, so
+    /// that ids sort by time and the stores' id indexes grow at one end).
+    pub id: Uuid,
     /// The stable type name, for example `AccountOpened`.
     pub event_type: String,
     /// The schema version of `data`.
@@ -300,14 +309,24 @@ pub struct NewEvent {
 
 impl NewEvent {
     /// Serializes a typed event, adding its tags ([`Event::tags`]) to
-    /// those of `metadata`.
+    /// those of `metadata`. The event gets a new UUID v7 id; [`NewEvent::with_id`] gives it
+    /// another.
     pub fn encode<E: Event>(event: &E, metadata: Metadata) -> Result<Self, serde_json::Error> {
         Ok(Self {
+            id: Uuid::now_v7(),
             event_type: event.event_type().to_owned(),
             schema_version: event.schema_version(),
             data: event.encode()?,
             metadata: metadata.with_tags(event.tags()),
         })
+    }
+
+    /// The same event with the id `id` (a retry of an append must repeat
+    /// the ids of the first attempt; see [`crate::idempotency`]).
+    #[must_use]
+    pub fn with_id(mut self, id: Uuid) -> Self {
+        self.id = id;
+        self
     }
 
     /// The event's tags ([`Metadata::tags`]).
@@ -319,7 +338,10 @@ impl NewEvent {
 /// An event as stored: serialized data plus everything the store assigned.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RecordedEvent {
-    /// Unique id (UUID v7, so ids sort by time).
+    /// The id the appender gave it ([`NewEvent::id`]), unique across the
+    /// store: UUID v7 by default, so ids sort by time; the events of a
+    /// command with a command id get ids derived from it (UUID v8 that
+    /// start with the command id's timestamp; ADR 0027).
     pub id: Uuid,
     /// The stream the event belongs to.
     pub stream: StreamId,

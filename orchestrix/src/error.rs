@@ -54,10 +54,36 @@ pub enum StoreError {
         /// What is wrong with it.
         reason: String,
     },
-    /// The backend could not be reached or dropped the connection; the
-    /// operation may be retried.
-    #[error("backend unavailable: {0}")]
+    /// Outcome unknown: the operation may or may not have taken effect;
+    /// retrying an append with the same event ids is safe.
+    ///
+    /// The backend could not be reached, or the connection broke or timed
+    /// out before it answered, so an append may have been stored and only
+    /// its acknowledgement lost. Retry it with the same `NewEvent`s (their
+    /// [`crate::NewEvent::id`]s): if the first attempt was stored, the retry
+    /// is answered with the stored events and writes nothing (ADR 0027); a
+    /// command retried with the same command id is applied once. Reads may
+    /// simply be retried.
+    #[error("backend unavailable (the outcome is unknown; an append may be retried with the same event ids): {0}")]
     Unavailable(#[source] BoxError),
+    /// An event id of the append is already stored, and the append is not
+    /// a repetition of the one that stored it: only some of its ids are
+    /// stored, or they are stored in another stream or order. Nothing was
+    /// written. Event ids are unique across a store; an append whose ids
+    /// are *all* stored, as consecutive events of its stream in its order,
+    /// is a retry and is answered with the stored events instead (ADR 0027).
+    #[error(
+        "event id {id} is already stored, at `{stream}` version {version}, by an append this one does not repeat          (a retry repeats every id, in order, to the same stream); nothing was written. Give new events new ids          (or, for a command, a new command id)"
+    )]
+    DuplicateEventId {
+        /// The first id of the append (in its order) that is stored but
+        /// does not fit a retry.
+        id: uuid::Uuid,
+        /// Where that id is stored.
+        stream: StreamId,
+        /// Its version there.
+        version: u64,
+    },
     /// The backend answered with an error.
     #[error("backend error: {0}")]
     Backend(#[source] BoxError),
@@ -72,6 +98,11 @@ impl StoreError {
     /// True for [`StoreError::WrongExpectedVersion`].
     pub fn is_conflict(&self) -> bool {
         matches!(self, Self::WrongExpectedVersion { .. })
+    }
+
+    /// True for [`StoreError::DuplicateEventId`].
+    pub fn is_duplicate_event_id(&self) -> bool {
+        matches!(self, Self::DuplicateEventId { .. })
     }
 
     /// True for [`StoreError::ConditionFailed`].

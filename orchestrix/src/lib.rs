@@ -105,6 +105,7 @@ pub mod decision;
 pub mod envelope;
 pub mod error;
 pub mod event;
+pub mod idempotency;
 pub mod memory;
 pub mod projection;
 pub mod query;

@@ -151,12 +151,28 @@ impl<A: Aggregate> Repository<A> {
 
     /// Appends `events` if the stream is still at `expected`, and returns
     /// them as recorded. A mismatch is [`StoreError::WrongExpectedVersion`].
+    /// The events get new UUID v7 ids.
     pub async fn save(
         &self,
         id: &A::Id,
         expected: ExpectedVersion,
         events: &[A::Event],
         metadata: &Metadata,
+    ) -> Result<Vec<Arc<RecordedEvent>>, Error> {
+        self.save_with_ids(id, expected, events, metadata, |_| uuid::Uuid::now_v7()).await
+    }
+
+    /// [`Repository::save`] with the id of each event (by its index in
+    /// `events`) from `event_id`: the same ids make a retry of the save
+    /// safe (ADR 0027; the command bus passes
+    /// [`crate::idempotency::command_event_id`]).
+    pub async fn save_with_ids(
+        &self,
+        id: &A::Id,
+        expected: ExpectedVersion,
+        events: &[A::Event],
+        metadata: &Metadata,
+        event_id: impl Fn(u32) -> uuid::Uuid + Send,
     ) -> Result<Vec<Arc<RecordedEvent>>, Error> {
         let span = tracing::info_span!(
             "orchestrix.append",
@@ -172,9 +188,9 @@ impl<A: Aggregate> Repository<A> {
         );
         let result = async {
             let stream = Self::stream_id(id)?;
-            let batch = events
-                .iter()
-                .map(|event| NewEvent::encode(event, metadata.clone()))
+            let batch = (0..)
+                .zip(events)
+                .map(|(index, event)| NewEvent::encode(event, metadata.clone()).map(|new| new.with_id(event_id(index))))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|source| Error::Serialize { what: "an event", source })?;
             if !span.is_disabled() {

@@ -131,7 +131,8 @@ impl StreamAppend {
 
 /// Checks the events of one [`EventStore::append`] before anything is
 /// stored: each as [`validate_new_event`](crate::validate_new_event) does
-/// (type, data, metadata, tags). Every adapter calls it first, so every
+/// (type, data, metadata, tags), and no event id twice
+/// ([`crate::idempotency::validate_event_ids`]). Every adapter calls it first, so every
 /// backend refuses the same events with the same
 /// [`StoreError::InvalidInput`].
 ///
@@ -140,6 +141,7 @@ impl StreamAppend {
 /// use orchestrix::{Metadata, NewEvent, StoreError};
 ///
 /// let tagged = |tag: String| NewEvent {
+///     id: orchestrix::Uuid::now_v7(),
 ///     event_type: "StockReceived".into(),
 ///     schema_version: 1,
 ///     data: serde_json::value::RawValue::from_string("{}".into()).unwrap(),
@@ -150,12 +152,13 @@ impl StreamAppend {
 /// assert!(matches!(validate_append(&[too_long]), Err(StoreError::InvalidInput(_))));
 /// ```
 pub fn validate_append(events: &[NewEvent]) -> Result<(), StoreError> {
-    events.iter().try_for_each(crate::envelope::validate_new_event)
+    events.iter().try_for_each(crate::envelope::validate_new_event)?;
+    crate::idempotency::validate_event_ids(events)
 }
 
 /// Checks the input of [`EventStore::append_many`] before anything is
-/// stored: every event as [`validate_append`] does, and no stream appears
-/// twice. Every adapter calls it first.
+/// stored: every event as [`validate_append`] does, no stream appears
+/// twice and no event id twice. Every adapter calls it first.
 ///
 /// ```
 /// use orchestrix::store::{validate_append_many, StreamAppend};
@@ -179,7 +182,7 @@ pub fn validate_append_many(appends: &[StreamAppend]) -> Result<(), StoreError> 
         }
         validate_append(&append.events)?;
     }
-    Ok(())
+    crate::idempotency::validate_event_ids(appends.iter().flat_map(|append| &append.events))
 }
 
 /// The first part of a multi-stream append, in the call's order, whose
@@ -237,6 +240,15 @@ pub trait EventStore: Send + Sync + Debug + 'static {
     /// Either every event is stored or none is. A mismatch is
     /// [`StoreError::WrongExpectedVersion`]. An empty batch checks the
     /// expectation and stores nothing.
+    ///
+    /// **Safe to retry** (ADR 0027, [`crate::idempotency`]): event ids are
+    /// unique across the store. If every event's id is already stored, as
+    /// consecutive events of `stream` in this order, the append is a retry
+    /// of one that was stored: it returns the stored events and writes
+    /// nothing, whatever `expected` says now. If only some are, or they
+    /// are stored elsewhere, it is [`StoreError::DuplicateEventId`] and
+    /// writes nothing. Two events with one id are
+    /// [`StoreError::InvalidInput`].
     async fn append(
         &self,
         stream: &StreamId,
@@ -259,8 +271,14 @@ pub trait EventStore: Send + Sync + Debug + 'static {
     /// - A part with no events is a guard: its expectation must hold, and it
     ///   writes nothing. An empty `appends` stores nothing.
     /// - A stream that appears in two parts is refused with
-    ///   [`StoreError::InvalidInput`], as is an invalid event type (see
-    ///   [`validate_append_many`]), before anything is stored.
+    ///   [`StoreError::InvalidInput`], as is an invalid event type or an
+    ///   event id used twice (see [`validate_append_many`]), before
+    ///   anything is stored.
+    /// - **Safe to retry** like [`EventStore::append`]: a call whose ids
+    ///   are all stored, each part's as consecutive events of its stream,
+    ///   returns the stored events per part and writes nothing (guards
+    ///   are not checked again); some ids stored is
+    ///   [`StoreError::DuplicateEventId`].
     ///
     /// There is deliberately no default implementation: a loop of
     /// [`EventStore::append`]s is not atomic, and an adapter that cannot make
@@ -279,6 +297,25 @@ pub trait EventStore: Send + Sync + Debug + 'static {
     /// then follows it: new events arrive as they are committed. A reader
     /// never sees an event at a position lower than one it has already seen.
     fn subscribe(&self, from_position: u64, filter: EventFilter) -> EventStream<'static>;
+
+    /// The stored event whose id is `id`, if any: how the command bus
+    /// tells whether a command id was already applied (ADR 0027).
+    ///
+    /// The default is correct but slow: it reads the whole global log.
+    /// Adapters with an index on the event id override it.
+    async fn read_event(&self, id: Uuid) -> Result<Option<Arc<RecordedEvent>>, StoreError> {
+        use futures_util::StreamExt as _;
+        /// Every event: a `static`, so the read can borrow it.
+        static ALL: EventFilter = EventFilter { event_types: None };
+        let mut events = self.read_all(0, &ALL);
+        while let Some(event) = events.next().await {
+            let event = event?;
+            if event.id == id {
+                return Ok(Some(event));
+            }
+        }
+        Ok(None)
+    }
 
     /// The version of the last event of `stream`, or `None` if it has none.
     async fn stream_version(&self, stream: &StreamId) -> Result<Option<u64>, StoreError>;
@@ -318,6 +355,9 @@ pub trait EventStore: Send + Sync + Debug + 'static {
     ///   [`StoreError::WrongExpectedVersion`] as for `append_many`.
     /// - **No write skew**: of two concurrent conditional appends where the
     ///   events of each match the query of the other, at most one succeeds.
+    /// - **Safe to retry** like [`EventStore::append_many`]: a call whose
+    ///   ids are all stored is answered with the stored events, even
+    ///   though its own events now break its condition.
     /// - Events appended through [`EventStore::append`] or
     ///   [`EventStore::append_many`] are seen by the check once committed;
     ///   adapters that serialize writers (memory, SQLite) also order them

@@ -52,6 +52,7 @@
 //! let globex = TenantStore::new(shared.clone(), "globex")?;
 //! let stream = StreamId::new("Account", "1")?;
 //! let event = || NewEvent {
+//!     id: orchestrix::Uuid::now_v7(),
 //!     event_type: "Opened".into(),
 //!     schema_version: 1,
 //!     data: serde_json::value::RawValue::from_string("{}".into()).unwrap(),
@@ -357,7 +358,21 @@ impl<S: EventStore> TenantStore<S> {
                 let stream = Self::outer_stream(&self.prefix, &stream).unwrap_or(stream);
                 Err(StoreError::WrongExpectedVersion { stream, expected, actual })
             }
-            Err(error) => Err(error),
+            Err(error) => Err(self.outer_error(error)),
+        }
+    }
+}
+
+impl<S> TenantStore<S> {
+    /// A [`StoreError::DuplicateEventId`] names the stream as the caller
+    /// knows it (ADR 0027); other errors pass through.
+    fn outer_error(&self, error: StoreError) -> StoreError {
+        match error {
+            StoreError::DuplicateEventId { id, stream, version } => {
+                let stream = Self::outer_stream(&self.prefix, &stream).unwrap_or(stream);
+                StoreError::DuplicateEventId { id, stream, version }
+            }
+            error => error,
         }
     }
 }
@@ -377,7 +392,7 @@ impl<S: EventStore> EventStore for TenantStore<S> {
             Err(StoreError::WrongExpectedVersion { expected, actual, .. }) => {
                 Err(StoreError::WrongExpectedVersion { stream: stream.clone(), expected, actual })
             }
-            Err(error) => Err(error),
+            Err(error) => Err(self.outer_error(error)),
         }
     }
 
@@ -461,6 +476,11 @@ impl<S: EventStore> EventStore for TenantStore<S> {
 
     fn subscribe(&self, from_position: u64, filter: EventFilter) -> EventStream<'static> {
         confine(Arc::clone(&self.prefix), self.inner.subscribe(from_position, filter))
+    }
+
+    /// The inner store's event, if it is this tenant's.
+    async fn read_event(&self, id: Uuid) -> Result<Option<Arc<RecordedEvent>>, StoreError> {
+        Ok(self.inner.read_event(id).await?.and_then(|record| outer_record(&self.prefix, &record)))
     }
 
     async fn stream_version(&self, stream: &StreamId) -> Result<Option<u64>, StoreError> {

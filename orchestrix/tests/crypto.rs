@@ -274,6 +274,7 @@ async fn personal_data_without_a_subject_or_tampered_ciphertext_is_a_typed_error
     let flipped = if data.starts_with('A') { data.replacen('A', "B", 1) } else { format!("A{}", &data[1..]) };
     value["name"][ENCRYPTED_MARKER]["data"] = serde_json::Value::String(flipped);
     let tampered = NewEvent {
+        id: orchestrix::Uuid::now_v7(),
         event_type: stored.event_type.clone(),
         schema_version: 1,
         data: serde_json::value::to_raw_value(&value).unwrap(),

@@ -21,6 +21,7 @@ use serde_json::value::RawValue;
 
 fn event(event_type: &str, amount: u64) -> NewEvent {
     NewEvent {
+        id: orchestrix::Uuid::now_v7(),
         event_type: event_type.into(),
         schema_version: 1,
         data: RawValue::from_string(format!(r#"{{"amount":{amount}}}"#)).unwrap(),

@@ -23,6 +23,7 @@ use uuid::Uuid;
 
 fn event(event_type: &str, n: u32) -> NewEvent {
     NewEvent {
+        id: orchestrix::Uuid::now_v7(),
         event_type: event_type.to_owned(),
         schema_version: 1,
         data: RawValue::from_string(format!("{{\"n\":{n}}}")).unwrap(),
@@ -301,6 +302,13 @@ async fn a_view_passes_the_port_checks() {
         conditions::no_write_skew_across_queries(fresh()).await;
         conditions::append_if_refuses_unreadable_payloads(fresh()).await;
     }
+    conformance::idempotent_append::events_keep_their_ids(fresh()).await;
+    conformance::idempotent_append::retried_append_is_answered_as_the_original(fresh()).await;
+    conformance::idempotent_append::retry_after_the_stream_moved_on(fresh()).await;
+    conformance::idempotent_append::partial_or_foreign_ids_are_refused(fresh()).await;
+    conformance::idempotent_append::concurrent_copies_store_once(fresh()).await;
+    conformance::idempotent_append::retried_append_many_is_answered_as_the_original(fresh()).await;
+    conformance::idempotent_append::retried_append_if_is_answered_as_the_original(fresh()).await;
     conformance::snapshot_store(|| async { view(InMemorySnapshotStore::new()) }).await;
     conformance::checkpoint_store(|| async { view(InMemoryCheckpointStore::new()) }).await;
     conformance::key_value_store(|| async { view(InMemoryKeyValueStore::new()) }).await;

@@ -35,6 +35,7 @@ fn fixture() -> Fixture {
 
 fn raw(event_type: &str, schema_version: u32, data: &str) -> NewEvent {
     NewEvent {
+        id: orchestrix::Uuid::now_v7(),
         event_type: event_type.into(),
         schema_version,
         data: RawValue::from_string(data.into()).unwrap(),

@@ -198,6 +198,7 @@ async fn legacy_events(app: &Orchestrix, people: &People) -> Result {
     let stream = Repository::<Account>::stream_id(&people.bob)?;
     let legacy = |event_type: &str, data: &str| -> Result<NewEvent> {
         Ok(NewEvent {
+            id: orchestrix::Uuid::now_v7(),
             event_type: event_type.into(),
             schema_version: 1,
             data: RawValue::from_string(data.into())?,

@@ -13,23 +13,32 @@
 //!
 //! Errors are JSON, `{"error": <code>, "message": <text>}`: a domain
 //! rejection is 422, an unknown account 404, an existing one or a lost
-//! concurrency race 409.
+//! concurrency race 409, a store that did not answer 503 (the outcome is
+//! unknown: retry with the same `Idempotency-Key`).
+//!
+//! **Retries are safe with an `Idempotency-Key` header** (ADR 0027): the
+//! command id of a `POST` derives from the key (within the route and the
+//! account), so a retried request (a timeout, a double click) is applied
+//! once and answered as the first was. A retried `POST /accounts` gets the
+//! same account, whose id derives from the key too. Without the header,
+//! every request is a new command.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::extract::{Path, Query, Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use bank::{Account, Balances, BankError, Deposit, OpenAccount, Withdraw};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use orchestrix::idempotency::command_id_from_key;
 use orchestrix::memory::InMemoryCheckpointStore;
 use orchestrix::projection::{ProjectionEngine, ProjectionHandle, ProjectionOptions};
 use orchestrix::trace::TraceHeaders;
-use orchestrix::{telemetry, CommandError, CommandOutcome, Orchestrix, Uuid};
+use orchestrix::{telemetry, CommandError, CommandOptions, CommandOutcome, Orchestrix, StoreError, Uuid};
 use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
@@ -122,7 +131,8 @@ pub struct ApiError {
 /// The body of an error response.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct ErrorBody {
-    /// A stable code: `rejected`, `not_found`, `conflict`, `bad_request`, `internal`.
+    /// A stable code: `rejected`, `not_found`, `conflict`, `bad_request`,
+    /// `unavailable`, `key_reused`, `internal`.
     pub error: String,
     /// What went wrong, for people.
     pub message: String,
@@ -142,6 +152,12 @@ impl From<CommandError<BankError>> for ApiError {
             CommandError::AggregateAlreadyExists { .. } | CommandError::Conflict { .. } => {
                 (StatusCode::CONFLICT, "conflict")
             }
+            CommandError::Framework(orchestrix::Error::Store(StoreError::Unavailable(_))) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+            }
+            CommandError::Framework(orchestrix::Error::Store(StoreError::DuplicateEventId { .. })) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "key_reused")
+            }
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
         if status.is_server_error() {
@@ -149,6 +165,28 @@ impl From<CommandError<BankError>> for ApiError {
         }
         Self { status, code, message: error.to_string() }
     }
+}
+
+/// The longest `Idempotency-Key` accepted, in bytes.
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
+
+/// The request's `Idempotency-Key`, if it sent one: 1 to
+/// [`MAX_IDEMPOTENCY_KEY_LEN`] bytes of visible ASCII.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else { return Ok(None) };
+    let key = value.to_str().ok().filter(|key| !key.is_empty() && key.len() <= MAX_IDEMPOTENCY_KEY_LEN);
+    key.map(Some).ok_or_else(|| ApiError {
+        status: StatusCode::BAD_REQUEST,
+        code: "bad_request",
+        message: format!("the Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} bytes of visible ASCII"),
+    })
+}
+
+/// The options of a command in `scope` (the route and the account): with
+/// an `Idempotency-Key`, a command id derived from it.
+fn command_options(headers: &HeaderMap, scope: &str) -> Result<CommandOptions, ApiError> {
+    let command_id = idempotency_key(headers)?.map(|key| command_id_from_key(scope, key));
+    Ok(CommandOptions { command_id, ..CommandOptions::default() })
 }
 
 fn parse_id(id: &str) -> Result<Uuid, ApiError> {
@@ -181,9 +219,15 @@ pub struct OpenRequest {
     pub owner: String,
 }
 
-async fn open(State(state): State<AppState>, Json(body): Json<OpenRequest>) -> Result<impl IntoResponse, ApiError> {
-    let id = Uuid::now_v7();
-    let outcome = state.app.execute(id, OpenAccount { owner: body.owner }).await?;
+async fn open(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Json(body): Json<OpenRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    // A retried request opens the same account: its id derives from the key.
+    let id = idempotency_key(&headers)?.map_or_else(Uuid::now_v7, |key| command_id_from_key("account-id", key));
+    let options = command_options(&headers, "open")?;
+    let outcome = state.app.execute_with(id, OpenAccount { owner: body.owner }, options).await?;
     Ok((StatusCode::CREATED, Json(accepted(id, &outcome))))
 }
 
@@ -197,10 +241,12 @@ pub struct DepositRequest {
 async fn deposit(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    headers: HeaderMap,
     Json(body): Json<DepositRequest>,
 ) -> Result<Json<Accepted>, ApiError> {
     let id = parse_id(&id)?;
-    let outcome = state.app.execute(id, Deposit { amount: body.amount }).await?;
+    let options = command_options(&headers, &format!("deposit:{id}"))?;
+    let outcome = state.app.execute_with(id, Deposit { amount: body.amount }, options).await?;
     Ok(Json(accepted(id, &outcome)))
 }
 
@@ -217,10 +263,12 @@ pub struct WithdrawRequest {
 async fn withdraw(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    headers: HeaderMap,
     Json(body): Json<WithdrawRequest>,
 ) -> Result<Json<Accepted>, ApiError> {
     let id = parse_id(&id)?;
-    let outcome = state.app.execute(id, Withdraw { amount: body.amount, reason: body.reason }).await?;
+    let options = command_options(&headers, &format!("withdraw:{id}"))?;
+    let outcome = state.app.execute_with(id, Withdraw { amount: body.amount, reason: body.reason }, options).await?;
     Ok(Json(accepted(id, &outcome)))
 }
 

@@ -93,6 +93,70 @@ async fn commands_queries_errors_metrics_and_health_over_http() {
     running.server.await.unwrap();
 }
 
+/// A retried request (the same `Idempotency-Key`) is applied once and
+/// answered as the first; another key is another command.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_request_with_an_idempotency_key_is_applied_once() {
+    let running = start().await;
+    let base = &running.base;
+    let http = reqwest::Client::new();
+    let post = |path: String, key: &'static str, body: serde_json::Value| {
+        http.post(format!("{base}{path}")).header("Idempotency-Key", key).json(&body).send()
+    };
+
+    // Opening twice with one key: one account, the same answer.
+    let first: Accepted =
+        post("/accounts".into(), "open-1", json!({ "owner": "Ada" })).await.unwrap().json().await.unwrap();
+    let again = post("/accounts".into(), "open-1", json!({ "owner": "Ada" })).await.unwrap();
+    assert_eq!(again.status(), 201);
+    let again: Accepted = again.json().await.unwrap();
+    assert_eq!((again.id, again.version, again.global_position), (first.id, first.version, first.global_position));
+    let id = first.id;
+
+    // A deposit sent three times at once (the client timed out twice).
+    let sends: Vec<_> = (0..3)
+        .map(|_| {
+            let (http, url) = (http.clone(), format!("{base}/accounts/{id}/deposits"));
+            tokio::spawn(async move {
+                let response =
+                    http.post(url).header("Idempotency-Key", "dep-1").json(&json!({ "amount": 70 })).send().await;
+                let response = response.unwrap();
+                assert_eq!(response.status(), 200);
+                response.json::<Accepted>().await.unwrap()
+            })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for send in sends {
+        answers.push(send.await.unwrap());
+    }
+    for answer in &answers {
+        assert_eq!((answer.version, answer.global_position), (answers[0].version, answers[0].global_position));
+    }
+    assert_eq!(answers[0].version, 2);
+    // Another key is another deposit.
+    let other: Accepted =
+        post(format!("/accounts/{id}/deposits"), "dep-2", json!({ "amount": 5 })).await.unwrap().json().await.unwrap();
+    assert_eq!(other.version, 3);
+
+    let view: BalanceView =
+        http.get(format!("{base}/accounts/{id}?min_version=3")).send().await.unwrap().json().await.unwrap();
+    assert_eq!((view.balance, view.version), (75, 3), "the retried deposit counted once");
+
+    // A key that is not visible ASCII is refused.
+    let bad = http
+        .post(format!("{base}/accounts/{id}/deposits"))
+        .header("Idempotency-Key", "")
+        .json(&json!({ "amount": 1 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+
+    running.stop.send(()).unwrap();
+    running.server.await.unwrap();
+}
+
 fn uuid_like() -> String {
     "0190a0b0-0000-7000-8000-000000000001".to_owned()
 }

@@ -32,7 +32,7 @@ use serde_json::value::RawValue;
 use sqlx::{Postgres, Transaction};
 
 use super::{Batch, PgStore, ANY_RETRIES, MAX_BATCH};
-use crate::common::{is_unique_violation, map_err, now_micros, recorded_events, to_i64};
+use crate::common::{is_unique_violation, map_err, may_be_retry, now_micros, recorded_events, to_i64};
 
 /// The event type of a guard's placeholder row; it never commits.
 const GUARD_TYPE: &str = "$orchestrix-guard";
@@ -106,8 +106,17 @@ impl PgStore {
                         })
                         .collect());
                 }
+                Err(Failed::Error(error)) if may_be_retry(&error) => {
+                    let parts: Vec<_> = appends.iter().map(|a| (&a.stream, a.events.as_slice())).collect();
+                    return self.retried(&parts).await?.ok_or(error);
+                }
                 Err(Failed::Error(error)) => return Err(error),
                 Err(Failed::Conflict) => {
+                    // A retry of a stored call (ADR 0027), or a conflict.
+                    let parts: Vec<_> = appends.iter().map(|a| (&a.stream, a.events.as_slice())).collect();
+                    if let Some(answer) = self.retried(&parts).await? {
+                        return Ok(answer);
+                    }
                     let mut actual = Vec::with_capacity(appends.len());
                     for append in &appends {
                         actual.push(self.fetch_version(&append.stream).await?);

@@ -245,6 +245,7 @@ mod tests {
 
     fn event(event_type: &str, tags: &[&str]) -> NewEvent {
         NewEvent {
+            id: orchestrix::Uuid::now_v7(),
             event_type: event_type.to_owned(),
             schema_version: 1,
             data: RawValue::from_string("{}".to_owned()).unwrap(),

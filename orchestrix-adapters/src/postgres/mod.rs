@@ -7,6 +7,9 @@
 //!   stream's actual version. There is no global hot row or table lock.
 //!   A multi-stream append runs one such statement per stream in one
 //!   transaction (ADR 0018).
+//! - **Retries** (ADR 0027): event ids are unique (an index); an append
+//!   that fails looks its ids up and is answered with the stored events
+//!   if it repeats a stored append ([`idempotency`]).
 //! - **Group commit** (ADR 0024): appends that arrive while one of the
 //!   store's statements is in flight ([`PgConfig::with_group_commit`])
 //!   share the next statement, so one commit and one WAL flush; each
@@ -43,6 +46,7 @@
 mod append_many;
 mod dcb;
 mod group_commit;
+mod idempotency;
 mod keys;
 mod lease;
 mod ports;
@@ -651,7 +655,7 @@ impl Part {
         Ok(Self {
             stream: stream.clone(),
             expected,
-            ids: events.iter().map(|_| Uuid::now_v7()).collect(),
+            ids: events.iter().map(|event| event.id).collect(),
             metadata: metadata_texts(&events)?,
             events,
             recorded_at: now_micros(),
@@ -715,7 +719,11 @@ impl PgStore {
             let rows = match query.fetch_all(&self.inner.pool).await {
                 Ok(rows) if rows.len() == events.len() => rows,
                 Ok(_) => {
-                    // The expectation failed in the statement's snapshot.
+                    // The expectation failed in the statement's snapshot:
+                    // a retry of a stored append (ADR 0027), or a conflict.
+                    if let Some(mut answer) = self.retried(&[(&stream, &events)]).await? {
+                        return Ok(answer.pop().unwrap_or_default());
+                    }
                     let actual = self.fetch_version(&stream).await?;
                     if expected.admits(actual) {
                         continue; // the stream moved on to it meanwhile
@@ -723,6 +731,10 @@ impl PgStore {
                     return Err(conflict(actual));
                 }
                 Err(error) if is_unique_violation(&error) => {
+                    // The event id's index (a retry), or a lost race.
+                    if let Some(mut answer) = self.retried(&[(&stream, &events)]).await? {
+                        return Ok(answer.pop().unwrap_or_default());
+                    }
                     let actual = self.fetch_version(&stream).await?;
                     if expected == ExpectedVersion::Any || expected.admits(actual) {
                         continue;
@@ -754,7 +766,7 @@ struct Batch<'a> {
 impl<'a> Batch<'a> {
     fn new(events: &'a [NewEvent]) -> Result<Self, StoreError> {
         Ok(Batch {
-            ids: events.iter().map(|_| Uuid::now_v7()).collect(),
+            ids: events.iter().map(|event| event.id).collect(),
             types: events.iter().map(|event| event.event_type.as_str()).collect(),
             schemas: events.iter().map(|event| i64::from(event.schema_version)).collect(),
             data: events.iter().map(|event| event.data.get()).collect(),
@@ -862,6 +874,10 @@ impl EventStore for PgStore {
             Some((item, state))
         })
         .boxed()
+    }
+
+    async fn read_event(&self, id: Uuid) -> Result<Option<Arc<RecordedEvent>>, StoreError> {
+        self.event_by_id(id).await
     }
 
     async fn stream_version(&self, stream: &StreamId) -> Result<Option<u64>, StoreError> {

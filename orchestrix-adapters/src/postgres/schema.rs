@@ -17,6 +17,7 @@ pub(super) const MIGRATIONS: &[Migration] = &[
     Migration { version: 1, name: "initial", sql: initial },
     Migration { version: 2, name: "data_keys", sql: data_keys },
     Migration { version: 3, name: "tags", sql: super::dcb::tags },
+    Migration { version: 4, name: "event_ids", sql: super::idempotency::event_ids },
 ];
 
 /// The second migration: data subjects' keys for crypto-shredding
@@ -326,6 +327,10 @@ pub(super) struct Sql {
     pub(super) dl_list: String,
     pub(super) dl_get: String,
     pub(super) dl_remove: String,
+    /// The events whose ids are in `$1` (ADR 0027).
+    pub(super) by_ids: String,
+    /// The event whose id is `$1`.
+    pub(super) by_id: String,
 }
 
 impl Sql {
@@ -410,6 +415,8 @@ impl Sql {
                 "SELECT id, consumer, event, error, attempts, parked_at FROM \"{s}\".dead_letters WHERE id = $1"
             ),
             dl_remove: format!("DELETE FROM \"{s}\".dead_letters WHERE id = $1"),
+            by_ids: format!("SELECT {COLUMNS} FROM {events} WHERE event_id = ANY($1::uuid[])"),
+            by_id: format!("SELECT {COLUMNS} FROM {events} WHERE event_id = $1"),
         }
     }
 }

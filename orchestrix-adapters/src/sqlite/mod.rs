@@ -13,11 +13,16 @@
 //! part in one such transaction.
 //! Subscriptions poll, and appends made through the same store instance
 //! wake them at once.
+//! Event ids are unique (an index, created by [`SqliteStore::migrate`] on
+//! old databases too): an append that fails looks its ids up and is
+//! answered with the stored events if it repeats a stored append
+//! (ADR 0027).
 
 mod keys;
 mod ports;
 mod retag;
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -27,6 +32,7 @@ use async_trait::async_trait;
 use chrono::DateTime;
 use futures_util::stream::{self, StreamExt};
 use orchestrix::envelope::{NewEvent, RecordedEvent};
+use orchestrix::idempotency::{answer_retry, validate_event_ids};
 use orchestrix::query::AppendCondition;
 use orchestrix::store::{
     first_conflict, validate_append_if, validate_append_many, EventFilter, EventStore, EventStream, ExpectedVersion,
@@ -39,7 +45,8 @@ use tokio::sync::{watch, Mutex};
 use uuid::Uuid;
 
 use crate::common::{
-    decode_rows, map_err, next_cursor, now_micros, paged, recorded_events, to_i64, validate_identifier, EventRow, CHUNK,
+    decode_rows, map_err, may_be_retry, next_cursor, now_micros, paged, recorded_events, to_i64, validate_identifier,
+    EventRow, CHUNK,
 };
 
 /// The configuration of a [`SqliteStore`]: the table prefix and polling.
@@ -115,6 +122,7 @@ fn schema(p: &str) -> String {
     recorded_at INTEGER NOT NULL,
     UNIQUE (category, aggregate_id, stream_version)
 );
+CREATE UNIQUE INDEX IF NOT EXISTS {p}events_event_id ON {p}events (event_id);
 CREATE TABLE IF NOT EXISTS {p}snapshots (
     category TEXT NOT NULL,
     aggregate_id TEXT NOT NULL,
@@ -215,6 +223,10 @@ struct Sql {
     /// JSON array `?2` (a query's items, ADR 0023): of one of the item's
     /// `event_types` (any if empty) and carrying every one of its `tags`.
     condition: String,
+    /// The events whose ids are in the JSON array `?1` (ADR 0027).
+    by_ids: String,
+    /// The event whose id is `?1`.
+    by_id: String,
 }
 
 const COLUMNS: &str = "global_position, event_id, category, aggregate_id, stream_version, event_type, schema_version, \
@@ -290,6 +302,8 @@ impl Sql {
             ),
             dl_get: format!("SELECT id, consumer, event, error, attempts, parked_at FROM {p}dead_letters WHERE id = ?1"),
             dl_remove: format!("DELETE FROM {p}dead_letters WHERE id = ?1"),
+            by_ids: format!("SELECT {COLUMNS} FROM {p}events WHERE event_id IN (SELECT value FROM json_each(?1))"),
+            by_id: format!("SELECT {COLUMNS} FROM {p}events WHERE event_id = ?1"),
             condition: format!(
                 "SELECT e.global_position FROM {p}events e WHERE e.global_position > ?1 AND EXISTS (\
                  SELECT 1 FROM json_each(?2) item WHERE \
@@ -355,7 +369,8 @@ impl SqliteStore {
         }
     }
 
-    /// Creates the tables if they are missing.
+    /// Creates the tables and indexes that are missing (so it also upgrades
+    /// a database of an older version).
     pub async fn migrate(&self) -> Result<(), StoreError> {
         let _writer = self.inner.writer.lock().await;
         sqlx::raw_sql(&schema(&self.inner.config.prefix)).execute(&self.inner.pool).await.map_err(map_err)?;
@@ -368,7 +383,8 @@ impl SqliteStore {
     }
 
     /// A multi-stream append in one `BEGIN IMMEDIATE` transaction, checked
-    /// against `condition` (if any) and then the parts' expectations.
+    /// against `condition` (if any) and then the parts' expectations; a
+    /// failed one may be the retry of a stored one (ADR 0027).
     async fn append_checked(
         &self,
         condition: Option<&AppendCondition>,
@@ -376,7 +392,56 @@ impl SqliteStore {
     ) -> Result<Vec<Vec<Arc<RecordedEvent>>>, StoreError> {
         let batches = appends.iter().map(|append| json_batch(&append.events)).collect::<Result<Vec<_>, _>>()?;
         let recorded_at = now_micros();
-        let inserted = {
+        let inserted = match self.insert_checked(condition, &appends, &batches, recorded_at).await {
+            Ok(inserted) => inserted,
+            Err(error) if may_be_retry(&error) => {
+                let parts: Vec<_> = appends.iter().map(|append| (&append.stream, append.events.as_slice())).collect();
+                return self.retried(&parts).await?.ok_or(error);
+            }
+            Err(error) => return Err(error),
+        };
+        if inserted.iter().any(|rows| !rows.is_empty()) {
+            self.inner.wake.send_modify(|n| *n = n.wrapping_add(1));
+        }
+        Ok(appends
+            .into_iter()
+            .zip(inserted)
+            .zip(batches)
+            .map(|((append, rows), (ids, _))| recorded_events(&append.stream, recorded_at, rows, append.events, ids))
+            .collect())
+    }
+
+    /// The events stored with the ids of `parts`, as the answer to an
+    /// append that failed ([`orchestrix::idempotency::answer_retry`]).
+    async fn retried(
+        &self,
+        parts: &[(&StreamId, &[NewEvent])],
+    ) -> Result<Option<Vec<Vec<Arc<RecordedEvent>>>>, StoreError> {
+        let ids: Vec<String> =
+            parts.iter().flat_map(|(_, events)| events.iter()).map(|event| event.id.to_string()).collect();
+        let rows = sqlx::query(&self.inner.sql.by_ids)
+            .bind(serde_json::Value::from(ids).to_string())
+            .fetch_all(&self.inner.pool)
+            .await
+            .map_err(map_err)?;
+        let mut stored = HashMap::with_capacity(rows.len());
+        for row in &rows {
+            let record = event_row(row)?.into_record()?;
+            stored.insert(record.id, record);
+        }
+        answer_retry(parts, |id| stored.get(&id).cloned())
+    }
+
+    /// [`SqliteStore::append_checked`]'s transaction: the rows inserted per
+    /// part, or why nothing was.
+    async fn insert_checked(
+        &self,
+        condition: Option<&AppendCondition>,
+        appends: &[StreamAppend],
+        batches: &[(Vec<Uuid>, String)],
+        recorded_at: DateTime<chrono::Utc>,
+    ) -> Result<Vec<Vec<(i64, i64)>>, StoreError> {
+        {
             let _writer = self.inner.writer.lock().await;
             // One transaction under the file's write lock: every part's
             // version is read and checked first, then every part inserted.
@@ -399,14 +464,14 @@ impl SqliteStore {
                 }
             }
             let mut actual = Vec::with_capacity(appends.len());
-            for append in &appends {
+            for append in appends {
                 actual.push(self.fetch_version(&mut *tx, &append.stream).await?);
             }
-            if let Some(conflict) = first_conflict(&appends, &actual) {
+            if let Some(conflict) = first_conflict(appends, &actual) {
                 return Err(conflict);
             }
             let mut inserted = Vec::with_capacity(appends.len());
-            for ((append, version), (_, batch)) in appends.iter().zip(&actual).zip(&batches) {
+            for ((append, version), (_, batch)) in appends.iter().zip(&actual).zip(batches) {
                 if append.events.is_empty() {
                     inserted.push(Vec::new());
                     continue;
@@ -423,17 +488,40 @@ impl SqliteStore {
                 inserted.push(rows);
             }
             tx.commit().await.map_err(map_err)?;
-            inserted
-        };
-        if inserted.iter().any(|rows| !rows.is_empty()) {
-            self.inner.wake.send_modify(|n| *n = n.wrapping_add(1));
+            Ok(inserted)
         }
-        Ok(appends
-            .into_iter()
-            .zip(inserted)
-            .zip(batches)
-            .map(|((append, rows), (ids, _))| recorded_events(&append.stream, recorded_at, rows, append.events, ids))
-            .collect())
+    }
+
+    /// An append after the stream's current version, checked against
+    /// `expected`, in a `BEGIN IMMEDIATE` transaction: the rows inserted.
+    async fn insert_after(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        batch: &str,
+        empty: bool,
+        recorded_at: DateTime<chrono::Utc>,
+    ) -> Result<Vec<(i64, i64)>, StoreError> {
+        let _writer = self.inner.writer.lock().await;
+        let mut tx = self.inner.pool.begin_with("BEGIN IMMEDIATE").await.map_err(map_err)?;
+        let actual = self.fetch_version(&mut *tx, stream).await?;
+        if !expected.admits(actual) {
+            return Err(StoreError::WrongExpectedVersion { stream: stream.clone(), expected, actual });
+        }
+        if empty {
+            return Ok(Vec::new());
+        }
+        let inserted: Vec<(i64, i64)> = sqlx::query_as(&self.inner.sql.append)
+            .bind(stream.category())
+            .bind(stream.id())
+            .bind(to_i64(actual.unwrap_or(0)))
+            .bind(recorded_at.timestamp_micros())
+            .bind(batch)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(inserted)
     }
 
     async fn fetch_version<'e, E>(&self, executor: E, stream: &StreamId) -> Result<Option<u64>, StoreError>
@@ -505,7 +593,7 @@ impl Inner {
 /// The ids given to `events` and the batch as the JSON array the append
 /// statement reads: `[id, type, schema version, data, metadata]` tuples.
 fn json_batch(events: &[NewEvent]) -> Result<(Vec<Uuid>, String), StoreError> {
-    let ids: Vec<Uuid> = events.iter().map(|_| Uuid::now_v7()).collect();
+    let ids: Vec<Uuid> = events.iter().map(|event| event.id).collect();
     let mut rows = Vec::with_capacity(events.len());
     for (event, id) in events.iter().zip(&ids) {
         let metadata = serde_json::to_string(&event.metadata)
@@ -566,36 +654,29 @@ impl EventStore for SqliteStore {
                 Err(error) if crate::common::is_unique_violation(&error) => {}
                 Err(error) => return Err(map_err(error)),
             }
-            // Nothing was written: the stream was not at `base` (unless
-            // another process moved it there meanwhile; then the
-            // transaction below decides).
+            // Nothing was written: the append is the retry of a stored one
+            // (ADR 0027), or the stream was not at `base` (unless another
+            // process moved it there meanwhile; then the transaction below
+            // decides).
+            if let Some(mut answer) = self.retried(&[(stream, &events)]).await? {
+                return Ok(answer.pop().unwrap_or_default());
+            }
             let actual = self.fetch_version(&self.inner.pool, stream).await?;
             if !expected.admits(actual) {
                 return Err(StoreError::WrongExpectedVersion { stream: stream.clone(), expected, actual });
             }
         }
-        let inserted = {
-            let _writer = self.inner.writer.lock().await;
-            let mut tx = self.inner.pool.begin_with("BEGIN IMMEDIATE").await.map_err(map_err)?;
-            let actual = self.fetch_version(&mut *tx, stream).await?;
-            if !expected.admits(actual) {
-                return Err(StoreError::WrongExpectedVersion { stream: stream.clone(), expected, actual });
+        let inserted = match self.insert_after(stream, expected, &batch, events.is_empty(), recorded_at).await {
+            Ok(inserted) => inserted,
+            Err(error) if may_be_retry(&error) && !events.is_empty() => {
+                let mut answer = self.retried(&[(stream, &events)]).await?.ok_or(error)?;
+                return Ok(answer.pop().unwrap_or_default());
             }
-            if events.is_empty() {
-                return Ok(Vec::new());
-            }
-            let inserted: Vec<(i64, i64)> = sqlx::query_as(&self.inner.sql.append)
-                .bind(stream.category())
-                .bind(stream.id())
-                .bind(to_i64(actual.unwrap_or(0)))
-                .bind(recorded_at.timestamp_micros())
-                .bind(&batch)
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(map_err)?;
-            tx.commit().await.map_err(map_err)?;
-            inserted
+            Err(error) => return Err(error),
         };
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
         self.inner.wake.send_modify(|n| *n = n.wrapping_add(1));
         Ok(recorded_events(stream, recorded_at, inserted, events, ids))
     }
@@ -680,6 +761,15 @@ impl EventStore for SqliteStore {
             Some((item, state))
         })
         .boxed()
+    }
+
+    async fn read_event(&self, id: Uuid) -> Result<Option<Arc<RecordedEvent>>, StoreError> {
+        let row = sqlx::query(&self.inner.sql.by_id)
+            .bind(id.to_string())
+            .fetch_optional(&self.inner.pool)
+            .await
+            .map_err(map_err)?;
+        row.map(|row| event_row(&row)?.into_record()).transpose()
     }
 
     async fn stream_version(&self, stream: &StreamId) -> Result<Option<u64>, StoreError> {

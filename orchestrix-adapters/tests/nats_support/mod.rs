@@ -179,6 +179,7 @@ impl orchestrix::projection::Projection for Ledger {
 /// A `Counted { n }` event.
 pub fn counted(n: u64) -> orchestrix::NewEvent {
     orchestrix::NewEvent {
+        id: orchestrix::Uuid::now_v7(),
         event_type: "Counted".into(),
         schema_version: 1,
         data: serde_json::value::RawValue::from_string(format!(r#"{{"n":{n}}}"#)).unwrap(),
@@ -189,6 +190,7 @@ pub fn counted(n: u64) -> orchestrix::NewEvent {
 /// An event the ledger does not want.
 pub fn ignored() -> orchestrix::NewEvent {
     orchestrix::NewEvent {
+        id: orchestrix::Uuid::now_v7(),
         event_type: "Ignored".into(),
         schema_version: 1,
         data: serde_json::value::RawValue::from_string("{}".into()).unwrap(),

@@ -9,6 +9,7 @@ use serde_json::value::RawValue;
 /// An event of type `event_type` whose data is the JSON text `data`.
 pub fn event(event_type: &str, data: &str) -> NewEvent {
     NewEvent {
+        id: orchestrix::Uuid::now_v7(),
         event_type: event_type.to_owned(),
         schema_version: 1,
         data: RawValue::from_string(data.to_owned()).expect("valid JSON"),

@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use crate::envelope::{NewEvent, RecordedEvent};
 use crate::error::StoreError;
+use crate::idempotency::{answer_retry, validate_event_ids};
 use crate::query::AppendCondition;
 use crate::store::{
     first_conflict, validate_append, validate_append_if, validate_append_many, EventFilter, EventStore, EventStream,
@@ -29,8 +30,13 @@ const SCAN: usize = 4 * 1024;
 ///
 /// - Appends are atomic per batch and checked against the
 ///   [`ExpectedVersion`] under one write lock (a multi-stream append checks
-///   every part and writes them all under the same single lock); events get UUID v7 ids,
-///   stream versions from 1 and global positions from 1, both without gaps.
+///   every part and writes them all under the same single lock); events keep
+///   their ids, and get stream versions from 1 and global positions from 1,
+///   both without gaps.
+/// - Event ids are unique: an append whose ids are all stored (as
+///   consecutive events of its stream) is answered with the stored events,
+///   one with some stored is [`StoreError::DuplicateEventId`] (ADR 0027);
+///   the ids are checked first, under the same lock.
 /// - Reads are lazy: they copy 256 `Arc`s at a time under a short read lock,
 ///   never the whole log, and never hold a lock across an `.await`. A read
 ///   ends at the end the stream (or log) had when the read began.
@@ -81,6 +87,8 @@ struct Log {
     events: Vec<Arc<RecordedEvent>>,
     /// Per stream, the log index of each event: version `v` is at `v - 1`.
     streams: HashMap<StreamId, Vec<usize>>,
+    /// The log index of each event id (ids are unique across the store).
+    ids: HashMap<Uuid, usize>,
 }
 
 impl Shared {
@@ -116,6 +124,16 @@ impl Log {
         self.streams.get(stream).map(|indexes| to_u64(indexes.len()))
     }
 
+    /// The answer to an append of `parts` some of whose ids are stored
+    /// ([`crate::idempotency::answer_retry`]); `Ok(None)` if none is.
+    fn retried(&self, parts: &[(&StreamId, &[NewEvent])]) -> Result<Option<Vec<Vec<Arc<RecordedEvent>>>>, StoreError> {
+        let stored = parts.iter().flat_map(|(_, events)| events.iter()).any(|event| self.ids.contains_key(&event.id));
+        if !stored {
+            return Ok(None);
+        }
+        answer_retry(parts, |id| self.ids.get(&id).map(|&index| Arc::clone(&self.events[index])))
+    }
+
     /// Appends `events` to `stream`, whose version is `actual` (checked by
     /// the caller), at the end of the log.
     fn push(
@@ -136,8 +154,9 @@ impl Log {
         indexes.reserve(events.len());
         for (offset, event) in events.into_iter().enumerate() {
             let index = first_index + offset;
+            self.ids.insert(event.id, index);
             let event = Arc::new(RecordedEvent {
-                id: Uuid::now_v7(),
+                id: event.id,
                 stream: stream.clone(),
                 stream_version: first_version + to_u64(offset),
                 global_position: to_u64(index) + 1,
@@ -313,6 +332,10 @@ impl InMemoryEventStore {
         let recorded: Vec<Vec<Arc<RecordedEvent>>> = {
             let mut guard = self.shared.write();
             let log = &mut *guard;
+            let parts: Vec<_> = appends.iter().map(|append| (&append.stream, append.events.as_slice())).collect();
+            if let Some(answer) = log.retried(&parts)? {
+                return Ok(answer);
+            }
             if let Some(condition) = condition.filter(|condition| !condition.query.is_empty()) {
                 let from = condition.after.map_or(0, to_index_after);
                 if let Some(event) = log
@@ -358,6 +381,9 @@ impl EventStore for InMemoryEventStore {
         let recorded = {
             let mut guard = self.shared.write();
             let log = &mut *guard;
+            if let Some(mut answer) = log.retried(&[(stream, &events)])? {
+                return Ok(answer.pop().unwrap_or_default());
+            }
             let actual = log.version(stream);
             if !expected.admits(actual) {
                 return Err(StoreError::WrongExpectedVersion { stream: stream.clone(), expected, actual });
@@ -422,6 +448,11 @@ impl EventStore for InMemoryEventStore {
         .boxed()
     }
 
+    async fn read_event(&self, id: Uuid) -> Result<Option<Arc<RecordedEvent>>, StoreError> {
+        let log = self.shared.read();
+        Ok(log.ids.get(&id).map(|&index| Arc::clone(&log.events[index])))
+    }
+
     async fn stream_version(&self, stream: &StreamId) -> Result<Option<u64>, StoreError> {
         Ok(self.shared.read().streams.get(stream).map(|indexes| to_u64(indexes.len())))
     }
@@ -472,6 +503,7 @@ mod tests {
 
     fn event(event_type: &str, n: usize) -> NewEvent {
         NewEvent {
+            id: uuid::Uuid::now_v7(),
             event_type: event_type.to_owned(),
             schema_version: 1,
             data: RawValue::from_string(format!("{{\"n\":{n}}}")).unwrap(),

@@ -22,7 +22,7 @@
 //! features among its dev-dependencies.
 //!
 //! Alternatively, run a whole port's checks from one test with the runner
-//! functions ([`event_store()`], [`snapshot_store()`], [`snapshot_trust()`], [`checkpoint_store()`],
+//! functions ([`event_store()`] or [`event_store_except`], [`snapshot_store()`], [`snapshot_trust()`], [`checkpoint_store()`],
 //! [`key_value_store()`], [`key_store()`], [`message_bus()`], [`dead_letter_store()`]), which take
 //! an async factory, or run single checks from the modules of the same
 //! names (for example [`event_store::append_and_read_back`]), each taking
@@ -55,6 +55,7 @@ pub mod checkpoint_store;
 pub mod consistency_by_query;
 pub mod dead_letter_store;
 pub mod event_store;
+pub mod idempotent_append;
 pub mod key_store;
 pub mod key_value_store;
 pub mod message_bus;
@@ -107,6 +108,17 @@ macro_rules! __orchestrix_conformance_checks {
             unreadable_payloads_are_refused,
             payloads_at_the_limits_are_stored,
             payloads_come_back_as_equal_values,
+        ] $($then)* }
+    };
+    (idempotent_append $($then:tt)*) => {
+        $crate::__orchestrix_conformance_expand! { idempotent_append [
+            events_keep_their_ids,
+            retried_append_is_answered_as_the_original,
+            retry_after_the_stream_moved_on,
+            partial_or_foreign_ids_are_refused,
+            concurrent_copies_store_once,
+            retried_append_many_is_answered_as_the_original,
+            retried_append_if_is_answered_as_the_original,
         ] $($then)* }
     };
     (consistency_by_query $($then:tt)*) => {
@@ -182,7 +194,7 @@ macro_rules! __orchestrix_conformance_checks {
     };
     ($other:ident $($then:tt)*) => {
         ::core::compile_error!(::core::concat!(
-            "unknown port `", ::core::stringify!($other), "`; expected one of `event_store`, `consistency_by_query`, `snapshot_store`, ",
+            "unknown port `", ::core::stringify!($other), "`; expected one of `event_store`, `idempotent_append`, `consistency_by_query`, `snapshot_store`, ",
             "`snapshot_trust`, `retag`, `checkpoint_store`, `key_value_store`, `key_store`, `message_bus`, `dead_letter_store`"
         ));
     };
@@ -219,6 +231,11 @@ macro_rules! __orchestrix_conformance_expand {
 /// function, so it may use `.await`. Names in scope where the macro is
 /// invoked are in scope in the expression.
 ///
+/// `event_store` includes the checks of idempotent appends (ADR 0027), in
+/// a module `event_store::idempotent_append`, unless the adapter declares
+/// them unsupported with a third argument,
+/// `unsupported = [idempotent_append]` (see [`Unsupported`]).
+///
 /// The test crate needs `tokio` with the `macros` and `rt-multi-thread`
 /// features.
 ///
@@ -230,6 +247,29 @@ macro_rules! __orchestrix_conformance_expand {
 /// ```
 #[macro_export]
 macro_rules! conformance_tests {
+    (event_store, $make:expr, unsupported = [idempotent_append] $(,)?) => {
+        mod event_store {
+            #[allow(unused_imports)]
+            use super::*;
+
+            $crate::__orchestrix_conformance_checks! { event_store tests $make }
+        }
+    };
+    (event_store, $make:expr $(,)?) => {
+        mod event_store {
+            #[allow(unused_imports)]
+            use super::*;
+
+            $crate::__orchestrix_conformance_checks! { event_store tests $make }
+
+            mod idempotent_append {
+                #[allow(unused_imports)]
+                use super::*;
+
+                $crate::__orchestrix_conformance_checks! { idempotent_append tests $make }
+            }
+        }
+    };
     ($port:ident, $make:expr $(,)?) => {
         mod $port {
             #[allow(unused_imports)]
@@ -240,14 +280,42 @@ macro_rules! conformance_tests {
     };
 }
 
-/// Runs every [`EventStore`] check, each on a fresh store from `make`.
-pub async fn event_store<S, F, Fut>(mut make: F)
+/// Groups of checks an adapter may declare it does not support, so that
+/// the runners skip exactly those ([`event_store_except`], and the third
+/// argument of [`conformance_tests!`](crate::conformance_tests)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Unsupported {
+    /// Idempotent appends (ADR 0027, [`idempotent_append`]): the adapter
+    /// does not keep the callers' event ids unique, so a retried append
+    /// may be stored twice and commands are not deduplicated by command
+    /// id. Its users get at-least-once appends.
+    IdempotentAppend,
+}
+
+/// Runs every [`EventStore`] check, including the [`idempotent_append`]
+/// ones, each on a fresh store from `make`.
+pub async fn event_store<S, F, Fut>(make: F)
+where
+    S: EventStore,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = S>,
+{
+    event_store_except(make, &[]).await;
+}
+
+/// Runs every [`EventStore`] check but the groups the adapter declares
+/// `unsupported`, each on a fresh store from `make`.
+pub async fn event_store_except<S, F, Fut>(mut make: F, unsupported: &[Unsupported])
 where
     S: EventStore,
     F: FnMut() -> Fut,
     Fut: Future<Output = S>,
 {
     crate::__orchestrix_conformance_checks! { event_store run make }
+    if !unsupported.contains(&Unsupported::IdempotentAppend) {
+        crate::__orchestrix_conformance_checks! { idempotent_append run make }
+    }
 }
 
 /// Runs every consistency-by-query check of an [`EventStore`]

@@ -61,6 +61,7 @@ pub(crate) fn unique_stream(category: &str) -> StreamId {
 /// An event with the given type and JSON data.
 pub(crate) fn event_with(event_type: &str, data: &str, metadata: Metadata) -> NewEvent {
     NewEvent {
+        id: uuid::Uuid::now_v7(),
         event_type: event_type.to_owned(),
         schema_version: 1,
         data: RawValue::from_string(data.to_owned()).expect("fixture data is valid JSON"),
