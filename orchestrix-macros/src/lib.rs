@@ -351,13 +351,5 @@ pub fn command_handler(args: TokenStream, input: TokenStream) -> TokenStream {
 /// The ui-tests in `ui-tests/cases/projection` show every message.
 #[proc_macro_attribute]
 pub fn projection(args: TokenStream, input: TokenStream) -> TokenStream {
-    projection::expand(args.into(), input.into()).into()
-}
-
-/// The input could not be parsed as an item: report that, and re-emit the
-/// input so the compiler reports nothing else about it.
-pub(crate) fn with_input(error: &syn::Error, input: proc_macro2::TokenStream) -> proc_macro2::TokenStream {
-    let mut tokens = error.to_compile_error();
-    tokens.extend(input);
-    tokens
+    projection::projection(args.into(), input.into()).into()
 }
