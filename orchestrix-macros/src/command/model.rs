@@ -20,6 +20,8 @@ pub(crate) enum Output {
 }
 
 /// A parameter after the command, in the order written.
+// A few per handler, never moved around: the size of `Type` does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone)]
 pub(crate) enum Extra {
     /// `id: &Self::Id`: the id of the aggregate the command was sent to.
@@ -42,6 +44,17 @@ pub(crate) struct Handler {
     pub(crate) extras: Vec<Extra>,
     pub(crate) ok: Type,
     pub(crate) err: Type,
+}
+
+/// What validating one handler's signature yields.
+// One per method, consumed at once: its size does not matter.
+#[allow(clippy::large_enum_variant)]
+enum Checked {
+    Valid(Handler),
+    /// Errors were recorded, and the command type is known.
+    Stub(Stub),
+    /// Errors were recorded, and there is no command type.
+    Invalid,
 }
 
 /// A handler whose signature has errors but whose command type is known:
@@ -114,8 +127,8 @@ pub(crate) fn parse(cx: &mut Ctxt, args: TokenStream, item: syn::Item) -> Model 
                 // that the user sees the macro's error and no other.
                 id_by_path(&mut method.sig, &krate);
                 let mut handler = match handler {
-                    Ok(handler) => handler,
-                    Err(Some(stub)) => {
+                    Checked::Valid(handler) => handler,
+                    Checked::Stub(stub) => {
                         let key = stub.command.to_token_stream().to_string();
                         let known = |ty: &Type| ty.to_token_stream().to_string() == key;
                         if !handlers.iter().any(|h| known(&h.command)) && !stubs.iter().any(|s| known(&s.command)) {
@@ -125,7 +138,7 @@ pub(crate) fn parse(cx: &mut Ctxt, args: TokenStream, item: syn::Item) -> Model 
                         }
                         continue;
                     }
-                    Err(None) => continue,
+                    Checked::Invalid => continue,
                 };
                 // The framework dictates the shape (a `Result`, the command
                 // by value), so lints against that shape are noise.
@@ -156,7 +169,10 @@ pub(crate) fn parse(cx: &mut Ctxt, args: TokenStream, item: syn::Item) -> Model 
         }
         syn::Item::Fn(mut item) => {
             item.attrs.push(syn::parse_quote!(#[allow(clippy::needless_pass_by_value)]));
-            let mut handler = handler(cx, &item.sig, false).ok();
+            let mut handler = match handler(cx, &item.sig, false) {
+                Checked::Valid(handler) => Some(handler),
+                Checked::Stub(_) | Checked::Invalid => None,
+            };
             if item.sig.asyncness.is_none() {
                 // Stubbed: no impl whose body would add a second error.
                 if let Some(handler) = &mut handler {
@@ -184,7 +200,7 @@ const RETURN_HINT: &str =
 
 /// Validates one handler's signature. On errors (recorded), the stub of
 /// its command when the command type is known.
-fn handler(cx: &mut Ctxt, sig: &syn::Signature, in_impl: bool) -> Result<Handler, Option<Stub>> {
+fn handler(cx: &mut Ctxt, sig: &syn::Signature, in_impl: bool) -> Checked {
     let mut ok = true;
     if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
         cx.error_spanned_by(
@@ -217,16 +233,16 @@ fn handler(cx: &mut Ctxt, sig: &syn::Signature, in_impl: bool) -> Result<Handler
         }
     }
     let result = return_type(cx, sig);
-    let command = command.ok_or(None)?;
+    let Some(command) = command else { return Checked::Invalid };
     let command_name = common::last_segment(&command).map(|s| s.ident.to_string()).unwrap_or_default();
     let Some((ok_ty, err_ty)) = result.filter(|_| ok) else {
-        return Err(Some(Stub { command, command_name }));
+        return Checked::Stub(Stub { command, command_name });
     };
     let service = extras.iter().find_map(|extra| match extra {
         Extra::Service(ty) => Some(ty.clone()),
         Extra::Id => None,
     });
-    Ok(Handler {
+    Checked::Valid(Handler {
         ident: sig.ident.clone(),
         is_async: sig.asyncness.is_some(),
         has_receiver,

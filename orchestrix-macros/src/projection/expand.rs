@@ -31,7 +31,7 @@ pub(crate) fn expand(model: &Model) -> TokenStream {
         #(#filters)*
         #krate::EventFilter::types(__orchestrix_names)
     };
-    projection_impl(krate, item, name, &filter, &body, reset)
+    projection_impl(krate, item, name, &filter, &body, reset.as_ref())
 }
 
 /// The block, plus an empty `Projection` impl when one can be written, so
@@ -54,7 +54,7 @@ fn projection_impl(
     name: &str,
     filter: &TokenStream,
     handle: &TokenStream,
-    reset: Option<TokenStream>,
+    reset: Option<&TokenStream>,
 ) -> TokenStream {
     let self_ty = &item.self_ty;
     quote! {

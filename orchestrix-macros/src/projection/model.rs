@@ -24,6 +24,8 @@ pub(crate) struct Reset {
     pub(crate) is_async: bool,
 }
 
+// One model per macro call, never moved around: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Model {
     Impl {
         krate: TokenStream,
@@ -153,24 +155,21 @@ fn handler(cx: &mut Ctxt, sig: &syn::Signature) -> Option<Handler> {
     }
     let ident = &sig.ident;
     let mut inputs = sig.inputs.iter().peekable();
-    match inputs.peek() {
-        Some(FnArg::Receiver(r)) => {
-            inputs.next();
-            if r.reference.is_none() || r.mutability.is_none() || r.colon_token.is_some() {
-                cx.error_spanned_by(r, "a projection handler takes `&mut self`: it updates the read model");
-                ok = false;
-            }
-        }
-        _ => {
-            cx.error_spanned_by(
-                ident,
-                format_args!("`{ident}` needs a `&mut self` receiver to be a projection handler: write `fn {ident}(&mut self, event: MyEvent)`"),
-            );
+    if let Some(FnArg::Receiver(r)) = inputs.peek() {
+        if r.reference.is_none() || r.mutability.is_none() || r.colon_token.is_some() {
+            cx.error_spanned_by(r, "a projection handler takes `&mut self`: it updates the read model");
             ok = false;
         }
+        inputs.next();
+    } else {
+        cx.error_spanned_by(
+            ident,
+            format_args!("`{ident}` needs a `&mut self` receiver to be a projection handler: write `fn {ident}(&mut self, event: MyEvent)`"),
+        );
+        ok = false;
     }
-    let event = match inputs.next() {
-        Some(FnArg::Typed(arg)) => match &*arg.ty {
+    let event = if let Some(FnArg::Typed(arg)) = inputs.next() {
+        match &*arg.ty {
             Type::Path(_) => Some((*arg.ty).clone()),
             Type::Reference(r) => {
                 cx.error_spanned_by(
@@ -187,14 +186,13 @@ fn handler(cx: &mut Ctxt, sig: &syn::Signature) -> Option<Handler> {
                 cx.error_spanned_by(other, "the event parameter must be an event type, such as `event: AccountEvent`");
                 None
             }
-        },
-        _ => {
-            cx.error_spanned_by(
-                ident,
-                format_args!("`{ident}` takes no event: write `fn {ident}(&mut self, event: MyEvent)`"),
-            );
-            None
         }
+    } else {
+        cx.error_spanned_by(
+            ident,
+            format_args!("`{ident}` takes no event: write `fn {ident}(&mut self, event: MyEvent)`"),
+        );
+        None
     };
     let with_record = match inputs.next() {
         None => false,
