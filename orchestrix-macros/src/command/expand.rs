@@ -135,7 +135,7 @@ fn aggregate_command(krate: &TokenStream, aggregate: &syn::Type, handler: &Handl
         );
         quote! {
             let ::core::option::Option::Some(__orchestrix_id) = __orchestrix_id else {
-                ::core::panic!(#message)
+                ::core::panic!("{}", #message)
             };
         }
     });

@@ -143,7 +143,7 @@ pub(crate) fn parse(cx: &mut Ctxt, args: TokenStream, item: syn::Item) -> Model 
                 // The framework dictates the shape (a `Result`, the command
                 // by value), so lints against that shape are noise.
                 method.attrs.push(syn::parse_quote!(
-                    #[allow(clippy::unnecessary_wraps, clippy::needless_pass_by_value, clippy::unused_self)]
+                    #[allow(clippy::unnecessary_wraps, clippy::needless_pass_by_value, clippy::unused_self, clippy::trivially_copy_pass_by_ref)]
                 ));
                 // The generated impls are for the command, where `Self` is
                 // no longer the aggregate.

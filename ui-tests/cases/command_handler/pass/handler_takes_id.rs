@@ -73,4 +73,11 @@ fn main() {
     });
     block_on(AggregateFixture::<Account>::given_no_previous_events().with_id(7).when(Open))
         .then_expect_events([AccountEvent::Opened { number: 7 }]);
+    // A fixture without an id cannot run a handler that reads it, and says how to fix that.
+    std::panic::set_hook(Box::new(|_| {}));
+    let panic = std::panic::catch_unwind(|| block_on(AggregateFixture::<Account>::given_no_previous_events().when(Open)))
+        .err()
+        .unwrap();
+    let message = panic.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(message.contains("`open` takes the aggregate's id") && message.contains("with_id"), "{message}");
 }
