@@ -128,7 +128,12 @@ impl AggregateCommand for Open {
     const NAME: &'static str = "Open";
     const REQUIRES: Existence = Existence::New;
 
-    fn handle<'a>(self, _: &'a Account, (): &'a ()) -> impl Future<Output = HandlerResult<Account>> + Send + 'a {
+    fn handle<'a>(
+        self,
+        _: Option<&'a orchestrix::Uuid>,
+        _: &'a Account,
+        (): &'a (),
+    ) -> impl Future<Output = HandlerResult<Account>> + Send + 'a {
         ready(Ok(vec![AccountEvent::Opened { owner: self.owner }]))
     }
 }
@@ -139,7 +144,12 @@ impl AggregateCommand for Deposit {
     const NAME: &'static str = "Deposit";
     const REQUIRES: Existence = Existence::Existing;
 
-    fn handle<'a>(self, _: &'a Account, (): &'a ()) -> impl Future<Output = HandlerResult<Account>> + Send + 'a {
+    fn handle<'a>(
+        self,
+        _: Option<&'a orchestrix::Uuid>,
+        _: &'a Account,
+        (): &'a (),
+    ) -> impl Future<Output = HandlerResult<Account>> + Send + 'a {
         ready(if self.amount == 0 { Err(Refused) } else { Ok(vec![AccountEvent::Deposited { amount: self.amount }]) })
     }
 }

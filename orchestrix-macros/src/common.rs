@@ -123,11 +123,25 @@ where
     }
 }
 
-/// Validates a stored name (an event type or an aggregate): non-empty,
-/// without whitespace or control characters.
+/// The longest stored name, in bytes: `orchestrix::MAX_EVENT_TYPE_LEN`,
+/// which every store enforces (a unit test keeps the two equal).
+pub(crate) const MAX_NAME_LEN: usize = 10 * 1024;
+
+/// Validates a stored name (an event type or an aggregate) as
+/// `orchestrix::validate_event_type` will: non-empty, at most
+/// [`MAX_NAME_LEN`] bytes, without NUL; and, stricter, without whitespace
+/// or other control characters.
 pub(crate) fn check_name(cx: &mut Ctxt, lit: &LitStr, what: &str) -> String {
     let name = lit.value();
-    if name.is_empty() {
+    if name.len() > MAX_NAME_LEN {
+        cx.error_spanned_by(
+            lit,
+            format_args!(
+                "{what} name is {} bytes long, and stores accept at most {MAX_NAME_LEN}: shorten it",
+                name.len()
+            ),
+        );
+    } else if name.is_empty() {
         cx.error_spanned_by(
             lit,
             format_args!("{what} name cannot be empty: write a name such as `name = \"AccountOpened\"`"),
@@ -198,6 +212,21 @@ mod tests {
         assert_eq!(list(&["a"]), "`a`");
         assert_eq!(list(&["a", "b"]), "`a` and `b`");
         assert_eq!(list(&["a", "b", "c"]), "`a`, `b` and `c`");
+    }
+
+    #[test]
+    fn names_are_limited_as_stores_limit_them() {
+        assert_eq!(MAX_NAME_LEN, orchestrix::MAX_EVENT_TYPE_LEN);
+        let check = |name: &str| {
+            let mut cx = Ctxt::new();
+            check_name(&mut cx, &LitStr::new(name, Span::call_site()), "an event type");
+            cx.check().err().map(|e| e.to_string())
+        };
+        assert_eq!(check("AccountOpened"), None);
+        assert_eq!(check(&"x".repeat(MAX_NAME_LEN)), None);
+        assert!(check(&"x".repeat(MAX_NAME_LEN + 1)).unwrap().contains("stores accept at most 10240"));
+        assert!(check("").unwrap().contains("cannot be empty"));
+        assert!(check("a\0b").unwrap().contains("control characters"));
     }
 
     #[test]

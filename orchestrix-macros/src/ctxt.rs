@@ -1,9 +1,44 @@
-//! The error collector: every macro reports all its errors at once.
+//! The error collector, and the driver every macro runs through: parse
+//! the item, validate it into a model while collecting errors, expand.
 
 use std::fmt::Display;
 
-use proc_macro2::Span;
+use proc_macro2::{Span, TokenStream};
 use quote::ToTokens;
+
+/// Runs one macro: parses `input` as an item, builds the model with
+/// `parse` (which records every error in a [`Ctxt`]), then emits `expand`
+/// of the model, or, when there were errors, the errors followed by
+/// `fallback` of the model (the item plus stub impls, so that one mistake
+/// yields one error).
+///
+/// Input that is not an item at all is reported and re-emitted as is.
+pub(crate) fn run<M>(
+    args: TokenStream,
+    input: TokenStream,
+    parse: impl FnOnce(&mut Ctxt, TokenStream, syn::Item) -> M,
+    expand: impl FnOnce(&M) -> TokenStream,
+    fallback: impl FnOnce(&M) -> TokenStream,
+) -> TokenStream {
+    let item: syn::Item = match syn::parse2(input.clone()) {
+        Ok(item) => item,
+        Err(error) => {
+            let mut tokens = error.to_compile_error();
+            tokens.extend(input);
+            return tokens;
+        }
+    };
+    let mut cx = Ctxt::new();
+    let model = parse(&mut cx, args, item);
+    match cx.check() {
+        Ok(()) => expand(&model),
+        Err(error) => {
+            let mut tokens = error.to_compile_error();
+            tokens.extend(fallback(&model));
+            tokens
+        }
+    }
+}
 
 /// Collects the errors of one macro invocation so they are reported
 /// together, merged with [`syn::Error::combine`].

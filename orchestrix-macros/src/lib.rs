@@ -1,5 +1,6 @@
 //! The attribute macros of [Orchestrix](https://docs.rs/orchestrix):
-//! [`macro@event`], [`macro@aggregate`] and [`macro@command_handler`].
+//! [`macro@event`], [`macro@aggregate`], [`macro@command_handler`] and
+//! [`macro@projection`].
 //!
 //! Use them through the runtime crate (`use orchestrix::prelude::*;`): the
 //! code they generate names `::orchestrix::...`. If you renamed the
@@ -28,6 +29,20 @@ use proc_macro::TokenStream;
 /// Every event is stored as a type name, a schema version and JSON data
 /// *without* an enum tag: `AccountEvent::Deposited { amount: 5 }` is stored
 /// as `AccountDeposited`, version 1, `{"amount":5}`.
+///
+/// # Stored type names
+///
+/// The stored name of a variant is the enum's name without a trailing
+/// `Event` (or `Events`), followed by the variant's name:
+/// `AccountEvent::Deposited` is `AccountDeposited`, and
+/// `LoanRequestEvent::Requested` is `LoanRequestRequested`. A struct is
+/// stored under its own name. Write `#[event(name = "LoanRequested")]` on
+/// a variant (or on the struct) to choose the name yourself; do so before
+/// the first event is stored, since the name is how stored events are read
+/// back. Two variants of one enum cannot share a name, and a name must be
+/// something every store accepts (not empty, at most
+/// `orchestrix::MAX_EVENT_TYPE_LEN` bytes, no whitespace or control
+/// characters): both are compile errors.
 ///
 /// ```
 /// use orchestrix::prelude::*;
@@ -65,8 +80,9 @@ use proc_macro::TokenStream;
 ///   variant's `#[serde(...)]` attributes; a unit variant is stored as `{}`
 ///   and reads any object; a newtype variant `Deposited(MoneyDeposited)` is
 ///   stored as the inner value;
-/// - for a struct, `#[derive(Serialize, Deserialize)]` on the struct itself
-///   (do not derive them yourself);
+/// - for a struct with named fields, `#[derive(Serialize, Deserialize)]`
+///   on the struct itself: deriving them yourself as well is an error that
+///   says so;
 /// - `impl orchestrix::Event`, whose `decode` runs the upcasters from the
 ///   stored version up to the current one.
 ///
@@ -78,9 +94,7 @@ use proc_macro::TokenStream;
 ///
 /// On an enum's `#[event(...)]`: `crate = "path"`. On a variant's helper
 /// attribute `#[event(...)]`, or on a struct's `#[event(...)]`:
-/// - `name = "..."`: the stored type name. By default the enum's name
-///   without a trailing `Event`/`Events`, then the variant's name
-///   (`AccountEvent::Opened` is `AccountOpened`); a struct's own name.
+/// - `name = "..."`: the stored type name (see "Stored type names" above).
 /// - `version = N`: the current schema version, 1 by default.
 /// - `upcast = [v1_to_v2, v2_to_v3]`: exactly `version - 1` functions of
 ///   type `fn(serde_json::Value) -> Result<serde_json::Value, UpcastError>`;
@@ -98,7 +112,8 @@ use proc_macro::TokenStream;
 /// # Errors
 ///
 /// Generic events, tuple variants with several fields, two variants with
-/// one name, `version = 0`, a version above 1 without its upcasters:
+/// one name, an invalid name, `version = 0`, a version above 1 without its
+/// upcasters, `#[derive(Serialize)]` on a struct event:
 ///
 /// ```compile_fail
 /// use orchestrix::prelude::*;
@@ -151,6 +166,12 @@ pub fn event(args: TokenStream, input: TokenStream) -> TokenStream {
 /// serialize the state with serde_json: derive `Serialize` and
 /// `Deserialize` on it.
 ///
+/// Also `impl orchestrix::CommandSet`, which `.aggregate::<A>()` needs to
+/// register the type: the commands of its `#[command_handler]` block, or
+/// none when it has no such block (an aggregate written only through
+/// multi-stream appends registers all the same). A generic aggregate is
+/// registrable only with a handler block.
+///
 /// # Keys
 ///
 /// - `event = Type` (required): the event type it applies.
@@ -165,8 +186,9 @@ pub fn event(args: TokenStream, input: TokenStream) -> TokenStream {
 ///
 /// # Errors
 ///
-/// The classic mistake is a missing inherent `apply`: the generated
-/// `apply` would call itself, which is an error at the type's name.
+/// The classic mistake is a missing inherent `apply`: an error at the
+/// type's name says to write it (for a generic aggregate, the compiler's
+/// "function cannot return without recursing").
 ///
 /// ```compile_fail
 /// use orchestrix::prelude::*;
@@ -179,7 +201,7 @@ pub fn event(args: TokenStream, input: TokenStream) -> TokenStream {
 /// #[error("counter overflow")]
 /// pub struct Overflow;
 ///
-/// // error: function cannot return without recursing (no `impl Counter { fn apply .. }`)
+/// // error: `Counter` has no `apply` method: write `impl Counter { fn apply(..) }`
 /// #[aggregate(event = CounterEvent, error = Overflow)]
 /// #[derive(Debug, Default)]
 /// pub struct Counter { value: u32 }
@@ -196,10 +218,14 @@ pub fn aggregate(args: TokenStream, input: TokenStream) -> TokenStream {
 ///
 /// Each method handles the type of its first parameter. It takes `&self`
 /// (the aggregate must exist) or no receiver (the command creates it),
-/// optionally a service by shared reference as a second parameter, and
-/// returns `Result<Event, Error>`, `Result<Vec<Event>, Error>` or
+/// and returns `Result<Event, Error>`, `Result<Vec<Event>, Error>` or
 /// `Result<Option<Event>, Error>` (decided from the `Ok` type's last path
-/// segment). It may be `async`.
+/// segment). It may be `async`. After the command, in either order, it may
+/// take:
+/// - `id: &Self::Id`: the id the command was sent to, for a handler that
+///   creates the aggregate as well as for one that changes it;
+/// - a service by shared reference, `svc: &MyService`, registered with
+///   `.service(MyService { .. })`.
 ///
 /// ```
 /// use orchestrix::prelude::*;
@@ -227,8 +253,8 @@ pub fn aggregate(args: TokenStream, input: TokenStream) -> TokenStream {
 ///
 /// #[command_handler]
 /// impl Account {
-///     fn open(cmd: Open) -> Result<AccountEvent, ZeroAmount> {
-///         Ok(AccountEvent::Opened { owner: cmd.owner })
+///     fn open(cmd: Open, id: &Self::Id) -> Result<AccountEvent, ZeroAmount> {
+///         Ok(AccountEvent::Opened { owner: format!("{} ({id})", cmd.owner) })
 ///     }
 ///
 ///     #[command(requires = any)]
@@ -245,8 +271,9 @@ pub fn aggregate(args: TokenStream, input: TokenStream) -> TokenStream {
 ///
 /// It expands to the impl block (without the helper attributes), one
 /// `impl orchestrix::AggregateCommand for TheCommand` per method, and one
-/// `impl orchestrix::CommandSet for TheAggregate` listing them all: write
-/// **one** `#[command_handler]` block per aggregate. The helper attribute
+/// `impl orchestrix::command::CommandHandlerBlock for TheAggregate` listing
+/// them all, which the aggregate's `CommandSet` reads: write **one**
+/// `#[command_handler]` block per aggregate. The helper attribute
 /// `#[command(requires = new | existing | any)]` overrides the existence
 /// the receiver implies. Other items of the block pass through.
 ///
@@ -264,11 +291,13 @@ pub fn aggregate(args: TokenStream, input: TokenStream) -> TokenStream {
 ///
 /// # Errors
 ///
-/// Receivers other than `&self`, a missing command parameter, a service not
-/// taken by shared reference, more than two parameters, generic handlers,
-/// return types that are not a `Result`, two handlers of one command, a
-/// non-async free function; an `Ok` or `Err` type that is not the
-/// aggregate's is reported at the return type. The classic mistake:
+/// Receivers other than `&self`, a missing command parameter, a service or
+/// id not taken by shared reference, two services or two ids, an id in a
+/// free function, generic handlers, return types that are not a `Result`,
+/// two handlers of one command, a non-async free function; an `Ok` or
+/// `Err` type that is not the aggregate's is reported at the return type.
+/// A handler with such an error still gives its command an impl, so that
+/// sending the command reports nothing more. The classic mistake:
 ///
 /// ```compile_fail
 /// use orchestrix::prelude::*;
@@ -351,13 +380,5 @@ pub fn command_handler(args: TokenStream, input: TokenStream) -> TokenStream {
 /// The ui-tests in `ui-tests/cases/projection` show every message.
 #[proc_macro_attribute]
 pub fn projection(args: TokenStream, input: TokenStream) -> TokenStream {
-    projection::expand(args.into(), input.into()).into()
-}
-
-/// The input could not be parsed as an item: report that, and re-emit the
-/// input so the compiler reports nothing else about it.
-pub(crate) fn with_input(error: &syn::Error, input: proc_macro2::TokenStream) -> proc_macro2::TokenStream {
-    let mut tokens = error.to_compile_error();
-    tokens.extend(input);
-    tokens
+    projection::projection(args.into(), input.into()).into()
 }

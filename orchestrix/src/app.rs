@@ -867,7 +867,7 @@ impl<A: Aggregate> AggregateSlot<A> {
             _ => Ok(()),
         };
         let decided = match verdict {
-            Ok(()) => command.handle(&loaded.state, service).await.map_err(CommandError::Rejected),
+            Ok(()) => command.handle(Some(id), &loaded.state, service).await.map_err(CommandError::Rejected),
             Err(error) => Err(error),
         };
         let events = match decided {

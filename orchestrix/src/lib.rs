@@ -184,11 +184,8 @@ pub mod __private {
 
     use crate::error::BoxError;
 
-    /// Checks that a projection handler returned `Result<(), E>` with an
-    /// error type, and boxes the error.
-    pub fn __orchestrix_handler_returns_a_result_of_unit<E: Into<BoxError>>(
-        result: Result<(), E>,
-    ) -> Result<(), BoxError> {
+    /// Boxes the error of a projection handler's `Result<(), E>`.
+    pub fn handler_result<E: Into<BoxError>>(result: Result<(), E>) -> Result<(), BoxError> {
         result.map_err(Into::into)
     }
 
@@ -212,7 +209,7 @@ pub mod __private {
     }
 
     /// Boxes the outcome of a `#[reset]` method.
-    pub fn __orchestrix_reset_result<R: ResetResult>(result: R) -> Result<(), BoxError> {
+    pub fn reset_result<R: ResetResult>(result: R) -> Result<(), BoxError> {
         result.into_reset_result()
     }
     pub use crate::event::{decode_versioned, encode_raw, Upcaster};

@@ -175,7 +175,12 @@ impl AggregateCommand for Open {
     const NAME: &'static str = "Open";
     const REQUIRES: orchestrix::Existence = orchestrix::Existence::New;
 
-    fn handle<'a>(self, _: &'a Account, (): &'a ()) -> impl Future<Output = HandlerResult<Account>> + Send + 'a {
+    fn handle<'a>(
+        self,
+        _: Option<&'a Uuid>,
+        _: &'a Account,
+        (): &'a (),
+    ) -> impl Future<Output = HandlerResult<Account>> + Send + 'a {
         ready(Ok(vec![AccountEvent::Opened(Opened { owner: self.owner })]))
     }
 }
@@ -186,7 +191,12 @@ impl AggregateCommand for Deposit {
     const NAME: &'static str = "Deposit";
     const REQUIRES: orchestrix::Existence = orchestrix::Existence::Existing;
 
-    async fn handle<'a>(self, account: &'a Account, latency: &'a Latency) -> HandlerResult<Account> {
+    async fn handle<'a>(
+        self,
+        _: Option<&'a Uuid>,
+        account: &'a Account,
+        latency: &'a Latency,
+    ) -> HandlerResult<Account> {
         let delay = latency.of(&account.owner);
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
@@ -204,7 +214,12 @@ impl AggregateCommand for Withdraw {
     const NAME: &'static str = "Withdraw";
     const REQUIRES: orchestrix::Existence = orchestrix::Existence::Existing;
 
-    fn handle<'a>(self, account: &'a Account, (): &'a ()) -> impl Future<Output = HandlerResult<Account>> + Send + 'a {
+    fn handle<'a>(
+        self,
+        _: Option<&'a Uuid>,
+        account: &'a Account,
+        (): &'a (),
+    ) -> impl Future<Output = HandlerResult<Account>> + Send + 'a {
         ready(if account.closed {
             Err(BankError::Closed)
         } else if account.balance < self.amount {
@@ -221,7 +236,12 @@ impl AggregateCommand for Close {
     const NAME: &'static str = "Close";
     const REQUIRES: orchestrix::Existence = orchestrix::Existence::Existing;
 
-    fn handle<'a>(self, _: &'a Account, (): &'a ()) -> impl Future<Output = HandlerResult<Account>> + Send + 'a {
+    fn handle<'a>(
+        self,
+        _: Option<&'a Uuid>,
+        _: &'a Account,
+        (): &'a (),
+    ) -> impl Future<Output = HandlerResult<Account>> + Send + 'a {
         ready(Ok(vec![AccountEvent::Closed(Closed {})]))
     }
 }
@@ -305,7 +325,12 @@ impl AggregateCommand for RequestTransfer {
     const NAME: &'static str = "RequestTransfer";
     const REQUIRES: orchestrix::Existence = orchestrix::Existence::New;
 
-    fn handle<'a>(self, _: &'a Transfer, (): &'a ()) -> impl Future<Output = HandlerResult<Transfer>> + Send + 'a {
+    fn handle<'a>(
+        self,
+        _: Option<&'a Uuid>,
+        _: &'a Transfer,
+        (): &'a (),
+    ) -> impl Future<Output = HandlerResult<Transfer>> + Send + 'a {
         ready(Ok(vec![TransferRequested { from: self.from, to: self.to, amount: self.amount }]))
     }
 }

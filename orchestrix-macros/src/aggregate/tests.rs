@@ -96,7 +96,17 @@ fn expands_snapshots_only_when_asked() {
     )
     .to_string();
     assert!(!plain.contains("snapshot_state"));
-    assert!(plain.contains("unconditional_recursion"));
+    assert!(plain.contains("InherentApply"), "the missing-`apply` check: {plain}");
+    assert!(plain.contains("CommandSet for A"), "registrable without a handler block: {plain}");
+    let generic = super::aggregate(
+        quote!(event = E, error = X),
+        quote!(
+            struct A<T>(T);
+        ),
+    )
+    .to_string();
+    assert!(generic.contains("unconditional_recursion"), "{generic}");
+    assert!(generic.contains("A < T > : :: orchestrix :: command :: CommandHandlerBlock"), "{generic}");
     let snap = super::aggregate(
         quote!(event = E, error = X, snapshot_every = 5),
         quote!(

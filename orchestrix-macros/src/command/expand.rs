@@ -1,28 +1,31 @@
-//! Generates `AggregateCommand` per method and the aggregate's
-//! `CommandSet`, or `StandaloneCommand` for a free function.
+//! Generates `AggregateCommand` per method and the aggregate's list of
+//! commands (`CommandHandlerBlock`, which the `CommandSet` impl of
+//! `#[aggregate]` reads), or `StandaloneCommand` for a free function.
 
-use proc_macro2::TokenStream;
+use proc_macro2::{Group, Span, TokenStream, TokenTree};
 use quote::{quote, quote_spanned};
 use syn::spanned::Spanned;
 
 use super::attr::Requires;
-use super::model::{Handler, Model, Output};
+use super::model::{Extra, Handler, Model, Output, Stub};
+use crate::common;
 
 pub(crate) fn expand(model: &Model) -> TokenStream {
     match model {
-        Model::Impl { krate, item, handlers } => {
+        Model::Impl { krate, item, handlers, stubs } => {
             let aggregate = &item.self_ty;
-            let checks = checks(krate);
             let impls = handlers.iter().map(|handler| aggregate_command(krate, aggregate, handler));
-            let commands = handlers.iter().map(|handler| &handler.command);
+            let stub_impls = stubs.iter().map(|stub| stub_command(krate, aggregate, stub));
+            let commands =
+                handlers.iter().map(|handler| &handler.command).chain(stubs.iter().map(|stub| &stub.command));
             quote! {
                 #item
                 const _: () = {
-                    #checks
                     #(#impls)*
+                    #(#stub_impls)*
 
                     #[automatically_derived]
-                    impl #krate::CommandSet for #aggregate {
+                    impl #krate::command::CommandHandlerBlock for #aggregate {
                         fn commands() -> #krate::__private::Vec<#krate::__private::CommandDescriptor> {
                             #krate::__private::Vec::from([
                                 #(#krate::__private::CommandDescriptor::of::<#commands>()),*
@@ -47,54 +50,28 @@ pub(crate) fn expand(model: &Model) -> TokenStream {
     }
 }
 
-/// Traits through which the handler's `Ok` and `Err` values reach the
-/// aggregate's types: the identity when the types match, and otherwise one
-/// error at the user's return type saying which type was expected.
-fn checks(krate: &TokenStream) -> TokenStream {
-    let vec = quote!(#krate::__private::Vec);
-    quote! {
-        #[diagnostic::on_unimplemented(
-            message = "this handler returns `{Self}` events, but the aggregate's event type is `{__OrchestrixEvent}`",
-            label = "expected `{__OrchestrixEvent}` here",
-            note = "a handler returns the event type named in the aggregate's `#[aggregate(event = ...)]`"
-        )]
-        trait __OrchestrixIsEvent<__OrchestrixEvent>: ::core::marker::Sized {
-            fn __orchestrix_one(self) -> #vec<__OrchestrixEvent>;
-            fn __orchestrix_many(events: #vec<Self>) -> #vec<__OrchestrixEvent>;
-            fn __orchestrix_maybe(event: ::core::option::Option<Self>) -> #vec<__OrchestrixEvent>;
-        }
+/// Gives every token of `tokens` the span `span`, so that a type error in
+/// generated code is reported at the user's tokens and nowhere else.
+fn respan(tokens: TokenStream, span: Span) -> TokenStream {
+    tokens
+        .into_iter()
+        .map(|mut tree| {
+            if let TokenTree::Group(group) = &tree {
+                let mut new = Group::new(group.delimiter(), respan(group.stream(), span));
+                new.set_span(span);
+                tree = TokenTree::Group(new);
+            } else {
+                tree.set_span(span);
+            }
+            tree
+        })
+        .collect()
+}
 
-        impl<__OrchestrixEvent> __OrchestrixIsEvent<__OrchestrixEvent> for __OrchestrixEvent {
-            #[inline]
-            fn __orchestrix_one(self) -> #vec<__OrchestrixEvent> {
-                #vec::from([self])
-            }
-            #[inline]
-            fn __orchestrix_many(events: #vec<Self>) -> #vec<__OrchestrixEvent> {
-                events
-            }
-            #[inline]
-            fn __orchestrix_maybe(event: ::core::option::Option<Self>) -> #vec<__OrchestrixEvent> {
-                ::core::iter::Iterator::collect(::core::iter::IntoIterator::into_iter(event))
-            }
-        }
-
-        #[diagnostic::on_unimplemented(
-            message = "this handler fails with `{Self}`, but the aggregate's error type is `{__OrchestrixError}`",
-            label = "expected `{__OrchestrixError}` here",
-            note = "a handler returns the error type named in the aggregate's `#[aggregate(error = ...)]`"
-        )]
-        trait __OrchestrixIsError<__OrchestrixError> {
-            fn __orchestrix_error(self) -> __OrchestrixError;
-        }
-
-        impl<__OrchestrixError> __OrchestrixIsError<__OrchestrixError> for __OrchestrixError {
-            #[inline]
-            fn __orchestrix_error(self) -> __OrchestrixError {
-                self
-            }
-        }
-    }
+/// Where to report a type error about `ty`: its name (`Error` in
+/// `std::io::Error`), as a span cannot cover several tokens.
+fn type_span(ty: &syn::Type) -> Span {
+    common::last_segment(ty).map_or_else(|| ty.span(), |segment| segment.ident.span())
 }
 
 fn requires(krate: &TokenStream, requires: Requires) -> TokenStream {
@@ -105,28 +82,65 @@ fn requires(krate: &TokenStream, requires: Requires) -> TokenStream {
     }
 }
 
+/// The `Ok` value as the aggregate's `Vec<Event>`. The annotation, spanned
+/// at the user's `Ok` type, makes a wrong event type one "mismatched
+/// types" error there, naming both types.
+fn events(krate: &TokenStream, aggregate: &syn::Type, handler: &Handler) -> TokenStream {
+    let vec = quote!(#krate::__private::Vec);
+    let (ty, annotated, normalize) = match handler.output() {
+        Output::One(ty) => {
+            (ty, quote!(<#aggregate as #krate::Aggregate>::Event), quote!(#vec::from([__orchestrix_checked])))
+        }
+        Output::Many(ty) => (ty, quote!(#vec<<#aggregate as #krate::Aggregate>::Event>), quote!(__orchestrix_checked)),
+        Output::Maybe(ty) => (
+            ty,
+            quote!(::core::option::Option<<#aggregate as #krate::Aggregate>::Event>),
+            quote!(::core::iter::Iterator::collect(::core::iter::IntoIterator::into_iter(__orchestrix_checked))),
+        ),
+    };
+    let span = type_span(&ty);
+    let annotated = respan(annotated, span);
+    let value = quote_spanned!(span=> __orchestrix_ok);
+    quote! {{
+        let __orchestrix_checked: #annotated = #value;
+        #normalize
+    }}
+}
+
+/// The `Err` value as the aggregate's error, checked the same way.
+fn error(krate: &TokenStream, aggregate: &syn::Type, err: &syn::Type) -> TokenStream {
+    let span = type_span(err);
+    let annotated = respan(quote!(<#aggregate as #krate::Aggregate>::Error), span);
+    let value = quote_spanned!(span=> __orchestrix_err);
+    quote! {{
+        let __orchestrix_checked: #annotated = #value;
+        __orchestrix_checked
+    }}
+}
+
 fn aggregate_command(krate: &TokenStream, aggregate: &syn::Type, handler: &Handler) -> TokenStream {
     let Handler { ident, command, command_name, service, err, .. } = handler;
     let service_ty = service.as_ref().map_or_else(|| quote!(()), |service| quote!(#service));
     let requires = requires(krate, handler.requires);
     let receiver = handler.has_receiver.then(|| quote!(__orchestrix_aggregate,));
-    let service_arg = service.as_ref().map(|_| quote!(__orchestrix_service));
-    let call = quote!(<#aggregate>::#ident(#receiver self, #service_arg));
-    let event = quote!(<#aggregate as #krate::Aggregate>::Event);
-    let error = quote!(<#aggregate as #krate::Aggregate>::Error);
-    let events = match handler.output() {
-        Output::One(ty) => {
-            quote_spanned!(ty.span()=> <#ty as __OrchestrixIsEvent<#event>>::__orchestrix_one(__orchestrix_ok))
+    let extras = handler.extras.iter().map(|extra| match extra {
+        Extra::Id => quote!(__orchestrix_id),
+        Extra::Service(_) => quote!(__orchestrix_service),
+    });
+    let call = quote!(<#aggregate>::#ident(#receiver self, #(#extras),*));
+    // Only `AggregateFixture` without `with_id` calls without an id.
+    let id = handler.extras.iter().any(|extra| matches!(extra, Extra::Id)).then(|| {
+        let message = format!(
+            "the handler `{ident}` takes the aggregate's id, and this call gave none: give a fixture one with `AggregateFixture::with_id`"
+        );
+        quote! {
+            let ::core::option::Option::Some(__orchestrix_id) = __orchestrix_id else {
+                ::core::panic!("{}", #message)
+            };
         }
-        Output::Many(ty) => {
-            quote_spanned!(ty.span()=> <#ty as __OrchestrixIsEvent<#event>>::__orchestrix_many(__orchestrix_ok))
-        }
-        Output::Maybe(ty) => {
-            quote_spanned!(ty.span()=> <#ty as __OrchestrixIsEvent<#event>>::__orchestrix_maybe(__orchestrix_ok))
-        }
-    };
-    let error_value =
-        quote_spanned!(err.span()=> <#err as __OrchestrixIsError<#error>>::__orchestrix_error(__orchestrix_err));
+    });
+    let events = events(krate, aggregate, handler);
+    let error_value = error(krate, aggregate, err);
     let normalize = quote! {
         match __orchestrix_result {
             ::core::result::Result::Ok(__orchestrix_ok) => ::core::result::Result::Ok(#events),
@@ -135,6 +149,7 @@ fn aggregate_command(krate: &TokenStream, aggregate: &syn::Type, handler: &Handl
     };
     let body = if handler.is_async {
         quote! {
+            #id
             async move {
                 let __orchestrix_result = #call.await;
                 #normalize
@@ -142,10 +157,33 @@ fn aggregate_command(krate: &TokenStream, aggregate: &syn::Type, handler: &Handl
         }
     } else {
         quote! {
+            #id
             let __orchestrix_result = #call;
             ::core::future::ready(#normalize)
         }
     };
+    command_impl(krate, aggregate, command, command_name, &service_ty, &requires, &body)
+}
+
+/// The impl of a command whose handler has errors: it never runs.
+fn stub_command(krate: &TokenStream, aggregate: &syn::Type, stub: &Stub) -> TokenStream {
+    let body = quote! {
+        let _ = (__orchestrix_id, __orchestrix_aggregate, __orchestrix_service);
+        ::core::future::pending()
+    };
+    let requires = requires(krate, Requires::Any);
+    command_impl(krate, aggregate, &stub.command, &stub.command_name, &quote!(()), &requires, &body)
+}
+
+fn command_impl(
+    krate: &TokenStream,
+    aggregate: &syn::Type,
+    command: &syn::Type,
+    command_name: &str,
+    service_ty: &TokenStream,
+    requires: &TokenStream,
+    body: &TokenStream,
+) -> TokenStream {
     quote! {
         #[automatically_derived]
         impl #krate::AggregateCommand for #command {
@@ -156,6 +194,7 @@ fn aggregate_command(krate: &TokenStream, aggregate: &syn::Type, handler: &Handl
 
             fn handle<'__orchestrix_a>(
                 self,
+                __orchestrix_id: ::core::option::Option<&'__orchestrix_a <Self::Aggregate as #krate::Aggregate>::Id>,
                 __orchestrix_aggregate: &'__orchestrix_a Self::Aggregate,
                 __orchestrix_service: &'__orchestrix_a Self::Service,
             ) -> impl ::core::future::Future<Output = #krate::__private::HandlerResult<Self::Aggregate>>

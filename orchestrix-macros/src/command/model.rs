@@ -19,6 +19,17 @@ pub(crate) enum Output {
     Maybe(Type),
 }
 
+/// A parameter after the command, in the order written.
+// A few per handler, never moved around: the size of `Type` does not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone)]
+pub(crate) enum Extra {
+    /// `id: &Self::Id`: the id of the aggregate the command was sent to.
+    Id,
+    /// `svc: &Service`: a service registered with the application.
+    Service(Type),
+}
+
 /// One handler: a method of an aggregate or a free async function.
 pub(crate) struct Handler {
     pub(crate) ident: syn::Ident,
@@ -27,19 +38,44 @@ pub(crate) struct Handler {
     pub(crate) requires: Requires,
     pub(crate) command: Type,
     pub(crate) command_name: String,
+    /// The service, if one of the extra parameters is one.
     pub(crate) service: Option<Type>,
+    /// The parameters after the command (the id, the service).
+    pub(crate) extras: Vec<Extra>,
     pub(crate) ok: Type,
     pub(crate) err: Type,
+}
+
+/// What validating one handler's signature yields.
+// One per method, consumed at once: its size does not matter.
+#[allow(clippy::large_enum_variant)]
+enum Checked {
+    Valid(Handler),
+    /// Errors were recorded, and the command type is known.
+    Stub(Stub),
+    /// Errors were recorded, and there is no command type.
+    Invalid,
+}
+
+/// A handler whose signature has errors but whose command type is known:
+/// it gets an impl that never runs, so that sending the command reports
+/// nothing beyond the handler's own errors.
+pub(crate) struct Stub {
+    pub(crate) command: Type,
+    pub(crate) command_name: String,
 }
 
 impl Handler {
     /// Replaces `Self` in the signature's types with the aggregate's type.
     fn replace_self(&mut self, aggregate: &Type) {
-        for ty in [&mut self.command, &mut self.ok, &mut self.err].into_iter().chain(self.service.as_mut()) {
-            let replaced = replace_self(ty.to_token_stream(), &aggregate.to_token_stream());
-            if let Ok(parsed) = syn::parse2(replaced) {
-                *ty = parsed;
-            }
+        let services = self.extras.iter_mut().filter_map(|extra| match extra {
+            Extra::Service(ty) => Some(ty),
+            Extra::Id => None,
+        });
+        for ty in
+            [&mut self.command, &mut self.ok, &mut self.err].into_iter().chain(self.service.as_mut()).chain(services)
+        {
+            *ty = replace_self_in(ty, aggregate);
         }
     }
 
@@ -56,7 +92,7 @@ impl Handler {
 // One model per macro call, never moved around: its size does not matter.
 #[allow(clippy::large_enum_variant)]
 pub(crate) enum Model {
-    Impl { krate: TokenStream, item: syn::ItemImpl, handlers: Vec<Handler> },
+    Impl { krate: TokenStream, item: syn::ItemImpl, handlers: Vec<Handler>, stubs: Vec<Stub> },
     Fn { krate: TokenStream, item: syn::ItemFn, handler: Option<Handler> },
     Other(TokenStream),
 }
@@ -72,6 +108,7 @@ pub(crate) fn parse(cx: &mut Ctxt, args: TokenStream, item: syn::Item) -> Model 
                 cx.error_spanned_by(&item.generics, "`#[command_handler]` does not support generic impl blocks: write the handlers for a concrete aggregate type");
             }
             let mut handlers: Vec<Handler> = Vec::new();
+            let mut stubs: Vec<Stub> = Vec::new();
             for impl_item in &mut item.items {
                 let ImplItem::Fn(method) = impl_item else { continue };
                 let mut requires = None;
@@ -85,11 +122,28 @@ pub(crate) fn parse(cx: &mut Ctxt, args: TokenStream, item: syn::Item) -> Model 
                         other => cx.error_spanned_by(other, "write `#[command(requires = new)]`, `existing` or `any`"),
                     }
                 }
-                let Some(mut handler) = handler(cx, &method.sig, true) else { continue };
+                let handler = handler(cx, &method.sig, true);
+                // Also in invalid handlers: the id type must resolve, so
+                // that the user sees the macro's error and no other.
+                id_by_path(&mut method.sig, &krate);
+                let mut handler = match handler {
+                    Checked::Valid(handler) => handler,
+                    Checked::Stub(stub) => {
+                        let key = stub.command.to_token_stream().to_string();
+                        let known = |ty: &Type| ty.to_token_stream().to_string() == key;
+                        if !handlers.iter().any(|h| known(&h.command)) && !stubs.iter().any(|s| known(&s.command)) {
+                            let mut stub = stub;
+                            stub.command = replace_self_in(&stub.command, &item.self_ty);
+                            stubs.push(stub);
+                        }
+                        continue;
+                    }
+                    Checked::Invalid => continue,
+                };
                 // The framework dictates the shape (a `Result`, the command
                 // by value), so lints against that shape are noise.
                 method.attrs.push(syn::parse_quote!(
-                    #[allow(clippy::unnecessary_wraps, clippy::needless_pass_by_value, clippy::unused_self)]
+                    #[allow(clippy::unnecessary_wraps, clippy::needless_pass_by_value, clippy::unused_self, clippy::trivially_copy_pass_by_ref)]
                 ));
                 // The generated impls are for the command, where `Self` is
                 // no longer the aggregate.
@@ -98,6 +152,7 @@ pub(crate) fn parse(cx: &mut Ctxt, args: TokenStream, item: syn::Item) -> Model 
                     handler.requires = value;
                 }
                 let key = handler.command.to_token_stream().to_string();
+                stubs.retain(|stub| stub.command.to_token_stream().to_string() != key);
                 if let Some(first) = handlers.iter().find(|h| h.command.to_token_stream().to_string() == key) {
                     cx.error_spanned_by(
                         &handler.command,
@@ -110,11 +165,14 @@ pub(crate) fn parse(cx: &mut Ctxt, args: TokenStream, item: syn::Item) -> Model 
                 }
                 handlers.push(handler);
             }
-            Model::Impl { krate, item, handlers }
+            Model::Impl { krate, item, handlers, stubs }
         }
         syn::Item::Fn(mut item) => {
             item.attrs.push(syn::parse_quote!(#[allow(clippy::needless_pass_by_value)]));
-            let mut handler = handler(cx, &item.sig, false);
+            let mut handler = match handler(cx, &item.sig, false) {
+                Checked::Valid(handler) => Some(handler),
+                Checked::Stub(_) | Checked::Invalid => None,
+            };
             if item.sig.asyncness.is_none() {
                 // Stubbed: no impl whose body would add a second error.
                 if let Some(handler) = &mut handler {
@@ -140,9 +198,9 @@ pub(crate) fn parse(cx: &mut Ctxt, args: TokenStream, item: syn::Item) -> Model 
 const RETURN_HINT: &str =
     "handlers return `Result<Event, Error>`, `Result<Vec<Event>, Error>` or `Result<Option<Event>, Error>`";
 
-/// Validates one handler's signature; `None` (with errors recorded) when
-/// no impl can be generated for it.
-fn handler(cx: &mut Ctxt, sig: &syn::Signature, in_impl: bool) -> Option<Handler> {
+/// Validates one handler's signature. On errors (recorded), the stub of
+/// its command when the command type is known.
+fn handler(cx: &mut Ctxt, sig: &syn::Signature, in_impl: bool) -> Checked {
     let mut ok = true;
     if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
         cx.error_spanned_by(
@@ -167,29 +225,24 @@ fn handler(cx: &mut Ctxt, sig: &syn::Signature, in_impl: bool) -> Option<Handler
         }
     }
     let command = command_param(cx, inputs.next(), sig, in_impl);
-    let service = match inputs.next() {
-        None => None,
-        Some(arg) => {
-            let service = service_param(cx, arg);
-            ok &= service.is_some();
-            service
+    let mut extras: Vec<Extra> = Vec::new();
+    for arg in inputs {
+        match extra_param(cx, arg, in_impl, &extras) {
+            Some(extra) => extras.push(extra),
+            None => ok = false,
         }
-    };
-    let extra: Vec<&FnArg> = inputs.collect();
-    if let Some(first) = extra.first() {
-        cx.error_spanned_by(
-            first,
-            "a command handler takes at most two parameters: the command and one service by reference (group several services in one struct)",
-        );
-        ok = false;
     }
     let result = return_type(cx, sig);
-    let (command, (ok_ty, err_ty)) = (command?, result?);
-    if !ok {
-        return None;
-    }
+    let Some(command) = command else { return Checked::Invalid };
     let command_name = common::last_segment(&command).map(|s| s.ident.to_string()).unwrap_or_default();
-    Some(Handler {
+    let Some((ok_ty, err_ty)) = result.filter(|_| ok) else {
+        return Checked::Stub(Stub { command, command_name });
+    };
+    let service = extras.iter().find_map(|extra| match extra {
+        Extra::Service(ty) => Some(ty.clone()),
+        Extra::Id => None,
+    });
+    Checked::Valid(Handler {
         ident: sig.ident.clone(),
         is_async: sig.asyncness.is_some(),
         has_receiver,
@@ -197,6 +250,7 @@ fn handler(cx: &mut Ctxt, sig: &syn::Signature, in_impl: bool) -> Option<Handler
         command,
         command_name,
         service,
+        extras,
         ok: ok_ty.clone(),
         err: err_ty.clone(),
     })
@@ -237,26 +291,90 @@ fn command_param(cx: &mut Ctxt, arg: Option<&FnArg>, sig: &syn::Signature, in_im
     }
 }
 
-/// The injected service: `&Service`.
-fn service_param(cx: &mut Ctxt, arg: &FnArg) -> Option<Type> {
-    match arg {
-        FnArg::Typed(arg) => match &*arg.ty {
-            Type::Reference(reference) if reference.mutability.is_none() => Some((*reference.elem).clone()),
-            other => {
-                cx.error_spanned_by(
-                    other,
-                    format_args!(
-                        "the second parameter is an injected service, taken by shared reference: `{}: &{}`",
-                        arg.pat.to_token_stream(),
-                        strip_ref(other).to_token_stream()
-                    ),
-                );
-                None
-            }
-        },
+/// A parameter after the command: the aggregate's id (`&Self::Id`, in an
+/// aggregate's block) or an injected service (`&Service`), each at most
+/// once.
+fn extra_param(cx: &mut Ctxt, arg: &FnArg, in_impl: bool, before: &[Extra]) -> Option<Extra> {
+    let arg = match arg {
+        FnArg::Typed(arg) => arg,
         FnArg::Receiver(receiver) => {
-            cx.error_spanned_by(receiver, "unexpected receiver");
-            None
+            cx.error_spanned_by(receiver, "a receiver comes first: write `&self` before the command");
+            return None;
+        }
+    };
+    let pat = arg.pat.to_token_stream();
+    let (inner, by_shared_ref) = match &*arg.ty {
+        Type::Reference(reference) => (&*reference.elem, reference.mutability.is_none()),
+        other => (other, false),
+    };
+    if is_self_id(inner) {
+        if !in_impl {
+            cx.error_spanned_by(
+                &arg.ty,
+                "a standalone command handler belongs to no aggregate, so it has no aggregate id: remove this parameter, or put the id in the command",
+            );
+            return None;
+        }
+        if !by_shared_ref {
+            cx.error_spanned_by(
+                &arg.ty,
+                format_args!("take the aggregate's id by shared reference: `{pat}: &Self::Id`"),
+            );
+            return None;
+        }
+        if before.iter().any(|extra| matches!(extra, Extra::Id)) {
+            cx.error_spanned_by(arg, "the handler already takes the aggregate's id: remove this parameter");
+            return None;
+        }
+        return Some(Extra::Id);
+    }
+    if !by_shared_ref {
+        cx.error_spanned_by(
+            &arg.ty,
+            format_args!(
+                "a parameter after the command is an injected service, taken by shared reference: `{pat}: &{}`{}",
+                inner.to_token_stream(),
+                if in_impl { ", or the aggregate's id: `id: &Self::Id`" } else { "" }
+            ),
+        );
+        return None;
+    }
+    if before.iter().any(|extra| matches!(extra, Extra::Service(_))) {
+        cx.error_spanned_by(
+            arg,
+            "a command handler takes at most one service: group several services in one struct, and register that",
+        );
+        return None;
+    }
+    Some(Extra::Service(inner.clone()))
+}
+
+/// `Self::Id` or `<Self as Aggregate>::Id`: the aggregate's id type.
+fn is_self_id(ty: &Type) -> bool {
+    let Type::Path(path) = ty else { return false };
+    let segments: Vec<String> = path.path.segments.iter().map(|s| s.ident.to_string()).collect();
+    match &path.qself {
+        None => segments == ["Self", "Id"],
+        Some(qself) => {
+            matches!(&*qself.ty, Type::Path(p) if p.qself.is_none() && p.path.is_ident("Self"))
+                && segments.last().is_some_and(|last| last == "Id")
+        }
+    }
+}
+
+/// Rewrites `Self::Id` in the method's parameters (`&Self::Id`, or a
+/// misused `Self::Id`, `&mut Self::Id`) to `<Self as Aggregate>::Id`,
+/// which also resolves in an inherent impl block.
+fn id_by_path(sig: &mut syn::Signature, krate: &TokenStream) {
+    for arg in &mut sig.inputs {
+        let FnArg::Typed(arg) = arg else { continue };
+        let ty = match &mut *arg.ty {
+            Type::Reference(reference) => &mut *reference.elem,
+            other => other,
+        };
+        if is_self_id(ty) {
+            let span = syn::spanned::Spanned::span(&*ty);
+            *ty = syn::parse_quote_spanned!(span=> <Self as #krate::Aggregate>::Id);
         }
     }
 }
@@ -278,11 +396,9 @@ fn return_type<'a>(cx: &mut Ctxt, sig: &'a syn::Signature) -> Option<(&'a Type, 
     }
 }
 
-fn strip_ref(ty: &Type) -> &Type {
-    match ty {
-        Type::Reference(reference) => &reference.elem,
-        other => other,
-    }
+/// `ty` with every `Self` replaced by the aggregate's type.
+fn replace_self_in(ty: &Type, aggregate: &Type) -> Type {
+    syn::parse2(replace_self(ty.to_token_stream(), &aggregate.to_token_stream())).unwrap_or_else(|_| ty.clone())
 }
 
 /// Replaces every `Self` in `tokens` with `with`, keeping spans elsewhere.

@@ -61,8 +61,10 @@ fn one_input_with_three_mistakes_yields_three_errors() {
     assert!(errors[0].starts_with("a command handler takes `&self`"));
     assert!(errors[1].starts_with("this return type is not a `Result`"));
     assert!(errors[2].starts_with("command `B` is already handled by `c`"));
-    let Model::Impl { handlers, .. } = model else { panic!("an impl") };
+    let Model::Impl { handlers, stubs, .. } = model else { panic!("an impl") };
     assert_eq!(handlers.len(), 1, "only the valid handlers are expanded");
+    let stubs: Vec<_> = stubs.iter().map(|s| s.command_name.as_str()).collect();
+    assert_eq!(stubs, ["A"], "an invalid handler of a known command gets a stub: sending it is no second error");
 }
 
 #[test]
@@ -110,4 +112,60 @@ fn unknown_keys_list_the_valid_ones() {
         errors,
         ["unknown key `require`: the valid keys are `requires`", "duplicate key `requires`: remove one of them"]
     );
+}
+
+#[test]
+fn the_id_is_an_optional_parameter_in_any_order() {
+    let (model, errors) = parse(
+        quote!(),
+        quote! {
+            impl Account {
+                fn open(cmd: Open, id: &Self::Id) -> Result<E, X> { loop {} }
+                fn deposit(&self, cmd: Deposit, svc: &Svc, id: &<Self as Aggregate>::Id) -> Result<E, X> { loop {} }
+                fn close(&self, cmd: Close, svc: &Svc) -> Result<E, X> { loop {} }
+            }
+        },
+    );
+    assert!(errors.is_empty(), "{errors:?}");
+    let Model::Impl { handlers, item, .. } = model else { panic!("an impl") };
+    let order = |h: &model::Handler| -> Vec<&str> {
+        h.extras.iter().map(|e| if matches!(e, model::Extra::Id) { "id" } else { "service" }).collect()
+    };
+    assert_eq!(order(&handlers[0]), ["id"]);
+    assert_eq!(order(&handlers[1]), ["service", "id"]);
+    assert_eq!(order(&handlers[2]), ["service"]);
+    assert!(handlers[1].service.is_some());
+    let emitted = item.to_token_stream().to_string();
+    assert!(emitted.contains("id : & < Self as :: orchestrix :: Aggregate > :: Id"), "{emitted}");
+}
+
+#[test]
+fn misused_ids_are_errors() {
+    let (model, errors) = parse(
+        quote!(),
+        quote! {
+            impl Account {
+                fn a(cmd: A, id: Self::Id) -> Result<E, X> { loop {} }
+                fn b(cmd: B, id: &mut Self::Id) -> Result<E, X> { loop {} }
+                fn c(cmd: C, id: &Self::Id, again: &Self::Id) -> Result<E, X> { loop {} }
+                fn d(cmd: D, s: &S, t: &T) -> Result<E, X> { loop {} }
+            }
+        },
+    );
+    assert_eq!(errors.len(), 4, "{errors:#?}");
+    assert_eq!(errors[0], "take the aggregate's id by shared reference: `id: &Self::Id`");
+    assert_eq!(errors[1], "take the aggregate's id by shared reference: `id: &Self::Id`");
+    assert_eq!(errors[2], "the handler already takes the aggregate's id: remove this parameter");
+    assert!(errors[3].starts_with("a command handler takes at most one service"));
+    let Model::Impl { stubs, .. } = model else { panic!("an impl") };
+    assert_eq!(stubs.len(), 4);
+    let (_, errors) = parse(
+        quote!(),
+        quote!(
+            async fn f(cmd: C, id: &Self::Id) -> Result<R, E> {
+                loop {}
+            }
+        ),
+    );
+    assert!(errors[0].starts_with("a standalone command handler belongs to no aggregate"), "{errors:?}");
 }

@@ -4,8 +4,9 @@ use std::collections::HashMap;
 
 use proc_macro2::{Span, TokenStream};
 use quote::ToTokens;
+use syn::punctuated::Punctuated;
 use syn::spanned::Spanned;
-use syn::{Attribute, Fields, Ident, Type};
+use syn::{Attribute, Fields, Ident, Token, Type};
 
 use super::attr::EventArgs;
 use super::personal::{self, Personal, Tag};
@@ -96,6 +97,9 @@ pub(crate) fn parse(cx: &mut Ctxt, args: TokenStream, item: syn::Item) -> Model 
             Model { krate, input: Input::Enum { item, variants }, implementable, schema }
         }
         syn::Item::Struct(mut item) => {
+            if matches!(item.fields, Fields::Named(_)) {
+                reject_serde_derives(cx, &item.attrs);
+            }
             let krate = common::krate(args_.krate.take().map(|(_, path)| path));
             let schema = args_.schema.take().map(|(span, ())| span);
             let implementable = check_generics(cx, &item.generics, &item.ident);
@@ -139,6 +143,27 @@ pub(crate) fn parse(cx: &mut Ctxt, args: TokenStream, item: syn::Item) -> Model 
                 input: Input::Other(other.into_token_stream()),
                 implementable: false,
                 schema: None,
+            }
+        }
+    }
+}
+
+/// `#[event]` derives `Serialize` and `Deserialize` on a struct with named
+/// fields: the user's own derive of either would be a second, conflicting
+/// impl, reported without a word about `#[event]`. Say it here instead.
+fn reject_serde_derives(cx: &mut Ctxt, attrs: &[Attribute]) {
+    for attr in attrs.iter().filter(|attr| attr.path().is_ident("derive")) {
+        let Ok(paths) = attr.parse_args_with(Punctuated::<syn::Path, Token![,]>::parse_terminated) else { continue };
+        for path in &paths {
+            let Some(last) = path.segments.last() else { continue };
+            if last.ident == "Serialize" || last.ident == "Deserialize" {
+                cx.error_spanned_by(
+                    path,
+                    format_args!(
+                        "`#[event]` already derives `Serialize` and `Deserialize` for a struct event: remove `{}` from this `#[derive]`",
+                        last.ident
+                    ),
+                );
             }
         }
     }

@@ -185,3 +185,34 @@ fn expands_on_error_to_the_item_and_a_stub() {
     assert!(output.contains("enum E"));
     assert!(output.contains("Event for E"));
 }
+
+#[test]
+fn a_struct_event_derives_serde_itself() {
+    let errors = parse(
+        quote!(),
+        quote! {
+            #[derive(Debug, serde::Serialize, Deserialize)]
+            struct Deposited { amount: u64 }
+        },
+    )
+    .err()
+    .unwrap();
+    assert_eq!(
+        errors,
+        [
+            "`#[event]` already derives `Serialize` and `Deserialize` for a struct event: remove `Serialize` from this `#[derive]`",
+            "`#[event]` already derives `Serialize` and `Deserialize` for a struct event: remove `Deserialize` from this `#[derive]`",
+        ]
+    );
+    // An enum derives nothing itself: its own derives stay the user's.
+    assert!(parse(
+        quote!(),
+        quote!(
+            #[derive(serde::Serialize)]
+            enum E {
+                A {},
+            }
+        )
+    )
+    .is_ok());
+}

@@ -68,12 +68,12 @@
 //! # impl AggregateCommand for Withdraw {
 //! #     type Aggregate = Account; type Service = ();
 //! #     const NAME: &'static str = "Withdraw"; const REQUIRES: Existence = Existence::Existing;
-//! #     fn handle<'a>(self, _: &'a Account, _: &'a ()) -> impl std::future::Future<Output = HandlerResult<Account>> + Send + 'a { async { Ok(vec![]) } }
+//! #     fn handle<'a>(self, _: Option<&'a Uuid>, _: &'a Account, _: &'a ()) -> impl std::future::Future<Output = HandlerResult<Account>> + Send + 'a { async { Ok(vec![]) } }
 //! # }
 //! # impl AggregateCommand for Deposit {
 //! #     type Aggregate = Account; type Service = ();
 //! #     const NAME: &'static str = "Deposit"; const REQUIRES: Existence = Existence::Existing;
-//! #     fn handle<'a>(self, _: &'a Account, _: &'a ()) -> impl std::future::Future<Output = HandlerResult<Account>> + Send + 'a { async { Ok(vec![]) } }
+//! #     fn handle<'a>(self, _: Option<&'a Uuid>, _: &'a Account, _: &'a ()) -> impl std::future::Future<Output = HandlerResult<Account>> + Send + 'a { async { Ok(vec![]) } }
 //! # }
 //!
 //! #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]

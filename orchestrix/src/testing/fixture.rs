@@ -60,6 +60,7 @@ use crate::event::Event;
 pub struct AggregateFixture<A: Aggregate> {
     state: A,
     version: u64,
+    id: Option<A::Id>,
     services: HashMap<TypeId, Box<dyn Any + Send + Sync>>,
 }
 
@@ -75,7 +76,7 @@ impl<A: Aggregate> Debug for AggregateFixture<A> {
 impl<A: Aggregate> AggregateFixture<A> {
     /// An aggregate that does not exist yet.
     pub fn given_no_previous_events() -> Self {
-        Self { state: A::default(), version: 0, services: HashMap::new() }
+        Self { state: A::default(), version: 0, id: None, services: HashMap::new() }
     }
 
     /// An aggregate built from these past events.
@@ -88,6 +89,13 @@ impl<A: Aggregate> AggregateFixture<A> {
         fixture
     }
 
+    /// The id of the aggregate, for handlers that take `id: &Self::Id`
+    /// (one that does panics without it).
+    pub fn with_id(mut self, id: A::Id) -> Self {
+        self.id = Some(id);
+        self
+    }
+
     /// Provides a service that handlers receive as `&S`.
     pub fn with_service<S: Send + Sync + 'static>(mut self, service: S) -> Self {
         self.services.insert(TypeId::of::<S>(), Box::new(service));
@@ -98,7 +106,7 @@ impl<A: Aggregate> AggregateFixture<A> {
     /// checks included.
     pub async fn when<C: AggregateCommand<Aggregate = A>>(self, command: C) -> Outcome<A> {
         let exists = self.version > 0;
-        let id = || "(fixture)".to_owned();
+        let id = || self.id.as_ref().map_or_else(|| "(fixture)".to_owned(), ToString::to_string);
         let result = match (C::REQUIRES, exists) {
             (Existence::New, true) => Err(CommandError::AggregateAlreadyExists { aggregate: A::NAME, id: id() }),
             (Existence::Existing, false) => Err(CommandError::AggregateNotFound { aggregate: A::NAME, id: id() }),
@@ -115,7 +123,7 @@ impl<A: Aggregate> AggregateFixture<A> {
                         )
                     })
                 };
-                command.handle(&self.state, service).await.map_err(CommandError::Rejected)
+                command.handle(self.id.as_ref(), &self.state, service).await.map_err(CommandError::Rejected)
             }
         };
         let mut state = self.state;

@@ -212,13 +212,13 @@ fn main() {
     assert!(services[3].unwrap().ends_with("PaymentGateway"), "{services:?}");
     assert!(services[0].is_none());
 
-    let opened = block_on(OpenAccount { owner: "Ada".into() }.handle(&Account::default(), &())).unwrap();
+    let opened = block_on(OpenAccount { owner: "Ada".into() }.handle(None, &Account::default(), &())).unwrap();
     assert_eq!(opened, [AccountEvent::Opened { owner: "Ada".into() }]);
-    assert_eq!(block_on(Deposit { amount: 0 }.handle(&account, &())), Err(BankError::ZeroAmount));
-    assert_eq!(block_on(Withdraw { amount: 0 }.handle(&account, &())), Ok(vec![]));
-    assert_eq!(block_on(Withdraw { amount: 4 }.handle(&account, &())).unwrap().len(), 1);
+    assert_eq!(block_on(Deposit { amount: 0 }.handle(None, &account, &())), Err(BankError::ZeroAmount));
+    assert_eq!(block_on(Withdraw { amount: 0 }.handle(None, &account, &())), Ok(vec![]));
+    assert_eq!(block_on(Withdraw { amount: 4 }.handle(None, &account, &())).unwrap().len(), 1);
     let gateway = PaymentGateway { fee: 1 };
-    let paid = block_on(Pay { amount: 2 }.handle(&account, &gateway)).unwrap();
+    let paid = block_on(Pay { amount: 2 }.handle(None, &account, &gateway)).unwrap();
     assert_eq!(paid, [AccountEvent::Withdrawn { amount: 3, memo: "payment".into() }]);
-    assert_eq!(block_on(Pay { amount: 20 }.handle(&account, &gateway)), Err(BankError::Insufficient));
+    assert_eq!(block_on(Pay { amount: 20 }.handle(None, &account, &gateway)), Err(BankError::Insufficient));
 }
