@@ -36,6 +36,7 @@ async fn setup(options: TestServerOptions) -> (TestServer, EsdbStore) {
 
 fn event(event_type: &str, n: usize) -> NewEvent {
     NewEvent {
+        id: orchestrix::Uuid::now_v7(),
         event_type: event_type.to_owned(),
         schema_version: 1,
         data: RawValue::from_string(format!(r#"{{"n":{n}}}"#)).unwrap(),

@@ -32,7 +32,7 @@ use async_trait::async_trait;
 use chrono::DateTime;
 use futures_util::stream::{self, StreamExt};
 use orchestrix::envelope::{NewEvent, RecordedEvent};
-use orchestrix::idempotency::{answer_retry, validate_event_ids};
+use orchestrix::idempotency::answer_retry;
 use orchestrix::query::AppendCondition;
 use orchestrix::store::{
     first_conflict, validate_append_if, validate_append_many, EventFilter, EventStore, EventStream, ExpectedVersion,

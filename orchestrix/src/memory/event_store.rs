@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use crate::envelope::{NewEvent, RecordedEvent};
 use crate::error::StoreError;
-use crate::idempotency::{answer_retry, validate_event_ids};
+use crate::idempotency::answer_retry;
 use crate::query::AppendCondition;
 use crate::store::{
     first_conflict, validate_append, validate_append_if, validate_append_many, EventFilter, EventStore, EventStream,
