@@ -205,8 +205,10 @@ async fn forgetting_a_subject_erases_its_fields_and_everything_still_loads() {
     assert_eq!(directory.names["ada"].as_deref(), Some("Ada"));
 
     // Forget Ada.
-    assert!(store.forget("ada").await.unwrap());
-    assert!(!store.forget("ada").await.unwrap());
+    let report = store.forget("ada").await.unwrap();
+    assert!(report.key_deleted);
+    assert_eq!(report.streams, [stream("ada"), stream("bob")], "Ada's data is in her stream and in Bob's referral");
+    assert!(!store.forget("ada").await.unwrap().key_deleted);
 
     // Every event still loads; Ada's personal fields are `None`, even where
     // they sit in Bob's events (the referral); Bob's stay.
@@ -241,14 +243,27 @@ async fn forgetting_a_subject_erases_its_fields_and_everything_still_loads() {
     assert_eq!(directory.names["ada"], None);
     assert_eq!(directory.names["bob"].as_deref(), Some("Bob"));
 
-    // A new key for Ada encrypts new data, and does not open the old.
+    // Ada's personal data is not written again under a fresh key: a typed
+    // refusal, nothing stored, no key made.
+    let refused =
+        store.append(&stream("ada"), ExpectedVersion::Exact(2), vec![encode(&registered("ada", "Ada Again"))]).await;
+    assert!(matches!(refused, Err(StoreError::SubjectForgotten { ref subject }) if subject == "ada"), "{refused:?}");
+    assert_eq!(store.stream_version(&stream("ada")).await.unwrap(), Some(2));
+    assert!(keys.key("ada").await.unwrap().is_none());
+    // Events of hers without personal data still go in.
+    let blank = CustomerEvent::Registered { customer_id: "ada".into(), plan: "basic".into(), name: None, address: None };
+    store.append(&stream("ada"), ExpectedVersion::Exact(2), vec![encode(&blank)]).await.unwrap();
+
+    // Re-admitted, she gets a new key: it encrypts new data and does not
+    // open the old.
+    assert!(store.readmit("ada").await.unwrap());
     store
-        .append(&stream("ada"), ExpectedVersion::Exact(2), vec![encode(&registered("ada", "Ada Again"))])
+        .append(&stream("ada"), ExpectedVersion::Exact(3), vec![encode(&registered("ada", "Ada Again"))])
         .await
         .unwrap();
     let again = decoded(&store).await;
     assert!(matches!(&again[0], CustomerEvent::Registered { name: None, .. }));
-    assert!(matches!(&again[4], CustomerEvent::Registered { name: Some(name), .. } if name == "Ada Again"));
+    assert!(matches!(&again[5], CustomerEvent::Registered { name: Some(name), .. } if name == "Ada Again"));
     assert!(keys.key("ada").await.unwrap().is_some());
 }
 
