@@ -627,3 +627,23 @@ async fn a_catch_up_over_many_chunks_is_complete_and_ordered() {
     assert_eq!(filtered, expected);
     store.drop_schema().await.unwrap();
 }
+
+#[path = "../../orchestrix/tests/support/erasure.rs"]
+mod erasure;
+
+/// After `forget`, no copy the framework keeps on PostgreSQL holds the
+/// subject's plaintext: key tables, snapshots, dead letters, saga data,
+/// cached aggregates (ADR 0031; the scenario is shared with the in-memory
+/// and SQLite runs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forget_erases_every_copy_on_postgres() {
+    let Some(store) = support::pg_store().await else { return };
+    erasure::forget_erases_every_copy(erasure::Stores {
+        events: store.clone(),
+        keys: Arc::new(store.clone()),
+        snapshots: Arc::new(store.clone()),
+        dead_letters: Arc::new(store.clone()),
+        checkpoints: Arc::new(store),
+    })
+    .await;
+}
