@@ -251,7 +251,8 @@ async fn forgetting_a_subject_erases_its_fields_and_everything_still_loads() {
     assert_eq!(store.stream_version(&stream("ada")).await.unwrap(), Some(2));
     assert!(keys.key("ada").await.unwrap().is_none());
     // Events of hers without personal data still go in.
-    let blank = CustomerEvent::Registered { customer_id: "ada".into(), plan: "basic".into(), name: None, address: None };
+    let blank =
+        CustomerEvent::Registered { customer_id: "ada".into(), plan: "basic".into(), name: None, address: None };
     store.append(&stream("ada"), ExpectedVersion::Exact(2), vec![encode(&blank)]).await.unwrap();
 
     // Re-admitted, she gets a new key: it encrypts new data and does not

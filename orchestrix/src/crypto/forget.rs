@@ -15,6 +15,9 @@ use crate::error::{BoxError, StoreError};
 use crate::store::DeadLetter;
 use crate::stream::StreamId;
 
+/// What replaces an erased value quoted in a dead letter's error text.
+pub const ERASED_IN_TEXT: &str = "<erased>";
+
 /// What a read model does when a data subject is forgotten: erase its own
 /// copy of the subject's personal data. Give it to
 /// [`CryptoStore::on_forget`].
@@ -133,25 +136,35 @@ impl<S> CryptoStore<S> {
         Ok(report)
     }
 
-    /// `letter` with `subject`'s personal fields set to `null`, or `None`
-    /// if it holds none.
+    /// `letter` with `subject`'s personal fields set to `null` (and their
+    /// values cut out of its error text, where a decoding error may have
+    /// quoted them), or `None` if it holds none.
     fn erase_letter(&self, letter: &DeadLetter, subject: &str) -> Result<Option<DeadLetter>, StoreError> {
         let event = &letter.event;
         let Ok(mut object) = serde_json::from_str::<Map<String, Value>>(event.data.get()) else { return Ok(None) };
         let fields = self.fields_of(&event.event_type, &object).unwrap_or(&[]);
+        let mut removed = Vec::new();
         let changed = if event.event_type == SAGA_STARTED {
             match object.get_mut("data") {
-                Some(Value::Object(data)) => seal::erase_subject(data, fields, subject),
+                Some(Value::Object(data)) => seal::erase_subject(data, fields, subject, &mut removed),
                 _ => false,
             }
         } else {
-            seal::erase_subject(&mut object, fields, subject)
+            seal::erase_subject(&mut object, fields, subject, &mut removed)
         };
         if !changed {
             return Ok(None);
         }
         let data = serde_json::value::to_raw_value(&object).map_err(StoreError::backend)?;
+        let mut error = letter.error.clone();
+        for value in &removed {
+            for text in [value.as_str().map(str::to_owned), Some(value.to_string())].into_iter().flatten() {
+                if !text.is_empty() {
+                    error = error.replace(&text, ERASED_IN_TEXT);
+                }
+            }
+        }
         let event = RecordedEvent { data, ..event.clone() };
-        Ok(Some(DeadLetter { event, ..letter.clone() }))
+        Ok(Some(DeadLetter { event, error, ..letter.clone() }))
     }
 }

@@ -112,7 +112,7 @@ use async_trait::async_trait;
 use futures_util::StreamExt;
 use serde_json::{Map, Value};
 
-pub use self::forget::{ErasureHook, ErasureReport};
+pub use self::forget::{ErasureHook, ErasureReport, ERASED_IN_TEXT};
 use crate::envelope::{NewEvent, RecordedEvent};
 use crate::error::StoreError;
 use crate::event::Event;

@@ -193,10 +193,16 @@ pub(super) enum OpenError {
     Corrupt(String, String),
 }
 
-/// Replaces with `null` every personal field of `object` (at `path`) whose
-/// subject is `subject`, in clear or encrypted, and every encrypted value
-/// anywhere in it that names `subject`. Returns whether anything changed.
-pub(super) fn erase_subject(object: &mut Map<String, Value>, fields: &[PersonalField], subject: &str) -> bool {
+/// Replaces with `null` every personal field of `object` whose subject is
+/// `subject`, in clear or encrypted, and every encrypted value anywhere in
+/// it that names `subject`; the values in clear it removed go to
+/// `removed`. Returns whether anything changed.
+pub(super) fn erase_subject(
+    object: &mut Map<String, Value>,
+    fields: &[PersonalField],
+    subject: &str,
+    removed: &mut Vec<Value>,
+) -> bool {
     let mut changed = false;
     for field in fields {
         let belongs = object.get(field.subject).is_some_and(|value| match value {
@@ -206,7 +212,11 @@ pub(super) fn erase_subject(object: &mut Map<String, Value>, fields: &[PersonalF
             _ => false,
         });
         if belongs && object.get(field.name).is_some_and(|v| !v.is_null()) {
-            object.insert(field.name.to_owned(), Value::Null);
+            if let Some(value) = object.insert(field.name.to_owned(), Value::Null) {
+                if Sealed::parse(&value).is_none() {
+                    removed.push(value);
+                }
+            }
             changed = true;
         }
     }
@@ -217,7 +227,7 @@ pub(super) fn erase_subject(object: &mut Map<String, Value>, fields: &[PersonalF
                 changed = true;
             }
         } else if let Value::Object(inner) = value {
-            changed |= erase_subject(inner, &[], subject);
+            changed |= erase_subject(inner, &[], subject, removed);
         }
     }
     changed
@@ -267,7 +277,9 @@ mod tests {
             PersonalField { name: "email", subject: "customer_id" },
             PersonalField { name: "referrer_email", subject: "referrer_id" },
         ];
-        assert!(erase_subject(&mut object, &fields, "c-1"));
+        let mut removed = Vec::new();
+        assert!(erase_subject(&mut object, &fields, "c-1", &mut removed));
+        assert_eq!(removed, [Value::String("a@x".into())], "the sealed value is not plaintext");
         assert_eq!(
             Value::Object(object.clone()),
             serde_json::json!({
@@ -275,6 +287,6 @@ mod tests {
                 "data": {"email": null, "plan": "basic"}
             })
         );
-        assert!(!erase_subject(&mut object, &fields, "c-1"), "a second erasure changes nothing");
+        assert!(!erase_subject(&mut object, &fields, "c-1", &mut removed), "a second erasure changes nothing");
     }
 }

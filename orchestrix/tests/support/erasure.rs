@@ -154,7 +154,9 @@ impl Saga for WelcomeSaga {
 
     fn start(&self, event: &RecordedEvent) -> Result<Option<WelcomeData>, BoxError> {
         match event.decode::<MemberEvent>()? {
-            MemberEvent::Joined { email, .. } => Ok(Some(WelcomeData { member_id: event.stream.id().to_owned(), email })),
+            MemberEvent::Joined { email, .. } => {
+                Ok(Some(WelcomeData { member_id: event.stream.id().to_owned(), email }))
+            }
             _ => Ok(None),
         }
     }
@@ -176,8 +178,13 @@ impl orchestrix::projection::Projection for Fragile {
     fn filter(&self) -> orchestrix::EventFilter {
         orchestrix::EventFilter::types(["MemberReminded"])
     }
-    async fn handle(&mut self, _event: &RecordedEvent) -> Result<(), BoxError> {
-        Err("the mail server is down".into())
+    /// The error quotes the address, as a decoding error of serde would.
+    async fn handle(&mut self, event: &RecordedEvent) -> Result<(), BoxError> {
+        let to = match event.decode::<MemberEvent>()? {
+            MemberEvent::Reminded { email, .. } => email.unwrap_or_default(),
+            _ => String::new(),
+        };
+        Err(format!("the mail server refused \"{to}\"").into())
     }
 }
 
@@ -245,6 +252,7 @@ async fn stored_text<E: EventStore>(stores: &Stores<E>, streams: &[StreamId]) ->
     }
     for letter in stores.dead_letters.list(None).await.unwrap() {
         text.push_str(letter.event.data.get());
+        text.push_str(&letter.error);
     }
     text
 }
@@ -298,6 +306,7 @@ pub async fn forget_erases_every_copy<E: EventStore + Clone>(stores: Stores<E>) 
     let letters = stores.dead_letters.list(Some("fragile")).await.unwrap();
     assert_eq!(letters.len(), 2, "both reminders are parked");
     assert!(letters[0].event.data.get().contains(SECRETS[0]), "a dead letter holds the decrypted event");
+    assert!(letters[0].error.contains(SECRETS[0]), "and its error quotes the address");
 
     // Every stream that holds her data is known.
     let saga_stream = SagaManager::<WelcomeSaga>::stream_id(saga_id).unwrap();
@@ -354,6 +363,7 @@ pub async fn forget_erases_every_copy<E: EventStore + Clone>(stores: Stores<E>) 
     for letter in stores.dead_letters.list(Some("fragile")).await.unwrap() {
         let event = letter.event.decode::<MemberEvent>().unwrap();
         assert!(matches!(event, MemberEvent::Reminded { email: None, .. }), "{event:?}");
+        assert_eq!(letter.error, "the mail server refused \"<erased>\"");
     }
 
     // Forgetting again finds nothing new and erases nothing twice.
