@@ -36,13 +36,13 @@ use crate::stream::StreamId;
 /// ```
 #[derive(Clone, Default)]
 pub struct InMemoryKeyStore {
-    keys: Arc<Mutex<Keys>>,
+    state: Arc<Mutex<State>>,
 }
 
 /// Everything behind the lock: keys, forgotten subjects, and each
 /// subject's streams.
 #[derive(Default)]
-struct Keys {
+struct State {
     keys: HashMap<String, DataKey>,
     forgotten: HashSet<String>,
     streams: HashMap<String, BTreeSet<StreamId>>,
@@ -54,8 +54,8 @@ impl InMemoryKeyStore {
         Self::default()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Keys> {
-        self.keys.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 

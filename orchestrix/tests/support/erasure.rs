@@ -67,7 +67,7 @@ pub struct Refused;
 #[aggregate(event = MemberEvent, error = Refused, id = String, snapshot_every = 2)]
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Member {
-    member_id: String,
+    id: String,
     email: Option<String>,
     name: Option<String>,
     reminders: u32,
@@ -77,7 +77,7 @@ impl Member {
     fn apply(&mut self, event: &MemberEvent) {
         match event {
             MemberEvent::Joined { member_id, email, name } => {
-                self.member_id.clone_from(member_id);
+                self.id.clone_from(member_id);
                 self.email.clone_from(email);
                 self.name.clone_from(name);
             }
@@ -111,11 +111,11 @@ impl Member {
     }
 
     fn remind(&self, _cmd: Remind) -> Result<MemberEvent, Refused> {
-        Ok(MemberEvent::Reminded { member_id: self.member_id.clone(), email: self.email.clone() })
+        Ok(MemberEvent::Reminded { member_id: self.id.clone(), email: self.email.clone() })
     }
 
     fn rename(&self, cmd: Rename) -> Result<MemberEvent, Refused> {
-        Ok(MemberEvent::Renamed { member_id: self.member_id.clone(), name: Some(cmd.name) })
+        Ok(MemberEvent::Renamed { member_id: self.id.clone(), name: Some(cmd.name) })
     }
 }
 
