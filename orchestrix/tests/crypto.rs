@@ -359,3 +359,60 @@ async fn a_crypto_store_passes_the_consistency_by_query_checks() {
     })
     .await;
 }
+
+/// A projection that fails on every customer event.
+#[derive(Debug, Default)]
+pub struct Broken;
+
+#[orchestrix::async_trait]
+impl orchestrix::projection::Projection for Broken {
+    fn name(&self) -> std::borrow::Cow<'static, str> {
+        "broken".into()
+    }
+    fn filter(&self) -> EventFilter {
+        EventFilter::types(["CustomerRegistered"])
+    }
+    async fn handle(&mut self, _event: &RecordedEvent) -> Result<(), orchestrix::error::BoxError> {
+        Err("down".into())
+    }
+}
+
+/// Dead letters parked through `seal_dead_letters` hold the sealed form
+/// (the inner store never sees the name), read back in clear through the
+/// wrapper, and read back erased once the subject is forgotten, with no
+/// clean-up configured; a letter parked after the forget gets `null`.
+#[tokio::test]
+async fn sealed_dead_letters_never_hold_plaintext() {
+    use orchestrix::memory::InMemoryDeadLetterStore;
+    use orchestrix::projection::PoisonPolicy;
+    use orchestrix::DeadLetterStore;
+
+    let store = CryptoStore::new(InMemoryEventStore::new(), InMemoryKeyStore::new()).register::<CustomerEvent>();
+    let raw_letters = InMemoryDeadLetterStore::new();
+    let letters = store.seal_dead_letters(raw_letters.clone());
+    store.append(&stream("ada"), ExpectedVersion::NoStream, vec![encode(&registered("ada", "Ada"))]).await.unwrap();
+    let engine =
+        ProjectionEngine::new(store.clone(), InMemoryCheckpointStore::new()).with_dead_letters(letters.clone());
+    let options = ProjectionOptions::default()
+        .poison(PoisonPolicy::Park)
+        .retry(orchestrix::RetryPolicy::fixed(1, std::time::Duration::ZERO));
+    engine.rebuild(&mut Broken, options, |_| {}).await.unwrap();
+
+    let raw = raw_letters.list(None).await.unwrap();
+    assert_eq!(raw.len(), 1);
+    assert!(!raw[0].event.data.get().contains("Ada") && raw[0].event.data.get().contains(ENCRYPTED_MARKER));
+    let opened = letters.get(raw[0].id).await.unwrap().unwrap();
+    assert_eq!(opened.event.decode::<CustomerEvent>().unwrap(), registered("ada", "Ada"));
+
+    store.forget("ada").await.unwrap();
+    let erased = letters.list(Some("broken")).await.unwrap();
+    assert!(matches!(
+        erased[0].event.decode::<CustomerEvent>().unwrap(),
+        CustomerEvent::Registered { name: None, address: None, .. }
+    ));
+    // Parked after the forget (a decrypted copy read before it): `null`.
+    letters.park(orchestrix::store::DeadLetter { id: orchestrix::Uuid::now_v7(), ..opened }).await.unwrap();
+    let late = raw_letters.list(None).await.unwrap();
+    assert!(late.iter().all(|letter| !letter.event.data.get().contains("Ada")), "{late:?}");
+    assert!(letters.remove(raw[0].id).await.unwrap());
+}

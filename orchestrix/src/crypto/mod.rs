@@ -100,6 +100,7 @@
 //! # }
 //! ```
 
+mod dead_letters;
 mod forget;
 mod seal;
 
@@ -110,9 +111,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
+pub use self::dead_letters::SealedDeadLetters;
 pub use self::forget::{ErasureHook, ErasureReport, ERASED_IN_TEXT};
+use self::seal::SealMode;
 use crate::envelope::{NewEvent, RecordedEvent};
 use crate::error::StoreError;
 use crate::event::Event;
@@ -303,26 +307,38 @@ impl<S> CryptoStore<S> {
     /// Encrypts the personal fields of `event`, if its type is registered;
     /// adds the subjects it sealed for to `subjects`.
     async fn seal_event(&self, mut event: NewEvent, subjects: &mut BTreeSet<String>) -> Result<NewEvent, StoreError> {
-        let registered =
-            event.event_type == SAGA_STARTED || self.personal.events.contains_key(event.event_type.as_str());
-        if !registered || (event.event_type == SAGA_STARTED && self.personal.sagas.is_empty()) {
-            return Ok(event);
+        if let Some(data) = self.seal_data(&event.event_type, &event.data, SealMode::Append, subjects).await? {
+            event.data = data;
         }
-        let mut object: Map<String, Value> = serde_json::from_str(event.data.get()).map_err(|error| {
+        Ok(event)
+    }
+
+    /// The data of an event of `event_type` with its personal fields
+    /// sealed, or `None` if it has none to seal.
+    async fn seal_data(
+        &self,
+        event_type: &str,
+        data: &RawValue,
+        mode: SealMode,
+        subjects: &mut BTreeSet<String>,
+    ) -> Result<Option<Box<RawValue>>, StoreError> {
+        let registered = event_type == SAGA_STARTED || self.personal.events.contains_key(event_type);
+        if !registered || (event_type == SAGA_STARTED && self.personal.sagas.is_empty()) {
+            return Ok(None);
+        }
+        let mut object: Map<String, Value> = serde_json::from_str(data.get()).map_err(|error| {
             StoreError::InvalidInput(format!(
-                "`{}` has personal fields, so its data must be a JSON object: {error}",
-                event.event_type
+                "`{event_type}` has personal fields, so its data must be a JSON object: {error}"
             ))
         })?;
-        let Some(fields) = self.fields_of(&event.event_type, &object) else { return Ok(event) };
-        if event.event_type == SAGA_STARTED {
-            let Some(Value::Object(data)) = object.get_mut("data") else { return Ok(event) };
-            seal::seal_fields(&*self.keys, data, fields, &event.event_type, "data.", subjects).await?;
+        let Some(fields) = self.fields_of(event_type, &object) else { return Ok(None) };
+        if event_type == SAGA_STARTED {
+            let Some(Value::Object(data)) = object.get_mut("data") else { return Ok(None) };
+            seal::seal_fields(&*self.keys, data, fields, (event_type, "data."), mode, subjects).await?;
         } else {
-            seal::seal_fields(&*self.keys, &mut object, fields, &event.event_type, "", subjects).await?;
+            seal::seal_fields(&*self.keys, &mut object, fields, (event_type, ""), mode, subjects).await?;
         }
-        event.data = serde_json::value::to_raw_value(&object).map_err(|e| StoreError::InvalidInput(e.to_string()))?;
-        Ok(event)
+        serde_json::value::to_raw_value(&object).map(Some).map_err(|e| StoreError::InvalidInput(e.to_string()))
     }
 
     /// Seals `events` of `stream` and records the stream for every subject

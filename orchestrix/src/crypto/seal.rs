@@ -106,28 +106,46 @@ pub(super) fn subject_of(object: &Map<String, Value>, name: &str, event_type: &s
     }
 }
 
+/// Why personal fields are sealed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum SealMode {
+    /// An append: a forgotten subject is refused
+    /// ([`StoreError::SubjectForgotten`]).
+    Append,
+    /// A dead letter parked: a forgotten subject's value becomes `null`,
+    /// and values sealed already stay as they are.
+    Park,
+}
+
 /// Seals the personal `fields` of `object` (found at `path`, `""` for the
 /// event's top level) with the subjects' keys, creating keys as needed;
-/// adds each subject it sealed for to `subjects`. A forgotten subject's
-/// key store refuses: [`StoreError::SubjectForgotten`].
+/// adds each subject it sealed for to `subjects`. A forgotten subject is
+/// treated as `mode` says.
 pub(super) async fn seal_fields(
     keys: &dyn KeyStore,
     object: &mut Map<String, Value>,
     fields: &[PersonalField],
-    event_type: &str,
-    path: &str,
+    (event_type, path): (&str, &str),
+    mode: SealMode,
     subjects: &mut BTreeSet<String>,
 ) -> Result<(), StoreError> {
     let mut cache: HashMap<String, DataKey> = HashMap::new();
     for field in fields {
-        if object.get(field.name).is_none_or(Value::is_null) {
+        let Some(value) = object.get(field.name).filter(|value| !value.is_null()) else { continue };
+        if mode == SealMode::Park && Sealed::parse(value).is_some() {
             continue;
         }
         let subject = subject_of(object, field.subject, event_type)?;
         let key = if let Some(key) = cache.get(&subject) {
             key.clone()
         } else {
-            let key = keys.key_or_create(&subject).await?;
+            let key = match keys.key_or_create(&subject).await {
+                Err(StoreError::SubjectForgotten { .. }) if mode == SealMode::Park => {
+                    object.insert(field.name.to_owned(), Value::Null);
+                    continue;
+                }
+                other => other?,
+            };
             cache.insert(subject.clone(), key.clone());
             key
         };
