@@ -3,7 +3,7 @@
 //! [`PersonalField`]), a data subject's key ([`DataKey`]), and the error a
 //! program gets when it needs a value that was erased ([`PersonalDataErased`]).
 //!
-//! A leaf module: it uses only [`crate::error`]. [`crate::event`] declares
+//! A leaf module: it uses only [`crate::error`]. [`crate::event`](mod@crate::event) declares
 //! personal fields with these types, [`crate::store`]'s `KeyStore` hands out
 //! [`DataKey`]s, and [`crate::crypto`] (which re-exports everything here)
 //! does the encrypting (ADR 0020, ADR 0031).

@@ -410,6 +410,12 @@ pub trait KeyStore: Send + Sync + Debug + 'static {
     /// The streams recorded for `subject`, sorted. Forgetting keeps them,
     /// so a clean-up can run again.
     async fn streams_of(&self, subject: &str) -> Result<Vec<StreamId>, StoreError>;
+
+    /// A number that changes whenever a subject is forgotten or re-admitted
+    /// (in any process using this store): the crypto store polls it to
+    /// learn of another process's `forget` (ADR 0031). Only equality
+    /// matters.
+    async fn erasure_mark(&self) -> Result<u64, StoreError>;
 }
 
 /// A message carried by a [`MessageBus`].

@@ -510,6 +510,12 @@ impl<S: KeyStore> KeyStore for TenantStore<S> {
     async fn streams_of(&self, subject: &str) -> Result<Vec<StreamId>, StoreError> {
         self.inner.streams_of(&self.inner_key(subject)).await
     }
+
+    /// The inner store's mark: another tenant's `forget` changes it too,
+    /// which costs this tenant's caches a reload, never a stale read.
+    async fn erasure_mark(&self) -> Result<u64, StoreError> {
+        self.inner.erasure_mark().await
+    }
 }
 
 #[async_trait]

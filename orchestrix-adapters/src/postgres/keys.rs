@@ -152,6 +152,19 @@ impl KeyStore for PgStore {
         Ok(())
     }
 
+    /// The count of forgotten subjects and the latest forget (in
+    /// microseconds), folded into one number.
+    async fn erasure_mark(&self) -> Result<u64, StoreError> {
+        let (count, latest): (i64, i64) = sqlx::query_as(&format!(
+            "SELECT count(*), coalesce((extract(epoch FROM max(forgotten_at)) * 1000000)::bigint, 0) FROM {}",
+            self.forgotten_table()
+        ))
+        .fetch_one(&self.inner.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(crate::common::fold_mark(count, latest))
+    }
+
     async fn streams_of(&self, subject: &str) -> Result<Vec<StreamId>, StoreError> {
         validate_key("subject", subject)?;
         let rows: Vec<(String, String)> = sqlx::query_as(&format!(

@@ -84,7 +84,7 @@ impl KeyStore for SqliteStore {
         validate_key("subject", subject)?;
         let mut tx = self.inner.pool.begin().await.map_err(map_err)?;
         sqlx::query(&format!(
-            "INSERT INTO {} (subject, forgotten_at) VALUES (?1, CAST(strftime('%s', 'now') AS INTEGER)) \
+            "INSERT INTO {} (subject, forgotten_at) VALUES (?1, CAST((julianday('now') - 2440587.5) * 86400000000 AS INTEGER)) \
              ON CONFLICT (subject) DO NOTHING",
             self.forgotten_table()
         ))
@@ -149,6 +149,17 @@ impl KeyStore for SqliteStore {
                 .map_err(map_err)?;
         }
         Ok(())
+    }
+
+    /// The count of forgotten subjects and the latest forget (in
+    /// microseconds), folded into one number.
+    async fn erasure_mark(&self) -> Result<u64, StoreError> {
+        let (count, latest): (i64, i64) =
+            sqlx::query_as(&format!("SELECT count(*), coalesce(max(forgotten_at), 0) FROM {}", self.forgotten_table()))
+                .fetch_one(&self.inner.pool)
+                .await
+                .map_err(map_err)?;
+        Ok(crate::common::fold_mark(count, latest))
     }
 
     async fn streams_of(&self, subject: &str) -> Result<Vec<StreamId>, StoreError> {

@@ -108,6 +108,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
@@ -138,6 +139,10 @@ const SAGA_STARTED: &str = "SagaStarted";
 /// to spare the key store a write per append; past it, it starts over.
 const RECORDED_CAPACITY: usize = 16_384;
 
+/// How often an append polls the key store for another process's `forget`
+/// ([`CryptoStore::refresh_erasures`]).
+pub const ERASURE_POLL_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Which fields are personal: per stored event type, and per saga kind
 /// (the fields of its data).
 #[derive(Debug, Clone, Default)]
@@ -156,6 +161,8 @@ struct Erasure {
     hooks: Vec<Arc<dyn ErasureHook>>,
     /// (subject, stream) pairs already recorded in the key store.
     recorded: Mutex<HashSet<(String, StreamId)>>,
+    /// When the key store's erasure mark was last polled, and its value.
+    polled: Mutex<Option<(Instant, u64)>>,
 }
 
 /// An [`EventStore`] that encrypts the personal fields of registered event
@@ -264,6 +271,7 @@ impl<S> CryptoStore<S> {
                 dead_letters: old.dead_letters.clone(),
                 hooks: old.hooks.clone(),
                 recorded: Mutex::default(),
+                polled: Mutex::default(),
             });
         }
         Arc::get_mut(&mut self.erasure).unwrap_or_else(|| unreachable!("the erasure targets were just made unique"))
@@ -341,6 +349,40 @@ impl<S> CryptoStore<S> {
         serde_json::value::to_raw_value(&object).map(Some).map_err(|e| StoreError::InvalidInput(e.to_string()))
     }
 
+    /// Learns of a `forget` run by another process on the same key store:
+    /// polls the key store's [`KeyStore::erasure_mark`] and, if it changed
+    /// since the last poll, bumps this store's
+    /// [`EventStore::erasure_generation`], so that the application's cache
+    /// drops what it read before. Returns whether it did. Appends call it
+    /// at most every [`ERASURE_POLL_INTERVAL`]; call it yourself to learn
+    /// sooner.
+    pub async fn refresh_erasures(&self) -> Result<bool, StoreError> {
+        let mark = self.keys.erasure_mark().await?;
+        let mut polled = self.erasure.polled.lock().unwrap_or_else(PoisonError::into_inner);
+        let changed = polled.is_some_and(|(_, seen)| seen != mark);
+        *polled = Some((Instant::now(), mark));
+        drop(polled);
+        if changed {
+            self.erasure.generation.fetch_add(1, Ordering::AcqRel);
+        }
+        Ok(changed)
+    }
+
+    /// [`CryptoStore::refresh_erasures`], if the last poll is older than
+    /// [`ERASURE_POLL_INTERVAL`].
+    async fn refresh_erasures_if_due(&self) -> Result<(), StoreError> {
+        let due = self
+            .erasure
+            .polled
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_none_or(|(at, _)| at.elapsed() >= ERASURE_POLL_INTERVAL);
+        if due {
+            self.refresh_erasures().await?;
+        }
+        Ok(())
+    }
+
     /// Seals `events` of `stream` and records the stream for every subject
     /// sealed for, before anything is appended.
     async fn seal_all(
@@ -348,6 +390,7 @@ impl<S> CryptoStore<S> {
         stream: &StreamId,
         events: Vec<NewEvent>,
     ) -> Result<(Vec<NewEvent>, Vec<NewEvent>), StoreError> {
+        self.refresh_erasures_if_due().await?;
         let mut sealed = Vec::with_capacity(events.len());
         let mut subjects = BTreeSet::new();
         for event in &events {

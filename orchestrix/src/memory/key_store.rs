@@ -45,6 +45,8 @@ pub struct InMemoryKeyStore {
 struct State {
     keys: HashMap<String, DataKey>,
     forgotten: HashSet<String>,
+    /// Counts forgets and re-admissions.
+    mark: u64,
     streams: HashMap<String, BTreeSet<StreamId>>,
 }
 
@@ -81,12 +83,19 @@ impl KeyStore for InMemoryKeyStore {
 
     async fn delete_key(&self, subject: &str) -> Result<bool, StoreError> {
         let mut keys = self.lock();
-        keys.forgotten.insert(subject.to_owned());
+        if keys.forgotten.insert(subject.to_owned()) {
+            keys.mark += 1;
+        }
         Ok(keys.keys.remove(subject).is_some())
     }
 
     async fn readmit(&self, subject: &str) -> Result<bool, StoreError> {
-        Ok(self.lock().forgotten.remove(subject))
+        let mut keys = self.lock();
+        let readmitted = keys.forgotten.remove(subject);
+        if readmitted {
+            keys.mark += 1;
+        }
+        Ok(readmitted)
     }
 
     async fn is_forgotten(&self, subject: &str) -> Result<bool, StoreError> {
@@ -100,5 +109,9 @@ impl KeyStore for InMemoryKeyStore {
 
     async fn streams_of(&self, subject: &str) -> Result<Vec<StreamId>, StoreError> {
         Ok(self.lock().streams.get(subject).map(|s| s.iter().cloned().collect()).unwrap_or_default())
+    }
+
+    async fn erasure_mark(&self) -> Result<u64, StoreError> {
+        Ok(self.lock().mark)
     }
 }

@@ -272,8 +272,10 @@ fn is_forgotten_refusal<E: std::fmt::Debug>(result: &Result<E, CommandError<Refu
 pub async fn forget_erases_every_copy<E: EventStore + Clone>(stores: Stores<E>) {
     let mailing = Arc::new(Mailing::default());
     let (crypto, app) = wire(&stores, Arc::clone(&mailing));
-    // Another process on the same stores: its own cache and generation.
+    // Two other processes on the same stores: their own caches and
+    // generations.
     let (_, other_app) = wire(&stores, Arc::new(Mailing::default()));
+    let (third_crypto, third_app) = wire(&stores, Arc::new(Mailing::default()));
     let id = "m-1".to_owned();
 
     app.execute(id.clone(), Join { member_id: id.clone(), email: SECRETS[0].into(), name: SECRETS[1].into() })
@@ -283,6 +285,9 @@ pub async fn forget_erases_every_copy<E: EventStore + Clone>(stores: Stores<E>) 
     assert_eq!(joined.state.email.as_deref(), Some(SECRETS[0]));
     app.execute(id.clone(), Remind).await.unwrap();
     other_app.execute(id.clone(), Remind).await.unwrap();
+    // The third caches her too.
+    third_app.execute(id.clone(), Remind).await.unwrap();
+    assert!(!third_crypto.refresh_erasures().await.unwrap(), "nothing was forgotten yet");
     let snapshot = stores.snapshots.load(&member("m-1"), None).await.unwrap().expect("a snapshot at version 2");
     assert!(snapshot.state.get().contains(SECRETS[0]), "the snapshot holds the decrypted state");
     let invoice = StreamId::new("Invoice", "inv-1").unwrap();
@@ -304,7 +309,7 @@ pub async fn forget_erases_every_copy<E: EventStore + Clone>(stores: Stores<E>) 
     let options = ProjectionOptions::default().poison(PoisonPolicy::Park).retry(RetryPolicy::fixed(1, Duration::ZERO));
     engine.rebuild(&mut Fragile, options, |_| {}).await.unwrap();
     let letters = stores.dead_letters.list(Some("fragile")).await.unwrap();
-    assert_eq!(letters.len(), 2, "both reminders are parked");
+    assert_eq!(letters.len(), 3, "every reminder is parked");
     assert!(letters[0].event.data.get().contains(SECRETS[0]), "a dead letter holds the decrypted event");
     assert!(letters[0].error.contains(SECRETS[0]), "and its error quotes the address");
 
@@ -349,6 +354,11 @@ pub async fn forget_erases_every_copy<E: EventStore + Clone>(stores: Stores<E>) 
     assert!(is_forgotten_refusal(&stale), "{stale:?}");
     let fresh = other_app.execute(id.clone(), Remind).await.unwrap();
     assert!(matches!(&fresh.events[0].event, MemberEvent::Reminded { email: None, .. }), "{fresh:?}");
+    // A process that polls the key store learns of the forget (appends
+    // poll every second): its cache is dropped before any refusal.
+    assert!(third_crypto.refresh_erasures().await.unwrap());
+    let polled = third_app.execute(id.clone(), Remind).await.unwrap();
+    assert!(matches!(&polled.events[0].event, MemberEvent::Reminded { email: None, .. }), "{polled:?}");
 
     // The saga's state shows the erased marker; the step that needs the
     // address gets the typed error, fails, and sends nothing.

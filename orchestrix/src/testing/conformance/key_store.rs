@@ -58,10 +58,12 @@ pub async fn delete_is_final<S: KeyStore>(store: S) {
 /// A forgotten subject (even one that never had a key) gets no key:
 /// `key_or_create` is [`StoreError::SubjectForgotten`](crate::StoreError::SubjectForgotten)
 /// and creates nothing; `is_forgotten` says so; another subject is not
-/// affected; `readmit` lifts it once (a second `readmit` finds nothing).
+/// affected; `readmit` lifts it once (a second `readmit` finds nothing);
+/// the erasure mark changes with the forget and with the readmit.
 pub async fn forgotten_until_readmitted<S: KeyStore>(store: S) {
     const CHECK: &str = "key_store::forgotten_until_readmitted";
     let (a, b) = (subject(), subject());
+    let mark = ok(CHECK, "erasure_mark", store.erasure_mark().await);
     expect(
         CHECK,
         !ok(CHECK, "is_forgotten of a new subject", store.is_forgotten(&a).await),
@@ -77,6 +79,8 @@ pub async fn forgotten_until_readmitted<S: KeyStore>(store: S) {
         ok(CHECK, "is_forgotten", store.is_forgotten(&a).await),
         format_args!("the subject is not forgotten"),
     );
+    let forgotten_mark = ok(CHECK, "erasure_mark after a forget", store.erasure_mark().await);
+    expect(CHECK, forgotten_mark != mark, format_args!("a forget left the erasure mark at {mark}"));
     for attempt in 0..2 {
         match store.key_or_create(&a).await {
             Err(crate::StoreError::SubjectForgotten { .. }) => {}
@@ -95,6 +99,8 @@ pub async fn forgotten_until_readmitted<S: KeyStore>(store: S) {
         format_args!("forgetting spread"),
     );
     expect(CHECK, ok(CHECK, "readmit", store.readmit(&a).await), format_args!("readmit found nothing"));
+    let readmitted_mark = ok(CHECK, "erasure_mark after readmit", store.erasure_mark().await);
+    expect(CHECK, readmitted_mark != forgotten_mark, format_args!("a readmit left the erasure mark unchanged"));
     expect(CHECK, !ok(CHECK, "second readmit", store.readmit(&a).await), format_args!("readmitted twice"));
     expect(
         CHECK,
