@@ -45,6 +45,8 @@
 //!   [`CryptoStore::erase_snapshots_in`];
 //! - the personal fields of the subject in dead letters of the stores
 //!   given with [`CryptoStore::erase_dead_letters_in`] (set to `null`);
+//!   better still, park through [`CryptoStore::seal_dead_letters`], and
+//!   dead letters never hold personal data in clear;
 //! - the aggregates an application keeps in memory: the store's
 //!   [`EventStore::erasure_generation`] changes, and the application's
 //!   cache drops its entries on the next command;
@@ -59,8 +61,10 @@
 //! own); fields you did not mark personal; event types that are not
 //! registered (written in plain text). Database pages, WAL archives and
 //! backups keep deleted keys until they are reclaimed or expire. Another
-//! process's aggregate cache learns of a `forget` only through the refusal
-//! of its writes (see ADR 0031).
+//! process's aggregate cache learns of a `forget` when its store polls the
+//! key store ([`CryptoStore::refresh_erasures`], about every second while
+//! it appends) or when a write of the forgotten data is refused; a
+//! snapshot it takes in between can hold the data (ADR 0031).
 //!
 //! ```
 //! use futures_util::StreamExt;
