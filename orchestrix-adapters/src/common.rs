@@ -288,6 +288,13 @@ pub(crate) fn next_cursor(
     events.last().filter(|_| full).map(|last| key(last) + 1)
 }
 
+/// Folds the count of forgotten subjects and the time of the latest forget
+/// into the one number `KeyStore::erasure_mark` returns: a forget adds a
+/// row with a later time, a re-admission removes one.
+pub(crate) fn fold_mark(count: i64, latest: i64) -> u64 {
+    u64::from_ne_bytes(count.to_ne_bytes()).rotate_left(40) ^ u64::from_ne_bytes(latest.to_ne_bytes())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -57,7 +57,7 @@ async fn migrate_twice_is_harmless_and_script_matches() {
             .fetch_one(store.pool())
             .await
             .unwrap();
-    assert_eq!(applied, 4, "migrations 1 (initial), 2 (data_keys), 3 (tags) and 4 (event_ids)");
+    assert_eq!(applied, 5, "migrations 1 (initial), 2 (data_keys), 3 (tags), 4 (event_ids) and 5 (forgotten_subjects)");
     // The script applies cleanly on top of migrate() (it records the same versions).
     let script = orchestrix_adapters::postgres::migration_sql(store.config());
     sqlx::raw_sql(&script).execute(store.pool()).await.unwrap();
@@ -626,4 +626,24 @@ async fn a_catch_up_over_many_chunks_is_complete_and_ordered() {
         store.subscribe(0, evens).take(expected.len()).map(|e| e.unwrap().global_position).collect().await;
     assert_eq!(filtered, expected);
     store.drop_schema().await.unwrap();
+}
+
+#[path = "../../orchestrix/tests/support/erasure.rs"]
+mod erasure;
+
+/// After `forget`, no copy the framework keeps on PostgreSQL holds the
+/// subject's plaintext: key tables, snapshots, dead letters, saga data,
+/// cached aggregates (ADR 0031; the scenario is shared with the in-memory
+/// and SQLite runs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forget_erases_every_copy_on_postgres() {
+    let Some(store) = support::pg_store().await else { return };
+    erasure::forget_erases_every_copy(erasure::Stores {
+        events: store.clone(),
+        keys: Arc::new(store.clone()),
+        snapshots: Arc::new(store.clone()),
+        dead_letters: Arc::new(store.clone()),
+        checkpoints: Arc::new(store),
+    })
+    .await;
 }

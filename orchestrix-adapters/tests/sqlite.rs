@@ -148,3 +148,23 @@ async fn prefixes_are_validated_and_isolate_tables() {
     let sql = orchestrix_adapters::sqlite::migration_sql(&SqliteConfig::new("two_").unwrap());
     assert!(sql.contains("CREATE TABLE IF NOT EXISTS two_events"));
 }
+
+#[path = "../../orchestrix/tests/support/erasure.rs"]
+mod erasure;
+
+/// After `forget`, no copy the framework keeps on SQLite holds the
+/// subject's plaintext: key tables, snapshots, dead letters, saga data,
+/// cached aggregates (ADR 0031; the scenario is shared with the in-memory
+/// and PostgreSQL runs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forget_erases_every_copy_on_sqlite() {
+    let store = SqliteStore::in_memory().await.unwrap();
+    erasure::forget_erases_every_copy(erasure::Stores {
+        events: store.clone(),
+        keys: std::sync::Arc::new(store.clone()),
+        snapshots: std::sync::Arc::new(store.clone()),
+        dead_letters: std::sync::Arc::new(store.clone()),
+        checkpoints: std::sync::Arc::new(store),
+    })
+    .await;
+}

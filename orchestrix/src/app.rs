@@ -837,6 +837,9 @@ impl<A: Aggregate> AggregateSlot<A> {
         metadata: &Metadata,
         run: Run,
     ) -> AttemptResult<A> {
+        // Erasure hook (ADR 0031): a `forget` since the cache was filled
+        // empties it, and the state is read again with the data erased.
+        let erasures = self.cache.sync_erasures(self.repository_events().erasure_generation());
         let entry = self.cache.entry(id);
         let mut guard = entry.lock().await;
         let was_cached = guard.is_some();
@@ -937,12 +940,15 @@ impl<A: Aggregate> AggregateSlot<A> {
         }
         loaded.version = records.last().map_or(before, |r| r.stream_version);
         let version = loaded.version;
-        if Repository::<A>::snapshot_due(before, version) {
+        // Erasure hook (ADR 0031): state read before a `forget` is neither
+        // snapshotted nor kept.
+        let erased_since = self.repository_events().erasure_generation() != erasures;
+        if Repository::<A>::snapshot_due(before, version) && !erased_since {
             if let Err(error) = self.repository.save_snapshot(id, &loaded.state, version).await {
                 tracing::warn!(%error, version, "could not save a snapshot; the command succeeded regardless");
             }
         }
-        if !loaded.exists() || !self.cache.enabled() {
+        if !loaded.exists() || !self.cache.enabled() || erased_since {
             *guard = None;
         }
         drop(guard);
@@ -995,15 +1001,28 @@ type CacheEntry<A> = Arc<tokio::sync::Mutex<Option<Loaded<A>>>>;
 struct AggregateCache<A: Aggregate> {
     entries: Mutex<HashMap<A::Id, CacheEntry<A>>>,
     capacity: usize,
+    /// The store's erasure generation the entries were read under.
+    erasures: std::sync::atomic::AtomicU64,
 }
 
 impl<A: Aggregate> AggregateCache<A> {
     fn new(capacity: usize) -> Self {
-        Self { entries: Mutex::new(HashMap::new()), capacity }
+        Self { entries: Mutex::new(HashMap::new()), capacity, erasures: std::sync::atomic::AtomicU64::new(0) }
     }
 
     fn enabled(&self) -> bool {
         self.capacity > 0
+    }
+
+    /// Erasure hook (ADR 0031): empties the cache if the store's erasure
+    /// generation is not the one its entries were read under, and returns
+    /// it. Commands that hold an entry finish on it; their appends of a
+    /// forgotten subject's personal data are refused by the store.
+    fn sync_erasures(&self, generation: u64) -> u64 {
+        if self.erasures.swap(generation, std::sync::atomic::Ordering::AcqRel) != generation {
+            self.entries.lock().unwrap_or_else(PoisonError::into_inner).clear();
+        }
+        generation
     }
 
     /// The entry of `id`, created empty if needed. When the cache is over

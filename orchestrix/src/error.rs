@@ -54,6 +54,18 @@ pub enum StoreError {
         /// What is wrong with it.
         reason: String,
     },
+    /// Personal data of a data subject that was forgotten
+    /// ([`crate::crypto::CryptoStore::forget`]) was about to be written:
+    /// nothing was written. A forgotten subject gets no new key unless
+    /// [`crate::KeyStore::readmit`] re-admits it (ADR 0031).
+    #[error(
+        "data subject `{subject}` was forgotten: its personal data is not written again; \
+         call `KeyStore::readmit` if the subject came back and gave its data anew"
+    )]
+    SubjectForgotten {
+        /// The subject, as the key store names it.
+        subject: String,
+    },
     /// Outcome unknown: the operation may or may not have taken effect;
     /// retrying an append with the same event ids is safe.
     ///

@@ -114,7 +114,7 @@ pub trait Event: Debug + Send + Sync + Sized + 'static {
     /// [`crate::crypto::CryptoStore`] encrypts per data subject; declared
     /// with `#[event(personal(subject = field))]` on a field. None by
     /// default.
-    fn personal_data() -> &'static [crate::crypto::PersonalData] {
+    fn personal_data() -> &'static [crate::personal::PersonalData] {
         &[]
     }
 

@@ -107,6 +107,7 @@ pub mod error;
 pub mod event;
 pub mod idempotency;
 pub mod memory;
+pub mod personal;
 pub mod projection;
 pub mod query;
 pub mod repository;
@@ -179,7 +180,7 @@ pub mod __private {
     pub use uuid::Uuid;
 
     pub use crate::command::{CommandDescriptor, HandlerResult};
-    pub use crate::crypto::{PersonalData, PersonalField};
+    pub use crate::personal::{PersonalData, PersonalField};
     pub use crate::query::tag;
 
     use crate::error::BoxError;

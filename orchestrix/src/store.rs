@@ -19,6 +19,7 @@ use uuid::Uuid;
 
 use crate::envelope::{NewEvent, RecordedEvent};
 use crate::error::StoreError;
+use crate::personal::DataKey;
 use crate::query::{AppendCondition, Query};
 use crate::stream::StreamId;
 
@@ -323,6 +324,16 @@ pub trait EventStore: Send + Sync + Debug + 'static {
     /// The position of the last event in the global log, or `None` if empty.
     async fn head_position(&self) -> Result<Option<u64>, StoreError>;
 
+    /// How many data subjects this store has forgotten since it was made
+    /// (in this process): a number that changes whenever personal data
+    /// read from it earlier may have been erased since. Caches of state
+    /// built from its events (the application's aggregate cache) drop
+    /// their entries when it changes (ADR 0031). Stores that erase nothing
+    /// keep the default, 0; a wrapper forwards its inner store's.
+    fn erasure_generation(&self) -> u64 {
+        0
+    }
+
     /// Reads the events that match `query` from `from_position`
     /// (inclusive) in position order, up to the current end: the decision
     /// model of a command with consistency by query (ADR 0023). The
@@ -447,27 +458,57 @@ pub trait KeyValueStore: Send + Sync + Debug + 'static {
 
 /// Where the per-subject keys of crypto-shredding live
 /// ([`crate::crypto`]): one AES-256 key per data subject, created on first
-/// use, deleted to make the subject's personal data unreadable for good.
+/// use, deleted to make the subject's personal data unreadable for good;
+/// beside them, which subjects were forgotten and which streams hold each
+/// subject's personal data (ADR 0031).
 ///
 /// Implementations must never log, print or return key material except
-/// through [`DataKey`](crate::crypto::DataKey), whose `Debug` shows only
-/// its id; and deleting must really delete (no soft delete, no archive
-/// table), since a kept copy defeats the shredding.
+/// through [`DataKey`], whose `Debug` shows only its id; and deleting must
+/// really delete (no soft delete, no archive table), since a kept copy
+/// defeats the shredding. The record of a forgotten subject holds its id
+/// and no key material.
 #[async_trait]
 pub trait KeyStore: Send + Sync + Debug + 'static {
     /// The current key of `subject`, or `None` if it has none (never had
-    /// one, or it was deleted).
-    async fn key(&self, subject: &str) -> Result<Option<crate::crypto::DataKey>, StoreError>;
+    /// one, or it was forgotten). A forgotten subject has no key even if a
+    /// create raced with its deletion.
+    async fn key(&self, subject: &str) -> Result<Option<DataKey>, StoreError>;
 
     /// The current key of `subject`, creating one if it has none. Two
-    /// concurrent calls for one subject return the same key.
-    async fn key_or_create(&self, subject: &str) -> Result<crate::crypto::DataKey, StoreError>;
+    /// concurrent calls for one subject return the same key. A forgotten
+    /// subject gets no key: [`StoreError::SubjectForgotten`], until
+    /// [`KeyStore::readmit`].
+    async fn key_or_create(&self, subject: &str) -> Result<DataKey, StoreError>;
 
-    /// Deletes the key of `subject`; returns whether it had one. Data
-    /// encrypted with it can never be read again; a later
-    /// [`KeyStore::key_or_create`] makes a new key, which does not open the
-    /// old data.
+    /// Forgets `subject`: deletes its key and records that it was
+    /// forgotten, so that [`KeyStore::key_or_create`] refuses it from now
+    /// on. Returns whether it had a key. Data encrypted with the key can
+    /// never be read again, not even after [`KeyStore::readmit`].
     async fn delete_key(&self, subject: &str) -> Result<bool, StoreError>;
+
+    /// Re-admits a forgotten subject (one who came back and gave its data
+    /// anew): the next [`KeyStore::key_or_create`] makes a new key, which
+    /// does not open the data written before the subject was forgotten.
+    /// Returns whether the subject was forgotten.
+    async fn readmit(&self, subject: &str) -> Result<bool, StoreError>;
+
+    /// Whether `subject` was forgotten and not re-admitted since.
+    async fn is_forgotten(&self, subject: &str) -> Result<bool, StoreError>;
+
+    /// Records that `streams` hold personal data of `subject` (idempotent).
+    /// The crypto store calls it before it appends such data, so the
+    /// record is never behind the events.
+    async fn record_streams(&self, subject: &str, streams: &[StreamId]) -> Result<(), StoreError>;
+
+    /// The streams recorded for `subject`, sorted. Forgetting keeps them,
+    /// so a clean-up can run again.
+    async fn streams_of(&self, subject: &str) -> Result<Vec<StreamId>, StoreError>;
+
+    /// A number that changes whenever a subject is forgotten or re-admitted
+    /// (in any process using this store): the crypto store polls it to
+    /// learn of another process's `forget` (ADR 0031). Only equality
+    /// matters.
+    async fn erasure_mark(&self) -> Result<u64, StoreError>;
 }
 
 /// A message carried by a [`MessageBus`].

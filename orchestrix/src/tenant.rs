@@ -492,6 +492,10 @@ impl<S: EventStore> EventStore for TenantStore<S> {
     async fn head_position(&self) -> Result<Option<u64>, StoreError> {
         self.inner.head_position().await
     }
+
+    fn erasure_generation(&self) -> u64 {
+        self.inner.erasure_generation()
+    }
 }
 
 #[async_trait]
@@ -550,16 +554,40 @@ impl<S: KeyValueStore> KeyValueStore for TenantStore<S> {
 /// `c-1` have different keys, and forgetting one keeps the other.
 #[async_trait]
 impl<S: KeyStore> KeyStore for TenantStore<S> {
-    async fn key(&self, subject: &str) -> Result<Option<crate::crypto::DataKey>, StoreError> {
+    async fn key(&self, subject: &str) -> Result<Option<crate::personal::DataKey>, StoreError> {
         self.inner.key(&self.inner_key(subject)).await
     }
 
-    async fn key_or_create(&self, subject: &str) -> Result<crate::crypto::DataKey, StoreError> {
+    async fn key_or_create(&self, subject: &str) -> Result<crate::personal::DataKey, StoreError> {
         self.inner.key_or_create(&self.inner_key(subject)).await
     }
 
     async fn delete_key(&self, subject: &str) -> Result<bool, StoreError> {
         self.inner.delete_key(&self.inner_key(subject)).await
+    }
+
+    async fn readmit(&self, subject: &str) -> Result<bool, StoreError> {
+        self.inner.readmit(&self.inner_key(subject)).await
+    }
+
+    async fn is_forgotten(&self, subject: &str) -> Result<bool, StoreError> {
+        self.inner.is_forgotten(&self.inner_key(subject)).await
+    }
+
+    /// The streams are kept as given (the tenant's own view of them) under
+    /// the tenant's subject.
+    async fn record_streams(&self, subject: &str, streams: &[StreamId]) -> Result<(), StoreError> {
+        self.inner.record_streams(&self.inner_key(subject), streams).await
+    }
+
+    async fn streams_of(&self, subject: &str) -> Result<Vec<StreamId>, StoreError> {
+        self.inner.streams_of(&self.inner_key(subject)).await
+    }
+
+    /// The inner store's mark: another tenant's `forget` changes it too,
+    /// which costs this tenant's caches a reload, never a stale read.
+    async fn erasure_mark(&self) -> Result<u64, StoreError> {
+        self.inner.erasure_mark().await
     }
 }
 

@@ -205,8 +205,10 @@ async fn forgetting_a_subject_erases_its_fields_and_everything_still_loads() {
     assert_eq!(directory.names["ada"].as_deref(), Some("Ada"));
 
     // Forget Ada.
-    assert!(store.forget("ada").await.unwrap());
-    assert!(!store.forget("ada").await.unwrap());
+    let report = store.forget("ada").await.unwrap();
+    assert!(report.key_deleted);
+    assert_eq!(report.streams, [stream("ada"), stream("bob")], "Ada's data is in her stream and in Bob's referral");
+    assert!(!store.forget("ada").await.unwrap().key_deleted);
 
     // Every event still loads; Ada's personal fields are `None`, even where
     // they sit in Bob's events (the referral); Bob's stay.
@@ -241,14 +243,28 @@ async fn forgetting_a_subject_erases_its_fields_and_everything_still_loads() {
     assert_eq!(directory.names["ada"], None);
     assert_eq!(directory.names["bob"].as_deref(), Some("Bob"));
 
-    // A new key for Ada encrypts new data, and does not open the old.
+    // Ada's personal data is not written again under a fresh key: a typed
+    // refusal, nothing stored, no key made.
+    let refused =
+        store.append(&stream("ada"), ExpectedVersion::Exact(2), vec![encode(&registered("ada", "Ada Again"))]).await;
+    assert!(matches!(refused, Err(StoreError::SubjectForgotten { ref subject }) if subject == "ada"), "{refused:?}");
+    assert_eq!(store.stream_version(&stream("ada")).await.unwrap(), Some(2));
+    assert!(keys.key("ada").await.unwrap().is_none());
+    // Events of hers without personal data still go in.
+    let blank =
+        CustomerEvent::Registered { customer_id: "ada".into(), plan: "basic".into(), name: None, address: None };
+    store.append(&stream("ada"), ExpectedVersion::Exact(2), vec![encode(&blank)]).await.unwrap();
+
+    // Re-admitted, she gets a new key: it encrypts new data and does not
+    // open the old.
+    assert!(store.readmit("ada").await.unwrap());
     store
-        .append(&stream("ada"), ExpectedVersion::Exact(2), vec![encode(&registered("ada", "Ada Again"))])
+        .append(&stream("ada"), ExpectedVersion::Exact(3), vec![encode(&registered("ada", "Ada Again"))])
         .await
         .unwrap();
     let again = decoded(&store).await;
     assert!(matches!(&again[0], CustomerEvent::Registered { name: None, .. }));
-    assert!(matches!(&again[4], CustomerEvent::Registered { name: Some(name), .. } if name == "Ada Again"));
+    assert!(matches!(&again[5], CustomerEvent::Registered { name: Some(name), .. } if name == "Ada Again"));
     assert!(keys.key("ada").await.unwrap().is_some());
 }
 
@@ -343,4 +359,61 @@ async fn a_crypto_store_passes_the_consistency_by_query_checks() {
         CryptoStore::new(InMemoryEventStore::new(), InMemoryKeyStore::new()).register::<CustomerEvent>()
     })
     .await;
+}
+
+/// A projection that fails on every customer event.
+#[derive(Debug, Default)]
+pub struct Broken;
+
+#[orchestrix::async_trait]
+impl orchestrix::projection::Projection for Broken {
+    fn name(&self) -> std::borrow::Cow<'static, str> {
+        "broken".into()
+    }
+    fn filter(&self) -> EventFilter {
+        EventFilter::types(["CustomerRegistered"])
+    }
+    async fn handle(&mut self, _event: &RecordedEvent) -> Result<(), orchestrix::error::BoxError> {
+        Err("down".into())
+    }
+}
+
+/// Dead letters parked through `seal_dead_letters` hold the sealed form
+/// (the inner store never sees the name), read back in clear through the
+/// wrapper, and read back erased once the subject is forgotten, with no
+/// clean-up configured; a letter parked after the forget gets `null`.
+#[tokio::test]
+async fn sealed_dead_letters_never_hold_plaintext() {
+    use orchestrix::memory::InMemoryDeadLetterStore;
+    use orchestrix::projection::PoisonPolicy;
+    use orchestrix::DeadLetterStore;
+
+    let store = CryptoStore::new(InMemoryEventStore::new(), InMemoryKeyStore::new()).register::<CustomerEvent>();
+    let raw_letters = InMemoryDeadLetterStore::new();
+    let letters = store.seal_dead_letters(raw_letters.clone());
+    store.append(&stream("ada"), ExpectedVersion::NoStream, vec![encode(&registered("ada", "Ada"))]).await.unwrap();
+    let engine =
+        ProjectionEngine::new(store.clone(), InMemoryCheckpointStore::new()).with_dead_letters(letters.clone());
+    let options = ProjectionOptions::default()
+        .poison(PoisonPolicy::Park)
+        .retry(orchestrix::RetryPolicy::fixed(1, std::time::Duration::ZERO));
+    engine.rebuild(&mut Broken, options, |_| {}).await.unwrap();
+
+    let raw = raw_letters.list(None).await.unwrap();
+    assert_eq!(raw.len(), 1);
+    assert!(!raw[0].event.data.get().contains("Ada") && raw[0].event.data.get().contains(ENCRYPTED_MARKER));
+    let opened = letters.get(raw[0].id).await.unwrap().unwrap();
+    assert_eq!(opened.event.decode::<CustomerEvent>().unwrap(), registered("ada", "Ada"));
+
+    store.forget("ada").await.unwrap();
+    let erased = letters.list(Some("broken")).await.unwrap();
+    assert!(matches!(
+        erased[0].event.decode::<CustomerEvent>().unwrap(),
+        CustomerEvent::Registered { name: None, address: None, .. }
+    ));
+    // Parked after the forget (a decrypted copy read before it): `null`.
+    letters.park(orchestrix::store::DeadLetter { id: orchestrix::Uuid::now_v7(), ..opened }).await.unwrap();
+    let late = raw_letters.list(None).await.unwrap();
+    assert!(late.iter().all(|letter| !letter.event.data.get().contains("Ada")), "{late:?}");
+    assert!(letters.remove(raw[0].id).await.unwrap());
 }

@@ -127,11 +127,15 @@ pub fn tenant<S>(store: &S, tenant: &str) -> Result<Tenant<S>, Box<dyn std::erro
 where
     S: EventStore + SnapshotStore + KeyStore + Clone,
 {
+    let snapshots: Arc<dyn SnapshotStore> = Arc::new(TenantStore::new(store.clone(), tenant)?);
+    // `forget` deletes the forgotten customer's snapshots in the tenant's
+    // snapshot store too (ADR 31).
     let events = CryptoStore::new(TenantStore::new(store.clone(), tenant)?, TenantStore::new(store.clone(), tenant)?)
-        .register::<AccountEvent>();
+        .register::<AccountEvent>()
+        .erase_snapshots_in(Arc::clone(&snapshots));
     let app = Orchestrix::builder()
         .event_store(events.clone())
-        .snapshot_store(TenantStore::new(store.clone(), tenant)?)
+        .snapshot_store_arc(snapshots)
         .aggregate::<Account>()
         .build()?;
     Ok(Tenant { app, events })

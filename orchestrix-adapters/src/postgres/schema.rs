@@ -18,7 +18,30 @@ pub(super) const MIGRATIONS: &[Migration] = &[
     Migration { version: 2, name: "data_keys", sql: data_keys },
     Migration { version: 3, name: "tags", sql: super::dcb::tags },
     Migration { version: 4, name: "event_ids", sql: super::idempotency::event_ids },
+    Migration { version: 5, name: "forgotten_subjects", sql: forgotten_subjects },
 ];
+
+/// The fourth migration: which data subjects were forgotten (no key
+/// material, just the id: their personal data is never sealed again until
+/// they are re-admitted), and which streams hold each subject's personal
+/// data, so that forgetting finds every snapshot and cached aggregate
+/// (ADR 0031).
+fn forgotten_subjects(s: &str) -> String {
+    format!(
+        r#"
+CREATE TABLE "{s}".forgotten_subjects (
+    subject text COLLATE "C" PRIMARY KEY,
+    forgotten_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE "{s}".subject_streams (
+    subject text COLLATE "C" NOT NULL,
+    category text COLLATE "C" NOT NULL,
+    aggregate_id text COLLATE "C" NOT NULL,
+    PRIMARY KEY (subject, category, aggregate_id)
+);
+"#
+    )
+}
 
 /// The second migration: data subjects' keys for crypto-shredding
 /// (`orchestrix::crypto`, ADR 0020). Deleting a row forgets a subject.

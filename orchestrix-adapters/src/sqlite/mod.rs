@@ -156,6 +156,16 @@ CREATE TABLE IF NOT EXISTS {p}data_keys (
     material BLOB NOT NULL,
     created_at INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS {p}forgotten_subjects (
+    subject TEXT PRIMARY KEY,
+    forgotten_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS {p}subject_streams (
+    subject TEXT NOT NULL,
+    category TEXT NOT NULL,
+    aggregate_id TEXT NOT NULL,
+    PRIMARY KEY (subject, category, aggregate_id)
+);
 "
     )
 }

@@ -1,14 +1,15 @@
 //! The in-memory [`KeyStore`].
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
 
-use crate::crypto::DataKey;
 use crate::error::StoreError;
+use crate::personal::DataKey;
 use crate::store::KeyStore;
+use crate::stream::StreamId;
 
 /// Data subjects' keys held in memory (see [`crate::crypto`]).
 ///
@@ -26,12 +27,27 @@ use crate::store::KeyStore;
 /// assert_eq!(keys.key("customer-1").await?.map(|k| k.id()), Some(key.id()));
 /// assert!(keys.delete_key("customer-1").await?);
 /// assert!(keys.key("customer-1").await?.is_none());
+/// // A forgotten subject gets no new key until it is re-admitted.
+/// assert!(matches!(keys.key_or_create("customer-1").await, Err(orchestrix::StoreError::SubjectForgotten { .. })));
+/// assert!(keys.readmit("customer-1").await?);
+/// assert_ne!(keys.key_or_create("customer-1").await?.id(), key.id());
 /// # Ok(())
 /// # }
 /// ```
 #[derive(Clone, Default)]
 pub struct InMemoryKeyStore {
-    keys: Arc<Mutex<HashMap<String, DataKey>>>,
+    state: Arc<Mutex<State>>,
+}
+
+/// Everything behind the lock: keys, forgotten subjects, and each
+/// subject's streams.
+#[derive(Default)]
+struct State {
+    keys: HashMap<String, DataKey>,
+    forgotten: HashSet<String>,
+    /// Counts forgets and re-admissions.
+    mark: u64,
+    streams: HashMap<String, BTreeSet<StreamId>>,
 }
 
 impl InMemoryKeyStore {
@@ -40,28 +56,62 @@ impl InMemoryKeyStore {
         Self::default()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, DataKey>> {
-        self.keys.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
 impl fmt::Debug for InMemoryKeyStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("InMemoryKeyStore").field("keys", &self.lock().len()).finish()
+        f.debug_struct("InMemoryKeyStore").field("keys", &self.lock().keys.len()).finish()
     }
 }
 
 #[async_trait]
 impl KeyStore for InMemoryKeyStore {
     async fn key(&self, subject: &str) -> Result<Option<DataKey>, StoreError> {
-        Ok(self.lock().get(subject).cloned())
+        Ok(self.lock().keys.get(subject).cloned())
     }
 
     async fn key_or_create(&self, subject: &str) -> Result<DataKey, StoreError> {
-        Ok(self.lock().entry(subject.to_owned()).or_insert_with(DataKey::generate).clone())
+        let mut keys = self.lock();
+        if keys.forgotten.contains(subject) {
+            return Err(StoreError::SubjectForgotten { subject: subject.to_owned() });
+        }
+        Ok(keys.keys.entry(subject.to_owned()).or_insert_with(DataKey::generate).clone())
     }
 
     async fn delete_key(&self, subject: &str) -> Result<bool, StoreError> {
-        Ok(self.lock().remove(subject).is_some())
+        let mut keys = self.lock();
+        if keys.forgotten.insert(subject.to_owned()) {
+            keys.mark += 1;
+        }
+        Ok(keys.keys.remove(subject).is_some())
+    }
+
+    async fn readmit(&self, subject: &str) -> Result<bool, StoreError> {
+        let mut keys = self.lock();
+        let readmitted = keys.forgotten.remove(subject);
+        if readmitted {
+            keys.mark += 1;
+        }
+        Ok(readmitted)
+    }
+
+    async fn is_forgotten(&self, subject: &str) -> Result<bool, StoreError> {
+        Ok(self.lock().forgotten.contains(subject))
+    }
+
+    async fn record_streams(&self, subject: &str, streams: &[StreamId]) -> Result<(), StoreError> {
+        self.lock().streams.entry(subject.to_owned()).or_default().extend(streams.iter().cloned());
+        Ok(())
+    }
+
+    async fn streams_of(&self, subject: &str) -> Result<Vec<StreamId>, StoreError> {
+        Ok(self.lock().streams.get(subject).map(|s| s.iter().cloned().collect()).unwrap_or_default())
+    }
+
+    async fn erasure_mark(&self) -> Result<u64, StoreError> {
+        Ok(self.lock().mark)
     }
 }

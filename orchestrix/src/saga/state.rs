@@ -274,6 +274,15 @@ impl<D> SagaInstance<D> {
     }
 }
 
+/// A step whose data lost a personal value (its subject was forgotten, ADR
+/// 0031) fails for good: the saga compensates rather than act without it.
+/// `required(data.email.as_ref(), "email")?` in a step does this.
+impl From<crate::personal::PersonalDataErased> for super::step::StepError {
+    fn from(erased: crate::personal::PersonalDataErased) -> Self {
+        Self::Failed(erased.to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::events::*;

@@ -36,8 +36,9 @@ pub async fn create_once_and_read<S: KeyStore>(store: S) {
 }
 
 /// Deleting a key removes it for good: `key` finds none, a second delete
-/// reports nothing deleted, another subject's key stays, and a later
-/// `key_or_create` makes a different key.
+/// reports nothing deleted, another subject's key stays, and the deleted
+/// subject gets no new key (it is forgotten) until it is re-admitted, and
+/// then a different one.
 pub async fn delete_is_final<S: KeyStore>(store: S) {
     const CHECK: &str = "key_store::delete_is_final";
     let (a, b) = (subject(), subject());
@@ -48,9 +49,94 @@ pub async fn delete_is_final<S: KeyStore>(store: S) {
     expect(CHECK, !ok(CHECK, "second delete_key", store.delete_key(&a).await), format_args!("deleted twice"));
     let other = ok(CHECK, "key of the other subject", store.key(&b).await);
     expect_eq(CHECK, "the other subject's key", &other.map(|k| k.id()), &Some(kept.id()));
-    let new = ok(CHECK, "key_or_create after delete", store.key_or_create(&a).await);
+    expect(CHECK, ok(CHECK, "readmit", store.readmit(&a).await), format_args!("readmit found no forgotten subject"));
+    let new = ok(CHECK, "key_or_create after readmit", store.key_or_create(&a).await);
     expect(CHECK, new.id() != first.id(), format_args!("a deleted key came back"));
     expect(CHECK, new.material() != first.material(), format_args!("deleted key material came back"));
+}
+
+/// A forgotten subject (even one that never had a key) gets no key:
+/// `key_or_create` is [`StoreError::SubjectForgotten`](crate::StoreError::SubjectForgotten)
+/// and creates nothing; `is_forgotten` says so; another subject is not
+/// affected; `readmit` lifts it once (a second `readmit` finds nothing);
+/// the erasure mark changes with the forget and with the readmit.
+pub async fn forgotten_until_readmitted<S: KeyStore>(store: S) {
+    const CHECK: &str = "key_store::forgotten_until_readmitted";
+    let (a, b) = (subject(), subject());
+    let mark = ok(CHECK, "erasure_mark", store.erasure_mark().await);
+    expect(
+        CHECK,
+        !ok(CHECK, "is_forgotten of a new subject", store.is_forgotten(&a).await),
+        format_args!("new subject forgotten"),
+    );
+    expect(
+        CHECK,
+        !ok(CHECK, "delete_key without a key", store.delete_key(&a).await),
+        format_args!("deleted a key that never was"),
+    );
+    expect(
+        CHECK,
+        ok(CHECK, "is_forgotten", store.is_forgotten(&a).await),
+        format_args!("the subject is not forgotten"),
+    );
+    let forgotten_mark = ok(CHECK, "erasure_mark after a forget", store.erasure_mark().await);
+    expect(CHECK, forgotten_mark != mark, format_args!("a forget left the erasure mark at {mark}"));
+    for attempt in 0..2 {
+        match store.key_or_create(&a).await {
+            Err(crate::StoreError::SubjectForgotten { .. }) => {}
+            other => expect(CHECK, false, format_args!("key_or_create #{attempt} of a forgotten subject: {other:?}")),
+        }
+    }
+    expect(
+        CHECK,
+        ok(CHECK, "key after a refused create", store.key(&a).await).is_none(),
+        format_args!("a refused create left a key"),
+    );
+    ok(CHECK, "key_or_create of another subject", store.key_or_create(&b).await);
+    expect(
+        CHECK,
+        !ok(CHECK, "is_forgotten of another subject", store.is_forgotten(&b).await),
+        format_args!("forgetting spread"),
+    );
+    expect(CHECK, ok(CHECK, "readmit", store.readmit(&a).await), format_args!("readmit found nothing"));
+    let readmitted_mark = ok(CHECK, "erasure_mark after readmit", store.erasure_mark().await);
+    expect(CHECK, readmitted_mark != forgotten_mark, format_args!("a readmit left the erasure mark unchanged"));
+    expect(CHECK, !ok(CHECK, "second readmit", store.readmit(&a).await), format_args!("readmitted twice"));
+    expect(
+        CHECK,
+        !ok(CHECK, "is_forgotten after readmit", store.is_forgotten(&a).await),
+        format_args!("still forgotten"),
+    );
+    let key = ok(CHECK, "key_or_create after readmit", store.key_or_create(&a).await);
+    expect_eq(CHECK, "key after readmit", &ok(CHECK, "key", store.key(&a).await).map(|k| k.id()), &Some(key.id()));
+}
+
+/// Streams recorded for a subject come back sorted and without
+/// duplicates, survive forgetting the subject, and are the subject's own.
+pub async fn streams_per_subject<S: KeyStore>(store: S) {
+    const CHECK: &str = "key_store::streams_per_subject";
+    let (a, b) = (subject(), subject());
+    let stream = |category: &str, id: &str| crate::StreamId::new(category, id).expect("a valid stream id");
+    let none = ok(CHECK, "streams_of a new subject", store.streams_of(&a).await);
+    expect(CHECK, none.is_empty(), format_args!("a new subject has streams: {none:?}"));
+    ok(
+        CHECK,
+        "record_streams",
+        store.record_streams(&a, &[stream("Invoice", "inv-1"), stream("Customer", "c-1")]).await,
+    );
+    ok(CHECK, "record_streams again", store.record_streams(&a, &[stream("Customer", "c-1")]).await);
+    ok(CHECK, "record_streams of nothing", store.record_streams(&a, &[]).await);
+    ok(CHECK, "record_streams of another subject", store.record_streams(&b, &[stream("Customer", "c-2")]).await);
+    let expected = vec![stream("Customer", "c-1"), stream("Invoice", "inv-1")];
+    expect_eq(CHECK, "streams_of", &ok(CHECK, "streams_of", store.streams_of(&a).await), &expected);
+    ok(CHECK, "delete_key", store.delete_key(&a).await);
+    expect_eq(CHECK, "streams_of after forgetting", &ok(CHECK, "streams_of", store.streams_of(&a).await), &expected);
+    expect_eq(
+        CHECK,
+        "streams_of another subject",
+        &ok(CHECK, "streams_of", store.streams_of(&b).await),
+        &vec![stream("Customer", "c-2")],
+    );
 }
 
 /// Eight tasks call `key_or_create` for one subject at once: all get the

@@ -176,6 +176,8 @@ macro_rules! __orchestrix_conformance_checks {
             create_once_and_read,
             delete_is_final,
             concurrent_creates_agree,
+            forgotten_until_readmitted,
+            streams_per_subject,
         ] $($then)* }
     };
     (message_bus $($then:tt)*) => {
