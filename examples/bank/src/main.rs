@@ -114,7 +114,7 @@ async fn main() -> Result {
         let saga = transfers.status(trigger.id).await?.ok_or("the saga should have started")?;
         println!(
             "transfer of {} from Ada to {name}: {:?} (completed: [{}], compensated: [{}])",
-            money(1_000),
+            money(1_000_u64),
             saga.status,
             saga.completed_steps().join(", "),
             saga.compensated_steps().join(", ")
@@ -133,7 +133,8 @@ async fn main() -> Result {
         let state = if row.closed { "closed" } else { "open" };
         println!("  {:<6} {:>9}  {state:<6} ({id})", row.owner, money(row.balance));
     }
-    let total: u64 = rows.values().map(|row| row.balance).sum();
+    // Summed in u128: many accounts may together hold more than u64 cents.
+    let total: u128 = rows.values().map(|row| u128::from(row.balance)).sum();
     println!("  ({} accounts in all, this run's and earlier runs', holding {})", rows.len(), money(total));
     let projected = balances.get(&people.ada).ok_or("Ada is in the projection")?.balance;
     assert_eq!(projected, app.load::<Account>(&people.ada).await?.state.balance, "the projection agrees");
@@ -154,7 +155,7 @@ async fn commands(app: &Orchestrix, people: &People) -> Result {
         println!("Ada deposits {:>7}  -> version {}", money(amount), outcome.version);
     }
     let outcome = app.execute(people.ada, Withdraw { amount: 4_000, reason: "rent".into() }).await?;
-    println!("Ada withdraws {:>6}  -> version {}", money(4_000), outcome.version);
+    println!("Ada withdraws {:>6}  -> version {}", money(4_000_u64), outcome.version);
 
     match app.execute(people.ada, Withdraw { amount: 1_000_000, reason: "a yacht".into() }).await {
         Err(CommandError::Rejected(BankError::InsufficientFunds { balance, requested })) => {
