@@ -104,6 +104,7 @@ pub mod decision;
 pub mod envelope;
 pub mod error;
 pub mod event;
+pub mod lease;
 pub mod memory;
 pub mod projection;
 pub mod query;

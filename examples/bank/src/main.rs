@@ -20,7 +20,8 @@ use bank::{
 };
 use clap::Parser;
 use futures_util::TryStreamExt;
-use orchestrix::memory::{InMemoryCheckpointStore, InMemoryEventStore, InMemorySnapshotStore};
+use orchestrix::lease::Leases;
+use orchestrix::memory::{InMemoryCheckpointStore, InMemoryEventStore, InMemoryLeases, InMemorySnapshotStore};
 use orchestrix::projection::{Projection, ProjectionEngine, ProjectionOptions};
 use orchestrix::saga::SagaManager;
 use orchestrix::{CheckpointStore, EventStore, SnapshotStore};
@@ -58,7 +59,8 @@ struct Args {
     in_memory: bool,
 }
 
-type Stores = (Arc<dyn EventStore>, Arc<dyn SnapshotStore>, Arc<dyn CheckpointStore>);
+/// The ports, and the leases that keep one saga runner per saga kind.
+type Stores = (Arc<dyn EventStore>, Arc<dyn SnapshotStore>, Arc<dyn CheckpointStore>, Arc<dyn Leases>);
 
 async fn open_stores(args: &Args) -> Result<Stores> {
     if args.in_memory {
@@ -67,19 +69,20 @@ async fn open_stores(args: &Args) -> Result<Stores> {
             Arc::new(InMemoryEventStore::new()),
             Arc::new(InMemorySnapshotStore::new()),
             Arc::new(InMemoryCheckpointStore::new()),
+            Arc::new(InMemoryLeases::new()),
         ));
     }
     let store = Arc::new(SqliteStore::open(&args.db, SqliteConfig::default()).await?);
     let earlier = store.head_position().await?.unwrap_or(0);
     println!("store: SQLite file {} ({earlier} events from earlier runs)\n", args.db.display());
-    Ok((store.clone(), store.clone(), store))
+    Ok((store.clone(), store.clone(), store.clone(), store))
 }
 
 #[tokio::main]
 async fn main() -> Result {
     let args = Args::parse();
     println!("Orchestrix bank example");
-    let (events, snapshots, checkpoints) = open_stores(&args).await?;
+    let (events, snapshots, checkpoints, leases) = open_stores(&args).await?;
     let first_position = events.head_position().await?.unwrap_or(0) + 1;
     let app = Orchestrix::builder()
         .event_store_arc(Arc::clone(&events))
@@ -97,7 +100,11 @@ async fn main() -> Result {
     let rebuilt = engine.rebuild(&mut balances, ProjectionOptions::default(), |_| {}).await?;
     println!("rebuilt the `{}` projection: {rebuilt}", balances.name());
     let mut balances_runner = engine.spawn(balances.clone(), ProjectionOptions::default());
-    let transfers = SagaManager::new(app.clone(), TransferSaga);
+    // One saga runner per saga kind, even if this program runs twice on
+    // one file: the manager runs only while it holds the lease in the
+    // store; a second process stands by until the first one ends (and
+    // logs that it waits). Without it, both would run the same steps.
+    let transfers = SagaManager::new(app.clone(), TransferSaga).with_leases(leases);
     let mut transfers_runner = transfers.clone().spawn(&engine, ProjectionOptions::default()).await?;
 
     commands(&app, &people).await?;

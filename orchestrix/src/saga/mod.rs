@@ -107,6 +107,7 @@
 //! ```
 
 mod events;
+mod lease;
 mod manager;
 mod state;
 mod step;
