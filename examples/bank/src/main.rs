@@ -28,6 +28,8 @@ use orchestrix::{CheckpointStore, EventStore, SnapshotStore};
 use orchestrix::{CommandError, EventFilter, ExpectedVersion, Metadata, NewEvent, Orchestrix, Repository, Uuid};
 use orchestrix_adapters::sqlite::{SqliteConfig, SqliteStore};
 use serde_json::value::RawValue;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 type Result<T = ()> = std::result::Result<T, Box<dyn Error>>;
 
@@ -81,6 +83,15 @@ async fn open_stores(args: &Args) -> Result<Stores> {
 #[tokio::main]
 async fn main() -> Result {
     let args = Args::parse();
+    // Warnings on stderr, and whether this run waits for another one's
+    // saga lease.
+    let filter = tracing_subscriber::filter::Targets::new()
+        .with_default(tracing::Level::WARN)
+        .with_target("orchestrix::lease", tracing::Level::INFO);
+    tracing_subscriber::registry()
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(filter)
+        .init();
     println!("Orchestrix bank example");
     let (events, snapshots, checkpoints, leases) = open_stores(&args).await?;
     let first_position = events.head_position().await?.unwrap_or(0) + 1;
