@@ -31,7 +31,7 @@ async fn busy_subscriptions_beyond_the_pool_size_do_not_starve_appends() {
             let mut events = store.subscribe(1, EventFilter::all());
             events.next().await.unwrap().unwrap();
             got_one.send(()).await.unwrap();
-            tokio::time::sleep(Duration::from_secs(3600)).await;
+            tokio::time::sleep(Duration::from_hours(1)).await;
             drop(events);
             0
         }));
@@ -70,7 +70,7 @@ async fn busy_subscriptions_beyond_the_pool_size_do_not_starve_appends() {
     // The slow consumers share what the held ones leave of their pool,
     // and all get to the end.
     for reader in readers {
-        let seen = tokio::time::timeout(Duration::from_secs(120), reader).await.expect("a slow reader starved");
+        let seen = tokio::time::timeout(Duration::from_mins(2), reader).await.expect("a slow reader starved");
         assert_eq!(seen.unwrap(), EVENTS);
     }
     for task in tasks {

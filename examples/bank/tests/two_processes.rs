@@ -41,7 +41,7 @@ async fn the_example_started_twice_runs_each_step_once() {
         }
         first_out
     });
-    let (first, second) = tokio::time::timeout(Duration::from_secs(120), async {
+    let (first, second) = tokio::time::timeout(Duration::from_mins(2), async {
         (first.wait_with_output().await.unwrap(), second.wait_with_output().await.unwrap())
     })
     .await
