@@ -91,10 +91,13 @@ const GLOBAL_CHUNK: i64 = 2048;
 const SEGMENT: i64 = 65_536;
 
 /// How long a subscription keeps one query (and so a connection of the
-/// subscription pool) while its consumer keeps taking events: after this,
-/// it gives the connection back before the next event and queries again
-/// from there, so that subscriptions beyond the pool's size take turns
-/// instead of waiting for a slow one's whole segment.
+/// subscription pool) while its consumer keeps taking events and other
+/// subscriptions wait for a connection: after this, it gives the
+/// connection back before the next event and queries again from there, so
+/// that subscriptions beyond the pool's size take turns instead of waiting
+/// for a slow one's whole segment. Without waiters a query runs to its
+/// end (a cut discards the rest of its rows, which a catch-up would pay
+/// for).
 const SEGMENT_HOLD: Duration = Duration::from_secs(1);
 
 /// The default size of the subscription pool
@@ -150,10 +153,11 @@ const ANY_RETRIES: usize = 32;
 ///
 /// Leases ([`PgStore::try_lease`]) hold one connection each, outside the
 /// pools. A subscription holds a connection of its pool only while a
-/// query of it streams: at most about a second at a time while its
-/// consumer takes events, and not while it waits for new ones. More busy
-/// subscriptions than the subscription pool holds take turns (each waits
-/// up to [`ACQUIRE_TIMEOUT`] for a connection, then tries again); a
+/// query of it streams (up to 65,536 events), not while it waits for new
+/// events; while other subscriptions wait for a connection, it gives its
+/// own back after about a second of its consumer taking events. So more
+/// busy subscriptions than the subscription pool holds take turns (each
+/// waits up to [`ACQUIRE_TIMEOUT`] for a connection, then tries again); a
 /// consumer that stops polling its stream halfway through a query keeps
 /// that connection until it polls again or drops the stream. Appends never
 /// wait for subscribers: the PostgreSQL server must allow
@@ -316,6 +320,10 @@ struct Inner {
     pool: PgPool,
     /// The connections subscriptions stream from, apart from `pool`.
     subscriptions: PgPool,
+    /// How many subscriptions wait for a connection of `subscriptions`:
+    /// while any do, one that has held its query for [`SEGMENT_HOLD`]
+    /// gives its connection back.
+    subscription_waiters: std::sync::atomic::AtomicUsize,
     config: PgConfig,
     sql: Sql,
     /// Bumped on every known append or notification; subscribers wait on it.
@@ -433,6 +441,7 @@ impl PgStore {
             sql: Sql::new(&config.schema),
             pool,
             subscriptions,
+            subscription_waiters: std::sync::atomic::AtomicUsize::new(0),
             config,
             wake: watch::Sender::new(0),
             appended: Arc::new(Notify::new()),
@@ -671,6 +680,21 @@ impl PgStore {
 }
 
 impl Inner {
+    /// A connection of the subscription pool, counted as waiting while it
+    /// is awaited (so that a subscription holding one knows to give it
+    /// back, see [`SEGMENT_HOLD`]).
+    async fn acquire_for_subscription(&self) -> Result<sqlx::pool::PoolConnection<Postgres>, sqlx::Error> {
+        struct Waiting<'a>(&'a std::sync::atomic::AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        self.subscription_waiters.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let _waiting = Waiting(&self.subscription_waiters);
+        self.subscriptions.acquire().await
+    }
+
     /// A page of the global log from `from` below `upper` (a bound at or
     /// below a watermark), decoded as the rows arrive; a row that cannot be
     /// decoded cuts the page short with its error, after the events before
@@ -1022,7 +1046,14 @@ fn segment(inner: Arc<Inner>, from: u64, filter: EventFilter) -> SegmentRows {
         // was taken, so a later snapshot sees all of them, and the rows
         // come back without it (a join that repeated it on every row cost
         // the server a fifth more per row).
-        let (watermark, pending) = match sqlx::query_as::<_, (i64, bool)>(&inner.sql.watermark).fetch_one(&inner.subscriptions).await {
+        let mut connection = match inner.acquire_for_subscription().await {
+            Ok(connection) => connection,
+            Err(error) => {
+                yield Err(map_err(error));
+                return;
+            }
+        };
+        let (watermark, pending) = match sqlx::query_as::<_, (i64, bool)>(&inner.sql.watermark).fetch_one(&mut *connection).await {
             Ok((mark, pending)) => (u64::try_from(mark).unwrap_or(0), pending),
             Err(error) => {
                 yield Err(map_err(error));
@@ -1034,7 +1065,7 @@ fn segment(inner: Arc<Inner>, from: u64, filter: EventFilter) -> SegmentRows {
             .bind(to_i64(watermark))
             .bind(filter.event_types())
             .bind(SEGMENT)
-            .fetch(&inner.subscriptions);
+            .fetch(&mut *connection);
         let mut count = 0;
         let mut stream = None;
         loop {
@@ -1076,10 +1107,13 @@ impl Subscription {
                 self.segment_events = 0;
                 continue;
             };
-            if self.segment_events > 0 && self.segment_started.elapsed() >= SEGMENT_HOLD {
-                // Long enough on one connection: give it back (the rest of
-                // the query is discarded) and query again from the next
-                // position, behind whoever waits for the pool.
+            if self.segment_events > 0
+                && self.segment_started.elapsed() >= SEGMENT_HOLD
+                && self.inner.subscription_waiters.load(std::sync::atomic::Ordering::Relaxed) > 0
+            {
+                // Long enough on one connection while others wait for one:
+                // give it back (the rest of the query is discarded) and
+                // query again from the next position, behind them.
                 self.rows = None;
                 continue;
             }
