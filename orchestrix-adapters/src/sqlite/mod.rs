@@ -13,6 +13,9 @@
 //! part in one such transaction.
 //! Subscriptions poll, and appends made through the same store instance
 //! wake them at once.
+//! Leases ([`SqliteStore::try_lease`], and `impl Leases`) are rows with a
+//! holder, a fencing token and an expiry, for one runner per name across
+//! the processes sharing the file (ADR 0032).
 
 mod keys;
 mod lease;
