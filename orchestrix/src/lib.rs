@@ -106,6 +106,7 @@ pub mod envelope;
 pub mod error;
 pub mod event;
 pub mod idempotency;
+pub mod lease;
 pub mod memory;
 pub mod personal;
 pub mod projection;

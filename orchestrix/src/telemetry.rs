@@ -18,6 +18,7 @@
 //! | `orchestrix_projection_lag_events` | gauge | `projection` |
 //! | `orchestrix_projection_lag_seconds` | gauge | `projection` |
 //! | `orchestrix_dead_letters_total` | counter | `projection` |
+//! | `orchestrix_lease_waits_total` | counter | `lease` |
 //!
 //! The `outcome` of a command is one of `ok`, `rejected`, `not_found`,
 //! `already_exists`, `conflict`, `unregistered` and `error`.
@@ -73,6 +74,9 @@ pub const PROJECTION_LAG_EVENTS: &str = "orchestrix_projection_lag_events";
 pub const PROJECTION_LAG_SECONDS: &str = "orchestrix_projection_lag_seconds";
 /// Events parked in the dead-letter store.
 pub const DEAD_LETTERS_TOTAL: &str = "orchestrix_dead_letters_total";
+/// Times a runner found its lease held by another runner and began to
+/// wait for it ([`crate::lease::wait_for`]): a second runner made visible.
+pub const LEASE_WAITS_TOTAL: &str = "orchestrix_lease_waits_total";
 
 /// Histogram buckets for command latencies, in seconds: 100 µs to 10 s.
 pub const DURATION_BUCKETS: &[f64] =
@@ -100,6 +104,7 @@ pub fn describe() {
         "Age of the last event a projection handled, when it handled it."
     );
     describe_counter!(DEAD_LETTERS_TOTAL, Unit::Count, "Events parked in the dead-letter store.");
+    describe_counter!(LEASE_WAITS_TOTAL, Unit::Count, "Times a runner found its lease held by another and waited.");
 }
 
 /// Whether a command outcome is a failure of the system rather than a

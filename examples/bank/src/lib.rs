@@ -67,6 +67,14 @@ pub enum BankError {
     /// Closing an account that still holds money.
     #[error("the account still holds {0}; withdraw it first")]
     NotEmpty(u64),
+    /// A deposit the balance cannot hold: it would exceed `u64::MAX` cents.
+    #[error("a deposit of {requested} onto a balance of {balance} exceeds the largest balance an account can hold")]
+    BalanceOverflow {
+        /// The balance.
+        balance: u64,
+        /// The amount asked for.
+        requested: u64,
+    },
 }
 
 /// A bank account. Snapshotted every 5 events to show snapshots at work.
@@ -82,11 +90,15 @@ pub struct Account {
 }
 
 impl Account {
+    /// Events are facts the handlers checked before recording them, so the
+    /// arithmetic here cannot leave `u64`; it saturates rather than wraps
+    /// or panics all the same, should an event written by other code
+    /// (an import, a legacy version) break the rule.
     fn apply(&mut self, event: &AccountEvent) {
         match event {
             AccountEvent::Opened { owner } => self.owner.clone_from(owner),
-            AccountEvent::Deposited { amount } => self.balance += amount,
-            AccountEvent::Withdrawn { amount, .. } => self.balance -= amount,
+            AccountEvent::Deposited { amount } => self.balance = self.balance.saturating_add(*amount),
+            AccountEvent::Withdrawn { amount, .. } => self.balance = self.balance.saturating_sub(*amount),
             AccountEvent::Closed => self.closed = true,
         }
     }
@@ -137,6 +149,11 @@ impl Account {
         self.ensure_open()?;
         if cmd.amount == 0 {
             return Err(BankError::ZeroAmount);
+        }
+        // Checked, never `+`: a wrapped balance would turn a huge deposit
+        // into a small one and let later withdrawals through.
+        if self.balance.checked_add(cmd.amount).is_none() {
+            return Err(BankError::BalanceOverflow { balance: self.balance, requested: cmd.amount });
         }
         Ok(AccountEvent::Deposited { amount: cmd.amount })
     }
@@ -303,8 +320,9 @@ impl Balances {
         row.version = record.stream_version;
         match event {
             AccountEvent::Opened { owner } => row.owner = owner,
-            AccountEvent::Deposited { amount } => row.balance += amount,
-            AccountEvent::Withdrawn { amount, .. } => row.balance -= amount,
+            // The aggregate refused every command that would leave `u64`.
+            AccountEvent::Deposited { amount } => row.balance = row.balance.saturating_add(amount),
+            AccountEvent::Withdrawn { amount, .. } => row.balance = row.balance.saturating_sub(amount),
             AccountEvent::Closed => row.closed = true,
         }
         Ok(())
@@ -316,8 +334,10 @@ impl Balances {
     }
 }
 
-/// Formats cents as an amount, `1234` as `12.34`.
-pub fn money(cents: u64) -> String {
+/// Formats cents as an amount, `1234` as `12.34`; takes any unsigned
+/// amount up to `u128`, so that a sum of balances fits too.
+pub fn money(cents: impl Into<u128>) -> String {
+    let cents = cents.into();
     format!("{}.{:02}", cents / 100, cents % 100)
 }
 
@@ -370,6 +390,46 @@ mod tests {
             .then_expect_rejection(BankError::NotEmpty(1));
     }
 
+    #[tokio::test]
+    async fn a_deposit_that_would_overflow_the_balance_is_refused() {
+        AggregateFixture::<Account>::given([opened(), AccountEvent::Deposited { amount: 1 }])
+            .when(Deposit { amount: u64::MAX })
+            .await
+            .then_expect_rejection(BankError::BalanceOverflow { balance: 1, requested: u64::MAX });
+        // Up to the largest balance is fine.
+        AggregateFixture::<Account>::given([opened(), AccountEvent::Deposited { amount: 1 }])
+            .when(Deposit { amount: u64::MAX - 1 })
+            .await
+            .then_expect_events([AccountEvent::Deposited { amount: u64::MAX - 1 }]);
+    }
+
+    #[tokio::test]
+    async fn after_a_refused_overflow_the_balance_still_guards_withdrawals() {
+        let app = Orchestrix::builder().in_memory().aggregate::<Account>().build().unwrap();
+        let id = Uuid::now_v7();
+        app.execute(id, OpenAccount { owner: "Ada".into() }).await.unwrap();
+        app.execute(id, Deposit { amount: 1 }).await.unwrap();
+        let refused = app.execute(id, Deposit { amount: u64::MAX }).await;
+        assert!(matches!(refused, Err(CommandError::Rejected(BankError::BalanceOverflow { .. }))), "{refused:?}");
+        let overdraft = app.execute(id, Withdraw { amount: 2, reason: "rent".into() }).await;
+        assert!(
+            matches!(overdraft, Err(CommandError::Rejected(BankError::InsufficientFunds { balance: 1, requested: 2 }))),
+            "{overdraft:?}"
+        );
+        assert_eq!(app.load::<Account>(&id).await.unwrap().state.balance, 1);
+    }
+
+    #[test]
+    fn applying_recorded_events_never_wraps() {
+        let mut account = Account::default();
+        account.apply(&AccountEvent::Deposited { amount: u64::MAX });
+        account.apply(&AccountEvent::Deposited { amount: 1 });
+        assert_eq!(account.balance, u64::MAX);
+        account.apply(&AccountEvent::Withdrawn { amount: u64::MAX, reason: String::new() });
+        account.apply(&AccountEvent::Withdrawn { amount: 1, reason: String::new() });
+        assert_eq!(account.balance, 0);
+    }
+
     #[test]
     fn old_withdrawals_get_a_reason() {
         let v1 = serde_json::value::RawValue::from_string(r#"{"amount":7}"#.into()).unwrap();
@@ -379,7 +439,8 @@ mod tests {
 
     #[test]
     fn money_formats_cents() {
-        assert_eq!(money(1234), "12.34");
-        assert_eq!(money(5), "0.05");
+        assert_eq!(money(1234_u64), "12.34");
+        assert_eq!(money(5_u64), "0.05");
+        assert_eq!(money(u128::from(u64::MAX) * 2), "368934881474191032.30");
     }
 }

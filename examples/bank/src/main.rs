@@ -20,13 +20,16 @@ use bank::{
 };
 use clap::Parser;
 use futures_util::TryStreamExt;
-use orchestrix::memory::{InMemoryCheckpointStore, InMemoryEventStore, InMemorySnapshotStore};
+use orchestrix::lease::Leases;
+use orchestrix::memory::{InMemoryCheckpointStore, InMemoryEventStore, InMemoryLeases, InMemorySnapshotStore};
 use orchestrix::projection::{Projection, ProjectionEngine, ProjectionOptions};
 use orchestrix::saga::SagaManager;
 use orchestrix::{CheckpointStore, EventStore, SnapshotStore};
 use orchestrix::{CommandError, EventFilter, ExpectedVersion, Metadata, NewEvent, Orchestrix, Repository, Uuid};
 use orchestrix_adapters::sqlite::{SqliteConfig, SqliteStore};
 use serde_json::value::RawValue;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 type Result<T = ()> = std::result::Result<T, Box<dyn Error>>;
 
@@ -58,7 +61,8 @@ struct Args {
     in_memory: bool,
 }
 
-type Stores = (Arc<dyn EventStore>, Arc<dyn SnapshotStore>, Arc<dyn CheckpointStore>);
+/// The ports, and the leases that keep one saga runner per saga kind.
+type Stores = (Arc<dyn EventStore>, Arc<dyn SnapshotStore>, Arc<dyn CheckpointStore>, Arc<dyn Leases>);
 
 async fn open_stores(args: &Args) -> Result<Stores> {
     if args.in_memory {
@@ -67,19 +71,29 @@ async fn open_stores(args: &Args) -> Result<Stores> {
             Arc::new(InMemoryEventStore::new()),
             Arc::new(InMemorySnapshotStore::new()),
             Arc::new(InMemoryCheckpointStore::new()),
+            Arc::new(InMemoryLeases::new()),
         ));
     }
     let store = Arc::new(SqliteStore::open(&args.db, SqliteConfig::default()).await?);
     let earlier = store.head_position().await?.unwrap_or(0);
     println!("store: SQLite file {} ({earlier} events from earlier runs)\n", args.db.display());
-    Ok((store.clone(), store.clone(), store))
+    Ok((store.clone(), store.clone(), store.clone(), store))
 }
 
 #[tokio::main]
 async fn main() -> Result {
     let args = Args::parse();
+    // Warnings on stderr, and whether this run waits for another one's
+    // saga lease.
+    let filter = tracing_subscriber::filter::Targets::new()
+        .with_default(tracing::Level::WARN)
+        .with_target("orchestrix::lease", tracing::Level::INFO);
+    tracing_subscriber::registry()
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(filter)
+        .init();
     println!("Orchestrix bank example");
-    let (events, snapshots, checkpoints) = open_stores(&args).await?;
+    let (events, snapshots, checkpoints, leases) = open_stores(&args).await?;
     let first_position = events.head_position().await?.unwrap_or(0) + 1;
     let app = Orchestrix::builder()
         .event_store_arc(Arc::clone(&events))
@@ -97,7 +111,11 @@ async fn main() -> Result {
     let rebuilt = engine.rebuild(&mut balances, ProjectionOptions::default(), |_| {}).await?;
     println!("rebuilt the `{}` projection: {rebuilt}", balances.name());
     let mut balances_runner = engine.spawn(balances.clone(), ProjectionOptions::default());
-    let transfers = SagaManager::new(app.clone(), TransferSaga);
+    // One saga runner per saga kind, even if this program runs twice on
+    // one file: the manager runs only while it holds the lease in the
+    // store; a second process stands by until the first one ends (and
+    // logs that it waits). Without it, both would run the same steps.
+    let transfers = SagaManager::new(app.clone(), TransferSaga).with_leases(leases);
     let mut transfers_runner = transfers.clone().spawn(&engine, ProjectionOptions::default()).await?;
 
     commands(&app, &people).await?;
@@ -114,7 +132,7 @@ async fn main() -> Result {
         let saga = transfers.status(trigger.id).await?.ok_or("the saga should have started")?;
         println!(
             "transfer of {} from Ada to {name}: {:?} (completed: [{}], compensated: [{}])",
-            money(1_000),
+            money(1_000_u64),
             saga.status,
             saga.completed_steps().join(", "),
             saga.compensated_steps().join(", ")
@@ -133,7 +151,8 @@ async fn main() -> Result {
         let state = if row.closed { "closed" } else { "open" };
         println!("  {:<6} {:>9}  {state:<6} ({id})", row.owner, money(row.balance));
     }
-    let total: u64 = rows.values().map(|row| row.balance).sum();
+    // Summed in u128: many accounts may together hold more than u64 cents.
+    let total: u128 = rows.values().map(|row| u128::from(row.balance)).sum();
     println!("  ({} accounts in all, this run's and earlier runs', holding {})", rows.len(), money(total));
     let projected = balances.get(&people.ada).ok_or("Ada is in the projection")?.balance;
     assert_eq!(projected, app.load::<Account>(&people.ada).await?.state.balance, "the projection agrees");
@@ -154,7 +173,7 @@ async fn commands(app: &Orchestrix, people: &People) -> Result {
         println!("Ada deposits {:>7}  -> version {}", money(amount), outcome.version);
     }
     let outcome = app.execute(people.ada, Withdraw { amount: 4_000, reason: "rent".into() }).await?;
-    println!("Ada withdraws {:>6}  -> version {}", money(4_000), outcome.version);
+    println!("Ada withdraws {:>6}  -> version {}", money(4_000_u64), outcome.version);
 
     match app.execute(people.ada, Withdraw { amount: 1_000_000, reason: "a yacht".into() }).await {
         Err(CommandError::Rejected(BankError::InsufficientFunds { balance, requested })) => {

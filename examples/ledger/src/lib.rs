@@ -62,6 +62,15 @@ pub enum LedgerError {
     /// A transfer from an account to itself.
     #[error("an account cannot pay itself")]
     SameAccount,
+    /// A transfer the receiver's balance cannot hold: it would exceed
+    /// `u64::MAX` cents.
+    #[error("a transfer of {requested} onto a balance of {balance} exceeds the largest balance an account can hold")]
+    BalanceOverflow {
+        /// The receiver's balance.
+        balance: u64,
+        /// The amount asked for.
+        requested: u64,
+    },
     /// Other transfers kept changing the accounts.
     #[error("the accounts kept changing; gave up after {0} attempts")]
     Contended(u32),
@@ -81,14 +90,17 @@ pub struct Account {
 }
 
 impl Account {
+    /// [`transfer`] checked every event before recording it, so the
+    /// arithmetic cannot leave `u64`; it saturates rather than wraps or
+    /// panics should other code record one that does.
     fn apply(&mut self, event: &AccountEvent) {
         match event {
             AccountEvent::Opened { owner, deposit, .. } => {
                 self.owner.clone_from(owner);
                 self.balance = *deposit;
             }
-            AccountEvent::TransferredOut { amount, .. } => self.balance -= amount,
-            AccountEvent::TransferredIn { amount, .. } => self.balance += amount,
+            AccountEvent::TransferredOut { amount, .. } => self.balance = self.balance.saturating_sub(*amount),
+            AccountEvent::TransferredIn { amount, .. } => self.balance = self.balance.saturating_add(*amount),
         }
     }
 }
@@ -160,6 +172,10 @@ pub async fn transfer(app: &Orchestrix, from: Uuid, to: Uuid, amount: u64) -> Re
         }
         if payer.state.balance < amount {
             return Err(LedgerError::InsufficientFunds { balance: payer.state.balance, requested: amount });
+        }
+        // Checked, never `+`: a wrapped balance would destroy money.
+        if receiver.state.balance.checked_add(amount).is_none() {
+            return Err(LedgerError::BalanceOverflow { balance: receiver.state.balance, requested: amount });
         }
         let both = MultiAppend::new()
             .append::<Account>(&from, payer.expected_version(), &[AccountEvent::TransferredOut { amount, to }])?

@@ -23,3 +23,23 @@ async fn the_demo_on_sqlite() {
     assert_eq!(stored.len(), 4 + 7 * 2 + 2);
     assert!(stored.iter().all(|data| !data.contains("Alice") && !data.contains("Bob")), "{stored:?}");
 }
+
+#[tokio::test]
+async fn a_transfer_the_receiver_cannot_hold_is_refused_and_moves_nothing() {
+    use ledger::{balance, tenant, transfer, LedgerError, Open};
+    use orchestrix::Uuid;
+
+    let store = SqliteStore::in_memory().await.unwrap();
+    let acme = tenant(&store, "acme").unwrap();
+    let (rich, payer) = (Uuid::from_u128(1), Uuid::from_u128(2));
+    let open = |deposit| Open { customer_id: "c".into(), owner: "O".into(), deposit };
+    acme.app.execute(rich, open(u64::MAX)).await.unwrap();
+    acme.app.execute(payer, open(5)).await.unwrap();
+    let refused = transfer(&acme.app, payer, rich, 1).await;
+    assert!(matches!(refused, Err(LedgerError::BalanceOverflow { balance: u64::MAX, requested: 1 })), "{refused:?}");
+    assert_eq!(balance(&acme.app, rich).await.unwrap(), u64::MAX);
+    assert_eq!(balance(&acme.app, payer).await.unwrap(), 5);
+    // The other way round is fine.
+    transfer(&acme.app, rich, payer, 1).await.unwrap();
+    assert_eq!(balance(&acme.app, payer).await.unwrap(), 6);
+}

@@ -92,3 +92,23 @@ impl PgLease {
         self.connection.close().await.map_err(map_err)
     }
 }
+
+/// PostgreSQL session advisory locks ([`PgLease`]): a holder whose process
+/// or connection dies loses its leases at once.
+#[async_trait::async_trait]
+impl orchestrix::lease::Leases for super::PgStore {
+    async fn try_acquire(&self, name: &str) -> Result<Option<Box<dyn orchestrix::lease::Lease>>, StoreError> {
+        Ok(self.try_lease(name).await?.map(|lease| Box::new(lease) as Box<dyn orchestrix::lease::Lease>))
+    }
+}
+
+#[async_trait::async_trait]
+impl orchestrix::lease::Lease for PgLease {
+    async fn check(&mut self) -> Result<(), StoreError> {
+        PgLease::check(self).await
+    }
+
+    async fn release(self: Box<Self>) -> Result<(), StoreError> {
+        PgLease::release(*self).await
+    }
+}

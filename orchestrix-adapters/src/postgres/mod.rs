@@ -28,9 +28,12 @@
 //!   process, and a side task sends one `NOTIFY` per burst of appends (not
 //!   inside the append's transaction, so no commit waits on the
 //!   notification queue lock), over a connection of its own outside the
-//!   pool. Subscribers `LISTEN` through one shared
-//!   connection and poll as a fallback; a notification is a hint, never
-//!   data.
+//!   pool. Subscribers `LISTEN` through one shared connection, also of its
+//!   own, and poll as a fallback; a notification is a hint, never data.
+//! - **Connections** ([`PgConfig`]): appends and short reads use the pool;
+//!   subscriptions stream from a pool of their own, so that subscribers,
+//!   however many and however slow, never take the connections appends
+//!   need; `LISTEN` and `NOTIFY` have one connection each.
 //! - **Faults**: a subscription retries [`StoreError::Unavailable`] errors
 //!   itself (with backoff) and resumes exactly after the last event it
 //!   delivered; other errors end it after yielding them.
@@ -92,6 +95,25 @@ const GLOBAL_CHUNK: i64 = 2048;
 /// limit bounds how long one query (its snapshot, its connection) lasts.
 const SEGMENT: i64 = 65_536;
 
+/// How long a subscription keeps one query (and so a connection of the
+/// subscription pool) while its consumer keeps taking events and other
+/// subscriptions wait for a connection: after this, it gives the
+/// connection back before the next event and queries again from there, so
+/// that subscriptions beyond the pool's size take turns instead of waiting
+/// for a slow one's whole segment. Without waiters a query runs to its
+/// end (a cut discards the rest of its rows, which a catch-up would pay
+/// for).
+const SEGMENT_HOLD: Duration = Duration::from_secs(1);
+
+/// The default size of the subscription pool
+/// ([`PgConfig::with_subscription_connections`]).
+pub const DEFAULT_SUBSCRIPTION_CONNECTIONS: u32 = 4;
+
+/// How long an append or read waits for a connection of the pool, and a
+/// subscription for one of the subscription pool, before it fails with
+/// [`StoreError::Unavailable`] (a subscription then tries again).
+pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How many append statements of a store run at once with group commit
 /// ([`PgConfig::with_group_commit`]).
 pub const DEFAULT_GROUP_COMMIT: usize = 2;
@@ -122,6 +144,31 @@ const ANY_RETRIES: usize = 32;
 /// The configuration of a [`PgStore`]: the schema its tables live in, and
 /// how it connects, notifies and polls.
 ///
+/// # Connections
+///
+/// A store opens connections of four kinds, so that no kind of work can
+/// take the connections another needs:
+///
+/// | what | how many | used by |
+/// |---|---|---|
+/// | the pool ([`PgStore::pool`]) | up to [`PgConfig::with_max_connections`] (10) | appends, reads of streams and the log, snapshots, checkpoints, key-values, transactions of projections |
+/// | the subscription pool | up to [`PgConfig::with_subscription_connections`] (4) | the queries of [`EventStore::subscribe`] streams |
+/// | the listener | 1, at the first subscription | `LISTEN` for other processes' appends |
+/// | the notifier | 1, at the first append (with [`PgConfig::with_notify`]) | `NOTIFY` |
+///
+/// Leases ([`PgStore::try_lease`]) hold one connection each, outside the
+/// pools. A subscription holds a connection of its pool only while a
+/// query of it streams (up to 65,536 events), not while it waits for new
+/// events; while other subscriptions wait for a connection, it gives its
+/// own back after about a second of its consumer taking events. So more
+/// busy subscriptions than the subscription pool holds take turns (each
+/// waits up to [`ACQUIRE_TIMEOUT`] for a connection, then tries again); a
+/// consumer that stops polling its stream halfway through a query keeps
+/// that connection until it polls again or drops the stream. Appends never
+/// wait for subscribers: the PostgreSQL server must allow
+/// `max_connections + subscription_connections + 2` connections per store
+/// (plus leases).
+///
 /// ```
 /// use orchestrix_adapters::postgres::PgConfig;
 ///
@@ -138,6 +185,7 @@ pub struct PgConfig {
     notify: bool,
     notify_interval: Duration,
     group_commit: usize,
+    subscription_connections: u32,
 }
 
 impl PgConfig {
@@ -156,6 +204,7 @@ impl PgConfig {
             notify: true,
             notify_interval: Duration::from_millis(5),
             group_commit: DEFAULT_GROUP_COMMIT,
+            subscription_connections: DEFAULT_SUBSCRIPTION_CONNECTIONS,
         })
     }
 
@@ -164,9 +213,22 @@ impl PgConfig {
         &self.schema
     }
 
-    /// The pool size for [`PgStore::connect`] (default 10).
+    /// The pool size for [`PgStore::connect`] (default 10): the
+    /// connections of appends and reads. Subscriptions do not use it (see
+    /// [Connections](PgConfig#connections)).
     pub fn with_max_connections(mut self, max: u32) -> Self {
         self.max_connections = max.max(1);
+        self
+    }
+
+    /// The size of the subscription pool (default
+    /// [`DEFAULT_SUBSCRIPTION_CONNECTIONS`], at least 1): how many
+    /// subscriptions of this store can stream a query at once. It is a
+    /// pool of its own, besides [`PgConfig::with_max_connections`], so
+    /// that subscribers never take the connections of appends; see
+    /// [Connections](PgConfig#connections).
+    pub fn with_subscription_connections(mut self, max: u32) -> Self {
+        self.subscription_connections = max.max(1);
         self
     }
 
@@ -261,6 +323,12 @@ pub struct PgStore {
 #[derive(Debug)]
 struct Inner {
     pool: PgPool,
+    /// The connections subscriptions stream from, apart from `pool`.
+    subscriptions: PgPool,
+    /// How many subscriptions wait for a connection of `subscriptions`:
+    /// while any do, one that has held its query for [`SEGMENT_HOLD`]
+    /// gives its connection back.
+    subscription_waiters: std::sync::atomic::AtomicUsize,
     config: PgConfig,
     sql: Sql,
     /// Bumped on every known append or notification; subscribers wait on it.
@@ -358,7 +426,7 @@ impl PgStore {
     pub async fn connect(url: &str, config: PgConfig) -> Result<Self, StoreError> {
         let pool = PgPoolOptions::new()
             .max_connections(config.max_connections)
-            .acquire_timeout(Duration::from_secs(10))
+            .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect(url)
             .await
             .map_err(map_err)?;
@@ -366,11 +434,19 @@ impl PgStore {
     }
 
     /// A store over an existing pool. Must be called within a tokio runtime.
+    /// The subscription pool, the listener and the notifier connect with
+    /// `pool`'s options, when first needed.
     pub fn from_pool(pool: PgPool, config: PgConfig) -> Self {
         let group = (config.group_commit > 0).then(|| GroupCommit::new(config.group_commit));
+        let subscriptions = PgPoolOptions::new()
+            .max_connections(config.subscription_connections)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_lazy_with((*pool.connect_options()).clone());
         let inner = Arc::new(Inner {
             sql: Sql::new(&config.schema),
             pool,
+            subscriptions,
+            subscription_waiters: std::sync::atomic::AtomicUsize::new(0),
             config,
             wake: watch::Sender::new(0),
             appended: Arc::new(Notify::new()),
@@ -392,7 +468,8 @@ impl PgStore {
     }
 
     /// The pool, for queries of the application's own (a read model in the
-    /// same database).
+    /// same database). Appends and reads use it; subscriptions do not (see
+    /// [Connections](PgConfig#connections)).
     pub fn pool(&self) -> &PgPool {
         &self.inner.pool
     }
@@ -524,12 +601,20 @@ impl PgStore {
     }
 
     /// Starts the shared `LISTEN` task, once.
+    ///
+    /// It listens on a connection of its own: a `PgListener` keeps the
+    /// pool connection it is given for as long as it lives, so through the
+    /// store's pool it took one connection from the appends for good.
     fn ensure_listener(&self) {
         let mut tasks = self.inner.tasks.lock().unwrap_or_else(PoisonError::into_inner);
         if tasks.listener.is_some() {
             return;
         }
-        let (pool, wake, channel) = (self.inner.pool.clone(), self.inner.wake.clone(), self.inner.config.channel());
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_lazy_with((*self.inner.pool.connect_options()).clone());
+        let (wake, channel) = (self.inner.wake.clone(), self.inner.config.channel());
         let task = tokio::spawn(async move {
             loop {
                 let mut listener = match PgListener::connect_with(&pool).await {
@@ -600,6 +685,21 @@ impl PgStore {
 }
 
 impl Inner {
+    /// A connection of the subscription pool, counted as waiting while it
+    /// is awaited (so that a subscription holding one knows to give it
+    /// back, see [`SEGMENT_HOLD`]).
+    async fn acquire_for_subscription(&self) -> Result<sqlx::pool::PoolConnection<Postgres>, sqlx::Error> {
+        struct Waiting<'a>(&'a std::sync::atomic::AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        self.subscription_waiters.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let _waiting = Waiting(&self.subscription_waiters);
+        self.subscriptions.acquire().await
+    }
+
     /// A page of the global log from `from` below `upper` (a bound at or
     /// below a watermark), decoded as the rows arrive; a row that cannot be
     /// decoded cuts the page short with its error, after the events before
@@ -867,6 +967,8 @@ impl EventStore for PgStore {
             filter,
             next: from_position.max(1),
             rows: None,
+            segment_started: tokio::time::Instant::now(),
+            segment_events: 0,
             failed: false,
         };
         stream::unfold(state, |mut state| async move {
@@ -923,6 +1025,11 @@ struct Subscription {
     next: u64,
     /// The query being read, if one is.
     rows: Option<SegmentRows>,
+    /// When the query being read started, and how many events it
+    /// delivered: one that has delivered some and is older than
+    /// [`SEGMENT_HOLD`] gives its connection back.
+    segment_started: tokio::time::Instant,
+    segment_events: u64,
     failed: bool,
 }
 
@@ -954,7 +1061,14 @@ fn segment(inner: Arc<Inner>, from: u64, filter: EventFilter) -> SegmentRows {
         // was taken, so a later snapshot sees all of them, and the rows
         // come back without it (a join that repeated it on every row cost
         // the server a fifth more per row).
-        let (watermark, pending) = match sqlx::query_as::<_, (i64, bool)>(&inner.sql.watermark).fetch_one(&inner.pool).await {
+        let mut connection = match inner.acquire_for_subscription().await {
+            Ok(connection) => connection,
+            Err(error) => {
+                yield Err(map_err(error));
+                return;
+            }
+        };
+        let (watermark, pending) = match sqlx::query_as::<_, (i64, bool)>(&inner.sql.watermark).fetch_one(&mut *connection).await {
             Ok((mark, pending)) => (u64::try_from(mark).unwrap_or(0), pending),
             Err(error) => {
                 yield Err(map_err(error));
@@ -966,7 +1080,7 @@ fn segment(inner: Arc<Inner>, from: u64, filter: EventFilter) -> SegmentRows {
             .bind(to_i64(watermark))
             .bind(filter.event_types())
             .bind(SEGMENT)
-            .fetch(&inner.pool);
+            .fetch(&mut *connection);
         let mut count = 0;
         let mut stream = None;
         loop {
@@ -1004,11 +1118,24 @@ impl Subscription {
                 // that lands after the read still wakes the wait below.
                 self.wake.borrow_and_update();
                 self.rows = Some(segment(Arc::clone(&self.inner), self.next, self.filter.clone()));
+                self.segment_started = tokio::time::Instant::now();
+                self.segment_events = 0;
                 continue;
             };
+            if self.segment_events > 0
+                && self.segment_started.elapsed() >= SEGMENT_HOLD
+                && self.inner.subscription_waiters.load(std::sync::atomic::Ordering::Relaxed) > 0
+            {
+                // Long enough on one connection while others wait for one:
+                // give it back (the rest of the query is discarded) and
+                // query again from the next position, behind them.
+                self.rows = None;
+                continue;
+            }
             match rows.next().await {
                 Some(Ok(SegmentItem::Event(event))) => {
                     self.next = event.global_position + 1;
+                    self.segment_events += 1;
                     return Some(Ok(event));
                 }
                 Some(Ok(SegmentItem::End { watermark, pending, count })) => {
@@ -1035,7 +1162,11 @@ impl Subscription {
                 }
                 Some(Err(StoreError::Unavailable(error))) => {
                     self.rows = None;
-                    tracing::warn!(%error, position = self.next, "orchestrix: subscription lost the database; retrying");
+                    tracing::warn!(
+                        %error,
+                        position = self.next,
+                        "orchestrix: subscription cannot reach the database or get a connection of its pool; retrying"
+                    );
                     tokio::time::sleep(retry_pause).await;
                     retry_pause = (retry_pause * 2).min(Duration::from_secs(2));
                 }

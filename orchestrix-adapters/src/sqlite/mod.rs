@@ -17,8 +17,13 @@
 //! old databases too): an append that fails looks its ids up and is
 //! answered with the stored events if it repeats a stored append
 //! (ADR 0027).
+//!
+//! Leases ([`SqliteStore::try_lease`], and `impl Leases`) are rows with a
+//! holder, a fencing token and an expiry, for one runner per name across
+//! the processes sharing the file (ADR 0032).
 
 mod keys;
+mod lease;
 mod ports;
 mod retag;
 
@@ -44,6 +49,8 @@ use sqlx::{Row, SqlitePool};
 use tokio::sync::{watch, Mutex};
 use uuid::Uuid;
 
+pub use lease::SqliteLease;
+
 use crate::common::{
     decode_rows, map_err, may_be_retry, next_cursor, now_micros, paged, recorded_events, to_i64, validate_identifier,
     EventRow, CHUNK,
@@ -63,11 +70,17 @@ pub struct SqliteConfig {
     prefix: String,
     poll_interval: Duration,
     max_connections: u32,
+    lease_ttl: Duration,
 }
 
 impl Default for SqliteConfig {
     fn default() -> Self {
-        Self { prefix: "orchestrix_".to_owned(), poll_interval: Duration::from_millis(200), max_connections: 8 }
+        Self {
+            prefix: "orchestrix_".to_owned(),
+            poll_interval: Duration::from_millis(200),
+            max_connections: 8,
+            lease_ttl: lease::DEFAULT_LEASE_TTL,
+        }
     }
 }
 
@@ -96,6 +109,16 @@ impl SqliteConfig {
     /// The pool size of a file database (default 8).
     pub fn with_max_connections(mut self, max: u32) -> Self {
         self.max_connections = max.max(1);
+        self
+    }
+
+    /// How long a lease ([`SqliteLease`]) stays held without being
+    /// checked (default 10 s, at least 1 s): a holder that dies loses it
+    /// this long after its last check, and a holder that cannot check for
+    /// this long (a frozen process, a database locked by someone else)
+    /// may find it taken over.
+    pub fn with_lease_ttl(mut self, ttl: Duration) -> Self {
+        self.lease_ttl = ttl.max(Duration::from_secs(1));
         self
     }
 }
@@ -165,6 +188,12 @@ CREATE TABLE IF NOT EXISTS {p}subject_streams (
     category TEXT NOT NULL,
     aggregate_id TEXT NOT NULL,
     PRIMARY KEY (subject, category, aggregate_id)
+);
+CREATE TABLE IF NOT EXISTS {p}leases (
+    name TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    token INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL
 );
 "
     )

@@ -543,7 +543,7 @@ impl<S: EventStore> EventStore for CryptoStore<S> {
     }
 
     /// The inner store's event, opened.
-    async fn read_event(&self, id: Uuid) -> Result<Option<Arc<RecordedEvent>>, StoreError> {
+    async fn read_event(&self, id: uuid::Uuid) -> Result<Option<Arc<RecordedEvent>>, StoreError> {
         let Some(record) = self.inner.read_event(id).await? else { return Ok(None) };
         let one: EventStream<'_> = Box::pin(futures_util::stream::once(async move { Ok(record) }));
         open_all(Arc::clone(&self.keys), one).next().await.transpose()

@@ -30,6 +30,8 @@ pub use key_value_store::InMemoryKeyValueStore;
 pub use message_bus::InMemoryMessageBus;
 pub use snapshot_store::InMemorySnapshotStore;
 
+pub use crate::lease::InMemoryLeases;
+
 /// One in-memory adapter for every port, each empty.
 ///
 /// Cloning clones the handles: the clone shares every store.

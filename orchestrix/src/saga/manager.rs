@@ -22,6 +22,7 @@ use super::Saga;
 use crate::app::{CommandOptions, Orchestrix};
 use crate::envelope::{Envelope, Metadata, NewEvent, RecordedEvent};
 use crate::error::{render_chain as render, BoxError, Error, StoreError};
+use crate::lease::{Lease, Leases};
 use crate::projection::{Projection, ProjectionEngine, ProjectionHandle, ProjectionOptions};
 use crate::store::{EventFilter, ExpectedVersion};
 use crate::stream::StreamId;
@@ -103,6 +104,19 @@ pub enum SagaError {
         #[source]
         source: BoxError,
     },
+    /// The manager runs under a lease ([`SagaManager::with_leases`]) and
+    /// does not hold it, or no longer: another runner may, so this one
+    /// did not run the step. The instance stays where it was.
+    #[error("saga `{saga}`: this runner does not hold the lease `{lease}`, so it runs no step: {source}")]
+    LeaseNotHeld {
+        /// The saga kind.
+        saga: &'static str,
+        /// The lease's name.
+        lease: String,
+        /// Why the lease is not held.
+        #[source]
+        source: StoreError,
+    },
 }
 
 impl From<StoreError> for SagaError {
@@ -136,6 +150,10 @@ struct Inner<S: Saga> {
     saga: S,
     steps: Vec<Step<S::Data>>,
     category: String,
+    /// Where the lease comes from, if the manager runs under one.
+    leases: std::sync::Mutex<Option<Arc<dyn Leases>>>,
+    /// The lease, while this manager's runner holds it.
+    lease: tokio::sync::Mutex<Option<Box<dyn Lease>>>,
 }
 
 impl<S: Saga> Clone for SagaManager<S> {
@@ -160,7 +178,15 @@ impl<S: Saga> SagaManager<S> {
     /// A manager of `saga`'s instances, sending their commands through `app`.
     pub fn new(app: Orchestrix, saga: S) -> Self {
         let steps = saga.steps();
-        Self { inner: Arc::new(Inner { app, saga, steps, category: Self::category() }) }
+        let inner = Inner {
+            app,
+            saga,
+            steps,
+            category: Self::category(),
+            leases: std::sync::Mutex::new(None),
+            lease: tokio::sync::Mutex::new(None),
+        };
+        Self { inner: Arc::new(inner) }
     }
 
     /// The category of the instances' streams, and the projection's name:
@@ -189,15 +215,75 @@ impl<S: Saga> SagaManager<S> {
         &self.inner.steps
     }
 
+    /// Runs this manager only while it holds the lease
+    /// [`SagaManager::lease_name`] from `leases`: the condition under
+    /// which each step runs exactly once (ADR 0007) enforced, for every
+    /// runner of this saga kind that shares `leases` (the same SQLite
+    /// file, the same PostgreSQL database, the same
+    /// [`crate::memory::InMemoryLeases`]). Clones share the setting. See
+    /// [`SagaManager::spawn`].
+    pub fn with_leases(self, leases: impl Leases) -> Self {
+        *self.inner.leases.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Arc::new(leases));
+        self
+    }
+
+    /// The name of the lease the manager's runner holds:
+    /// `saga:<NAME>`.
+    pub fn lease_name() -> String {
+        format!("saga:{}", S::NAME)
+    }
+
+    fn leases(&self) -> Option<Arc<dyn Leases>> {
+        self.inner.leases.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
     /// Resumes every unfinished instance, then runs the manager in the
     /// engine's task: catch up from its checkpoint, then follow the log.
+    ///
+    /// With [`SagaManager::with_leases`], the returned handle's task first
+    /// waits for the lease (a second runner logs that it waits, counts it
+    /// in [`crate::telemetry::LEASE_WAITS_TOTAL`], and stands by), then
+    /// resumes the unfinished instances and runs the manager in the
+    /// engine; it checks the lease every second and before every step's
+    /// execution, and if the lease is lost it stops the manager and
+    /// stands by again. Such a handle does not offer
+    /// [`ProjectionHandle::retry_dead_letter`].
     pub async fn spawn(
         self,
         engine: &ProjectionEngine,
         options: ProjectionOptions,
     ) -> Result<ProjectionHandle<Self>, SagaError> {
+        if let Some(leases) = self.leases() {
+            let engine = engine.clone();
+            return Ok(ProjectionHandle::spawn_runner(Self::category(), move |control| {
+                super::lease::run(self, leases, engine, options, control)
+            }));
+        }
         self.resume_incomplete().await?;
         Ok(engine.spawn(self, options))
+    }
+
+    /// With leases: fails unless this manager holds its lease, checked
+    /// now. Called right before every step's execution, so that a runner
+    /// that lost its lease runs nothing more.
+    async fn fence(&self) -> Result<(), SagaError> {
+        if self.leases().is_none() {
+            return Ok(());
+        }
+        let mut held = self.inner.lease.lock().await;
+        let checked = match held.as_mut() {
+            Some(lease) => lease.check().await,
+            None => Err(StoreError::Unavailable("the runner is not running or is waiting for the lease".into())),
+        };
+        checked.map_err(|source| {
+            *held = None;
+            SagaError::LeaseNotHeld { saga: S::NAME, lease: Self::lease_name(), source }
+        })
+    }
+
+    /// The slot the leased runner keeps its lease in.
+    pub(super) fn lease_slot(&self) -> &tokio::sync::Mutex<Option<Box<dyn Lease>>> {
+        &self.inner.lease
     }
 
     /// The instance `saga_id` as stored, or `None` if there is none.
@@ -330,6 +416,7 @@ impl<S: Saga> SagaManager<S> {
                             continue;
                         }
                     }
+                    self.fence().await?;
                     let action = definition.action.as_ref();
                     let span = Self::step_span_fields(saga_id, &name, "action", id);
                     let outcome = self
@@ -363,6 +450,7 @@ impl<S: Saga> SagaManager<S> {
                             continue;
                         }
                     }
+                    self.fence().await?;
                     let span = Self::step_span_fields(saga_id, &name, "compensation", id);
                     let outcome = self
                         .run(compensation, &data, &instance, id, definition.step_timeout(), in_doubt)

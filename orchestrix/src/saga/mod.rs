@@ -30,6 +30,16 @@
 //! not run again. A step that targets something other than an aggregate
 //! stream cannot be checked this way; see [`StepAction::already_applied`].
 //!
+//! This holds with **one runner per saga kind at a time**. Two runners that
+//! meet the same step in doubt can both find no effect yet and both run it.
+//! A restart that overlaps the old process, or a program started twice,
+//! is such a case: give the manager a lease with
+//! [`SagaManager::with_leases`] (the SQLite or PostgreSQL store itself,
+//! or [`crate::memory::InMemoryLeases`] within a process), and a second
+//! runner waits for the first one (it logs that it waits and counts it in
+//! [`crate::telemetry::LEASE_WAITS_TOTAL`]) instead of running steps
+//! beside it (ADR 0032).
+//!
 //! # Stored events
 //!
 //! An instance of saga `S` lives in the stream `saga-<S::NAME>/<saga id>`
@@ -107,6 +117,7 @@
 //! ```
 
 mod events;
+mod lease;
 mod manager;
 mod state;
 mod step;
