@@ -159,6 +159,7 @@ pub const MAX_JSON_DEPTH: usize = 100;
 /// use serde_json::value::RawValue;
 ///
 /// let event = |data: &str| NewEvent {
+///     id: orchestrix::Uuid::now_v7(),
 ///     event_type: "Noted".into(),
 ///     schema_version: 1,
 ///     data: RawValue::from_string(data.into()).unwrap(),
