@@ -3,6 +3,12 @@
 //! The in-memory adapters in [`crate::memory`] define the reference
 //! behaviour; the conformance suite in `orchestrix::testing::conformance`
 //! checks any other implementation against it.
+//!
+//! `Arc<T>` and `Box<T>` implement every port that `T` implements, `T`
+//! unsized too: an `Arc<dyn EventStore>` is an [`EventStore`], and goes
+//! wherever a store does (a [`crate::tenant::TenantStore`], the
+//! application builder). Every method is forwarded, default ones included;
+//! a method added to a port must be added to its list in `store/forward.rs`.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -21,6 +27,8 @@ use crate::envelope::{NewEvent, RecordedEvent};
 use crate::error::StoreError;
 use crate::query::{AppendCondition, Query};
 use crate::stream::StreamId;
+
+mod forward;
 
 /// A lazily read sequence of stored events.
 pub type EventStream<'a> = Pin<Box<dyn Stream<Item = Result<Arc<RecordedEvent>, StoreError>> + Send + 'a>>;
