@@ -2,6 +2,7 @@
 //! bus.
 
 use std::any::{type_name, Any, TypeId};
+use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -13,7 +14,6 @@ use crate::aggregate::Aggregate;
 use crate::command::{AggregateCommand, CommandDescriptor, CommandSet, Existence, StandaloneCommand};
 use crate::envelope::{Envelope, Metadata};
 use crate::error::{CommandError, Error, StoreError};
-use crate::event::Event;
 use crate::memory::{InMemoryEventStore, InMemorySnapshotStore};
 use crate::repository::{Loaded, Repository};
 use crate::retry::RetryPolicy;
@@ -29,6 +29,24 @@ pub const DEFAULT_CACHE_CAPACITY: usize = 10_000;
 /// Whatever is left unset is inherited from the command being handled when
 /// a standalone handler sends further commands, and otherwise derived: the
 /// correlation id defaults to the command's own id.
+///
+/// Every field has a setter of the same name (`header` adds one header):
+///
+/// ```
+/// use orchestrix::{CommandOptions, Uuid};
+///
+/// let request = Uuid::now_v7();
+/// let options = CommandOptions::default()
+///     .command_id(request)
+///     .correlation_id(request)
+///     .causation_id(request)
+///     .tenant("acme")
+///     .traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+///     .tracestate("vendor=1")
+///     .header("source", "import");
+/// assert_eq!(options.command_id, Some(request));
+/// assert_eq!(options.tracestate.as_deref(), Some("vendor=1"));
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CommandOptions {
     /// The id of this command execution (default: a new UUID v7).
@@ -70,6 +88,26 @@ impl CommandOptions {
     /// Adds a header.
     pub fn header(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.headers.insert(key.into(), value.into());
+        self
+    }
+
+    /// Sets the id of this command execution (default: a new UUID v7), for
+    /// example the id of the request that carries the command.
+    pub fn command_id(mut self, id: Uuid) -> Self {
+        self.command_id = Some(id);
+        self
+    }
+
+    /// Sets the W3C `traceparent` recorded with the events. Without it, the
+    /// events carry the trace context of the command's own span.
+    pub fn traceparent(mut self, traceparent: impl Into<String>) -> Self {
+        self.traceparent = Some(traceparent.into());
+        self
+    }
+
+    /// Sets the W3C `tracestate` recorded beside the `traceparent`.
+    pub fn tracestate(mut self, tracestate: impl Into<String>) -> Self {
+        self.tracestate = Some(tracestate.into());
         self
     }
 
@@ -183,25 +221,17 @@ impl fmt::Debug for OrchestrixBuilder {
 }
 
 impl OrchestrixBuilder {
-    /// The event store.
-    pub fn event_store(self, store: impl EventStore) -> Self {
-        self.event_store_arc(Arc::new(store))
-    }
-
-    /// The event store, shared.
-    pub fn event_store_arc(mut self, store: Arc<dyn EventStore>) -> Self {
-        self.events = Some(store);
+    /// The event store: any [`EventStore`], a shared `Arc<dyn EventStore>`
+    /// included (kept as it is, not wrapped again).
+    pub fn event_store<S: EventStore>(mut self, store: S) -> Self {
+        self.events = Some(crate::store::shared(store, |store| Arc::new(store)));
         self
     }
 
-    /// The snapshot store (without one, no snapshots are taken).
-    pub fn snapshot_store(self, store: impl SnapshotStore) -> Self {
-        self.snapshot_store_arc(Arc::new(store))
-    }
-
-    /// The snapshot store, shared.
-    pub fn snapshot_store_arc(mut self, store: Arc<dyn SnapshotStore>) -> Self {
-        self.snapshots = Some(store);
+    /// The snapshot store (without one, no snapshots are taken): any
+    /// [`SnapshotStore`], a shared `Arc<dyn SnapshotStore>` included.
+    pub fn snapshot_store<S: SnapshotStore>(mut self, store: S) -> Self {
+        self.snapshots = Some(crate::store::shared(store, |store| Arc::new(store)));
         self
     }
 
@@ -363,18 +393,21 @@ impl Orchestrix {
     }
 
     /// The current state of an aggregate (version 0 if it does not exist).
-    pub async fn load<A: Aggregate>(&self, id: &A::Id) -> Result<Loaded<A>, Error> {
+    pub async fn load<A: Aggregate>(&self, id: impl Borrow<A::Id>) -> Result<Loaded<A>, Error> {
         self.repository::<A>().load(id).await
     }
 
     /// Executes a command against the aggregate `id`: load, handle, append;
     /// on a version conflict, reload and retry as the retry policy says.
     ///
+    /// Like every method that names an aggregate, it takes the id owned or
+    /// borrowed (`impl Borrow<A::Id>`).
+    ///
     /// Commands must be `Clone` to be retried; [`Orchestrix::execute_once`]
     /// takes any command and makes a single attempt.
     pub async fn execute<C>(
         &self,
-        id: <C::Aggregate as Aggregate>::Id,
+        id: impl Borrow<<C::Aggregate as Aggregate>::Id>,
         command: C,
     ) -> Result<CommandOutcome<<C::Aggregate as Aggregate>::Event>, CommandError<<C::Aggregate as Aggregate>::Error>>
     where
@@ -387,7 +420,7 @@ impl Orchestrix {
     /// context and headers.
     pub async fn execute_with<C>(
         &self,
-        id: <C::Aggregate as Aggregate>::Id,
+        id: impl Borrow<<C::Aggregate as Aggregate>::Id>,
         command: C,
         options: CommandOptions,
     ) -> Result<CommandOutcome<<C::Aggregate as Aggregate>::Event>, CommandError<<C::Aggregate as Aggregate>::Error>>
@@ -403,20 +436,20 @@ impl Orchestrix {
                 spare.clone()
             }
         };
-        self.run_aggregate_command(id, next, options).await
+        self.run_aggregate_command(id.borrow(), next, options).await
     }
 
     /// Executes a command with a single attempt: a version conflict is
     /// returned as [`CommandError::Conflict`] rather than retried.
     pub async fn execute_once<C: AggregateCommand>(
         &self,
-        id: <C::Aggregate as Aggregate>::Id,
+        id: impl Borrow<<C::Aggregate as Aggregate>::Id>,
         command: C,
         options: CommandOptions,
     ) -> Result<CommandOutcome<<C::Aggregate as Aggregate>::Event>, CommandError<<C::Aggregate as Aggregate>::Error>>
     {
         let mut once = Some(command);
-        self.run_aggregate_command(id, move |_| once.take(), options).await
+        self.run_aggregate_command(id.borrow(), move |_| once.take(), options).await
     }
 
     /// Runs a command that belongs to no aggregate through its standalone
@@ -471,7 +504,7 @@ impl Orchestrix {
 
     async fn run_aggregate_command<C: AggregateCommand>(
         &self,
-        id: <C::Aggregate as Aggregate>::Id,
+        id: &<C::Aggregate as Aggregate>::Id,
         mut next_command: impl FnMut(u32) -> Option<C>,
         options: CommandOptions,
     ) -> Result<CommandOutcome<<C::Aggregate as Aggregate>::Event>, CommandError<<C::Aggregate as Aggregate>::Error>>
@@ -518,7 +551,7 @@ impl Orchestrix {
                         attempts: attempt - 1,
                     });
                 };
-                match slot.attempt(&id, command, service, &metadata).await {
+                match slot.attempt(id, command, service, &metadata).await {
                     Ok((version, events)) => {
                         return Ok(CommandOutcome { command_id, correlation_id, version, events, attempts: attempt });
                     }
@@ -565,193 +598,10 @@ impl Orchestrix {
     }
 }
 
-/// Events for several aggregates, to be appended all together or not at
-/// all by [`Orchestrix::append_many`]: the way to keep an invariant that
-/// spans aggregates (a transfer that debits one account and credits
-/// another) without a saga.
-///
-/// Each part names an aggregate, what its version must be (usually
-/// [`Loaded::expected_version`] of the state the decision was based on) and
-/// its events; [`MultiAppend::guard`] adds a part without events, which
-/// only requires an aggregate to be unchanged.
-///
-/// ```
-/// use orchestrix::app::MultiAppend;
-/// use orchestrix::prelude::*;
-/// use orchestrix::{CommandOptions, ExpectedVersion};
-///
-/// #[event]
-/// #[derive(Debug, Clone)]
-/// pub enum AccountEvent { Opened { owner: String }, Debited { amount: u64 }, Credited { amount: u64 } }
-///
-/// #[derive(Debug, thiserror::Error)]
-/// #[error("refused")]
-/// pub struct Refused;
-///
-/// #[aggregate(event = AccountEvent, error = Refused)]
-/// #[derive(Debug, Default)]
-/// pub struct Account { balance: u64 }
-///
-/// impl Account {
-///     fn apply(&mut self, event: &AccountEvent) {
-///         match event {
-///             AccountEvent::Opened { .. } => {}
-///             AccountEvent::Debited { amount } => self.balance -= amount,
-///             AccountEvent::Credited { amount } => self.balance += amount,
-///         }
-///     }
-/// }
-///
-/// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// let app = Orchestrix::builder().in_memory().build()?;
-/// let (alice, bob) = (orchestrix::Uuid::now_v7(), orchestrix::Uuid::now_v7());
-/// let opened = MultiAppend::new()
-///     .append::<Account>(&alice, ExpectedVersion::NoStream, &[AccountEvent::Opened { owner: "Alice".into() }, AccountEvent::Credited { amount: 50 }])?
-///     .append::<Account>(&bob, ExpectedVersion::NoStream, &[AccountEvent::Opened { owner: "Bob".into() }])?;
-/// app.append_many(opened, CommandOptions::default()).await?;
-///
-/// // A transfer: both accounts change, or neither does.
-/// let (from, to) = (app.load::<Account>(&alice).await?, app.load::<Account>(&bob).await?);
-/// assert!(from.state.balance >= 20);
-/// let transfer = MultiAppend::new()
-///     .append::<Account>(&alice, from.expected_version(), &[AccountEvent::Debited { amount: 20 }])?
-///     .append::<Account>(&bob, to.expected_version(), &[AccountEvent::Credited { amount: 20 }])?;
-/// let recorded = app.append_many(transfer, CommandOptions::default()).await?;
-/// assert_eq!(recorded[1][0].stream_version, 2);
-///
-/// // Built on a stale state: nothing is written.
-/// let stale = MultiAppend::new()
-///     .append::<Account>(&alice, from.expected_version(), &[AccountEvent::Debited { amount: 20 }])?
-///     .append::<Account>(&bob, to.expected_version(), &[AccountEvent::Credited { amount: 20 }])?;
-/// let error = app.append_many(stale, CommandOptions::default()).await.unwrap_err();
-/// assert!(matches!(error, orchestrix::Error::Store(ref e) if e.is_conflict()));
-/// assert_eq!(app.load::<Account>(&bob).await?.state.balance, 20);
-/// # Ok(())
-/// # }
-/// ```
-#[derive(Debug, Default)]
-pub struct MultiAppend {
-    parts: Vec<MultiPart>,
-}
-
-#[derive(Debug)]
-struct MultiPart {
-    aggregate: &'static str,
-    stream: crate::stream::StreamId,
-    expected: ExpectedVersion,
-    events: Vec<(&'static str, u32, Box<serde_json::value::RawValue>, Vec<String>)>,
-}
-
-impl MultiAppend {
-    /// An empty set of parts.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Adds `events` for the aggregate `id` of type `A`, whose version must
-    /// be `expected`. Fails if the id is not a valid stream id or an event
-    /// does not serialize.
-    pub fn append<A: Aggregate>(
-        mut self,
-        id: &A::Id,
-        expected: ExpectedVersion,
-        events: &[A::Event],
-    ) -> Result<Self, Error> {
-        let mut encoded = Vec::with_capacity(events.len());
-        for event in events {
-            let data = event.encode().map_err(|source| Error::Serialize { what: "an event", source })?;
-            encoded.push((event.event_type(), event.schema_version(), data, event.tags()));
-        }
-        let stream = Repository::<A>::stream_id(id)?;
-        self.parts.push(MultiPart { aggregate: A::NAME, stream, expected, events: encoded });
-        Ok(self)
-    }
-
-    /// Adds a guard: the aggregate `id` of type `A` must be at `expected`
-    /// for the whole append to succeed; nothing is written to it.
-    pub fn guard<A: Aggregate>(self, id: &A::Id, expected: ExpectedVersion) -> Result<Self, Error> {
-        self.append::<A>(id, expected, &[])
-    }
-
-    /// How many parts there are.
-    pub fn len(&self) -> usize {
-        self.parts.len()
-    }
-
-    /// Whether there is no part.
-    pub fn is_empty(&self) -> bool {
-        self.parts.is_empty()
-    }
-}
-
-impl Orchestrix {
-    /// Appends the parts of `batch` atomically through
-    /// [`EventStore::append_many`]: all or nothing, each part checked
-    /// against its own expected version, the events consecutive in the
-    /// global log. Every event carries the metadata of `options`
-    /// (correlation, causation, tenant, trace context, headers), like the
-    /// events of a command.
-    ///
-    /// Returns the recorded events per part, in the order they were added.
-    /// A failed expectation is [`StoreError::WrongExpectedVersion`] (inside
-    /// [`Error::Store`]) naming the first failing part's stream; nothing is
-    /// retried, since the caller decided on the states it loaded: load
-    /// again, decide again, and append again.
-    pub async fn append_many(
-        &self,
-        batch: MultiAppend,
-        options: CommandOptions,
-    ) -> Result<Vec<Vec<Arc<crate::envelope::RecordedEvent>>>, Error> {
-        let (command_id, mut metadata) = options.resolve();
-        let span = tracing::info_span!(
-            "orchestrix.append_many",
-            %command_id,
-            parts = batch.parts.len(),
-            event_count = batch.parts.iter().map(|part| part.events.len()).sum::<usize>(),
-            trace_id = tracing::field::Empty,
-            error = tracing::field::Empty,
-        );
-        adopt_trace(&span, &metadata);
-        span.in_scope(|| trace::inject_into(&mut metadata));
-        let mut counts = Vec::with_capacity(batch.parts.len());
-        let appends = batch
-            .parts
-            .into_iter()
-            .map(|part| {
-                counts.push((part.aggregate, part.events.len()));
-                let events = part
-                    .events
-                    .into_iter()
-                    .map(|(event_type, schema_version, data, tags)| crate::envelope::NewEvent {
-                        event_type: event_type.to_owned(),
-                        schema_version,
-                        data,
-                        metadata: metadata.clone().with_tags(tags),
-                    })
-                    .collect();
-                crate::store::StreamAppend::new(part.stream, part.expected, events)
-            })
-            .collect();
-        let result = self.inner.events.append_many(appends).instrument(span.clone()).await;
-        match &result {
-            Ok(_) => {
-                for (aggregate, count) in counts.into_iter().filter(|&(_, count)| count > 0) {
-                    telemetry::events_appended(aggregate, count);
-                }
-            }
-            Err(error) => {
-                span.record("error", tracing::field::display(error));
-            }
-        }
-        Ok(result?)
-    }
-}
-
 /// Records the trace id on a command's span and, when the caller gave a
 /// trace context but runs in no trace of its own (a message from another
 /// process, say), makes the span a child of that context.
-fn adopt_trace(span: &tracing::Span, metadata: &Metadata) {
+pub(crate) fn adopt_trace(span: &tracing::Span, metadata: &Metadata) {
     if span.is_disabled() {
         return;
     }

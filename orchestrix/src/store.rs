@@ -29,6 +29,7 @@ use crate::query::{AppendCondition, Query};
 use crate::stream::StreamId;
 
 mod forward;
+pub(crate) use forward::shared;
 
 /// A lazily read sequence of stored events.
 pub type EventStream<'a> = Pin<Box<dyn Stream<Item = Result<Arc<RecordedEvent>, StoreError>> + Send + 'a>>;
@@ -345,6 +346,23 @@ pub trait CheckpointStore: Send + Sync + Debug + 'static {
 }
 
 /// A small durable key-value map, for read models and process state.
+///
+/// Values are [`Bytes`] (re-exported as `orchestrix::Bytes`, so no
+/// dependency of your own is needed): a `Vec<u8>`, a `String` or a
+/// `&'static [u8]` converts with `.into()`.
+///
+/// ```
+/// use orchestrix::memory::InMemoryKeyValueStore;
+/// use orchestrix::{Bytes, KeyValueStore};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), orchestrix::StoreError> {
+/// let store = InMemoryKeyValueStore::new();
+/// store.put("greeting", b"hello".to_vec().into()).await?;
+/// assert_eq!(store.get("greeting").await?, Some(Bytes::from_static(b"hello")));
+/// # Ok(())
+/// # }
+/// ```
 #[async_trait]
 pub trait KeyValueStore: Send + Sync + Debug + 'static {
     /// The value under `key`.

@@ -41,6 +41,7 @@
 //! | `orchestrix.load` | `aggregate`, `aggregate_id`, [`snapshot_version`, `version`, `error`] |
 //! | `orchestrix.append` | `aggregate`, `aggregate_id`, `expected_version`, `event_count`, `event_type`, [`version`, `global_position`, `error`] |
 //! | `orchestrix.snapshot` | `aggregate`, `aggregate_id`, `version`, [`error`] |
+//! | `orchestrix.append_many` | `command_id`, `parts`, `event_count`, `conditional`, [`trace_id`, `error`] |
 //! | `orchestrix.projection` | `projection` (the projection's task) |
 //! | `orchestrix.projection.handle` | `projection`, `event_type`, `global_position`, `stream`, `stream_version`, [`attempts`, `error`] |
 //! | `orchestrix.saga` | `saga`, `saga_id` |
@@ -135,8 +136,8 @@ pub(crate) fn conflict(aggregate: &'static str, retried: bool) {
     }
 }
 
-pub(crate) fn events_appended(aggregate: &'static str, count: usize) {
-    metrics::counter!(EVENTS_APPENDED_TOTAL, "aggregate" => aggregate).increment(count as u64);
+pub(crate) fn events_appended(aggregate: impl Into<metrics::SharedString>, count: usize) {
+    metrics::counter!(EVENTS_APPENDED_TOTAL, "aggregate" => aggregate.into()).increment(count as u64);
 }
 
 pub(crate) fn snapshot_load(aggregate: &'static str, outcome: &'static str) {

@@ -195,8 +195,8 @@ async fn standalone_handlers_share_correlation_and_record_their_command_as_cause
 #[tokio::test]
 async fn execute_once_reports_a_conflict_instead_of_retrying() {
     let events: Arc<dyn orchestrix::EventStore> = Arc::new(orchestrix::memory::InMemoryEventStore::new());
-    let one = Orchestrix::builder().event_store_arc(Arc::clone(&events)).aggregate::<Account>().build().unwrap();
-    let two = Orchestrix::builder().event_store_arc(Arc::clone(&events)).aggregate::<Account>().build().unwrap();
+    let one = Orchestrix::builder().event_store(Arc::clone(&events)).aggregate::<Account>().build().unwrap();
+    let two = Orchestrix::builder().event_store(Arc::clone(&events)).aggregate::<Account>().build().unwrap();
     let id = Uuid::now_v7();
     one.execute(id, OpenAccount { owner: "Ada".into() }).await.unwrap();
     one.execute(id, Deposit { amount: 1 }).await.unwrap(); // `one` caches version 2
@@ -211,8 +211,8 @@ async fn execute_once_reports_a_conflict_instead_of_retrying() {
 #[tokio::test]
 async fn a_refusal_based_on_a_stale_cache_is_rechecked() {
     let events: Arc<dyn orchestrix::EventStore> = Arc::new(orchestrix::memory::InMemoryEventStore::new());
-    let one = Orchestrix::builder().event_store_arc(Arc::clone(&events)).aggregate::<Account>().build().unwrap();
-    let two = Orchestrix::builder().event_store_arc(Arc::clone(&events)).aggregate::<Account>().build().unwrap();
+    let one = Orchestrix::builder().event_store(Arc::clone(&events)).aggregate::<Account>().build().unwrap();
+    let two = Orchestrix::builder().event_store(Arc::clone(&events)).aggregate::<Account>().build().unwrap();
     let id = Uuid::now_v7();
     one.execute(id, OpenAccount { owner: "Ada".into() }).await.unwrap(); // `one` caches a zero balance
     two.execute(id, Deposit { amount: 50 }).await.unwrap();
@@ -224,8 +224,8 @@ async fn a_refusal_based_on_a_stale_cache_is_rechecked() {
 #[tokio::test]
 async fn a_creating_command_needs_no_read_and_still_refuses_an_existing_aggregate() {
     let events: Arc<dyn orchestrix::EventStore> = Arc::new(orchestrix::memory::InMemoryEventStore::new());
-    let one = Orchestrix::builder().event_store_arc(Arc::clone(&events)).aggregate::<Account>().build().unwrap();
-    let two = Orchestrix::builder().event_store_arc(Arc::clone(&events)).aggregate::<Account>().build().unwrap();
+    let one = Orchestrix::builder().event_store(Arc::clone(&events)).aggregate::<Account>().build().unwrap();
+    let two = Orchestrix::builder().event_store(Arc::clone(&events)).aggregate::<Account>().build().unwrap();
     let id = Uuid::now_v7();
     one.execute(id, OpenAccount { owner: "Ada".into() }).await.unwrap();
     // `two` has nothing cached: it appends expecting no stream, and the

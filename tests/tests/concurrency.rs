@@ -15,8 +15,8 @@ const COMMANDS_PER_TASK: u64 = 100;
 
 fn app(events: &Arc<dyn EventStore>, snapshots: &Arc<dyn SnapshotStore>, cache: usize) -> Orchestrix {
     Orchestrix::builder()
-        .event_store_arc(Arc::clone(events))
-        .snapshot_store_arc(Arc::clone(snapshots))
+        .event_store(Arc::clone(events))
+        .snapshot_store(Arc::clone(snapshots))
         .aggregate::<Account>()
         .cache_capacity(cache)
         .retry(RetryPolicy::exponential(100, Duration::from_micros(200)).with_max_delay(Duration::from_millis(20)))

@@ -24,8 +24,8 @@ fn fixture() -> Fixture {
     let events: Arc<dyn EventStore> = Arc::new(InMemoryEventStore::new());
     let snapshots: Arc<dyn SnapshotStore> = Arc::new(InMemorySnapshotStore::new());
     let app = Orchestrix::builder()
-        .event_store_arc(Arc::clone(&events))
-        .snapshot_store_arc(Arc::clone(&snapshots))
+        .event_store(Arc::clone(&events))
+        .snapshot_store(Arc::clone(&snapshots))
         .aggregate::<Account>()
         .cache_capacity(0)
         .build()

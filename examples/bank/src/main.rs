@@ -82,8 +82,8 @@ async fn main() -> Result {
     let (events, snapshots, checkpoints) = open_stores(&args).await?;
     let first_position = events.head_position().await?.unwrap_or(0) + 1;
     let app = Orchestrix::builder()
-        .event_store_arc(Arc::clone(&events))
-        .snapshot_store_arc(snapshots)
+        .event_store(Arc::clone(&events))
+        .snapshot_store(snapshots)
         .aggregate::<Account>()
         .aggregate::<Transfer>()
         .build()?;
@@ -92,7 +92,7 @@ async fn main() -> Result {
     // The read side and the long-running processes follow the log. The
     // balance projection keeps its model in memory, so it is rebuilt from
     // the whole log at start; the saga manager resumes from its checkpoint.
-    let engine = ProjectionEngine::from_arcs(events, checkpoints);
+    let engine = ProjectionEngine::new(events, checkpoints);
     let mut balances = Balances::default();
     let rebuilt = engine.rebuild(&mut balances, ProjectionOptions::default(), |_| {}).await?;
     println!("rebuilt the `{}` projection: {rebuilt}", balances.name());

@@ -8,10 +8,9 @@
 use std::sync::Arc;
 
 use futures_util::StreamExt;
-use orchestrix::app::MultiAppend;
 use orchestrix::crypto::CryptoStore;
 use orchestrix::prelude::*;
-use orchestrix::{CommandOptions, EventFilter, EventStore, KeyStore, SnapshotStore, TenantStore, Uuid};
+use orchestrix::{CommandOptions, Decision, EventFilter, EventStore, KeyStore, SnapshotStore, TenantStore, Uuid};
 use serde::{Deserialize, Serialize};
 
 /// What happens to an account.
@@ -148,7 +147,7 @@ pub async fn transfer(app: &Orchestrix, from: Uuid, to: Uuid, amount: u64) -> Re
         return Err(LedgerError::SameAccount);
     }
     for attempt in 1..=ATTEMPTS {
-        let (payer, receiver) = (app.load::<Account>(&from).await?, app.load::<Account>(&to).await?);
+        let (payer, receiver) = (app.load::<Account>(from).await?, app.load::<Account>(to).await?);
         for (id, account) in [(from, &payer), (to, &receiver)] {
             if !account.exists() {
                 return Err(LedgerError::NoAccount(id));
@@ -157,12 +156,12 @@ pub async fn transfer(app: &Orchestrix, from: Uuid, to: Uuid, amount: u64) -> Re
         if payer.state.balance < amount {
             return Err(LedgerError::InsufficientFunds { balance: payer.state.balance, requested: amount });
         }
-        let both = MultiAppend::new()
-            .append::<Account>(&from, payer.expected_version(), &[AccountEvent::TransferredOut { amount, to }])?
-            .append::<Account>(&to, receiver.expected_version(), &[AccountEvent::TransferredIn { amount, from }])?;
+        let both = Decision::new()
+            .append::<Account>(from, payer.expected_version(), [AccountEvent::TransferredOut { amount, to }])
+            .append::<Account>(to, receiver.expected_version(), [AccountEvent::TransferredIn { amount, from }]);
         match app.append_many(both, CommandOptions::default()).await {
             Ok(_) => return Ok(attempt),
-            Err(orchestrix::Error::Store(error)) if error.is_conflict() => tokio::task::yield_now().await,
+            Err(error) if error.is_conflict() => tokio::task::yield_now().await,
             Err(error) => return Err(error.into()),
         }
     }
@@ -171,7 +170,7 @@ pub async fn transfer(app: &Orchestrix, from: Uuid, to: Uuid, amount: u64) -> Re
 
 /// The balance of an account (0 if it does not exist).
 pub async fn balance(app: &Orchestrix, id: Uuid) -> Result<u64, orchestrix::Error> {
-    Ok(app.load::<Account>(&id).await?.state.balance)
+    Ok(app.load::<Account>(id).await?.state.balance)
 }
 
 /// How many events the tenant's view of the log holds.

@@ -34,6 +34,22 @@ use crate::error::StoreError;
 use crate::query::{AppendCondition, Query};
 use crate::stream::StreamId;
 
+/// `store` as a shared trait object `Arc<D>`: the store itself when it
+/// already is one (an `Arc<dyn EventStore>` given where a store is taken
+/// is not wrapped in a second `Arc`), else `share(store)`.
+///
+/// What lets one generic method (`event_store<S: EventStore>(store: S)`)
+/// replace the `_arc` twins that took an `Arc<dyn _>`.
+pub(crate) fn shared<S: 'static, D: ?Sized + 'static>(store: S, share: impl FnOnce(S) -> Arc<D>) -> Arc<D> {
+    let mut slot = Some(store);
+    if let Some(shared) = (&mut slot as &mut dyn std::any::Any).downcast_mut::<Option<Arc<D>>>().and_then(Option::take)
+    {
+        return shared;
+    }
+    // The slot is emptied only when it held an `Arc<D>`, returned above.
+    slot.map_or_else(|| unreachable!("a store that is not an `Arc<D>` is still in its slot"), share)
+}
+
 /// Implements a port for `Arc<T>` and `Box<T>` by forwarding each listed
 /// method to `T`. The method list is collected one signature at a time
 /// (a token muncher), so that `#[async_trait]` sees the whole impl.
@@ -192,6 +208,17 @@ mod tests {
         assert_eq!(defaults_of(&(Box::new(Overriding) as Box<dyn EventStore>)).await, expected);
         // Pointers nest: a box of a shared trait object is a store too.
         assert_eq!(defaults_of(&Box::new(Arc::clone(&shared))).await, expected);
+    }
+
+    #[test]
+    fn a_shared_trait_object_is_not_wrapped_twice() {
+        let store: Arc<dyn EventStore> = Arc::new(Overriding);
+        let again: Arc<dyn EventStore> = shared(Arc::clone(&store), |s| Arc::new(s));
+        assert!(Arc::ptr_eq(&store, &again));
+        let concrete = Arc::new(Overriding);
+        let wrapped: Arc<dyn EventStore> = shared(Arc::clone(&concrete), |s| Arc::new(s));
+        assert_eq!(Arc::strong_count(&concrete), 2, "an `Arc<Overriding>` is a store of its own, wrapped once");
+        drop(wrapped);
     }
 
     /// Every port is implemented for `Arc<dyn _>` and `Box<dyn _>`.
