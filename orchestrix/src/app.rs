@@ -5,7 +5,7 @@ use std::any::{type_name, Any, TypeId};
 use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use tracing::Instrument;
 use uuid::Uuid;
@@ -20,6 +20,9 @@ use crate::retry::RetryPolicy;
 use crate::store::{EventStore, ExpectedVersion, SnapshotStore};
 use crate::telemetry;
 use crate::trace;
+
+mod cache;
+use cache::AggregateCache;
 
 /// How many aggregates per type the command bus keeps in memory by default.
 pub const DEFAULT_CACHE_CAPACITY: usize = 10_000;
@@ -730,45 +733,4 @@ impl<A: Aggregate> AggregateSlot<A> {
 
 fn fail<E>(error: Error) -> Attempt<CommandError<E>> {
     Attempt::Failed(CommandError::Framework(error))
-}
-
-type CacheEntry<A> = Arc<tokio::sync::Mutex<Option<Loaded<A>>>>;
-
-/// Aggregates kept between commands, each behind an async lock so that
-/// commands to one aggregate in this process take turns.
-struct AggregateCache<A: Aggregate> {
-    entries: Mutex<HashMap<A::Id, CacheEntry<A>>>,
-    capacity: usize,
-}
-
-impl<A: Aggregate> AggregateCache<A> {
-    fn new(capacity: usize) -> Self {
-        Self { entries: Mutex::new(HashMap::new()), capacity }
-    }
-
-    fn enabled(&self) -> bool {
-        self.capacity > 0
-    }
-
-    /// The entry of `id`, created empty if needed. When the cache is over
-    /// capacity, entries that no command holds are evicted first.
-    fn entry(&self, id: &A::Id) -> CacheEntry<A> {
-        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(entry) = entries.get(id) {
-            return Arc::clone(entry);
-        }
-        if entries.len() >= self.capacity.max(1) {
-            let target = self.capacity - self.capacity / 4;
-            let mut excess = entries.len().saturating_sub(target);
-            entries.retain(|_, entry| {
-                if excess > 0 && Arc::strong_count(entry) == 1 {
-                    excess -= 1;
-                    false
-                } else {
-                    true
-                }
-            });
-        }
-        Arc::clone(entries.entry(id.clone()).or_default())
-    }
 }
