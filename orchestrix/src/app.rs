@@ -227,14 +227,14 @@ impl OrchestrixBuilder {
     /// The event store: any [`EventStore`], a shared `Arc<dyn EventStore>`
     /// included (kept as it is, not wrapped again).
     pub fn event_store<S: EventStore>(mut self, store: S) -> Self {
-        self.events = Some(crate::store::shared(store, |store| Arc::new(store)));
+        self.events = Some(crate::store::shared::<_, dyn EventStore>(store, |store| Arc::new(store)));
         self
     }
 
     /// The snapshot store (without one, no snapshots are taken): any
     /// [`SnapshotStore`], a shared `Arc<dyn SnapshotStore>` included.
     pub fn snapshot_store<S: SnapshotStore>(mut self, store: S) -> Self {
-        self.snapshots = Some(crate::store::shared(store, |store| Arc::new(store)));
+        self.snapshots = Some(crate::store::shared::<_, dyn SnapshotStore>(store, |store| Arc::new(store)));
         self
     }
 

@@ -291,7 +291,11 @@ impl<S> CryptoStore<S> {
     /// types whose personal fields to encrypt with
     /// [`CryptoStore::register`].
     pub fn new(inner: S, keys: impl KeyStore) -> Self {
-        Self { inner, keys: crate::store::shared(keys, |keys| Arc::new(keys)), personal: Arc::default() }
+        Self {
+            inner,
+            keys: crate::store::shared::<_, dyn KeyStore>(keys, |keys| Arc::new(keys)),
+            personal: Arc::default(),
+        }
     }
 
     /// Encrypts the personal fields of `E`'s stored types from now on.

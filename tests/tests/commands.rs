@@ -203,6 +203,7 @@ async fn execute_once_reports_a_conflict_instead_of_retrying() {
     two.execute(id, Deposit { amount: 1 }).await.unwrap(); // the store moves to 3 behind its back
     let conflict = one.execute_once(id, Deposit { amount: 1 }, CommandOptions::default()).await.unwrap_err();
     assert!(matches!(conflict, CommandError::Conflict { attempts: 1, .. }), "{conflict:?}");
+    assert!(conflict.is_conflict(), "the third shape of a lost race answers the same question");
     // The conflict dropped the stale cache entry; a retrying execute succeeds.
     let retried = one.execute(id, Deposit { amount: 1 }).await.unwrap();
     assert_eq!(retried.version, 4);
@@ -232,6 +233,7 @@ async fn a_creating_command_needs_no_read_and_still_refuses_an_existing_aggregat
     // store's refusal is final, not a conflict to retry.
     let error = two.execute(id, OpenAccount { owner: "Eve".into() }).await.unwrap_err();
     assert!(matches!(error, CommandError::AggregateAlreadyExists { aggregate: "Account", .. }), "{error:?}");
+    assert!(!error.is_conflict(), "an existing aggregate is final, not a race to retry");
     let stream = Repository::<Account>::stream_id(&id).unwrap();
     assert_eq!(read_stream(events.as_ref(), &stream).await.len(), 1, "nothing was appended");
 }

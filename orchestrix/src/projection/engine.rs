@@ -284,15 +284,15 @@ impl ProjectionEngine {
     /// shared ones (`Arc<dyn EventStore>`, `Arc<dyn CheckpointStore>`)
     /// included.
     pub fn new(events: impl EventStore, checkpoints: impl CheckpointStore) -> Self {
-        let events = crate::store::shared(events, |store| Arc::new(store));
-        let checkpoints = crate::store::shared(checkpoints, |store| Arc::new(store));
+        let events = crate::store::shared::<_, dyn EventStore>(events, |store| Arc::new(store));
+        let checkpoints = crate::store::shared::<_, dyn CheckpointStore>(checkpoints, |store| Arc::new(store));
         Self { events, checkpoints, dead_letters: None }
     }
 
     /// Adds the dead-letter store that [`PoisonPolicy::Park`] needs (a
     /// shared `Arc<dyn DeadLetterStore>` too).
     pub fn with_dead_letters(mut self, store: impl DeadLetterStore) -> Self {
-        self.dead_letters = Some(crate::store::shared(store, |store| Arc::new(store)));
+        self.dead_letters = Some(crate::store::shared::<_, dyn DeadLetterStore>(store, |store| Arc::new(store)));
         self
     }
 

@@ -39,7 +39,9 @@ use crate::stream::StreamId;
 /// is not wrapped in a second `Arc`), else `share(store)`.
 ///
 /// What lets one generic method (`event_store<S: EventStore>(store: S)`)
-/// replace the `_arc` twins that took an `Arc<dyn _>`.
+/// replace the `_arc` twins that took an `Arc<dyn _>`. Name `D` at the
+/// call (`shared::<_, dyn EventStore>`): inferred, it would be `S`, and the
+/// `Arc<S>` coerced only afterwards, so an `Arc<dyn _>` would be wrapped.
 pub(crate) fn shared<S: 'static, D: ?Sized + 'static>(store: S, share: impl FnOnce(S) -> Arc<D>) -> Arc<D> {
     let mut slot = Some(store);
     if let Some(shared) = (&mut slot as &mut dyn std::any::Any).downcast_mut::<Option<Arc<D>>>().and_then(Option::take)
@@ -213,10 +215,10 @@ mod tests {
     #[test]
     fn a_shared_trait_object_is_not_wrapped_twice() {
         let store: Arc<dyn EventStore> = Arc::new(Overriding);
-        let again: Arc<dyn EventStore> = shared(Arc::clone(&store), |s| Arc::new(s));
+        let again: Arc<dyn EventStore> = shared::<_, dyn EventStore>(Arc::clone(&store), |s| Arc::new(s));
         assert!(Arc::ptr_eq(&store, &again));
         let concrete = Arc::new(Overriding);
-        let wrapped: Arc<dyn EventStore> = shared(Arc::clone(&concrete), |s| Arc::new(s));
+        let wrapped: Arc<dyn EventStore> = shared::<_, dyn EventStore>(Arc::clone(&concrete), |s| Arc::new(s));
         assert_eq!(Arc::strong_count(&concrete), 2, "an `Arc<Overriding>` is a store of its own, wrapped once");
         drop(wrapped);
     }
