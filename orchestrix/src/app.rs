@@ -23,6 +23,7 @@ use crate::trace;
 
 mod cache;
 use cache::AggregateCache;
+pub use cache::CacheStats;
 
 /// How many aggregates per type the command bus keeps in memory by default.
 pub const DEFAULT_CACHE_CAPACITY: usize = 10_000;
@@ -289,7 +290,9 @@ impl OrchestrixBuilder {
     /// A cached aggregate is not re-read before a command: the append
     /// expects the cached version, and a conflict (another process wrote)
     /// reloads and retries. Commands to one aggregate within this process
-    /// take turns, so they do not conflict with each other.
+    /// take turns, so they do not conflict with each other. When full, the
+    /// least recently used aggregate that no command holds is dropped;
+    /// [`Orchestrix::cache_stats`] tells how often commands found theirs.
     pub fn cache_capacity(mut self, capacity: usize) -> Self {
         self.cache_capacity = capacity;
         self
@@ -383,6 +386,15 @@ impl Orchestrix {
     /// The retry policy of commands (and of [`Orchestrix::decide`]).
     pub(crate) fn retry_policy(&self) -> RetryPolicy {
         self.inner.retry
+    }
+
+    /// How the aggregate cache of `A` has served commands so far (hits,
+    /// misses, evictions; [`CacheStats::hit_rate`]), or `None` if `A` is
+    /// not registered. The counts also go to the metrics recorder
+    /// ([`telemetry::AGGREGATE_CACHE_LOOKUPS_TOTAL`]).
+    pub fn cache_stats<A: Aggregate>(&self) -> Option<CacheStats> {
+        let slot = self.inner.aggregates.get(&TypeId::of::<A>())?.downcast_ref::<AggregateSlot<A>>()?;
+        Some(slot.cache.stats())
     }
 
     /// The snapshot store, if one is configured.
@@ -645,6 +657,7 @@ impl<A: Aggregate> AggregateSlot<A> {
         let entry = self.cache.entry(id);
         let mut guard = entry.lock().await;
         let was_cached = guard.is_some();
+        self.cache.record(was_cached);
         let loaded = match &mut *guard {
             Some(loaded) => loaded,
             // A creating command needs no read: the append expects no

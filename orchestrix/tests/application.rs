@@ -181,3 +181,48 @@ async fn a_lost_race_of_decide_is_a_conflict() {
         "{error:?}"
     );
 }
+
+/// An aggregate with a command, to count the cache's hits.
+#[aggregate(event = BinEvent, error = Refused, id = String)]
+#[derive(Debug, Default)]
+pub struct Hopper {
+    level: u32,
+}
+
+impl Hopper {
+    fn apply(&mut self, event: &BinEvent) {
+        let BinEvent::Filled { amount, .. } = event;
+        self.level += amount;
+    }
+}
+
+/// Puts something in a hopper.
+#[derive(Debug, Clone)]
+pub struct Fill {
+    /// The hopper.
+    pub hopper: String,
+}
+
+#[command_handler]
+impl Hopper {
+    #[command(requires = any)]
+    fn fill(&self, cmd: Fill) -> Result<BinEvent, Refused> {
+        Ok(BinEvent::Filled { bin: cmd.hopper, amount: 1 })
+    }
+}
+
+#[tokio::test]
+async fn the_cache_reports_hits_misses_and_evictions() {
+    let app = Orchestrix::builder().in_memory().aggregate::<Hopper>().cache_capacity(2).build().unwrap();
+    assert_eq!(app.cache_stats::<Bin>(), None, "not registered");
+    let fill = |hopper: &str| Fill { hopper: hopper.to_owned() };
+    for hopper in ["a", "a", "b", "a", "c", "a", "b"] {
+        app.execute(hopper.to_owned(), fill(hopper)).await.unwrap();
+    }
+    // a: miss, hit; b: miss; a: hit; c: miss (evicts b, the least recently
+    // used); a: hit; b: miss (evicts c).
+    let stats = app.cache_stats::<Hopper>().unwrap();
+    assert_eq!((stats.hits, stats.misses, stats.evictions), (3, 4, 2));
+    assert_eq!(stats.hit_rate(), Some(3.0 / 7.0));
+    assert_eq!(app.load::<Hopper>("a".to_owned()).await.unwrap().state.level, 4);
+}
