@@ -54,7 +54,7 @@ async fn each_failure_is_a_distinct_typed_error() {
     assert!(error.to_string().contains("aggregate::<bank::Account>()"), "{error}");
 
     // Nothing but the opening was stored.
-    let stream = Repository::<Account>::stream_id(&id).unwrap();
+    let stream = Repository::<Account>::stream_id(id).unwrap();
     assert_eq!(read_stream(app.event_store().as_ref(), &stream).await.len(), 1);
 }
 
@@ -177,8 +177,8 @@ async fn standalone_handlers_share_correlation_and_record_their_command_as_cause
     assert_eq!(version, 2);
 
     let store = app.event_store();
-    let from = read_stream(store.as_ref(), &Repository::<Account>::stream_id(&ada).unwrap()).await;
-    let to = read_stream(store.as_ref(), &Repository::<Account>::stream_id(&bob).unwrap()).await;
+    let from = read_stream(store.as_ref(), &Repository::<Account>::stream_id(ada).unwrap()).await;
+    let to = read_stream(store.as_ref(), &Repository::<Account>::stream_id(bob).unwrap()).await;
     let (withdrawn, deposited) = (from.last().unwrap(), to.last().unwrap());
     for event in [withdrawn, deposited] {
         assert_eq!(event.metadata.correlation_id, Some(request));
@@ -234,6 +234,6 @@ async fn a_creating_command_needs_no_read_and_still_refuses_an_existing_aggregat
     let error = two.execute(id, OpenAccount { owner: "Eve".into() }).await.unwrap_err();
     assert!(matches!(error, CommandError::AggregateAlreadyExists { aggregate: "Account", .. }), "{error:?}");
     assert!(!error.is_conflict(), "an existing aggregate is final, not a race to retry");
-    let stream = Repository::<Account>::stream_id(&id).unwrap();
+    let stream = Repository::<Account>::stream_id(id).unwrap();
     assert_eq!(read_stream(events.as_ref(), &stream).await.len(), 1, "nothing was appended");
 }

@@ -66,7 +66,7 @@ async fn hammer(apps: Vec<Orchestrix>) {
     }
 
     let store = apps[0].event_store();
-    let stream = Repository::<Account>::stream_id(&id).unwrap();
+    let stream = Repository::<Account>::stream_id(id).unwrap();
     let records = read_stream(store.as_ref(), &stream).await;
     assert_eq!(records.len(), accepted.len() + 1, "one event per accepted command, plus the opening");
     for (index, record) in records.iter().enumerate() {

@@ -74,7 +74,7 @@ async fn decode_failure(stored: NewEvent) -> (Uuid, Box<orchestrix::DecodeError>
         panic!("expected a decode error, got {error:?}")
     };
     // Nothing already stored was lost, and nothing was appended.
-    let stream = Repository::<Account>::stream_id(&id).unwrap();
+    let stream = Repository::<Account>::stream_id(id).unwrap();
     assert_eq!(f.events.stream_version(&stream).await.unwrap(), Some(2));
     (id, decode)
 }
@@ -116,7 +116,7 @@ async fn snapshots_are_taken_and_used() {
     for _ in 0..11 {
         f.app.execute(id, Deposit { amount: 10 }).await.unwrap();
     }
-    let stream = Repository::<Account>::stream_id(&id).unwrap();
+    let stream = Repository::<Account>::stream_id(id).unwrap();
     let latest = f.snapshots.load(&stream, None).await.unwrap().expect("a snapshot every 5 events");
     assert_eq!(latest.version, 10);
     let loaded = f.app.load::<Account>(&id).await.unwrap();
@@ -130,7 +130,7 @@ async fn a_snapshot_of_another_schema_version_or_unreadable_is_ignored_and_rebui
     let f = fixture();
     let id = opened_account(&f).await;
     f.app.execute(id, Deposit { amount: 25 }).await.unwrap();
-    let stream = Repository::<Account>::stream_id(&id).unwrap();
+    let stream = Repository::<Account>::stream_id(id).unwrap();
     let lying = |schema_version, state: &str| Snapshot {
         stream: stream.clone(),
         version: 2,

@@ -195,7 +195,7 @@ async fn time_travel_and_snapshots(app: &Orchestrix, people: &People) -> Result 
 /// Events written by an older release, at schema version 1, read through
 /// their upcasters.
 async fn legacy_events(app: &Orchestrix, people: &People) -> Result {
-    let stream = Repository::<Account>::stream_id(&people.bob)?;
+    let stream = Repository::<Account>::stream_id(people.bob)?;
     let legacy = |event_type: &str, data: &str| -> Result<NewEvent> {
         Ok(NewEvent {
             event_type: event_type.into(),
