@@ -86,7 +86,7 @@ pub trait StandaloneCommand: Send + Sized + 'static {
 #[diagnostic::on_unimplemented(
     message = "`{Self}` has no `#[command_handler]` block",
     label = "the builder registers the commands of this aggregate",
-    note = "for an aggregate without commands, write `impl orchestrix::CommandSet for {Self} {{}}`"
+    note = "give `{Self}` a `#[command_handler]` impl block, or, for an aggregate without commands, write `impl orchestrix::CommandSet for {Self} {{}}`"
 )]
 pub trait CommandSet: Aggregate {
     /// One descriptor per handled command (none by default: an aggregate
