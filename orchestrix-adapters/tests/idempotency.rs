@@ -60,7 +60,7 @@ impl Account {
 }
 
 fn app(store: Arc<dyn EventStore>) -> Orchestrix {
-    Orchestrix::builder().event_store_arc(store).aggregate::<Account>().build().expect("a valid application")
+    Orchestrix::builder().event_store(store).aggregate::<Account>().build().expect("a valid application")
 }
 
 type Key = (u64, Uuid, Vec<(Uuid, u64, u64)>);

@@ -2,24 +2,30 @@
 //! bus.
 
 use std::any::{type_name, Any, TypeId};
+use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::aggregate::Aggregate;
-use crate::command::{AggregateCommand, CommandDescriptor, CommandSet, Existence, StandaloneCommand};
+use crate::command::{AggregateCommand, Existence, StandaloneCommand};
 use crate::envelope::{Envelope, Metadata};
 use crate::error::{CommandError, Error, StoreError};
-use crate::event::Event;
-use crate::memory::{InMemoryEventStore, InMemorySnapshotStore};
 use crate::repository::{Loaded, Repository};
 use crate::retry::RetryPolicy;
 use crate::store::{EventStore, ExpectedVersion, SnapshotStore};
 use crate::telemetry;
 use crate::trace;
+
+mod builder;
+mod cache;
+pub use builder::{BuildError, OrchestrixBuilder};
+use builder::{Service, Slot};
+use cache::AggregateCache;
+pub use cache::CacheStats;
 
 /// How many aggregates per type the command bus keeps in memory by default.
 pub const DEFAULT_CACHE_CAPACITY: usize = 10_000;
@@ -29,6 +35,24 @@ pub const DEFAULT_CACHE_CAPACITY: usize = 10_000;
 /// Whatever is left unset is inherited from the command being handled when
 /// a standalone handler sends further commands, and otherwise derived: the
 /// correlation id defaults to the command's own id.
+///
+/// Every field has a setter of the same name (`header` adds one header):
+///
+/// ```
+/// use orchestrix::{CommandOptions, Uuid};
+///
+/// let request = Uuid::now_v7();
+/// let options = CommandOptions::default()
+///     .command_id(request)
+///     .correlation_id(request)
+///     .causation_id(request)
+///     .tenant("acme")
+///     .traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+///     .tracestate("vendor=1")
+///     .header("source", "import");
+/// assert_eq!(options.command_id, Some(request));
+/// assert_eq!(options.tracestate.as_deref(), Some("vendor=1"));
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CommandOptions {
     /// The id of this command (default: a new UUID v7). Give the same id to
@@ -77,6 +101,26 @@ impl CommandOptions {
     /// Adds a header.
     pub fn header(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.headers.insert(key.into(), value.into());
+        self
+    }
+
+    /// Sets the id of this command execution (default: a new UUID v7), for
+    /// example the id of the request that carries the command.
+    pub fn command_id(mut self, id: Uuid) -> Self {
+        self.command_id = Some(id);
+        self
+    }
+
+    /// Sets the W3C `traceparent` recorded with the events. Without it, the
+    /// events carry the trace context of the command's own span.
+    pub fn traceparent(mut self, traceparent: impl Into<String>) -> Self {
+        self.traceparent = Some(traceparent.into());
+        self
+    }
+
+    /// Sets the W3C `tracestate` recorded beside the `traceparent`.
+    pub fn tracestate(mut self, tracestate: impl Into<String>) -> Self {
+        self.tracestate = Some(tracestate.into());
         self
     }
 
@@ -133,185 +177,6 @@ pub struct CommandOutcome<E> {
     pub attempts: u32,
 }
 
-/// Why [`OrchestrixBuilder::build`] refused the configuration.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum BuildError {
-    /// No event store was configured.
-    #[error("no event store is configured; call `.event_store(...)` or `.in_memory()` on the builder")]
-    MissingEventStore,
-    /// A handler needs a service that was not registered.
-    #[error("command `{command}` needs the service `{service}`; register it with `.service(...)`")]
-    MissingService {
-        /// The command.
-        command: &'static str,
-        /// The service type.
-        service: &'static str,
-    },
-    /// Two registrations handle the same command type.
-    #[error("command `{command}` is handled by both {first} and {second}")]
-    DuplicateCommand {
-        /// The command.
-        command: &'static str,
-        /// The first registration.
-        first: &'static str,
-        /// The second registration.
-        second: &'static str,
-    },
-}
-
-type Service = Arc<dyn Any + Send + Sync>;
-
-/// Builds an [`Orchestrix`] application.
-pub struct OrchestrixBuilder {
-    events: Option<Arc<dyn EventStore>>,
-    snapshots: Option<Arc<dyn SnapshotStore>>,
-    services: HashMap<TypeId, Service>,
-    registrations: Vec<Registration>,
-    retry: RetryPolicy,
-    cache_capacity: usize,
-}
-
-struct Registration {
-    owner: &'static str,
-    commands: Vec<CommandDescriptor>,
-    slot: Option<(TypeId, SlotFactory)>,
-}
-
-type SlotFactory = Box<dyn FnOnce(&Arc<dyn EventStore>, Option<&Arc<dyn SnapshotStore>>, usize) -> Slot>;
-type Slot = Box<dyn Any + Send + Sync>;
-
-impl fmt::Debug for OrchestrixBuilder {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("OrchestrixBuilder")
-            .field("events", &self.events)
-            .field("snapshots", &self.snapshots)
-            .field("registrations", &self.registrations.iter().map(|r| r.owner).collect::<Vec<_>>())
-            .field("retry", &self.retry)
-            .field("cache_capacity", &self.cache_capacity)
-            .finish_non_exhaustive()
-    }
-}
-
-impl OrchestrixBuilder {
-    /// The event store.
-    pub fn event_store(self, store: impl EventStore) -> Self {
-        self.event_store_arc(Arc::new(store))
-    }
-
-    /// The event store, shared.
-    pub fn event_store_arc(mut self, store: Arc<dyn EventStore>) -> Self {
-        self.events = Some(store);
-        self
-    }
-
-    /// The snapshot store (without one, no snapshots are taken).
-    pub fn snapshot_store(self, store: impl SnapshotStore) -> Self {
-        self.snapshot_store_arc(Arc::new(store))
-    }
-
-    /// The snapshot store, shared.
-    pub fn snapshot_store_arc(mut self, store: Arc<dyn SnapshotStore>) -> Self {
-        self.snapshots = Some(store);
-        self
-    }
-
-    /// In-memory event and snapshot stores: for tests and examples.
-    pub fn in_memory(self) -> Self {
-        self.event_store(InMemoryEventStore::new()).snapshot_store(InMemorySnapshotStore::new())
-    }
-
-    /// Registers an aggregate and every command of its `#[command_handler]`
-    /// block.
-    pub fn aggregate<A: CommandSet>(mut self) -> Self {
-        let factory: SlotFactory = Box::new(|events, snapshots, capacity| {
-            Box::new(AggregateSlot::<A> {
-                repository: Repository::new(Arc::clone(events), snapshots.cloned()),
-                cache: AggregateCache::new(capacity),
-            })
-        });
-        self.registrations.push(Registration {
-            owner: A::NAME,
-            commands: A::commands(),
-            slot: Some((TypeId::of::<A>(), factory)),
-        });
-        self
-    }
-
-    /// Registers the standalone handler of command `C`.
-    pub fn command<C: StandaloneCommand>(mut self) -> Self {
-        self.registrations.push(Registration {
-            owner: "a standalone handler",
-            commands: vec![CommandDescriptor::standalone::<C>()],
-            slot: None,
-        });
-        self
-    }
-
-    /// Registers a service that handlers receive as their second parameter
-    /// (`&S`). One service per type.
-    pub fn service<S: Send + Sync + 'static>(mut self, service: S) -> Self {
-        self.services.insert(TypeId::of::<S>(), Arc::new(service));
-        self
-    }
-
-    /// The retry policy for version conflicts (default: [`RetryPolicy::default`]).
-    pub fn retry(mut self, policy: RetryPolicy) -> Self {
-        self.retry = policy;
-        self
-    }
-
-    /// How many aggregates per type to keep in memory between commands
-    /// (default [`DEFAULT_CACHE_CAPACITY`]; 0 turns the cache off).
-    ///
-    /// A cached aggregate is not re-read before a command: the append
-    /// expects the cached version, and a conflict (another process wrote)
-    /// reloads and retries. Commands to one aggregate within this process
-    /// take turns, so they do not conflict with each other.
-    pub fn cache_capacity(mut self, capacity: usize) -> Self {
-        self.cache_capacity = capacity;
-        self
-    }
-
-    /// Checks the configuration and builds the application.
-    pub fn build(self) -> Result<Orchestrix, BuildError> {
-        let events = self.events.ok_or(BuildError::MissingEventStore)?;
-        let mut commands: HashMap<TypeId, &'static str> = HashMap::new();
-        let mut aggregates = HashMap::new();
-        for registration in self.registrations {
-            for command in &registration.commands {
-                if let Some(first) = commands.insert(command.type_id, registration.owner) {
-                    return Err(BuildError::DuplicateCommand {
-                        command: command.name,
-                        first,
-                        second: registration.owner,
-                    });
-                }
-                if let Some(service) = command.service {
-                    let provided =
-                        service.type_id == TypeId::of::<Orchestrix>() || self.services.contains_key(&service.type_id);
-                    if !provided {
-                        return Err(BuildError::MissingService { command: command.name, service: service.name });
-                    }
-                }
-            }
-            if let Some((type_id, factory)) = registration.slot {
-                aggregates.insert(type_id, factory(&events, self.snapshots.as_ref(), self.cache_capacity));
-            }
-        }
-        Ok(Orchestrix {
-            inner: Arc::new(Inner {
-                events,
-                snapshots: self.snapshots,
-                services: self.services,
-                aggregates,
-                commands,
-                retry: self.retry,
-            }),
-        })
-    }
-}
-
 /// An Orchestrix application: executes commands against aggregates.
 ///
 /// Cloning is cheap; clones share everything.
@@ -363,6 +228,15 @@ impl Orchestrix {
         self.inner.retry
     }
 
+    /// How the aggregate cache of `A` has served commands so far (hits,
+    /// misses, evictions; [`CacheStats::hit_rate`]), or `None` if `A` is
+    /// not registered. The counts also go to the metrics recorder
+    /// ([`telemetry::AGGREGATE_CACHE_LOOKUPS_TOTAL`]).
+    pub fn cache_stats<A: Aggregate>(&self) -> Option<CacheStats> {
+        let slot = self.inner.aggregates.get(&TypeId::of::<A>())?.downcast_ref::<AggregateSlot<A>>()?;
+        Some(slot.cache.stats())
+    }
+
     /// The snapshot store, if one is configured.
     pub fn snapshot_store(&self) -> Option<&Arc<dyn SnapshotStore>> {
         self.inner.snapshots.as_ref()
@@ -374,18 +248,21 @@ impl Orchestrix {
     }
 
     /// The current state of an aggregate (version 0 if it does not exist).
-    pub async fn load<A: Aggregate>(&self, id: &A::Id) -> Result<Loaded<A>, Error> {
+    pub async fn load<A: Aggregate>(&self, id: impl Borrow<A::Id>) -> Result<Loaded<A>, Error> {
         self.repository::<A>().load(id).await
     }
 
     /// Executes a command against the aggregate `id`: load, handle, append;
     /// on a version conflict, reload and retry as the retry policy says.
     ///
+    /// Like every method that names an aggregate, it takes the id owned or
+    /// borrowed (`impl Borrow<A::Id>`).
+    ///
     /// Commands must be `Clone` to be retried; [`Orchestrix::execute_once`]
     /// takes any command and makes a single attempt.
     pub async fn execute<C>(
         &self,
-        id: <C::Aggregate as Aggregate>::Id,
+        id: impl Borrow<<C::Aggregate as Aggregate>::Id>,
         command: C,
     ) -> Result<CommandOutcome<<C::Aggregate as Aggregate>::Event>, CommandError<<C::Aggregate as Aggregate>::Error>>
     where
@@ -398,7 +275,7 @@ impl Orchestrix {
     /// context and headers.
     pub async fn execute_with<C>(
         &self,
-        id: <C::Aggregate as Aggregate>::Id,
+        id: impl Borrow<<C::Aggregate as Aggregate>::Id>,
         command: C,
         options: CommandOptions,
     ) -> Result<CommandOutcome<<C::Aggregate as Aggregate>::Event>, CommandError<<C::Aggregate as Aggregate>::Error>>
@@ -414,20 +291,20 @@ impl Orchestrix {
                 spare.clone()
             }
         };
-        self.run_aggregate_command(id, next, options).await
+        self.run_aggregate_command(id.borrow(), next, options).await
     }
 
     /// Executes a command with a single attempt: a version conflict is
     /// returned as [`CommandError::Conflict`] rather than retried.
     pub async fn execute_once<C: AggregateCommand>(
         &self,
-        id: <C::Aggregate as Aggregate>::Id,
+        id: impl Borrow<<C::Aggregate as Aggregate>::Id>,
         command: C,
         options: CommandOptions,
     ) -> Result<CommandOutcome<<C::Aggregate as Aggregate>::Event>, CommandError<<C::Aggregate as Aggregate>::Error>>
     {
         let mut once = Some(command);
-        self.run_aggregate_command(id, move |_| once.take(), options).await
+        self.run_aggregate_command(id.borrow(), move |_| once.take(), options).await
     }
 
     /// Runs a command that belongs to no aggregate through its standalone
@@ -482,7 +359,7 @@ impl Orchestrix {
 
     async fn run_aggregate_command<C: AggregateCommand>(
         &self,
-        id: <C::Aggregate as Aggregate>::Id,
+        id: &<C::Aggregate as Aggregate>::Id,
         mut next_command: impl FnMut(u32) -> Option<C>,
         options: CommandOptions,
     ) -> Result<CommandOutcome<<C::Aggregate as Aggregate>::Event>, CommandError<<C::Aggregate as Aggregate>::Error>>
@@ -532,7 +409,7 @@ impl Orchestrix {
                         attempts: attempt - 1,
                     });
                 };
-                match slot.attempt(&id, command, service, &metadata, run).await {
+                match slot.attempt(id, command, service, &metadata, run).await {
                     Ok((version, events)) => {
                         // A repeated command answers with the first
                         // execution's events, and so its correlation id.
@@ -583,198 +460,10 @@ impl Orchestrix {
     }
 }
 
-/// Events for several aggregates, to be appended all together or not at
-/// all by [`Orchestrix::append_many`]: the way to keep an invariant that
-/// spans aggregates (a transfer that debits one account and credits
-/// another) without a saga.
-///
-/// Each part names an aggregate, what its version must be (usually
-/// [`Loaded::expected_version`] of the state the decision was based on) and
-/// its events; [`MultiAppend::guard`] adds a part without events, which
-/// only requires an aggregate to be unchanged.
-///
-/// ```
-/// use orchestrix::app::MultiAppend;
-/// use orchestrix::prelude::*;
-/// use orchestrix::{CommandOptions, ExpectedVersion};
-///
-/// #[event]
-/// #[derive(Debug, Clone)]
-/// pub enum AccountEvent { Opened { owner: String }, Debited { amount: u64 }, Credited { amount: u64 } }
-///
-/// #[derive(Debug, thiserror::Error)]
-/// #[error("refused")]
-/// pub struct Refused;
-///
-/// #[aggregate(event = AccountEvent, error = Refused)]
-/// #[derive(Debug, Default)]
-/// pub struct Account { balance: u64 }
-///
-/// impl Account {
-///     fn apply(&mut self, event: &AccountEvent) {
-///         match event {
-///             AccountEvent::Opened { .. } => {}
-///             AccountEvent::Debited { amount } => self.balance -= amount,
-///             AccountEvent::Credited { amount } => self.balance += amount,
-///         }
-///     }
-/// }
-///
-/// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// let app = Orchestrix::builder().in_memory().build()?;
-/// let (alice, bob) = (orchestrix::Uuid::now_v7(), orchestrix::Uuid::now_v7());
-/// let opened = MultiAppend::new()
-///     .append::<Account>(&alice, ExpectedVersion::NoStream, &[AccountEvent::Opened { owner: "Alice".into() }, AccountEvent::Credited { amount: 50 }])?
-///     .append::<Account>(&bob, ExpectedVersion::NoStream, &[AccountEvent::Opened { owner: "Bob".into() }])?;
-/// app.append_many(opened, CommandOptions::default()).await?;
-///
-/// // A transfer: both accounts change, or neither does.
-/// let (from, to) = (app.load::<Account>(&alice).await?, app.load::<Account>(&bob).await?);
-/// assert!(from.state.balance >= 20);
-/// let transfer = MultiAppend::new()
-///     .append::<Account>(&alice, from.expected_version(), &[AccountEvent::Debited { amount: 20 }])?
-///     .append::<Account>(&bob, to.expected_version(), &[AccountEvent::Credited { amount: 20 }])?;
-/// let recorded = app.append_many(transfer, CommandOptions::default()).await?;
-/// assert_eq!(recorded[1][0].stream_version, 2);
-///
-/// // Built on a stale state: nothing is written.
-/// let stale = MultiAppend::new()
-///     .append::<Account>(&alice, from.expected_version(), &[AccountEvent::Debited { amount: 20 }])?
-///     .append::<Account>(&bob, to.expected_version(), &[AccountEvent::Credited { amount: 20 }])?;
-/// let error = app.append_many(stale, CommandOptions::default()).await.unwrap_err();
-/// assert!(matches!(error, orchestrix::Error::Store(ref e) if e.is_conflict()));
-/// assert_eq!(app.load::<Account>(&bob).await?.state.balance, 20);
-/// # Ok(())
-/// # }
-/// ```
-#[derive(Debug, Default)]
-pub struct MultiAppend {
-    parts: Vec<MultiPart>,
-}
-
-#[derive(Debug)]
-struct MultiPart {
-    aggregate: &'static str,
-    stream: crate::stream::StreamId,
-    expected: ExpectedVersion,
-    events: Vec<(&'static str, u32, Box<serde_json::value::RawValue>, Vec<String>)>,
-}
-
-impl MultiAppend {
-    /// An empty set of parts.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Adds `events` for the aggregate `id` of type `A`, whose version must
-    /// be `expected`. Fails if the id is not a valid stream id or an event
-    /// does not serialize.
-    pub fn append<A: Aggregate>(
-        mut self,
-        id: &A::Id,
-        expected: ExpectedVersion,
-        events: &[A::Event],
-    ) -> Result<Self, Error> {
-        let mut encoded = Vec::with_capacity(events.len());
-        for event in events {
-            let data = event.encode().map_err(|source| Error::Serialize { what: "an event", source })?;
-            encoded.push((event.event_type(), event.schema_version(), data, event.tags()));
-        }
-        let stream = Repository::<A>::stream_id(id)?;
-        self.parts.push(MultiPart { aggregate: A::NAME, stream, expected, events: encoded });
-        Ok(self)
-    }
-
-    /// Adds a guard: the aggregate `id` of type `A` must be at `expected`
-    /// for the whole append to succeed; nothing is written to it.
-    pub fn guard<A: Aggregate>(self, id: &A::Id, expected: ExpectedVersion) -> Result<Self, Error> {
-        self.append::<A>(id, expected, &[])
-    }
-
-    /// How many parts there are.
-    pub fn len(&self) -> usize {
-        self.parts.len()
-    }
-
-    /// Whether there is no part.
-    pub fn is_empty(&self) -> bool {
-        self.parts.is_empty()
-    }
-}
-
-impl Orchestrix {
-    /// Appends the parts of `batch` atomically through
-    /// [`EventStore::append_many`]: all or nothing, each part checked
-    /// against its own expected version, the events consecutive in the
-    /// global log. Every event carries the metadata of `options`
-    /// (correlation, causation, tenant, trace context, headers), like the
-    /// events of a command.
-    ///
-    /// Returns the recorded events per part, in the order they were added.
-    /// A failed expectation is [`StoreError::WrongExpectedVersion`] (inside
-    /// [`Error::Store`]) naming the first failing part's stream; nothing is
-    /// retried, since the caller decided on the states it loaded: load
-    /// again, decide again, and append again.
-    pub async fn append_many(
-        &self,
-        batch: MultiAppend,
-        options: CommandOptions,
-    ) -> Result<Vec<Vec<Arc<crate::envelope::RecordedEvent>>>, Error> {
-        let run = Run { command_id: options.command_id.unwrap_or_default(), repeatable: options.command_id.is_some() };
-        let (command_id, mut metadata) = options.resolve();
-        let span = tracing::info_span!(
-            "orchestrix.append_many",
-            %command_id,
-            parts = batch.parts.len(),
-            event_count = batch.parts.iter().map(|part| part.events.len()).sum::<usize>(),
-            trace_id = tracing::field::Empty,
-            error = tracing::field::Empty,
-        );
-        adopt_trace(&span, &metadata);
-        span.in_scope(|| trace::inject_into(&mut metadata));
-        let mut counts = Vec::with_capacity(batch.parts.len());
-        // The events' ids derive from a command id the caller gave, so that
-        // a retry with the same options is answered as the original (ADR 0027).
-        let mut event_ids = (0..).map(|index| run.event_id(index));
-        let appends = batch
-            .parts
-            .into_iter()
-            .map(|part| {
-                counts.push((part.aggregate, part.events.len()));
-                let events = part
-                    .events
-                    .into_iter()
-                    .map(|(event_type, schema_version, data, tags)| crate::envelope::NewEvent {
-                        id: event_ids.next().unwrap_or_else(Uuid::now_v7),
-                        event_type: event_type.to_owned(),
-                        schema_version,
-                        data,
-                        metadata: metadata.clone().with_tags(tags),
-                    })
-                    .collect();
-                crate::store::StreamAppend::new(part.stream, part.expected, events)
-            })
-            .collect();
-        let result = self.inner.events.append_many(appends).instrument(span.clone()).await;
-        match &result {
-            Ok(_) => {
-                for (aggregate, count) in counts.into_iter().filter(|&(_, count)| count > 0) {
-                    telemetry::events_appended(aggregate, count);
-                }
-            }
-            Err(error) => {
-                span.record("error", tracing::field::display(error));
-            }
-        }
-        Ok(result?)
-    }
-}
-
 /// Records the trace id on a command's span and, when the caller gave a
 /// trace context but runs in no trace of its own (a message from another
 /// process, say), makes the span a child of that context.
-fn adopt_trace(span: &tracing::Span, metadata: &Metadata) {
+pub(crate) fn adopt_trace(span: &tracing::Span, metadata: &Metadata) {
     if span.is_disabled() {
         return;
     }
@@ -843,6 +532,7 @@ impl<A: Aggregate> AggregateSlot<A> {
         let entry = self.cache.entry(id);
         let mut guard = entry.lock().await;
         let was_cached = guard.is_some();
+        self.cache.record(was_cached);
         let loaded = match &mut *guard {
             Some(loaded) => loaded,
             // A creating command needs no read: the append expects no
@@ -992,58 +682,4 @@ impl<A: Aggregate> AggregateSlot<A> {
 
 fn fail<E>(error: Error) -> Attempt<CommandError<E>> {
     Attempt::Failed(CommandError::Framework(error))
-}
-
-type CacheEntry<A> = Arc<tokio::sync::Mutex<Option<Loaded<A>>>>;
-
-/// Aggregates kept between commands, each behind an async lock so that
-/// commands to one aggregate in this process take turns.
-struct AggregateCache<A: Aggregate> {
-    entries: Mutex<HashMap<A::Id, CacheEntry<A>>>,
-    capacity: usize,
-    /// The store's erasure generation the entries were read under.
-    erasures: std::sync::atomic::AtomicU64,
-}
-
-impl<A: Aggregate> AggregateCache<A> {
-    fn new(capacity: usize) -> Self {
-        Self { entries: Mutex::new(HashMap::new()), capacity, erasures: std::sync::atomic::AtomicU64::new(0) }
-    }
-
-    fn enabled(&self) -> bool {
-        self.capacity > 0
-    }
-
-    /// Erasure hook (ADR 0031): empties the cache if the store's erasure
-    /// generation is not the one its entries were read under, and returns
-    /// it. Commands that hold an entry finish on it; their appends of a
-    /// forgotten subject's personal data are refused by the store.
-    fn sync_erasures(&self, generation: u64) -> u64 {
-        if self.erasures.swap(generation, std::sync::atomic::Ordering::AcqRel) != generation {
-            self.entries.lock().unwrap_or_else(PoisonError::into_inner).clear();
-        }
-        generation
-    }
-
-    /// The entry of `id`, created empty if needed. When the cache is over
-    /// capacity, entries that no command holds are evicted first.
-    fn entry(&self, id: &A::Id) -> CacheEntry<A> {
-        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(entry) = entries.get(id) {
-            return Arc::clone(entry);
-        }
-        if entries.len() >= self.capacity.max(1) {
-            let target = self.capacity - self.capacity / 4;
-            let mut excess = entries.len().saturating_sub(target);
-            entries.retain(|_, entry| {
-                if excess > 0 && Arc::strong_count(entry) == 1 {
-                    excess -= 1;
-                    false
-                } else {
-                    true
-                }
-            });
-        }
-        Arc::clone(entries.entry(id.clone()).or_default())
-    }
 }

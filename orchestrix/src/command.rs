@@ -96,8 +96,11 @@ pub trait StandaloneCommand: Send + Sized + 'static {
     note = "annotate the type with `#[orchestrix::aggregate(event = .., error = ..)]`"
 )]
 pub trait CommandSet: Aggregate {
-    /// One descriptor per handled command.
-    fn commands() -> Vec<CommandDescriptor>;
+    /// One descriptor per handled command (none by default: an aggregate
+    /// without commands).
+    fn commands() -> Vec<CommandDescriptor> {
+        Vec::new()
+    }
 }
 
 /// A registered command: its name, type and required service.

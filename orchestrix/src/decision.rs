@@ -1,16 +1,20 @@
-//! Commands decided by query (consistency by query, ADR 0023): read the
-//! events a [`Query`] selects, decide, append with the
-//! [`AppendCondition`] that the read implies, and on a
-//! [`StoreError::ConditionFailed`] do it all again.
+//! Appends to several streams at once, all or nothing: a [`Decision`] is
+//! the one builder for it, typed per aggregate, written unconditionally by
+//! [`Orchestrix::append_many`] (each stream checked against its own
+//! [`ExpectedVersion`], ADR 0018) or under a condition by
+//! [`Orchestrix::decide`] and [`Orchestrix::append_decision`]
+//! (consistency by query, ADR 0023): read the events a [`Query`] selects,
+//! decide, append with the [`AppendCondition`] that the read implies, and
+//! on a [`StoreError::ConditionFailed`] do it all again.
 //!
 //! ```
 //! use orchestrix::prelude::*;
 //! use orchestrix::query::{Query, QueryItem};
-//! use orchestrix::{CommandOptions, Decision, Envelope, StreamId};
+//! use orchestrix::{CommandOptions, Decision, Envelope, ExpectedVersion};
 //!
 //! #[event]
 //! #[derive(Debug, Clone)]
-//! pub enum CourseEvent {
+//! pub enum StudentEvent {
 //!     Subscribed {
 //!         #[event(tag = "course")]
 //!         course_id: String,
@@ -19,37 +23,56 @@
 //!     },
 //! }
 //!
+//! #[derive(Debug, thiserror::Error)]
+//! #[error("refused")]
+//! pub struct Refused;
+//!
+//! /// Written only through decisions: it has no commands.
+//! #[aggregate(event = StudentEvent, error = Refused, id = String)]
+//! #[derive(Debug, Default)]
+//! pub struct Student { courses: usize }
+//!
+//! impl Student {
+//!     fn apply(&mut self, _: &StudentEvent) {
+//!         self.courses += 1;
+//!     }
+//! }
+//!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let app = Orchestrix::builder().in_memory().build()?;
+//! let app = Orchestrix::builder().in_memory().aggregate::<Student>().build()?;
 //! // At most two students per course, across every student's stream.
-//! let query = Query::new([QueryItem::of::<CourseEvent>().tag("course", "c1")]);
+//! let query = Query::new([QueryItem::of::<StudentEvent>().tag("course", "c1")]);
 //! for student in ["s1", "s2", "s3"] {
 //!     let outcome = app
-//!         .decide(query.clone(), CommandOptions::default(), |model: &[Envelope<CourseEvent>]| {
+//!         .decide(query.clone(), CommandOptions::default(), |model: &[Envelope<StudentEvent>]| {
 //!             if model.len() >= 2 {
 //!                 return Err("the course is full");
 //!             }
-//!             let event = CourseEvent::Subscribed { course_id: "c1".into(), student_id: student.into() };
-//!             let stream = StreamId::new("Student", student).map_err(|_| "bad id")?;
-//!             Decision::new().append(stream, [event]).map_err(|_| "bad event")
+//!             let event = StudentEvent::Subscribed { course_id: "c1".into(), student_id: student.into() };
+//!             Ok(Decision::new().append::<Student>(student.to_owned(), ExpectedVersion::Any, [event]))
 //!         })
 //!         .await;
 //!     assert_eq!(outcome.is_ok(), student != "s3");
 //! }
+//! assert_eq!(app.load::<Student>("s1".to_owned()).await?.state.courses, 1);
 //! # Ok(())
 //! # }
 //! ```
 
+use std::borrow::Borrow;
 use std::sync::Arc;
 
 use futures_util::TryStreamExt;
+use tracing::Instrument;
 
+use crate::aggregate::Aggregate;
 use crate::app::{CommandOptions, Orchestrix};
-use crate::envelope::{Envelope, NewEvent, RecordedEvent};
+use crate::envelope::{Envelope, Metadata, NewEvent, RecordedEvent};
 use crate::error::{CommandError, Error, StoreError};
 use crate::event::Event;
 use crate::query::{AppendCondition, Query};
+use crate::repository::Repository;
 use crate::store::{ExpectedVersion, StreamAppend};
 use crate::stream::StreamId;
 
@@ -63,15 +86,87 @@ pub struct DecisionModel<E> {
     pub condition: AppendCondition,
 }
 
-/// The events a decision appends, each to its stream.
+/// Events for several streams, appended all together or not at all: the
+/// way to keep an invariant that spans aggregates (a transfer that debits
+/// one account and credits another) without a saga.
 ///
-/// Events of one stream are appended in order after whatever the stream
-/// holds ([`ExpectedVersion::Any`]): the condition, not the stream's
-/// version, guards the decision. A stream may also be given an
-/// expectation of its own with [`Decision::expect`].
+/// - **Typed per aggregate**: [`Decision::append`] names the aggregate
+///   type and its id; the stream (`A::NAME` / id) and the event type
+///   follow. [`Decision::append_to_stream`] is for streams that belong to
+///   no aggregate type.
+/// - **Expectations**: each stream is checked against its
+///   [`ExpectedVersion`] (usually [`crate::Loaded::expected_version`] of
+///   the state the decision was based on; [`ExpectedVersion::Any`] when a
+///   query's condition guards the decision instead). [`Decision::guard`]
+///   adds a stream without events, which only has to be at its version.
+///   Naming a stream again adds its events after the earlier ones; two
+///   different expectations (other than `Any`) for one stream are an error.
+/// - **No `Result` while building**: an id that is not a valid stream id
+///   or an event that does not serialize is kept, and returned by the
+///   append, which then writes nothing. So a decision reads as one chain
+///   inside a `decide` closure, without converting errors.
+/// - **Encoded once**: each event is serialized, with its tags, when it is
+///   added ([`NewEvent::encode`], the encoder the repository uses too); the
+///   append adds the metadata of its [`CommandOptions`].
+///
+/// ```
+/// use orchestrix::prelude::*;
+/// use orchestrix::{CommandOptions, Decision, ExpectedVersion};
+///
+/// #[event]
+/// #[derive(Debug, Clone)]
+/// pub enum AccountEvent { Opened { owner: String }, Debited { amount: u64 }, Credited { amount: u64 } }
+///
+/// #[derive(Debug, thiserror::Error)]
+/// #[error("refused")]
+/// pub struct Refused;
+///
+/// #[aggregate(event = AccountEvent, error = Refused)]
+/// #[derive(Debug, Default)]
+/// pub struct Account { balance: u64 }
+///
+/// impl Account {
+///     fn apply(&mut self, event: &AccountEvent) {
+///         match event {
+///             AccountEvent::Opened { .. } => {}
+///             AccountEvent::Debited { amount } => self.balance -= amount,
+///             AccountEvent::Credited { amount } => self.balance += amount,
+///         }
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let app = Orchestrix::builder().in_memory().build()?;
+/// let (alice, bob) = (orchestrix::Uuid::now_v7(), orchestrix::Uuid::now_v7());
+/// let opened = Decision::new()
+///     .append::<Account>(alice, ExpectedVersion::NoStream, [AccountEvent::Opened { owner: "Alice".into() }, AccountEvent::Credited { amount: 50 }])
+///     .append::<Account>(bob, ExpectedVersion::NoStream, [AccountEvent::Opened { owner: "Bob".into() }]);
+/// app.append_many(opened, CommandOptions::default()).await?;
+///
+/// // A transfer: both accounts change, or neither does.
+/// let (from, to) = (app.load::<Account>(alice).await?, app.load::<Account>(bob).await?);
+/// assert!(from.state.balance >= 20);
+/// let transfer = || {
+///     Decision::new()
+///         .append::<Account>(alice, from.expected_version(), [AccountEvent::Debited { amount: 20 }])
+///         .append::<Account>(bob, to.expected_version(), [AccountEvent::Credited { amount: 20 }])
+/// };
+/// let recorded = app.append_many(transfer(), CommandOptions::default()).await?;
+/// assert_eq!(recorded[1][0].stream_version, 2);
+///
+/// // Built on a stale state: a lost race, and nothing is written.
+/// let error = app.append_many(transfer(), CommandOptions::default()).await.unwrap_err();
+/// assert!(error.is_conflict());
+/// assert_eq!(app.load::<Account>(bob).await?.state.balance, 20);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Default)]
 pub struct Decision {
     parts: Vec<StreamAppend>,
+    /// The first problem met while building, returned by the append.
+    error: Option<Error>,
 }
 
 impl Decision {
@@ -80,44 +175,138 @@ impl Decision {
         Self::default()
     }
 
-    /// Adds `events` to `stream`, encoded with their tags.
-    pub fn append<E: Event>(mut self, stream: StreamId, events: impl IntoIterator<Item = E>) -> Result<Self, Error> {
-        let mut encoded = Vec::new();
-        for event in events {
-            encoded.push(
-                NewEvent::encode(&event, crate::envelope::Metadata::default())
-                    .map_err(|source| Error::Serialize { what: "an event", source })?,
-            );
-        }
-        match self.parts.iter_mut().find(|part| part.stream == stream) {
-            Some(part) => part.events.extend(encoded),
-            None => self.parts.push(StreamAppend::new(stream, ExpectedVersion::Any, encoded)),
-        }
-        Ok(self)
+    /// Adds `events` for the aggregate `id` of type `A`, whose stream must
+    /// be at `expected`. The events are encoded now; an id that is not a
+    /// valid stream id, or an event that does not serialize, fails the
+    /// append later (nothing is written).
+    pub fn append<A: Aggregate>(
+        self,
+        id: impl Borrow<A::Id>,
+        expected: ExpectedVersion,
+        events: impl IntoIterator<Item = impl Borrow<A::Event>>,
+    ) -> Self {
+        let stream = Repository::<A>::stream_id(id).map_err(Error::from);
+        self.add(stream, expected, NewEvent::encode_all::<A::Event>(events, &Metadata::default()))
     }
 
-    /// Requires `stream` to be at `expected` as well (checked atomically
-    /// with the condition).
-    pub fn expect(mut self, stream: StreamId, expected: ExpectedVersion) -> Self {
-        match self.parts.iter_mut().find(|part| part.stream == stream) {
-            Some(part) => part.expected = expected,
-            None => self.parts.push(StreamAppend::new(stream, expected, Vec::new())),
-        }
-        self
+    /// Adds a guard: the aggregate `id` of type `A` must be at `expected`
+    /// for the whole append to succeed; nothing is written to it.
+    pub fn guard<A: Aggregate>(self, id: impl Borrow<A::Id>, expected: ExpectedVersion) -> Self {
+        self.append::<A>(id, expected, std::iter::empty::<A::Event>())
+    }
+
+    /// Adds `events` to `stream`, a stream that belongs to no aggregate
+    /// type, which must be at `expected`.
+    pub fn append_to_stream<E: Event>(
+        self,
+        stream: StreamId,
+        expected: ExpectedVersion,
+        events: impl IntoIterator<Item = impl Borrow<E>>,
+    ) -> Self {
+        self.add(Ok(stream), expected, NewEvent::encode_all::<E>(events, &Metadata::default()))
+    }
+
+    /// Adds a guard on `stream`: it must be at `expected`.
+    pub fn guard_stream(self, stream: StreamId, expected: ExpectedVersion) -> Self {
+        self.add(Ok(stream), expected, Ok(Vec::new()))
+    }
+
+    /// How many streams the decision appends to or guards.
+    pub fn len(&self) -> usize {
+        self.parts.len()
     }
 
     /// Whether nothing is appended or checked.
     pub fn is_empty(&self) -> bool {
-        self.parts.is_empty()
+        self.parts.is_empty() && self.error.is_none()
     }
 
-    /// The parts, for [`crate::EventStore::append_if`].
-    pub fn into_parts(self) -> Vec<StreamAppend> {
-        self.parts
+    /// The parts, for [`crate::EventStore::append_many`] or
+    /// [`crate::EventStore::append_if`] (their events without the metadata
+    /// an [`Orchestrix`] append adds), or the first problem met while
+    /// building.
+    pub fn into_parts(self) -> Result<Vec<StreamAppend>, Error> {
+        match self.error {
+            Some(error) => Err(error),
+            None => Ok(self.parts),
+        }
+    }
+
+    /// Adds a part, merged into the stream's part if it has one; keeps the
+    /// first error instead.
+    fn add(
+        mut self,
+        stream: Result<StreamId, Error>,
+        expected: ExpectedVersion,
+        events: Result<Vec<NewEvent>, Error>,
+    ) -> Self {
+        if self.error.is_some() {
+            return self;
+        }
+        let added = stream.and_then(|stream| Ok((stream, events?)));
+        let (stream, events) = match added {
+            Ok(added) => added,
+            Err(error) => {
+                self.error = Some(error);
+                return self;
+            }
+        };
+        let Some(part) = self.parts.iter_mut().find(|part| part.stream == stream) else {
+            self.parts.push(StreamAppend::new(stream, expected, events));
+            return self;
+        };
+        match (part.expected, expected) {
+            (_, ExpectedVersion::Any) => {}
+            (ExpectedVersion::Any, _) => part.expected = expected,
+            (before, now) if before == now => {}
+            (before, now) => {
+                self.error = Some(Error::Store(StoreError::InvalidInput(format!(
+                    "stream `{stream}` is expected at {before} and at {now} in one decision; give it one expectation"
+                ))));
+                return self;
+            }
+        }
+        part.events.extend(events);
+        self
     }
 }
 
 impl Orchestrix {
+    /// Appends `decision` atomically through
+    /// [`EventStore::append_many`](crate::EventStore::append_many): all or
+    /// nothing, each stream checked against its own expected version, the
+    /// events consecutive in the global log. Every event carries the
+    /// metadata of `options` (correlation, causation, tenant, trace
+    /// context, headers), like the events of a command, and its own tags.
+    ///
+    /// Returns the recorded events per stream, in the order the streams
+    /// were first added. A failed expectation is
+    /// [`StoreError::WrongExpectedVersion`] naming the first failing
+    /// stream ([`Error::is_conflict`] is true); nothing is retried, since
+    /// the caller decided on the states it loaded: load again, decide
+    /// again, and append again. A problem met while building the decision
+    /// is returned before anything is written.
+    pub async fn append_many(
+        &self,
+        decision: Decision,
+        options: CommandOptions,
+    ) -> Result<Vec<Vec<Arc<RecordedEvent>>>, Error> {
+        self.append_parts(None, decision, options).await
+    }
+
+    /// Appends `decision` like [`Orchestrix::append_many`], and only if
+    /// `condition` still holds (consistency by query, ADR 0023). A failed
+    /// condition is [`StoreError::ConditionFailed`] inside [`Error::Store`]
+    /// ([`Error::is_conflict`] is true).
+    pub async fn append_decision(
+        &self,
+        condition: AppendCondition,
+        decision: Decision,
+        options: CommandOptions,
+    ) -> Result<Vec<Vec<Arc<RecordedEvent>>>, Error> {
+        self.append_parts(Some(condition), decision, options).await
+    }
+
     /// Reads the decision model of `query`: every matching event, decoded
     /// as `E`, and the [`AppendCondition`] (the query and the last position
     /// read) to append with.
@@ -128,50 +317,19 @@ impl Orchestrix {
         Ok(DecisionModel { events, condition: AppendCondition::new(query, after) })
     }
 
-    /// Appends `decision` if `condition` still holds, with the metadata of
-    /// `options` on every event (the events' own tags kept). A failed
-    /// condition is [`StoreError::ConditionFailed`] inside [`Error::Store`].
-    ///
-    /// With a command id in `options`, the events' ids derive from it
-    /// ([`crate::idempotency::command_event_id`], across the parts in
-    /// order): a retry with the same command id is answered with the
-    /// stored events (ADR 0027).
-    pub async fn append_decision(
-        &self,
-        condition: AppendCondition,
-        decision: Decision,
-        options: CommandOptions,
-    ) -> Result<Vec<Vec<Arc<RecordedEvent>>>, Error> {
-        let given = options.command_id;
-        let (_, metadata) = options.resolve();
-        let mut event_ids = (0..)
-            .map(|index| given.map_or_else(uuid::Uuid::now_v7, |id| crate::idempotency::command_event_id(id, index)));
-        let parts = decision
-            .parts
-            .into_iter()
-            .map(|mut part| {
-                for event in &mut part.events {
-                    let tags = std::mem::take(&mut event.metadata.tags);
-                    event.metadata = metadata.clone().with_tags(tags);
-                    event.id = event_ids.next().unwrap_or_else(uuid::Uuid::now_v7);
-                }
-                part
-            })
-            .collect();
-        Ok(self.event_store().append_if(condition, parts).await?)
-    }
-
     /// Read, decide, append, and again on a conflict: reads the events of
     /// `query`, calls `decide` with them, and appends what it decided with
     /// the condition that nothing matching `query` arrived meanwhile. If
     /// something did ([`StoreError::ConditionFailed`]) or a stream's
     /// expectation failed, it starts over, under the application's
     /// [`crate::RetryPolicy`] (like commands on a version conflict); once
-    /// the attempts are used up, the last conflict is returned.
+    /// the attempts are used up, the last conflict is returned
+    /// ([`CommandError::is_conflict`] is true).
     ///
     /// `decide` may run several times, so it must not have side effects;
-    /// its error is returned as [`CommandError::Rejected`]. Returns the
-    /// recorded events of every part, in order.
+    /// its error is returned as [`CommandError::Rejected`], a problem in
+    /// the decision it built as [`CommandError::Framework`] (not retried).
+    /// Returns the recorded events of every part, in order.
     ///
     /// With a command id in `options`, a second call with the same id
     /// (a retry whose first call did append) returns the events the first
@@ -203,18 +361,70 @@ impl Orchestrix {
             }
             match self.append_decision(model.condition, decision, options.clone()).await {
                 Ok(recorded) => return Ok(recorded.into_iter().flatten().collect()),
-                Err(Error::Store(
-                    error @ (StoreError::ConditionFailed { .. } | StoreError::WrongExpectedVersion { .. }),
-                )) => {
+                Err(error) if error.is_conflict() => {
                     let delay = policy.delay_after(attempt);
                     crate::telemetry::conflict("decision", delay.is_some());
                     match delay {
                         Some(delay) => tokio::time::sleep(delay).await,
-                        None => return Err(CommandError::Framework(Error::Store(error))),
+                        None => return Err(CommandError::Framework(error)),
                     }
                 }
                 Err(error) => return Err(CommandError::Framework(error)),
             }
         }
+    }
+
+    /// The one write path of decisions: stamps the metadata of `options`
+    /// on every event (keeping its tags), then appends, under `condition`
+    /// if there is one.
+    async fn append_parts(
+        &self,
+        condition: Option<AppendCondition>,
+        decision: Decision,
+        options: CommandOptions,
+    ) -> Result<Vec<Vec<Arc<RecordedEvent>>>, Error> {
+        let mut parts = decision.into_parts()?;
+        // A command id the caller gave makes the events' ids derive from it
+        // (across the parts, in order), so that a retry with the same
+        // options is answered with the stored events (ADR 0027).
+        let given = options.command_id;
+        let (command_id, mut metadata) = options.resolve();
+        let span = tracing::info_span!(
+            "orchestrix.append_many",
+            %command_id,
+            parts = parts.len(),
+            event_count = parts.iter().map(|part| part.events.len()).sum::<usize>(),
+            conditional = condition.is_some(),
+            trace_id = tracing::field::Empty,
+            error = tracing::field::Empty,
+        );
+        crate::app::adopt_trace(&span, &metadata);
+        span.in_scope(|| crate::trace::inject_into(&mut metadata));
+        for (index, event) in (0..).zip(parts.iter_mut().flat_map(|part| &mut part.events)) {
+            // The tags were computed when the event was encoded.
+            let tags = std::mem::take(&mut event.metadata.tags);
+            event.metadata = Metadata { tags, ..metadata.clone() };
+            if let Some(given) = given {
+                event.id = crate::idempotency::command_event_id(given, index);
+            }
+        }
+        let counts: Vec<(String, usize)> =
+            parts.iter().map(|part| (part.stream.category().to_owned(), part.events.len())).collect();
+        let store = self.event_store();
+        let result = match condition {
+            None => store.append_many(parts).instrument(span.clone()).await,
+            Some(condition) => store.append_if(condition, parts).instrument(span.clone()).await,
+        };
+        match &result {
+            Ok(_) => {
+                for (category, count) in counts.into_iter().filter(|&(_, count)| count > 0) {
+                    crate::telemetry::events_appended(category, count);
+                }
+            }
+            Err(error) => {
+                span.record("error", tracing::field::display(error));
+            }
+        }
+        Ok(result?)
     }
 }

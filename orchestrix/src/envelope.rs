@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
-use crate::error::{DecodeError, StoreError};
+use crate::error::{DecodeError, Error, StoreError};
 use crate::event::Event;
 use crate::stream::{truncate_for_message, StreamId};
 
@@ -328,6 +328,20 @@ impl NewEvent {
     pub fn with_id(mut self, id: Uuid) -> Self {
         self.id = id;
         self
+    }
+
+    /// Serializes typed events, each with `metadata` plus its own tags: the
+    /// one encoder of the repository (so of the command bus) and of
+    /// [`crate::Decision`]s. A failure is [`Error::Serialize`].
+    pub(crate) fn encode_all<E: Event>(
+        events: impl IntoIterator<Item = impl std::borrow::Borrow<E>>,
+        metadata: &Metadata,
+    ) -> Result<Vec<Self>, Error> {
+        events
+            .into_iter()
+            .map(|event| Self::encode(event.borrow(), metadata.clone()))
+            .collect::<Result<_, _>>()
+            .map_err(|source| Error::Serialize { what: "an event", source })
     }
 
     /// The event's tags ([`Metadata::tags`]).

@@ -1,4 +1,35 @@
 //! Typed errors: what went wrong, where, and what to do about it.
+//!
+//! # Did I lose a race?
+//!
+//! Optimistic concurrency fails in three shapes, one per way of writing:
+//!
+//! | written by | the error |
+//! |---|---|
+//! | [`Orchestrix::execute`](crate::Orchestrix::execute) (after its retries) | [`CommandError::Conflict`] |
+//! | [`Orchestrix::decide`](crate::Orchestrix::decide) (after its retries) | [`CommandError::Framework`] of a [`StoreError::ConditionFailed`] or [`StoreError::WrongExpectedVersion`] |
+//! | [`Orchestrix::append_many`](crate::Orchestrix::append_many), a [`crate::Repository`], a store | [`Error::Store`] or [`StoreError`]: [`StoreError::WrongExpectedVersion`], [`StoreError::ConditionFailed`] |
+//!
+//! One question answers all of them: `is_conflict()`, on [`StoreError`],
+//! [`Error`] and [`CommandError`] alike. When it is true, nothing was
+//! written, and the same operation may succeed if tried again on fresh
+//! state: read again, decide again, write again. Every other error is not a
+//! race (a rejection, a missing or existing aggregate, a bad input, a
+//! backend failure) and retrying it unchanged does not help, with one
+//! exception: [`StoreError::Unavailable`], which says so itself.
+//!
+//! ```
+//! use orchestrix::{CommandError, Error, ExpectedVersion, StoreError, StreamId};
+//!
+//! let stream = StreamId::new("Account", "1").unwrap();
+//! let lost = StoreError::WrongExpectedVersion { stream, expected: ExpectedVersion::NoStream, actual: Some(1) };
+//! assert!(lost.is_conflict());
+//! assert!(StoreError::ConditionFailed { position: 7, after: Some(5) }.is_conflict());
+//! assert!(Error::Store(lost).is_conflict());
+//! let gave_up: CommandError<std::io::Error> = CommandError::Conflict { aggregate: "Account", id: "1".into(), attempts: 3 };
+//! assert!(gave_up.is_conflict());
+//! assert!(!CommandError::Rejected(std::io::Error::other("insufficient funds")).is_conflict());
+//! ```
 
 use std::fmt;
 
@@ -107,9 +138,12 @@ impl StoreError {
         Self::Backend(error.into())
     }
 
-    /// True for [`StoreError::WrongExpectedVersion`].
+    /// Whether the write lost an optimistic-concurrency race and may be
+    /// tried again on fresh state: [`StoreError::WrongExpectedVersion`] or
+    /// [`StoreError::ConditionFailed`]; nothing was written. See
+    /// [the module documentation](self#did-i-lose-a-race).
     pub fn is_conflict(&self) -> bool {
-        matches!(self, Self::WrongExpectedVersion { .. })
+        matches!(self, Self::WrongExpectedVersion { .. } | Self::ConditionFailed { .. })
     }
 
     /// True for [`StoreError::DuplicateEventId`].
@@ -226,6 +260,15 @@ pub enum Error {
     },
 }
 
+impl Error {
+    /// Whether a store write lost an optimistic-concurrency race
+    /// ([`StoreError::is_conflict`]) and may be tried again on fresh state.
+    /// See [the module documentation](self#did-i-lose-a-race).
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, Self::Store(error) if error.is_conflict())
+    }
+}
+
 impl From<DecodeError> for Error {
     fn from(error: DecodeError) -> Self {
         Self::Decode(Box::new(error))
@@ -285,6 +328,19 @@ impl<E> CommandError<E> {
         match self {
             Self::Rejected(e) => Some(e),
             _ => None,
+        }
+    }
+
+    /// Whether the command lost an optimistic-concurrency race, and may
+    /// succeed if executed again: [`CommandError::Conflict`] (every attempt
+    /// lost) or a [`CommandError::Framework`] error that
+    /// [`Error::is_conflict`] (a decision by query whose condition kept
+    /// failing). See [the module documentation](self#did-i-lose-a-race).
+    pub fn is_conflict(&self) -> bool {
+        match self {
+            Self::Conflict { .. } => true,
+            Self::Framework(error) => error.is_conflict(),
+            _ => false,
         }
     }
 }

@@ -124,7 +124,9 @@ pub mod testing;
 pub mod trace;
 
 pub use aggregate::{Aggregate, AggregateId};
-pub use app::{CommandOptions, CommandOutcome, MultiAppend, Orchestrix, OrchestrixBuilder};
+pub use app::{CommandOptions, CommandOutcome, Orchestrix, OrchestrixBuilder};
+/// The byte buffers of [`KeyValueStore`] values and [`store::Message`] payloads.
+pub use bytes::{self, Bytes};
 pub use command::{AggregateCommand, CommandSet, Existence, StandaloneCommand};
 pub use decision::{Decision, DecisionModel};
 pub use envelope::{

@@ -1,6 +1,7 @@
 //! Loading and saving aggregates: snapshot plus tail, time travel,
 //! optimistic concurrency.
 
+use std::borrow::Borrow;
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -47,6 +48,10 @@ impl<A> Loaded<A> {
 }
 
 /// Loads and saves aggregates of type `A`.
+///
+/// Every method that names an aggregate takes its id as
+/// `impl Borrow<A::Id>`, as the whole application does: pass it owned
+/// (`id`) or borrowed (`&id`).
 ///
 /// A load starts from the latest snapshot and applies the events after it.
 /// Snapshots are never trusted blindly (ADR 0006, ADR 0026): a snapshot
@@ -105,25 +110,25 @@ impl<A: Aggregate> Repository<A> {
     }
 
     /// The stream of the aggregate with this id: `A::NAME` / `id`.
-    pub fn stream_id(id: &A::Id) -> Result<StreamId, StoreError> {
-        StreamId::new(A::NAME, id.to_string())
+    pub fn stream_id(id: impl Borrow<A::Id>) -> Result<StreamId, StoreError> {
+        StreamId::new(A::NAME, id.borrow().to_string())
     }
 
     /// The current state: latest usable snapshot plus the events after it.
-    pub async fn load(&self, id: &A::Id) -> Result<Loaded<A>, Error> {
-        self.load_until(id, None, |_| true).await
+    pub async fn load(&self, id: impl Borrow<A::Id>) -> Result<Loaded<A>, Error> {
+        self.load_until(id.borrow(), None, |_| true).await
     }
 
     /// The state right after the event at `version` (time travel). A
     /// version past the end gives the current state.
-    pub async fn load_at(&self, id: &A::Id, version: u64) -> Result<Loaded<A>, Error> {
-        self.load_until(id, Some(version), |_| true).await
+    pub async fn load_at(&self, id: impl Borrow<A::Id>, version: u64) -> Result<Loaded<A>, Error> {
+        self.load_until(id.borrow(), Some(version), |_| true).await
     }
 
     /// The state made of every event recorded at or before `time`.
     ///
     /// Snapshots are not used: they do not say when their events happened.
-    pub async fn load_as_of(&self, id: &A::Id, time: DateTime<Utc>) -> Result<Loaded<A>, Error> {
+    pub async fn load_as_of(&self, id: impl Borrow<A::Id>, time: DateTime<Utc>) -> Result<Loaded<A>, Error> {
         let stream = Self::stream_id(id)?;
         let mut loaded = Loaded { state: A::default(), version: 0, from_snapshot: None };
         self.apply_tail(&stream, &mut loaded, None, false, |event| event.recorded_at <= time).await?;
@@ -131,7 +136,7 @@ impl<A: Aggregate> Repository<A> {
     }
 
     /// Every event of the aggregate, decoded, in order.
-    pub async fn history(&self, id: &A::Id) -> Result<Vec<Envelope<A::Event>>, Error> {
+    pub async fn history(&self, id: impl Borrow<A::Id>) -> Result<Vec<Envelope<A::Event>>, Error> {
         let stream = Self::stream_id(id)?;
         let mut records = self.events.read_stream(&stream, 1);
         let mut history = Vec::new();
@@ -143,7 +148,7 @@ impl<A: Aggregate> Repository<A> {
 
     /// Applies to `loaded` the events recorded after its version: brings a
     /// cached state up to date.
-    pub async fn catch_up(&self, id: &A::Id, loaded: &mut Loaded<A>) -> Result<(), Error> {
+    pub async fn catch_up(&self, id: impl Borrow<A::Id>, loaded: &mut Loaded<A>) -> Result<(), Error> {
         let stream = Self::stream_id(id)?;
         self.apply_tail(&stream, loaded, None, false, |_| true).await?;
         Ok(())
@@ -154,12 +159,12 @@ impl<A: Aggregate> Repository<A> {
     /// The events get new UUID v7 ids.
     pub async fn save(
         &self,
-        id: &A::Id,
+        id: impl Borrow<A::Id>,
         expected: ExpectedVersion,
         events: &[A::Event],
         metadata: &Metadata,
     ) -> Result<Vec<Arc<RecordedEvent>>, Error> {
-        self.save_with_ids(id, expected, events, metadata, |_| uuid::Uuid::now_v7()).await
+        self.save_with_ids(id.borrow(), expected, events, metadata, |_| uuid::Uuid::now_v7()).await
     }
 
     /// [`Repository::save`] with the id of each event (by its index in
@@ -168,12 +173,13 @@ impl<A: Aggregate> Repository<A> {
     /// [`crate::idempotency::command_event_id`]).
     pub async fn save_with_ids(
         &self,
-        id: &A::Id,
+        id: impl Borrow<A::Id>,
         expected: ExpectedVersion,
         events: &[A::Event],
         metadata: &Metadata,
         event_id: impl Fn(u32) -> uuid::Uuid + Send,
     ) -> Result<Vec<Arc<RecordedEvent>>, Error> {
+        let id = id.borrow();
         let span = tracing::info_span!(
             "orchestrix.append",
             aggregate = A::NAME,
@@ -188,11 +194,11 @@ impl<A: Aggregate> Repository<A> {
         );
         let result = async {
             let stream = Self::stream_id(id)?;
-            let batch = (0..)
-                .zip(events)
-                .map(|(index, event)| NewEvent::encode(event, metadata.clone()).map(|new| new.with_id(event_id(index))))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|source| Error::Serialize { what: "an event", source })?;
+            let batch = NewEvent::encode_all::<A::Event>(events, metadata)?
+                .into_iter()
+                .zip(0..)
+                .map(|(event, index)| event.with_id(event_id(index)))
+                .collect::<Vec<_>>();
             if !span.is_disabled() {
                 span.record("event_type", event_types(&batch));
             }
@@ -214,7 +220,8 @@ impl<A: Aggregate> Repository<A> {
 
     /// Stores a snapshot of `state` at `version`. Returns `false` when the
     /// aggregate does not take snapshots or there is no snapshot store.
-    pub async fn save_snapshot(&self, id: &A::Id, state: &A, version: u64) -> Result<bool, Error> {
+    pub async fn save_snapshot(&self, id: impl Borrow<A::Id>, state: &A, version: u64) -> Result<bool, Error> {
+        let id = id.borrow();
         let (Some(snapshots), Some(serialized)) = (&self.snapshots, state.snapshot_state()) else {
             return Ok(false);
         };

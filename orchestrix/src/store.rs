@@ -3,6 +3,12 @@
 //! The in-memory adapters in [`crate::memory`] define the reference
 //! behaviour; the conformance suite in `orchestrix::testing::conformance`
 //! checks any other implementation against it.
+//!
+//! `Arc<T>` and `Box<T>` implement every port that `T` implements, `T`
+//! unsized too: an `Arc<dyn EventStore>` is an [`EventStore`], and goes
+//! wherever a store does (a [`crate::tenant::TenantStore`], the
+//! application builder). Every method is forwarded, default ones included;
+//! a method added to a port must be added to its list in `store/forward.rs`.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -22,6 +28,9 @@ use crate::error::StoreError;
 use crate::personal::DataKey;
 use crate::query::{AppendCondition, Query};
 use crate::stream::StreamId;
+
+mod forward;
+pub(crate) use forward::shared;
 
 /// A lazily read sequence of stored events.
 pub type EventStream<'a> = Pin<Box<dyn Stream<Item = Result<Arc<RecordedEvent>, StoreError>> + Send + 'a>>;
@@ -441,6 +450,23 @@ pub trait CheckpointStore: Send + Sync + Debug + 'static {
 }
 
 /// A small durable key-value map, for read models and process state.
+///
+/// Values are [`Bytes`] (re-exported as `orchestrix::Bytes`, so no
+/// dependency of your own is needed): a `Vec<u8>`, a `String` or a
+/// `&'static [u8]` converts with `.into()`.
+///
+/// ```
+/// use orchestrix::memory::InMemoryKeyValueStore;
+/// use orchestrix::{Bytes, KeyValueStore};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), orchestrix::StoreError> {
+/// let store = InMemoryKeyValueStore::new();
+/// store.put("greeting", b"hello".to_vec().into()).await?;
+/// assert_eq!(store.get("greeting").await?, Some(Bytes::from_static(b"hello")));
+/// # Ok(())
+/// # }
+/// ```
 #[async_trait]
 pub trait KeyValueStore: Send + Sync + Debug + 'static {
     /// The value under `key`.

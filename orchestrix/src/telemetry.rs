@@ -14,6 +14,7 @@
 //! | `orchestrix_command_retries_total` | counter | `aggregate` |
 //! | `orchestrix_events_appended_total` | counter | `aggregate` |
 //! | `orchestrix_snapshot_loads_total` | counter | `aggregate`, `outcome` (`hit`, `miss`, `stale`: other schema or undecodable, `foreign`: another stream's, `past_head`: past the stream's last event) |
+//! | `orchestrix_aggregate_cache_lookups_total` | counter | `aggregate`, `outcome` (`hit`, `miss`) |
 //! | `orchestrix_projection_position` | gauge | `projection` |
 //! | `orchestrix_projection_lag_events` | gauge | `projection` |
 //! | `orchestrix_projection_lag_seconds` | gauge | `projection` |
@@ -42,6 +43,7 @@
 //! | `orchestrix.load` | `aggregate`, `aggregate_id`, \[`snapshot_version`, `version`, `error`\] |
 //! | `orchestrix.append` | `aggregate`, `aggregate_id`, `expected_version`, `event_count`, `event_type`, \[`version`, `global_position`, `error`\] |
 //! | `orchestrix.snapshot` | `aggregate`, `aggregate_id`, `version`, \[`error`\] |
+//! | `orchestrix.append_many` | `command_id`, `parts`, `event_count`, `conditional`, \[`trace_id`, `error`\] |
 //! | `orchestrix.projection` | `projection` (the projection's task) |
 //! | `orchestrix.projection.handle` | `projection`, `event_type`, `global_position`, `stream`, `stream_version`, \[`attempts`, `error`\] |
 //! | `orchestrix.saga` | `saga`, `saga_id` |
@@ -66,6 +68,9 @@ pub const COMMAND_RETRIES_TOTAL: &str = "orchestrix_command_retries_total";
 pub const EVENTS_APPENDED_TOTAL: &str = "orchestrix_events_appended_total";
 /// Aggregate loads by whether a snapshot was used.
 pub const SNAPSHOT_LOADS_TOTAL: &str = "orchestrix_snapshot_loads_total";
+/// Command attempts by whether the aggregate's state was cached
+/// ([`crate::Orchestrix::cache_stats`] reads the same counts).
+pub const AGGREGATE_CACHE_LOOKUPS_TOTAL: &str = "orchestrix_aggregate_cache_lookups_total";
 /// The global position a projection has reached.
 pub const PROJECTION_POSITION: &str = "orchestrix_projection_position";
 /// How many positions a projection is behind the head of the log.
@@ -96,6 +101,11 @@ pub fn describe() {
     describe_counter!(COMMAND_RETRIES_TOTAL, Unit::Count, "Command attempts made again after a conflict.");
     describe_counter!(EVENTS_APPENDED_TOTAL, Unit::Count, "Events appended by commands.");
     describe_counter!(SNAPSHOT_LOADS_TOTAL, Unit::Count, "Aggregate loads by whether a snapshot was used.");
+    describe_counter!(
+        AGGREGATE_CACHE_LOOKUPS_TOTAL,
+        Unit::Count,
+        "Command attempts by whether the aggregate's state was cached."
+    );
     describe_gauge!(PROJECTION_POSITION, "The global position a projection has reached.");
     describe_gauge!(PROJECTION_LAG_EVENTS, "How many positions a projection is behind the head of the log.");
     describe_gauge!(
@@ -140,10 +150,15 @@ pub(crate) fn conflict(aggregate: &'static str, retried: bool) {
     }
 }
 
-pub(crate) fn events_appended(aggregate: &'static str, count: usize) {
-    metrics::counter!(EVENTS_APPENDED_TOTAL, "aggregate" => aggregate).increment(count as u64);
+pub(crate) fn events_appended(aggregate: impl Into<metrics::SharedString>, count: usize) {
+    metrics::counter!(EVENTS_APPENDED_TOTAL, "aggregate" => aggregate.into()).increment(count as u64);
 }
 
 pub(crate) fn snapshot_load(aggregate: &'static str, outcome: &'static str) {
     metrics::counter!(SNAPSHOT_LOADS_TOTAL, "aggregate" => aggregate, "outcome" => outcome).increment(1);
+}
+
+pub(crate) fn aggregate_cache_lookup(aggregate: &'static str, hit: bool) {
+    let outcome = if hit { "hit" } else { "miss" };
+    metrics::counter!(AGGREGATE_CACHE_LOOKUPS_TOTAL, "aggregate" => aggregate, "outcome" => outcome).increment(1);
 }

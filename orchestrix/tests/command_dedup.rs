@@ -4,6 +4,7 @@
 //! reused for another aggregate, rejections (not remembered), a lost
 //! acknowledgement, multi-stream appends and decisions.
 
+use std::convert::Infallible;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -14,7 +15,7 @@ use orchestrix::prelude::*;
 use orchestrix::query::{Query, QueryItem};
 use orchestrix::store::{EventStream, StreamAppend};
 use orchestrix::{
-    CommandOptions, CommandOutcome, Decision, Envelope, EventFilter, EventStore, ExpectedVersion, MultiAppend,
+    CommandOptions, CommandOutcome, Decision, Envelope, EventFilter, EventStore, ExpectedVersion,
     NewEvent, RecordedEvent, Repository, StoreError, StreamId, Uuid,
 };
 
@@ -97,7 +98,7 @@ fn app_on(store: Arc<dyn EventStore>) -> Orchestrix {
 }
 
 fn app_counting(store: Arc<dyn EventStore>, calls: Arc<AtomicU32>) -> Orchestrix {
-    Orchestrix::builder().event_store_arc(store).aggregate::<Account>().service(Calls(calls)).build().unwrap()
+    Orchestrix::builder().event_store(store).aggregate::<Account>().service(Calls(calls)).build().unwrap()
 }
 
 fn with_id(id: Uuid) -> CommandOptions {
@@ -310,11 +311,9 @@ async fn append_many_and_decisions_with_a_command_id_are_applied_once() {
     let app = app_on(Arc::clone(&store));
     let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
     let batch = || {
-        MultiAppend::new()
-            .append::<Account>(&a, ExpectedVersion::NoStream, &[AccountEvent::Opened { owner: "A".into() }])
-            .unwrap()
-            .append::<Account>(&b, ExpectedVersion::NoStream, &[AccountEvent::Opened { owner: "B".into() }])
-            .unwrap()
+        Decision::new()
+            .append::<Account>(a, ExpectedVersion::NoStream, [AccountEvent::Opened { owner: "A".into() }])
+            .append::<Account>(b, ExpectedVersion::NoStream, [AccountEvent::Opened { owner: "B".into() }])
     };
     let command = Uuid::now_v7();
     let first = app.append_many(batch(), with_id(command)).await.unwrap();
@@ -326,7 +325,7 @@ async fn append_many_and_decisions_with_a_command_id_are_applied_once() {
     let query = Query::new([QueryItem::types(["AccountNoted"])]);
     let decide = |model: &[Envelope<AccountEvent>]| {
         let text = format!("note {}", model.len());
-        Decision::new().append(StreamId::new("Account", a.to_string()).unwrap(), [AccountEvent::Noted { text }])
+        Ok::<_, Infallible>(Decision::new().append::<Account>(a, ExpectedVersion::Any, [AccountEvent::Noted { text }]))
     };
     let command = Uuid::now_v7();
     let first = app.decide(query.clone(), with_id(command), decide).await.unwrap();

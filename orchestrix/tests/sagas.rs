@@ -427,7 +427,7 @@ impl Saga for FragileTransferSaga {
 
 fn app_over(events: Arc<dyn EventStore>, latency: &Latency) -> Orchestrix {
     Orchestrix::builder()
-        .event_store_arc(events)
+        .event_store(events)
         .aggregate::<Account>()
         .aggregate::<Transfer>()
         .service(latency.clone())
@@ -892,7 +892,7 @@ fn check_steps_ran_once(instances: &[SagaInstance<TransferData>], account_events
 async fn killed_managers_leave_every_step_done_once_or_compensated() {
     let events: Arc<dyn EventStore> = Arc::new(Yielding(InMemoryEventStore::new()));
     let checkpoints = Arc::new(InMemoryCheckpointStore::new());
-    let engine = ProjectionEngine::from_arcs(Arc::clone(&events), checkpoints);
+    let engine = ProjectionEngine::new(Arc::clone(&events), checkpoints);
     let latency = Latency::default();
     let setup = app_over(Arc::clone(&events), &latency);
     let mut rng = fastrand::Rng::with_seed(7);

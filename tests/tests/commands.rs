@@ -54,7 +54,7 @@ async fn each_failure_is_a_distinct_typed_error() {
     assert!(error.to_string().contains("aggregate::<bank::Account>()"), "{error}");
 
     // Nothing but the opening was stored.
-    let stream = Repository::<Account>::stream_id(&id).unwrap();
+    let stream = Repository::<Account>::stream_id(id).unwrap();
     assert_eq!(read_stream(app.event_store().as_ref(), &stream).await.len(), 1);
 }
 
@@ -177,8 +177,8 @@ async fn standalone_handlers_share_correlation_and_record_their_command_as_cause
     assert_eq!(version, 2);
 
     let store = app.event_store();
-    let from = read_stream(store.as_ref(), &Repository::<Account>::stream_id(&ada).unwrap()).await;
-    let to = read_stream(store.as_ref(), &Repository::<Account>::stream_id(&bob).unwrap()).await;
+    let from = read_stream(store.as_ref(), &Repository::<Account>::stream_id(ada).unwrap()).await;
+    let to = read_stream(store.as_ref(), &Repository::<Account>::stream_id(bob).unwrap()).await;
     let (withdrawn, deposited) = (from.last().unwrap(), to.last().unwrap());
     for event in [withdrawn, deposited] {
         assert_eq!(event.metadata.correlation_id, Some(request));
@@ -195,14 +195,15 @@ async fn standalone_handlers_share_correlation_and_record_their_command_as_cause
 #[tokio::test]
 async fn execute_once_reports_a_conflict_instead_of_retrying() {
     let events: Arc<dyn orchestrix::EventStore> = Arc::new(orchestrix::memory::InMemoryEventStore::new());
-    let one = Orchestrix::builder().event_store_arc(Arc::clone(&events)).aggregate::<Account>().build().unwrap();
-    let two = Orchestrix::builder().event_store_arc(Arc::clone(&events)).aggregate::<Account>().build().unwrap();
+    let one = Orchestrix::builder().event_store(Arc::clone(&events)).aggregate::<Account>().build().unwrap();
+    let two = Orchestrix::builder().event_store(Arc::clone(&events)).aggregate::<Account>().build().unwrap();
     let id = Uuid::now_v7();
     one.execute(id, OpenAccount { owner: "Ada".into() }).await.unwrap();
     one.execute(id, Deposit { amount: 1 }).await.unwrap(); // `one` caches version 2
     two.execute(id, Deposit { amount: 1 }).await.unwrap(); // the store moves to 3 behind its back
     let conflict = one.execute_once(id, Deposit { amount: 1 }, CommandOptions::default()).await.unwrap_err();
     assert!(matches!(conflict, CommandError::Conflict { attempts: 1, .. }), "{conflict:?}");
+    assert!(conflict.is_conflict(), "the third shape of a lost race answers the same question");
     // The conflict dropped the stale cache entry; a retrying execute succeeds.
     let retried = one.execute(id, Deposit { amount: 1 }).await.unwrap();
     assert_eq!(retried.version, 4);
@@ -211,8 +212,8 @@ async fn execute_once_reports_a_conflict_instead_of_retrying() {
 #[tokio::test]
 async fn a_refusal_based_on_a_stale_cache_is_rechecked() {
     let events: Arc<dyn orchestrix::EventStore> = Arc::new(orchestrix::memory::InMemoryEventStore::new());
-    let one = Orchestrix::builder().event_store_arc(Arc::clone(&events)).aggregate::<Account>().build().unwrap();
-    let two = Orchestrix::builder().event_store_arc(Arc::clone(&events)).aggregate::<Account>().build().unwrap();
+    let one = Orchestrix::builder().event_store(Arc::clone(&events)).aggregate::<Account>().build().unwrap();
+    let two = Orchestrix::builder().event_store(Arc::clone(&events)).aggregate::<Account>().build().unwrap();
     let id = Uuid::now_v7();
     one.execute(id, OpenAccount { owner: "Ada".into() }).await.unwrap(); // `one` caches a zero balance
     two.execute(id, Deposit { amount: 50 }).await.unwrap();
@@ -224,14 +225,15 @@ async fn a_refusal_based_on_a_stale_cache_is_rechecked() {
 #[tokio::test]
 async fn a_creating_command_needs_no_read_and_still_refuses_an_existing_aggregate() {
     let events: Arc<dyn orchestrix::EventStore> = Arc::new(orchestrix::memory::InMemoryEventStore::new());
-    let one = Orchestrix::builder().event_store_arc(Arc::clone(&events)).aggregate::<Account>().build().unwrap();
-    let two = Orchestrix::builder().event_store_arc(Arc::clone(&events)).aggregate::<Account>().build().unwrap();
+    let one = Orchestrix::builder().event_store(Arc::clone(&events)).aggregate::<Account>().build().unwrap();
+    let two = Orchestrix::builder().event_store(Arc::clone(&events)).aggregate::<Account>().build().unwrap();
     let id = Uuid::now_v7();
     one.execute(id, OpenAccount { owner: "Ada".into() }).await.unwrap();
     // `two` has nothing cached: it appends expecting no stream, and the
     // store's refusal is final, not a conflict to retry.
     let error = two.execute(id, OpenAccount { owner: "Eve".into() }).await.unwrap_err();
     assert!(matches!(error, CommandError::AggregateAlreadyExists { aggregate: "Account", .. }), "{error:?}");
-    let stream = Repository::<Account>::stream_id(&id).unwrap();
+    assert!(!error.is_conflict(), "an existing aggregate is final, not a race to retry");
+    let stream = Repository::<Account>::stream_id(id).unwrap();
     assert_eq!(read_stream(events.as_ref(), &stream).await.len(), 1, "nothing was appended");
 }

@@ -15,8 +15,8 @@ const COMMANDS_PER_TASK: u64 = 100;
 
 fn app(events: &Arc<dyn EventStore>, snapshots: &Arc<dyn SnapshotStore>, cache: usize) -> Orchestrix {
     Orchestrix::builder()
-        .event_store_arc(Arc::clone(events))
-        .snapshot_store_arc(Arc::clone(snapshots))
+        .event_store(Arc::clone(events))
+        .snapshot_store(Arc::clone(snapshots))
         .aggregate::<Account>()
         .cache_capacity(cache)
         .retry(RetryPolicy::exponential(100, Duration::from_micros(200)).with_max_delay(Duration::from_millis(20)))
@@ -66,7 +66,7 @@ async fn hammer(apps: Vec<Orchestrix>) {
     }
 
     let store = apps[0].event_store();
-    let stream = Repository::<Account>::stream_id(&id).unwrap();
+    let stream = Repository::<Account>::stream_id(id).unwrap();
     let records = read_stream(store.as_ref(), &stream).await;
     assert_eq!(records.len(), accepted.len() + 1, "one event per accepted command, plus the opening");
     for (index, record) in records.iter().enumerate() {

@@ -39,7 +39,7 @@ fn app() -> Orchestrix {
 }
 
 fn engine(app: &Orchestrix) -> ProjectionEngine {
-    ProjectionEngine::from_arcs(Arc::clone(app.event_store()), Arc::new(InMemoryCheckpointStore::new()))
+    ProjectionEngine::new(Arc::clone(app.event_store()), InMemoryCheckpointStore::new())
         .with_dead_letters(InMemoryDeadLetterStore::new())
 }
 

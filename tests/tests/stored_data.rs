@@ -24,8 +24,8 @@ fn fixture() -> Fixture {
     let events: Arc<dyn EventStore> = Arc::new(InMemoryEventStore::new());
     let snapshots: Arc<dyn SnapshotStore> = Arc::new(InMemorySnapshotStore::new());
     let app = Orchestrix::builder()
-        .event_store_arc(Arc::clone(&events))
-        .snapshot_store_arc(Arc::clone(&snapshots))
+        .event_store(Arc::clone(&events))
+        .snapshot_store(Arc::clone(&snapshots))
         .aggregate::<Account>()
         .cache_capacity(0)
         .build()
@@ -75,7 +75,7 @@ async fn decode_failure(stored: NewEvent) -> (Uuid, Box<orchestrix::DecodeError>
         panic!("expected a decode error, got {error:?}")
     };
     // Nothing already stored was lost, and nothing was appended.
-    let stream = Repository::<Account>::stream_id(&id).unwrap();
+    let stream = Repository::<Account>::stream_id(id).unwrap();
     assert_eq!(f.events.stream_version(&stream).await.unwrap(), Some(2));
     (id, decode)
 }
@@ -117,7 +117,7 @@ async fn snapshots_are_taken_and_used() {
     for _ in 0..11 {
         f.app.execute(id, Deposit { amount: 10 }).await.unwrap();
     }
-    let stream = Repository::<Account>::stream_id(&id).unwrap();
+    let stream = Repository::<Account>::stream_id(id).unwrap();
     let latest = f.snapshots.load(&stream, None).await.unwrap().expect("a snapshot every 5 events");
     assert_eq!(latest.version, 10);
     let loaded = f.app.load::<Account>(&id).await.unwrap();
@@ -131,7 +131,7 @@ async fn a_snapshot_of_another_schema_version_or_unreadable_is_ignored_and_rebui
     let f = fixture();
     let id = opened_account(&f).await;
     f.app.execute(id, Deposit { amount: 25 }).await.unwrap();
-    let stream = Repository::<Account>::stream_id(&id).unwrap();
+    let stream = Repository::<Account>::stream_id(id).unwrap();
     let lying = |schema_version, state: &str| Snapshot {
         stream: stream.clone(),
         version: 2,

@@ -96,8 +96,8 @@ async fn main() -> Result {
     let (events, snapshots, checkpoints, leases) = open_stores(&args).await?;
     let first_position = events.head_position().await?.unwrap_or(0) + 1;
     let app = Orchestrix::builder()
-        .event_store_arc(Arc::clone(&events))
-        .snapshot_store_arc(snapshots)
+        .event_store(Arc::clone(&events))
+        .snapshot_store(snapshots)
         .aggregate::<Account>()
         .aggregate::<Transfer>()
         .build()?;
@@ -106,7 +106,7 @@ async fn main() -> Result {
     // The read side and the long-running processes follow the log. The
     // balance projection keeps its model in memory, so it is rebuilt from
     // the whole log at start; the saga manager resumes from its checkpoint.
-    let engine = ProjectionEngine::from_arcs(events, checkpoints);
+    let engine = ProjectionEngine::new(events, checkpoints);
     let mut balances = Balances::default();
     let rebuilt = engine.rebuild(&mut balances, ProjectionOptions::default(), |_| {}).await?;
     println!("rebuilt the `{}` projection: {rebuilt}", balances.name());
@@ -214,7 +214,7 @@ async fn time_travel_and_snapshots(app: &Orchestrix, people: &People) -> Result 
 /// Events written by an older release, at schema version 1, read through
 /// their upcasters.
 async fn legacy_events(app: &Orchestrix, people: &People) -> Result {
-    let stream = Repository::<Account>::stream_id(&people.bob)?;
+    let stream = Repository::<Account>::stream_id(people.bob)?;
     let legacy = |event_type: &str, data: &str| -> Result<NewEvent> {
         Ok(NewEvent {
             id: orchestrix::Uuid::now_v7(),

@@ -12,7 +12,7 @@
 
 use orchestrix::prelude::*;
 use orchestrix::query::{Query, QueryItem};
-use orchestrix::{CommandOptions, Decision, Envelope, StreamId};
+use orchestrix::{CommandOptions, Decision, Envelope, ExpectedVersion};
 
 /// How many courses one student may take.
 pub const MAX_COURSES_PER_STUDENT: usize = 3;
@@ -41,6 +41,40 @@ pub enum CourseEvent {
     },
 }
 
+/// A course's stream, `Course/<id>`: written only through decisions, so
+/// it has no commands (`#[aggregate]` lets the builder register it all
+/// the same).
+#[aggregate(event = CourseEvent, error = CourseError, id = String)]
+#[derive(Debug, Default)]
+pub struct Course {
+    /// How many students it takes.
+    pub capacity: u32,
+}
+
+impl Course {
+    fn apply(&mut self, event: &CourseEvent) {
+        if let CourseEvent::Defined { capacity, .. } = event {
+            self.capacity = *capacity;
+        }
+    }
+}
+
+/// A student's stream, `Student/<id>`, holding their subscriptions.
+#[aggregate(event = CourseEvent, error = CourseError, id = String)]
+#[derive(Debug, Default)]
+pub struct Student {
+    /// How many courses the student takes.
+    pub courses: usize,
+}
+
+impl Student {
+    fn apply(&mut self, event: &CourseEvent) {
+        if let CourseEvent::StudentSubscribed { .. } = event {
+            self.courses += 1;
+        }
+    }
+}
+
 /// Why a command was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CourseError {
@@ -59,9 +93,6 @@ pub enum CourseError {
     /// The student takes the course already.
     #[error("student `{0}` already takes course `{1}`")]
     AlreadySubscribed(String, String),
-    /// An id cannot be a stream id.
-    #[error("invalid id: {0}")]
-    InvalidId(String),
 }
 
 /// Offers a course: decided on the course's own events.
@@ -72,7 +103,8 @@ pub async fn define_course(app: &Orchestrix, course_id: &str, capacity: u32) -> 
             return Err(CourseError::AlreadyDefined(course_id.to_owned()));
         }
         let event = CourseEvent::Defined { course_id: course_id.to_owned(), capacity };
-        decision(StreamId::new("Course", course_id), event)
+        // The query's condition guards the decision, not the stream's version.
+        Ok(Decision::new().append::<Course>(course_id.to_owned(), ExpectedVersion::Any, [event]))
     })
     .await
     .map(drop)
@@ -111,14 +143,8 @@ pub async fn subscribe(app: &Orchestrix, course_id: &str, student_id: &str) -> R
         }
         let event =
             CourseEvent::StudentSubscribed { course_id: course_id.to_owned(), student_id: student_id.to_owned() };
-        decision(StreamId::new("Student", student_id), event)
+        Ok(Decision::new().append::<Student>(student_id.to_owned(), ExpectedVersion::Any, [event]))
     })
     .await
     .map(drop)
-}
-
-/// One event for one stream.
-fn decision(stream: Result<StreamId, orchestrix::StoreError>, event: CourseEvent) -> Result<Decision, CourseError> {
-    let stream = stream.map_err(|error| CourseError::InvalidId(error.to_string()))?;
-    Decision::new().append(stream, [event]).map_err(|error| CourseError::InvalidId(error.to_string()))
 }

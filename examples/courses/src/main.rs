@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use courses::{define_course, subscribe, CourseError, MAX_COURSES_PER_STUDENT};
+use courses::{define_course, subscribe, Course, CourseError, Student, MAX_COURSES_PER_STUDENT};
 use orchestrix::{CommandError, EventStore, Orchestrix, RetryPolicy};
 use orchestrix_adapters::postgres::{PgConfig, PgStore};
 use orchestrix_adapters::sqlite::SqliteStore;
@@ -31,7 +31,10 @@ async fn main() -> Result {
     // Every racer for a course conflicts with the others: allow enough
     // attempts (each round of a race has a winner).
     let retry = RetryPolicy::exponential(200, Duration::from_millis(1)).with_max_delay(Duration::from_millis(10));
-    let app = Orchestrix::builder().event_store_arc(store).retry(retry).build()?;
+    // The aggregates are written only through decisions; registering them
+    // documents the domain.
+    let app =
+        Orchestrix::builder().event_store(store).aggregate::<Course>().aggregate::<Student>().retry(retry).build()?;
     for course in ["rust", "sql", "math", "art"] {
         define_course(&app, course, 5).await?;
     }

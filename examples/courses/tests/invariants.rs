@@ -14,7 +14,7 @@ use orchestrix::{CommandError, EventStore, Orchestrix};
 async fn race(store: Arc<dyn EventStore>) {
     // Every racer conflicts with the others: allow enough attempts.
     let retry = RetryPolicy::exponential(200, Duration::from_millis(1)).with_max_delay(Duration::from_millis(10));
-    let app = Orchestrix::builder().event_store_arc(store).retry(retry).build().unwrap();
+    let app = Orchestrix::builder().event_store(store).retry(retry).build().unwrap();
     define_course(&app, "rust", 3).await.unwrap();
     define_course(&app, "sql", 10).await.unwrap();
     define_course(&app, "math", 10).await.unwrap();

@@ -90,7 +90,7 @@ pub fn metrics_handle() -> PrometheusHandle {
 /// the router. Must run inside a Tokio runtime.
 pub fn service() -> Service {
     let app = Orchestrix::builder().in_memory().aggregate::<Account>().build().expect("a valid configuration");
-    let engine = ProjectionEngine::from_arcs(Arc::clone(app.event_store()), Arc::new(InMemoryCheckpointStore::new()));
+    let engine = ProjectionEngine::new(Arc::clone(app.event_store()), InMemoryCheckpointStore::new());
     let balances = Balances::default();
     let projection = engine.spawn(balances.clone(), ProjectionOptions::default());
     let state = AppState { app, balances, metrics: metrics_handle() };

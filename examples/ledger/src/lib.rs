@@ -8,10 +8,9 @@
 use std::sync::Arc;
 
 use futures_util::StreamExt;
-use orchestrix::app::MultiAppend;
 use orchestrix::crypto::CryptoStore;
 use orchestrix::prelude::*;
-use orchestrix::{CommandOptions, EventFilter, EventStore, KeyStore, SnapshotStore, TenantStore, Uuid};
+use orchestrix::{CommandOptions, Decision, EventFilter, EventStore, KeyStore, SnapshotStore, TenantStore, Uuid};
 use serde::{Deserialize, Serialize};
 
 /// What happens to an account.
@@ -147,7 +146,7 @@ where
         .erase_snapshots_in(Arc::clone(&snapshots));
     let app = Orchestrix::builder()
         .event_store(events.clone())
-        .snapshot_store_arc(snapshots)
+        .snapshot_store(snapshots)
         .aggregate::<Account>()
         .build()?;
     Ok(Tenant { app, events })
@@ -164,7 +163,7 @@ pub async fn transfer(app: &Orchestrix, from: Uuid, to: Uuid, amount: u64) -> Re
         return Err(LedgerError::SameAccount);
     }
     for attempt in 1..=ATTEMPTS {
-        let (payer, receiver) = (app.load::<Account>(&from).await?, app.load::<Account>(&to).await?);
+        let (payer, receiver) = (app.load::<Account>(from).await?, app.load::<Account>(to).await?);
         for (id, account) in [(from, &payer), (to, &receiver)] {
             if !account.exists() {
                 return Err(LedgerError::NoAccount(id));
@@ -177,12 +176,12 @@ pub async fn transfer(app: &Orchestrix, from: Uuid, to: Uuid, amount: u64) -> Re
         if receiver.state.balance.checked_add(amount).is_none() {
             return Err(LedgerError::BalanceOverflow { balance: receiver.state.balance, requested: amount });
         }
-        let both = MultiAppend::new()
-            .append::<Account>(&from, payer.expected_version(), &[AccountEvent::TransferredOut { amount, to }])?
-            .append::<Account>(&to, receiver.expected_version(), &[AccountEvent::TransferredIn { amount, from }])?;
+        let both = Decision::new()
+            .append::<Account>(from, payer.expected_version(), [AccountEvent::TransferredOut { amount, to }])
+            .append::<Account>(to, receiver.expected_version(), [AccountEvent::TransferredIn { amount, from }]);
         match app.append_many(both, CommandOptions::default()).await {
             Ok(_) => return Ok(attempt),
-            Err(orchestrix::Error::Store(error)) if error.is_conflict() => tokio::task::yield_now().await,
+            Err(error) if error.is_conflict() => tokio::task::yield_now().await,
             Err(error) => return Err(error.into()),
         }
     }
@@ -191,7 +190,7 @@ pub async fn transfer(app: &Orchestrix, from: Uuid, to: Uuid, amount: u64) -> Re
 
 /// The balance of an account (0 if it does not exist).
 pub async fn balance(app: &Orchestrix, id: Uuid) -> Result<u64, orchestrix::Error> {
-    Ok(app.load::<Account>(&id).await?.state.balance)
+    Ok(app.load::<Account>(id).await?.state.balance)
 }
 
 /// How many events the tenant's view of the log holds.

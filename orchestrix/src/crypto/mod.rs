@@ -205,12 +205,12 @@ impl<S> CryptoStore<S> {
     /// types whose personal fields to encrypt with
     /// [`CryptoStore::register`].
     pub fn new(inner: S, keys: impl KeyStore) -> Self {
-        Self::with_key_store(inner, Arc::new(keys))
-    }
-
-    /// [`CryptoStore::new`] with a shared key store.
-    pub fn with_key_store(inner: S, keys: Arc<dyn KeyStore>) -> Self {
-        Self { inner, keys, personal: Arc::default(), erasure: Arc::default() }
+        Self {
+            inner,
+            keys: crate::store::shared::<_, dyn KeyStore>(keys, |keys| Arc::new(keys)),
+            personal: Arc::default(),
+            erasure: Arc::default(),
+        }
     }
 
     /// Encrypts the personal fields of `E`'s stored types from now on.

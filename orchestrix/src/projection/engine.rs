@@ -280,24 +280,19 @@ pub struct ProjectionEngine {
 }
 
 impl ProjectionEngine {
-    /// An engine over an event store and a checkpoint store.
+    /// An engine over an event store and a checkpoint store: any stores,
+    /// shared ones (`Arc<dyn EventStore>`, `Arc<dyn CheckpointStore>`)
+    /// included.
     pub fn new(events: impl EventStore, checkpoints: impl CheckpointStore) -> Self {
-        Self::from_arcs(Arc::new(events), Arc::new(checkpoints))
-    }
-
-    /// An engine over shared stores.
-    pub fn from_arcs(events: Arc<dyn EventStore>, checkpoints: Arc<dyn CheckpointStore>) -> Self {
+        let events = crate::store::shared::<_, dyn EventStore>(events, |store| Arc::new(store));
+        let checkpoints = crate::store::shared::<_, dyn CheckpointStore>(checkpoints, |store| Arc::new(store));
         Self { events, checkpoints, dead_letters: None }
     }
 
-    /// Adds the dead-letter store that [`PoisonPolicy::Park`] needs.
-    pub fn with_dead_letters(self, store: impl DeadLetterStore) -> Self {
-        self.with_dead_letters_arc(Arc::new(store))
-    }
-
-    /// Adds a shared dead-letter store.
-    pub fn with_dead_letters_arc(mut self, store: Arc<dyn DeadLetterStore>) -> Self {
-        self.dead_letters = Some(store);
+    /// Adds the dead-letter store that [`PoisonPolicy::Park`] needs (a
+    /// shared `Arc<dyn DeadLetterStore>` too).
+    pub fn with_dead_letters(mut self, store: impl DeadLetterStore) -> Self {
+        self.dead_letters = Some(crate::store::shared::<_, dyn DeadLetterStore>(store, |store| Arc::new(store)));
         self
     }
 

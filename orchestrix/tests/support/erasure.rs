@@ -216,7 +216,7 @@ pub struct Stores<E> {
 /// The crypto store over `stores`, erasing everywhere, and an application
 /// with the aggregate cache on.
 pub fn wire<E: EventStore + Clone>(stores: &Stores<E>, mailing: Arc<Mailing>) -> (CryptoStore<E>, Orchestrix) {
-    let crypto = CryptoStore::with_key_store(stores.events.clone(), Arc::clone(&stores.keys))
+    let crypto = CryptoStore::new(stores.events.clone(), Arc::clone(&stores.keys))
         .register::<MemberEvent>()
         .register::<InvoiceEvent>()
         .register_saga::<WelcomeSaga>()
@@ -225,7 +225,7 @@ pub fn wire<E: EventStore + Clone>(stores: &Stores<E>, mailing: Arc<Mailing>) ->
         .on_forget(mailing);
     let app = Orchestrix::builder()
         .event_store(crypto.clone())
-        .snapshot_store_arc(Arc::clone(&stores.snapshots))
+        .snapshot_store(Arc::clone(&stores.snapshots))
         .aggregate::<Member>()
         .cache_capacity(100)
         .build()
@@ -304,8 +304,8 @@ pub async fn forget_erases_every_copy<E: EventStore + Clone>(stores: Stores<E>) 
     let saga_id = sagas.begin(&first).await.unwrap().expect("the join starts a saga");
     assert_eq!(sagas.status(saga_id).await.unwrap().unwrap().data.email.as_deref(), Some(SECRETS[0]));
 
-    let engine = ProjectionEngine::from_arcs(Arc::new(crypto.clone()), Arc::clone(&stores.checkpoints))
-        .with_dead_letters_arc(Arc::clone(&stores.dead_letters));
+    let engine = ProjectionEngine::new(crypto.clone(), Arc::clone(&stores.checkpoints))
+        .with_dead_letters(Arc::clone(&stores.dead_letters));
     let options = ProjectionOptions::default().poison(PoisonPolicy::Park).retry(RetryPolicy::fixed(1, Duration::ZERO));
     engine.rebuild(&mut Fragile, options, |_| {}).await.unwrap();
     let letters = stores.dead_letters.list(Some("fragile")).await.unwrap();
