@@ -49,7 +49,7 @@
 //! - Concurrency checks spawn tokio tasks: run them on a multi-threaded
 //!   runtime to exercise real parallelism.
 
-mod support;
+pub(crate) mod support;
 
 pub mod checkpoint_store;
 pub mod consistency_by_query;
