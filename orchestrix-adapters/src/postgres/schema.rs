@@ -17,7 +17,37 @@ pub(super) const MIGRATIONS: &[Migration] = &[
     Migration { version: 1, name: "initial", sql: initial },
     Migration { version: 2, name: "data_keys", sql: data_keys },
     Migration { version: 3, name: "tags", sql: super::dcb::tags },
+    Migration { version: 4, name: "dead_letter_streams", sql: dead_letter_streams },
 ];
+
+/// The fourth migration: dead letters found by consumer and stream (ADR
+/// 0025: a projection asks for a stream's letters before parking one of
+/// its events behind them, and a retry replays them). The stream is read
+/// from the stored event, so nothing is rewritten.
+fn dead_letter_streams(s: &str) -> String {
+    format!(
+        r#"
+CREATE INDEX dead_letters_stream ON "{s}".dead_letters (consumer, {DL_CATEGORY}, {DL_STREAM_ID});
+"#
+    )
+}
+
+/// A dead letter's stream category, from its stored event.
+const DL_CATEGORY: &str = "((event::jsonb -> 'stream') ->> 'category')";
+/// A dead letter's stream id within its category.
+const DL_STREAM_ID: &str = "((event::jsonb -> 'stream') ->> 'id')";
+
+/// The condition of a dead-letter query: `$1` consumer, `$2`/`$3` stream
+/// category and id, `$4` text in the error, `$5` parked before; each NULL
+/// when not asked.
+fn dead_letter_where() -> String {
+    format!(
+        "($1::text IS NULL OR consumer = $1) \
+         AND ($2::text IS NULL OR ({DL_CATEGORY} = $2 AND {DL_STREAM_ID} = $3::text)) \
+         AND ($4::text IS NULL OR strpos(error, $4) > 0) \
+         AND ($5::timestamptz IS NULL OR parked_at < $5)"
+    )
+}
 
 /// The second migration: data subjects' keys for crypto-shredding
 /// (`orchestrix::crypto`, ADR 0020). Deleting a row forgets a subject.
@@ -326,6 +356,14 @@ pub(super) struct Sql {
     pub(super) dl_list: String,
     pub(super) dl_get: String,
     pub(super) dl_remove: String,
+    /// The letters of a dead-letter query ([`dead_letter_where`]).
+    pub(super) dl_query: String,
+    /// How many letters a dead-letter query selects.
+    pub(super) dl_count: String,
+    /// Removes the letters a dead-letter query selects.
+    pub(super) dl_purge: String,
+    /// Removes every letter of the consumer `$1`.
+    pub(super) dl_purge_consumer: String,
 }
 
 impl Sql {
@@ -410,6 +448,14 @@ impl Sql {
                 "SELECT id, consumer, event, error, attempts, parked_at FROM \"{s}\".dead_letters WHERE id = $1"
             ),
             dl_remove: format!("DELETE FROM \"{s}\".dead_letters WHERE id = $1"),
+            dl_query: format!(
+                "SELECT id, consumer, event, error, attempts, parked_at FROM \"{s}\".dead_letters WHERE {} \
+                 ORDER BY parked_at, seq",
+                dead_letter_where()
+            ),
+            dl_count: format!("SELECT count(*) FROM \"{s}\".dead_letters WHERE {}", dead_letter_where()),
+            dl_purge: format!("DELETE FROM \"{s}\".dead_letters WHERE {}", dead_letter_where()),
+            dl_purge_consumer: format!("DELETE FROM \"{s}\".dead_letters WHERE consumer = $1"),
         }
     }
 }

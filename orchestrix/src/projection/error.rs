@@ -65,6 +65,10 @@ pub enum ProjectionError {
         /// What was asked.
         operation: &'static str,
     },
+    /// The projection is running (another runner holds its lease), so it
+    /// cannot be rebuilt now.
+    #[error("projection `{0}` is running (its lease is held); stop it before rebuilding")]
+    Running(String),
     /// The dead letter does not exist, or belongs to another consumer.
     #[error("projection `{projection}` has no dead letter with id {id}")]
     UnknownDeadLetter {

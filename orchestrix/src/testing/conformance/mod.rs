@@ -154,6 +154,7 @@ macro_rules! __orchestrix_conformance_checks {
         $crate::__orchestrix_conformance_expand! { dead_letter_store [
             park_get_remove,
             list_by_consumer_oldest_first,
+            query_count_purge,
         ] $($then)* }
     };
     ($other:ident $($then:tt)*) => {
