@@ -498,7 +498,7 @@ async fn spawned_transactional_projection_is_exactly_once_across_kills_and_races
     let filter = EventFilter::types(["E"]);
     let last_counted: Vec<_> = store.read_all(0, &filter).map(Result::unwrap).collect().await;
     let head = last_counted.last().unwrap().global_position;
-    let status = tokio::time::timeout(Duration::from_secs(30), last.wait_for_position(head)).await.unwrap();
+    let status = last.wait_for_position(head, Duration::from_secs(30)).await.unwrap();
     assert!(status.position >= head, "the runner stopped early: {status:?}");
     last.stop().await.unwrap();
     let (n, total, distinct) = counted(&store, &table).await;
@@ -536,7 +536,7 @@ async fn a_poison_event_is_parked_in_the_same_transaction_or_stops_the_runner() 
 
     let options = PgProjectionOptions::default().retry(quick).poison(PoisonPolicy::Park);
     let mut parking = store.spawn_projection(Counter { table: table.clone() }, options);
-    let status = parking.wait_for_position(tail[0].global_position).await;
+    let status = parking.wait_for_position(tail[0].global_position, Duration::from_secs(30)).await.unwrap();
     assert_eq!((status.handled, status.parked), (1, 1));
     parking.stop().await.unwrap();
     assert_eq!(counted(&store, &table).await, (3, 4, 3), "the poison event's own writes were rolled back");
@@ -557,16 +557,15 @@ async fn a_second_exclusive_runner_waits_and_takes_over() {
     let table = counter_table(&store).await;
     let first_events = store.append(&stream("a"), ExpectedVersion::NoStream, vec![event("E", "{}")]).await.unwrap();
     let mut first = store.spawn_projection(Counter { table: table.clone() }, PgProjectionOptions::default());
-    first.wait_for_position(first_events[0].global_position).await;
+    first.wait_for_position(first_events[0].global_position, Duration::from_secs(30)).await.unwrap();
     let mut standby = store.spawn_projection(Counter { table: table.clone() }, PgProjectionOptions::default());
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(standby.status().state, ProjectionState::CatchingUp, "the standby runs without the lease");
     assert_eq!(standby.status().handled, 0);
     first.stop().await.unwrap();
     let more = store.append(&stream("b"), ExpectedVersion::NoStream, vec![event("E", "{}")]).await.unwrap();
-    let status = tokio::time::timeout(Duration::from_secs(10), standby.wait_for_position(more[0].global_position))
-        .await
-        .expect("the standby took over");
+    let status =
+        standby.wait_for_position(more[0].global_position, Duration::from_secs(10)).await.expect("the standby took over");
     assert_eq!(status.handled, 1, "the standby resumed from the first runner's checkpoint");
     standby.stop().await.unwrap();
     assert_eq!(counted(&store, &table).await, (2, 2, 2));
