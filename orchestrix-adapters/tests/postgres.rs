@@ -564,8 +564,10 @@ async fn a_second_exclusive_runner_waits_and_takes_over() {
     assert_eq!(standby.status().handled, 0);
     first.stop().await.unwrap();
     let more = store.append(&stream("b"), ExpectedVersion::NoStream, vec![event("E", "{}")]).await.unwrap();
-    let status =
-        standby.wait_for_position(more[0].global_position, Duration::from_secs(10)).await.expect("the standby took over");
+    let status = standby
+        .wait_for_position(more[0].global_position, Duration::from_secs(10))
+        .await
+        .expect("the standby took over");
     assert_eq!(status.handled, 1, "the standby resumed from the first runner's checkpoint");
     standby.stop().await.unwrap();
     assert_eq!(counted(&store, &table).await, (2, 2, 2));

@@ -13,7 +13,9 @@ use orchestrix::projection::{
     DropOutcome, PoisonPolicy, ProjectionError, ProjectionHandle, ProjectionStatus, RetryOutcome,
 };
 use orchestrix::testing::delivery::{self, Faults, Harness, Running};
-use orchestrix::{DeadLetterStore, EventFilter, EventStore, ExpectedVersion, RecordedEvent, RetryPolicy, StreamId, Uuid};
+use orchestrix::{
+    DeadLetterStore, EventFilter, EventStore, ExpectedVersion, RecordedEvent, RetryPolicy, StreamId, Uuid,
+};
 use orchestrix_adapters::postgres::{PgProjection, PgProjectionOptions, PgStore};
 use sqlx::PgConnection;
 
@@ -48,7 +50,10 @@ impl PgProjection for Scenario {
     }
 
     async fn reset(&mut self, tx: &mut PgConnection) -> Result<(), BoxError> {
-        sqlx::query(&format!("DELETE FROM {} WHERE consumer = $1", self.journal)).bind(&self.name).execute(&mut *tx).await?;
+        sqlx::query(&format!("DELETE FROM {} WHERE consumer = $1", self.journal))
+            .bind(&self.name)
+            .execute(&mut *tx)
+            .await?;
         Ok(())
     }
 }
@@ -117,12 +122,14 @@ impl Harness for Pg {
     }
 
     async fn journal(&self, name: &str) -> Vec<(StreamId, u64)> {
-        let rows: Vec<(String, String, i64)> =
-            sqlx::query_as(&format!("SELECT category, id, version FROM {} WHERE consumer = $1 ORDER BY seq", self.journal))
-                .bind(name)
-                .fetch_all(self.store.pool())
-                .await
-                .unwrap();
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(&format!(
+            "SELECT category, id, version FROM {} WHERE consumer = $1 ORDER BY seq",
+            self.journal
+        ))
+        .bind(name)
+        .fetch_all(self.store.pool())
+        .await
+        .unwrap();
         rows.into_iter()
             .map(|(category, id, version)| (StreamId::new(category, id).unwrap(), u64::try_from(version).unwrap()))
             .collect()

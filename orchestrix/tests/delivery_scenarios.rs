@@ -41,18 +41,18 @@ impl Projection for Scenario {
     }
 }
 
-struct Engine {
+struct InProcess {
     events: InMemoryEventStore,
     dead_letters: InMemoryDeadLetterStore,
     engine: ProjectionEngine,
     journals: Mutex<HashMap<String, Journal>>,
 }
 
-impl Engine {
+impl InProcess {
     fn new() -> Self {
         let (events, dead_letters) = (InMemoryEventStore::new(), InMemoryDeadLetterStore::new());
-        let engine =
-            ProjectionEngine::new(events.clone(), InMemoryCheckpointStore::new()).with_dead_letters(dead_letters.clone());
+        let engine = ProjectionEngine::new(events.clone(), InMemoryCheckpointStore::new())
+            .with_dead_letters(dead_letters.clone());
         Self { events, dead_letters, engine, journals: Mutex::default() }
     }
 
@@ -83,7 +83,7 @@ impl Running for EngineRunning {
 }
 
 #[async_trait]
-impl Harness for Engine {
+impl Harness for InProcess {
     fn events(&self) -> Arc<dyn EventStore> {
         Arc::new(self.events.clone())
     }
@@ -108,14 +108,14 @@ impl Harness for Engine {
 
 #[tokio::test]
 async fn the_engine_passes_the_delivery_scenarios() {
-    delivery::run_all(&Engine::new()).await;
+    delivery::run_all(&InProcess::new()).await;
 }
 
 /// A retry while the projection is stopped goes through the engine, with
 /// the same semantics.
 #[tokio::test]
 async fn a_stopped_projection_is_retried_through_the_engine() {
-    let harness = Engine::new();
+    let harness = InProcess::new();
     let (faults, a) = (Faults::default(), StreamId::new("A", "1").unwrap());
     faults.fail(&a, 1);
     let events = (0..2).map(|_| orchestrix::NewEvent {

@@ -259,8 +259,11 @@ impl Delivery {
         }
         let mut attempt = 1;
         let error = loop {
-            let result =
-                if span.is_disabled() { target.apply(event).await } else { target.apply(event).instrument(span.clone()).await };
+            let result = if span.is_disabled() {
+                target.apply(event).await
+            } else {
+                target.apply(event).instrument(span.clone()).await
+            };
             match result {
                 Ok(()) => return Ok(Delivered::Handled),
                 Err(Failure::Handler(error)) => match self.retry.delay_after(attempt) {

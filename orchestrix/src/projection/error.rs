@@ -93,4 +93,3 @@ pub enum ProjectionError {
     #[error("projection `{0}` ended abnormally: {1}")]
     Ended(String, String),
 }
-

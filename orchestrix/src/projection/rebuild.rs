@@ -130,4 +130,3 @@ impl ProjectionEngine {
         Ok(report)
     }
 }
-

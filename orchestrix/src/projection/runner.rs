@@ -262,10 +262,10 @@ impl<P: Projection> Runner<P> {
         });
     }
 
-    async fn run(&mut self) -> Result<(), ProjectionError> {
-        let stop = self.control.stop_signal();
-        let name = self.name().to_owned();
-        let start = outlast(&name, &stop, || self.engine.checkpoints.load(&name))
+    /// Loads the checkpoint and the parked streams, waiting out an
+    /// unavailable store; returns the position to start after.
+    async fn start(&mut self, name: &str, stop: &watch::Receiver<bool>) -> Result<u64, ProjectionError> {
+        let start = outlast(name, stop, || self.engine.checkpoints.load(name))
             .await
             .map_err(|e| self.store_error(e))?
             .unwrap_or(0);
@@ -279,6 +279,41 @@ impl<P: Projection> Runner<P> {
                 error => return Err(self.store_error(error)),
             }
         }
+        Ok(start)
+    }
+
+    /// After an event: saves the checkpoint when due, reports, and serves
+    /// waiting dead-letter requests. Returns whether to stop.
+    async fn after_event(
+        &mut self,
+        name: &str,
+        stop: &watch::Receiver<bool>,
+        progress: &mut Tally,
+        event: &RecordedEvent,
+    ) -> Result<bool, ProjectionError> {
+        progress.position = event.global_position;
+        progress.unsaved += 1;
+        let due = progress.unsaved >= self.options.checkpoint_every
+            || progress.saved_at.elapsed() >= self.options.checkpoint_interval;
+        if due {
+            save(&*self.engine.checkpoints, name, stop, progress).await?;
+            self.report(None, progress);
+            let head = self.engine.events.head_position().await.ok().flatten();
+            report_position(name, progress.position, head.map(|h| h.saturating_sub(progress.position)), Some(event));
+            if self.control.is_stopping() {
+                return Ok(true);
+            }
+            while let Some(request) = self.control.try_request() {
+                let Ok(()) = self.delivery.serve(&mut Handler(&mut self.projection), request).await;
+            }
+        }
+        Ok(false)
+    }
+
+    async fn run(&mut self) -> Result<(), ProjectionError> {
+        let stop = self.control.stop_signal();
+        let name = self.name().to_owned();
+        let start = self.start(&name, &stop).await?;
         let mut progress = Tally {
             position: start,
             saved: start,
@@ -364,21 +399,8 @@ impl<P: Projection> Runner<P> {
                 }
                 Err(DeliveryError::Interrupted(never)) => match never {},
             }
-            progress.position = event.global_position;
-            progress.unsaved += 1;
-            let due = progress.unsaved >= self.options.checkpoint_every
-                || progress.saved_at.elapsed() >= self.options.checkpoint_interval;
-            if due {
-                save(&*self.engine.checkpoints, &name, &stop, &mut progress).await?;
-                self.report(None, &progress);
-                let head = self.engine.events.head_position().await.ok().flatten();
-                report_position(&name, progress.position, head.map(|h| h.saturating_sub(progress.position)), Some(&event));
-                if self.control.is_stopping() {
-                    return Ok(());
-                }
-                while let Some(request) = self.control.try_request() {
-                    let Ok(()) = self.delivery.serve(&mut Handler(&mut self.projection), request).await;
-                }
+            if self.after_event(&name, &stop, &mut progress, &event).await? {
+                return Ok(());
             }
         }
         save(&*self.engine.checkpoints, &name, &stop, &mut progress).await

@@ -186,7 +186,11 @@ pub async fn a_retry_replays_the_stream_in_order_after_a_restart<H: Harness>(har
     let mut running = harness.start(&name, faults.clone()).await;
     append(harness, &a, &[HANDLED]).await;
     caught_up(S, &mut running).await;
-    assert_eq!(versions(&harness.journal(&name).await, &a), vec![1], "{S}: after a restart, the stream is still parked");
+    assert_eq!(
+        versions(&harness.journal(&name).await, &a),
+        vec![1],
+        "{S}: after a restart, the stream is still parked"
+    );
     let parked = letters(harness, &name, &a).await;
     assert_eq!(letter_versions(&parked), vec![2, 3, 4], "{S}: the new event is parked behind the others");
 

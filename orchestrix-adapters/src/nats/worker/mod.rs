@@ -25,8 +25,8 @@ use super::{render, EventStreamConfig, NatsError, Subjects};
 mod handle;
 mod pulling;
 
-pub use handle::WorkerHandle;
 use handle::Request;
+pub use handle::WorkerHandle;
 use pulling::{fetch, reset_consumer};
 
 /// How a [`ProjectionWorker`] runs a projection.
@@ -480,8 +480,13 @@ impl<P: Projection> Run<P> {
     }
 
     async fn retry(&mut self, id: Uuid) -> Result<RetryOutcome, ProjectionError> {
-        let store = self.delivery.dead_letters().cloned().ok_or_else(|| ProjectionError::NoDeadLetterStore(self.name.clone()))?;
-        let letter = store.get(id).await.map_err(|source| ProjectionError::Store { projection: self.name.clone(), source })?;
+        let store = self
+            .delivery
+            .dead_letters()
+            .cloned()
+            .ok_or_else(|| ProjectionError::NoDeadLetterStore(self.name.clone()))?;
+        let letter =
+            store.get(id).await.map_err(|source| ProjectionError::Store { projection: self.name.clone(), source })?;
         if let Some(letter) = letter.filter(|letter| letter.consumer == self.name) {
             if !self.holds(&letter.event.stream) {
                 return Err(self.not_held());
@@ -492,7 +497,11 @@ impl<P: Projection> Run<P> {
 
     /// Retries every parked stream of the partitions this worker holds.
     async fn retry_all(&mut self) -> Result<RetryOutcome, ProjectionError> {
-        let store = self.delivery.dead_letters().cloned().ok_or_else(|| ProjectionError::NoDeadLetterStore(self.name.clone()))?;
+        let store = self
+            .delivery
+            .dead_letters()
+            .cloned()
+            .ok_or_else(|| ProjectionError::NoDeadLetterStore(self.name.clone()))?;
         let letters = store
             .query(&DeadLetterQuery::consumer(self.name.clone()))
             .await

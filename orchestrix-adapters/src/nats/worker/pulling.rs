@@ -89,4 +89,3 @@ pub(super) async fn fetch(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
-

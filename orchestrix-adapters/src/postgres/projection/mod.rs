@@ -227,7 +227,10 @@ impl PgStore {
         };
         let started = Instant::now();
         let mut tx = self.begin().await.map_err(store_error)?;
-        projection.reset(&mut tx).await.map_err(|source| ProjectionError::Reset { projection: name.clone(), source })?;
+        projection
+            .reset(&mut tx)
+            .await
+            .map_err(|source| ProjectionError::Reset { projection: name.clone(), source })?;
         for sql in [&self.inner.sql.checkpoint_delete, &self.inner.sql.dl_purge_consumer] {
             sqlx::query(sql).bind(&name).execute(&mut *tx).await.map_err(|e| store_error(map_err(e)))?;
         }

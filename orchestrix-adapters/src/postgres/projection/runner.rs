@@ -101,7 +101,10 @@ impl<P: PgProjection> Target for Tx<'_, P> {
     async fn apply(&mut self, event: &RecordedEvent) -> Result<(), Failure<BatchError>> {
         let mut tx = self.store.begin().await.map_err(BatchError::from)?;
         self.projection.handle(&mut tx, event).await.map_err(|error| BatchError::Handler(0, error))?;
-        self.store.save_checkpoint_in(&mut tx, self.name, self.checkpoint, event.global_position).await.map_err(BatchError::from)?;
+        self.store
+            .save_checkpoint_in(&mut tx, self.name, self.checkpoint, event.global_position)
+            .await
+            .map_err(BatchError::from)?;
         tx.commit().await.map_err(|e| BatchError::from(map_err(e)))?;
         Ok(())
     }
@@ -345,8 +348,7 @@ impl<P: PgProjection> Runner<P> {
         event: &RecordedEvent,
     ) -> Result<Option<u64>, ProjectionError> {
         let span = handle_span(&self.name, event);
-        let mut target =
-            Tx { store: &self.store, projection: &mut self.projection, name: &self.name, checkpoint };
+        let mut target = Tx { store: &self.store, projection: &mut self.projection, name: &self.name, checkpoint };
         let delivered = self.delivery.deliver(&mut target, event, &span).await;
         match delivered {
             Ok(Delivered::Handled) => {

@@ -121,7 +121,7 @@ pub async fn query_count_purge<D: DeadLetterStore>(store: D) {
     let with = |consumer: &str, stream: &crate::stream::StreamId, offset: i64, error: &str| {
         let mut letter = letter(consumer, micros(offset));
         letter.event.stream = stream.clone();
-        letter.error = error.to_owned();
+        error.clone_into(&mut letter.error);
         letter
     };
     let letters = [
@@ -154,7 +154,8 @@ pub async fn query_count_purge<D: DeadLetterStore>(store: D) {
     };
     expect_eq(CHECK, "count by consumer and reason", &count(mine.clone().reason("parked behind")).await, &2);
     expect_eq(CHECK, "count of an unknown consumer", &count(DeadLetterQuery::consumer("nobody")).await, &0);
-    let purged = ok(CHECK, "purge", within(CHECK, "purge", store.purge(&mine.clone().parked_before(micros(-35)))).await);
+    let purged =
+        ok(CHECK, "purge", within(CHECK, "purge", store.purge(&mine.clone().parked_before(micros(-35)))).await);
     expect_eq(CHECK, "letters purged", &purged, &2);
     expect_eq(CHECK, "letters left after the purge", &list(CHECK, &store, None).await, &ids(&[2, 3, 4]));
     let purged = ok(CHECK, "purge", within(CHECK, "purge", store.purge(&DeadLetterQuery::all().stream(b))).await);
