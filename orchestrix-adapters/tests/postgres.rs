@@ -57,7 +57,7 @@ async fn migrate_twice_is_harmless_and_script_matches() {
             .fetch_one(store.pool())
             .await
             .unwrap();
-    assert_eq!(applied, 3, "migrations 1 (initial), 2 (data_keys) and 3 (tags)");
+    assert_eq!(applied, 4, "migrations 1 (initial), 2 (data_keys), 3 (tags) and 4 (dead_letter_streams)");
     // The script applies cleanly on top of migrate() (it records the same versions).
     let script = orchestrix_adapters::postgres::migration_sql(store.config());
     sqlx::raw_sql(&script).execute(store.pool()).await.unwrap();
