@@ -10,12 +10,14 @@
 //! read model lives in the same database as the checkpoint can do better
 //! (one transaction for both); see their documentation.
 //!
-//! The module is split along its jobs: [`runner`](ProjectionEngine) (the
-//! engine's task per projection), [`delivery`] (retry, poison, parking in
-//! stream order: the loop every runner uses, the in-process engine, the
-//! PostgreSQL transactional runner and the NATS worker alike),
-//! [`dead_letters`] (retrying and dropping parked events), the handle
-//! (status, waits, stop) and the rebuild.
+//! The module is split along its jobs: the engine's task per projection
+//! ([`ProjectionEngine`]), [`delivery`] (retry, poison, parking in stream
+//! order: what every runner uses, the in-process engine, the PostgreSQL
+//! transactional runner and the NATS worker alike), [`dead_letters`]
+//! (retrying and dropping parked events in stream order), the handle
+//! ([`ProjectionHandle`]: status, waits with timeouts, stop, dead-letter
+//! requests) and the rebuild ([`ProjectionEngine::rebuild`]). ADR 0025
+//! has the semantics of the awkward cases.
 
 pub mod dead_letters;
 pub mod delivery;
