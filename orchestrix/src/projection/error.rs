@@ -30,7 +30,7 @@ pub struct Poison {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ProjectionError {
-    /// An event kept failing and the policy is [`PoisonPolicy::Stop`].
+    /// An event kept failing and the policy is [`PoisonPolicy::Stop`](super::PoisonPolicy::Stop).
     #[error(
         "projection `{}` stopped at event `{}` (position {}, `{}` version {}) after {} attempts: {}",
         .0.projection, .0.event_type, .0.position, .0.stream, .0.stream_version, .0.attempts, .0.error
@@ -45,7 +45,7 @@ pub enum ProjectionError {
         #[source]
         source: StoreError,
     },
-    /// The policy is [`PoisonPolicy::Park`] but the engine has no dead-letter store.
+    /// The policy is [`PoisonPolicy::Park`](super::PoisonPolicy::Park) but the engine has no dead-letter store.
     #[error("projection `{0}` parks poison events, but the engine has no dead-letter store; add one with `ProjectionEngine::with_dead_letters`")]
     NoDeadLetterStore(String),
     /// The read model could not be reset for a rebuild.

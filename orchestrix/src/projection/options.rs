@@ -9,7 +9,7 @@ use crate::retry::RetryPolicy;
 /// retries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum PoisonPolicy {
-    /// Stop the projection with [`ProjectionError::Poison`]; its checkpoint
+    /// Stop the projection with [`ProjectionError::Poison`](super::ProjectionError::Poison); its checkpoint
     /// stays before the event, so a restart tries it again.
     #[default]
     Stop,
