@@ -245,11 +245,23 @@ async fn poison_events_are_parked_or_stop_the_worker() {
     };
     let mut parking = worker.spawn(Failing, options.clone());
     let status = parking.wait_for(|s| s.handled + s.parked >= 4).await;
-    parking.stop().await.unwrap();
-    assert_eq!(status.parked, 1);
+    // Version 2 fails; the stream's later events are parked behind it
+    // (ADR 0025), untried.
+    assert_eq!((status.handled, status.parked), (1, 3));
     let letters = orchestrix::DeadLetterStore::list(&dead, Some("parking")).await.unwrap();
-    assert_eq!(letters.len(), 1);
-    assert_eq!(letters[0].event.stream_version, 2);
+    let versions: Vec<(u64, u32)> = letters.iter().map(|l| (l.event.stream_version, l.attempts)).collect();
+    assert_eq!(versions, vec![(2, 1), (3, 0), (4, 0)]);
+    // A retry through the worker replays the stream in order and stops at
+    // the first failure: version 2 still fails, nothing is applied.
+    let outcome = parking.retry_dead_letter(letters[2].id).await.unwrap();
+    assert!(outcome.applied.is_empty() && outcome.failed.len() == 1 && outcome.still_parked == 3, "{outcome:?}");
+    // Dropping the first letter leaves the others parked; a retry applies them.
+    let dropped = parking.drop_dead_letter(letters[0].id).await.unwrap();
+    assert!(dropped.removed && dropped.still_parked == 2, "{dropped:?}");
+    let outcome = parking.retry_dead_letters().await.unwrap();
+    assert_eq!(outcome.applied, vec![letters[1].id, letters[2].id]);
+    parking.stop().await.unwrap();
+    assert!(orchestrix::DeadLetterStore::list(&dead, Some("parking")).await.unwrap().is_empty());
 
     let mut stopping =
         worker.spawn(Failing, WorkerOptions { name: Some("stopping".into()), poison: PoisonPolicy::Stop, ..options });

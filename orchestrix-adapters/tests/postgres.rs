@@ -57,7 +57,7 @@ async fn migrate_twice_is_harmless_and_script_matches() {
             .fetch_one(store.pool())
             .await
             .unwrap();
-    assert_eq!(applied, 5, "migrations 1 (initial), 2 (data_keys), 3 (tags), 4 (event_ids) and 5 (forgotten_subjects)");
+    assert_eq!(applied, 6, "migrations 1 (initial), 2 (data_keys), 3 (tags), 4 (event_ids), 5 (forgotten_subjects) and 6 (dead_letter_streams)");
     // The script applies cleanly on top of migrate() (it records the same versions).
     let script = orchestrix_adapters::postgres::migration_sql(store.config());
     sqlx::raw_sql(&script).execute(store.pool()).await.unwrap();
@@ -498,7 +498,7 @@ async fn spawned_transactional_projection_is_exactly_once_across_kills_and_races
     let filter = EventFilter::types(["E"]);
     let last_counted: Vec<_> = store.read_all(0, &filter).map(Result::unwrap).collect().await;
     let head = last_counted.last().unwrap().global_position;
-    let status = tokio::time::timeout(Duration::from_secs(30), last.wait_for_position(head)).await.unwrap();
+    let status = last.wait_for_position(head, Duration::from_secs(30)).await.unwrap();
     assert!(status.position >= head, "the runner stopped early: {status:?}");
     last.stop().await.unwrap();
     let (n, total, distinct) = counted(&store, &table).await;
@@ -536,7 +536,7 @@ async fn a_poison_event_is_parked_in_the_same_transaction_or_stops_the_runner() 
 
     let options = PgProjectionOptions::default().retry(quick).poison(PoisonPolicy::Park);
     let mut parking = store.spawn_projection(Counter { table: table.clone() }, options);
-    let status = parking.wait_for_position(tail[0].global_position).await;
+    let status = parking.wait_for_position(tail[0].global_position, Duration::from_secs(30)).await.unwrap();
     assert_eq!((status.handled, status.parked), (1, 1));
     parking.stop().await.unwrap();
     assert_eq!(counted(&store, &table).await, (3, 4, 3), "the poison event's own writes were rolled back");
@@ -557,14 +557,15 @@ async fn a_second_exclusive_runner_waits_and_takes_over() {
     let table = counter_table(&store).await;
     let first_events = store.append(&stream("a"), ExpectedVersion::NoStream, vec![event("E", "{}")]).await.unwrap();
     let mut first = store.spawn_projection(Counter { table: table.clone() }, PgProjectionOptions::default());
-    first.wait_for_position(first_events[0].global_position).await;
+    first.wait_for_position(first_events[0].global_position, Duration::from_secs(30)).await.unwrap();
     let mut standby = store.spawn_projection(Counter { table: table.clone() }, PgProjectionOptions::default());
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(standby.status().state, ProjectionState::CatchingUp, "the standby runs without the lease");
     assert_eq!(standby.status().handled, 0);
     first.stop().await.unwrap();
     let more = store.append(&stream("b"), ExpectedVersion::NoStream, vec![event("E", "{}")]).await.unwrap();
-    let status = tokio::time::timeout(Duration::from_secs(10), standby.wait_for_position(more[0].global_position))
+    let status = standby
+        .wait_for_position(more[0].global_position, Duration::from_secs(10))
         .await
         .expect("the standby took over");
     assert_eq!(status.handled, 1, "the standby resumed from the first runner's checkpoint");

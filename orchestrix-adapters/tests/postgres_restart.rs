@@ -169,9 +169,9 @@ async fn a_server_restart_is_survived_by_writers_and_projections() {
     let head = *log.last().unwrap();
 
     let wait = Duration::from_mins(1);
-    let reached = tokio::time::timeout(wait, at_least_once.wait_for_position(head)).await.unwrap();
+    let reached = at_least_once.wait_for_position(head, wait).await.unwrap();
     assert_eq!(reached.position, head, "the at-least-once projection did not resume: {reached:?}");
-    let reached = tokio::time::timeout(wait, exactly_once.wait_for_position(head)).await.unwrap();
+    let reached = exactly_once.wait_for_position(head, wait).await.unwrap();
     assert_eq!(reached.position, head, "the transactional projection did not resume: {reached:?}");
     at_least_once.stop().await.expect("the at-least-once projection survived");
     exactly_once.stop().await.expect("the transactional projection survived");

@@ -29,6 +29,9 @@ use crate::personal::DataKey;
 use crate::query::{AppendCondition, Query};
 use crate::stream::StreamId;
 
+mod dead_letter;
+
+pub use dead_letter::{DeadLetter, DeadLetterQuery, DeadLetterStore};
 mod forward;
 pub(crate) use forward::shared;
 
@@ -570,39 +573,6 @@ pub trait MessageBus: Send + Sync + Debug + 'static {
     /// Receives every message published after this call whose subject
     /// matches `pattern`.
     async fn subscribe(&self, pattern: &str) -> Result<MessageStream, StoreError>;
-}
-
-/// An event a consumer could not handle, parked so that it can go on.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct DeadLetter {
-    /// The dead letter's own id.
-    pub id: Uuid,
-    /// The projection, saga or consumer that failed.
-    pub consumer: String,
-    /// The event it failed on.
-    pub event: RecordedEvent,
-    /// The error, rendered with its sources.
-    pub error: String,
-    /// How many times handling was attempted.
-    pub attempts: u32,
-    /// When the event was parked.
-    pub parked_at: DateTime<Utc>,
-}
-
-/// Where events that failed their consumers are parked.
-#[async_trait]
-pub trait DeadLetterStore: Send + Sync + Debug + 'static {
-    /// Parks a dead letter (replacing one with the same id).
-    async fn park(&self, letter: DeadLetter) -> Result<(), StoreError>;
-
-    /// The dead letters of `consumer` (or of every consumer), oldest first.
-    async fn list(&self, consumer: Option<&str>) -> Result<Vec<DeadLetter>, StoreError>;
-
-    /// One dead letter.
-    async fn get(&self, id: Uuid) -> Result<Option<DeadLetter>, StoreError>;
-
-    /// Removes a dead letter; returns whether it existed.
-    async fn remove(&self, id: Uuid) -> Result<bool, StoreError>;
 }
 
 /// Whether `subject` matches a NATS-style `pattern` (`*` one token, a final

@@ -19,6 +19,9 @@ use orchestrix::{
 };
 use serde_json::value::RawValue;
 
+/// How long a test waits for a projection before it fails.
+const WAIT: Duration = Duration::from_secs(30);
+
 fn event(event_type: &str, amount: u64) -> NewEvent {
     NewEvent {
         id: orchestrix::Uuid::now_v7(),
@@ -138,10 +141,10 @@ async fn catches_up_then_follows_live_and_keeps_its_checkpoint() {
     append(&s.store, 99, vec![event("Ignored", 1_000)]).await;
     let projection = Balances::named("balances");
     let mut handle = s.engine.spawn(projection.clone(), ProjectionOptions::default());
-    assert_eq!(handle.wait_for_position(100).await.position, 100);
+    assert_eq!(handle.wait_for_position(100, WAIT).await.unwrap().position, 100);
     assert_eq!(projection.total(), 10 * 55);
     append(&s.store, 3, vec![event("Deposited", 7)]).await;
-    let status = handle.wait_for_position(102).await;
+    let status = handle.wait_for_position(102, WAIT).await.unwrap();
     assert_eq!((status.position, status.handled), (102, 101));
     assert_eq!(projection.total(), 10 * 55 + 7, "the filtered-out event was not delivered");
     handle.stop().await.unwrap();
@@ -151,7 +154,7 @@ async fn catches_up_then_follows_live_and_keeps_its_checkpoint() {
     append(&s.store, 4, vec![event("Deposited", 1)]).await;
     let restarted = Balances::named("balances");
     let mut handle = s.engine.spawn(restarted.clone(), ProjectionOptions::default());
-    handle.wait_for_position(103).await;
+    handle.wait_for_position(103, WAIT).await.unwrap();
     assert_eq!(restarted.deliveries.load(Ordering::Relaxed), 1);
     handle.stop().await.unwrap();
 }
@@ -178,7 +181,7 @@ async fn transient_failures_are_retried() {
     let projection =
         Balances { fail_on_amount: Some(13), failures_left: Arc::new(AtomicU64::new(2)), ..Balances::named("patient") };
     let mut handle = s.engine.spawn(projection.clone(), quick_retries());
-    assert_eq!(handle.wait_for_position(1).await.parked, 0);
+    assert_eq!(handle.wait_for_position(1, WAIT).await.unwrap().parked, 0);
     assert_eq!(projection.total(), 13);
     handle.stop().await.unwrap();
 }
@@ -191,7 +194,7 @@ async fn parked_events_can_be_listed_retried_and_dropped() {
     let projection = always_failing_on(13, "lenient");
     let options = quick_retries().poison(PoisonPolicy::Park);
     let mut handle = s.engine.spawn(projection.clone(), options);
-    let status = handle.wait_for_position(3).await;
+    let status = handle.wait_for_position(3, WAIT).await.unwrap();
     assert_eq!((status.handled, status.parked), (2, 1));
     assert_eq!(projection.total(), 16, "the projection went on past the poison event");
 
@@ -202,19 +205,26 @@ async fn parked_events_can_be_listed_retried_and_dropped() {
     assert_eq!(letters[0].attempts, 3);
 
     // Still failing: the letter stays, with one more attempt.
-    assert!(!handle.retry_dead_letter(letters[0].id).await.unwrap());
+    let outcome = handle.retry_dead_letter(letters[0].id).await.unwrap();
+    assert!(outcome.applied.is_empty() && !outcome.is_complete(), "{outcome:?}");
+    assert_eq!((outcome.failed.len(), outcome.failed[0].attempts, outcome.still_parked), (1, 4, 1));
     assert_eq!(s.dead_letters.get(letters[0].id).await.unwrap().unwrap().attempts, 4);
     // Fixed: the retry succeeds and removes the letter.
     projection.failures_left.store(0, Ordering::SeqCst);
-    assert!(handle.retry_dead_letter(letters[0].id).await.unwrap());
+    let outcome = handle.retry_dead_letter(letters[0].id).await.unwrap();
+    assert_eq!(outcome.applied, vec![letters[0].id]);
+    assert!(outcome.is_complete());
     assert_eq!(projection.total(), 29);
     assert!(s.dead_letters.list(Some("lenient")).await.unwrap().is_empty());
-    assert!(handle.retry_dead_letter(letters[0].id).await.is_err(), "an unknown id is an error");
+    assert!(
+        matches!(handle.retry_dead_letter(letters[0].id).await, Err(ProjectionError::UnknownDeadLetter { .. })),
+        "an unknown id is a typed error"
+    );
 
     // Dropping a dead letter is removing it from the store.
     projection.failures_left.store(u64::MAX, Ordering::SeqCst);
     append(&s.store, 3, vec![event("Deposited", 13)]).await;
-    handle.wait_for_position(4).await;
+    handle.wait_for_position(4, WAIT).await.unwrap();
     let letters = s.dead_letters.list(Some("lenient")).await.unwrap();
     assert_eq!(letters.len(), 1);
     assert!(s.dead_letters.remove(letters[0].id).await.unwrap());
@@ -262,7 +272,7 @@ async fn a_slow_projection_does_not_hold_back_a_fast_one() {
     let fast = Balances::named("fast");
     let slow_handle = s.engine.spawn(slow.clone(), ProjectionOptions::default());
     let mut fast_handle = s.engine.spawn(fast.clone(), ProjectionOptions::default());
-    fast_handle.wait_for_position(200).await;
+    fast_handle.wait_for_position(200, WAIT).await.unwrap();
     assert_eq!(fast.deliveries.load(Ordering::Relaxed), 200);
     assert!(slow.deliveries.load(Ordering::Relaxed) < 100, "the slow one is still far behind");
     fast_handle.stop().await.unwrap();
@@ -295,7 +305,7 @@ async fn crashes_at_random_points_leave_the_read_model_equal_to_a_replay() {
     }
     writer.await.unwrap();
     let mut handle = s.engine.spawn(projection.clone(), options);
-    handle.wait_for_position(10_000).await;
+    handle.wait_for_position(10_000, WAIT).await.unwrap();
     handle.stop().await.unwrap();
 
     let mut replay = Balances::named("replay");
@@ -451,7 +461,7 @@ async fn an_unavailable_store_is_waited_out_without_gaps_or_repeats() {
             outage.down.store(false, Ordering::SeqCst);
         }
     }
-    let status = handle.wait_for_position(written).await;
+    let status = handle.wait_for_position(written, WAIT).await.unwrap();
     assert_eq!(status.position, written, "the projection ended early: {:?}", status.state);
     handle.stop().await.expect("the projection survived the outages");
     assert!(outage.failures.load(Ordering::SeqCst) > 0, "the outage was never noticed");
@@ -552,7 +562,7 @@ async fn checkpoints_are_saved_every_so_many_events_even_where_positions_jump() 
     let options = ProjectionOptions::default().checkpoint_every(100);
 
     let mut handle = engine.spawn(Balances::named("sparse"), options);
-    handle.wait_for_position(head).await;
+    handle.wait_for_position(head, WAIT).await.unwrap();
     let projection = handle.stop().await.unwrap();
     assert_eq!(projection.total(), 1_000);
     assert_eq!(checkpoints.load("sparse").await.unwrap(), Some(head));
@@ -606,13 +616,13 @@ async fn a_slow_projection_saves_its_checkpoint_every_interval() {
         ProjectionOptions::default().checkpoint_every(1_000_000).checkpoint_interval(Duration::from_millis(40));
 
     let mut handle = engine.spawn(Slow::default(), options);
-    handle.wait_for_position(30).await;
+    handle.wait_for_position(30, WAIT).await.unwrap();
     // 30 events of 5 ms or more: at least 3 saves of 40 ms each by now.
     let saves = checkpoints.saves.load(Ordering::Relaxed);
     assert!(saves >= 3, "{saves} checkpoint saves in 150 ms of handling");
     let checkpoint = checkpoints.load("slow").await.unwrap().unwrap();
     assert!((1..60).contains(&checkpoint), "checkpoint at {checkpoint}, before the end");
-    handle.wait_for_position(60).await;
+    handle.wait_for_position(60, WAIT).await.unwrap();
     assert_eq!(handle.stop().await.unwrap().seen, 60);
     assert_eq!(checkpoints.load("slow").await.unwrap(), Some(60));
 }

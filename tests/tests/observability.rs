@@ -85,7 +85,7 @@ async fn one_trace_runs_from_the_request_to_the_read_model() {
 
     let balances = Balances::default();
     let mut handle = engine(&app).spawn(balances.clone(), ProjectionOptions::default());
-    handle.wait_for_position(outcome.events[0].global_position).await;
+    handle.wait_for_position(outcome.events[0].global_position, Duration::from_secs(30)).await.unwrap();
     handle.stop().await.unwrap();
     assert_eq!(balances.get(&id).unwrap().balance, 70);
 
@@ -141,7 +141,7 @@ async fn a_saga_continues_the_trace_of_the_event_that_started_it() {
     drop(request);
     let manager = SagaManager::new(app.clone(), TransferSaga);
     let mut handle = manager.spawn(&engine(&app), ProjectionOptions::default()).await.unwrap();
-    handle.wait_for_position(requested.events[0].global_position).await;
+    handle.wait_for_position(requested.events[0].global_position, Duration::from_secs(30)).await.unwrap();
     handle.stop().await.unwrap();
     assert_eq!(app.load::<Account>(&to).await.unwrap().state.balance, 30);
 
@@ -281,13 +281,13 @@ async fn the_prometheus_exposition_passes_promtool() {
     let engine = engine(&app);
     let balances = Balances::default();
     let mut running = engine.spawn(balances, ProjectionOptions::default());
-    running.wait_for_position(7).await;
+    running.wait_for_position(7, Duration::from_secs(30)).await.unwrap();
     running.stop().await.unwrap();
     let options = ProjectionOptions::default()
         .poison(PoisonPolicy::Park)
         .retry(orchestrix::RetryPolicy::fixed(1, Duration::from_millis(1)));
     let mut broken = engine.spawn(Broken, options);
-    broken.wait_for_position(7).await;
+    broken.wait_for_position(7, Duration::from_secs(30)).await.unwrap();
     broken.stop().await.unwrap();
 
     let text = handle.render();

@@ -549,7 +549,10 @@ async fn catch_up(server: &Server, options: &Options) -> Result<Row, BoxError> {
                     // A new projection each time: it starts from nothing.
                     let name = format!("catch-up-{}", run.fetch_add(1, Ordering::Relaxed));
                     let mut handle = engine.spawn(Counting::new(name), ProjectionOptions::default());
-                    handle.wait_for_position(head).await;
+                    handle
+                        .wait_for_position(head, std::time::Duration::from_secs(600))
+                        .await
+                        .expect("the projection catches up");
                     assert_eq!(handle.stop().await.expect("the projection ran").seen, n);
                 }
             }),

@@ -13,6 +13,7 @@ use std::collections::BTreeSet;
 use std::error::Error;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bank::{
     money, Account, AccountEvent, Balances, BankError, CloseAccount, Deposit, OpenAccount, RequestTransfer, Transfer,
@@ -80,6 +81,9 @@ async fn open_stores(args: &Args) -> Result<Stores> {
     Ok((store.clone(), store.clone(), store.clone(), store))
 }
 
+/// How long the demo waits for a projection before giving up.
+const WAIT: Duration = Duration::from_secs(30);
+
 #[tokio::main]
 async fn main() -> Result {
     let args = Args::parse();
@@ -128,7 +132,7 @@ async fn main() -> Result {
     for (to, name) in [(people.bob, "Bob"), (people.carol, "Carol (closed)")] {
         let requested = app.execute(Uuid::now_v7(), RequestTransfer { from: people.ada, to, amount: 1_000 }).await?;
         let trigger = &requested.events[0];
-        transfers_runner.wait_for_position(trigger.global_position).await;
+        transfers_runner.wait_for_position(trigger.global_position, WAIT).await?;
         let saga = transfers.status(trigger.id).await?.ok_or("the saga should have started")?;
         println!(
             "transfer of {} from Ada to {name}: {:?} (completed: [{}], compensated: [{}])",
@@ -143,8 +147,9 @@ async fn main() -> Result {
     println!("Bob empties and closes his account");
 
     // The projection answers queries without touching the aggregates.
-    let head = app.event_store().head_position().await?.unwrap_or(0);
-    balances_runner.wait_for_position(head).await;
+    // Everything appended so far, whatever its type (the last events may be
+    // of types the projection does not handle).
+    let head = balances_runner.wait_caught_up(WAIT).await?.position;
     println!("\nthe balance projection, at position {head}:");
     let rows = balances.all();
     for (id, row) in rows.iter().filter(|(id, _)| people.name_of(id).is_some()) {

@@ -3,7 +3,9 @@
 use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use orchestrix::store::{CheckpointStore, DeadLetter, DeadLetterStore, KeyValueStore, Snapshot, SnapshotStore};
+use orchestrix::store::{
+    CheckpointStore, DeadLetter, DeadLetterQuery, DeadLetterStore, KeyValueStore, Snapshot, SnapshotStore,
+};
 use orchestrix::{StoreError, StreamId};
 use serde_json::value::RawValue;
 use sqlx::Row;
@@ -163,6 +165,35 @@ impl DeadLetterStore for PgStore {
         let done = sqlx::query(&self.inner.sql.dl_remove).bind(id).execute(&self.inner.pool).await.map_err(map_err)?;
         Ok(done.rows_affected() > 0)
     }
+
+    async fn query(&self, query: &DeadLetterQuery) -> Result<Vec<DeadLetter>, StoreError> {
+        let rows = bind_query(&self.inner.sql.dl_query, query).fetch_all(&self.inner.pool).await.map_err(map_err)?;
+        rows.iter().map(letter_from_row).collect()
+    }
+
+    async fn count(&self, query: &DeadLetterQuery) -> Result<u64, StoreError> {
+        let row = bind_query(&self.inner.sql.dl_count, query).fetch_one(&self.inner.pool).await.map_err(map_err)?;
+        let count: i64 = row.try_get(0).map_err(map_err)?;
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+
+    async fn purge(&self, query: &DeadLetterQuery) -> Result<u64, StoreError> {
+        let done = bind_query(&self.inner.sql.dl_purge, query).execute(&self.inner.pool).await.map_err(map_err)?;
+        Ok(done.rows_affected())
+    }
+}
+
+/// `sql` (a dead-letter query's statement) with the query's conditions bound.
+fn bind_query<'q>(
+    sql: &'q str,
+    query: &DeadLetterQuery,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    sqlx::query(sql)
+        .bind(query.consumer.clone())
+        .bind(query.stream.as_ref().map(|stream| stream.category().to_owned()))
+        .bind(query.stream.as_ref().map(|stream| stream.id().to_owned()))
+        .bind(query.reason.as_ref().map(|reason| reason.replace('\0', "\u{fffd}")))
+        .bind(query.parked_before)
 }
 
 fn letter_from_row(row: &sqlx::postgres::PgRow) -> Result<DeadLetter, StoreError> {

@@ -19,9 +19,10 @@ pub(super) const MIGRATIONS: &[Migration] = &[
     Migration { version: 3, name: "tags", sql: super::dcb::tags },
     Migration { version: 4, name: "event_ids", sql: super::idempotency::event_ids },
     Migration { version: 5, name: "forgotten_subjects", sql: forgotten_subjects },
+    Migration { version: 6, name: "dead_letter_streams", sql: dead_letter_streams },
 ];
 
-/// The fourth migration: which data subjects were forgotten (no key
+/// The fifth migration: which data subjects were forgotten (no key
 /// material, just the id: their personal data is never sealed again until
 /// they are re-admitted), and which streams hold each subject's personal
 /// data, so that forgetting finds every snapshot and cached aggregate
@@ -40,6 +41,35 @@ CREATE TABLE "{s}".subject_streams (
     PRIMARY KEY (subject, category, aggregate_id)
 );
 "#
+    )
+}
+
+/// The sixth migration: dead letters found by consumer and stream (ADR
+/// 0025: a projection asks for a stream's letters before parking one of
+/// its events behind them, and a retry replays them). The stream is read
+/// from the stored event, so nothing is rewritten.
+fn dead_letter_streams(s: &str) -> String {
+    format!(
+        r#"
+CREATE INDEX dead_letters_stream ON "{s}".dead_letters (consumer, {DL_CATEGORY}, {DL_STREAM_ID});
+"#
+    )
+}
+
+/// A dead letter's stream category, from its stored event.
+const DL_CATEGORY: &str = "((event::jsonb -> 'stream') ->> 'category')";
+/// A dead letter's stream id within its category.
+const DL_STREAM_ID: &str = "((event::jsonb -> 'stream') ->> 'id')";
+
+/// The condition of a dead-letter query: `$1` consumer, `$2`/`$3` stream
+/// category and id, `$4` text in the error, `$5` parked before; each NULL
+/// when not asked.
+fn dead_letter_where() -> String {
+    format!(
+        "($1::text IS NULL OR consumer = $1) \
+         AND ($2::text IS NULL OR ({DL_CATEGORY} = $2 AND {DL_STREAM_ID} = $3::text)) \
+         AND ($4::text IS NULL OR strpos(error, $4) > 0) \
+         AND ($5::timestamptz IS NULL OR parked_at < $5)"
     )
 }
 
@@ -354,6 +384,14 @@ pub(super) struct Sql {
     pub(super) by_ids: String,
     /// The event whose id is `$1`.
     pub(super) by_id: String,
+    /// The letters of a dead-letter query ([`dead_letter_where`]).
+    pub(super) dl_query: String,
+    /// How many letters a dead-letter query selects.
+    pub(super) dl_count: String,
+    /// Removes the letters a dead-letter query selects.
+    pub(super) dl_purge: String,
+    /// Removes every letter of the consumer `$1`.
+    pub(super) dl_purge_consumer: String,
 }
 
 impl Sql {
@@ -440,6 +478,14 @@ impl Sql {
             dl_remove: format!("DELETE FROM \"{s}\".dead_letters WHERE id = $1"),
             by_ids: format!("SELECT {COLUMNS} FROM {events} WHERE event_id = ANY($1::uuid[])"),
             by_id: format!("SELECT {COLUMNS} FROM {events} WHERE event_id = $1"),
+            dl_query: format!(
+                "SELECT id, consumer, event, error, attempts, parked_at FROM \"{s}\".dead_letters WHERE {} \
+                 ORDER BY parked_at, seq",
+                dead_letter_where()
+            ),
+            dl_count: format!("SELECT count(*) FROM \"{s}\".dead_letters WHERE {}", dead_letter_where()),
+            dl_purge: format!("DELETE FROM \"{s}\".dead_letters WHERE {}", dead_letter_where()),
+            dl_purge_consumer: format!("DELETE FROM \"{s}\".dead_letters WHERE consumer = $1"),
         }
     }
 }

@@ -130,6 +130,22 @@ pub fn migration_sql(config: &SqliteConfig) -> String {
     schema(&config.prefix)
 }
 
+/// A dead letter's stream category, from its stored event (indexed with
+/// the consumer: ADR 0025 asks for a stream's letters often).
+const DL_CATEGORY: &str = "json_extract(event, '$.stream.category')";
+/// A dead letter's stream id within its category.
+const DL_STREAM_ID: &str = "json_extract(event, '$.stream.id')";
+
+/// The condition of a dead-letter query: `?1` consumer, `?2`/`?3` stream
+/// category and id, `?4` text in the error, `?5` parked before (µs); each
+/// NULL when not asked.
+fn dead_letter_where() -> String {
+    format!(
+        "(?1 IS NULL OR consumer = ?1) AND (?2 IS NULL OR ({DL_CATEGORY} = ?2 AND {DL_STREAM_ID} = ?3)) \
+         AND (?4 IS NULL OR instr(error, ?4) > 0) AND (?5 IS NULL OR parked_at < ?5)"
+    )
+}
+
 fn schema(p: &str) -> String {
     format!(
         r"CREATE TABLE IF NOT EXISTS {p}events (
@@ -173,6 +189,7 @@ CREATE TABLE IF NOT EXISTS {p}dead_letters (
     parked_at INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS {p}dead_letters_consumer ON {p}dead_letters (consumer, parked_at, seq);
+CREATE INDEX IF NOT EXISTS {p}dead_letters_stream ON {p}dead_letters (consumer, {DL_CATEGORY}, {DL_STREAM_ID});
 CREATE TABLE IF NOT EXISTS {p}data_keys (
     subject TEXT PRIMARY KEY,
     key_id TEXT NOT NULL,
@@ -258,6 +275,12 @@ struct Sql {
     dl_list: String,
     dl_get: String,
     dl_remove: String,
+    /// The letters of a dead-letter query ([`dead_letter_where`]).
+    dl_query: String,
+    /// How many letters it selects.
+    dl_count: String,
+    /// Removes the letters it selects.
+    dl_purge: String,
     /// The first position above `?1` of an event matching any item of the
     /// JSON array `?2` (a query's items, ADR 0023): of one of the item's
     /// `event_types` (any if empty) and carrying every one of its `tags`.
@@ -343,6 +366,13 @@ impl Sql {
             dl_remove: format!("DELETE FROM {p}dead_letters WHERE id = ?1"),
             by_ids: format!("SELECT {COLUMNS} FROM {p}events WHERE event_id IN (SELECT value FROM json_each(?1))"),
             by_id: format!("SELECT {COLUMNS} FROM {p}events WHERE event_id = ?1"),
+            dl_query: format!(
+                "SELECT id, consumer, event, error, attempts, parked_at FROM {p}dead_letters WHERE {} \
+                 ORDER BY parked_at, seq",
+                dead_letter_where()
+            ),
+            dl_count: format!("SELECT count(*) FROM {p}dead_letters WHERE {}", dead_letter_where()),
+            dl_purge: format!("DELETE FROM {p}dead_letters WHERE {}", dead_letter_where()),
             condition: format!(
                 "SELECT e.global_position FROM {p}events e WHERE e.global_position > ?1 AND EXISTS (\
                  SELECT 1 FROM json_each(?2) item WHERE \

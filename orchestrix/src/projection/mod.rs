@@ -9,17 +9,34 @@
 //! position or stream version applied per read-model row). Adapters whose
 //! read model lives in the same database as the checkpoint can do better
 //! (one transaction for both); see their documentation.
+//!
+//! The module is split along its jobs: the engine's task per projection
+//! ([`ProjectionEngine`]), [`delivery`] (retry, poison, parking in stream
+//! order: what every runner uses, the in-process engine, the PostgreSQL
+//! transactional runner and the NATS worker alike), [`dead_letters`]
+//! (retrying and dropping parked events in stream order), the handle
+//! ([`ProjectionHandle`]: status, waits with timeouts, stop, dead-letter
+//! requests) and the rebuild ([`ProjectionEngine::rebuild`]). ADR 0025
+//! has the semantics of the awkward cases.
 
-mod engine;
+pub mod dead_letters;
+pub mod delivery;
+mod error;
+mod handle;
+mod options;
+mod rebuild;
+mod runner;
 
 use std::borrow::Cow;
 
 use async_trait::async_trait;
 
-pub use engine::{
-    Poison, PoisonPolicy, Progress, ProjectionEngine, ProjectionError, ProjectionHandle, ProjectionOptions,
-    ProjectionState, ProjectionStatus, RunnerControl,
-};
+pub use dead_letters::{DropOutcome, FailedRetry, RetryOutcome};
+pub use error::{Poison, ProjectionError};
+pub use handle::{ProjectionHandle, ProjectionState, ProjectionStatus, RunnerControl};
+pub use options::{PoisonPolicy, ProjectionOptions};
+pub use rebuild::Progress;
+pub use runner::ProjectionEngine;
 
 use crate::envelope::RecordedEvent;
 use crate::error::BoxError;

@@ -108,7 +108,7 @@ async fn follow<S: Saga>(
         let wake = tokio::select! {
             _ = stop.changed() => Wake::Stop,
             _ = check.tick() => Wake::Check,
-            _ = runner.wait_for_position(position + 1) => Wake::Moved,
+            _ = runner.wait_for_position(position + 1, LEASE_CHECK) => Wake::Moved,
         };
         match wake {
             Wake::Stop => return Ended::Stop,

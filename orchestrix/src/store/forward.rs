@@ -25,10 +25,10 @@ use bytes::Bytes;
 use uuid::Uuid;
 
 use super::{
-    CheckpointStore, DeadLetter, DeadLetterStore, EventFilter, EventStore, EventStream, ExpectedVersion, KeyStore,
+    CheckpointStore, DeadLetter, DeadLetterQuery, DeadLetterStore, EventFilter, EventStore, EventStream, ExpectedVersion, KeyStore,
     KeyValueStore, Message, MessageBus, MessageStream, Snapshot, SnapshotStore, StreamAppend,
 };
-use crate::crypto::DataKey;
+use crate::personal::DataKey;
 use crate::envelope::{NewEvent, RecordedEvent};
 use crate::error::StoreError;
 use crate::query::{AppendCondition, Query};
@@ -139,6 +139,9 @@ forward!(DeadLetterStore {
     async fn list(&self, consumer: Option<&str>) -> Result<Vec<DeadLetter>, StoreError>;
     async fn get(&self, id: Uuid) -> Result<Option<DeadLetter>, StoreError>;
     async fn remove(&self, id: Uuid) -> Result<bool, StoreError>;
+    async fn query(&self, query: &DeadLetterQuery) -> Result<Vec<DeadLetter>, StoreError>;
+    async fn count(&self, query: &DeadLetterQuery) -> Result<u64, StoreError>;
+    async fn purge(&self, query: &DeadLetterQuery) -> Result<u64, StoreError>;
 });
 
 #[cfg(test)]

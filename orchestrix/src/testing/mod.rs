@@ -4,6 +4,7 @@
 //! `orchestrix = { version = "...", features = ["testing"] }`.
 
 pub mod conformance;
+pub mod delivery;
 mod fixture;
 mod projection_fixture;
 

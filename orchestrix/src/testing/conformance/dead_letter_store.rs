@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::support::{event_with, expect_eq, ok, unique_stream, within};
 use crate::envelope::{Metadata, RecordedEvent};
-use crate::store::{DeadLetter, DeadLetterStore};
+use crate::store::{DeadLetter, DeadLetterQuery, DeadLetterStore};
 
 /// A timestamp with whole microseconds, `offset` seconds from now.
 fn micros(offset_seconds: i64) -> DateTime<Utc> {
@@ -110,4 +110,55 @@ pub async fn list_by_consumer_oldest_first<D: DeadLetterStore>(store: D) {
     expect_eq(CHECK, "letters of projection-b", &list(CHECK, &store, Some("projection-b")).await, &ids(&[1]));
     expect_eq(CHECK, "letters of an unknown consumer", &list(CHECK, &store, Some("projection")).await, &Vec::new());
     expect_eq(CHECK, "every letter, oldest first", &list(CHECK, &store, None).await, &ids(&[1, 2, 0, 3, 4]));
+}
+
+/// `query`, `count` and `purge` select by consumer, stream, text in the
+/// error and age, in the order of `list`; a letter parked again keeps its
+/// place.
+pub async fn query_count_purge<D: DeadLetterStore>(store: D) {
+    const CHECK: &str = "dead_letter_store::query_count_purge";
+    let (a, b) = (unique_stream("Account"), unique_stream("Account"));
+    let with = |consumer: &str, stream: &crate::stream::StreamId, offset: i64, error: &str| {
+        let mut letter = letter(consumer, micros(offset));
+        letter.event.stream = stream.clone();
+        error.clone_into(&mut letter.error);
+        letter
+    };
+    let letters = [
+        with("projection", &a, -50, "timeout talking to the mail server"),
+        with("projection", &a, -40, "parked behind dead letter x"),
+        with("projection", &b, -30, "division by zero"),
+        with("saga", &a, -20, "timeout again"),
+        with("projection", &b, -10, "parked behind dead letter y"),
+    ];
+    for letter in &letters {
+        park(CHECK, &store, letter.clone()).await;
+    }
+    park(CHECK, &store, DeadLetter { attempts: 9, ..letters[0].clone() }).await;
+    let ids = |indexes: &[usize]| indexes.iter().map(|&i| letters[i].id).collect::<Vec<_>>();
+    let query = |q: DeadLetterQuery| {
+        let store = &store;
+        async move {
+            ok(CHECK, "query", within(CHECK, "query", store.query(&q)).await).iter().map(|l| l.id).collect::<Vec<_>>()
+        }
+    };
+    let mine = DeadLetterQuery::consumer("projection");
+    expect_eq(CHECK, "by consumer, the one parked again in its place", &query(mine.clone()).await, &ids(&[0, 1, 2, 4]));
+    expect_eq(CHECK, "by consumer and stream", &query(mine.clone().stream(a.clone())).await, &ids(&[0, 1]));
+    expect_eq(CHECK, "by stream", &query(DeadLetterQuery::all().stream(a.clone())).await, &ids(&[0, 1, 3]));
+    expect_eq(CHECK, "by reason", &query(DeadLetterQuery::all().reason("timeout")).await, &ids(&[0, 3]));
+    expect_eq(CHECK, "by age", &query(DeadLetterQuery::all().parked_before(micros(-35))).await, &ids(&[0, 1]));
+    let count = |q: DeadLetterQuery| {
+        let store = &store;
+        async move { ok(CHECK, "count", within(CHECK, "count", store.count(&q)).await) }
+    };
+    expect_eq(CHECK, "count by consumer and reason", &count(mine.clone().reason("parked behind")).await, &2);
+    expect_eq(CHECK, "count of an unknown consumer", &count(DeadLetterQuery::consumer("nobody")).await, &0);
+    let purged =
+        ok(CHECK, "purge", within(CHECK, "purge", store.purge(&mine.clone().parked_before(micros(-35)))).await);
+    expect_eq(CHECK, "letters purged", &purged, &2);
+    expect_eq(CHECK, "letters left after the purge", &list(CHECK, &store, None).await, &ids(&[2, 3, 4]));
+    let purged = ok(CHECK, "purge", within(CHECK, "purge", store.purge(&DeadLetterQuery::all().stream(b))).await);
+    expect_eq(CHECK, "letters purged by stream", &purged, &2);
+    expect_eq(CHECK, "letters left", &list(CHECK, &store, None).await, &ids(&[3]));
 }

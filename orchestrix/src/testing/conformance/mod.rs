@@ -49,7 +49,7 @@
 //! - Concurrency checks spawn tokio tasks: run them on a multi-threaded
 //!   runtime to exercise real parallelism.
 
-mod support;
+pub(crate) mod support;
 
 pub mod checkpoint_store;
 pub mod consistency_by_query;
@@ -192,6 +192,7 @@ macro_rules! __orchestrix_conformance_checks {
         $crate::__orchestrix_conformance_expand! { dead_letter_store [
             park_get_remove,
             list_by_consumer_oldest_first,
+            query_count_purge,
         ] $($then)* }
     };
     ($other:ident $($then:tt)*) => {

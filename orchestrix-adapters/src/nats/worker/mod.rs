@@ -2,20 +2,17 @@
 //! partition, shared among workers through leases.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
-use async_nats::jetstream::context::ConsumerInfoErrorKind;
-use async_nats::jetstream::{self, AckKind, ErrorCode};
-use chrono::Utc;
-use futures_util::StreamExt;
-use orchestrix::projection::{Poison, PoisonPolicy, Projection, ProjectionError};
-use orchestrix::store::DeadLetter;
+use async_nats::jetstream::{self, AckKind};
+use async_trait::async_trait;
+use orchestrix::projection::delivery::{Delivered, Delivery, DeliveryError, Failure, Target};
+use orchestrix::projection::{PoisonPolicy, Projection, ProjectionError, RetryOutcome};
+use orchestrix::store::DeadLetterQuery;
 use orchestrix::trace::{self, TraceHeaders};
-use orchestrix::{DeadLetterStore, EventFilter, RecordedEvent, RetryPolicy, StoreError};
+use orchestrix::{DeadLetterStore, EventFilter, RecordedEvent, RetryPolicy, StoreError, StreamId};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
@@ -24,6 +21,13 @@ use uuid::Uuid;
 use super::cloudevent::decode;
 use super::lease::{Lease, Leases};
 use super::{render, EventStreamConfig, NatsError, Subjects};
+
+mod handle;
+mod pulling;
+
+use handle::Request;
+pub use handle::WorkerHandle;
+use pulling::{fetch, reset_consumer};
 
 /// How a [`ProjectionWorker`] runs a projection.
 #[derive(Debug, Clone, PartialEq)]
@@ -115,7 +119,7 @@ pub struct ProjectionWorker {
     dead_letters: Option<Arc<dyn DeadLetterStore>>,
 }
 
-struct Delivery {
+struct Pulled {
     partition: u32,
     generation: u64,
     message: jetstream::Message,
@@ -154,11 +158,13 @@ impl ProjectionWorker {
     pub fn spawn<P: Projection>(&self, projection: P, options: WorkerOptions) -> WorkerHandle<P> {
         let (status_tx, status) = watch::channel(WorkerStatus::default());
         let (stop, stop_rx) = watch::channel(false);
+        let (requests, requests_rx) = mpsc::channel(16);
         let worker = self.clone();
         let name = options.name.clone().unwrap_or_else(|| projection.name().into_owned());
         let span = tracing::info_span!("orchestrix.worker", projection = %name, stream = %self.stream.name());
         let task = tokio::spawn(
             async move {
+                let delivery = Delivery::new(name.clone(), options.retry, options.poison, worker.dead_letters.clone());
                 let mut run = Run {
                     worker,
                     filter: projection.filter(),
@@ -169,8 +175,9 @@ impl ProjectionWorker {
                     held: BTreeMap::new(),
                     generation: 0,
                     member: None,
+                    delivery,
                 };
-                let result = run.run(stop_rx).await;
+                let result = run.run(stop_rx, requests_rx).await;
                 run.release_all().await;
                 match result {
                     Ok(()) => Ok(run.projection),
@@ -182,7 +189,7 @@ impl ProjectionWorker {
             }
             .instrument(span),
         );
-        WorkerHandle { status, stop, task, _projection: PhantomData }
+        WorkerHandle { status, stop, requests, task, _projection: PhantomData }
     }
 }
 
@@ -197,10 +204,36 @@ struct Run<P> {
     generation: u64,
     /// This worker's membership slot and its lease (with `balance`).
     member: Option<(usize, Box<dyn Lease>)>,
+    /// Retries, poison, parking in stream order: the core's delivery.
+    delivery: Delivery,
+}
+
+/// The worker's [`Target`]: a plain call of the projection's handler (the
+/// ack follows the delivery).
+struct Apply<'a, P>(&'a mut P);
+
+#[async_trait]
+impl<P: Projection> Target for Apply<'_, P> {
+    type Interrupt = std::convert::Infallible;
+
+    async fn apply(&mut self, event: &RecordedEvent) -> Result<(), Failure<Self::Interrupt>> {
+        self.0.handle(event).await.map_err(Failure::Handler)
+    }
+}
+
+fn never(error: DeliveryError<std::convert::Infallible>) -> ProjectionError {
+    match error {
+        DeliveryError::Projection(error) => error,
+        DeliveryError::Interrupted(never) => match never {},
+    }
 }
 
 impl<P: Projection> Run<P> {
-    async fn run(&mut self, mut stop: watch::Receiver<bool>) -> Result<(), NatsError> {
+    async fn run(
+        &mut self,
+        mut stop: watch::Receiver<bool>,
+        mut requests: mpsc::Receiver<Request>,
+    ) -> Result<(), NatsError> {
         if self.name.is_empty() || !self.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
             return Err(NatsError::Store(StoreError::InvalidInput(format!(
                 "worker name `{}` must be ASCII letters, digits, `-` and `_`; set `WorkerOptions::name`",
@@ -224,7 +257,7 @@ impl<P: Projection> Run<P> {
             Some(list) => list.iter().copied().filter(|p| *p < self.worker.subjects.partitions()).collect(),
             None => (0..self.worker.subjects.partitions()).collect(),
         };
-        let (tx, mut rx) = mpsc::channel::<Delivery>(self.options.batch.max(1) * 2);
+        let (tx, mut rx) = mpsc::channel::<Pulled>(self.options.batch.max(1) * 2);
         let mut tick = tokio::time::interval(self.options.lease_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -232,6 +265,7 @@ impl<P: Projection> Run<P> {
                 biased;
                 _ = stop.changed() => return Ok(()),
                 _ = tick.tick() => self.tend(&stream, &partitions, &tx).await,
+                Some(request) = requests.recv() => self.serve(request).await,
                 Some(delivery) = rx.recv() => {
                     let current = self.held.get(&delivery.partition).map(|h| h.generation);
                     if current == Some(delivery.generation) {
@@ -280,7 +314,7 @@ impl<P: Projection> Run<P> {
 
     /// Checks the held leases, gives up partitions above a fair share and
     /// claims free ones up to it.
-    async fn tend(&mut self, stream: &jetstream::stream::Stream, partitions: &[u32], tx: &mpsc::Sender<Delivery>) {
+    async fn tend(&mut self, stream: &jetstream::stream::Stream, partitions: &[u32], tx: &mpsc::Sender<Pulled>) {
         let workers = if self.options.balance { self.live_workers(partitions.len().max(1)).await } else { 1 };
         let share = partitions.len().div_ceil(workers);
         // Above the share: the highest partitions go back. Their messages
@@ -316,6 +350,13 @@ impl<P: Projection> Run<P> {
             let filter = self.worker.subjects.partition_filter(partition);
             match reset_consumer(stream, &consumer_name, filter, &self.options).await {
                 Ok(consumer) => {
+                    // Streams parked by the partition's previous holder
+                    // stay parked: the state is read from the store.
+                    if let Err(error) = self.delivery.load_parked().await {
+                        tracing::warn!(partition, %error, "cannot read the parked streams; not taking the partition");
+                        let _ = lease.release().await;
+                        continue;
+                    }
                     self.generation += 1;
                     let generation = self.generation;
                     tracing::info!(partition, consumer = %consumer_name, "took the partition");
@@ -354,8 +395,8 @@ impl<P: Projection> Run<P> {
         self.status.send_modify(|s| s.partitions.clear());
     }
 
-    async fn deliver(&mut self, delivery: Delivery) -> Result<(), NatsError> {
-        let Delivery { partition, message, .. } = delivery;
+    async fn deliver(&mut self, delivery: Pulled) -> Result<(), NatsError> {
+        let Pulled { partition, message, .. } = delivery;
         let (sequence, delivered) = message.info().map_or((0, 0), |info| (info.stream_sequence, info.delivered));
         let headers: BTreeMap<String, String> = message
             .headers
@@ -398,63 +439,87 @@ impl<P: Projection> Run<P> {
             otel.status_code = tracing::field::Empty,
         );
         set_parent(&span, &headers, &event);
-        let mut attempt = 1;
-        let error = loop {
-            match self.projection.handle(&event).instrument(span.clone()).await {
-                Ok(()) => {
-                    ack(&message, AckKind::Ack).await;
-                    self.status.send_modify(|s| s.handled += 1);
-                    return Ok(());
-                }
-                Err(error) => match self.options.retry.delay_after(attempt) {
-                    Some(delay) => {
-                        tracing::debug!(parent: &span, attempt, error = %render(&*error), "handler failed; retrying");
-                        tokio::time::sleep(delay).await;
-                        attempt += 1;
-                    }
-                    None => break error,
-                },
-            }
-        };
-        let rendered = render(&*error);
-        span.record("attempts", attempt);
-        span.record("error", rendered.as_str());
-        span.record("otel.status_code", "ERROR");
-        tracing::warn!(parent: &span, error = %rendered, "poison event");
-        match self.options.poison {
-            PoisonPolicy::Park => {
-                let store = self
-                    .worker
-                    .dead_letters
-                    .as_ref()
-                    .ok_or_else(|| ProjectionError::NoDeadLetterStore(self.name.clone()))?;
-                store
-                    .park(DeadLetter {
-                        id: Uuid::now_v7(),
-                        consumer: self.name.clone(),
-                        event,
-                        error: rendered,
-                        attempts: attempt,
-                        parked_at: Utc::now(),
-                    })
-                    .await?;
-                ack(&message, AckKind::Ack).await;
-                self.status.send_modify(|s| s.parked += 1);
-                Ok(())
-            }
-            // Left unacknowledged: the next holder of the partition
-            // starts again at this event.
-            PoisonPolicy::Stop => Err(ProjectionError::Poison(Box::new(Poison {
-                projection: self.name.clone(),
-                position: event.global_position,
-                stream: event.stream.clone(),
-                stream_version: event.stream_version,
-                event_type: event.event_type.clone(),
-                error: rendered,
-                attempts: attempt,
-            }))
-            .into()),
+        // Poison under `Stop` leaves the message unacknowledged: the next
+        // holder of the partition starts again at this event.
+        let delivered = self.delivery.deliver(&mut Apply(&mut self.projection), &event, &span).await.map_err(never)?;
+        ack(&message, AckKind::Ack).await;
+        self.status.send_modify(|s| match delivered {
+            Delivered::Handled => s.handled += 1,
+            _ => s.parked += 1,
+        });
+        Ok(())
+    }
+
+    /// Whether this worker holds the partition of `stream`.
+    fn holds(&self, stream: &StreamId) -> bool {
+        self.held.contains_key(&self.worker.subjects.partition(stream))
+    }
+
+    fn not_held(&self) -> ProjectionError {
+        ProjectionError::Unsupported {
+            projection: self.name.clone(),
+            operation: "retrying a stream whose partition this worker does not hold (ask the worker that holds it)",
         }
+    }
+
+    /// Serves a dead-letter request between two deliveries. A stream is
+    /// retried only by the worker that holds its partition, so that its
+    /// events are never applied by two workers at once.
+    async fn serve(&mut self, request: Request) {
+        match request {
+            Request::Retry(id, reply) => {
+                let _ = reply.send(self.retry(id).await);
+            }
+            Request::RetryAll(reply) => {
+                let _ = reply.send(self.retry_all().await);
+            }
+            Request::Drop(id, reply) => {
+                let _ = reply.send(self.delivery.drop_letter(id).await);
+            }
+        }
+    }
+
+    async fn retry(&mut self, id: Uuid) -> Result<RetryOutcome, ProjectionError> {
+        let store = self
+            .delivery
+            .dead_letters()
+            .cloned()
+            .ok_or_else(|| ProjectionError::NoDeadLetterStore(self.name.clone()))?;
+        let letter =
+            store.get(id).await.map_err(|source| ProjectionError::Store { projection: self.name.clone(), source })?;
+        if let Some(letter) = letter.filter(|letter| letter.consumer == self.name) {
+            if !self.holds(&letter.event.stream) {
+                return Err(self.not_held());
+            }
+        }
+        self.delivery.retry(&mut Apply(&mut self.projection), id).await.map_err(never)
+    }
+
+    /// Retries every parked stream of the partitions this worker holds.
+    async fn retry_all(&mut self) -> Result<RetryOutcome, ProjectionError> {
+        let store = self
+            .delivery
+            .dead_letters()
+            .cloned()
+            .ok_or_else(|| ProjectionError::NoDeadLetterStore(self.name.clone()))?;
+        let letters = store
+            .query(&DeadLetterQuery::consumer(self.name.clone()))
+            .await
+            .map_err(|source| ProjectionError::Store { projection: self.name.clone(), source })?;
+        let mut heads: Vec<(StreamId, Uuid)> = Vec::new();
+        for letter in letters {
+            if self.holds(&letter.event.stream) && !heads.iter().any(|(stream, _)| *stream == letter.event.stream) {
+                heads.push((letter.event.stream.clone(), letter.id));
+            }
+        }
+        let mut outcome = RetryOutcome::default();
+        for (_, id) in heads {
+            let one = self.delivery.retry(&mut Apply(&mut self.projection), id).await.map_err(never)?;
+            outcome.applied.extend(one.applied);
+            outcome.failed.extend(one.failed);
+            outcome.still_parked += one.still_parked;
+        }
+        Ok(outcome)
     }
 }
 
@@ -478,127 +543,5 @@ async fn ack(message: &jetstream::Message, kind: AckKind) {
     // A lost ack means a redelivery, which handlers absorb.
     if let Err(error) = message.ack_with(kind).await {
         tracing::debug!(%error, "ack failed; the message will come again");
-    }
-}
-
-/// (Re)creates the durable consumer of a partition, starting after its
-/// acknowledged floor: whatever a previous holder had in flight comes
-/// again, in order, before anything newer.
-async fn reset_consumer(
-    stream: &jetstream::stream::Stream,
-    name: &str,
-    filter: String,
-    options: &WorkerOptions,
-) -> Result<jetstream::consumer::Consumer<pull::Config>, NatsError> {
-    let error = |source: async_nats::Error| NatsError::Consumer { consumer: name.to_owned(), source };
-    let floor = match stream.consumer_info(name).await {
-        Ok(info) => Some(info.ack_floor.stream_sequence),
-        Err(e) => match e.kind() {
-            ConsumerInfoErrorKind::NotFound => None,
-            ConsumerInfoErrorKind::JetStream(j) if j.error_code() == ErrorCode::CONSUMER_NOT_FOUND => None,
-            _ => return Err(error(Box::new(e))),
-        },
-    };
-    if floor.is_some() {
-        stream.delete_consumer(name).await.map_err(|e| error(Box::new(e)))?;
-    }
-    let deliver_policy = match floor {
-        Some(floor) if floor > 0 => DeliverPolicy::ByStartSequence { start_sequence: floor + 1 },
-        _ => DeliverPolicy::All,
-    };
-    let batch = i64::try_from(options.batch.max(1)).unwrap_or(i64::MAX);
-    stream
-        .create_consumer(pull::Config {
-            durable_name: Some(name.to_owned()),
-            filter_subject: filter,
-            ack_policy: AckPolicy::Explicit,
-            ack_wait: options.ack_wait,
-            max_ack_pending: batch.saturating_mul(4),
-            deliver_policy,
-            ..pull::Config::default()
-        })
-        .await
-        .map_err(|e| error(Box::new(e)))
-}
-
-/// Pulls a partition's messages into the worker's queue, in order,
-/// reconnecting after errors, until aborted.
-async fn fetch(
-    consumer: jetstream::consumer::Consumer<pull::Config>,
-    tx: mpsc::Sender<Delivery>,
-    partition: u32,
-    generation: u64,
-    batch: usize,
-) {
-    loop {
-        match consumer
-            .stream()
-            .max_messages_per_batch(batch.max(1))
-            .heartbeat(Duration::from_secs(5))
-            .expires(Duration::from_secs(30))
-            .messages()
-            .await
-        {
-            Ok(mut messages) => {
-                while let Some(next) = messages.next().await {
-                    match next {
-                        Ok(message) => {
-                            if tx.send(Delivery { partition, generation, message }).await.is_err() {
-                                return;
-                            }
-                        }
-                        Err(error) => {
-                            tracing::debug!(partition, %error, "pull interrupted; pulling again");
-                            break;
-                        }
-                    }
-                }
-            }
-            Err(error) => tracing::debug!(partition, %error, "cannot pull; trying again"),
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-/// Controls a projection running in a [`ProjectionWorker`].
-pub struct WorkerHandle<P> {
-    status: watch::Receiver<WorkerStatus>,
-    stop: watch::Sender<bool>,
-    task: JoinHandle<Result<P, NatsError>>,
-    _projection: PhantomData<fn() -> P>,
-}
-
-impl<P> fmt::Debug for WorkerHandle<P> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("WorkerHandle").field("status", &*self.status.borrow()).finish_non_exhaustive()
-    }
-}
-
-impl<P> WorkerHandle<P> {
-    /// The worker's progress.
-    pub fn status(&self) -> WorkerStatus {
-        self.status.borrow().clone()
-    }
-
-    /// Waits until `done` holds for the status, or the worker ended.
-    pub async fn wait_for(&mut self, mut done: impl FnMut(&WorkerStatus) -> bool) -> WorkerStatus {
-        let _ = self.status.wait_for(|s| done(s) || s.failed.is_some()).await;
-        self.status()
-    }
-
-    /// Stops after the event in hand, gives up the partitions, and
-    /// returns the projection.
-    pub async fn stop(self) -> Result<P, NatsError> {
-        let _ = self.stop.send(true);
-        match self.task.await {
-            Ok(result) => result,
-            Err(error) => Err(NatsError::Ended("worker", error.to_string())),
-        }
-    }
-
-    /// Kills the task at once, as a crash would. Its leases go when their
-    /// connections drop.
-    pub fn abort(self) {
-        self.task.abort();
     }
 }
