@@ -23,7 +23,7 @@ use orchestrix::memory::{InMemoryCheckpointStore, InMemoryDeadLetterStore, InMem
 use orchestrix::projection::{
     DropOutcome, PoisonPolicy, Projection, ProjectionError, ProjectionState, ProjectionStatus, RetryOutcome,
 };
-use orchestrix::testing::delivery::{self, Faults, Harness, Running};
+use orchestrix::testing::delivery::{self, Capabilities, Faults, Harness, Running};
 use orchestrix::{DeadLetterStore, EventFilter, EventStore, RecordedEvent, RetryPolicy, StreamId, Uuid};
 use orchestrix_adapters::nats::{
     ProjectionWorker, Relay, RelayHandle, RelayOptions, SoleWorker, Subjects, WorkerHandle, WorkerOptions,
@@ -145,7 +145,10 @@ impl Running for WorkerRunning {
         let status = match tokio::time::timeout(WAIT, self.handle.wait_for(reached)).await {
             Ok(status) => status,
             Err(_) => {
-                let at = self.handle.status().positions.values().copied().min().unwrap_or(0);
+                // The least position among the partitions still behind.
+                let positions = self.handle.status().positions;
+                let behind = targets.iter().filter(|(p, target)| positions.get(p).is_none_or(|at| at < target));
+                let at = behind.map(|(p, _)| positions.get(p).copied().unwrap_or(0)).min().unwrap_or(head);
                 return Err(self.timeout(head, at));
             }
         };
@@ -182,6 +185,19 @@ impl Harness for Nats {
 
     fn dead_letters(&self) -> Arc<dyn DeadLetterStore> {
         Arc::new(self.dead_letters.clone())
+    }
+
+    /// No rebuild: ADR 0025 (rebuild the read model from the store with
+    /// the engine, then let the worker go on).
+    fn capabilities(&self) -> Capabilities {
+        Capabilities { rebuild: false }
+    }
+
+    async fn rebuild(&self, name: &str, _: Faults) -> Result<u64, ProjectionError> {
+        Err(ProjectionError::Unsupported {
+            projection: name.to_owned(),
+            operation: "rebuilding (a NATS worker has no rebuild, ADR 0025)",
+        })
     }
 
     async fn start(&self, name: &str, faults: Faults) -> Box<dyn Running> {
