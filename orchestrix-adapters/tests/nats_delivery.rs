@@ -142,15 +142,12 @@ impl Running for WorkerRunning {
         let reached = |status: &orchestrix_adapters::nats::WorkerStatus| {
             targets.iter().all(|(partition, target)| status.positions.get(partition).is_some_and(|at| at >= target))
         };
-        let status = match tokio::time::timeout(WAIT, self.handle.wait_for(reached)).await {
-            Ok(status) => status,
-            Err(_) => {
-                // The least position among the partitions still behind.
-                let positions = self.handle.status().positions;
-                let behind = targets.iter().filter(|(p, target)| positions.get(p).is_none_or(|at| at < target));
-                let at = behind.map(|(p, _)| positions.get(p).copied().unwrap_or(0)).min().unwrap_or(head);
-                return Err(self.timeout(head, at));
-            }
+        let Ok(status) = tokio::time::timeout(WAIT, self.handle.wait_for(reached)).await else {
+            // The least position among the partitions still behind.
+            let positions = self.handle.status().positions;
+            let behind = targets.iter().filter(|(p, target)| positions.get(p).is_none_or(|at| at < target));
+            let at = behind.map(|(p, _)| positions.get(p).copied().unwrap_or(0)).min().unwrap_or(head);
+            return Err(self.timeout(head, at));
         };
         if let Some(failed) = status.failed {
             return Err(ProjectionError::Ended(self.name.clone(), failed));

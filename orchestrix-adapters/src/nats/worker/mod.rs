@@ -91,16 +91,17 @@ pub struct WorkerStatus {
     /// Events parked as poison.
     pub parked: u64,
     /// Per held partition, the global position of the last event this
-    /// worker finished there (handled, parked or skipped, and acked), or
-    /// on taking the partition the position of its acknowledged floor.
-    /// A partition's events are finished in order, so every event of
-    /// partition `p` at or before `positions[p]` is finished: once the
-    /// relay has published up to a position, waiting until each
-    /// partition's entry reaches its last event up to there waits until
-    /// the worker has passed it (what the engine's `wait_caught_up` does
-    /// for one log). A partition appears once it has a position (a new
-    /// consumer's partition: after its first event) and goes when it is
-    /// left. A message that is not an event has none.
+    /// worker finished there (handled, parked or skipped, and its ack
+    /// sent), or, on taking the partition, the position of the event at
+    /// its acknowledged floor. A partition's events are finished in
+    /// order, so every event of partition `p` at or before
+    /// `positions[p]` is finished: once the relay has published up to a
+    /// position, waiting until each partition's entry reaches its last
+    /// event up to there waits until the worker has passed it (what the
+    /// engine's `wait_caught_up` does for one log). A partition appears
+    /// once it has a position (a new consumer's partition, or one whose
+    /// floor message retention removed: after its next event) and goes
+    /// when it is left. A message that is not an event has no position.
     pub positions: BTreeMap<u32, u64>,
     /// Why the worker stopped, if it failed.
     pub failed: Option<String>,
