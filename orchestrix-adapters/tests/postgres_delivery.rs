@@ -12,7 +12,7 @@ use orchestrix::error::BoxError;
 use orchestrix::projection::{
     DropOutcome, PoisonPolicy, ProjectionError, ProjectionHandle, ProjectionStatus, RetryOutcome,
 };
-use orchestrix::testing::delivery::{self, Faults, Harness, Running};
+use orchestrix::testing::delivery::{self, Capabilities, Faults, Harness, Running};
 use orchestrix::{
     DeadLetterStore, EventFilter, EventStore, ExpectedVersion, RecordedEvent, RetryPolicy, StreamId, Uuid,
 };
@@ -117,8 +117,17 @@ impl Harness for Pg {
         Arc::new(self.store.clone())
     }
 
+    fn capabilities(&self) -> Capabilities {
+        Capabilities { rebuild: true }
+    }
+
     async fn start(&self, name: &str, faults: Faults) -> Box<dyn Running> {
         Box::new(PgRunning(self.store.spawn_projection(self.projection(name, faults), options())))
+    }
+
+    async fn rebuild(&self, name: &str, faults: Faults) -> Result<u64, ProjectionError> {
+        let (_, done) = self.store.rebuild_projection(self.projection(name, faults), options(), |_| {}).await?;
+        Ok(done.position)
     }
 
     async fn journal(&self, name: &str) -> Vec<(StreamId, u64)> {

@@ -13,7 +13,7 @@ use orchestrix::projection::{
     DropOutcome, PoisonPolicy, Projection, ProjectionEngine, ProjectionError, ProjectionHandle, ProjectionOptions,
     ProjectionStatus, RetryOutcome,
 };
-use orchestrix::testing::delivery::{self, Faults, Harness, Running};
+use orchestrix::testing::delivery::{self, Capabilities, Faults, Harness, Running};
 use orchestrix::{DeadLetterStore, EventFilter, EventStore, RecordedEvent, RetryPolicy, StreamId, Uuid};
 
 type Journal = Arc<Mutex<Vec<(StreamId, u64)>>>;
@@ -39,6 +39,11 @@ impl Projection for Scenario {
         self.journal.lock().unwrap().push((event.stream.clone(), event.stream_version));
         Ok(())
     }
+
+    async fn reset(&mut self) -> Result<(), BoxError> {
+        self.journal.lock().unwrap().clear();
+        Ok(())
+    }
 }
 
 struct InProcess {
@@ -60,6 +65,13 @@ impl InProcess {
     fn journal_of(&self, name: &str) -> Journal {
         Arc::clone(self.journals.lock().unwrap().entry(name.to_owned()).or_default())
     }
+}
+
+fn options() -> ProjectionOptions {
+    ProjectionOptions::default()
+        .poison(PoisonPolicy::Park)
+        .retry(RetryPolicy::fixed(1, Duration::from_millis(1)))
+        .checkpoint_every(1)
 }
 
 struct EngineRunning(ProjectionHandle<Scenario>);
@@ -93,13 +105,18 @@ impl Harness for InProcess {
         Arc::new(self.dead_letters.clone())
     }
 
+    fn capabilities(&self) -> Capabilities {
+        Capabilities { rebuild: true }
+    }
+
     async fn start(&self, name: &str, faults: Faults) -> Box<dyn Running> {
         let projection = Scenario { name: name.to_owned(), faults, journal: self.journal_of(name) };
-        let options = ProjectionOptions::default()
-            .poison(PoisonPolicy::Park)
-            .retry(RetryPolicy::fixed(1, Duration::from_millis(1)))
-            .checkpoint_every(1);
-        Box::new(EngineRunning(self.engine.spawn(projection, options)))
+        Box::new(EngineRunning(self.engine.spawn(projection, options())))
+    }
+
+    async fn rebuild(&self, name: &str, faults: Faults) -> Result<u64, ProjectionError> {
+        let mut projection = Scenario { name: name.to_owned(), faults, journal: self.journal_of(name) };
+        Ok(self.engine.rebuild(&mut projection, options(), |_| {}).await?.position)
     }
 
     async fn journal(&self, name: &str) -> Vec<(StreamId, u64)> {

@@ -12,6 +12,12 @@
 //! The projection handles events of type [`HANDLED`] (and not
 //! [`IGNORED`]), parks poison after one attempt, and fails an event while
 //! its (stream, version) is in the [`Faults`].
+//!
+//! What a runner cannot do it declares in its [`Capabilities`]: a scenario
+//! needing it then checks that the runner refuses the operation with
+//! [`ProjectionError::Unsupported`] and says so on stderr, instead of
+//! being left out unseen. The only one so far is the rebuild, which a
+//! NATS worker does not offer (ADR 0025).
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -65,9 +71,22 @@ impl Faults {
     }
 }
 
+/// What a runner offers beyond the semantics every runner shares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capabilities {
+    /// Whether [`Harness::rebuild`] rebuilds (the engine and the
+    /// PostgreSQL runner) or refuses with [`ProjectionError::Unsupported`]
+    /// (the NATS worker: its durable consumers read a JetStream stream
+    /// whose retention need not reach back to the first event; ADR 0025).
+    pub rebuild: bool,
+}
+
 /// A runner under test.
 #[async_trait]
 pub trait Harness: Send + Sync {
+    /// What the runner offers; see [`Capabilities`].
+    fn capabilities(&self) -> Capabilities;
+
     /// The log the runner reads.
     fn events(&self) -> Arc<dyn EventStore>;
 
@@ -83,6 +102,13 @@ pub trait Harness: Send + Sync {
     /// The journal of `name`: the (stream, version) of every event
     /// applied, in the order applied.
     async fn journal(&self, name: &str) -> Vec<(StreamId, u64)>;
+
+    /// Rebuilds the stopped projection `name` (as [`Harness::start`]
+    /// would start it) in one call: its journal emptied, its checkpoint
+    /// and dead letters forgotten, everything up to the head replayed.
+    /// Returns the position reached. A runner without
+    /// [`Capabilities::rebuild`] answers [`ProjectionError::Unsupported`].
+    async fn rebuild(&self, name: &str, faults: Faults) -> Result<u64, ProjectionError>;
 }
 
 /// A running scenario projection.
@@ -108,6 +134,7 @@ pub async fn run_all<H: Harness>(harness: &H) {
     a_drop_keeps_the_rest_parked_for_retry(harness).await;
     retry_all_retries_every_stream(harness).await;
     waiting_moves_over_events_the_projection_leaves_out(harness).await;
+    a_rebuild_resets_and_replays_or_is_refused(harness).await;
 }
 
 async fn append<H: Harness>(harness: &H, stream: &StreamId, types: &[&str]) -> Vec<RecordedEvent> {
@@ -295,4 +322,37 @@ pub async fn waiting_moves_over_events_the_projection_leaves_out<H: Harness>(har
     assert!(status.position >= head, "{S}: at {} for a head at {head}", status.position);
     assert_eq!(versions(&harness.journal(&name).await, &a), vec![1], "{S}");
     running.stop().await.expect("the projection stops");
+}
+
+/// A rebuild empties the read model, forgets the dead letters and replays
+/// everything up to the head (here an event the projection leaves out),
+/// once; a runner without [`Capabilities::rebuild`] refuses it with
+/// [`ProjectionError::Unsupported`], touching nothing.
+pub async fn a_rebuild_resets_and_replays_or_is_refused<H: Harness>(harness: &H) {
+    const S: &str = "a_rebuild_resets_and_replays_or_is_refused";
+    let (name, faults, a) = (name("rebuild"), Faults::default(), unique_stream("A"));
+    faults.fail(&a, 3);
+    append(harness, &a, &[HANDLED, HANDLED, HANDLED, IGNORED]).await;
+    let mut running = harness.start(&name, faults.clone()).await;
+    caught_up(S, &mut running).await;
+    running.stop().await.expect("the projection stops");
+    assert_eq!(versions(&harness.journal(&name).await, &a), vec![1, 2], "{S}");
+    assert_eq!(letter_versions(&letters(harness, &name, &a).await), vec![3], "{S}");
+
+    faults.heal(&a, 3);
+    let rebuilt = harness.rebuild(&name, faults).await;
+    if !harness.capabilities().rebuild {
+        assert!(matches!(rebuilt, Err(ProjectionError::Unsupported { .. })), "{S}: refused: {rebuilt:?}");
+        assert_eq!(versions(&harness.journal(&name).await, &a), vec![1, 2], "{S}: the read model is untouched");
+        assert_eq!(letter_versions(&letters(harness, &name, &a).await), vec![3], "{S}: the letters are kept");
+        eprintln!(
+            "{S}: not applicable: the runner has no rebuild (Capabilities::rebuild is false); the refusal is checked"
+        );
+        return;
+    }
+    let position = rebuilt.unwrap_or_else(|error| panic!("{S}: the rebuild fails: {error}"));
+    let head = harness.events().head_position().await.ok().flatten().unwrap_or(0);
+    assert!(position >= head, "{S}: at {position} for a head at {head}");
+    assert_eq!(versions(&harness.journal(&name).await, &a), vec![1, 2, 3], "{S}: reset, then replayed once");
+    assert!(letters(harness, &name, &a).await.is_empty(), "{S}: the old dead letters are gone");
 }

@@ -27,7 +27,7 @@ mod pulling;
 
 use handle::Request;
 pub use handle::WorkerHandle;
-use pulling::{fetch, reset_consumer};
+use pulling::{fetch, position_at, reset_consumer};
 
 /// How a [`ProjectionWorker`] runs a projection.
 #[derive(Debug, Clone, PartialEq)]
@@ -90,6 +90,19 @@ pub struct WorkerStatus {
     pub skipped: u64,
     /// Events parked as poison.
     pub parked: u64,
+    /// Per held partition, the global position of the last event this
+    /// worker finished there (handled, parked or skipped, and its ack
+    /// sent), or, on taking the partition, the position of the event at
+    /// its acknowledged floor. A partition's events are finished in
+    /// order, so every event of partition `p` at or before
+    /// `positions[p]` is finished: once the relay has published up to a
+    /// position, waiting until each partition's entry reaches its last
+    /// event up to there waits until the worker has passed it (what the
+    /// engine's `wait_caught_up` does for one log). A partition appears
+    /// once it has a position (a new consumer's partition, or one whose
+    /// floor message retention removed: after its next event) and goes
+    /// when it is left. A message that is not an event has no position.
+    pub positions: BTreeMap<u32, u64>,
     /// Why the worker stopped, if it failed.
     pub failed: Option<String>,
 }
@@ -349,7 +362,7 @@ impl<P: Projection> Run<P> {
             let consumer_name = format!("{}-p{partition}", self.name);
             let filter = self.worker.subjects.partition_filter(partition);
             match reset_consumer(stream, &consumer_name, filter, &self.options).await {
-                Ok(consumer) => {
+                Ok((consumer, floor)) => {
                     // Streams parked by the partition's previous holder
                     // stay parked: the state is read from the store.
                     if let Err(error) = self.delivery.load_parked().await {
@@ -368,6 +381,13 @@ impl<P: Projection> Run<P> {
                         self.options.batch,
                     )));
                     self.held.insert(partition, Held { lease, generation, task });
+                    let at = position_at(stream, floor).await;
+                    self.status.send_modify(|s| {
+                        s.positions.remove(&partition);
+                        if let Some(at) = at {
+                            s.positions.insert(partition, at);
+                        }
+                    });
                 }
                 Err(error) => {
                     tracing::warn!(partition, error = %render(&error), "cannot set up the partition's consumer");
@@ -377,7 +397,9 @@ impl<P: Projection> Run<P> {
         }
         let held: BTreeSet<u32> = self.held.keys().copied().collect();
         self.status.send_if_modified(|s| {
-            let changed = s.partitions != held || s.workers != workers;
+            let before = s.positions.len();
+            s.positions.retain(|partition, _| held.contains(partition));
+            let changed = s.partitions != held || s.workers != workers || s.positions.len() != before;
             s.partitions.clone_from(&held);
             s.workers = workers;
             changed
@@ -392,7 +414,10 @@ impl<P: Projection> Run<P> {
         if let Some((_, lease)) = self.member.take() {
             let _ = lease.release().await;
         }
-        self.status.send_modify(|s| s.partitions.clear());
+        self.status.send_modify(|s| {
+            s.partitions.clear();
+            s.positions.clear();
+        });
     }
 
     async fn deliver(&mut self, delivery: Pulled) -> Result<(), NatsError> {
@@ -420,7 +445,10 @@ impl<P: Projection> Run<P> {
         };
         if !self.filter.matches(&event.event_type) {
             ack(&message, AckKind::Ack).await;
-            self.status.send_modify(|s| s.skipped += 1);
+            self.status.send_modify(|s| {
+                s.skipped += 1;
+                finished(s, partition, event.global_position);
+            });
             return Ok(());
         }
         let span = tracing::info_span!(
@@ -443,9 +471,12 @@ impl<P: Projection> Run<P> {
         // holder of the partition starts again at this event.
         let delivered = self.delivery.deliver(&mut Apply(&mut self.projection), &event, &span).await.map_err(never)?;
         ack(&message, AckKind::Ack).await;
-        self.status.send_modify(|s| match delivered {
-            Delivered::Handled => s.handled += 1,
-            _ => s.parked += 1,
+        self.status.send_modify(|s| {
+            match delivered {
+                Delivered::Handled => s.handled += 1,
+                _ => s.parked += 1,
+            }
+            finished(s, partition, event.global_position);
         });
         Ok(())
     }
@@ -537,6 +568,12 @@ fn set_parent(span: &tracing::Span, headers: &BTreeMap<String, String>, event: &
         }
         _ => trace::set_parent_from(span, &event.metadata),
     }
+}
+
+/// Records that the event at `position` of `partition` is finished.
+fn finished(status: &mut WorkerStatus, partition: u32, position: u64) {
+    let at = status.positions.entry(partition).or_insert(position);
+    *at = (*at).max(position);
 }
 
 async fn ack(message: &jetstream::Message, kind: AckKind) {
