@@ -8,9 +8,7 @@ use std::sync::Arc;
 use orchestrix::memory::InMemoryEventStore;
 use orchestrix::prelude::*;
 use orchestrix::query::{Query, QueryItem};
-use orchestrix::{
-    CommandOptions, Decision, Envelope, EventStore, ExpectedVersion, RetryPolicy, StoreError,
-};
+use orchestrix::{CommandOptions, Decision, Envelope, EventStore, ExpectedVersion, RetryPolicy, StoreError};
 
 /// What happens to a bin.
 #[event]

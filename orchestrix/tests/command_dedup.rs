@@ -15,8 +15,8 @@ use orchestrix::prelude::*;
 use orchestrix::query::{Query, QueryItem};
 use orchestrix::store::{EventStream, StreamAppend};
 use orchestrix::{
-    CommandOptions, CommandOutcome, Decision, Envelope, EventFilter, EventStore, ExpectedVersion,
-    NewEvent, RecordedEvent, Repository, StoreError, StreamId, Uuid,
+    CommandOptions, CommandOutcome, Decision, Envelope, EventFilter, EventStore, ExpectedVersion, NewEvent,
+    RecordedEvent, Repository, StoreError, StreamId, Uuid,
 };
 
 #[event]
