@@ -518,6 +518,20 @@ struct AggregateSlot<A: Aggregate> {
 }
 
 impl<A: Aggregate> AggregateSlot<A> {
+    /// Whether a command that requires `requires` may run on the aggregate
+    /// `id`, which `exists` or not.
+    fn existence<E>(requires: Existence, id: &A::Id, exists: bool) -> Result<(), CommandError<E>> {
+        match (requires, exists) {
+            (Existence::New, true) => {
+                Err(CommandError::AggregateAlreadyExists { aggregate: A::NAME, id: id.to_string() })
+            }
+            (Existence::Existing, false) => {
+                Err(CommandError::AggregateNotFound { aggregate: A::NAME, id: id.to_string() })
+            }
+            _ => Ok(()),
+        }
+    }
+
     async fn attempt<C: AggregateCommand<Aggregate = A>>(
         &self,
         id: &A::Id,
@@ -550,16 +564,7 @@ impl<A: Aggregate> AggregateSlot<A> {
                 return Ok(applied);
             }
         }
-        let verdict = match (C::REQUIRES, loaded.exists()) {
-            (Existence::New, true) => {
-                Err(CommandError::AggregateAlreadyExists { aggregate: A::NAME, id: id.to_string() })
-            }
-            (Existence::Existing, false) => {
-                Err(CommandError::AggregateNotFound { aggregate: A::NAME, id: id.to_string() })
-            }
-            _ => Ok(()),
-        };
-        let decided = match verdict {
+        let decided = match Self::existence(C::REQUIRES, id, loaded.exists()) {
             Ok(()) => command.handle(Some(id), &loaded.state, service).await.map_err(CommandError::Rejected),
             Err(error) => Err(error),
         };
