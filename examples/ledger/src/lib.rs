@@ -144,11 +144,8 @@ where
     let events = CryptoStore::new(TenantStore::new(store.clone(), tenant)?, TenantStore::new(store.clone(), tenant)?)
         .register::<AccountEvent>()
         .erase_snapshots_in(Arc::clone(&snapshots));
-    let app = Orchestrix::builder()
-        .event_store(events.clone())
-        .snapshot_store(snapshots)
-        .aggregate::<Account>()
-        .build()?;
+    let app =
+        Orchestrix::builder().event_store(events.clone()).snapshot_store(snapshots).aggregate::<Account>().build()?;
     Ok(Tenant { app, events })
 }
 

@@ -11,13 +11,14 @@ use orchestrix::store::{
 };
 use orchestrix::{EventSchema, EventSchemas, EventStore, NewEvent, RecordedEvent, StoreError, StreamId};
 use serde_json::value::RawValue;
+use uuid::Uuid;
 
 use super::api::{ApiVersion, Item, Op};
 use super::config::EsdbConfig;
 use super::error::EsdbError;
 use super::http::{Http, Lines};
 use super::wire::{
-    self, Bound, EnvelopeIn, EnvelopeOut, EventCandidate, Precondition, ReadEvents, ReadOptions, WireEvent, WriteEvents,
+    self, Bound, EnvelopeIn, EventCandidate, Precondition, ReadEvents, ReadOptions, WireEvent, WriteEvents,
 };
 
 /// An [`EventStore`] and [`SnapshotStore`] on EventSourcingDB's HTTP API.
@@ -404,7 +405,7 @@ impl Inner {
             metadata.tracestate = event.tracestate;
         }
         Ok(Some(RecordedEvent {
-            id: wire::event_uuid(event.time, position),
+            id: envelope.event_id.unwrap_or_else(|| wire::event_uuid(event.time, position)),
             stream,
             stream_version: envelope.stream_version,
             global_position: position + 1,
@@ -431,79 +432,19 @@ impl EventStore for EsdbStore {
         events: Vec<NewEvent>,
     ) -> Result<Vec<Arc<RecordedEvent>>, StoreError> {
         orchestrix::store::validate_append(&events)?;
-        let config = &self.inner.config;
-        let mut types = Vec::with_capacity(events.len());
-        for event in &events {
-            wire::validate_event_type(&event.event_type)?;
-            types.push(wire::esdb_type(&config.type_prefix, &event.event_type, event.schema_version));
-        }
-        let subject = wire::stream_subject(stream);
-        let mut latest = self.latest(&subject).await?;
-        let mut attempt = 0;
-        loop {
-            let actual = latest.as_ref().map(|l| l.version);
-            if !expected.admits(actual) {
-                return Err(StoreError::WrongExpectedVersion { stream: stream.clone(), expected, actual });
-            }
-            if events.is_empty() {
-                return Ok(Vec::new());
-            }
-            let first = actual.unwrap_or(0) + 1;
-            let mut candidates = Vec::with_capacity(events.len());
-            for (offset, (event, event_type)) in events.iter().zip(&types).enumerate() {
-                let (traceparent, tracestate, metadata) = wire::split_metadata(&event.metadata);
-                let envelope = EnvelopeOut { stream_version: first + offset as u64, data: &event.data, metadata };
-                let data = serde_json::value::to_raw_value(&envelope)
-                    .map_err(|e| StoreError::InvalidInput(format!("cannot serialize the event envelope: {e}")))?;
-                candidates.push(EventCandidate {
-                    source: &config.source,
-                    subject: &subject,
-                    event_type: event_type.clone(),
-                    data,
-                    traceparent,
-                    tracestate,
-                });
-            }
-            let precondition = match &latest {
-                None => Precondition::SubjectPristine { subject: &subject },
-                Some(l) => Precondition::SubjectOnEventId { subject: &subject, event_id: &l.id },
-            };
-            let body = self.write_body(candidates, vec![precondition]);
-            match self.write(&body).await {
-                Ok(written) => {
-                    if written.len() != events.len() {
-                        return Err(EsdbError::malformed(
-                            "write-events answer",
-                            format!("{} events for a batch of {}", written.len(), events.len()),
-                        )
-                        .into());
-                    }
-                    let mut recorded = Vec::with_capacity(written.len());
-                    for event in written {
-                        let record = self.inner.record(event)?.ok_or_else(|| {
-                            EsdbError::malformed("write-events answer", "an event that is not the one written")
-                        })?;
-                        recorded.push(Arc::new(record));
-                    }
-                    return Ok(recorded);
-                }
-                Err(EsdbError::Conflict) => {
-                    drop(body);
-                    latest = self.latest(&subject).await?;
-                    attempt += 1;
-                    if expected != ExpectedVersion::Any || config.any_retry_policy().delay_after(attempt).is_none() {
-                        let actual = latest.as_ref().map(|l| l.version);
-                        return Err(StoreError::WrongExpectedVersion { stream: stream.clone(), expected, actual });
-                    }
-                }
-                Err(error) => return Err(error.into()),
-            }
+        match self.append_checked(stream, expected, &events).await {
+            // A refusal may be a retry of an append that was stored (ADR 0033).
+            Err(error) if error.is_conflict() => match self.answer_refused(&[(stream, &events)]).await? {
+                Some(mut parts) => Ok(parts.pop().unwrap_or_default()),
+                None => Err(error),
+            },
+            other => other,
         }
     }
 
     async fn append_many(&self, appends: Vec<StreamAppend>) -> Result<Vec<Vec<Arc<RecordedEvent>>>, StoreError> {
         validate_append_many(&appends)?;
-        self.append_many_in_one_write(appends, None).await
+        self.append_many_answering_retries(appends, None).await
     }
 
     /// One write with the parts' preconditions and an `isEventQlQueryTrue`
@@ -516,7 +457,13 @@ impl EventStore for EsdbStore {
     ) -> Result<Vec<Vec<Arc<RecordedEvent>>>, StoreError> {
         validate_append_if(&condition, &appends)?;
         let condition = (!condition.query.is_empty()).then_some(&condition);
-        self.append_many_in_one_write(appends, condition).await
+        self.append_many_answering_retries(appends, condition).await
+    }
+
+    /// The event stored with `id`: one EventQL query on the id kept in the
+    /// envelope (ADR 0033).
+    async fn read_event(&self, id: Uuid) -> Result<Option<Arc<RecordedEvent>>, StoreError> {
+        self.find_event(id).await
     }
 
     /// The events the query selects, through EventQL.
