@@ -28,9 +28,12 @@ use super::wire::{
 ///   `/<aggregate type>/<id>/snapshots`.
 /// - An event's type is `<prefix>.<type>.v<schema version>`; its data is an
 ///   envelope `{"streamVersion", "data", "metadata"}`; `traceparent` and
-///   `tracestate` travel as CloudEvent fields. The server assigns ids and
-///   times: the global position is the server's id + 1, the event id a
-///   UUID v7 made from the server's time and id.
+///   `tracestate` travel as CloudEvent fields. The server assigns its ids
+///   and the times: the global position is the server's id + 1. The event
+///   id is the caller's ([`NewEvent::id`]), kept in the envelope as
+///   `eventId` (ADR 0033); an event written before the adapter kept ids
+///   reads with a UUID v7 made from the server's time and id, the same on
+///   every read, and [`EventStore::read_event`] finds it by that id too.
 /// - Appends are atomic server-side through the preconditions
 ///   `isSubjectPristine` and `isSubjectOnEventId`; a 409 becomes
 ///   [`StoreError::WrongExpectedVersion`]. A multi-stream append is one
@@ -50,12 +53,23 @@ use super::wire::{
 ///   [`EsdbConfig::with_max_line_bytes`], or not complete within the
 ///   request (or heartbeat) timeout, ends the read with a typed error.
 ///
-/// **Retried appends are not idempotent.** EventSourcingDB assigns event
-/// ids itself, so the adapter cannot answer a retry of an append that did
-/// land with the stored events (the store contract's idempotent append):
-/// a retried exact append whose first attempt was stored fails its
-/// precondition ([`StoreError::WrongExpectedVersion`]), and a retried
-/// `ExpectedVersion::Any` append may write its events twice. See ADR 0028.
+/// **Retried appends are answered as the original** (ADR 0027, ADR
+/// 0033). Every write (`append`, `append_many`, `append_if`, also with
+/// `ExpectedVersion::Any`) carries one precondition more, an
+/// `isEventQlQueryTrue` query that no stored event of the adapter's carries
+/// one of the write's ids; the server checks it atomically with the write.
+/// A refused append (that precondition, a version that does not fit, a
+/// failed condition) looks its ids up with one EventQL query: all stored as
+/// its events is a retry, answered with the stored events and nothing
+/// written; some stored elsewhere is [`StoreError::DuplicateEventId`];
+/// none stored keeps the append's own error. So an append whose
+/// acknowledgement was lost ([`StoreError::Unavailable`]) is retried, with
+/// any expectation, and stored once; and the command bus's command ids
+/// (`CommandOptions::command_id`) apply a command once. The cost: the
+/// server evaluates one more EventQL query with every write (a query over
+/// the events, as the condition of `append_if` is), and a refusal costs
+/// one query more. [`EventStore::read_event`] is one EventQL query on the
+/// stored id.
 ///
 /// Cloning is cheap; clones share one connection pool.
 #[derive(Debug, Clone)]
