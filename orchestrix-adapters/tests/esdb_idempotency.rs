@@ -194,7 +194,7 @@ async fn a_command_executed_twice_with_one_command_id_records_one_event(options:
             first.events.iter().map(|e| e.id).collect::<Vec<_>>()
         );
     }
-    let stream = Repository::<Counter>::stream_id(&counter).unwrap();
+    let stream = Repository::<Counter>::stream_id(counter).unwrap();
     let stored = stream_of(&store, &stream).await;
     assert_eq!(stored.len(), 2, "started, and one event for one command id");
     assert_eq!(stored[1].id, orchestrix::idempotency::command_event_id(command, 0));
