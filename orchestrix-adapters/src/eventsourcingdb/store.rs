@@ -21,7 +21,7 @@ use super::wire::{
     self, Bound, EnvelopeIn, EventCandidate, Precondition, ReadEvents, ReadOptions, WireEvent, WriteEvents,
 };
 
-/// An [`EventStore`] and [`SnapshotStore`] on EventSourcingDB's HTTP API.
+/// An [`EventStore`] and [`SnapshotStore`](orchestrix::store::SnapshotStore) on EventSourcingDB's HTTP API.
 ///
 /// - A stream is the subject `/<aggregate type>/<id>` (both parts
 ///   percent-encoded); its snapshots live below it, at
