@@ -21,13 +21,7 @@ async fn fresh_store(options: TestServerOptions, expected: ApiVersion) -> EsdbSt
 mod v1 {
     use super::*;
 
-    // The adapter does not keep the callers' event ids (the server assigns
-    // them), so retried appends are not recognised yet (ADR 0027).
-    orchestrix::conformance_tests!(
-        event_store,
-        fresh_store(TestServerOptions::default(), ApiVersion::V1).await,
-        unsupported = [idempotent_append]
-    );
+    orchestrix::conformance_tests!(event_store, fresh_store(TestServerOptions::default(), ApiVersion::V1).await);
     orchestrix::conformance_tests!(snapshot_store, fresh_store(TestServerOptions::default(), ApiVersion::V1).await);
     orchestrix::conformance_tests!(snapshot_trust, {
         let store = fresh_store(TestServerOptions::default(), ApiVersion::V1).await;
@@ -42,13 +36,7 @@ mod v1 {
 mod v2 {
     use super::*;
 
-    // The adapter does not keep the callers' event ids (the server assigns
-    // them), so retried appends are not recognised yet (ADR 0027).
-    orchestrix::conformance_tests!(
-        event_store,
-        fresh_store(TestServerOptions::v2_only(), ApiVersion::V2).await,
-        unsupported = [idempotent_append]
-    );
+    orchestrix::conformance_tests!(event_store, fresh_store(TestServerOptions::v2_only(), ApiVersion::V2).await);
     orchestrix::conformance_tests!(snapshot_store, fresh_store(TestServerOptions::v2_only(), ApiVersion::V2).await);
     orchestrix::conformance_tests!(snapshot_trust, {
         let store = fresh_store(TestServerOptions::v2_only(), ApiVersion::V2).await;

@@ -58,12 +58,9 @@ async fn conformance_against_a_real_server() {
         let prefix = format!("io.orchestrix.check{}", uuid::Uuid::now_v7().simple());
         store(EsdbConfig::from_env().unwrap().with_type_prefix(prefix)).await
     };
-    // The adapter does not keep the callers' event ids yet (ADR 0027).
-    orchestrix::testing::conformance::event_store_except(
-        fresh,
-        &[orchestrix::testing::conformance::Unsupported::IdempotentAppend],
-    )
-    .await;
+    // Idempotent appends included (ADR 0033): `e.data.eventId` in an
+    // `isEventQlQueryTrue` precondition meets a real server here.
+    orchestrix::testing::conformance::event_store(fresh).await;
     orchestrix::testing::conformance::snapshot_store(fresh).await;
     // Where the EventQL the adapter writes for consistency by query meets a
     // real server (ADR 23): `CONTAINS` on the envelope's tags (missing on

@@ -35,6 +35,17 @@ fn event(event_type: &str, version: u32, data: &str, metadata: Metadata) -> NewE
     }
 }
 
+/// The precondition every write carries (ADR 0033): no stored event of the
+/// prefix `com.example.bank` carries one of `ids`.
+fn no_stored_ids(ids: &[Uuid]) -> String {
+    let ids: Vec<String> = ids.iter().map(|id| format!(r#"e.data.eventId == "{id}""#)).collect();
+    let query = format!(
+        r#"FROM e IN events WHERE (e.type >= "com.example.bank." AND e.type < "com.example.bank/") AND ({}) PROJECT INTO COUNT() == 0"#,
+        ids.join(" OR ")
+    );
+    format!(r#"{{"type":"isEventQlQueryTrue","payload":{{"query":{}}}}}"#, serde_json::to_string(&query).unwrap())
+}
+
 fn bodies(server: &TestServer, endpoint: &str) -> Vec<String> {
     server.take_requests().into_iter().filter(|(e, _)| e == endpoint).map(|(_, body)| body).collect()
 }
@@ -49,10 +60,9 @@ async fn a_first_append_reads_the_subject_then_writes_with_is_subject_pristine()
         tracestate: Some("rojo=00f067aa0ba902b7".to_owned()),
         ..Metadata::default().with_correlation_id(correlation).with_tenant("acme").with_header("k", "v")
     };
-    store
-        .append(&stream, ExpectedVersion::NoStream, vec![event("AccountOpened", 2, r#"{"owner":"Ada"}"#, metadata)])
-        .await
-        .unwrap();
+    let opened = event("AccountOpened", 2, r#"{"owner":"Ada"}"#, metadata);
+    let id = opened.id;
+    store.append(&stream, ExpectedVersion::NoStream, vec![opened]).await.unwrap();
     let requests = server.take_requests();
     assert_eq!(requests.len(), 2, "{requests:?}");
     assert_eq!(requests[0].0, "read-events");
@@ -63,12 +73,16 @@ async fn a_first_append_reads_the_subject_then_writes_with_is_subject_pristine()
     assert_eq!(requests[1].0, "write-events");
     assert_eq!(
         requests[1].1,
-        concat!(
+        [
             r#"{"events":[{"source":"https://bank.example","subject":"/Account/42%2Fa%20b","type":"com.example.bank.AccountOpened.v2","#,
-            r#""data":{"streamVersion":1,"data":{"owner":"Ada"},"metadata":{"correlation_id":"0190d6f2-7e8a-7cc0-8000-000000000001","tenant":"acme","headers":{"k":"v"}}},"#,
+            &format!(r#""data":{{"eventId":"{id}","streamVersion":1,"data":{{"owner":"Ada"}},"#),
+            r#""metadata":{"correlation_id":"0190d6f2-7e8a-7cc0-8000-000000000001","tenant":"acme","headers":{"k":"v"}}},"#,
             r#""traceparent":"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01","tracestate":"rojo=00f067aa0ba902b7"}],"#,
-            r#""preconditions":[{"type":"isSubjectPristine","payload":{"subject":"/Account/42%2Fa%20b"}}]}"#
-        )
+            r#""preconditions":[{"type":"isSubjectPristine","payload":{"subject":"/Account/42%2Fa%20b"}},"#,
+            &no_stored_ids(&[id]),
+            "]}",
+        ]
+        .concat()
     );
 }
 
@@ -81,20 +95,22 @@ async fn an_exact_append_names_the_last_event_id_and_sends_no_id_or_time() {
         .await
         .unwrap();
     server.take_requests();
-    store
-        .append(&stream, ExpectedVersion::Exact(1), vec![event("Deposited", 1, r#"{"amount":5}"#, Metadata::default())])
-        .await
-        .unwrap();
+    let deposited = event("Deposited", 1, r#"{"amount":5}"#, Metadata::default());
+    let id = deposited.id;
+    store.append(&stream, ExpectedVersion::Exact(1), vec![deposited]).await.unwrap();
     let writes = bodies(&server, "write-events");
     assert_eq!(
         writes,
-        vec![concat!(
+        vec![[
             r#"{"events":[{"source":"https://bank.example","subject":"/Account/1","type":"com.example.bank.Deposited.v1","#,
-            r#""data":{"streamVersion":2,"data":{"amount":5}}}],"#,
-            r#""preconditions":[{"type":"isSubjectOnEventId","payload":{"subject":"/Account/1","eventId":"0"}}]}"#
-        )
-        .to_owned()]
+            &format!(r#""data":{{"eventId":"{id}","streamVersion":2,"data":{{"amount":5}}}}}}],"#),
+            r#""preconditions":[{"type":"isSubjectOnEventId","payload":{"subject":"/Account/1","eventId":"0"}},"#,
+            &no_stored_ids(&[id]),
+            "]}",
+        ]
+        .concat()]
     );
+    // The server's id and time are not sent (the event's own id is, in `data`).
     assert!(!writes[0].contains("\"id\"") && !writes[0].contains("\"time\""));
 }
 
@@ -215,14 +231,11 @@ async fn v2_connect_probes_then_pings_without_the_token_and_verifies_it_without_
 async fn v2_appends_query_the_subject_then_post_the_write_with_its_preconditions() {
     let (server, store) = setup_with(TestServerOptions::v2_only()).await;
     let stream = StreamId::new("Account", "1").unwrap();
-    store
-        .append(&stream, ExpectedVersion::NoStream, vec![event("Opened", 1, "{}", Metadata::default())])
-        .await
-        .unwrap();
-    store
-        .append(&stream, ExpectedVersion::Exact(1), vec![event("Deposited", 1, r#"{"amount":5}"#, Metadata::default())])
-        .await
-        .unwrap();
+    let (opened, deposited) =
+        (event("Opened", 1, "{}", Metadata::default()), event("Deposited", 1, r#"{"amount":5}"#, Metadata::default()));
+    let ids = [opened.id, deposited.id];
+    store.append(&stream, ExpectedVersion::NoStream, vec![opened]).await.unwrap();
+    store.append(&stream, ExpectedVersion::Exact(1), vec![deposited]).await.unwrap();
     let read = r#"{"subject":"/Account/1","options":{"recursive":false,"order":"antichronological"}}"#;
     assert_eq!(
         http(&server),
@@ -232,22 +245,28 @@ async fn v2_appends_query_the_subject_then_post_the_write_with_its_preconditions
                 "POST",
                 "/api/v2/data/write-events",
                 true,
-                concat!(
+                &[
                     r#"{"events":[{"source":"https://bank.example","subject":"/Account/1","type":"com.example.bank.Opened.v1","#,
-                    r#""data":{"streamVersion":1,"data":{}}}],"#,
-                    r#""preconditions":[{"type":"isSubjectPristine","payload":{"subject":"/Account/1"}}]}"#
-                )
+                    &format!(r#""data":{{"eventId":"{}","streamVersion":1,"data":{{}}}}}}],"#, ids[0]),
+                    r#""preconditions":[{"type":"isSubjectPristine","payload":{"subject":"/Account/1"}},"#,
+                    &no_stored_ids(&ids[..1]),
+                    "]}",
+                ]
+                .concat()
             ),
             request("QUERY", "/api/v2/data/read-events", true, read),
             request(
                 "POST",
                 "/api/v2/data/write-events",
                 true,
-                concat!(
+                &[
                     r#"{"events":[{"source":"https://bank.example","subject":"/Account/1","type":"com.example.bank.Deposited.v1","#,
-                    r#""data":{"streamVersion":2,"data":{"amount":5}}}],"#,
-                    r#""preconditions":[{"type":"isSubjectOnEventId","payload":{"subject":"/Account/1","eventId":"0"}}]}"#
-                )
+                    &format!(r#""data":{{"eventId":"{}","streamVersion":2,"data":{{"amount":5}}}}}}],"#, ids[1]),
+                    r#""preconditions":[{"type":"isSubjectOnEventId","payload":{"subject":"/Account/1","eventId":"0"}},"#,
+                    &no_stored_ids(&ids[1..]),
+                    "]}",
+                ]
+                .concat()
             ),
         ]
     );

@@ -418,11 +418,14 @@ fn eval(expr: &Expr, event: &Value, count: usize) -> Result<Value, QueryError> {
 }
 
 /// Runs `query` over `events` (in log order, as JSON) and returns its rows.
-pub(crate) fn run(query: &Query, events: impl Iterator<Item = Value>) -> Result<Vec<Value>, QueryError> {
+pub(crate) fn run<V: std::borrow::Borrow<Value>>(
+    query: &Query,
+    events: impl Iterator<Item = V>,
+) -> Result<Vec<Value>, QueryError> {
     let mut selected = Vec::new();
     for event in events {
         let keep = match &query.filter {
-            Some(filter) => boolean(&eval(filter, &event, 0)?, "the WHERE condition")?,
+            Some(filter) => boolean(&eval(filter, event.borrow(), 0)?, "the WHERE condition")?,
             None => true,
         };
         if keep {
@@ -434,7 +437,7 @@ pub(crate) fn run(query: &Query, events: impl Iterator<Item = Value>) -> Result<
         if !by_log {
             let mut failed = None;
             selected.sort_by(|a, b| {
-                let (a, b) = (field(a, path), field(b, path));
+                let (a, b) = (field(a.borrow(), path), field(b.borrow(), path));
                 compare(a, b).unwrap_or_else(|| {
                     if !(a.is_null() && b.is_null()) {
                         failed.get_or_insert_with(|| format!("cannot order {a} and {b}"));
@@ -456,7 +459,7 @@ pub(crate) fn run(query: &Query, events: impl Iterator<Item = Value>) -> Result<
     }
     let mut rows: Vec<Value> = Vec::new();
     for event in selected {
-        let row = eval(&query.projection, &event, 0)?;
+        let row = eval(&query.projection, event.borrow(), 0)?;
         if !(query.distinct && rows.contains(&row)) {
             rows.push(row);
         }

@@ -153,6 +153,10 @@ pub struct Faults {
     /// Leave out the `end` item of v2 `read-events` answers, as if the
     /// answer broke off after its last event.
     pub no_end_item: bool,
+    /// Carry out the next this-many `write-events` requests, then answer
+    /// each with a 503 instead of its answer: a write that succeeded and
+    /// whose acknowledgement was lost.
+    pub lose_write_answers: usize,
 }
 
 #[derive(Debug)]
@@ -379,7 +383,8 @@ async fn server_header(
     next: axum::middleware::Next,
 ) -> Response {
     let is_ping = request.uri().path().ends_with("/ping");
-    let (delay, status, no_header) = {
+    let is_write = request.uri().path().ends_with("/write-events");
+    let (delay, status, no_header, lose_answer) = {
         let mut faults = shared.faults();
         let status = match faults.status {
             Some((code, n)) if n > 0 && !is_ping => {
@@ -388,7 +393,11 @@ async fn server_header(
             }
             _ => None,
         };
-        (faults.delay, status, faults.no_server_header)
+        let lose_answer = is_write && status.is_none() && faults.lose_write_answers > 0;
+        if lose_answer {
+            faults.lose_write_answers -= 1;
+        }
+        (faults.delay, status, faults.no_server_header, lose_answer)
     };
     if let Some(delay) = delay {
         tokio::time::sleep(delay).await;
@@ -396,6 +405,14 @@ async fn server_header(
     let mut response = match status {
         Some(code) => {
             (StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), "injected fault").into_response()
+        }
+        None if lose_answer => {
+            // Carried out in full (a v2 answer streams: read it to its end),
+            // its answer dropped.
+            let answer = next.run(request).await;
+            let _ = axum::body::to_bytes(answer.into_body(), usize::MAX).await;
+            (StatusCode::SERVICE_UNAVAILABLE, "injected fault: the write was carried out, its answer lost")
+                .into_response()
         }
         None => next.run(request).await,
     };

@@ -32,6 +32,9 @@ pub(crate) struct StoredEvent {
 #[derive(Debug, Default)]
 pub(crate) struct Log {
     pub(crate) events: Vec<Arc<StoredEvent>>,
+    /// Each event as EventQL sees it, made once when it is written (every
+    /// `isEventQlQueryTrue` precondition runs over all of them).
+    rows: Vec<serde_json::Value>,
     /// Per subject, the indexes of its events.
     pub(crate) subjects: HashMap<String, Vec<usize>>,
     /// Per event type, its registered schema.
@@ -63,8 +66,16 @@ impl Schema {
 
 impl Log {
     /// The events as EventQL sees them (the same JSON as served).
-    pub(crate) fn eventql_rows(&self) -> impl Iterator<Item = serde_json::Value> + '_ {
-        self.events.iter().map(|e| serde_json::to_value(&**e).expect("events serialize"))
+    pub(crate) fn eventql_rows(&self) -> impl Iterator<Item = &serde_json::Value> + '_ {
+        self.rows.iter()
+    }
+
+    /// Appends a written event (its subject's index and its EventQL row with it).
+    pub(crate) fn push(&mut self, event: Arc<StoredEvent>) {
+        let index = self.events.len();
+        self.subjects.entry(event.subject.clone()).or_default().push(index);
+        self.rows.push(serde_json::to_value(&*event).expect("events serialize"));
+        self.events.push(event);
     }
 }
 

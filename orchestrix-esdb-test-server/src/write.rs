@@ -175,8 +175,7 @@ pub(crate) async fn write_events(call: Call) -> Response {
             };
             event.hash = event_hash(&event, shared.options.offer_v2);
             let event = Arc::new(event);
-            log.subjects.entry(event.subject.clone()).or_default().push(index);
-            log.events.push(Arc::clone(&event));
+            log.push(Arc::clone(&event));
             written.push(event);
         }
         shared.head.send_replace(log.events.len());

@@ -8,15 +8,32 @@ use std::sync::Arc;
 
 use orchestrix::query::AppendCondition;
 use orchestrix::store::{first_conflict, ExpectedVersion, StreamAppend};
-use orchestrix::{RecordedEvent, StoreError};
+use orchestrix::{NewEvent, RecordedEvent, StoreError, StreamId};
 
-use super::condition;
+use super::{condition, idempotent};
 
 use super::error::EsdbError;
 use super::store::{EsdbStore, Latest};
 use super::wire::{self, EnvelopeOut, EventCandidate, Precondition, WireEvent};
 
 impl EsdbStore {
+    /// [`EsdbStore::append_many_in_one_write`], with a refusal (a version
+    /// that does not fit, a failed condition) answered as a retry when the
+    /// parts' ids are stored (ADR 0033, [`EsdbStore::answer_refused`]).
+    pub(super) async fn append_many_answering_retries(
+        &self,
+        appends: Vec<StreamAppend>,
+        condition: Option<&AppendCondition>,
+    ) -> Result<Vec<Vec<Arc<RecordedEvent>>>, StoreError> {
+        match self.append_many_in_one_write(&appends, condition).await {
+            Err(error) if error.is_conflict() => match self.answer_refused(&parts_of(&appends)).await? {
+                Some(parts) => Ok(parts),
+                None => Err(error),
+            },
+            other => other,
+        }
+    }
+
     /// [`orchestrix::EventStore::append_many`] for EventSourcingDB, on
     /// parts the caller validated (`validate_append_many`, or
     /// `validate_append_if` with a condition).
@@ -37,15 +54,18 @@ impl EsdbStore {
     ///   attempt first checks it ([`EsdbStore::check_condition`]) and the
     ///   write carries the count precondition; a 409 starts the attempt
     ///   over, which tells a failed condition from a failed expectation.
-    pub(super) async fn append_many_in_one_write(
+    /// - The write carries the precondition that none of the events' ids
+    ///   is stored (ADR 0033); a 409 whose ids turn out stored is answered
+    ///   as a retry at once.
+    async fn append_many_in_one_write(
         &self,
-        appends: Vec<StreamAppend>,
+        appends: &[StreamAppend],
         condition: Option<&AppendCondition>,
     ) -> Result<Vec<Vec<Arc<RecordedEvent>>>, StoreError> {
         let filter = condition.map(|condition| condition::filter(&self.config().type_prefix, &condition.query));
         let config = self.config();
         let mut types = Vec::with_capacity(appends.len());
-        for append in &appends {
+        for append in appends {
             let mut part = Vec::with_capacity(append.events.len());
             for event in &append.events {
                 wire::validate_event_type(&event.event_type)?;
@@ -53,12 +73,16 @@ impl EsdbStore {
             }
             types.push(part);
         }
+        let ids_query = idempotent::no_stored_id_query(
+            &config.type_prefix,
+            appends.iter().flat_map(|append| append.events.iter().map(|event| event.id)),
+        );
         let subjects: Vec<String> = appends.iter().map(|append| wire::stream_subject(&append.stream)).collect();
         let mut latest = self.latest_of(&subjects).await?;
         let mut attempt = 0;
         loop {
             let actual: Vec<Option<u64>> = latest.iter().map(|l| l.as_ref().map(|l| l.version)).collect();
-            if let Some(conflict) = first_conflict(&appends, &actual) {
+            if let Some(conflict) = first_conflict(appends, &actual) {
                 return Err(conflict);
             }
             let count_query = match (condition, &filter) {
@@ -76,6 +100,9 @@ impl EsdbStore {
             if let Some(query) = &count_query {
                 preconditions.push(Precondition::EventQlQueryTrue { query });
             }
+            if let Some(query) = &ids_query {
+                preconditions.push(Precondition::EventQlQueryTrue { query });
+            }
             for (((append, subject), types), (latest, actual)) in
                 appends.iter().zip(&subjects).zip(&types).zip(latest.iter().zip(&actual))
             {
@@ -89,7 +116,12 @@ impl EsdbStore {
                 let first = actual.unwrap_or(0) + 1;
                 for (offset, (event, event_type)) in append.events.iter().zip(types).enumerate() {
                     let (traceparent, tracestate, metadata) = wire::split_metadata(&event.metadata);
-                    let envelope = EnvelopeOut { stream_version: first + offset as u64, data: &event.data, metadata };
+                    let envelope = EnvelopeOut {
+                        event_id: event.id,
+                        stream_version: first + offset as u64,
+                        data: &event.data,
+                        metadata,
+                    };
                     let data = serde_json::value::to_raw_value(&envelope)
                         .map_err(|e| StoreError::InvalidInput(format!("cannot serialize the event envelope: {e}")))?;
                     candidates.push(EventCandidate {
@@ -104,14 +136,18 @@ impl EsdbStore {
             }
             let body = self.write_body(candidates, preconditions);
             match self.write_events(&body).await {
-                Ok(written) => return self.recorded_parts(&appends, written, count),
+                Ok(written) => return self.recorded_parts(appends, written, count),
                 Err(EsdbError::Conflict) => {
                     drop(body);
+                    // The ids' precondition fails for good once they are stored.
+                    if let Some(parts) = self.answer_refused(&parts_of(appends)).await? {
+                        return Ok(parts);
+                    }
                     latest = self.latest_of(&subjects).await?;
                     attempt += 1;
                     if config.any_retry_policy().delay_after(attempt).is_none() {
                         let actual: Vec<Option<u64>> = latest.iter().map(|l| l.as_ref().map(|l| l.version)).collect();
-                        if let Some(conflict) = first_conflict(&appends, &actual) {
+                        if let Some(conflict) = first_conflict(appends, &actual) {
                             return Err(conflict);
                         }
                         if let (Some(condition), Some(filter)) = (condition, &filter) {
@@ -164,4 +200,9 @@ impl EsdbStore {
         }
         Ok(latest)
     }
+}
+
+/// The parts of a multi-stream append, as [`EsdbStore::answer_refused`] takes them.
+fn parts_of(appends: &[StreamAppend]) -> Vec<(&StreamId, &[NewEvent])> {
+    appends.iter().map(|append| (&append.stream, append.events.as_slice())).collect()
 }

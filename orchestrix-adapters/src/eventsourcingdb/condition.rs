@@ -79,7 +79,7 @@ fn item_filter(prefix: &str, item: &QueryItem) -> String {
 /// letters, digits, `.`, `-`, `_`; the store refuses others) followed by
 /// `.` or `.<validated name>.v`, so it ends in `.` or `v` and needs no
 /// quoting.
-fn range(prefix: &str) -> String {
+pub(super) fn range(prefix: &str) -> String {
     let upper = match prefix.as_bytes().split_last() {
         Some((&last, head)) if last.is_ascii() && head.is_ascii() => {
             let mut upper = prefix[..head.len()].to_owned();

@@ -20,11 +20,13 @@
 //! (not published; also the `esdb-test-server` binary), out of this library.
 
 mod api;
+mod append;
 mod append_many;
 mod condition;
 mod config;
 mod error;
 mod http;
+mod idempotent;
 mod lines;
 mod snapshots;
 mod store;

@@ -11,25 +11,29 @@ use orchestrix::store::{
 };
 use orchestrix::{EventSchema, EventSchemas, EventStore, NewEvent, RecordedEvent, StoreError, StreamId};
 use serde_json::value::RawValue;
+use uuid::Uuid;
 
 use super::api::{ApiVersion, Item, Op};
 use super::config::EsdbConfig;
 use super::error::EsdbError;
 use super::http::{Http, Lines};
 use super::wire::{
-    self, Bound, EnvelopeIn, EnvelopeOut, EventCandidate, Precondition, ReadEvents, ReadOptions, WireEvent, WriteEvents,
+    self, Bound, EnvelopeIn, EventCandidate, Precondition, ReadEvents, ReadOptions, WireEvent, WriteEvents,
 };
 
-/// An [`EventStore`] and [`SnapshotStore`] on EventSourcingDB's HTTP API.
+/// An [`EventStore`] and [`SnapshotStore`](orchestrix::store::SnapshotStore) on EventSourcingDB's HTTP API.
 ///
 /// - A stream is the subject `/<aggregate type>/<id>` (both parts
 ///   percent-encoded); its snapshots live below it, at
 ///   `/<aggregate type>/<id>/snapshots`.
 /// - An event's type is `<prefix>.<type>.v<schema version>`; its data is an
 ///   envelope `{"streamVersion", "data", "metadata"}`; `traceparent` and
-///   `tracestate` travel as CloudEvent fields. The server assigns ids and
-///   times: the global position is the server's id + 1, the event id a
-///   UUID v7 made from the server's time and id.
+///   `tracestate` travel as CloudEvent fields. The server assigns its ids
+///   and the times: the global position is the server's id + 1. The event
+///   id is the caller's ([`NewEvent::id`]), kept in the envelope as
+///   `eventId` (ADR 0033); an event written before the adapter kept ids
+///   reads with a UUID v7 made from the server's time and id, the same on
+///   every read, and [`EventStore::read_event`] finds it by that id too.
 /// - Appends are atomic server-side through the preconditions
 ///   `isSubjectPristine` and `isSubjectOnEventId`; a 409 becomes
 ///   [`StoreError::WrongExpectedVersion`]. A multi-stream append is one
@@ -49,12 +53,23 @@ use super::wire::{
 ///   [`EsdbConfig::with_max_line_bytes`], or not complete within the
 ///   request (or heartbeat) timeout, ends the read with a typed error.
 ///
-/// **Retried appends are not idempotent.** EventSourcingDB assigns event
-/// ids itself, so the adapter cannot answer a retry of an append that did
-/// land with the stored events (the store contract's idempotent append):
-/// a retried exact append whose first attempt was stored fails its
-/// precondition ([`StoreError::WrongExpectedVersion`]), and a retried
-/// `ExpectedVersion::Any` append may write its events twice. See ADR 0028.
+/// **Retried appends are answered as the original** (ADR 0027, ADR
+/// 0033). Every write (`append`, `append_many`, `append_if`, also with
+/// `ExpectedVersion::Any`) carries one precondition more, an
+/// `isEventQlQueryTrue` query that no stored event of the adapter's carries
+/// one of the write's ids; the server checks it atomically with the write.
+/// A refused append (that precondition, a version that does not fit, a
+/// failed condition) looks its ids up with one EventQL query: all stored as
+/// its events is a retry, answered with the stored events and nothing
+/// written; some stored elsewhere is [`StoreError::DuplicateEventId`];
+/// none stored keeps the append's own error. So an append whose
+/// acknowledgement was lost ([`StoreError::Unavailable`]) is retried, with
+/// any expectation, and stored once; and the command bus's command ids
+/// (`CommandOptions::command_id`) apply a command once. The cost: the
+/// server evaluates one more EventQL query with every write (a query over
+/// the events, as the condition of `append_if` is), and a refusal costs
+/// one query more. [`EventStore::read_event`] is one EventQL query on the
+/// stored id.
 ///
 /// Cloning is cheap; clones share one connection pool.
 #[derive(Debug, Clone)]
@@ -404,7 +419,7 @@ impl Inner {
             metadata.tracestate = event.tracestate;
         }
         Ok(Some(RecordedEvent {
-            id: wire::event_uuid(event.time, position),
+            id: envelope.event_id.unwrap_or_else(|| wire::event_uuid(event.time, position)),
             stream,
             stream_version: envelope.stream_version,
             global_position: position + 1,
@@ -431,79 +446,19 @@ impl EventStore for EsdbStore {
         events: Vec<NewEvent>,
     ) -> Result<Vec<Arc<RecordedEvent>>, StoreError> {
         orchestrix::store::validate_append(&events)?;
-        let config = &self.inner.config;
-        let mut types = Vec::with_capacity(events.len());
-        for event in &events {
-            wire::validate_event_type(&event.event_type)?;
-            types.push(wire::esdb_type(&config.type_prefix, &event.event_type, event.schema_version));
-        }
-        let subject = wire::stream_subject(stream);
-        let mut latest = self.latest(&subject).await?;
-        let mut attempt = 0;
-        loop {
-            let actual = latest.as_ref().map(|l| l.version);
-            if !expected.admits(actual) {
-                return Err(StoreError::WrongExpectedVersion { stream: stream.clone(), expected, actual });
-            }
-            if events.is_empty() {
-                return Ok(Vec::new());
-            }
-            let first = actual.unwrap_or(0) + 1;
-            let mut candidates = Vec::with_capacity(events.len());
-            for (offset, (event, event_type)) in events.iter().zip(&types).enumerate() {
-                let (traceparent, tracestate, metadata) = wire::split_metadata(&event.metadata);
-                let envelope = EnvelopeOut { stream_version: first + offset as u64, data: &event.data, metadata };
-                let data = serde_json::value::to_raw_value(&envelope)
-                    .map_err(|e| StoreError::InvalidInput(format!("cannot serialize the event envelope: {e}")))?;
-                candidates.push(EventCandidate {
-                    source: &config.source,
-                    subject: &subject,
-                    event_type: event_type.clone(),
-                    data,
-                    traceparent,
-                    tracestate,
-                });
-            }
-            let precondition = match &latest {
-                None => Precondition::SubjectPristine { subject: &subject },
-                Some(l) => Precondition::SubjectOnEventId { subject: &subject, event_id: &l.id },
-            };
-            let body = self.write_body(candidates, vec![precondition]);
-            match self.write(&body).await {
-                Ok(written) => {
-                    if written.len() != events.len() {
-                        return Err(EsdbError::malformed(
-                            "write-events answer",
-                            format!("{} events for a batch of {}", written.len(), events.len()),
-                        )
-                        .into());
-                    }
-                    let mut recorded = Vec::with_capacity(written.len());
-                    for event in written {
-                        let record = self.inner.record(event)?.ok_or_else(|| {
-                            EsdbError::malformed("write-events answer", "an event that is not the one written")
-                        })?;
-                        recorded.push(Arc::new(record));
-                    }
-                    return Ok(recorded);
-                }
-                Err(EsdbError::Conflict) => {
-                    drop(body);
-                    latest = self.latest(&subject).await?;
-                    attempt += 1;
-                    if expected != ExpectedVersion::Any || config.any_retry_policy().delay_after(attempt).is_none() {
-                        let actual = latest.as_ref().map(|l| l.version);
-                        return Err(StoreError::WrongExpectedVersion { stream: stream.clone(), expected, actual });
-                    }
-                }
-                Err(error) => return Err(error.into()),
-            }
+        match self.append_checked(stream, expected, &events).await {
+            // A refusal may be a retry of an append that was stored (ADR 0033).
+            Err(error) if error.is_conflict() => match self.answer_refused(&[(stream, &events)]).await? {
+                Some(mut parts) => Ok(parts.pop().unwrap_or_default()),
+                None => Err(error),
+            },
+            other => other,
         }
     }
 
     async fn append_many(&self, appends: Vec<StreamAppend>) -> Result<Vec<Vec<Arc<RecordedEvent>>>, StoreError> {
         validate_append_many(&appends)?;
-        self.append_many_in_one_write(appends, None).await
+        self.append_many_answering_retries(appends, None).await
     }
 
     /// One write with the parts' preconditions and an `isEventQlQueryTrue`
@@ -516,7 +471,13 @@ impl EventStore for EsdbStore {
     ) -> Result<Vec<Vec<Arc<RecordedEvent>>>, StoreError> {
         validate_append_if(&condition, &appends)?;
         let condition = (!condition.query.is_empty()).then_some(&condition);
-        self.append_many_in_one_write(appends, condition).await
+        self.append_many_answering_retries(appends, condition).await
+    }
+
+    /// The event stored with `id`: one EventQL query on the id kept in the
+    /// envelope (ADR 0033).
+    async fn read_event(&self, id: Uuid) -> Result<Option<Arc<RecordedEvent>>, StoreError> {
+        self.find_event(id).await
     }
 
     /// The events the query selects, through EventQL.

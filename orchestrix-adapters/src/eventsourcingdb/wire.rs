@@ -129,12 +129,13 @@ pub(crate) struct WireEvent {
     pub(crate) tracestate: Option<String>,
 }
 
-/// What the adapter puts in an event's `data`: the event's own fields,
-/// its version in its stream and the metadata EventSourcingDB has no field
-/// for (see ADR 0012).
+/// What the adapter puts in an event's `data`: the event's id (ADR 0033),
+/// its own fields, its version in its stream and the metadata
+/// EventSourcingDB has no field for (see ADR 0012).
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct EnvelopeOut<'a> {
+    pub(crate) event_id: Uuid,
     pub(crate) stream_version: u64,
     pub(crate) data: &'a RawValue,
     #[serde(skip_serializing_if = "is_default")]
@@ -145,10 +146,13 @@ fn is_default(metadata: &Metadata) -> bool {
     *metadata == Metadata::default()
 }
 
-/// The envelope read back.
+/// The envelope read back. Events written before ADR 0033 have no
+/// `eventId`; their id is derived from the server's ([`event_uuid`]).
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct EnvelopeIn {
+    #[serde(default)]
+    pub(crate) event_id: Option<Uuid>,
     pub(crate) stream_version: u64,
     pub(crate) data: Box<RawValue>,
     #[serde(default)]
@@ -280,6 +284,7 @@ pub(crate) fn envelope_schema(esdb_type: &str, data_schema: &serde_json::Value) 
         "title": esdb_type,
         "type": "object",
         "properties": {
+            "eventId": { "type": "string", "format": "uuid" },
             "streamVersion": { "type": "integer", "minimum": 1 },
             "data": data,
             "metadata": { "type": "object" },
@@ -377,6 +382,7 @@ mod tests {
                 "title": "io.orchestrix.Moved.v1",
                 "type": "object",
                 "properties": {
+                    "eventId": { "type": "string", "format": "uuid" },
                     "streamVersion": { "type": "integer", "minimum": 1 },
                     "data": {
                         "title": "Moved",
