@@ -9,7 +9,7 @@
 //!   transaction (ADR 0018).
 //! - **Retries** (ADR 0027): event ids are unique (an index); an append
 //!   that fails looks its ids up and is answered with the stored events
-//!   if it repeats a stored append ([`idempotency`]).
+//!   if it repeats a stored append (ADR 0027).
 //! - **Group commit** (ADR 0024): appends that arrive while one of the
 //!   store's statements is in flight ([`PgConfig::with_group_commit`])
 //!   share the next statement, so one commit and one WAL flush; each

@@ -134,7 +134,7 @@ impl OrchestrixBuilder {
     }
 
     /// How many aggregates per type to keep in memory between commands
-    /// (default [`DEFAULT_CACHE_CAPACITY`]; 0 turns the cache off).
+    /// (default [`DEFAULT_CACHE_CAPACITY`](crate::app::DEFAULT_CACHE_CAPACITY); 0 turns the cache off).
     ///
     /// A cached aggregate is not re-read before a command: the append
     /// expects the cached version, and a conflict (another process wrote)

@@ -346,7 +346,7 @@ where
 
 /// Runs every check that a [`crate::repository::Repository`] over an
 /// [`EventStore`] and a [`SnapshotStore`] never trusts a snapshot blindly
-/// ([`snapshot_trust`]), each on a fresh pair of stores from `make`.
+/// ([`snapshot_trust`](mod@snapshot_trust)), each on a fresh pair of stores from `make`.
 pub async fn snapshot_trust<E, S, F, Fut>(mut make: F)
 where
     E: EventStore,
