@@ -40,8 +40,20 @@ fn aggregate_impl(model: &Model, full: bool) -> Option<TokenStream> {
         Some((span, _)) if full => {
             // Spanned at `snapshot_every`: a state without `Serialize` or
             // `Deserialize` is reported there, once per missing trait.
-            let encode = quote_spanned!(*span=> snapshot_needs_serialize(self));
-            let decode = quote_spanned!(*span=> snapshot_needs_deserialize(__orchestrix_state));
+            // Each call follows a check by qualified path, at the same
+            // place: a missing trait is reported there without a note
+            // naming the generated function, and the compiler drops the
+            // call's same error.
+            let serializer = quote!(#krate::__private::serde_json::value::Serializer);
+            let encode = quote_spanned! {*span=> {
+                let _ = <Self as #krate::__private::serde::Serialize>::serialize::<#serializer>;
+                snapshot_needs_serialize(self)
+            }};
+            let value = quote!(#krate::__private::serde_json::Value);
+            let decode = quote_spanned! {*span=> {
+                let _ = <Self as #krate::__private::serde::Deserialize<'_>>::deserialize::<#value>;
+                snapshot_needs_deserialize(__orchestrix_state)
+            }};
             quote! {
                 fn snapshot_state(&self) -> ::core::option::Option<::core::result::Result<#krate::__private::Box<#raw>, #json_error>> {
                     fn snapshot_needs_serialize<State: #krate::__private::serde::Serialize>(
