@@ -39,7 +39,7 @@ pub trait FindInherentApply<A: Aggregate> {
     fn inherent_apply(&self) -> Checked<dyn ApplyMethod<A::Event>, A>;
 }
 
-impl<A: Aggregate, F> FindInherentApply<A> for ApplyPair<A, F, F> {
+impl<A: Aggregate, Same> FindInherentApply<A> for ApplyPair<A, Same, Same> {
     fn inherent_apply(&self) -> Checked<dyn ApplyMethod<A::Event>, A> {
         (|_| {}, |_, _| {})
     }
