@@ -186,7 +186,7 @@ pub mod __private {
 
     pub use crate::command::{CommandDescriptor, HandlerResult};
     pub use crate::personal::{PersonalData, PersonalField};
-    pub use crate::query::tag;
+    pub use crate::query::{tag, TagValue};
 
     use crate::error::BoxError;
 
