@@ -187,8 +187,9 @@ pub fn event(args: TokenStream, input: TokenStream) -> TokenStream {
 /// # Errors
 ///
 /// The classic mistake is a missing inherent `apply`: an error at the
-/// type's name says to write it (for a generic aggregate, the compiler's
-/// "function cannot return without recursing").
+/// type's name says to write it, for a generic aggregate too. (An inherent
+/// `apply` in an `impl` block with more bounds than the type's own is not
+/// found, and gets the same error.)
 ///
 /// ```compile_fail
 /// use orchestrix::prelude::*;

@@ -86,3 +86,18 @@ pub trait Aggregate: Default + Send + Sync + Sized + 'static {
         None
     }
 }
+
+/// What `#[aggregate]` requires of a type besides its attribute: an
+/// inherent `fn apply(&mut self, event: &E)`, which the generated
+/// [`Aggregate::apply`] calls.
+///
+/// No type implements this trait, and none should: it only names the
+/// missing method in the compiler's error when a type under
+/// `#[aggregate]` has no inherent `apply` (instead of the generated
+/// `Aggregate::apply` calling itself forever).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` has no `apply` method: write `fn apply(&mut self, event: &{E}) {{ .. }}` in an `impl` block of `{Self}`",
+    label = "`#[aggregate]` calls `{Self}::apply` for every event",
+    note = "`apply` changes the state by one event, with a `match` over the event type"
+)]
+pub trait ApplyMethod<E> {}

@@ -182,9 +182,11 @@ pub mod __private {
     pub use std::vec::Vec;
     pub use uuid::Uuid;
 
+    pub mod apply;
+
     pub use crate::command::{CommandDescriptor, HandlerResult};
     pub use crate::personal::{PersonalData, PersonalField};
-    pub use crate::query::tag;
+    pub use crate::query::{tag, TagValue};
 
     use crate::error::BoxError;
 

@@ -40,8 +40,20 @@ fn aggregate_impl(model: &Model, full: bool) -> Option<TokenStream> {
         Some((span, _)) if full => {
             // Spanned at `snapshot_every`: a state without `Serialize` or
             // `Deserialize` is reported there, once per missing trait.
-            let encode = quote_spanned!(*span=> snapshot_needs_serialize(self));
-            let decode = quote_spanned!(*span=> snapshot_needs_deserialize(__orchestrix_state));
+            // Each call follows a check by qualified path, at the same
+            // place: a missing trait is reported there without a note
+            // naming the generated function, and the compiler drops the
+            // call's same error.
+            let serializer = quote!(#krate::__private::serde_json::value::Serializer);
+            let encode = quote_spanned! {*span=> {
+                let _ = <Self as #krate::__private::serde::Serialize>::serialize::<#serializer>;
+                snapshot_needs_serialize(self)
+            }};
+            let value = quote!(#krate::__private::serde_json::Value);
+            let decode = quote_spanned! {*span=> {
+                let _ = <Self as #krate::__private::serde::Deserialize<'_>>::deserialize::<#value>;
+                snapshot_needs_deserialize(__orchestrix_state)
+            }};
             quote! {
                 fn snapshot_state(&self) -> ::core::option::Option<::core::result::Result<#krate::__private::Box<#raw>, #json_error>> {
                     fn snapshot_needs_serialize<State: #krate::__private::serde::Serialize>(
@@ -64,42 +76,35 @@ fn aggregate_impl(model: &Model, full: bool) -> Option<TokenStream> {
         }
         _ => TokenStream::new(),
     };
-    let generic = !generics.params.is_empty();
-    let apply = if !full {
+    let apply = if full {
+        // `<T>::apply` is the inherent method when there is one, and this
+        // trait method otherwise (which would recurse). The pair tells them
+        // apart by their types (see `orchestrix::__private::apply`): the
+        // same function twice picks a check that fails at the type's name,
+        // with a message naming the method to write.
+        let private = quote!(#krate::__private::apply);
+        let pair = quote_spanned! {ident.span()=>
+            (&#private::ApplyPair::<Self, _, _>::new(<#ident #ty_generics>::apply, <#ident #ty_generics as #krate::Aggregate>::apply))
+        };
+        let check = quote_spanned!(ident.span()=> __orchestrix_check(&*self));
+        quote! {
+            #[inline]
+            fn apply(&mut self, __orchestrix_event: &Self::Event) {
+                #[allow(unused_imports)]
+                use #private::{FindInherentApply as _, FoundInherentApply as _};
+                let (__orchestrix_check, __orchestrix_apply) = #pair.inherent_apply();
+                #check;
+                let __orchestrix_apply: fn(&mut Self, &Self::Event) = __orchestrix_apply;
+                __orchestrix_apply(self, __orchestrix_event)
+            }
+        }
+    } else {
         quote! {
             fn apply(&mut self, __orchestrix_event: &Self::Event) {
                 let _ = __orchestrix_event;
             }
         }
-    } else if generic {
-        // Spanned at the type's name, signature included: without an
-        // inherent `apply`, the call resolves to this very trait method,
-        // and the lint reports it there.
-        quote_spanned! {ident.span()=>
-            #[deny(unconditional_recursion)]
-            #[inline]
-            fn apply(&mut self, __orchestrix_event: &Self::Event) {
-                <#ident #ty_generics>::apply(self, __orchestrix_event)
-            }
-        }
-    } else {
-        // `<T>::apply` is the inherent method when there is one, and this
-        // trait method otherwise. `pick` tells them apart by their types:
-        // the same function twice picks the method that requires
-        // `T: InherentApply`, which fails with the message of
-        // `apply_probe`, at the type's name, instead of recursing.
-        let pick = quote_spanned! {ident.span()=>
-            (&__OrchestrixPair(<#ident>::apply, <#ident as #krate::Aggregate>::apply)).inherent_apply()
-        };
-        quote! {
-            #[inline]
-            fn apply(&mut self, __orchestrix_event: &Self::Event) {
-                let __orchestrix_apply: fn(&mut Self, &Self::Event) = #pick;
-                __orchestrix_apply(self, __orchestrix_event)
-            }
-        }
     };
-    let apply_probe = (full && !generic).then(|| apply_probe(krate, ident));
     let commands = command_set(krate, ident, generics);
     Some(quote! {
         #[automatically_derived]
@@ -116,51 +121,8 @@ fn aggregate_impl(model: &Model, full: bool) -> Option<TokenStream> {
             #snapshots
         }
 
-        #apply_probe
         #commands
     })
-}
-
-/// The pieces that tell an inherent `apply` from the trait's own.
-fn apply_probe(krate: &TokenStream, ident: &syn::Ident) -> TokenStream {
-    let message = format!(
-        "`{ident}` has no `apply` method: write `impl {ident} {{ fn apply(&mut self, event: &YourEvent) {{ .. }} }}`"
-    );
-    quote! {
-        struct __OrchestrixPair<F, G>(F, G);
-
-        #[diagnostic::on_unimplemented(
-            message = #message,
-            label = "`#[aggregate]` calls `{Self}::apply` for every event",
-            note = "`apply` changes the state by one event, with a `match` over the event type"
-        )]
-        trait InherentApply {}
-
-        trait FindApply<S: #krate::Aggregate> {
-            fn inherent_apply(&self) -> fn(&mut S, &S::Event)
-            where
-                S: InherentApply;
-        }
-
-        impl<F, S: #krate::Aggregate> FindApply<S> for __OrchestrixPair<F, F> {
-            fn inherent_apply(&self) -> fn(&mut S, &S::Event)
-            where
-                S: InherentApply,
-            {
-                |_, _| {}
-            }
-        }
-
-        trait __OrchestrixFoundApply<F> {
-            fn inherent_apply(&self) -> F;
-        }
-
-        impl<F: ::core::marker::Copy, G> __OrchestrixFoundApply<F> for &__OrchestrixPair<F, G> {
-            fn inherent_apply(&self) -> F {
-                self.0
-            }
-        }
-    }
 }
 
 /// `CommandSet`: the commands of the type's `#[command_handler]` block

@@ -35,8 +35,11 @@ pub(crate) fn expand(model: &Model) -> TokenStream {
                 };
             }
         }
-        Model::Fn { krate, item, handler } => {
-            let imp = handler.as_ref().map(|handler| standalone_command(krate, handler));
+        Model::Fn { krate, item, handler, stub } => {
+            let imp = handler
+                .as_ref()
+                .map(|handler| standalone_command(krate, handler))
+                .or_else(|| stub.as_ref().map(|stub| standalone_stub(krate, stub)));
             if let Some(imp) = imp {
                 quote! {
                     #item
@@ -212,6 +215,32 @@ fn standalone_command(krate: &TokenStream, handler: &Handler) -> TokenStream {
     let service_arg = service.as_ref().map(|_| quote!(__orchestrix_service));
     // A non-async function was reported; its stub never runs.
     let body = if handler.is_async { quote!(#ident(self, #service_arg)) } else { quote!(::core::future::pending()) };
+    standalone_impl(krate, command, command_name, &quote!(#ok), &quote!(#err), &service_ty, &body)
+}
+
+/// The impl of a standalone command whose handler has errors: it never
+/// runs, and keeps the handler's `Ok` and `Err` types when they are known.
+fn standalone_stub(krate: &TokenStream, stub: &Stub) -> TokenStream {
+    let (ok, err) = stub.result.as_ref().map_or_else(
+        || (quote!(::core::convert::Infallible), quote!(::core::convert::Infallible)),
+        |(ok, err)| (quote!(#ok), quote!(#err)),
+    );
+    let body = quote! {
+        let _ = __orchestrix_service;
+        ::core::future::pending()
+    };
+    standalone_impl(krate, &stub.command, &stub.command_name, &ok, &err, &quote!(()), &body)
+}
+
+fn standalone_impl(
+    krate: &TokenStream,
+    command: &syn::Type,
+    command_name: &str,
+    ok: &TokenStream,
+    err: &TokenStream,
+    service_ty: &TokenStream,
+    body: &TokenStream,
+) -> TokenStream {
     quote! {
         #[automatically_derived]
         impl #krate::StandaloneCommand for #command {

@@ -63,6 +63,10 @@ enum Checked {
 pub(crate) struct Stub {
     pub(crate) command: Type,
     pub(crate) command_name: String,
+    /// The `Ok` and `Err` types, when the return type is a `Result`: a
+    /// standalone stub keeps them, so that the caller's use of the
+    /// outcome adds no error either.
+    pub(crate) result: Option<(Type, Type)>,
 }
 
 impl Handler {
@@ -92,8 +96,20 @@ impl Handler {
 // One model per macro call, never moved around: its size does not matter.
 #[allow(clippy::large_enum_variant)]
 pub(crate) enum Model {
-    Impl { krate: TokenStream, item: syn::ItemImpl, handlers: Vec<Handler>, stubs: Vec<Stub> },
-    Fn { krate: TokenStream, item: syn::ItemFn, handler: Option<Handler> },
+    Impl {
+        krate: TokenStream,
+        item: syn::ItemImpl,
+        handlers: Vec<Handler>,
+        stubs: Vec<Stub>,
+    },
+    /// A free function: its handler, or the stub of its command when the
+    /// signature has errors and the command type is known.
+    Fn {
+        krate: TokenStream,
+        item: syn::ItemFn,
+        handler: Option<Handler>,
+        stub: Option<Stub>,
+    },
     Other(TokenStream),
 }
 
@@ -169,9 +185,10 @@ pub(crate) fn parse(cx: &mut Ctxt, args: TokenStream, item: syn::Item) -> Model 
         }
         syn::Item::Fn(mut item) => {
             item.attrs.push(syn::parse_quote!(#[allow(clippy::needless_pass_by_value)]));
-            let mut handler = match handler(cx, &item.sig, false) {
-                Checked::Valid(handler) => Some(handler),
-                Checked::Stub(_) | Checked::Invalid => None,
+            let (mut handler, stub) = match handler(cx, &item.sig, false) {
+                Checked::Valid(handler) => (Some(handler), None),
+                Checked::Stub(stub) => (None, Some(stub)),
+                Checked::Invalid => (None, None),
             };
             if item.sig.asyncness.is_none() {
                 // Stubbed: no impl whose body would add a second error.
@@ -183,7 +200,7 @@ pub(crate) fn parse(cx: &mut Ctxt, args: TokenStream, item: syn::Item) -> Model 
                     "standalone command handlers must be `async`: write `async fn`, or move the handler into an aggregate's `#[command_handler] impl` block",
                 );
             }
-            Model::Fn { krate, item, handler }
+            Model::Fn { krate, item, handler, stub }
         }
         other => {
             cx.error_spanned_by(
@@ -236,7 +253,8 @@ fn handler(cx: &mut Ctxt, sig: &syn::Signature, in_impl: bool) -> Checked {
     let Some(command) = command else { return Checked::Invalid };
     let command_name = common::last_segment(&command).map(|s| s.ident.to_string()).unwrap_or_default();
     let Some((ok_ty, err_ty)) = result.filter(|_| ok) else {
-        return Checked::Stub(Stub { command, command_name });
+        let result = result.map(|(ok, err)| (ok.clone(), err.clone()));
+        return Checked::Stub(Stub { command, command_name, result });
     };
     let service = extras.iter().find_map(|extra| match extra {
         Extra::Service(ty) => Some(ty.clone()),

@@ -169,3 +169,27 @@ fn misused_ids_are_errors() {
     );
     assert!(errors[0].starts_with("a standalone command handler belongs to no aggregate"), "{errors:?}");
 }
+
+#[test]
+fn a_rejected_standalone_handler_keeps_its_command_and_result_types() {
+    let (model, errors) = parse(
+        quote!(),
+        quote!(
+            async fn transfer(cmd: Transfer, rates: Rates) -> Result<u64, TransferError> {
+                loop {}
+            }
+        ),
+    );
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    let Model::Fn { handler: None, stub: Some(stub), .. } = &model else { panic!("a stub") };
+    assert_eq!(stub.command.to_token_stream().to_string(), "Transfer");
+    let (ok, err) = stub.result.as_ref().expect("the result types");
+    assert_eq!(
+        (ok.to_token_stream().to_string(), err.to_token_stream().to_string()),
+        ("u64".into(), "TransferError".into())
+    );
+    let expanded = super::expand::expand(&model).to_string();
+    assert!(expanded.contains("StandaloneCommand for Transfer"), "{expanded}");
+    assert!(expanded.contains("type Output = u64"), "{expanded}");
+    assert!(expanded.contains("pending"), "the stub never runs: {expanded}");
+}

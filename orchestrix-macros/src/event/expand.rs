@@ -416,7 +416,14 @@ fn enum_schemas(
                 schemas.push(quote!(#krate::__private::event_schema::<__OrchestrixSchemaEmpty>(#name, #version)));
             }
             Shape::Newtype(ty) => {
-                schemas.push(quote_spanned!(ty.span()=> #krate::__private::event_schema::<#ty>(#name, #version)));
+                // The check first, at the type: a type without `JsonSchema`
+                // is reported there without a note naming `event_schema`,
+                // and the compiler drops the call's same error at the same
+                // place.
+                schemas.push(quote_spanned! {ty.span()=> {
+                    let _ = <#ty as #krate::__private::schemars::JsonSchema>::schema_name;
+                    #krate::__private::event_schema::<#ty>(#name, #version)
+                }});
             }
         }
     }

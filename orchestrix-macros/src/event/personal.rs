@@ -330,7 +330,13 @@ pub(crate) fn tag_values(krate: &TokenStream, tags: &[Tag], access: impl Fn(&Ide
     use syn::spanned::Spanned as _;
     let values = tags.iter().map(|tag| {
         let (name, ty, value) = (&tag.name, &tag.ty, access(&tag.field));
-        quote::quote_spanned!(ty.span()=> #krate::__private::tag::<#ty>(#name, #value))
+        // The check first, by qualified path at the same place: a wrong
+        // type is reported without a note pointing into `query::tag`, and
+        // the compiler drops the call's same error.
+        quote::quote_spanned! {ty.span()=> {
+            let _ = <#ty as #krate::__private::TagValue>::tag_value;
+            #krate::__private::tag::<#ty>(#name, #value)
+        }}
     });
     quote::quote! {{
         let mut __orchestrix_tags: #krate::__private::Vec<::std::string::String> = #krate::__private::Vec::new();
