@@ -7,7 +7,7 @@ use std::num::NonZeroU64;
 
 use orchestrix::command::{CommandDescriptor, HandlerResult};
 use orchestrix::event::{decode_versioned, encode_raw, EventType};
-use orchestrix::{Aggregate, AggregateCommand, CommandSet, DecodeErrorKind, Event, Existence};
+use orchestrix::{command::CommandSet, command::Existence, error::DecodeErrorKind, Aggregate, AggregateCommand, Event};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 

@@ -12,7 +12,8 @@ use std::sync::Arc;
 use futures_util::TryStreamExt;
 use orchestrix::prelude::*;
 use orchestrix::{
-    CommandOptions, CommandOutcome, EventStore, ExpectedVersion, RecordedEvent, Repository, StreamId, Uuid,
+    app::CommandOptions, app::CommandOutcome, envelope::RecordedEvent, repository::Repository, store::EventStore,
+    store::ExpectedVersion, StreamId, Uuid,
 };
 
 #[event]
@@ -128,7 +129,7 @@ async fn lost_ack_any_retry_is_stored_once(store: &dyn EventStore) {
 mod sqlite {
     use std::sync::Arc;
 
-    use orchestrix::{EventStore, ExpectedVersion, StreamId};
+    use orchestrix::{store::EventStore, store::ExpectedVersion, StreamId};
     use orchestrix_adapters::sqlite::{SqliteConfig, SqliteStore};
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -176,7 +177,7 @@ mod sqlite {
 mod postgres {
     use std::sync::Arc;
 
-    use orchestrix::{EventStore, ExpectedVersion, StreamId};
+    use orchestrix::{store::EventStore, store::ExpectedVersion, StreamId};
     use orchestrix_adapters::postgres::{PgConfig, PgStore};
 
     use super::support::{event, pg_store_with, pg_url};

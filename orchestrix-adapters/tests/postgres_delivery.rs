@@ -14,7 +14,8 @@ use orchestrix::projection::{
 };
 use orchestrix::testing::delivery::{self, Faults, Harness, Running};
 use orchestrix::{
-    DeadLetterStore, EventFilter, EventStore, ExpectedVersion, RecordedEvent, RetryPolicy, StreamId, Uuid,
+    envelope::RecordedEvent, retry::RetryPolicy, store::DeadLetterStore, store::EventFilter, store::EventStore,
+    store::ExpectedVersion, StreamId, Uuid,
 };
 use orchestrix_adapters::postgres::{PgProjection, PgProjectionOptions, PgStore};
 use sqlx::PgConnection;

@@ -39,7 +39,7 @@ pub const DEFAULT_CACHE_CAPACITY: usize = 10_000;
 /// Every field has a setter of the same name (`header` adds one header):
 ///
 /// ```
-/// use orchestrix::{CommandOptions, Uuid};
+/// use orchestrix::{app::CommandOptions, Uuid};
 ///
 /// let request = Uuid::now_v7();
 /// let options = CommandOptions::default()

@@ -73,7 +73,7 @@ pub trait StandaloneCommand: Send + Sized + 'static {
     type Error: std::error::Error + Send + Sync + 'static;
 
     /// The service injected into the handler (`()` for none). The
-    /// application itself, [`crate::Orchestrix`], is always available.
+    /// application itself, [`crate::app::Orchestrix`], is always available.
     type Service: Send + Sync + 'static;
 
     /// The command's name, for errors, logs and metrics.

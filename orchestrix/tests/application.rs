@@ -9,7 +9,8 @@ use orchestrix::memory::InMemoryEventStore;
 use orchestrix::prelude::*;
 use orchestrix::query::{Query, QueryItem};
 use orchestrix::{
-    CommandOptions, Decision, Envelope, EventStore, ExpectedVersion, RetryPolicy, StoreError,
+    app::CommandOptions, decision::Decision, envelope::Envelope, retry::RetryPolicy, store::EventStore,
+    store::ExpectedVersion, StoreError,
 };
 
 /// What happens to a bin.

@@ -15,8 +15,9 @@ use orchestrix::prelude::*;
 use orchestrix::query::{Query, QueryItem};
 use orchestrix::store::{EventStream, StreamAppend};
 use orchestrix::{
-    CommandOptions, CommandOutcome, Decision, Envelope, EventFilter, EventStore, ExpectedVersion,
-    NewEvent, RecordedEvent, Repository, StoreError, StreamId, Uuid,
+    app::CommandOptions, app::CommandOutcome, decision::Decision, envelope::Envelope, envelope::NewEvent,
+    envelope::RecordedEvent, repository::Repository, store::EventFilter, store::EventStore, store::ExpectedVersion,
+    StoreError, StreamId, Uuid,
 };
 
 #[event]

@@ -12,7 +12,10 @@ use orchestrix::memory::{
 };
 use orchestrix::tenant::TenantStore;
 use orchestrix::testing::conformance;
-use orchestrix::{CheckpointStore, DeadLetterStore, EventStore, KeyStore, KeyValueStore, MessageBus, SnapshotStore};
+use orchestrix::{
+    store::CheckpointStore, store::DeadLetterStore, store::EventStore, store::KeyStore, store::KeyValueStore,
+    store::MessageBus, store::SnapshotStore,
+};
 
 fn shared_events() -> Arc<dyn EventStore> {
     Arc::new(InMemoryEventStore::new())

@@ -15,8 +15,9 @@ use orchestrix::store::{DeadLetter, EventStream, Snapshot, StreamAppend};
 use orchestrix::tenant::{TenantId, TenantStore};
 use orchestrix::testing::conformance;
 use orchestrix::{
-    CheckpointStore, DeadLetterStore, EventFilter, EventStore, ExpectedVersion, KeyStore, KeyValueStore, Metadata,
-    NewEvent, RecordedEvent, SnapshotStore, StoreError, StreamId,
+    envelope::NewEvent, envelope::RecordedEvent, store::CheckpointStore, store::DeadLetterStore, store::EventFilter,
+    store::EventStore, store::ExpectedVersion, store::KeyStore, store::KeyValueStore, store::SnapshotStore, Metadata,
+    StoreError, StreamId,
 };
 use serde_json::value::RawValue;
 use uuid::Uuid;

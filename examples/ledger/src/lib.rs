@@ -10,7 +10,10 @@ use std::sync::Arc;
 use futures_util::StreamExt;
 use orchestrix::crypto::CryptoStore;
 use orchestrix::prelude::*;
-use orchestrix::{CommandOptions, Decision, EventFilter, EventStore, KeyStore, SnapshotStore, TenantStore, Uuid};
+use orchestrix::{
+    app::CommandOptions, decision::Decision, store::EventFilter, store::EventStore, store::KeyStore,
+    store::SnapshotStore, tenant::TenantStore, Uuid,
+};
 use serde::{Deserialize, Serialize};
 
 /// What happens to an account.
@@ -144,11 +147,8 @@ where
     let events = CryptoStore::new(TenantStore::new(store.clone(), tenant)?, TenantStore::new(store.clone(), tenant)?)
         .register::<AccountEvent>()
         .erase_snapshots_in(Arc::clone(&snapshots));
-    let app = Orchestrix::builder()
-        .event_store(events.clone())
-        .snapshot_store(snapshots)
-        .aggregate::<Account>()
-        .build()?;
+    let app =
+        Orchestrix::builder().event_store(events.clone()).snapshot_store(snapshots).aggregate::<Account>().build()?;
     Ok(Tenant { app, events })
 }
 

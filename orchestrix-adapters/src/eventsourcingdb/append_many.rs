@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use orchestrix::query::AppendCondition;
 use orchestrix::store::{first_conflict, ExpectedVersion, StreamAppend};
-use orchestrix::{RecordedEvent, StoreError};
+use orchestrix::{envelope::RecordedEvent, StoreError};
 
 use super::condition;
 

@@ -11,7 +11,9 @@ use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::{self};
 use async_nats::HeaderMap;
 use futures_util::{FutureExt, StreamExt};
-use orchestrix::{trace, CheckpointStore, EventFilter, EventStore, RecordedEvent, RetryPolicy};
+use orchestrix::{
+    envelope::RecordedEvent, retry::RetryPolicy, store::CheckpointStore, store::EventFilter, store::EventStore, trace,
+};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::Instrument;

@@ -25,12 +25,13 @@ use bytes::Bytes;
 use uuid::Uuid;
 
 use super::{
-    CheckpointStore, DeadLetter, DeadLetterQuery, DeadLetterStore, EventFilter, EventStore, EventStream, ExpectedVersion, KeyStore,
-    KeyValueStore, Message, MessageBus, MessageStream, Snapshot, SnapshotStore, StreamAppend,
+    CheckpointStore, DeadLetter, DeadLetterQuery, DeadLetterStore, EventFilter, EventStore, EventStream,
+    ExpectedVersion, KeyStore, KeyValueStore, Message, MessageBus, MessageStream, Snapshot, SnapshotStore,
+    StreamAppend,
 };
-use crate::personal::DataKey;
 use crate::envelope::{NewEvent, RecordedEvent};
 use crate::error::StoreError;
+use crate::personal::DataKey;
 use crate::query::{AppendCondition, Query};
 use crate::stream::StreamId;
 
