@@ -10,7 +10,9 @@ use futures_util::StreamExt;
 use orchestrix::memory::{InMemoryCheckpointStore, InMemoryEventStore};
 use orchestrix::projection::{ProjectionEngine, ProjectionOptions};
 use orchestrix::{
-    envelope::NewEvent, store::EventFilter, store::EventStore, store::ExpectedVersion, Metadata, StreamId,
+    envelope::NewEvent,
+    store::{EventFilter, EventStore, ExpectedVersion},
+    Metadata, StreamId,
 };
 use orchestrix_benches::Counting;
 use serde_json::value::RawValue;

@@ -7,7 +7,10 @@
 use futures_util::{StreamExt, TryStreamExt};
 use orchestrix::prelude::*;
 use orchestrix::{
-    envelope::NewEvent, event::EventSchemas, store::EventStore, store::ExpectedVersion, StoreError, StreamId,
+    envelope::NewEvent,
+    event::EventSchemas,
+    store::{EventStore, ExpectedVersion},
+    StoreError, StreamId,
 };
 use orchestrix_adapters::eventsourcingdb::{EsdbConfig, EsdbError, EsdbStore};
 use orchestrix_esdb_test_server::{TestServer, TestServerOptions};

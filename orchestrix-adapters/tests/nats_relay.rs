@@ -13,7 +13,9 @@ use orchestrix::memory::{InMemoryCheckpointStore, InMemoryDeadLetterStore, InMem
 use orchestrix::projection::PoisonPolicy;
 use orchestrix::store::{Message, MessageBus};
 use orchestrix::{
-    envelope::RecordedEvent, store::CheckpointStore, store::EventStore, store::ExpectedVersion, StreamId,
+    envelope::RecordedEvent,
+    store::{CheckpointStore, EventStore, ExpectedVersion},
+    StreamId,
 };
 use orchestrix_adapters::nats::cloudevent::decode;
 use orchestrix_adapters::nats::{JetStreamBus, ProjectionWorker, Relay, RelayOptions, SoleWorker, WorkerOptions};

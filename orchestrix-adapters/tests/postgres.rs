@@ -514,7 +514,10 @@ async fn spawned_transactional_projection_is_exactly_once_across_kills_and_races
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poison_event_is_parked_in_the_same_transaction_or_stops_the_runner() {
     use orchestrix::projection::{PoisonPolicy, ProjectionError};
-    use orchestrix::{retry::RetryPolicy, store::CheckpointStore, store::DeadLetterStore};
+    use orchestrix::{
+        retry::RetryPolicy,
+        store::{CheckpointStore, DeadLetterStore},
+    };
     let Some(store) = support::pg_store().await else { return };
     let table = counter_table(&store).await;
     store.append(&stream("a"), ExpectedVersion::NoStream, vec![event("E", "{}"), event("E", "{}")]).await.unwrap();

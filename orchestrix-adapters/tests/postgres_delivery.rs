@@ -14,8 +14,10 @@ use orchestrix::projection::{
 };
 use orchestrix::testing::delivery::{self, Faults, Harness, Running};
 use orchestrix::{
-    envelope::RecordedEvent, retry::RetryPolicy, store::DeadLetterStore, store::EventFilter, store::EventStore,
-    store::ExpectedVersion, StreamId, Uuid,
+    envelope::RecordedEvent,
+    retry::RetryPolicy,
+    store::{DeadLetterStore, EventFilter, EventStore, ExpectedVersion},
+    StreamId, Uuid,
 };
 use orchestrix_adapters::postgres::{PgProjection, PgProjectionOptions, PgStore};
 use sqlx::PgConnection;

@@ -116,7 +116,7 @@ pub const MAX_JSON_DEPTH: usize = 100;
 ///   every tag valid ([`crate::query::validate_tag`]).
 ///
 /// ```
-/// use orchestrix::{envelope::validate_new_event, Metadata, envelope::NewEvent, StoreError};
+/// use orchestrix::{envelope::{validate_new_event, NewEvent}, Metadata, StoreError};
 /// use serde_json::value::RawValue;
 ///
 /// let event = |data: &str| NewEvent {

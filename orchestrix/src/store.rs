@@ -35,7 +35,7 @@ mod dead_letter;
 
 pub use dead_letter::{DeadLetter, DeadLetterQuery, DeadLetterStore};
 mod forward;
-pub(crate) use forward::shared;
+pub use forward::shared;
 
 /// A lazily read sequence of stored events.
 pub type EventStream<'a> = Pin<Box<dyn Stream<Item = Result<Arc<RecordedEvent>, StoreError>> + Send + 'a>>;

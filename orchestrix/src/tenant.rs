@@ -43,7 +43,7 @@
 //! use futures_util::StreamExt;
 //! use orchestrix::memory::InMemoryEventStore;
 //! use orchestrix::tenant::TenantStore;
-//! use orchestrix::{store::EventFilter, store::EventStore, store::ExpectedVersion, envelope::NewEvent, Metadata, StreamId};
+//! use orchestrix::{store::{EventFilter, EventStore, ExpectedVersion}, envelope::NewEvent, Metadata, StreamId};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), orchestrix::StoreError> {

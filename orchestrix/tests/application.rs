@@ -9,8 +9,12 @@ use orchestrix::memory::InMemoryEventStore;
 use orchestrix::prelude::*;
 use orchestrix::query::{Query, QueryItem};
 use orchestrix::{
-    app::CommandOptions, decision::Decision, envelope::Envelope, retry::RetryPolicy, store::EventStore,
-    store::ExpectedVersion, StoreError,
+    app::CommandOptions,
+    decision::Decision,
+    envelope::Envelope,
+    retry::RetryPolicy,
+    store::{EventStore, ExpectedVersion},
+    StoreError,
 };
 
 /// What happens to a bin.

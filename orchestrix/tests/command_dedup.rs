@@ -15,8 +15,11 @@ use orchestrix::prelude::*;
 use orchestrix::query::{Query, QueryItem};
 use orchestrix::store::{EventStream, StreamAppend};
 use orchestrix::{
-    app::CommandOptions, app::CommandOutcome, decision::Decision, envelope::Envelope, envelope::NewEvent,
-    envelope::RecordedEvent, repository::Repository, store::EventFilter, store::EventStore, store::ExpectedVersion,
+    app::{CommandOptions, CommandOutcome},
+    decision::Decision,
+    envelope::{Envelope, NewEvent, RecordedEvent},
+    repository::Repository,
+    store::{EventFilter, EventStore, ExpectedVersion},
     StoreError, StreamId, Uuid,
 };
 

@@ -14,8 +14,9 @@ use orchestrix::prelude::*;
 use orchestrix::projection::{ProjectionEngine, ProjectionOptions};
 use orchestrix::store::StreamAppend;
 use orchestrix::{
-    envelope::NewEvent, envelope::RecordedEvent, store::EventFilter, store::EventStore, store::ExpectedVersion,
-    store::KeyStore, StoreError, StreamId,
+    envelope::{NewEvent, RecordedEvent},
+    store::{EventFilter, EventStore, ExpectedVersion, KeyStore},
+    StoreError, StreamId,
 };
 
 #[event]

@@ -15,7 +15,9 @@ use orchestrix::projection::{
 };
 use orchestrix::testing::delivery::{self, Faults, Harness, Running};
 use orchestrix::{
-    envelope::RecordedEvent, retry::RetryPolicy, store::DeadLetterStore, store::EventFilter, store::EventStore,
+    envelope::RecordedEvent,
+    retry::RetryPolicy,
+    store::{DeadLetterStore, EventFilter, EventStore},
     StreamId, Uuid,
 };
 

@@ -14,8 +14,10 @@ use orchestrix::error::BoxError;
 use orchestrix::memory::{InMemoryCheckpointStore, InMemoryDeadLetterStore, InMemoryEventStore};
 use orchestrix::projection::{PoisonPolicy, Projection, ProjectionEngine, ProjectionError, ProjectionOptions};
 use orchestrix::{
-    envelope::NewEvent, envelope::RecordedEvent, retry::RetryPolicy, store::CheckpointStore, store::DeadLetterStore,
-    store::EventFilter, store::EventStore, store::ExpectedVersion, Metadata, StreamId,
+    envelope::{NewEvent, RecordedEvent},
+    retry::RetryPolicy,
+    store::{CheckpointStore, DeadLetterStore, EventFilter, EventStore, ExpectedVersion},
+    Metadata, StreamId,
 };
 use serde_json::value::RawValue;
 

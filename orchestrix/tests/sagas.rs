@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_util::TryStreamExt;
-use orchestrix::command::{CommandDescriptor, HandlerResult};
+use orchestrix::__private::{CommandDescriptor, HandlerResult};
 use orchestrix::error::BoxError;
 use orchestrix::event::{decode_versioned, encode_raw, EventType};
 use orchestrix::memory::{InMemoryCheckpointStore, InMemoryEventStore};
@@ -22,9 +22,12 @@ use orchestrix::saga::{
 };
 use orchestrix::store::{EventStream, StreamAppend};
 use orchestrix::{
-    app::CommandOptions, command::CommandSet, envelope::NewEvent, envelope::RecordedEvent, error::DecodeErrorKind,
-    store::EventFilter, store::EventStore, store::ExpectedVersion, Aggregate, AggregateCommand, Event, Metadata,
-    Orchestrix, StoreError, StreamId, Uuid,
+    app::CommandOptions,
+    command::CommandSet,
+    envelope::{NewEvent, RecordedEvent},
+    error::DecodeErrorKind,
+    store::{EventFilter, EventStore, ExpectedVersion},
+    Aggregate, AggregateCommand, Event, Metadata, Orchestrix, StoreError, StreamId, Uuid,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;

@@ -10,12 +10,11 @@ use orchestrix::memory::{
     InMemoryCheckpointStore, InMemoryDeadLetterStore, InMemoryEventStore, InMemoryKeyStore, InMemoryKeyValueStore,
     InMemoryMessageBus, InMemorySnapshotStore,
 };
+use orchestrix::store::{
+    CheckpointStore, DeadLetterStore, EventStore, KeyStore, KeyValueStore, MessageBus, SnapshotStore,
+};
 use orchestrix::tenant::TenantStore;
 use orchestrix::testing::conformance;
-use orchestrix::{
-    store::CheckpointStore, store::DeadLetterStore, store::EventStore, store::KeyStore, store::KeyValueStore,
-    store::MessageBus, store::SnapshotStore,
-};
 
 fn shared_events() -> Arc<dyn EventStore> {
     Arc::new(InMemoryEventStore::new())

@@ -15,9 +15,12 @@ use orchestrix::store::{DeadLetter, EventStream, Snapshot, StreamAppend};
 use orchestrix::tenant::{TenantId, TenantStore};
 use orchestrix::testing::conformance;
 use orchestrix::{
-    envelope::NewEvent, envelope::RecordedEvent, store::CheckpointStore, store::DeadLetterStore, store::EventFilter,
-    store::EventStore, store::ExpectedVersion, store::KeyStore, store::KeyValueStore, store::SnapshotStore, Metadata,
-    StoreError, StreamId,
+    envelope::{NewEvent, RecordedEvent},
+    store::{
+        CheckpointStore, DeadLetterStore, EventFilter, EventStore, ExpectedVersion, KeyStore, KeyValueStore,
+        SnapshotStore,
+    },
+    Metadata, StoreError, StreamId,
 };
 use serde_json::value::RawValue;
 use uuid::Uuid;

@@ -8,7 +8,10 @@ use std::time::Duration;
 use bank::{Account, AccountEvent, BankError, Deposit, OpenAccount, Withdraw};
 use orchestrix::memory::{InMemoryEventStore, InMemorySnapshotStore};
 use orchestrix::{
-    repository::Repository, retry::RetryPolicy, store::EventStore, store::SnapshotStore, CommandError, Orchestrix, Uuid,
+    repository::Repository,
+    retry::RetryPolicy,
+    store::{EventStore, SnapshotStore},
+    CommandError, Orchestrix, Uuid,
 };
 use orchestrix_tests::read_stream;
 

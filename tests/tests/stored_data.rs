@@ -9,8 +9,11 @@ use chrono::Utc;
 use orchestrix::memory::{InMemoryEventStore, InMemorySnapshotStore};
 use orchestrix::store::Snapshot;
 use orchestrix::{
-    envelope::NewEvent, error::DecodeErrorKind, repository::Repository, store::EventStore, store::ExpectedVersion,
-    store::SnapshotStore, CommandError, Error, Metadata, Orchestrix, Uuid,
+    envelope::NewEvent,
+    error::DecodeErrorKind,
+    repository::Repository,
+    store::{EventStore, ExpectedVersion, SnapshotStore},
+    CommandError, Error, Metadata, Orchestrix, Uuid,
 };
 use serde_json::value::RawValue;
 

@@ -25,11 +25,13 @@ use orchestrix::lease::Leases;
 use orchestrix::memory::{InMemoryCheckpointStore, InMemoryEventStore, InMemoryLeases, InMemorySnapshotStore};
 use orchestrix::projection::{Projection, ProjectionEngine, ProjectionOptions};
 use orchestrix::saga::SagaManager;
+use orchestrix::store::{CheckpointStore, EventStore, SnapshotStore};
 use orchestrix::{
-    envelope::NewEvent, repository::Repository, store::EventFilter, store::ExpectedVersion, CommandError, Metadata,
-    Orchestrix, Uuid,
+    envelope::NewEvent,
+    repository::Repository,
+    store::{EventFilter, ExpectedVersion},
+    CommandError, Metadata, Orchestrix, Uuid,
 };
-use orchestrix::{store::CheckpointStore, store::EventStore, store::SnapshotStore};
 use orchestrix_adapters::sqlite::{SqliteConfig, SqliteStore};
 use serde_json::value::RawValue;
 use tracing_subscriber::layer::SubscriberExt;

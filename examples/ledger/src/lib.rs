@@ -11,8 +11,11 @@ use futures_util::StreamExt;
 use orchestrix::crypto::CryptoStore;
 use orchestrix::prelude::*;
 use orchestrix::{
-    app::CommandOptions, decision::Decision, store::EventFilter, store::EventStore, store::KeyStore,
-    store::SnapshotStore, tenant::TenantStore, Uuid,
+    app::CommandOptions,
+    decision::Decision,
+    store::{EventFilter, EventStore, KeyStore, SnapshotStore},
+    tenant::TenantStore,
+    Uuid,
 };
 use serde::{Deserialize, Serialize};
 

@@ -10,7 +10,9 @@ use orchestrix::store::{
     validate_append_if, validate_append_many, EventFilter, EventStream, ExpectedVersion, StreamAppend,
 };
 use orchestrix::{
-    envelope::NewEvent, envelope::RecordedEvent, event::EventSchema, event::EventSchemas, store::EventStore,
+    envelope::{NewEvent, RecordedEvent},
+    event::{EventSchema, EventSchemas},
+    store::EventStore,
     StoreError, StreamId,
 };
 use serde_json::value::RawValue;

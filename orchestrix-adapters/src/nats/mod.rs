@@ -230,7 +230,7 @@ impl EventStreamConfig {
     }
 
     /// Keeps the stream in memory instead of files (tests, caches).
-    pub fn in_memory(mut self) -> Self {
+    pub fn with_memory_storage(mut self) -> Self {
         self.memory = true;
         self
     }

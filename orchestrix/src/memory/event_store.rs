@@ -52,7 +52,7 @@ const SCAN: usize = 4 * 1024;
 ///
 /// ```
 /// use orchestrix::memory::InMemoryEventStore;
-/// use orchestrix::{store::EventStore, store::ExpectedVersion, StreamId};
+/// use orchestrix::{store::{EventStore, ExpectedVersion}, StreamId};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), orchestrix::StoreError> {

@@ -18,8 +18,10 @@ use orchestrix::prelude::*;
 use orchestrix::projection::{PoisonPolicy, ProjectionEngine, ProjectionOptions};
 use orchestrix::saga::{Saga, SagaManager, SagaStatus, Step, StepAction, StepError};
 use orchestrix::{
-    app::CommandOptions, envelope::NewEvent, envelope::RecordedEvent, retry::RetryPolicy, store::CheckpointStore,
-    store::DeadLetterStore, store::EventStore, store::ExpectedVersion, store::KeyStore, store::SnapshotStore,
+    app::CommandOptions,
+    envelope::{NewEvent, RecordedEvent},
+    retry::RetryPolicy,
+    store::{CheckpointStore, DeadLetterStore, EventStore, ExpectedVersion, KeyStore, SnapshotStore},
     StoreError, StreamId,
 };
 

@@ -13,7 +13,10 @@ use orchestrix::projection::{PoisonPolicy, Projection, ProjectionError, RetryOut
 use orchestrix::store::DeadLetterQuery;
 use orchestrix::trace::{self, TraceHeaders};
 use orchestrix::{
-    envelope::RecordedEvent, retry::RetryPolicy, store::DeadLetterStore, store::EventFilter, StoreError, StreamId,
+    envelope::RecordedEvent,
+    retry::RetryPolicy,
+    store::{DeadLetterStore, EventFilter},
+    StoreError, StreamId,
 };
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;

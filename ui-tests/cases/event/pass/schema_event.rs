@@ -3,7 +3,7 @@
 #![deny(warnings)]
 
 use orchestrix::prelude::*;
-use orchestrix::{event::EventSchemas, event::EventType};
+use orchestrix::{event::{EventSchemas, EventType}};
 use serde_json::json;
 
 /// The inner type of a newtype variant derives `JsonSchema` itself.
