@@ -9,6 +9,20 @@
 //! wherever a store does (a [`crate::tenant::TenantStore`], the
 //! application builder). Every method is forwarded, default ones included;
 //! a method added to a port must be added to its list in `store/forward.rs`.
+//!
+//! # The adapter contract
+//!
+//! An event store adapter receives [`NewEvent`]s
+//! ([`crate::envelope`]) and, before it writes anything, calls
+//! [`validate_append`] (one stream), [`validate_append_many`] or
+//! [`validate_append_if`] (several streams, with or without a condition),
+//! so that every backend refuses the same input with the same
+//! [`StoreError::InvalidInput`]; [`validate_event_ids`] is the id check they
+//! include. [`first_conflict`] names the part that lost a multi-stream
+//! race. An adapter with stricter type names calls
+//! [`crate::event::validate_event_type`] before its own rules. A
+//! constructor that keeps a store takes it generically and keeps a given
+//! `Arc<dyn _>` as it is with [`shared`] (ADR 0030).
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
