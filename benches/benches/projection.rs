@@ -63,7 +63,7 @@ async fn main() {
         let engine = ProjectionEngine::new(store.clone(), InMemoryCheckpointStore::new());
         let start = Instant::now();
         let mut handle = engine.spawn(Counting::new("no-op"), ProjectionOptions::default().checkpoint_every(1_000));
-        handle.wait_for_position(total, std::time::Duration::from_secs(600)).await.expect("the projection catches up");
+        handle.wait_for_position(total, std::time::Duration::from_mins(10)).await.expect("the projection catches up");
         best_spawned = best_spawned.min(start.elapsed().as_secs_f64());
         assert_eq!(handle.stop().await.expect("stops").seen, total);
     }

@@ -512,6 +512,20 @@ impl Run {
 }
 
 /// Everything the bus keeps per registered aggregate type.
+/// Whether a command that requires `required` may run on an aggregate that
+/// `exists` (or not): the refusal it gets if not.
+fn existence_verdict<A: Aggregate>(
+    required: Existence,
+    exists: bool,
+    id: &A::Id,
+) -> Result<(), CommandError<A::Error>> {
+    match (required, exists) {
+        (Existence::New, true) => Err(CommandError::AggregateAlreadyExists { aggregate: A::NAME, id: id.to_string() }),
+        (Existence::Existing, false) => Err(CommandError::AggregateNotFound { aggregate: A::NAME, id: id.to_string() }),
+        _ => Ok(()),
+    }
+}
+
 struct AggregateSlot<A: Aggregate> {
     repository: Repository<A>,
     cache: AggregateCache<A>,
@@ -550,16 +564,7 @@ impl<A: Aggregate> AggregateSlot<A> {
                 return Ok(applied);
             }
         }
-        let verdict = match (C::REQUIRES, loaded.exists()) {
-            (Existence::New, true) => {
-                Err(CommandError::AggregateAlreadyExists { aggregate: A::NAME, id: id.to_string() })
-            }
-            (Existence::Existing, false) => {
-                Err(CommandError::AggregateNotFound { aggregate: A::NAME, id: id.to_string() })
-            }
-            _ => Ok(()),
-        };
-        let decided = match verdict {
+        let decided = match existence_verdict::<A>(C::REQUIRES, loaded.exists(), id) {
             Ok(()) => command.handle(Some(id), &loaded.state, service).await.map_err(CommandError::Rejected),
             Err(error) => Err(error),
         };

@@ -110,7 +110,7 @@ fn with_id(id: Uuid) -> CommandOptions {
 }
 
 async fn stream_of(store: &dyn EventStore, id: Uuid) -> Vec<Arc<RecordedEvent>> {
-    let stream = Repository::<Account>::stream_id(&id).unwrap();
+    let stream = Repository::<Account>::stream_id(id).unwrap();
     store.read_stream(&stream, 0).try_collect().await.unwrap()
 }
 

@@ -75,7 +75,7 @@ async fn commands_succeed_over_a_snapshot_past_the_head() {
     let id = 7_u64;
     let seed = [CounterEvent::Added { by: 1 }, CounterEvent::Added { by: 1 }, CounterEvent::Added { by: 1 }];
     app.repository::<Counter>().save(&id, ExpectedVersion::NoStream, &seed, &Metadata::default()).await.unwrap();
-    let stream = Repository::<Counter>::stream_id(&id).unwrap();
+    let stream = Repository::<Counter>::stream_id(id).unwrap();
     let ghost = Snapshot {
         stream: stream.clone(),
         version: 10,

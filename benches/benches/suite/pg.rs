@@ -554,7 +554,7 @@ async fn catch_up(server: &Server, options: &Options) -> Result<Row, BoxError> {
                     let name = format!("catch-up-{}", run.fetch_add(1, Ordering::Relaxed));
                     let mut handle = engine.spawn(Counting::new(name), ProjectionOptions::default());
                     handle
-                        .wait_for_position(head, std::time::Duration::from_secs(600))
+                        .wait_for_position(head, std::time::Duration::from_mins(10))
                         .await
                         .expect("the projection catches up");
                     assert_eq!(handle.stop().await.expect("the projection ran").seen, n);
