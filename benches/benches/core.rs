@@ -5,7 +5,7 @@
 //! short run). The goal: every ratio at least 0.95.
 
 use orchestrix::memory::{InMemoryEventStore, InMemorySnapshotStore};
-use orchestrix::{Aggregate, AggregateCommand, CommandSet, Orchestrix, Repository, Uuid};
+use orchestrix::{command::CommandSet, repository::Repository, Aggregate, AggregateCommand, Orchestrix, Uuid};
 use orchestrix_benches::{compare, hand, macros};
 
 const HISTORY: u64 = 10_000;

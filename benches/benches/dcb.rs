@@ -26,7 +26,11 @@ use std::time::{Duration, Instant};
 use futures_util::TryStreamExt;
 use orchestrix::query::{AppendCondition, Query, QueryItem};
 use orchestrix::store::StreamAppend;
-use orchestrix::{EventStore, ExpectedVersion, Metadata, NewEvent, StreamId};
+use orchestrix::{
+    envelope::NewEvent,
+    store::{EventStore, ExpectedVersion},
+    Metadata, StreamId,
+};
 use orchestrix_adapters::postgres::{PgConfig, PgStore};
 use serde_json::value::RawValue;
 

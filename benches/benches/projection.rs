@@ -9,7 +9,11 @@ use std::time::Instant;
 use futures_util::StreamExt;
 use orchestrix::memory::{InMemoryCheckpointStore, InMemoryEventStore};
 use orchestrix::projection::{ProjectionEngine, ProjectionOptions};
-use orchestrix::{EventFilter, EventStore, ExpectedVersion, Metadata, NewEvent, StreamId};
+use orchestrix::{
+    envelope::NewEvent,
+    store::{EventFilter, EventStore, ExpectedVersion},
+    Metadata, StreamId,
+};
 use orchestrix_benches::Counting;
 use serde_json::value::RawValue;
 

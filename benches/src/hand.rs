@@ -5,9 +5,13 @@
 use std::future::{ready, Future};
 use std::num::NonZeroU64;
 
-use orchestrix::command::{CommandDescriptor, HandlerResult};
+use orchestrix::__private::{CommandDescriptor, HandlerResult};
 use orchestrix::event::{decode_versioned, encode_raw, EventType};
-use orchestrix::{Aggregate, AggregateCommand, CommandSet, DecodeErrorKind, Event, Existence};
+use orchestrix::{
+    command::{CommandSet, Existence},
+    error::DecodeErrorKind,
+    Aggregate, AggregateCommand, Event,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 

@@ -39,11 +39,11 @@ impl orchestrix::projection::Projection for Counting {
         Cow::Owned(self.name.clone())
     }
 
-    fn filter(&self) -> orchestrix::EventFilter {
-        orchestrix::EventFilter::all()
+    fn filter(&self) -> orchestrix::store::EventFilter {
+        orchestrix::store::EventFilter::all()
     }
 
-    async fn handle(&mut self, _: &orchestrix::RecordedEvent) -> Result<(), orchestrix::error::BoxError> {
+    async fn handle(&mut self, _: &orchestrix::envelope::RecordedEvent) -> Result<(), orchestrix::error::BoxError> {
         self.seen += 1;
         Ok(())
     }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use orchestrix::store::ExpectedVersion;
-use orchestrix::{EventStore, Metadata, NewEvent, StreamId};
+use orchestrix::{envelope::NewEvent, store::EventStore, Metadata, StreamId};
 use orchestrix_adapters::eventsourcingdb::{ApiVersion, EsdbConfig, EsdbStore};
 use orchestrix_esdb_test_server::{TestServer, TestServerOptions};
 use serde_json::value::RawValue;

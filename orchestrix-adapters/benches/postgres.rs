@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use orchestrix::prelude::*;
 use orchestrix::store::{EventStore, ExpectedVersion};
-use orchestrix::{NewEvent, StreamId, Uuid};
+use orchestrix::{envelope::NewEvent, StreamId, Uuid};
 use orchestrix_adapters::postgres::{PgConfig, PgStore};
 use serde_json::value::RawValue;
 

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use chrono::{DateTime, SubsecRound, Utc};
 use futures_util::stream::{self, StreamExt};
 use orchestrix::envelope::{Metadata, RecordedEvent};
+use orchestrix::event::validate_event_type;
 use orchestrix::store::EventStream;
-use orchestrix::validate_event_type;
 use orchestrix::{StoreError, StreamId};
 use serde_json::value::RawValue;
 use uuid::Uuid;
@@ -137,7 +137,7 @@ pub(crate) fn recorded_events(
     stream: &StreamId,
     recorded_at: DateTime<Utc>,
     mut rows: Vec<(i64, i64)>,
-    events: Vec<orchestrix::NewEvent>,
+    events: Vec<orchestrix::envelope::NewEvent>,
     ids: Vec<Uuid>,
 ) -> Vec<Arc<RecordedEvent>> {
     rows.sort_unstable_by_key(|&(_, version)| version);

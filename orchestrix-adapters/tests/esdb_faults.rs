@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use orchestrix::store::{EventFilter, ExpectedVersion};
-use orchestrix::{EventStore, Metadata, NewEvent, StoreError, StreamId};
+use orchestrix::{envelope::NewEvent, store::EventStore, Metadata, StoreError, StreamId};
 use orchestrix_adapters::eventsourcingdb::{ApiVersion, EsdbConfig, EsdbError, EsdbStore};
 use orchestrix_esdb_test_server::{Faults, TestServer, TestServerOptions};
 use serde_json::value::RawValue;

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use orchestrix::store::EventFilter;
-use orchestrix::{EventStore, StoreError, StreamId};
+use orchestrix::{store::EventStore, StoreError, StreamId};
 use orchestrix_adapters::eventsourcingdb::{reqwest, ApiVersion, EsdbConfig, EsdbError, EsdbStore};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};

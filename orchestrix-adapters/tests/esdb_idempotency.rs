@@ -12,11 +12,12 @@ use std::sync::Arc;
 use eventsourcingdb::client::Client;
 use eventsourcingdb::event::EventCandidate;
 use futures_util::TryStreamExt;
+use orchestrix::app::CommandOptions;
+use orchestrix::envelope::{NewEvent, RecordedEvent};
 use orchestrix::prelude::*;
-use orchestrix::store::{ExpectedVersion, StreamAppend};
-use orchestrix::{
-    CommandOptions, EventStore, Metadata, NewEvent, RecordedEvent, Repository, StoreError, StreamId, Uuid,
-};
+use orchestrix::repository::Repository;
+use orchestrix::store::{EventStore, ExpectedVersion, StreamAppend};
+use orchestrix::{Metadata, StoreError, StreamId, Uuid};
 use orchestrix_adapters::eventsourcingdb::{EsdbConfig, EsdbStore};
 use orchestrix_esdb_test_server::{Faults, TestServer, TestServerOptions};
 use serde_json::value::RawValue;

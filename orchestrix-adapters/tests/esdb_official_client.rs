@@ -10,7 +10,11 @@ use eventsourcingdb::client::Client;
 use eventsourcingdb::client::Precondition;
 use eventsourcingdb::event::EventCandidate;
 use futures_util::StreamExt;
-use orchestrix::{EventStore, ExpectedVersion, Metadata, NewEvent, StreamId};
+use orchestrix::{
+    envelope::NewEvent,
+    store::{EventStore, ExpectedVersion},
+    Metadata, StreamId,
+};
 use orchestrix_adapters::eventsourcingdb::{EsdbConfig, EsdbStore};
 use orchestrix_esdb_test_server::{TestServer, TestServerOptions};
 use serde_json::json;

@@ -15,7 +15,11 @@
 
 use futures_util::TryStreamExt;
 use orchestrix::prelude::*;
-use orchestrix::{EventStore, ExpectedVersion, NewEvent, StoreError, StreamId};
+use orchestrix::{
+    envelope::NewEvent,
+    store::{EventStore, ExpectedVersion},
+    StoreError, StreamId,
+};
 use orchestrix_adapters::eventsourcingdb::{ApiVersion, EsdbConfig, EsdbError, EsdbStore, TOKEN_ENV, URL_ENV};
 
 /// The variable that makes the tests speak one API version.

@@ -12,7 +12,7 @@ use futures_util::{StreamExt, TryStreamExt};
 use orchestrix::memory::InMemoryEventStore;
 use orchestrix::query::{AppendCondition, Query, QueryItem};
 use orchestrix::store::{EventFilter, ExpectedVersion, StreamAppend};
-use orchestrix::{EventStore, Metadata, NewEvent, StoreError, StreamId};
+use orchestrix::{envelope::NewEvent, store::EventStore, Metadata, StoreError, StreamId};
 use orchestrix_adapters::eventsourcingdb::{EsdbConfig, EsdbError, EsdbStore};
 use orchestrix_esdb_test_server::{Faults, TestServer, TestServerOptions};
 use serde_json::value::RawValue;

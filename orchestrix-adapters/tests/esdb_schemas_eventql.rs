@@ -6,7 +6,12 @@
 
 use futures_util::{StreamExt, TryStreamExt};
 use orchestrix::prelude::*;
-use orchestrix::{EventSchemas, EventStore, ExpectedVersion, NewEvent, StoreError, StreamId};
+use orchestrix::{
+    envelope::NewEvent,
+    event::EventSchemas,
+    store::{EventStore, ExpectedVersion},
+    StoreError, StreamId,
+};
 use orchestrix_adapters::eventsourcingdb::{EsdbConfig, EsdbError, EsdbStore};
 use orchestrix_esdb_test_server::{TestServer, TestServerOptions};
 use serde_json::{json, value::RawValue};
@@ -235,7 +240,7 @@ async fn conditions_are_exact_where_eventql_cannot_spell_a_tag(options: TestServ
 /// name merely starts the same; the adapter's own snapshots never count.
 async fn conditions_cover_every_schema_version_and_nothing_else(options: TestServerOptions) {
     use orchestrix::query::{AppendCondition, Query, QueryItem};
-    use orchestrix::SnapshotStore;
+    use orchestrix::store::SnapshotStore;
     let (_server, store) = setup(options).await;
     let query = Query::new([QueryItem::types(["Subscribed"]).tag("course", "c1")]);
     let holds = |after| AppendCondition::new(query.clone(), after);
@@ -282,7 +287,7 @@ async fn conditions_cover_every_schema_version_and_nothing_else(options: TestSer
 /// adapter's snapshots (stored as events on their own subjects).
 async fn a_query_for_any_event_ignores_snapshots(options: TestServerOptions) {
     use orchestrix::query::{AppendCondition, Query, QueryItem};
-    use orchestrix::SnapshotStore;
+    use orchestrix::store::SnapshotStore;
     let (_server, store) = setup(options).await;
     let query = Query::new([QueryItem::any()]);
     store

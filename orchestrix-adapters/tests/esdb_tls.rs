@@ -5,7 +5,11 @@
 #![cfg(feature = "eventsourcingdb-tls")]
 
 use futures_util::TryStreamExt;
-use orchestrix::{EventStore, ExpectedVersion, Metadata, NewEvent, StoreError, StreamId};
+use orchestrix::{
+    envelope::NewEvent,
+    store::{EventStore, ExpectedVersion},
+    Metadata, StoreError, StreamId,
+};
 use orchestrix_adapters::eventsourcingdb::{EsdbConfig, EsdbError, EsdbStore};
 use orchestrix_esdb_test_server::{TestServer, TestServerOptions};
 use serde_json::value::RawValue;

@@ -6,7 +6,7 @@
 
 use futures_util::StreamExt;
 use orchestrix::store::{EventFilter, ExpectedVersion, Snapshot, SnapshotStore};
-use orchestrix::{EventStore, Metadata, NewEvent, StreamId, Uuid};
+use orchestrix::{envelope::NewEvent, store::EventStore, Metadata, StreamId, Uuid};
 use orchestrix_adapters::eventsourcingdb::{ApiVersion, EsdbConfig, EsdbStore};
 use orchestrix_esdb_test_server::{RecordedRequest, TestServer, TestServerOptions};
 use serde_json::value::RawValue;

@@ -12,7 +12,11 @@ use std::sync::Arc;
 use futures_util::TryStreamExt;
 use orchestrix::prelude::*;
 use orchestrix::{
-    CommandOptions, CommandOutcome, EventStore, ExpectedVersion, RecordedEvent, Repository, StreamId, Uuid,
+    app::{CommandOptions, CommandOutcome},
+    envelope::RecordedEvent,
+    repository::Repository,
+    store::{EventStore, ExpectedVersion},
+    StreamId, Uuid,
 };
 
 #[event]
@@ -128,7 +132,10 @@ async fn lost_ack_any_retry_is_stored_once(store: &dyn EventStore) {
 mod sqlite {
     use std::sync::Arc;
 
-    use orchestrix::{EventStore, ExpectedVersion, StreamId};
+    use orchestrix::{
+        store::{EventStore, ExpectedVersion},
+        StreamId,
+    };
     use orchestrix_adapters::sqlite::{SqliteConfig, SqliteStore};
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -176,7 +183,10 @@ mod sqlite {
 mod postgres {
     use std::sync::Arc;
 
-    use orchestrix::{EventStore, ExpectedVersion, StreamId};
+    use orchestrix::{
+        store::{EventStore, ExpectedVersion},
+        StreamId,
+    };
     use orchestrix_adapters::postgres::{PgConfig, PgStore};
 
     use super::support::{event, pg_store_with, pg_url};

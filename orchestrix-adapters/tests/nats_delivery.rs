@@ -18,13 +18,16 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use nats_support::{client, Place};
+use orchestrix::envelope::RecordedEvent;
 use orchestrix::error::BoxError;
 use orchestrix::memory::{InMemoryCheckpointStore, InMemoryDeadLetterStore, InMemoryEventStore};
 use orchestrix::projection::{
     DropOutcome, PoisonPolicy, Projection, ProjectionError, ProjectionState, ProjectionStatus, RetryOutcome,
 };
+use orchestrix::retry::RetryPolicy;
+use orchestrix::store::{DeadLetterStore, EventFilter, EventStore};
 use orchestrix::testing::delivery::{self, Capabilities, Faults, Harness, Running};
-use orchestrix::{DeadLetterStore, EventFilter, EventStore, RecordedEvent, RetryPolicy, StreamId, Uuid};
+use orchestrix::{StreamId, Uuid};
 use orchestrix_adapters::nats::{
     ProjectionWorker, Relay, RelayHandle, RelayOptions, SoleWorker, Subjects, WorkerHandle, WorkerOptions,
 };

@@ -12,7 +12,11 @@ use nats_support::{client, counted, ignored, Ledger, MemoryLeases, Place};
 use orchestrix::memory::{InMemoryCheckpointStore, InMemoryDeadLetterStore, InMemoryEventStore};
 use orchestrix::projection::PoisonPolicy;
 use orchestrix::store::{Message, MessageBus};
-use orchestrix::{CheckpointStore, EventStore, ExpectedVersion, RecordedEvent, StreamId};
+use orchestrix::{
+    envelope::RecordedEvent,
+    store::{CheckpointStore, EventStore, ExpectedVersion},
+    StreamId,
+};
 use orchestrix_adapters::nats::cloudevent::decode;
 use orchestrix_adapters::nats::{JetStreamBus, ProjectionWorker, Relay, RelayOptions, SoleWorker, WorkerOptions};
 use tokio::time::timeout;
@@ -215,8 +219,8 @@ impl orchestrix::projection::Projection for Failing {
     fn name(&self) -> std::borrow::Cow<'static, str> {
         "failing".into()
     }
-    fn filter(&self) -> orchestrix::EventFilter {
-        orchestrix::EventFilter::all()
+    fn filter(&self) -> orchestrix::store::EventFilter {
+        orchestrix::store::EventFilter::all()
     }
     async fn handle(&mut self, event: &RecordedEvent) -> Result<(), orchestrix::error::BoxError> {
         if event.stream_version == 2 {
@@ -240,7 +244,7 @@ async fn poison_events_are_parked_or_stop_the_worker() {
     let options = WorkerOptions {
         name: Some("parking".into()),
         poison: PoisonPolicy::Park,
-        retry: orchestrix::RetryPolicy::none(),
+        retry: orchestrix::retry::RetryPolicy::none(),
         ..WorkerOptions::default()
     };
     let mut parking = worker.spawn(Failing, options.clone());
@@ -248,7 +252,7 @@ async fn poison_events_are_parked_or_stop_the_worker() {
     // Version 2 fails; the stream's later events are parked behind it
     // (ADR 0025), untried.
     assert_eq!((status.handled, status.parked), (1, 3));
-    let letters = orchestrix::DeadLetterStore::list(&dead, Some("parking")).await.unwrap();
+    let letters = orchestrix::store::DeadLetterStore::list(&dead, Some("parking")).await.unwrap();
     let versions: Vec<(u64, u32)> = letters.iter().map(|l| (l.event.stream_version, l.attempts)).collect();
     assert_eq!(versions, vec![(2, 1), (3, 0), (4, 0)]);
     // A retry through the worker replays the stream in order and stops at
@@ -261,7 +265,7 @@ async fn poison_events_are_parked_or_stop_the_worker() {
     let outcome = parking.retry_dead_letters().await.unwrap();
     assert_eq!(outcome.applied, vec![letters[1].id, letters[2].id]);
     parking.stop().await.unwrap();
-    assert!(orchestrix::DeadLetterStore::list(&dead, Some("parking")).await.unwrap().is_empty());
+    assert!(orchestrix::store::DeadLetterStore::list(&dead, Some("parking")).await.unwrap().is_empty());
 
     let mut stopping =
         worker.spawn(Failing, WorkerOptions { name: Some("stopping".into()), poison: PoisonPolicy::Stop, ..options });

@@ -10,7 +10,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nats_support::{client, counted, Ledger, Place};
-use orchestrix::{EventStore, ExpectedVersion, StreamId};
+use orchestrix::{
+    store::{EventStore, ExpectedVersion},
+    StreamId,
+};
 use orchestrix_adapters::nats::{ProjectionWorker, SoleWorker, WorkerOptions};
 use orchestrix_adapters::postgres::PgStore;
 

@@ -17,7 +17,10 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use nats_support::{client, counted, Ledger, Place};
 use orchestrix::memory::{InMemoryCheckpointStore, InMemoryEventStore};
-use orchestrix::{EventStore, ExpectedVersion, StreamId};
+use orchestrix::{
+    store::{EventStore, ExpectedVersion},
+    StreamId,
+};
 use orchestrix_adapters::nats::async_nats::jetstream::consumer::pull;
 use orchestrix_adapters::nats::{ProjectionWorker, Relay, RelayOptions, SoleWorker, WorkerOptions};
 

@@ -9,7 +9,10 @@ use nats_support::{client, counted, Ledger, Place};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
 use orchestrix::memory::{InMemoryCheckpointStore, InMemoryEventStore};
-use orchestrix::{EventStore, ExpectedVersion, StreamId};
+use orchestrix::{
+    store::{EventStore, ExpectedVersion},
+    StreamId,
+};
 use orchestrix_adapters::nats::{ProjectionWorker, Relay, RelayOptions, SoleWorker, WorkerOptions};
 use tracing_subscriber::layer::SubscriberExt;
 

@@ -242,7 +242,7 @@ async fn lease_admits_one_runner_and_passes_on() {
 /// incremented per event, a row inserted per event) and the checkpoint
 /// commit in one transaction; the checkpoint moves conditionally.
 async fn project_some(store: &PgStore, table: &str, limit: usize) -> Result<usize, StoreError> {
-    use orchestrix::CheckpointStore;
+    use orchestrix::store::CheckpointStore;
     let mut checkpoint = CheckpointStore::load(store, "counter").await?;
     let from = checkpoint.map_or(0, |p| p + 1);
     let events: Vec<_> = store.read_all(from, &EventFilter::all()).take(limit).collect().await;
@@ -418,7 +418,7 @@ impl PgProjection for Counter {
     async fn handle(
         &mut self,
         tx: &mut sqlx::PgConnection,
-        event: &orchestrix::RecordedEvent,
+        event: &orchestrix::envelope::RecordedEvent,
     ) -> Result<(), orchestrix::error::BoxError> {
         let table = &self.table;
         sqlx::query(&format!("UPDATE {table} SET n = n + 1, total = total + $1"))
@@ -514,7 +514,10 @@ async fn spawned_transactional_projection_is_exactly_once_across_kills_and_races
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poison_event_is_parked_in_the_same_transaction_or_stops_the_runner() {
     use orchestrix::projection::{PoisonPolicy, ProjectionError};
-    use orchestrix::{CheckpointStore, DeadLetterStore, RetryPolicy};
+    use orchestrix::{
+        retry::RetryPolicy,
+        store::{CheckpointStore, DeadLetterStore},
+    };
     let Some(store) = support::pg_store().await else { return };
     let table = counter_table(&store).await;
     store.append(&stream("a"), ExpectedVersion::NoStream, vec![event("E", "{}"), event("E", "{}")]).await.unwrap();

@@ -14,7 +14,10 @@ use orchestrix::projection::{
 };
 use orchestrix::testing::delivery::{self, Capabilities, Faults, Harness, Running};
 use orchestrix::{
-    DeadLetterStore, EventFilter, EventStore, ExpectedVersion, RecordedEvent, RetryPolicy, StreamId, Uuid,
+    envelope::RecordedEvent,
+    retry::RetryPolicy,
+    store::{DeadLetterStore, EventFilter, EventStore, ExpectedVersion},
+    StreamId, Uuid,
 };
 use orchestrix_adapters::postgres::{PgProjection, PgProjectionOptions, PgStore};
 use sqlx::PgConnection;

@@ -18,7 +18,7 @@ use futures_util::future::join_all;
 use futures_util::StreamExt;
 use orchestrix::envelope::RecordedEvent;
 use orchestrix::store::{EventFilter, EventStore, ExpectedVersion};
-use orchestrix::{NewEvent, StoreError, StreamId};
+use orchestrix::{envelope::NewEvent, StoreError, StreamId};
 use orchestrix_adapters::postgres::PgStore;
 use support::{event, stream};
 

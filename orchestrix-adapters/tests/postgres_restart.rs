@@ -21,7 +21,10 @@ use futures_util::StreamExt;
 use orchestrix::error::BoxError;
 use orchestrix::projection::{Projection, ProjectionEngine, ProjectionOptions};
 use orchestrix::store::{EventFilter, EventStore, ExpectedVersion};
-use orchestrix::{Metadata, NewEvent, RecordedEvent, StoreError, StreamId};
+use orchestrix::{
+    envelope::{NewEvent, RecordedEvent},
+    Metadata, StoreError, StreamId,
+};
 use orchestrix_adapters::postgres::{PgProjection, PgProjectionOptions, PgStore};
 use serde_json::value::RawValue;
 

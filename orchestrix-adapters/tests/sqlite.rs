@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use orchestrix::store::{EventFilter, EventStore, ExpectedVersion};
-use orchestrix::{Metadata, NewEvent, StoreError, StreamId};
+use orchestrix::{envelope::NewEvent, Metadata, StoreError, StreamId};
 use orchestrix_adapters::sqlite::{SqliteConfig, SqliteStore};
 use serde_json::value::RawValue;
 

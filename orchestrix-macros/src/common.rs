@@ -123,12 +123,12 @@ where
     }
 }
 
-/// The longest stored name, in bytes: `orchestrix::MAX_EVENT_TYPE_LEN`,
+/// The longest stored name, in bytes: `orchestrix::event::MAX_EVENT_TYPE_LEN`,
 /// which every store enforces (a unit test keeps the two equal).
 pub(crate) const MAX_NAME_LEN: usize = 10 * 1024;
 
 /// Validates a stored name (an event type or an aggregate) as
-/// `orchestrix::validate_event_type` will: non-empty, at most
+/// `orchestrix::event::validate_event_type` will: non-empty, at most
 /// [`MAX_NAME_LEN`] bytes, without NUL; and, stricter, without whitespace
 /// or other control characters.
 pub(crate) fn check_name(cx: &mut Ctxt, lit: &LitStr, what: &str) -> String {
@@ -216,7 +216,7 @@ mod tests {
 
     #[test]
     fn names_are_limited_as_stores_limit_them() {
-        assert_eq!(MAX_NAME_LEN, orchestrix::MAX_EVENT_TYPE_LEN);
+        assert_eq!(MAX_NAME_LEN, orchestrix::event::MAX_EVENT_TYPE_LEN);
         let check = |name: &str| {
             let mut cx = Ctxt::new();
             check_name(&mut cx, &LitStr::new(name, Span::call_site()), "an event type");

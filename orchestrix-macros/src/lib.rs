@@ -41,7 +41,7 @@ use proc_macro::TokenStream;
 /// the first event is stored, since the name is how stored events are read
 /// back. Two variants of one enum cannot share a name, and a name must be
 /// something every store accepts (not empty, at most
-/// `orchestrix::MAX_EVENT_TYPE_LEN` bytes, no whitespace or control
+/// `orchestrix::event::MAX_EVENT_TYPE_LEN` bytes, no whitespace or control
 /// characters): both are compile errors.
 ///
 /// ```
@@ -166,7 +166,7 @@ pub fn event(args: TokenStream, input: TokenStream) -> TokenStream {
 /// serialize the state with serde_json: derive `Serialize` and
 /// `Deserialize` on it.
 ///
-/// Also `impl orchestrix::CommandSet`, which `.aggregate::<A>()` needs to
+/// Also `impl orchestrix::command::CommandSet`, which `.aggregate::<A>()` needs to
 /// register the type: the commands of its `#[command_handler]` block, or
 /// none when it has no such block (an aggregate written only through
 /// multi-stream appends registers all the same). A generic aggregate is
@@ -266,8 +266,8 @@ pub fn aggregate(args: TokenStream, input: TokenStream) -> TokenStream {
 /// }
 ///
 /// assert_eq!(<Deposit as AggregateCommand>::NAME, "Deposit");
-/// assert_eq!(<Open as AggregateCommand>::REQUIRES, orchestrix::Existence::New);
-/// assert_eq!(<Deposit as AggregateCommand>::REQUIRES, orchestrix::Existence::Any);
+/// assert_eq!(<Open as AggregateCommand>::REQUIRES, orchestrix::command::Existence::New);
+/// assert_eq!(<Deposit as AggregateCommand>::REQUIRES, orchestrix::command::Existence::Any);
 /// ```
 ///
 /// It expands to the impl block (without the helper attributes), one
@@ -326,7 +326,7 @@ pub fn command_handler(args: TokenStream, input: TokenStream) -> TokenStream {
 ///
 /// ```
 /// use orchestrix::prelude::*;
-/// use orchestrix::RecordedEvent;
+/// use orchestrix::envelope::RecordedEvent;
 ///
 /// #[event]
 /// #[derive(Debug)]

@@ -39,7 +39,7 @@ pub const DEFAULT_CACHE_CAPACITY: usize = 10_000;
 /// Every field has a setter of the same name (`header` adds one header):
 ///
 /// ```
-/// use orchestrix::{CommandOptions, Uuid};
+/// use orchestrix::{app::CommandOptions, Uuid};
 ///
 /// let request = Uuid::now_v7();
 /// let options = CommandOptions::default()
@@ -511,6 +511,20 @@ impl Run {
     }
 }
 
+/// Whether a command that requires `required` may run on an aggregate that
+/// `exists` (or not): the refusal it gets if not.
+fn existence_verdict<A: Aggregate>(
+    required: Existence,
+    exists: bool,
+    id: &A::Id,
+) -> Result<(), CommandError<A::Error>> {
+    match (required, exists) {
+        (Existence::New, true) => Err(CommandError::AggregateAlreadyExists { aggregate: A::NAME, id: id.to_string() }),
+        (Existence::Existing, false) => Err(CommandError::AggregateNotFound { aggregate: A::NAME, id: id.to_string() }),
+        _ => Ok(()),
+    }
+}
+
 /// Everything the bus keeps per registered aggregate type.
 struct AggregateSlot<A: Aggregate> {
     repository: Repository<A>,
@@ -518,20 +532,6 @@ struct AggregateSlot<A: Aggregate> {
 }
 
 impl<A: Aggregate> AggregateSlot<A> {
-    /// Whether a command that requires `requires` may run on the aggregate
-    /// `id`, which `exists` or not.
-    fn existence<E>(requires: Existence, id: &A::Id, exists: bool) -> Result<(), CommandError<E>> {
-        match (requires, exists) {
-            (Existence::New, true) => {
-                Err(CommandError::AggregateAlreadyExists { aggregate: A::NAME, id: id.to_string() })
-            }
-            (Existence::Existing, false) => {
-                Err(CommandError::AggregateNotFound { aggregate: A::NAME, id: id.to_string() })
-            }
-            _ => Ok(()),
-        }
-    }
-
     async fn attempt<C: AggregateCommand<Aggregate = A>>(
         &self,
         id: &A::Id,
@@ -564,7 +564,7 @@ impl<A: Aggregate> AggregateSlot<A> {
                 return Ok(applied);
             }
         }
-        let decided = match Self::existence(C::REQUIRES, id, loaded.exists()) {
+        let decided = match existence_verdict::<A>(C::REQUIRES, loaded.exists(), id) {
             Ok(()) => command.handle(Some(id), &loaded.state, service).await.map_err(CommandError::Rejected),
             Err(error) => Err(error),
         };

@@ -73,7 +73,7 @@ pub trait StandaloneCommand: Send + Sized + 'static {
     type Error: std::error::Error + Send + Sync + 'static;
 
     /// The service injected into the handler (`()` for none). The
-    /// application itself, [`crate::Orchestrix`], is always available.
+    /// application itself, [`crate::app::Orchestrix`], is always available.
     type Service: Send + Sync + 'static;
 
     /// The command's name, for errors, logs and metrics.
@@ -97,13 +97,18 @@ pub trait StandaloneCommand: Send + Sized + 'static {
 )]
 pub trait CommandSet: Aggregate {
     /// One descriptor per handled command (none by default: an aggregate
-    /// without commands).
+    /// without commands). Generated; not a stable API.
+    #[doc(hidden)]
     fn commands() -> Vec<CommandDescriptor> {
         Vec::new()
     }
 }
 
 /// A registered command: its name, type and required service.
+///
+/// Used by the code the macros generate (reached through
+/// `orchestrix::__private`, ADR 0035); not a stable API.
+#[doc(hidden)]
 #[derive(Debug, Clone)]
 pub struct CommandDescriptor {
     /// The command's name.
@@ -114,7 +119,9 @@ pub struct CommandDescriptor {
     pub service: Option<ServiceDescriptor>,
 }
 
-/// A service a handler needs injected.
+/// A service a handler needs injected (part of [`CommandDescriptor`]; not
+/// a stable API).
+#[doc(hidden)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServiceDescriptor {
     /// The service's type name.

@@ -10,7 +10,7 @@
 //! ```
 //! use orchestrix::prelude::*;
 //! use orchestrix::query::{Query, QueryItem};
-//! use orchestrix::{CommandOptions, Decision, Envelope, ExpectedVersion};
+//! use orchestrix::{app::CommandOptions, decision::Decision, envelope::Envelope, store::ExpectedVersion};
 //!
 //! #[event]
 //! #[derive(Debug, Clone)]
@@ -95,7 +95,7 @@ pub struct DecisionModel<E> {
 ///   follow. [`Decision::append_to_stream`] is for streams that belong to
 ///   no aggregate type.
 /// - **Expectations**: each stream is checked against its
-///   [`ExpectedVersion`] (usually [`crate::Loaded::expected_version`] of
+///   [`ExpectedVersion`] (usually [`crate::repository::Loaded::expected_version`] of
 ///   the state the decision was based on; [`ExpectedVersion::Any`] when a
 ///   query's condition guards the decision instead). [`Decision::guard`]
 ///   adds a stream without events, which only has to be at its version.
@@ -111,7 +111,7 @@ pub struct DecisionModel<E> {
 ///
 /// ```
 /// use orchestrix::prelude::*;
-/// use orchestrix::{CommandOptions, Decision, ExpectedVersion};
+/// use orchestrix::{app::CommandOptions, decision::Decision, store::ExpectedVersion};
 ///
 /// #[event]
 /// #[derive(Debug, Clone)]
@@ -221,8 +221,8 @@ impl Decision {
         self.parts.is_empty() && self.error.is_none()
     }
 
-    /// The parts, for [`crate::EventStore::append_many`] or
-    /// [`crate::EventStore::append_if`] (their events without the metadata
+    /// The parts, for [`crate::store::EventStore::append_many`] or
+    /// [`crate::store::EventStore::append_if`] (their events without the metadata
     /// an [`Orchestrix`] append adds), or the first problem met while
     /// building.
     pub fn into_parts(self) -> Result<Vec<StreamAppend>, Error> {
@@ -273,7 +273,7 @@ impl Decision {
 
 impl Orchestrix {
     /// Appends `decision` atomically through
-    /// [`EventStore::append_many`](crate::EventStore::append_many): all or
+    /// [`EventStore::append_many`](crate::store::EventStore::append_many): all or
     /// nothing, each stream checked against its own expected version, the
     /// events consecutive in the global log. Every event carries the
     /// metadata of `options` (correlation, causation, tenant, trace
@@ -322,7 +322,7 @@ impl Orchestrix {
     /// the condition that nothing matching `query` arrived meanwhile. If
     /// something did ([`StoreError::ConditionFailed`]) or a stream's
     /// expectation failed, it starts over, under the application's
-    /// [`crate::RetryPolicy`] (like commands on a version conflict); once
+    /// [`crate::retry::RetryPolicy`] (like commands on a version conflict); once
     /// the attempts are used up, the last conflict is returned
     /// ([`CommandError::is_conflict`] is true).
     ///

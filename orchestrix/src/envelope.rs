@@ -9,7 +9,7 @@ use serde_json::value::RawValue;
 use uuid::Uuid;
 
 use crate::error::{DecodeError, Error, StoreError};
-use crate::event::Event;
+use crate::event::{validate_event_type, Event};
 use crate::stream::{truncate_for_message, StreamId};
 
 /// Context recorded beside every event: who asked for it, why, and which
@@ -93,45 +93,6 @@ impl Metadata {
     }
 }
 
-/// The longest event type name a store accepts, in bytes.
-pub const MAX_EVENT_TYPE_LEN: usize = 10 * 1024;
-
-/// Refuses event type names that no adapter can store faithfully: empty,
-/// `.` or `..` (which EventSourcingDB refuses, as a path segment would be),
-/// longer than [`MAX_EVENT_TYPE_LEN`], or containing NUL. Every
-/// [`crate::EventStore`] calls it on append (through
-/// [`validate_new_event`]).
-///
-/// ```
-/// use orchestrix::validate_event_type;
-///
-/// assert!(validate_event_type("AccountOpened").is_ok());
-/// assert!(validate_event_type("..").is_err());
-/// ```
-pub fn validate_event_type(event_type: &str) -> Result<(), StoreError> {
-    if event_type.is_empty() {
-        return Err(StoreError::InvalidInput("event type must not be empty".to_owned()));
-    }
-    if event_type == "." || event_type == ".." {
-        return Err(StoreError::InvalidInput(format!(
-            "event type `{event_type}` is refused: `.` and `..` are path segments, not names; give the type a name"
-        )));
-    }
-    if event_type.len() > MAX_EVENT_TYPE_LEN {
-        return Err(StoreError::InvalidInput(format!(
-            "event type is {} bytes long; the limit is {MAX_EVENT_TYPE_LEN}",
-            event_type.len()
-        )));
-    }
-    if event_type.contains('\0') {
-        return Err(StoreError::InvalidInput(format!(
-            "event type `{}` contains a NUL character",
-            truncate_for_message(event_type).replace('\0', "\\0")
-        )));
-    }
-    Ok(())
-}
-
 /// The deepest nesting of arrays and objects a store accepts in an event's
 /// data (`{"a":[1]}` is 2 deep, a scalar 0): deep enough for any event,
 /// below serde_json's recursion limit (128) that typed decoding hits, and
@@ -140,7 +101,7 @@ pub fn validate_event_type(event_type: &str) -> Result<(), StoreError> {
 pub const MAX_JSON_DEPTH: usize = 100;
 
 /// Refuses an event no adapter can store and read back unchanged, before
-/// anything is stored: every [`crate::EventStore`] calls it for every
+/// anything is stored: every [`crate::store::EventStore`] calls it for every
 /// appended event (through [`crate::store::validate_append`] or
 /// [`crate::store::validate_append_many`]), so every backend refuses the
 /// same events with the same [`StoreError::InvalidInput`].
@@ -155,7 +116,7 @@ pub const MAX_JSON_DEPTH: usize = 100;
 ///   every tag valid ([`crate::query::validate_tag`]).
 ///
 /// ```
-/// use orchestrix::{validate_new_event, Metadata, NewEvent, StoreError};
+/// use orchestrix::{envelope::{validate_new_event, NewEvent}, Metadata, StoreError};
 /// use serde_json::value::RawValue;
 ///
 /// let event = |data: &str| NewEvent {
@@ -291,7 +252,7 @@ impl<'de> serde::de::Visitor<'de> for JsonCheck {
 /// time. Ids are unique across a store, and they make an append safe to
 /// retry: an append whose events' ids are already stored, in the same
 /// stream and order, is answered with the stored events and writes nothing
-/// (ADR 0027, [`crate::EventStore::append`]). So keep the `NewEvent`s of
+/// (ADR 0027, [`crate::store::EventStore::append`]). So keep the `NewEvent`s of
 /// an append whose outcome is unknown, and retry with them.
 #[derive(Debug, Clone)]
 pub struct NewEvent {
@@ -332,7 +293,7 @@ impl NewEvent {
 
     /// Serializes typed events, each with `metadata` plus its own tags: the
     /// one encoder of the repository (so of the command bus) and of
-    /// [`crate::Decision`]s. A failure is [`Error::Serialize`].
+    /// [`crate::decision::Decision`]s. A failure is [`Error::Serialize`].
     pub(crate) fn encode_all<E: Event>(
         events: impl IntoIterator<Item = impl std::borrow::Borrow<E>>,
         metadata: &Metadata,

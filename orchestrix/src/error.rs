@@ -6,9 +6,9 @@
 //!
 //! | written by | the error |
 //! |---|---|
-//! | [`Orchestrix::execute`](crate::Orchestrix::execute) (after its retries) | [`CommandError::Conflict`] |
-//! | [`Orchestrix::decide`](crate::Orchestrix::decide) (after its retries) | [`CommandError::Framework`] of a [`StoreError::ConditionFailed`] or [`StoreError::WrongExpectedVersion`] |
-//! | [`Orchestrix::append_many`](crate::Orchestrix::append_many), a [`crate::Repository`], a store | [`Error::Store`] or [`StoreError`]: [`StoreError::WrongExpectedVersion`], [`StoreError::ConditionFailed`] |
+//! | [`Orchestrix::execute`](crate::app::Orchestrix::execute) (after its retries) | [`CommandError::Conflict`] |
+//! | [`Orchestrix::decide`](crate::app::Orchestrix::decide) (after its retries) | [`CommandError::Framework`] of a [`StoreError::ConditionFailed`] or [`StoreError::WrongExpectedVersion`] |
+//! | [`Orchestrix::append_many`](crate::app::Orchestrix::append_many), a [`crate::repository::Repository`], a store | [`Error::Store`] or [`StoreError`]: [`StoreError::WrongExpectedVersion`], [`StoreError::ConditionFailed`] |
 //!
 //! One question answers all of them: `is_conflict()`, on [`StoreError`],
 //! [`Error`] and [`CommandError`] alike. When it is true, nothing was
@@ -19,7 +19,7 @@
 //! exception: [`StoreError::Unavailable`], which says so itself.
 //!
 //! ```
-//! use orchestrix::{CommandError, Error, ExpectedVersion, StoreError, StreamId};
+//! use orchestrix::{CommandError, Error, store::ExpectedVersion, StoreError, StreamId};
 //!
 //! let stream = StreamId::new("Account", "1").unwrap();
 //! let lost = StoreError::WrongExpectedVersion { stream, expected: ExpectedVersion::NoStream, actual: Some(1) };
@@ -31,10 +31,7 @@
 //! assert!(!CommandError::Rejected(std::io::Error::other("insufficient funds")).is_conflict());
 //! ```
 
-use std::fmt;
-
-use crate::store::ExpectedVersion;
-use crate::stream::StreamId;
+use crate::stream::{ExpectedVersion, InvalidStreamId, StreamId};
 
 /// A boxed error from an adapter's backend (a driver, a socket, a parser).
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -55,7 +52,7 @@ pub enum StoreError {
         actual: Option<u64>,
     },
     /// The condition of a conditional append
-    /// ([`crate::EventStore::append_if`]) failed: an event matching its
+    /// ([`crate::store::EventStore::append_if`]) failed: an event matching its
     /// query was stored after the position the decision read. Nothing was
     /// written; read again, decide again, append again.
     #[error(
@@ -88,7 +85,7 @@ pub enum StoreError {
     /// Personal data of a data subject that was forgotten
     /// ([`crate::crypto::CryptoStore::forget`]) was about to be written:
     /// nothing was written. A forgotten subject gets no new key unless
-    /// [`crate::KeyStore::readmit`] re-admits it (ADR 0031).
+    /// [`crate::store::KeyStore::readmit`] re-admits it (ADR 0031).
     #[error(
         "data subject `{subject}` was forgotten: its personal data is not written again; \
          call `KeyStore::readmit` if the subject came back and gave its data anew"
@@ -103,7 +100,7 @@ pub enum StoreError {
     /// The backend could not be reached, or the connection broke or timed
     /// out before it answered, so an append may have been stored and only
     /// its acknowledgement lost. Retry it with the same `NewEvent`s (their
-    /// [`crate::NewEvent::id`]s): if the first attempt was stored, the retry
+    /// [`crate::envelope::NewEvent::id`]s): if the first attempt was stored, the retry
     /// is answered with the stored events and writes nothing (ADR 0027); a
     /// command retried with the same command id is applied once. Reads may
     /// simply be retried.
@@ -269,6 +266,18 @@ impl Error {
     }
 }
 
+impl From<InvalidStreamId> for StoreError {
+    fn from(error: InvalidStreamId) -> Self {
+        Self::InvalidInput(error.0)
+    }
+}
+
+impl From<InvalidStreamId> for Error {
+    fn from(error: InvalidStreamId) -> Self {
+        Self::Store(StoreError::from(error))
+    }
+}
+
 impl From<DecodeError> for Error {
     fn from(error: DecodeError) -> Self {
         Self::Decode(Box::new(error))
@@ -351,19 +360,15 @@ impl<E> From<StoreError> for CommandError<E> {
     }
 }
 
-impl<E> From<DecodeError> for CommandError<E> {
-    fn from(error: DecodeError) -> Self {
+impl<E> From<InvalidStreamId> for CommandError<E> {
+    fn from(error: InvalidStreamId) -> Self {
         Self::Framework(Error::from(error))
     }
 }
 
-impl fmt::Display for ExpectedVersion {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Any => f.write_str("any version"),
-            Self::NoStream => f.write_str("no stream"),
-            Self::Exact(v) => write!(f, "version {v}"),
-        }
+impl<E> From<DecodeError> for CommandError<E> {
+    fn from(error: DecodeError) -> Self {
+        Self::Framework(Error::from(error))
     }
 }
 

@@ -6,7 +6,8 @@ use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use crate::error::{DecodeErrorKind, UpcastError};
+use crate::error::{DecodeErrorKind, StoreError, UpcastError};
+use crate::stream::truncate_for_message;
 
 /// One stored event type: its stable name and its current schema version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -43,7 +44,7 @@ pub struct EventSchema {
 /// ```
 /// # #[cfg(feature = "schemars")] {
 /// use orchestrix::prelude::*;
-/// use orchestrix::EventSchemas;
+/// use orchestrix::event::EventSchemas;
 ///
 /// #[event(schema)]
 /// #[derive(Debug, Clone, PartialEq)]
@@ -119,7 +120,7 @@ pub trait Event: Debug + Send + Sync + Sized + 'static {
     }
 
     /// The tags of this value (`course:42`), from its fields marked
-    /// `#[event(tag)]` or `#[event(tag = "name")]`; [`crate::NewEvent::encode`]
+    /// `#[event(tag)]` or `#[event(tag = "name")]`; [`crate::envelope::NewEvent::encode`]
     /// stores them with the event, and [`crate::query::Query`]s select
     /// events by them. None by default.
     ///
@@ -162,7 +163,7 @@ pub type Upcaster = fn(Value) -> Result<Value, UpcastError>;
 ///
 /// ```
 /// use orchestrix::event::decode_versioned;
-/// use orchestrix::UpcastError;
+/// use orchestrix::error::UpcastError;
 /// use serde_json::{json, value::RawValue, Value};
 ///
 /// #[derive(serde::Deserialize, Debug, PartialEq)]
@@ -206,6 +207,46 @@ pub fn decode_versioned<T: DeserializeOwned>(
 /// Serializes `value` straight into a [`RawValue`].
 pub fn encode_raw<T: serde::Serialize + ?Sized>(value: &T) -> Result<Box<RawValue>, serde_json::Error> {
     serde_json::value::to_raw_value(value)
+}
+
+/// The longest event type name a store accepts, in bytes.
+pub const MAX_EVENT_TYPE_LEN: usize = 10 * 1024;
+
+/// Refuses event type names that no adapter can store faithfully: empty,
+/// `.` or `..` (which EventSourcingDB refuses, as a path segment would be),
+/// longer than [`MAX_EVENT_TYPE_LEN`], or containing NUL. Every
+/// [`EventStore`](crate::store::EventStore) calls it on append (through
+/// [`validate_new_event`](crate::envelope::validate_new_event)); adapters
+/// with stricter names call it before their own rules.
+///
+/// ```
+/// use orchestrix::event::validate_event_type;
+///
+/// assert!(validate_event_type("AccountOpened").is_ok());
+/// assert!(validate_event_type("..").is_err());
+/// ```
+pub fn validate_event_type(event_type: &str) -> Result<(), StoreError> {
+    if event_type.is_empty() {
+        return Err(StoreError::InvalidInput("event type must not be empty".to_owned()));
+    }
+    if event_type == "." || event_type == ".." {
+        return Err(StoreError::InvalidInput(format!(
+            "event type `{event_type}` is refused: `.` and `..` are path segments, not names; give the type a name"
+        )));
+    }
+    if event_type.len() > MAX_EVENT_TYPE_LEN {
+        return Err(StoreError::InvalidInput(format!(
+            "event type is {} bytes long; the limit is {MAX_EVENT_TYPE_LEN}",
+            event_type.len()
+        )));
+    }
+    if event_type.contains('\0') {
+        return Err(StoreError::InvalidInput(format!(
+            "event type `{}` contains a NUL character",
+            truncate_for_message(event_type).replace('\0', "\\0")
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

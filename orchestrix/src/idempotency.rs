@@ -14,15 +14,15 @@
 //!   order, is [`StoreError::DuplicateEventId`] and writes nothing. An
 //!   append whose ids are not stored at all is checked as usual. Two
 //!   events of one call with the same id are [`StoreError::InvalidInput`]
-//!   ([`validate_event_ids`]).
+//!   ([`validate_event_ids`](crate::store::validate_event_ids)).
 //! - **Commands with a command id are applied once.** The command bus
 //!   gives the events of a command the ids [`command_event_id`] derives
 //!   from its command id, so a second execution of the same command id is
 //!   recognised (before its handler runs, through
-//!   [`crate::EventStore::read_event`], or by the store when both race) and
+//!   [`crate::store::EventStore::read_event`], or by the store when both race) and
 //!   answered with the first one's outcome.
 //!
-//! Adapters call [`validate_event_ids`] before they write and
+//! Adapters call [`validate_event_ids`](crate::store::validate_event_ids) before they write and
 //! [`answer_retry`] when an append fails (a version conflict, a failed
 //! condition, a unique violation on the event id): the check costs nothing
 //! on the path of an append that succeeds.
@@ -35,40 +35,6 @@ use crate::envelope::{NewEvent, RecordedEvent};
 use crate::error::StoreError;
 use crate::store::EventStore;
 use crate::stream::StreamId;
-
-/// Refuses a call whose events repeat an id (across all its parts): the
-/// store could not tell its events apart. Every adapter calls it before
-/// writing.
-///
-/// ```
-/// use orchestrix::idempotency::validate_event_ids;
-/// use orchestrix::{Metadata, NewEvent, StoreError, Uuid};
-///
-/// let event = NewEvent {
-///     id: Uuid::now_v7(),
-///     event_type: "Noted".into(),
-///     schema_version: 1,
-///     data: serde_json::value::RawValue::from_string("{}".into())?,
-///     metadata: Metadata::default(),
-/// };
-/// assert!(validate_event_ids([&event]).is_ok());
-/// assert!(matches!(validate_event_ids([&event, &event]), Err(StoreError::InvalidInput(_))));
-/// # Ok::<(), serde_json::Error>(())
-/// ```
-pub fn validate_event_ids<'a>(events: impl IntoIterator<Item = &'a NewEvent>) -> Result<(), StoreError> {
-    let mut ids: Vec<Uuid> = events.into_iter().map(|event| event.id).collect();
-    if ids.len() < 2 {
-        return Ok(());
-    }
-    ids.sort_unstable();
-    match ids.windows(2).find(|pair| pair[0] == pair[1]) {
-        Some(pair) => Err(StoreError::InvalidInput(format!(
-            "event id {} appears twice in one append; every event needs an id of its own",
-            pair[0]
-        ))),
-        None => Ok(()),
-    }
-}
 
 /// Decides what a failed append is, given the stored events with its ids
 /// (`stored(id)`: the event stored with that id, if any). `parts` are the

@@ -19,19 +19,23 @@
 //! - [`Orchestrix`] is the application: `execute` loads the aggregate,
 //!   runs the handler, appends the events with optimistic concurrency and
 //!   retries on a conflict.
-//! - [`Repository`] loads aggregates from the latest snapshot plus the tail
+//! - [`repository::Repository`] loads aggregates from the latest snapshot plus the tail
 //!   of their stream, and travels in time with `load_at` and `load_as_of`.
-//! - The [`store`] module holds the ports ([`EventStore`],
-//!   [`SnapshotStore`], [`CheckpointStore`], [`KeyValueStore`],
-//!   [`MessageBus`], [`DeadLetterStore`]); [`memory`] holds the in-memory
+//! - The [`store`] module holds the ports ([`store::EventStore`],
+//!   [`store::SnapshotStore`], [`store::CheckpointStore`], [`store::KeyValueStore`],
+//!   [`store::MessageBus`], [`store::DeadLetterStore`]); [`memory`] holds the in-memory
 //!   adapters that define their reference behaviour.
-//! - [`TenantStore`] confines any store to one tenant's streams, snapshots,
+//! - [`tenant::TenantStore`] confines any store to one tenant's streams, snapshots,
 //!   checkpoints and keys; [`Orchestrix::append_many`] appends to several
 //!   aggregates atomically.
 //! - [`query`] and [`decision`]: consistency by query. Fields marked
 //!   `#[event(tag)]` tag their events; [`Orchestrix::decide`] reads the
-//!   events a [`Query`] selects, decides, and appends only if none of them
-//!   arrived meanwhile ([`EventStore::append_if`]).
+//!   events a [`query::Query`] selects, decides, and appends only if none of them
+//!   arrived meanwhile ([`store::EventStore::append_if`]).
+//! - The crate root holds the macros, [`Orchestrix`], the domain
+//!   vocabulary and the error types; everything else is reached through its
+//!   module (`orchestrix::store::EventStore`, `orchestrix::envelope::NewEvent`),
+//!   and [`prelude`] is what a domain module imports.
 //! - With the `testing` feature, `testing` offers given/when/then fixtures
 //!   and the conformance suite every adapter runs.
 //!
@@ -123,27 +127,18 @@ pub mod tenant;
 pub mod testing;
 pub mod trace;
 
-pub use aggregate::{Aggregate, AggregateId};
-pub use app::{CommandOptions, CommandOutcome, Orchestrix, OrchestrixBuilder};
-/// The byte buffers of [`KeyValueStore`] values and [`store::Message`] payloads.
-pub use bytes::{self, Bytes};
-pub use command::{AggregateCommand, CommandSet, Existence, StandaloneCommand};
-pub use decision::{Decision, DecisionModel};
-pub use envelope::{
-    validate_event_type, validate_new_event, Envelope, Metadata, NewEvent, RecordedEvent, MAX_EVENT_TYPE_LEN,
-    MAX_JSON_DEPTH,
-};
-pub use error::{CommandError, DecodeError, DecodeErrorKind, Error, StoreError, UpcastError};
-pub use event::{Event, EventSchema, EventSchemas, EventType};
-pub use query::{AppendCondition, Query, QueryItem, TagValue};
-pub use repository::{Loaded, Repository};
-pub use retry::RetryPolicy;
-pub use store::{
-    CheckpointStore, DeadLetterStore, EventFilter, EventStore, ExpectedVersion, KeyStore, KeyValueStore, MessageBus,
-    SnapshotStore, StreamAppend,
-};
+// The crate root (ADR 0035): the macros, the application, the domain
+// vocabulary, the three error types and the re-exported crates. Everything
+// else has one path, through its module.
+pub use aggregate::Aggregate;
+pub use app::Orchestrix;
+/// The byte buffers of [`store::KeyValueStore`] values and [`store::Message`] payloads.
+pub use bytes;
+pub use command::{AggregateCommand, StandaloneCommand};
+pub use envelope::Metadata;
+pub use error::{CommandError, Error, StoreError};
+pub use event::Event;
 pub use stream::StreamId;
-pub use tenant::{TenantId, TenantStore};
 pub use uuid::{self, Uuid};
 
 pub use orchestrix_macros::{aggregate, command_handler, event, projection};
@@ -161,9 +156,10 @@ pub use schemars;
 
 /// Everything a domain module needs: `use orchestrix::prelude::*;`.
 pub mod prelude {
+    pub use crate::error::UpcastError;
     pub use crate::{
         aggregate, command_handler, event, projection, Aggregate, AggregateCommand, CommandError, Event, Metadata,
-        Orchestrix, StandaloneCommand, UpcastError,
+        Orchestrix, StandaloneCommand,
     };
 }
 
@@ -226,12 +222,12 @@ pub mod __private {
 
     /// The JSON schema of a stored type's data, titled with its name.
     #[cfg(feature = "schemars")]
-    pub fn event_schema<T: schemars::JsonSchema>(name: &'static str, version: u32) -> crate::EventSchema {
+    pub fn event_schema<T: schemars::JsonSchema>(name: &'static str, version: u32) -> crate::event::EventSchema {
         let mut schema = schemars::SchemaGenerator::default().into_root_schema_for::<T>().to_value();
         if let Some(object) = schema.as_object_mut() {
             object.insert("title".to_owned(), serde_json::Value::String(name.to_owned()));
         }
-        crate::EventSchema { name, version, schema }
+        crate::event::EventSchema { name, version, schema }
     }
 }
 

@@ -67,7 +67,7 @@ impl DataKey {
         Self { id: Uuid::now_v7(), material }
     }
 
-    /// A key from stored parts (for [`crate::KeyStore`] adapters). Material
+    /// A key from stored parts (for [`crate::store::KeyStore`] adapters). Material
     /// of another length than [`KEY_LEN`] is [`StoreError::Backend`]; the
     /// message names the length, never the bytes.
     pub fn from_parts(id: Uuid, material: &[u8]) -> Result<Self, StoreError> {
@@ -82,7 +82,7 @@ impl DataKey {
         self.id
     }
 
-    /// The key material, for [`crate::KeyStore`] adapters to store. Never
+    /// The key material, for [`crate::store::KeyStore`] adapters to store. Never
     /// log it.
     pub fn material(&self) -> &[u8; KEY_LEN] {
         &self.material

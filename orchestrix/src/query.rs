@@ -6,9 +6,9 @@
 //! limit) reads the events a [`Query`] selects, decides, and appends with an
 //! [`AppendCondition`]: the append succeeds only if no event matching the
 //! query was stored after the last position it read
-//! ([`crate::EventStore::append_if`]); otherwise it fails with
-//! [`crate::StoreError::ConditionFailed`], and the command reads, decides and
-//! appends again ([`crate::Orchestrix::decide`]).
+//! ([`crate::store::EventStore::append_if`]); otherwise it fails with
+//! [`crate::error::StoreError::ConditionFailed`], and the command reads, decides and
+//! appends again ([`crate::app::Orchestrix::decide`]).
 //!
 //! # Untagged events
 //!
@@ -141,7 +141,7 @@ pub fn tag<T: TagValue + ?Sized>(name: &str, value: &T) -> String {
 
 /// Refuses tags no adapter can store faithfully or match reliably: empty,
 /// longer than [`MAX_TAG_LEN`], or containing NUL. Every
-/// [`crate::EventStore`] calls it for the tags of appended events and of
+/// [`crate::store::EventStore`] calls it for the tags of appended events and of
 /// conditions.
 pub fn validate_tag(tag: &str) -> Result<(), StoreError> {
     if tag.is_empty() {
@@ -196,7 +196,7 @@ impl QueryItem {
     }
 
     /// Events of the stored types of the event type `E`.
-    pub fn of<E: crate::Event>() -> Self {
+    pub fn of<E: crate::event::Event>() -> Self {
         Self::types(E::type_names())
     }
 
@@ -274,20 +274,20 @@ impl Query {
     /// The global-log filter that passes at least every matching event:
     /// the union of the items' types, or every event if an item takes any
     /// type. Adapters without a tag index read with it and match the rest.
-    pub fn type_filter(&self) -> crate::EventFilter {
+    pub fn type_filter(&self) -> EventFilter {
         if self.items.iter().any(|item| item.event_types.is_empty()) {
-            crate::EventFilter::all()
+            EventFilter::all()
         } else {
-            crate::EventFilter::types(self.items.iter().flat_map(|item| item.event_types.iter().cloned()))
+            EventFilter::types(self.items.iter().flat_map(|item| item.event_types.iter().cloned()))
         }
     }
 
-    /// Checks every type and tag of the query ([`crate::validate_event_type`],
+    /// Checks every type and tag of the query ([`crate::event::validate_event_type`],
     /// [`validate_tag`]).
     pub fn validate(&self) -> Result<(), StoreError> {
         for item in &self.items {
             for event_type in &item.event_types {
-                crate::envelope::validate_event_type(event_type)?;
+                crate::event::validate_event_type(event_type)?;
             }
             for tag in &item.tags {
                 validate_tag(tag)?;
@@ -303,12 +303,56 @@ impl FromIterator<QueryItem> for Query {
     }
 }
 
-/// The condition of [`crate::EventStore::append_if`]: no event matching
+/// Which events a global read or subscription delivers.
+///
+/// ```
+/// use orchestrix::store::EventFilter;
+///
+/// let all = EventFilter::all();
+/// assert!(all.matches("Anything"));
+/// let some = EventFilter::types(["AccountOpened", "AccountClosed"]);
+/// assert!(some.matches("AccountOpened") && !some.matches("AccountDeposited"));
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventFilter {
+    event_types: Option<Vec<String>>,
+}
+
+impl EventFilter {
+    /// Every event.
+    pub const fn all() -> Self {
+        Self { event_types: None }
+    }
+
+    /// Only events of the given type names.
+    pub fn types<I, S>(types: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let mut types: Vec<String> = types.into_iter().map(Into::into).collect();
+        types.sort_unstable();
+        types.dedup();
+        Self { event_types: Some(types) }
+    }
+
+    /// The type names, or `None` for every type.
+    pub fn event_types(&self) -> Option<&[String]> {
+        self.event_types.as_deref()
+    }
+
+    /// Whether an event of this type passes.
+    pub fn matches(&self, event_type: &str) -> bool {
+        self.event_types.as_ref().is_none_or(|types| types.binary_search_by(|t| t.as_str().cmp(event_type)).is_ok())
+    }
+}
+
+/// The condition of [`crate::store::EventStore::append_if`]: no event matching
 /// `query` may have a global position above `after` (with `after` `None`:
 /// no matching event may exist at all).
 ///
 /// `after` is the position of the last event the decision read (see
-/// [`crate::Orchestrix::read_decision`]): every matching event up to it was
+/// [`crate::app::Orchestrix::read_decision`]): every matching event up to it was
 /// seen, and none after it may have arrived.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AppendCondition {

@@ -111,7 +111,7 @@ impl<A: Aggregate> Repository<A> {
 
     /// The stream of the aggregate with this id: `A::NAME` / `id`.
     pub fn stream_id(id: impl Borrow<A::Id>) -> Result<StreamId, StoreError> {
-        StreamId::new(A::NAME, id.borrow().to_string())
+        Ok(StreamId::new(A::NAME, id.borrow().to_string())?)
     }
 
     /// The current state: latest usable snapshot plus the events after it.

@@ -35,7 +35,7 @@
 //! use orchestrix::prelude::*;
 //! use orchestrix::query::{Query, QueryItem};
 //! use orchestrix::retag::{retag_from_fields, untagged_events};
-//! use orchestrix::{EventStore, ExpectedVersion, NewEvent, StreamId};
+//! use orchestrix::{store::{EventStore, ExpectedVersion}, envelope::NewEvent, StreamId};
 //!
 //! #[event]
 //! #[derive(Debug, Clone)]

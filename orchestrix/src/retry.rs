@@ -33,7 +33,7 @@ pub enum Backoff {
 ///
 /// ```
 /// use std::time::Duration;
-/// use orchestrix::RetryPolicy;
+/// use orchestrix::retry::RetryPolicy;
 ///
 /// let policy = RetryPolicy::exponential(5, Duration::from_millis(10)).with_jitter(0.0);
 /// assert_eq!(policy.delay_after(1), Some(Duration::from_millis(10)));

@@ -9,6 +9,20 @@
 //! wherever a store does (a [`crate::tenant::TenantStore`], the
 //! application builder). Every method is forwarded, default ones included;
 //! a method added to a port must be added to its list in `store/forward.rs`.
+//!
+//! # The adapter contract
+//!
+//! An event store adapter receives [`NewEvent`]s
+//! ([`crate::envelope`]) and, before it writes anything, calls
+//! [`validate_append`] (one stream), [`validate_append_many`] or
+//! [`validate_append_if`] (several streams, with or without a condition),
+//! so that every backend refuses the same input with the same
+//! [`StoreError::InvalidInput`]; [`validate_event_ids`] is the id check they
+//! include. [`first_conflict`] names the part that lost a multi-stream
+//! race. An adapter with stricter type names calls
+//! [`crate::event::validate_event_type`] before its own rules. A
+//! constructor that keeps a store takes it generically and keeps a given
+//! `Arc<dyn _>` as it is with [`shared`] (ADR 0030).
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -26,85 +40,19 @@ use uuid::Uuid;
 use crate::envelope::{NewEvent, RecordedEvent};
 use crate::error::StoreError;
 use crate::personal::DataKey;
+pub use crate::query::EventFilter;
 use crate::query::{AppendCondition, Query};
+pub use crate::stream::ExpectedVersion;
 use crate::stream::StreamId;
 
 mod dead_letter;
 
 pub use dead_letter::{DeadLetter, DeadLetterQuery, DeadLetterStore};
 mod forward;
-pub(crate) use forward::shared;
+pub use forward::shared;
 
 /// A lazily read sequence of stored events.
 pub type EventStream<'a> = Pin<Box<dyn Stream<Item = Result<Arc<RecordedEvent>, StoreError>> + Send + 'a>>;
-
-/// What an append expects of the stream's current version.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum ExpectedVersion {
-    /// Append whatever the stream's state.
-    Any,
-    /// The stream must not exist yet.
-    NoStream,
-    /// The stream's last event must have this version; `Exact(0)` is the
-    /// same as [`ExpectedVersion::NoStream`].
-    Exact(u64),
-}
-
-impl ExpectedVersion {
-    /// Whether a stream whose last version is `actual` satisfies this
-    /// expectation.
-    pub fn admits(self, actual: Option<u64>) -> bool {
-        match (self, actual) {
-            (Self::Any, _) | (Self::NoStream | Self::Exact(0), None) => true,
-            (Self::Exact(v), Some(a)) => v == a,
-            _ => false,
-        }
-    }
-}
-
-/// Which events a global read or subscription delivers.
-///
-/// ```
-/// use orchestrix::EventFilter;
-///
-/// let all = EventFilter::all();
-/// assert!(all.matches("Anything"));
-/// let some = EventFilter::types(["AccountOpened", "AccountClosed"]);
-/// assert!(some.matches("AccountOpened") && !some.matches("AccountDeposited"));
-/// ```
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct EventFilter {
-    event_types: Option<Vec<String>>,
-}
-
-impl EventFilter {
-    /// Every event.
-    pub fn all() -> Self {
-        Self::default()
-    }
-
-    /// Only events of the given type names.
-    pub fn types<I, S>(types: I) -> Self
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
-    {
-        let mut types: Vec<String> = types.into_iter().map(Into::into).collect();
-        types.sort_unstable();
-        types.dedup();
-        Self { event_types: Some(types) }
-    }
-
-    /// The type names, or `None` for every type.
-    pub fn event_types(&self) -> Option<&[String]> {
-        self.event_types.as_deref()
-    }
-
-    /// Whether an event of this type passes.
-    pub fn matches(&self, event_type: &str) -> bool {
-        self.event_types.as_ref().is_none_or(|types| types.binary_search_by(|t| t.as_str().cmp(event_type)).is_ok())
-    }
-}
 
 /// One stream's part of an atomic multi-stream append
 /// ([`EventStore::append_many`]): the stream, what its version must be, and
@@ -115,7 +63,7 @@ impl EventFilter {
 ///
 /// ```
 /// use orchestrix::store::StreamAppend;
-/// use orchestrix::{ExpectedVersion, StreamId};
+/// use orchestrix::{store::ExpectedVersion, StreamId};
 ///
 /// let part = StreamAppend::new(StreamId::new("Account", "1").unwrap(), ExpectedVersion::Exact(3), vec![]);
 /// assert!(part.is_guard());
@@ -143,15 +91,15 @@ impl StreamAppend {
 }
 
 /// Checks the events of one [`EventStore::append`] before anything is
-/// stored: each as [`validate_new_event`](crate::validate_new_event) does
+/// stored: each as [`validate_new_event`](crate::envelope::validate_new_event) does
 /// (type, data, metadata, tags), and no event id twice
-/// ([`crate::idempotency::validate_event_ids`]). Every adapter calls it first, so every
+/// ([`validate_event_ids`]). Every adapter calls it first, so every
 /// backend refuses the same events with the same
 /// [`StoreError::InvalidInput`].
 ///
 /// ```
 /// use orchestrix::store::validate_append;
-/// use orchestrix::{Metadata, NewEvent, StoreError};
+/// use orchestrix::{Metadata, envelope::NewEvent, StoreError};
 ///
 /// let tagged = |tag: String| NewEvent {
 ///     id: orchestrix::Uuid::now_v7(),
@@ -166,7 +114,41 @@ impl StreamAppend {
 /// ```
 pub fn validate_append(events: &[NewEvent]) -> Result<(), StoreError> {
     events.iter().try_for_each(crate::envelope::validate_new_event)?;
-    crate::idempotency::validate_event_ids(events)
+    validate_event_ids(events)
+}
+
+/// Refuses a call whose events repeat an id (across all its parts): the
+/// store could not tell its events apart. Every adapter calls it before
+/// writing.
+///
+/// ```
+/// use orchestrix::store::validate_event_ids;
+/// use orchestrix::{Metadata, envelope::NewEvent, StoreError, Uuid};
+///
+/// let event = NewEvent {
+///     id: Uuid::now_v7(),
+///     event_type: "Noted".into(),
+///     schema_version: 1,
+///     data: serde_json::value::RawValue::from_string("{}".into())?,
+///     metadata: Metadata::default(),
+/// };
+/// assert!(validate_event_ids([&event]).is_ok());
+/// assert!(matches!(validate_event_ids([&event, &event]), Err(StoreError::InvalidInput(_))));
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+pub fn validate_event_ids<'a>(events: impl IntoIterator<Item = &'a NewEvent>) -> Result<(), StoreError> {
+    let mut ids: Vec<Uuid> = events.into_iter().map(|event| event.id).collect();
+    if ids.len() < 2 {
+        return Ok(());
+    }
+    ids.sort_unstable();
+    match ids.windows(2).find(|pair| pair[0] == pair[1]) {
+        Some(pair) => Err(StoreError::InvalidInput(format!(
+            "event id {} appears twice in one append; every event needs an id of its own",
+            pair[0]
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// Checks the input of [`EventStore::append_many`] before anything is
@@ -175,7 +157,7 @@ pub fn validate_append(events: &[NewEvent]) -> Result<(), StoreError> {
 ///
 /// ```
 /// use orchestrix::store::{validate_append_many, StreamAppend};
-/// use orchestrix::{ExpectedVersion, StoreError, StreamId};
+/// use orchestrix::{store::ExpectedVersion, StoreError, StreamId};
 ///
 /// let stream = StreamId::new("Account", "1").unwrap();
 /// let twice = [
@@ -195,7 +177,7 @@ pub fn validate_append_many(appends: &[StreamAppend]) -> Result<(), StoreError> 
         }
         validate_append(&append.events)?;
     }
-    crate::idempotency::validate_event_ids(appends.iter().flat_map(|append| &append.events))
+    validate_event_ids(appends.iter().flat_map(|append| &append.events))
 }
 
 /// The first part of a multi-stream append, in the call's order, whose
@@ -219,11 +201,11 @@ pub fn first_conflict(appends: &[StreamAppend], actual: &[Option<u64>]) -> Optio
 /// an event whose
 ///
 /// - type is empty, `.`, `..`, longer than
-///   [`MAX_EVENT_TYPE_LEN`](crate::MAX_EVENT_TYPE_LEN) or holds NUL;
+///   [`MAX_EVENT_TYPE_LEN`](crate::event::MAX_EVENT_TYPE_LEN) or holds NUL;
 /// - data holds a string (or object key) that is not Unicode text (a lone
 ///   surrogate escape, `"\ud800"`) or holds NUL (`"\u0000"`), a number
 ///   that does not fit an `f64`, or nests arrays and objects deeper than
-///   [`MAX_JSON_DEPTH`](crate::MAX_JSON_DEPTH);
+///   [`MAX_JSON_DEPTH`](crate::envelope::MAX_JSON_DEPTH);
 /// - metadata holds NUL, or a tag that conditions would refuse
 ///   ([`crate::query::validate_tag`]: empty, over
 ///   [`MAX_TAG_LEN`](crate::query::MAX_TAG_LEN) bytes, NUL).
@@ -319,7 +301,7 @@ pub trait EventStore: Send + Sync + Debug + 'static {
     async fn read_event(&self, id: Uuid) -> Result<Option<Arc<RecordedEvent>>, StoreError> {
         use futures_util::StreamExt as _;
         /// Every event: a `static`, so the read can borrow it.
-        static ALL: EventFilter = EventFilter { event_types: None };
+        static ALL: EventFilter = EventFilter::all();
         let mut events = self.read_all(0, &ALL);
         while let Some(event) = events.next().await {
             let event = event?;
@@ -357,7 +339,7 @@ pub trait EventStore: Send + Sync + Debug + 'static {
     fn read_by_query<'a>(&'a self, query: &'a Query, from_position: u64) -> EventStream<'a> {
         use futures_util::StreamExt as _;
         /// Every event: a `static`, so the read can borrow it for `'a`.
-        static ALL: EventFilter = EventFilter { event_types: None };
+        static ALL: EventFilter = EventFilter::all();
         if query.is_empty() {
             return Box::pin(futures_util::stream::empty());
         }
@@ -454,13 +436,13 @@ pub trait CheckpointStore: Send + Sync + Debug + 'static {
 
 /// A small durable key-value map, for read models and process state.
 ///
-/// Values are [`Bytes`] (re-exported as `orchestrix::Bytes`, so no
+/// Values are [`Bytes`] (re-exported as `orchestrix::bytes::Bytes`, so no
 /// dependency of your own is needed): a `Vec<u8>`, a `String` or a
 /// `&'static [u8]` converts with `.into()`.
 ///
 /// ```
 /// use orchestrix::memory::InMemoryKeyValueStore;
-/// use orchestrix::{Bytes, KeyValueStore};
+/// use orchestrix::{bytes::Bytes, store::KeyValueStore};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), orchestrix::StoreError> {

@@ -1,11 +1,15 @@
-//! Stream identity: which aggregate instance a run of events belongs to.
+//! Stream identity: which aggregate instance a run of events belongs to,
+//! and what an append expects of its version.
+//!
+//! The bottom layer of the core (ADR 0035): it imports no other module of
+//! the crate, so `error` can name streams and versions in its variants.
+//! Its own refusal, [`InvalidStreamId`], converts into a
+//! [`StoreError::InvalidInput`](crate::error::StoreError::InvalidInput).
 
 use std::fmt;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-
-use crate::error::StoreError;
 
 /// The longest aggregate type name or id a stream accepts, in bytes.
 ///
@@ -35,12 +39,15 @@ pub struct StreamId {
 impl StreamId {
     /// Builds a stream id, refusing empty parts, parts longer than
     /// [`MAX_STREAM_PART_LEN`], NUL characters and a `/` in the category.
-    pub fn new(category: impl Into<Arc<str>>, id: impl Into<Arc<str>>) -> Result<Self, StoreError> {
+    ///
+    /// The refusal converts into a [`StoreError::InvalidInput`](crate::error::StoreError::InvalidInput)
+    /// (and into an [`Error`](crate::error::Error)) with `?`.
+    pub fn new(category: impl Into<Arc<str>>, id: impl Into<Arc<str>>) -> Result<Self, InvalidStreamId> {
         let (category, id) = (category.into(), id.into());
         validate_part("aggregate type", &category)?;
         validate_part("aggregate id", &id)?;
         if category.contains('/') {
-            return Err(StoreError::InvalidInput(format!(
+            return Err(InvalidStreamId(format!(
                 "aggregate type `{}` contains `/`, which separates type and id in stream names",
                 truncate_for_message(&category)
             )));
@@ -59,6 +66,47 @@ impl StreamId {
     }
 }
 
+/// Why [`StreamId::new`] refused its parts: an empty part, a part longer
+/// than [`MAX_STREAM_PART_LEN`], a NUL character or a `/` in the category.
+/// The message names the part and the rule.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidStreamId(pub String);
+
+/// What an append expects of the stream's current version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ExpectedVersion {
+    /// Append whatever the stream's state.
+    Any,
+    /// The stream must not exist yet.
+    NoStream,
+    /// The stream's last event must have this version; `Exact(0)` is the
+    /// same as [`ExpectedVersion::NoStream`].
+    Exact(u64),
+}
+
+impl ExpectedVersion {
+    /// Whether a stream whose last version is `actual` satisfies this
+    /// expectation.
+    pub fn admits(self, actual: Option<u64>) -> bool {
+        match (self, actual) {
+            (Self::Any, _) | (Self::NoStream | Self::Exact(0), None) => true,
+            (Self::Exact(v), Some(a)) => v == a,
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for ExpectedVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Any => f.write_str("any version"),
+            Self::NoStream => f.write_str("no stream"),
+            Self::Exact(v) => write!(f, "version {v}"),
+        }
+    }
+}
+
 /// The unvalidated form a [`StreamId`] is deserialized from.
 #[derive(Deserialize)]
 struct StreamIdParts {
@@ -67,25 +115,25 @@ struct StreamIdParts {
 }
 
 impl TryFrom<StreamIdParts> for StreamId {
-    type Error = StoreError;
+    type Error = InvalidStreamId;
 
-    fn try_from(parts: StreamIdParts) -> Result<Self, StoreError> {
+    fn try_from(parts: StreamIdParts) -> Result<Self, InvalidStreamId> {
         Self::new(parts.category, parts.id)
     }
 }
 
-fn validate_part(what: &str, value: &str) -> Result<(), StoreError> {
+fn validate_part(what: &str, value: &str) -> Result<(), InvalidStreamId> {
     if value.is_empty() {
-        return Err(StoreError::InvalidInput(format!("{what} must not be empty")));
+        return Err(InvalidStreamId(format!("{what} must not be empty")));
     }
     if value.len() > MAX_STREAM_PART_LEN {
-        return Err(StoreError::InvalidInput(format!(
+        return Err(InvalidStreamId(format!(
             "{what} is {} bytes long; the limit is {MAX_STREAM_PART_LEN}",
             value.len()
         )));
     }
     if value.contains('\0') {
-        return Err(StoreError::InvalidInput(format!(
+        return Err(InvalidStreamId(format!(
             "{what} `{}` contains a NUL character",
             truncate_for_message(value).replace('\0', "\\0")
         )));
@@ -131,9 +179,11 @@ mod tests {
 
     #[test]
     fn refuses_nul_empty_slash_and_oversized_parts() {
-        assert!(matches!(StreamId::new("A", "x\0y"), Err(StoreError::InvalidInput(_))));
-        assert!(matches!(StreamId::new("A", ""), Err(StoreError::InvalidInput(_))));
-        assert!(matches!(StreamId::new("A/B", "1"), Err(StoreError::InvalidInput(_))));
+        for (category, id) in [("A", "x\0y"), ("A", ""), ("A/B", "1")] {
+            let refused = StreamId::new(category, id).unwrap_err();
+            let store_error = crate::error::StoreError::from(refused.clone());
+            assert!(matches!(store_error, crate::error::StoreError::InvalidInput(ref text) if *text == refused.0));
+        }
         let long = "x".repeat(MAX_STREAM_PART_LEN + 1);
         let err = StreamId::new("A", long).unwrap_err();
         assert!(err.to_string().contains("limit"), "{err}");

@@ -69,7 +69,7 @@ pub const EVENTS_APPENDED_TOTAL: &str = "orchestrix_events_appended_total";
 /// Aggregate loads by whether a snapshot was used.
 pub const SNAPSHOT_LOADS_TOTAL: &str = "orchestrix_snapshot_loads_total";
 /// Command attempts by whether the aggregate's state was cached
-/// ([`crate::Orchestrix::cache_stats`] reads the same counts).
+/// ([`crate::app::Orchestrix::cache_stats`] reads the same counts).
 pub const AGGREGATE_CACHE_LOOKUPS_TOTAL: &str = "orchestrix_aggregate_cache_lookups_total";
 /// The global position a projection has reached.
 pub const PROJECTION_POSITION: &str = "orchestrix_projection_position";

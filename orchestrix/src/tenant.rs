@@ -2,7 +2,7 @@
 //! streams, snapshots, checkpoints, keys and dead letters (ADR 0019).
 //!
 //! Every event records the tenant it was written for in
-//! [`Metadata::tenant`](crate::Metadata::tenant) (read it with
+//! [`Metadata::tenant`](crate::envelope::Metadata::tenant) (read it with
 //! [`RecordedEvent::tenant`]). A [`TenantStore`] is a *view* of any store
 //! for one tenant: it implements the same ports, and everything that goes
 //! through it stays within the tenant.
@@ -43,7 +43,7 @@
 //! use futures_util::StreamExt;
 //! use orchestrix::memory::InMemoryEventStore;
 //! use orchestrix::tenant::TenantStore;
-//! use orchestrix::{EventFilter, EventStore, ExpectedVersion, NewEvent, Metadata, StreamId};
+//! use orchestrix::{store::{EventFilter, EventStore, ExpectedVersion}, envelope::NewEvent, Metadata, StreamId};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), orchestrix::StoreError> {
@@ -192,7 +192,7 @@ impl<S> TenantStore<S> {
 
     /// The inner store's name of the view's `stream`.
     pub fn inner_stream(&self, stream: &StreamId) -> Result<StreamId, StoreError> {
-        StreamId::new(stream.category(), format!("{}{}", self.prefix, stream.id()))
+        Ok(StreamId::new(stream.category(), format!("{}{}", self.prefix, stream.id()))?)
     }
 
     /// The view's name of an inner stream, or `None` if it is not the

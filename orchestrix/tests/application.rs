@@ -8,7 +8,14 @@ use std::sync::Arc;
 use orchestrix::memory::InMemoryEventStore;
 use orchestrix::prelude::*;
 use orchestrix::query::{Query, QueryItem};
-use orchestrix::{CommandOptions, Decision, Envelope, EventStore, ExpectedVersion, RetryPolicy, StoreError};
+use orchestrix::{
+    app::CommandOptions,
+    decision::Decision,
+    envelope::Envelope,
+    retry::RetryPolicy,
+    store::{EventStore, ExpectedVersion},
+    StoreError,
+};
 
 /// What happens to a bin.
 #[event]

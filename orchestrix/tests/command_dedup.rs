@@ -15,8 +15,12 @@ use orchestrix::prelude::*;
 use orchestrix::query::{Query, QueryItem};
 use orchestrix::store::{EventStream, StreamAppend};
 use orchestrix::{
-    CommandOptions, CommandOutcome, Decision, Envelope, EventFilter, EventStore, ExpectedVersion, NewEvent,
-    RecordedEvent, Repository, StoreError, StreamId, Uuid,
+    app::{CommandOptions, CommandOutcome},
+    decision::Decision,
+    envelope::{Envelope, NewEvent, RecordedEvent},
+    repository::Repository,
+    store::{EventFilter, EventStore, ExpectedVersion},
+    StoreError, StreamId, Uuid,
 };
 
 #[event]

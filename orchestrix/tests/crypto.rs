@@ -13,7 +13,11 @@ use orchestrix::memory::{InMemoryCheckpointStore, InMemoryEventStore, InMemoryKe
 use orchestrix::prelude::*;
 use orchestrix::projection::{ProjectionEngine, ProjectionOptions};
 use orchestrix::store::StreamAppend;
-use orchestrix::{EventFilter, EventStore, ExpectedVersion, KeyStore, NewEvent, RecordedEvent, StoreError, StreamId};
+use orchestrix::{
+    envelope::{NewEvent, RecordedEvent},
+    store::{EventFilter, EventStore, ExpectedVersion, KeyStore},
+    StoreError, StreamId,
+};
 
 #[event]
 #[derive(Debug, Clone, PartialEq)]
@@ -386,7 +390,7 @@ impl orchestrix::projection::Projection for Broken {
 async fn sealed_dead_letters_never_hold_plaintext() {
     use orchestrix::memory::InMemoryDeadLetterStore;
     use orchestrix::projection::PoisonPolicy;
-    use orchestrix::DeadLetterStore;
+    use orchestrix::store::DeadLetterStore;
 
     let store = CryptoStore::new(InMemoryEventStore::new(), InMemoryKeyStore::new()).register::<CustomerEvent>();
     let raw_letters = InMemoryDeadLetterStore::new();
@@ -396,7 +400,7 @@ async fn sealed_dead_letters_never_hold_plaintext() {
         ProjectionEngine::new(store.clone(), InMemoryCheckpointStore::new()).with_dead_letters(letters.clone());
     let options = ProjectionOptions::default()
         .poison(PoisonPolicy::Park)
-        .retry(orchestrix::RetryPolicy::fixed(1, std::time::Duration::ZERO));
+        .retry(orchestrix::retry::RetryPolicy::fixed(1, std::time::Duration::ZERO));
     engine.rebuild(&mut Broken, options, |_| {}).await.unwrap();
 
     let raw = raw_letters.list(None).await.unwrap();

@@ -14,7 +14,12 @@ use orchestrix::projection::{
     ProjectionStatus, RetryOutcome,
 };
 use orchestrix::testing::delivery::{self, Capabilities, Faults, Harness, Running};
-use orchestrix::{DeadLetterStore, EventFilter, EventStore, RecordedEvent, RetryPolicy, StreamId, Uuid};
+use orchestrix::{
+    envelope::RecordedEvent,
+    retry::RetryPolicy,
+    store::{DeadLetterStore, EventFilter, EventStore},
+    StreamId, Uuid,
+};
 
 type Journal = Arc<Mutex<Vec<(StreamId, u64)>>>;
 
@@ -136,14 +141,14 @@ async fn a_stopped_projection_is_retried_through_the_engine() {
     let harness = InProcess::new();
     let (faults, a) = (Faults::default(), StreamId::new("A", "1").unwrap());
     faults.fail(&a, 1);
-    let events = (0..2).map(|_| orchestrix::NewEvent {
+    let events = (0..2).map(|_| orchestrix::envelope::NewEvent {
         id: orchestrix::Uuid::now_v7(),
         event_type: delivery::HANDLED.into(),
         schema_version: 1,
         data: serde_json::value::RawValue::from_string("{}".into()).unwrap(),
         metadata: orchestrix::Metadata::default(),
     });
-    harness.events.append(&a, orchestrix::ExpectedVersion::Any, events.collect()).await.unwrap();
+    harness.events.append(&a, orchestrix::store::ExpectedVersion::Any, events.collect()).await.unwrap();
     let mut running = harness.start("offline", faults.clone()).await;
     running.wait_caught_up().await.unwrap();
     running.stop().await.unwrap();
@@ -164,21 +169,21 @@ async fn redelivered_events_are_not_parked_twice() {
     let harness = InProcess::new();
     let (faults, a) = (Faults::default(), StreamId::new("A", "redelivered").unwrap());
     faults.fail(&a, 2);
-    let events = (0..3).map(|_| orchestrix::NewEvent {
+    let events = (0..3).map(|_| orchestrix::envelope::NewEvent {
         id: orchestrix::Uuid::now_v7(),
         event_type: delivery::HANDLED.into(),
         schema_version: 1,
         data: serde_json::value::RawValue::from_string("{}".into()).unwrap(),
         metadata: orchestrix::Metadata::default(),
     });
-    harness.events.append(&a, orchestrix::ExpectedVersion::Any, events.collect()).await.unwrap();
+    harness.events.append(&a, orchestrix::store::ExpectedVersion::Any, events.collect()).await.unwrap();
     let mut running = harness.start("again", faults.clone()).await;
     running.wait_caught_up().await.unwrap();
     running.stop().await.unwrap();
     let before = harness.dead_letters.list(Some("again")).await.unwrap();
     assert_eq!(before.len(), 2);
 
-    orchestrix::CheckpointStore::delete(&harness.checkpoints, "again").await.unwrap();
+    orchestrix::store::CheckpointStore::delete(&harness.checkpoints, "again").await.unwrap();
     let mut running = harness.start("again", faults).await;
     running.wait_caught_up().await.unwrap();
     running.stop().await.unwrap();

@@ -14,7 +14,7 @@ use erasure::{forget_erases_every_copy, wire, Join, Mailing, Member, Stores, SEC
 use orchestrix::memory::{
     InMemoryCheckpointStore, InMemoryDeadLetterStore, InMemoryEventStore, InMemoryKeyStore, InMemorySnapshotStore,
 };
-use orchestrix::{StreamId, TenantStore};
+use orchestrix::{tenant::TenantStore, StreamId};
 
 #[tokio::test]
 async fn forget_erases_every_copy_in_memory() {

@@ -14,8 +14,10 @@ use orchestrix::error::BoxError;
 use orchestrix::memory::{InMemoryCheckpointStore, InMemoryDeadLetterStore, InMemoryEventStore};
 use orchestrix::projection::{PoisonPolicy, Projection, ProjectionEngine, ProjectionError, ProjectionOptions};
 use orchestrix::{
-    CheckpointStore, DeadLetterStore, EventFilter, EventStore, ExpectedVersion, Metadata, NewEvent, RecordedEvent,
-    RetryPolicy, StreamId,
+    envelope::{NewEvent, RecordedEvent},
+    retry::RetryPolicy,
+    store::{CheckpointStore, DeadLetterStore, EventFilter, EventStore, ExpectedVersion},
+    Metadata, StreamId,
 };
 use serde_json::value::RawValue;
 

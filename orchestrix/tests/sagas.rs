@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_util::TryStreamExt;
-use orchestrix::command::{CommandDescriptor, HandlerResult};
+use orchestrix::__private::{CommandDescriptor, HandlerResult};
 use orchestrix::error::BoxError;
 use orchestrix::event::{decode_versioned, encode_raw, EventType};
 use orchestrix::memory::{InMemoryCheckpointStore, InMemoryEventStore};
@@ -22,8 +22,12 @@ use orchestrix::saga::{
 };
 use orchestrix::store::{EventStream, StreamAppend};
 use orchestrix::{
-    Aggregate, AggregateCommand, CommandOptions, CommandSet, DecodeErrorKind, Event, EventFilter, EventStore,
-    ExpectedVersion, Metadata, NewEvent, Orchestrix, RecordedEvent, StoreError, StreamId, Uuid,
+    app::CommandOptions,
+    command::CommandSet,
+    envelope::{NewEvent, RecordedEvent},
+    error::DecodeErrorKind,
+    store::{EventFilter, EventStore, ExpectedVersion},
+    Aggregate, AggregateCommand, Event, Metadata, Orchestrix, StoreError, StreamId, Uuid,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -173,7 +177,7 @@ impl AggregateCommand for Open {
     type Aggregate = Account;
     type Service = ();
     const NAME: &'static str = "Open";
-    const REQUIRES: orchestrix::Existence = orchestrix::Existence::New;
+    const REQUIRES: orchestrix::command::Existence = orchestrix::command::Existence::New;
 
     fn handle<'a>(
         self,
@@ -189,7 +193,7 @@ impl AggregateCommand for Deposit {
     type Aggregate = Account;
     type Service = Latency;
     const NAME: &'static str = "Deposit";
-    const REQUIRES: orchestrix::Existence = orchestrix::Existence::Existing;
+    const REQUIRES: orchestrix::command::Existence = orchestrix::command::Existence::Existing;
 
     async fn handle<'a>(
         self,
@@ -212,7 +216,7 @@ impl AggregateCommand for Withdraw {
     type Aggregate = Account;
     type Service = ();
     const NAME: &'static str = "Withdraw";
-    const REQUIRES: orchestrix::Existence = orchestrix::Existence::Existing;
+    const REQUIRES: orchestrix::command::Existence = orchestrix::command::Existence::Existing;
 
     fn handle<'a>(
         self,
@@ -234,7 +238,7 @@ impl AggregateCommand for Close {
     type Aggregate = Account;
     type Service = ();
     const NAME: &'static str = "Close";
-    const REQUIRES: orchestrix::Existence = orchestrix::Existence::Existing;
+    const REQUIRES: orchestrix::command::Existence = orchestrix::command::Existence::Existing;
 
     fn handle<'a>(
         self,
@@ -323,7 +327,7 @@ impl AggregateCommand for RequestTransfer {
     type Aggregate = Transfer;
     type Service = ();
     const NAME: &'static str = "RequestTransfer";
-    const REQUIRES: orchestrix::Existence = orchestrix::Existence::New;
+    const REQUIRES: orchestrix::command::Existence = orchestrix::command::Existence::New;
 
     fn handle<'a>(
         self,

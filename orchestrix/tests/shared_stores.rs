@@ -10,9 +10,11 @@ use orchestrix::memory::{
     InMemoryCheckpointStore, InMemoryDeadLetterStore, InMemoryEventStore, InMemoryKeyStore, InMemoryKeyValueStore,
     InMemoryMessageBus, InMemorySnapshotStore,
 };
+use orchestrix::store::{
+    CheckpointStore, DeadLetterStore, EventStore, KeyStore, KeyValueStore, MessageBus, SnapshotStore,
+};
 use orchestrix::tenant::TenantStore;
 use orchestrix::testing::conformance;
-use orchestrix::{CheckpointStore, DeadLetterStore, EventStore, KeyStore, KeyValueStore, MessageBus, SnapshotStore};
 
 fn shared_events() -> Arc<dyn EventStore> {
     Arc::new(InMemoryEventStore::new())

@@ -8,7 +8,10 @@ use chrono::Utc;
 use orchestrix::memory::{InMemoryEventStore, InMemorySnapshotStore};
 use orchestrix::prelude::*;
 use orchestrix::store::Snapshot;
-use orchestrix::{EventStore, ExpectedVersion, Repository, SnapshotStore};
+use orchestrix::{
+    repository::Repository,
+    store::{EventStore, ExpectedVersion, SnapshotStore},
+};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 

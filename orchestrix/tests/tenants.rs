@@ -15,8 +15,12 @@ use orchestrix::store::{DeadLetter, EventStream, Snapshot, StreamAppend};
 use orchestrix::tenant::{TenantId, TenantStore};
 use orchestrix::testing::conformance;
 use orchestrix::{
-    CheckpointStore, DeadLetterStore, EventFilter, EventStore, ExpectedVersion, KeyStore, KeyValueStore, Metadata,
-    NewEvent, RecordedEvent, SnapshotStore, StoreError, StreamId,
+    envelope::{NewEvent, RecordedEvent},
+    store::{
+        CheckpointStore, DeadLetterStore, EventFilter, EventStore, ExpectedVersion, KeyStore, KeyValueStore,
+        SnapshotStore,
+    },
+    Metadata, StoreError, StreamId,
 };
 use serde_json::value::RawValue;
 use uuid::Uuid;

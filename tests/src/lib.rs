@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use futures_util::TryStreamExt;
-use orchestrix::{EventStore, RecordedEvent, StreamId};
+use orchestrix::{envelope::RecordedEvent, store::EventStore, StreamId};
 
 /// Every event of `stream`, read from version 1.
 pub async fn read_stream(store: &dyn EventStore, stream: &StreamId) -> Vec<Arc<RecordedEvent>> {

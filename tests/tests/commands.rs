@@ -7,7 +7,7 @@ use std::sync::Arc;
 use bank::{Account, AccountEvent, BankError, CloseAccount, Deposit, OpenAccount, Withdraw};
 use orchestrix::app::BuildError;
 use orchestrix::prelude::*;
-use orchestrix::{CommandOptions, Repository, Uuid};
+use orchestrix::{app::CommandOptions, repository::Repository, Uuid};
 use orchestrix_tests::read_stream;
 
 fn bank() -> Orchestrix {
@@ -194,7 +194,7 @@ async fn standalone_handlers_share_correlation_and_record_their_command_as_cause
 
 #[tokio::test]
 async fn execute_once_reports_a_conflict_instead_of_retrying() {
-    let events: Arc<dyn orchestrix::EventStore> = Arc::new(orchestrix::memory::InMemoryEventStore::new());
+    let events: Arc<dyn orchestrix::store::EventStore> = Arc::new(orchestrix::memory::InMemoryEventStore::new());
     let one = Orchestrix::builder().event_store(Arc::clone(&events)).aggregate::<Account>().build().unwrap();
     let two = Orchestrix::builder().event_store(Arc::clone(&events)).aggregate::<Account>().build().unwrap();
     let id = Uuid::now_v7();
@@ -211,7 +211,7 @@ async fn execute_once_reports_a_conflict_instead_of_retrying() {
 
 #[tokio::test]
 async fn a_refusal_based_on_a_stale_cache_is_rechecked() {
-    let events: Arc<dyn orchestrix::EventStore> = Arc::new(orchestrix::memory::InMemoryEventStore::new());
+    let events: Arc<dyn orchestrix::store::EventStore> = Arc::new(orchestrix::memory::InMemoryEventStore::new());
     let one = Orchestrix::builder().event_store(Arc::clone(&events)).aggregate::<Account>().build().unwrap();
     let two = Orchestrix::builder().event_store(Arc::clone(&events)).aggregate::<Account>().build().unwrap();
     let id = Uuid::now_v7();
@@ -224,7 +224,7 @@ async fn a_refusal_based_on_a_stale_cache_is_rechecked() {
 
 #[tokio::test]
 async fn a_creating_command_needs_no_read_and_still_refuses_an_existing_aggregate() {
-    let events: Arc<dyn orchestrix::EventStore> = Arc::new(orchestrix::memory::InMemoryEventStore::new());
+    let events: Arc<dyn orchestrix::store::EventStore> = Arc::new(orchestrix::memory::InMemoryEventStore::new());
     let one = Orchestrix::builder().event_store(Arc::clone(&events)).aggregate::<Account>().build().unwrap();
     let two = Orchestrix::builder().event_store(Arc::clone(&events)).aggregate::<Account>().build().unwrap();
     let id = Uuid::now_v7();

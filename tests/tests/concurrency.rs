@@ -7,7 +7,12 @@ use std::time::Duration;
 
 use bank::{Account, AccountEvent, BankError, Deposit, OpenAccount, Withdraw};
 use orchestrix::memory::{InMemoryEventStore, InMemorySnapshotStore};
-use orchestrix::{CommandError, EventStore, Orchestrix, Repository, RetryPolicy, SnapshotStore, Uuid};
+use orchestrix::{
+    repository::Repository,
+    retry::RetryPolicy,
+    store::{EventStore, SnapshotStore},
+    CommandError, Orchestrix, Uuid,
+};
 use orchestrix_tests::read_stream;
 
 const TASKS: u64 = 100;

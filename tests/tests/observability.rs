@@ -216,7 +216,7 @@ async fn an_explicit_traceparent_wins_and_parents_a_command_outside_any_trace() 
     let (exporter, _provider, _guard) = capture();
     let app = app();
     let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-    let options = orchestrix::CommandOptions {
+    let options = orchestrix::app::CommandOptions {
         traceparent: Some(parent.into()),
         tracestate: Some("vendor=1".into()),
         ..Default::default()
@@ -257,10 +257,10 @@ impl orchestrix::projection::Projection for Broken {
     fn name(&self) -> std::borrow::Cow<'static, str> {
         "broken".into()
     }
-    fn filter(&self) -> orchestrix::EventFilter {
-        orchestrix::EventFilter::all()
+    fn filter(&self) -> orchestrix::store::EventFilter {
+        orchestrix::store::EventFilter::all()
     }
-    async fn handle(&mut self, _: &orchestrix::RecordedEvent) -> Result<(), orchestrix::error::BoxError> {
+    async fn handle(&mut self, _: &orchestrix::envelope::RecordedEvent) -> Result<(), orchestrix::error::BoxError> {
         Err("always fails".into())
     }
 }
@@ -285,7 +285,7 @@ async fn the_prometheus_exposition_passes_promtool() {
     running.stop().await.unwrap();
     let options = ProjectionOptions::default()
         .poison(PoisonPolicy::Park)
-        .retry(orchestrix::RetryPolicy::fixed(1, Duration::from_millis(1)));
+        .retry(orchestrix::retry::RetryPolicy::fixed(1, Duration::from_millis(1)));
     let mut broken = engine.spawn(Broken, options);
     broken.wait_for_position(7, Duration::from_secs(30)).await.unwrap();
     broken.stop().await.unwrap();
@@ -380,7 +380,7 @@ async fn log_lines_carry_correlation_and_trace_ids() {
     let id = Uuid::now_v7();
     let correlation = Uuid::now_v7();
     app.execute(id, OpenAccount { owner: "Ada".into() }).await.unwrap();
-    let options = orchestrix::CommandOptions::default().correlation_id(correlation);
+    let options = orchestrix::app::CommandOptions::default().correlation_id(correlation);
     // A refused command logs why, inside its span.
     let refused = app.execute_with(id, Withdraw { amount: 5, reason: "rent".into() }, options).await;
     assert!(matches!(refused, Err(CommandError::Rejected(BankError::InsufficientFunds { .. }))));

@@ -9,8 +9,11 @@ use chrono::Utc;
 use orchestrix::memory::{InMemoryEventStore, InMemorySnapshotStore};
 use orchestrix::store::Snapshot;
 use orchestrix::{
-    CommandError, DecodeErrorKind, Error, EventStore, ExpectedVersion, Metadata, NewEvent, Orchestrix, Repository,
-    SnapshotStore, Uuid,
+    envelope::NewEvent,
+    error::DecodeErrorKind,
+    repository::Repository,
+    store::{EventStore, ExpectedVersion, SnapshotStore},
+    CommandError, Error, Metadata, Orchestrix, Uuid,
 };
 use serde_json::value::RawValue;
 
@@ -66,7 +69,7 @@ async fn old_schema_versions_are_upcast_on_read() {
     assert_eq!((loaded.state.balance, loaded.version), (60, 3));
 }
 
-async fn decode_failure(stored: NewEvent) -> (Uuid, Box<orchestrix::DecodeError>) {
+async fn decode_failure(stored: NewEvent) -> (Uuid, Box<orchestrix::error::DecodeError>) {
     let f = fixture();
     let id = opened_account(&f).await;
     append(&f, &id, stored).await;

@@ -12,7 +12,11 @@ use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
 use orchestrix::memory::InMemoryEventStore;
-use orchestrix::{EventStore, ExpectedVersion, NewEvent, Orchestrix, StreamId, Uuid};
+use orchestrix::{
+    envelope::NewEvent,
+    store::{EventStore, ExpectedVersion},
+    Orchestrix, StreamId, Uuid,
+};
 use orchestrix_benches::ledger::{self, Account, AccountEvent};
 use orchestrix_benches::{race, round};
 use serde::{Deserialize, Serialize};

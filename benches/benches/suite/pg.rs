@@ -15,7 +15,11 @@ use cqrs_es::persist::{PersistedEventStore, QueryReplay};
 use cqrs_es::{CqrsFramework, EventEnvelope, Query};
 use futures_util::TryStreamExt;
 use orchestrix::projection::{ProjectionEngine, ProjectionOptions};
-use orchestrix::{EventStore, ExpectedVersion, Metadata, NewEvent, Orchestrix, StreamId, Uuid};
+use orchestrix::{
+    envelope::NewEvent,
+    store::{EventStore, ExpectedVersion},
+    Metadata, Orchestrix, StreamId, Uuid,
+};
 use orchestrix_adapters::postgres::{migration_sql, PgConfig, PgStore};
 use orchestrix_benches::ledger::{self, Account, AccountEvent, PeerAccount, PeerCommand, CATEGORY, SNAPSHOT_EVERY};
 use orchestrix_benches::{race, round, Counting, Rate};

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use orchestrix::error::BoxError;
 use orchestrix::prelude::*;
 use orchestrix::saga::{Saga, Step};
-use orchestrix::{RecordedEvent, Uuid};
+use orchestrix::{envelope::RecordedEvent, Uuid};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 

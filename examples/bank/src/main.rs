@@ -25,8 +25,13 @@ use orchestrix::lease::Leases;
 use orchestrix::memory::{InMemoryCheckpointStore, InMemoryEventStore, InMemoryLeases, InMemorySnapshotStore};
 use orchestrix::projection::{Projection, ProjectionEngine, ProjectionOptions};
 use orchestrix::saga::SagaManager;
-use orchestrix::{CheckpointStore, EventStore, SnapshotStore};
-use orchestrix::{CommandError, EventFilter, ExpectedVersion, Metadata, NewEvent, Orchestrix, Repository, Uuid};
+use orchestrix::store::{CheckpointStore, EventStore, SnapshotStore};
+use orchestrix::{
+    envelope::NewEvent,
+    repository::Repository,
+    store::{EventFilter, ExpectedVersion},
+    CommandError, Metadata, Orchestrix, Uuid,
+};
 use orchestrix_adapters::sqlite::{SqliteConfig, SqliteStore};
 use serde_json::value::RawValue;
 use tracing_subscriber::layer::SubscriberExt;

@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use futures_util::TryStreamExt;
 use orchestrix::saga::{step_id, StepKind};
-use orchestrix::{EventFilter, EventStore, Uuid};
+use orchestrix::{
+    store::{EventFilter, EventStore},
+    Uuid,
+};
 use orchestrix_adapters::sqlite::{SqliteConfig, SqliteStore};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;

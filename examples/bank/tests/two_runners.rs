@@ -16,7 +16,10 @@ use futures_util::TryStreamExt;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use orchestrix::projection::{ProjectionEngine, ProjectionHandle, ProjectionOptions};
 use orchestrix::saga::{step_id, SagaManager, SagaStatus, StepKind};
-use orchestrix::{EventFilter, EventStore, Orchestrix, Uuid};
+use orchestrix::{
+    store::{EventFilter, EventStore},
+    Orchestrix, Uuid,
+};
 use orchestrix_adapters::sqlite::{SqliteConfig, SqliteStore};
 
 /// The log lines of this test binary (one global subscriber: the runners

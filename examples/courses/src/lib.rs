@@ -12,7 +12,7 @@
 
 use orchestrix::prelude::*;
 use orchestrix::query::{Query, QueryItem};
-use orchestrix::{CommandOptions, Decision, Envelope, ExpectedVersion};
+use orchestrix::{app::CommandOptions, decision::Decision, envelope::Envelope, store::ExpectedVersion};
 
 /// How many courses one student may take.
 pub const MAX_COURSES_PER_STUDENT: usize = 3;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use courses::{define_course, subscribe, Course, CourseError, Student, MAX_COURSES_PER_STUDENT};
-use orchestrix::{CommandError, EventStore, Orchestrix, RetryPolicy};
+use orchestrix::{retry::RetryPolicy, store::EventStore, CommandError, Orchestrix};
 use orchestrix_adapters::postgres::{PgConfig, PgStore};
 use orchestrix_adapters::sqlite::SqliteStore;
 

@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use futures_util::TryStreamExt;
 use orchestrix::query::{Query, QueryItem};
-use orchestrix::RetryPolicy;
+use orchestrix::retry::RetryPolicy;
 
 use courses::{define_course, subscribe, CourseError, MAX_COURSES_PER_STUDENT};
-use orchestrix::{CommandError, EventStore, Orchestrix};
+use orchestrix::{store::EventStore, CommandError, Orchestrix};
 
 async fn race(store: Arc<dyn EventStore>) {
     // Every racer conflicts with the others: allow enough attempts.

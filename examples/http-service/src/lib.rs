@@ -38,7 +38,10 @@ use orchestrix::idempotency::command_id_from_key;
 use orchestrix::memory::InMemoryCheckpointStore;
 use orchestrix::projection::{ProjectionEngine, ProjectionHandle, ProjectionOptions};
 use orchestrix::trace::TraceHeaders;
-use orchestrix::{telemetry, CommandError, CommandOptions, CommandOutcome, Orchestrix, StoreError, Uuid};
+use orchestrix::{
+    app::{CommandOptions, CommandOutcome},
+    telemetry, CommandError, Orchestrix, StoreError, Uuid,
+};
 use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 

@@ -10,7 +10,13 @@ use std::sync::Arc;
 use futures_util::StreamExt;
 use orchestrix::crypto::CryptoStore;
 use orchestrix::prelude::*;
-use orchestrix::{CommandOptions, Decision, EventFilter, EventStore, KeyStore, SnapshotStore, TenantStore, Uuid};
+use orchestrix::{
+    app::CommandOptions,
+    decision::Decision,
+    store::{EventFilter, EventStore, KeyStore, SnapshotStore},
+    tenant::TenantStore,
+    Uuid,
+};
 use serde::{Deserialize, Serialize};
 
 /// What happens to an account.

@@ -2,7 +2,7 @@
 //! transfers, a forgotten customer's name gone and her account intact.
 
 use futures_util::StreamExt;
-use orchestrix::{EventFilter, EventStore};
+use orchestrix::store::{EventFilter, EventStore};
 use orchestrix_adapters::sqlite::SqliteStore;
 
 const EXPECTED: [&str; 4] = [

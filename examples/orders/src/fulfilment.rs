@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use orchestrix::error::BoxError;
 use orchestrix::projection::Projection;
 use orchestrix::saga::{Saga, Step};
-use orchestrix::{EventFilter, RecordedEvent, Uuid};
+use orchestrix::{envelope::RecordedEvent, store::EventFilter, Uuid};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 

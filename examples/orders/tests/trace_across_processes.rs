@@ -15,7 +15,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::routing::post;
 use futures_util::StreamExt;
-use orchestrix::{EventStore, StreamId, Uuid};
+use orchestrix::{store::EventStore, StreamId, Uuid};
 use serde_json::Value;
 use support::{poll, Place, Process};
 

@@ -11,7 +11,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use orchestrix::{EventFilter, EventStore, RecordedEvent, Uuid};
+use orchestrix::{
+    envelope::RecordedEvent,
+    store::{EventFilter, EventStore},
+    Uuid,
+};
 use orders::{planned_outcome, OrderView, Outcome, PaymentState, PgOrderViews, Status};
 use support::{poll, Place, Process};
 

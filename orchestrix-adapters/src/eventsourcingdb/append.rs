@@ -5,8 +5,9 @@
 
 use std::sync::Arc;
 
+use orchestrix::envelope::{NewEvent, RecordedEvent};
 use orchestrix::store::ExpectedVersion;
-use orchestrix::{NewEvent, RecordedEvent, StoreError, StreamId};
+use orchestrix::{StoreError, StreamId};
 
 use super::error::EsdbError;
 use super::idempotent;

@@ -8,7 +8,10 @@ use std::sync::Arc;
 
 use orchestrix::query::AppendCondition;
 use orchestrix::store::{first_conflict, ExpectedVersion, StreamAppend};
-use orchestrix::{NewEvent, RecordedEvent, StoreError, StreamId};
+use orchestrix::{
+    envelope::{NewEvent, RecordedEvent},
+    StoreError, StreamId,
+};
 
 use super::{condition, idempotent};
 

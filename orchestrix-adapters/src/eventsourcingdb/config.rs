@@ -4,7 +4,7 @@ use std::fmt;
 use std::time::Duration;
 
 use orchestrix::retry::Backoff;
-use orchestrix::{RetryPolicy, StoreError};
+use orchestrix::{retry::RetryPolicy, StoreError};
 
 /// The environment variable [`EsdbConfig::from_env`] reads the URL from.
 pub const URL_ENV: &str = "ORCHESTRIX_ESDB_URL";

@@ -24,8 +24,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use futures_util::TryStreamExt;
+use orchestrix::envelope::{NewEvent, RecordedEvent};
 use orchestrix::idempotency::answer_retry;
-use orchestrix::{NewEvent, RecordedEvent, StoreError, StreamId};
+use orchestrix::{StoreError, StreamId};
 use uuid::Uuid;
 
 use super::condition;

@@ -9,7 +9,12 @@ use orchestrix::query::{AppendCondition, Query};
 use orchestrix::store::{
     validate_append_if, validate_append_many, EventFilter, EventStream, ExpectedVersion, StreamAppend,
 };
-use orchestrix::{EventSchema, EventSchemas, EventStore, NewEvent, RecordedEvent, StoreError, StreamId};
+use orchestrix::{
+    envelope::{NewEvent, RecordedEvent},
+    event::{EventSchema, EventSchemas},
+    store::EventStore,
+    StoreError, StreamId,
+};
 use serde_json::value::RawValue;
 use uuid::Uuid;
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use futures_core::Stream;
 use futures_util::{stream, StreamExt};
 use orchestrix::store::EventFilter;
-use orchestrix::{RecordedEvent, StoreError};
+use orchestrix::{envelope::RecordedEvent, StoreError};
 
 use super::api::{Item, Op};
 use super::error::EsdbError;

@@ -234,7 +234,7 @@ pub(crate) fn parse_stream_subject(subject: &str) -> Option<StreamId> {
 /// `..`, `a..b` or a leading or trailing dot would be refused by the
 /// server). A name that passes is safe inside an EventQL string literal.
 pub(crate) fn validate_event_type(name: &str) -> Result<(), StoreError> {
-    orchestrix::validate_event_type(name)?;
+    orchestrix::event::validate_event_type(name)?;
     validate_type_text("event type", name)
 }
 

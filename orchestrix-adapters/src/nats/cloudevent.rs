@@ -38,7 +38,7 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use chrono::{DateTime, SecondsFormat, Utc};
-use orchestrix::{Metadata, RecordedEvent, StreamId};
+use orchestrix::{envelope::RecordedEvent, Metadata, StreamId};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use uuid::Uuid;
@@ -92,7 +92,7 @@ pub struct EncodedEvent {
 ///
 /// ```
 /// use orchestrix_adapters::nats::cloudevent::{decode, encode, ContentMode};
-/// # use orchestrix::{Metadata, RecordedEvent, StreamId, Uuid};
+/// # use orchestrix::{Metadata, envelope::RecordedEvent, StreamId, Uuid};
 /// # let event = RecordedEvent {
 /// #     id: Uuid::now_v7(), stream: StreamId::new("Order", "7").unwrap(), stream_version: 1,
 /// #     global_position: 3, recorded_at: chrono::Utc::now(), event_type: "OrderPlaced".into(),

@@ -1,8 +1,8 @@
 //! NATS JetStream: events leave the process through a relay and come back
 //! to projections and sagas in other processes (feature `nats`).
 //!
-//! - [`Relay`] tails the global log ([`orchestrix::EventStore::subscribe`])
-//!   from a checkpoint ([`orchestrix::CheckpointStore`]) and publishes every
+//! - [`Relay`] tails the global log ([`orchestrix::store::EventStore::subscribe`])
+//!   from a checkpoint ([`orchestrix::store::CheckpointStore`]) and publishes every
 //!   event as a CloudEvent ([`cloudevent`]) to
 //!   `<prefix>.<aggregate type>.<event type>.<partition>` ([`Subjects`]),
 //!   with `Nats-Msg-Id` = the event id, so the broker drops what a
@@ -17,7 +17,7 @@
 //!   a [`Leases`] implementation (the PostgreSQL advisory-lock lease, with
 //!   the `postgres` feature), and a worker that dies hands its partitions
 //!   to the survivors (ADR 0017).
-//! - [`JetStreamBus`] implements the core's [`orchestrix::MessageBus`] on
+//! - [`JetStreamBus`] implements the core's [`orchestrix::store::MessageBus`] on
 //!   the same JetStream stream.
 //!
 //! # Guarantees
@@ -65,7 +65,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};
 use orchestrix::error::BoxError;
-use orchestrix::{RetryPolicy, StoreError};
+use orchestrix::{retry::RetryPolicy, StoreError};
 
 pub use async_nats;
 pub use bus::JetStreamBus;
@@ -230,7 +230,7 @@ impl EventStreamConfig {
     }
 
     /// Keeps the stream in memory instead of files (tests, caches).
-    pub fn in_memory(mut self) -> Self {
+    pub fn with_memory_storage(mut self) -> Self {
         self.memory = true;
         self
     }

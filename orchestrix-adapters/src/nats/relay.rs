@@ -11,7 +11,12 @@ use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::{self};
 use async_nats::HeaderMap;
 use futures_util::{FutureExt, StreamExt};
-use orchestrix::{trace, CheckpointStore, EventFilter, EventStore, RecordedEvent, RetryPolicy};
+use orchestrix::{
+    envelope::RecordedEvent,
+    retry::RetryPolicy,
+    store::{shared, CheckpointStore, EventFilter, EventStore},
+    trace,
+};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
@@ -117,7 +122,8 @@ struct Pending {
 
 impl Relay {
     /// A relay from `store` to the JetStream stream `stream`, keeping its
-    /// checkpoint in `checkpoints`.
+    /// checkpoint in `checkpoints`. Given an `Arc<dyn EventStore>` (or
+    /// `Arc<dyn CheckpointStore>`), the relay keeps that `Arc` as it is.
     pub fn new(
         client: async_nats::Client,
         store: impl EventStore,
@@ -126,18 +132,8 @@ impl Relay {
         stream: EventStreamConfig,
         options: RelayOptions,
     ) -> Self {
-        Self::from_arcs(client, Arc::new(store), Arc::new(checkpoints), subjects, stream, options)
-    }
-
-    /// A relay over shared stores.
-    pub fn from_arcs(
-        client: async_nats::Client,
-        store: Arc<dyn EventStore>,
-        checkpoints: Arc<dyn CheckpointStore>,
-        subjects: Subjects,
-        stream: EventStreamConfig,
-        options: RelayOptions,
-    ) -> Self {
+        let store = shared::<_, dyn EventStore>(store, |store| Arc::new(store));
+        let checkpoints = shared::<_, dyn CheckpointStore>(checkpoints, |checkpoints| Arc::new(checkpoints));
         Self { client, store, checkpoints, subjects, stream, options }
     }
 

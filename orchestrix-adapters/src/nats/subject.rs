@@ -1,6 +1,6 @@
 //! Subjects: where each event is published, and which consumer reads it.
 
-use orchestrix::{RecordedEvent, StoreError, StreamId};
+use orchestrix::{envelope::RecordedEvent, StoreError, StreamId};
 
 /// The most partitions a [`Subjects`] scheme may have.
 pub const MAX_PARTITIONS: u32 = 1024;

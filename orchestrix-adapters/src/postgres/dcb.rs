@@ -238,7 +238,7 @@ pub(super) fn condition_failed(position: u64, condition: &AppendCondition) -> St
 #[cfg(test)]
 mod tests {
     use orchestrix::query::QueryItem;
-    use orchestrix::{ExpectedVersion, Metadata, NewEvent, StreamId};
+    use orchestrix::{envelope::NewEvent, store::ExpectedVersion, Metadata, StreamId};
     use serde_json::value::RawValue;
 
     use super::*;

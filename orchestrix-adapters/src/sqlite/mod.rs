@@ -224,7 +224,7 @@ CREATE TABLE IF NOT EXISTS {p}leases (
 /// wake-ups.
 ///
 /// ```
-/// use orchestrix::{EventStore, ExpectedVersion, StreamId};
+/// use orchestrix::{store::{EventStore, ExpectedVersion}, StreamId};
 /// use orchestrix_adapters::sqlite::SqliteStore;
 ///
 /// # #[tokio::main(flavor = "current_thread")]

@@ -154,11 +154,11 @@ impl orchestrix::projection::Projection for Ledger {
         self.name.clone().into()
     }
 
-    fn filter(&self) -> orchestrix::EventFilter {
-        orchestrix::EventFilter::types(["Counted"])
+    fn filter(&self) -> orchestrix::store::EventFilter {
+        orchestrix::store::EventFilter::types(["Counted"])
     }
 
-    async fn handle(&mut self, event: &orchestrix::RecordedEvent) -> Result<(), orchestrix::error::BoxError> {
+    async fn handle(&mut self, event: &orchestrix::envelope::RecordedEvent) -> Result<(), orchestrix::error::BoxError> {
         let mut state = self.state();
         state.deliveries += 1;
         if !state.applied.insert(event.id) {
@@ -177,8 +177,8 @@ impl orchestrix::projection::Projection for Ledger {
 }
 
 /// A `Counted { n }` event.
-pub fn counted(n: u64) -> orchestrix::NewEvent {
-    orchestrix::NewEvent {
+pub fn counted(n: u64) -> orchestrix::envelope::NewEvent {
+    orchestrix::envelope::NewEvent {
         id: orchestrix::Uuid::now_v7(),
         event_type: "Counted".into(),
         schema_version: 1,
@@ -188,8 +188,8 @@ pub fn counted(n: u64) -> orchestrix::NewEvent {
 }
 
 /// An event the ledger does not want.
-pub fn ignored() -> orchestrix::NewEvent {
-    orchestrix::NewEvent {
+pub fn ignored() -> orchestrix::envelope::NewEvent {
+    orchestrix::envelope::NewEvent {
         id: orchestrix::Uuid::now_v7(),
         event_type: "Ignored".into(),
         schema_version: 1,

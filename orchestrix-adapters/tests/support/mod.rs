@@ -2,7 +2,7 @@
 //! schemas, and the skip-or-fail policy.
 #![allow(dead_code, unreachable_pub)]
 
-use orchestrix::{Metadata, NewEvent, StreamId};
+use orchestrix::{envelope::NewEvent, Metadata, StreamId};
 use orchestrix_adapters::postgres::{PgConfig, PgStore};
 use serde_json::value::RawValue;
 

@@ -143,7 +143,7 @@ fn command_set(krate: &TokenStream, ident: &syn::Ident, generics: &syn::Generics
         let where_clause = &generics.where_clause;
         return quote! {
             #[automatically_derived]
-            impl #impl_generics #krate::CommandSet for #ident #ty_generics #where_clause {
+            impl #impl_generics #krate::command::CommandSet for #ident #ty_generics #where_clause {
                 fn commands() -> #vec {
                     <Self as #krate::command::CommandHandlerBlock>::commands()
                 }
@@ -174,7 +174,7 @@ fn command_set(krate: &TokenStream, ident: &syn::Ident, generics: &syn::Generics
         }
 
         #[automatically_derived]
-        impl #impl_generics #krate::CommandSet for #ident #ty_generics #where_clause {
+        impl #impl_generics #krate::command::CommandSet for #ident #ty_generics #where_clause {
             fn commands() -> #vec {
                 (&__OrchestrixProbe::<Self>(::core::marker::PhantomData)).__orchestrix_commands()
             }

@@ -79,9 +79,9 @@ fn type_span(ty: &syn::Type) -> Span {
 
 fn requires(krate: &TokenStream, requires: Requires) -> TokenStream {
     match requires {
-        Requires::New => quote!(#krate::Existence::New),
-        Requires::Existing => quote!(#krate::Existence::Existing),
-        Requires::Any => quote!(#krate::Existence::Any),
+        Requires::New => quote!(#krate::command::Existence::New),
+        Requires::Existing => quote!(#krate::command::Existence::Existing),
+        Requires::Any => quote!(#krate::command::Existence::Any),
     }
 }
 
@@ -193,7 +193,7 @@ fn command_impl(
             type Aggregate = #aggregate;
             type Service = #service_ty;
             const NAME: &'static str = #command_name;
-            const REQUIRES: #krate::Existence = #requires;
+            const REQUIRES: #krate::command::Existence = #requires;
 
             fn handle<'__orchestrix_a>(
                 self,

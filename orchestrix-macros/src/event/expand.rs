@@ -58,7 +58,7 @@ pub(crate) fn fallback(model: &Model) -> TokenStream {
         const _: () = {
             #[automatically_derived]
             impl #krate::Event for #ident {
-                fn event_types() -> &'static [#krate::EventType] {
+                fn event_types() -> &'static [#krate::event::EventType] {
                     &[]
                 }
                 fn event_type(&self) -> &'static str {
@@ -70,8 +70,8 @@ pub(crate) fn fallback(model: &Model) -> TokenStream {
                 fn encode(&self) -> ::core::result::Result<#krate::__private::Box<#krate::__private::serde_json::value::RawValue>, #krate::__private::serde_json::Error> {
                     ::core::unreachable!()
                 }
-                fn decode(_: &str, _: u32, _: &#krate::__private::serde_json::value::RawValue) -> ::core::result::Result<Self, #krate::DecodeErrorKind> {
-                    ::core::result::Result::Err(#krate::DecodeErrorKind::UnknownType)
+                fn decode(_: &str, _: u32, _: &#krate::__private::serde_json::value::RawValue) -> ::core::result::Result<Self, #krate::error::DecodeErrorKind> {
+                    ::core::result::Result::Err(#krate::error::DecodeErrorKind::UnknownType)
                 }
             }
         };
@@ -86,7 +86,7 @@ fn serde_crate(krate: &TokenStream) -> syn::LitStr {
 
 fn event_type(krate: &TokenStream, stored: &Stored) -> TokenStream {
     let Stored { name, version, .. } = stored;
-    quote!(#krate::EventType { name: #name, version: #version })
+    quote!(#krate::event::EventType { name: #name, version: #version })
 }
 
 /// The upcaster chain, each checked against `Upcaster` at the user's path.
@@ -146,8 +146,8 @@ fn event_impl(krate: &TokenStream, ident: &syn::Ident, bodies: Bodies) -> TokenS
     quote! {
         #[automatically_derived]
         impl #krate::Event for #ident {
-            fn event_types() -> &'static [#krate::EventType] {
-                const __ORCHESTRIX_TYPES: &[#krate::EventType] = &[#(#types),*];
+            fn event_types() -> &'static [#krate::event::EventType] {
+                const __ORCHESTRIX_TYPES: &[#krate::event::EventType] = &[#(#types),*];
                 __ORCHESTRIX_TYPES
             }
 
@@ -167,7 +167,7 @@ fn event_impl(krate: &TokenStream, ident: &syn::Ident, bodies: Bodies) -> TokenS
                 __orchestrix_type: &str,
                 __orchestrix_version: u32,
                 __orchestrix_data: &#krate::__private::serde_json::value::RawValue,
-            ) -> ::core::result::Result<Self, #krate::DecodeErrorKind> {
+            ) -> ::core::result::Result<Self, #krate::error::DecodeErrorKind> {
                 #decode
             }
 
@@ -226,7 +226,7 @@ fn struct_impl(
             if __orchestrix_type == #name {
                 #decode
             } else {
-                ::core::result::Result::Err(#krate::DecodeErrorKind::UnknownType)
+                ::core::result::Result::Err(#krate::error::DecodeErrorKind::UnknownType)
             }
         },
     };
@@ -326,7 +326,7 @@ fn enum_impl(krate: &TokenStream, item: &syn::ItemEnum, variants: &[Variant]) ->
         decode: quote! {
             match __orchestrix_type {
                 #(#decodes,)*
-                _ => ::core::result::Result::Err(#krate::DecodeErrorKind::UnknownType),
+                _ => ::core::result::Result::Err(#krate::error::DecodeErrorKind::UnknownType),
             }
         },
     };
@@ -367,8 +367,8 @@ fn schemas_impl(
             #shadows
 
             #[automatically_derived]
-            impl #krate::EventSchemas for #ident {
-                fn event_schemas() -> #krate::__private::Vec<#krate::EventSchema> {
+            impl #krate::event::EventSchemas for #ident {
+                fn event_schemas() -> #krate::__private::Vec<#krate::event::EventSchema> {
                     ::std::vec![#(#schemas),*]
                 }
             }

@@ -29,7 +29,7 @@ pub(crate) fn expand(model: &Model) -> TokenStream {
     let filter = quote! {
         let mut __orchestrix_names: #krate::__private::Vec<&'static str> = #krate::__private::Vec::new();
         #(#filters)*
-        #krate::EventFilter::types(__orchestrix_names)
+        #krate::store::EventFilter::types(__orchestrix_names)
     };
     projection_impl(krate, item, name, &filter, &body, reset.as_ref())
 }
@@ -39,7 +39,7 @@ pub(crate) fn expand(model: &Model) -> TokenStream {
 pub(crate) fn fallback(model: &Model) -> TokenStream {
     match model {
         Model::Impl { krate, item, name, implementable: true, .. } => {
-            let filter = quote!(#krate::EventFilter::types(#krate::__private::Vec::<&'static str>::new()));
+            let filter = quote!(#krate::store::EventFilter::types(#krate::__private::Vec::<&'static str>::new()));
             let body = quote!(::core::result::Result::Ok(()));
             projection_impl(krate, item, name, &filter, &body, None)
         }
@@ -68,13 +68,13 @@ fn projection_impl(
                     #krate::__private::Cow::Borrowed(#name)
                 }
 
-                fn filter(&self) -> #krate::EventFilter {
+                fn filter(&self) -> #krate::store::EventFilter {
                     #filter
                 }
 
                 async fn handle(
                     &mut self,
-                    record: &#krate::RecordedEvent,
+                    record: &#krate::envelope::RecordedEvent,
                 ) -> ::core::result::Result<(), #krate::error::BoxError> {
                     #handle
                 }

@@ -13,7 +13,7 @@ use crate::telemetry;
 pub(super) type CacheEntry<A> = Arc<tokio::sync::Mutex<Option<Loaded<A>>>>;
 
 /// How the aggregate cache of one aggregate type has served commands since
-/// the application was built ([`crate::Orchestrix::cache_stats`]).
+/// the application was built ([`crate::app::Orchestrix::cache_stats`]).
 ///
 /// The same counts go to the metrics recorder as
 /// [`telemetry::AGGREGATE_CACHE_LOOKUPS_TOTAL`].
@@ -139,8 +139,8 @@ mod tests {
     #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
     struct Counted;
 
-    impl crate::Event for Counted {
-        fn event_types() -> &'static [crate::EventType] {
+    impl crate::event::Event for Counted {
+        fn event_types() -> &'static [crate::event::EventType] {
             &[]
         }
         fn event_type(&self) -> &'static str {

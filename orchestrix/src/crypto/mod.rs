@@ -71,7 +71,7 @@
 //! use orchestrix::crypto::CryptoStore;
 //! use orchestrix::memory::{InMemoryEventStore, InMemoryKeyStore};
 //! use orchestrix::prelude::*;
-//! use orchestrix::{EventStore, ExpectedVersion, NewEvent, StreamId};
+//! use orchestrix::{store::{EventStore, ExpectedVersion}, envelope::NewEvent, StreamId};
 //!
 //! #[event]
 //! #[derive(Debug, Clone, PartialEq)]

@@ -52,7 +52,7 @@ const SCAN: usize = 4 * 1024;
 ///
 /// ```
 /// use orchestrix::memory::InMemoryEventStore;
-/// use orchestrix::{EventStore, ExpectedVersion, StreamId};
+/// use orchestrix::{store::{EventStore, ExpectedVersion}, StreamId};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), orchestrix::StoreError> {
@@ -619,11 +619,11 @@ mod tests {
 
     #[test]
     fn event_type_validation() {
-        use crate::envelope::validate_event_type;
+        use crate::event::validate_event_type;
         assert!(validate_event_type("AccountOpened").is_ok());
-        assert!(validate_event_type(&"x".repeat(crate::envelope::MAX_EVENT_TYPE_LEN)).is_ok());
+        assert!(validate_event_type(&"x".repeat(crate::event::MAX_EVENT_TYPE_LEN)).is_ok());
         assert!(validate_event_type("a.b").is_ok() && validate_event_type("...").is_ok());
-        let too_long = "x".repeat(crate::envelope::MAX_EVENT_TYPE_LEN + 1);
+        let too_long = "x".repeat(crate::event::MAX_EVENT_TYPE_LEN + 1);
         for bad in [String::new(), "a\0b".to_owned(), ".".to_owned(), "..".to_owned(), too_long] {
             assert!(matches!(validate_event_type(&bad), Err(StoreError::InvalidInput(_))), "{bad:?}");
         }

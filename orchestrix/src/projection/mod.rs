@@ -46,7 +46,7 @@ use crate::store::EventFilter;
 ///
 /// ```
 /// use orchestrix::projection::Projection;
-/// use orchestrix::{EventFilter, RecordedEvent};
+/// use orchestrix::{store::EventFilter, envelope::RecordedEvent};
 /// use orchestrix::error::BoxError;
 ///
 /// #[derive(Default)]

@@ -26,7 +26,7 @@ use crate::store::{CheckpointStore, DeadLetterStore, EventStore};
 /// ```
 /// # use orchestrix::projection::*;
 /// # use orchestrix::memory::*;
-/// # use orchestrix::{EventFilter, RecordedEvent, error::BoxError};
+/// # use orchestrix::{store::EventFilter, envelope::RecordedEvent, error::BoxError};
 /// # #[derive(Default)] struct Counter { seen: u64 }
 /// # #[orchestrix::async_trait]
 /// # impl Projection for Counter {

@@ -197,7 +197,7 @@ impl<S: Saga> SagaManager<S> {
 
     /// The stream of the instance `saga_id`.
     pub fn stream_id(saga_id: Uuid) -> Result<StreamId, StoreError> {
-        StreamId::new(Self::category(), saga_id.to_string())
+        Ok(StreamId::new(Self::category(), saga_id.to_string())?)
     }
 
     /// The application the steps' commands go through.

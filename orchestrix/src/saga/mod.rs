@@ -54,8 +54,8 @@
 //! # #![allow(dead_code)]
 //! use orchestrix::saga::{Saga, Step};
 //! use orchestrix::error::BoxError;
-//! use orchestrix::RecordedEvent;
-//! # use orchestrix::{Aggregate, AggregateCommand, Existence, Event, DecodeErrorKind, Uuid};
+//! use orchestrix::envelope::RecordedEvent;
+//! # use orchestrix::{Aggregate, AggregateCommand, command::Existence, Event, error::DecodeErrorKind, Uuid};
 //! # use orchestrix::command::HandlerResult;
 //! # use orchestrix::event::EventType;
 //! # #[derive(Debug)] pub struct Never;

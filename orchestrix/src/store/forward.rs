@@ -40,10 +40,21 @@ use crate::stream::StreamId;
 /// is not wrapped in a second `Arc`), else `share(store)`.
 ///
 /// What lets one generic method (`event_store<S: EventStore>(store: S)`)
-/// replace the `_arc` twins that took an `Arc<dyn _>`. Name `D` at the
-/// call (`shared::<_, dyn EventStore>`): inferred, it would be `S`, and the
+/// replace the `_arc` twins that took an `Arc<dyn _>` (ADR 0030), in the
+/// core and in adapters that keep a store. Name `D` at the call
+/// (`shared::<_, dyn EventStore>`): inferred, it would be `S`, and the
 /// `Arc<S>` coerced only afterwards, so an `Arc<dyn _>` would be wrapped.
-pub(crate) fn shared<S: 'static, D: ?Sized + 'static>(store: S, share: impl FnOnce(S) -> Arc<D>) -> Arc<D> {
+///
+/// ```
+/// use std::sync::Arc;
+/// use orchestrix::memory::InMemoryEventStore;
+/// use orchestrix::store::{shared, EventStore};
+///
+/// let store: Arc<dyn EventStore> = Arc::new(InMemoryEventStore::new());
+/// let kept = shared::<_, dyn EventStore>(store.clone(), |s| Arc::new(s));
+/// assert!(Arc::ptr_eq(&store, &kept));
+/// ```
+pub fn shared<S: 'static, D: ?Sized + 'static>(store: S, share: impl FnOnce(S) -> Arc<D>) -> Arc<D> {
     let mut slot = Some(store);
     if let Some(shared) = (&mut slot as &mut dyn std::any::Any).downcast_mut::<Option<Arc<D>>>().and_then(Option::take)
     {

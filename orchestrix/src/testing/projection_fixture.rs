@@ -23,7 +23,7 @@ use crate::stream::StreamId;
 /// use orchestrix::prelude::*;
 /// use orchestrix::projection::Projection;
 /// use orchestrix::testing::ProjectionFixture;
-/// use orchestrix::{EventFilter, RecordedEvent, StreamId};
+/// use orchestrix::{store::EventFilter, envelope::RecordedEvent, StreamId};
 ///
 /// #[event]
 /// #[derive(Debug, Clone)]

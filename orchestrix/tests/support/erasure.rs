@@ -18,8 +18,11 @@ use orchestrix::prelude::*;
 use orchestrix::projection::{PoisonPolicy, ProjectionEngine, ProjectionOptions};
 use orchestrix::saga::{Saga, SagaManager, SagaStatus, Step, StepAction, StepError};
 use orchestrix::{
-    CheckpointStore, CommandOptions, DeadLetterStore, EventStore, ExpectedVersion, KeyStore, NewEvent, RecordedEvent,
-    RetryPolicy, SnapshotStore, StoreError, StreamId,
+    app::CommandOptions,
+    envelope::{NewEvent, RecordedEvent},
+    retry::RetryPolicy,
+    store::{CheckpointStore, DeadLetterStore, EventStore, ExpectedVersion, KeyStore, SnapshotStore},
+    StoreError, StreamId,
 };
 
 /// The secrets of the member forgotten: none may be readable afterwards.
@@ -175,8 +178,8 @@ impl orchestrix::projection::Projection for Fragile {
     fn name(&self) -> Cow<'static, str> {
         "fragile".into()
     }
-    fn filter(&self) -> orchestrix::EventFilter {
-        orchestrix::EventFilter::types(["MemberReminded"])
+    fn filter(&self) -> orchestrix::store::EventFilter {
+        orchestrix::store::EventFilter::types(["MemberReminded"])
     }
     /// The error quotes the address, as a decoding error of serde would.
     async fn handle(&mut self, event: &RecordedEvent) -> Result<(), BoxError> {

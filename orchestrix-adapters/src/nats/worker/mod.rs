@@ -12,7 +12,12 @@ use orchestrix::projection::delivery::{Delivered, Delivery, DeliveryError, Failu
 use orchestrix::projection::{PoisonPolicy, Projection, ProjectionError, RetryOutcome};
 use orchestrix::store::DeadLetterQuery;
 use orchestrix::trace::{self, TraceHeaders};
-use orchestrix::{DeadLetterStore, EventFilter, RecordedEvent, RetryPolicy, StoreError, StreamId};
+use orchestrix::{
+    envelope::RecordedEvent,
+    retry::RetryPolicy,
+    store::{DeadLetterStore, EventFilter},
+    StoreError, StreamId,
+};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::Instrument;

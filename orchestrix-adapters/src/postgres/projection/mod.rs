@@ -25,7 +25,7 @@ use orchestrix::error::BoxError;
 use orchestrix::projection::delivery::Delivery;
 use orchestrix::projection::{PoisonPolicy, Progress, ProjectionError, ProjectionHandle, ProjectionState};
 use orchestrix::store::{DeadLetterStore, EventFilter, EventStore};
-use orchestrix::{RecordedEvent, RetryPolicy};
+use orchestrix::{envelope::RecordedEvent, retry::RetryPolicy};
 use sqlx::PgConnection;
 use tracing::Instrument;
 
@@ -46,7 +46,7 @@ use runner::{lease_name, Runner};
 /// ```no_run
 /// use std::borrow::Cow;
 /// use orchestrix::error::BoxError;
-/// use orchestrix::{EventFilter, RecordedEvent};
+/// use orchestrix::{store::EventFilter, envelope::RecordedEvent};
 /// use orchestrix_adapters::postgres::{PgProjection, PgProjectionOptions, PgStore};
 ///
 /// /// Counts accounts per owner: not idempotent, and it need not be.

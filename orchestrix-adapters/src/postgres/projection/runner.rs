@@ -13,7 +13,7 @@ use orchestrix::projection::delivery::{
 };
 use orchestrix::projection::{ProjectionError, ProjectionState, RunnerControl};
 use orchestrix::store::{CheckpointStore, DeadLetter, DeadLetterStore, EventFilter, EventStore, EventStream};
-use orchestrix::{RecordedEvent, RetryPolicy, StoreError};
+use orchestrix::{envelope::RecordedEvent, retry::RetryPolicy, StoreError};
 use sqlx::PgConnection;
 use tracing::Instrument;
 

@@ -16,8 +16,8 @@ use super::support::{
     expect_quiet, expect_same_record, json, jsons, next_event, next_events, numbered, ok, positions, unique_stream,
     versions, within,
 };
-use crate::envelope::MAX_EVENT_TYPE_LEN;
 use crate::envelope::{Metadata, NewEvent, RecordedEvent};
+use crate::event::MAX_EVENT_TYPE_LEN;
 use crate::store::{EventFilter, EventStore, ExpectedVersion, StreamAppend};
 use crate::stream::{StreamId, MAX_STREAM_PART_LEN};
 
@@ -665,7 +665,11 @@ pub async fn hostile_strings_round_trip<S: EventStore>(store: S) {
 
     let mut expected = BTreeMap::new();
     for (category, id) in &cases {
-        let stream = ok(CHECK, "a hostile but valid stream id", StreamId::new(category.as_str(), id.as_str()));
+        let stream = ok(
+            CHECK,
+            "a hostile but valid stream id",
+            StreamId::new(category.as_str(), id.as_str()).map_err(Into::into),
+        );
         let mut metadata = Metadata::default().with_tenant(hostile[0].clone());
         for (i, value) in hostile.iter().enumerate() {
             metadata = metadata.with_header(format!("{value} key {i}"), value.clone());

@@ -56,7 +56,7 @@ pub async fn delete_is_final<S: KeyStore>(store: S) {
 }
 
 /// A forgotten subject (even one that never had a key) gets no key:
-/// `key_or_create` is [`StoreError::SubjectForgotten`](crate::StoreError::SubjectForgotten)
+/// `key_or_create` is [`StoreError::SubjectForgotten`](crate::error::StoreError::SubjectForgotten)
 /// and creates nothing; `is_forgotten` says so; another subject is not
 /// affected; `readmit` lifts it once (a second `readmit` finds nothing);
 /// the erasure mark changes with the forget and with the readmit.
@@ -83,7 +83,7 @@ pub async fn forgotten_until_readmitted<S: KeyStore>(store: S) {
     expect(CHECK, forgotten_mark != mark, format_args!("a forget left the erasure mark at {mark}"));
     for attempt in 0..2 {
         match store.key_or_create(&a).await {
-            Err(crate::StoreError::SubjectForgotten { .. }) => {}
+            Err(crate::error::StoreError::SubjectForgotten { .. }) => {}
             other => expect(CHECK, false, format_args!("key_or_create #{attempt} of a forgotten subject: {other:?}")),
         }
     }
@@ -116,7 +116,7 @@ pub async fn forgotten_until_readmitted<S: KeyStore>(store: S) {
 pub async fn streams_per_subject<S: KeyStore>(store: S) {
     const CHECK: &str = "key_store::streams_per_subject";
     let (a, b) = (subject(), subject());
-    let stream = |category: &str, id: &str| crate::StreamId::new(category, id).expect("a valid stream id");
+    let stream = |category: &str, id: &str| crate::stream::StreamId::new(category, id).expect("a valid stream id");
     let none = ok(CHECK, "streams_of a new subject", store.streams_of(&a).await);
     expect(CHECK, none.is_empty(), format_args!("a new subject has streams: {none:?}"));
     ok(

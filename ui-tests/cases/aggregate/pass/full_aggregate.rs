@@ -8,7 +8,7 @@ use std::task::{Context, Poll, Waker};
 
 use orchestrix::command::CommandSet;
 use orchestrix::prelude::*;
-use orchestrix::Existence;
+use orchestrix::command::Existence;
 use serde_json::{json, value::RawValue, Value};
 
 fn withdrawn_v1_to_v2(mut data: Value) -> Result<Value, UpcastError> {
@@ -186,9 +186,9 @@ fn main() {
     assert_eq!(frozen, AccountEvent::Frozen);
     assert!(matches!(
         AccountEvent::decode("AccountWithdrawn", 4, &raw("{}")),
-        Err(orchestrix::DecodeErrorKind::NewerThanCode { supported: 3 })
+        Err(orchestrix::error::DecodeErrorKind::NewerThanCode { supported: 3 })
     ));
-    assert!(matches!(AccountEvent::decode("Nope", 1, &raw("{}")), Err(orchestrix::DecodeErrorKind::UnknownType)));
+    assert!(matches!(AccountEvent::decode("Nope", 1, &raw("{}")), Err(orchestrix::error::DecodeErrorKind::UnknownType)));
 
     // The aggregate.
     assert_eq!(Account::NAME, "Account");

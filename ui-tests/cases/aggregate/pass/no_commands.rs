@@ -4,7 +4,7 @@
 #![deny(warnings)]
 
 use orchestrix::prelude::*;
-use orchestrix::CommandSet;
+use orchestrix::command::CommandSet;
 
 #[event]
 #[derive(Debug)]

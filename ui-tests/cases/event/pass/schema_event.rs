@@ -3,7 +3,7 @@
 #![deny(warnings)]
 
 use orchestrix::prelude::*;
-use orchestrix::{EventSchemas, EventType};
+use orchestrix::{event::{EventSchemas, EventType}};
 use serde_json::json;
 
 /// The inner type of a newtype variant derives `JsonSchema` itself.

@@ -55,7 +55,7 @@ fn main() {
     assert_eq!(v1, PaymentReceived { amount: 3, currency: "EUR".into() });
     assert!(matches!(
         PaymentReceived::decode("PaymentReceived", 2, &raw("{}")),
-        Err(orchestrix::DecodeErrorKind::UnknownType)
+        Err(orchestrix::error::DecodeErrorKind::UnknownType)
     ));
 
     assert_eq!(LedgerClosed.event_type(), "LedgerClosed");

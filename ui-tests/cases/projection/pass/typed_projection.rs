@@ -8,7 +8,7 @@ use std::task::{Context, Poll, Waker};
 
 use orchestrix::prelude::*;
 use orchestrix::projection::Projection;
-use orchestrix::{EventFilter, Metadata, RecordedEvent, StreamId, Uuid};
+use orchestrix::{store::EventFilter, Metadata, envelope::RecordedEvent, StreamId, Uuid};
 
 #[event]
 #[derive(Debug, Clone)]
