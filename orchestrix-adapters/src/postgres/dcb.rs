@@ -38,8 +38,9 @@ use sqlx::postgres::PgArguments;
 use sqlx::query::Query as SqlQuery;
 use sqlx::{Postgres, Row, Transaction};
 
+use super::read::{event_row, read_all_bound, GLOBAL_CHUNK};
 use super::schema::fnv1a;
-use super::{event_row, read_all_bound, PgStore, GLOBAL_CHUNK};
+use super::PgStore;
 use crate::common::{decode_rows, map_err, next_cursor, paged, to_i64};
 
 /// The third migration: tags, generated from the metadata, with a GIN

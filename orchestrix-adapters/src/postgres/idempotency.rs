@@ -22,7 +22,8 @@ use orchestrix::idempotency::answer_retry;
 use orchestrix::{StoreError, StreamId};
 use uuid::Uuid;
 
-use super::{event_row, PgStore};
+use super::read::event_row;
+use super::PgStore;
 use crate::common::map_err;
 
 /// The fourth migration: event ids are unique across the store. Building

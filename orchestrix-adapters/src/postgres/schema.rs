@@ -3,7 +3,10 @@
 
 use std::fmt::Write as _;
 
-use super::PgConfig;
+use orchestrix::StoreError;
+
+use super::{PgConfig, PgStore};
+use crate::common::map_err;
 
 /// One embedded migration: its version, name and SQL for a schema.
 pub(super) struct Migration {
@@ -159,7 +162,7 @@ CREATE INDEX dead_letters_consumer ON "{s}".dead_letters (consumer, parked_at, s
 /// their own tooling: creates the schema and the bookkeeping table, and
 /// applies every migration that is not recorded there yet, under a
 /// transaction-scoped advisory lock. Running it twice is harmless.
-pub(super) fn script(config: &PgConfig) -> String {
+fn script(config: &PgConfig) -> String {
     let s = config.schema();
     let mut out = format!(
         "-- Orchestrix PostgreSQL schema `{s}`\nBEGIN;\nSELECT pg_advisory_xact_lock({lock});\n\
@@ -487,5 +490,56 @@ impl Sql {
             dl_purge: format!("DELETE FROM \"{s}\".dead_letters WHERE {}", dead_letter_where()),
             dl_purge_consumer: format!("DELETE FROM \"{s}\".dead_letters WHERE consumer = $1"),
         }
+    }
+}
+
+/// The SQL script that creates (or upgrades) the schema of `config`, for
+/// users who apply migrations with their own tooling. It is idempotent and
+/// records what it applied in `<schema>.schema_migrations`, exactly as
+/// [`PgStore::migrate`] does.
+pub fn migration_sql(config: &PgConfig) -> String {
+    script(config)
+}
+
+impl PgStore {
+    /// Creates the schema and tables, or applies the migrations that are
+    /// missing; safe to call from many processes at once (they serialize on
+    /// an advisory lock).
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        let s = &self.inner.config.schema;
+        let mut tx = self.inner.pool.begin().await.map_err(map_err)?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(migration_lock_key(s))
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        sqlx::raw_sql(&format!("CREATE SCHEMA IF NOT EXISTS \"{s}\"; {}", bookkeeping(s)))
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        let applied: Vec<i64> = sqlx::query_scalar(&format!("SELECT version FROM \"{s}\".schema_migrations"))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        for migration in MIGRATIONS.iter().filter(|m| !applied.contains(&m.version)) {
+            sqlx::raw_sql(&(migration.sql)(s)).execute(&mut *tx).await.map_err(map_err)?;
+            sqlx::query(&format!("INSERT INTO \"{s}\".schema_migrations (version, name) VALUES ($1, $2)"))
+                .bind(migration.version)
+                .bind(migration.name)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+        }
+        tx.commit().await.map_err(map_err)
+    }
+
+    /// Drops the schema and everything in it. For tests and tear-downs.
+    pub async fn drop_schema(&self) -> Result<(), StoreError> {
+        let s = &self.inner.config.schema;
+        sqlx::raw_sql(&format!("DROP SCHEMA IF EXISTS \"{s}\" CASCADE"))
+            .execute(&self.inner.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(())
     }
 }
