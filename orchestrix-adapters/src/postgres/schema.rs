@@ -19,11 +19,48 @@ pub(super) struct Migration {
 pub(super) const MIGRATIONS: &[Migration] = &[
     Migration { version: 1, name: "initial", sql: initial },
     Migration { version: 2, name: "data_keys", sql: data_keys },
-    Migration { version: 3, name: "tags", sql: super::dcb::tags },
-    Migration { version: 4, name: "event_ids", sql: super::idempotency::event_ids },
+    Migration { version: 3, name: "tags", sql: tags },
+    Migration { version: 4, name: "event_ids", sql: event_ids },
     Migration { version: 5, name: "forgotten_subjects", sql: forgotten_subjects },
     Migration { version: 6, name: "dead_letter_streams", sql: dead_letter_streams },
 ];
+
+/// The third migration: tags, generated from the metadata, with a GIN
+/// index. Adding a stored generated column rewrites the events table once.
+/// The index has no pending list (`fastupdate = off`): every search would
+/// scan the list linearly, and a decision's read must stay fast; an
+/// append pays for its few tags up front instead.
+fn tags(s: &str) -> String {
+    format!(
+        r#"
+CREATE FUNCTION "{s}".event_tags(metadata jsonb) RETURNS text[]
+    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+    AS 'SELECT COALESCE(ARRAY(SELECT jsonb_array_elements_text(
+            CASE jsonb_typeof(metadata -> ''tags'') WHEN ''array'' THEN metadata -> ''tags'' ELSE ''[]''::jsonb END)),
+        ''{{}}''::text[])';
+ALTER TABLE "{s}".events ADD COLUMN tags text[] NOT NULL
+    GENERATED ALWAYS AS ("{s}".event_tags(metadata)) STORED;
+CREATE INDEX events_tags ON "{s}".events USING gin (tags) WITH (fastupdate = off);
+COMMENT ON COLUMN "{s}".events.tags IS
+    'metadata.tags, which consistency-by-query conditions select events by (Orchestrix ADR 0023)';
+"#
+    )
+}
+
+/// The fourth migration: event ids are unique across the store. Building
+/// the index takes a lock that blocks appends while it runs; on a large
+/// table, build it beforehand with `CREATE UNIQUE INDEX CONCURRENTLY
+/// events_event_id ON <schema>.events (event_id)` (check that it is valid),
+/// and the migration finds it there.
+fn event_ids(s: &str) -> String {
+    format!(
+        r#"
+CREATE UNIQUE INDEX IF NOT EXISTS events_event_id ON "{s}".events (event_id);
+COMMENT ON INDEX "{s}".events_event_id IS
+    'event ids are unique: a retried append is recognised by its ids (Orchestrix ADR 0027)';
+"#
+    )
+}
 
 /// The fifth migration: which data subjects were forgotten (no key
 /// material, just the id: their personal data is never sealed again until
