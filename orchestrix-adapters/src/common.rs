@@ -3,15 +3,29 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, SubsecRound, Utc};
 use futures_util::stream::{self, StreamExt};
 use orchestrix::envelope::{Metadata, RecordedEvent};
 use orchestrix::store::EventStream;
 use orchestrix::validate_event_type;
-use orchestrix::{StoreError, StreamId};
+use orchestrix::{RetryPolicy, StoreError, StreamId};
 use serde_json::value::RawValue;
 use uuid::Uuid;
+
+/// How long a subscription of the SQL adapters waits after its
+/// `outages`-th [`StoreError::Unavailable`] in a row before it reads
+/// again: 50 ms, doubling up to 2 s, without jitter; it never gives up
+/// (the consumer ends the stream by dropping it).
+pub(crate) fn outage_pause(outages: u32) -> Duration {
+    const MAX: Duration = Duration::from_secs(2);
+    RetryPolicy::exponential(u32::MAX, Duration::from_millis(50))
+        .with_max_delay(MAX)
+        .with_jitter(0.0)
+        .delay_after(outages)
+        .unwrap_or(MAX)
+}
 
 /// How many rows one keyset-paginated read fetches at a time.
 pub(crate) const CHUNK: i64 = 512;
@@ -345,5 +359,12 @@ mod tests {
             }
             other => panic!("expected Corrupt, found {other:?}"),
         }
+    }
+
+    #[test]
+    fn outage_pauses_double_from_50_ms_up_to_2_s() {
+        let pauses: Vec<u128> = (1..=8).map(|outages| super::outage_pause(outages).as_millis()).collect();
+        assert_eq!(pauses, [50, 100, 200, 400, 800, 1600, 2000, 2000]);
+        assert_eq!(super::outage_pause(u32::MAX), std::time::Duration::from_secs(2));
     }
 }

@@ -5,6 +5,7 @@
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
+use orchestrix::RetryPolicy;
 use sqlx::postgres::{PgConnection, PgListener, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgPool};
 use tokio::sync::Notify;
@@ -98,18 +99,23 @@ impl PgStore {
             .connect_lazy_with((*self.inner.pool.connect_options()).clone());
         let (wake, channel) = (self.inner.wake.clone(), self.inner.config.channel());
         let task = tokio::spawn(async move {
+            // Failed attempts in a row, and one after a lost connection.
+            let mut failures = 0;
             loop {
+                if failures > 0 {
+                    tokio::time::sleep(listen_pause(failures)).await;
+                }
                 let mut listener = match PgListener::connect_with(&pool).await {
                     Ok(listener) => listener,
                     Err(error) => {
                         tracing::debug!(%error, "orchestrix: LISTEN connection failed; polling");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        failures += 1;
                         continue;
                     }
                 };
                 if let Err(error) = listener.listen(&channel).await {
                     tracing::debug!(%error, "orchestrix: LISTEN failed; polling");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    failures += 1;
                     continue;
                 }
                 loop {
@@ -120,7 +126,7 @@ impl PgStore {
                             // everyone to poll, then reconnect.
                             tracing::debug!(%error, "orchestrix: LISTEN connection lost; reconnecting");
                             wake.send_modify(|n| *n = n.wrapping_add(1));
-                            tokio::time::sleep(Duration::from_millis(200)).await;
+                            failures = 1;
                             break;
                         }
                     }
@@ -129,4 +135,16 @@ impl PgStore {
         });
         tasks.listener = Some(task.abort_handle());
     }
+}
+
+/// How long the `LISTEN` task waits before it connects again, after
+/// `failures` failed attempts in a row (a lost connection counts as one):
+/// 200 ms, doubling up to 1 s, without jitter. Subscribers poll meanwhile.
+fn listen_pause(failures: u32) -> Duration {
+    const MAX: Duration = Duration::from_secs(1);
+    RetryPolicy::exponential(u32::MAX, Duration::from_millis(200))
+        .with_max_delay(MAX)
+        .with_jitter(0.0)
+        .delay_after(failures)
+        .unwrap_or(MAX)
 }

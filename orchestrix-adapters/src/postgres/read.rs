@@ -7,13 +7,13 @@ use std::time::Duration;
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 use orchestrix::envelope::RecordedEvent;
 use orchestrix::store::{EventFilter, EventStream};
-use orchestrix::{StoreError, StreamId};
+use orchestrix::{RetryPolicy, StoreError, StreamId};
 use sqlx::postgres::PgRow;
 use sqlx::{Postgres, Row};
 use tokio::sync::watch;
 
 use super::{Inner, PgStore};
-use crate::common::{decode_rows, map_err, next_cursor, paged, to_i64, EventRow, CHUNK};
+use crate::common::{decode_rows, map_err, next_cursor, outage_pause, paged, to_i64, EventRow, CHUNK};
 #[cfg(doc)]
 use orchestrix::store::EventStore;
 
@@ -182,13 +182,25 @@ pub(super) fn event_row(row: &PgRow) -> Result<EventRow, StoreError> {
     })
 }
 
+/// How long a reader waits, the `waits`-th time in a row, for transactions
+/// in flight below the head to finish (the watermark to pass them): 1 ms,
+/// doubling up to 50 ms, without jitter.
+fn watermark_pause(waits: u32) -> Duration {
+    const MAX: Duration = Duration::from_millis(50);
+    RetryPolicy::exponential(u32::MAX, Duration::from_millis(1))
+        .with_max_delay(MAX)
+        .with_jitter(0.0)
+        .delay_after(waits)
+        .unwrap_or(MAX)
+}
+
 /// The exclusive upper bound of a finite read of the global log: one past
 /// the head once the watermark has passed it (every transaction up to the
 /// head has finished), or the watermark if in-flight transactions keep it
 /// below the head longer than the configured wait. `None`: the log is empty.
 pub(super) async fn read_all_bound(inner: &Inner) -> Result<Option<u64>, StoreError> {
     let deadline = tokio::time::Instant::now() + inner.config.read_wait;
-    let mut pause = Duration::from_millis(1);
+    let mut waits = 0;
     let mut target = None;
     loop {
         let (head, watermark): (Option<i64>, i64) =
@@ -199,8 +211,8 @@ pub(super) async fn read_all_bound(inner: &Inner) -> Result<Option<u64>, StoreEr
         if watermark > head || tokio::time::Instant::now() >= deadline {
             return Ok(Some(watermark.min(head + 1)));
         }
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_millis(50));
+        waits += 1;
+        tokio::time::sleep(watermark_pause(waits)).await;
     }
 }
 
@@ -299,8 +311,8 @@ impl Subscription {
         if self.failed {
             return None;
         }
-        let mut pending_pause = Duration::from_millis(1);
-        let mut retry_pause = Duration::from_millis(50);
+        let mut pending_waits = 0;
+        let mut outages = 0;
         loop {
             let Some(rows) = &mut self.rows else {
                 // Mark wake-ups as seen before reading, so that an append
@@ -329,7 +341,7 @@ impl Subscription {
                 }
                 Some(Ok(SegmentItem::End { watermark, pending, count })) => {
                     self.rows = None;
-                    retry_pause = Duration::from_millis(50);
+                    outages = 0;
                     if count >= SEGMENT {
                         continue; // catching up: the next segment at once
                     }
@@ -341,11 +353,11 @@ impl Subscription {
                     if pending {
                         // Committed events wait for older transactions to
                         // finish: look again soon.
-                        tokio::time::sleep(pending_pause).await;
-                        pending_pause = (pending_pause * 2).min(Duration::from_millis(50));
+                        pending_waits += 1;
+                        tokio::time::sleep(watermark_pause(pending_waits)).await;
                         continue;
                     }
-                    pending_pause = Duration::from_millis(1);
+                    pending_waits = 0;
                     // A timeout or a closed channel both mean: poll.
                     let _ = tokio::time::timeout(self.inner.config.poll_interval, self.wake.changed()).await;
                 }
@@ -356,8 +368,8 @@ impl Subscription {
                         position = self.next,
                         "orchestrix: subscription cannot reach the database or get a connection of its pool; retrying"
                     );
-                    tokio::time::sleep(retry_pause).await;
-                    retry_pause = (retry_pause * 2).min(Duration::from_secs(2));
+                    outages += 1;
+                    tokio::time::sleep(outage_pause(outages)).await;
                 }
                 Some(Err(error)) => {
                     self.rows = None;

@@ -41,7 +41,7 @@ impl SqliteStore {
             // thread) instead of a transaction of four: the statement
             // checks version `base` itself, and the unique index refuses
             // versions that exist.
-            let _writer = self.inner.writer.lock().await;
+            let writer = self.inner.writer.lock().await;
             let result: Result<Vec<(i64, i64)>, _> = sqlx::query_as(&self.inner.sql.append_checked)
                 .bind(stream.category())
                 .bind(stream.id())
@@ -52,7 +52,7 @@ impl SqliteStore {
                 .await;
             match result {
                 Ok(inserted) if inserted.len() == events.len() => {
-                    drop(_writer);
+                    drop(writer);
                     self.inner.wake.send_modify(|n| *n = n.wrapping_add(1));
                     return Ok(recorded_events(stream, recorded_at, inserted, events, ids));
                 }

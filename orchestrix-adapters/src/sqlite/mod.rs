@@ -182,7 +182,7 @@ impl EventStore for SqliteStore {
     }
 
     fn subscribe(&self, from_position: u64, filter: EventFilter) -> EventStream<'static> {
-        self.subscribe_from(from_position, filter)
+        self.subscribe_from(from_position, &filter)
     }
 
     async fn read_event(&self, id: Uuid) -> Result<Option<Arc<RecordedEvent>>, StoreError> {

@@ -2,7 +2,6 @@
 //! same store wake them at once.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures_util::stream::{self, StreamExt};
 use orchestrix::envelope::RecordedEvent;
@@ -12,18 +11,18 @@ use tokio::sync::watch;
 
 use super::read::types_json;
 use super::{Inner, SqliteStore};
-use crate::common::{next_cursor, CHUNK};
+use crate::common::{next_cursor, outage_pause, CHUNK};
 #[cfg(doc)]
 use orchestrix::store::EventStore;
 
 impl SqliteStore {
     /// [`EventStore::subscribe`]: a live subscription that polls, woken at
     /// once by appends through this store.
-    pub(super) fn subscribe_from(&self, from_position: u64, filter: EventFilter) -> EventStream<'static> {
+    pub(super) fn subscribe_from(&self, from_position: u64, filter: &EventFilter) -> EventStream<'static> {
         let state = Subscription {
             inner: Arc::clone(&self.inner),
             wake: self.inner.wake.subscribe(),
-            types: types_json(&filter),
+            types: types_json(filter),
             next: from_position.max(1),
             buffer: Vec::new().into_iter(),
             error: None,
@@ -72,7 +71,7 @@ impl Subscription {
         if self.failed {
             return None;
         }
-        let mut retry_pause = Duration::from_millis(50);
+        let mut outages = 0;
         loop {
             if let Some(event) = self.buffer.next() {
                 return Some(Ok(event));
@@ -84,7 +83,7 @@ impl Subscription {
             self.wake.borrow_and_update();
             match self.read_to_head().await {
                 Ok(events) => {
-                    retry_pause = Duration::from_millis(50);
+                    outages = 0;
                     if !events.is_empty() {
                         self.buffer = events.into_iter();
                         continue;
@@ -96,8 +95,8 @@ impl Subscription {
                 }
                 Err(StoreError::Unavailable(error)) => {
                     tracing::warn!(%error, position = self.next, "orchestrix: subscription cannot read; retrying");
-                    tokio::time::sleep(retry_pause).await;
-                    retry_pause = (retry_pause * 2).min(Duration::from_secs(2));
+                    outages += 1;
+                    tokio::time::sleep(outage_pause(outages)).await;
                 }
                 Err(error) => {
                     self.failed = true;
