@@ -8,7 +8,7 @@ use std::time::Duration;
 use chrono::{DateTime, SubsecRound, Utc};
 use futures_util::stream::{self, StreamExt};
 use orchestrix::envelope::{Metadata, RecordedEvent};
-use orchestrix::store::EventStream;
+use orchestrix::store::{EventStream, Snapshot};
 use orchestrix::validate_event_type;
 use orchestrix::{RetryPolicy, StoreError, StreamId};
 use serde_json::value::RawValue;
@@ -307,6 +307,26 @@ pub(crate) fn next_cursor(
 /// row with a later time, a re-admission removes one.
 pub(crate) fn fold_mark(count: i64, latest: i64) -> u64 {
     u64::from_ne_bytes(count.to_ne_bytes()).rotate_left(40) ^ u64::from_ne_bytes(latest.to_ne_bytes())
+}
+
+/// Validates a snapshot row; a bad one is [`StoreError::Corrupt`].
+pub(crate) fn snapshot_from_row(
+    stream: &StreamId,
+    version: i64,
+    schema_version: i64,
+    state: String,
+    taken_at: DateTime<Utc>,
+) -> Result<Snapshot, StoreError> {
+    let corrupt = |reason: String| StoreError::Corrupt {
+        stream: stream.clone(),
+        version: u64::try_from(version).unwrap_or(0),
+        reason: format!("snapshot: {reason}"),
+    };
+    let version_u64 = u64::try_from(version).map_err(|_| corrupt(format!("version {version} is negative")))?;
+    let schema_version = u32::try_from(schema_version)
+        .map_err(|_| corrupt(format!("schema version {schema_version} is out of range")))?;
+    let state = RawValue::from_string(state).map_err(|error| corrupt(format!("state is not JSON: {error}")))?;
+    Ok(Snapshot { stream: stream.clone(), version: version_u64, schema_version, state, taken_at })
 }
 
 #[cfg(test)]

@@ -8,12 +8,11 @@ use orchestrix::store::{
     CheckpointStore, DeadLetter, DeadLetterQuery, DeadLetterStore, KeyValueStore, Snapshot, SnapshotStore,
 };
 use orchestrix::{StoreError, StreamId};
-use serde_json::value::RawValue;
 use sqlx::{Postgres, Row, Transaction};
 use uuid::Uuid;
 
 use super::PgStore;
-use crate::common::{checkpoint_from_sql, checkpoint_to_sql, map_err, to_i64, validate_key};
+use crate::common::{checkpoint_from_sql, checkpoint_to_sql, map_err, snapshot_from_row, to_i64, validate_key};
 
 #[async_trait]
 impl SnapshotStore for PgStore {
@@ -52,26 +51,6 @@ impl SnapshotStore for PgStore {
             .map_err(map_err)?;
         Ok(())
     }
-}
-
-/// Validates a snapshot row; a bad one is [`StoreError::Corrupt`].
-pub(crate) fn snapshot_from_row(
-    stream: &StreamId,
-    version: i64,
-    schema_version: i64,
-    state: String,
-    taken_at: DateTime<Utc>,
-) -> Result<Snapshot, StoreError> {
-    let corrupt = |reason: String| StoreError::Corrupt {
-        stream: stream.clone(),
-        version: u64::try_from(version).unwrap_or(0),
-        reason: format!("snapshot: {reason}"),
-    };
-    let version_u64 = u64::try_from(version).map_err(|_| corrupt(format!("version {version} is negative")))?;
-    let schema_version = u32::try_from(schema_version)
-        .map_err(|_| corrupt(format!("schema version {schema_version} is out of range")))?;
-    let state = RawValue::from_string(state).map_err(|error| corrupt(format!("state is not JSON: {error}")))?;
-    Ok(Snapshot { stream: stream.clone(), version: version_u64, schema_version, state, taken_at })
 }
 
 #[async_trait]
