@@ -6,7 +6,7 @@ use std::time::Duration;
 use orchestrix::StoreError;
 
 #[cfg(doc)]
-use super::SqliteStore;
+use super::{SqliteLease, SqliteStore};
 use crate::common::validate_identifier;
 
 /// The configuration of a [`SqliteStore`]: the table prefix and polling.
