@@ -3,15 +3,30 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, SubsecRound, Utc};
 use futures_util::stream::{self, StreamExt};
 use orchestrix::envelope::{Metadata, RecordedEvent};
 use orchestrix::event::validate_event_type;
-use orchestrix::store::EventStream;
+use orchestrix::retry::RetryPolicy;
+use orchestrix::store::{EventStream, Snapshot};
 use orchestrix::{StoreError, StreamId};
 use serde_json::value::RawValue;
 use uuid::Uuid;
+
+/// How long a subscription of the SQL adapters waits after its
+/// `outages`-th [`StoreError::Unavailable`] in a row before it reads
+/// again: 50 ms, doubling up to 2 s, without jitter; it never gives up
+/// (the consumer ends the stream by dropping it).
+pub(crate) fn outage_pause(outages: u32) -> Duration {
+    const MAX: Duration = Duration::from_secs(2);
+    RetryPolicy::exponential(u32::MAX, Duration::from_millis(50))
+        .with_max_delay(MAX)
+        .with_jitter(0.0)
+        .delay_after(outages)
+        .unwrap_or(MAX)
+}
 
 /// How many rows one keyset-paginated read fetches at a time.
 pub(crate) const CHUNK: i64 = 512;
@@ -295,6 +310,26 @@ pub(crate) fn fold_mark(count: i64, latest: i64) -> u64 {
     u64::from_ne_bytes(count.to_ne_bytes()).rotate_left(40) ^ u64::from_ne_bytes(latest.to_ne_bytes())
 }
 
+/// Validates a snapshot row; a bad one is [`StoreError::Corrupt`].
+pub(crate) fn snapshot_from_row(
+    stream: &StreamId,
+    version: i64,
+    schema_version: i64,
+    state: String,
+    taken_at: DateTime<Utc>,
+) -> Result<Snapshot, StoreError> {
+    let corrupt = |reason: String| StoreError::Corrupt {
+        stream: stream.clone(),
+        version: u64::try_from(version).unwrap_or(0),
+        reason: format!("snapshot: {reason}"),
+    };
+    let version_u64 = u64::try_from(version).map_err(|_| corrupt(format!("version {version} is negative")))?;
+    let schema_version = u32::try_from(schema_version)
+        .map_err(|_| corrupt(format!("schema version {schema_version} is out of range")))?;
+    let state = RawValue::from_string(state).map_err(|error| corrupt(format!("state is not JSON: {error}")))?;
+    Ok(Snapshot { stream: stream.clone(), version: version_u64, schema_version, state, taken_at })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -345,5 +380,12 @@ mod tests {
             }
             other => panic!("expected Corrupt, found {other:?}"),
         }
+    }
+
+    #[test]
+    fn outage_pauses_double_from_50_ms_up_to_2_s() {
+        let pauses: Vec<u128> = (1..=8).map(|outages| super::outage_pause(outages).as_millis()).collect();
+        assert_eq!(pauses, [50, 100, 200, 400, 800, 1600, 2000, 2000]);
+        assert_eq!(super::outage_pause(u32::MAX), std::time::Duration::from_secs(2));
     }
 }

@@ -31,7 +31,8 @@ use orchestrix::StoreError;
 use serde_json::value::RawValue;
 use sqlx::{Postgres, Transaction};
 
-use super::{Batch, PgStore, ANY_RETRIES, MAX_BATCH};
+use super::append::{Batch, ANY_RETRIES};
+use super::{PgStore, MAX_BATCH};
 use crate::common::{is_unique_violation, map_err, may_be_retry, now_micros, recorded_events, to_i64};
 
 /// The event type of a guard's placeholder row; it never commits.

@@ -38,31 +38,10 @@ use sqlx::postgres::PgArguments;
 use sqlx::query::Query as SqlQuery;
 use sqlx::{Postgres, Row, Transaction};
 
+use super::read::{event_row, read_all_bound, GLOBAL_CHUNK};
 use super::schema::fnv1a;
-use super::{event_row, read_all_bound, PgStore, GLOBAL_CHUNK};
+use super::PgStore;
 use crate::common::{decode_rows, map_err, next_cursor, paged, to_i64};
-
-/// The third migration: tags, generated from the metadata, with a GIN
-/// index. Adding a stored generated column rewrites the events table once.
-/// The index has no pending list (`fastupdate = off`): every search would
-/// scan the list linearly, and a decision's read must stay fast; an
-/// append pays for its few tags up front instead.
-pub(super) fn tags(s: &str) -> String {
-    format!(
-        r#"
-CREATE FUNCTION "{s}".event_tags(metadata jsonb) RETURNS text[]
-    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-    AS 'SELECT COALESCE(ARRAY(SELECT jsonb_array_elements_text(
-            CASE jsonb_typeof(metadata -> ''tags'') WHEN ''array'' THEN metadata -> ''tags'' ELSE ''[]''::jsonb END)),
-        ''{{}}''::text[])';
-ALTER TABLE "{s}".events ADD COLUMN tags text[] NOT NULL
-    GENERATED ALWAYS AS ("{s}".event_tags(metadata)) STORED;
-CREATE INDEX events_tags ON "{s}".events USING gin (tags) WITH (fastupdate = off);
-COMMENT ON COLUMN "{s}".events.tags IS
-    'metadata.tags, which consistency-by-query conditions select events by (Orchestrix ADR 0023)';
-"#
-    )
-}
 
 /// The SQL predicate of a query over `events` (aliased `e`), with its
 /// parameters numbered from `first`: one `(types, tags)` pair of `text[]`

@@ -22,23 +22,9 @@ use orchestrix::idempotency::answer_retry;
 use orchestrix::{StoreError, StreamId};
 use uuid::Uuid;
 
-use super::{event_row, PgStore};
+use super::read::event_row;
+use super::PgStore;
 use crate::common::map_err;
-
-/// The fourth migration: event ids are unique across the store. Building
-/// the index takes a lock that blocks appends while it runs; on a large
-/// table, build it beforehand with `CREATE UNIQUE INDEX CONCURRENTLY
-/// events_event_id ON <schema>.events (event_id)` (check that it is valid),
-/// and the migration finds it there.
-pub(super) fn event_ids(s: &str) -> String {
-    format!(
-        r#"
-CREATE UNIQUE INDEX IF NOT EXISTS events_event_id ON "{s}".events (event_id);
-COMMENT ON INDEX "{s}".events_event_id IS
-    'event ids are unique: a retried append is recognised by its ids (Orchestrix ADR 0027)';
-"#
-    )
-}
 
 impl PgStore {
     /// The answer to an append of `parts` that failed: the stored events

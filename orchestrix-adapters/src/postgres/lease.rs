@@ -7,6 +7,7 @@ use orchestrix::StoreError;
 use sqlx::{Connection, PgConnection, PgPool};
 
 use super::schema::fnv1a;
+use super::PgStore;
 use crate::common::{map_err, validate_key};
 
 /// A held lease: a session-level advisory lock (`pg_try_advisory_lock`)
@@ -110,5 +111,13 @@ impl orchestrix::lease::Lease for PgLease {
 
     async fn release(self: Box<Self>) -> Result<(), StoreError> {
         PgLease::release(*self).await
+    }
+}
+
+impl PgStore {
+    /// Tries to take the lease of `name` (one active runner per projection
+    /// across processes); `None` if another holder has it.
+    pub async fn try_lease(&self, name: &str) -> Result<Option<PgLease>, StoreError> {
+        PgLease::try_acquire(&self.inner.pool, &self.inner.config.schema, name).await
     }
 }

@@ -3,16 +3,16 @@
 use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use orchestrix::store::ExpectedVersion;
 use orchestrix::store::{
     CheckpointStore, DeadLetter, DeadLetterQuery, DeadLetterStore, KeyValueStore, Snapshot, SnapshotStore,
 };
 use orchestrix::{StoreError, StreamId};
-use serde_json::value::RawValue;
-use sqlx::Row;
+use sqlx::{Postgres, Row, Transaction};
 use uuid::Uuid;
 
 use super::PgStore;
-use crate::common::{checkpoint_from_sql, checkpoint_to_sql, map_err, to_i64, validate_key};
+use crate::common::{checkpoint_from_sql, checkpoint_to_sql, map_err, snapshot_from_row, to_i64, validate_key};
 
 #[async_trait]
 impl SnapshotStore for PgStore {
@@ -51,26 +51,6 @@ impl SnapshotStore for PgStore {
             .map_err(map_err)?;
         Ok(())
     }
-}
-
-/// Validates a snapshot row; a bad one is [`StoreError::Corrupt`].
-pub(crate) fn snapshot_from_row(
-    stream: &StreamId,
-    version: i64,
-    schema_version: i64,
-    state: String,
-    taken_at: DateTime<Utc>,
-) -> Result<Snapshot, StoreError> {
-    let corrupt = |reason: String| StoreError::Corrupt {
-        stream: stream.clone(),
-        version: u64::try_from(version).unwrap_or(0),
-        reason: format!("snapshot: {reason}"),
-    };
-    let version_u64 = u64::try_from(version).map_err(|_| corrupt(format!("version {version} is negative")))?;
-    let schema_version = u32::try_from(schema_version)
-        .map_err(|_| corrupt(format!("schema version {schema_version} is out of range")))?;
-    let state = RawValue::from_string(state).map_err(|error| corrupt(format!("state is not JSON: {error}")))?;
-    Ok(Snapshot { stream: stream.clone(), version: version_u64, schema_version, state, taken_at })
 }
 
 #[async_trait]
@@ -227,4 +207,75 @@ pub(super) fn park_query<'q>(
         .bind(letter.error.replace('\0', "\u{fffd}"))
         .bind(i64::from(letter.attempts))
         .bind(letter.parked_at))
+}
+
+impl PgStore {
+    /// Begins a transaction on the store's pool: the unit in which a
+    /// projection updates a read model in this database and records its
+    /// checkpoint with [`PgStore::save_checkpoint_in`], so that both commit
+    /// or neither does (exactly-once effect).
+    ///
+    /// ```no_run
+    /// # use orchestrix_adapters::postgres::PgStore;
+    /// # #[allow(dead_code)]
+    /// # async fn project(store: &PgStore, position: u64) -> Result<(), orchestrix::StoreError> {
+    /// let mut tx = store.begin().await?;
+    /// sqlx::query("UPDATE totals SET n = n + 1").execute(&mut *tx).await.map_err(orchestrix::StoreError::backend)?;
+    /// store.save_checkpoint_in(&mut tx, "totals", Some(position - 1), position).await?;
+    /// tx.commit().await.map_err(orchestrix::StoreError::backend)?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn begin(&self) -> Result<Transaction<'static, Postgres>, StoreError> {
+        self.inner.pool.begin().await.map_err(map_err)
+    }
+
+    /// Moves `consumer`'s checkpoint from `expected` (what the runner
+    /// loaded when it started; `None`: no checkpoint yet) to `position`
+    /// inside `tx`: it commits with whatever else `tx` writes.
+    ///
+    /// The move is conditional, which fences off a runner that died with a
+    /// commit still in flight: if that commit lands after a successor loaded
+    /// the checkpoint, the successor's move finds the checkpoint moved (it
+    /// waits for the zombie's row lock first) and fails with
+    /// [`StoreError::WrongExpectedVersion`] on the pseudo-stream
+    /// `$checkpoint/<consumer>`; rolling back and reloading then skips the
+    /// events the zombie applied. Without the fence a read model could count
+    /// an event twice.
+    pub async fn save_checkpoint_in(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        consumer: &str,
+        expected: Option<u64>,
+        position: u64,
+    ) -> Result<(), StoreError> {
+        crate::common::validate_key("consumer name", consumer)?;
+        let new = crate::common::checkpoint_to_sql(position);
+        let moved = match expected {
+            Some(previous) => sqlx::query(&self.inner.sql.checkpoint_move)
+                .bind(consumer)
+                .bind(new)
+                .bind(crate::common::checkpoint_to_sql(previous)),
+            None => sqlx::query(&self.inner.sql.checkpoint_create).bind(consumer).bind(new),
+        }
+        .execute(&mut **tx)
+        .await
+        .map_err(map_err)?
+        .rows_affected();
+        if moved == 1 {
+            return Ok(());
+        }
+        let actual: Option<i64> = sqlx::query_scalar(&self.inner.sql.checkpoint_load)
+            .bind(consumer)
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(map_err)?;
+        let actual = actual.map(crate::common::checkpoint_from_sql);
+        let expected = expected.map_or(ExpectedVersion::NoStream, ExpectedVersion::Exact);
+        match StreamId::new("$checkpoint", consumer) {
+            Ok(stream) => Err(StoreError::WrongExpectedVersion { stream, expected, actual }),
+            Err(_) => Err(StoreError::Backend(
+                format!("the checkpoint of `{consumer}` moved to {actual:?}; the runner expected {expected}").into(),
+            )),
+        }
+    }
 }

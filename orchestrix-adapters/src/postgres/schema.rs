@@ -3,7 +3,10 @@
 
 use std::fmt::Write as _;
 
-use super::PgConfig;
+use orchestrix::StoreError;
+
+use super::{PgConfig, PgStore};
+use crate::common::map_err;
 
 /// One embedded migration: its version, name and SQL for a schema.
 pub(super) struct Migration {
@@ -16,11 +19,48 @@ pub(super) struct Migration {
 pub(super) const MIGRATIONS: &[Migration] = &[
     Migration { version: 1, name: "initial", sql: initial },
     Migration { version: 2, name: "data_keys", sql: data_keys },
-    Migration { version: 3, name: "tags", sql: super::dcb::tags },
-    Migration { version: 4, name: "event_ids", sql: super::idempotency::event_ids },
+    Migration { version: 3, name: "tags", sql: tags },
+    Migration { version: 4, name: "event_ids", sql: event_ids },
     Migration { version: 5, name: "forgotten_subjects", sql: forgotten_subjects },
     Migration { version: 6, name: "dead_letter_streams", sql: dead_letter_streams },
 ];
+
+/// The third migration: tags, generated from the metadata, with a GIN
+/// index. Adding a stored generated column rewrites the events table once.
+/// The index has no pending list (`fastupdate = off`): every search would
+/// scan the list linearly, and a decision's read must stay fast; an
+/// append pays for its few tags up front instead.
+fn tags(s: &str) -> String {
+    format!(
+        r#"
+CREATE FUNCTION "{s}".event_tags(metadata jsonb) RETURNS text[]
+    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+    AS 'SELECT COALESCE(ARRAY(SELECT jsonb_array_elements_text(
+            CASE jsonb_typeof(metadata -> ''tags'') WHEN ''array'' THEN metadata -> ''tags'' ELSE ''[]''::jsonb END)),
+        ''{{}}''::text[])';
+ALTER TABLE "{s}".events ADD COLUMN tags text[] NOT NULL
+    GENERATED ALWAYS AS ("{s}".event_tags(metadata)) STORED;
+CREATE INDEX events_tags ON "{s}".events USING gin (tags) WITH (fastupdate = off);
+COMMENT ON COLUMN "{s}".events.tags IS
+    'metadata.tags, which consistency-by-query conditions select events by (Orchestrix ADR 0023)';
+"#
+    )
+}
+
+/// The fourth migration: event ids are unique across the store. Building
+/// the index takes a lock that blocks appends while it runs; on a large
+/// table, build it beforehand with `CREATE UNIQUE INDEX CONCURRENTLY
+/// events_event_id ON <schema>.events (event_id)` (check that it is valid),
+/// and the migration finds it there.
+fn event_ids(s: &str) -> String {
+    format!(
+        r#"
+CREATE UNIQUE INDEX IF NOT EXISTS events_event_id ON "{s}".events (event_id);
+COMMENT ON INDEX "{s}".events_event_id IS
+    'event ids are unique: a retried append is recognised by its ids (Orchestrix ADR 0027)';
+"#
+    )
+}
 
 /// The fifth migration: which data subjects were forgotten (no key
 /// material, just the id: their personal data is never sealed again until
@@ -159,7 +199,7 @@ CREATE INDEX dead_letters_consumer ON "{s}".dead_letters (consumer, parked_at, s
 /// their own tooling: creates the schema and the bookkeeping table, and
 /// applies every migration that is not recorded there yet, under a
 /// transaction-scoped advisory lock. Running it twice is harmless.
-pub(super) fn script(config: &PgConfig) -> String {
+fn script(config: &PgConfig) -> String {
     let s = config.schema();
     let mut out = format!(
         "-- Orchestrix PostgreSQL schema `{s}`\nBEGIN;\nSELECT pg_advisory_xact_lock({lock});\n\
@@ -487,5 +527,56 @@ impl Sql {
             dl_purge: format!("DELETE FROM \"{s}\".dead_letters WHERE {}", dead_letter_where()),
             dl_purge_consumer: format!("DELETE FROM \"{s}\".dead_letters WHERE consumer = $1"),
         }
+    }
+}
+
+/// The SQL script that creates (or upgrades) the schema of `config`, for
+/// users who apply migrations with their own tooling. It is idempotent and
+/// records what it applied in `<schema>.schema_migrations`, exactly as
+/// [`PgStore::migrate`] does.
+pub fn migration_sql(config: &PgConfig) -> String {
+    script(config)
+}
+
+impl PgStore {
+    /// Creates the schema and tables, or applies the migrations that are
+    /// missing; safe to call from many processes at once (they serialize on
+    /// an advisory lock).
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        let s = &self.inner.config.schema;
+        let mut tx = self.inner.pool.begin().await.map_err(map_err)?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(migration_lock_key(s))
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        sqlx::raw_sql(&format!("CREATE SCHEMA IF NOT EXISTS \"{s}\"; {}", bookkeeping(s)))
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        let applied: Vec<i64> = sqlx::query_scalar(&format!("SELECT version FROM \"{s}\".schema_migrations"))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        for migration in MIGRATIONS.iter().filter(|m| !applied.contains(&m.version)) {
+            sqlx::raw_sql(&(migration.sql)(s)).execute(&mut *tx).await.map_err(map_err)?;
+            sqlx::query(&format!("INSERT INTO \"{s}\".schema_migrations (version, name) VALUES ($1, $2)"))
+                .bind(migration.version)
+                .bind(migration.name)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+        }
+        tx.commit().await.map_err(map_err)
+    }
+
+    /// Drops the schema and everything in it. For tests and tear-downs.
+    pub async fn drop_schema(&self) -> Result<(), StoreError> {
+        let s = &self.inner.config.schema;
+        sqlx::raw_sql(&format!("DROP SCHEMA IF EXISTS \"{s}\" CASCADE"))
+            .execute(&self.inner.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(())
     }
 }

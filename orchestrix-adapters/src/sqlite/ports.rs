@@ -7,12 +7,11 @@ use orchestrix::store::{
     CheckpointStore, DeadLetter, DeadLetterQuery, DeadLetterStore, KeyValueStore, Snapshot, SnapshotStore,
 };
 use orchestrix::{StoreError, StreamId};
-use serde_json::value::RawValue;
 use sqlx::Row;
 use uuid::Uuid;
 
 use super::SqliteStore;
-use crate::common::{checkpoint_from_sql, checkpoint_to_sql, map_err, to_i64, validate_key};
+use crate::common::{checkpoint_from_sql, checkpoint_to_sql, map_err, snapshot_from_row, to_i64, validate_key};
 
 fn time_from_micros(micros: i64, what: &str) -> Result<DateTime<Utc>, StoreError> {
     DateTime::from_timestamp_micros(micros)
@@ -44,20 +43,14 @@ impl SnapshotStore for SqliteStore {
             .await
             .map_err(map_err)?;
         let Some((version, schema_version, state, taken_at)) = row else { return Ok(None) };
-        let corrupt = |reason: String| StoreError::Corrupt {
-            stream: stream.clone(),
-            version: u64::try_from(version).unwrap_or(0),
-            reason: format!("snapshot: {reason}"),
+        let Some(taken_at) = DateTime::from_timestamp_micros(taken_at) else {
+            return Err(StoreError::Corrupt {
+                stream: stream.clone(),
+                version: u64::try_from(version).unwrap_or(0),
+                reason: format!("snapshot: time {taken_at} is out of range"),
+            });
         };
-        Ok(Some(Snapshot {
-            stream: stream.clone(),
-            version: u64::try_from(version).map_err(|_| corrupt(format!("version {version} is negative")))?,
-            schema_version: u32::try_from(schema_version)
-                .map_err(|_| corrupt(format!("schema version {schema_version} is out of range")))?,
-            state: RawValue::from_string(state).map_err(|error| corrupt(format!("state is not JSON: {error}")))?,
-            taken_at: DateTime::from_timestamp_micros(taken_at)
-                .ok_or_else(|| corrupt(format!("time {taken_at} is out of range")))?,
-        }))
+        snapshot_from_row(stream, version, schema_version, state, taken_at).map(Some)
     }
 
     async fn delete(&self, stream: &StreamId) -> Result<(), StoreError> {
