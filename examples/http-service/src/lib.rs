@@ -16,6 +16,17 @@
 //! concurrency race 409, a store that did not answer 503 (the outcome is
 //! unknown: retry with the same `Idempotency-Key`).
 //!
+//! Request bodies are checked before a command sees them: an unknown
+//! field, a string longer than its limit ([`MAX_OWNER_LEN`],
+//! [`MAX_REASON_LEN`]), a negative, fractional or too large amount (`number
+//! out of range`) is a `400` or `422` with `{"error": "bad_request", ...}`
+//! naming the field.
+//!
+//! The events live in memory ([`service`]) or in PostgreSQL
+//! ([`service_on_postgres`]; `main` uses it when `DATABASE_URL` is set). The
+//! `Balances` read model is in memory either way and rebuilt from the
+//! events at start, so it never trails a restart.
+//!
 //! **Retries are safe with an `Idempotency-Key` header** (ADR 0027): the
 //! command id of a `POST` derives from the key (within the route and the
 //! account), so a retried request (a timeout, a double click) is applied
@@ -26,7 +37,8 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, Path, Query, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -38,8 +50,9 @@ use orchestrix::idempotency::command_id_from_key;
 use orchestrix::memory::InMemoryCheckpointStore;
 use orchestrix::projection::{ProjectionEngine, ProjectionHandle, ProjectionOptions};
 use orchestrix::trace::TraceHeaders;
-use orchestrix::{telemetry, CommandError, CommandOptions, CommandOutcome, Orchestrix, StoreError, Uuid};
-use serde::{Deserialize, Serialize};
+use orchestrix::{telemetry, CommandError, CommandOptions, CommandOutcome, EventStore, Orchestrix, StoreError, Uuid};
+use orchestrix_adapters::postgres::{PgConfig, PgStore};
+use serde::{Deserialize, Deserializer, Serialize};
 use tracing::Instrument;
 
 /// What the handlers share.
@@ -90,6 +103,29 @@ pub fn metrics_handle() -> PrometheusHandle {
 /// the router. Must run inside a Tokio runtime.
 pub fn service() -> Service {
     let app = Orchestrix::builder().in_memory().aggregate::<Account>().build().expect("a valid configuration");
+    serve(app)
+}
+
+/// Like [`service`], with the events in PostgreSQL at `url`, in the schema
+/// `config` names (created and migrated if needed). Accounts survive a
+/// restart; the in-memory `Balances` read model is rebuilt from the events.
+///
+/// # Errors
+///
+/// The server is unreachable, or the migrations fail.
+pub async fn service_on_postgres(url: &str, config: PgConfig) -> Result<Service, StoreError> {
+    let store = PgStore::connect(url, config).await?;
+    store.migrate().await?;
+    Ok(service_on(store))
+}
+
+/// Like [`service`], on the event store given.
+pub fn service_on(store: impl EventStore) -> Service {
+    let app = Orchestrix::builder().event_store(store).aggregate::<Account>().build().expect("a valid configuration");
+    serve(app)
+}
+
+fn serve(app: Orchestrix) -> Service {
     let engine = ProjectionEngine::new(Arc::clone(app.event_store()), InMemoryCheckpointStore::new());
     let balances = Balances::default();
     let projection = engine.spawn(balances.clone(), ProjectionOptions::default());
@@ -167,6 +203,81 @@ impl From<CommandError<BankError>> for ApiError {
     }
 }
 
+/// A JSON body whose refusal (malformed, an unknown field, a value out of
+/// range) is an [`ApiError`] with the JSON error body, like every other
+/// error, rather than axum's plain-text rejection.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Body<T>(pub T);
+
+impl<S, T> FromRequest<S> for Body<T>
+where
+    Json<T>: FromRequest<S, Rejection = JsonRejection>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        match Json::<T>::from_request(request, state).await {
+            Ok(Json(value)) => Ok(Self(value)),
+            Err(rejection) => {
+                Err(ApiError { status: rejection.status(), code: "bad_request", message: rejection.body_text() })
+            }
+        }
+    }
+}
+
+/// The longest owner name accepted, in bytes.
+pub const MAX_OWNER_LEN: usize = 200;
+
+/// The longest withdrawal reason accepted, in bytes.
+pub const MAX_REASON_LEN: usize = 500;
+
+/// A string of at most `max` bytes.
+fn bounded<'de, D: Deserializer<'de>>(deserializer: D, max: usize) -> Result<String, D::Error> {
+    let value = String::deserialize(deserializer)?;
+    if value.len() > max {
+        return Err(serde::de::Error::custom(format_args!(
+            "a string of {} bytes is too long: at most {max} bytes",
+            value.len()
+        )));
+    }
+    Ok(value)
+}
+
+fn owner<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    bounded(deserializer, MAX_OWNER_LEN)
+}
+
+fn reason<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    bounded(deserializer, MAX_REASON_LEN)
+}
+
+/// An amount in cents: a whole number from 0 to `u64::MAX`. JSON numbers
+/// beyond it are `number out of range`, not a confusing "floating point".
+fn cents<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+    struct Cents;
+    impl serde::de::Visitor<'_> for Cents {
+        type Value = u64;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "a whole number of cents from 0 to {}", u64::MAX)
+        }
+        fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<u64, E> {
+            Ok(value)
+        }
+        fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<u64, E> {
+            u64::try_from(value).map_err(|_| E::custom(format_args!("number out of range: {value} is negative")))
+        }
+        fn visit_f64<E: serde::de::Error>(self, value: f64) -> Result<u64, E> {
+            if value.is_finite() && value.fract() == 0.0 && value.abs() >= 1.0 {
+                Err(E::custom(format_args!("number out of range: {value} is not from 0 to {}", u64::MAX)))
+            } else {
+                Err(E::custom(format_args!("{value} is not a whole number of cents")))
+            }
+        }
+    }
+    deserializer.deserialize_any(Cents)
+}
+
 /// The longest `Idempotency-Key` accepted, in bytes.
 pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 
@@ -214,15 +325,17 @@ fn accepted<E>(id: Uuid, outcome: &CommandOutcome<E>) -> Accepted {
 
 /// `POST /accounts`.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct OpenRequest {
-    /// Who owns the account.
+    /// Who owns the account: at most [`MAX_OWNER_LEN`] bytes.
+    #[serde(deserialize_with = "owner")]
     pub owner: String,
 }
 
 async fn open(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Json(body): Json<OpenRequest>,
+    Body(body): Body<OpenRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
     // A retried request opens the same account: its id derives from the key.
     let id = idempotency_key(&headers)?.map_or_else(Uuid::now_v7, |key| command_id_from_key("account-id", key));
@@ -233,8 +346,10 @@ async fn open(
 
 /// `POST /accounts/{id}/deposits`.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DepositRequest {
     /// In cents.
+    #[serde(deserialize_with = "cents")]
     pub amount: u64,
 }
 
@@ -242,7 +357,7 @@ async fn deposit(
     State(state): State<AppState>,
     Path(id): Path<String>,
     headers: HeaderMap,
-    Json(body): Json<DepositRequest>,
+    Body(body): Body<DepositRequest>,
 ) -> Result<Json<Accepted>, ApiError> {
     let id = parse_id(&id)?;
     let options = command_options(&headers, &format!("deposit:{id}"))?;
@@ -252,11 +367,13 @@ async fn deposit(
 
 /// `POST /accounts/{id}/withdrawals`.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct WithdrawRequest {
     /// In cents.
+    #[serde(deserialize_with = "cents")]
     pub amount: u64,
-    /// Why.
-    #[serde(default)]
+    /// Why: at most [`MAX_REASON_LEN`] bytes.
+    #[serde(default, deserialize_with = "reason")]
     pub reason: String,
 }
 
@@ -264,7 +381,7 @@ async fn withdraw(
     State(state): State<AppState>,
     Path(id): Path<String>,
     headers: HeaderMap,
-    Json(body): Json<WithdrawRequest>,
+    Body(body): Body<WithdrawRequest>,
 ) -> Result<Json<Accepted>, ApiError> {
     let id = parse_id(&id)?;
     let options = command_options(&headers, &format!("withdraw:{id}"))?;
