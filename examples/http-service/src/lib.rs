@@ -11,10 +11,13 @@
 //! | `GET /metrics` | the Prometheus exposition |
 //! | `GET /health` | `{"status":"ok"}` |
 //!
-//! Errors are JSON, `{"error": <code>, "message": <text>}`: a domain
-//! rejection is 422, an unknown account 404, an existing one or a lost
-//! concurrency race 409, a store that did not answer 503 (the outcome is
-//! unknown: retry with the same `Idempotency-Key`).
+//! Errors are JSON, `{"error": <code>, "message": <text>}`. A command's
+//! error is answered by orchestrix (feature `axum`, `orchestrix::http`): a
+//! domain rejection is 422, an unknown account 404, an existing one or a
+//! lost concurrency race 409, a store that did not answer 503 with
+//! `Retry-After` (the outcome is unknown: retry with the same
+//! `Idempotency-Key`), a command id reused for another command 422
+//! `duplicate_event_id`.
 //!
 //! Request bodies are checked before a command sees them: an unknown
 //! field, a string longer than its limit ([`MAX_OWNER_LEN`],
@@ -167,8 +170,8 @@ pub struct ApiError {
 /// The body of an error response.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct ErrorBody {
-    /// A stable code: `rejected`, `not_found`, `conflict`, `bad_request`,
-    /// `unavailable`, `key_reused`, `internal`.
+    /// A stable code: `bad_request` and `not_found` from the service,
+    /// the kinds of `orchestrix::http` from a command.
     pub error: String,
     /// What went wrong, for people.
     pub message: String,
@@ -180,26 +183,34 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<CommandError<BankError>> for ApiError {
+/// The errors of a handler: the service's own ([`ApiError`]), or a
+/// command's, answered by orchestrix's `IntoResponse` (feature `axum`).
+#[derive(Debug)]
+pub enum Failure {
+    /// A malformed request, or a query that found nothing.
+    Api(ApiError),
+    /// A command failed.
+    Command(CommandError<BankError>),
+}
+
+impl From<ApiError> for Failure {
+    fn from(error: ApiError) -> Self {
+        Self::Api(error)
+    }
+}
+
+impl From<CommandError<BankError>> for Failure {
     fn from(error: CommandError<BankError>) -> Self {
-        let (status, code) = match &error {
-            CommandError::Rejected(_) => (StatusCode::UNPROCESSABLE_ENTITY, "rejected"),
-            CommandError::AggregateNotFound { .. } => (StatusCode::NOT_FOUND, "not_found"),
-            CommandError::AggregateAlreadyExists { .. } | CommandError::Conflict { .. } => {
-                (StatusCode::CONFLICT, "conflict")
-            }
-            CommandError::Framework(orchestrix::Error::Store(StoreError::Unavailable(_))) => {
-                (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
-            }
-            CommandError::Framework(orchestrix::Error::Store(StoreError::DuplicateEventId { .. })) => {
-                (StatusCode::UNPROCESSABLE_ENTITY, "key_reused")
-            }
-            _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
-        };
-        if status.is_server_error() {
-            tracing::error!(%error, "command failed");
+        Self::Command(error)
+    }
+}
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        match self {
+            Self::Api(error) => error.into_response(),
+            Self::Command(error) => error.into_response(),
         }
-        Self { status, code, message: error.to_string() }
     }
 }
 
@@ -336,7 +347,7 @@ async fn open(
     State(state): State<AppState>,
     headers: HeaderMap,
     Body(body): Body<OpenRequest>,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<impl IntoResponse, Failure> {
     // A retried request opens the same account: its id derives from the key.
     let id = idempotency_key(&headers)?.map_or_else(Uuid::now_v7, |key| command_id_from_key("account-id", key));
     let options = command_options(&headers, "open")?;
@@ -358,7 +369,7 @@ async fn deposit(
     Path(id): Path<String>,
     headers: HeaderMap,
     Body(body): Body<DepositRequest>,
-) -> Result<Json<Accepted>, ApiError> {
+) -> Result<Json<Accepted>, Failure> {
     let id = parse_id(&id)?;
     let options = command_options(&headers, &format!("deposit:{id}"))?;
     let outcome = state.app.execute_with(id, Deposit { amount: body.amount }, options).await?;
@@ -382,7 +393,7 @@ async fn withdraw(
     Path(id): Path<String>,
     headers: HeaderMap,
     Body(body): Body<WithdrawRequest>,
-) -> Result<Json<Accepted>, ApiError> {
+) -> Result<Json<Accepted>, Failure> {
     let id = parse_id(&id)?;
     let options = command_options(&headers, &format!("withdraw:{id}"))?;
     let outcome = state.app.execute_with(id, Withdraw { amount: body.amount, reason: body.reason }, options).await?;
