@@ -71,7 +71,7 @@ fn key(outcome: &CommandOutcome<AccountEvent>) -> Key {
 }
 
 async fn stream_len(store: &dyn EventStore, id: Uuid) -> usize {
-    let stream = Repository::<Account>::stream_id(&id).expect("a valid id");
+    let stream = Repository::<Account>::stream_id(id).expect("a valid id");
     let events: Vec<Arc<RecordedEvent>> = store.read_stream(&stream, 0).try_collect().await.expect("a read");
     events.len()
 }

@@ -236,11 +236,8 @@ async fn on_postgres_accounts_survive_a_restart() {
         eprintln!("skipped: ORCHESTRIX_PG_URL is not set (e.g. postgres://postgres@127.0.0.1:5432/test)");
         return;
     };
-    let schema = format!(
-        "orx_t_{}_{:016x}",
-        std::process::id(),
-        std::time::SystemTime::UNIX_EPOCH.elapsed().unwrap().as_nanos() as u64
-    );
+    let schema =
+        format!("orx_t_{}_{}", std::process::id(), std::time::SystemTime::UNIX_EPOCH.elapsed().unwrap().as_nanos());
     let config = || PgConfig::new(schema.clone()).unwrap().with_max_connections(4);
     let http = reqwest::Client::new();
 
