@@ -48,6 +48,10 @@ async fn store(config: EsdbConfig) -> EsdbStore {
     store
 }
 
+#[cfg_attr(
+    not(orchestrix_esdb),
+    ignore = "needs ORCHESTRIX_ESDB_URL and ORCHESTRIX_ESDB_TOKEN (a real EventSourcingDB server)"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_against_a_real_server() {
     if std::env::var(URL_ENV).is_err() || std::env::var(TOKEN_ENV).is_err() {
@@ -85,6 +89,10 @@ enum ProbeEvent {
 /// twice succeeds), refuses data that violates them with an error the adapter
 /// recognises (v1: a 409; v2: the error `event-schema-violated`), and
 /// answers a simple EventQL query.
+#[cfg_attr(
+    not(orchestrix_esdb),
+    ignore = "needs ORCHESTRIX_ESDB_URL and ORCHESTRIX_ESDB_TOKEN (a real EventSourcingDB server)"
+)]
 #[tokio::test]
 async fn schemas_and_eventql_against_a_real_server() {
     if std::env::var(URL_ENV).is_err() || std::env::var(TOKEN_ENV).is_err() {

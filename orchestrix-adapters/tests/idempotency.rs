@@ -199,6 +199,10 @@ mod postgres {
         PgStore::connect(&url, config).await.expect("a second store connects")
     }
 
+    #[cfg_attr(
+        not(orchestrix_pg),
+        ignore = "needs ORCHESTRIX_PG_URL (a PostgreSQL server), see docs/guide/getting-started.md"
+    )]
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn eight_racing_deliveries_through_two_stores_apply_once() {
         // One store groups eagerly (ADR 0024), the other not at all.
@@ -208,6 +212,10 @@ mod postgres {
         first.drop_schema().await.expect("dropped");
     }
 
+    #[cfg_attr(
+        not(orchestrix_pg),
+        ignore = "needs ORCHESTRIX_PG_URL (a PostgreSQL server), see docs/guide/getting-started.md"
+    )]
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_retried_any_append_is_stored_once() {
         for group_commit in [0, 1] {
@@ -220,6 +228,10 @@ mod postgres {
     /// A schema without migration 4 (no index on the event id) is upgraded by
     /// `migrate`, and an append made before the upgrade is then
     /// recognised when retried.
+    #[cfg_attr(
+        not(orchestrix_pg),
+        ignore = "needs ORCHESTRIX_PG_URL (a PostgreSQL server), see docs/guide/getting-started.md"
+    )]
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_schema_of_the_previous_version_is_upgraded() {
         let Some(store) = pg_store_with(|config| config).await else { return };

@@ -50,6 +50,10 @@ fn relay(place: &Place, store: &InMemoryEventStore, checkpoints: &InMemoryCheckp
     )
 }
 
+#[cfg_attr(
+    not(orchestrix_nats),
+    ignore = "needs ORCHESTRIX_NATS_URL (a NATS server with JetStream), see docs/guide/getting-started.md"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_relay_publishes_every_event_once_as_a_cloudevent() {
     let Some(client) = client().await else { return };
@@ -98,6 +102,10 @@ async fn the_relay_publishes_every_event_once_as_a_cloudevent() {
     place.delete().await;
 }
 
+#[cfg_attr(
+    not(orchestrix_nats),
+    ignore = "needs ORCHESTRIX_NATS_URL (a NATS server with JetStream), see docs/guide/getting-started.md"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_applies_every_event_in_stream_order() {
     let Some(client) = client().await else { return };
@@ -125,6 +133,10 @@ async fn a_worker_applies_every_event_in_stream_order() {
     place.delete().await;
 }
 
+#[cfg_attr(
+    not(orchestrix_nats),
+    ignore = "needs ORCHESTRIX_NATS_URL (a NATS server with JetStream), see docs/guide/getting-started.md"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_worker_takes_over_a_dead_ones_partitions_in_order() {
     let Some(client) = client().await else { return };
@@ -160,6 +172,10 @@ async fn a_second_worker_takes_over_a_dead_ones_partitions_in_order() {
     place.delete().await;
 }
 
+#[cfg_attr(
+    not(orchestrix_nats),
+    ignore = "needs ORCHESTRIX_NATS_URL (a NATS server with JetStream), see docs/guide/getting-started.md"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_that_starts_later_gets_its_share_and_the_work_is_done_once() {
     let Some(client) = client().await else { return };
@@ -230,6 +246,10 @@ impl orchestrix::projection::Projection for Failing {
     }
 }
 
+#[cfg_attr(
+    not(orchestrix_nats),
+    ignore = "needs ORCHESTRIX_NATS_URL (a NATS server with JetStream), see docs/guide/getting-started.md"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_events_are_parked_or_stop_the_worker() {
     let Some(client) = client().await else { return };
@@ -277,6 +297,10 @@ async fn poison_events_are_parked_or_stop_the_worker() {
     place.delete().await;
 }
 
+#[cfg_attr(
+    not(orchestrix_nats),
+    ignore = "needs ORCHESTRIX_NATS_URL (a NATS server with JetStream), see docs/guide/getting-started.md"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_bus_carries_messages_and_headers_by_pattern() {
     let Some(client) = client().await else { return };
@@ -375,6 +399,10 @@ async fn a_refused_publish_with(ordered: bool) -> (Vec<String>, Vec<String>, Vec
     (ids, while_refused, after)
 }
 
+#[cfg_attr(
+    not(orchestrix_nats),
+    ignore = "needs ORCHESTRIX_NATS_URL (a NATS server with JetStream), see docs/guide/getting-started.md"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publish_the_broker_refuses_is_never_overtaken() {
     if client().await.is_none() {

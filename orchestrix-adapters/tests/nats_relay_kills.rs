@@ -33,6 +33,10 @@ fn spawn_relay(url: &str, store: &PgStore, place: &Place) -> Child {
         .expect("the relay binary starts")
 }
 
+#[cfg_attr(
+    not(all(orchestrix_pg, orchestrix_nats)),
+    ignore = "needs ORCHESTRIX_PG_URL and ORCHESTRIX_NATS_URL (PostgreSQL and NATS servers), see docs/guide/getting-started.md"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_killed_ten_times_loses_and_duplicates_nothing() {
     let Some(client) = client().await else { return };

@@ -40,6 +40,10 @@ fn restart_nats() {
     assert!(start.success(), "nats-server started again");
 }
 
+#[cfg_attr(
+    not(all(orchestrix_nats, orchestrix_nats_restart)),
+    ignore = "needs ORCHESTRIX_NATS_URL and ORCHESTRIX_NATS_RESTART=1 (this test restarts that NATS server), see docs/guide/getting-started.md"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_restarted_while_the_relay_publishes() {
     if std::env::var_os("ORCHESTRIX_NATS_RESTART").is_none() {

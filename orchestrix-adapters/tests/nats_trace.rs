@@ -16,6 +16,10 @@ use orchestrix::{
 use orchestrix_adapters::nats::{ProjectionWorker, Relay, RelayOptions, SoleWorker, WorkerOptions};
 use tracing_subscriber::layer::SubscriberExt;
 
+#[cfg_attr(
+    not(orchestrix_nats),
+    ignore = "needs ORCHESTRIX_NATS_URL (a NATS server with JetStream), see docs/guide/getting-started.md"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_consumer_span_is_a_child_of_the_publish_span() {
     let Some(client) = client().await else { return };

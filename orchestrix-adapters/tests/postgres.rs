@@ -48,6 +48,10 @@ fn hostile_schema_names_are_refused() {
     assert!(sql.contains("CREATE TABLE \"tenant_1\".events"));
 }
 
+#[cfg_attr(
+    not(orchestrix_pg),
+    ignore = "needs ORCHESTRIX_PG_URL (a PostgreSQL server), see docs/guide/getting-started.md"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrate_twice_is_harmless_and_script_matches() {
     let Some(store) = support::pg_store().await else { return };
@@ -81,6 +85,10 @@ async fn migrate_twice_is_harmless_and_script_matches() {
 /// The core of ADR 0008: an event committed by a later transaction is not
 /// delivered while an earlier transaction (a lower position) is in flight,
 /// and both arrive in position order once it commits.
+#[cfg_attr(
+    not(orchestrix_pg),
+    ignore = "needs ORCHESTRIX_PG_URL (a PostgreSQL server), see docs/guide/getting-started.md"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watermark_never_lets_a_lower_position_appear_behind_a_reader() {
     let Some(store) = support::pg_store_with(|c| c.with_read_wait(Duration::from_millis(300))).await else { return };
@@ -116,6 +124,10 @@ async fn watermark_never_lets_a_lower_position_appear_behind_a_reader() {
     store.drop_schema().await.unwrap();
 }
 
+#[cfg_attr(
+    not(orchestrix_pg),
+    ignore = "needs ORCHESTRIX_PG_URL (a PostgreSQL server), see docs/guide/getting-started.md"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_any_appends_get_contiguous_versions() {
     let Some(store) = support::pg_store().await else { return };
@@ -145,6 +157,10 @@ async fn concurrent_any_appends_get_contiguous_versions() {
     store.drop_schema().await.unwrap();
 }
 
+#[cfg_attr(
+    not(orchestrix_pg),
+    ignore = "needs ORCHESTRIX_PG_URL (a PostgreSQL server), see docs/guide/getting-started.md"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_round_trips_or_is_refused() {
     let Some(store) = support::pg_store().await else { return };
@@ -172,6 +188,10 @@ async fn bad_input_round_trips_or_is_refused() {
     store.drop_schema().await.unwrap();
 }
 
+#[cfg_attr(
+    not(orchestrix_pg),
+    ignore = "needs ORCHESTRIX_PG_URL (a PostgreSQL server), see docs/guide/getting-started.md"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupt_rows_are_typed_errors_naming_stream_and_version() {
     let Some(store) = support::pg_store().await else { return };
@@ -204,6 +224,10 @@ async fn corrupt_rows_are_typed_errors_naming_stream_and_version() {
     store.drop_schema().await.unwrap();
 }
 
+#[cfg_attr(
+    not(orchestrix_pg),
+    ignore = "needs ORCHESTRIX_PG_URL (a PostgreSQL server), see docs/guide/getting-started.md"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lease_admits_one_runner_and_passes_on() {
     let Some(store) = support::pg_store().await else { return };
@@ -268,6 +292,10 @@ async fn project_some(store: &PgStore, table: &str, limit: usize) -> Result<usiz
     Ok(done)
 }
 
+#[cfg_attr(
+    not(orchestrix_pg),
+    ignore = "needs ORCHESTRIX_PG_URL (a PostgreSQL server), see docs/guide/getting-started.md"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transactional_projection_is_exactly_once_across_kills() {
     let app = format!("orx_proj_{:x}", fastrand::u32(..));
@@ -322,6 +350,10 @@ async fn transactional_projection_is_exactly_once_across_kills() {
     store.drop_schema().await.unwrap();
 }
 
+#[cfg_attr(
+    not(orchestrix_pg),
+    ignore = "needs ORCHESTRIX_PG_URL (a PostgreSQL server), see docs/guide/getting-started.md"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_backends_lose_nothing_acknowledged_and_subscribers_resume() {
     let app = format!("orx_fault_{:x}", fastrand::u32(..));
@@ -461,6 +493,10 @@ async fn counted(store: &PgStore, table: &str) -> (i64, i64, i64) {
 /// The runner, killed at random points (its task aborted, its backends
 /// terminated) while events keep arriving, and raced by a second runner
 /// without the lease: every event is counted exactly once.
+#[cfg_attr(
+    not(orchestrix_pg),
+    ignore = "needs ORCHESTRIX_PG_URL (a PostgreSQL server), see docs/guide/getting-started.md"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spawned_transactional_projection_is_exactly_once_across_kills_and_races() {
     let app = format!("orx_runner_{:x}", fastrand::u32(..));
@@ -511,6 +547,10 @@ async fn spawned_transactional_projection_is_exactly_once_across_kills_and_races
 /// A poison event rolls back its own writes; with `Park` its dead letter
 /// and the checkpoint past it commit together and the projection goes on,
 /// with `Stop` the projection stops before it with a typed error.
+#[cfg_attr(
+    not(orchestrix_pg),
+    ignore = "needs ORCHESTRIX_PG_URL (a PostgreSQL server), see docs/guide/getting-started.md"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poison_event_is_parked_in_the_same_transaction_or_stops_the_runner() {
     use orchestrix::projection::{PoisonPolicy, ProjectionError};
@@ -553,6 +593,10 @@ async fn a_poison_event_is_parked_in_the_same_transaction_or_stops_the_runner() 
 
 /// With the lease (the default), a second runner of the same projection
 /// waits as a standby and takes over when the first stops.
+#[cfg_attr(
+    not(orchestrix_pg),
+    ignore = "needs ORCHESTRIX_PG_URL (a PostgreSQL server), see docs/guide/getting-started.md"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_exclusive_runner_waits_and_takes_over() {
     use orchestrix::projection::ProjectionState;
@@ -580,6 +624,10 @@ async fn a_second_exclusive_runner_waits_and_takes_over() {
 /// A subscriber of another store (another process, as far as the database
 /// can tell) that would poll only once an hour learns of an append through
 /// `NOTIFY` alone.
+#[cfg_attr(
+    not(orchestrix_pg),
+    ignore = "needs ORCHESTRIX_PG_URL (a PostgreSQL server), see docs/guide/getting-started.md"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_notification_wakes_a_subscriber_of_another_store() {
     let Some(writer) = support::pg_store().await else { return };
@@ -604,6 +652,10 @@ async fn a_notification_wakes_a_subscriber_of_another_store() {
 /// A subscription catching up over several chunks (read ahead while the
 /// previous chunk is delivered) yields every event once, in order, then
 /// follows live appends; a filtered one skips what it filters out.
+#[cfg_attr(
+    not(orchestrix_pg),
+    ignore = "needs ORCHESTRIX_PG_URL (a PostgreSQL server), see docs/guide/getting-started.md"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_catch_up_over_many_chunks_is_complete_and_ordered() {
     let Some(store) = support::pg_store().await else { return };
@@ -639,6 +691,10 @@ mod erasure;
 /// subject's plaintext: key tables, snapshots, dead letters, saga data,
 /// cached aggregates (ADR 0031; the scenario is shared with the in-memory
 /// and SQLite runs).
+#[cfg_attr(
+    not(orchestrix_pg),
+    ignore = "needs ORCHESTRIX_PG_URL (a PostgreSQL server), see docs/guide/getting-started.md"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forget_erases_every_copy_on_postgres() {
     let Some(store) = support::pg_store().await else { return };

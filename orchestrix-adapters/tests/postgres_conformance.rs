@@ -5,6 +5,10 @@
 mod support;
 
 orchestrix::conformance_tests!(
+    #[cfg_attr(
+        not(orchestrix_pg),
+        ignore = "needs ORCHESTRIX_PG_URL (a PostgreSQL server), see docs/guide/getting-started.md"
+    )]
     event_store,
     match crate::support::pg_store().await {
         Some(store) => store,
@@ -12,6 +16,10 @@ orchestrix::conformance_tests!(
     }
 );
 orchestrix::conformance_tests!(
+    #[cfg_attr(
+        not(orchestrix_pg),
+        ignore = "needs ORCHESTRIX_PG_URL (a PostgreSQL server), see docs/guide/getting-started.md"
+    )]
     consistency_by_query,
     match crate::support::pg_store().await {
         Some(store) => store,
@@ -19,6 +27,10 @@ orchestrix::conformance_tests!(
     }
 );
 orchestrix::conformance_tests!(
+    #[cfg_attr(
+        not(orchestrix_pg),
+        ignore = "needs ORCHESTRIX_PG_URL (a PostgreSQL server), see docs/guide/getting-started.md"
+    )]
     snapshot_store,
     match crate::support::pg_store().await {
         Some(store) => store,
@@ -26,6 +38,10 @@ orchestrix::conformance_tests!(
     }
 );
 orchestrix::conformance_tests!(
+    #[cfg_attr(
+        not(orchestrix_pg),
+        ignore = "needs ORCHESTRIX_PG_URL (a PostgreSQL server), see docs/guide/getting-started.md"
+    )]
     retag,
     match crate::support::pg_store().await {
         Some(store) => store,
@@ -33,6 +49,10 @@ orchestrix::conformance_tests!(
     }
 );
 orchestrix::conformance_tests!(
+    #[cfg_attr(
+        not(orchestrix_pg),
+        ignore = "needs ORCHESTRIX_PG_URL (a PostgreSQL server), see docs/guide/getting-started.md"
+    )]
     snapshot_trust,
     match crate::support::pg_store().await {
         Some(store) => (store.clone(), store),
@@ -40,6 +60,10 @@ orchestrix::conformance_tests!(
     }
 );
 orchestrix::conformance_tests!(
+    #[cfg_attr(
+        not(orchestrix_pg),
+        ignore = "needs ORCHESTRIX_PG_URL (a PostgreSQL server), see docs/guide/getting-started.md"
+    )]
     checkpoint_store,
     match crate::support::pg_store().await {
         Some(store) => store,
@@ -47,6 +71,10 @@ orchestrix::conformance_tests!(
     }
 );
 orchestrix::conformance_tests!(
+    #[cfg_attr(
+        not(orchestrix_pg),
+        ignore = "needs ORCHESTRIX_PG_URL (a PostgreSQL server), see docs/guide/getting-started.md"
+    )]
     key_value_store,
     match crate::support::pg_store().await {
         Some(store) => store,
@@ -54,6 +82,10 @@ orchestrix::conformance_tests!(
     }
 );
 orchestrix::conformance_tests!(
+    #[cfg_attr(
+        not(orchestrix_pg),
+        ignore = "needs ORCHESTRIX_PG_URL (a PostgreSQL server), see docs/guide/getting-started.md"
+    )]
     dead_letter_store,
     match crate::support::pg_store().await {
         Some(store) => store,
@@ -61,6 +93,10 @@ orchestrix::conformance_tests!(
     }
 );
 orchestrix::conformance_tests!(
+    #[cfg_attr(
+        not(orchestrix_pg),
+        ignore = "needs ORCHESTRIX_PG_URL (a PostgreSQL server), see docs/guide/getting-started.md"
+    )]
     key_store,
     match crate::support::pg_store().await {
         Some(store) => store,
@@ -72,6 +108,10 @@ orchestrix::conformance_tests!(
 /// statement in flight, so concurrent appends share statements; ADR 0024).
 mod group_commit_eager {
     orchestrix::conformance_tests!(
+        #[cfg_attr(
+            not(orchestrix_pg),
+            ignore = "needs ORCHESTRIX_PG_URL (a PostgreSQL server), see docs/guide/getting-started.md"
+        )]
         event_store,
         match crate::support::pg_store_with(|config| config.with_group_commit(1)).await {
             Some(store) => store,
@@ -83,6 +123,10 @@ mod group_commit_eager {
 /// The event store checks again with group commit off.
 mod group_commit_off {
     orchestrix::conformance_tests!(
+        #[cfg_attr(
+            not(orchestrix_pg),
+            ignore = "needs ORCHESTRIX_PG_URL (a PostgreSQL server), see docs/guide/getting-started.md"
+        )]
         event_store,
         match crate::support::pg_store_with(|config| config.with_group_commit(0)).await {
             Some(store) => store,

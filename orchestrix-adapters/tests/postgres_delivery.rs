@@ -148,6 +148,10 @@ impl Harness for Pg {
     }
 }
 
+#[cfg_attr(
+    not(orchestrix_pg),
+    ignore = "needs ORCHESTRIX_PG_URL (a PostgreSQL server), see docs/guide/getting-started.md"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_transactional_runner_passes_the_delivery_scenarios() {
     let Some(pg) = Pg::new().await else { return };
@@ -158,6 +162,10 @@ async fn the_transactional_runner_passes_the_delivery_scenarios() {
 /// A rebuild is one call: the read model, checkpoint and dead letters are
 /// reset together, everything is replayed up to the head (here an event
 /// the projection leaves out), and a running projection is refused.
+#[cfg_attr(
+    not(orchestrix_pg),
+    ignore = "needs ORCHESTRIX_PG_URL (a PostgreSQL server), see docs/guide/getting-started.md"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transactional_projection_rebuilds_in_one_call() {
     let Some(pg) = Pg::new().await else { return };

@@ -56,6 +56,10 @@ async fn grouped_store() -> Option<PgStore> {
     support::pg_store_with(|config| config.with_group_commit(1)).await
 }
 
+#[cfg_attr(
+    not(orchestrix_pg),
+    ignore = "needs ORCHESTRIX_PG_URL (a PostgreSQL server), see docs/guide/getting-started.md"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_appends_share_a_statement_and_read_back_as_returned() {
     let Some(store) = grouped_store().await else { return };
@@ -101,6 +105,10 @@ async fn concurrent_appends_share_a_statement_and_read_back_as_returned() {
     store.drop_schema().await.unwrap();
 }
 
+#[cfg_attr(
+    not(orchestrix_pg),
+    ignore = "needs ORCHESTRIX_PG_URL (a PostgreSQL server), see docs/guide/getting-started.md"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expectation_ahead_of_the_stream_is_left_out_and_the_others_commit() {
     let Some(store) = grouped_store().await else { return };
@@ -135,6 +143,10 @@ async fn an_expectation_ahead_of_the_stream_is_left_out_and_the_others_commit() 
     store.drop_schema().await.unwrap();
 }
 
+#[cfg_attr(
+    not(orchestrix_pg),
+    ignore = "needs ORCHESTRIX_PG_URL (a PostgreSQL server), see docs/guide/getting-started.md"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn appends_racing_inside_a_group_get_the_outcomes_they_would_alone() {
     let Some(store) = grouped_store().await else { return };
@@ -173,6 +185,10 @@ async fn appends_racing_inside_a_group_get_the_outcomes_they_would_alone() {
     store.drop_schema().await.unwrap();
 }
 
+#[cfg_attr(
+    not(orchestrix_pg),
+    ignore = "needs ORCHESTRIX_PG_URL (a PostgreSQL server), see docs/guide/getting-started.md"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_payload_the_server_refuses_fails_alone() {
     let Some(store) = grouped_store().await else { return };
@@ -192,6 +208,10 @@ async fn a_payload_the_server_refuses_fails_alone() {
     store.drop_schema().await.unwrap();
 }
 
+#[cfg_attr(
+    not(orchestrix_pg),
+    ignore = "needs ORCHESTRIX_PG_URL (a PostgreSQL server), see docs/guide/getting-started.md"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_append_abandoned_while_it_waits_for_a_group_is_not_written() {
     let Some(store) = grouped_store().await else { return };
@@ -239,6 +259,10 @@ async fn hold_first_version(store: &PgStore, id: &str) -> sqlx::Transaction<'sta
     blocker
 }
 
+#[cfg_attr(
+    not(orchestrix_pg),
+    ignore = "needs ORCHESTRIX_PG_URL (a PostgreSQL server), see docs/guide/getting-started.md"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_statement_stuck_on_a_lock_holds_the_others_back_only_briefly() {
     // Two slots: one append waits on a lock in the first; another, alone
@@ -263,6 +287,10 @@ async fn a_statement_stuck_on_a_lock_holds_the_others_back_only_briefly() {
     store.drop_schema().await.unwrap();
 }
 
+#[cfg_attr(
+    not(orchestrix_pg),
+    ignore = "needs ORCHESTRIX_PG_URL (a PostgreSQL server), see docs/guide/getting-started.md"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_group_commit_off_every_append_is_its_own_transaction() {
     let Some(store) = support::pg_store_with(|config| config.with_group_commit(0)).await else { return };
@@ -291,6 +319,10 @@ fn sample(text: &str, name: &str) -> f64 {
     text.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok()).unwrap_or(0.0)
 }
 
+#[cfg_attr(
+    not(orchestrix_pg),
+    ignore = "needs ORCHESTRIX_PG_URL (a PostgreSQL server), see docs/guide/getting-started.md"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn group_sizes_and_appends_sent_back_alone_are_metrics() {
     use orchestrix_adapters::postgres::{GROUP_COMMIT_ALONE_TOTAL, GROUP_COMMIT_APPENDS};

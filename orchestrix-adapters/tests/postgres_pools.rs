@@ -14,6 +14,10 @@ use support::{event, stream};
 
 const EVENTS: usize = 10;
 
+#[cfg_attr(
+    not(orchestrix_pg),
+    ignore = "needs ORCHESTRIX_PG_URL (a PostgreSQL server), see docs/guide/getting-started.md"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn busy_subscriptions_beyond_the_pool_size_do_not_starve_appends() {
     // A pool of 3 and the default subscription pool of 4; 9 subscriptions.
@@ -79,6 +83,10 @@ async fn busy_subscriptions_beyond_the_pool_size_do_not_starve_appends() {
     store.drop_schema().await.unwrap();
 }
 
+#[cfg_attr(
+    not(orchestrix_pg),
+    ignore = "needs ORCHESTRIX_PG_URL (a PostgreSQL server), see docs/guide/getting-started.md"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pool_of_one_still_appends_while_a_subscription_listens_and_streams() {
     let Some(store) = support::pg_store_with(|config| config.with_max_connections(1)).await else { return };

@@ -125,6 +125,10 @@ async fn write(store: PgStore, stop: Arc<tokio::sync::Notify>) -> (Vec<u64>, u64
     (acknowledged, refused)
 }
 
+#[cfg_attr(
+    not(all(orchestrix_pg, orchestrix_pg_restart)),
+    ignore = "needs ORCHESTRIX_PG_URL and ORCHESTRIX_PG_RESTART (the command that restarts that PostgreSQL server), see docs/guide/getting-started.md"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_restart_is_survived_by_writers_and_projections() {
     let Some(command) = restart_command() else { return };

@@ -38,6 +38,8 @@
 //!   and [`prelude`] is what a domain module imports.
 //! - With the `testing` feature, `testing` offers given/when/then fixtures
 //!   and the conformance suite every adapter runs.
+//! - With the `axum` feature, the errors are axum responses (`http`):
+//!   409, 422, 404, 503 with a JSON body.
 //!
 //! ```
 //! use orchestrix::prelude::*;
@@ -109,6 +111,9 @@ pub mod decision;
 pub mod envelope;
 pub mod error;
 pub mod event;
+#[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+pub mod http;
 pub mod idempotency;
 pub mod lease;
 pub mod memory;

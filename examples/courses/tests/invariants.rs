@@ -74,6 +74,10 @@ async fn invariants_hold_on_sqlite() {
 /// advisory locks, not a writer lock, keep the invariants. Like the
 /// adapter's tests, it fails under CI without a server and is skipped
 /// (with a message) elsewhere.
+#[cfg_attr(
+    not(orchestrix_pg),
+    ignore = "needs ORCHESTRIX_PG_URL (a PostgreSQL server), see docs/guide/getting-started.md"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn invariants_hold_on_postgres() {
     use orchestrix_adapters::postgres::{PgConfig, PgStore};

@@ -11,10 +11,24 @@
 //! | `GET /metrics` | the Prometheus exposition |
 //! | `GET /health` | `{"status":"ok"}` |
 //!
-//! Errors are JSON, `{"error": <code>, "message": <text>}`: a domain
-//! rejection is 422, an unknown account 404, an existing one or a lost
-//! concurrency race 409, a store that did not answer 503 (the outcome is
-//! unknown: retry with the same `Idempotency-Key`).
+//! Errors are JSON, `{"error": <code>, "message": <text>}`. A command's
+//! error is answered by orchestrix (feature `axum`, `orchestrix::http`): a
+//! domain rejection is 422, an unknown account 404, an existing one or a
+//! lost concurrency race 409, a store that did not answer 503 with
+//! `Retry-After` (the outcome is unknown: retry with the same
+//! `Idempotency-Key`), a command id reused for another command 422
+//! `duplicate_event_id`.
+//!
+//! Request bodies are checked before a command sees them: an unknown
+//! field, a string longer than its limit ([`MAX_OWNER_LEN`],
+//! [`MAX_REASON_LEN`]), a negative, fractional or too large amount (`number
+//! out of range`) is a `400` or `422` with `{"error": "bad_request", ...}`
+//! naming the field.
+//!
+//! The events live in memory ([`service`]) or in PostgreSQL
+//! ([`service_on_postgres`]; `main` uses it when `DATABASE_URL` is set). The
+//! `Balances` read model is in memory either way and rebuilt from the
+//! events at start, so it never trails a restart.
 //!
 //! **Retries are safe with an `Idempotency-Key` header** (ADR 0027): the
 //! command id of a `POST` derives from the key (within the route and the
@@ -26,7 +40,8 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, Path, Query, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -40,9 +55,11 @@ use orchestrix::projection::{ProjectionEngine, ProjectionHandle, ProjectionOptio
 use orchestrix::trace::TraceHeaders;
 use orchestrix::{
     app::{CommandOptions, CommandOutcome},
+    store::EventStore,
     telemetry, CommandError, Orchestrix, StoreError, Uuid,
 };
-use serde::{Deserialize, Serialize};
+use orchestrix_adapters::postgres::{PgConfig, PgStore};
+use serde::{Deserialize, Deserializer, Serialize};
 use tracing::Instrument;
 
 /// What the handlers share.
@@ -93,6 +110,29 @@ pub fn metrics_handle() -> PrometheusHandle {
 /// the router. Must run inside a Tokio runtime.
 pub fn service() -> Service {
     let app = Orchestrix::builder().in_memory().aggregate::<Account>().build().expect("a valid configuration");
+    serve(app)
+}
+
+/// Like [`service`], with the events in PostgreSQL at `url`, in the schema
+/// `config` names (created and migrated if needed). Accounts survive a
+/// restart; the in-memory `Balances` read model is rebuilt from the events.
+///
+/// # Errors
+///
+/// The server is unreachable, or the migrations fail.
+pub async fn service_on_postgres(url: &str, config: PgConfig) -> Result<Service, StoreError> {
+    let store = PgStore::connect(url, config).await?;
+    store.migrate().await?;
+    Ok(service_on(store))
+}
+
+/// Like [`service`], on the event store given.
+pub fn service_on(store: impl EventStore) -> Service {
+    let app = Orchestrix::builder().event_store(store).aggregate::<Account>().build().expect("a valid configuration");
+    serve(app)
+}
+
+fn serve(app: Orchestrix) -> Service {
     let engine = ProjectionEngine::new(Arc::clone(app.event_store()), InMemoryCheckpointStore::new());
     let balances = Balances::default();
     let projection = engine.spawn(balances.clone(), ProjectionOptions::default());
@@ -134,8 +174,8 @@ pub struct ApiError {
 /// The body of an error response.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct ErrorBody {
-    /// A stable code: `rejected`, `not_found`, `conflict`, `bad_request`,
-    /// `unavailable`, `key_reused`, `internal`.
+    /// A stable code: `bad_request` and `not_found` from the service,
+    /// the kinds of `orchestrix::http` from a command.
     pub error: String,
     /// What went wrong, for people.
     pub message: String,
@@ -147,27 +187,110 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<CommandError<BankError>> for ApiError {
-    fn from(error: CommandError<BankError>) -> Self {
-        let (status, code) = match &error {
-            CommandError::Rejected(_) => (StatusCode::UNPROCESSABLE_ENTITY, "rejected"),
-            CommandError::AggregateNotFound { .. } => (StatusCode::NOT_FOUND, "not_found"),
-            CommandError::AggregateAlreadyExists { .. } | CommandError::Conflict { .. } => {
-                (StatusCode::CONFLICT, "conflict")
-            }
-            CommandError::Framework(orchestrix::Error::Store(StoreError::Unavailable(_))) => {
-                (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
-            }
-            CommandError::Framework(orchestrix::Error::Store(StoreError::DuplicateEventId { .. })) => {
-                (StatusCode::UNPROCESSABLE_ENTITY, "key_reused")
-            }
-            _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
-        };
-        if status.is_server_error() {
-            tracing::error!(%error, "command failed");
-        }
-        Self { status, code, message: error.to_string() }
+/// The errors of a handler: the service's own ([`ApiError`]), or a
+/// command's, answered by orchestrix's `IntoResponse` (feature `axum`).
+#[derive(Debug)]
+pub enum Failure {
+    /// A malformed request, or a query that found nothing.
+    Api(ApiError),
+    /// A command failed.
+    Command(CommandError<BankError>),
+}
+
+impl From<ApiError> for Failure {
+    fn from(error: ApiError) -> Self {
+        Self::Api(error)
     }
+}
+
+impl From<CommandError<BankError>> for Failure {
+    fn from(error: CommandError<BankError>) -> Self {
+        Self::Command(error)
+    }
+}
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        match self {
+            Self::Api(error) => error.into_response(),
+            Self::Command(error) => error.into_response(),
+        }
+    }
+}
+
+/// A JSON body whose refusal (malformed, an unknown field, a value out of
+/// range) is an [`ApiError`] with the JSON error body, like every other
+/// error, rather than axum's plain-text rejection.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Body<T>(pub T);
+
+impl<S, T> FromRequest<S> for Body<T>
+where
+    Json<T>: FromRequest<S, Rejection = JsonRejection>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        match Json::<T>::from_request(request, state).await {
+            Ok(Json(value)) => Ok(Self(value)),
+            Err(rejection) => {
+                Err(ApiError { status: rejection.status(), code: "bad_request", message: rejection.body_text() })
+            }
+        }
+    }
+}
+
+/// The longest owner name accepted, in bytes.
+pub const MAX_OWNER_LEN: usize = 200;
+
+/// The longest withdrawal reason accepted, in bytes.
+pub const MAX_REASON_LEN: usize = 500;
+
+/// A string of at most `max` bytes.
+fn bounded<'de, D: Deserializer<'de>>(deserializer: D, max: usize) -> Result<String, D::Error> {
+    let value = String::deserialize(deserializer)?;
+    if value.len() > max {
+        return Err(serde::de::Error::custom(format_args!(
+            "a string of {} bytes is too long: at most {max} bytes",
+            value.len()
+        )));
+    }
+    Ok(value)
+}
+
+fn owner<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    bounded(deserializer, MAX_OWNER_LEN)
+}
+
+fn reason<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    bounded(deserializer, MAX_REASON_LEN)
+}
+
+/// An amount in cents: a whole number from 0 to `u64::MAX`. JSON numbers
+/// beyond it are `number out of range`, not a confusing "floating point".
+fn cents<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+    struct Cents;
+    impl serde::de::Visitor<'_> for Cents {
+        type Value = u64;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "a whole number of cents from 0 to {}", u64::MAX)
+        }
+        fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<u64, E> {
+            Ok(value)
+        }
+        fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<u64, E> {
+            u64::try_from(value).map_err(|_| E::custom(format_args!("number out of range: {value} is negative")))
+        }
+        fn visit_f64<E: serde::de::Error>(self, value: f64) -> Result<u64, E> {
+            if value.is_finite() && value.fract() == 0.0 && value.abs() >= 1.0 {
+                Err(E::custom(format_args!("number out of range: {value} is not from 0 to {}", u64::MAX)))
+            } else {
+                Err(E::custom(format_args!("{value} is not a whole number of cents")))
+            }
+        }
+    }
+    deserializer.deserialize_any(Cents)
 }
 
 /// The longest `Idempotency-Key` accepted, in bytes.
@@ -217,16 +340,18 @@ fn accepted<E>(id: Uuid, outcome: &CommandOutcome<E>) -> Accepted {
 
 /// `POST /accounts`.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct OpenRequest {
-    /// Who owns the account.
+    /// Who owns the account: at most [`MAX_OWNER_LEN`] bytes.
+    #[serde(deserialize_with = "owner")]
     pub owner: String,
 }
 
 async fn open(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Json(body): Json<OpenRequest>,
-) -> Result<impl IntoResponse, ApiError> {
+    Body(body): Body<OpenRequest>,
+) -> Result<impl IntoResponse, Failure> {
     // A retried request opens the same account: its id derives from the key.
     let id = idempotency_key(&headers)?.map_or_else(Uuid::now_v7, |key| command_id_from_key("account-id", key));
     let options = command_options(&headers, "open")?;
@@ -236,8 +361,10 @@ async fn open(
 
 /// `POST /accounts/{id}/deposits`.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DepositRequest {
     /// In cents.
+    #[serde(deserialize_with = "cents")]
     pub amount: u64,
 }
 
@@ -245,8 +372,8 @@ async fn deposit(
     State(state): State<AppState>,
     Path(id): Path<String>,
     headers: HeaderMap,
-    Json(body): Json<DepositRequest>,
-) -> Result<Json<Accepted>, ApiError> {
+    Body(body): Body<DepositRequest>,
+) -> Result<Json<Accepted>, Failure> {
     let id = parse_id(&id)?;
     let options = command_options(&headers, &format!("deposit:{id}"))?;
     let outcome = state.app.execute_with(id, Deposit { amount: body.amount }, options).await?;
@@ -255,11 +382,13 @@ async fn deposit(
 
 /// `POST /accounts/{id}/withdrawals`.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct WithdrawRequest {
     /// In cents.
+    #[serde(deserialize_with = "cents")]
     pub amount: u64,
-    /// Why.
-    #[serde(default)]
+    /// Why: at most [`MAX_REASON_LEN`] bytes.
+    #[serde(default, deserialize_with = "reason")]
     pub reason: String,
 }
 
@@ -267,8 +396,8 @@ async fn withdraw(
     State(state): State<AppState>,
     Path(id): Path<String>,
     headers: HeaderMap,
-    Json(body): Json<WithdrawRequest>,
-) -> Result<Json<Accepted>, ApiError> {
+    Body(body): Body<WithdrawRequest>,
+) -> Result<Json<Accepted>, Failure> {
     let id = parse_id(&id)?;
     let options = command_options(&headers, &format!("withdraw:{id}"))?;
     let outcome = state.app.execute_with(id, Withdraw { amount: body.amount, reason: body.reason }, options).await?;

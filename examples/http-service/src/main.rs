@@ -1,5 +1,8 @@
 //! Serves the bank over HTTP. Listens on `--addr HOST:PORT`, else on
-//! `0.0.0.0:$PORT` (default 8080). Logs are JSON lines on stderr, with the
+//! `0.0.0.0:$PORT` (default 8080). Keeps the events in memory, or in
+//! PostgreSQL when `DATABASE_URL` is set (e.g.
+//! `postgres://postgres@127.0.0.1:5432/test`), in the schema
+//! `$DATABASE_SCHEMA` (default `http_service`), created on first start. Logs are JSON lines on stderr, with the
 //! fields of the enclosing spans (correlation and trace ids). Traces go to
 //! an OTLP/HTTP collector when `OTEL_EXPORTER_OTLP_ENDPOINT` or
 //! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is set (the other `OTEL_*`
@@ -81,7 +84,19 @@ async fn shutdown_signal() {
 async fn main() -> Result<(), BoxError> {
     let provider = telemetry()?;
     let addr = address()?;
-    let service = http_service::service();
+    let service = match std::env::var("DATABASE_URL") {
+        Ok(url) if !url.is_empty() => {
+            let schema = std::env::var("DATABASE_SCHEMA").unwrap_or_else(|_| "http_service".to_owned());
+            let config = orchestrix_adapters::postgres::PgConfig::new(schema)?;
+            let service = http_service::service_on_postgres(&url, config).await?;
+            tracing::info!("events in PostgreSQL");
+            service
+        }
+        _ => {
+            tracing::info!("events in memory (set DATABASE_URL to keep them in PostgreSQL)");
+            http_service::service()
+        }
+    };
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(addr = %listener.local_addr()?, "listening");
     axum::serve(listener, service.router).with_graceful_shutdown(shutdown_signal()).await?;

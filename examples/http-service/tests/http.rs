@@ -10,7 +10,10 @@ struct Running {
 }
 
 async fn start() -> Running {
-    let service = http_service::service();
+    start_with(http_service::service()).await
+}
+
+async fn start_with(service: http_service::Service) -> Running {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -155,6 +158,126 @@ async fn a_retried_request_with_an_idempotency_key_is_applied_once() {
 
     running.stop.send(()).unwrap();
     running.server.await.unwrap();
+}
+
+/// Bodies are checked before a command sees them: unknown fields, strings
+/// over their limit, amounts that are not whole cents from 0 to `u64::MAX`
+/// are refused with the JSON error body, naming the problem.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_fields_long_strings_and_overflowing_amounts_are_refused() {
+    let running = start().await;
+    let base = &running.base;
+    let http = reqwest::Client::new();
+    let refused = |response: reqwest::Response| async move {
+        let status = response.status().as_u16();
+        let body: ErrorBody = response.json().await.expect("a JSON error body");
+        assert_eq!(body.error, "bad_request");
+        (status, body.message)
+    };
+
+    let (status, message) = refused(
+        http.post(format!("{base}/accounts")).json(&json!({ "owner": "Ada", "admin": true })).send().await.unwrap(),
+    )
+    .await;
+    assert_eq!(status, 422);
+    assert!(message.contains("unknown field `admin`"), "{message}");
+
+    let huge = "x".repeat(1 << 20);
+    let (status, message) =
+        refused(http.post(format!("{base}/accounts")).json(&json!({ "owner": huge })).send().await.unwrap()).await;
+    assert_eq!(status, 422);
+    assert!(message.contains("too long: at most 200 bytes"), "{message}");
+    let longest = "x".repeat(http_service::MAX_OWNER_LEN);
+    let opened = http.post(format!("{base}/accounts")).json(&json!({ "owner": longest })).send().await.unwrap();
+    assert_eq!(opened.status(), 201, "the limit itself is accepted");
+    let id = opened.json::<Accepted>().await.unwrap().id;
+
+    let deposits = format!("{base}/accounts/{id}/deposits");
+    let raw = |body: &'static str| http.post(&deposits).header("content-type", "application/json").body(body).send();
+    let (status, message) = refused(raw(r#"{"amount": 100000000000000000000}"#).await.unwrap()).await;
+    assert_eq!(status, 422);
+    assert!(message.contains("number out of range"), "{message}");
+    assert!(!message.contains("floating point"), "{message}");
+    let (_, message) = refused(raw(r#"{"amount": -5}"#).await.unwrap()).await;
+    assert!(message.contains("number out of range"), "{message}");
+    let (_, message) = refused(raw(r#"{"amount": 1.5}"#).await.unwrap()).await;
+    assert!(message.contains("not a whole number of cents"), "{message}");
+    let (status, _) = refused(raw(r#"{"amount": "#).await.unwrap()).await;
+    assert_eq!(status, 400, "malformed JSON");
+    let top: Accepted = raw(r#"{"amount": 18446744073709551615}"#).await.unwrap().json().await.unwrap();
+    assert_eq!(top.version, 2, "u64::MAX is an amount");
+
+    let (status, message) = refused(
+        http.post(format!("{base}/accounts/{id}/withdrawals"))
+            .json(&json!({ "amount": 1, "reason": "y".repeat(http_service::MAX_REASON_LEN + 1) }))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 422);
+    assert!(message.contains("too long"), "{message}");
+
+    running.stop.send(()).unwrap();
+    running.server.await.unwrap();
+}
+
+/// On PostgreSQL the accounts survive a restart of the service, and the
+/// in-memory read model is rebuilt from the stored events.
+#[cfg_attr(
+    not(orchestrix_pg),
+    ignore = "needs ORCHESTRIX_PG_URL (a PostgreSQL server), see docs/guide/getting-started.md"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_accounts_survive_a_restart() {
+    use orchestrix_adapters::postgres::{PgConfig, PgStore};
+    let Ok(url) = std::env::var("ORCHESTRIX_PG_URL") else {
+        assert!(std::env::var_os("CI").is_none(), "ORCHESTRIX_PG_URL is not set, but CI is");
+        eprintln!("skipped: ORCHESTRIX_PG_URL is not set (e.g. postgres://postgres@127.0.0.1:5432/test)");
+        return;
+    };
+    let schema =
+        format!("orx_t_{}_{}", std::process::id(), std::time::SystemTime::UNIX_EPOCH.elapsed().unwrap().as_nanos());
+    let config = || PgConfig::new(schema.clone()).unwrap().with_max_connections(4);
+    let http = reqwest::Client::new();
+
+    let running = start_with(http_service::service_on_postgres(&url, config()).await.unwrap()).await;
+    let base = running.base.clone();
+    let opened: Accepted = http
+        .post(format!("{base}/accounts"))
+        .json(&json!({ "owner": "Ada" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = opened.id;
+    let deposited = http.post(format!("{base}/accounts/{id}/deposits")).json(&json!({ "amount": 70 })).send().await;
+    assert_eq!(deposited.unwrap().status(), 200);
+    running.stop.send(()).unwrap();
+    running.server.await.unwrap();
+
+    // A new process on the same schema: the account is there, and a command on it continues its stream.
+    let running = start_with(http_service::service_on_postgres(&url, config()).await.unwrap()).await;
+    let base = running.base.clone();
+    let view: BalanceView =
+        http.get(format!("{base}/accounts/{id}?min_version=2")).send().await.unwrap().json().await.unwrap();
+    assert_eq!((view.owner.as_str(), view.balance, view.version), ("Ada", 70, 2));
+    let more: Accepted = http
+        .post(format!("{base}/accounts/{id}/deposits"))
+        .json(&json!({ "amount": 5 }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(more.version, 3);
+    running.stop.send(()).unwrap();
+    running.server.await.unwrap();
+
+    PgStore::connect(&url, config()).await.unwrap().drop_schema().await.unwrap();
 }
 
 fn uuid_like() -> String {

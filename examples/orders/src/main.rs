@@ -32,11 +32,21 @@ use tracing_subscriber::Layer;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// What to start before the api and the worker, printed when no role is
+/// given and when a service is unreachable.
+const SERVICES: &str = "\
+orders needs PostgreSQL and NATS (with JetStream). Start them, for example:
+  docker run -d -p 5432:5432 -e POSTGRES_HOST_AUTH_METHOD=trust -e POSTGRES_DB=test postgres:16
+  docker run -d -p 4222:4222 nats:2 -js
+then run the two roles (--pg-url and --nats-url name other servers):
+  cargo run -p orders -- api --addr 127.0.0.1:8080
+  cargo run -p orders -- worker";
+
 #[derive(Debug, Parser)]
-#[command(name = "orders", about = "Order fulfilment across processes")]
+#[command(name = "orders", about = "Order fulfilment across processes", after_help = SERVICES)]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -87,10 +97,18 @@ struct Setup {
 
 impl Common {
     async fn setup(&self) -> Result<Setup, BoxError> {
-        let store = PgStore::connect(&self.pg_url, PgConfig::new(self.schema.clone())?.with_max_connections(8)).await?;
+        let config = PgConfig::new(self.schema.clone())?.with_max_connections(8);
+        let store = PgStore::connect(&self.pg_url, config)
+            .await
+            .map_err(|error| format!("PostgreSQL at {} is unreachable ({error}).\n{SERVICES}", self.pg_url))?;
         store.migrate().await?;
         orders::migrate(store.pool(), &self.schema).await?;
-        let client = connect(&self.nats_url).await?;
+        let unreachable =
+            |error: &dyn std::fmt::Display| format!("NATS at {} is unreachable ({error}).\n{SERVICES}", self.nats_url);
+        let client = tokio::time::timeout(Duration::from_secs(10), connect(&self.nats_url))
+            .await
+            .map_err(|elapsed| unreachable(&elapsed))?
+            .map_err(|error| unreachable(&error))?;
         let subjects = Subjects::new(self.prefix.clone(), self.partitions)?;
         let stream = EventStreamConfig::new(self.stream.clone())?;
         Ok(Setup { store, client, subjects, stream })
@@ -218,8 +236,11 @@ async fn worker(common: &Common) -> Result<(), BoxError> {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
-    let service = match cli.command {
+    let Some(command) = Cli::parse().command else {
+        eprintln!("orders: say which role to run, `api` or `worker`.\n{SERVICES}");
+        return std::process::ExitCode::from(2);
+    };
+    let service = match command {
         Command::Api { .. } => "orders-api",
         Command::Worker { .. } => "orders-worker",
     };
@@ -230,7 +251,7 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    let result = match &cli.command {
+    let result = match &command {
         Command::Api { addr, common } => api(*addr, common).await,
         Command::Worker { common } => worker(common).await,
     };

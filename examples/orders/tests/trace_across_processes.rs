@@ -100,6 +100,10 @@ fn assert_child(child: &Span, parent: &Span) {
     );
 }
 
+#[cfg_attr(
+    not(all(orchestrix_pg, orchestrix_nats)),
+    ignore = "needs ORCHESTRIX_PG_URL and ORCHESTRIX_NATS_URL (PostgreSQL and NATS servers), see docs/guide/getting-started.md"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_trace_runs_from_the_request_to_the_worker() {
     let Some(place) = Place::new().await else { return };

@@ -64,6 +64,10 @@ async fn effects(place: &Place) -> BTreeMap<(Uuid, String), (i64, i32)> {
     rows.into_iter().map(|(order, effect, amount, calls)| ((order, effect), (amount, calls))).collect()
 }
 
+#[cfg_attr(
+    not(all(orchestrix_pg, orchestrix_nats)),
+    ignore = "needs ORCHESTRIX_PG_URL and ORCHESTRIX_NATS_URL (PostgreSQL and NATS servers), see docs/guide/getting-started.md"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_killed_mid_run_loses_and_repeats_nothing() {
     let Some(place) = Place::new().await else { return };

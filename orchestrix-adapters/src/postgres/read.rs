@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 use orchestrix::envelope::RecordedEvent;
-use orchestrix::store::{EventFilter, EventStream};
 use orchestrix::retry::RetryPolicy;
+use orchestrix::store::{EventFilter, EventStream};
 use orchestrix::{StoreError, StreamId};
 use sqlx::postgres::PgRow;
 use sqlx::{Postgres, Row};

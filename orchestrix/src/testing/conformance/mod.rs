@@ -210,13 +210,15 @@ macro_rules! __orchestrix_conformance_expand {
     ($port:ident [$($check:ident),* $(,)?] run $make:ident) => {
         $( $crate::testing::conformance::$port::$check($make().await).await; )*
     };
-    ($port:ident [$($check:ident),* $(,)?] tests $make:expr) => {
-        $(
-            #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $check() {
-                $crate::testing::conformance::$port::$check($make).await;
-            }
-        )*
+    ($port:ident [$(,)?] tests [$($attr:tt)*] $make:expr) => {};
+    ($port:ident [$check:ident $(, $rest:ident)* $(,)?] tests [$($attr:tt)*] $make:expr) => {
+        $($attr)*
+        #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $check() {
+            $crate::testing::conformance::$port::$check($make).await;
+        }
+
+        $crate::__orchestrix_conformance_expand! { $port [$($rest),*] tests [$($attr)*] $make }
     };
 }
 
@@ -234,6 +236,10 @@ macro_rules! __orchestrix_conformance_expand {
 /// function, so it may use `.await`. Names in scope where the macro is
 /// invoked are in scope in the expression.
 ///
+/// Attributes written before the port's name go on every generated test,
+/// for example `#[cfg_attr(not(has_server), ignore = "needs a server")]`
+/// to report the tests ignored, with the reason, when a service is absent.
+///
 /// `event_store` includes the checks of idempotent appends (ADR 0027), in
 /// a module `event_store::idempotent_append`, unless the adapter declares
 /// them unsupported with a third argument,
@@ -250,35 +256,35 @@ macro_rules! __orchestrix_conformance_expand {
 /// ```
 #[macro_export]
 macro_rules! conformance_tests {
-    (event_store, $make:expr, unsupported = [idempotent_append] $(,)?) => {
+    ($(#[$attr:meta])* event_store, $make:expr, unsupported = [idempotent_append] $(,)?) => {
         mod event_store {
             #[allow(unused_imports)]
             use super::*;
 
-            $crate::__orchestrix_conformance_checks! { event_store tests $make }
+            $crate::__orchestrix_conformance_checks! { event_store tests [$(#[$attr])*] $make }
         }
     };
-    (event_store, $make:expr $(,)?) => {
+    ($(#[$attr:meta])* event_store, $make:expr $(,)?) => {
         mod event_store {
             #[allow(unused_imports)]
             use super::*;
 
-            $crate::__orchestrix_conformance_checks! { event_store tests $make }
+            $crate::__orchestrix_conformance_checks! { event_store tests [$(#[$attr])*] $make }
 
             mod idempotent_append {
                 #[allow(unused_imports)]
                 use super::*;
 
-                $crate::__orchestrix_conformance_checks! { idempotent_append tests $make }
+                $crate::__orchestrix_conformance_checks! { idempotent_append tests [$(#[$attr])*] $make }
             }
         }
     };
-    ($port:ident, $make:expr $(,)?) => {
+    ($(#[$attr:meta])* $port:ident, $make:expr $(,)?) => {
         mod $port {
             #[allow(unused_imports)]
             use super::*;
 
-            $crate::__orchestrix_conformance_checks! { $port tests $make }
+            $crate::__orchestrix_conformance_checks! { $port tests [$(#[$attr])*] $make }
         }
     };
 }
