@@ -62,7 +62,14 @@ impl ExpectedVersion {
     }
 }
 
-/// Which events a global read or subscription delivers.
+/// Which events a global read or subscription delivers: those of the
+/// given types (all types if none are given) that carry every one of the
+/// given tags (`metadata.tags`, ADR 0023; no condition if none are given).
+///
+/// A store evaluates the whole filter before it delivers an event, so a
+/// filter is never a hint; a store with a tag index evaluates the tags in
+/// its query (PostgreSQL: the GIN index on `events.tags`), so a reader of
+/// a small share of the log does not read the rest (ADR 0036).
 ///
 /// ```
 /// use orchestrix::EventFilter;
@@ -71,10 +78,14 @@ impl ExpectedVersion {
 /// assert!(all.matches("Anything"));
 /// let some = EventFilter::types(["AccountOpened", "AccountClosed"]);
 /// assert!(some.matches("AccountOpened") && !some.matches("AccountDeposited"));
+/// let tagged = EventFilter::all().with_tag("course:42");
+/// assert_eq!(tagged.tags(), ["course:42"]);
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EventFilter {
     event_types: Option<Vec<String>>,
+    /// Sorted, without duplicates.
+    tags: Vec<String>,
 }
 
 impl EventFilter {
@@ -92,7 +103,29 @@ impl EventFilter {
         let mut types: Vec<String> = types.into_iter().map(Into::into).collect();
         types.sort_unstable();
         types.dedup();
-        Self { event_types: Some(types) }
+        Self { event_types: Some(types), tags: Vec::new() }
+    }
+
+    /// The same filter, further requiring the tag `tag` (a tag as
+    /// [`crate::query::tag`] makes it, `name:value`): an event passes only
+    /// if it carries every tag required.
+    #[must_use]
+    pub fn with_tag(mut self, tag: impl Into<String>) -> Self {
+        let tag = tag.into();
+        if let Err(at) = self.tags.binary_search(&tag) {
+            self.tags.insert(at, tag);
+        }
+        self
+    }
+
+    /// The tags every delivered event carries, sorted; empty: no condition.
+    pub fn tags(&self) -> &[String] {
+        &self.tags
+    }
+
+    /// Whether the filter lets every event through.
+    pub fn is_all(&self) -> bool {
+        self.event_types.is_none() && self.tags.is_empty()
     }
 
     /// The type names, or `None` for every type.
@@ -100,9 +133,29 @@ impl EventFilter {
         self.event_types.as_deref()
     }
 
-    /// Whether an event of this type passes.
+    /// Whether an event of this type passes the type condition (the tags
+    /// are not looked at: see [`EventFilter::matches_event`]).
     pub fn matches(&self, event_type: &str) -> bool {
         self.event_types.as_ref().is_none_or(|types| types.binary_search_by(|t| t.as_str().cmp(event_type)).is_ok())
+    }
+
+    /// Whether `event` passes: its type and its tags.
+    pub fn matches_event(&self, event: &RecordedEvent) -> bool {
+        self.matches(&event.event_type) && self.tags.iter().all(|tag| event.metadata.tags.contains(tag))
+    }
+
+    /// `events` without those that lack one of the filter's tags (errors
+    /// pass): for a store whose query evaluates the types but not the tags.
+    pub fn retain_tagged<'a>(&self, events: EventStream<'a>) -> EventStream<'a> {
+        use futures_util::StreamExt as _;
+        if self.tags.is_empty() {
+            return events;
+        }
+        let tags = self.tags.clone();
+        Box::pin(events.filter(move |item| {
+            let keep = item.as_ref().map_or(true, |event| tags.iter().all(|tag| event.metadata.tags.contains(tag)));
+            std::future::ready(keep)
+        }))
     }
 }
 
@@ -319,7 +372,7 @@ pub trait EventStore: Send + Sync + Debug + 'static {
     async fn read_event(&self, id: Uuid) -> Result<Option<Arc<RecordedEvent>>, StoreError> {
         use futures_util::StreamExt as _;
         /// Every event: a `static`, so the read can borrow it.
-        static ALL: EventFilter = EventFilter { event_types: None };
+        static ALL: EventFilter = EventFilter { event_types: None, tags: Vec::new() };
         let mut events = self.read_all(0, &ALL);
         while let Some(event) = events.next().await {
             let event = event?;
@@ -357,7 +410,7 @@ pub trait EventStore: Send + Sync + Debug + 'static {
     fn read_by_query<'a>(&'a self, query: &'a Query, from_position: u64) -> EventStream<'a> {
         use futures_util::StreamExt as _;
         /// Every event: a `static`, so the read can borrow it for `'a`.
-        static ALL: EventFilter = EventFilter { event_types: None };
+        static ALL: EventFilter = EventFilter { event_types: None, tags: Vec::new() };
         if query.is_empty() {
             return Box::pin(futures_util::stream::empty());
         }

@@ -791,7 +791,7 @@ impl EventStore for SqliteStore {
     fn read_all<'a>(&'a self, from_position: u64, filter: &'a EventFilter) -> EventStream<'a> {
         let inner = &*self.inner;
         let types = types_json(filter);
-        stream::once(async move { inner.head().await })
+        let events = stream::once(async move { inner.head().await })
             .flat_map(move |head| match head {
                 Err(error) => stream::once(async move { Err(error) }).boxed(),
                 Ok(None) => stream::empty().boxed(),
@@ -812,7 +812,9 @@ impl EventStore for SqliteStore {
                     })
                 }
             })
-            .boxed()
+            .boxed();
+        // The tags are matched here, after the pages (the types in the query).
+        filter.retain_tagged(events)
     }
 
     fn subscribe(&self, from_position: u64, filter: EventFilter) -> EventStream<'static> {
@@ -825,11 +827,12 @@ impl EventStore for SqliteStore {
             error: None,
             failed: false,
         };
-        stream::unfold(state, |mut state| async move {
+        let events = stream::unfold(state, |mut state| async move {
             let item = state.next_item().await?;
             Some((item, state))
         })
-        .boxed()
+        .boxed();
+        filter.retain_tagged(events)
     }
 
     async fn read_event(&self, id: Uuid) -> Result<Option<Arc<RecordedEvent>>, StoreError> {
