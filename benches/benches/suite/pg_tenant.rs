@@ -96,7 +96,7 @@ pub(crate) async fn catch_up(server: &Server, options: &Options) -> Result<Row, 
 async fn catch_up_once(engine: &ProjectionEngine, run: &AtomicU64, last: u64) -> u64 {
     let name = format!("catch-up-{}", run.fetch_add(1, Ordering::Relaxed));
     let mut handle = engine.spawn(Counting::new(name), ProjectionOptions::default());
-    handle.wait_for_position(last, std::time::Duration::from_secs(600)).await.expect("the projection catches up");
+    handle.wait_for_position(last, std::time::Duration::from_mins(10)).await.expect("the projection catches up");
     handle.stop().await.expect("the projection ran").seen
 }
 
