@@ -303,7 +303,14 @@ impl FromIterator<QueryItem> for Query {
     }
 }
 
-/// Which events a global read or subscription delivers.
+/// Which events a global read or subscription delivers: those of the
+/// given types (all types if none are given) that carry every one of the
+/// given tags (`metadata.tags`, ADR 0023; no condition if none are given).
+///
+/// A store evaluates the whole filter before it delivers an event, so a
+/// filter is never a hint; a store with a tag index evaluates the tags in
+/// its query (PostgreSQL: the GIN index on `events.tags`), so a reader of
+/// a small share of the log does not read the rest (ADR 0036).
 ///
 /// ```
 /// use orchestrix::store::EventFilter;
@@ -312,16 +319,20 @@ impl FromIterator<QueryItem> for Query {
 /// assert!(all.matches("Anything"));
 /// let some = EventFilter::types(["AccountOpened", "AccountClosed"]);
 /// assert!(some.matches("AccountOpened") && !some.matches("AccountDeposited"));
+/// let tagged = EventFilter::all().with_tag("course:42");
+/// assert_eq!(tagged.tags(), ["course:42"]);
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EventFilter {
     event_types: Option<Vec<String>>,
+    /// Sorted, without duplicates.
+    tags: Vec<String>,
 }
 
 impl EventFilter {
     /// Every event.
     pub const fn all() -> Self {
-        Self { event_types: None }
+        Self { event_types: None, tags: Vec::new() }
     }
 
     /// Only events of the given type names.
@@ -333,7 +344,29 @@ impl EventFilter {
         let mut types: Vec<String> = types.into_iter().map(Into::into).collect();
         types.sort_unstable();
         types.dedup();
-        Self { event_types: Some(types) }
+        Self { event_types: Some(types), tags: Vec::new() }
+    }
+
+    /// The same filter, further requiring the tag `tag` (a tag as
+    /// [`crate::query::tag`] makes it, `name:value`): an event passes only
+    /// if it carries every tag required.
+    #[must_use]
+    pub fn with_tag(mut self, tag: impl Into<String>) -> Self {
+        let tag = tag.into();
+        if let Err(at) = self.tags.binary_search(&tag) {
+            self.tags.insert(at, tag);
+        }
+        self
+    }
+
+    /// The tags every delivered event carries, sorted; empty: no condition.
+    pub fn tags(&self) -> &[String] {
+        &self.tags
+    }
+
+    /// Whether the filter lets every event through.
+    pub fn is_all(&self) -> bool {
+        self.event_types.is_none() && self.tags.is_empty()
     }
 
     /// The type names, or `None` for every type.
@@ -341,9 +374,15 @@ impl EventFilter {
         self.event_types.as_deref()
     }
 
-    /// Whether an event of this type passes.
+    /// Whether an event of this type passes the type condition (the tags
+    /// are not looked at: see [`EventFilter::matches_event`](crate::store::EventFilter::matches_event)).
     pub fn matches(&self, event_type: &str) -> bool {
         self.event_types.as_ref().is_none_or(|types| types.binary_search_by(|t| t.as_str().cmp(event_type)).is_ok())
+    }
+
+    /// Whether an event with these tags passes the tag condition.
+    pub fn has_tags(&self, tags: &[String]) -> bool {
+        self.tags.iter().all(|tag| tags.contains(tag))
     }
 }
 

@@ -189,6 +189,29 @@ pub fn first_conflict(appends: &[StreamAppend], actual: &[Option<u64>]) -> Optio
     })
 }
 
+// The parts of the filter that look at stored events live beside the
+// port, so that `query` stays below `envelope` and `store` (ADR 0035).
+impl EventFilter {
+    /// Whether `event` passes: its type and its tags.
+    pub fn matches_event(&self, event: &RecordedEvent) -> bool {
+        self.matches(&event.event_type) && self.has_tags(&event.metadata.tags)
+    }
+
+    /// `events` without those that lack one of the filter's tags (errors
+    /// pass): for a store whose query evaluates the types but not the tags.
+    pub fn retain_tagged<'a>(&self, events: EventStream<'a>) -> EventStream<'a> {
+        use futures_util::StreamExt as _;
+        if self.tags().is_empty() {
+            return events;
+        }
+        let filter = self.clone();
+        Box::pin(events.filter(move |item| {
+            let keep = item.as_ref().map_or(true, |event| filter.has_tags(&event.metadata.tags));
+            std::future::ready(keep)
+        }))
+    }
+}
+
 /// The event log: append with optimistic concurrency, read a stream, read
 /// and follow the global log.
 ///

@@ -15,8 +15,13 @@
 //!   already names another tenant is refused with
 //!   [`StoreError::InvalidInput`].
 //! - **Global reads and subscriptions** deliver only the events of the
-//!   tenant's streams. The filtering happens in the view, so a tenant's
-//!   subscription reads (and skips) the other tenants' events.
+//!   tenant's streams that carry the tenant's tag (every event written
+//!   through the view does). The view asks the inner store for the tag
+//!   ([`EventFilter::with_tag`]), so a store with a tag index (PostgreSQL)
+//!   reads only the tenant's events, not every tenant's (ADR 0036); the
+//!   view still checks the stream of each. An event put into a tenant's
+//!   stream through the inner store without the tag is in the view's
+//!   stream reads but not in its global reads.
 //! - **Snapshots** use the namespaced stream; **checkpoints**, **keys**,
 //!   **dead letters** and the **data subjects** of a
 //!   [`KeyStore`] prefix the consumer name, key or
@@ -470,12 +475,21 @@ impl<S: EventStore> EventStore for TenantStore<S> {
         .boxed()
     }
 
+    /// The inner store's read through `filter` and the tenant's tag, so a
+    /// store with a tag index reads only the tenant's events (ADR 0036).
     fn read_all<'a>(&'a self, from_position: u64, filter: &'a EventFilter) -> EventStream<'a> {
-        confine(Arc::clone(&self.prefix), self.inner.read_all(from_position, filter))
+        let filter = filter.clone().with_tag(self.tenant_tag());
+        let events = async_stream::stream! {
+            let mut events = self.inner.read_all(from_position, &filter);
+            while let Some(item) = events.next().await {
+                yield item;
+            }
+        };
+        confine(Arc::clone(&self.prefix), events.boxed())
     }
 
     fn subscribe(&self, from_position: u64, filter: EventFilter) -> EventStream<'static> {
-        confine(Arc::clone(&self.prefix), self.inner.subscribe(from_position, filter))
+        confine(Arc::clone(&self.prefix), self.inner.subscribe(from_position, filter.with_tag(self.tenant_tag())))
     }
 
     /// The inner store's event, if it is this tenant's.

@@ -300,6 +300,7 @@ async fn a_view_passes_the_port_checks() {
         // views do not nest.
         use conformance::consistency_by_query as conditions;
         conditions::tags_round_trip_and_queries_select(fresh()).await;
+        conditions::global_reads_filter_by_tags(fresh()).await;
         conditions::condition_passes_then_fails(fresh()).await;
         conditions::condition_and_expectations_are_atomic(fresh()).await;
         conditions::concurrent_conditions_have_one_winner(fresh()).await;
@@ -385,4 +386,27 @@ async fn conditions_are_confined_to_the_tenant() {
     )
     .await
     .unwrap();
+}
+
+/// A view's global reads ask the inner store for the tenant's tag (ADR
+/// 0036): an event put into the tenant's stream through the inner store,
+/// without the tag, is in the view's stream read but in neither its global
+/// read nor its subscription; the tenant's own events are in all three.
+#[tokio::test]
+async fn global_reads_deliver_the_tenants_tagged_events_only() {
+    let shared = InMemoryEventStore::new();
+    let acme = view(shared.clone());
+    let account = stream("Account", "1");
+    acme.append(&account, ExpectedVersion::NoStream, vec![event("Opened", 1)]).await.unwrap();
+    let inner = acme.inner_stream(&account).unwrap();
+    shared.append(&inner, ExpectedVersion::Exact(1), vec![event("Deposited", 2)]).await.unwrap();
+    acme.append(&account, ExpectedVersion::Exact(2), vec![event("Deposited", 3)]).await.unwrap();
+
+    assert_eq!(numbers(&read_stream(&acme, &account).await), [1, 2, 3]);
+    assert_eq!(numbers(&read_all(&acme).await), [1, 3]);
+    let mut subscription = acme.subscribe(0, EventFilter::all());
+    assert_eq!(numbers(&drain(&mut subscription).await), [1, 3]);
+    let deposits = EventFilter::types(["Deposited"]);
+    let read: Vec<_> = acme.read_all(0, &deposits).map(Result::unwrap).collect().await;
+    assert_eq!(numbers(&read), [3]);
 }

@@ -17,7 +17,9 @@
 //! 5. projection catch-up over 1,000,000 events;
 //! 6. in memory: command round trip, rehydration of 10,000 events, and
 //!    heap bytes per stored event (counted by this binary's allocator);
-//! 7. SQLite: sequential commands.
+//! 7. SQLite: sequential commands;
+//! 8. projection catch-up through one tenant's view (`TenantStore`) of a log
+//!    four tenants share, beside the same catch-up unfiltered.
 //!
 //! Prints a table and writes `summary.json` into `bench/` under the cargo
 //! target directory (one object per scenario); with `--docs PATH` also the
@@ -27,6 +29,7 @@
 
 mod memory;
 mod pg;
+mod pg_tenant;
 mod report;
 mod sqlite;
 
@@ -151,7 +154,7 @@ fn main() -> ExitCode {
             }
         }
         Err(_) => println!(
-            "scenarios 1-5 skipped: set ORCHESTRIX_PG_URL, for example postgres://postgres@127.0.0.1:5432/test\n"
+            "scenarios 1-5 and 8 skipped: set ORCHESTRIX_PG_URL, for example postgres://postgres@127.0.0.1:5432/test\n"
         ),
     }
 

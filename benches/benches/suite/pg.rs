@@ -30,13 +30,13 @@ use sqlx::{PgPool, Row as _};
 use crate::report::{Entry, Row};
 use crate::{Options, Size};
 
-type BoxError = Box<dyn Error + Send + Sync>;
+pub(crate) type BoxError = Box<dyn Error + Send + Sync>;
 
 const OWNER: &str = "Ada Lovelace";
 const RAW: &str = "raw sqlx INSERT";
 const PEER: &str = "cqrs-es 0.5";
 const WRITERS: u64 = 16;
-const BATCH: u64 = 100;
+pub(crate) const BATCH: u64 = 100;
 
 /// The documented postgres-es 0.5 tables (its `db/init.sql`), in a schema.
 fn peer_tables(schema: &str) -> String {
@@ -51,7 +51,7 @@ fn peer_tables(schema: &str) -> String {
 }
 
 /// The server, and the schemas this run created there.
-struct Server {
+pub(crate) struct Server {
     url: String,
     prefix: String,
     admin: PgPool,
@@ -85,7 +85,7 @@ impl Server {
 
     /// Closes the contestants' pools and drops every schema this run
     /// created so far.
-    async fn drop_schemas(&self) -> Result<(), BoxError> {
+    pub(crate) async fn drop_schemas(&self) -> Result<(), BoxError> {
         let pools = std::mem::take(&mut *self.pools.lock().expect("not poisoned"));
         for pool in pools {
             pool.close().await;
@@ -104,7 +104,7 @@ impl Server {
     }
 
     /// Orchestrix's store in a schema of its own.
-    async fn store(&self, tag: &str, max: u32) -> Result<PgStore, BoxError> {
+    pub(crate) async fn store(&self, tag: &str, max: u32) -> Result<PgStore, BoxError> {
         self.store_with(tag, max, |config| config).await
     }
 
@@ -159,7 +159,7 @@ fn command_metadata() -> String {
 /// writes, into an identical table, with no read and no version check
 /// (the unique index alone guards the streams).
 #[derive(Clone)]
-struct Raw {
+pub(crate) struct Raw {
     pool: PgPool,
     one: Arc<str>,
     batch: Arc<str>,
@@ -242,10 +242,11 @@ impl Raw {
 
     /// Streams every row of `table` in global order, decoding each column
     /// into the Rust types Orchestrix decodes them into; returns the count.
-    async fn read_all(pool: &PgPool, table: &str) -> u64 {
+    pub(crate) async fn read_all(pool: &PgPool, table: &str, condition: Option<&str>) -> u64 {
+        let condition = condition.map_or(String::new(), |condition| format!(" WHERE {condition}"));
         let sql = format!(
             "SELECT global_position, event_id, category, aggregate_id, stream_version, event_type, schema_version, \
-             data::text, metadata::text, recorded_at FROM {table} ORDER BY global_position"
+             data::text, metadata::text, recorded_at FROM {table}{condition} ORDER BY global_position"
         );
         let mut rows = sqlx::query(&sql).fetch(pool);
         let mut count = 0u64;
@@ -375,6 +376,10 @@ async fn scenarios(server: &Server, options: &Options, rows: &mut Vec<Row>) -> R
         rows.push(catch_up(server, options).await?);
         server.drop_schemas().await?;
     }
+    if options.runs("8") {
+        rows.push(crate::pg_tenant::catch_up(server, options).await?);
+        server.drop_schemas().await?;
+    }
     Ok(())
 }
 
@@ -449,7 +454,9 @@ async fn hot(server: &Server, size: Size, variant: &str) -> Result<Row, BoxError
         server.raw(variant, 2).await?,
         server.peer(variant, 2, peer_snapshots).await?,
     );
-    let orchestrix = app(&store, snapshots, cache);
+    // The reference runs in an app of its own configuration, so that the
+    // hot stream's cache counts are the hot stream's alone.
+    let (orchestrix, reference) = (app(&store, snapshots, cache), app(&store, snapshots, cache));
     let rates = race(
         rounds,
         ops,
@@ -457,18 +464,26 @@ async fn hot(server: &Server, size: Size, variant: &str) -> Result<Row, BoxError
             round(|n| hot_stream(orchestrix.clone(), n)),
             round(|n| raw.clone().hot_stream(n)),
             round(|n| peer.clone().hot_stream(n)),
-            round(|n| open_accounts(orchestrix.clone(), n)),
+            round(|n| open_accounts(reference.clone(), n)),
         ],
     )
     .await;
+    let stats = orchestrix.cache_stats::<Account>().expect("Account is registered");
+    let hit_rate = stats.hit_rate().map_or("no lookups".to_owned(), |rate| format!("{:.1}%", rate * 100.0));
+    let cache_line = format!(
+        "aggregate cache hit rate {hit_rate} ({} hits, {} misses, {} evictions over the warm-up and all rounds)",
+        stats.hits, stats.misses, stats.evictions
+    );
+    println!("[{variant}] Orchestrix {cache_line}");
     let suffix = if cache { "" } else { ", cache off" };
     let row = three(variant, name, "commands/s", &rates, RAW)
         .reference(Entry::new(format!("Orchestrix new aggregates{suffix}"), rates[3].per_second))
         .goal("to_reference", 0.8)
         .goal("to_peer", 2.0)
         .method(format!(
-            "{rounds} rounds of {ops} commands on one new aggregate each; reference: {ops} commands on new \
-             aggregates through the same app, in the same rounds; raw: INSERT of the next version"
+            "{rounds} rounds of {ops} commands on one new aggregate each; Orchestrix {cache_line}; reference: {ops} \
+             commands on new aggregates through an app of the same configuration, in the same rounds; raw: INSERT of \
+             the next version"
         ))
         .announce();
     server.drop_schemas().await?;
@@ -562,7 +577,7 @@ async fn catch_up(server: &Server, options: &Options) -> Result<Row, BoxError> {
             }),
             round(|n| {
                 let (pool, table) = (store.pool(), &table);
-                async move { assert_eq!(Raw::read_all(pool, table).await, n) }
+                async move { assert_eq!(Raw::read_all(pool, table, None).await, n) }
             }),
             round(|n| {
                 let peer = &peer;

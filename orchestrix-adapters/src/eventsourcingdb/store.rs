@@ -532,7 +532,7 @@ impl EventStore for EsdbStore {
         read_raw(Arc::clone(&inner), body)
             .filter_map(move |event| {
                 let item = match event.and_then(|event| inner.record(event)) {
-                    Ok(Some(record)) if filter.matches(&record.event_type) => Some(Ok(Arc::new(record))),
+                    Ok(Some(record)) if filter.matches_event(&record) => Some(Ok(Arc::new(record))),
                     Ok(_) => None,
                     Err(error) => Some(Err(error)),
                 };

@@ -97,7 +97,7 @@ pub(super) fn subscribe(
             match record {
                 Ok(Some(record)) => {
                     state.failures = 0;
-                    if state.filter.matches(&record.event_type) {
+                    if state.filter.matches_event(&record) {
                         return Some((Ok(Arc::new(record)), state));
                     }
                 }

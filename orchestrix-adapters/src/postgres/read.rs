@@ -13,6 +13,7 @@ use sqlx::postgres::PgRow;
 use sqlx::{Postgres, Row};
 use tokio::sync::watch;
 
+use super::schema::Sql;
 use super::{Inner, PgStore};
 use crate::common::{decode_rows, map_err, next_cursor, outage_pause, paged, to_i64, EventRow, CHUNK};
 #[cfg(doc)]
@@ -144,12 +145,7 @@ impl Inner {
         upper: u64,
         filter: &EventFilter,
     ) -> Result<(Vec<Arc<RecordedEvent>>, Option<StoreError>), StoreError> {
-        let mut rows = sqlx::query(&self.sql.read_range)
-            .bind(to_i64(from))
-            .bind(to_i64(upper))
-            .bind(filter.event_types())
-            .bind(GLOBAL_CHUNK)
-            .fetch(&self.pool);
+        let mut rows = range_query(&self.sql, from, upper, filter, GLOBAL_CHUNK).fetch(&self.pool);
         let mut events = Vec::new();
         let mut stream = None;
         while let Some(row) = rows.try_next().await.map_err(map_err)? {
@@ -277,12 +273,7 @@ fn segment(inner: Arc<Inner>, from: u64, filter: EventFilter) -> SegmentRows {
                 return;
             }
         };
-        let mut rows = sqlx::query(&inner.sql.read_range)
-            .bind(to_i64(from))
-            .bind(to_i64(watermark))
-            .bind(filter.event_types())
-            .bind(SEGMENT)
-            .fetch(&mut *connection);
+        let mut rows = range_query(&inner.sql, from, watermark, &filter, SEGMENT).fetch(&mut *connection);
         let mut count = 0;
         let mut stream = None;
         loop {
@@ -380,5 +371,31 @@ impl Subscription {
                 None => self.rows = None,
             }
         }
+    }
+}
+
+/// The read of the global log from `from` below `upper` through `filter`,
+/// at most `limit` events: the types and the tags in the statement, the
+/// tags (when there are any) in an unprepared one, planned for them
+/// (ADR 0036).
+fn range_query<'q>(
+    sql: &'q Sql,
+    from: u64,
+    upper: u64,
+    filter: &'q EventFilter,
+    limit: i64,
+) -> sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments> {
+    let tagged = !filter.tags().is_empty();
+    let statement = if tagged { &sql.read_range_tagged } else { &sql.read_range };
+    let query = sqlx::query(statement)
+        .persistent(!tagged)
+        .bind(to_i64(from))
+        .bind(to_i64(upper))
+        .bind(filter.event_types())
+        .bind(limit);
+    if tagged {
+        query.bind(filter.tags())
+    } else {
+        query
     }
 }

@@ -403,6 +403,10 @@ pub(super) struct Sql {
     /// The events from `$1` below `$2` (of the types `$3`, all if NULL), at
     /// most `$4`: a plain range scan, streamed by a subscription.
     pub(super) read_range: String,
+    /// `read_range` of the events that also carry every tag of `$5`
+    /// (`EventFilter::tags`), which the GIN index on `tags` can find: run
+    /// unprepared, so that each read is planned for its tags (ADR 0036).
+    pub(super) read_range_tagged: String,
     pub(super) notify: String,
     pub(super) snapshot_save: String,
     pub(super) snapshot_load: String,
@@ -464,6 +468,11 @@ impl Sql {
             read_range: format!(
                 "SELECT {COLUMNS} FROM {events} WHERE global_position >= $1 AND global_position < $2 \
                  AND ($3::text[] IS NULL OR event_type = ANY($3)) ORDER BY global_position LIMIT $4"
+            ),
+            read_range_tagged: format!(
+                "SELECT {COLUMNS} FROM {events} WHERE global_position >= $1 AND global_position < $2 \
+                 AND ($3::text[] IS NULL OR event_type = ANY($3)) AND tags @> $5::text[] \
+                 ORDER BY global_position LIMIT $4"
             ),
             // A notification is a hint, never data: its commit need not
             // wait for the WAL flush that every append's commit waits for

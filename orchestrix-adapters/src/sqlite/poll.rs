@@ -28,11 +28,12 @@ impl SqliteStore {
             error: None,
             failed: false,
         };
-        stream::unfold(state, |mut state| async move {
+        let events = stream::unfold(state, |mut state| async move {
             let item = state.next_item().await?;
             Some((item, state))
         })
-        .boxed()
+        .boxed();
+        filter.retain_tagged(events)
     }
 }
 

@@ -47,7 +47,7 @@ impl SqliteStore {
     pub(super) fn read_all_from<'a>(&'a self, from_position: u64, filter: &'a EventFilter) -> EventStream<'a> {
         let inner = &*self.inner;
         let types = types_json(filter);
-        stream::once(async move { inner.head().await })
+        let events = stream::once(async move { inner.head().await })
             .flat_map(move |head| match head {
                 Err(error) => stream::once(async move { Err(error) }).boxed(),
                 Ok(None) => stream::empty().boxed(),
@@ -68,7 +68,9 @@ impl SqliteStore {
                     })
                 }
             })
-            .boxed()
+            .boxed();
+        // The tags are matched here, after the pages (the types in the query).
+        filter.retain_tagged(events)
     }
 
     /// [`EventStore::read_event`]: the event with this id, if stored.

@@ -202,7 +202,7 @@ fn global_chunk(log: &Log, next: &mut usize, end: usize, filter: &EventFilter, o
     if *next >= end {
         return;
     }
-    if filter.event_types().is_none() {
+    if filter.is_all() {
         let stop = end.min(*next + CHUNK);
         out.extend(log.events[*next..stop].iter().cloned());
         *next = stop;
@@ -210,7 +210,7 @@ fn global_chunk(log: &Log, next: &mut usize, end: usize, filter: &EventFilter, o
     }
     let stop = end.min(*next + SCAN);
     for (index, event) in log.events[*next..stop].iter().enumerate() {
-        if filter.matches(&event.event_type) {
+        if filter.matches_event(event) {
             out.push(Arc::clone(event));
             if out.len() == CHUNK {
                 *next += index + 1;

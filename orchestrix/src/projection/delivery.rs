@@ -395,7 +395,7 @@ pub async fn skippable(
     let mut seen = 0;
     while let Some(event) = read.next().await {
         let event = event?;
-        if event.global_position > head || filter.matches(&event.event_type) {
+        if event.global_position > head || filter.matches_event(&event) {
             break;
         }
         skip_to = Some(event.global_position);

@@ -127,7 +127,7 @@ impl<P: Projection> ProjectionFixture<P> {
             return Err(error.into());
         }
         let filter = self.projection.filter();
-        for record in self.records.iter().filter(|r| filter.matches(&r.event_type)) {
+        for record in self.records.iter().filter(|r| filter.matches_event(r)) {
             self.projection.handle(record).await?;
             if self.twice {
                 self.projection.handle(record).await?;

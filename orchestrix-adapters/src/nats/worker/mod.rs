@@ -448,7 +448,7 @@ impl<P: Projection> Run<P> {
                 return Ok(());
             }
         };
-        if !self.filter.matches(&event.event_type) {
+        if !self.filter.matches_event(&event) {
             ack(&message, AckKind::Ack).await;
             self.status.send_modify(|s| {
                 s.skipped += 1;

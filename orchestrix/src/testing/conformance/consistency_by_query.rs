@@ -7,11 +7,13 @@ use std::sync::Arc;
 
 use futures_util::StreamExt;
 
-use super::support::{event_with, fail, ok, unique_stream, within};
+use super::support::{
+    collect, event_with, expect_eq, expect_quiet, fail, next_event, next_events, ok, positions, unique_stream, within,
+};
 use crate::envelope::{Metadata, NewEvent, RecordedEvent};
 use crate::error::StoreError;
 use crate::query::{AppendCondition, Query, QueryItem};
-use crate::store::{EventStore, ExpectedVersion, StreamAppend};
+use crate::store::{EventFilter, EventStore, ExpectedVersion, StreamAppend};
 use crate::stream::StreamId;
 
 pub use super::validation::{append_if_refuses_unreadable_payloads, tenants_cannot_forge_tenant_tags};
@@ -92,6 +94,71 @@ pub async fn tags_round_trip_and_queries_select<S: EventStore>(store: S) {
     if !by_query(CHECK, &store, &Query::none(), 0).await.is_empty() {
         fail(CHECK, format_args!("a query without items matched events"));
     }
+}
+
+/// A global read or subscription through a filter with tags
+/// ([`EventFilter::with_tag`]) delivers exactly the events of its types
+/// that carry every one of its tags, in position order, caught up and live
+/// (ADR 0036).
+pub async fn global_reads_filter_by_tags<S: EventStore>(store: S) {
+    const CHECK: &str = "consistency_by_query::global_reads_filter_by_tags";
+    let (course, student) = (fresh("course"), fresh("student"));
+    let stream = unique_stream("Course");
+    let written = ok(
+        CHECK,
+        "append",
+        within(
+            CHECK,
+            "append",
+            store.append(
+                &stream,
+                ExpectedVersion::NoStream,
+                vec![
+                    tagged("CourseDefined", std::slice::from_ref(&course)),
+                    tagged("StudentSubscribed", &[course.clone(), student.clone()]),
+                    tagged("StudentSubscribed", std::slice::from_ref(&student)),
+                    tagged("Untagged", &[]),
+                    tagged("CourseDefined", std::slice::from_ref(&course)),
+                ],
+            ),
+        )
+        .await,
+    );
+    let at = |indexes: &[usize]| -> Vec<u64> { indexes.iter().map(|&i| written[i].global_position).collect() };
+    let first = written[0].global_position;
+    let by_course = EventFilter::all().with_tag(course.clone());
+    let read = collect(CHECK, "read_all", store.read_all(first, &by_course)).await;
+    expect_eq(CHECK, "positions read with one tag", &positions(&read), &at(&[0, 1, 4]));
+    let both = EventFilter::all().with_tag(student.clone()).with_tag(course.clone());
+    let read = collect(CHECK, "read_all", store.read_all(first, &both)).await;
+    expect_eq(CHECK, "positions read with two tags", &positions(&read), &at(&[1]));
+    let typed = EventFilter::types(["CourseDefined"]).with_tag(course.clone());
+    let read = collect(CHECK, "read_all", store.read_all(written[1].global_position, &typed)).await;
+    expect_eq(CHECK, "positions read with a type and a tag, from a position", &positions(&read), &at(&[4]));
+
+    let mut subscription = store.subscribe(first, EventFilter::types(["StudentSubscribed"]).with_tag(student.clone()));
+    let caught_up = next_events(CHECK, &mut subscription, 2).await;
+    expect_eq(CHECK, "positions caught up with a type and a tag", &positions(&caught_up), &at(&[1, 2]));
+    let live = ok(
+        CHECK,
+        "append",
+        within(
+            CHECK,
+            "append",
+            store.append(
+                &stream,
+                ExpectedVersion::Exact(5),
+                vec![
+                    tagged("StudentSubscribed", std::slice::from_ref(&course)),
+                    tagged("StudentSubscribed", &[student.clone(), course.clone()]),
+                ],
+            ),
+        )
+        .await,
+    );
+    let event = next_event(CHECK, &mut subscription).await;
+    expect_eq(CHECK, "position of the live event with the tag", &event.global_position, &live[1].global_position);
+    expect_quiet(CHECK, &mut subscription).await;
 }
 
 /// A condition holds while no matching event follows `after`, and fails,

@@ -124,6 +124,7 @@ macro_rules! __orchestrix_conformance_checks {
     (consistency_by_query $($then:tt)*) => {
         $crate::__orchestrix_conformance_expand! { consistency_by_query [
             tags_round_trip_and_queries_select,
+            global_reads_filter_by_tags,
             condition_passes_then_fails,
             condition_and_expectations_are_atomic,
             concurrent_conditions_have_one_winner,
