@@ -1,17 +1,19 @@
-//! SQL adapters for Orchestrix: PostgreSQL and SQLite implementations of
-//! every storage port of the core (event store, snapshots, checkpoints,
-//! key-value, dead letters).
+//! Adapters for Orchestrix: SQLite, PostgreSQL and EventSourcingDB
+//! implementations of the storage ports of the core, and NATS JetStream to
+//! carry events between processes. Each adapter is a feature; none is on by
+//! default.
 //!
-//! Enable the adapters with the `postgres` and `sqlite` features.
+//! | feature | what it brings |
+//! |---|---|
+//! | `sqlite` | [`sqlite::SqliteStore`]: the embedded, durable default; every storage port |
+//! | `postgres` | [`postgres::PgStore`]: the production store (group commit, a gap-safe global order, transactional projections; ADR 0008, 0024) |
+//! | `eventsourcingdb` | [`eventsourcingdb::EsdbStore`]: EventSourcingDB over its HTTP API v1 and v2 (ADR 0012, 0028) |
+//! | `eventsourcingdb-tls` | HTTPS to EventSourcingDB through rustls |
+//! | `nats` | [`nats`]: a relay to JetStream, a message bus, and projection workers in other processes (ADR 0016, 0017) |
+//! | `nats-relay` | the `orchestrix-nats-relay` binary: a PostgreSQL store's log to JetStream |
 //!
-//! | feature    | what it brings                                              |
-//! |------------|-------------------------------------------------------------|
-//! | `postgres` | [`postgres::PgStore`]: production store, see ADR 0008       |
-//! | `sqlite`   | [`sqlite::SqliteStore`]: embedded, durable, single node     |
-//! | `nats`     | [`nats`]: a relay to JetStream, a message bus, and projection workers in other processes (ADR 0016, 0017) |
-//!
-//! Both implement every port except the message bus and pass the core's
-//! conformance suite (`orchestrix::testing::conformance`).
+//! Every store passes the core's conformance suite
+//! (`orchestrix::testing::conformance`).
 //!
 //! # Delivery guarantees of projections
 //!

@@ -1,9 +1,22 @@
 //! # Orchestrix
 //!
-//! Event sourcing and CQRS for Rust. You describe the domain with three
-//! attributes; Orchestrix stores every change as an immutable event,
-//! rebuilds aggregates from their events (with snapshots and time travel),
-//! and routes commands with optimistic concurrency.
+//! Event sourcing and CQRS for Rust. You describe the domain with
+//! attributes (`#[event]`, `#[aggregate]`, `#[command_handler]`, and
+//! `#[projection]` for read models); Orchestrix stores every change as an
+//! immutable event, rebuilds aggregates from their events (with snapshots
+//! and time travel), routes commands with optimistic concurrency, applies a
+//! command with an id once, and feeds projections and sagas from the
+//! global log.
+//!
+//! The guide in the repository (`docs/guide/`) walks through every
+//! walks through every concept; the optional features are:
+//!
+//! | feature | what it brings |
+//! |---|---|
+//! | `testing` | given/when/then fixtures, the conformance suite of the ports, the delivery scenarios |
+//! | `opentelemetry` | a trace-context propagator on OpenTelemetry, so traces cross async hops and processes |
+//! | `schemars` | `#[event(schema)]`: JSON schemas of the stored types |
+//! | `axum` | `orchestrix::http`: command and store errors as HTTP responses |
 //!
 //! ## A tour
 //!
@@ -91,7 +104,7 @@
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let app = Orchestrix::builder().in_memory().aggregate::<Account>().build()?;
-//! let id = uuid::Uuid::now_v7();
+//! let id = orchestrix::Uuid::now_v7();
 //! app.execute(id, Open { owner: "Ada".into() }).await?;
 //! let outcome = app.execute(id, Deposit { amount: 30 }).await?;
 //! assert_eq!(outcome.version, 2);
