@@ -9,7 +9,7 @@
 //! global log.
 //!
 //! The guide in the repository (`docs/guide/`) walks through every
-//! walks through every concept; the optional features are:
+//! concept; the optional features are:
 //!
 //! | feature | what it brings |
 //! |---|---|
