@@ -50,6 +50,8 @@ mod dead_letter;
 pub use dead_letter::{DeadLetter, DeadLetterQuery, DeadLetterStore};
 mod forward;
 pub use forward::shared;
+mod validate;
+pub use validate::{first_conflict, validate_append, validate_append_if, validate_append_many, validate_event_ids};
 
 /// A lazily read sequence of stored events.
 pub type EventStream<'a> = Pin<Box<dyn Stream<Item = Result<Arc<RecordedEvent>, StoreError>> + Send + 'a>>;
@@ -88,105 +90,6 @@ impl StreamAppend {
     pub fn is_guard(&self) -> bool {
         self.events.is_empty()
     }
-}
-
-/// Checks the events of one [`EventStore::append`] before anything is
-/// stored: each as [`validate_new_event`](crate::envelope::validate_new_event) does
-/// (type, data, metadata, tags), and no event id twice
-/// ([`validate_event_ids`]). Every adapter calls it first, so every
-/// backend refuses the same events with the same
-/// [`StoreError::InvalidInput`].
-///
-/// ```
-/// use orchestrix::store::validate_append;
-/// use orchestrix::{Metadata, envelope::NewEvent, StoreError};
-///
-/// let tagged = |tag: String| NewEvent {
-///     id: orchestrix::Uuid::now_v7(),
-///     event_type: "StockReceived".into(),
-///     schema_version: 1,
-///     data: serde_json::value::RawValue::from_string("{}".into()).unwrap(),
-///     metadata: Metadata::default().with_tag(tag),
-/// };
-/// assert!(validate_append(&[tagged("sku:42".into())]).is_ok());
-/// let too_long = tagged(format!("sku:{}", "x".repeat(orchestrix::query::MAX_TAG_LEN)));
-/// assert!(matches!(validate_append(&[too_long]), Err(StoreError::InvalidInput(_))));
-/// ```
-pub fn validate_append(events: &[NewEvent]) -> Result<(), StoreError> {
-    events.iter().try_for_each(crate::envelope::validate_new_event)?;
-    validate_event_ids(events)
-}
-
-/// Refuses a call whose events repeat an id (across all its parts): the
-/// store could not tell its events apart. Every adapter calls it before
-/// writing.
-///
-/// ```
-/// use orchestrix::store::validate_event_ids;
-/// use orchestrix::{Metadata, envelope::NewEvent, StoreError, Uuid};
-///
-/// let event = NewEvent {
-///     id: Uuid::now_v7(),
-///     event_type: "Noted".into(),
-///     schema_version: 1,
-///     data: serde_json::value::RawValue::from_string("{}".into())?,
-///     metadata: Metadata::default(),
-/// };
-/// assert!(validate_event_ids([&event]).is_ok());
-/// assert!(matches!(validate_event_ids([&event, &event]), Err(StoreError::InvalidInput(_))));
-/// # Ok::<(), serde_json::Error>(())
-/// ```
-pub fn validate_event_ids<'a>(events: impl IntoIterator<Item = &'a NewEvent>) -> Result<(), StoreError> {
-    let mut ids: Vec<Uuid> = events.into_iter().map(|event| event.id).collect();
-    if ids.len() < 2 {
-        return Ok(());
-    }
-    ids.sort_unstable();
-    match ids.windows(2).find(|pair| pair[0] == pair[1]) {
-        Some(pair) => Err(StoreError::InvalidInput(format!(
-            "event id {} appears twice in one append; every event needs an id of its own",
-            pair[0]
-        ))),
-        None => Ok(()),
-    }
-}
-
-/// Checks the input of [`EventStore::append_many`] before anything is
-/// stored: every event as [`validate_append`] does, no stream appears
-/// twice and no event id twice. Every adapter calls it first.
-///
-/// ```
-/// use orchestrix::store::{validate_append_many, StreamAppend};
-/// use orchestrix::{store::ExpectedVersion, StoreError, StreamId};
-///
-/// let stream = StreamId::new("Account", "1").unwrap();
-/// let twice = [
-///     StreamAppend::new(stream.clone(), ExpectedVersion::Any, vec![]),
-///     StreamAppend::new(stream, ExpectedVersion::Any, vec![]),
-/// ];
-/// assert!(matches!(validate_append_many(&twice), Err(StoreError::InvalidInput(_))));
-/// ```
-pub fn validate_append_many(appends: &[StreamAppend]) -> Result<(), StoreError> {
-    let mut seen = std::collections::HashSet::with_capacity(appends.len());
-    for append in appends {
-        if !seen.insert(&append.stream) {
-            return Err(StoreError::InvalidInput(format!(
-                "stream `{}` appears more than once in one multi-stream append; put all of its events in one part",
-                crate::stream::truncate_for_message(&append.stream.to_string())
-            )));
-        }
-        validate_append(&append.events)?;
-    }
-    validate_event_ids(appends.iter().flat_map(|append| &append.events))
-}
-
-/// The first part of a multi-stream append, in the call's order, whose
-/// expectation `actual` (the streams' current versions, in the same order)
-/// does not admit, as the error [`EventStore::append_many`] returns.
-pub fn first_conflict(appends: &[StreamAppend], actual: &[Option<u64>]) -> Option<StoreError> {
-    appends.iter().zip(actual).find(|(append, &actual)| !append.expected.admits(actual)).map(|(append, &actual)| {
-        StoreError::WrongExpectedVersion { stream: append.stream.clone(), expected: append.expected, actual }
-    })
 }
 
 // The parts of the filter that look at stored events live beside the
@@ -404,14 +307,6 @@ pub trait EventStore: Send + Sync + Debug + 'static {
             std::any::type_name::<Self>()
         )))
     }
-}
-
-/// Checks the input of [`EventStore::append_if`] before anything is stored:
-/// the parts as [`validate_append_many`] does (the tags of every event
-/// included), and the condition's query ([`Query::validate`]).
-pub fn validate_append_if(condition: &AppendCondition, appends: &[StreamAppend]) -> Result<(), StoreError> {
-    validate_append_many(appends)?;
-    condition.query.validate()
 }
 
 /// A stored snapshot: an aggregate's state at one version of its stream.

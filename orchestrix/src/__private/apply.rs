@@ -15,8 +15,8 @@
 use std::any::Any;
 use std::marker::PhantomData;
 
+use crate::aggregate::Aggregate;
 use crate::aggregate::ApplyMethod;
-use crate::Aggregate;
 
 /// The inherent-or-trait `apply` of `A` and the trait's own, side by side.
 // Only built and dropped inside a generated `apply`.
