@@ -37,7 +37,7 @@ impl EsdbStore {
         }
     }
 
-    /// [`orchestrix::EventStore::append_many`] for EventSourcingDB, on
+    /// [`orchestrix::store::EventStore::append_many`] for EventSourcingDB, on
     /// parts the caller validated (`validate_append_many`, or
     /// `validate_append_if` with a condition).
     ///
@@ -53,7 +53,7 @@ impl EsdbStore {
     /// - A call whose parts are all guards writes nothing, and the server
     ///   refuses empty writes: its guards are then checked by reading the
     ///   subjects, one after the other, not atomically with each other.
-    /// - With a `condition` ([`orchestrix::EventStore::append_if`]), every
+    /// - With a `condition` ([`orchestrix::store::EventStore::append_if`]), every
     ///   attempt first checks it ([`EsdbStore::check_condition`]) and the
     ///   write carries the count precondition; a 409 starts the attempt
     ///   over, which tells a failed condition from a failed expectation.

@@ -169,7 +169,7 @@ impl EsdbStore {
         }
     }
 
-    /// [`orchestrix::EventStore::read_by_query`] through EventQL: the
+    /// [`orchestrix::store::EventStore::read_by_query`] through EventQL: the
     /// server selects by [`filter`], the adapter matches exactly.
     pub(super) fn read_by_eventql<'a>(&'a self, query: &'a Query, from_position: u64) -> EventStream<'a> {
         if query.is_empty() {

@@ -1,6 +1,6 @@
 //! Appends that are safe to retry on EventSourcingDB (ADR 0027, ADR 0033).
 //!
-//! - Every event the adapter writes keeps its [`orchestrix::NewEvent::id`]
+//! - Every event the adapter writes keeps its [`orchestrix::envelope::NewEvent::id`]
 //!   in its envelope (`eventId`, next to `streamVersion`), and reads give it
 //!   back as [`RecordedEvent::id`]. Events written before ADR 0033 have
 //!   none: their id stays the one derived from the server's time and id
@@ -105,7 +105,7 @@ impl EsdbStore {
         answer_retry(parts, |id| stored.get(&id).cloned())
     }
 
-    /// [`orchestrix::EventStore::read_event`]: the event stored with `id`
+    /// [`orchestrix::store::EventStore::read_event`]: the event stored with `id`
     /// in its envelope; failing that, for an id of the derived shape, the
     /// event written before ADR 0033 whose derived id it is.
     pub(super) async fn find_event(&self, id: Uuid) -> Result<Option<Arc<RecordedEvent>>, StoreError> {

@@ -61,9 +61,9 @@ impl From<sqlx::Error> for Failed {
 }
 
 impl PgStore {
-    /// [`orchestrix::EventStore::append_many`] for PostgreSQL.
+    /// [`orchestrix::store::EventStore::append_many`] for PostgreSQL.
     ///
-    /// With a `condition` ([`orchestrix::EventStore::append_if`]), the
+    /// With a `condition` ([`orchestrix::store::EventStore::append_if`]), the
     /// transaction first locks and checks it ([`super::dcb`]).
     pub(super) async fn append_many_in_one_transaction(
         &self,

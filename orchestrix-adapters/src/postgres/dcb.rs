@@ -149,7 +149,7 @@ impl PgStore {
         Ok(first.and_then(|p| u64::try_from(p).ok()))
     }
 
-    /// [`orchestrix::EventStore::read_by_query`]: chunks of the matching
+    /// [`orchestrix::store::EventStore::read_by_query`]: chunks of the matching
     /// events below the watermark, found through the tag index.
     ///
     /// Like `read_all`, it waits (up to the configured read wait) for the

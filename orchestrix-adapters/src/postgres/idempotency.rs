@@ -46,7 +46,7 @@ impl PgStore {
         answer_retry(parts, |id| stored.get(&id).cloned())
     }
 
-    /// [`orchestrix::EventStore::read_event`]: one lookup in the id index.
+    /// [`orchestrix::store::EventStore::read_event`]: one lookup in the id index.
     pub(super) async fn event_by_id(&self, id: Uuid) -> Result<Option<Arc<RecordedEvent>>, StoreError> {
         let row =
             sqlx::query(&self.inner.sql.by_id).bind(id).fetch_optional(&self.inner.pool).await.map_err(map_err)?;

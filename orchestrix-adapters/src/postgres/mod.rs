@@ -105,8 +105,8 @@ pub fn describe_metrics() {
 }
 
 /// PostgreSQL implementation of every storage port: [`EventStore`],
-/// [`orchestrix::SnapshotStore`], [`orchestrix::CheckpointStore`],
-/// [`orchestrix::KeyValueStore`] and [`orchestrix::DeadLetterStore`].
+/// [`orchestrix::store::SnapshotStore`], [`orchestrix::store::CheckpointStore`],
+/// [`orchestrix::store::KeyValueStore`] and [`orchestrix::store::DeadLetterStore`].
 ///
 /// Cloning is cheap; clones share the pool and the wake-up machinery.
 #[derive(Debug, Clone)]

@@ -57,8 +57,8 @@ use crate::common::map_err;
 use schema::Sql;
 
 /// SQLite implementation of every storage port: [`EventStore`],
-/// [`orchestrix::SnapshotStore`], [`orchestrix::CheckpointStore`],
-/// [`orchestrix::KeyValueStore`] and [`orchestrix::DeadLetterStore`].
+/// [`orchestrix::store::SnapshotStore`], [`orchestrix::store::CheckpointStore`],
+/// [`orchestrix::store::KeyValueStore`] and [`orchestrix::store::DeadLetterStore`].
 ///
 /// Cloning is cheap; clones share the pool, the writer lock and the
 /// wake-ups.
