@@ -254,6 +254,21 @@ pub trait EventStore: Send + Sync + Debug + 'static {
         0
     }
 
+    /// Declares event types whose fields are marked personal
+    /// (`#[event(personal(..))]`) and will be appended through this store.
+    /// The application calls it at [`build`](crate::app::OrchestrixBuilder::build)
+    /// with the events of every registered aggregate, so that marking a
+    /// field personal is enough: a store that encrypts personal data
+    /// ([`crate::crypto::CryptoStore`]) registers them as its `register`
+    /// does and returns `true`; a wrapper forwards to its inner store.
+    /// Every other store keeps the default, `false`: it stores those
+    /// fields as they are, and the application logs a warning naming
+    /// them.
+    fn declare_personal_data(&self, data: &'static [crate::personal::PersonalData]) -> bool {
+        let _ = data;
+        false
+    }
+
     /// Reads the events that match `query` from `from_position`
     /// (inclusive) in position order, up to the current end: the decision
     /// model of a command with consistency by query (ADR 0023). The

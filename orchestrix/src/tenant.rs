@@ -510,6 +510,10 @@ impl<S: EventStore> EventStore for TenantStore<S> {
     fn erasure_generation(&self) -> u64 {
         self.inner.erasure_generation()
     }
+
+    fn declare_personal_data(&self, data: &'static [crate::personal::PersonalData]) -> bool {
+        self.inner.declare_personal_data(data)
+    }
 }
 
 #[async_trait]

@@ -107,6 +107,7 @@ forward!(EventStore {
     async fn stream_version(&self, stream: &StreamId) -> Result<Option<u64>, StoreError>;
     async fn head_position(&self) -> Result<Option<u64>, StoreError>;
     fn erasure_generation(&self) -> u64;
+    fn declare_personal_data(&self, data: &'static [crate::personal::PersonalData]) -> bool;
     fn read_by_query<'a>(&'a self, query: &'a Query, from_position: u64) -> EventStream<'a>;
     async fn append_if(&self, condition: AppendCondition, appends: Vec<StreamAppend>) -> Result<Vec<Vec<Arc<RecordedEvent>>>, StoreError>;
 });
