@@ -347,28 +347,24 @@ impl Orchestrix {
         E: Event,
         F: FnMut(&[Envelope<E>]) -> Result<Decision, R>,
     {
-        let mut attempts = 0;
-        loop {
-            let outcome = match self.applied(options.command_id).await? {
-                Some(events) => return Ok(events),
-                None => {
-                    async {
-                        let model = self.read_decision::<E>(query.clone()).await?;
-                        let decision = decide(&model.events).map_err(CommandError::Rejected)?;
-                        if decision.is_empty() {
-                            return Ok(Vec::new());
-                        }
-                        let recorded = self.append_decision(model.condition, decision, options.clone()).await?;
-                        Ok(recorded.into_iter().flatten().collect())
-                    }
-                    .await
+        if let Some(events) = self.applied(options.command_id).await? {
+            return Ok(events);
+        }
+        for attempts in 1.. {
+            let outcome = async {
+                let model = self.read_decision::<E>(query.clone()).await?;
+                let decision = decide(&model.events).map_err(CommandError::Rejected)?;
+                if decision.is_empty() {
+                    return Ok(Vec::new());
                 }
+                let recorded = self.append_decision(model.condition, decision, options.clone()).await?;
+                Ok(recorded.into_iter().flatten().collect())
             };
-            attempts += 1;
-            if let Some(outcome) = self.settle(outcome, options.command_id, attempts).await? {
+            if let Some(outcome) = self.settle(outcome.await, options.command_id, attempts).await? {
                 return outcome;
             }
         }
+        unreachable!("the retry policy bounds the attempts")
     }
 
     /// Load, decide, append several aggregates at once, and again on a
@@ -457,27 +453,23 @@ impl Orchestrix {
         F: FnMut(Orchestrix) -> Fut,
         Fut: Future<Output = Result<Decision, CommandError<R>>>,
     {
-        let mut attempts = 0;
-        loop {
-            let outcome = match self.applied(options.command_id).await? {
-                Some(events) => return Ok(events),
-                None => {
-                    async {
-                        let decision = decide(self.clone()).await?;
-                        if decision.is_empty() {
-                            return Ok(Vec::new());
-                        }
-                        let recorded = self.append_many(decision, options.clone()).await?;
-                        Ok(recorded.into_iter().flatten().collect())
-                    }
-                    .await
+        if let Some(events) = self.applied(options.command_id).await? {
+            return Ok(events);
+        }
+        for attempts in 1.. {
+            let outcome = async {
+                let decision = decide(self.clone()).await?;
+                if decision.is_empty() {
+                    return Ok(Vec::new());
                 }
+                let recorded = self.append_many(decision, options.clone()).await?;
+                Ok(recorded.into_iter().flatten().collect())
             };
-            attempts += 1;
-            if let Some(outcome) = self.settle(outcome, options.command_id, attempts).await? {
+            if let Some(outcome) = self.settle(outcome.await, options.command_id, attempts).await? {
                 return outcome;
             }
         }
+        unreachable!("the retry policy bounds the attempts")
     }
 
     /// The events of the command `command_id` if it was applied before
