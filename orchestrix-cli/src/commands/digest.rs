@@ -43,7 +43,11 @@ impl Digest {
 
     /// The digest as 64 hex digits.
     pub(crate) fn hex(&self) -> String {
-        self.sum.iter().map(|lane| format!("{lane:016x}")).collect()
+        use std::fmt::Write as _;
+        self.sum.iter().fold(String::with_capacity(64), |mut text, lane| {
+            let _ = write!(text, "{lane:016x}");
+            text
+        })
     }
 }
 

@@ -152,8 +152,9 @@ pub(super) async fn import(store: &Store, file: &Path, batch: usize, options: Op
 }
 
 pub(super) async fn copy(source: &Store, target: &Store, batch: usize, options: Options) -> Result<(), Failure> {
-    let head = source.events.head_position().await?.unwrap_or(0);
+    /// Every event: a `static`, so the reads can borrow it.
     static ALL: EventFilter = EventFilter::all();
+    let head = source.events.head_position().await?.unwrap_or(0);
     let mut events = || -> Result<Events<'_>, Failure> { Ok(Box::pin(up_to_head(source, &ALL, head))) };
     transfer(&mut events, &source.shown, target, batch, options).await
 }

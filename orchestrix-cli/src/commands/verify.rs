@@ -54,7 +54,7 @@ pub(super) async fn verify(cli: &Cli, store: &Store, options: Options) -> Result
             match decoder(&event) {
                 Some(Ok(())) => decoded += 1,
                 Some(Err(reason)) => {
-                    note(format!("`{}`#{} does not decode: {reason}", event.stream, event.stream_version))
+                    note(format!("`{}`#{} does not decode: {reason}", event.stream, event.stream_version));
                 }
                 None => continue,
             }
@@ -76,7 +76,6 @@ pub(super) async fn verify(cli: &Cli, store: &Store, options: Options) -> Result
             }
         }
     }
-    drop(note);
     if options.json {
         print_json(&json!({
             "store": store.shown, "events": events, "streams": versions.len(), "decoded": decoded,

@@ -1,7 +1,7 @@
 //! What the command-line tests share: the binary run as a process, and
 //! stores seeded through the adapters.
 
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, clippy::needless_pass_by_value)]
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -52,7 +52,7 @@ pub fn command(args: &[&str]) -> Command {
 /// Runs the binary to its end (within a minute).
 pub fn orchestrix(args: &[&str]) -> Run {
     let child = command(args).spawn().expect("the binary runs");
-    let output = wait_with_timeout(child, std::time::Duration::from_secs(60));
+    let output = wait_with_timeout(child, std::time::Duration::from_mins(1));
     let run = Run::from(output);
     eprintln!("orchestrix {args:?} -> {}\n{}\n{}", run.code, run.stdout, run.stderr);
     run
