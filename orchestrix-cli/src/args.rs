@@ -126,6 +126,27 @@ pub enum Command {
     },
     /// Check the store's invariants and print a report.
     Verify,
+    /// Create a service: an aggregate, a projection, given/when/then tests, a justfile and a README
+    /// (`--store sqlite`, the default, or `--store postgres`).
+    New {
+        /// The package name (lowercase letters, digits, `-`, `_`); also its folder.
+        name: String,
+        /// The folder to create it in (default: the current one).
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// Depend on the Orchestrix crates of this source checkout instead of the registry's.
+        #[arg(long)]
+        orchestrix_path: Option<PathBuf>,
+    },
+}
+
+/// The store a generated service uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StoreKind {
+    /// An SQLite file.
+    Sqlite,
+    /// PostgreSQL, from `DATABASE_URL`.
+    Postgres,
 }
 
 /// What `dead-letters` does.

@@ -3,6 +3,7 @@
 mod admin;
 mod digest;
 mod inspect;
+mod scaffold;
 mod tail;
 mod transfer;
 mod verify;
@@ -11,7 +12,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use orchestrix::envelope::RecordedEvent;
 use orchestrix::StreamId;
 
-use crate::args::{Args, Command};
+use crate::args::{Args, Command, StoreKind};
 use crate::connect::{Mode, Store};
 use crate::error::Failure;
 use crate::Cli;
@@ -47,6 +48,22 @@ async fn open(args: &Args, mode: Mode) -> Result<Store, Failure> {
 
 async fn dispatch(cli: &Cli, args: Args, options: Options) -> Result<(), Failure> {
     match &args.command {
+        Command::New { name, dir, orchestrix_path } => {
+            // `--store` names the kind of store here: `sqlite` (the
+            // default) or `postgres`, or a URL of either.
+            let store = match args.store.as_deref() {
+                None => StoreKind::Sqlite,
+                Some(kind) if kind == "sqlite" || kind.starts_with("sqlite:") => StoreKind::Sqlite,
+                Some(kind) if kind == "postgres" || kind.starts_with("postgres") => StoreKind::Postgres,
+                Some(other) => {
+                    return Err(Failure::Usage(format!(
+                        "`new` makes a service on `--store sqlite` or `--store postgres`, not `{}`",
+                        crate::connect::shown(other)
+                    )))
+                }
+            };
+            scaffold::new_service(name, dir, store, orchestrix_path.as_deref(), options)
+        }
         Command::Copy { from, to, to_token, batch } => {
             let source = Store::open(from, args.token.as_deref(), Mode::Existing).await?;
             let token = to_token.as_deref().or(args.token.as_deref());
@@ -87,7 +104,9 @@ async fn dispatch(cli: &Cli, args: Args, options: Options) -> Result<(), Failure
                     transfer::export(&store, out.as_deref(), &selection, *cloudevents).await
                 }
                 Command::Verify => verify::verify(cli, &store, options).await,
-                Command::Copy { .. } | Command::Migrate | Command::Import { .. } => unreachable!("handled above"),
+                Command::Copy { .. } | Command::Migrate | Command::Import { .. } | Command::New { .. } => {
+                    unreachable!("handled above")
+                }
             }
         }
     }

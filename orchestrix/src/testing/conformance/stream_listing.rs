@@ -14,11 +14,11 @@ fn names(page: &[StreamSummary]) -> Vec<String> {
 /// pages that continue after the last stream of the previous one.
 pub async fn streams_are_listed_in_pages<S: EventStore>(store: S) {
     const CHECK: &str = "event_store::streams_are_listed_in_pages";
-    let list = |listing: StreamListing| {
+    let page_of = |listing: StreamListing| {
         let store = &store;
         async move { ok(CHECK, "list_streams", within(CHECK, "list_streams", store.list_streams(&listing)).await) }
     };
-    expect_eq(CHECK, "streams of an empty store", &names(&list(StreamListing::new(10)).await), &Vec::new());
+    expect_eq(CHECK, "streams of an empty store", &names(&page_of(StreamListing::new(10)).await), &Vec::new());
     let streams = [
         ("Account", "acme/2", 2),
         ("Account", "acme/10", 3),
@@ -39,7 +39,7 @@ pub async fn streams_are_listed_in_pages<S: EventStore>(store: S) {
         );
         last_positions.push((stream.to_string(), recorded.last().map(|e| e.global_position)));
     }
-    let all = list(StreamListing::new(100)).await;
+    let all = page_of(StreamListing::new(100)).await;
     let expected = ["Account/B", "Account/acme/10", "Account/acme/2", "Account/z", "Account/é", "Order/1", "account/a"];
     expect_eq(CHECK, "every stream in bytewise order", &names(&all), &expected.map(String::from).to_vec());
     for summary in &all {
@@ -54,19 +54,19 @@ pub async fn streams_are_listed_in_pages<S: EventStore>(store: S) {
         let last = last_positions.iter().find(|(name, _)| *name == summary.stream.to_string()).and_then(|(_, p)| *p);
         expect_eq(CHECK, "last position", &Some(summary.last_position), &last);
     }
-    let tenant = list(StreamListing::new(100).with_category("Account").with_id_prefix("acme/")).await;
+    let tenant = page_of(StreamListing::new(100).with_category("Account").with_id_prefix("acme/")).await;
     expect_eq(
         CHECK,
         "filtered by type and id prefix",
         &names(&tenant),
         &vec!["Account/acme/10".to_owned(), "Account/acme/2".to_owned()],
     );
-    let typed = list(StreamListing::new(100).with_category("account")).await;
+    let typed = page_of(StreamListing::new(100).with_category("account")).await;
     expect_eq(CHECK, "filtered by type (case matters)", &names(&typed), &vec!["account/a".to_owned()]);
     let mut paged = Vec::new();
     let mut listing = StreamListing::new(3);
     loop {
-        let page = list(listing.clone()).await;
+        let page = page_of(listing.clone()).await;
         let Some(last) = page.last() else { break };
         listing = StreamListing::new(3).after(last.stream.clone());
         let short = page.len() < 3;
