@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "orchestrix", version, about, long_about = None)]
 pub struct Args {
-    /// The store: sqlite://PATH, postgres://USER[:PASSWORD]@HOST/DB[?schema=NAME], esdb+http(s)://HOST:PORT.
+    /// The store: `sqlite://PATH`, `postgres://USER:PASSWORD@HOST/DB?schema=NAME` (password and schema optional), `esdb+http(s)://HOST:PORT`.
     #[arg(long, short = 's', global = true, env = "ORCHESTRIX_STORE", hide_env_values = true)]
     pub store: Option<String>,
     /// The EventSourcingDB API token (never printed).
