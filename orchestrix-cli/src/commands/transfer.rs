@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use futures_util::{Stream, StreamExt as _};
 use orchestrix::envelope::RecordedEvent;
-use orchestrix::store::{EventFilter, ExpectedVersion, StreamAppend};
+use orchestrix::store::{EventFilter, ExpectedVersion, StreamAppend, StreamListing};
 use orchestrix::{StreamId, Uuid};
 use orchestrix_adapters::nats::cloudevent::{self, ContentMode};
 use serde_json::json;
@@ -20,6 +20,9 @@ use super::{up_to_head, Options, Selection};
 use crate::connect::Store;
 use crate::error::Failure;
 use crate::output::{confirm, print_json, progress};
+
+/// Every event: a `static`, so that reads can borrow it.
+static ALL: EventFilter = EventFilter::all();
 
 /// The key of the last line of an export: `{"orchestrix_export": {..}}`.
 const TRAILER: &str = "orchestrix_export";
@@ -152,8 +155,6 @@ pub(super) async fn import(store: &Store, file: &Path, batch: usize, options: Op
 }
 
 pub(super) async fn copy(source: &Store, target: &Store, batch: usize, options: Options) -> Result<(), Failure> {
-    /// Every event: a `static`, so the reads can borrow it.
-    static ALL: EventFilter = EventFilter::all();
     let head = source.events.head_position().await?.unwrap_or(0);
     let mut events = || -> Result<Events<'_>, Failure> { Ok(Box::pin(up_to_head(source, &ALL, head))) };
     transfer(&mut events, &source.shown, target, batch, options).await
@@ -196,23 +197,38 @@ async fn survey(events: Events<'_>, what: &str) -> Result<(BTreeMap<StreamId, Pl
 
 /// The target's versions of the source's streams: a stream that holds the
 /// source's first events (an interrupted run) is resumed after them; one
-/// that holds other events is refused before anything is written.
+/// that holds other events is refused before anything is written. The
+/// target's streams are listed in pages (one query each on SQL stores);
+/// only those the source also has are read.
 async fn resume_points(target: &Store, plans: &BTreeMap<StreamId, Plan>) -> Result<HashMap<StreamId, u64>, Failure> {
     let mut present = HashMap::new();
-    for (stream, plan) in plans {
-        let Some(version) = target.events.stream_version(stream).await? else { continue };
-        let first = target.events.read_stream(stream, 1).next().await.transpose()?;
-        if first.map(|e| e.id) != Some(plan.first_id) || version > plan.last_version {
-            return Err(Failure::Refused(format!(
-                "`{}` already holds stream `{stream}` ({version} events) with other events than the source's: \
-                 nothing was written; import into a store without these streams",
-                target.shown
-            )));
+    let mut listing = StreamListing::new(LISTING_PAGE);
+    loop {
+        let page = target.events.list_streams(&listing).await?;
+        for summary in &page {
+            let Some(plan) = plans.get(&summary.stream) else { continue };
+            let stream = &summary.stream;
+            let first = target.events.read_stream(stream, 1).next().await.transpose()?;
+            if first.map(|e| e.id) != Some(plan.first_id) || summary.version > plan.last_version {
+                return Err(Failure::Refused(format!(
+                    "`{}` already holds stream `{stream}` ({} events) with other events than the source's: \
+                     nothing was written; import into a store without these streams",
+                    target.shown, summary.events
+                )));
+            }
+            present.insert(stream.clone(), summary.version);
         }
-        present.insert(stream.clone(), version);
+        match page.last() {
+            Some(last) if page.len() == LISTING_PAGE => {
+                listing = StreamListing::new(LISTING_PAGE).after(last.stream.clone());
+            }
+            _ => return Ok(present),
+        }
     }
-    Ok(present)
 }
+
+/// How many streams one page of the target's listing holds.
+const LISTING_PAGE: usize = 1000;
 
 /// The parts of one atomic append, in the source's order: a stream's
 /// events join its part while it is the last part; a stream that comes
@@ -296,12 +312,16 @@ async fn transfer<'s>(
     batch.write(target).await?;
     bar.finish_and_clear();
 
-    let bar = progress(Some(source_digest.events), "verifying");
+    // The target's log, read once, digesting the events of the source's
+    // streams (one streaming read instead of a read per stream).
+    let bar = progress(None, "verifying");
     let mut target_digest = Digest::default();
-    for stream in plans.keys() {
-        let mut events = target.events.read_stream(stream, 1);
-        while let Some(event) = events.next().await {
-            target_digest.add(&*event?);
+    let head = target.events.head_position().await?.unwrap_or(0);
+    let mut log = std::pin::pin!(up_to_head(target, &ALL, head));
+    while let Some(event) = log.next().await {
+        let event = event?;
+        if plans.contains_key(&event.stream) {
+            target_digest.add(&event);
             bar.inc(1);
         }
     }
