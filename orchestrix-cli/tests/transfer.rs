@@ -123,6 +123,29 @@ fn corrupt_and_truncated_files_write_nothing() {
     assert_eq!(run.code, 4, "{run:?}");
 }
 
+/// `show`, `stats`, `tail` and `verify` on a store that holds a copy of
+/// the seeded events (see `support::seed`).
+fn read_commands(url: &str, extra: &[&str]) {
+    let with = |args: &[&str]| {
+        let mut all = vec!["--store", url];
+        all.extend_from_slice(extra);
+        all.extend_from_slice(args);
+        orchestrix(&all)
+    };
+    let run = with(&["--json", "show", "Account/1", "--at", "2"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let events = run.json()["events"].clone();
+    assert_eq!((events.as_array().unwrap().len(), &events[1]["data"]["amount"]), (2, &serde_json::json!(100)));
+    assert_eq!(with(&["show", "Account/404"]).code, 4);
+    let run = with(&["--json", "stats"]);
+    assert_eq!((&run.json()["events"], &run.json()["streams"]), (&serde_json::json!(5), &serde_json::json!(3)));
+    let run = with(&["--json", "tail", "--from", "1", "--type", "Deposited", "--count", "2"]);
+    assert_eq!(run.stdout.lines().count(), 2, "{run:?}");
+    let run = with(&["--json", "tail", "--from", "1", "--tenant", "acme", "--count", "1"]);
+    assert!(run.stdout.contains("Account/acme/2"), "{run:?}");
+    assert_eq!(with(&["verify"]).code, 0);
+}
+
 /// `ORCHESTRIX_PG_URL`, or `None` outside CI (the test then skips).
 fn pg_url() -> Option<String> {
     match std::env::var("ORCHESTRIX_PG_URL") {
@@ -160,6 +183,10 @@ fn copy_sqlite_to_postgres_and_back() {
         listed["streams"].as_array().unwrap().iter().map(|s| s["stream"].as_str().unwrap()).collect();
     assert_eq!(names, ["Account/1", "Account/acme/2", "Order/9"]);
     assert_eq!(orchestrix(&["--store", &pg, "verify"]).code, 0);
+    read_commands(&pg, &[]);
+    assert_eq!(orchestrix(&["--store", &pg, "dead-letters", "count"]).stdout.trim(), "0");
+    let run = orchestrix(&["--store", &pg, "--json", "projections", "balances"]);
+    assert_eq!(run.json()["projections"][0]["lag"], 5);
 
     let back = format!("sqlite://{}", dir.path().join("back.db").display());
     let run = orchestrix(&["--json", "copy", "--from", &pg, "--to", &back]);
@@ -186,6 +213,9 @@ fn copy_to_eventsourcingdb() {
     assert!(!run.stdout.contains(server.token()) && !run.stderr.contains(server.token()));
     let run = orchestrix(&["--store", &esdb, "--token", server.token(), "--json", "streams", "--type", "Account"]);
     assert_eq!(run.json()["streams"].as_array().unwrap().len(), 2, "{run:?}");
+    read_commands(&esdb, &["--token", server.token()]);
+    let run = orchestrix(&["--store", &esdb, "--token", server.token(), "dead-letters", "count"]);
+    assert_eq!(run.code, 2, "EventSourcingDB keeps no dead letters: {run:?}");
     let run = orchestrix(&["--store", &esdb, "--token", "wrong", "streams"]);
     assert_eq!(run.code, 3, "{run:?}");
     assert!(!run.stderr.contains("wrong"), "{}", run.stderr);
