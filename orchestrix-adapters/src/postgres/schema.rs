@@ -395,8 +395,7 @@ pub(super) struct Sql {
     /// Removes a guard's placeholder row (by position) before commit.
     pub(super) guard_release: String,
     pub(super) stream_version: String,
-    /// A page of streams (ADR 0041): `$1` type, `$2` id prefix, `$3`/`$4`
-    /// after (type, id), `$5` limit; compared and ordered bytewise (`C`).
+    /// A page of streams (ADR 0041), bytewise (`C`): `$1` type, `$2` id prefix, `$3`/`$4` after, `$5` limit.
     pub(super) list_streams: String,
     pub(super) read_stream: String,
     pub(super) head_and_watermark: String,
@@ -461,10 +460,8 @@ impl Sql {
             ),
             list_streams: format!(
                 "SELECT category, aggregate_id, max(stream_version), count(*), max(global_position) FROM {events} \
-                 WHERE ($1::text IS NULL OR category = $1) \
-                 AND ($2::text IS NULL OR left(aggregate_id, length($2)) = $2) \
-                 AND ($3::text IS NULL OR category COLLATE \"C\" > $3 \
-                      OR (category = $3 AND aggregate_id COLLATE \"C\" > $4::text)) \
+                 WHERE ($1::text IS NULL OR category = $1) AND ($2::text IS NULL OR left(aggregate_id, length($2)) = $2) \
+                 AND ($3::text IS NULL OR category COLLATE \"C\" > $3 OR (category = $3 AND aggregate_id COLLATE \"C\" > $4::text)) \
                  GROUP BY category, aggregate_id ORDER BY category COLLATE \"C\", aggregate_id COLLATE \"C\" LIMIT $5"
             ),
             read_stream: format!(
