@@ -135,6 +135,21 @@ fn tail_follows_the_log_with_filters() {
     assert!(line.contains("Account/acme/2#2  Deposited  {\"amount\":7}"), "{line}");
     let status = child.wait().unwrap();
     assert!(status.success());
+
+    // Without --count it follows until Ctrl-C, which ends it with exit 0.
+    let mut child = command(&["--store", &url, "tail"]).spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    let interrupt = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(interrupt.success());
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(start.elapsed() < std::time::Duration::from_secs(20), "tail did not end on SIGINT");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0));
 }
 
 #[test]
