@@ -77,9 +77,13 @@ pub enum Command {
     /// Events, streams, counts per type, size and the recent rate.
     Stats,
     /// Checkpoint and lag of projections (named here or registered by the embedding binary).
+    #[command(args_conflicts_with_subcommands = true)]
     Projections {
         /// The projections' (checkpoint consumers') names.
         names: Vec<String>,
+        /// Rebuild one.
+        #[command(subcommand)]
+        action: Option<ProjectionCommand>,
     },
     /// Dead letters of projections: count, list, drop, purge.
     #[command(name = "dead-letters", subcommand)]
@@ -147,6 +151,17 @@ pub(crate) enum StoreKind {
     Sqlite,
     /// PostgreSQL, from `DATABASE_URL`.
     Postgres,
+}
+
+/// What `projections` does besides listing.
+#[derive(Debug, Subcommand)]
+#[non_exhaustive]
+pub enum ProjectionCommand {
+    /// Rebuild a projection the embedding binary registered (`Cli::rebuildable`), with a progress bar.
+    Rebuild {
+        /// The projection's name.
+        name: String,
+    },
 }
 
 /// What `dead-letters` does.

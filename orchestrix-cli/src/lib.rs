@@ -26,6 +26,7 @@
 //!     orchestrix_cli::Cli::new()
 //!         .events::<AccountEvent>()
 //!         .projection("balances")
+//!         // .rebuildable(MyDurableProjection::new(..)) for `projections rebuild NAME`
 //!         .run()
 //! }
 //! ```
@@ -44,12 +45,15 @@ mod error;
 pub mod output;
 
 use std::ffi::OsString;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use clap::Parser as _;
 use orchestrix::envelope::RecordedEvent;
 use orchestrix::error::DecodeErrorKind;
 use orchestrix::event::Event;
+use orchestrix::projection::{Progress, Projection, ProjectionEngine, ProjectionOptions};
 
 pub use args::Args;
 pub use error::Failure;
@@ -58,17 +62,29 @@ pub use error::Failure;
 /// the type is not one of it, `Some(Err(reason))` when it is and fails.
 type Decoder = Arc<dyn Fn(&RecordedEvent) -> Option<Result<(), String>> + Send + Sync>;
 
+/// Rebuilds a registered projection with an engine, moving a progress bar.
+type Rebuilder = Arc<
+    dyn Fn(ProjectionEngine, indicatif::ProgressBar) -> Pin<Box<dyn Future<Output = Result<Progress, String>> + Send>>
+        + Send
+        + Sync,
+>;
+
 /// The command line, with the types and projections the embedding binary
 /// registered (none for the stock `orchestrix` binary).
 #[derive(Clone, Default)]
 pub struct Cli {
     decoders: Vec<Decoder>,
     projections: Vec<String>,
+    rebuilders: Vec<(String, Rebuilder)>,
 }
 
 impl std::fmt::Debug for Cli {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Cli").field("decoders", &self.decoders.len()).field("projections", &self.projections).finish()
+        f.debug_struct("Cli")
+            .field("decoders", &self.decoders.len())
+            .field("projections", &self.projections)
+            .field("rebuildable", &self.rebuilders.iter().map(|(name, _)| name).collect::<Vec<_>>())
+            .finish()
     }
 }
 
@@ -94,6 +110,31 @@ impl Cli {
     /// `projections` lists it without being told.
     pub fn projection(mut self, name: impl Into<String>) -> Self {
         self.projections.push(name.into());
+        self
+    }
+
+    /// Registers a projection that `projections rebuild NAME` can rebuild
+    /// ([`ProjectionEngine::rebuild`]: its read model reset, its checkpoint
+    /// and dead letters dropped, the log replayed up to the head). Only
+    /// useful for a projection whose read model is durable (a table, a
+    /// file): this process ends after the rebuild. The projection must not
+    /// be running meanwhile.
+    pub fn rebuildable<P: Projection + Clone + Sync>(mut self, projection: P) -> Self {
+        let name = projection.name().into_owned();
+        if !self.projections.contains(&name) {
+            self.projections.push(name.clone());
+        }
+        let rebuild: Rebuilder = Arc::new(move |engine: ProjectionEngine, bar: indicatif::ProgressBar| {
+            let mut projection = projection.clone();
+            Box::pin(async move {
+                let progress = |p: &Progress| {
+                    bar.set_length(p.head);
+                    bar.set_position(p.position);
+                };
+                engine.rebuild(&mut projection, ProjectionOptions::default(), progress).await.map_err(|e| e.to_string())
+            })
+        });
+        self.rebuilders.push((name, rebuild));
         self
     }
 

@@ -3,7 +3,7 @@
 
 mod support;
 
-use orchestrix::envelope::NewEvent;
+use orchestrix::envelope::{NewEvent, RecordedEvent};
 use orchestrix::prelude::*;
 use orchestrix::store::{CheckpointStore, EventStore, ExpectedVersion};
 use support::{event, sqlite, stream};
@@ -27,6 +27,27 @@ pub enum AccountEvent {
     },
 }
 
+/// A projection whose model the test can see after the CLI rebuilt it.
+#[derive(Debug, Clone, Default)]
+pub struct Deposits {
+    total: std::sync::Arc<std::sync::Mutex<u64>>,
+}
+
+#[projection(name = "deposits")]
+impl Deposits {
+    fn on_account(&mut self, event: AccountEvent, _record: &RecordedEvent) -> Result<(), std::convert::Infallible> {
+        if let AccountEvent::Deposited { amount, .. } = event {
+            *self.total.lock().unwrap() += amount;
+        }
+        Ok(())
+    }
+
+    #[reset]
+    fn clear(&mut self) {
+        *self.total.lock().unwrap() = 0;
+    }
+}
+
 fn deposited_v1_to_v2(mut data: serde_json::Value) -> Result<serde_json::Value, UpcastError> {
     data.as_object_mut().ok_or_else(|| UpcastError::new("not an object"))?.insert("currency".into(), "EUR".into());
     Ok(data)
@@ -47,6 +68,24 @@ fn verify_decodes_with_the_registered_types() {
 
     assert_eq!(cli().run_from(["my-admin", "--store", &url, "verify"]), 0);
     assert_eq!(cli().run_from(["my-admin", "--store", &url, "projections"]), 0, "the registered projection is listed");
+
+    // Rebuild a registered projection: replayed to the head, checkpoint saved.
+    let deposits = Deposits::default();
+    *deposits.total.lock().unwrap() = 999;
+    let admin = || cli().rebuildable(deposits.clone());
+    assert_eq!(admin().run_from(["my-admin", "--store", &url, "projections", "rebuild", "deposits"]), 5, "asks first");
+    assert_eq!(admin().run_from(["my-admin", "--store", &url, "--yes", "projections", "rebuild", "deposits"]), 0);
+    assert_eq!(*deposits.total.lock().unwrap(), 5, "reset, then the one deposit replayed");
+    assert_eq!(
+        rt.block_on(CheckpointStore::load(&store, "deposits")).unwrap(),
+        rt.block_on(store.head_position()).unwrap()
+    );
+    assert_eq!(admin().run_from(["my-admin", "--store", &url, "--yes", "projections", "rebuild", "nope"]), 4);
+    assert_eq!(
+        cli().run_from(["my-admin", "--store", &url, "--yes", "projections", "rebuild", "deposits"]),
+        4,
+        "not registered"
+    );
 
     // A deposit without an amount does not decode: a violation.
     let broken = event("AccountDeposited", serde_json::json!({"currency": "EUR"}));

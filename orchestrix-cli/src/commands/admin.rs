@@ -1,6 +1,7 @@
 //! `projections`, `dead-letters` and `migrate`.
 
 use futures_util::StreamExt as _;
+use orchestrix::projection::ProjectionEngine;
 use orchestrix::store::{DeadLetter, DeadLetterQuery, EventFilter};
 use serde_json::json;
 
@@ -8,7 +9,8 @@ use super::{parse_stream, parse_time, Options};
 use crate::args::{DeadLetterCommand, LetterFilter};
 use crate::connect::{Backend, Store};
 use crate::error::Failure;
-use crate::output::{confirm, print_json, table};
+use crate::output::{confirm, print_json, progress, table};
+use crate::Cli;
 
 pub(super) async fn projections(store: &Store, names: &[String], options: Options) -> Result<(), Failure> {
     if names.is_empty() {
@@ -64,6 +66,34 @@ pub(super) async fn projections(store: &Store, names: &[String], options: Option
         .collect();
     print!("{}", table(&["PROJECTION", "CHECKPOINT", "LAG (EVENTS)", "DEAD LETTERS"], &text));
     Ok(())
+}
+
+pub(super) async fn rebuild(cli: &Cli, store: &Store, name: &str, options: Options) -> Result<(), Failure> {
+    let Some((_, rebuild)) = cli.rebuilders.iter().find(|(registered, _)| registered == name) else {
+        return Err(Failure::NotFound(format!(
+            "no rebuildable projection `{name}`: a binary that embeds the CLI registers it with `Cli::rebuildable` \
+             (the stock `orchestrix` binary knows no projection's code)"
+        )));
+    };
+    confirm(
+        options.yes,
+        &format!("Rebuild `{name}`: reset its read model, drop its checkpoint and dead letters, replay the log?"),
+    )?;
+    let mut engine = ProjectionEngine::new(store.events.clone(), store.checkpoints()?.clone());
+    if let Some(letters) = &store.dead_letters {
+        engine = engine.with_dead_letters(letters.clone());
+    }
+    let bar = progress(Some(0), &format!("rebuilding {name}"));
+    let done = rebuild(engine, bar.clone()).await.map_err(Failure::Store)?;
+    bar.finish_and_clear();
+    report(
+        options,
+        &json!({"rebuilt": name, "events": done.events_done, "position": done.position, "seconds": done.elapsed.as_secs_f64()}),
+        &format!(
+            "rebuilt `{name}`: {} events up to position {} in {:.1?}",
+            done.events_done, done.position, done.elapsed
+        ),
+    )
 }
 
 fn query_of(filter: &LetterFilter) -> Result<DeadLetterQuery, Failure> {

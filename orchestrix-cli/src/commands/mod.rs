@@ -12,7 +12,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use orchestrix::envelope::RecordedEvent;
 use orchestrix::StreamId;
 
-use crate::args::{Args, Command, StoreKind};
+use crate::args::{Args, Command, ProjectionCommand, StoreKind};
 use crate::connect::{Mode, Store};
 use crate::error::Failure;
 use crate::Cli;
@@ -93,7 +93,10 @@ async fn dispatch(cli: &Cli, args: Args, options: Options) -> Result<(), Failure
                     let selection = Selection::new(types.clone(), stream.as_deref(), tenant.clone())?;
                     tail::tail(&store, &selection, *from, *count, options).await
                 }
-                Command::Projections { names } => {
+                Command::Projections { action: Some(ProjectionCommand::Rebuild { name }), .. } => {
+                    admin::rebuild(cli, &store, name, options).await
+                }
+                Command::Projections { names, action: None } => {
                     let mut names = names.clone();
                     names.extend(cli.projections.iter().filter(|n| !names.contains(n)).cloned().collect::<Vec<_>>());
                     admin::projections(&store, &names, options).await
