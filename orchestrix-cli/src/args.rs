@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 /// 4 not found, 5 refused (not confirmed, or the target holds other data),
 /// 6 verification failed, 130 interrupted.
 #[derive(Debug, Parser)]
-#[command(name = "orchestrix", version, about, long_about = None)]
+#[command(name = "orchestrix", version)]
 pub struct Args {
     /// The store: `sqlite://PATH`, `postgres://USER:PASSWORD@HOST/DB?schema=NAME` (password and schema optional), `esdb+http(s)://HOST:PORT`.
     #[arg(long, short = 's', global = true, env = "ORCHESTRIX_STORE", hide_env_values = true)]

@@ -93,6 +93,9 @@ fn bad_urls_and_unreachable_servers_say_so_without_secrets() {
     assert!(run.stderr.contains("--store"), "{}", run.stderr);
     let run = orchestrix(&["frobnicate"]);
     assert_eq!(run.code, 2);
+    let run = orchestrix(&["--help"]);
+    assert_eq!(run.code, 0);
+    assert!(run.stdout.contains("Exit codes: 0 done"), "the help documents the exit codes: {}", run.stdout);
 }
 
 #[test]
