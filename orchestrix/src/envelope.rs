@@ -344,6 +344,20 @@ impl RecordedEvent {
         &self.metadata.tags
     }
 
+    /// The same event as a [`NewEvent`] to append to another store (a copy,
+    /// an import: ADR 0041): its id, type, schema version, data and
+    /// metadata. The store it goes to assigns version, position and time;
+    /// keeping the id makes the append safe to repeat (ADR 0027).
+    pub fn to_new_event(&self) -> NewEvent {
+        NewEvent {
+            id: self.id,
+            event_type: self.event_type.clone(),
+            schema_version: self.schema_version,
+            data: self.data.clone(),
+            metadata: self.metadata.clone(),
+        }
+    }
+
     /// The tenant the event was recorded for, if any: its
     /// [`Metadata::tenant`], which a [`crate::tenant::TenantStore`] stamps
     /// on every event it writes.

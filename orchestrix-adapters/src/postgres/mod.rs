@@ -257,6 +257,13 @@ impl EventStore for PgStore {
         self.fetch_version(stream).await
     }
 
+    async fn list_streams(
+        &self,
+        listing: &orchestrix::store::StreamListing,
+    ) -> Result<Vec<orchestrix::store::StreamSummary>, StoreError> {
+        self.stream_page(listing).await
+    }
+
     async fn head_position(&self) -> Result<Option<u64>, StoreError> {
         let (head, _): (Option<i64>, i64) =
             sqlx::query_as(&self.inner.sql.head_and_watermark).fetch_one(&self.inner.pool).await.map_err(map_err)?;

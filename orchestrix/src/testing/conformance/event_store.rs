@@ -21,6 +21,7 @@ use crate::event::MAX_EVENT_TYPE_LEN;
 use crate::store::{EventFilter, EventStore, ExpectedVersion, StreamAppend};
 use crate::stream::{StreamId, MAX_STREAM_PART_LEN};
 
+pub use super::stream_listing::streams_are_listed_in_pages;
 pub use super::validation::{
     payloads_at_the_limits_are_stored, payloads_come_back_as_equal_values, unreadable_payloads_are_refused,
 };
