@@ -217,7 +217,7 @@ impl<A: Aggregate> AggregateSlot<A> {
 
     async fn is_stale(&self, id: &A::Id, version: u64) -> Result<bool, Error> {
         let stream = Repository::<A>::stream_id(id)?;
-        Ok(self.repository_events().stream_version(&stream).await?.unwrap_or(0) != version)
+        Ok((**self.repository_events()).stream_version(&stream).await?.unwrap_or(0) != version)
     }
 
     fn repository_events(&self) -> &Arc<dyn EventStore> {
