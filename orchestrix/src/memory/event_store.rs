@@ -81,14 +81,18 @@ impl Default for Shared {
     }
 }
 
+/// The maps of the log hash with foldhash (hashbrown's default, randomly
+/// seeded), not SipHash: every append hashes its stream and its ids.
+type FastMap<K, V> = HashMap<K, V, hashlink::DefaultHashBuilder>;
+
 #[derive(Debug, Default)]
 struct Log {
     /// The global log: the event at position `p` is at index `p - 1`.
     events: Vec<Arc<RecordedEvent>>,
     /// Per stream, the log index of each event: version `v` is at `v - 1`.
-    streams: HashMap<StreamId, Vec<usize>>,
+    streams: FastMap<StreamId, Vec<usize>>,
     /// The log index of each event id (ids are unique across the store).
-    ids: HashMap<Uuid, usize>,
+    ids: FastMap<Uuid, usize>,
 }
 
 impl Shared {
@@ -107,7 +111,15 @@ impl Shared {
     /// Moves the watched head forward to `head`. Called outside the lock;
     /// two racing appends may notify out of order, so the head only ever
     /// moves forward.
+    ///
+    /// With no subscription, nothing is sent (the send takes a lock and
+    /// wakes waiters): a subscription begun after the check below reads
+    /// the log after this append was pushed, so it sees the append anyway,
+    /// and it is woken by the next append's send.
     fn advance_head(&self, head: u64) {
+        if self.head.receiver_count() == 0 {
+            return;
+        }
         self.head.send_if_modified(|current| {
             let advanced = head > *current;
             if advanced {
