@@ -1,5 +1,6 @@
 //! Projection catch-up over 1,000,000 in-memory events through a no-op
-//! projection, beside a plain loop over the same events, in one run.
+//! projection, beside a plain loop that reads the same events and calls
+//! the same handler, in one run (goal: at least 0.7 of the loop).
 //!
 //! `cargo bench -p orchestrix-benches --bench projection` (add `-- --quick`
 //! for 100,000 events).
@@ -8,7 +9,7 @@ use std::time::Instant;
 
 use futures_util::StreamExt;
 use orchestrix::memory::{InMemoryCheckpointStore, InMemoryEventStore};
-use orchestrix::projection::{ProjectionEngine, ProjectionOptions};
+use orchestrix::projection::{Projection, ProjectionEngine, ProjectionOptions};
 use orchestrix::{
     envelope::NewEvent,
     store::{EventFilter, EventStore, ExpectedVersion},
@@ -41,14 +42,15 @@ async fn main() {
     let filter = EventFilter::all();
     let (mut best_plain, mut best_engine, mut best_spawned) = (f64::MAX, f64::MAX, f64::MAX);
     for _ in 0..3 {
+        // The baseline: read the same events and call the same handler,
+        // with nothing else (no checkpoint, no retry, no span).
         let start = Instant::now();
         let mut events = store.read_all(1, &filter);
-        let mut seen = 0u64;
+        let mut plain = Counting::new("plain");
         while let Some(event) = events.next().await {
-            let event = event.expect("reads");
-            seen += std::hint::black_box(event.global_position) / event.global_position;
+            plain.handle(&event.expect("reads")).await.expect("handles");
         }
-        assert_eq!(seen, total);
+        assert_eq!(plain.seen, total);
         best_plain = best_plain.min(start.elapsed().as_secs_f64());
 
         let start = Instant::now();
