@@ -386,20 +386,27 @@ impl Orchestrix {
         let (command_id, mut metadata) = options.resolve();
         let correlation_id = metadata.correlation_id.unwrap_or(command_id);
         let run = Run { command_id, repeatable };
-        let span = tracing::info_span!(
-            "orchestrix.command",
-            command = C::NAME,
-            aggregate = <C::Aggregate as Aggregate>::NAME,
-            aggregate_id = %id,
-            %command_id,
-            %correlation_id,
-            trace_id = tracing::field::Empty,
-            outcome = tracing::field::Empty,
-            version = tracing::field::Empty,
-            attempts = tracing::field::Empty,
-            error = tracing::field::Empty,
-            otel.status_code = tracing::field::Empty,
-        );
+        // No span at all when no subscriber takes INFO spans: a disabled
+        // span still builds its fields (tracing's `log` fallback), some
+        // 200 instructions; the same holds for the repository's spans.
+        let span = if tracing::level_enabled!(tracing::Level::INFO) {
+            tracing::info_span!(
+                "orchestrix.command",
+                command = C::NAME,
+                aggregate = <C::Aggregate as Aggregate>::NAME,
+                aggregate_id = %id,
+                %command_id,
+                %correlation_id,
+                trace_id = tracing::field::Empty,
+                outcome = tracing::field::Empty,
+                version = tracing::field::Empty,
+                attempts = tracing::field::Empty,
+                error = tracing::field::Empty,
+                otel.status_code = tracing::field::Empty,
+            )
+        } else {
+            tracing::Span::none()
+        };
         adopt_trace(&span, &metadata);
         // The events carry this command's trace context, unless the caller
         // set one: whoever handles them continues the trace.

@@ -193,18 +193,22 @@ impl<A: Aggregate> Repository<A> {
         event_id: impl Fn(u32) -> uuid::Uuid + Send,
     ) -> Result<Vec<Arc<RecordedEvent>>, Error> {
         let id = id.borrow();
-        let span = tracing::info_span!(
-            "orchestrix.append",
-            aggregate = A::NAME,
-            aggregate_id = %id,
-            expected_version = ?expected,
-            event_count = events.len(),
-            event_type = tracing::field::Empty,
-            version = tracing::field::Empty,
-            global_position = tracing::field::Empty,
-            error = tracing::field::Empty,
-            otel.status_code = tracing::field::Empty,
-        );
+        let span = if tracing::level_enabled!(tracing::Level::INFO) {
+            tracing::info_span!(
+                "orchestrix.append",
+                aggregate = A::NAME,
+                aggregate_id = %id,
+                expected_version = ?expected,
+                event_count = events.len(),
+                event_type = tracing::field::Empty,
+                version = tracing::field::Empty,
+                global_position = tracing::field::Empty,
+                error = tracing::field::Empty,
+                otel.status_code = tracing::field::Empty,
+            )
+        } else {
+            tracing::Span::none()
+        };
         let result = async {
             let stream = self.stream(id)?;
             let batch = NewEvent::encode_all::<A::Event>(events, metadata)?
@@ -240,14 +244,18 @@ impl<A: Aggregate> Repository<A> {
         let (Some(snapshots), Some(serialized)) = (&self.snapshots, state.snapshot_state()) else {
             return Ok(false);
         };
-        let span = tracing::info_span!(
-            "orchestrix.snapshot",
-            aggregate = A::NAME,
-            aggregate_id = %id,
-            version,
-            error = tracing::field::Empty,
-            otel.status_code = tracing::field::Empty,
-        );
+        let span = if tracing::level_enabled!(tracing::Level::INFO) {
+            tracing::info_span!(
+                "orchestrix.snapshot",
+                aggregate = A::NAME,
+                aggregate_id = %id,
+                version,
+                error = tracing::field::Empty,
+                otel.status_code = tracing::field::Empty,
+            )
+        } else {
+            tracing::Span::none()
+        };
         let result = async {
             let state = serialized.map_err(|source| Error::Serialize { what: "a snapshot", source })?;
             let snapshot = Snapshot {
@@ -280,15 +288,19 @@ impl<A: Aggregate> Repository<A> {
         until_version: Option<u64>,
         keep: impl Fn(&RecordedEvent) -> bool,
     ) -> Result<Loaded<A>, Error> {
-        let span = tracing::info_span!(
-            "orchestrix.load",
-            aggregate = A::NAME,
-            aggregate_id = %id,
-            snapshot_version = tracing::field::Empty,
-            version = tracing::field::Empty,
-            error = tracing::field::Empty,
-            otel.status_code = tracing::field::Empty,
-        );
+        let span = if tracing::level_enabled!(tracing::Level::INFO) {
+            tracing::info_span!(
+                "orchestrix.load",
+                aggregate = A::NAME,
+                aggregate_id = %id,
+                snapshot_version = tracing::field::Empty,
+                version = tracing::field::Empty,
+                error = tracing::field::Empty,
+                otel.status_code = tracing::field::Empty,
+            )
+        } else {
+            tracing::Span::none()
+        };
         let result = async {
             let stream = self.stream(id)?;
             let mut loaded = self.start_from_snapshot(&stream, until_version).await?;
