@@ -324,8 +324,13 @@ impl NewEvent {
     /// those of `metadata`. The event gets a new UUID v7 id; [`NewEvent::with_id`] gives it
     /// another.
     pub fn encode<E: Event>(event: &E, metadata: Metadata) -> Result<Self, serde_json::Error> {
+        Self::encode_with_id(event, metadata, Uuid::now_v7())
+    }
+
+    /// [`NewEvent::encode`] with the id `id`.
+    fn encode_with_id<E: Event>(event: &E, metadata: Metadata, id: Uuid) -> Result<Self, serde_json::Error> {
         Ok(Self {
-            id: Uuid::now_v7(),
+            id,
             event_type: event.event_type().to_owned(),
             schema_version: event.schema_version(),
             data: event.encode()?,
@@ -348,9 +353,20 @@ impl NewEvent {
         events: impl IntoIterator<Item = impl std::borrow::Borrow<E>>,
         metadata: &Metadata,
     ) -> Result<Vec<Self>, Error> {
+        Self::encode_all_with_ids::<E>(events, metadata, |_| Uuid::now_v7())
+    }
+
+    /// [`NewEvent::encode_all`] with the id of each event (by its index)
+    /// from `event_id`: no UUID v7 is made only to be replaced.
+    pub(crate) fn encode_all_with_ids<E: Event>(
+        events: impl IntoIterator<Item = impl std::borrow::Borrow<E>>,
+        metadata: &Metadata,
+        event_id: impl Fn(u32) -> Uuid,
+    ) -> Result<Vec<Self>, Error> {
         events
             .into_iter()
-            .map(|event| Self::encode(event.borrow(), metadata.clone()))
+            .zip(0..)
+            .map(|(event, index)| Self::encode_with_id(event.borrow(), metadata.clone(), event_id(index)))
             .collect::<Result<_, _>>()
             .map_err(|source| Error::Serialize { what: "an event", source })
     }

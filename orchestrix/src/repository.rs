@@ -211,11 +211,7 @@ impl<A: Aggregate> Repository<A> {
         };
         let result = async {
             let stream = self.stream(id)?;
-            let batch = NewEvent::encode_all::<A::Event>(events, metadata)?
-                .into_iter()
-                .zip(0..)
-                .map(|(event, index)| event.with_id(event_id(index)))
-                .collect::<Vec<_>>();
+            let batch = NewEvent::encode_all_with_ids::<A::Event>(events, metadata, &event_id)?;
             if !span.is_disabled() {
                 span.record("event_type", event_types(&batch));
             }
