@@ -103,7 +103,7 @@ impl<A> Clone for Repository<A> {
 impl<A: Aggregate> fmt::Debug for Repository<A> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Repository")
-            .field("aggregate", &A::NAME)
+            .field("aggregate", &self.category)
             .field("events", &self.events)
             .field("snapshots", &self.snapshots)
             .finish()
