@@ -18,7 +18,7 @@ use orchestrix_benches::raw_log::RawStore;
 use orchestrix_benches::{race, round};
 
 use crate::report::{Entry, Row};
-use crate::{live_heap_bytes, Options, Size};
+use crate::{allocations_per_op, live_heap_bytes, Options, Size};
 
 const HISTORY: u64 = 10_000;
 const RAW: &str = "hand-rolled log";
@@ -70,6 +70,25 @@ async fn round_trip(size: Size) -> Row {
         ],
     )
     .await;
+    // Allocations per command, on one more (untimed) run of each.
+    let ours = allocations_per_op(ops, |ops| {
+        let app = &orchestrix;
+        async move {
+            for _ in 0..ops {
+                app.execute(Uuid::now_v7(), ledger::Open { owner: "Ada Lovelace".into() }).await.expect("opens");
+            }
+        }
+    })
+    .await;
+    let theirs = allocations_per_op(ops, |ops| {
+        let raw = &raw;
+        async move {
+            for _ in 0..ops {
+                raw.open(format!("Account-{}", Uuid::now_v7()), "Ada Lovelace");
+            }
+        }
+    })
+    .await;
     Row::new(
         "6a",
         "in memory: command round trip, new aggregate",
@@ -77,7 +96,11 @@ async fn round_trip(size: Size) -> Row {
         Entry::new("Orchestrix in-memory", rates[0].per_second),
         Entry::new(RAW, rates[1].per_second),
     )
-    .method(format!("{rounds} rounds of {ops} commands"))
+    .goal("to_baseline", 0.8)
+    .method(format!(
+        "{rounds} rounds of {ops} commands; heap allocations per command (counting allocator): \
+         Orchestrix {ours:.1}, {RAW} {theirs:.1}"
+    ))
     .announce()
 }
 
@@ -121,6 +144,19 @@ async fn rehydrate(size: Size) -> Row {
     .await;
     #[allow(clippy::cast_precision_loss)]
     let events = |rate: f64| rate * HISTORY as f64;
+    // Allocations per rehydrated event, on one more (untimed) load of each.
+    #[allow(clippy::cast_precision_loss)]
+    let history = HISTORY as f64;
+    let ours = allocations_per_op(1, |_| async {
+        repository.load(&id).await.expect("loads");
+    })
+    .await
+        / history;
+    let theirs = allocations_per_op(1, |_| async {
+        raw.rehydrate(&stream);
+    })
+    .await
+        / history;
     Row::new(
         "6b",
         "in memory: rehydrate an aggregate of 10,000 events",
@@ -128,7 +164,11 @@ async fn rehydrate(size: Size) -> Row {
         Entry::new("Orchestrix repository load", events(rates[0].per_second)),
         Entry::new(RAW, events(rates[1].per_second)),
     )
-    .method(format!("{rounds} rounds of {loads} loads"))
+    .goal("to_baseline", 0.8)
+    .method(format!(
+        "{rounds} rounds of {loads} loads; heap allocations per event (counting allocator): \
+         Orchestrix {ours:.3}, {RAW} {theirs:.3}"
+    ))
     .announce()
 }
 
