@@ -1,9 +1,11 @@
 //! The metrics Orchestrix records, through the [`metrics`] facade.
 //!
 //! Nothing is recorded until the application installs a recorder (for
-//! example `metrics-exporter-prometheus`); without one, each call still
-//! builds its key (labels and hash, about 500 instructions: some 1,500 a
-//! command) for the no-op recorder. The names and labels below are
+//! example `metrics-exporter-prometheus`). The metrics of the command path
+//! (commands, their duration, events appended, cache lookups) have keys
+//! built at compile time, per command and aggregate type, so that a
+//! command pays no allocation and no hashing for them, recorder or not;
+//! the others build their key per call. The names and labels below are
 //! stable.
 //!
 //! | name | kind | labels |
@@ -136,11 +138,55 @@ pub fn command_outcome<T, E>(result: &Result<T, CommandError<E>>) -> &'static st
     }
 }
 
-pub(crate) fn command_finished(command: &'static str, aggregate: &'static str, outcome: &'static str, took: Duration) {
-    metrics::counter!(COMMANDS_TOTAL, "command" => command, "aggregate" => aggregate, "outcome" => outcome)
-        .increment(1);
-    metrics::histogram!(COMMAND_DURATION_SECONDS, "command" => command, "aggregate" => aggregate)
-        .record(took.as_secs_f64());
+/// The label values of the command path's metrics, known at compile time:
+/// the command bus implements it for each command and aggregate type, so
+/// that their keys are constants ([`command_finished`],
+/// [`events_appended_by`], [`aggregate_cache_lookup`]).
+pub(crate) trait Labels {
+    /// The `command` label (unused by per-aggregate metrics).
+    const COMMAND: &'static str;
+    /// The `aggregate` label.
+    const AGGREGATE: &'static str;
+}
+
+/// What the command path's metrics are registered with (what the
+/// `metrics` macros would pass from this module).
+static METADATA: metrics::Metadata<'static> =
+    metrics::Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
+
+/// A constant key of `name` with labels `$key => $value`: built and hashed
+/// at compile time, within a function generic over `L: Labels`.
+macro_rules! static_key {
+    ($name:expr $(, $key:literal => $value:expr)*) => {
+        const {
+            let labels: &'static [metrics::Label] = const { &[$(metrics::Label::from_static_parts($key, $value)),*] };
+            &metrics::Key::from_static_parts($name, labels)
+        }
+    };
+}
+
+/// A command finished with `outcome` ([`command_outcome`]) after `took`.
+pub(crate) fn command_finished<L: Labels>(outcome: &'static str, took: Duration) {
+    macro_rules! by_outcome {
+        ($($outcome:literal),*) => {
+            match outcome {
+                $($outcome => static_key!(COMMANDS_TOTAL, "command" => L::COMMAND, "aggregate" => L::AGGREGATE, "outcome" => $outcome),)*
+                other => {
+                    metrics::counter!(COMMANDS_TOTAL, "command" => L::COMMAND, "aggregate" => L::AGGREGATE, "outcome" => other)
+                        .increment(1);
+                    return record_duration::<L>(took);
+                }
+            }
+        };
+    }
+    let key = by_outcome!("ok", "rejected", "not_found", "already_exists", "conflict", "unregistered", "error");
+    metrics::with_recorder(|recorder| recorder.register_counter(key, &METADATA)).increment(1);
+    record_duration::<L>(took);
+}
+
+fn record_duration<L: Labels>(took: Duration) {
+    let key = static_key!(COMMAND_DURATION_SECONDS, "command" => L::COMMAND, "aggregate" => L::AGGREGATE);
+    metrics::with_recorder(|recorder| recorder.register_histogram(key, &METADATA)).record(took.as_secs_f64());
 }
 
 pub(crate) fn conflict(aggregate: &'static str, retried: bool) {
@@ -154,11 +200,21 @@ pub(crate) fn events_appended(aggregate: impl Into<metrics::SharedString>, count
     metrics::counter!(EVENTS_APPENDED_TOTAL, "aggregate" => aggregate.into()).increment(count as u64);
 }
 
+/// [`events_appended`] for an aggregate type known at compile time.
+pub(crate) fn events_appended_by<L: Labels>(count: usize) {
+    let key = static_key!(EVENTS_APPENDED_TOTAL, "aggregate" => L::AGGREGATE);
+    metrics::with_recorder(|recorder| recorder.register_counter(key, &METADATA)).increment(count as u64);
+}
+
 pub(crate) fn snapshot_load(aggregate: &'static str, outcome: &'static str) {
     metrics::counter!(SNAPSHOT_LOADS_TOTAL, "aggregate" => aggregate, "outcome" => outcome).increment(1);
 }
 
-pub(crate) fn aggregate_cache_lookup(aggregate: &'static str, hit: bool) {
-    let outcome = if hit { "hit" } else { "miss" };
-    metrics::counter!(AGGREGATE_CACHE_LOOKUPS_TOTAL, "aggregate" => aggregate, "outcome" => outcome).increment(1);
+pub(crate) fn aggregate_cache_lookup<L: Labels>(hit: bool) {
+    let key = if hit {
+        static_key!(AGGREGATE_CACHE_LOOKUPS_TOTAL, "aggregate" => L::AGGREGATE, "outcome" => "hit")
+    } else {
+        static_key!(AGGREGATE_CACHE_LOOKUPS_TOTAL, "aggregate" => L::AGGREGATE, "outcome" => "miss")
+    };
+    metrics::with_recorder(|recorder| recorder.register_counter(key, &METADATA)).increment(1);
 }

@@ -174,8 +174,8 @@ impl OrchestrixBuilder {
     /// Checks the configuration and builds the application.
     pub fn build(self) -> Result<Orchestrix, BuildError> {
         let events = self.events.ok_or(BuildError::MissingEventStore)?;
-        let mut commands: HashMap<TypeId, &'static str> = HashMap::new();
-        let mut aggregates = HashMap::new();
+        let mut commands: super::TypeMap<&'static str> = super::TypeMap::default();
+        let mut aggregates = super::TypeMap::default();
         for registration in self.registrations {
             for command in &registration.commands {
                 if let Some(first) = commands.insert(command.type_id, registration.owner) {

