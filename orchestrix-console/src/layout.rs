@@ -45,7 +45,7 @@ pub(crate) fn page(shared: &Shared, mount: &Mount, headers: &HeaderMap, title: &
             (head(&mount.root, title))
             body {
                 header.top {
-                    a.brand href=(format!("{}/", mount.root)) { "Orchestrix" }
+                    a.brand href=(mount.root_href()) { "Orchestrix" }
                     @if in_view {
                         nav {
                             a href=(mount.href("/")) { "Streams" }

@@ -66,36 +66,40 @@ use config::Shared;
 /// its own. Links are relative to where it is mounted.
 pub fn router(console: Console) -> Router {
     let shared = Arc::new(Shared::new(console));
-    let pages = pages(shared.writable());
     let mut root = Router::new()
         .route("/assets/console.css", get(layout::stylesheet))
         .route("/assets/console.js", get(layout::script));
     if shared.writable() {
         root = root.route("/session", post(security::sign_in)).route("/session/end", post(security::sign_out));
     }
+    // The pages of a tenant's view are routes of their own under
+    // `/t/{tenant}` (not a nested router), so the tenant is a path
+    // parameter every handler sees.
     let root = if shared.has_tenants() {
-        root.route("/", get(scope::tenant_chooser)).nest("/t/{tenant}", pages)
+        pages(root.route("/", get(scope::tenant_chooser)), "/t/{tenant}", shared.writable())
     } else {
-        root.merge(pages)
+        pages(root, "", shared.writable())
     };
     root.layer(axum::middleware::from_fn(security::headers)).with_state(shared)
 }
 
-/// The pages of one scope (the whole store, or one tenant's view).
-fn pages(writable: bool) -> Router<Arc<Shared>> {
-    let mut pages = Router::new()
-        .route("/", get(streams::list))
-        .route("/stream", get(streams::stream))
-        .route("/events/{event}", get(causality::event))
-        .route("/tail", get(tail::page))
-        .route("/tail/events", get(tail::events))
-        .route("/dead-letters", get(dead_letters::list))
-        .route("/dead-letters/{letter}", get(dead_letters::letter))
-        .route("/projections", get(projections::list));
+/// The pages of one scope (the whole store, or one tenant's view) under
+/// `prefix`.
+fn pages(router: Router<Arc<Shared>>, prefix: &str, writable: bool) -> Router<Arc<Shared>> {
+    let at = |path: &str| if path == "/" && !prefix.is_empty() { prefix.to_owned() } else { format!("{prefix}{path}") };
+    let mut router = router
+        .route(&at("/"), get(streams::list))
+        .route(&at("/stream"), get(streams::stream))
+        .route(&at("/events/{event}"), get(causality::event))
+        .route(&at("/tail"), get(tail::page))
+        .route(&at("/tail/events"), get(tail::events))
+        .route(&at("/dead-letters"), get(dead_letters::list))
+        .route(&at("/dead-letters/{letter}"), get(dead_letters::letter))
+        .route(&at("/projections"), get(projections::list));
     if writable {
-        pages = pages
-            .route("/dead-letters/{letter}/retry", post(actions::retry))
-            .route("/dead-letters/{letter}/drop", post(actions::drop_letter));
+        router = router
+            .route(&at("/dead-letters/{letter}/retry"), post(actions::retry))
+            .route(&at("/dead-letters/{letter}/drop"), post(actions::drop_letter));
     }
-    pages
+    router
 }

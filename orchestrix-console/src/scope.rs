@@ -28,35 +28,53 @@ pub(crate) struct Mount {
 }
 
 impl Mount {
-    fn of(parts: &Parts) -> Self {
+    async fn of(parts: &mut Parts) -> Self {
         let original = parts.extensions.get::<OriginalUri>().map_or_else(|| parts.uri.path(), |uri| uri.0.path());
         let inner = parts.uri.path();
-        let home = match original.strip_suffix(inner) {
-            Some(home) => home,
+        let root = match original.strip_suffix(inner) {
+            Some(root) => root,
             None if inner == "/" => original,
             None => "",
         }
         .trim_end_matches('/')
         .to_owned();
-        let tenant = parts
-            .extensions
-            .get::<RawPathParams>()
-            .and_then(|params| params.iter().find(|(name, _)| *name == "tenant").map(|(_, value)| value.to_owned()));
-        let root = match &tenant {
-            Some(_) => home.rsplit_once("/t/").map_or_else(|| home.clone(), |(root, _)| root.to_owned()),
-            None => home.clone(),
+        let tenant = match RawPathParams::from_request_parts(parts, &()).await {
+            Ok(params) => params.iter().find(|(name, _)| *name == "tenant").map(|(_, value)| value.to_owned()),
+            Err(_) => None,
+        };
+        // The routes of a tenant's view are `/t/{tenant}/...` of the
+        // console's own router: the mount point is what precedes them.
+        let home = match &tenant {
+            Some(tenant) => format!("{root}/t/{}", encode_component(tenant)),
+            None => root.clone(),
         };
         Self { root, home, tenant }
     }
 
-    /// The link to `path` (starting with `/`) in the current view.
+    /// The link to `path` (starting with `/`) in the current view. The
+    /// view's first page is its root without a trailing `/`
+    /// (`/orchestrix`), as a router nested with axum 0.8 answers it.
     pub(crate) fn href(&self, path: &str) -> String {
-        format!("{}{path}", self.home)
+        join(&self.home, path)
+    }
+
+    /// The link to the console's first page.
+    pub(crate) fn root_href(&self) -> String {
+        join(&self.root, "/")
     }
 
     /// The link to `path` in `tenant`'s view.
     pub(crate) fn tenant_href(&self, tenant: &str, path: &str) -> String {
-        format!("{}/t/{}{path}", self.root, encode_component(tenant))
+        join(&format!("{}/t/{}", self.root, encode_component(tenant)), path)
+    }
+}
+
+/// `base` (without a trailing `/`) and `path` (starting with `/`).
+fn join(base: &str, path: &str) -> String {
+    match (base, path) {
+        ("", path) => path.to_owned(),
+        (base, "/") => base.to_owned(),
+        (base, path) => format!("{base}{path}"),
     }
 }
 
@@ -64,7 +82,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Mount {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        Ok(Self::of(parts))
+        Ok(Self::of(parts).await)
     }
 }
 
@@ -89,9 +107,13 @@ impl FromRequestParts<Arc<Shared>> for Scope {
     async fn from_request_parts(parts: &mut Parts, shared: &Arc<Shared>) -> Result<Self, Self::Rejection> {
         let State(shared) =
             State::<Arc<Shared>>::from_request_parts(parts, shared).await.map_err(IntoResponse::into_response)?;
-        let mount = Mount::of(parts);
+        let mount = Mount::of(parts).await;
         let console = &shared.console;
         let (events, dead_letters) = match &mount.tenant {
+            // Fail closed: a console with tenants has no view of the whole store.
+            None if !console.tenants.is_empty() => {
+                return Err((StatusCode::NOT_FOUND, layout::bare("Not found", "Choose a tenant.")).into_response());
+            }
             None => (console.events.clone(), console.dead_letters.clone()),
             Some(tenant) => {
                 if !console.tenants.iter().any(|known| known.as_str() == tenant) {

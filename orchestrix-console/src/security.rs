@@ -164,10 +164,11 @@ pub(crate) struct SignIn {
 /// Where to go after signing in or out: a path of the console, never
 /// another site.
 fn next_path(mount: &Mount, next: &str) -> String {
-    if next.starts_with(&format!("{}/", mount.root)) && !next.starts_with("//") && !next.contains('\\') {
+    let inside = next == mount.root_href() || next.starts_with(&format!("{}/", mount.root));
+    if inside && next.starts_with('/') && !next.starts_with("//") && !next.contains('\\') {
         next.to_owned()
     } else {
-        format!("{}/", mount.root)
+        mount.root_href()
     }
 }
 
@@ -219,7 +220,7 @@ pub(crate) async fn sign_out(
         shared.sessions.close(&id);
     }
     let path = if mount.root.is_empty() { "/" } else { mount.root.as_str() };
-    let mut response = Redirect::to(&format!("{}/", mount.root)).into_response();
+    let mut response = Redirect::to(&mount.root_href()).into_response();
     if let Ok(value) = HeaderValue::from_str(&format!("{COOKIE}=; Path={path}; HttpOnly; SameSite=Strict; Max-Age=0")) {
         response.headers_mut().insert(header::SET_COOKIE, value);
     }
@@ -269,7 +270,7 @@ mod tests {
     fn next_stays_inside() {
         let mount = Mount { root: "/orchestrix".into(), home: "/orchestrix".into(), tenant: None };
         assert_eq!(next_path(&mount, "/orchestrix/dead-letters"), "/orchestrix/dead-letters");
-        assert_eq!(next_path(&mount, "https://evil.example/"), "/orchestrix/");
-        assert_eq!(next_path(&mount, "//evil.example/orchestrix/"), "/orchestrix/");
+        assert_eq!(next_path(&mount, "https://evil.example/"), "/orchestrix");
+        assert_eq!(next_path(&mount, "//evil.example/orchestrix/"), "/orchestrix");
     }
 }
