@@ -14,7 +14,7 @@ use crate::causality::param;
 use crate::layout;
 use crate::render::without_credentials;
 use crate::scope::Scope;
-use crate::security::authorize;
+use crate::security::{authorize, refused};
 use crate::streams::unavailable;
 
 /// An action's form: the session's CSRF token.
@@ -50,8 +50,8 @@ pub(crate) async fn drop_letter(
 }
 
 async fn act(scope: Scope, headers: &HeaderMap, params: &RawPathParams, form: ActionForm, action: Action) -> Response {
-    if let Err(refusal) = authorize(&scope.shared, headers, Some(&form.csrf)) {
-        return refusal;
+    if let Err(reason) = authorize(&scope.shared, headers, Some(&form.csrf)) {
+        return refused(reason);
     }
     let Some(id) = param(params, "letter").and_then(|id| Uuid::parse_str(id).ok()) else {
         return (StatusCode::BAD_REQUEST, layout::bare("Bad id", "A dead letter's id is a UUID.")).into_response();

@@ -70,7 +70,7 @@ pub(crate) async fn event(scope: Scope, headers: HeaderMap, params: RawPathParam
         Ok(recent) => recent,
         Err(error) => return unavailable(&error),
     };
-    let caused: Vec<_> = recent
+    let effects: Vec<_> = recent
         .iter()
         .filter(|other| other.metadata.causation_id == Some(event.id) && other.id != event.id)
         .cloned()
@@ -105,8 +105,8 @@ pub(crate) async fn event(scope: Scope, headers: HeaderMap, params: RawPathParam
         }
         section id="caused" {
             h2 { "Caused" }
-            @if caused.is_empty() { p { "No event of the last " (window) " positions names this one as its cause." } }
-            @else { (event_table(mount, &caused, true)) }
+            @if effects.is_empty() { p { "No event of the last " (window) " positions names this one as its cause." } }
+            @else { (event_table(mount, &effects, true)) }
         }
         @if let Some(correlation) = event.metadata.correlation_id {
             section id="correlated" {
@@ -115,5 +115,5 @@ pub(crate) async fn event(scope: Scope, headers: HeaderMap, params: RawPathParam
             }
         }
     };
-    layout::page(&scope.shared, mount, &headers, &title, body).into_response()
+    layout::page(&scope.shared, mount, &headers, &title, &body).into_response()
 }

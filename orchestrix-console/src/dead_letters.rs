@@ -58,7 +58,7 @@ fn actions(scope: &Scope, csrf: Option<&str>, letter: &DeadLetter) -> Markup {
 pub(crate) async fn list(scope: Scope, headers: HeaderMap, Query(done): Query<Done>) -> Response {
     let Some(store) = &scope.dead_letters else {
         let body = html! { h1 { "Dead letters" } p { "No dead-letter store is configured." } };
-        return layout::page(&scope.shared, &scope.mount, &headers, "Dead letters", body).into_response();
+        return layout::page(&scope.shared, &scope.mount, &headers, "Dead letters", &body).into_response();
     };
     let mut letters = match store.list(None).await {
         Ok(letters) => letters,
@@ -96,7 +96,7 @@ pub(crate) async fn list(scope: Scope, headers: HeaderMap, Query(done): Query<Do
             } }
         }
     };
-    layout::page(&scope.shared, mount, &headers, "Dead letters", body).into_response()
+    layout::page(&scope.shared, mount, &headers, "Dead letters", &body).into_response()
 }
 
 /// `GET /dead-letters/{id}`.
@@ -128,5 +128,5 @@ pub(crate) async fn letter(scope: Scope, headers: HeaderMap, params: RawPathPara
         (metadata(mount, &letter.event))
         pre.json { (data_json(&scope.shared.console, &letter.event)) }
     };
-    layout::page(&scope.shared, mount, &headers, "Dead letter", body).into_response()
+    layout::page(&scope.shared, mount, &headers, "Dead letter", &body).into_response()
 }

@@ -35,7 +35,7 @@ fn head(root: &str, title: &str) -> Markup {
 }
 
 /// A page of the console: `body` in the frame.
-pub(crate) fn page(shared: &Shared, mount: &Mount, headers: &HeaderMap, title: &str, body: Markup) -> Markup {
+pub(crate) fn page(shared: &Shared, mount: &Mount, headers: &HeaderMap, title: &str, body: &Markup) -> Markup {
     let csrf = signed_in_csrf(shared, headers);
     let tenants = &shared.console.tenants;
     let in_view = mount.tenant.is_some() || tenants.is_empty();

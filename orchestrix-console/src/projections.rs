@@ -44,5 +44,5 @@ pub(crate) async fn list(scope: Scope, headers: HeaderMap) -> Response {
             p.hint { "Lag: positions between the projection and the head of the whole log (other tenants' and filtered-out events included)." }
         }
     };
-    layout::page(&scope.shared, &scope.mount, &headers, "Projections", body).into_response()
+    layout::page(&scope.shared, &scope.mount, &headers, "Projections", &body).into_response()
 }

@@ -2,6 +2,8 @@
 //! data masked, metadata with secrets masked, event rows, error texts
 //! without credentials, and links.
 
+use std::fmt::Write as _;
+
 use maud::{html, Markup};
 use orchestrix::envelope::RecordedEvent;
 use serde_json::Value;
@@ -19,7 +21,7 @@ pub(crate) fn encode_component(text: &str) -> String {
         if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
             out.push(char::from(byte));
         } else {
-            out.push_str(&format!("%{byte:02X}"));
+            let _ = write!(out, "%{byte:02X}");
         }
     }
     out

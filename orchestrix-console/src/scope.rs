@@ -148,5 +148,5 @@ pub(crate) async fn tenant_chooser(State(shared): State<Arc<Shared>>, mount: Mou
             }
         }
     };
-    layout::page(&shared, &mount, &axum::http::HeaderMap::new(), "Tenants", body)
+    layout::page(&shared, &mount, &axum::http::HeaderMap::new(), "Tenants", &body)
 }

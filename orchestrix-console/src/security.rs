@@ -23,7 +23,7 @@ use crate::scope::Mount;
 pub(crate) const COOKIE: &str = "orchestrix_console_session";
 
 /// How long a session lasts after it is opened.
-const SESSION_LIFETIME: Duration = Duration::from_secs(8 * 60 * 60);
+const SESSION_LIFETIME: Duration = Duration::from_hours(8);
 
 /// The most sessions kept at once; the oldest goes first.
 const MAX_SESSIONS: usize = 1024;
@@ -124,32 +124,32 @@ fn same_origin(shared: &Shared, headers: &HeaderMap) -> bool {
 
 /// Whether the request may change something: the write token as a bearer
 /// token, or a signed-in session with its CSRF token from a same-origin
-/// page. `Err` is the 403 answer.
-pub(crate) fn authorize(shared: &Shared, headers: &HeaderMap, csrf: Option<&str>) -> Result<(), Response> {
+/// page. `Err` is the reason of the refusal, for [`refused`].
+pub(crate) fn authorize(shared: &Shared, headers: &HeaderMap, csrf: Option<&str>) -> Result<(), &'static str> {
     let Some(token) = shared.console.write_token.as_deref() else {
-        return Err(refused("This console is read-only."));
+        return Err("This console is read-only.");
     };
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.strip_prefix("Bearer "));
     if let Some(bearer) = bearer {
-        return if same_secret(bearer.trim(), token) { Ok(()) } else { Err(refused("Wrong token.")) };
+        return if same_secret(bearer.trim(), token) { Ok(()) } else { Err("Wrong token.") };
     }
     let Some(expected) = session_id(headers).and_then(|id| shared.sessions.csrf(&id)) else {
-        return Err(refused("Sign in with the write token first."));
+        return Err("Sign in with the write token first.");
     };
     if !same_origin(shared, headers) {
-        return Err(refused("Cross-site request refused."));
+        return Err("Cross-site request refused.");
     }
     match csrf {
         Some(csrf) if same_secret(csrf, &expected) => Ok(()),
-        _ => Err(refused("Missing or stale form token; reload the page.")),
+        _ => Err("Missing or stale form token; reload the page."),
     }
 }
 
 /// A 403 page with `reason` (a fixed text of this module).
-fn refused(reason: &'static str) -> Response {
+pub(crate) fn refused(reason: &'static str) -> Response {
     (StatusCode::FORBIDDEN, layout::bare("Refused", reason)).into_response()
 }
 
@@ -213,8 +213,8 @@ pub(crate) async fn sign_out(
     headers: HeaderMap,
     Form(form): Form<SignOut>,
 ) -> Response {
-    if let Err(refusal) = authorize(&shared, &headers, Some(&form.csrf)) {
-        return refusal;
+    if let Err(reason) = authorize(&shared, &headers, Some(&form.csrf)) {
+        return refused(reason);
     }
     if let Some(id) = session_id(&headers) {
         shared.sessions.close(&id);

@@ -100,7 +100,7 @@ pub(crate) async fn list(scope: Scope, headers: HeaderMap, Query(search): Query<
         found.last_position = event.global_position;
     }
     let mut rows: Vec<_> = streams.into_iter().collect();
-    rows.sort_by(|a, b| b.1.last_position.cmp(&a.1.last_position));
+    rows.sort_by_key(|row| std::cmp::Reverse(row.1.last_position));
     let more = rows.len() > MAX_STREAMS;
     rows.truncate(MAX_STREAMS);
     let mount = &scope.mount;
@@ -133,7 +133,7 @@ pub(crate) async fn list(scope: Scope, headers: HeaderMap, Query(search): Query<
             @if more { p.hint { "Only the " (MAX_STREAMS) " most recent streams are listed; narrow the search." } }
         }
     };
-    layout::page(&scope.shared, mount, &headers, "Streams", body).into_response()
+    layout::page(&scope.shared, mount, &headers, "Streams", &body).into_response()
 }
 
 /// The stream page's query.
@@ -190,5 +190,5 @@ pub(crate) async fn stream(scope: Scope, headers: HeaderMap, Query(query): Query
             a.more href=(mount.href(&format!("/stream?id={}&from={next}", crate::render::encode_component(&name)))) { "Later events" }
         }
     };
-    (status, layout::page(&scope.shared, mount, &headers, &name, body)).into_response()
+    (status, layout::page(&scope.shared, mount, &headers, &name, &body)).into_response()
 }

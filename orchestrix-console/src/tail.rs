@@ -62,7 +62,7 @@ pub(crate) async fn page(scope: Scope, headers: HeaderMap, Query(filter): Query<
             }
         }
     };
-    layout::page(&scope.shared, mount, &headers, "Live tail", body).into_response()
+    layout::page(&scope.shared, mount, &headers, "Live tail", &body).into_response()
 }
 
 /// `GET /tail/events`: the events committed from now on (or after the

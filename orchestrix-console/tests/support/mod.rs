@@ -1,7 +1,7 @@
 //! A store with known events, a projection that parks one of them, and
 //! the requests the tests send.
 
-#![allow(dead_code, unreachable_pub, missing_docs)]
+#![allow(dead_code, unreachable_pub, missing_docs, clippy::needless_pass_by_value)]
 
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
