@@ -14,6 +14,13 @@ fn main() {
     println!("cargo:rerun-if-changed=/usr/bin/chromedriver");
     println!("cargo:rerun-if-changed=/usr/bin/chromium");
     println!("cargo::rustc-check-cfg=cfg(orchestrix_browser)");
+    // The PostgreSQL test, as in orchestrix-adapters (ADR 0037).
+    println!("cargo:rerun-if-env-changed=ORCHESTRIX_PG_URL");
+    println!("cargo::rustc-check-cfg=cfg(orchestrix_pg)");
+    let pg = std::env::var_os("ORCHESTRIX_PG_URL").is_some_and(|value| !value.is_empty());
+    if pg || std::env::var_os("CI").is_some() {
+        println!("cargo:rustc-cfg=orchestrix_pg");
+    }
     let ci = std::env::var_os("CI").is_some();
     let named = std::env::var_os("ORCHESTRIX_CHROMEDRIVER").is_some_and(|value| !value.is_empty());
     let installed =

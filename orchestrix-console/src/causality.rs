@@ -105,7 +105,7 @@ pub(crate) async fn event(scope: Scope, headers: HeaderMap, params: RawPathParam
         }
         section id="caused" {
             h2 { "Caused" }
-            @if effects.is_empty() { p { "No event of the last " (window) " positions names this one as its cause." } }
+            @if effects.is_empty() { p { "No event of the last " (window) " events of the log names this one as its cause." } }
             @else { (event_table(mount, &effects, true)) }
         }
         @if let Some(correlation) = event.metadata.correlation_id {

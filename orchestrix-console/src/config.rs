@@ -104,8 +104,8 @@ impl fmt::Debug for Console {
     }
 }
 
-/// How many positions back from the head the stream search and the
-/// causality scan read by default.
+/// How many of the log's last events the stream search and the causality
+/// scan read by default.
 pub const DEFAULT_SCAN_WINDOW: u64 = 10_000;
 
 impl Console {
@@ -203,10 +203,10 @@ impl Console {
         self
     }
 
-    /// How many positions back from the head the stream search and the
+    /// How many of the log's last events the stream search and the
     /// causality scan read ([`DEFAULT_SCAN_WINDOW`] by default; at least 1).
-    pub fn scan_window(mut self, positions: u64) -> Self {
-        self.scan_window = positions.max(1);
+    pub fn scan_window(mut self, events: u64) -> Self {
+        self.scan_window = events.max(1);
         self
     }
 }

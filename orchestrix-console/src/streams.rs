@@ -1,6 +1,6 @@
 //! The streams page (a search over the recent log) and a stream's page.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use axum::extract::Query;
@@ -29,21 +29,36 @@ pub(crate) fn unavailable(error: &StoreError) -> Response {
     (StatusCode::SERVICE_UNAVAILABLE, layout::bare("The store failed", &message)).into_response()
 }
 
-/// The events of the last `window` positions of the log that `filter`
-/// passes, in position order.
+/// The last `limit` events of the log that `filter` passes, in position
+/// order.
+///
+/// Global positions need not be dense (PostgreSQL's carry the transaction
+/// in their high bits), so the scan reads back from the head over a span
+/// of positions that grows fourfold until it holds `limit` events or
+/// reaches the start; it keeps only the last `limit` of what it reads.
 pub(crate) async fn scan(
     events: &dyn EventStore,
-    window: u64,
+    limit: u64,
     filter: &EventFilter,
 ) -> Result<Vec<Arc<RecordedEvent>>, StoreError> {
     let Some(head) = events.head_position().await? else { return Ok(Vec::new()) };
-    let from = head.saturating_sub(window.saturating_sub(1));
-    let mut read = events.read_all(from, filter);
-    let mut found = Vec::new();
-    while let Some(event) = read.next().await {
-        found.push(event?);
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX).max(1);
+    let mut span = u64::try_from(limit).unwrap_or(u64::MAX);
+    loop {
+        let from = head.saturating_sub(span.saturating_sub(1));
+        let mut read = events.read_all(from, filter);
+        let mut found = VecDeque::with_capacity(limit.min(4096));
+        while let Some(event) = read.next().await {
+            if found.len() == limit {
+                found.pop_front();
+            }
+            found.push_back(event?);
+        }
+        if found.len() == limit || from == 0 {
+            return Ok(found.into());
+        }
+        span = span.saturating_mul(4);
     }
-    Ok(found)
 }
 
 /// The search form.
@@ -112,7 +127,7 @@ pub(crate) async fn list(scope: Scope, headers: HeaderMap, Query(search): Query<
             label { "Event type " input type="search" name="event" value=(search.event) placeholder="MoneyDeposited"; }
             button type="submit" { "Search" }
         }
-        p.hint { "Searches the last " (window) " positions of the log." }
+        p.hint { "Searches the last " (window) " events of the log." }
         @if rows.is_empty() {
             p id="no-streams" { "No stream matches." }
         } @else {
