@@ -137,7 +137,7 @@ async fn the_console_in_a_real_browser() {
     assert_eq!(heading.text().await.unwrap(), "AccountOpened", "the chain starts at the origin");
 
     // The hostile stream renders as text; no script of its ran.
-    client.goto(&format!("{base}/stream?id=Account/{}", support_encode(HOSTILE))).await.unwrap();
+    client.goto(&format!("{base}/stream?id=Account/{}", percent(HOSTILE))).await.unwrap();
     assert_eq!(
         client.find(Locator::Id("stream-name")).await.unwrap().text().await.unwrap(),
         format!("Account/{HOSTILE}")
@@ -233,10 +233,4 @@ async fn a_tenants_view_in_the_browser_lists_only_its_streams() {
     assert_eq!(client.find(Locator::Id("current-tenant")).await.unwrap().text().await.unwrap(), "acme");
     screenshot(&client, "tenant").await;
     client.close().await.unwrap();
-}
-
-fn support_encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| if b.is_ascii_alphanumeric() { char::from(b).to_string() } else { format!("%{b:02X}") })
-        .collect()
 }

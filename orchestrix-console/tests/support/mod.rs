@@ -231,3 +231,10 @@ pub async fn sign_in(app: &Router) -> String {
     assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.body);
     answer.cookie().expect("a session cookie")
 }
+
+/// `text` percent-encoded for a query value.
+pub fn percent(text: &str) -> String {
+    text.bytes()
+        .map(|b| if b.is_ascii_alphanumeric() { char::from(b).to_string() } else { format!("%{b:02X}") })
+        .collect()
+}
