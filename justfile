@@ -49,6 +49,11 @@ console-screenshots:
 console STORE:
     cargo run -p orchestrix-console --features cli -- --store {{STORE}}
 
+# the bank example's log in the console: http://127.0.0.1:8080
+console-demo:
+    cargo run -p bank -- --db target/console-demo.db
+    cargo run -p orchestrix-console --features cli -- --store sqlite:target/console-demo.db
+
 # everything CI runs
 ci:
     bash .ci/run

@@ -190,8 +190,16 @@ pub(crate) async fn sign_in(
     }
     let (id, _) = shared.sessions.open();
     let path = if mount.root.is_empty() { "/" } else { mount.root.as_str() };
-    let cookie =
-        format!("{COOKIE}={id}; Path={path}; HttpOnly; SameSite=Strict; Max-Age={}", SESSION_LIFETIME.as_secs());
+    // Served over HTTPS (the form came from an https origin): the cookie
+    // is never sent in clear.
+    let https = headers
+        .get(header::ORIGIN)
+        .or_else(|| headers.get(header::REFERER))
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|origin| origin.starts_with("https://"));
+    let secure = if https { "; Secure" } else { "" };
+    let lifetime = SESSION_LIFETIME.as_secs();
+    let cookie = format!("{COOKIE}={id}; Path={path}; HttpOnly; SameSite=Strict; Max-Age={lifetime}{secure}");
     let mut response = Redirect::to(&next_path(&mount, &form.next)).into_response();
     if let Ok(value) = HeaderValue::from_str(&cookie) {
         response.headers_mut().insert(header::SET_COOKIE, value);

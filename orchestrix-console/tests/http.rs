@@ -191,6 +191,14 @@ async fn an_action_needs_the_token_a_same_origin_page_and_the_form_token() {
     assert_eq!(cross.status, StatusCode::FORBIDDEN);
 
     let cookie = sign_in(&app).await;
+    let opened = post_form(&app, "/orchestrix/session", origin, None, &format!("token={TOKEN}")).await;
+    let attributes = opened.headers.get("set-cookie").unwrap().to_str().unwrap().to_owned();
+    assert!(
+        attributes.contains("HttpOnly")
+            && attributes.contains("SameSite=Strict")
+            && attributes.contains("Path=/orchestrix")
+    );
+    assert!(!attributes.contains(TOKEN), "the cookie holds a session id, not the token");
     let page = get_with_cookie(&app, "/orchestrix/dead-letters", &cookie).await;
     let csrf = page.csrf().expect("the signed-in page has the form token");
     assert!(!page.body.contains(TOKEN), "the write token never reaches a page");
