@@ -403,3 +403,90 @@ async fn the_console_is_served_at_the_root_too_and_its_debug_hides_the_token() {
     assert_eq!(response.status(), StatusCode::OK);
     assert!(!response.into_body().collect().await.unwrap().to_bytes().is_empty());
 }
+
+#[tokio::test]
+async fn a_tenant_acts_only_on_its_own_dead_letters() {
+    use std::sync::atomic::{AtomicBool, AtomicU64};
+    use std::sync::Arc;
+
+    use orchestrix::memory::InMemoryCheckpointStore;
+    use orchestrix::projection::{PoisonPolicy, ProjectionEngine, ProjectionOptions};
+    use orchestrix::tenant::TenantStore;
+
+    let fixture = Fixture::new().await;
+    let globex = tenant(&fixture.events, "globex");
+    append(&globex, "Account/g1", new_event("Poison", serde_json::json!({}), Metadata::default())).await;
+    let globex_letters = TenantStore::new(fixture.dead_letters.clone(), "globex").unwrap();
+    let engine =
+        ProjectionEngine::new(globex.clone(), InMemoryCheckpointStore::new()).with_dead_letters(globex_letters.clone());
+    let healed = Arc::new(AtomicBool::new(true));
+    let options = ProjectionOptions::default().poison(PoisonPolicy::Park);
+    // Parks the event while not healed, then is healed for the retry.
+    healed.store(false, Ordering::SeqCst);
+    let mut handle = engine.spawn(Balances { healed: healed.clone(), applied: Arc::new(AtomicU64::new(0)) }, options);
+    handle.wait_caught_up(Duration::from_secs(10)).await.unwrap();
+    let letter = globex_letters.list(None).await.unwrap().remove(0);
+    healed.store(true, Ordering::SeqCst);
+    let handle = Arc::new(handle);
+    let app = mounted(
+        fixture
+            .console()
+            .tenants(["acme", "globex"])
+            .unwrap()
+            .tenant_projection("globex", "balances", handle.clone())
+            .write_token(TOKEN),
+    );
+    let bearer = |uri: String| {
+        Request::post(uri).header("authorization", format!("Bearer {TOKEN}")).body(Body::empty()).unwrap()
+    };
+
+    // Not in acme's view, not in the list, not retried through it.
+    assert!(get(&app, "/orchestrix/t/acme/dead-letters").await.body.contains("id=\"no-letters\""));
+    assert_eq!(
+        get(&app, &format!("/orchestrix/t/acme/dead-letters/{}", letter.id)).await.status,
+        StatusCode::NOT_FOUND
+    );
+    let refused = send(&app, bearer(format!("/orchestrix/t/acme/dead-letters/{}/retry", letter.id))).await;
+    assert_eq!(refused.status, StatusCode::NOT_FOUND);
+    assert_eq!(globex_letters.list(None).await.unwrap().len(), 1);
+    // The whole store's letter (the fixture's) is no tenant's either.
+    let whole = fixture.dead_letters.list(None).await.unwrap();
+    let fixtures = whole.iter().find(|l| l.consumer == "balances").unwrap();
+    assert_eq!(
+        send(&app, bearer(format!("/orchestrix/t/globex/dead-letters/{}/drop", fixtures.id))).await.status,
+        StatusCode::NOT_FOUND
+    );
+
+    // In globex's view it is listed and retried through globex's projection.
+    let listed = get(&app, "/orchestrix/t/globex/dead-letters").await;
+    assert!(listed.body.contains(&letter.id.to_string()) && listed.body.contains("Poison"));
+    let done = send(&app, bearer(format!("/orchestrix/t/globex/dead-letters/{}/retry", letter.id))).await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
+    assert_eq!(done.headers.get("location").unwrap(), "/orchestrix/t/globex/dead-letters?done=retried");
+    assert!(globex_letters.list(None).await.unwrap().is_empty());
+    assert_eq!(
+        fixture.dead_letters.list(None).await.unwrap().len(),
+        whole.len() - 1,
+        "the whole store's letters are still there"
+    );
+}
+
+#[tokio::test]
+async fn a_reconnecting_tail_resumes_after_its_last_event_id() {
+    let fixture = Fixture::new().await;
+    let app = mounted(fixture.console());
+    let request = Request::get("/orchestrix/tail/events")
+        .header("last-event-id", fixture.opened.global_position.to_string())
+        .body(Body::empty())
+        .unwrap();
+    let mut body = app.oneshot(request).await.unwrap().into_body().into_data_stream();
+    let mut seen = String::new();
+    while !seen.contains("\n\n") {
+        let chunk = tokio::time::timeout(Duration::from_secs(2), body.next()).await.unwrap().unwrap().unwrap();
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(
+        seen.contains(&format!("id: {}", fixture.deposited.global_position)),
+        "the next event after the last seen: {seen}"
+    );
+}
