@@ -41,6 +41,19 @@ demo:
 fmt:
     cargo fmt --all
 
+# the console's screenshots in docs/console/ (needs chromium and chromedriver)
+console-screenshots:
+    ORCHESTRIX_CONSOLE_SCREENSHOTS="{{justfile_directory()}}/docs/console" cargo test -p orchestrix-console --test browser -- --include-ignored
+
+# serve the console on a store: just console sqlite:bank.db
+console STORE:
+    cargo run -p orchestrix-console --features cli -- --store {{STORE}}
+
+# the bank example's log in the console: http://127.0.0.1:8080
+console-demo:
+    cargo run -p bank -- --db target/console-demo.db
+    cargo run -p orchestrix-console --features cli -- --store sqlite:target/console-demo.db
+
 # everything CI runs
 ci:
     bash .ci/run
