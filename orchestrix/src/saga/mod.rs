@@ -116,9 +116,15 @@
 //! assert_eq!(names, ["debit", "credit"]);
 //! ```
 
+mod clock;
+mod decide;
+mod drive;
+mod error;
 mod events;
+mod flow;
 mod lease;
 mod manager;
+mod plan;
 mod state;
 mod step;
 #[cfg(feature = "testing")]
@@ -130,11 +136,14 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use uuid::Uuid;
 
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use decide::{AfterWait, Decision, StepContext};
+pub use error::SagaError;
 pub use events::{
-    SagaCompensationStarted, SagaCompleted, SagaEvent, SagaFailed, SagaStarted, SagaStepCompensated, SagaStepCompleted,
-    SagaStepFailed, SagaStepStarted,
+    DecidedAs, SagaCompensationStarted, SagaCompleted, SagaEvent, SagaFailed, SagaStarted, SagaStepAttemptFailed,
+    SagaStepCompensated, SagaStepCompleted, SagaStepDecided, SagaStepFailed, SagaStepStarted, SagaStepWaiting,
 };
-pub use manager::{SagaError, SagaManager};
+pub use manager::{SagaManager, DEFAULT_TICK};
 pub use state::{SagaInstance, SagaStatus, StepRecord, StepState};
 pub use step::{step_id, Step, StepAction, StepError, StepKind, DEFAULT_STEP_TIMEOUT};
 
