@@ -538,8 +538,9 @@ async fn a_deadline_that_passed_while_stopped_fires_on_restart(store: Arc<dyn Ev
 async fn a_spawned_manager_ticks(store: Arc<dyn EventStore>) {
     let app = app(Arc::clone(&store));
     let engine = ProjectionEngine::new(store, InMemoryCheckpointStore::new());
-    let manager =
-        SagaManager::new(app.clone(), AwaitPayment).with_clock(ManualClock::default()).with_tick(Duration::from_millis(20));
+    let manager = SagaManager::new(app.clone(), AwaitPayment)
+        .with_clock(ManualClock::default())
+        .with_tick(Duration::from_millis(20));
     let handle = manager.clone().spawn(&engine, ProjectionOptions::default()).await.expect("spawned");
     let (id, issued) = issue(&app).await;
     let saga = issued.id;
@@ -598,10 +599,7 @@ async fn a_refused_member_compensates_the_others(store: Arc<dyn EventStore>) {
     assert!(completed_at(compensated[0]) > completed_at(compensated[1]), "{saga:?}");
     compensated.sort_unstable();
     assert_eq!(compensated, ["reserve/a", "reserve/c"]);
-    assert_eq!(
-        (available(&app, f.a).await, available(&app, f.b).await, available(&app, f.c).await),
-        (10, 1, 10)
-    );
+    assert_eq!((available(&app, f.a).await, available(&app, f.b).await, available(&app, f.c).await), (10, 1, 10));
     assert!(!app.load::<Order>(f.order).await.expect("a load").state.confirmed);
 }
 
@@ -634,7 +632,8 @@ async fn a_restart_in_the_middle_of_a_group_runs_only_what_is_left(store: Arc<dy
         assert_eq!(available(&app, id).await, 7, "reserved once");
     }
     let a_stream = Repository::<Stock>::stream_id(f.a).expect("a stream");
-    let events: Vec<Arc<RecordedEvent>> = app.event_store().read_stream(&a_stream, 1).try_collect().await.expect("read");
+    let events: Vec<Arc<RecordedEvent>> =
+        app.event_store().read_stream(&a_stream, 1).try_collect().await.expect("read");
     assert_eq!(events.iter().filter(|e| e.metadata.causation_id == Some(first)).count(), 1);
 }
 

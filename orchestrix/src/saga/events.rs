@@ -362,7 +362,9 @@ mod tests {
     #[test]
     fn old_payloads_still_decode() {
         let raw = |s: &str| RawValue::from_string(s.to_owned()).unwrap();
-        let started = raw(r#"{"saga":"T","data":{"a":1},"correlation_id":"00000000-0000-0000-0000-000000000000","trigger":"00000000-0000-0000-0000-000000000000","steps":["a"]}"#);
+        let started = raw(
+            r#"{"saga":"T","data":{"a":1},"correlation_id":"00000000-0000-0000-0000-000000000000","trigger":"00000000-0000-0000-0000-000000000000","steps":["a"]}"#,
+        );
         assert!(matches!(SagaEvent::decode(STARTED, 1, &started), Ok(SagaEvent::Started(_))));
         let failed = raw(r#"{"step":0,"name":"a","error":"no"}"#);
         assert!(matches!(SagaEvent::decode(STEP_FAILED, 1, &failed), Ok(SagaEvent::StepFailed(f)) if !f.timed_out));

@@ -8,7 +8,9 @@ use tracing::Instrument;
 
 use super::decide::AfterWait;
 use super::drive::{record_step, Outcome};
-use super::events::{DecidedAs, SagaEvent, SagaStepCompleted, SagaStepDecided, SagaStepFailed, SagaStepStarted, SagaStepWaiting};
+use super::events::{
+    DecidedAs, SagaEvent, SagaStepCompleted, SagaStepDecided, SagaStepFailed, SagaStepStarted, SagaStepWaiting,
+};
 use super::plan::Plan;
 use super::state::{SagaInstance, StepState};
 use super::step::{step_id, Body, StepKind};
@@ -91,10 +93,10 @@ impl<S: Saga> SagaManager<S> {
     }
 
     /// Runs the unfinished members of a group together: every start is
-    /// recorded first, each outcome as it arrives (so the stream holds the
-    /// order of completion). A refused member fails the group once every
-    /// member has ended; a member in doubt leaves the group to be driven
-    /// again.
+    /// recorded first, and once every member has ended, their outcomes in
+    /// the order they ended (so the stream holds the order of completion).
+    /// A refused member fails the group; a member in doubt leaves the group
+    /// to be driven again.
     pub(super) async fn group(
         &self,
         plan: &Plan<S::Data>,
@@ -127,14 +129,23 @@ impl<S: Saga> SagaManager<S> {
                 let snapshot = &snapshot;
                 async move {
                     let timeout = definition.step_timeout();
-                    let outcome = self.run(action, data, snapshot, id, timeout, in_doubt).instrument(span.clone()).await;
+                    let outcome =
+                        self.run(action, data, snapshot, id, timeout, in_doubt).instrument(span.clone()).await;
                     record_step(&span, &outcome);
                     (step, outcome)
                 }
             })
             .collect();
-        let (mut in_doubt, mut failure, mut moved) = (None, None, false);
-        while let Some((step, outcome)) = running.next().await {
+        // Outcomes in the order the members ended. Nothing is recorded
+        // while members still run: one may hold the store (a writer lock)
+        // that the saga's own append would wait for.
+        let mut ended = Vec::with_capacity(runs.len());
+        while let Some(result) = running.next().await {
+            ended.push(result);
+        }
+        drop(running);
+        let mut in_doubt = None;
+        for (step, outcome) in ended {
             let name = plan.steps[step].name().to_owned();
             let id = step_id(saga_id, step, StepKind::Action);
             let event = match outcome {
@@ -148,18 +159,12 @@ impl<S: Saga> SagaManager<S> {
                     SagaEvent::StepFailed(SagaStepFailed { step, name, error, timed_out })
                 }
             };
-            if moved || failure.is_some() {
-                continue;
-            }
-            match self.record(instance, event, id).await {
-                Ok(recorded) => moved = !recorded,
-                Err(error) => failure = Some(error),
+            if !self.record(instance, event, id).await? {
+                // Another runner moved the saga: re-decide from its state.
+                return Ok(());
             }
         }
-        match (failure, in_doubt) {
-            (Some(error), _) | (None, Some(error)) => Err(error),
-            (None, None) => Ok(()),
-        }
+        in_doubt.map_or(Ok(()), Err)
     }
 
     /// While compensating, settles a member whose action is in doubt: by

@@ -174,7 +174,10 @@ impl<S: Saga> SagaManager<S> {
 
     /// The flattened definition, or why it cannot run.
     pub(super) fn plan(&self) -> Result<&Plan<S::Data>, SagaError> {
-        self.inner.plan.as_ref().map_err(|reason| SagaError::InvalidDefinition { saga: S::NAME, reason: reason.clone() })
+        self.inner
+            .plan
+            .as_ref()
+            .map_err(|reason| SagaError::InvalidDefinition { saga: S::NAME, reason: reason.clone() })
     }
 
     /// The lock the drivers of instances take turns with.

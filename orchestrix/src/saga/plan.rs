@@ -40,7 +40,10 @@ impl<D> Plan<D> {
                 }
                 Body::Wait(_) => {
                     if step.decide.is_some() {
-                        return Err(format!("the wait `{}` has a decision hook; only action steps decide", step.name()));
+                        return Err(format!(
+                            "the wait `{}` has a decision hook; only action steps decide",
+                            step.name()
+                        ));
                     }
                     flat.push(step.clone());
                     slots.push(Slot::Wait);
@@ -50,7 +53,10 @@ impl<D> Plan<D> {
                         return Err(format!("the group `{}` has no members", step.name()));
                     }
                     if step.decide.is_some() {
-                        return Err(format!("the group `{}` has a decision hook; only action steps decide", step.name()));
+                        return Err(format!(
+                            "the group `{}` has a decision hook; only action steps decide",
+                            step.name()
+                        ));
                     }
                     let group = flat.len()..flat.len() + members.len();
                     for member in members {
@@ -74,7 +80,10 @@ impl<D> Plan<D> {
     }
 
     fn compensable(&self, step: usize) -> bool {
-        matches!(self.slots.get(step), Some(Slot::Action { compensable: true } | Slot::Member { compensable: true, .. }))
+        matches!(
+            self.slots.get(step),
+            Some(Slot::Action { compensable: true } | Slot::Member { compensable: true, .. })
+        )
     }
 }
 
@@ -238,7 +247,11 @@ mod tests {
         );
         assert_eq!(saga.next(&compensable, now()), Next::Compensate { step: 2, in_doubt: true });
         saga.apply(&SagaEvent::StepCompensated(SagaStepCompensated { step: 2, name: "c".into() }), 0);
-        assert_eq!(saga.next(&compensable, now()), Next::Compensate { step: 0, in_doubt: false }, "b has no compensation");
+        assert_eq!(
+            saga.next(&compensable, now()),
+            Next::Compensate { step: 0, in_doubt: false },
+            "b has no compensation"
+        );
         saga.apply(&SagaEvent::StepCompensated(SagaStepCompensated { step: 0, name: "a".into() }), 0);
         assert_eq!(saga.next(&compensable, now()), Next::Fail);
         saga.apply(
@@ -337,7 +350,12 @@ mod tests {
         assert_eq!(saga.next(&plan, now()), Next::Group { members: vec![(1, true), (2, true)] });
         saga.apply(&step_completed(1), 8);
         saga.apply(
-            &SagaEvent::StepFailed(SagaStepFailed { step: 2, name: "g/2".into(), error: "no".into(), timed_out: false }),
+            &SagaEvent::StepFailed(SagaStepFailed {
+                step: 2,
+                name: "g/2".into(),
+                error: "no".into(),
+                timed_out: false,
+            }),
             9,
         );
         assert_eq!(saga.status, SagaStatus::Compensating);
@@ -360,7 +378,12 @@ mod tests {
         saga.apply(&step_started(0), 2);
         saga.apply(&step_started(1), 3);
         saga.apply(
-            &SagaEvent::StepFailed(SagaStepFailed { step: 1, name: "g/2".into(), error: "no".into(), timed_out: false }),
+            &SagaEvent::StepFailed(SagaStepFailed {
+                step: 1,
+                name: "g/2".into(),
+                error: "no".into(),
+                timed_out: false,
+            }),
             4,
         );
         assert_eq!(saga.next(&plan, now()), Next::Resolve { step: 0 });
