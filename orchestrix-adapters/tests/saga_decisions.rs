@@ -229,7 +229,7 @@ impl Order {
 // The sagas.
 // ---------------------------------------------------------------------------
 
-const DAY: Duration = Duration::from_secs(86_400);
+const DAY: Duration = Duration::from_hours(24);
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Dunning {
@@ -503,7 +503,7 @@ async fn a_wait_ends_at_its_deadline(store: Arc<dyn EventStore>) {
     let manager = SagaManager::new(app.clone(), AwaitPayment).with_clock(clock.clone());
     let (_, issued) = issue(&app).await;
     let saga = manager.handle_event(&issued).await.expect("driven").expect("started");
-    clock.advance(3 * DAY - Duration::from_secs(1));
+    clock.advance(Duration::from_secs(3 * 86_400 - 1));
     assert!(manager.tick().await.expect("ticked").is_empty(), "a second early");
     clock.advance(Duration::from_secs(1));
     let saga = manager.drive(saga.id).await.expect("driven");
@@ -727,10 +727,12 @@ macro_rules! scenarios {
 mod memory {
     use super::*;
 
+    #[allow(clippy::unused_async)] // the shape every backend's store() has
     async fn store() -> Option<(InMemoryEventStore, ())> {
         Some((InMemoryEventStore::new(), ()))
     }
 
+    #[allow(clippy::unused_async)] // the shape every backend's cleanup has
     async fn nothing(_: (InMemoryEventStore, ())) {}
 
     scenarios!(; store(), nothing);
@@ -748,6 +750,7 @@ mod sqlite {
         Some((store, dir))
     }
 
+    #[allow(clippy::unused_async)] // the shape every backend's cleanup has
     async fn nothing(_: (SqliteStore, tempfile::TempDir)) {}
 
     scenarios!(; store(), nothing);

@@ -64,7 +64,7 @@ impl<S: Saga> SagaManager<S> {
     async fn drive_inner(&self, saga_id: Uuid) -> Result<SagaInstance<S::Data>, SagaError> {
         let plan = self.plan()?;
         let mut instance = self.load(saga_id).await?.ok_or(SagaError::NotFound { saga: S::NAME, id: saga_id })?;
-        self.check_definition(plan, &instance)?;
+        Self::check_definition(plan, &instance)?;
         let data: S::Data = serde_json::from_value(instance.data.clone()).map_err(|source| SagaError::Data {
             saga: S::NAME,
             id: saga_id,
@@ -274,8 +274,8 @@ impl<S: Saga> SagaManager<S> {
         SagaError::InvalidDefinition { saga: S::NAME, reason: format!("the step `{step}` has no action") }
     }
 
-    fn check_definition(&self, plan: &Plan<S::Data>, instance: &SagaInstance<Value>) -> Result<(), SagaError> {
-        let defined = plan.steps.iter().map(|s| s.name());
+    fn check_definition(plan: &Plan<S::Data>, instance: &SagaInstance<Value>) -> Result<(), SagaError> {
+        let defined = plan.steps.iter().map(super::step::Step::name);
         if instance.steps.iter().map(|s| s.name.as_str()).eq(defined) {
             return Ok(());
         }

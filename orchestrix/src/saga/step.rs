@@ -196,10 +196,16 @@ impl<D> Clone for Body<D> {
     }
 }
 
+/// Where a waiting step looks for its event, from the saga's data.
+pub(crate) type StreamOf<D> = Box<dyn Fn(&D) -> Result<StreamId, Error> + Send + Sync>;
+
+/// An action step's action and compensation.
+pub(crate) type ActionPair<'a, D> = (&'a dyn StepAction<D>, Option<&'a dyn StepAction<D>>);
+
 /// What a waiting step waits for.
 pub(crate) struct WaitFor<D> {
     pub(crate) event_type: String,
-    pub(crate) stream: Box<dyn Fn(&D) -> Result<StreamId, Error> + Send + Sync>,
+    pub(crate) stream: StreamOf<D>,
     pub(crate) within: Option<Duration>,
     pub(crate) on_event: AfterWait,
     pub(crate) on_deadline: AfterWait,
@@ -262,7 +268,7 @@ impl<D: Send + Sync + 'static> Step<D> {
     {
         let wait = WaitFor {
             event_type: event_type.into(),
-            stream: Box::new(move |data: &D| Ok(Repository::<A>::stream_id(&key(data))?)),
+            stream: Box::new(move |data: &D| Ok(Repository::<A>::stream_id(key(data))?)),
             within: None,
             on_event: AfterWait::Continue,
             on_deadline: AfterWait::Fail,
@@ -408,7 +414,7 @@ impl<D> Step<D> {
     }
 
     /// The action and compensation of an action step.
-    pub(crate) fn action(&self) -> Option<(&dyn StepAction<D>, Option<&dyn StepAction<D>>)> {
+    pub(crate) fn action(&self) -> Option<ActionPair<'_, D>> {
         match &self.body {
             Body::Action { action, compensation } => Some((action.as_ref(), compensation.as_deref())),
             _ => None,
