@@ -678,6 +678,27 @@ async fn a_wait_can_finish_the_saga(store: Arc<dyn EventStore>) {
     assert_eq!(invoice(&app, unpaid).await.reminders, 1);
 }
 
+/// Two runners without a lease drive the same due deferral at once: the
+/// saga's stream takes one transition at a time, the step's command id
+/// applies once, and the invoice is charged once.
+async fn two_runners_drive_a_due_deferral_once(store: Arc<dyn EventStore>) {
+    let app = app(store);
+    let clock = ManualClock::default();
+    let first = SagaManager::new(app.clone(), DunningSaga).with_clock(clock.clone());
+    let second = SagaManager::new(app.clone(), DunningSaga).with_clock(clock.clone());
+    let (id, issued) = issue(&app).await;
+    let saga = first.handle_event(&issued).await.expect("driven").expect("started");
+    assert_eq!(saga.status, SagaStatus::Waiting);
+    app.execute(id, FixCard).await.expect("fixed");
+    clock.advance(3 * DAY);
+    let (a, b) = tokio::join!(first.drive(saga.id), second.drive(saga.id));
+    let (a, b) = (a.expect("driven"), b.expect("driven"));
+    assert_eq!((a.status, b.status), (SagaStatus::Completed, SagaStatus::Completed));
+    assert_eq!(invoice(&app, id).await.charges, 1);
+    let types = saga_event_types(&first, saga.id).await;
+    assert_eq!(types.iter().filter(|t| *t == "SagaCompleted").count(), 1, "{types:?}");
+}
+
 /// Runs every scenario above as a test of its own, on one backend:
 /// `$store` makes the store (`None` skips), `$cleanup` gets it afterwards.
 macro_rules! scenarios {
@@ -694,7 +715,8 @@ macro_rules! scenarios {
             a_group_reserves_everything_then_confirms,
             a_refused_member_compensates_the_others,
             a_restart_in_the_middle_of_a_group_runs_only_what_is_left,
-            a_wait_can_finish_the_saga
+            a_wait_can_finish_the_saga,
+            two_runners_drive_a_due_deferral_once
         );
     };
     (@each $kind:tt $store:expr, $cleanup:expr; $($name:ident),*) => {
@@ -769,4 +791,51 @@ mod postgres {
     }
 
     scenarios!(pg; store(), drop_schema);
+}
+
+/// A manager under a lease ticks too (the lease's runner drives the
+/// waiting instances while it holds the lease).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leased_manager_ticks() {
+    let store = InMemoryEventStore::new();
+    let app = app(Arc::new(store.clone()));
+    let engine = ProjectionEngine::new(store, InMemoryCheckpointStore::new());
+    let manager = SagaManager::new(app.clone(), AwaitPayment)
+        .with_clock(ManualClock::default())
+        .with_tick(Duration::from_millis(20))
+        .with_leases(orchestrix::memory::InMemoryLeases::new());
+    let handle = manager.clone().spawn(&engine, ProjectionOptions::default()).await.expect("spawned");
+    let (id, issued) = issue(&app).await;
+    app.execute(id, Pay).await.expect("paid");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        let status = manager.status(issued.id).await.expect("a status").map(|s| s.status);
+        if status == Some(SagaStatus::Completed) || tokio::time::Instant::now() >= deadline {
+            break status;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(status, Some(SagaStatus::Completed));
+    handle.stop().await.expect("stopped");
+}
+
+/// The fixture moves a manual clock and ticks: given/when/then for a saga
+/// that waits.
+#[tokio::test]
+async fn the_fixture_moves_time() {
+    use orchestrix::saga::testing::SagaFixture;
+    let app = app(Arc::new(InMemoryEventStore::new()));
+    let clock = ManualClock::default();
+    let fixture = SagaFixture::new(app.clone(), DunningSaga).with_clock(clock.clone());
+    let (id, issued) = issue(&app).await;
+    let then = fixture.when_recorded(&issued).await.then_expect_status(SagaStatus::Waiting);
+    app.execute(id, Pay).await.expect("paid");
+    clock.advance(3 * DAY);
+    fixture
+        .tick(&then)
+        .await
+        .then_expect_status(SagaStatus::Completed)
+        .then_expect_finished_by("charge")
+        .then_expect_skipped(["charge"])
+        .then_expect_steps(["remind"]);
 }

@@ -49,6 +49,12 @@ pub enum AfterWait {
 /// What a decision hook sees: the saga's data and state, the application
 /// to load the aggregates the step concerns, and the time.
 ///
+/// A hook's error leaves the step where it was, to be asked again (the
+/// store did not answer, say). A hook whose data lost a personal value
+/// (ADR 0031) that it needs should answer [`Decision::Fail`] with the
+/// [`PersonalDataErased`](crate::personal::PersonalDataErased) message
+/// rather than return the error, which would ask it again and again.
+///
 /// The context owns what it holds, so a hook is an `async move` block:
 ///
 /// ```text
