@@ -839,3 +839,32 @@ async fn the_fixture_moves_time() {
         .then_expect_skipped(["charge"])
         .then_expect_steps(["remind"]);
 }
+
+/// A hook that defers to a time already past is asked once a drive, not
+/// in a loop: the drive ends waiting, and each tick asks it once more.
+#[tokio::test]
+async fn a_deferral_to_the_past_ends_the_drive() {
+    struct Stubborn;
+    impl Saga for Stubborn {
+        const NAME: &'static str = "Stubborn";
+        type Data = Dunning;
+        fn start_event_types(&self) -> Vec<String> {
+            vec!["InvoiceIssued".into()]
+        }
+        fn start(&self, event: &RecordedEvent) -> Result<Option<Dunning>, BoxError> {
+            dunning_of(event)
+        }
+        fn steps(&self) -> Vec<Step<Dunning>> {
+            vec![Step::command("remind", |d: &Dunning| (d.invoice, Remind))
+                .decide(|ctx| async move { Ok(Decision::RetryAt(ctx.now() - chrono::Duration::seconds(1))) })]
+        }
+    }
+    let app = app(Arc::new(InMemoryEventStore::new()));
+    let manager = SagaManager::new(app.clone(), Stubborn).with_clock(ManualClock::default());
+    let (_, issued) = issue(&app).await;
+    let saga = manager.handle_event(&issued).await.expect("driven").expect("started");
+    assert_eq!(saga.status, SagaStatus::Waiting);
+    assert_eq!(saga.version, 2, "started, deferred once");
+    assert!(manager.tick().await.expect("ticked").is_empty());
+    assert_eq!(manager.status(saga.id).await.expect("a status").expect("stored").version, 3, "once more a tick");
+}

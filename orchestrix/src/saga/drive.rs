@@ -15,7 +15,7 @@ use super::events::{
     SagaStepCompensated, SagaStepCompleted, SagaStepDecided, SagaStepFailed, SagaStepStarted,
 };
 use super::plan::{Next, Plan};
-use super::state::SagaInstance;
+use super::state::{SagaInstance, SagaStatus};
 use super::step::{step_id, StepAction, StepError, StepKind};
 use super::{Saga, SagaError, SagaManager};
 use crate::app::CommandOptions;
@@ -86,7 +86,15 @@ impl<S: Saga> SagaManager<S> {
                     let cause = instance.trigger;
                     self.record(&mut instance, SagaEvent::Failed(failed), cause).await?;
                 }
-                Next::Act { step, in_doubt } => self.act(plan, &mut instance, &data, step, in_doubt).await?,
+                Next::Act { step, in_doubt } => {
+                    self.act(plan, &mut instance, &data, step, in_doubt).await?;
+                    if instance.status == SagaStatus::Waiting {
+                        // A deferral ends this drive even if its time has
+                        // come: a hook that keeps deferring to the past is
+                        // asked once a tick, not in a loop.
+                        break;
+                    }
+                }
                 Next::Wait { step } => {
                     if !self.wait(plan, &mut instance, &data, step).await? {
                         break;

@@ -209,12 +209,21 @@ impl<S: Saga> SagaManager<S> {
     /// that are no longer waiting. A spawned manager's ticker calls it
     /// every [`SagaManager::with_tick`] interval; call it yourself when you
     /// drive instances by hand.
+    ///
+    /// An instance that cannot be driven now (its step is in doubt, the
+    /// store did not answer) is logged and stays waiting, to be tried again
+    /// at the next tick, so that it does not hold up the others. Only
+    /// [`SagaError::LeaseNotHeld`] ends the tick early, as an error.
     pub async fn tick(&self) -> Result<Vec<SagaInstance<S::Data>>, SagaError> {
         let mut moved = Vec::new();
         for id in self.waiting() {
-            let instance = self.drive(id).await?;
-            if instance.status != SagaStatus::Waiting {
-                moved.push(instance);
+            match self.drive(id).await {
+                Ok(instance) if instance.status == SagaStatus::Waiting => {}
+                Ok(instance) => moved.push(instance),
+                Err(error @ SagaError::LeaseNotHeld { .. }) => return Err(error),
+                Err(error) => {
+                    tracing::warn!(saga = S::NAME, saga_id = %id, error = %crate::error::render_chain(&error), "a waiting saga could not be driven; the next tick tries again");
+                }
             }
         }
         Ok(moved)
