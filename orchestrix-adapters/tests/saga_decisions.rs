@@ -637,6 +637,43 @@ async fn a_restart_in_the_middle_of_a_group_runs_only_what_is_left(store: Arc<dy
     assert_eq!(events.iter().filter(|e| e.metadata.causation_id == Some(first)).count(), 1);
 }
 
+/// The runner died after member b was refused and recorded, while a and c
+/// were in doubt (a had taken effect, c had not): compensation settles
+/// them first by their step ids, undoes a, and never runs c.
+async fn members_in_doubt_are_settled_before_compensating(store: Arc<dyn EventStore>) {
+    use orchestrix::saga::SagaStepFailed;
+    let app = app(store);
+    let manager = SagaManager::new(app.clone(), Fulfil);
+    let (f, placed) = order(&app, [10, 10, 10], 3).await;
+    let saga = manager.begin(&placed).await.expect("begun").expect("started");
+    let stream = SagaManager::<Fulfil>::stream_id(saga).expect("a stream");
+    let names = manager.step_names();
+    let mut events: Vec<SagaEvent> = (0..3)
+        .map(|step| {
+            let step_id = step_id(saga, step, StepKind::Action);
+            SagaEvent::StepStarted(SagaStepStarted { step, name: names[step].clone(), step_id })
+        })
+        .collect();
+    events.push(SagaEvent::StepFailed(SagaStepFailed {
+        step: 1,
+        name: names[1].clone(),
+        error: "only 0 left".into(),
+        timed_out: false,
+    }));
+    let events = events.iter().map(|e| NewEvent::encode(e, Metadata::default()).expect("encoded")).collect();
+    app.event_store().append(&stream, ExpectedVersion::Exact(1), events).await.expect("appended");
+    let first = step_id(saga, 0, StepKind::Action);
+    let options = CommandOptions { command_id: Some(first), causation_id: Some(first), ..CommandOptions::default() };
+    app.execute_with(f.a, Reserve { qty: 3 }, options).await.expect("a took effect");
+
+    let saga = manager.drive(saga).await.expect("driven");
+    assert_eq!(saga.status, SagaStatus::Failed);
+    assert!(saga.is_compensated(), "{saga:?}");
+    assert_eq!(saga.compensated_steps(), ["reserve/a"]);
+    assert_eq!(saga.skipped_steps(), ["reserve/c"], "c had not taken effect: abandoned, never run");
+    assert_eq!((available(&app, f.a).await, available(&app, f.b).await, available(&app, f.c).await), (10, 10, 10));
+}
+
 /// A wait with `AfterWait::Finish` on its event ends the saga early.
 async fn a_wait_can_finish_the_saga(store: Arc<dyn EventStore>) {
     struct PaidEndsIt;
@@ -716,7 +753,8 @@ macro_rules! scenarios {
             a_refused_member_compensates_the_others,
             a_restart_in_the_middle_of_a_group_runs_only_what_is_left,
             a_wait_can_finish_the_saga,
-            two_runners_drive_a_due_deferral_once
+            two_runners_drive_a_due_deferral_once,
+            members_in_doubt_are_settled_before_compensating
         );
     };
     (@each $kind:tt $store:expr, $cleanup:expr; $($name:ident),*) => {
