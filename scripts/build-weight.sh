@@ -7,7 +7,8 @@
 # Two throwaway crates are made in a temporary folder: one that uses
 # `orchestrix` with its default features (the macros and the in-memory
 # store: an event, an aggregate, a command handler), and one that uses
-# cqrs-es 0.5 (an aggregate with its in-memory store). Each is built from
+# cqrs-es 0.5.0 (an aggregate with its in-memory store, in its 0.5 API:
+# `const TYPE`, `handle` writing to an `EventSink`). Each is built from
 # cold with a target directory of its own, one after the other, so both
 # see the same machine; the ratio is what to read, not the seconds.
 set -euo pipefail
@@ -76,14 +77,13 @@ version = "0.0.0"
 edition = "2021"
 publish = false
 [dependencies]
-cqrs-es = "0.5"
-async-trait = "0.1"
+cqrs-es = "=0.5.0"
 serde = { version = "1", features = ["derive"] }
 tokio = { version = "1", features = ["rt", "macros"] }
 [workspace]
 TOML
 cat > "$work/peer/src/main.rs" <<'RS'
-use async_trait::async_trait;
+use cqrs_es::event_sink::EventSink;
 use cqrs_es::mem_store::MemStore;
 use cqrs_es::{Aggregate, CqrsFramework, DomainEvent};
 use serde::{Deserialize, Serialize};
@@ -108,15 +108,15 @@ pub struct Counter { value: u32 }
 #[derive(Debug, Deserialize)]
 pub struct Increment { by: u32 }
 
-#[async_trait]
 impl Aggregate for Counter {
+    const TYPE: &'static str = "Counter";
     type Command = Increment;
     type Event = CounterEvent;
     type Error = Never;
     type Services = ();
-    fn aggregate_type() -> String { "Counter".into() }
-    async fn handle(&self, cmd: Increment, _: &()) -> Result<Vec<CounterEvent>, Never> {
-        Ok(vec![CounterEvent::Incremented { by: cmd.by }])
+    async fn handle(&mut self, cmd: Increment, (): &(), sink: &EventSink<Self>) -> Result<(), Never> {
+        sink.write(CounterEvent::Incremented { by: cmd.by }, self).await;
+        Ok(())
     }
     fn apply(&mut self, event: CounterEvent) {
         match event { CounterEvent::Incremented { by } => self.value += by }
@@ -141,7 +141,11 @@ cold_build() {
     rm -rf "$dir/target"
     local start end
     start=$(date +%s.%N)
-    (cd "$dir" && CARGO_TARGET_DIR="$dir/target" CARGO_INCREMENTAL=0 cargo build -q)
+    # A build that fails must stop the script: its time would be a lie.
+    if ! (cd "$dir" && CARGO_TARGET_DIR="$dir/target" CARGO_INCREMENTAL=0 cargo build -q) >&2; then
+        echo "build-weight: the build in $dir failed; no figures" >&2
+        exit 1
+    fi
     end=$(date +%s.%N)
     awk -v a="$start" -v b="$end" 'BEGIN { printf "%.1f", b - a }'
 }

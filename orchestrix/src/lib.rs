@@ -119,6 +119,8 @@
 pub mod aggregate;
 pub mod app;
 pub mod command;
+#[cfg(feature = "crypto")]
+#[cfg_attr(docsrs, doc(cfg(feature = "crypto")))]
 pub mod crypto;
 pub mod decision;
 pub mod envelope;
@@ -238,6 +240,11 @@ pub mod __private {
     /// is on, and explains which feature is missing when it is off.
     pub use crate::__orchestrix_if_schemars as if_schemars;
 
+    /// Keeps the `PersonalData` of `#[event(personal(..))]` when the
+    /// `crypto` feature is on, and explains which feature is missing when
+    /// it is off (ADR 0039).
+    pub use crate::__orchestrix_if_crypto as if_crypto;
+
     /// The JSON schema of a stored type's data, titled with its name.
     #[cfg(feature = "schemars")]
     pub fn event_schema<T: schemars::JsonSchema>(name: &'static str, version: u32) -> crate::event::EventSchema {
@@ -264,6 +271,24 @@ macro_rules! __orchestrix_if_schemars {
         ::core::compile_error!(
             "`#[event(schema)]` needs the `schemars` feature of orchestrix: `orchestrix = { version = \"...\", features = [\"schemars\"] }`"
         );
+    };
+}
+
+#[cfg(feature = "crypto")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __orchestrix_if_crypto {
+    ($($tokens:tt)*) => { $($tokens)* };
+}
+
+#[cfg(not(feature = "crypto"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __orchestrix_if_crypto {
+    ($($tokens:tt)*) => {
+        ::core::compile_error!(
+            "`#[event(personal(..))]` declares personal data, which Orchestrix keeps encrypted per data subject and forgets by deleting the subject's key (`orchestrix::crypto`); that needs the `crypto` feature of orchestrix: `orchestrix = { version = \"0.1\", features = [\"crypto\"] }`. Without it the field would be stored in clear and could not be forgotten."
+        )
     };
 }
 

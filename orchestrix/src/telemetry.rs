@@ -1,10 +1,14 @@
-//! The metrics Orchestrix records, through the [`metrics`] facade.
+//! The metrics Orchestrix records, through the `metrics` facade (feature
+//! `metrics`), and the spans it opens.
 //!
-//! Nothing is recorded until the application installs a recorder (for
-//! example `metrics-exporter-prometheus`); without one, each call still
-//! builds its key (labels and hash, about 500 instructions: some 1,500 a
-//! command) for the no-op recorder. The names and labels below are
-//! stable.
+//! Metrics are recorded with the `metrics` feature only (ADR 0039); without
+//! it every recording call below is empty and [`describe`] does not exist,
+//! so a program that installs a recorder and calls it learns at compile
+//! time that it must enable the feature. With the feature, nothing is
+//! recorded until the application installs a recorder (for example
+//! `metrics-exporter-prometheus`); without one, each call still builds its
+//! key (labels and hash, about 500 instructions: some 1,500 a command) for
+//! the no-op recorder. The names and labels below are stable.
 //!
 //! | name | kind | labels |
 //! |---|---|---|
@@ -89,6 +93,8 @@ pub const DURATION_BUCKETS: &[f64] =
 
 /// Gives every metric its help text and unit, through the installed
 /// recorder. Call it once, after installing the recorder.
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
 pub fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
     describe_counter!(COMMANDS_TOTAL, Unit::Count, "Commands executed, by command, aggregate and outcome.");
@@ -137,28 +143,83 @@ pub fn command_outcome<T, E>(result: &Result<T, CommandError<E>>) -> &'static st
 }
 
 pub(crate) fn command_finished(command: &'static str, aggregate: &'static str, outcome: &'static str, took: Duration) {
-    metrics::counter!(COMMANDS_TOTAL, "command" => command, "aggregate" => aggregate, "outcome" => outcome)
-        .increment(1);
-    metrics::histogram!(COMMAND_DURATION_SECONDS, "command" => command, "aggregate" => aggregate)
-        .record(took.as_secs_f64());
+    #[cfg(feature = "metrics")]
+    {
+        metrics::counter!(COMMANDS_TOTAL, "command" => command, "aggregate" => aggregate, "outcome" => outcome)
+            .increment(1);
+        metrics::histogram!(COMMAND_DURATION_SECONDS, "command" => command, "aggregate" => aggregate)
+            .record(took.as_secs_f64());
+    }
+    #[cfg(not(feature = "metrics"))]
+    let _ = (command, aggregate, outcome, took);
 }
 
 pub(crate) fn conflict(aggregate: &'static str, retried: bool) {
-    metrics::counter!(COMMAND_CONFLICTS_TOTAL, "aggregate" => aggregate).increment(1);
-    if retried {
-        metrics::counter!(COMMAND_RETRIES_TOTAL, "aggregate" => aggregate).increment(1);
+    #[cfg(feature = "metrics")]
+    {
+        metrics::counter!(COMMAND_CONFLICTS_TOTAL, "aggregate" => aggregate).increment(1);
+        if retried {
+            metrics::counter!(COMMAND_RETRIES_TOTAL, "aggregate" => aggregate).increment(1);
+        }
     }
+    #[cfg(not(feature = "metrics"))]
+    let _ = (aggregate, retried);
 }
 
-pub(crate) fn events_appended(aggregate: impl Into<metrics::SharedString>, count: usize) {
+pub(crate) fn events_appended(aggregate: impl Into<std::borrow::Cow<'static, str>>, count: usize) {
+    #[cfg(feature = "metrics")]
     metrics::counter!(EVENTS_APPENDED_TOTAL, "aggregate" => aggregate.into()).increment(count as u64);
+    #[cfg(not(feature = "metrics"))]
+    let _ = (aggregate, count);
 }
 
 pub(crate) fn snapshot_load(aggregate: &'static str, outcome: &'static str) {
+    #[cfg(feature = "metrics")]
     metrics::counter!(SNAPSHOT_LOADS_TOTAL, "aggregate" => aggregate, "outcome" => outcome).increment(1);
+    #[cfg(not(feature = "metrics"))]
+    let _ = (aggregate, outcome);
 }
 
 pub(crate) fn aggregate_cache_lookup(aggregate: &'static str, hit: bool) {
-    let outcome = if hit { "hit" } else { "miss" };
-    metrics::counter!(AGGREGATE_CACHE_LOOKUPS_TOTAL, "aggregate" => aggregate, "outcome" => outcome).increment(1);
+    #[cfg(feature = "metrics")]
+    {
+        let outcome = if hit { "hit" } else { "miss" };
+        metrics::counter!(AGGREGATE_CACHE_LOOKUPS_TOTAL, "aggregate" => aggregate, "outcome" => outcome).increment(1);
+    }
+    #[cfg(not(feature = "metrics"))]
+    let _ = (aggregate, hit);
+}
+
+/// A projection parked an event in its dead-letter store.
+pub(crate) fn dead_letter(projection: &str) {
+    #[cfg(feature = "metrics")]
+    metrics::counter!(DEAD_LETTERS_TOTAL, "projection" => projection.to_owned()).increment(1);
+    #[cfg(not(feature = "metrics"))]
+    let _ = projection;
+}
+
+/// A projection's position, how far behind the head it is (if known) and
+/// the age of the last event it handled, in seconds.
+pub(crate) fn projection_position(projection: &str, position: u64, behind: Option<u64>, age_seconds: f64) {
+    #[cfg(feature = "metrics")]
+    {
+        let name = projection.to_owned();
+        #[allow(clippy::cast_precision_loss)] // positions far below 2^52; a gauge
+        metrics::gauge!(PROJECTION_POSITION, "projection" => name.clone()).set(position as f64);
+        if let Some(behind) = behind {
+            #[allow(clippy::cast_precision_loss)]
+            metrics::gauge!(PROJECTION_LAG_EVENTS, "projection" => name.clone()).set(behind as f64);
+        }
+        metrics::gauge!(PROJECTION_LAG_SECONDS, "projection" => name).set(age_seconds);
+    }
+    #[cfg(not(feature = "metrics"))]
+    let _ = (projection, position, behind, age_seconds);
+}
+
+/// A runner found its lease held by another and began to wait.
+pub(crate) fn lease_wait(lease: &str) {
+    #[cfg(feature = "metrics")]
+    metrics::counter!(LEASE_WAITS_TOTAL, "lease" => lease.to_owned()).increment(1);
+    #[cfg(not(feature = "metrics"))]
+    let _ = lease;
 }
