@@ -163,3 +163,9 @@ printf '%-34s %8d %14.1f\n' "cqrs-es 0.5 (the peer)" "$peer_crates" "$peer_time"
 awk -v mc="$mine_crates" -v pc="$peer_crates" -v mt="$mine_time" -v pt="$peer_time" \
     'BEGIN { printf "ratio (orchestrix / cqrs-es): crates %.2f, cold build time %.2f\n", mc / pc, mt / pt }'
 printf 'goal: at most 35 crates and at most 1.5 x the peer'"'"'s cold build time\n'
+
+# The adapters with every feature, as a user's build compiles them: no
+# aws-lc-rs (a C build) where rustls's ring provider does (ADR 0040).
+awslc=$(cd "$root" && cargo tree -p orchestrix-adapters -e normal,build --prefix none -i aws-lc-rs \
+    --features postgres-tls,sqlite,eventsourcingdb-tls,nats-relay 2>/dev/null | head -1 || true)
+printf 'aws-lc-rs in orchestrix-adapters (every feature): %s\n' "${awslc:-none}"

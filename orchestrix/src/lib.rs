@@ -11,8 +11,13 @@
 //! The guide in the repository (`docs/guide/`) walks through every
 //! concept; the optional features are:
 //!
+//! None is on by default (ADR 0039): the default build is the macros, the
+//! in-memory adapters, the command bus, projections and sagas.
+//!
 //! | feature | what it brings |
 //! |---|---|
+//! | `crypto` | `crypto`: personal fields encrypted per data subject, forgotten by deleting the key. **Every event type that declares `#[event(personal(..))]` needs it**: without it the declaration is a compile error naming the feature, never personal data stored in clear |
+//! | `metrics` | the metrics of [`telemetry`], recorded through the `metrics` facade, and `telemetry::describe` |
 //! | `testing` | given/when/then fixtures, the conformance suite of the ports, the delivery scenarios |
 //! | `opentelemetry` | a trace-context propagator on OpenTelemetry, so traces cross async hops and processes |
 //! | `schemars` | `#[event(schema)]`: JSON schemas of the stored types |
