@@ -98,8 +98,8 @@ pub const GROUP_COMMIT_APPENDS: &str = "orchestrix_pg_group_commit_appends";
 pub const GROUP_COMMIT_ALONE_TOTAL: &str = "orchestrix_pg_group_commit_alone_total";
 
 /// Describes the PostgreSQL adapter's metrics to the installed recorder
-/// (units and help texts), as [`orchestrix::telemetry::describe`] does for
-/// the core's.
+/// (units and help texts), as `orchestrix::telemetry::describe` (feature
+/// `metrics` of orchestrix) does for the core's.
 pub fn describe_metrics() {
     use metrics::{describe_counter, describe_histogram, Unit};
     describe_histogram!(GROUP_COMMIT_APPENDS, Unit::Count, "Appends carried by one group-commit statement.");
