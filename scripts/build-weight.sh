@@ -166,6 +166,12 @@ printf 'goal: at most 35 crates and at most 1.5 x the peer'"'"'s cold build time
 
 # The adapters with every feature, as a user's build compiles them: no
 # aws-lc-rs (a C build) where rustls's ring provider does (ADR 0040).
-awslc=$(cd "$root" && cargo tree -p orchestrix-adapters -e normal,build --prefix none -i aws-lc-rs \
-    --features postgres-tls,sqlite,eventsourcingdb-tls,nats-relay 2>/dev/null | head -1 || true)
-printf 'aws-lc-rs in orchestrix-adapters (every feature): %s\n' "${awslc:-none}"
+tree=$(cd "$root" && cargo tree -p orchestrix-adapters -e normal,build --prefix none -i aws-lc-rs \
+    --features postgres-tls,sqlite,eventsourcingdb-tls,nats-relay 2>&1) && ok=1 || ok=0
+if printf '%s\n' "$tree" | grep -q 'nothing to print\|did not match any packages'; then
+    printf 'aws-lc-rs in orchestrix-adapters (every feature): none\n'
+elif [ "$ok" = 1 ]; then
+    printf 'aws-lc-rs in orchestrix-adapters (every feature): %s\n' "$(printf '%s\n' "$tree" | head -1)"
+else
+    printf 'aws-lc-rs in orchestrix-adapters: cargo tree failed:\n%s\n' "$tree"
+fi
