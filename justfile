@@ -10,11 +10,12 @@ lint:
     cargo clippy --workspace --all-targets --all-features -- -D warnings
 
 # the compile-error snapshots only; `just ui-overwrite` regenerates them
+# (orchestrix-ui-tests-light: the same with the default features only, ADR 0039)
 ui:
-    cargo test -p orchestrix-ui-tests
+    cargo test -p orchestrix-ui-tests -p orchestrix-ui-tests-light
 
 ui-overwrite:
-    TRYBUILD=overwrite cargo test -p orchestrix-ui-tests
+    TRYBUILD=overwrite cargo test -p orchestrix-ui-tests -p orchestrix-ui-tests-light
 
 # the benchmark suite (issue 8): every scenario beside the raw database and
 # cqrs-es, a table and target/bench/summary.json; `just bench --quick`,

@@ -187,9 +187,37 @@ pub struct Orchestrix {
     inner: Arc<Inner>,
 }
 
-/// A map by type, looked up twice per command: hashed with foldhash
-/// (hashbrown's default), not SipHash.
-type TypeMap<V> = HashMap<TypeId, V, hashlink::DefaultHashBuilder>;
+/// A map by type, looked up twice per command: a `TypeId` is a hash
+/// already, so its bits are the key's hash ([`TypeIdHasher`]), not SipHash.
+type TypeMap<V> = HashMap<TypeId, V, std::hash::BuildHasherDefault<TypeIdHasher>>;
+
+/// Hashes a `TypeId` to the bits it writes (a `TypeId` is itself a hash
+/// of the type), so that a lookup by type costs no hashing.
+#[derive(Default)]
+struct TypeIdHasher(u64);
+
+impl std::hash::Hasher for TypeIdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Not reached by `TypeId` (it writes integers); mixes anything else.
+        for &byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(byte);
+        }
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        self.0 ^= value;
+    }
+
+    fn write_u128(&mut self, value: u128) {
+        #[allow(clippy::cast_possible_truncation)] // both halves are mixed in
+        let (high, low) = ((value >> 64) as u64, value as u64);
+        self.0 ^= high ^ low;
+    }
+}
 
 struct Inner {
     events: Arc<dyn EventStore>,

@@ -4,7 +4,7 @@
 //! `<schema>.subject_streams` (migration 4).
 
 use async_trait::async_trait;
-use orchestrix::crypto::DataKey;
+use orchestrix::personal::DataKey;
 use orchestrix::store::KeyStore;
 use orchestrix::{StoreError, StreamId};
 use uuid::Uuid;

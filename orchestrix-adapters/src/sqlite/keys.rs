@@ -3,7 +3,7 @@
 //! that hold each subject's personal data in `<prefix>subject_streams`.
 
 use async_trait::async_trait;
-use orchestrix::crypto::DataKey;
+use orchestrix::personal::DataKey;
 use orchestrix::store::KeyStore;
 use orchestrix::{StoreError, StreamId};
 use uuid::Uuid;

@@ -81,9 +81,9 @@ impl Default for Shared {
     }
 }
 
-/// The maps of the log hash with foldhash (hashbrown's default, randomly
-/// seeded), not SipHash: every append hashes its stream and its ids.
-type FastMap<K, V> = HashMap<K, V, hashlink::DefaultHashBuilder>;
+/// The maps of the log (std's randomly seeded SipHash: no hashing crate in
+/// the minimal build, ADR 0039).
+type FastMap<K, V> = HashMap<K, V>;
 
 #[derive(Debug, Default)]
 struct Log {
