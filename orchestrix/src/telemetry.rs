@@ -149,6 +149,7 @@ pub fn command_outcome<T, E>(result: &Result<T, CommandError<E>>) -> &'static st
 /// the command bus implements it for each command and aggregate type, so
 /// that their keys are constants ([`command_finished`],
 /// [`events_appended_by`], [`aggregate_cache_lookup`]).
+#[cfg_attr(not(feature = "metrics"), allow(dead_code))] // read by the metrics feature only
 pub(crate) trait Labels {
     /// The `command` label (unused by per-aggregate metrics).
     const COMMAND: &'static str;
