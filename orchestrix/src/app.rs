@@ -56,6 +56,7 @@ pub const DEFAULT_CACHE_CAPACITY: usize = 10_000;
 /// assert_eq!(options.tracestate.as_deref(), Some("vendor=1"));
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct CommandOptions {
     /// The id of this command (default: a new UUID v7). Give the same id to
     /// every delivery of one command (a client's retry, a redelivered
@@ -165,6 +166,7 @@ tokio::task_local! {
 /// that applied it: its version, events and correlation id; only
 /// `attempts` is this execution's.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct CommandOutcome<E> {
     /// The id of this command.
     pub command_id: Uuid,

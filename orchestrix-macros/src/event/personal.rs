@@ -316,10 +316,10 @@ pub(crate) fn personal_data(krate: &TokenStream, event_type: &str, fields: &[Per
     let names = fields.iter().map(|p| &p.field);
     let subjects = fields.iter().map(|p| &p.subject);
     quote::quote! {
-        #krate::__private::PersonalData {
-            event_type: #event_type,
-            fields: &[#(#krate::__private::PersonalField { name: #names, subject: #subjects }),*],
-        }
+        #krate::__private::PersonalData::new(
+            #event_type,
+            &[#(#krate::__private::PersonalField::new(#names, #subjects)),*],
+        )
     }
 }
 

@@ -10,6 +10,7 @@ use crate::event::{decode_versioned, encode_raw, Event, EventType};
 
 /// An instance started.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct SagaStarted {
     /// The saga kind ([`super::Saga::NAME`]).
     pub saga: String,
@@ -33,6 +34,7 @@ pub struct SagaStarted {
 
 /// A step's action is about to run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct SagaStepStarted {
     /// The step's index.
     pub step: usize,
@@ -42,8 +44,16 @@ pub struct SagaStepStarted {
     pub step_id: Uuid,
 }
 
+impl SagaStepStarted {
+    /// Step `step`, named `name`, whose command carries `step_id`.
+    pub fn new(step: usize, name: impl Into<String>, step_id: Uuid) -> Self {
+        Self { step, name: name.into(), step_id }
+    }
+}
+
 /// A step's action took effect.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct SagaStepCompleted {
     /// The step's index.
     pub step: usize,
@@ -54,6 +64,7 @@ pub struct SagaStepCompleted {
 /// A step's action failed for good (refused, or timed out without
 /// effect): the instance compensates.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct SagaStepFailed {
     /// The step's index.
     pub step: usize,
@@ -68,6 +79,7 @@ pub struct SagaStepFailed {
 
 /// A completed step's compensation is about to run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct SagaCompensationStarted {
     /// The step's index.
     pub step: usize,
@@ -79,6 +91,7 @@ pub struct SagaCompensationStarted {
 
 /// A step's compensation took effect.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct SagaStepCompensated {
     /// The step's index.
     pub step: usize,
@@ -93,6 +106,7 @@ pub struct SagaCompleted {}
 /// The instance ended without completing: a step failed, and either every
 /// compensation ran or one of them failed too.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct SagaFailed {
     /// Why the instance failed: the failing step's error.
     pub error: String,
@@ -110,6 +124,7 @@ pub struct SagaFailed {
 /// Each variant is stored under its own type name (`SagaStarted`, …),
 /// schema version 1, with the payload's fields as tag-free JSON.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum SagaEvent {
     /// `SagaStarted`.
     Started(SagaStarted),

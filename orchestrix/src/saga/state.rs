@@ -7,6 +7,7 @@ use super::events::SagaEvent;
 
 /// Where a saga instance is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum SagaStatus {
     /// Started; no step has run yet.
     Pending,
@@ -31,6 +32,7 @@ impl SagaStatus {
 
 /// Where one step of an instance is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum StepState {
     /// Not run yet.
     Pending,
@@ -50,6 +52,7 @@ pub enum StepState {
 
 /// One step of an instance, as recorded.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct StepRecord {
     /// The step's name.
     pub name: String,
@@ -67,6 +70,7 @@ pub struct StepRecord {
 
 /// A saga instance's state, rebuilt from the events of its stream.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct SagaInstance<D> {
     /// The instance's id.
     pub id: Uuid,
