@@ -23,8 +23,8 @@ use crate::trace;
 mod builder;
 mod cache;
 mod slot;
+use builder::{check_uses, Service, Slot};
 pub use builder::{BuildError, OrchestrixBuilder};
-use builder::{Service, Slot};
 use cache::AggregateCache;
 pub use cache::CacheStats;
 use slot::{AggregateSlot, Attempt, Run};
@@ -217,9 +217,16 @@ impl Orchestrix {
             snapshots: None,
             services: HashMap::new(),
             registrations: Vec::new(),
+            uses: Vec::new(),
             retry: RetryPolicy::default(),
             cache_capacity: DEFAULT_CACHE_CAPACITY,
         }
+    }
+
+    /// Refuses the first of `uses` that this application does not handle
+    /// (see [`OrchestrixBuilder::sends`]).
+    pub(crate) fn check_uses(&self, uses: Vec<(String, crate::command::CommandUse)>) -> Result<(), BuildError> {
+        check_uses(&self.inner.commands, &self.inner.aggregates, uses)
     }
 
     /// The event store.

@@ -19,7 +19,7 @@ use super::events::{
 use super::state::{Next, SagaInstance};
 use super::step::{step_id, Step, StepAction, StepError, StepKind};
 use super::Saga;
-use crate::app::{CommandOptions, Orchestrix};
+use crate::app::{BuildError, CommandOptions, Orchestrix};
 use crate::envelope::{Envelope, Metadata, NewEvent, RecordedEvent};
 use crate::error::{render_chain as render, BoxError, Error, StoreError};
 use crate::lease::{Lease, Leases};
@@ -28,14 +28,20 @@ use crate::store::{EventFilter, ExpectedVersion};
 use crate::stream::StreamId;
 
 /// Why a saga operation failed. Every variant but
-/// [`SagaError::DefinitionChanged`] and [`SagaError::Data`] may pass: the
-/// instance stays where it was, and driving it again picks it up there.
+/// [`SagaError::DefinitionChanged`], [`SagaError::Data`] and
+/// [`SagaError::Unregistered`] may pass: the instance stays where it was,
+/// and driving it again picks it up there.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SagaError {
     /// A port failed, or a stored event could not be decoded.
     #[error(transparent)]
     Framework(#[from] Error),
+    /// A step sends a command that the manager's application does not
+    /// handle ([`BuildError::UnregisteredCommand`]): found by
+    /// [`SagaManager::spawn`] before the manager starts (ADR 0043).
+    #[error(transparent)]
+    Unregistered(BuildError),
     /// The saga's [`Saga::start`] failed on an event.
     #[error("saga `{saga}` could not decide whether event `{event}` starts an instance: {source}")]
     Start {
@@ -253,6 +259,7 @@ impl<S: Saga> SagaManager<S> {
         engine: &ProjectionEngine,
         options: ProjectionOptions,
     ) -> Result<ProjectionHandle<Self>, SagaError> {
+        self.inner.app.check_uses(super::register::sends::<S>(&self.inner.steps)).map_err(SagaError::Unregistered)?;
         if let Some(leases) = self.leases() {
             let engine = engine.clone();
             return Ok(ProjectionHandle::spawn_runner(Self::category(), move |control| {

@@ -119,6 +119,7 @@
 mod events;
 mod lease;
 mod manager;
+mod register;
 mod state;
 mod step;
 #[cfg(feature = "testing")]

@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use crate::aggregate::Aggregate;
 use crate::app::{CommandOptions, Orchestrix};
-use crate::command::AggregateCommand;
+use crate::command::{AggregateCommand, CommandUse};
 use crate::error::{render_chain as render, BoxError, CommandError, Error};
 use crate::repository::Repository;
 
@@ -166,6 +166,10 @@ pub struct Step<D> {
     pub(crate) action: Arc<dyn StepAction<D>>,
     pub(crate) compensation: Option<Arc<dyn StepAction<D>>>,
     timeout: Duration,
+    /// The aggregate commands the action and the compensation send, when
+    /// they were built from typed commands: checked by
+    /// [`OrchestrixBuilder::saga`](crate::app::OrchestrixBuilder::saga).
+    sends: [Option<CommandUse>; 2],
 }
 
 impl<D> fmt::Debug for Step<D> {
@@ -185,6 +189,7 @@ impl<D> Clone for Step<D> {
             action: Arc::clone(&self.action),
             compensation: self.compensation.clone(),
             timeout: self.timeout,
+            sends: self.sends.clone(),
         }
     }
 }
@@ -201,12 +206,20 @@ impl<D: Send + Sync + 'static> Step<D> {
         C: AggregateCommand + Clone,
         F: Fn(&D) -> (<C::Aggregate as Aggregate>::Id, C) + Send + Sync + 'static,
     {
-        Self::custom(name, CommandAction { make, command: PhantomData })
+        let mut step = Self::custom(name, CommandAction { make, command: PhantomData });
+        step.sends[0] = Some(CommandUse::of::<C>());
+        step
     }
 
     /// A step whose action is of your own making.
     pub fn custom(name: impl Into<Cow<'static, str>>, action: impl StepAction<D>) -> Self {
-        Self { name: name.into(), action: Arc::new(action), compensation: None, timeout: DEFAULT_STEP_TIMEOUT }
+        Self {
+            name: name.into(),
+            action: Arc::new(action),
+            compensation: None,
+            timeout: DEFAULT_STEP_TIMEOUT,
+            sends: [None, None],
+        }
     }
 
     /// Undoes the step, once it completed, by sending the command `make`
@@ -216,12 +229,15 @@ impl<D: Send + Sync + 'static> Step<D> {
         C: AggregateCommand + Clone,
         F: Fn(&D) -> (<C::Aggregate as Aggregate>::Id, C) + Send + Sync + 'static,
     {
-        self.compensate_with_custom(CommandAction { make, command: PhantomData })
+        let mut step = self.compensate_with_custom(CommandAction { make, command: PhantomData });
+        step.sends[1] = Some(CommandUse::of::<C>());
+        step
     }
 
     /// Undoes the step with a compensation of your own making.
     pub fn compensate_with_custom(mut self, compensation: impl StepAction<D>) -> Self {
         self.compensation = Some(Arc::new(compensation));
+        self.sends[1] = None;
         self
     }
 
@@ -248,6 +264,12 @@ impl<D> Step<D> {
     /// The step's timeout.
     pub fn step_timeout(&self) -> Duration {
         self.timeout
+    }
+
+    /// The aggregate commands the step sends (built with
+    /// [`Step::command`] or [`Step::compensate_with`]).
+    pub(crate) fn sends(&self) -> impl Iterator<Item = &CommandUse> {
+        self.sends.iter().flatten()
     }
 }
 
