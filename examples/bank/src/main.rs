@@ -109,6 +109,8 @@ async fn main() -> Result {
         .snapshot_store(snapshots)
         .aggregate::<Account>()
         .aggregate::<Transfer>()
+        // Its steps' commands must be handled: checked here, not on the first transfer.
+        .saga(&TransferSaga)
         .build()?;
     let people = People { ada: Uuid::now_v7(), bob: Uuid::now_v7(), carol: Uuid::now_v7() };
 
