@@ -70,10 +70,14 @@ pub enum AuditEvent {
 
 #[aggregate(event = AuditEvent, error = Refused)]
 #[derive(Debug, Default)]
-pub struct Audit;
+pub struct Audit {
+    notes: usize,
+}
 
 impl Audit {
-    fn apply(&mut self, _: &AuditEvent) {}
+    fn apply(&mut self, _: &AuditEvent) {
+        self.notes += 1;
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -79,14 +79,14 @@ fn has_public_field(lines: &[&str]) -> bool {
     if !head.contains('{') || head.trim_end().ends_with(';') {
         return false;
     }
-    let mut depth = 0_i32;
+    let mut depth = 0_usize;
     for (at, line) in lines.iter().enumerate() {
-        depth += line.matches('{').count() as i32 - line.matches('}').count() as i32;
+        depth = (depth + line.matches('{').count()).saturating_sub(line.matches('}').count());
         let trimmed = line.trim_start();
         if at > 0 && depth == 1 && trimmed.starts_with("pub ") && !trimmed.starts_with("pub(") {
             return true;
         }
-        if depth <= 0 && line.contains('}') {
+        if depth == 0 && line.contains('}') {
             return false;
         }
     }

@@ -100,13 +100,14 @@ pub(super) fn check_uses(
     aggregates: &HashMap<TypeId, Slot>,
     uses: impl IntoIterator<Item = (String, CommandUse)>,
 ) -> Result<(), BuildError> {
-    match uses
-        .into_iter()
-        .find(|(_, used)| !commands.contains_key(&used.type_id) || !aggregates.contains_key(&used.aggregate))
-    {
-        Some((sender, used)) => {
-            Err(BuildError::UnregisteredCommand { command: used.command, sender, registration: used.registration })
-        }
+    let handled =
+        |command: &CommandUse| commands.contains_key(&command.type_id) && aggregates.contains_key(&command.aggregate);
+    match uses.into_iter().find(|(_, command)| !handled(command)) {
+        Some((sender, command)) => Err(BuildError::UnregisteredCommand {
+            command: command.command,
+            sender,
+            registration: command.registration,
+        }),
         None => Ok(()),
     }
 }
