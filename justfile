@@ -62,3 +62,7 @@ ci:
 # the smallest useful build's crates and cold build time, beside cqrs-es's, in one run
 build-weight:
     bash scripts/build-weight.sh
+
+# breaking changes of the public API against the newest v* release tag (or `just semver --baseline-rev REV`)
+semver *ARGS:
+    bash scripts/semver-check.sh {{ARGS}}

@@ -38,14 +38,12 @@ const COURSES: u64 = 10_000;
 const STUDENTS: u64 = 50_000;
 
 fn event(course: u64, student: u64) -> NewEvent {
-    NewEvent {
-        id: orchestrix::Uuid::now_v7(),
-        event_type: "CourseStudentSubscribed".to_owned(),
-        schema_version: 1,
-        data: RawValue::from_string(format!(r#"{{"course_id":"{course}","student_id":"{student}"}}"#))
-            .expect("valid JSON"),
-        metadata: Metadata::default().with_tag(format!("course:{course}")).with_tag(format!("student:{student}")),
-    }
+    NewEvent::new(
+        "CourseStudentSubscribed",
+        1,
+        RawValue::from_string(format!(r#"{{"course_id":"{course}","student_id":"{student}"}}"#)).expect("valid JSON"),
+    )
+    .with_metadata(Metadata::default().with_tag(format!("course:{course}")).with_tag(format!("student:{student}")))
 }
 
 fn query(course: u64, student: u64) -> Query {

@@ -14,7 +14,7 @@ use orchestrix::projection::{Projection, ProjectionEngine, ProjectionOptions};
 use orchestrix::{
     envelope::NewEvent,
     store::{EventFilter, EventStore, ExpectedVersion},
-    Metadata, StreamId,
+    StreamId,
 };
 use orchestrix_benches::Counting;
 use serde_json::value::RawValue;
@@ -33,15 +33,7 @@ async fn main() {
     let data = RawValue::from_string(r#"{"amount":1}"#.to_owned()).expect("valid JSON");
     for stream in 0..total / 100 {
         let stream = StreamId::new("Account", stream.to_string()).expect("a valid stream");
-        let batch = (0..100)
-            .map(|_| NewEvent {
-                id: orchestrix::Uuid::now_v7(),
-                event_type: "Deposited".into(),
-                schema_version: 1,
-                data: data.clone(),
-                metadata: Metadata::default(),
-            })
-            .collect();
+        let batch = (0..100).map(|_| NewEvent::new("Deposited", 1, data.clone())).collect();
         store.append(&stream, ExpectedVersion::Any, batch).await.expect("appends");
     }
     println!("projection catch-up over {total} in-memory events, 3 rounds each, best of 3\n");

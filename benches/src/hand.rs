@@ -41,8 +41,7 @@ struct DepositedOwned {
     amount: u64,
 }
 
-static TYPES: [EventType; 2] =
-    [EventType { name: "AccountOpened", version: 1 }, EventType { name: "AccountDeposited", version: 1 }];
+static TYPES: [EventType; 2] = [EventType::new("AccountOpened", 1), EventType::new("AccountDeposited", 1)];
 
 impl Event for AccountEvent {
     fn event_types() -> &'static [EventType] {

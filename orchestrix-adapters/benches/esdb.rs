@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use orchestrix::store::ExpectedVersion;
-use orchestrix::{envelope::NewEvent, store::EventStore, Metadata, StreamId};
+use orchestrix::{envelope::NewEvent, store::EventStore, StreamId};
 use orchestrix_adapters::eventsourcingdb::{ApiVersion, EsdbConfig, EsdbStore};
 use orchestrix_esdb_test_server::{TestServer, TestServerOptions};
 use serde_json::value::RawValue;
@@ -20,13 +20,7 @@ const READS: usize = 50;
 const ROUNDS: usize = 7;
 
 fn event(n: usize) -> NewEvent {
-    NewEvent {
-        id: orchestrix::Uuid::now_v7(),
-        event_type: "Deposited".to_owned(),
-        schema_version: 1,
-        data: RawValue::from_string(format!(r#"{{"amount":{n},"note":"bench"}}"#)).unwrap(),
-        metadata: Metadata::default(),
-    }
+    NewEvent::new("Deposited", 1, RawValue::from_string(format!(r#"{{"amount":{n},"note":"bench"}}"#)).unwrap())
 }
 
 struct Bare {

@@ -23,13 +23,7 @@ const ROUNDS: usize = 2;
 const DATA: &str = r#"{"owner":"Ada","amount":30,"note":"benchmark"}"#;
 
 fn new_event() -> NewEvent {
-    NewEvent {
-        id: orchestrix::Uuid::now_v7(),
-        event_type: "AccountOpened".to_owned(),
-        schema_version: 1,
-        data: RawValue::from_string(DATA.to_owned()).expect("valid JSON"),
-        metadata: Metadata::default(),
-    }
+    NewEvent::new("AccountOpened", 1, RawValue::from_string(DATA.to_owned()).expect("valid JSON"))
 }
 
 /// The event a command produces: the same data as the raw INSERT.

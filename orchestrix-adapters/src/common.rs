@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, SubsecRound, Utc};
 use futures_util::stream::{self, StreamExt};
-use orchestrix::envelope::{Metadata, RecordedEvent};
+use orchestrix::envelope::{Metadata, NewEvent, RecordedEvent};
 use orchestrix::event::validate_event_type;
 use orchestrix::retry::RetryPolicy;
 use orchestrix::store::{EventStream, Snapshot};
@@ -152,7 +152,7 @@ pub(crate) fn recorded_events(
     stream: &StreamId,
     recorded_at: DateTime<Utc>,
     mut rows: Vec<(i64, i64)>,
-    events: Vec<orchestrix::envelope::NewEvent>,
+    events: Vec<NewEvent>,
     ids: Vec<Uuid>,
 ) -> Vec<Arc<RecordedEvent>> {
     rows.sort_unstable_by_key(|&(_, version)| version);
@@ -160,17 +160,13 @@ pub(crate) fn recorded_events(
         .zip(events)
         .zip(ids)
         .map(|(((position, version), event), id)| {
-            Arc::new(RecordedEvent {
-                id,
-                stream: stream.clone(),
-                stream_version: u64::try_from(version).unwrap_or(0),
-                global_position: u64::try_from(position).unwrap_or(0),
+            Arc::new(RecordedEvent::new(
+                event.with_id(id),
+                stream.clone(),
+                u64::try_from(version).unwrap_or(0),
+                u64::try_from(position).unwrap_or(0),
                 recorded_at,
-                event_type: event.event_type,
-                schema_version: event.schema_version,
-                data: event.data,
-                metadata: event.metadata,
-            })
+            ))
         })
         .collect()
 }
@@ -238,17 +234,8 @@ impl EventRow {
                 .map_err(|error| corrupt(version, format!("metadata is not valid: {error}")))?
         };
         validate_event_type(&self.event_type).map_err(|error| corrupt(version, error.to_string()))?;
-        Ok(Arc::new(RecordedEvent {
-            id: self.event_id,
-            stream,
-            stream_version: version,
-            global_position,
-            recorded_at: self.recorded_at,
-            event_type: self.event_type,
-            schema_version,
-            data,
-            metadata,
-        }))
+        let event = NewEvent::new(self.event_type, schema_version, data).with_id(self.event_id).with_metadata(metadata);
+        Ok(Arc::new(RecordedEvent::new(event, stream, version, global_position, self.recorded_at)))
     }
 }
 
@@ -327,7 +314,7 @@ pub(crate) fn snapshot_from_row(
     let schema_version = u32::try_from(schema_version)
         .map_err(|_| corrupt(format!("schema version {schema_version} is out of range")))?;
     let state = RawValue::from_string(state).map_err(|error| corrupt(format!("state is not JSON: {error}")))?;
-    Ok(Snapshot { stream: stream.clone(), version: version_u64, schema_version, state, taken_at })
+    Ok(Snapshot::new(stream.clone(), version_u64, schema_version, state, taken_at))
 }
 
 /// A row of the grouped stream listing (type, id, version, count, last

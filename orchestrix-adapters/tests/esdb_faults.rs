@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use orchestrix::store::{EventFilter, ExpectedVersion};
-use orchestrix::{envelope::NewEvent, store::EventStore, Metadata, StoreError, StreamId};
+use orchestrix::{envelope::NewEvent, store::EventStore, StoreError, StreamId};
 use orchestrix_adapters::eventsourcingdb::{ApiVersion, EsdbConfig, EsdbError, EsdbStore};
 use orchestrix_esdb_test_server::{Faults, TestServer, TestServerOptions};
 use serde_json::value::RawValue;
@@ -39,13 +39,7 @@ fn config(server: &TestServer) -> EsdbConfig {
 }
 
 fn numbered(n: usize) -> NewEvent {
-    NewEvent {
-        id: orchestrix::Uuid::now_v7(),
-        event_type: "Deposited".to_owned(),
-        schema_version: 1,
-        data: RawValue::from_string(format!(r#"{{"n":{n}}}"#)).unwrap(),
-        metadata: Metadata::default(),
-    }
+    NewEvent::new("Deposited", 1, RawValue::from_string(format!(r#"{{"n":{n}}}"#)).unwrap())
 }
 
 async fn fill(store: &EsdbStore, count: usize) {

@@ -17,7 +17,7 @@ use orchestrix::envelope::{NewEvent, RecordedEvent};
 use orchestrix::prelude::*;
 use orchestrix::repository::Repository;
 use orchestrix::store::{EventStore, ExpectedVersion, StreamAppend};
-use orchestrix::{Metadata, StoreError, StreamId, Uuid};
+use orchestrix::{StoreError, StreamId, Uuid};
 use orchestrix_adapters::eventsourcingdb::{EsdbConfig, EsdbStore};
 use orchestrix_esdb_test_server::{Faults, TestServer, TestServerOptions};
 use serde_json::value::RawValue;
@@ -38,13 +38,7 @@ async fn server_and_store(options: TestServerOptions) -> (TestServer, EsdbStore)
 }
 
 fn event(text: &str) -> NewEvent {
-    NewEvent {
-        id: Uuid::now_v7(),
-        event_type: "Noted".into(),
-        schema_version: 1,
-        data: RawValue::from_string(format!(r#"{{"text":"{text}"}}"#)).unwrap(),
-        metadata: Metadata::default(),
-    }
+    NewEvent::new("Noted", 1, RawValue::from_string(format!(r#"{{"text":"{text}"}}"#)).unwrap())
 }
 
 async fn stream_of(store: &EsdbStore, stream: &StreamId) -> Vec<Arc<RecordedEvent>> {
@@ -182,7 +176,7 @@ async fn a_command_executed_twice_with_one_command_id_records_one_event(options:
     let app = || Orchestrix::builder().event_store(store.clone()).aggregate::<Counter>().build().unwrap();
     let (first_app, other_app) = (app(), app());
     let (counter, command) = (Uuid::now_v7(), Uuid::now_v7());
-    let with_id = || CommandOptions { command_id: Some(command), ..CommandOptions::default() };
+    let with_id = || CommandOptions::default().command_id(command);
     first_app.execute(counter, Start).await.unwrap();
     let first = first_app.execute_with(counter, Increment { by: 5 }, with_id()).await.unwrap();
     let again = first_app.execute_with(counter, Increment { by: 5 }, with_id()).await.unwrap();
@@ -201,7 +195,7 @@ async fn a_command_executed_twice_with_one_command_id_records_one_event(options:
     assert_eq!(stored[1].id, orchestrix::idempotency::command_event_id(command, 0));
     assert_eq!(other_app.load::<Counter>(&counter).await.unwrap().state.total, 5);
     // Another command id is another command.
-    let next = CommandOptions { command_id: Some(Uuid::now_v7()), ..CommandOptions::default() };
+    let next = CommandOptions::default().command_id(Uuid::now_v7());
     other_app.execute_with(counter, Increment { by: 5 }, next).await.unwrap();
     assert_eq!(stream_of(&store, &stream).await.len(), 3);
 }

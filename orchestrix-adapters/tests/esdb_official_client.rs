@@ -13,7 +13,7 @@ use futures_util::StreamExt;
 use orchestrix::{
     envelope::NewEvent,
     store::{EventStore, ExpectedVersion},
-    Metadata, StreamId,
+    StreamId,
 };
 use orchestrix_adapters::eventsourcingdb::{EsdbConfig, EsdbStore};
 use orchestrix_esdb_test_server::{TestServer, TestServerOptions};
@@ -126,13 +126,11 @@ async fn events_written_by_the_adapter_read_back_through_the_official_client(opt
         .with_type_prefix("com.example.bank");
     let store = EsdbStore::connect(config).await.unwrap();
     let stream = StreamId::new("Account", "42").unwrap();
-    let event = NewEvent {
-        id: orchestrix::Uuid::now_v7(),
-        event_type: "AccountOpened".into(),
-        schema_version: 1,
-        data: serde_json::value::RawValue::from_string(r#"{"owner":"Ada"}"#.into()).unwrap(),
-        metadata: Metadata::default(),
-    };
+    let event = NewEvent::new(
+        "AccountOpened",
+        1,
+        serde_json::value::RawValue::from_string(r#"{"owner":"Ada"}"#.into()).unwrap(),
+    );
     store.append(&stream, ExpectedVersion::NoStream, vec![event]).await.unwrap();
 
     let events = read(&client, "/Account/42", false).await;
@@ -159,13 +157,11 @@ async fn every_event_carries_a_hash_chain_the_official_client_verifies(options: 
     client.write_events(vec![traced], vec![]).await.unwrap();
     // And events the adapter writes, with its envelope.
     let store = EsdbStore::connect(EsdbConfig::new(server.url(), server.token())).await.unwrap();
-    let event = NewEvent {
-        id: orchestrix::Uuid::now_v7(),
-        event_type: "AccountOpened".into(),
-        schema_version: 1,
-        data: serde_json::value::RawValue::from_string(r#"{"owner": "Ada",  "n": 1.50}"#.into()).unwrap(),
-        metadata: Metadata::default(),
-    };
+    let event = NewEvent::new(
+        "AccountOpened",
+        1,
+        serde_json::value::RawValue::from_string(r#"{"owner": "Ada",  "n": 1.50}"#.into()).unwrap(),
+    );
     store.append(&StreamId::new("Account", "1").unwrap(), ExpectedVersion::NoStream, vec![event]).await.unwrap();
 
     let events = read(&client, "/", true).await;

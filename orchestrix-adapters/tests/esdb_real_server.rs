@@ -106,13 +106,7 @@ async fn schemas_and_eventql_against_a_real_server() {
 
     let stream = StreamId::new("Probe", uuid::Uuid::now_v7().to_string()).unwrap();
     let opened = ProbeEvent::Opened { owner: "Ada".into() };
-    let new = |event_type: &str, data: Box<serde_json::value::RawValue>| NewEvent {
-        id: orchestrix::Uuid::now_v7(),
-        event_type: event_type.to_owned(),
-        schema_version: 1,
-        data,
-        metadata: Metadata::default(),
-    };
+    let new = |event_type: &str, data: Box<serde_json::value::RawValue>| NewEvent::new(event_type, 1, data);
     store.append(&stream, ExpectedVersion::NoStream, vec![new("ProbeOpened", opened.encode().unwrap())]).await.unwrap();
     let wrong = serde_json::value::RawValue::from_string(r#"{"amount":"ten"}"#.to_owned()).unwrap();
     let error = store.append(&stream, ExpectedVersion::Exact(1), vec![new("ProbeDeposited", wrong)]).await.unwrap_err();

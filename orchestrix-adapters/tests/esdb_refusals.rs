@@ -12,7 +12,7 @@ use futures_util::{StreamExt, TryStreamExt};
 use orchestrix::memory::InMemoryEventStore;
 use orchestrix::query::{AppendCondition, Query, QueryItem};
 use orchestrix::store::{EventFilter, ExpectedVersion, StreamAppend};
-use orchestrix::{envelope::NewEvent, store::EventStore, Metadata, StoreError, StreamId};
+use orchestrix::{envelope::NewEvent, store::EventStore, StoreError, StreamId};
 use orchestrix_adapters::eventsourcingdb::{EsdbConfig, EsdbError, EsdbStore};
 use orchestrix_esdb_test_server::{Faults, TestServer, TestServerOptions};
 use serde_json::value::RawValue;
@@ -35,13 +35,7 @@ async fn setup(options: TestServerOptions) -> (TestServer, EsdbStore) {
 }
 
 fn event(event_type: &str, n: usize) -> NewEvent {
-    NewEvent {
-        id: orchestrix::Uuid::now_v7(),
-        event_type: event_type.to_owned(),
-        schema_version: 1,
-        data: RawValue::from_string(format!(r#"{{"n":{n}}}"#)).unwrap(),
-        metadata: Metadata::default(),
-    }
+    NewEvent::new(event_type, 1, RawValue::from_string(format!(r#"{{"n":{n}}}"#)).unwrap())
 }
 
 fn writes(server: &TestServer) -> usize {

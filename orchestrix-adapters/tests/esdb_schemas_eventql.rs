@@ -50,23 +50,11 @@ async fn setup(options: TestServerOptions) -> (TestServer, EsdbStore) {
 }
 
 fn new_event(event: &AccountEvent) -> NewEvent {
-    NewEvent {
-        id: orchestrix::Uuid::now_v7(),
-        event_type: event.event_type().to_owned(),
-        schema_version: event.schema_version(),
-        data: event.encode().unwrap(),
-        metadata: Metadata::default(),
-    }
+    NewEvent::new(event.event_type().to_owned(), event.schema_version(), event.encode().unwrap())
 }
 
 fn raw_event(event_type: &str, data: &str) -> NewEvent {
-    NewEvent {
-        id: orchestrix::Uuid::now_v7(),
-        event_type: event_type.to_owned(),
-        schema_version: 1,
-        data: RawValue::from_string(data.to_owned()).unwrap(),
-        metadata: Metadata::default(),
-    }
+    NewEvent::new(event_type, 1, RawValue::from_string(data.to_owned()).unwrap())
 }
 
 fn esdb_error(error: &StoreError) -> &EsdbError {
@@ -190,12 +178,9 @@ async fn eventql_queries_pass_through_and_answer_rows(options: TestServerOptions
 }
 
 fn tagged(event_type: &str, schema_version: u32, tags: &[&str]) -> NewEvent {
-    NewEvent {
-        id: orchestrix::Uuid::now_v7(),
-        schema_version,
-        metadata: Metadata::default().with_tags(tags.iter().copied()),
-        ..raw_event(event_type, "{}")
-    }
+    let raw = raw_event(event_type, "{}");
+    NewEvent::new(raw.event_type, schema_version, raw.data)
+        .with_metadata(Metadata::default().with_tags(tags.iter().copied()))
 }
 
 fn part(id: &str, event: NewEvent) -> orchestrix::store::StreamAppend {
@@ -257,13 +242,13 @@ async fn conditions_cover_every_schema_version_and_nothing_else(options: TestSer
         .await
         .unwrap();
     store
-        .save(orchestrix::store::Snapshot {
-            stream: StreamId::new("Course", "c1").unwrap(),
-            version: 2,
-            schema_version: 1,
-            state: RawValue::from_string("{}".into()).unwrap(),
-            taken_at: chrono::Utc::now(),
-        })
+        .save(orchestrix::store::Snapshot::new(
+            StreamId::new("Course", "c1").unwrap(),
+            2,
+            1,
+            RawValue::from_string("{}".into()).unwrap(),
+            chrono::Utc::now(),
+        ))
         .await
         .unwrap();
     store.append_if(holds(None), vec![part("c2", tagged("Subscribed", 1, &["course:c2"]))]).await.unwrap();
@@ -294,13 +279,13 @@ async fn a_query_for_any_event_ignores_snapshots(options: TestServerOptions) {
         .append_if(AppendCondition::new(query.clone(), None), vec![part("1", tagged("Defined", 1, &[]))])
         .await
         .unwrap();
-    let snapshot = orchestrix::store::Snapshot {
-        stream: StreamId::new("Course", "1").unwrap(),
-        version: 1,
-        schema_version: 1,
-        state: RawValue::from_string("{}".into()).unwrap(),
-        taken_at: chrono::Utc::now(),
-    };
+    let snapshot = orchestrix::store::Snapshot::new(
+        StreamId::new("Course", "1").unwrap(),
+        1,
+        1,
+        RawValue::from_string("{}".into()).unwrap(),
+        chrono::Utc::now(),
+    );
     store.save(snapshot).await.unwrap();
     store
         .append_if(AppendCondition::new(query.clone(), Some(1)), vec![part("2", tagged("Defined", 1, &[]))])

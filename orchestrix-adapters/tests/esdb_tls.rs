@@ -8,7 +8,7 @@ use futures_util::TryStreamExt;
 use orchestrix::{
     envelope::NewEvent,
     store::{EventStore, ExpectedVersion},
-    Metadata, StoreError, StreamId,
+    StoreError, StreamId,
 };
 use orchestrix_adapters::eventsourcingdb::{EsdbConfig, EsdbError, EsdbStore};
 use orchestrix_esdb_test_server::{TestServer, TestServerOptions};
@@ -32,13 +32,7 @@ async fn the_adapter_speaks_https_to_a_server_whose_root_it_is_given(options: Te
     let config = EsdbConfig::new(server.url(), server.token()).with_root_certificate_pem(cert.as_bytes());
     let store = EsdbStore::connect(config).await.unwrap();
     let stream = StreamId::new("Account", "1").unwrap();
-    let event = NewEvent {
-        id: orchestrix::Uuid::now_v7(),
-        event_type: "AccountOpened".into(),
-        schema_version: 1,
-        data: RawValue::from_string(r#"{"owner":"Ada"}"#.into()).unwrap(),
-        metadata: Metadata::default(),
-    };
+    let event = NewEvent::new("AccountOpened", 1, RawValue::from_string(r#"{"owner":"Ada"}"#.into()).unwrap());
     store.append(&stream, ExpectedVersion::NoStream, vec![event]).await.unwrap();
     let events: Vec<_> = store.read_stream(&stream, 1).try_collect().await.unwrap();
     assert_eq!(events.len(), 1);

@@ -26,13 +26,7 @@ async fn setup_with(options: TestServerOptions) -> (TestServer, EsdbStore) {
 }
 
 fn event(event_type: &str, version: u32, data: &str, metadata: Metadata) -> NewEvent {
-    NewEvent {
-        id: orchestrix::Uuid::now_v7(),
-        event_type: event_type.to_owned(),
-        schema_version: version,
-        data: RawValue::from_string(data.to_owned()).unwrap(),
-        metadata,
-    }
+    NewEvent::new(event_type, version, RawValue::from_string(data.to_owned()).unwrap()).with_metadata(metadata)
 }
 
 /// The precondition every write carries (ADR 0033): no stored event of the
@@ -55,11 +49,11 @@ async fn a_first_append_reads_the_subject_then_writes_with_is_subject_pristine()
     let (server, store) = setup().await;
     let stream = StreamId::new("Account", "42/a b").unwrap();
     let correlation = Uuid::parse_str("0190d6f2-7e8a-7cc0-8000-000000000001").unwrap();
-    let metadata = Metadata {
-        traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_owned()),
-        tracestate: Some("rojo=00f067aa0ba902b7".to_owned()),
-        ..Metadata::default().with_correlation_id(correlation).with_tenant("acme").with_header("k", "v")
-    };
+    let metadata = Metadata::default()
+        .with_trace("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", Some("rojo=00f067aa0ba902b7".to_owned()))
+        .with_correlation_id(correlation)
+        .with_tenant("acme")
+        .with_header("k", "v");
     let opened = event("AccountOpened", 2, r#"{"owner":"Ada"}"#, metadata);
     let id = opened.id;
     store.append(&stream, ExpectedVersion::NoStream, vec![opened]).await.unwrap();
@@ -143,7 +137,7 @@ async fn snapshots_are_events_below_the_stream_read_from_the_latest_deletion() {
     let stream = StreamId::new("Account", "1").unwrap();
     let taken_at = chrono::DateTime::parse_from_rfc3339("2025-01-02T03:04:05.123456Z").unwrap().to_utc();
     let state = RawValue::from_string(r#"{"balance": 5}"#.to_owned()).unwrap();
-    store.save(Snapshot { stream: stream.clone(), version: 7, schema_version: 2, state, taken_at }).await.unwrap();
+    store.save(Snapshot::new(stream.clone(), 7, 2, state, taken_at)).await.unwrap();
     let loaded = store.load(&stream, None).await.unwrap().unwrap();
     assert_eq!(loaded.state.get(), r#"{"balance": 5}"#, "the state reads back byte for byte");
     let requests = server.take_requests();
@@ -278,7 +272,7 @@ async fn v2_snapshots_write_without_a_preconditions_field_and_read_with_query() 
     let stream = StreamId::new("Account", "1").unwrap();
     let taken_at = chrono::DateTime::parse_from_rfc3339("2025-01-02T03:04:05Z").unwrap().to_utc();
     let state = RawValue::from_string("{}".to_owned()).unwrap();
-    store.save(Snapshot { stream: stream.clone(), version: 1, schema_version: 1, state, taken_at }).await.unwrap();
+    store.save(Snapshot::new(stream.clone(), 1, 1, state, taken_at)).await.unwrap();
     assert!(store.load(&stream, None).await.unwrap().is_some());
     assert_eq!(
         http(&server),

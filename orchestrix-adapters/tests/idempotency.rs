@@ -95,7 +95,7 @@ async fn racing_deliveries_apply_once(first: Arc<dyn EventStore>, second: Arc<dy
         let tasks: Vec<_> = (0..8)
             .map(|n| {
                 let app = apps[n % 2].clone();
-                let options = CommandOptions { command_id: Some(command), ..CommandOptions::default() };
+                let options = CommandOptions::default().command_id(command);
                 tokio::spawn(async move { app.execute_with(account, Deposit { amount: 1 }, options).await })
             })
             .collect();

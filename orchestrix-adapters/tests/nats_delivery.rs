@@ -74,7 +74,7 @@ impl Nats {
     async fn new(partitions: u32) -> Option<Self> {
         let place = Place::new(client().await?, partitions);
         let events = InMemoryEventStore::new();
-        let options = RelayOptions { window: 16, checkpoint_every: 1, ..RelayOptions::default() };
+        let options = RelayOptions::default().window(16).checkpoint_every(1);
         let relay = Relay::new(
             place.client.clone(),
             events.clone(),
@@ -155,12 +155,7 @@ impl Running for WorkerRunning {
         if let Some(failed) = status.failed {
             return Err(ProjectionError::Ended(self.name.clone(), failed));
         }
-        Ok(ProjectionStatus {
-            state: ProjectionState::Live,
-            position: head,
-            handled: status.handled,
-            parked: status.parked,
-        })
+        Ok(ProjectionStatus::new(ProjectionState::Live, head, status.handled, status.parked))
     }
     async fn retry(&mut self, id: Uuid) -> Result<RetryOutcome, ProjectionError> {
         self.handle.retry_dead_letter(id).await
@@ -190,7 +185,7 @@ impl Harness for Nats {
     /// No rebuild: ADR 0025 (rebuild the read model from the store with
     /// the engine, then let the worker go on).
     fn capabilities(&self) -> Capabilities {
-        Capabilities { rebuild: false }
+        Capabilities::none()
     }
 
     async fn rebuild(&self, name: &str, _: Faults) -> Result<u64, ProjectionError> {
@@ -209,12 +204,10 @@ impl Harness for Nats {
             SoleWorker,
         )
         .with_dead_letters(self.dead_letters.clone());
-        let options = WorkerOptions {
-            poison: PoisonPolicy::Park,
-            retry: RetryPolicy::fixed(1, Duration::from_millis(1)),
-            lease_interval: Duration::from_millis(100),
-            ..WorkerOptions::default()
-        };
+        let options = WorkerOptions::default()
+            .poison(PoisonPolicy::Park)
+            .retry(RetryPolicy::fixed(1, Duration::from_millis(1)))
+            .lease_interval(Duration::from_millis(100));
         let mut handle = worker.spawn(projection, options);
         // A sole worker takes every partition on its first round; the
         // suite's retries need the partitions held.

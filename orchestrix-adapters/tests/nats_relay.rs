@@ -39,7 +39,7 @@ async fn fill(store: &InMemoryEventStore, streams: usize, per_stream: u64) -> Ve
 }
 
 fn relay(place: &Place, store: &InMemoryEventStore, checkpoints: &InMemoryCheckpointStore, window: usize) -> Relay {
-    let options = RelayOptions { window, checkpoint_every: 50, ..RelayOptions::default() };
+    let options = RelayOptions::default().window(window).checkpoint_every(50);
     Relay::new(
         place.client.clone(),
         store.clone(),
@@ -117,7 +117,7 @@ async fn a_worker_applies_every_event_in_stream_order() {
 
     let ledger = Ledger::named("ledger");
     let worker = ProjectionWorker::new(place.client.clone(), place.subjects.clone(), place.stream.clone(), SoleWorker);
-    let mut handle = worker.spawn(ledger.clone(), WorkerOptions { batch: 7, ..WorkerOptions::default() });
+    let mut handle = worker.spawn(ledger.clone(), WorkerOptions::default().batch(7));
     let wanted = events.len() as u64 - 1;
     let status = handle.wait_for(|s| s.handled >= wanted && s.skipped >= 1).await;
     assert_eq!(status.partitions.len(), 4, "a sole worker takes every partition");
@@ -148,7 +148,7 @@ async fn a_second_worker_takes_over_a_dead_ones_partitions_in_order() {
     let ledger = Ledger::named("takeover");
     let worker =
         ProjectionWorker::new(place.client.clone(), place.subjects.clone(), place.stream.clone(), leases.clone());
-    let options = WorkerOptions { batch: 5, lease_interval: Duration::from_millis(100), ..WorkerOptions::default() };
+    let options = WorkerOptions::default().batch(5).lease_interval(Duration::from_millis(100));
 
     let first = worker.spawn(ledger.clone(), options.clone());
     let events = fill(&store, 9, 40).await;
@@ -187,7 +187,7 @@ async fn a_worker_that_starts_later_gets_its_share_and_the_work_is_done_once() {
     let ledger = Ledger::named("sharing");
     let worker =
         ProjectionWorker::new(place.client.clone(), place.subjects.clone(), place.stream.clone(), leases.clone());
-    let options = WorkerOptions { batch: 5, lease_interval: Duration::from_millis(100), ..WorkerOptions::default() };
+    let options = WorkerOptions::default().batch(5).lease_interval(Duration::from_millis(100));
     let within = |what: &'static str| move |_| panic!("{what} did not happen within a minute");
 
     // Alone, a worker takes every partition.
@@ -261,12 +261,10 @@ async fn poison_events_are_parked_or_stop_the_worker() {
     let dead = InMemoryDeadLetterStore::new();
     let worker = ProjectionWorker::new(place.client.clone(), place.subjects.clone(), place.stream.clone(), SoleWorker)
         .with_dead_letters(dead.clone());
-    let options = WorkerOptions {
-        name: Some("parking".into()),
-        poison: PoisonPolicy::Park,
-        retry: orchestrix::retry::RetryPolicy::none(),
-        ..WorkerOptions::default()
-    };
+    let options = WorkerOptions::default()
+        .name("parking")
+        .poison(PoisonPolicy::Park)
+        .retry(orchestrix::retry::RetryPolicy::none());
     let mut parking = worker.spawn(Failing, options.clone());
     let status = parking.wait_for(|s| s.handled + s.parked >= 4).await;
     // Version 2 fails; the stream's later events are parked behind it
@@ -287,8 +285,7 @@ async fn poison_events_are_parked_or_stop_the_worker() {
     parking.stop().await.unwrap();
     assert!(orchestrix::store::DeadLetterStore::list(&dead, Some("parking")).await.unwrap().is_empty());
 
-    let mut stopping =
-        worker.spawn(Failing, WorkerOptions { name: Some("stopping".into()), poison: PoisonPolicy::Stop, ..options });
+    let mut stopping = worker.spawn(Failing, options.name("stopping").poison(PoisonPolicy::Stop));
     let status = stopping.wait_for(|s| s.failed.is_some()).await;
     assert!(status.handled >= 1, "{status:?}");
     let error = stopping.stop().await.unwrap_err();
@@ -369,8 +366,7 @@ async fn a_refused_publish_with(ordered: bool) -> (Vec<String>, Vec<String>, Vec
         events.extend(store.append(&target, ExpectedVersion::Any, vec![event]).await.unwrap());
     }
     let ids: Vec<String> = events.iter().map(|event| event.id.to_string()).collect();
-    let options =
-        RelayOptions { window: 64, max_backoff: Duration::from_millis(50), ordered, ..RelayOptions::default() };
+    let options = RelayOptions::default().window(64).max_backoff(Duration::from_millis(50)).ordered(ordered);
     let mut relay = Relay::new(
         place.client.clone(),
         store.clone(),

@@ -48,7 +48,7 @@ async fn a_relay_killed_ten_times_loses_and_duplicates_nothing() {
 
     let ledger = Ledger::named("kills");
     let worker = ProjectionWorker::new(place.client.clone(), place.subjects.clone(), place.stream.clone(), SoleWorker);
-    let mut handle = worker.spawn(ledger.clone(), WorkerOptions { batch: 256, ..WorkerOptions::default() });
+    let mut handle = worker.spawn(ledger.clone(), WorkerOptions::default().batch(256));
 
     let writer = {
         let store = store.clone();

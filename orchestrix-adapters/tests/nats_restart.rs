@@ -58,7 +58,7 @@ async fn nats_restarted_while_the_relay_publishes() {
     let place = Place::new(client, 4);
     let store = InMemoryEventStore::new();
     let checkpoints = InMemoryCheckpointStore::new();
-    let options = RelayOptions { window: 64, max_backoff: Duration::from_millis(200), ..RelayOptions::default() };
+    let options = RelayOptions::default().window(64).max_backoff(Duration::from_millis(200));
     let relay = Relay::new(
         place.client.clone(),
         store.clone(),

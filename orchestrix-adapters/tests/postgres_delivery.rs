@@ -121,7 +121,7 @@ impl Harness for Pg {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities { rebuild: true }
+        Capabilities::none().with_rebuild(true)
     }
 
     async fn start(&self, name: &str, faults: Faults) -> Box<dyn Running> {

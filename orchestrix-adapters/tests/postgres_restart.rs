@@ -23,7 +23,7 @@ use orchestrix::projection::{Projection, ProjectionEngine, ProjectionOptions};
 use orchestrix::store::{EventFilter, EventStore, ExpectedVersion};
 use orchestrix::{
     envelope::{NewEvent, RecordedEvent},
-    Metadata, StoreError, StreamId,
+    StoreError, StreamId,
 };
 use orchestrix_adapters::postgres::{PgProjection, PgProjectionOptions, PgStore};
 use serde_json::value::RawValue;
@@ -91,13 +91,7 @@ impl PgProjection for Counter {
 }
 
 fn event(n: u64) -> NewEvent {
-    NewEvent {
-        id: orchestrix::Uuid::now_v7(),
-        event_type: "Written".into(),
-        schema_version: 1,
-        data: RawValue::from_string(format!(r#"{{"n":{n}}}"#)).unwrap(),
-        metadata: Metadata::default(),
-    }
+    NewEvent::new("Written", 1, RawValue::from_string(format!(r#"{{"n":{n}}}"#)).unwrap())
 }
 
 /// Appends one event per new stream until `stop`, retrying through the

@@ -613,17 +613,17 @@ async fn a_restart_in_the_middle_of_a_group_runs_only_what_is_left(store: Arc<dy
     let stream = SagaManager::<Fulfil>::stream_id(saga).expect("a stream");
     let started: Vec<NewEvent> = (0..3)
         .map(|step| {
-            let event = SagaEvent::StepStarted(SagaStepStarted {
+            let event = SagaEvent::StepStarted(SagaStepStarted::new(
                 step,
-                name: manager.step_names()[step].clone(),
-                step_id: step_id(saga, step, StepKind::Action),
-            });
+                manager.step_names()[step].clone(),
+                step_id(saga, step, StepKind::Action),
+            ));
             NewEvent::encode(&event, Metadata::default()).expect("encoded")
         })
         .collect();
     app.event_store().append(&stream, ExpectedVersion::Exact(1), started).await.expect("appended");
     let first = step_id(saga, 0, StepKind::Action);
-    let options = CommandOptions { command_id: Some(first), causation_id: Some(first), ..CommandOptions::default() };
+    let options = CommandOptions::default().command_id(first).causation_id(first);
     app.execute_with(f.a, Reserve { qty: 3 }, options).await.expect("the first member took effect");
 
     let saga = manager.drive(saga).await.expect("driven");
@@ -651,19 +651,14 @@ async fn members_in_doubt_are_settled_before_compensating(store: Arc<dyn EventSt
     let mut events: Vec<SagaEvent> = (0..3)
         .map(|step| {
             let step_id = step_id(saga, step, StepKind::Action);
-            SagaEvent::StepStarted(SagaStepStarted { step, name: names[step].clone(), step_id })
+            SagaEvent::StepStarted(SagaStepStarted::new(step, names[step].clone(), step_id))
         })
         .collect();
-    events.push(SagaEvent::StepFailed(SagaStepFailed {
-        step: 1,
-        name: names[1].clone(),
-        error: "only 0 left".into(),
-        timed_out: false,
-    }));
+    events.push(SagaEvent::StepFailed(SagaStepFailed::new(1, names[1].clone(), "only 0 left", false)));
     let events = events.iter().map(|e| NewEvent::encode(e, Metadata::default()).expect("encoded")).collect();
     app.event_store().append(&stream, ExpectedVersion::Exact(1), events).await.expect("appended");
     let first = step_id(saga, 0, StepKind::Action);
-    let options = CommandOptions { command_id: Some(first), causation_id: Some(first), ..CommandOptions::default() };
+    let options = CommandOptions::default().command_id(first).causation_id(first);
     app.execute_with(f.a, Reserve { qty: 3 }, options).await.expect("a took effect");
 
     let saga = manager.drive(saga).await.expect("driven");

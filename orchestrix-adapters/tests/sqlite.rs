@@ -11,13 +11,8 @@ use orchestrix_adapters::sqlite::{SqliteConfig, SqliteStore};
 use serde_json::value::RawValue;
 
 fn event(data: &str) -> NewEvent {
-    NewEvent {
-        id: orchestrix::Uuid::now_v7(),
-        event_type: "Happened".to_owned(),
-        schema_version: 1,
-        data: RawValue::from_string(data.to_owned()).expect("valid JSON"),
-        metadata: Metadata::default().with_header("k", "v"),
-    }
+    NewEvent::new("Happened", 1, RawValue::from_string(data.to_owned()).expect("valid JSON"))
+        .with_metadata(Metadata::default().with_header("k", "v"))
 }
 
 fn stream(id: &str) -> StreamId {

@@ -164,14 +164,14 @@ fn projections_dead_letters_and_verify() {
     rt.block_on(async {
         CheckpointStore::save(&store, "balances", recorded[2].global_position).await.unwrap();
         for (i, event) in [&recorded[0], &recorded[2]].into_iter().enumerate() {
-            let letter = DeadLetter {
-                id: orchestrix::Uuid::now_v7(),
-                consumer: if i == 0 { "balances" } else { "emails" }.to_owned(),
-                event: (**event).clone(),
-                error: format!("handler failed: timeout {i}"),
-                attempts: 3,
-                parked_at: chrono::Utc::now() - chrono::Duration::days(10 * i64::try_from(i).unwrap()),
-            };
+            let letter = DeadLetter::new(
+                orchestrix::Uuid::now_v7(),
+                if i == 0 { "balances" } else { "emails" },
+                (**event).clone(),
+                format!("handler failed: timeout {i}"),
+                3,
+                chrono::Utc::now() - chrono::Duration::days(10 * i64::try_from(i).unwrap()),
+            );
             store.park(letter).await.unwrap();
         }
     });
@@ -219,13 +219,13 @@ fn projections_dead_letters_and_verify() {
     assert_eq!(run.code, 0, "{run:?}");
     assert!(run.stdout.contains("ok: no violation found"), "{}", run.stdout);
     rt.block_on(async {
-        let snapshot = Snapshot {
-            stream: stream("Order/9"),
-            version: 7,
-            schema_version: 1,
-            state: serde_json::value::to_raw_value(&serde_json::json!({})).unwrap(),
-            taken_at: chrono::Utc::now(),
-        };
+        let snapshot = Snapshot::new(
+            stream("Order/9"),
+            7,
+            1,
+            serde_json::value::to_raw_value(&serde_json::json!({})).unwrap(),
+            chrono::Utc::now(),
+        );
         SnapshotStore::save(&store, snapshot).await.unwrap();
     });
     let run = orchestrix(&["--store", &url, "--json", "verify"]);

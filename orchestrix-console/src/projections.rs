@@ -32,6 +32,7 @@ pub(crate) async fn list(scope: Scope, headers: HeaderMap) -> Response {
                                 ProjectionState::Live => span.state.live { "live" },
                                 ProjectionState::Stopped => span.state { "stopped" },
                                 ProjectionState::Failed(error) => span.state.failed title=(crate::render::without_credentials(error)) { "failed" },
+                                _ => span.state { "unknown" },
                             } }
                             td { (status.position) }
                             td { (head.saturating_sub(status.position)) }

@@ -23,8 +23,8 @@ use crate::trace;
 mod builder;
 mod cache;
 mod slot;
+use builder::{check_uses, Service, Slot};
 pub use builder::{BuildError, OrchestrixBuilder};
-use builder::{Service, Slot};
 use cache::AggregateCache;
 pub use cache::CacheStats;
 use slot::{AggregateSlot, Attempt, Run};
@@ -56,6 +56,7 @@ pub const DEFAULT_CACHE_CAPACITY: usize = 10_000;
 /// assert_eq!(options.tracestate.as_deref(), Some("vendor=1"));
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct CommandOptions {
     /// The id of this command (default: a new UUID v7). Give the same id to
     /// every delivery of one command (a client's retry, a redelivered
@@ -165,6 +166,7 @@ tokio::task_local! {
 /// that applied it: its version, events and correlation id; only
 /// `attempts` is this execution's.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct CommandOutcome<E> {
     /// The id of this command.
     pub command_id: Uuid,
@@ -189,12 +191,12 @@ pub struct Orchestrix {
 
 /// A map by type, looked up twice per command: a `TypeId` is a hash
 /// already, so its bits are the key's hash ([`TypeIdHasher`]), not SipHash.
-type TypeMap<V> = HashMap<TypeId, V, std::hash::BuildHasherDefault<TypeIdHasher>>;
+pub(crate) type TypeMap<V> = HashMap<TypeId, V, std::hash::BuildHasherDefault<TypeIdHasher>>;
 
 /// Hashes a `TypeId` to the bits it writes (a `TypeId` is itself a hash
 /// of the type), so that a lookup by type costs no hashing.
 #[derive(Default)]
-struct TypeIdHasher(u64);
+pub(crate) struct TypeIdHasher(u64);
 
 impl std::hash::Hasher for TypeIdHasher {
     fn finish(&self) -> u64 {
@@ -247,9 +249,16 @@ impl Orchestrix {
             snapshots: None,
             services: HashMap::new(),
             registrations: Vec::new(),
+            uses: Vec::new(),
             retry: RetryPolicy::default(),
             cache_capacity: DEFAULT_CACHE_CAPACITY,
         }
+    }
+
+    /// Refuses the first of `uses` that this application does not handle
+    /// (see [`OrchestrixBuilder::sends`]).
+    pub(crate) fn check_uses(&self, uses: Vec<(String, crate::command::CommandUse)>) -> Result<(), BuildError> {
+        check_uses(&self.inner.commands, &self.inner.aggregates, uses)
     }
 
     /// The event store.

@@ -149,6 +149,34 @@ impl CommandDescriptor {
     }
 }
 
+/// An aggregate command that some part of the application sends through
+/// it (a saga's step, a handler that declared it): recorded by the builder
+/// so that [`crate::app::OrchestrixBuilder::build`] refuses an
+/// application that does not handle it (ADR 0043).
+#[derive(Debug, Clone)]
+pub(crate) struct CommandUse {
+    /// The command's name.
+    pub(crate) command: &'static str,
+    /// The command's type.
+    pub(crate) type_id: TypeId,
+    /// The type of the aggregate that handles it.
+    pub(crate) aggregate: TypeId,
+    /// The builder call that registers its aggregate.
+    pub(crate) registration: String,
+}
+
+impl CommandUse {
+    /// The use of command `C`.
+    pub(crate) fn of<C: AggregateCommand>() -> Self {
+        Self {
+            command: C::NAME,
+            type_id: TypeId::of::<C>(),
+            aggregate: TypeId::of::<C::Aggregate>(),
+            registration: format!("aggregate::<{}>()", type_name::<C::Aggregate>()),
+        }
+    }
+}
+
 /// The commands of an aggregate's `#[command_handler]` block, which the
 /// [`CommandSet`] impl of `#[aggregate]` lists.
 ///

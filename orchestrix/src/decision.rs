@@ -82,6 +82,7 @@ use crate::stream::StreamId;
 /// What a decision read: the matching events, decoded, and the condition
 /// that an append based on them must meet.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct DecisionModel<E> {
     /// The events that matched the query, in global order.
     pub events: Vec<Envelope<E>>,

@@ -23,6 +23,7 @@ use crate::stream::{truncate_for_message, StreamId};
 /// assert_eq!(meta.headers["source"], "import");
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Metadata {
     /// Groups every message that stems from one original request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -86,6 +87,13 @@ impl Metadata {
         tags.into_iter().fold(self, Self::with_tag)
     }
 
+    /// Sets the W3C Trace Context `traceparent` and, if given, `tracestate`.
+    pub fn with_trace(mut self, traceparent: impl Into<String>, tracestate: Option<String>) -> Self {
+        self.traceparent = Some(traceparent.into());
+        self.tracestate = tracestate;
+        self
+    }
+
     /// Adds a free-form header.
     pub fn with_header(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.headers.insert(key.into(), value.into());
@@ -116,16 +124,10 @@ pub const MAX_JSON_DEPTH: usize = 100;
 ///   every tag valid ([`crate::query::validate_tag`]).
 ///
 /// ```
-/// use orchestrix::{envelope::{validate_new_event, NewEvent}, Metadata, StoreError};
+/// use orchestrix::{envelope::{validate_new_event, NewEvent}, StoreError};
 /// use serde_json::value::RawValue;
 ///
-/// let event = |data: &str| NewEvent {
-///     id: orchestrix::Uuid::now_v7(),
-///     event_type: "Noted".into(),
-///     schema_version: 1,
-///     data: RawValue::from_string(data.into()).unwrap(),
-///     metadata: Metadata::default(),
-/// };
+/// let event = |data: &str| NewEvent::new("Noted", 1, RawValue::from_string(data.into()).unwrap());
 /// assert!(validate_new_event(&event(r#"{"text":"fine"}"#)).is_ok());
 /// assert!(matches!(validate_new_event(&event(r#"{"text":"\ud800"}"#)), Err(StoreError::InvalidInput(_))));
 /// assert!(matches!(validate_new_event(&event(r#"{"text":"\u0000"}"#)), Err(StoreError::InvalidInput(_))));
@@ -305,6 +307,7 @@ impl<'de> serde::de::Visitor<'de> for JsonCheck {
 /// (ADR 0027, [`crate::store::EventStore::append`]). So keep the `NewEvent`s of
 /// an append whose outcome is unknown, and retry with them.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct NewEvent {
     /// The event's id, unique across the store (UUID v7 by default, so
     /// that ids sort by time and the stores' id indexes grow at one end).
@@ -320,6 +323,32 @@ pub struct NewEvent {
 }
 
 impl NewEvent {
+    /// An event of type `event_type` at `schema_version` whose data is
+    /// already serialized, with a new UUID v7 id and empty metadata
+    /// ([`NewEvent::with_id`] and [`NewEvent::with_metadata`] set them).
+    /// Nothing is checked here: the store's append refuses what it cannot
+    /// store ([`validate_new_event`]).
+    ///
+    /// ```
+    /// use orchestrix::{envelope::NewEvent, Metadata};
+    /// use serde_json::value::RawValue;
+    ///
+    /// let data = RawValue::from_string(r#"{"amount":5}"#.into()).unwrap();
+    /// let event = NewEvent::new("Deposited", 1, data).with_metadata(Metadata::default().with_tag("account:1"));
+    /// assert_eq!(event.event_type, "Deposited");
+    /// assert_eq!(event.tags(), ["account:1"]);
+    /// ```
+    pub fn new(event_type: impl Into<String>, schema_version: u32, data: Box<RawValue>) -> Self {
+        Self { id: Uuid::now_v7(), event_type: event_type.into(), schema_version, data, metadata: Metadata::default() }
+    }
+
+    /// The same event with `metadata` in place of its own.
+    #[must_use]
+    pub fn with_metadata(mut self, metadata: Metadata) -> Self {
+        self.metadata = metadata;
+        self
+    }
+
     /// Serializes a typed event, adding its tags ([`Event::tags`]) to
     /// those of `metadata`. The event gets a new UUID v7 id; [`NewEvent::with_id`] gives it
     /// another.
@@ -379,6 +408,7 @@ impl NewEvent {
 
 /// An event as stored: serialized data plus everything the store assigned.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct RecordedEvent {
     /// The id the appender gave it ([`NewEvent::id`]), unique across the
     /// store: UUID v7 by default, so ids sort by time; the events of a
@@ -405,6 +435,20 @@ pub struct RecordedEvent {
 }
 
 impl RecordedEvent {
+    /// `event` as a store records it: in `stream` at `stream_version`, at
+    /// `global_position` of the log, at `recorded_at`. Adapters build what
+    /// they read back with it.
+    pub fn new(
+        event: NewEvent,
+        stream: StreamId,
+        stream_version: u64,
+        global_position: u64,
+        recorded_at: DateTime<Utc>,
+    ) -> Self {
+        let NewEvent { id, event_type, schema_version, data, metadata } = event;
+        Self { id, stream, stream_version, global_position, recorded_at, event_type, schema_version, data, metadata }
+    }
+
     /// The event's tags ([`Metadata::tags`]).
     pub fn tags(&self) -> &[String] {
         &self.metadata.tags

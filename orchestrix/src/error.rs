@@ -204,6 +204,7 @@ pub enum DecodeErrorKind {
 /// A stored event that cannot be decoded, with where it is stored.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot decode event `{event_type}` (schema v{schema_version}) at `{stream}` version {stream_version}: {kind}")]
+#[non_exhaustive]
 pub struct DecodeError {
     /// The stream holding the event.
     pub stream: StreamId,

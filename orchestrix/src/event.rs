@@ -11,11 +11,20 @@ use crate::stream::truncate_for_message;
 
 /// One stored event type: its stable name and its current schema version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub struct EventType {
     /// The stable type name, stored with every event of this type.
     pub name: &'static str,
     /// The schema version the code writes today (1 or more).
     pub version: u32,
+}
+
+impl EventType {
+    /// The stored type `name` at schema `version` (what `#[event]`
+    /// generates; a hand-written [`Event`] lists its types with it).
+    pub const fn new(name: &'static str, version: u32) -> Self {
+        Self { name, version }
+    }
 }
 
 /// The JSON schema of one stored event type's data (the object
@@ -25,6 +34,7 @@ pub struct EventType {
 /// the `schemars` feature), so that a store which validates events on write
 /// can be told what each type's data looks like.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct EventSchema {
     /// The stored type name.
     pub name: &'static str,
@@ -33,6 +43,13 @@ pub struct EventSchema {
     /// A JSON Schema (draft 2020-12) document; shared definitions are under
     /// `$defs`, referenced from the root.
     pub schema: Value,
+}
+
+impl EventSchema {
+    /// The `schema` of the stored type `name` at `version`.
+    pub fn new(name: &'static str, version: u32, schema: Value) -> Self {
+        Self { name, version, schema }
+    }
 }
 
 /// An [`Event`] that knows the JSON schema of every stored type it writes.

@@ -394,6 +394,7 @@ impl EventFilter {
 /// [`crate::app::Orchestrix::read_decision`]): every matching event up to it was
 /// seen, and none after it may have arrived.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct AppendCondition {
     /// The events the decision depended on.
     pub query: Query,

@@ -19,6 +19,7 @@ use crate::telemetry;
 
 /// An aggregate's state at a version of its stream.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct Loaded<A> {
     /// The state after applying every event up to `version`.
     pub state: A,

@@ -80,11 +80,19 @@ const PAGE: usize = 500;
 
 /// The new tags of one stored event.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TagChange {
     /// The event's global position.
     pub position: u64,
     /// Its tags from now on (sorted and deduplicated when stored).
     pub tags: Vec<String>,
+}
+
+impl TagChange {
+    /// The event at `position` gets `tags`.
+    pub fn new<T: Into<String>>(position: u64, tags: impl IntoIterator<Item = T>) -> Self {
+        Self { position, tags: tags.into_iter().map(Into::into).collect() }
+    }
 }
 
 /// An event store whose events' tags can be rewritten in place: the
@@ -113,6 +121,7 @@ pub fn normalize_tag_changes(changes: &mut [TagChange]) -> Result<(), StoreError
 
 /// What a re-tagging did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RetagReport {
     /// The events it read.
     pub scanned: u64,

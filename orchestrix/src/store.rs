@@ -73,6 +73,7 @@ pub type EventStream<'a> = Pin<Box<dyn Stream<Item = Result<Arc<RecordedEvent>, 
 /// assert!(part.is_guard());
 /// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct StreamAppend {
     /// The stream appended to.
     pub stream: StreamId,
@@ -341,6 +342,7 @@ pub trait EventStore: Send + Sync + Debug + 'static {
 
 /// A stored snapshot: an aggregate's state at one version of its stream.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Snapshot {
     /// The aggregate's stream.
     pub stream: StreamId,
@@ -353,6 +355,20 @@ pub struct Snapshot {
     pub state: Box<RawValue>,
     /// When the snapshot was taken.
     pub taken_at: DateTime<Utc>,
+}
+
+impl Snapshot {
+    /// The serialized `state` of `stream`'s aggregate at stream `version`,
+    /// written with `schema_version` of the state, taken at `taken_at`.
+    pub fn new(
+        stream: StreamId,
+        version: u64,
+        schema_version: u32,
+        state: Box<RawValue>,
+        taken_at: DateTime<Utc>,
+    ) -> Self {
+        Self { stream, version, schema_version, state, taken_at }
+    }
 }
 
 /// Where aggregate snapshots are kept.
@@ -472,6 +488,7 @@ pub trait KeyStore: Send + Sync + Debug + 'static {
 
 /// A message carried by a [`MessageBus`].
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Message {
     /// Dot-separated subject, for example `orchestrix.events.Account`.
     pub subject: String,
@@ -485,6 +502,13 @@ impl Message {
     /// A message without headers.
     pub fn new(subject: impl Into<String>, payload: impl Into<Bytes>) -> Self {
         Self { subject: subject.into(), payload: payload.into(), headers: BTreeMap::new() }
+    }
+
+    /// The same message with `headers` in place of its own.
+    #[must_use]
+    pub fn with_headers(mut self, headers: BTreeMap<String, String>) -> Self {
+        self.headers = headers;
+        self
     }
 }
 

@@ -124,6 +124,7 @@ impl fmt::Write for ShortText {
 /// The message names the part and the rule.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
+#[non_exhaustive]
 pub struct InvalidStreamId(pub String);
 
 /// What an append expects of the stream's current version.

@@ -48,7 +48,7 @@
 //! use futures_util::StreamExt;
 //! use orchestrix::memory::InMemoryEventStore;
 //! use orchestrix::tenant::TenantStore;
-//! use orchestrix::{store::{EventFilter, EventStore, ExpectedVersion}, envelope::NewEvent, Metadata, StreamId};
+//! use orchestrix::{store::{EventFilter, EventStore, ExpectedVersion}, envelope::NewEvent, StreamId};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), orchestrix::StoreError> {
@@ -56,13 +56,7 @@
 //! let acme = TenantStore::new(shared.clone(), "acme")?;
 //! let globex = TenantStore::new(shared.clone(), "globex")?;
 //! let stream = StreamId::new("Account", "1")?;
-//! let event = || NewEvent {
-//!     id: orchestrix::Uuid::now_v7(),
-//!     event_type: "Opened".into(),
-//!     schema_version: 1,
-//!     data: serde_json::value::RawValue::from_string("{}".into()).unwrap(),
-//!     metadata: Metadata::default(),
-//! };
+//! let event = || NewEvent::new("Opened", 1, serde_json::value::RawValue::from_string("{}".into()).unwrap());
 //! // The same stream id, two tenants, two streams.
 //! acme.append(&stream, ExpectedVersion::NoStream, vec![event()]).await?;
 //! globex.append(&stream, ExpectedVersion::NoStream, vec![event()]).await?;

@@ -106,7 +106,7 @@ fn app_counting(store: Arc<dyn EventStore>, calls: Arc<AtomicU32>) -> Orchestrix
 }
 
 fn with_id(id: Uuid) -> CommandOptions {
-    CommandOptions { command_id: Some(id), ..CommandOptions::default() }
+    CommandOptions::default().command_id(id)
 }
 
 async fn stream_of(store: &dyn EventStore, id: Uuid) -> Vec<Arc<RecordedEvent>> {

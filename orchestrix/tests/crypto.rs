@@ -128,20 +128,14 @@ fn the_macro_declares_personal_fields_per_stored_type() {
     assert_eq!(
         CustomerEvent::personal_data(),
         &[
-            PersonalData {
-                event_type: "CustomerRegistered",
-                fields: &[
-                    PersonalField { name: "name", subject: "customer_id" },
-                    PersonalField { name: "address", subject: "customer_id" },
-                ],
-            },
-            PersonalData {
-                event_type: "CustomerReferred",
-                fields: &[
-                    PersonalField { name: "referrer_email", subject: "referrer_id" },
-                    PersonalField { name: "email", subject: "customer_id" },
-                ],
-            },
+            PersonalData::new(
+                "CustomerRegistered",
+                const { &[PersonalField::new("name", "customer_id"), PersonalField::new("address", "customer_id")] },
+            ),
+            PersonalData::new(
+                "CustomerReferred",
+                const { &[PersonalField::new("referrer_email", "referrer_id"), PersonalField::new("email", "customer_id")] },
+            ),
         ]
     );
 }
@@ -293,13 +287,7 @@ async fn personal_data_without_a_subject_or_tampered_ciphertext_is_a_typed_error
     let data = value["name"][ENCRYPTED_MARKER]["data"].as_str().unwrap().to_owned();
     let flipped = if data.starts_with('A') { data.replacen('A', "B", 1) } else { format!("A{}", &data[1..]) };
     value["name"][ENCRYPTED_MARKER]["data"] = serde_json::Value::String(flipped);
-    let tampered = NewEvent {
-        id: orchestrix::Uuid::now_v7(),
-        event_type: stored.event_type.clone(),
-        schema_version: 1,
-        data: serde_json::value::to_raw_value(&value).unwrap(),
-        metadata: Metadata::default(),
-    };
+    let tampered = NewEvent::new(stored.event_type.clone(), 1, serde_json::value::to_raw_value(&value).unwrap());
     raw.append(&stream("y"), ExpectedVersion::Exact(1), vec![tampered]).await.unwrap();
     let read: Vec<_> = store.read_stream(&stream("y"), 1).collect().await;
     assert!(read[0].is_ok());
@@ -416,7 +404,17 @@ async fn sealed_dead_letters_never_hold_plaintext() {
         CustomerEvent::Registered { name: None, address: None, .. }
     ));
     // Parked after the forget (a decrypted copy read before it): `null`.
-    letters.park(orchestrix::store::DeadLetter { id: orchestrix::Uuid::now_v7(), ..opened }).await.unwrap();
+    letters
+        .park(orchestrix::store::DeadLetter::new(
+            orchestrix::Uuid::now_v7(),
+            opened.consumer,
+            opened.event,
+            opened.error,
+            opened.attempts,
+            opened.parked_at,
+        ))
+        .await
+        .unwrap();
     let late = raw_letters.list(None).await.unwrap();
     assert!(late.iter().all(|letter| !letter.event.data.get().contains("Ada")), "{late:?}");
     assert!(letters.remove(raw[0].id).await.unwrap());

@@ -111,7 +111,7 @@ impl Harness for InProcess {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities { rebuild: true }
+        Capabilities::none().with_rebuild(true)
     }
 
     async fn start(&self, name: &str, faults: Faults) -> Box<dyn Running> {
@@ -141,12 +141,12 @@ async fn a_stopped_projection_is_retried_through_the_engine() {
     let harness = InProcess::new();
     let (faults, a) = (Faults::default(), StreamId::new("A", "1").unwrap());
     faults.fail(&a, 1);
-    let events = (0..2).map(|_| orchestrix::envelope::NewEvent {
-        id: orchestrix::Uuid::now_v7(),
-        event_type: delivery::HANDLED.into(),
-        schema_version: 1,
-        data: serde_json::value::RawValue::from_string("{}".into()).unwrap(),
-        metadata: orchestrix::Metadata::default(),
+    let events = (0..2).map(|_| {
+        orchestrix::envelope::NewEvent::new(
+            delivery::HANDLED,
+            1,
+            serde_json::value::RawValue::from_string("{}".into()).unwrap(),
+        )
     });
     harness.events.append(&a, orchestrix::store::ExpectedVersion::Any, events.collect()).await.unwrap();
     let mut running = harness.start("offline", faults.clone()).await;
@@ -169,12 +169,12 @@ async fn redelivered_events_are_not_parked_twice() {
     let harness = InProcess::new();
     let (faults, a) = (Faults::default(), StreamId::new("A", "redelivered").unwrap());
     faults.fail(&a, 2);
-    let events = (0..3).map(|_| orchestrix::envelope::NewEvent {
-        id: orchestrix::Uuid::now_v7(),
-        event_type: delivery::HANDLED.into(),
-        schema_version: 1,
-        data: serde_json::value::RawValue::from_string("{}".into()).unwrap(),
-        metadata: orchestrix::Metadata::default(),
+    let events = (0..3).map(|_| {
+        orchestrix::envelope::NewEvent::new(
+            delivery::HANDLED,
+            1,
+            serde_json::value::RawValue::from_string("{}".into()).unwrap(),
+        )
     });
     harness.events.append(&a, orchestrix::store::ExpectedVersion::Any, events.collect()).await.unwrap();
     let mut running = harness.start("again", faults.clone()).await;

@@ -17,7 +17,7 @@ use orchestrix::{
     envelope::{NewEvent, RecordedEvent},
     retry::RetryPolicy,
     store::{CheckpointStore, DeadLetterStore, EventFilter, EventStore, ExpectedVersion},
-    Metadata, StreamId,
+    StreamId,
 };
 use serde_json::value::RawValue;
 
@@ -25,13 +25,7 @@ use serde_json::value::RawValue;
 const WAIT: Duration = Duration::from_secs(30);
 
 fn event(event_type: &str, amount: u64) -> NewEvent {
-    NewEvent {
-        id: orchestrix::Uuid::now_v7(),
-        event_type: event_type.into(),
-        schema_version: 1,
-        data: RawValue::from_string(format!(r#"{{"amount":{amount}}}"#)).unwrap(),
-        metadata: Metadata::default(),
-    }
+    NewEvent::new(event_type, 1, RawValue::from_string(format!(r#"{{"amount":{amount}}}"#)).unwrap())
 }
 
 fn stream(n: u64) -> StreamId {

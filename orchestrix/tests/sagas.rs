@@ -58,10 +58,10 @@ enum AccountEvent {
 }
 
 static ACCOUNT_TYPES: [EventType; 4] = [
-    EventType { name: "AccountOpened", version: 1 },
-    EventType { name: "AccountDeposited", version: 1 },
-    EventType { name: "AccountWithdrawn", version: 1 },
-    EventType { name: "AccountClosed", version: 1 },
+    EventType::new("AccountOpened", 1),
+    EventType::new("AccountDeposited", 1),
+    EventType::new("AccountWithdrawn", 1),
+    EventType::new("AccountClosed", 1),
 ];
 
 impl Event for AccountEvent {
@@ -269,7 +269,7 @@ struct TransferRequested {
     amount: u64,
 }
 
-static TRANSFER_TYPES: [EventType; 1] = [EventType { name: "TransferRequested", version: 1 }];
+static TRANSFER_TYPES: [EventType; 1] = [EventType::new("TransferRequested", 1)];
 
 impl Event for TransferRequested {
     fn event_types() -> &'static [EventType] {
@@ -636,10 +636,7 @@ async fn every_event_carries_the_correlation_id_and_its_step_as_cause() {
     app.execute(bob, Close).await.unwrap();
     let request = Uuid::now_v7();
     let traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".to_owned();
-    let options = CommandOptions {
-        traceparent: Some(traceparent.clone()),
-        ..CommandOptions::default().correlation_id(request).tenant("acme")
-    };
+    let options = CommandOptions::default().correlation_id(request).tenant("acme").traceparent(traceparent.clone());
     let outcome =
         app.execute_with(Uuid::now_v7(), RequestTransfer { from: alice, to: bob, amount: 5 }, options).await.unwrap();
     let trigger = Arc::clone(&outcome.events[0].record);
@@ -705,11 +702,11 @@ async fn a_step_in_doubt_that_took_effect_is_not_run_again() {
 
     // What a runner does before it dies: record the start, run the command.
     let debit = step_id(saga_id, 0, StepKind::Action);
-    let started = SagaEvent::StepStarted(SagaStepStarted { step: 0, name: "debit".into(), step_id: debit });
+    let started = SagaEvent::StepStarted(SagaStepStarted::new(0, "debit", debit));
     let stream = SagaManager::<TransferSaga>::stream_id(saga_id).unwrap();
     let record = NewEvent::encode(&started, Metadata::default()).unwrap();
     app.event_store().append(&stream, ExpectedVersion::Exact(1), vec![record]).await.unwrap();
-    let options = CommandOptions { command_id: Some(debit), causation_id: Some(debit), ..CommandOptions::default() };
+    let options = CommandOptions::default().command_id(debit).causation_id(debit);
     app.execute_with(alice, Withdraw { amount: 10 }, options).await.unwrap();
     let in_doubt = manager.status(saga_id).await.unwrap().unwrap();
     assert_eq!((in_doubt.status, in_doubt.steps[0].state), (SagaStatus::InProgress, StepState::Started));

@@ -76,13 +76,13 @@ async fn commands_succeed_over_a_snapshot_past_the_head() {
     let seed = [CounterEvent::Added { by: 1 }, CounterEvent::Added { by: 1 }, CounterEvent::Added { by: 1 }];
     app.repository::<Counter>().save(&id, ExpectedVersion::NoStream, &seed, &Metadata::default()).await.unwrap();
     let stream = Repository::<Counter>::stream_id(id).unwrap();
-    let ghost = Snapshot {
-        stream: stream.clone(),
-        version: 10,
-        schema_version: 1,
-        state: RawValue::from_string(r#"{"total":1000}"#.to_owned()).unwrap(),
-        taken_at: Utc::now(),
-    };
+    let ghost = Snapshot::new(
+        stream.clone(),
+        10,
+        1,
+        RawValue::from_string(r#"{"total":1000}"#.to_owned()).unwrap(),
+        Utc::now(),
+    );
     snapshots.save(ghost).await.unwrap();
 
     // A second process (no cache) runs the next commands.

@@ -26,13 +26,7 @@ use serde_json::value::RawValue;
 use uuid::Uuid;
 
 fn event(event_type: &str, n: u32) -> NewEvent {
-    NewEvent {
-        id: orchestrix::Uuid::now_v7(),
-        event_type: event_type.to_owned(),
-        schema_version: 1,
-        data: RawValue::from_string(format!("{{\"n\":{n}}}")).unwrap(),
-        metadata: Metadata::default(),
-    }
+    NewEvent::new(event_type, 1, RawValue::from_string(format!("{{\"n\":{n}}}")).unwrap())
 }
 
 fn stream(category: &str, id: &str) -> StreamId {
@@ -65,13 +59,7 @@ async fn drain(subscription: &mut EventStream<'static>) -> Vec<Arc<RecordedEvent
 }
 
 fn snapshot(s: &StreamId, version: u64, state: &str) -> Snapshot {
-    Snapshot {
-        stream: s.clone(),
-        version,
-        schema_version: 1,
-        state: RawValue::from_string(state.to_owned()).unwrap(),
-        taken_at: Utc::now(),
-    }
+    Snapshot::new(s.clone(), version, 1, RawValue::from_string(state.to_owned()).unwrap(), Utc::now())
 }
 
 #[derive(Debug, Clone, Default)]
@@ -133,14 +121,7 @@ async fn one_tenant_cannot_read_or_overwrite_another_through_any_api_of_its_view
     acme.keys.put("config/limit", Bytes::from_static(b"acme")).await.unwrap();
     let letter_id = Uuid::now_v7();
     let acme_event = read_stream(&acme.events, &account).await.remove(0);
-    let letter = DeadLetter {
-        id: letter_id,
-        consumer: "balances".to_owned(),
-        event: RecordedEvent::clone(&acme_event),
-        error: "boom".to_owned(),
-        attempts: 3,
-        parked_at: Utc::now(),
-    };
+    let letter = DeadLetter::new(letter_id, "balances", RecordedEvent::clone(&acme_event), "boom", 3, Utc::now());
     acme.letters.park(letter.clone()).await.unwrap();
 
     for (index, other) in others.iter().enumerate() {
@@ -205,7 +186,14 @@ async fn one_tenant_cannot_read_or_overwrite_another_through_any_api_of_its_view
         other.keys.put("config/limit", Bytes::from_static(b"other")).await.unwrap();
         assert!(other.keys.delete("config/limit").await.unwrap(), "{what}");
         assert!(!other.letters.remove(letter_id).await.unwrap(), "{what}");
-        let result = other.letters.park(DeadLetter { consumer: "mine".to_owned(), ..letter.clone() }).await;
+        let result = other
+            .letters
+            .park({
+                let mut theirs = letter.clone();
+                theirs.consumer = "mine".to_owned();
+                theirs
+            })
+            .await;
         assert!(matches!(result, Err(StoreError::InvalidInput(_))), "{what}: {result:?}");
 
         // The tenant sees its own writes, as its own.

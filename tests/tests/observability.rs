@@ -216,11 +216,7 @@ async fn an_explicit_traceparent_wins_and_parents_a_command_outside_any_trace() 
     let (exporter, _provider, _guard) = capture();
     let app = app();
     let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-    let options = orchestrix::app::CommandOptions {
-        traceparent: Some(parent.into()),
-        tracestate: Some("vendor=1".into()),
-        ..Default::default()
-    };
+    let options = orchestrix::app::CommandOptions::default().traceparent(parent).tracestate("vendor=1");
     let done = app.execute_with(Uuid::now_v7(), OpenAccount { owner: "Ada".into() }, options).await.unwrap();
     assert_eq!(done.events[0].metadata.traceparent.as_deref(), Some(parent));
     assert_eq!(done.events[0].metadata.tracestate.as_deref(), Some("vendor=1"));

@@ -13,7 +13,7 @@ use orchestrix::{
     error::DecodeErrorKind,
     repository::Repository,
     store::{EventStore, ExpectedVersion, SnapshotStore},
-    CommandError, Error, Metadata, Orchestrix, Uuid,
+    CommandError, Error, Orchestrix, Uuid,
 };
 use serde_json::value::RawValue;
 
@@ -37,13 +37,7 @@ fn fixture() -> Fixture {
 }
 
 fn raw(event_type: &str, schema_version: u32, data: &str) -> NewEvent {
-    NewEvent {
-        id: orchestrix::Uuid::now_v7(),
-        event_type: event_type.into(),
-        schema_version,
-        data: RawValue::from_string(data.into()).unwrap(),
-        metadata: Metadata::default(),
-    }
+    NewEvent::new(event_type, schema_version, RawValue::from_string(data.into()).unwrap())
 }
 
 async fn opened_account(f: &Fixture) -> Uuid {
@@ -135,12 +129,8 @@ async fn a_snapshot_of_another_schema_version_or_unreadable_is_ignored_and_rebui
     let id = opened_account(&f).await;
     f.app.execute(id, Deposit { amount: 25 }).await.unwrap();
     let stream = Repository::<Account>::stream_id(id).unwrap();
-    let lying = |schema_version, state: &str| Snapshot {
-        stream: stream.clone(),
-        version: 2,
-        schema_version,
-        state: RawValue::from_string(state.into()).unwrap(),
-        taken_at: Utc::now(),
+    let lying = |schema_version, state: &str| {
+        Snapshot::new(stream.clone(), 2, schema_version, RawValue::from_string(state.into()).unwrap(), Utc::now())
     };
     f.snapshots.save(lying(99, r#"{"owner":"Mallory","balance":1000000,"closed":false}"#)).await.unwrap();
     let loaded = f.app.load::<Account>(&id).await.unwrap();

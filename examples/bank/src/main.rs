@@ -30,7 +30,7 @@ use orchestrix::{
     envelope::NewEvent,
     repository::Repository,
     store::{EventFilter, ExpectedVersion},
-    CommandError, Metadata, Orchestrix, Uuid,
+    CommandError, Orchestrix, Uuid,
 };
 use orchestrix_adapters::sqlite::{SqliteConfig, SqliteStore};
 use serde_json::value::RawValue;
@@ -109,6 +109,8 @@ async fn main() -> Result {
         .snapshot_store(snapshots)
         .aggregate::<Account>()
         .aggregate::<Transfer>()
+        // Its steps' commands must be handled: checked here, not on the first transfer.
+        .saga(&TransferSaga)
         .build()?;
     let people = People { ada: Uuid::now_v7(), bob: Uuid::now_v7(), carol: Uuid::now_v7() };
 
@@ -226,13 +228,7 @@ async fn time_travel_and_snapshots(app: &Orchestrix, people: &People) -> Result 
 async fn legacy_events(app: &Orchestrix, people: &People) -> Result {
     let stream = Repository::<Account>::stream_id(people.bob)?;
     let legacy = |event_type: &str, data: &str| -> Result<NewEvent> {
-        Ok(NewEvent {
-            id: orchestrix::Uuid::now_v7(),
-            event_type: event_type.into(),
-            schema_version: 1,
-            data: RawValue::from_string(data.into())?,
-            metadata: Metadata::default(),
-        })
+        Ok(NewEvent::new(event_type, 1, RawValue::from_string(data.into())?))
     };
     let events =
         vec![legacy("AccountDeposited", r#"{"amount":300}"#)?, legacy("AccountWithdrawn", r#"{"amount":100}"#)?];

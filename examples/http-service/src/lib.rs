@@ -312,7 +312,11 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
 /// an `Idempotency-Key`, a command id derived from it.
 fn command_options(headers: &HeaderMap, scope: &str) -> Result<CommandOptions, ApiError> {
     let command_id = idempotency_key(headers)?.map(|key| command_id_from_key(scope, key));
-    Ok(CommandOptions { command_id, ..CommandOptions::default() })
+    let options = CommandOptions::default();
+    Ok(match command_id {
+        Some(id) => options.command_id(id),
+        None => options,
+    })
 }
 
 fn parse_id(id: &str) -> Result<Uuid, ApiError> {

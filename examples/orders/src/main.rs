@@ -200,7 +200,7 @@ async fn worker(common: &Common) -> Result<(), BoxError> {
         .build()?;
     let saga = SagaManager::new(app, Fulfilment);
     let views = PgOrderViews::new(store.pool().clone(), &common.schema);
-    let options = WorkerOptions { lease_interval: Duration::from_millis(500), ..WorkerOptions::default() };
+    let options = WorkerOptions::default().lease_interval(Duration::from_millis(500));
     let view_worker = ProjectionWorker::new(client.clone(), subjects.clone(), stream.clone(), store.clone())
         .spawn(views, options.clone());
     let saga_worker = ProjectionWorker::new(client, subjects, stream, store).spawn(saga, options);

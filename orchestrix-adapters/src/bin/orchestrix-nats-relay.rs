@@ -43,11 +43,9 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let client = connect(&get("nats-url")?).await?;
     let subjects = Subjects::new(get("prefix")?, u32::try_from(number("partitions", 8)?)?)?;
     let stream = EventStreamConfig::new(get("stream")?)?;
-    let options = RelayOptions {
-        name: args.get("name").cloned().unwrap_or_else(|| "nats-relay".to_owned()),
-        window: usize::try_from(number("window", 256)?)?,
-        ..RelayOptions::default()
-    };
+    let options = RelayOptions::default()
+        .name(args.get("name").cloned().unwrap_or_else(|| "nats-relay".to_owned()))
+        .window(usize::try_from(number("window", 256)?)?);
     let handle = Relay::new(client, store.clone(), store, subjects, stream, options).spawn();
     tokio::signal::ctrl_c().await?;
     handle.stop().await?;

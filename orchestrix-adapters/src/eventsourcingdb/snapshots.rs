@@ -79,13 +79,7 @@ impl SnapshotStore for EsdbStore {
             version: data.version,
             reason: format!("snapshot state is not JSON: {e}"),
         })?;
-        Ok(Some(Snapshot {
-            stream: stream.clone(),
-            version: data.version,
-            schema_version: data.schema_version,
-            state,
-            taken_at: data.taken_at,
-        }))
+        Ok(Some(Snapshot::new(stream.clone(), data.version, data.schema_version, state, data.taken_at)))
     }
 
     async fn delete(&self, stream: &StreamId) -> Result<(), StoreError> {

@@ -423,17 +423,9 @@ impl Inner {
             metadata.traceparent = event.traceparent;
             metadata.tracestate = event.tracestate;
         }
-        Ok(Some(RecordedEvent {
-            id: envelope.event_id.unwrap_or_else(|| wire::event_uuid(event.time, position)),
-            stream,
-            stream_version: envelope.stream_version,
-            global_position: position + 1,
-            recorded_at: event.time,
-            event_type: name.to_owned(),
-            schema_version,
-            data: envelope.data,
-            metadata,
-        }))
+        let id = envelope.event_id.unwrap_or_else(|| wire::event_uuid(event.time, position));
+        let stored = NewEvent::new(name, schema_version, envelope.data).with_id(id).with_metadata(metadata);
+        Ok(Some(RecordedEvent::new(stored, stream, envelope.stream_version, position + 1, event.time)))
     }
 }
 

@@ -108,7 +108,7 @@ impl MessageBus for JetStreamBus {
                     .flat_map(|h| h.iter())
                     .filter_map(|(k, v)| v.last().map(|v| (k.to_string(), v.as_str().to_owned())))
                     .collect();
-                Message { subject: m.subject.to_string(), payload: m.payload.clone(), headers }
+                Message::new(m.subject.to_string(), m.payload.clone()).with_headers(headers)
             })
             .map_err(|e| StoreError::Unavailable(render(&e).into()))
         })))

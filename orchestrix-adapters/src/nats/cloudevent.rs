@@ -38,7 +38,10 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use chrono::{DateTime, SecondsFormat, Utc};
-use orchestrix::{envelope::RecordedEvent, Metadata, StreamId};
+use orchestrix::{
+    envelope::{NewEvent, RecordedEvent},
+    Metadata, StreamId,
+};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use uuid::Uuid;
@@ -48,6 +51,7 @@ pub const STRUCTURED_CONTENT_TYPE: &str = "application/cloudevents+json";
 
 /// How a CloudEvent is laid out in a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum ContentMode {
     /// Attributes in `ce-*` headers, data as the payload.
     #[default]
@@ -80,6 +84,7 @@ pub enum CloudEventError {
 
 /// A CloudEvent laid out for a message: headers and payload.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct EncodedEvent {
     /// The headers (binary mode: every attribute; structured mode: only the
     /// content type).
@@ -92,13 +97,11 @@ pub struct EncodedEvent {
 ///
 /// ```
 /// use orchestrix_adapters::nats::cloudevent::{decode, encode, ContentMode};
-/// # use orchestrix::{Metadata, envelope::RecordedEvent, StreamId, Uuid};
-/// # let event = RecordedEvent {
-/// #     id: Uuid::now_v7(), stream: StreamId::new("Order", "7").unwrap(), stream_version: 1,
-/// #     global_position: 3, recorded_at: chrono::Utc::now(), event_type: "OrderPlaced".into(),
-/// #     schema_version: 1, data: serde_json::value::RawValue::from_string(r#"{"total":5}"#.into()).unwrap(),
-/// #     metadata: Metadata::default(),
-/// # };
+/// # use orchestrix::{envelope::{NewEvent, RecordedEvent}, StreamId};
+/// # let data = serde_json::value::RawValue::from_string(r#"{"total":5}"#.into()).unwrap();
+/// # let event = RecordedEvent::new(
+/// #     NewEvent::new("OrderPlaced", 1, data), StreamId::new("Order", "7").unwrap(), 1, 3, chrono::Utc::now(),
+/// # );
 /// let message = encode(&event, "orchestrix://orders", ContentMode::Binary);
 /// assert_eq!(message.headers["ce-type"], "OrderPlaced");
 /// assert_eq!(message.headers["ce-subject"], "Order/7");
@@ -266,26 +269,16 @@ fn assemble(
         Some(json) => serde_json::from_str(&json).map_err(|e| invalid("orxtags", &json, e.to_string()))?,
         None => Vec::new(),
     };
-    let metadata = Metadata {
-        tags,
-        correlation_id: attribute("orxcorrelationid")?.map(|v| uuid("orxcorrelationid", &v)).transpose()?,
-        causation_id: attribute("orxcausationid")?.map(|v| uuid("orxcausationid", &v)).transpose()?,
-        traceparent: attribute("traceparent")?,
-        tracestate: attribute("tracestate")?,
-        tenant: attribute("orxtenant")?,
-        headers,
-    };
-    Ok(RecordedEvent {
-        id,
-        stream,
-        stream_version: number("orxstreamversion")?,
-        global_position: number("orxposition")?,
-        recorded_at,
-        event_type: required("type")?,
-        schema_version,
-        data,
-        metadata,
-    })
+    let mut metadata = Metadata::default();
+    metadata.tags = tags;
+    metadata.correlation_id = attribute("orxcorrelationid")?.map(|v| uuid("orxcorrelationid", &v)).transpose()?;
+    metadata.causation_id = attribute("orxcausationid")?.map(|v| uuid("orxcausationid", &v)).transpose()?;
+    metadata.traceparent = attribute("traceparent")?;
+    metadata.tracestate = attribute("tracestate")?;
+    metadata.tenant = attribute("orxtenant")?;
+    metadata.headers = headers;
+    let event = NewEvent::new(required("type")?, schema_version, data).with_id(id).with_metadata(metadata);
+    Ok(RecordedEvent::new(event, stream, number("orxstreamversion")?, number("orxposition")?, recorded_at))
 }
 
 fn header<'a>(headers: &'a BTreeMap<String, String>, name: &str) -> Option<&'a str> {
@@ -315,25 +308,16 @@ mod tests {
     use super::*;
 
     fn event() -> RecordedEvent {
-        RecordedEvent {
-            id: Uuid::now_v7(),
-            stream: StreamId::new("Order", "a/b é").unwrap(),
-            stream_version: 7,
-            global_position: 1 << 40,
-            recorded_at: Utc::now(),
-            event_type: "Order Placed \"x\" 100%".into(),
-            schema_version: 2,
-            data: RawValue::from_string(r#"{"total":5,"note":"ü"}"#.into()).unwrap(),
-            metadata: Metadata {
-                correlation_id: Some(Uuid::now_v7()),
-                causation_id: Some(Uuid::now_v7()),
-                traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
-                tracestate: Some("a=b,c=d".into()),
-                tenant: Some("acme\r\nx".into()),
-                headers: BTreeMap::from([("k".to_owned(), "v w".to_owned())]),
-                tags: vec!["course:c 1".to_owned(), "student:7".to_owned()],
-            },
-        }
+        let metadata = Metadata::default()
+            .with_correlation_id(Uuid::now_v7())
+            .with_causation_id(Uuid::now_v7())
+            .with_trace("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", Some("a=b,c=d".into()))
+            .with_tenant("acme\r\nx")
+            .with_header("k", "v w")
+            .with_tags(["course:c 1", "student:7"]);
+        let data = RawValue::from_string(r#"{"total":5,"note":"ü"}"#.into()).unwrap();
+        let event = NewEvent::new("Order Placed \"x\" 100%", 2, data).with_metadata(metadata);
+        RecordedEvent::new(event, StreamId::new("Order", "a/b é").unwrap(), 7, 1 << 40, Utc::now())
     }
 
     fn same(a: &RecordedEvent, b: &RecordedEvent) {

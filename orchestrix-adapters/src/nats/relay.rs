@@ -26,6 +26,7 @@ use super::{EventStreamConfig, NatsError, Subjects};
 
 /// How a [`Relay`] runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RelayOptions {
     /// The checkpoint's name (default `nats-relay`). Two relays with one
     /// name share a checkpoint: run one (or several, wastefully, since the
@@ -77,8 +78,55 @@ impl Default for RelayOptions {
     }
 }
 
+impl RelayOptions {
+    /// Sets the checkpoint's name.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Sets the CloudEvents `source` attribute.
+    pub fn source(mut self, source: impl Into<String>) -> Self {
+        self.source = source.into();
+        self
+    }
+
+    /// Sets the CloudEvents content mode.
+    pub fn mode(mut self, mode: ContentMode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Sets how many publishes may await their acknowledgement at once (at
+    /// least 1).
+    pub fn window(mut self, publishes: usize) -> Self {
+        self.window = publishes.max(1);
+        self
+    }
+
+    /// Sets how many acknowledged events may pass between two saves of the
+    /// checkpoint (at least 1).
+    pub fn checkpoint_every(mut self, events: u64) -> Self {
+        self.checkpoint_every = events.max(1);
+        self
+    }
+
+    /// Sets the longest pause between two attempts after a failure.
+    pub fn max_backoff(mut self, pause: Duration) -> Self {
+        self.max_backoff = pause;
+        self
+    }
+
+    /// Sets whether each publish names its predecessor.
+    pub fn ordered(mut self, ordered: bool) -> Self {
+        self.ordered = ordered;
+        self
+    }
+}
+
 /// Where a relay is.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RelayStatus {
     /// The position of the last event the broker acknowledged.
     pub position: u64,

@@ -223,13 +223,8 @@ mod tests {
     use super::*;
 
     fn event(event_type: &str, tags: &[&str]) -> NewEvent {
-        NewEvent {
-            id: orchestrix::Uuid::now_v7(),
-            event_type: event_type.to_owned(),
-            schema_version: 1,
-            data: RawValue::from_string("{}".to_owned()).unwrap(),
-            metadata: Metadata::default().with_tags(tags.iter().copied()),
-        }
+        NewEvent::new(event_type, 1, RawValue::from_string("{}".to_owned()).unwrap())
+            .with_metadata(Metadata::default().with_tags(tags.iter().copied()))
     }
 
     #[test]

@@ -181,14 +181,14 @@ fn letter_from_row(row: &sqlx::postgres::PgRow) -> Result<DeadLetter, StoreError
     let event: String = row.try_get(2).map_err(map_err)?;
     let attempts: i64 = row.try_get(4).map_err(map_err)?;
     let bad = |what: String| StoreError::Backend(format!("corrupt dead letter {id}: {what}").into());
-    Ok(DeadLetter {
+    Ok(DeadLetter::new(
         id,
-        consumer: row.try_get(1).map_err(map_err)?,
-        event: serde_json::from_str(&event).map_err(|error| bad(format!("event: {error}")))?,
-        error: row.try_get(3).map_err(map_err)?,
-        attempts: u32::try_from(attempts).map_err(|_| bad(format!("attempts {attempts} out of range")))?,
-        parked_at: row.try_get(5).map_err(map_err)?,
-    })
+        row.try_get::<String, _>(1).map_err(map_err)?,
+        serde_json::from_str(&event).map_err(|error| bad(format!("event: {error}")))?,
+        row.try_get::<String, _>(3).map_err(map_err)?,
+        u32::try_from(attempts).map_err(|_| bad(format!("attempts {attempts} out of range")))?,
+        row.try_get(5).map_err(map_err)?,
+    ))
 }
 
 /// The statement that parks `letter` (replacing one with the same id),

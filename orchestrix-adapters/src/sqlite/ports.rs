@@ -212,12 +212,12 @@ fn letter_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<DeadLetter, StoreErr
     let attempts: i64 = row.try_get(4).map_err(map_err)?;
     let parked_at: i64 = row.try_get(5).map_err(map_err)?;
     let bad = |what: String| StoreError::Backend(format!("corrupt dead letter {id}: {what}").into());
-    Ok(DeadLetter {
-        id: Uuid::parse_str(&id).map_err(|error| bad(format!("id: {error}")))?,
-        consumer: row.try_get(1).map_err(map_err)?,
-        event: serde_json::from_str(&event).map_err(|error| bad(format!("event: {error}")))?,
-        error: row.try_get(3).map_err(map_err)?,
-        attempts: u32::try_from(attempts).map_err(|_| bad(format!("attempts {attempts} out of range")))?,
-        parked_at: time_from_micros(parked_at, "dead letter")?,
-    })
+    Ok(DeadLetter::new(
+        Uuid::parse_str(&id).map_err(|error| bad(format!("id: {error}")))?,
+        row.try_get::<String, _>(1).map_err(map_err)?,
+        serde_json::from_str(&event).map_err(|error| bad(format!("event: {error}")))?,
+        row.try_get::<String, _>(3).map_err(map_err)?,
+        u32::try_from(attempts).map_err(|_| bad(format!("attempts {attempts} out of range")))?,
+        time_from_micros(parked_at, "dead letter")?,
+    ))
 }

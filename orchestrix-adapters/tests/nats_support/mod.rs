@@ -178,22 +178,14 @@ impl orchestrix::projection::Projection for Ledger {
 
 /// A `Counted { n }` event.
 pub fn counted(n: u64) -> orchestrix::envelope::NewEvent {
-    orchestrix::envelope::NewEvent {
-        id: orchestrix::Uuid::now_v7(),
-        event_type: "Counted".into(),
-        schema_version: 1,
-        data: serde_json::value::RawValue::from_string(format!(r#"{{"n":{n}}}"#)).unwrap(),
-        metadata: orchestrix::Metadata::default(),
-    }
+    orchestrix::envelope::NewEvent::new(
+        "Counted",
+        1,
+        serde_json::value::RawValue::from_string(format!(r#"{{"n":{n}}}"#)).unwrap(),
+    )
 }
 
 /// An event the ledger does not want.
 pub fn ignored() -> orchestrix::envelope::NewEvent {
-    orchestrix::envelope::NewEvent {
-        id: orchestrix::Uuid::now_v7(),
-        event_type: "Ignored".into(),
-        schema_version: 1,
-        data: serde_json::value::RawValue::from_string("{}".into()).unwrap(),
-        metadata: orchestrix::Metadata::default(),
-    }
+    orchestrix::envelope::NewEvent::new("Ignored", 1, serde_json::value::RawValue::from_string("{}".into()).unwrap())
 }

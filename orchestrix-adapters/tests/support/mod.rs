@@ -2,19 +2,13 @@
 //! schemas, and the skip-or-fail policy.
 #![allow(dead_code, unreachable_pub)]
 
-use orchestrix::{envelope::NewEvent, Metadata, StreamId};
+use orchestrix::{envelope::NewEvent, StreamId};
 use orchestrix_adapters::postgres::{PgConfig, PgStore};
 use serde_json::value::RawValue;
 
 /// An event of type `event_type` whose data is the JSON text `data`.
 pub fn event(event_type: &str, data: &str) -> NewEvent {
-    NewEvent {
-        id: orchestrix::Uuid::now_v7(),
-        event_type: event_type.to_owned(),
-        schema_version: 1,
-        data: RawValue::from_string(data.to_owned()).expect("valid JSON"),
-        metadata: Metadata::default(),
-    }
+    NewEvent::new(event_type, 1, RawValue::from_string(data.to_owned()).expect("valid JSON"))
 }
 
 /// The stream `Account/<id>`.

@@ -73,13 +73,7 @@ fn wait_with_timeout(mut child: std::process::Child, limit: std::time::Duration)
 }
 
 pub fn event(kind: &str, data: serde_json::Value) -> NewEvent {
-    NewEvent {
-        id: orchestrix::Uuid::now_v7(),
-        event_type: kind.to_owned(),
-        schema_version: 1,
-        data: serde_json::value::to_raw_value(&data).expect("json"),
-        metadata: Metadata::default(),
-    }
+    NewEvent::new(kind, 1, serde_json::value::to_raw_value(&data).expect("json"))
 }
 
 pub fn stream(text: &str) -> StreamId {

@@ -51,13 +51,7 @@ impl Projection for Balances {
 }
 
 pub fn new_event(event_type: &str, data: serde_json::Value, metadata: Metadata) -> NewEvent {
-    NewEvent {
-        id: Uuid::now_v7(),
-        event_type: event_type.into(),
-        schema_version: 1,
-        data: serde_json::value::to_raw_value(&data).unwrap(),
-        metadata,
-    }
+    NewEvent::new(event_type, 1, serde_json::value::to_raw_value(&data).unwrap()).with_metadata(metadata)
 }
 
 pub async fn append(store: &dyn EventStore, stream: &str, event: NewEvent) -> Arc<RecordedEvent> {

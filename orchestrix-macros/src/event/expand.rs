@@ -86,7 +86,7 @@ fn serde_crate(krate: &TokenStream) -> syn::LitStr {
 
 fn event_type(krate: &TokenStream, stored: &Stored) -> TokenStream {
     let Stored { name, version, .. } = stored;
-    quote!(#krate::event::EventType { name: #name, version: #version })
+    quote!(#krate::event::EventType::new(#name, #version))
 }
 
 /// The upcaster chain, each checked against `Upcaster` at the user's path.

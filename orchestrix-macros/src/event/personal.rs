@@ -323,10 +323,10 @@ pub(crate) fn personal_data(krate: &TokenStream, event_type: &str, fields: &[Per
     let subjects = fields.iter().map(|p| &p.subject);
     let at = fields.first().map_or_else(Span::call_site, |p| p.at);
     let data = quote::quote! {
-        #krate::__private::PersonalData {
-            event_type: #event_type,
-            fields: &[#(#krate::__private::PersonalField { name: #names, subject: #subjects }),*],
-        }
+        #krate::__private::PersonalData::new(
+            #event_type,
+            &[#(#krate::__private::PersonalField::new(#names, #subjects)),*],
+        )
     };
     let guard = common::respan(quote::quote!(#krate::__private::if_crypto!), at);
     quote::quote_spanned!(at=> #guard { #data })

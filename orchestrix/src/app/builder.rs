@@ -7,7 +7,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use super::{AggregateCache, AggregateSlot, Inner, Orchestrix};
-use crate::command::{CommandDescriptor, CommandSet, StandaloneCommand};
+use crate::command::{AggregateCommand, CommandDescriptor, CommandSet, CommandUse, StandaloneCommand};
 use crate::memory::{InMemoryEventStore, InMemorySnapshotStore};
 use crate::repository::Repository;
 use crate::retry::RetryPolicy;
@@ -52,6 +52,21 @@ pub enum BuildError {
         /// The second registration.
         second: &'static str,
     },
+    /// Something the application was told about sends a command that no
+    /// registered aggregate handles: a step of a saga declared with
+    /// [`OrchestrixBuilder::saga`], or a sender declared with
+    /// [`OrchestrixBuilder::sends`].
+    #[error(
+        "command `{command}` is sent by {sender}, but the application does not handle it; register its aggregate with `.{registration}`"
+    )]
+    UnregisteredCommand {
+        /// The command.
+        command: &'static str,
+        /// Who sends it (`step `debit` of saga `transfer``).
+        sender: String,
+        /// The builder call that registers the command's aggregate.
+        registration: String,
+    },
 }
 
 pub(super) type Service = Arc<dyn Any + Send + Sync>;
@@ -62,6 +77,9 @@ pub struct OrchestrixBuilder {
     pub(super) snapshots: Option<Arc<dyn SnapshotStore>>,
     pub(super) services: HashMap<TypeId, Service>,
     pub(super) registrations: Vec<Registration>,
+    /// Commands that senders the builder was told about send, with who
+    /// sends them: checked by `build`.
+    pub(super) uses: Vec<(String, CommandUse)>,
     pub(super) retry: RetryPolicy,
     pub(super) cache_capacity: usize,
 }
@@ -90,6 +108,27 @@ impl fmt::Debug for OrchestrixBuilder {
             .field("retry", &self.retry)
             .field("cache_capacity", &self.cache_capacity)
             .finish_non_exhaustive()
+    }
+}
+
+/// Refuses the first use of a command that `commands` (by type) and
+/// `aggregates` (the command's aggregate type) do not handle: the check
+/// that `execute` makes, made once, when the application is built or a
+/// saga manager spawned.
+pub(super) fn check_uses(
+    commands: &super::TypeMap<&'static str>,
+    aggregates: &super::TypeMap<Slot>,
+    uses: impl IntoIterator<Item = (String, CommandUse)>,
+) -> Result<(), BuildError> {
+    let handled =
+        |command: &CommandUse| commands.contains_key(&command.type_id) && aggregates.contains_key(&command.aggregate);
+    match uses.into_iter().find(|(_, command)| !handled(command)) {
+        Some((sender, command)) => Err(BuildError::UnregisteredCommand {
+            command: command.command,
+            sender,
+            registration: command.registration,
+        }),
+        None => Ok(()),
     }
 }
 
@@ -141,6 +180,54 @@ impl OrchestrixBuilder {
             id_type: None,
             personal: &[],
         });
+        self
+    }
+
+    /// Declares that `sender` (a name for the error message: "the
+    /// `/transfers` route", "the nightly import") sends the aggregate
+    /// command `C` through this application, so that [`build`](Self::build)
+    /// fails with [`BuildError::UnregisteredCommand`] when no registered
+    /// aggregate handles `C`, rather than the first `execute` failing with
+    /// [`CommandError::Unregistered`](crate::CommandError::Unregistered).
+    /// The order of the calls does not matter. A saga's commands are
+    /// declared together with [`saga`](Self::saga).
+    ///
+    /// ```
+    /// # use orchestrix::prelude::*;
+    /// # #[event]
+    /// # #[derive(Debug, Clone, PartialEq)]
+    /// # pub enum CounterEvent { Incremented { by: u32 } }
+    /// # #[derive(Debug, thiserror::Error)]
+    /// # #[error("never")]
+    /// # pub struct Never;
+    /// # #[aggregate(event = CounterEvent, error = Never)]
+    /// # #[derive(Debug, Default)]
+    /// # pub struct Counter { value: u32 }
+    /// # impl Counter {
+    /// #     fn apply(&mut self, event: &CounterEvent) { match event { CounterEvent::Incremented { by } => self.value += by } }
+    /// # }
+    /// # #[derive(Debug, Clone)]
+    /// # pub struct Increment { by: u32 }
+    /// # #[command_handler]
+    /// # impl Counter {
+    /// #     #[command(requires = any)]
+    /// #     fn increment(&self, cmd: Increment) -> Result<CounterEvent, Never> { Ok(CounterEvent::Incremented { by: cmd.by }) }
+    /// # }
+    /// use orchestrix::app::BuildError;
+    ///
+    /// let forgotten = Orchestrix::builder().in_memory().sends::<Increment>("the import job").build();
+    /// assert!(matches!(forgotten, Err(BuildError::UnregisteredCommand { command: "Increment", .. })));
+    /// let app = Orchestrix::builder().in_memory().sends::<Increment>("the import job").aggregate::<Counter>().build();
+    /// assert!(app.is_ok());
+    /// ```
+    pub fn sends<C: AggregateCommand>(mut self, sender: impl Into<String>) -> Self {
+        self.uses.push((sender.into(), CommandUse::of::<C>()));
+        self
+    }
+
+    /// Records commands, each with who sends it (see [`sends`](Self::sends)).
+    pub(crate) fn sent_by(mut self, uses: impl IntoIterator<Item = (String, CommandUse)>) -> Self {
+        self.uses.extend(uses);
         self
     }
 
@@ -213,6 +300,7 @@ impl OrchestrixBuilder {
                 aggregates.insert(type_id, factory(&events, self.snapshots.as_ref(), self.cache_capacity));
             }
         }
+        check_uses(&commands, &aggregates, self.uses)?;
         Ok(Orchestrix {
             inner: Arc::new(Inner {
                 events,

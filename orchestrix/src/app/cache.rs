@@ -18,6 +18,7 @@ pub(super) type CacheEntry<A> = Arc<tokio::sync::Mutex<Option<Loaded<A>>>>;
 /// The same counts go to the metrics recorder as
 /// [`telemetry::AGGREGATE_CACHE_LOOKUPS_TOTAL`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct CacheStats {
     /// Command attempts that found the aggregate's state in the cache.
     pub hits: u64,

@@ -36,6 +36,7 @@ pub use crate::lease::InMemoryLeases;
 ///
 /// Cloning clones the handles: the clone shares every store.
 #[derive(Debug, Clone, Default)]
+#[non_exhaustive]
 pub struct InMemoryStores {
     /// The event log.
     pub events: InMemoryEventStore,

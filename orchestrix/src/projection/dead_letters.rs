@@ -42,6 +42,7 @@ use crate::store::{DeadLetter, DeadLetterQuery, DeadLetterStore};
 
 /// What a retry did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RetryOutcome {
     /// The letters whose events were applied and removed, in the order
     /// they were applied.
@@ -69,6 +70,7 @@ impl RetryOutcome {
 
 /// A parked event that failed again when retried.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct FailedRetry {
     /// The letter, still parked.
     pub id: Uuid,
@@ -80,6 +82,7 @@ pub struct FailedRetry {
 
 /// What a drop did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct DropOutcome {
     /// Whether the letter existed (and was this projection's).
     pub removed: bool,

@@ -114,6 +114,7 @@ pub trait Target: Send {
 
 /// What became of a delivered event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Delivered {
     /// The projection handled it.
     Handled,

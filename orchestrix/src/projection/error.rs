@@ -9,6 +9,7 @@ use crate::stream::StreamId;
 
 /// The event a projection could not handle.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Poison {
     /// The projection.
     pub projection: String,

@@ -14,6 +14,7 @@ use crate::store::EventStore;
 
 /// Where a projection is.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ProjectionState {
     /// Reading events recorded before it started.
     CatchingUp,
@@ -27,6 +28,7 @@ pub enum ProjectionState {
 
 /// A snapshot of a running projection's progress.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ProjectionStatus {
     /// Where it is.
     pub state: ProjectionState,
@@ -36,6 +38,14 @@ pub struct ProjectionStatus {
     pub handled: u64,
     /// Events parked since it started.
     pub parked: u64,
+}
+
+impl ProjectionStatus {
+    /// A projection in `state` at `position`, having handled `handled` and
+    /// parked `parked` events since it started (what a runner reports).
+    pub fn new(state: ProjectionState, position: u64, handled: u64, parked: u64) -> Self {
+        Self { state, position, handled, parked }
+    }
 }
 
 /// Controls a projection running in its own task.

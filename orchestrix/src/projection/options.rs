@@ -8,6 +8,7 @@ use crate::retry::RetryPolicy;
 /// What a projection does with an event it still cannot handle after its
 /// retries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum PoisonPolicy {
     /// Stop the projection with [`ProjectionError::Poison`](super::ProjectionError::Poison); its checkpoint
     /// stays before the event, so a restart tries it again.
@@ -19,6 +20,7 @@ pub enum PoisonPolicy {
 
 /// How a projection runs.
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
 pub struct ProjectionOptions {
     /// What to do with an event that keeps failing.
     pub poison: PoisonPolicy,

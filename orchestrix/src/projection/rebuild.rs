@@ -12,6 +12,7 @@ use crate::store::DeadLetterQuery;
 
 /// Progress of a rebuild.
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
 pub struct Progress {
     /// Events handled so far.
     pub events_done: u64,
@@ -24,6 +25,12 @@ pub struct Progress {
 }
 
 impl Progress {
+    /// `events_done` events handled up to `position`, of a rebuild that
+    /// stops at `head` and started `elapsed` ago.
+    pub fn new(events_done: u64, position: u64, head: u64, elapsed: Duration) -> Self {
+        Self { events_done, position, head, elapsed }
+    }
+
     /// Events handled per second so far.
     pub fn rate(&self) -> f64 {
         per_second(self.events_done, self.elapsed)

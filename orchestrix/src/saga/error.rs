@@ -2,11 +2,12 @@
 
 use uuid::Uuid;
 
+use crate::app::BuildError;
 use crate::error::{BoxError, Error, StoreError};
 
 /// Why a saga operation failed. Every variant but
-/// [`SagaError::DefinitionChanged`], [`SagaError::InvalidDefinition`] and
-/// [`SagaError::Data`] may pass: the
+/// [`SagaError::DefinitionChanged`], [`SagaError::InvalidDefinition`],
+/// [`SagaError::Unregistered`] and [`SagaError::Data`] may pass: the
 /// instance stays where it was, and driving it again picks it up there.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -14,6 +15,12 @@ pub enum SagaError {
     /// A port failed, or a stored event could not be decoded.
     #[error(transparent)]
     Framework(#[from] Error),
+    /// A step sends a command that the manager's application does not
+    /// handle ([`BuildError::UnregisteredCommand`]): found by
+    /// [`SagaManager::spawn`](super::SagaManager::spawn) before the manager
+    /// starts (ADR 0043).
+    #[error(transparent)]
+    Unregistered(BuildError),
     /// The saga's [`Saga::start`](super::Saga::start) failed on an event.
     #[error("saga `{saga}` could not decide whether event `{event}` starts an instance: {source}")]
     Start {

@@ -11,6 +11,7 @@ use crate::event::{decode_versioned, encode_raw, Event, EventType};
 
 /// An instance started.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct SagaStarted {
     /// The saga kind ([`super::Saga::NAME`]).
     pub saga: String,
@@ -34,6 +35,7 @@ pub struct SagaStarted {
 
 /// A step's action is about to run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct SagaStepStarted {
     /// The step's index.
     pub step: usize,
@@ -43,8 +45,16 @@ pub struct SagaStepStarted {
     pub step_id: Uuid,
 }
 
+impl SagaStepStarted {
+    /// Step `step`, named `name`, whose command carries `step_id`.
+    pub fn new(step: usize, name: impl Into<String>, step_id: Uuid) -> Self {
+        Self { step, name: name.into(), step_id }
+    }
+}
+
 /// A step's action took effect.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct SagaStepCompleted {
     /// The step's index.
     pub step: usize,
@@ -55,6 +65,7 @@ pub struct SagaStepCompleted {
 /// A step's action failed for good (refused, or timed out without
 /// effect): the instance compensates.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct SagaStepFailed {
     /// The step's index.
     pub step: usize,
@@ -67,8 +78,17 @@ pub struct SagaStepFailed {
     pub timed_out: bool,
 }
 
+impl SagaStepFailed {
+    /// Step `step`, named `name`, failed with `error` (out of time if
+    /// `timed_out`).
+    pub fn new(step: usize, name: impl Into<String>, error: impl Into<String>, timed_out: bool) -> Self {
+        Self { step, name: name.into(), error: error.into(), timed_out }
+    }
+}
+
 /// A completed step's compensation is about to run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct SagaCompensationStarted {
     /// The step's index.
     pub step: usize,
@@ -80,6 +100,7 @@ pub struct SagaCompensationStarted {
 
 /// A step's compensation took effect.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct SagaStepCompensated {
     /// The step's index.
     pub step: usize,
@@ -94,6 +115,7 @@ pub struct SagaCompleted {}
 /// The instance ended without completing: a step failed, and either every
 /// compensation ran or one of them failed too.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct SagaFailed {
     /// Why the instance failed: the failing step's error.
     pub error: String,

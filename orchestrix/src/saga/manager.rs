@@ -272,6 +272,8 @@ impl<S: Saga> SagaManager<S> {
         engine: &ProjectionEngine,
         options: ProjectionOptions,
     ) -> Result<ProjectionHandle<Self>, SagaError> {
+        self.inner.app.check_uses(super::register::sends::<S>(&self.inner.steps)).map_err(SagaError::Unregistered)?;
+        self.inner.app.check_uses(super::register::sends::<S>(&self.inner.steps)).map_err(SagaError::Unregistered)?;
         if let Some(leases) = self.leases() {
             let engine = engine.clone();
             return Ok(ProjectionHandle::spawn_runner(Self::category(), move |control| {

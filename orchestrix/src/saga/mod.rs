@@ -147,6 +147,7 @@ mod flow;
 mod lease;
 mod manager;
 mod plan;
+mod register;
 mod state;
 mod step;
 #[cfg(feature = "testing")]

@@ -66,6 +66,7 @@ pub enum StepState {
 
 /// One step of an instance, as recorded.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct StepRecord {
     /// The step's name.
     pub name: String,
@@ -91,6 +92,7 @@ pub struct StepRecord {
 
 /// A saga instance's state, rebuilt from the events of its stream.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct SagaInstance<D> {
     /// The instance's id.
     pub id: Uuid,

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use crate::aggregate::Aggregate;
 use crate::app::{CommandOptions, Orchestrix};
-use crate::command::AggregateCommand;
+use crate::command::{AggregateCommand, CommandUse};
 use crate::error::{render_chain as render, BoxError, CommandError, Error};
 use crate::repository::Repository;
 use crate::stream::StreamId;
@@ -172,6 +172,10 @@ pub struct Step<D> {
     pub(crate) body: Body<D>,
     pub(crate) decide: Option<DecideFn<D>>,
     timeout: Duration,
+    /// The aggregate commands the action and the compensation send, when
+    /// they were built from typed commands: checked by
+    /// [`OrchestrixBuilder::saga`](crate::app::OrchestrixBuilder::saga).
+    sends: [Option<CommandUse>; 2],
 }
 
 /// What a step does.
@@ -226,7 +230,13 @@ impl<D> fmt::Debug for Step<D> {
 
 impl<D> Clone for Step<D> {
     fn clone(&self) -> Self {
-        Self { name: self.name.clone(), body: self.body.clone(), decide: self.decide.clone(), timeout: self.timeout }
+        Self {
+            name: self.name.clone(),
+            body: self.body.clone(),
+            decide: self.decide.clone(),
+            timeout: self.timeout,
+            sends: self.sends.clone(),
+        }
     }
 }
 
@@ -242,13 +252,15 @@ impl<D: Send + Sync + 'static> Step<D> {
         C: AggregateCommand + Clone,
         F: Fn(&D) -> (<C::Aggregate as Aggregate>::Id, C) + Send + Sync + 'static,
     {
-        Self::custom(name, CommandAction { make, command: PhantomData })
+        let mut step = Self::custom(name, CommandAction { make, command: PhantomData });
+        step.sends[0] = Some(CommandUse::of::<C>());
+        step
     }
 
     /// A step whose action is of your own making.
     pub fn custom(name: impl Into<Cow<'static, str>>, action: impl StepAction<D>) -> Self {
         let body = Body::Action { action: Arc::new(action), compensation: None };
-        Self { name: name.into(), body, decide: None, timeout: DEFAULT_STEP_TIMEOUT }
+        Self { name: name.into(), body, decide: None, timeout: DEFAULT_STEP_TIMEOUT, sends: [None, None] }
     }
 
     /// A step that waits until an event of the stored type `event_type`
@@ -273,7 +285,8 @@ impl<D: Send + Sync + 'static> Step<D> {
             on_event: AfterWait::Continue,
             on_deadline: AfterWait::Fail,
         };
-        Self { name: name.into(), body: Body::Wait(Arc::new(wait)), decide: None, timeout: DEFAULT_STEP_TIMEOUT }
+        let body = Body::Wait(Arc::new(wait));
+        Self { name: name.into(), body, decide: None, timeout: DEFAULT_STEP_TIMEOUT, sends: [None, None] }
     }
 
     /// A step that runs the actions of `members` in parallel and
@@ -287,7 +300,8 @@ impl<D: Send + Sync + 'static> Step<D> {
     /// manager refuse the definition with
     /// [`SagaError::InvalidDefinition`](super::SagaError::InvalidDefinition).
     pub fn group(name: impl Into<Cow<'static, str>>, members: Vec<Step<D>>) -> Self {
-        Self { name: name.into(), body: Body::Group(members), decide: None, timeout: DEFAULT_STEP_TIMEOUT }
+        let body = Body::Group(members);
+        Self { name: name.into(), body, decide: None, timeout: DEFAULT_STEP_TIMEOUT, sends: [None, None] }
     }
 
     /// Undoes the step, once it completed, by sending the command `make`
@@ -297,7 +311,9 @@ impl<D: Send + Sync + 'static> Step<D> {
         C: AggregateCommand + Clone,
         F: Fn(&D) -> (<C::Aggregate as Aggregate>::Id, C) + Send + Sync + 'static,
     {
-        self.compensate_with_custom(CommandAction { make, command: PhantomData })
+        let mut step = self.compensate_with_custom(CommandAction { make, command: PhantomData });
+        step.sends[1] = Some(CommandUse::of::<C>());
+        step
     }
 
     /// Undoes the step with a compensation of your own making. Ignored on
@@ -306,6 +322,7 @@ impl<D: Send + Sync + 'static> Step<D> {
         if let Body::Action { compensation: slot, .. } = &mut self.body {
             *slot = Some(Arc::new(compensation));
         }
+        self.sends[1] = None;
         self
     }
 
@@ -423,7 +440,18 @@ impl<D> Step<D> {
 
     /// The same step under another name (a group's member, flattened).
     pub(crate) fn renamed(&self, name: String) -> Self {
-        Self { name: Cow::Owned(name), body: self.body.clone(), decide: self.decide.clone(), timeout: self.timeout }
+        Self { name: Cow::Owned(name), ..self.clone() }
+    }
+
+    /// The aggregate commands the step sends (built with
+    /// [`Step::command`] or [`Step::compensate_with`]), a group's members'
+    /// included.
+    pub(crate) fn sends(&self) -> Box<dyn Iterator<Item = &CommandUse> + '_> {
+        let own = self.sends.iter().flatten();
+        match &self.body {
+            Body::Group(members) => Box::new(own.chain(members.iter().flat_map(Step::sends))),
+            _ => Box::new(own),
+        }
     }
 }
 

@@ -24,6 +24,7 @@ use crate::stream::StreamId;
 /// behind. The letters of one stream, ordered by the event's
 /// `global_position`, are the order in which a retry replays them.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct DeadLetter {
     /// The dead letter's own id.
     pub id: Uuid,
@@ -41,6 +42,21 @@ pub struct DeadLetter {
     pub parked_at: DateTime<Utc>,
 }
 
+impl DeadLetter {
+    /// The letter `id` of `consumer`, which failed on `event` with `error`
+    /// after `attempts` attempts and parked it at `parked_at`.
+    pub fn new(
+        id: Uuid,
+        consumer: impl Into<String>,
+        event: RecordedEvent,
+        error: impl Into<String>,
+        attempts: u32,
+        parked_at: DateTime<Utc>,
+    ) -> Self {
+        Self { id, consumer: consumer.into(), event, error: error.into(), attempts, parked_at }
+    }
+}
+
 /// Which dead letters a [`DeadLetterStore::query`], `count` or `purge`
 /// selects: every condition that is set must hold.
 ///
@@ -52,6 +68,7 @@ pub struct DeadLetter {
 /// assert!(DeadLetterQuery::all().stream.is_none());
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct DeadLetterQuery {
     /// Only the letters of this consumer (projection, saga manager, worker).
     pub consumer: Option<String>,

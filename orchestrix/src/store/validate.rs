@@ -20,12 +20,9 @@ use crate::query::AppendCondition;
 /// use orchestrix::store::validate_append;
 /// use orchestrix::{Metadata, envelope::NewEvent, StoreError};
 ///
-/// let tagged = |tag: String| NewEvent {
-///     id: orchestrix::Uuid::now_v7(),
-///     event_type: "StockReceived".into(),
-///     schema_version: 1,
-///     data: serde_json::value::RawValue::from_string("{}".into()).unwrap(),
-///     metadata: Metadata::default().with_tag(tag),
+/// let tagged = |tag: String| {
+///     NewEvent::new("StockReceived", 1, serde_json::value::RawValue::from_string("{}".into()).unwrap())
+///         .with_metadata(Metadata::default().with_tag(tag))
 /// };
 /// assert!(validate_append(&[tagged("sku:42".into())]).is_ok());
 /// let too_long = tagged(format!("sku:{}", "x".repeat(orchestrix::query::MAX_TAG_LEN)));
@@ -42,15 +39,9 @@ pub fn validate_append(events: &[NewEvent]) -> Result<(), StoreError> {
 ///
 /// ```
 /// use orchestrix::store::validate_event_ids;
-/// use orchestrix::{Metadata, envelope::NewEvent, StoreError, Uuid};
+/// use orchestrix::{envelope::NewEvent, StoreError};
 ///
-/// let event = NewEvent {
-///     id: Uuid::now_v7(),
-///     event_type: "Noted".into(),
-///     schema_version: 1,
-///     data: serde_json::value::RawValue::from_string("{}".into())?,
-///     metadata: Metadata::default(),
-/// };
+/// let event = NewEvent::new("Noted", 1, serde_json::value::RawValue::from_string("{}".into())?);
 /// assert!(validate_event_ids([&event]).is_ok());
 /// assert!(matches!(validate_event_ids([&event, &event]), Err(StoreError::InvalidInput(_))));
 /// # Ok::<(), serde_json::Error>(())

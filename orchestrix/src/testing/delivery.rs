@@ -73,12 +73,28 @@ impl Faults {
 
 /// What a runner offers beyond the semantics every runner shares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Capabilities {
     /// Whether [`Harness::rebuild`] rebuilds (the engine and the
     /// PostgreSQL runner) or refuses with [`ProjectionError::Unsupported`]
     /// (the NATS worker: its durable consumers read a JetStream stream
     /// whose retention need not reach back to the first event; ADR 0025).
     pub rebuild: bool,
+}
+
+impl Capabilities {
+    /// Nothing beyond the shared semantics; add what the runner offers with
+    /// the `with_*` methods.
+    pub fn none() -> Self {
+        Self { rebuild: false }
+    }
+
+    /// Sets whether [`Harness::rebuild`] rebuilds.
+    #[must_use]
+    pub fn with_rebuild(mut self, rebuild: bool) -> Self {
+        self.rebuild = rebuild;
+        self
+    }
 }
 
 /// A runner under test.

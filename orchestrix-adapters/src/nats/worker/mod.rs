@@ -36,6 +36,7 @@ use pulling::{fetch, position_at, reset_consumer};
 
 /// How a [`ProjectionWorker`] runs a projection.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct WorkerOptions {
     /// The base name of the durable consumers (`<name>-p<partition>`) and
     /// of the leases; default: the projection's name. ASCII letters,
@@ -80,8 +81,59 @@ impl Default for WorkerOptions {
     }
 }
 
+impl WorkerOptions {
+    /// Sets the base name of the durable consumers and leases.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Sets the partitions this worker competes for.
+    pub fn partitions(mut self, partitions: impl IntoIterator<Item = u32>) -> Self {
+        self.partitions = Some(partitions.into_iter().collect());
+        self
+    }
+
+    /// Sets how many messages one pull asks for (at least 1).
+    pub fn batch(mut self, messages: usize) -> Self {
+        self.batch = messages.max(1);
+        self
+    }
+
+    /// Sets how long the broker waits for an ack before redelivering.
+    pub fn ack_wait(mut self, wait: Duration) -> Self {
+        self.ack_wait = wait;
+        self
+    }
+
+    /// Sets the retry policy of a failing event.
+    pub fn retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// Sets the poison policy.
+    pub fn poison(mut self, policy: PoisonPolicy) -> Self {
+        self.poison = policy;
+        self
+    }
+
+    /// Sets how often leases are checked and free partitions claimed.
+    pub fn lease_interval(mut self, interval: Duration) -> Self {
+        self.lease_interval = interval;
+        self
+    }
+
+    /// Sets whether workers share the partitions fairly.
+    pub fn balance(mut self, balance: bool) -> Self {
+        self.balance = balance;
+        self
+    }
+}
+
 /// Where a worker is.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct WorkerStatus {
     /// The partitions this worker holds.
     pub partitions: BTreeSet<u32>,

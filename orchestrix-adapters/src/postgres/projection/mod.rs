@@ -108,6 +108,7 @@ pub trait PgProjection: Send + Sync + 'static {
 
 /// How a transactional projection runs.
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
 pub struct PgProjectionOptions {
     /// The most events one transaction carries (default 100). Larger
     /// batches commit less often; a failing event costs a rollback of its
@@ -238,11 +239,8 @@ impl PgStore {
         let head = self.head_position().await.map_err(store_error)?.unwrap_or(0);
         lease.release().await.map_err(store_error)?;
         let mut handle = self.spawn_projection(projection, options);
-        let report = |status: &orchestrix::projection::ProjectionStatus| Progress {
-            events_done: status.handled + status.parked,
-            position: status.position,
-            head,
-            elapsed: started.elapsed(),
+        let report = |status: &orchestrix::projection::ProjectionStatus| {
+            Progress::new(status.handled + status.parked, status.position, head, started.elapsed())
         };
         let status = loop {
             match handle.wait_for_position(head, Duration::from_millis(250)).await {

@@ -48,7 +48,7 @@ pub struct Ping;
 fn main() {
     let schemas = CustomerEvent::event_schemas();
     let types: Vec<EventType> =
-        schemas.iter().map(|s| EventType { name: s.name, version: s.version }).collect();
+        schemas.iter().map(|s| EventType::new(s.name, s.version)).collect();
     assert_eq!(types, CustomerEvent::event_types(), "one schema per stored type, in order");
 
     let registered = &schemas[0].schema;

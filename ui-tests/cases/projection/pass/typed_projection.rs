@@ -8,7 +8,7 @@ use std::task::{Context, Poll, Waker};
 
 use orchestrix::prelude::*;
 use orchestrix::projection::Projection;
-use orchestrix::{store::EventFilter, Metadata, envelope::RecordedEvent, StreamId, Uuid};
+use orchestrix::{envelope::{NewEvent, RecordedEvent}, store::EventFilter, StreamId};
 
 #[event]
 #[derive(Debug, Clone)]
@@ -58,17 +58,8 @@ impl Summary {
 }
 
 fn record<E: Event>(event: &E, position: u64) -> RecordedEvent {
-    RecordedEvent {
-        id: Uuid::now_v7(),
-        stream: StreamId::new("Account", "1").unwrap(),
-        stream_version: position,
-        global_position: position,
-        recorded_at: chrono::Utc::now(),
-        event_type: event.event_type().to_owned(),
-        schema_version: event.schema_version(),
-        data: event.encode().unwrap(),
-        metadata: Metadata::default(),
-    }
+    let new = NewEvent::new(event.event_type(), event.schema_version(), event.encode().unwrap());
+    RecordedEvent::new(new, StreamId::new("Account", "1").unwrap(), position, position, chrono::Utc::now())
 }
 
 fn block_on<F: Future>(future: F) -> F::Output {
