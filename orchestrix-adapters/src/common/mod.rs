@@ -1,5 +1,9 @@
 //! What both SQL adapters share: error mapping, input validation, paging
-//! and decoding rows into records.
+//! and decoding rows into records; the snapshot, checkpoint, key-value and
+//! dead-letter ports ([`ports`]) and the key store ([`keys`]).
+
+pub(crate) mod keys;
+pub(crate) mod ports;
 
 use std::future::Future;
 use std::sync::Arc;
