@@ -89,40 +89,18 @@ macro_rules! impl_key_store {
 
             async fn delete_key(&self, subject: &str) -> Result<bool, orchestrix::StoreError> {
                 $crate::common::validate_key("subject", subject)?;
-                let mut tx = self.inner.pool.begin().await.map_err($crate::common::map_err)?;
-                sqlx::query(&self.inner.sql.keys.forget)
-                    .bind(subject)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err($crate::common::map_err)?;
-                let deleted = sqlx::query(&self.inner.sql.keys.delete_key)
-                    .bind(subject)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err($crate::common::map_err)?
-                    .rows_affected();
-                tx.commit().await.map_err($crate::common::map_err)?;
-                Ok(deleted > 0)
+                let deleted =
+                    self.keys_transaction(subject, &self.inner.sql.keys.forget, &self.inner.sql.keys.delete_key);
+                Ok(deleted.await? > 0)
             }
 
             /// Also deletes a key that a create racing with the forget left
             /// behind, so the re-admitted subject starts with a new one.
             async fn readmit(&self, subject: &str) -> Result<bool, orchestrix::StoreError> {
                 $crate::common::validate_key("subject", subject)?;
-                let mut tx = self.inner.pool.begin().await.map_err($crate::common::map_err)?;
-                sqlx::query(&self.inner.sql.keys.delete_key)
-                    .bind(subject)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err($crate::common::map_err)?;
-                let readmitted = sqlx::query(&self.inner.sql.keys.readmit)
-                    .bind(subject)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err($crate::common::map_err)?
-                    .rows_affected();
-                tx.commit().await.map_err($crate::common::map_err)?;
-                Ok(readmitted > 0)
+                let readmitted =
+                    self.keys_transaction(subject, &self.inner.sql.keys.delete_key, &self.inner.sql.keys.readmit);
+                Ok(readmitted.await? > 0)
             }
 
             async fn is_forgotten(&self, subject: &str) -> Result<bool, orchestrix::StoreError> {
@@ -173,6 +151,28 @@ macro_rules! impl_key_store {
                         })
                     })
                     .collect()
+            }
+        }
+
+        impl $store {
+            /// Runs `first` then `second` for `subject` in one transaction:
+            /// the rows `second` affected.
+            async fn keys_transaction(
+                &self,
+                subject: &str,
+                first: &str,
+                second: &str,
+            ) -> Result<u64, orchestrix::StoreError> {
+                let mut tx = self.inner.pool.begin().await.map_err($crate::common::map_err)?;
+                sqlx::query(first).bind(subject).execute(&mut *tx).await.map_err($crate::common::map_err)?;
+                let affected = sqlx::query(second)
+                    .bind(subject)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err($crate::common::map_err)?
+                    .rows_affected();
+                tx.commit().await.map_err($crate::common::map_err)?;
+                Ok(affected)
             }
         }
     };

@@ -307,6 +307,28 @@ pub(crate) fn next_cursor(
     events.last().filter(|_| full).map(|last| key(last) + 1)
 }
 
+/// A chunk of a paginated read (at most `limit` rows, or the error that
+/// fetched none): its records up to the first bad row, and the cursor after
+/// it ([`next_cursor`] by `key`) or the decoding error.
+pub(crate) fn decode_chunk<R>(
+    rows: Result<Vec<R>, sqlx::Error>,
+    limit: i64,
+    decode: impl Fn(&R) -> Result<Arc<RecordedEvent>, StoreError>,
+    key: impl Fn(&RecordedEvent) -> u64,
+) -> (Vec<Arc<RecordedEvent>>, Result<Option<u64>, StoreError>) {
+    let rows = match rows {
+        Ok(rows) => rows,
+        Err(error) => return (Vec::new(), Err(map_err(error))),
+    };
+    match decode_rows(&rows, decode) {
+        (events, Some(error)) => (events, Err(error)),
+        (events, None) => {
+            let next = next_cursor(&events, limit, key);
+            (events, Ok(next))
+        }
+    }
+}
+
 /// Folds the count of forgotten subjects and the time of the latest forget
 /// into the one number `KeyStore::erasure_mark` returns: a forget adds a
 /// row with a later time, a re-admission removes one.
