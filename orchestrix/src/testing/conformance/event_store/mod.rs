@@ -1,0 +1,83 @@
+//! Checks of [`EventStore`] implementations.
+//!
+//! Each function runs one check on the store it is given, which must be
+//! empty and used by nothing else while the check runs; it panics with the
+//! check's name and what it expected and found. [`super::event_store()`] runs
+//! them all. The checks live in one submodule per topic (single-stream
+//! appends, reads, concurrency, subscriptions, hostile input, multi-stream
+//! appends) and are re-exported here, so each is
+//! `event_store::<check>`.
+
+mod append;
+mod append_many;
+mod concurrency;
+mod hostile;
+mod read;
+mod subscribe;
+
+use std::sync::Arc;
+
+use super::support::{collect, json, ok, within};
+use crate::envelope::{NewEvent, RecordedEvent};
+use crate::store::{EventFilter, EventStore, ExpectedVersion};
+use crate::stream::StreamId;
+
+pub use super::validation::{
+    payloads_at_the_limits_are_stored, payloads_come_back_as_equal_values, unreadable_payloads_are_refused,
+};
+
+async fn append<S: EventStore>(
+    check: &str,
+    store: &S,
+    stream: &StreamId,
+    expected: ExpectedVersion,
+    events: Vec<NewEvent>,
+) -> Vec<Arc<RecordedEvent>> {
+    ok(
+        check,
+        &format!("append to `{stream}` expecting {expected}"),
+        within(check, "append", store.append(stream, expected, events)).await,
+    )
+}
+
+async fn read_stream<S: EventStore>(check: &str, store: &S, stream: &StreamId, from: u64) -> Vec<Arc<RecordedEvent>> {
+    collect(check, &format!("read_stream(`{stream}`, {from})"), store.read_stream(stream, from)).await
+}
+
+async fn read_all<S: EventStore>(check: &str, store: &S, from: u64, filter: &EventFilter) -> Vec<Arc<RecordedEvent>> {
+    collect(check, &format!("read_all({from}, {filter:?})"), store.read_all(from, filter)).await
+}
+
+async fn head<S: EventStore>(check: &str, store: &S) -> Option<u64> {
+    ok(check, "head_position", within(check, "head_position", store.head_position()).await)
+}
+
+async fn version<S: EventStore>(check: &str, store: &S, stream: &StreamId) -> Option<u64> {
+    ok(check, "stream_version", within(check, "stream_version", store.stream_version(stream)).await)
+}
+
+/// The events' data as parsed JSON: stores may normalize whitespace and key
+/// order (PostgreSQL `jsonb` does), so data is compared as JSON values.
+fn data_of(events: &[Arc<RecordedEvent>]) -> Vec<serde_json::Value> {
+    events.iter().map(|event| json(event.data.get())).collect()
+}
+
+pub use self::append::{
+    any_appends_whatever_the_version, append_and_read_back, batch_is_atomic, empty_batch_checks_and_stores_nothing,
+    exact_mismatch_conflicts_and_writes_nothing, exact_zero_is_no_stream, no_stream_on_existing_stream_conflicts,
+};
+pub use self::append_many::{
+    append_many_conflict_writes_nothing, append_many_guards_and_empty_calls, append_many_refuses_a_stream_twice,
+    append_many_writes_every_stream, concurrent_append_many_is_all_or_nothing, guards_hold_against_concurrent_writes,
+    subscribers_see_append_many_whole,
+};
+pub use self::concurrency::{concurrent_appends_to_different_streams, concurrent_exact_appends_to_one_stream};
+pub use self::hostile::{hostile_strings_round_trip, invalid_event_types_are_refused};
+pub use self::read::{
+    global_order_across_streams, long_streams_read_back_in_order, read_all_from_a_position_with_a_filter,
+    read_missing_stream_is_empty, read_stream_from_a_version, stream_ids_are_exact, stream_version_and_head_position,
+};
+pub use self::subscribe::{
+    dropped_subscription_is_harmless, subscribe_catches_up_then_follows_live, subscribe_from_a_middle_position,
+    subscribe_with_a_filter, subscription_races_with_appends,
+};
