@@ -1,10 +1,10 @@
 //! Single-stream appends: expectations, empty and atomic batches.
 
+use super::super::support::{append, data_of, head, read_all, read_stream, version};
 use super::super::support::{
     batch, event_with, expect, expect_conflict, expect_eq, expect_increasing, expect_invalid_input, expect_same_record,
     jsons, numbered, positions, unique_stream, versions,
 };
-use super::{append, data_of, head, read_all, read_stream, version};
 use crate::envelope::{Metadata, NewEvent};
 use crate::store::{EventFilter, EventStore, ExpectedVersion};
 use chrono::Utc;

@@ -1,11 +1,11 @@
 //! Multi-stream appends (`append_many`): parts, guards, conflicts,
 //! concurrency and subscribers.
 
+use super::super::support::{append, data_of, head, read_all, read_stream, version};
 use super::super::support::{
     batch, event_with, expect, expect_conflict, expect_eq, expect_increasing, expect_invalid_input, expect_quiet,
     expect_same_record, jsons, next_events, numbered, ok, positions, unique_stream, versions, within,
 };
-use super::{append, data_of, head, read_all, read_stream, version};
 use crate::envelope::{Metadata, RecordedEvent};
 use crate::store::{EventFilter, EventStore, ExpectedVersion, StreamAppend};
 use crate::stream::StreamId;

@@ -4,7 +4,7 @@ use super::super::support::{
     batch, event_with, expect, expect_conflict, expect_eq, expect_increasing, jsons, ok, positions, unique_stream,
     versions, within,
 };
-use super::{data_of, read_all, read_stream};
+use super::super::support::{data_of, read_all, read_stream};
 use crate::envelope::Metadata;
 use crate::store::{EventFilter, EventStore, ExpectedVersion};
 use crate::stream::StreamId;

@@ -1,10 +1,10 @@
 //! Hostile strings and invalid event types.
 
+use super::super::support::{append, head, read_all, read_stream, version};
 use super::super::support::{
     event_with, expect_eq, expect_invalid_input, expect_quiet, expect_same_record, json, next_event, numbered, ok,
     unique_stream,
 };
-use super::{append, head, read_all, read_stream, version};
 use crate::envelope::Metadata;
 use crate::event::MAX_EVENT_TYPE_LEN;
 use crate::store::{EventFilter, EventStore, ExpectedVersion};

@@ -15,52 +15,12 @@ mod hostile;
 mod read;
 mod subscribe;
 
-use std::sync::Arc;
-
-use super::support::{collect, json, ok, within};
-use crate::envelope::{NewEvent, RecordedEvent};
-use crate::store::{EventFilter, EventStore, ExpectedVersion};
-use crate::stream::StreamId;
+#[cfg(doc)]
+use crate::store::EventStore;
 
 pub use super::validation::{
     payloads_at_the_limits_are_stored, payloads_come_back_as_equal_values, unreadable_payloads_are_refused,
 };
-
-async fn append<S: EventStore>(
-    check: &str,
-    store: &S,
-    stream: &StreamId,
-    expected: ExpectedVersion,
-    events: Vec<NewEvent>,
-) -> Vec<Arc<RecordedEvent>> {
-    ok(
-        check,
-        &format!("append to `{stream}` expecting {expected}"),
-        within(check, "append", store.append(stream, expected, events)).await,
-    )
-}
-
-async fn read_stream<S: EventStore>(check: &str, store: &S, stream: &StreamId, from: u64) -> Vec<Arc<RecordedEvent>> {
-    collect(check, &format!("read_stream(`{stream}`, {from})"), store.read_stream(stream, from)).await
-}
-
-async fn read_all<S: EventStore>(check: &str, store: &S, from: u64, filter: &EventFilter) -> Vec<Arc<RecordedEvent>> {
-    collect(check, &format!("read_all({from}, {filter:?})"), store.read_all(from, filter)).await
-}
-
-async fn head<S: EventStore>(check: &str, store: &S) -> Option<u64> {
-    ok(check, "head_position", within(check, "head_position", store.head_position()).await)
-}
-
-async fn version<S: EventStore>(check: &str, store: &S, stream: &StreamId) -> Option<u64> {
-    ok(check, "stream_version", within(check, "stream_version", store.stream_version(stream)).await)
-}
-
-/// The events' data as parsed JSON: stores may normalize whitespace and key
-/// order (PostgreSQL `jsonb` does), so data is compared as JSON values.
-fn data_of(events: &[Arc<RecordedEvent>]) -> Vec<serde_json::Value> {
-    events.iter().map(|event| json(event.data.get())).collect()
-}
 
 pub use self::append::{
     any_appends_whatever_the_version, append_and_read_back, batch_is_atomic, empty_batch_checks_and_stores_nothing,

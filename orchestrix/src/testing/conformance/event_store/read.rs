@@ -1,10 +1,10 @@
 //! Reads: of a stream from a version, of the global log with a filter,
 //! versions and head, exact stream ids, long streams.
 
+use super::super::support::{append, data_of, head, read_all, read_stream, version};
 use super::super::support::{
     batch, expect_eq, expect_increasing, json, jsons, numbered, positions, unique_stream, versions,
 };
-use super::{append, data_of, head, read_all, read_stream, version};
 use crate::store::{EventFilter, EventStore, ExpectedVersion};
 use crate::stream::StreamId;
 use uuid::Uuid;

@@ -1,11 +1,11 @@
 //! Subscriptions: catch-up then live, filters, start positions, races
 //! with appends, dropping.
 
+use super::super::support::{append, read_all};
 use super::super::support::{
     batch, expect_eq, expect_increasing, expect_quiet, expect_same_record, next_event, next_events, numbered, ok,
     positions, unique_stream, versions, within,
 };
-use super::{append, read_all};
 use crate::store::{EventFilter, EventStore, ExpectedVersion};
 use std::sync::Arc;
 use uuid::Uuid;
