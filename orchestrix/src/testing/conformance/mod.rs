@@ -241,6 +241,14 @@ macro_rules! __orchestrix_conformance_expand {
 /// for example `#[cfg_attr(not(has_server), ignore = "needs a server")]`
 /// to report the tests ignored, with the reason, when a service is absent.
 ///
+/// `every_store_port` stands for all the store ports at once, for an
+/// adapter whose one store type implements them all (the SQL adapters):
+/// `event_store`, `consistency_by_query`, `retag`, `snapshot_store`,
+/// `snapshot_trust` (the store paired with a clone of itself),
+/// `checkpoint_store`, `key_value_store`, `key_store` and
+/// `dead_letter_store`, each in its own module as above. It is the one
+/// list such adapters share, so a port added to it reaches all of them.
+///
 /// `event_store` includes the checks of idempotent appends (ADR 0027), in
 /// a module `event_store::idempotent_append`, unless the adapter declares
 /// them unsupported with a third argument,
@@ -279,6 +287,20 @@ macro_rules! conformance_tests {
                 $crate::__orchestrix_conformance_checks! { idempotent_append tests [$(#[$attr])*] $make }
             }
         }
+    };
+    ($(#[$attr:meta])* every_store_port, $make:expr $(,)?) => {
+        $crate::conformance_tests!($(#[$attr])* event_store, $make);
+        $crate::conformance_tests!($(#[$attr])* consistency_by_query, $make);
+        $crate::conformance_tests!($(#[$attr])* retag, $make);
+        $crate::conformance_tests!($(#[$attr])* snapshot_store, $make);
+        $crate::conformance_tests!($(#[$attr])* snapshot_trust, {
+            let store = $make;
+            (::core::clone::Clone::clone(&store), store)
+        });
+        $crate::conformance_tests!($(#[$attr])* checkpoint_store, $make);
+        $crate::conformance_tests!($(#[$attr])* key_value_store, $make);
+        $crate::conformance_tests!($(#[$attr])* key_store, $make);
+        $crate::conformance_tests!($(#[$attr])* dead_letter_store, $make);
     };
     ($(#[$attr:meta])* $port:ident, $make:expr $(,)?) => {
         mod $port {
