@@ -406,3 +406,7 @@ pub async fn skippable(
     }
     Ok(skip_to)
 }
+
+#[cfg(test)]
+#[path = "delivery_tests.rs"]
+mod tests;
