@@ -1,7 +1,7 @@
-//! The builder and the command bus: what `build` refuses, and what
-//! `execute` answers for an unregistered command, a missing or existing
-//! aggregate, a rejection, and a lost race (retried, or given up without
-//! retries).
+//! The builder and the command bus: what `build` refuses, a shared store
+//! taken as it is, what `execute` answers for an unregistered command, a
+//! missing or existing aggregate, a rejection, and a lost race (retried,
+//! or given up without retries), and the aggregate cache's statistics.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -75,6 +75,7 @@ struct Reset;
 struct Unregistered;
 
 impl Unregistered {
+    #[allow(clippy::unused_self)]
     fn apply(&mut self, _: &CounterEvent) {}
 }
 
@@ -187,4 +188,62 @@ async fn a_lost_race_is_retried_under_the_policy_or_given_up() {
     assert!(matches!(error, CommandError::Conflict { attempts: 1, .. }), "{error:?}");
     assert_eq!(runs.load(Ordering::SeqCst), 2, "one decision for each command, none again");
     assert_eq!(store.head_position().await.unwrap(), Some(6), "the lost attempt wrote nothing");
+}
+
+#[tokio::test]
+async fn the_builder_keeps_a_shared_store_as_it_is() {
+    let store: Arc<dyn EventStore> = Arc::new(InMemoryEventStore::new());
+    let app = Orchestrix::builder().event_store(Arc::clone(&store)).build().unwrap();
+    assert!(Arc::ptr_eq(app.event_store(), &store), "an Arc<dyn EventStore> is not wrapped again");
+    let concrete = InMemoryEventStore::new();
+    let app = Orchestrix::builder()
+        .event_store(concrete.clone())
+        .aggregate::<Counter>()
+        .service(Runs::default())
+        .build()
+        .unwrap();
+    app.execute("a".to_owned(), Create).await.unwrap();
+    assert_eq!(concrete.head_position().await.unwrap(), Some(1));
+}
+
+/// An aggregate with a command, to count the cache's hits.
+#[aggregate(event = CounterEvent, error = CounterError, id = String)]
+#[derive(Debug, Default)]
+struct Hopper {
+    level: u32,
+}
+
+impl Hopper {
+    fn apply(&mut self, event: &CounterEvent) {
+        if let CounterEvent::Added { amount } = event {
+            self.level += amount;
+        }
+    }
+}
+
+/// Puts something in a hopper.
+#[derive(Debug, Clone)]
+struct Fill;
+
+#[command_handler]
+impl Hopper {
+    #[command(requires = any)]
+    fn fill(&self, _: Fill) -> Result<CounterEvent, CounterError> {
+        Ok(CounterEvent::Added { amount: 1 })
+    }
+}
+
+#[tokio::test]
+async fn the_cache_reports_hits_misses_and_evictions() {
+    let app = Orchestrix::builder().in_memory().aggregate::<Hopper>().cache_capacity(2).build().unwrap();
+    assert_eq!(app.cache_stats::<Counter>(), None, "not registered");
+    for hopper in ["a", "a", "b", "a", "c", "a", "b"] {
+        app.execute(hopper.to_owned(), Fill).await.unwrap();
+    }
+    // a: miss, hit; b: miss; a: hit; c: miss (evicts b, the least recently
+    // used); a: hit; b: miss (evicts c).
+    let stats = app.cache_stats::<Hopper>().unwrap();
+    assert_eq!((stats.hits, stats.misses, stats.evictions), (3, 4, 2));
+    assert_eq!(stats.hit_rate(), Some(3.0 / 7.0));
+    assert_eq!(app.load::<Hopper>("a".to_owned()).await.unwrap().state.level, 4);
 }

@@ -1,8 +1,9 @@
 //! Multi-stream appends through the application (`Decision`,
-//! `append_many`, `decide`) beyond their doctests: empty and guard-only
-//! decisions, a conflict in one part, retries answered by the command id
-//! (ADR 0027), a `decide` that loses a race once and then wins, and
-//! tenants (ADR 0019).
+//! `append_many`, `decide`): an aggregate written only by decisions, a
+//! stream named twice, empty and guard-only decisions, a conflict in one
+//! part, a bad id, the command options on every event, retries answered by
+//! the command id (ADR 0027), lost races (ADR 0030), a `decide` that loses
+//! a race once and then wins, and tenants (ADR 0019).
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -224,4 +225,123 @@ async fn tenants_decide_and_append_in_their_own_streams() {
         futures_util::TryStreamExt::try_collect::<Vec<_>>(shared.read_all(0, &EventFilter::all())).await.unwrap();
     let streams: Vec<String> = all.iter().map(|r| r.stream.to_string()).collect();
     assert_eq!(streams, ["Bin/acme/a", "Bin/globex/a", "Bin/globex/b"]);
+}
+
+#[tokio::test]
+async fn an_aggregate_without_commands_registers_and_is_written_by_decisions() {
+    let app = Orchestrix::builder().in_memory().aggregate::<Bin>().build().unwrap();
+    let decision = Decision::new()
+        .append::<Bin>("a".to_owned(), ExpectedVersion::NoStream, [filled("a", 2)])
+        .append::<Bin>("b".to_owned(), ExpectedVersion::NoStream, &[filled("b", 1), filled("b", 1)]);
+    let recorded = app.append_many(decision, CommandOptions::default()).await.unwrap();
+    assert_eq!(recorded.iter().map(Vec::len).collect::<Vec<_>>(), [1, 2]);
+    assert_eq!(recorded[0][0].stream.to_string(), "Bin/a", "the stream is named by the aggregate type");
+    assert_eq!(recorded[0][0].tags(), ["bin:a"], "tags are computed when the event is encoded");
+    // Ids owned or borrowed, everywhere.
+    let b = "b".to_owned();
+    assert_eq!(app.load::<Bin>(&b).await.unwrap().state.level, 2);
+    assert_eq!(app.load::<Bin>(b).await.unwrap().state.level, 2);
+    assert_eq!(app.repository::<Bin>().load("a".to_owned()).await.unwrap().version, 1);
+}
+
+#[tokio::test]
+async fn a_stream_named_twice_is_one_part_and_conflicting_expectations_are_refused() {
+    let app = Orchestrix::builder().in_memory().build().unwrap();
+    let twice = Decision::new()
+        .append::<Bin>("a".to_owned(), ExpectedVersion::NoStream, [filled("a", 1)])
+        .append::<Bin>("a".to_owned(), ExpectedVersion::Any, [filled("a", 2)]);
+    assert_eq!(twice.len(), 1);
+    let recorded = app.append_many(twice, CommandOptions::default()).await.unwrap();
+    assert_eq!(recorded[0].iter().map(|r| r.stream_version).collect::<Vec<_>>(), [1, 2]);
+
+    let contradictory = Decision::new().guard::<Bin>("a".to_owned(), ExpectedVersion::Exact(2)).append::<Bin>(
+        "a".to_owned(),
+        ExpectedVersion::Exact(1),
+        [filled("a", 1)],
+    );
+    let error = app.append_many(contradictory, CommandOptions::default()).await.unwrap_err();
+    assert!(matches!(error, orchestrix::Error::Store(StoreError::InvalidInput(_))), "{error:?}");
+    assert!(!error.is_conflict());
+    assert_eq!(app.load::<Bin>("a".to_owned()).await.unwrap().version, 2, "nothing was written");
+}
+
+#[tokio::test]
+async fn a_bad_id_fails_the_append_not_the_builder() {
+    let app = Orchestrix::builder().in_memory().build().unwrap();
+    let query = Query::new([QueryItem::of::<BinEvent>().tag("bin", "x")]);
+    // No `map_err` inside the closure: the decision keeps the problem and
+    // `decide` returns it, without retrying and without writing.
+    let error = app
+        .decide(query, CommandOptions::default(), |_: &[Envelope<BinEvent>]| -> Result<_, Refused> {
+            Ok(Decision::new().append::<Bin>("x".to_owned(), ExpectedVersion::Any, [filled("x", 1)]).append::<Bin>(
+                "bad\0id".to_owned(),
+                ExpectedVersion::Any,
+                [filled("x", 1)],
+            ))
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, CommandError::Framework(orchestrix::Error::Store(StoreError::InvalidInput(_)))),
+        "{error:?}"
+    );
+    assert_eq!(app.event_store().head_position().await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn decisions_carry_the_command_options() {
+    let app = Orchestrix::builder().in_memory().build().unwrap();
+    let id = orchestrix::Uuid::now_v7();
+    let options = CommandOptions::default()
+        .command_id(id)
+        .tenant("acme")
+        .traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+        .tracestate("vendor=1")
+        .header("source", "test");
+    let decision = Decision::new().append::<Bin>("a".to_owned(), ExpectedVersion::Any, [filled("a", 1)]);
+    let recorded = app.append_many(decision, options).await.unwrap();
+    let metadata = &recorded[0][0].metadata;
+    assert_eq!((metadata.correlation_id, metadata.causation_id), (Some(id), Some(id)));
+    assert_eq!(metadata.tenant.as_deref(), Some("acme"));
+    assert_eq!(metadata.traceparent.as_deref(), Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"));
+    assert_eq!(metadata.tracestate.as_deref(), Some("vendor=1"));
+    assert_eq!(metadata.headers["source"], "test");
+    assert_eq!(metadata.tags, ["bin:a"], "the options' metadata keeps the event's tags");
+}
+
+/// The first of the three shapes of a lost race: `append_many` on a stale
+/// state.
+#[tokio::test]
+async fn a_lost_race_of_append_many_is_a_conflict() {
+    let app = Orchestrix::builder().in_memory().build().unwrap();
+    let first = || Decision::new().append::<Bin>("a".to_owned(), ExpectedVersion::NoStream, [filled("a", 1)]);
+    app.append_many(first(), CommandOptions::default()).await.unwrap();
+    let error = app.append_many(first(), CommandOptions::default()).await.unwrap_err();
+    assert!(error.is_conflict(), "{error:?}");
+    assert!(matches!(&error, orchestrix::Error::Store(e) if e.is_conflict()));
+}
+
+/// The second: `decide`, whose condition keeps failing until its attempts
+/// are used up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_race_of_decide_is_a_conflict() {
+    let store = InMemoryEventStore::new();
+    let app = Orchestrix::builder().event_store(store.clone()).retry(RetryPolicy::none()).build().unwrap();
+    let query = Query::new([QueryItem::of::<BinEvent>().tag("bin", "a")]);
+    let error = app
+        .decide(query, CommandOptions::default(), |_: &[Envelope<BinEvent>]| -> Result<_, Refused> {
+            // Someone else fills the bin between the read and the append.
+            let rival = Decision::new().append::<Bin>("a".to_owned(), ExpectedVersion::Any, [filled("a", 5)]);
+            let parts = rival.into_parts().unwrap();
+            tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(store.append_many(parts)))
+                .unwrap();
+            Ok(Decision::new().append::<Bin>("a".to_owned(), ExpectedVersion::Any, [filled("a", 1)]))
+        })
+        .await
+        .unwrap_err();
+    assert!(error.is_conflict(), "{error:?}");
+    assert!(
+        matches!(error, CommandError::Framework(orchestrix::Error::Store(StoreError::ConditionFailed { .. }))),
+        "{error:?}"
+    );
 }
