@@ -30,6 +30,18 @@ impl InProcess {
         Self { events, checkpoints, dead_letters, engine, journals: Journals::default() }
     }
 
+    /// Appends `count` events the scenario projection handles to `stream`.
+    async fn handled(&self, stream: &StreamId, count: usize) {
+        let events = (0..count).map(|_| orchestrix::envelope::NewEvent {
+            id: orchestrix::Uuid::now_v7(),
+            event_type: delivery::HANDLED.into(),
+            schema_version: 1,
+            data: serde_json::value::RawValue::from_string("{}".into()).unwrap(),
+            metadata: orchestrix::Metadata::default(),
+        });
+        self.events.append(stream, orchestrix::store::ExpectedVersion::Any, events.collect()).await.unwrap();
+    }
+
     fn projection(&self, name: &str, faults: Faults) -> JournalProjection {
         JournalProjection::new(name, faults, self.journals.of(name))
     }
@@ -81,14 +93,7 @@ async fn a_stopped_projection_is_retried_through_the_engine() {
     let harness = InProcess::new();
     let (faults, a) = (Faults::default(), StreamId::new("A", "1").unwrap());
     faults.fail(&a, 1);
-    let events = (0..2).map(|_| orchestrix::envelope::NewEvent {
-        id: orchestrix::Uuid::now_v7(),
-        event_type: delivery::HANDLED.into(),
-        schema_version: 1,
-        data: serde_json::value::RawValue::from_string("{}".into()).unwrap(),
-        metadata: orchestrix::Metadata::default(),
-    });
-    harness.events.append(&a, orchestrix::store::ExpectedVersion::Any, events.collect()).await.unwrap();
+    harness.handled(&a, 2).await;
     let mut running = harness.start("offline", faults.clone()).await;
     running.wait_caught_up().await.unwrap();
     running.stop().await.unwrap();
@@ -109,14 +114,7 @@ async fn redelivered_events_are_not_parked_twice() {
     let harness = InProcess::new();
     let (faults, a) = (Faults::default(), StreamId::new("A", "redelivered").unwrap());
     faults.fail(&a, 2);
-    let events = (0..3).map(|_| orchestrix::envelope::NewEvent {
-        id: orchestrix::Uuid::now_v7(),
-        event_type: delivery::HANDLED.into(),
-        schema_version: 1,
-        data: serde_json::value::RawValue::from_string("{}".into()).unwrap(),
-        metadata: orchestrix::Metadata::default(),
-    });
-    harness.events.append(&a, orchestrix::store::ExpectedVersion::Any, events.collect()).await.unwrap();
+    harness.handled(&a, 3).await;
     let mut running = harness.start("again", faults.clone()).await;
     running.wait_caught_up().await.unwrap();
     running.stop().await.unwrap();
