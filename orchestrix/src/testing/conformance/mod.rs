@@ -325,6 +325,22 @@ pub enum Unsupported {
     IdempotentAppend,
 }
 
+/// Writes the runner function `$port` (every check of the port, each on a
+/// fresh store from `make`) for stores implementing `$bound`.
+macro_rules! runner {
+    ($(#[$doc:meta])* $port:ident: $bound:path) => {
+        $(#[$doc])*
+        pub async fn $port<S, F, Fut>(mut make: F)
+        where
+            S: $bound,
+            F: FnMut() -> Fut,
+            Fut: Future<Output = S>,
+        {
+            crate::__orchestrix_conformance_checks! { $port run make }
+        }
+    };
+}
+
 /// Runs every [`EventStore`] check, including the [`idempotent_append`]
 /// ones, each on a fresh store from `make`.
 pub async fn event_store<S, F, Fut>(make: F)
@@ -350,27 +366,17 @@ where
     }
 }
 
-/// Runs every consistency-by-query check of an [`EventStore`]
-/// ([`EventStore::append_if`], [`EventStore::read_by_query`]), each on a
-/// fresh store from `make`. Adapters without it run
-/// [`consistency_by_query::unsupported_is_refused`] instead.
-pub async fn consistency_by_query<S, F, Fut>(mut make: F)
-where
-    S: EventStore,
-    F: FnMut() -> Fut,
-    Fut: Future<Output = S>,
-{
-    crate::__orchestrix_conformance_checks! { consistency_by_query run make }
+runner! {
+    /// Runs every consistency-by-query check of an [`EventStore`]
+    /// ([`EventStore::append_if`], [`EventStore::read_by_query`]), each on a
+    /// fresh store from `make`. Adapters without it run
+    /// [`consistency_by_query::unsupported_is_refused`] instead.
+    consistency_by_query: EventStore
 }
 
-/// Runs every [`SnapshotStore`] check, each on a fresh store from `make`.
-pub async fn snapshot_store<S, F, Fut>(mut make: F)
-where
-    S: SnapshotStore,
-    F: FnMut() -> Fut,
-    Fut: Future<Output = S>,
-{
-    crate::__orchestrix_conformance_checks! { snapshot_store run make }
+runner! {
+    /// Runs every [`SnapshotStore`] check, each on a fresh store from `make`.
+    snapshot_store: SnapshotStore
 }
 
 /// Runs every check that a [`crate::repository::Repository`] over an
@@ -386,63 +392,33 @@ where
     crate::__orchestrix_conformance_checks! { snapshot_trust run make }
 }
 
-/// Runs every [`crate::retag::Retag`] check, each on a fresh store from
-/// `make`.
-pub async fn retag<S, F, Fut>(mut make: F)
-where
-    S: crate::retag::Retag,
-    F: FnMut() -> Fut,
-    Fut: Future<Output = S>,
-{
-    crate::__orchestrix_conformance_checks! { retag run make }
+runner! {
+    /// Runs every [`crate::retag::Retag`] check, each on a fresh store from
+    /// `make`.
+    retag: crate::retag::Retag
 }
 
-/// Runs every [`CheckpointStore`] check, each on a fresh store from `make`.
-pub async fn checkpoint_store<S, F, Fut>(mut make: F)
-where
-    S: CheckpointStore,
-    F: FnMut() -> Fut,
-    Fut: Future<Output = S>,
-{
-    crate::__orchestrix_conformance_checks! { checkpoint_store run make }
+runner! {
+    /// Runs every [`CheckpointStore`] check, each on a fresh store from `make`.
+    checkpoint_store: CheckpointStore
 }
 
-/// Runs every [`KeyValueStore`] check, each on a fresh store from `make`.
-pub async fn key_value_store<S, F, Fut>(mut make: F)
-where
-    S: KeyValueStore,
-    F: FnMut() -> Fut,
-    Fut: Future<Output = S>,
-{
-    crate::__orchestrix_conformance_checks! { key_value_store run make }
+runner! {
+    /// Runs every [`KeyValueStore`] check, each on a fresh store from `make`.
+    key_value_store: KeyValueStore
 }
 
-/// Runs every [`KeyStore`] check, each on a fresh store from `make`.
-pub async fn key_store<S, F, Fut>(mut make: F)
-where
-    S: KeyStore,
-    F: FnMut() -> Fut,
-    Fut: Future<Output = S>,
-{
-    crate::__orchestrix_conformance_checks! { key_store run make }
+runner! {
+    /// Runs every [`KeyStore`] check, each on a fresh store from `make`.
+    key_store: KeyStore
 }
 
-/// Runs every [`MessageBus`] check, each on a fresh bus from `make`.
-pub async fn message_bus<B, F, Fut>(mut make: F)
-where
-    B: MessageBus,
-    F: FnMut() -> Fut,
-    Fut: Future<Output = B>,
-{
-    crate::__orchestrix_conformance_checks! { message_bus run make }
+runner! {
+    /// Runs every [`MessageBus`] check, each on a fresh bus from `make`.
+    message_bus: MessageBus
 }
 
-/// Runs every [`DeadLetterStore`] check, each on a fresh store from `make`.
-pub async fn dead_letter_store<D, F, Fut>(mut make: F)
-where
-    D: DeadLetterStore,
-    F: FnMut() -> Fut,
-    Fut: Future<Output = D>,
-{
-    crate::__orchestrix_conformance_checks! { dead_letter_store run make }
+runner! {
+    /// Runs every [`DeadLetterStore`] check, each on a fresh store from `make`.
+    dead_letter_store: DeadLetterStore
 }
