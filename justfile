@@ -10,11 +10,12 @@ lint:
     cargo clippy --workspace --all-targets --all-features -- -D warnings
 
 # the compile-error snapshots only; `just ui-overwrite` regenerates them
+# (orchestrix-ui-tests-light: the same with the default features only, ADR 0039)
 ui:
-    cargo test -p orchestrix-ui-tests
+    cargo test -p orchestrix-ui-tests -p orchestrix-ui-tests-light
 
 ui-overwrite:
-    TRYBUILD=overwrite cargo test -p orchestrix-ui-tests
+    TRYBUILD=overwrite cargo test -p orchestrix-ui-tests -p orchestrix-ui-tests-light
 
 # the benchmark suite (issue 8): every scenario beside the raw database and
 # cqrs-es, a table and target/bench/summary.json; `just bench --quick`,
@@ -40,6 +41,19 @@ demo:
 
 fmt:
     cargo fmt --all
+
+# the console's screenshots in docs/console/ (needs chromium and chromedriver)
+console-screenshots:
+    ORCHESTRIX_CONSOLE_SCREENSHOTS="{{justfile_directory()}}/docs/console" cargo test -p orchestrix-console --test browser -- --include-ignored
+
+# serve the console on a store: just console sqlite:bank.db
+console STORE:
+    cargo run -p orchestrix-console --features cli -- --store {{STORE}}
+
+# the bank example's log in the console: http://127.0.0.1:8080
+console-demo:
+    cargo run -p bank -- --db target/console-demo.db
+    cargo run -p orchestrix-console --features cli -- --store sqlite:target/console-demo.db
 
 # everything CI runs
 ci:

@@ -15,6 +15,8 @@ const SERVICES: &[(&str, &str, bool)] = &[
     ("ORCHESTRIX_ESDB_URL", "orchestrix_esdb", false),
 ];
 
+include!("tests/support/pg_binaries.rs");
+
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-env-changed=CI");
@@ -26,5 +28,14 @@ fn main() {
         if given || (ci && *ci_forces) {
             println!("cargo:rustc-cfg={cfg}");
         }
+    }
+    // PostgreSQL's server binaries, for the tests that start a cluster of
+    // their own (postgres_tls); CI forces the cfg, so a missing binary
+    // fails there instead of being ignored.
+    println!("cargo:rerun-if-changed=tests/support/pg_binaries.rs");
+    println!("cargo:rerun-if-env-changed=ORCHESTRIX_PG_BINDIR");
+    println!("cargo::rustc-check-cfg=cfg(orchestrix_pg_binaries)");
+    if ci || pg_server_binaries().is_some() {
+        println!("cargo:rustc-cfg=orchestrix_pg_binaries");
     }
 }

@@ -7,7 +7,8 @@
 # Two throwaway crates are made in a temporary folder: one that uses
 # `orchestrix` with its default features (the macros and the in-memory
 # store: an event, an aggregate, a command handler), and one that uses
-# cqrs-es 0.5 (an aggregate with its in-memory store). Each is built from
+# cqrs-es 0.5.0 (an aggregate with its in-memory store, in its 0.5 API:
+# `const TYPE`, `handle` writing to an `EventSink`). Each is built from
 # cold with a target directory of its own, one after the other, so both
 # see the same machine; the ratio is what to read, not the seconds.
 set -euo pipefail
@@ -76,14 +77,13 @@ version = "0.0.0"
 edition = "2021"
 publish = false
 [dependencies]
-cqrs-es = "0.5"
-async-trait = "0.1"
+cqrs-es = "=0.5.0"
 serde = { version = "1", features = ["derive"] }
 tokio = { version = "1", features = ["rt", "macros"] }
 [workspace]
 TOML
 cat > "$work/peer/src/main.rs" <<'RS'
-use async_trait::async_trait;
+use cqrs_es::event_sink::EventSink;
 use cqrs_es::mem_store::MemStore;
 use cqrs_es::{Aggregate, CqrsFramework, DomainEvent};
 use serde::{Deserialize, Serialize};
@@ -108,15 +108,15 @@ pub struct Counter { value: u32 }
 #[derive(Debug, Deserialize)]
 pub struct Increment { by: u32 }
 
-#[async_trait]
 impl Aggregate for Counter {
+    const TYPE: &'static str = "Counter";
     type Command = Increment;
     type Event = CounterEvent;
     type Error = Never;
     type Services = ();
-    fn aggregate_type() -> String { "Counter".into() }
-    async fn handle(&self, cmd: Increment, _: &()) -> Result<Vec<CounterEvent>, Never> {
-        Ok(vec![CounterEvent::Incremented { by: cmd.by }])
+    async fn handle(&mut self, cmd: Increment, (): &(), sink: &EventSink<Self>) -> Result<(), Never> {
+        sink.write(CounterEvent::Incremented { by: cmd.by }, self).await;
+        Ok(())
     }
     fn apply(&mut self, event: CounterEvent) {
         match event { CounterEvent::Incremented { by } => self.value += by }
@@ -141,7 +141,11 @@ cold_build() {
     rm -rf "$dir/target"
     local start end
     start=$(date +%s.%N)
-    (cd "$dir" && CARGO_TARGET_DIR="$dir/target" CARGO_INCREMENTAL=0 cargo build -q)
+    # A build that fails must stop the script: its time would be a lie.
+    if ! (cd "$dir" && CARGO_TARGET_DIR="$dir/target" CARGO_INCREMENTAL=0 cargo build -q) >&2; then
+        echo "build-weight: the build in $dir failed; no figures" >&2
+        exit 1
+    fi
     end=$(date +%s.%N)
     awk -v a="$start" -v b="$end" 'BEGIN { printf "%.1f", b - a }'
 }
@@ -159,3 +163,15 @@ printf '%-34s %8d %14.1f\n' "cqrs-es 0.5 (the peer)" "$peer_crates" "$peer_time"
 awk -v mc="$mine_crates" -v pc="$peer_crates" -v mt="$mine_time" -v pt="$peer_time" \
     'BEGIN { printf "ratio (orchestrix / cqrs-es): crates %.2f, cold build time %.2f\n", mc / pc, mt / pt }'
 printf 'goal: at most 35 crates and at most 1.5 x the peer'"'"'s cold build time\n'
+
+# The adapters with every feature, as a user's build compiles them: no
+# aws-lc-rs (a C build) where rustls's ring provider does (ADR 0040).
+tree=$(cd "$root" && cargo tree -p orchestrix-adapters -e normal,build --prefix none -i aws-lc-rs \
+    --features postgres-tls,sqlite,eventsourcingdb-tls,nats-relay 2>&1) && ok=1 || ok=0
+if printf '%s\n' "$tree" | grep -q 'nothing to print\|did not match any packages'; then
+    printf 'aws-lc-rs in orchestrix-adapters (every feature): none\n'
+elif [ "$ok" = 1 ]; then
+    printf 'aws-lc-rs in orchestrix-adapters (every feature): %s\n' "$(printf '%s\n' "$tree" | head -1)"
+else
+    printf 'aws-lc-rs in orchestrix-adapters: cargo tree failed:\n%s\n' "$tree"
+fi

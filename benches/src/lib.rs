@@ -11,6 +11,7 @@
 pub mod hand;
 pub mod ledger;
 pub mod macros;
+pub mod raw_log;
 
 use std::borrow::Cow;
 use std::future::Future;

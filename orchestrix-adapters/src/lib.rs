@@ -7,8 +7,9 @@
 //! |---|---|
 //! | `sqlite` | [`sqlite::SqliteStore`]: the embedded, durable default; every storage port |
 //! | `postgres` | [`postgres::PgStore`]: the production store (group commit, a gap-safe global order, transactional projections; ADR 0008, 0024) |
+//! | `postgres-tls` | `postgres` over TLS: `sslmode=require`, `verify-ca`, `verify-full` and `sslrootcert` in the URL, through sqlx's rustls with the *ring* provider; [`postgres::PgTlsError`] says why a connection could not be secured (ADR 0040) |
 //! | `eventsourcingdb` | [`eventsourcingdb::EsdbStore`]: EventSourcingDB over its HTTP API v1 and v2 (ADR 0012, 0028) |
-//! | `eventsourcingdb-tls` | HTTPS to EventSourcingDB through rustls |
+//! | `eventsourcingdb-tls` | HTTPS to EventSourcingDB through rustls with the *ring* provider |
 //! | `nats` | [`nats`]: a relay to JetStream, a message bus, and projection workers in other processes (ADR 0016, 0017) |
 //! | `nats-relay` | the `orchestrix-nats-relay` binary: a PostgreSQL store's log to JetStream |
 //!

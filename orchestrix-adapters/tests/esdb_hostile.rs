@@ -2,7 +2,7 @@
 //! 0028): a server written here, on loopback, that sends a huge line, a
 //! huge error body or a line that drips in byte by byte. Each test is
 //! bounded in time and in what the server may send. Also: the adapter uses
-//! an HTTP client the user built.
+//! an HTTP client the user built, with its proxy and its timeout.
 
 #![cfg(feature = "eventsourcingdb")]
 
@@ -213,6 +213,37 @@ async fn the_adapter_uses_the_http_client_it_is_given() {
     assert_eq!(heads.len(), 1);
     assert!(heads[0].contains("user-agent: orchestrix-test/1"), "{}", heads[0]);
     assert!(heads[0].contains("authorization: bearer secret"), "the adapter still adds the token");
+}
+
+/// A proxy set on the user's client carries the adapter's requests: the
+/// store's URL names a host that does not resolve (`.invalid`), and the
+/// request arrives at the proxy in absolute form, token included.
+#[tokio::test]
+async fn the_adapter_goes_through_the_proxy_of_the_client_it_is_given() {
+    let (proxy, seen) = hostile(Answer::Empty).await;
+    let client = reqwest::Client::builder().proxy(reqwest::Proxy::http(&proxy).unwrap()).build().unwrap();
+    let store = store("http://esdb.invalid:3000", |c| c.with_http_client(client));
+    let stream = StreamId::new("Account", "1").unwrap();
+    let version = tokio::time::timeout(Duration::from_secs(30), store.stream_version(&stream)).await.unwrap();
+    assert_eq!(version.unwrap(), None);
+    let heads = seen.heads.lock().unwrap().clone();
+    assert_eq!(heads.len(), 1);
+    assert!(heads[0].starts_with("post http://esdb.invalid:3000/api/v1/"), "{}", heads[0]);
+    assert!(heads[0].contains("authorization: bearer secret"), "the adapter still adds the token");
+}
+
+/// The user's client's own timeout applies (here shorter than the
+/// adapter's request timeout): a server that never finishes its line is
+/// cut off at the client's deadline.
+#[tokio::test]
+async fn the_timeout_of_the_client_it_is_given_applies() {
+    let (url, _seen) = hostile(Answer::Drip { every: Duration::from_millis(50) }).await;
+    let client = reqwest::Client::builder().timeout(Duration::from_millis(500)).build().unwrap();
+    let store = store(&url, |c| c.with_http_client(client).with_request_timeout(Duration::from_secs(20)));
+    let started = Instant::now();
+    let error = first_read_item(&store).await.unwrap_err();
+    let elapsed = started.elapsed();
+    assert!(elapsed < Duration::from_secs(5), "the client's 500 ms timeout did not apply: {elapsed:?} ({error:?})");
 }
 
 #[cfg(feature = "eventsourcingdb-tls")]

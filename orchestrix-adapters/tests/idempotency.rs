@@ -1,8 +1,9 @@
 //! Appends safe to retry and commands applied once (ADR 0027) on SQLite
 //! and PostgreSQL: eight racing deliveries of one command id through two
 //! stores on one database (two processes, as far as the bus can tell),
-//! an `Any` append retried after a lost acknowledgement, and databases of
-//! the previous schema upgraded in place.
+//! the same for a multi-stream decision (`execute_decision`, also in
+//! memory), an `Any` append retried after a lost acknowledgement, and
+//! databases of the previous schema upgraded in place.
 #![cfg(all(feature = "sqlite", feature = "postgres"))]
 
 mod support;
@@ -13,6 +14,7 @@ use futures_util::TryStreamExt;
 use orchestrix::prelude::*;
 use orchestrix::{
     app::{CommandOptions, CommandOutcome},
+    decision::Decision,
     envelope::RecordedEvent,
     repository::Repository,
     store::{EventStore, ExpectedVersion},
@@ -113,6 +115,58 @@ async fn racing_deliveries_apply_once(first: Arc<dyn EventStore>, second: Arc<dy
     );
 }
 
+/// Eight deliveries of each of `rounds` command ids of one multi-stream
+/// decision (a deposit on two accounts, refused once the first account
+/// holds the round's deposit: the rule the first delivery's own events
+/// break), racing through two applications on two stores of one
+/// database: each command id writes once, and every delivery returns the
+/// same events, none a refusal.
+async fn racing_decisions_apply_once(first: Arc<dyn EventStore>, second: Arc<dyn EventStore>, rounds: u64) {
+    let apps = [app(Arc::clone(&first)), app(second)];
+    let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+    apps[0].execute(a, Open).await.expect("opened");
+    apps[0].execute(b, Open).await.expect("opened");
+    for round in 0..rounds {
+        let command = Uuid::now_v7();
+        let tasks: Vec<_> = (0..8)
+            .map(|n| {
+                let app = apps[n % 2].clone();
+                let options = CommandOptions::default().command_id(command);
+                tokio::spawn(async move {
+                    app.execute_decision(options, move |app: Orchestrix| async move {
+                        let (x, y) = (app.load::<Account>(a).await?, app.load::<Account>(b).await?);
+                        if x.state.balance > round {
+                            return Err(CommandError::Rejected(Refused));
+                        }
+                        Ok(Decision::new()
+                            .append::<Account>(a, x.expected_version(), [AccountEvent::Deposited { amount: 1 }])
+                            .append::<Account>(b, y.expected_version(), [AccountEvent::Deposited { amount: 1 }]))
+                    })
+                    .await
+                })
+            })
+            .collect();
+        let mut answers = Vec::new();
+        for task in tasks {
+            let events = task.await.expect("no panic").expect("every delivery succeeds");
+            answers.push(events.iter().map(|e| (e.id, e.stream_version, e.global_position)).collect::<Vec<_>>());
+        }
+        for answer in &answers[1..] {
+            assert_eq!(answer, &answers[0], "round {round}: every delivery returns the first one's events");
+        }
+        assert_eq!(answers[0].len(), 2);
+        let expected = usize::try_from(round).expect("small") + 2;
+        assert_eq!(stream_len(&*first, a).await, expected, "round {round}: applied once");
+        assert_eq!(stream_len(&*first, b).await, expected, "round {round}: applied once");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_decisions_in_memory_apply_once() {
+    let store: Arc<dyn EventStore> = Arc::new(orchestrix::memory::InMemoryEventStore::new());
+    racing_decisions_apply_once(Arc::clone(&store), store, 20).await;
+}
+
 /// An `Any` append whose acknowledgement was lost, retried with the same
 /// events: answered with the stored events, stored once.
 async fn lost_ack_any_retry_is_stored_once(store: &dyn EventStore) {
@@ -145,6 +199,15 @@ mod sqlite {
         let first = SqliteStore::open(&path, SqliteConfig::default()).await.expect("opened");
         let second = SqliteStore::open(&path, SqliteConfig::default()).await.expect("opened again");
         super::racing_deliveries_apply_once(Arc::new(first), Arc::new(second), 10).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn eight_racing_decisions_through_two_stores_apply_once() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let path = dir.path().join("events.db");
+        let first = SqliteStore::open(&path, SqliteConfig::default()).await.expect("opened");
+        let second = SqliteStore::open(&path, SqliteConfig::default()).await.expect("opened again");
+        super::racing_decisions_apply_once(Arc::new(first), Arc::new(second), 10).await;
     }
 
     #[tokio::test]
@@ -209,6 +272,18 @@ mod postgres {
         let Some(first) = pg_store_with(|config| config.with_group_commit(1)).await else { return };
         let second = twin(&first, 0).await;
         super::racing_deliveries_apply_once(Arc::new(first.clone()), Arc::new(second), 10).await;
+        first.drop_schema().await.expect("dropped");
+    }
+
+    #[cfg_attr(
+        not(orchestrix_pg),
+        ignore = "needs ORCHESTRIX_PG_URL (a PostgreSQL server), see docs/guide/getting-started.md"
+    )]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn eight_racing_decisions_through_two_stores_apply_once() {
+        let Some(first) = pg_store_with(|config| config.with_group_commit(1)).await else { return };
+        let second = twin(&first, 0).await;
+        super::racing_decisions_apply_once(Arc::new(first.clone()), Arc::new(second), 10).await;
         first.drop_schema().await.expect("dropped");
     }
 

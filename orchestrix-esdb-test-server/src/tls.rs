@@ -26,7 +26,7 @@ impl TlsListener {
             .map_err(|e| invalid("the certificate chain is not PEM", &e))?;
         let key =
             PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| invalid("the private key is not PEM", &e))?;
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
         let config = ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| invalid("TLS configuration", &e))?

@@ -1,7 +1,7 @@
 //! Pieces shared by the three macros: key/value arguments, the crate path,
 //! names and return types.
 
-use proc_macro2::{Span, TokenStream, TokenTree};
+use proc_macro2::{Group, Span, TokenStream, TokenTree};
 use quote::{quote, ToTokens};
 use syn::ext::IdentExt;
 use syn::parse::{Parse, ParseStream};
@@ -201,6 +201,24 @@ pub(crate) fn take_attrs(attrs: &mut Vec<syn::Attribute>, name: &str) -> Vec<syn
     let (taken, kept) = std::mem::take(attrs).into_iter().partition(|attr| attr.path().is_ident(name));
     *attrs = kept;
     taken
+}
+
+/// Gives every token of `tokens` the span `span`, so that a type error in
+/// generated code is reported at the user's tokens and nowhere else.
+pub(crate) fn respan(tokens: TokenStream, span: Span) -> TokenStream {
+    tokens
+        .into_iter()
+        .map(|mut tree| {
+            if let TokenTree::Group(group) = &tree {
+                let mut new = Group::new(group.delimiter(), respan(group.stream(), span));
+                new.set_span(span);
+                tree = TokenTree::Group(new);
+            } else {
+                tree.set_span(span);
+            }
+            tree
+        })
+        .collect()
 }
 
 #[cfg(test)]

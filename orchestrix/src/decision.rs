@@ -1,7 +1,9 @@
 //! Appends to several streams at once, all or nothing: a [`Decision`] is
 //! the one builder for it, typed per aggregate, written unconditionally by
 //! [`Orchestrix::append_many`] (each stream checked against its own
-//! [`ExpectedVersion`], ADR 0018) or under a condition by
+//! [`ExpectedVersion`], ADR 0018), by [`Orchestrix::execute_decision`]
+//! (load the aggregates, decide, append, and again on a conflict, applied
+//! once per command id), or under a condition by
 //! [`Orchestrix::decide`] and [`Orchestrix::append_decision`]
 //! (consistency by query, ADR 0023): read the events a [`Query`] selects,
 //! decide, append with the [`AppendCondition`] that the read implies, and
@@ -61,6 +63,7 @@
 //! ```
 
 use std::borrow::Borrow;
+use std::future::Future;
 use std::sync::Arc;
 
 use futures_util::TryStreamExt;
@@ -344,33 +347,171 @@ impl Orchestrix {
         E: Event,
         F: FnMut(&[Envelope<E>]) -> Result<Decision, R>,
     {
-        let policy = self.retry_policy();
-        if let Some(command_id) = options.command_id {
-            let applied = crate::idempotency::command_events(&**self.event_store(), command_id).await?;
-            if !applied.is_empty() {
-                return Ok(applied);
+        if let Some(events) = self.applied(options.command_id).await? {
+            return Ok(events);
+        }
+        for attempts in 1.. {
+            let outcome = async {
+                let model = self.read_decision::<E>(query.clone()).await?;
+                let decision = decide(&model.events).map_err(CommandError::Rejected)?;
+                if decision.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let recorded = self.append_decision(model.condition, decision, options.clone()).await?;
+                Ok(recorded.into_iter().flatten().collect())
+            };
+            if let Some(outcome) = self.settle(outcome.await, options.command_id, attempts).await? {
+                return outcome;
             }
         }
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let model = self.read_decision::<E>(query.clone()).await?;
-            let decision = decide(&model.events).map_err(CommandError::Rejected)?;
-            if decision.is_empty() {
-                return Ok(Vec::new());
-            }
-            match self.append_decision(model.condition, decision, options.clone()).await {
-                Ok(recorded) => return Ok(recorded.into_iter().flatten().collect()),
-                Err(error) if error.is_conflict() => {
-                    let delay = policy.delay_after(attempt);
-                    crate::telemetry::conflict("decision", delay.is_some());
-                    match delay {
-                        Some(delay) => tokio::time::sleep(delay).await,
-                        None => return Err(CommandError::Framework(error)),
-                    }
+        unreachable!("the retry policy bounds the attempts")
+    }
+
+    /// Load, decide, append several aggregates at once, and again on a
+    /// conflict: the multi-stream counterpart of [`Orchestrix::execute`].
+    /// `decide` gets the application (a cheap clone), loads what it needs
+    /// (`app.load::<A>(id)`), checks its rules and returns the
+    /// [`Decision`] to append with the versions it loaded
+    /// ([`Loaded::expected_version`](crate::repository::Loaded::expected_version)).
+    /// If a stream moved meanwhile, it runs again on the new states, under
+    /// the application's [`crate::retry::RetryPolicy`]; once the attempts
+    /// are used up, the last conflict is returned
+    /// ([`CommandError::is_conflict`] is true). An empty decision appends
+    /// nothing and returns no events.
+    ///
+    /// With a command id in `options` (a retried HTTP request, a
+    /// redelivered message), the command is applied once (ADR 0027): a
+    /// call whose command id was already applied returns the events the
+    /// first call recorded **without running `decide`**, so a rule that
+    /// the first call's own events now break (the seat is taken already)
+    /// does not turn the retry into a rejection. The same look-up runs
+    /// after every lost race and before returning a refusal (the states
+    /// `decide` read may hold a racing duplicate's events), so duplicates
+    /// racing each other also end with one write and the same answer.
+    ///
+    /// `decide` may run several times: it must not have side effects
+    /// beyond reading. Return a domain refusal as
+    /// `Err(CommandError::Rejected(..))`; a failed load converts with `?`.
+    /// The future it returns owns what it uses (`move`), so the call can
+    /// run in a spawned task or an HTTP handler.
+    ///
+    /// ```
+    /// use orchestrix::prelude::*;
+    /// use orchestrix::{app::CommandOptions, decision::Decision, Uuid};
+    ///
+    /// #[event]
+    /// #[derive(Debug, Clone)]
+    /// pub enum SeatEvent { Booked { by: String } }
+    ///
+    /// #[derive(Debug, thiserror::Error)]
+    /// #[error("the seat is taken")]
+    /// pub struct Taken;
+    ///
+    /// #[aggregate(event = SeatEvent, error = Taken)]
+    /// #[derive(Debug, Default)]
+    /// pub struct Seat { taken: bool }
+    ///
+    /// impl Seat {
+    ///     fn apply(&mut self, _: &SeatEvent) { self.taken = true; }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let app = Orchestrix::builder().in_memory().aggregate::<Seat>().build()?;
+    /// let (left, right) = (Uuid::now_v7(), Uuid::now_v7());
+    /// let book_pair = move |app: Orchestrix| async move {
+    ///     let (a, b) = (app.load::<Seat>(left).await?, app.load::<Seat>(right).await?);
+    ///     if a.state.taken || b.state.taken {
+    ///         return Err(CommandError::Rejected(Taken));
+    ///     }
+    ///     Ok(Decision::new()
+    ///         .append::<Seat>(left, a.expected_version(), [SeatEvent::Booked { by: "ada".into() }])
+    ///         .append::<Seat>(right, b.expected_version(), [SeatEvent::Booked { by: "ada".into() }]))
+    /// };
+    /// // The same request twice (a client retrying after a timeout):
+    /// let request = orchestrix::idempotency::command_id_from_key("book", "req-7");
+    /// let options = CommandOptions::default().command_id(request);
+    /// let first = app.execute_decision(options.clone(), book_pair).await?;
+    /// let again = app.execute_decision(options, book_pair).await?;
+    /// let ids = |events: &[std::sync::Arc<orchestrix::envelope::RecordedEvent>]| {
+    ///     events.iter().map(|event| event.id).collect::<Vec<_>>()
+    /// };
+    /// assert_eq!(ids(&again), ids(&first)); // applied once, answered twice
+    /// assert_eq!(app.load::<Seat>(left).await?.version, 1);
+    /// // Another request for the same seats is refused.
+    /// let other = app.execute_decision(CommandOptions::default(), book_pair).await;
+    /// assert!(matches!(other, Err(CommandError::Rejected(Taken))));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn execute_decision<R, F, Fut>(
+        &self,
+        options: CommandOptions,
+        mut decide: F,
+    ) -> Result<Vec<Arc<RecordedEvent>>, CommandError<R>>
+    where
+        F: FnMut(Orchestrix) -> Fut,
+        Fut: Future<Output = Result<Decision, CommandError<R>>>,
+    {
+        if let Some(events) = self.applied(options.command_id).await? {
+            return Ok(events);
+        }
+        for attempts in 1.. {
+            let outcome = async {
+                let decision = decide(self.clone()).await?;
+                if decision.is_empty() {
+                    return Ok(Vec::new());
                 }
-                Err(error) => return Err(CommandError::Framework(error)),
+                let recorded = self.append_many(decision, options.clone()).await?;
+                Ok(recorded.into_iter().flatten().collect())
+            };
+            if let Some(outcome) = self.settle(outcome.await, options.command_id, attempts).await? {
+                return outcome;
             }
+        }
+        unreachable!("the retry policy bounds the attempts")
+    }
+
+    /// The events of the command `command_id` if it was applied before
+    /// (none without a command id: a fresh one cannot have been used).
+    async fn applied(&self, command_id: Option<uuid::Uuid>) -> Result<Option<Vec<Arc<RecordedEvent>>>, Error> {
+        let Some(command_id) = command_id else { return Ok(None) };
+        let events = crate::idempotency::command_events(&**self.event_store(), command_id).await?;
+        Ok((!events.is_empty()).then_some(events))
+    }
+
+    /// What the retry loop of decisions does with the outcome of attempt
+    /// number `attempts`: a conflict waits as the retry policy says and
+    /// returns `None` (try again) or gives up with it; a refusal is
+    /// returned unless the command turns out applied (the state the
+    /// attempt read may hold a racing duplicate's events). Before either,
+    /// a command id is looked up again: a racing duplicate may have won.
+    async fn settle<R>(
+        &self,
+        outcome: Result<Vec<Arc<RecordedEvent>>, CommandError<R>>,
+        command_id: Option<uuid::Uuid>,
+        attempts: u32,
+    ) -> Result<Option<Result<Vec<Arc<RecordedEvent>>, CommandError<R>>>, Error> {
+        match outcome {
+            Err(CommandError::Framework(error)) if error.is_conflict() => {
+                if let Some(events) = self.applied(command_id).await? {
+                    return Ok(Some(Ok(events)));
+                }
+                let delay = self.retry_policy().delay_after(attempts);
+                crate::telemetry::conflict("decision", delay.is_some());
+                match delay {
+                    Some(delay) => {
+                        tokio::time::sleep(delay).await;
+                        Ok(None)
+                    }
+                    None => Ok(Some(Err(CommandError::Framework(error)))),
+                }
+            }
+            Err(CommandError::Rejected(refusal)) => Ok(Some(match self.applied(command_id).await? {
+                Some(events) => Ok(events),
+                None => Err(CommandError::Rejected(refusal)),
+            })),
+            outcome => Ok(Some(outcome)),
         }
     }
 

@@ -163,9 +163,59 @@ pub fn validate_new_event(event: &NewEvent) -> Result<(), StoreError> {
 /// without building a tree.
 fn validate_json(json: &str) -> Result<(), serde_json::Error> {
     use serde::de::DeserializeSeed as _;
+    if plainly_valid(json.as_bytes()) {
+        return Ok(());
+    }
     let mut deserializer = serde_json::Deserializer::from_str(json);
     JsonCheck { depth: 0 }.deserialize(&mut deserializer)?;
     deserializer.end()
+}
+
+/// The longest number [`plainly_valid`] lets through unparsed: 300
+/// characters hold at most 300 digits, below `f64::MAX` (about 1.8e308).
+const PLAIN_NUMBER_LEN: usize = 300;
+
+/// Whether valid JSON text (as every `RawValue` holds) surely meets the
+/// rules of [`validate_new_event`], found in one pass over its bytes:
+/// no backslash (so no escape at all, neither `\u0000` nor a lone
+/// surrogate), no number with an exponent or longer than
+/// [`PLAIN_NUMBER_LEN`] (so every number fits an `f64`), and at most
+/// [`MAX_JSON_DEPTH`] levels of nesting. `false` means "not sure": the
+/// full walk ([`JsonCheck`]) decides. What serialized events hold
+/// (short strings and integers) takes this path.
+fn plainly_valid(json: &[u8]) -> bool {
+    let (mut depth, mut in_string, mut number_len) = (0usize, false, 0usize);
+    for &byte in json {
+        if in_string {
+            match byte {
+                b'"' => in_string = false,
+                b'\\' => return false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_JSON_DEPTH {
+                    return false;
+                }
+            }
+            b'0'..=b'9' | b'-' | b'+' | b'.' => {
+                number_len += 1;
+                if number_len > PLAIN_NUMBER_LEN {
+                    return false;
+                }
+                continue;
+            }
+            b'e' | b'E' if number_len > 0 => return false,
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        number_len = 0;
+    }
+    true
 }
 
 /// A serde visitor that accepts any JSON value meeting the rules of
@@ -274,8 +324,13 @@ impl NewEvent {
     /// those of `metadata`. The event gets a new UUID v7 id; [`NewEvent::with_id`] gives it
     /// another.
     pub fn encode<E: Event>(event: &E, metadata: Metadata) -> Result<Self, serde_json::Error> {
+        Self::encode_with_id(event, metadata, Uuid::now_v7())
+    }
+
+    /// [`NewEvent::encode`] with the id `id`.
+    fn encode_with_id<E: Event>(event: &E, metadata: Metadata, id: Uuid) -> Result<Self, serde_json::Error> {
         Ok(Self {
-            id: Uuid::now_v7(),
+            id,
             event_type: event.event_type().to_owned(),
             schema_version: event.schema_version(),
             data: event.encode()?,
@@ -298,9 +353,20 @@ impl NewEvent {
         events: impl IntoIterator<Item = impl std::borrow::Borrow<E>>,
         metadata: &Metadata,
     ) -> Result<Vec<Self>, Error> {
+        Self::encode_all_with_ids::<E>(events, metadata, |_| Uuid::now_v7())
+    }
+
+    /// [`NewEvent::encode_all`] with the id of each event (by its index)
+    /// from `event_id`: no UUID v7 is made only to be replaced.
+    pub(crate) fn encode_all_with_ids<E: Event>(
+        events: impl IntoIterator<Item = impl std::borrow::Borrow<E>>,
+        metadata: &Metadata,
+        event_id: impl Fn(u32) -> Uuid,
+    ) -> Result<Vec<Self>, Error> {
         events
             .into_iter()
-            .map(|event| Self::encode(event.borrow(), metadata.clone()))
+            .zip(0..)
+            .map(|(event, index)| Self::encode_with_id(event.borrow(), metadata.clone(), event_id(index)))
             .collect::<Result<_, _>>()
             .map_err(|source| Error::Serialize { what: "an event", source })
     }
@@ -342,6 +408,20 @@ impl RecordedEvent {
     /// The event's tags ([`Metadata::tags`]).
     pub fn tags(&self) -> &[String] {
         &self.metadata.tags
+    }
+
+    /// The same event as a [`NewEvent`] to append to another store (a copy,
+    /// an import: ADR 0041): its id, type, schema version, data and
+    /// metadata. The store it goes to assigns version, position and time;
+    /// keeping the id makes the append safe to repeat (ADR 0027).
+    pub fn to_new_event(&self) -> NewEvent {
+        NewEvent {
+            id: self.id,
+            event_type: self.event_type.clone(),
+            schema_version: self.schema_version,
+            data: self.data.clone(),
+            metadata: self.metadata.clone(),
+        }
     }
 
     /// The tenant the event was recorded for, if any: its
@@ -387,5 +467,53 @@ impl<E> std::ops::Deref for Envelope<E> {
 
     fn deref(&self) -> &RecordedEvent {
         &self.record
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn deep(levels: usize) -> String {
+        format!("{}1{}", "[".repeat(levels), "]".repeat(levels))
+    }
+
+    /// The one-pass check never accepts what the full walk refuses, and
+    /// takes the common shapes without the walk.
+    #[test]
+    fn the_fast_json_check_accepts_only_what_the_full_walk_accepts() {
+        let cases = [
+            r#"{"owner":"Ada Lovelace","amount":12,"ok":true,"none":null,"f":-1.5}"#.to_owned(),
+            r#"{"text":"\u0000"}"#.to_owned(),
+            r#"{"text":"\ud800"}"#.to_owned(),
+            r#"{"\u0000":1}"#.to_owned(),
+            r#"{"text":"a \"quoted\" word"}"#.to_owned(),
+            r#"{"big":1e400}"#.to_owned(),
+            r#"{"small":1e-400,"fine":2E5}"#.to_owned(),
+            format!(r#"{{"long":{}}}"#, "9".repeat(400)),
+            format!(r#"{{"long":{}}}"#, "9".repeat(300)),
+            format!(r#"{{"long":{}}}"#, "9".repeat(309)),
+            r#"{"e":"1e400","[[[":"]]]"}"#.to_owned(),
+            deep(MAX_JSON_DEPTH),
+            deep(MAX_JSON_DEPTH + 1),
+            "[]".to_owned(),
+            "\"plain\"".to_owned(),
+        ];
+        for json in &cases {
+            let full = {
+                use serde::de::DeserializeSeed as _;
+                let mut deserializer = serde_json::Deserializer::from_str(json);
+                JsonCheck { depth: 0 }.deserialize(&mut deserializer).and_then(|()| deserializer.end()).is_ok()
+            };
+            if plainly_valid(json.as_bytes()) {
+                assert!(full, "the fast check accepted what the full walk refuses: {json}");
+            }
+            assert_eq!(validate_json(json).is_ok(), full, "{json}");
+        }
+        assert!(plainly_valid(cases[0].as_bytes()), "a plain event takes the fast path");
+        assert!(plainly_valid(deep(MAX_JSON_DEPTH).as_bytes()));
+        assert!(!plainly_valid(deep(MAX_JSON_DEPTH + 1).as_bytes()));
+        assert!(validate_json(&deep(MAX_JSON_DEPTH)).is_ok());
+        assert!(validate_json(&deep(MAX_JSON_DEPTH + 1)).is_err());
     }
 }

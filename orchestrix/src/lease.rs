@@ -81,7 +81,7 @@ pub async fn wait_for(
             }
             Ok(None) if !waiting => {
                 waiting = true;
-                metrics::counter!(telemetry::LEASE_WAITS_TOTAL, "lease" => name.to_owned()).increment(1);
+                telemetry::lease_wait(name);
                 tracing::info!(lease = name, "another runner holds the lease; waiting for it (standby)");
             }
             Ok(None) => {}

@@ -11,8 +11,13 @@
 //! The guide in the repository (`docs/guide/`) walks through every
 //! concept; the optional features are:
 //!
+//! None is on by default (ADR 0039): the default build is the macros, the
+//! in-memory adapters, the command bus, projections and sagas.
+//!
 //! | feature | what it brings |
 //! |---|---|
+//! | `crypto` | `crypto`: personal fields encrypted per data subject, forgotten by deleting the key. **Every event type that declares `#[event(personal(..))]` needs it**: without it the declaration is a compile error naming the feature, never personal data stored in clear |
+//! | `metrics` | the metrics of [`telemetry`], recorded through the `metrics` facade, and `telemetry::describe` |
 //! | `testing` | given/when/then fixtures, the conformance suite of the ports, the delivery scenarios |
 //! | `opentelemetry` | a trace-context propagator on OpenTelemetry, so traces cross async hops and processes |
 //! | `schemars` | `#[event(schema)]`: JSON schemas of the stored types |
@@ -119,6 +124,8 @@
 pub mod aggregate;
 pub mod app;
 pub mod command;
+#[cfg(feature = "crypto")]
+#[cfg_attr(docsrs, doc(cfg(feature = "crypto")))]
 pub mod crypto;
 pub mod decision;
 pub mod envelope;
@@ -238,6 +245,11 @@ pub mod __private {
     /// is on, and explains which feature is missing when it is off.
     pub use crate::__orchestrix_if_schemars as if_schemars;
 
+    /// Keeps the `PersonalData` of `#[event(personal(..))]` when the
+    /// `crypto` feature is on, and explains which feature is missing when
+    /// it is off (ADR 0039).
+    pub use crate::__orchestrix_if_crypto as if_crypto;
+
     /// The JSON schema of a stored type's data, titled with its name.
     #[cfg(feature = "schemars")]
     pub fn event_schema<T: schemars::JsonSchema>(name: &'static str, version: u32) -> crate::event::EventSchema {
@@ -264,6 +276,24 @@ macro_rules! __orchestrix_if_schemars {
         ::core::compile_error!(
             "`#[event(schema)]` needs the `schemars` feature of orchestrix: `orchestrix = { version = \"...\", features = [\"schemars\"] }`"
         );
+    };
+}
+
+#[cfg(feature = "crypto")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __orchestrix_if_crypto {
+    ($($tokens:tt)*) => { $($tokens)* };
+}
+
+#[cfg(not(feature = "crypto"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __orchestrix_if_crypto {
+    ($($tokens:tt)*) => {
+        ::core::compile_error!(
+            "`#[event(personal(..))]` declares personal data, which Orchestrix keeps encrypted per data subject and forgets by deleting the subject's key (`orchestrix::crypto`); that needs the `crypto` feature of orchestrix: `orchestrix = { version = \"0.1\", features = [\"crypto\"] }`. Without it the field would be stored in clear and could not be forgotten."
+        )
     };
 }
 

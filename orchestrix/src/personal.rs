@@ -5,13 +5,14 @@
 //!
 //! A leaf module: it uses only [`crate::error`]. [`crate::event`](mod@crate::event) declares
 //! personal fields with these types, [`crate::store`]'s `KeyStore` hands out
-//! [`DataKey`]s, and [`crate::crypto`] (which re-exports everything here)
-//! does the encrypting (ADR 0020, ADR 0031).
+//! [`DataKey`]s, and `crate::crypto` (feature `crypto`, which re-exports
+//! everything here) does the encrypting (ADR 0020, ADR 0031, ADR 0039).
+//!
+//! Nothing here needs a cipher: the key store port and its adapters keep
+//! keys with or without the `crypto` feature.
 
 use std::fmt;
 
-use aes_gcm::aead::{KeyInit, OsRng};
-use aes_gcm::Aes256Gcm;
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
@@ -45,7 +46,7 @@ pub struct PersonalData {
 /// `Debug` shows the id only; there is no `Display` or `Serialize`.
 ///
 /// ```
-/// use orchestrix::crypto::DataKey;
+/// use orchestrix::personal::DataKey;
 ///
 /// let key = DataKey::generate();
 /// let shown = format!("{key:?}");
@@ -60,10 +61,14 @@ pub struct DataKey {
 impl DataKey {
     /// A new random key (from the operating system's generator) with a new
     /// UUID v7 id.
+    ///
+    /// # Panics
+    ///
+    /// If the operating system's generator fails, as `uuid`'s v7 ids (from
+    /// the same generator) would.
     pub fn generate() -> Self {
-        let key = Aes256Gcm::generate_key(OsRng);
         let mut material = Zeroizing::new([0_u8; KEY_LEN]);
-        material.copy_from_slice(&key);
+        getrandom::fill(material.as_mut()).expect("the operating system's random generator failed");
         Self { id: Uuid::now_v7(), material }
     }
 
@@ -89,8 +94,10 @@ impl DataKey {
     }
 
     /// The AES-256-GCM cipher of this key.
-    pub(crate) fn cipher(&self) -> Aes256Gcm {
-        Aes256Gcm::new(self.material.as_ref().into())
+    #[cfg(feature = "crypto")]
+    pub(crate) fn cipher(&self) -> aes_gcm::Aes256Gcm {
+        use aes_gcm::KeyInit as _;
+        aes_gcm::Aes256Gcm::new(self.material.as_ref().into())
     }
 }
 
@@ -118,7 +125,7 @@ pub struct PersonalDataErased {
 /// "I need this, and it is gone".
 ///
 /// ```
-/// use orchestrix::crypto::{required, PersonalDataErased};
+/// use orchestrix::personal::{required, PersonalDataErased};
 ///
 /// let email: Option<String> = None; // erased by `forget`
 /// assert_eq!(required(email.as_ref(), "email"), Err(PersonalDataErased { field: "email" }));

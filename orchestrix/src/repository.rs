@@ -82,6 +82,8 @@ impl<A> Loaded<A> {
 /// grown past an old snapshot's version before the next load. Whoever
 /// deletes a stream must delete its snapshots too.
 pub struct Repository<A> {
+    /// `A::NAME`, shared by every stream id the repository builds.
+    category: Arc<str>,
     events: Arc<dyn EventStore>,
     snapshots: Option<Arc<dyn SnapshotStore>>,
     aggregate: PhantomData<fn() -> A>,
@@ -89,14 +91,19 @@ pub struct Repository<A> {
 
 impl<A> Clone for Repository<A> {
     fn clone(&self) -> Self {
-        Self { events: Arc::clone(&self.events), snapshots: self.snapshots.clone(), aggregate: PhantomData }
+        Self {
+            category: Arc::clone(&self.category),
+            events: Arc::clone(&self.events),
+            snapshots: self.snapshots.clone(),
+            aggregate: PhantomData,
+        }
     }
 }
 
 impl<A: Aggregate> fmt::Debug for Repository<A> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Repository")
-            .field("aggregate", &A::NAME)
+            .field("aggregate", &self.category)
             .field("events", &self.events)
             .field("snapshots", &self.snapshots)
             .finish()
@@ -106,12 +113,18 @@ impl<A: Aggregate> fmt::Debug for Repository<A> {
 impl<A: Aggregate> Repository<A> {
     /// A repository over an event store and, optionally, a snapshot store.
     pub fn new(events: Arc<dyn EventStore>, snapshots: Option<Arc<dyn SnapshotStore>>) -> Self {
-        Self { events, snapshots, aggregate: PhantomData }
+        Self { category: Arc::from(A::NAME), events, snapshots, aggregate: PhantomData }
     }
 
     /// The stream of the aggregate with this id: `A::NAME` / `id`.
     pub fn stream_id(id: impl Borrow<A::Id>) -> Result<StreamId, StoreError> {
         Ok(StreamId::new(A::NAME, id.borrow().to_string())?)
+    }
+
+    /// [`Repository::stream_id`] for the load and save paths: the
+    /// category is shared and a short id is formatted on the stack.
+    fn stream(&self, id: &A::Id) -> Result<StreamId, StoreError> {
+        Ok(StreamId::from_display(&self.category, id)?)
     }
 
     /// The current state: latest usable snapshot plus the events after it.
@@ -129,7 +142,7 @@ impl<A: Aggregate> Repository<A> {
     ///
     /// Snapshots are not used: they do not say when their events happened.
     pub async fn load_as_of(&self, id: impl Borrow<A::Id>, time: DateTime<Utc>) -> Result<Loaded<A>, Error> {
-        let stream = Self::stream_id(id)?;
+        let stream = self.stream(id.borrow())?;
         let mut loaded = Loaded { state: A::default(), version: 0, from_snapshot: None };
         self.apply_tail(&stream, &mut loaded, None, false, |event| event.recorded_at <= time).await?;
         Ok(loaded)
@@ -137,7 +150,7 @@ impl<A: Aggregate> Repository<A> {
 
     /// Every event of the aggregate, decoded, in order.
     pub async fn history(&self, id: impl Borrow<A::Id>) -> Result<Vec<Envelope<A::Event>>, Error> {
-        let stream = Self::stream_id(id)?;
+        let stream = self.stream(id.borrow())?;
         let mut records = self.events.read_stream(&stream, 1);
         let mut history = Vec::new();
         while let Some(record) = records.next().await {
@@ -149,7 +162,7 @@ impl<A: Aggregate> Repository<A> {
     /// Applies to `loaded` the events recorded after its version: brings a
     /// cached state up to date.
     pub async fn catch_up(&self, id: impl Borrow<A::Id>, loaded: &mut Loaded<A>) -> Result<(), Error> {
-        let stream = Self::stream_id(id)?;
+        let stream = self.stream(id.borrow())?;
         self.apply_tail(&stream, loaded, None, false, |_| true).await?;
         Ok(())
     }
@@ -180,29 +193,31 @@ impl<A: Aggregate> Repository<A> {
         event_id: impl Fn(u32) -> uuid::Uuid + Send,
     ) -> Result<Vec<Arc<RecordedEvent>>, Error> {
         let id = id.borrow();
-        let span = tracing::info_span!(
-            "orchestrix.append",
-            aggregate = A::NAME,
-            aggregate_id = %id,
-            expected_version = ?expected,
-            event_count = events.len(),
-            event_type = tracing::field::Empty,
-            version = tracing::field::Empty,
-            global_position = tracing::field::Empty,
-            error = tracing::field::Empty,
-            otel.status_code = tracing::field::Empty,
-        );
+        let span = if tracing::level_enabled!(tracing::Level::INFO) {
+            tracing::info_span!(
+                "orchestrix.append",
+                aggregate = A::NAME,
+                aggregate_id = %id,
+                expected_version = ?expected,
+                event_count = events.len(),
+                event_type = tracing::field::Empty,
+                version = tracing::field::Empty,
+                global_position = tracing::field::Empty,
+                error = tracing::field::Empty,
+                otel.status_code = tracing::field::Empty,
+            )
+        } else {
+            tracing::Span::none()
+        };
         let result = async {
-            let stream = Self::stream_id(id)?;
-            let batch = NewEvent::encode_all::<A::Event>(events, metadata)?
-                .into_iter()
-                .zip(0..)
-                .map(|(event, index)| event.with_id(event_id(index)))
-                .collect::<Vec<_>>();
+            let stream = self.stream(id)?;
+            let batch = NewEvent::encode_all_with_ids::<A::Event>(events, metadata, &event_id)?;
             if !span.is_disabled() {
                 span.record("event_type", event_types(&batch));
             }
-            Ok(self.events.append(&stream, expected, batch).await?)
+            // Through the trait object itself: `Arc<dyn EventStore>`'s own
+            // (forwarding) impl would box the call's future a second time.
+            Ok((*self.events).append(&stream, expected, batch).await?)
         }
         .instrument(span.clone())
         .await;
@@ -225,24 +240,28 @@ impl<A: Aggregate> Repository<A> {
         let (Some(snapshots), Some(serialized)) = (&self.snapshots, state.snapshot_state()) else {
             return Ok(false);
         };
-        let span = tracing::info_span!(
-            "orchestrix.snapshot",
-            aggregate = A::NAME,
-            aggregate_id = %id,
-            version,
-            error = tracing::field::Empty,
-            otel.status_code = tracing::field::Empty,
-        );
+        let span = if tracing::level_enabled!(tracing::Level::INFO) {
+            tracing::info_span!(
+                "orchestrix.snapshot",
+                aggregate = A::NAME,
+                aggregate_id = %id,
+                version,
+                error = tracing::field::Empty,
+                otel.status_code = tracing::field::Empty,
+            )
+        } else {
+            tracing::Span::none()
+        };
         let result = async {
             let state = serialized.map_err(|source| Error::Serialize { what: "a snapshot", source })?;
             let snapshot = Snapshot {
-                stream: Self::stream_id(id)?,
+                stream: self.stream(id)?,
                 version,
                 schema_version: A::SNAPSHOT_VERSION,
                 state,
                 taken_at: Utc::now(),
             };
-            snapshots.save(snapshot).await?;
+            (**snapshots).save(snapshot).await?;
             Ok(true)
         }
         .instrument(span.clone())
@@ -265,17 +284,21 @@ impl<A: Aggregate> Repository<A> {
         until_version: Option<u64>,
         keep: impl Fn(&RecordedEvent) -> bool,
     ) -> Result<Loaded<A>, Error> {
-        let span = tracing::info_span!(
-            "orchestrix.load",
-            aggregate = A::NAME,
-            aggregate_id = %id,
-            snapshot_version = tracing::field::Empty,
-            version = tracing::field::Empty,
-            error = tracing::field::Empty,
-            otel.status_code = tracing::field::Empty,
-        );
+        let span = if tracing::level_enabled!(tracing::Level::INFO) {
+            tracing::info_span!(
+                "orchestrix.load",
+                aggregate = A::NAME,
+                aggregate_id = %id,
+                snapshot_version = tracing::field::Empty,
+                version = tracing::field::Empty,
+                error = tracing::field::Empty,
+                otel.status_code = tracing::field::Empty,
+            )
+        } else {
+            tracing::Span::none()
+        };
         let result = async {
-            let stream = Self::stream_id(id)?;
+            let stream = self.stream(id)?;
             let mut loaded = self.start_from_snapshot(&stream, until_version).await?;
             let Some(snapshot_version) = loaded.from_snapshot else {
                 self.apply_tail(&stream, &mut loaded, until_version, false, &keep).await?;
@@ -312,7 +335,7 @@ impl<A: Aggregate> Repository<A> {
         let Some(snapshots) = self.snapshots.as_ref().filter(|_| A::SNAPSHOT_EVERY.is_some()) else {
             return Ok(fresh);
         };
-        let Some(snapshot) = snapshots.load(stream, at_or_before).await? else {
+        let Some(snapshot) = (**snapshots).load(stream, at_or_before).await? else {
             telemetry::snapshot_load(A::NAME, "miss");
             return Ok(fresh);
         };
@@ -364,7 +387,7 @@ impl<A: Aggregate> Repository<A> {
         );
         telemetry::snapshot_load(A::NAME, "past_head");
         if let Some(snapshots) = &self.snapshots {
-            if let Err(error) = snapshots.delete(stream).await {
+            if let Err(error) = (**snapshots).delete(stream).await {
                 tracing::warn!(%stream, %error, "could not delete the snapshots past the stream's last event");
             }
         }

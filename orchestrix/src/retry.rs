@@ -118,7 +118,7 @@ impl RetryPolicy {
         if self.jitter == 0.0 || base.is_zero() {
             return Some(base);
         }
-        Some(base.mul_f64(1.0 - self.jitter * fastrand::f64()))
+        Some(base.mul_f64(1.0 - self.jitter * unit_random()))
     }
 
     /// Runs `operation` until it succeeds, fails with an error that
@@ -146,6 +146,17 @@ impl RetryPolicy {
             }
         }
     }
+}
+
+/// A number in `[0, 1)` for jitter: std's per-process random SipHash keys
+/// (a fresh `RandomState` differs from the last one), so no generator
+/// crate is compiled for it. Not for secrets.
+fn unit_random() -> f64 {
+    use std::hash::BuildHasher as _;
+    let bits = std::collections::hash_map::RandomState::new().hash_one(0_u8);
+    #[allow(clippy::cast_precision_loss)] // 53 bits: exact in an f64
+    let unit = (bits >> 11) as f64 / (1_u64 << 53) as f64;
+    unit
 }
 
 #[cfg(test)]
@@ -180,6 +191,18 @@ mod tests {
             assert!(d >= 50 * MS && d <= 100 * MS, "{d:?}");
         }
         assert!(RetryPolicy::fixed(2, MS).with_jitter(f64::NAN).jitter.abs() < f64::EPSILON);
+    }
+
+    #[test]
+    fn jitter_spreads_the_delays() {
+        let samples: Vec<f64> = (0..1000).map(|_| unit_random()).collect();
+        assert!(samples.iter().all(|x| (0.0..1.0).contains(x)));
+        let low = samples.iter().filter(|&&x| x < 0.5).count();
+        assert!((350..=650).contains(&low), "{low} of 1000 below one half");
+        let mut distinct = samples.clone();
+        distinct.sort_by(f64::total_cmp);
+        distinct.dedup();
+        assert!(distinct.len() > 990, "{} distinct values", distinct.len());
     }
 
     #[tokio::test(start_paused = true)]

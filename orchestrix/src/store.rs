@@ -50,6 +50,8 @@ mod dead_letter;
 pub use dead_letter::{DeadLetter, DeadLetterQuery, DeadLetterStore};
 mod forward;
 pub use forward::shared;
+mod listing;
+pub use listing::{StreamListing, StreamSummary};
 mod validate;
 pub use validate::{first_conflict, validate_append, validate_append_if, validate_append_many, validate_event_ids};
 
@@ -244,6 +246,19 @@ pub trait EventStore: Send + Sync + Debug + 'static {
     /// The position of the last event in the global log, or `None` if empty.
     async fn head_position(&self) -> Result<Option<u64>, StoreError>;
 
+    /// A page of the store's streams, in `(aggregate type, aggregate id)`
+    /// order (bytewise), with each one's version, event count and last
+    /// position: what `orchestrix streams` shows (ADR 0041). The next page
+    /// starts [`StreamListing::after`] the last stream of this one; a page
+    /// shorter than the limit is the last.
+    ///
+    /// The default reads the whole global log for each page (and holds a
+    /// summary per admitted stream meanwhile); adapters with a grouped
+    /// query override it.
+    async fn list_streams(&self, listing: &StreamListing) -> Result<Vec<StreamSummary>, StoreError> {
+        listing::list_by_reading(self, listing).await
+    }
+
     /// How many data subjects this store has forgotten since it was made
     /// (in this process): a number that changes whenever personal data
     /// read from it earlier may have been erased since. Caches of state
@@ -252,6 +267,21 @@ pub trait EventStore: Send + Sync + Debug + 'static {
     /// keep the default, 0; a wrapper forwards its inner store's.
     fn erasure_generation(&self) -> u64 {
         0
+    }
+
+    /// Declares event types whose fields are marked personal
+    /// (`#[event(personal(..))]`) and will be appended through this store.
+    /// The application calls it at [`build`](crate::app::OrchestrixBuilder::build)
+    /// with the events of every registered aggregate, so that marking a
+    /// field personal is enough: a store that encrypts personal data
+    /// ([`crate::crypto::CryptoStore`]) registers them as its `register`
+    /// does and returns `true`; a wrapper forwards to its inner store.
+    /// Every other store keeps the default, `false`: it stores those
+    /// fields as they are, and the application logs a warning naming
+    /// them.
+    fn declare_personal_data(&self, data: &'static [crate::personal::PersonalData]) -> bool {
+        let _ = data;
+        false
     }
 
     /// Reads the events that match `query` from `from_position`

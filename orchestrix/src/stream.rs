@@ -66,6 +66,59 @@ impl StreamId {
     }
 }
 
+impl StreamId {
+    /// [`StreamId::new`] with an id given by its `Display` form, written
+    /// without an intermediate `String` when it is short (a UUID, a
+    /// number): the aggregate load and save paths build one per call.
+    pub(crate) fn from_display(category: &Arc<str>, id: &dyn fmt::Display) -> Result<Self, InvalidStreamId> {
+        let mut text = ShortText::default();
+        fmt::write(&mut text, format_args!("{id}"))
+            .map_err(|_| InvalidStreamId("the aggregate id could not be formatted".to_owned()))?;
+        Self::new(Arc::clone(category), text.into_arc())
+    }
+}
+
+/// Text written through [`fmt::Write`]: on the stack up to 64 bytes, in a
+/// `String` past that.
+struct ShortText {
+    bytes: [u8; 64],
+    len: usize,
+    spilled: Option<String>,
+}
+
+impl Default for ShortText {
+    fn default() -> Self {
+        Self { bytes: [0; 64], len: 0, spilled: None }
+    }
+}
+
+impl ShortText {
+    fn into_arc(self) -> Arc<str> {
+        match self.spilled {
+            Some(text) => Arc::from(text),
+            // Only whole `&str`s are copied in, so the bytes are UTF-8.
+            None => Arc::from(std::str::from_utf8(&self.bytes[..self.len]).unwrap_or_default()),
+        }
+    }
+}
+
+impl fmt::Write for ShortText {
+    fn write_str(&mut self, text: &str) -> fmt::Result {
+        if let Some(spilled) = &mut self.spilled {
+            spilled.push_str(text);
+        } else if let Some(room) = self.bytes.get_mut(self.len..self.len + text.len()) {
+            room.copy_from_slice(text.as_bytes());
+            self.len += text.len();
+        } else {
+            let mut spilled = String::with_capacity(self.len + text.len());
+            spilled.push_str(std::str::from_utf8(&self.bytes[..self.len]).unwrap_or_default());
+            spilled.push_str(text);
+            self.spilled = Some(spilled);
+        }
+        Ok(())
+    }
+}
+
 /// Why [`StreamId::new`] refused its parts: an empty part, a part longer
 /// than [`MAX_STREAM_PART_LEN`], a NUL character or a `/` in the category.
 /// The message names the part and the rule.

@@ -1,9 +1,16 @@
-//! The metrics Orchestrix records, through the [`metrics`] facade.
+//! The metrics Orchestrix records, through the `metrics` facade (feature
+//! `metrics`), and the spans it opens.
 //!
-//! Nothing is recorded until the application installs a recorder (for
-//! example `metrics-exporter-prometheus`); without one, each call still
-//! builds its key (labels and hash, about 500 instructions: some 1,500 a
-//! command) for the no-op recorder. The names and labels below are
+//! Metrics are recorded with the `metrics` feature only (ADR 0039); without
+//! it every recording call below is empty and [`describe`] does not exist,
+//! so a program that installs a recorder and calls it learns at compile
+//! time that it must enable the feature. With the feature, nothing is
+//! recorded until the application installs a recorder (for example
+//! `metrics-exporter-prometheus`). The metrics of the command path
+//! (commands, their duration, events appended, cache lookups) have keys
+//! built at compile time, per command and aggregate type, so that a
+//! command pays no allocation and no hashing for them, recorder or not;
+//! the others build their key per call. The names and labels below are
 //! stable.
 //!
 //! | name | kind | labels |
@@ -89,6 +96,8 @@ pub const DURATION_BUCKETS: &[f64] =
 
 /// Gives every metric its help text and unit, through the installed
 /// recorder. Call it once, after installing the recorder.
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
 pub fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
     describe_counter!(COMMANDS_TOTAL, Unit::Count, "Commands executed, by command, aggregate and outcome.");
@@ -136,29 +145,148 @@ pub fn command_outcome<T, E>(result: &Result<T, CommandError<E>>) -> &'static st
     }
 }
 
-pub(crate) fn command_finished(command: &'static str, aggregate: &'static str, outcome: &'static str, took: Duration) {
-    metrics::counter!(COMMANDS_TOTAL, "command" => command, "aggregate" => aggregate, "outcome" => outcome)
-        .increment(1);
-    metrics::histogram!(COMMAND_DURATION_SECONDS, "command" => command, "aggregate" => aggregate)
-        .record(took.as_secs_f64());
+/// The label values of the command path's metrics, known at compile time:
+/// the command bus implements it for each command and aggregate type, so
+/// that their keys are constants ([`command_finished`],
+/// [`events_appended_by`], [`aggregate_cache_lookup`]).
+pub(crate) trait Labels {
+    /// The `command` label (unused by per-aggregate metrics).
+    const COMMAND: &'static str;
+    /// The `aggregate` label.
+    const AGGREGATE: &'static str;
+}
+
+/// What the command path's metrics are registered with (what the
+/// `metrics` macros would pass from this module).
+#[cfg(feature = "metrics")]
+static METADATA: metrics::Metadata<'static> =
+    metrics::Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
+
+/// A constant key of `name` with labels `$key => $value`: built and hashed
+/// at compile time, within a function generic over `L: Labels`.
+#[cfg(feature = "metrics")]
+macro_rules! static_key {
+    ($name:expr $(, $key:literal => $value:expr)*) => {
+        const {
+            let labels: &'static [metrics::Label] = const { &[$(metrics::Label::from_static_parts($key, $value)),*] };
+            &metrics::Key::from_static_parts($name, labels)
+        }
+    };
+}
+
+/// A command finished with `outcome` ([`command_outcome`]) after `took`.
+#[cfg(feature = "metrics")]
+pub(crate) fn command_finished<L: Labels>(outcome: &'static str, took: Duration) {
+    macro_rules! by_outcome {
+        ($($outcome:literal),*) => {
+            match outcome {
+                $($outcome => static_key!(COMMANDS_TOTAL, "command" => L::COMMAND, "aggregate" => L::AGGREGATE, "outcome" => $outcome),)*
+                other => {
+                    metrics::counter!(COMMANDS_TOTAL, "command" => L::COMMAND, "aggregate" => L::AGGREGATE, "outcome" => other)
+                        .increment(1);
+                    return record_duration::<L>(took);
+                }
+            }
+        };
+    }
+    let key = by_outcome!("ok", "rejected", "not_found", "already_exists", "conflict", "unregistered", "error");
+    metrics::with_recorder(|recorder| recorder.register_counter(key, &METADATA)).increment(1);
+    record_duration::<L>(took);
+}
+
+/// A command finished (without the `metrics` feature: nothing recorded).
+#[cfg(not(feature = "metrics"))]
+pub(crate) fn command_finished<L: Labels>(outcome: &'static str, took: Duration) {
+    let _ = (outcome, took);
+}
+
+#[cfg(feature = "metrics")]
+fn record_duration<L: Labels>(took: Duration) {
+    let key = static_key!(COMMAND_DURATION_SECONDS, "command" => L::COMMAND, "aggregate" => L::AGGREGATE);
+    metrics::with_recorder(|recorder| recorder.register_histogram(key, &METADATA)).record(took.as_secs_f64());
 }
 
 pub(crate) fn conflict(aggregate: &'static str, retried: bool) {
-    metrics::counter!(COMMAND_CONFLICTS_TOTAL, "aggregate" => aggregate).increment(1);
-    if retried {
-        metrics::counter!(COMMAND_RETRIES_TOTAL, "aggregate" => aggregate).increment(1);
+    #[cfg(feature = "metrics")]
+    {
+        metrics::counter!(COMMAND_CONFLICTS_TOTAL, "aggregate" => aggregate).increment(1);
+        if retried {
+            metrics::counter!(COMMAND_RETRIES_TOTAL, "aggregate" => aggregate).increment(1);
+        }
     }
+    #[cfg(not(feature = "metrics"))]
+    let _ = (aggregate, retried);
 }
 
-pub(crate) fn events_appended(aggregate: impl Into<metrics::SharedString>, count: usize) {
+pub(crate) fn events_appended(aggregate: impl Into<std::borrow::Cow<'static, str>>, count: usize) {
+    #[cfg(feature = "metrics")]
     metrics::counter!(EVENTS_APPENDED_TOTAL, "aggregate" => aggregate.into()).increment(count as u64);
+    #[cfg(not(feature = "metrics"))]
+    let _ = (aggregate, count);
+}
+
+/// [`events_appended`] for an aggregate type known at compile time.
+pub(crate) fn events_appended_by<L: Labels>(count: usize) {
+    #[cfg(feature = "metrics")]
+    {
+        let key = static_key!(EVENTS_APPENDED_TOTAL, "aggregate" => L::AGGREGATE);
+        metrics::with_recorder(|recorder| recorder.register_counter(key, &METADATA)).increment(count as u64);
+    }
+    #[cfg(not(feature = "metrics"))]
+    let _ = count;
 }
 
 pub(crate) fn snapshot_load(aggregate: &'static str, outcome: &'static str) {
+    #[cfg(feature = "metrics")]
     metrics::counter!(SNAPSHOT_LOADS_TOTAL, "aggregate" => aggregate, "outcome" => outcome).increment(1);
+    #[cfg(not(feature = "metrics"))]
+    let _ = (aggregate, outcome);
 }
 
-pub(crate) fn aggregate_cache_lookup(aggregate: &'static str, hit: bool) {
-    let outcome = if hit { "hit" } else { "miss" };
-    metrics::counter!(AGGREGATE_CACHE_LOOKUPS_TOTAL, "aggregate" => aggregate, "outcome" => outcome).increment(1);
+pub(crate) fn aggregate_cache_lookup<L: Labels>(hit: bool) {
+    #[cfg(feature = "metrics")]
+    {
+        let key = if hit {
+            static_key!(AGGREGATE_CACHE_LOOKUPS_TOTAL, "aggregate" => L::AGGREGATE, "outcome" => "hit")
+        } else {
+            static_key!(AGGREGATE_CACHE_LOOKUPS_TOTAL, "aggregate" => L::AGGREGATE, "outcome" => "miss")
+        };
+        metrics::with_recorder(|recorder| recorder.register_counter(key, &METADATA)).increment(1);
+    }
+    #[cfg(not(feature = "metrics"))]
+    let _ = hit;
+}
+
+/// A projection parked an event in its dead-letter store.
+pub(crate) fn dead_letter(projection: &str) {
+    #[cfg(feature = "metrics")]
+    metrics::counter!(DEAD_LETTERS_TOTAL, "projection" => projection.to_owned()).increment(1);
+    #[cfg(not(feature = "metrics"))]
+    let _ = projection;
+}
+
+/// A projection's position, how far behind the head it is (if known) and
+/// the age of the last event it handled, in seconds.
+pub(crate) fn projection_position(projection: &str, position: u64, behind: Option<u64>, age_seconds: f64) {
+    #[cfg(feature = "metrics")]
+    {
+        let name = projection.to_owned();
+        #[allow(clippy::cast_precision_loss)] // positions far below 2^52; a gauge
+        metrics::gauge!(PROJECTION_POSITION, "projection" => name.clone()).set(position as f64);
+        if let Some(behind) = behind {
+            #[allow(clippy::cast_precision_loss)]
+            metrics::gauge!(PROJECTION_LAG_EVENTS, "projection" => name.clone()).set(behind as f64);
+        }
+        metrics::gauge!(PROJECTION_LAG_SECONDS, "projection" => name).set(age_seconds);
+    }
+    #[cfg(not(feature = "metrics"))]
+    let _ = (projection, position, behind, age_seconds);
+}
+
+/// A runner found its lease held by another and began to wait.
+pub(crate) fn lease_wait(lease: &str) {
+    #[cfg(feature = "metrics")]
+    metrics::counter!(LEASE_WAITS_TOTAL, "lease" => lease.to_owned()).increment(1);
+    #[cfg(not(feature = "metrics"))]
+    let _ = lease;
 }

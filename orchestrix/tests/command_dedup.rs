@@ -338,3 +338,87 @@ async fn append_many_and_decisions_with_a_command_id_are_applied_once() {
     assert_eq!(first[0].data.get(), r#"{"text":"note 0"}"#);
     assert_eq!(store.head_position().await.unwrap(), Some(3));
 }
+
+/// `execute_decision`: a retried request whose first call's own events
+/// now break the rule is answered with those events without deciding
+/// again; a stream that moved between load and append makes it decide
+/// again on the new state; an empty decision appends nothing; a refusal
+/// without a command id is returned as such.
+#[tokio::test]
+async fn execute_decision_applies_once_and_decides_again_after_a_conflict() {
+    let store: Arc<dyn EventStore> = Arc::new(InMemoryEventStore::new());
+    let app = app_on(Arc::clone(&store));
+    let (a, b) = (opened(&app).await, opened(&app).await);
+    let runs = Arc::new(AtomicUsize::new(0));
+    // Move one unit from `a` to `b` once: refused when `a` is empty.
+    let transfer = |runs: Arc<AtomicUsize>| {
+        move |app: Orchestrix| {
+            let runs = Arc::clone(&runs);
+            async move {
+                runs.fetch_add(1, Ordering::SeqCst);
+                let (from, to) = (app.load::<Account>(a).await?, app.load::<Account>(b).await?);
+                if from.state.balance == 0 {
+                    return Err(CommandError::Rejected(BankError::InsufficientFunds));
+                }
+                Ok(Decision::new()
+                    .append::<Account>(a, from.expected_version(), [AccountEvent::Noted { text: "out".into() }])
+                    .append::<Account>(b, to.expected_version(), [AccountEvent::Deposited { amount: 1 }]))
+            }
+        }
+    };
+
+    // Refused without a command id: nothing is written.
+    let refused = app.execute_decision(CommandOptions::default(), transfer(Arc::clone(&runs))).await;
+    assert!(matches!(refused, Err(CommandError::Rejected(BankError::InsufficientFunds))), "{refused:?}");
+    assert_eq!(stream_of(&*store, b).await.len(), 1);
+
+    app.execute(a, Deposit { amount: 1 }).await.unwrap();
+    let command = Uuid::now_v7();
+    runs.store(0, Ordering::SeqCst);
+    let first = app.execute_decision(with_id(command), transfer(Arc::clone(&runs))).await.unwrap();
+    assert_eq!(first.len(), 2);
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    // Newer events on `a` since the first call: the retry is still answered
+    // by the first call's events.
+    app.execute(a, Spend { amount: 1 }).await.unwrap();
+    let again = app.execute_decision(with_id(command), transfer(Arc::clone(&runs))).await.unwrap();
+    assert_eq!(again.iter().map(|e| e.id).collect::<Vec<_>>(), first.iter().map(|e| e.id).collect::<Vec<_>>());
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "the retry does not decide again");
+    assert_eq!(stream_of(&*store, b).await.len(), 2, "applied once");
+
+    // A writer moves `a` between the decision's load and its append: the
+    // decision runs again on the new state and its append then holds.
+    app.execute(a, Deposit { amount: 5 }).await.unwrap();
+    let interfered = Arc::new(AtomicUsize::new(0));
+    let racing = {
+        let interfered = Arc::clone(&interfered);
+        move |app: Orchestrix| {
+            let interfered = Arc::clone(&interfered);
+            async move {
+                let (from, to) = (app.load::<Account>(a).await?, app.load::<Account>(b).await?);
+                if interfered.fetch_add(1, Ordering::SeqCst) == 0 {
+                    app.execute(a, Deposit { amount: 1 }).await.map_err(|e| match e {
+                        CommandError::Framework(e) => CommandError::Framework(e),
+                        other => panic!("the interfering deposit failed: {other}"),
+                    })?;
+                }
+                Ok(Decision::new()
+                    .append::<Account>(a, from.expected_version(), [AccountEvent::Noted { text: "seen".into() }])
+                    .append::<Account>(b, to.expected_version(), [AccountEvent::Deposited { amount: 1 }]))
+            }
+        }
+    };
+    let written = app.execute_decision::<BankError, _, _>(CommandOptions::default(), racing).await.unwrap();
+    assert_eq!(interfered.load(Ordering::SeqCst), 2, "decided twice: once before the conflict, once after");
+    assert_eq!(written.len(), 2);
+    assert_eq!(app.load::<Account>(a).await.unwrap().state.balance, 7, "1 + 5 + the interfering 1");
+
+    // An empty decision appends nothing.
+    let head = store.head_position().await.unwrap();
+    let nothing = app
+        .execute_decision::<BankError, _, _>(with_id(Uuid::now_v7()), |_app: Orchestrix| async { Ok(Decision::new()) })
+        .await
+        .unwrap();
+    assert!(nothing.is_empty());
+    assert_eq!(store.head_position().await.unwrap(), head);
+}

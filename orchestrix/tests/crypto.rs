@@ -421,3 +421,37 @@ async fn sealed_dead_letters_never_hold_plaintext() {
     assert!(late.iter().all(|letter| !letter.event.data.get().contains("Ada")), "{late:?}");
     assert!(letters.remove(raw[0].id).await.unwrap());
 }
+
+/// An application declares the personal fields of its aggregates' events
+/// to its event store at build: a `CryptoStore` on which nothing was
+/// registered, alone or under a tenant view, encrypts them, records the
+/// subject's stream, and forgets it. Marking a field personal is enough.
+#[tokio::test]
+async fn an_application_declares_its_personal_fields_to_the_store() {
+    use orchestrix::{app::CommandOptions, decision::Decision, tenant::TenantStore};
+    for tenant in [None, Some("acme")] {
+        let crypto = CryptoStore::new(InMemoryEventStore::new(), InMemoryKeyStore::new());
+        assert!(crypto.personal_fields("CustomerRegistered").is_none(), "nothing registered");
+        let events: Arc<dyn EventStore> = match tenant {
+            None => Arc::new(crypto.clone()),
+            Some(tenant) => Arc::new(TenantStore::new(crypto.clone(), tenant).unwrap()),
+        };
+        let app = Orchestrix::builder().event_store(events).aggregate::<Customer>().build().unwrap();
+        assert!(crypto.personal_fields("CustomerRegistered").is_some(), "declared at build");
+        let id = "c-9".to_owned();
+        let decision =
+            Decision::new().append::<Customer>(&id, ExpectedVersion::NoStream, [registered(&id, "Ida Lovelace")]);
+        app.append_many(decision, CommandOptions::default()).await.unwrap();
+
+        let raw: Vec<Arc<RecordedEvent>> =
+            crypto.inner().read_all(0, &EventFilter::all()).map(Result::unwrap).collect().await;
+        assert!(!raw[0].data.get().contains("Ida Lovelace"), "{tenant:?}: stored encrypted");
+        assert!(raw[0].data.get().contains(ENCRYPTED_MARKER));
+        assert_eq!(app.load::<Customer>(&id).await.unwrap().state.name.as_deref(), Some("Ida Lovelace"));
+
+        let report = crypto.forget(&id).await.unwrap();
+        assert!(report.key_deleted, "{tenant:?}: {report:?}");
+        assert_eq!(report.streams.len(), 1, "{tenant:?}: the stream was recorded: {report:?}");
+        assert_eq!(app.load::<Customer>(&id).await.unwrap().state.name, None);
+    }
+}

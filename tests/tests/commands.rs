@@ -79,6 +79,39 @@ fn the_builder_refuses_incomplete_or_ambiguous_configurations() {
         Err(BuildError::MissingService { command: "Post", service }) => assert!(service.ends_with("Auditor")),
         other => panic!("expected a missing service, got {other:?}"),
     }
+    // `id: &String` where `id: &Self::Id` was meant: found at build, with the fix.
+    let id_as_service = Orchestrix::builder().in_memory().aggregate::<Journal>().build();
+    match id_as_service {
+        Err(error @ BuildError::IdTakenAsService { command: "Note", aggregate: "Journal", .. }) => {
+            assert!(error.to_string().contains("write the parameter as `id: &Self::Id`"), "{error}");
+        }
+        other => panic!("expected the id taken as a service, got {other:?}"),
+    }
+}
+
+/// An aggregate whose handler takes its id by its concrete type.
+#[aggregate(event = LedgerEvent, error = Refused, id = String)]
+#[derive(Debug, Default)]
+struct Journal {
+    notes: usize,
+}
+
+impl Journal {
+    fn apply(&mut self, _: &LedgerEvent) {
+        self.notes += 1;
+    }
+}
+
+#[derive(Clone)]
+struct Note;
+
+#[command_handler]
+impl Journal {
+    #[command(requires = any)]
+    #[allow(clippy::ptr_arg)] // the mistake under test: the id's concrete type
+    fn note(&self, _: Note, id: &String) -> Result<LedgerEvent, Refused> {
+        Ok(LedgerEvent::Posted { entry: id.clone(), audit: 0 })
+    }
 }
 
 // An aggregate with an async, service-injected handler.

@@ -52,6 +52,20 @@ fn live_heap_bytes() -> i128 {
         - i128::try_from(stats.bytes_deallocated).unwrap_or(i128::MAX)
 }
 
+/// Heap allocations made by this process so far.
+fn allocations() -> usize {
+    ALLOCATOR.stats().allocations
+}
+
+/// Allocations per operation of `run(ops)`, counted on one extra untimed run.
+async fn allocations_per_op<F: std::future::Future<Output = ()>>(ops: u64, run: impl FnOnce(u64) -> F) -> f64 {
+    let before = allocations();
+    run(ops).await;
+    #[allow(clippy::cast_precision_loss)]
+    let per = (allocations() - before) as f64 / ops as f64;
+    per
+}
+
 /// How long a run is: full, or small enough for CI.
 #[derive(Debug, Clone, Copy)]
 struct Size {

@@ -7,10 +7,6 @@
 //! prints two lines to stdout per command and copies the whole stream on
 //! every commit, so a figure for it would say nothing about cqrs-es.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-
-use chrono::{DateTime, Utc};
 use orchestrix::memory::InMemoryEventStore;
 use orchestrix::{
     envelope::NewEvent,
@@ -18,106 +14,14 @@ use orchestrix::{
     Orchestrix, StreamId, Uuid,
 };
 use orchestrix_benches::ledger::{self, Account, AccountEvent};
+use orchestrix_benches::raw_log::RawStore;
 use orchestrix_benches::{race, round};
-use serde::{Deserialize, Serialize};
 
 use crate::report::{Entry, Row};
-use crate::{live_heap_bytes, Options, Size};
+use crate::{allocations_per_op, live_heap_bytes, Options, Size};
 
 const HISTORY: u64 = 10_000;
 const RAW: &str = "hand-rolled log";
-
-/// A stored row of the hand-rolled log: what an event store must keep.
-#[allow(dead_code)] // kept to be measured, not read back
-struct RawRow {
-    id: Uuid,
-    stream_version: u64,
-    global_position: u64,
-    recorded_at: DateTime<Utc>,
-    event_type: &'static str,
-    data: String,
-    metadata: String,
-}
-
-#[derive(Default)]
-struct RawLog {
-    events: Vec<RawRow>,
-    streams: HashMap<String, Vec<usize>>,
-}
-
-/// The baseline: an append-only log of serialized events with a stream
-/// index, checked against the expected version under one mutex.
-#[derive(Default)]
-struct RawStore {
-    log: Mutex<RawLog>,
-}
-
-#[derive(Serialize)]
-struct OpenedData<'a> {
-    owner: &'a str,
-}
-
-#[derive(Serialize, Deserialize)]
-struct DepositedData {
-    amount: u64,
-}
-
-#[derive(Deserialize)]
-struct OpenedOwned {
-    owner: String,
-}
-
-impl RawStore {
-    /// Appends one event to `stream` if its version is `expected`.
-    fn append(&self, stream: String, expected: u64, event_type: &'static str, data: String) -> bool {
-        let metadata = serde_json::to_string(&ledger::command_metadata()).expect("metadata serializes");
-        let mut log = self.log.lock().expect("not poisoned");
-        let log = &mut *log;
-        let index = log.events.len();
-        let versions = log.streams.entry(stream).or_default();
-        if versions.len() as u64 != expected {
-            return false;
-        }
-        versions.push(index);
-        let stream_version = versions.len() as u64;
-        log.events.push(RawRow {
-            id: Uuid::now_v7(),
-            stream_version,
-            global_position: index as u64 + 1,
-            recorded_at: Utc::now(),
-            event_type,
-            data,
-            metadata,
-        });
-        true
-    }
-
-    fn open(&self, stream: String, owner: &str) {
-        let data = serde_json::to_string(&OpenedData { owner }).expect("serializes");
-        assert!(self.append(stream, 0, "AccountOpened", data), "a new stream");
-    }
-
-    fn deposit(&self, stream: String, version: u64, amount: u64) {
-        let data = serde_json::to_string(&DepositedData { amount }).expect("serializes");
-        assert!(self.append(stream, version, "AccountDeposited", data), "the expected version");
-    }
-
-    /// Replays `stream` into an account: decode every row, apply it.
-    fn rehydrate(&self, stream: &str) -> Account {
-        let log = self.log.lock().expect("not poisoned");
-        let mut account = Account::default();
-        for &index in &log.streams[stream] {
-            let row = &log.events[index];
-            if row.event_type == "AccountOpened" {
-                account.owner = serde_json::from_str::<OpenedOwned>(&row.data).expect("decodes").owner;
-            } else {
-                account.balance += serde_json::from_str::<DepositedData>(&row.data).expect("decodes").amount;
-                account.deposits += 1;
-            }
-        }
-        account
-    }
-}
 
 fn app() -> Orchestrix {
     Orchestrix::builder().event_store(InMemoryEventStore::new()).aggregate::<Account>().build().expect("valid")
@@ -166,6 +70,25 @@ async fn round_trip(size: Size) -> Row {
         ],
     )
     .await;
+    // Allocations per command, on one more (untimed) run of each.
+    let ours = allocations_per_op(ops, |ops| {
+        let app = &orchestrix;
+        async move {
+            for _ in 0..ops {
+                app.execute(Uuid::now_v7(), ledger::Open { owner: "Ada Lovelace".into() }).await.expect("opens");
+            }
+        }
+    })
+    .await;
+    let theirs = allocations_per_op(ops, |ops| {
+        let raw = &raw;
+        async move {
+            for _ in 0..ops {
+                raw.open(format!("Account-{}", Uuid::now_v7()), "Ada Lovelace");
+            }
+        }
+    })
+    .await;
     Row::new(
         "6a",
         "in memory: command round trip, new aggregate",
@@ -173,7 +96,11 @@ async fn round_trip(size: Size) -> Row {
         Entry::new("Orchestrix in-memory", rates[0].per_second),
         Entry::new(RAW, rates[1].per_second),
     )
-    .method(format!("{rounds} rounds of {ops} commands"))
+    .goal("to_baseline", 0.8)
+    .method(format!(
+        "{rounds} rounds of {ops} commands; heap allocations per command (counting allocator): \
+         Orchestrix {ours:.1}, {RAW} {theirs:.1}"
+    ))
     .announce()
 }
 
@@ -217,6 +144,19 @@ async fn rehydrate(size: Size) -> Row {
     .await;
     #[allow(clippy::cast_precision_loss)]
     let events = |rate: f64| rate * HISTORY as f64;
+    // Allocations per rehydrated event, on one more (untimed) load of each.
+    #[allow(clippy::cast_precision_loss)]
+    let history = HISTORY as f64;
+    let ours = allocations_per_op(1, |_| async {
+        repository.load(&id).await.expect("loads");
+    })
+    .await
+        / history;
+    let theirs = allocations_per_op(1, |_| async {
+        raw.rehydrate(&stream);
+    })
+    .await
+        / history;
     Row::new(
         "6b",
         "in memory: rehydrate an aggregate of 10,000 events",
@@ -224,7 +164,11 @@ async fn rehydrate(size: Size) -> Row {
         Entry::new("Orchestrix repository load", events(rates[0].per_second)),
         Entry::new(RAW, events(rates[1].per_second)),
     )
-    .method(format!("{rounds} rounds of {loads} loads"))
+    .goal("to_baseline", 0.8)
+    .method(format!(
+        "{rounds} rounds of {loads} loads; heap allocations per event (counting allocator): \
+         Orchestrix {ours:.3}, {RAW} {theirs:.3}"
+    ))
     .announce()
 }
 

@@ -35,9 +35,14 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// What to start before the api and the worker, printed when no role is
 /// given and when a service is unreachable.
 const SERVICES: &str = "\
-orders needs PostgreSQL and NATS (with JetStream). Start them, for example:
-  docker run -d -p 5432:5432 -e POSTGRES_HOST_AUTH_METHOD=trust -e POSTGRES_DB=test postgres:16
-  docker run -d -p 4222:4222 nats:2 -js
+orders needs PostgreSQL (127.0.0.1:5432, database `test`) and NATS with
+JetStream (127.0.0.1:4222). On the project's machines they run as local
+services (CONTRIBUTING.md); if one is down, start it again with:
+  pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start
+  start-stop-daemon --start --oknodo --background --exec /usr/sbin/nats-server -- \
+      -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server -l /var/log/nats-server.log
+Elsewhere: install PostgreSQL and nats-server from your distribution and
+start them (nats-server needs -js).
 then run the two roles (--pg-url and --nats-url name other servers):
   cargo run -p orders -- api --addr 127.0.0.1:8080
   cargo run -p orders -- worker";

@@ -42,7 +42,10 @@ macro_rules! impl_key_store {
     ($store:ty, $dialect:ty) => {
         #[async_trait::async_trait]
         impl orchestrix::store::KeyStore for $store {
-            async fn key(&self, subject: &str) -> Result<Option<orchestrix::crypto::DataKey>, orchestrix::StoreError> {
+            async fn key(
+                &self,
+                subject: &str,
+            ) -> Result<Option<orchestrix::personal::DataKey>, orchestrix::StoreError> {
                 $crate::common::validate_key("subject", subject)?;
                 let row: Option<(<$dialect as $crate::common::ports::Dialect>::Id, Vec<u8>)> =
                     sqlx::query_as(&self.inner.sql.keys.key)
@@ -54,7 +57,7 @@ macro_rules! impl_key_store {
                     let id = <$dialect as $crate::common::ports::Dialect>::id_from_sql(&id).map_err(|error| {
                         orchestrix::StoreError::Backend(format!("a key id is not a UUID: {error}").into())
                     })?;
-                    orchestrix::crypto::DataKey::from_parts(id, &material)
+                    orchestrix::personal::DataKey::from_parts(id, &material)
                 })
                 .transpose()
             }
@@ -62,9 +65,9 @@ macro_rules! impl_key_store {
             async fn key_or_create(
                 &self,
                 subject: &str,
-            ) -> Result<orchestrix::crypto::DataKey, orchestrix::StoreError> {
+            ) -> Result<orchestrix::personal::DataKey, orchestrix::StoreError> {
                 $crate::common::validate_key("subject", subject)?;
-                let key = orchestrix::crypto::DataKey::generate();
+                let key = orchestrix::personal::DataKey::generate();
                 // A racing creator's INSERT waits for (PostgreSQL) or
                 // follows (SQLite) the first one's commit, then does
                 // nothing; the read below sees the winner's key, unless the

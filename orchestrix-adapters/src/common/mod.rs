@@ -356,6 +356,33 @@ pub(crate) fn snapshot_from_row(
     Ok(Snapshot { stream: stream.clone(), version: version_u64, schema_version, state, taken_at })
 }
 
+/// A row of the grouped stream listing (type, id, version, count, last
+/// position) as an [`orchestrix::store::StreamSummary`]; a stored name
+/// that is no stream id is a [`StoreError::Backend`] error.
+pub(crate) fn stream_summary(
+    (category, id, version, events, last): (String, String, i64, i64, i64),
+) -> Result<orchestrix::store::StreamSummary, StoreError> {
+    let stream = StreamId::new(category, id)
+        .map_err(|e| StoreError::backend(format!("a stored stream name is not a stream id: {e}")))?;
+    let unsigned = |n: i64| u64::try_from(n).unwrap_or(0);
+    Ok(orchestrix::store::StreamSummary::new(stream, unsigned(version), unsigned(events), unsigned(last)))
+}
+
+/// The parameters of the grouped stream listing, in its order: type, id
+/// prefix, after (type, id), limit.
+pub(crate) fn listing_params(
+    listing: &orchestrix::store::StreamListing,
+) -> (Option<&str>, Option<&str>, Option<&str>, Option<&str>, i64) {
+    let after = listing.after_stream();
+    (
+        listing.category(),
+        listing.id_prefix(),
+        after.map(StreamId::category),
+        after.map(StreamId::id),
+        i64::try_from(listing.limit()).unwrap_or(i64::MAX),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -202,7 +202,16 @@ impl Http {
 const ERROR_BODY_LIMIT: usize = 4096;
 
 /// The client the adapter builds when the configuration brings none.
+///
+/// With `eventsourcingdb-tls`, reqwest is built without a crypto provider
+/// of its own (no aws-lc-rs): it uses rustls's process-wide default, which
+/// is set to *ring* here when the program installed none.
 fn build_client(config: &EsdbConfig) -> Result<reqwest::Client, StoreError> {
+    #[cfg(feature = "eventsourcingdb-tls")]
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        // Another thread may install one meanwhile: theirs wins, fine.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
     #[cfg_attr(not(feature = "eventsourcingdb-tls"), allow(unused_mut))]
     let mut builder =
         reqwest::Client::builder().connect_timeout(config.connect_timeout).pool_idle_timeout(Duration::from_secs(30));

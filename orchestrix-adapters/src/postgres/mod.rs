@@ -60,6 +60,7 @@ mod projection;
 mod read;
 mod retag;
 mod schema;
+mod tls;
 
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -68,7 +69,7 @@ use orchestrix::envelope::{NewEvent, RecordedEvent};
 use orchestrix::query::{AppendCondition, Query};
 use orchestrix::store::{EventFilter, EventStore, EventStream, ExpectedVersion, StreamAppend};
 use orchestrix::{StoreError, StreamId};
-use sqlx::postgres::PgPoolOptions;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 use tokio::sync::{watch, Notify};
 use tokio::task::AbortHandle;
@@ -79,6 +80,7 @@ pub use config::{PgConfig, ACQUIRE_TIMEOUT, DEFAULT_GROUP_COMMIT, DEFAULT_SUBSCR
 pub use lease::PgLease;
 pub use projection::{PgProjection, PgProjectionOptions};
 pub use schema::migration_sql;
+pub use tls::PgTlsError;
 
 use crate::common::{map_err, paged};
 use group_commit::GroupCommit;
@@ -96,8 +98,8 @@ pub const GROUP_COMMIT_APPENDS: &str = "orchestrix_pg_group_commit_appends";
 pub const GROUP_COMMIT_ALONE_TOTAL: &str = "orchestrix_pg_group_commit_alone_total";
 
 /// Describes the PostgreSQL adapter's metrics to the installed recorder
-/// (units and help texts), as [`orchestrix::telemetry::describe`] does for
-/// the core's.
+/// (units and help texts), as `orchestrix::telemetry::describe` (feature
+/// `metrics` of orchestrix) does for the core's.
 pub fn describe_metrics() {
     use metrics::{describe_counter, describe_histogram, Unit};
     describe_histogram!(GROUP_COMMIT_APPENDS, Unit::Count, "Appends carried by one group-commit statement.");
@@ -151,15 +153,36 @@ impl Drop for Inner {
 
 impl PgStore {
     /// Connects a pool to `url` (for example
-    /// `postgres://postgres@127.0.0.1:5432/test`). Does not create tables:
-    /// call [`PgStore::migrate`] or apply [`migration_sql`].
+    /// `postgres://postgres@127.0.0.1:5432/test`, or with TLS
+    /// `postgres://app@db.internal/app?sslmode=verify-full&sslrootcert=/etc/ca.pem`,
+    /// feature `postgres-tls`). Does not create tables: call
+    /// [`PgStore::migrate`] or apply [`migration_sql`].
+    ///
+    /// A URL that cannot be read is [`StoreError::InvalidInput`]. A
+    /// connection that cannot be secured as the URL asks (or that the
+    /// server refuses unencrypted) is [`StoreError::Backend`] holding a
+    /// [`PgTlsError`] that says what to change (ADR 0040); a server that
+    /// cannot be reached is [`StoreError::Unavailable`].
     pub async fn connect(url: &str, config: PgConfig) -> Result<Self, StoreError> {
+        let options: PgConnectOptions =
+            url.parse().map_err(|e| StoreError::InvalidInput(format!("the PostgreSQL URL cannot be read: {e}")))?;
+        Self::connect_with(options, config).await
+    }
+
+    /// [`PgStore::connect`] with options built in code, for example a
+    /// root certificate held in memory
+    /// (`PgConnectOptions::ssl_root_cert_from_pem`).
+    pub async fn connect_with(options: PgConnectOptions, config: PgConfig) -> Result<Self, StoreError> {
+        tls::check_options(&options).map_err(|e| StoreError::Backend(Box::new(e)))?;
         let pool = PgPoolOptions::new()
             .max_connections(config.max_connections)
             .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect(url)
+            .connect_with(options.clone())
             .await
-            .map_err(map_err)?;
+            .map_err(|e| match tls::classify(&e, &options) {
+                Some(tls) => StoreError::Backend(Box::new(tls)),
+                None => map_err(e),
+            })?;
         Ok(Self::from_pool(pool, config))
     }
 
@@ -255,6 +278,13 @@ impl EventStore for PgStore {
 
     async fn stream_version(&self, stream: &StreamId) -> Result<Option<u64>, StoreError> {
         self.fetch_version(stream).await
+    }
+
+    async fn list_streams(
+        &self,
+        listing: &orchestrix::store::StreamListing,
+    ) -> Result<Vec<orchestrix::store::StreamSummary>, StoreError> {
+        self.stream_page(listing).await
     }
 
     async fn head_position(&self) -> Result<Option<u64>, StoreError> {

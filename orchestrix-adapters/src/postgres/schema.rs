@@ -397,6 +397,8 @@ pub(super) struct Sql {
     /// Removes a guard's placeholder row (by position) before commit.
     pub(super) guard_release: String,
     pub(super) stream_version: String,
+    /// A page of streams (ADR 0041), bytewise (`C`): `$1` type, `$2` id prefix, `$3`/`$4` after, `$5` limit.
+    pub(super) list_streams: String,
     pub(super) read_stream: String,
     pub(super) head_and_watermark: String,
     /// The watermark of this statement's snapshot and whether committed
@@ -458,6 +460,12 @@ impl Sql {
             guard_release: format!("DELETE FROM {events} WHERE global_position = $1"),
             stream_version: format!(
                 "SELECT stream_version FROM {events} WHERE {stream_match} ORDER BY stream_version DESC LIMIT 1"
+            ),
+            list_streams: format!(
+                "SELECT category, aggregate_id, max(stream_version), count(*), max(global_position) FROM {events} \
+                 WHERE ($1::text IS NULL OR category = $1) AND ($2::text IS NULL OR left(aggregate_id, length($2)) = $2) \
+                 AND ($3::text IS NULL OR category COLLATE \"C\" > $3 OR (category = $3 AND aggregate_id COLLATE \"C\" > $4::text)) \
+                 GROUP BY category, aggregate_id ORDER BY category COLLATE \"C\", aggregate_id COLLATE \"C\" LIMIT $5"
             ),
             read_stream: format!(
                 "SELECT {COLUMNS} FROM {events} WHERE {stream_match} AND stream_version >= $3 \

@@ -193,6 +193,13 @@ impl EventStore for SqliteStore {
         self.fetch_version(&self.inner.pool, stream).await
     }
 
+    async fn list_streams(
+        &self,
+        listing: &orchestrix::store::StreamListing,
+    ) -> Result<Vec<orchestrix::store::StreamSummary>, StoreError> {
+        self.stream_page(listing).await
+    }
+
     async fn head_position(&self) -> Result<Option<u64>, StoreError> {
         self.inner.head().await
     }

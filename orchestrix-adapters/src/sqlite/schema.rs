@@ -109,6 +109,9 @@ pub(super) struct Sql {
     /// index alone guards).
     pub(super) append_checked: String,
     pub(super) stream_version: String,
+    /// A page of streams (ADR 0041): `?1` type, `?2` id prefix, `?3`/`?4`
+    /// after (type, id), `?5` limit; TEXT compares bytewise (BINARY).
+    pub(super) list_streams: String,
     pub(super) read_stream: String,
     pub(super) read_all: String,
     pub(super) head: String,
@@ -169,6 +172,12 @@ impl Sql {
             ),
             stream_version: format!(
                 "SELECT max(stream_version) FROM {p}events WHERE category = ?1 AND aggregate_id = ?2"
+            ),
+            list_streams: format!(
+                "SELECT category, aggregate_id, max(stream_version), count(*), max(global_position) FROM {p}events \
+                 WHERE (?1 IS NULL OR category = ?1) AND (?2 IS NULL OR substr(aggregate_id, 1, length(?2)) = ?2) \
+                 AND (?3 IS NULL OR category > ?3 OR (category = ?3 AND aggregate_id > ?4)) \
+                 GROUP BY category, aggregate_id ORDER BY category, aggregate_id LIMIT ?5"
             ),
             read_stream: format!(
                 "SELECT {COLUMNS} FROM {p}events WHERE category = ?1 AND aggregate_id = ?2 AND stream_version >= ?3 \

@@ -2,7 +2,7 @@
 //! commands (`CommandHandlerBlock`, which the `CommandSet` impl of
 //! `#[aggregate]` reads), or `StandaloneCommand` for a free function.
 
-use proc_macro2::{Group, Span, TokenStream, TokenTree};
+use proc_macro2::{Span, TokenStream};
 use quote::{quote, quote_spanned};
 use syn::spanned::Spanned;
 
@@ -53,24 +53,6 @@ pub(crate) fn expand(model: &Model) -> TokenStream {
     }
 }
 
-/// Gives every token of `tokens` the span `span`, so that a type error in
-/// generated code is reported at the user's tokens and nowhere else.
-fn respan(tokens: TokenStream, span: Span) -> TokenStream {
-    tokens
-        .into_iter()
-        .map(|mut tree| {
-            if let TokenTree::Group(group) = &tree {
-                let mut new = Group::new(group.delimiter(), respan(group.stream(), span));
-                new.set_span(span);
-                tree = TokenTree::Group(new);
-            } else {
-                tree.set_span(span);
-            }
-            tree
-        })
-        .collect()
-}
-
 /// Where to report a type error about `ty`: its name (`Error` in
 /// `std::io::Error`), as a span cannot cover several tokens.
 fn type_span(ty: &syn::Type) -> Span {
@@ -102,7 +84,7 @@ fn events(krate: &TokenStream, aggregate: &syn::Type, handler: &Handler) -> Toke
         ),
     };
     let span = type_span(&ty);
-    let annotated = respan(annotated, span);
+    let annotated = common::respan(annotated, span);
     let value = quote_spanned!(span=> __orchestrix_ok);
     quote! {{
         let __orchestrix_checked: #annotated = #value;
@@ -113,7 +95,7 @@ fn events(krate: &TokenStream, aggregate: &syn::Type, handler: &Handler) -> Toke
 /// The `Err` value as the aggregate's error, checked the same way.
 fn error(krate: &TokenStream, aggregate: &syn::Type, err: &syn::Type) -> TokenStream {
     let span = type_span(err);
-    let annotated = respan(quote!(<#aggregate as #krate::Aggregate>::Error), span);
+    let annotated = common::respan(quote!(<#aggregate as #krate::Aggregate>::Error), span);
     let value = quote_spanned!(span=> __orchestrix_err);
     quote! {{
         let __orchestrix_checked: #annotated = #value;

@@ -117,7 +117,7 @@ pub(crate) fn parse(cx: &mut Ctxt, args: TokenStream, item: syn::Item) -> Model 
     let krate = common::krate(attr::parse_handler_args(cx, args));
     match item {
         syn::Item::Impl(mut item) => {
-            if let Some((_, path, _)) = &item.trait_ {
+            if let Some((path, _)) = &item.trait_ {
                 cx.error_spanned_by(path, "`#[command_handler]` goes on an inherent impl block of an aggregate (`impl Account { .. }`), not on a trait impl");
             }
             if !item.generics.params.is_empty() {
@@ -232,7 +232,7 @@ fn handler(cx: &mut Ctxt, sig: &syn::Signature, in_impl: bool) -> Checked {
         inputs.next();
         has_receiver = true;
         let shared_ref =
-            receiver.reference.is_some() && receiver.mutability.is_none() && receiver.colon_token.is_none();
+            matches!(receiver.kind, syn::ReceiverKind::Reference(_, _, None)) && receiver.mutability.is_none();
         if !shared_ref {
             cx.error_spanned_by(
                 receiver,

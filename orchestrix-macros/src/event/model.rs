@@ -18,7 +18,7 @@ pub(crate) enum Shape {
     /// `{ a: A, b: B }`: a JSON object with these fields.
     Named(Vec<NamedField>),
     /// `(Inner)`: the inner value's own serialization.
-    Newtype(Type),
+    Newtype(Box<Type>),
     /// No fields: `{}`.
     Unit,
 }
@@ -252,7 +252,7 @@ fn parse_enum(cx: &mut Ctxt, mut item: syn::ItemEnum) -> (syn::ItemEnum, Vec<Var
                         "`#[serde]` attributes on a newtype variant's field have no effect: put them on the inner type",
                     );
                 }
-                Shape::Newtype(field.ty.clone())
+                Shape::Newtype(Box::new(field.ty.clone()))
             }
             Fields::Unnamed(fields) => {
                 personal::reject_on_unnamed(cx, fields.unnamed.iter_mut());

@@ -30,6 +30,9 @@ pub(crate) struct Personal {
     pub(crate) field: String,
     /// The name of the field that identifies the data subject.
     pub(crate) subject: String,
+    /// Where `personal` is written: the place of the error when the
+    /// `crypto` feature is off.
+    pub(crate) at: Span,
 }
 
 /// One validated tag field.
@@ -215,7 +218,7 @@ fn validate(cx: &mut Ctxt, names: &[(Ident, bool)], marked: &[Marked], container
                 format_args!("the subject field `{subject}` cannot carry `#[serde(...)]` attributes: the store finds it by its Rust name"),
             );
         }
-        personal.push(Personal { field: m.field.to_string(), subject: subject.to_string() });
+        personal.push(Personal { field: m.field.to_string(), subject: subject.to_string(), at: m.at });
     }
     if !marked.is_empty() {
         for attr in container {
@@ -311,16 +314,22 @@ pub(crate) fn reject_on_unnamed<'a>(cx: &mut Ctxt, fields: impl Iterator<Item = 
     }
 }
 
-/// The tokens of one stored type's `PersonalData`.
+/// The tokens of one stored type's `PersonalData`: an expression, behind
+/// `if_crypto!` at the first `personal` key, so that without the `crypto`
+/// feature of orchestrix (which encrypts these fields) the declaration is
+/// one clear error there rather than personal data stored in clear.
 pub(crate) fn personal_data(krate: &TokenStream, event_type: &str, fields: &[Personal]) -> TokenStream {
     let names = fields.iter().map(|p| &p.field);
     let subjects = fields.iter().map(|p| &p.subject);
-    quote::quote! {
+    let at = fields.first().map_or_else(Span::call_site, |p| p.at);
+    let data = quote::quote! {
         #krate::__private::PersonalData {
             event_type: #event_type,
             fields: &[#(#krate::__private::PersonalField { name: #names, subject: #subjects }),*],
         }
-    }
+    };
+    let guard = common::respan(quote::quote!(#krate::__private::if_crypto!), at);
+    quote::quote_spanned!(at=> #guard { #data })
 }
 
 /// The body of `Event::tags` for one variant's or struct's tag fields,

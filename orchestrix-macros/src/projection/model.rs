@@ -54,7 +54,7 @@ pub(crate) fn parse(cx: &mut Ctxt, args: TokenStream, item: syn::Item) -> Model 
         return Model::Other(item.into_token_stream());
     };
     let mut implementable = true;
-    if let Some((_, path, _)) = &item.trait_ {
+    if let Some((path, _)) = &item.trait_ {
         cx.error_spanned_by(
             path,
             "`#[projection]` goes on an inherent impl block, not a trait impl: write `impl MyView { .. }`",
@@ -156,7 +156,7 @@ fn handler(cx: &mut Ctxt, sig: &syn::Signature) -> Option<Handler> {
     let ident = &sig.ident;
     let mut inputs = sig.inputs.iter().peekable();
     if let Some(FnArg::Receiver(r)) = inputs.peek() {
-        if r.reference.is_none() || r.mutability.is_none() || r.colon_token.is_some() {
+        if !matches!(r.kind, syn::ReceiverKind::Reference(_, _, Some(_))) {
             cx.error_spanned_by(r, "a projection handler takes `&mut self`: it updates the read model");
             ok = false;
         }

@@ -28,6 +28,20 @@ pub enum BuildError {
         /// The service type.
         service: &'static str,
     },
+    /// A handler takes a parameter of its aggregate's id type written as
+    /// that type (`id: &Uuid`), which reads as an injected service; the
+    /// aggregate's id is taken as `id: &Self::Id`.
+    #[error(
+        "command `{command}`'s handler takes `&{id_type}`, the id type of `{aggregate}`, which is read as an injected service that is not registered; to receive the aggregate's id, write the parameter as `id: &Self::Id`"
+    )]
+    IdTakenAsService {
+        /// The command.
+        command: &'static str,
+        /// The aggregate.
+        aggregate: &'static str,
+        /// The id type, as written.
+        id_type: &'static str,
+    },
     /// Two registrations handle the same command type.
     #[error("command `{command}` is handled by both {first} and {second}")]
     DuplicateCommand {
@@ -56,6 +70,12 @@ pub(super) struct Registration {
     owner: &'static str,
     commands: Vec<CommandDescriptor>,
     slot: Option<(TypeId, SlotFactory)>,
+    /// The aggregate's id type, to tell a handler that meant to take the
+    /// id from one that needs a service.
+    id_type: Option<TypeId>,
+    /// The aggregate's event types with personal fields, declared to the
+    /// event store at build.
+    personal: &'static [crate::personal::PersonalData],
 }
 
 type SlotFactory = Box<dyn FnOnce(&Arc<dyn EventStore>, Option<&Arc<dyn SnapshotStore>>, usize) -> Slot>;
@@ -106,6 +126,8 @@ impl OrchestrixBuilder {
             owner: A::NAME,
             commands: A::commands(),
             slot: Some((TypeId::of::<A>(), factory)),
+            id_type: Some(TypeId::of::<A::Id>()),
+            personal: <A::Event as crate::event::Event>::personal_data(),
         });
         self
     }
@@ -116,6 +138,8 @@ impl OrchestrixBuilder {
             owner: "a standalone handler",
             commands: vec![CommandDescriptor::standalone::<C>()],
             slot: None,
+            id_type: None,
+            personal: &[],
         });
         self
     }
@@ -150,8 +174,8 @@ impl OrchestrixBuilder {
     /// Checks the configuration and builds the application.
     pub fn build(self) -> Result<Orchestrix, BuildError> {
         let events = self.events.ok_or(BuildError::MissingEventStore)?;
-        let mut commands: HashMap<TypeId, &'static str> = HashMap::new();
-        let mut aggregates = HashMap::new();
+        let mut commands: super::TypeMap<&'static str> = super::TypeMap::default();
+        let mut aggregates = super::TypeMap::default();
         for registration in self.registrations {
             for command in &registration.commands {
                 if let Some(first) = commands.insert(command.type_id, registration.owner) {
@@ -164,10 +188,26 @@ impl OrchestrixBuilder {
                 if let Some(service) = command.service {
                     let provided =
                         service.type_id == TypeId::of::<Orchestrix>() || self.services.contains_key(&service.type_id);
+                    if !provided && registration.id_type == Some(service.type_id) {
+                        return Err(BuildError::IdTakenAsService {
+                            command: command.name,
+                            aggregate: registration.owner,
+                            id_type: service.name,
+                        });
+                    }
                     if !provided {
                         return Err(BuildError::MissingService { command: command.name, service: service.name });
                     }
                 }
+            }
+            if !registration.personal.is_empty() && !events.declare_personal_data(registration.personal) {
+                let types: Vec<&str> = registration.personal.iter().map(|data| data.event_type).collect();
+                tracing::warn!(
+                    aggregate = registration.owner,
+                    event_types = ?types,
+                    "orchestrix: these events have fields marked personal, and the event store does not encrypt them: \
+                     they are stored in clear; wrap the store in `orchestrix::crypto::CryptoStore` to encrypt them"
+                );
             }
             if let Some((type_id, factory)) = registration.slot {
                 aggregates.insert(type_id, factory(&events, self.snapshots.as_ref(), self.cache_capacity));

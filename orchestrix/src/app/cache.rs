@@ -1,10 +1,10 @@
 //! The aggregates the command bus keeps between commands: least recently
 //! used first out, with hit and miss counts.
 
+use std::collections::{BTreeMap, HashMap};
+use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-
-use hashlink::LinkedHashMap;
 
 use crate::aggregate::Aggregate;
 use crate::repository::Loaded;
@@ -46,7 +46,7 @@ impl CacheStats {
 /// capacity are in flight the cache holds one entry per command.
 pub(super) struct AggregateCache<A: Aggregate> {
     /// Least recently used first.
-    entries: Mutex<LinkedHashMap<A::Id, CacheEntry<A>>>,
+    entries: Mutex<Recency<A::Id, CacheEntry<A>>>,
     capacity: usize,
     hits: AtomicU64,
     misses: AtomicU64,
@@ -58,7 +58,7 @@ pub(super) struct AggregateCache<A: Aggregate> {
 impl<A: Aggregate> AggregateCache<A> {
     pub(super) fn new(capacity: usize) -> Self {
         Self {
-            entries: Mutex::new(LinkedHashMap::new()),
+            entries: Mutex::new(Recency::default()),
             capacity,
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
@@ -87,7 +87,7 @@ impl<A: Aggregate> AggregateCache<A> {
     /// command holds are evicted first.
     pub(super) fn entry(&self, id: &A::Id) -> CacheEntry<A> {
         let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(entry) = entries.to_back(id) {
+        if let Some(entry) = entries.touch(id) {
             return Arc::clone(entry);
         }
         while entries.len() >= self.capacity.max(1) {
@@ -106,7 +106,7 @@ impl<A: Aggregate> AggregateCache<A> {
     pub(super) fn record(&self, hit: bool) {
         let counter = if hit { &self.hits } else { &self.misses };
         counter.fetch_add(1, Ordering::Relaxed);
-        telemetry::aggregate_cache_lookup(A::NAME, hit);
+        telemetry::aggregate_cache_lookup::<super::slot::Named<A>>(hit);
     }
 
     /// The counts so far.
@@ -122,6 +122,63 @@ impl<A: Aggregate> AggregateCache<A> {
     #[cfg(test)]
     fn len(&self) -> usize {
         self.entries.lock().unwrap_or_else(PoisonError::into_inner).len()
+    }
+}
+
+/// A map that knows the order its keys were last used in: each value with
+/// the tick of its last use, and the keys by tick (least recent first).
+/// Touching, inserting and removing take a logarithmic time; nothing is
+/// cloned.
+struct Recency<K, V> {
+    values: HashMap<K, (V, u64)>,
+    by_use: BTreeMap<u64, K>,
+    clock: u64,
+}
+
+impl<K, V> Default for Recency<K, V> {
+    fn default() -> Self {
+        Self { values: HashMap::new(), by_use: BTreeMap::new(), clock: 0 }
+    }
+}
+
+impl<K: Clone + Eq + Hash, V> Recency<K, V> {
+    /// The value of `key`, which becomes the most recently used.
+    fn touch(&mut self, key: &K) -> Option<&V> {
+        let (value, tick) = self.values.get_mut(key)?;
+        self.clock += 1;
+        let key = self.by_use.remove(tick).expect("every value's tick is in the order");
+        *tick = self.clock;
+        self.by_use.insert(self.clock, key);
+        Some(value)
+    }
+
+    /// Inserts `key` (absent) as the most recently used.
+    fn insert(&mut self, key: K, value: V) {
+        self.clock += 1;
+        if let Some((_, old)) = self.values.insert(key.clone(), (value, self.clock)) {
+            self.by_use.remove(&old);
+        }
+        self.by_use.insert(self.clock, key);
+    }
+
+    fn remove(&mut self, key: &K) {
+        if let Some((_, tick)) = self.values.remove(key) {
+            self.by_use.remove(&tick);
+        }
+    }
+
+    /// The entries, least recently used first.
+    fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
+        self.by_use.values().map(|key| (key, &self.values[key].0))
+    }
+
+    fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    fn clear(&mut self) {
+        self.values.clear();
+        self.by_use.clear();
     }
 }
 

@@ -65,6 +65,23 @@ fn existence_verdict<A: Aggregate>(
     }
 }
 
+/// The metric labels of a command `C`, or of an aggregate `A` (with no
+/// command), as constants ([`telemetry::Labels`]).
+pub(super) struct Named<T>(std::marker::PhantomData<T>);
+
+impl<A: Aggregate> telemetry::Labels for Named<A> {
+    const COMMAND: &'static str = "";
+    const AGGREGATE: &'static str = A::NAME;
+}
+
+/// [`Named`] for a command: its name and its aggregate's.
+pub(super) struct CommandNamed<C>(std::marker::PhantomData<C>);
+
+impl<C: AggregateCommand> telemetry::Labels for CommandNamed<C> {
+    const COMMAND: &'static str = C::NAME;
+    const AGGREGATE: &'static str = <C::Aggregate as Aggregate>::NAME;
+}
+
 /// Everything the bus keeps per registered aggregate type.
 pub(super) struct AggregateSlot<A: Aggregate> {
     pub(super) repository: Repository<A>,
@@ -169,7 +186,7 @@ impl<A: Aggregate> AggregateSlot<A> {
                 return Err(fail(error));
             }
         };
-        telemetry::events_appended(A::NAME, records.len());
+        telemetry::events_appended_by::<Named<A>>(records.len());
         for event in &events {
             loaded.state.apply(event);
         }
@@ -217,7 +234,7 @@ impl<A: Aggregate> AggregateSlot<A> {
 
     async fn is_stale(&self, id: &A::Id, version: u64) -> Result<bool, Error> {
         let stream = Repository::<A>::stream_id(id)?;
-        Ok(self.repository_events().stream_version(&stream).await?.unwrap_or(0) != version)
+        Ok((**self.repository_events()).stream_version(&stream).await?.unwrap_or(0) != version)
     }
 
     fn repository_events(&self) -> &Arc<dyn EventStore> {

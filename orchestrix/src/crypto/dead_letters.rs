@@ -57,6 +57,7 @@ impl<S> CryptoStore<S> {
             inner: (),
             keys: Arc::clone(&self.keys),
             personal: Arc::clone(&self.personal),
+            declared: Arc::clone(&self.declared),
             erasure: Arc::clone(&self.erasure),
         };
         SealedDeadLetters { inner, crypto }

@@ -24,7 +24,10 @@
 //!   pseudonym the key is filed under.
 //! - **Where it happens**: [`CryptoStore`] wraps any [`EventStore`]. Appends
 //!   encrypt the personal fields of the event types registered with
-//!   [`CryptoStore::register`]; reads, global reads and subscriptions
+//!   [`CryptoStore::register`] or declared by an application built on the
+//!   store (the events of its aggregates, at
+//!   [`build`](crate::app::OrchestrixBuilder::build):
+//!   [`EventStore::declare_personal_data`]); reads, global reads and subscriptions
 //!   decrypt, looking the key up for every encrypted event (no cache, so
 //!   a deletion takes effect on the next event read, even in a running
 //!   subscription).
@@ -58,8 +61,9 @@
 //!
 //! **What it does not cover**: data you copied out of the events into
 //! places without a hook (a read model, an e-mail sent, a log line of your
-//! own); fields you did not mark personal; event types that are not
-//! registered (written in plain text). Database pages, WAL archives and
+//! own); fields you did not mark personal; event types that are neither
+//! registered nor declared by an application (appended directly, written
+//! in plain text). Database pages, WAL archives and
 //! backups keep deleted keys until they are reclaimed or expire. Another
 //! process's aggregate cache learns of a `forget` when its store polls the
 //! key store ([`CryptoStore::refresh_erasures`], about every second while
@@ -111,7 +115,7 @@ mod seal;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -181,6 +185,9 @@ pub struct CryptoStore<S> {
     inner: S,
     keys: Arc<dyn KeyStore>,
     personal: Arc<Registry>,
+    /// Event types declared by applications built on this store
+    /// ([`EventStore::declare_personal_data`]), beside the registered ones.
+    declared: Arc<RwLock<HashMap<&'static str, &'static [PersonalField]>>>,
     erasure: Arc<Erasure>,
 }
 
@@ -209,11 +216,16 @@ impl<S> CryptoStore<S> {
             inner,
             keys: crate::store::shared::<_, dyn KeyStore>(keys, |keys| Arc::new(keys)),
             personal: Arc::default(),
+            declared: Arc::default(),
             erasure: Arc::default(),
         }
     }
 
     /// Encrypts the personal fields of `E`'s stored types from now on.
+    /// An application built on this store does it for the events of its
+    /// registered aggregates ([`EventStore::declare_personal_data`]);
+    /// register the event types you append otherwise (directly, or from a
+    /// standalone handler).
     #[must_use]
     pub fn register<E: Event>(mut self) -> Self {
         let personal = Arc::make_mut(&mut self.personal);
@@ -281,9 +293,14 @@ impl<S> CryptoStore<S> {
         Arc::get_mut(&mut self.erasure).unwrap_or_else(|| unreachable!("the erasure targets were just made unique"))
     }
 
-    /// The personal fields of a stored type, if it is registered.
+    /// The personal fields of a stored type, if it is registered or was
+    /// declared by an application built on this store.
     pub fn personal_fields(&self, event_type: &str) -> Option<&[PersonalField]> {
-        self.personal.events.get(event_type).map(Vec::as_slice)
+        self.personal.events.get(event_type).map(Vec::as_slice).or_else(|| {
+            let declared: Option<&'static [PersonalField]> =
+                self.declared.read().unwrap_or_else(PoisonError::into_inner).get(event_type).copied();
+            declared
+        })
     }
 
     /// The wrapped store, which holds the encrypted form.
@@ -313,7 +330,7 @@ impl<S> CryptoStore<S> {
             let saga = object.get("saga").and_then(Value::as_str)?;
             return self.personal.sagas.get(saga).map(Vec::as_slice);
         }
-        self.personal.events.get(event_type).map(Vec::as_slice)
+        self.personal_fields(event_type)
     }
 
     /// Encrypts the personal fields of `event`, if its type is registered;
@@ -334,7 +351,7 @@ impl<S> CryptoStore<S> {
         mode: SealMode,
         subjects: &mut BTreeSet<String>,
     ) -> Result<Option<Box<RawValue>>, StoreError> {
-        let registered = event_type == SAGA_STARTED || self.personal.events.contains_key(event_type);
+        let registered = event_type == SAGA_STARTED || self.personal_fields(event_type).is_some();
         if !registered || (event_type == SAGA_STARTED && self.personal.sagas.is_empty()) {
             return Ok(None);
         }
@@ -561,6 +578,14 @@ impl<S: EventStore> EventStore for CryptoStore<S> {
     /// inner store's generation.
     fn erasure_generation(&self) -> u64 {
         self.erasure.generation.load(Ordering::Acquire).wrapping_add(self.inner.erasure_generation())
+    }
+
+    fn declare_personal_data(&self, data: &'static [PersonalData]) -> bool {
+        let mut declared = self.declared.write().unwrap_or_else(PoisonError::into_inner);
+        for event in data {
+            declared.entry(event.event_type).or_insert(event.fields);
+        }
+        true
     }
 }
 

@@ -1,5 +1,6 @@
 //! The events a saga instance records about itself.
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::Value;
@@ -105,11 +106,75 @@ pub struct SagaFailed {
     pub compensation_error: Option<String>,
 }
 
+/// What a step's decision hook (or a wait's outcome) decided, when it did
+/// not run the step's action (ADR 0038).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum DecidedAs {
+    /// The step was skipped: the saga goes on with the next one.
+    Skip,
+    /// The step was deferred until [`SagaStepDecided::until`].
+    Retry,
+    /// The saga completes now; the steps after this one do not run.
+    Finish,
+}
+
+/// A step's hook (or a wait's outcome) decided not to run the step now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SagaStepDecided {
+    /// The step's index.
+    pub step: usize,
+    /// The step's name.
+    pub name: String,
+    /// What was decided.
+    pub decision: DecidedAs,
+    /// For [`DecidedAs::Retry`]: when the step is decided again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<DateTime<Utc>>,
+    /// Why, if the hook said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// An attempt of a step that has a decision hook was refused: the hook
+/// decides what comes next (retry, give up, skip, finish).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SagaStepAttemptFailed {
+    /// The step's index.
+    pub step: usize,
+    /// The step's name.
+    pub name: String,
+    /// Why, with the error's sources.
+    pub error: String,
+    /// Whether the attempt ran out of time.
+    #[serde(default)]
+    pub timed_out: bool,
+}
+
+/// A waiting step began to wait for an event, until a deadline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SagaStepWaiting {
+    /// The step's index.
+    pub step: usize,
+    /// The step's name.
+    pub name: String,
+    /// The stored type of the awaited event.
+    pub event_type: String,
+    /// The stream the awaited event is looked for in.
+    pub stream: String,
+    /// When the wait ends without the event, if it is bounded: absolute,
+    /// so that it survives restarts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<DateTime<Utc>>,
+}
+
 /// Everything a saga instance records about itself.
 ///
 /// Each variant is stored under its own type name (`SagaStarted`, …),
 /// schema version 1, with the payload's fields as tag-free JSON.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum SagaEvent {
     /// `SagaStarted`.
     Started(SagaStarted),
@@ -127,6 +192,12 @@ pub enum SagaEvent {
     Completed(SagaCompleted),
     /// `SagaFailed`.
     Failed(SagaFailed),
+    /// `SagaStepDecided`.
+    StepDecided(SagaStepDecided),
+    /// `SagaStepAttemptFailed`.
+    StepAttemptFailed(SagaStepAttemptFailed),
+    /// `SagaStepWaiting`.
+    StepWaiting(SagaStepWaiting),
 }
 
 pub(crate) const STARTED: &str = "SagaStarted";
@@ -137,8 +208,11 @@ pub(crate) const COMPENSATION_STARTED: &str = "SagaCompensationStarted";
 pub(crate) const STEP_COMPENSATED: &str = "SagaStepCompensated";
 pub(crate) const COMPLETED: &str = "SagaCompleted";
 pub(crate) const FAILED: &str = "SagaFailed";
+pub(crate) const STEP_DECIDED: &str = "SagaStepDecided";
+pub(crate) const STEP_ATTEMPT_FAILED: &str = "SagaStepAttemptFailed";
+pub(crate) const STEP_WAITING: &str = "SagaStepWaiting";
 
-static TYPES: [EventType; 8] = [
+static TYPES: [EventType; 11] = [
     EventType { name: STARTED, version: 1 },
     EventType { name: STEP_STARTED, version: 1 },
     EventType { name: STEP_COMPLETED, version: 1 },
@@ -147,6 +221,9 @@ static TYPES: [EventType; 8] = [
     EventType { name: STEP_COMPENSATED, version: 1 },
     EventType { name: COMPLETED, version: 1 },
     EventType { name: FAILED, version: 1 },
+    EventType { name: STEP_DECIDED, version: 1 },
+    EventType { name: STEP_ATTEMPT_FAILED, version: 1 },
+    EventType { name: STEP_WAITING, version: 1 },
 ];
 
 impl Event for SagaEvent {
@@ -164,6 +241,9 @@ impl Event for SagaEvent {
             Self::StepCompensated(_) => STEP_COMPENSATED,
             Self::Completed(_) => COMPLETED,
             Self::Failed(_) => FAILED,
+            Self::StepDecided(_) => STEP_DECIDED,
+            Self::StepAttemptFailed(_) => STEP_ATTEMPT_FAILED,
+            Self::StepWaiting(_) => STEP_WAITING,
         }
     }
 
@@ -181,6 +261,9 @@ impl Event for SagaEvent {
             Self::StepCompensated(e) => encode_raw(e),
             Self::Completed(e) => encode_raw(e),
             Self::Failed(e) => encode_raw(e),
+            Self::StepDecided(e) => encode_raw(e),
+            Self::StepAttemptFailed(e) => encode_raw(e),
+            Self::StepWaiting(e) => encode_raw(e),
         }
     }
 
@@ -194,6 +277,9 @@ impl Event for SagaEvent {
             STEP_COMPENSATED => decode_versioned(data, schema_version, 1, &[]).map(Self::StepCompensated),
             COMPLETED => decode_versioned(data, schema_version, 1, &[]).map(Self::Completed),
             FAILED => decode_versioned(data, schema_version, 1, &[]).map(Self::Failed),
+            STEP_DECIDED => decode_versioned(data, schema_version, 1, &[]).map(Self::StepDecided),
+            STEP_ATTEMPT_FAILED => decode_versioned(data, schema_version, 1, &[]).map(Self::StepAttemptFailed),
+            STEP_WAITING => decode_versioned(data, schema_version, 1, &[]).map(Self::StepWaiting),
             _ => Err(DecodeErrorKind::UnknownType),
         }
     }
@@ -235,6 +321,26 @@ mod tests {
                 failed_compensation: None,
                 compensation_error: None,
             }),
+            SagaEvent::StepDecided(SagaStepDecided {
+                step: 1,
+                name: "credit".into(),
+                decision: DecidedAs::Retry,
+                until: Some(DateTime::UNIX_EPOCH),
+                reason: Some("later".into()),
+            }),
+            SagaEvent::StepAttemptFailed(SagaStepAttemptFailed {
+                step: 1,
+                name: "credit".into(),
+                error: "declined".into(),
+                timed_out: false,
+            }),
+            SagaEvent::StepWaiting(SagaStepWaiting {
+                step: 1,
+                name: "paid".into(),
+                event_type: "InvoicePaid".into(),
+                stream: "Invoice/1".into(),
+                deadline: None,
+            }),
         ];
         for (event, expected) in events.iter().zip(&TYPES) {
             assert_eq!(event.event_type(), expected.name);
@@ -244,9 +350,24 @@ mod tests {
             assert_eq!(&back, event);
         }
         assert_eq!(SagaEvent::Completed(SagaCompleted {}).encode().unwrap().get(), "{}");
+        assert_eq!(events.len(), TYPES.len());
         assert!(matches!(
             SagaEvent::decode("Other", 1, &RawValue::from_string("{}".into()).unwrap()),
             Err(DecodeErrorKind::UnknownType)
         ));
+    }
+
+    /// Streams written before ADR 0038 hold the eight old types with the
+    /// same payloads: they decode unchanged.
+    #[test]
+    fn old_payloads_still_decode() {
+        let raw = |s: &str| RawValue::from_string(s.to_owned()).unwrap();
+        let started = raw(
+            r#"{"saga":"T","data":{"a":1},"correlation_id":"00000000-0000-0000-0000-000000000000","trigger":"00000000-0000-0000-0000-000000000000","steps":["a"]}"#,
+        );
+        assert!(matches!(SagaEvent::decode(STARTED, 1, &started), Ok(SagaEvent::Started(_))));
+        let failed = raw(r#"{"step":0,"name":"a","error":"no"}"#);
+        assert!(matches!(SagaEvent::decode(STEP_FAILED, 1, &failed), Ok(SagaEvent::StepFailed(f)) if !f.timed_out));
+        assert!(matches!(SagaEvent::decode(COMPLETED, 1, &raw("{}")), Ok(SagaEvent::Completed(_))));
     }
 }

@@ -1,5 +1,6 @@
 //! A saga manager's runner under a lease: one active runner per saga kind
-//! across everyone who shares the leases (ADR 0007, ADR 0032).
+//! across everyone who shares the leases (ADR 0007, ADR 0032); and the
+//! ticker that drives waiting instances (ADR 0038), with or without one.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -59,7 +60,7 @@ pub(super) async fn run<S: Saga>(
             tracing::warn!(saga = S::NAME, error = %render(&error), "could not resume every unfinished saga; their start events come again");
         }
         let mut runner = engine.spawn(manager.clone(), options);
-        let mut ended = follow(&manager, &mut runner, &control).await;
+        let mut ended = follow(&manager, &mut runner, &control, true).await;
         if matches!(ended, Ended::Runner) && manager.lease_slot().lock().await.is_none() {
             // The runner stopped because a step found the lease gone.
             ended = Ended::LeaseLost;
@@ -79,21 +80,44 @@ pub(super) async fn run<S: Saga>(
     }
 }
 
-/// Mirrors the engine runner's status on the leased handle, checks the
-/// lease every [`LEASE_CHECK`], and says why it stopped following.
+/// The task behind the handle of a manager without a lease whose
+/// definition waits or decides: run the manager in `engine` and drive the
+/// waiting instances every tick.
+pub(super) async fn run_unleased<S: Saga>(
+    manager: SagaManager<S>,
+    engine: ProjectionEngine,
+    options: ProjectionOptions,
+    control: RunnerControl,
+) -> Result<SagaManager<S>, ProjectionError> {
+    let mut runner = engine.spawn(manager.clone(), options);
+    match follow(&manager, &mut runner, &control, false).await {
+        Ended::Stop => runner.stop().await,
+        Ended::Runner | Ended::LeaseLost => runner.join().await,
+    }
+}
+
+/// Mirrors the engine runner's status on the handle, checks the lease
+/// every [`LEASE_CHECK`] if `leased`, drives the waiting instances every
+/// tick if the definition waits or decides, and says why it stopped
+/// following.
 async fn follow<S: Saga>(
     manager: &SagaManager<S>,
     runner: &mut ProjectionHandle<SagaManager<S>>,
     control: &RunnerControl,
+    leased: bool,
 ) -> Ended {
     enum Wake {
         Stop,
         Check,
+        Tick,
         Moved,
     }
     let mut stop = control.stop_signal();
     let mut check = tokio::time::interval(LEASE_CHECK);
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let ticking = manager.needs_ticker();
+    let mut tick = tokio::time::interval(manager.tick_interval());
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let status = runner.status();
         let position = status.position;
@@ -107,12 +131,21 @@ async fn follow<S: Saga>(
         }
         let wake = tokio::select! {
             _ = stop.changed() => Wake::Stop,
-            _ = check.tick() => Wake::Check,
+            _ = check.tick(), if leased => Wake::Check,
+            _ = tick.tick(), if ticking => Wake::Tick,
             _ = runner.wait_for_position(position + 1, LEASE_CHECK) => Wake::Moved,
         };
         match wake {
             Wake::Stop => return Ended::Stop,
             Wake::Moved => {}
+            Wake::Tick => {
+                if let Err(error) = manager.tick().await {
+                    tracing::warn!(saga = S::NAME, error = %render(&error), "driving the waiting sagas failed; the next tick tries again");
+                    if leased && matches!(error, super::SagaError::LeaseNotHeld { .. }) {
+                        return Ended::LeaseLost;
+                    }
+                }
+            }
             Wake::Check => {
                 let mut held = manager.lease_slot().lock().await;
                 let checked = match held.as_mut() {

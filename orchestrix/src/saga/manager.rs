@@ -1,129 +1,35 @@
-//! Running saga instances: start, drive, compensate, resume.
+//! A saga manager: its settings, starting instances, resuming them, and
+//! running as a projection. Driving an instance is in `drive.rs` (and
+//! `flow.rs`: waits and groups).
 
 use std::borrow::Cow;
 use std::collections::HashSet;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
-use serde_json::Value;
-use tracing::Instrument;
 use uuid::Uuid;
 
-use super::events::{
-    SagaCompensationStarted, SagaCompleted, SagaEvent, SagaFailed, SagaStarted, SagaStepCompensated, SagaStepCompleted,
-    SagaStepFailed, SagaStepStarted, COMPLETED, FAILED, STARTED,
-};
-use super::state::{Next, SagaInstance};
-use super::step::{step_id, Step, StepAction, StepError, StepKind};
-use super::Saga;
-use crate::app::{CommandOptions, Orchestrix};
-use crate::envelope::{Envelope, Metadata, NewEvent, RecordedEvent};
-use crate::error::{render_chain as render, BoxError, Error, StoreError};
+use super::clock::{Clock, SystemClock};
+use super::events::{SagaEvent, SagaStarted, COMPLETED, FAILED, STARTED};
+use super::plan::Plan;
+use super::state::{SagaInstance, SagaStatus};
+use super::step::Step;
+use super::{Saga, SagaError};
+use crate::app::Orchestrix;
+use crate::envelope::{Envelope, Metadata, RecordedEvent};
+use crate::error::{BoxError, Error, StoreError};
 use crate::lease::{Lease, Leases};
 use crate::projection::{Projection, ProjectionEngine, ProjectionHandle, ProjectionOptions};
 use crate::store::{EventFilter, ExpectedVersion};
 use crate::stream::StreamId;
 
-/// Why a saga operation failed. Every variant but
-/// [`SagaError::DefinitionChanged`] and [`SagaError::Data`] may pass: the
-/// instance stays where it was, and driving it again picks it up there.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum SagaError {
-    /// A port failed, or a stored event could not be decoded.
-    #[error(transparent)]
-    Framework(#[from] Error),
-    /// The saga's [`Saga::start`] failed on an event.
-    #[error("saga `{saga}` could not decide whether event `{event}` starts an instance: {source}")]
-    Start {
-        /// The saga kind.
-        saga: &'static str,
-        /// The event's id.
-        event: Uuid,
-        /// The saga's error.
-        #[source]
-        source: BoxError,
-    },
-    /// No instance has this id.
-    #[error("saga `{saga}` has no instance `{id}`")]
-    NotFound {
-        /// The saga kind.
-        saga: &'static str,
-        /// The instance id.
-        id: Uuid,
-    },
-    /// The instance was started by a definition with other steps.
-    #[error(
-        "saga `{saga}` instance `{id}` was started with the steps {stored:?}, but the definition now has {defined:?}; \
-         finish it with the code that started it, or give changed steps to a new saga kind"
-    )]
-    DefinitionChanged {
-        /// The saga kind.
-        saga: &'static str,
-        /// The instance id.
-        id: Uuid,
-        /// The step names the instance recorded.
-        stored: Vec<String>,
-        /// The step names of the definition.
-        defined: Vec<String>,
-    },
-    /// The instance's data does not deserialize into [`Saga::Data`].
-    #[error("saga `{saga}` instance `{id}`: the stored data does not match the saga's data type: {source}")]
-    Data {
-        /// The saga kind.
-        saga: &'static str,
-        /// The instance id.
-        id: Uuid,
-        /// The deserializer's error.
-        #[source]
-        source: serde_json::Error,
-    },
-    /// The instance's stream does not begin with `SagaStarted`.
-    #[error("saga `{saga}` instance `{id}`: its stream does not begin with `SagaStarted`")]
-    Corrupt {
-        /// The saga kind.
-        saga: &'static str,
-        /// The instance id.
-        id: Uuid,
-    },
-    /// A step's outcome is unknown for now (its store did not answer, its
-    /// command kept conflicting); the step is checked and tried again when
-    /// the instance is driven again.
-    #[error("saga `{saga}` instance `{id}`, step `{step}`: {source}")]
-    Step {
-        /// The saga kind.
-        saga: &'static str,
-        /// The instance id.
-        id: Uuid,
-        /// The step's name.
-        step: String,
-        /// What went wrong.
-        #[source]
-        source: BoxError,
-    },
-    /// The manager runs under a lease ([`SagaManager::with_leases`]) and
-    /// does not hold it, or no longer: another runner may, so this one
-    /// did not run the step. The instance stays where it was.
-    #[error("saga `{saga}`: this runner does not hold the lease `{lease}`, so it runs no step: {source}")]
-    LeaseNotHeld {
-        /// The saga kind.
-        saga: &'static str,
-        /// The lease's name.
-        lease: String,
-        /// Why the lease is not held.
-        #[source]
-        source: StoreError,
-    },
-}
-
-impl From<StoreError> for SagaError {
-    fn from(error: StoreError) -> Self {
-        Self::Framework(Error::Store(error))
-    }
-}
+/// How often a spawned manager drives its waiting instances, unless
+/// [`SagaManager::with_tick`] says otherwise.
+pub const DEFAULT_TICK: Duration = Duration::from_secs(1);
 
 /// Runs the instances of one saga definition against an application.
 ///
@@ -145,15 +51,25 @@ pub struct SagaManager<S: Saga> {
     inner: Arc<Inner<S>>,
 }
 
-struct Inner<S: Saga> {
-    app: Orchestrix,
+pub(super) struct Inner<S: Saga> {
+    pub(super) app: Orchestrix,
     saga: S,
     steps: Vec<Step<S::Data>>,
+    /// The definition flattened, or why it cannot run.
+    pub(super) plan: Result<Plan<S::Data>, String>,
     category: String,
     /// Where the lease comes from, if the manager runs under one.
-    leases: std::sync::Mutex<Option<Arc<dyn Leases>>>,
+    leases: Mutex<Option<Arc<dyn Leases>>>,
     /// The lease, while this manager's runner holds it.
     lease: tokio::sync::Mutex<Option<Box<dyn Lease>>>,
+    /// The clock deadlines are compared with.
+    clock: Mutex<Arc<dyn Clock>>,
+    /// How often the ticker drives the waiting instances.
+    tick: Mutex<Duration>,
+    /// The instances this manager left waiting.
+    parked: Mutex<HashSet<Uuid>>,
+    /// Held while an instance is driven: the handler and the ticker take turns.
+    driving: tokio::sync::Mutex<()>,
 }
 
 impl<S: Saga> Clone for SagaManager<S> {
@@ -168,23 +84,23 @@ impl<S: Saga> fmt::Debug for SagaManager<S> {
     }
 }
 
-/// How one execution of an action or compensation ended.
-enum Outcome {
-    Applied,
-    Failed { error: String, timed_out: bool },
-}
-
 impl<S: Saga> SagaManager<S> {
     /// A manager of `saga`'s instances, sending their commands through `app`.
     pub fn new(app: Orchestrix, saga: S) -> Self {
         let steps = saga.steps();
+        let plan = Plan::new(&steps);
         let inner = Inner {
             app,
             saga,
             steps,
+            plan,
             category: Self::category(),
-            leases: std::sync::Mutex::new(None),
+            leases: Mutex::new(None),
             lease: tokio::sync::Mutex::new(None),
+            clock: Mutex::new(Arc::new(SystemClock)),
+            tick: Mutex::new(DEFAULT_TICK),
+            parked: Mutex::new(HashSet::new()),
+            driving: tokio::sync::Mutex::new(()),
         };
         Self { inner: Arc::new(inner) }
     }
@@ -215,6 +131,104 @@ impl<S: Saga> SagaManager<S> {
         &self.inner.steps
     }
 
+    /// The names of the steps an instance records: the definition's
+    /// steps, each group replaced by its members (`<group>/<member>`).
+    pub fn step_names(&self) -> Vec<String> {
+        match &self.inner.plan {
+            Ok(plan) => plan.steps.iter().map(|s| s.name().to_owned()).collect(),
+            Err(_) => self.inner.steps.iter().map(|s| s.name().to_owned()).collect(),
+        }
+    }
+
+    /// Compares deadlines and deferrals with `clock` instead of the
+    /// system's (a [`ManualClock`](super::ManualClock) in tests). Clones
+    /// share the setting.
+    pub fn with_clock(self, clock: impl Clock) -> Self {
+        *self.inner.clock.lock().unwrap_or_else(PoisonError::into_inner) = Arc::new(clock);
+        self
+    }
+
+    /// Drives the waiting instances every `tick` once spawned (default
+    /// [`DEFAULT_TICK`]): an awaited event is noticed, and a deadline fires,
+    /// within one tick. Clones share the setting.
+    pub fn with_tick(self, tick: Duration) -> Self {
+        *self.inner.tick.lock().unwrap_or_else(PoisonError::into_inner) = tick.max(Duration::from_millis(1));
+        self
+    }
+
+    /// The clock's current time.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.inner.clock.lock().unwrap_or_else(PoisonError::into_inner).now()
+    }
+
+    /// The ticker's interval.
+    pub(super) fn tick_interval(&self) -> Duration {
+        *self.inner.tick.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether the definition has steps that wait or decide, and so needs
+    /// a ticker when spawned.
+    pub(super) fn needs_ticker(&self) -> bool {
+        self.inner.plan.as_ref().is_ok_and(|plan| plan.steps.iter().any(|s| s.is_wait() || s.has_decision()))
+    }
+
+    /// The flattened definition, or why it cannot run.
+    pub(super) fn plan(&self) -> Result<&Plan<S::Data>, SagaError> {
+        self.inner
+            .plan
+            .as_ref()
+            .map_err(|reason| SagaError::InvalidDefinition { saga: S::NAME, reason: reason.clone() })
+    }
+
+    /// The lock the drivers of instances take turns with.
+    pub(super) fn driving(&self) -> &tokio::sync::Mutex<()> {
+        &self.inner.driving
+    }
+
+    /// Remembers whether `instance` waits, for [`SagaManager::tick`].
+    pub(super) fn remember<D>(&self, instance: &SagaInstance<D>) {
+        let mut parked = self.inner.parked.lock().unwrap_or_else(PoisonError::into_inner);
+        if instance.status == SagaStatus::Waiting {
+            parked.insert(instance.id);
+        } else {
+            parked.remove(&instance.id);
+        }
+    }
+
+    /// The ids of the instances this manager left waiting (by driving
+    /// them, including through [`SagaManager::resume_incomplete`]).
+    pub fn waiting(&self) -> Vec<Uuid> {
+        let mut ids: Vec<Uuid> =
+            self.inner.parked.lock().unwrap_or_else(PoisonError::into_inner).iter().copied().collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// Drives every instance this manager left waiting, so that those
+    /// whose event arrived or whose time came move on, and returns those
+    /// that are no longer waiting. A spawned manager's ticker calls it
+    /// every [`SagaManager::with_tick`] interval; call it yourself when you
+    /// drive instances by hand.
+    ///
+    /// An instance that cannot be driven now (its step is in doubt, the
+    /// store did not answer) is logged and stays waiting, to be tried again
+    /// at the next tick, so that it does not hold up the others. Only
+    /// [`SagaError::LeaseNotHeld`] ends the tick early, as an error.
+    pub async fn tick(&self) -> Result<Vec<SagaInstance<S::Data>>, SagaError> {
+        let mut moved = Vec::new();
+        for id in self.waiting() {
+            match self.drive(id).await {
+                Ok(instance) if instance.status == SagaStatus::Waiting => {}
+                Ok(instance) => moved.push(instance),
+                Err(error @ SagaError::LeaseNotHeld { .. }) => return Err(error),
+                Err(error) => {
+                    tracing::warn!(saga = S::NAME, saga_id = %id, error = %crate::error::render_chain(&error), "a waiting saga could not be driven; the next tick tries again");
+                }
+            }
+        }
+        Ok(moved)
+    }
+
     /// Runs this manager only while it holds the lease
     /// [`SagaManager::lease_name`] from `leases`: the condition under
     /// which each step runs exactly once (ADR 0007) enforced, for every
@@ -223,7 +237,7 @@ impl<S: Saga> SagaManager<S> {
     /// [`crate::memory::InMemoryLeases`]). Clones share the setting. See
     /// [`SagaManager::spawn`].
     pub fn with_leases(self, leases: impl Leases) -> Self {
-        *self.inner.leases.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Arc::new(leases));
+        *self.inner.leases.lock().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(leases));
         self
     }
 
@@ -234,7 +248,7 @@ impl<S: Saga> SagaManager<S> {
     }
 
     fn leases(&self) -> Option<Arc<dyn Leases>> {
-        self.inner.leases.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+        self.inner.leases.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     /// Resumes every unfinished instance, then runs the manager in the
@@ -248,6 +262,11 @@ impl<S: Saga> SagaManager<S> {
     /// execution, and if the lease is lost it stops the manager and
     /// stands by again. Such a handle does not offer
     /// [`ProjectionHandle::retry_dead_letter`].
+    ///
+    /// A definition with steps that wait or decide (ADR 0038) also gets a
+    /// ticker: every [`SagaManager::with_tick`] interval the runner calls
+    /// [`SagaManager::tick`] (under the lease, if any). Its handle does not
+    /// offer [`ProjectionHandle::retry_dead_letter`] either.
     pub async fn spawn(
         self,
         engine: &ProjectionEngine,
@@ -260,13 +279,19 @@ impl<S: Saga> SagaManager<S> {
             }));
         }
         self.resume_incomplete().await?;
-        Ok(engine.spawn(self, options))
+        if !self.needs_ticker() {
+            return Ok(engine.spawn(self, options));
+        }
+        let engine = engine.clone();
+        Ok(ProjectionHandle::spawn_runner(Self::category(), move |control| {
+            super::lease::run_unleased(self, engine, options, control)
+        }))
     }
 
     /// With leases: fails unless this manager holds its lease, checked
     /// now. Called right before every step's execution, so that a runner
     /// that lost its lease runs nothing more.
-    async fn fence(&self) -> Result<(), SagaError> {
+    pub(super) async fn fence(&self) -> Result<(), SagaError> {
         if self.leases().is_none() {
             return Ok(());
         }
@@ -317,6 +342,7 @@ impl<S: Saga> SagaManager<S> {
     /// Records the start of the instance `event` starts, if it does and the
     /// instance does not exist yet, and returns its id.
     pub async fn begin(&self, event: &RecordedEvent) -> Result<Option<Uuid>, SagaError> {
+        let plan = self.plan()?;
         let saga = &self.inner.saga;
         let data = saga.start(event).map_err(|source| SagaError::Start { saga: S::NAME, event: event.id, source })?;
         let Some(data) = data else { return Ok(None) };
@@ -333,7 +359,7 @@ impl<S: Saga> SagaManager<S> {
                 .map_err(|source| Error::Serialize { what: "the data of a saga", source })?,
             correlation_id,
             trigger: event.id,
-            steps: self.inner.steps.iter().map(|s| s.name().to_owned()).collect(),
+            steps: plan.steps.iter().map(|s| s.name().to_owned()).collect(),
             tenant: event.metadata.tenant.clone(),
             traceparent: event.metadata.traceparent.clone(),
         });
@@ -344,7 +370,7 @@ impl<S: Saga> SagaManager<S> {
             traceparent: event.metadata.traceparent.clone(),
             ..Metadata::default()
         };
-        match store.append(&stream, ExpectedVersion::NoStream, vec![encode(&started, metadata)?]).await {
+        match store.append(&stream, ExpectedVersion::NoStream, vec![super::drive::encode(&started, metadata)?]).await {
             Ok(_) => {
                 tracing::debug!(saga = S::NAME, %saga_id, trigger = %event.id, "saga started");
                 Ok(Some(saga_id))
@@ -353,127 +379,6 @@ impl<S: Saga> SagaManager<S> {
             Err(error) if error.is_conflict() => Ok(Some(saga_id)),
             Err(error) => Err(error.into()),
         }
-    }
-
-    /// Drives the instance `saga_id` to its end from wherever it is, and
-    /// returns its final state.
-    ///
-    /// A step whose outcome is unknown (it started, but neither its
-    /// completion nor its failure was recorded) is first checked with
-    /// [`StepAction::already_applied`]: if it took effect, it is recorded
-    /// as done rather than run again.
-    pub async fn drive(&self, saga_id: Uuid) -> Result<SagaInstance<S::Data>, SagaError> {
-        let span = tracing::info_span!("orchestrix.saga", saga = S::NAME, %saga_id);
-        self.drive_inner(saga_id).instrument(span).await
-    }
-
-    fn step_span_fields(saga_id: Uuid, step: &str, kind: &'static str, step_id: Uuid) -> tracing::Span {
-        tracing::info_span!(
-            "orchestrix.saga.step",
-            saga = S::NAME,
-            %saga_id,
-            step,
-            kind,
-            %step_id,
-            outcome = tracing::field::Empty,
-            error = tracing::field::Empty,
-            otel.status_code = tracing::field::Empty,
-        )
-    }
-
-    async fn drive_inner(&self, saga_id: Uuid) -> Result<SagaInstance<S::Data>, SagaError> {
-        let mut instance = self.load(saga_id).await?.ok_or(SagaError::NotFound { saga: S::NAME, id: saga_id })?;
-        self.check_definition(&instance)?;
-        let data: S::Data = serde_json::from_value(instance.data.clone()).map_err(|source| SagaError::Data {
-            saga: S::NAME,
-            id: saga_id,
-            source,
-        })?;
-        let steps = &self.inner.steps;
-        loop {
-            match instance.next(|i| steps.get(i).is_some_and(Step::has_compensation)) {
-                Next::Done => break,
-                Next::Complete => {
-                    let cause = instance.trigger;
-                    self.record(&mut instance, SagaEvent::Completed(SagaCompleted {}), cause).await?;
-                }
-                Next::Fail => {
-                    let failed = SagaFailed {
-                        error: instance.error.clone().unwrap_or_default(),
-                        failed_compensation: None,
-                        compensation_error: None,
-                    };
-                    let cause = instance.trigger;
-                    self.record(&mut instance, SagaEvent::Failed(failed), cause).await?;
-                }
-                Next::Act { step, in_doubt } => {
-                    let definition = &steps[step];
-                    let name = definition.name().to_owned();
-                    let id = step_id(saga_id, step, StepKind::Action);
-                    if !in_doubt {
-                        let started = SagaStepStarted { step, name: name.clone(), step_id: id };
-                        if !self.record(&mut instance, SagaEvent::StepStarted(started), id).await? {
-                            continue;
-                        }
-                    }
-                    self.fence().await?;
-                    let action = definition.action.as_ref();
-                    let span = Self::step_span_fields(saga_id, &name, "action", id);
-                    let outcome = self
-                        .run(action, &data, &instance, id, definition.step_timeout(), in_doubt)
-                        .instrument(span.clone())
-                        .await;
-                    record_step(&span, &outcome);
-                    let event = match outcome.map_err(|e| Self::step_error(saga_id, &name, e))? {
-                        Outcome::Applied => SagaEvent::StepCompleted(SagaStepCompleted { step, name }),
-                        Outcome::Failed { error, timed_out } => {
-                            tracing::info!(step = %name, %error, timed_out, "saga step failed; compensating");
-                            SagaEvent::StepFailed(SagaStepFailed { step, name, error, timed_out })
-                        }
-                    };
-                    self.record(&mut instance, event, id).await?;
-                }
-                Next::Compensate { step, in_doubt } => {
-                    let definition = &steps[step];
-                    let name = definition.name().to_owned();
-                    let id = step_id(saga_id, step, StepKind::Compensation);
-                    let Some(compensation) = definition.compensation.as_deref() else {
-                        // Only reachable if the definition lost a compensation
-                        // since the instance began compensating: nothing to undo.
-                        let done = SagaStepCompensated { step, name };
-                        self.record(&mut instance, SagaEvent::StepCompensated(done), id).await?;
-                        continue;
-                    };
-                    if !in_doubt {
-                        let started = SagaCompensationStarted { step, name: name.clone(), step_id: id };
-                        if !self.record(&mut instance, SagaEvent::CompensationStarted(started), id).await? {
-                            continue;
-                        }
-                    }
-                    self.fence().await?;
-                    let span = Self::step_span_fields(saga_id, &name, "compensation", id);
-                    let outcome = self
-                        .run(compensation, &data, &instance, id, definition.step_timeout(), in_doubt)
-                        .instrument(span.clone())
-                        .await;
-                    record_step(&span, &outcome);
-                    let event = match outcome.map_err(|e| Self::step_error(saga_id, &name, e))? {
-                        Outcome::Applied => SagaEvent::StepCompensated(SagaStepCompensated { step, name }),
-                        Outcome::Failed { error, .. } => {
-                            tracing::warn!(step = %name, %error, "saga compensation failed; the saga needs a human");
-                            SagaEvent::Failed(SagaFailed {
-                                error: instance.error.clone().unwrap_or_default(),
-                                failed_compensation: Some(step),
-                                compensation_error: Some(format!("compensation of `{name}` failed: {error}")),
-                            })
-                        }
-                    };
-                    self.record(&mut instance, event, id).await?;
-                }
-            }
-        }
-        tracing::debug!(status = ?instance.status, "saga ended");
-        Self::typed(instance)
     }
 
     /// The ids of the instances that started but did not end, in the order
@@ -512,149 +417,6 @@ impl<S: Saga> SagaManager<S> {
         }
         Ok(resumed)
     }
-
-    /// Runs one execution of an action or compensation, checking first
-    /// whether an execution in doubt already took effect.
-    async fn run(
-        &self,
-        action: &dyn StepAction<S::Data>,
-        data: &S::Data,
-        instance: &SagaInstance<Value>,
-        id: Uuid,
-        timeout: Duration,
-        in_doubt: bool,
-    ) -> Result<Outcome, BoxError> {
-        let app = &self.inner.app;
-        if in_doubt && action.already_applied(app, data, id).await? {
-            tracing::info!(step_id = %id, "a step in doubt had taken effect; not running it again");
-            return Ok(Outcome::Applied);
-        }
-        let options = CommandOptions {
-            command_id: Some(id),
-            correlation_id: Some(instance.correlation_id),
-            causation_id: Some(id),
-            tenant: instance.tenant.clone(),
-            traceparent: instance.traceparent.clone(),
-            ..CommandOptions::default()
-        };
-        match tokio::time::timeout(timeout, action.execute(app, data, options)).await {
-            Ok(Ok(())) => Ok(Outcome::Applied),
-            Ok(Err(StepError::Failed(error))) => Ok(Outcome::Failed { error, timed_out: false }),
-            Ok(Err(StepError::Transient(error))) => Err(error),
-            Err(_) => {
-                // The execution was dropped; it may have taken effect before.
-                if action.already_applied(app, data, id).await? {
-                    Ok(Outcome::Applied)
-                } else {
-                    Ok(Outcome::Failed { error: format!("timed out after {timeout:?}"), timed_out: true })
-                }
-            }
-        }
-    }
-
-    fn step_error(id: Uuid, step: &str, source: BoxError) -> SagaError {
-        tracing::warn!(step, error = %render(&*source), "saga step in doubt; it will be checked and retried");
-        SagaError::Step { saga: S::NAME, id, step: step.to_owned(), source }
-    }
-
-    fn check_definition(&self, instance: &SagaInstance<Value>) -> Result<(), SagaError> {
-        let defined = self.inner.steps.iter().map(Step::name);
-        if instance.steps.iter().map(|s| s.name.as_str()).eq(defined) {
-            return Ok(());
-        }
-        Err(SagaError::DefinitionChanged {
-            saga: S::NAME,
-            id: instance.id,
-            stored: instance.steps.iter().map(|s| s.name.clone()).collect(),
-            defined: self.inner.steps.iter().map(|s| s.name().to_owned()).collect(),
-        })
-    }
-
-    fn typed(instance: SagaInstance<Value>) -> Result<SagaInstance<S::Data>, SagaError> {
-        let id = instance.id;
-        let data = serde_json::from_value(instance.data.clone()).map_err(|source| SagaError::Data {
-            saga: S::NAME,
-            id,
-            source,
-        })?;
-        Ok(instance.map_data(|_| data))
-    }
-
-    /// Rebuilds the instance from its stream.
-    async fn load(&self, saga_id: Uuid) -> Result<Option<SagaInstance<Value>>, SagaError> {
-        let stream = Self::stream_id(saga_id)?;
-        let mut records = self.inner.app.event_store().read_stream(&stream, 1);
-        let mut instance: Option<SagaInstance<Value>> = None;
-        while let Some(record) = records.next().await {
-            let record = record?;
-            let event: SagaEvent = record.decode().map_err(Error::from)?;
-            if let Some(instance) = &mut instance {
-                instance.apply(&event, record.stream_version);
-            } else {
-                let mut first = SagaInstance::from_first(saga_id, &event)
-                    .ok_or(SagaError::Corrupt { saga: S::NAME, id: saga_id })?;
-                first.version = record.stream_version;
-                instance = Some(first);
-            }
-        }
-        Ok(instance)
-    }
-
-    /// Appends one event if the instance's stream is still where `instance`
-    /// says. On a conflict (another runner moved it), reloads `instance` and
-    /// returns `false`.
-    async fn record(
-        &self,
-        instance: &mut SagaInstance<Value>,
-        event: SagaEvent,
-        causation_id: Uuid,
-    ) -> Result<bool, SagaError> {
-        let metadata = Metadata {
-            correlation_id: Some(instance.correlation_id),
-            causation_id: Some(causation_id),
-            tenant: instance.tenant.clone(),
-            traceparent: instance.traceparent.clone(),
-            ..Metadata::default()
-        };
-        let stream = Self::stream_id(instance.id)?;
-        let expected = ExpectedVersion::Exact(instance.version);
-        match self.inner.app.event_store().append(&stream, expected, vec![encode(&event, metadata)?]).await {
-            Ok(records) => {
-                let version = records.last().map_or(instance.version + 1, |r| r.stream_version);
-                instance.apply(&event, version);
-                Ok(true)
-            }
-            Err(error) if error.is_conflict() => {
-                tracing::debug!(saga_id = %instance.id, "another runner moved the saga; reloading");
-                *instance =
-                    self.load(instance.id).await?.ok_or(SagaError::NotFound { saga: S::NAME, id: instance.id })?;
-                Ok(false)
-            }
-            Err(error) => Err(error.into()),
-        }
-    }
-}
-
-/// Records how a saga step's execution ended on its span.
-fn record_step(span: &tracing::Span, outcome: &Result<Outcome, BoxError>) {
-    match outcome {
-        Ok(Outcome::Applied) => {
-            span.record("outcome", "applied");
-        }
-        Ok(Outcome::Failed { error, timed_out }) => {
-            span.record("outcome", if *timed_out { "timed_out" } else { "failed" });
-            span.record("error", error.as_str());
-        }
-        Err(error) => {
-            span.record("outcome", "in_doubt");
-            span.record("error", tracing::field::display(render(&**error)));
-            span.record("otel.status_code", "ERROR");
-        }
-    }
-}
-
-fn encode(event: &SagaEvent, metadata: Metadata) -> Result<NewEvent, Error> {
-    NewEvent::encode(event, metadata).map_err(|source| Error::Serialize { what: "a saga event", source })
 }
 
 #[async_trait]

@@ -40,13 +40,35 @@
 //! [`crate::telemetry::LEASE_WAITS_TOTAL`]) instead of running steps
 //! beside it (ADR 0032).
 //!
+//! # Steps that decide, wait and run together (ADR 0038)
+//!
+//! - [`Step::decide`] asks a hook before every attempt of a step's action
+//!   (and after every refused attempt). It sees a [`StepContext`]: the
+//!   data, the instance's state, the application to load the aggregates
+//!   the step concerns, the [`Clock`]'s time, the step's refused attempts.
+//!   It answers a [`Decision`]: run, skip, retry at a time (stored, so it
+//!   survives restarts), finish the saga now, or fail the step.
+//! - [`Step::wait_for`] waits for an event of a type in an aggregate's
+//!   stream, keyed by the saga's data, or a deadline ([`Step::within`]),
+//!   stored when the wait begins. [`AfterWait`] says what each outcome does.
+//! - [`Step::group`] runs its members together; a refused member makes the
+//!   completed ones compensate in the reverse order of their completion,
+//!   then the steps before the group.
+//! - An instance that waits ends its drive in [`SagaStatus::Waiting`]. The
+//!   ticker of a spawned manager ([`SagaManager::with_tick`]) calls
+//!   [`SagaManager::tick`]; [`SagaManager::resume_incomplete`] fires the
+//!   deadlines that passed while no manager ran. [`ManualClock`]
+//!   ([`SagaManager::with_clock`]) lets tests move time.
+//!
 //! # Stored events
 //!
 //! An instance of saga `S` lives in the stream `saga-<S::NAME>/<saga id>`
 //! and records [`SagaEvent`]s, whose stored type names are shared by every
 //! saga kind: `SagaStarted`, `SagaStepStarted`, `SagaStepCompleted`,
 //! `SagaStepFailed`, `SagaCompensationStarted`, `SagaStepCompensated`,
-//! `SagaCompleted` and `SagaFailed`. Every append expects the exact version
+//! `SagaCompleted` and `SagaFailed`, and since ADR 0038 `SagaStepDecided`,
+//! `SagaStepAttemptFailed` and `SagaStepWaiting` (streams of the first
+//! eight load as before). Every append expects the exact version
 //! the runner last saw, so two runners never both record the same
 //! transition: the loser of a race reloads and re-decides.
 //!
@@ -116,9 +138,15 @@
 //! assert_eq!(names, ["debit", "credit"]);
 //! ```
 
+mod clock;
+mod decide;
+mod drive;
+mod error;
 mod events;
+mod flow;
 mod lease;
 mod manager;
+mod plan;
 mod state;
 mod step;
 #[cfg(feature = "testing")]
@@ -130,11 +158,14 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use uuid::Uuid;
 
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use decide::{AfterWait, Decision, StepContext};
+pub use error::SagaError;
 pub use events::{
-    SagaCompensationStarted, SagaCompleted, SagaEvent, SagaFailed, SagaStarted, SagaStepCompensated, SagaStepCompleted,
-    SagaStepFailed, SagaStepStarted,
+    DecidedAs, SagaCompensationStarted, SagaCompleted, SagaEvent, SagaFailed, SagaStarted, SagaStepAttemptFailed,
+    SagaStepCompensated, SagaStepCompleted, SagaStepDecided, SagaStepFailed, SagaStepStarted, SagaStepWaiting,
 };
-pub use manager::{SagaError, SagaManager};
+pub use manager::{SagaManager, DEFAULT_TICK};
 pub use state::{SagaInstance, SagaStatus, StepRecord, StepState};
 pub use step::{step_id, Step, StepAction, StepError, StepKind, DEFAULT_STEP_TIMEOUT};
 
@@ -175,7 +206,8 @@ pub trait Saga: Send + Sync + 'static {
     }
 
     /// The steps, in the order they run. An instance records the names of
-    /// its steps when it starts; a manager refuses to drive an instance
-    /// whose stored step names differ from these.
+    /// its steps when it starts (a group's members as `<group>/<member>`);
+    /// a manager refuses to drive an instance whose stored step names
+    /// differ from these.
     fn steps(&self) -> Vec<Step<Self::Data>>;
 }

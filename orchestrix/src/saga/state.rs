@@ -1,17 +1,24 @@
 //! A saga instance's state, folded from its events, and what to do next.
 
+use chrono::{DateTime, Utc};
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::events::SagaEvent;
+use super::events::{DecidedAs, SagaEvent};
 
 /// Where a saga instance is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum SagaStatus {
     /// Started; no step has run yet.
     Pending,
     /// Running its steps.
     InProgress,
+    /// Parked: a step waits for an event or a deadline, or was deferred to
+    /// a later time (ADR 0038). [`SagaManager::tick`](super::SagaManager::tick)
+    /// and [`SagaManager::resume_incomplete`](super::SagaManager::resume_incomplete)
+    /// drive it on.
+    Waiting,
     /// A step failed; the completed steps are being compensated.
     Compensating,
     /// Every step completed.
@@ -31,9 +38,18 @@ impl SagaStatus {
 
 /// Where one step of an instance is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum StepState {
-    /// Not run yet.
+    /// Not run yet (or its last attempt was refused and its hook decides
+    /// again: see [`StepRecord::failures`]).
     Pending,
+    /// Its hook decided not to run it (or a wait's outcome went on
+    /// without it): nothing to compensate.
+    Skipped,
+    /// Its hook deferred it until [`StepRecord::until`].
+    Deferred,
+    /// It waits for an event, until [`StepRecord::until`] if bounded.
+    Waiting,
     /// The action started; its outcome is not recorded yet.
     Started,
     /// The action took effect.
@@ -63,6 +79,14 @@ pub struct StepRecord {
     pub error: Option<String>,
     /// Whether the action ran out of time.
     pub timed_out: bool,
+    /// How many attempts of the action were refused (steps with a
+    /// decision hook; otherwise the first refusal fails the step).
+    pub failures: u32,
+    /// When a deferred step is decided again, or a waiting step's deadline.
+    pub until: Option<DateTime<Utc>>,
+    /// The version of the instance's stream at which the action completed:
+    /// compensation runs in the reverse of this order.
+    pub completed_at: Option<u64>,
 }
 
 /// A saga instance's state, rebuilt from the events of its stream.
@@ -88,6 +112,8 @@ pub struct SagaInstance<D> {
     pub steps: Vec<StepRecord>,
     /// Why it failed, if it did: the failing step's error.
     pub error: Option<String>,
+    /// The step whose decision finished the saga early, if one did.
+    pub finished_by: Option<String>,
     /// The version of the instance's stream this state includes.
     pub version: u64,
 }
@@ -117,9 +143,19 @@ impl<D> SagaInstance<D> {
     }
 
     /// The names of the compensated steps, in the order they were
-    /// compensated (the reverse of the steps' order).
+    /// compensated (the reverse of the order their actions completed in,
+    /// which is the reverse of the steps' order outside groups).
     pub fn compensated_steps(&self) -> Vec<&str> {
-        self.steps.iter().rev().filter(|s| s.state == StepState::Compensated).map(|s| s.name.as_str()).collect()
+        let mut compensated: Vec<(usize, &StepRecord)> =
+            self.steps.iter().enumerate().filter(|(_, s)| s.state == StepState::Compensated).collect();
+        compensated.sort_by_key(|(i, s)| std::cmp::Reverse((s.completed_at, *i)));
+        compensated.into_iter().map(|(_, s)| s.name.as_str()).collect()
+    }
+
+    /// The names of the steps that were skipped (by a decision, or a wait
+    /// that went on without its event), in order.
+    pub fn skipped_steps(&self) -> Vec<&str> {
+        self.steps.iter().filter(|s| s.state == StepState::Skipped).map(|s| s.name.as_str()).collect()
     }
 
     /// The error of the compensation that failed, if one did.
@@ -145,25 +181,10 @@ impl<D> SagaInstance<D> {
             status: self.status,
             steps: self.steps,
             error: self.error,
+            finished_by: self.finished_by,
             version: self.version,
         }
     }
-}
-
-/// What the runner does next with an instance.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Next {
-    /// Run the action of `step`; `in_doubt` when it already started and its
-    /// outcome is unknown.
-    Act { step: usize, in_doubt: bool },
-    /// Run the compensation of `step`; `in_doubt` as above.
-    Compensate { step: usize, in_doubt: bool },
-    /// Record that every step completed.
-    Complete,
-    /// Record that every compensation ran.
-    Fail,
-    /// Nothing: the instance has ended.
-    Done,
 }
 
 impl SagaInstance<Value> {
@@ -189,9 +210,13 @@ impl SagaInstance<Value> {
                     compensation_id: None,
                     error: None,
                     timed_out: false,
+                    failures: 0,
+                    until: None,
+                    completed_at: None,
                 })
                 .collect(),
             error: None,
+            finished_by: None,
             version: 1,
         })
     }
@@ -206,15 +231,18 @@ impl<D> SagaInstance<D> {
         match event {
             SagaEvent::Started(_) => {}
             SagaEvent::StepStarted(e) => {
-                self.status = SagaStatus::InProgress;
+                self.running();
                 if let Some(step) = self.steps.get_mut(e.step) {
                     step.state = StepState::Started;
                     step.action_id = Some(e.step_id);
                 }
             }
             SagaEvent::StepCompleted(e) => {
+                self.running();
                 if let Some(step) = self.steps.get_mut(e.step) {
                     step.state = StepState::Completed;
+                    step.until = None;
+                    step.completed_at = Some(version);
                 }
             }
             SagaEvent::StepFailed(e) => {
@@ -238,6 +266,40 @@ impl<D> SagaInstance<D> {
                 }
             }
             SagaEvent::Completed(_) => self.status = SagaStatus::Completed,
+            SagaEvent::StepAttemptFailed(e) => {
+                self.running();
+                if let Some(step) = self.steps.get_mut(e.step) {
+                    step.state = StepState::Pending;
+                    step.failures = step.failures.saturating_add(1);
+                    step.error = Some(e.error.clone());
+                    step.timed_out = e.timed_out;
+                }
+            }
+            SagaEvent::StepDecided(e) => {
+                if e.decision == DecidedAs::Retry {
+                    if self.status != SagaStatus::Compensating {
+                        self.status = SagaStatus::Waiting;
+                    }
+                } else {
+                    self.running();
+                }
+                if e.decision == DecidedAs::Finish {
+                    self.finished_by = Some(e.name.clone());
+                }
+                if let Some(step) = self.steps.get_mut(e.step) {
+                    step.state = if e.decision == DecidedAs::Retry { StepState::Deferred } else { StepState::Skipped };
+                    step.until = e.until;
+                }
+            }
+            SagaEvent::StepWaiting(e) => {
+                if self.status != SagaStatus::Compensating {
+                    self.status = SagaStatus::Waiting;
+                }
+                if let Some(step) = self.steps.get_mut(e.step) {
+                    step.state = StepState::Waiting;
+                    step.until = e.deadline;
+                }
+            }
             SagaEvent::Failed(e) => {
                 self.status = SagaStatus::Failed;
                 self.error = Some(e.error.clone());
@@ -251,25 +313,10 @@ impl<D> SagaInstance<D> {
         }
     }
 
-    /// Decides what to do next. `has_compensation(i)` tells whether step
-    /// `i` can be undone.
-    pub(crate) fn next(&self, has_compensation: impl Fn(usize) -> bool) -> Next {
-        match self.status {
-            SagaStatus::Completed | SagaStatus::Failed => Next::Done,
-            SagaStatus::Pending | SagaStatus::InProgress => {
-                match self.steps.iter().position(|s| s.state != StepState::Completed) {
-                    None => Next::Complete,
-                    Some(step) => Next::Act { step, in_doubt: self.steps[step].state == StepState::Started },
-                }
-            }
-            SagaStatus::Compensating => {
-                let pending = self.steps.iter().enumerate().rev().find_map(|(i, s)| match s.state {
-                    StepState::Compensating => Some(Next::Compensate { step: i, in_doubt: true }),
-                    StepState::Completed if has_compensation(i) => Some(Next::Compensate { step: i, in_doubt: false }),
-                    _ => None,
-                });
-                pending.unwrap_or(Next::Fail)
-            }
+    /// Back to running, unless compensating.
+    fn running(&mut self) {
+        if matches!(self.status, SagaStatus::Pending | SagaStatus::Waiting) {
+            self.status = SagaStatus::InProgress;
         }
     }
 }
@@ -280,116 +327,5 @@ impl<D> SagaInstance<D> {
 impl From<crate::personal::PersonalDataErased> for super::step::StepError {
     fn from(erased: crate::personal::PersonalDataErased) -> Self {
         Self::Failed(erased.to_string())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::super::events::*;
-    use super::*;
-
-    fn started(steps: &[&str]) -> SagaInstance<Value> {
-        let event = SagaEvent::Started(SagaStarted {
-            saga: "T".into(),
-            data: Value::Null,
-            correlation_id: Uuid::nil(),
-            trigger: Uuid::nil(),
-            steps: steps.iter().map(|s| (*s).to_owned()).collect(),
-            tenant: None,
-            traceparent: None,
-        });
-        SagaInstance::from_first(Uuid::nil(), &event).unwrap()
-    }
-
-    fn step_started(step: usize) -> SagaEvent {
-        SagaEvent::StepStarted(SagaStepStarted { step, name: String::new(), step_id: Uuid::nil() })
-    }
-
-    fn step_completed(step: usize) -> SagaEvent {
-        SagaEvent::StepCompleted(SagaStepCompleted { step, name: String::new() })
-    }
-
-    #[test]
-    fn runs_steps_in_order_then_completes() {
-        let mut saga = started(&["a", "b"]);
-        let all = |_| true;
-        assert_eq!(saga.status, SagaStatus::Pending);
-        assert_eq!(saga.next(all), Next::Act { step: 0, in_doubt: false });
-        saga.apply(&step_started(0), 2);
-        assert_eq!(saga.status, SagaStatus::InProgress);
-        assert_eq!(saga.next(all), Next::Act { step: 0, in_doubt: true }, "a started step is in doubt");
-        saga.apply(&step_completed(0), 3);
-        assert_eq!(saga.next(all), Next::Act { step: 1, in_doubt: false });
-        saga.apply(&step_started(1), 4);
-        saga.apply(&step_completed(1), 5);
-        assert_eq!(saga.next(all), Next::Complete);
-        saga.apply(&SagaEvent::Completed(SagaCompleted {}), 6);
-        assert_eq!(saga.status, SagaStatus::Completed);
-        assert_eq!(saga.next(all), Next::Done);
-        assert_eq!(saga.version, 6);
-        assert_eq!(saga.completed_steps(), ["a", "b"]);
-    }
-
-    #[test]
-    fn compensates_completed_steps_in_reverse_skipping_those_without_compensation() {
-        let mut saga = started(&["a", "b", "c", "d"]);
-        let compensable = |i| i != 1;
-        for i in 0..3 {
-            saga.apply(&step_started(i), 0);
-            saga.apply(&step_completed(i), 0);
-        }
-        saga.apply(&step_started(3), 0);
-        saga.apply(
-            &SagaEvent::StepFailed(SagaStepFailed { step: 3, name: "d".into(), error: "no".into(), timed_out: true }),
-            0,
-        );
-        assert_eq!(saga.status, SagaStatus::Compensating);
-        assert_eq!(saga.failed_step(), Some("d"));
-        assert_eq!(saga.next(compensable), Next::Compensate { step: 2, in_doubt: false });
-        saga.apply(
-            &SagaEvent::CompensationStarted(SagaCompensationStarted {
-                step: 2,
-                name: "c".into(),
-                step_id: Uuid::nil(),
-            }),
-            0,
-        );
-        assert_eq!(saga.next(compensable), Next::Compensate { step: 2, in_doubt: true });
-        saga.apply(&SagaEvent::StepCompensated(SagaStepCompensated { step: 2, name: "c".into() }), 0);
-        assert_eq!(saga.next(compensable), Next::Compensate { step: 0, in_doubt: false }, "b has no compensation");
-        saga.apply(&SagaEvent::StepCompensated(SagaStepCompensated { step: 0, name: "a".into() }), 0);
-        assert_eq!(saga.next(compensable), Next::Fail);
-        saga.apply(
-            &SagaEvent::Failed(SagaFailed { error: "no".into(), failed_compensation: None, compensation_error: None }),
-            0,
-        );
-        assert_eq!(saga.status, SagaStatus::Failed);
-        assert!(saga.is_compensated());
-        assert_eq!(saga.compensated_steps(), ["c", "a"]);
-        assert_eq!(saga.completed_steps(), ["a", "b", "c"]);
-        assert_eq!(saga.next(compensable), Next::Done);
-    }
-
-    #[test]
-    fn a_failed_compensation_is_visible() {
-        let mut saga = started(&["a", "b"]);
-        saga.apply(&step_started(0), 0);
-        saga.apply(&step_completed(0), 0);
-        saga.apply(
-            &SagaEvent::StepFailed(SagaStepFailed { step: 1, name: "b".into(), error: "no".into(), timed_out: false }),
-            0,
-        );
-        saga.apply(
-            &SagaEvent::Failed(SagaFailed {
-                error: "no".into(),
-                failed_compensation: Some(0),
-                compensation_error: Some("refused".into()),
-            }),
-            0,
-        );
-        assert_eq!(saga.status, SagaStatus::Failed);
-        assert!(!saga.is_compensated());
-        assert_eq!(saga.compensation_error(), Some("refused"));
-        assert_eq!(saga.steps[0].state, StepState::CompensationFailed);
     }
 }

@@ -2,6 +2,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::future::Future;
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +16,9 @@ use crate::app::{CommandOptions, Orchestrix};
 use crate::command::AggregateCommand;
 use crate::error::{render_chain as render, BoxError, CommandError, Error};
 use crate::repository::Repository;
+use crate::stream::StreamId;
+
+use super::decide::{AfterWait, DecideFn, Decision, StepContext};
 
 /// How long a step may run before it counts as failed, unless
 /// [`Step::timeout`] says otherwise.
@@ -146,7 +150,9 @@ fn classify<E: std::error::Error + Send + Sync + 'static>(error: CommandError<E>
 }
 
 /// One step of a saga: a name, an action, an optional compensation and a
-/// timeout.
+/// timeout; or a wait for an event ([`Step::wait_for`]); or a group of
+/// steps run in parallel ([`Step::group`]). An action step may have a
+/// decision hook ([`Step::decide`]).
 ///
 /// ```
 /// # #![allow(dead_code)]
@@ -163,29 +169,64 @@ fn classify<E: std::error::Error + Send + Sync + 'static>(error: CommandError<E>
 /// ```
 pub struct Step<D> {
     name: Cow<'static, str>,
-    pub(crate) action: Arc<dyn StepAction<D>>,
-    pub(crate) compensation: Option<Arc<dyn StepAction<D>>>,
+    pub(crate) body: Body<D>,
+    pub(crate) decide: Option<DecideFn<D>>,
     timeout: Duration,
+}
+
+/// What a step does.
+pub(crate) enum Body<D> {
+    /// Runs an action, undone by a compensation.
+    Action { action: Arc<dyn StepAction<D>>, compensation: Option<Arc<dyn StepAction<D>>> },
+    /// Waits for an event or a deadline.
+    Wait(Arc<WaitFor<D>>),
+    /// Runs its members in parallel.
+    Group(Vec<Step<D>>),
+}
+
+impl<D> Clone for Body<D> {
+    fn clone(&self) -> Self {
+        match self {
+            Self::Action { action, compensation } => {
+                Self::Action { action: Arc::clone(action), compensation: compensation.clone() }
+            }
+            Self::Wait(wait) => Self::Wait(Arc::clone(wait)),
+            Self::Group(members) => Self::Group(members.clone()),
+        }
+    }
+}
+
+/// Where a waiting step looks for its event, from the saga's data.
+pub(crate) type StreamOf<D> = Box<dyn Fn(&D) -> Result<StreamId, Error> + Send + Sync>;
+
+/// An action step's action and compensation.
+pub(crate) type ActionPair<'a, D> = (&'a dyn StepAction<D>, Option<&'a dyn StepAction<D>>);
+
+/// What a waiting step waits for.
+pub(crate) struct WaitFor<D> {
+    pub(crate) event_type: String,
+    pub(crate) stream: StreamOf<D>,
+    pub(crate) within: Option<Duration>,
+    pub(crate) on_event: AfterWait,
+    pub(crate) on_deadline: AfterWait,
 }
 
 impl<D> fmt::Debug for Step<D> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Step")
-            .field("name", &self.name)
-            .field("compensation", &self.compensation.is_some())
-            .field("timeout", &self.timeout)
-            .finish_non_exhaustive()
+        let mut out = f.debug_struct("Step");
+        out.field("name", &self.name);
+        match &self.body {
+            Body::Action { compensation, .. } => out.field("compensation", &compensation.is_some()),
+            Body::Wait(wait) => out.field("waits_for", &wait.event_type).field("within", &wait.within),
+            Body::Group(members) => out.field("group", members),
+        };
+        out.field("decides", &self.decide.is_some()).field("timeout", &self.timeout).finish_non_exhaustive()
     }
 }
 
 impl<D> Clone for Step<D> {
     fn clone(&self) -> Self {
-        Self {
-            name: self.name.clone(),
-            action: Arc::clone(&self.action),
-            compensation: self.compensation.clone(),
-            timeout: self.timeout,
-        }
+        Self { name: self.name.clone(), body: self.body.clone(), decide: self.decide.clone(), timeout: self.timeout }
     }
 }
 
@@ -206,7 +247,47 @@ impl<D: Send + Sync + 'static> Step<D> {
 
     /// A step whose action is of your own making.
     pub fn custom(name: impl Into<Cow<'static, str>>, action: impl StepAction<D>) -> Self {
-        Self { name: name.into(), action: Arc::new(action), compensation: None, timeout: DEFAULT_STEP_TIMEOUT }
+        let body = Body::Action { action: Arc::new(action), compensation: None };
+        Self { name: name.into(), body, decide: None, timeout: DEFAULT_STEP_TIMEOUT }
+    }
+
+    /// A step that waits until an event of the stored type `event_type`
+    /// is in the stream of the aggregate `A` whose id `key` takes from the
+    /// saga's data, or until the deadline [`Step::within`] sets, whichever
+    /// the runner finds first (ADR 0038).
+    ///
+    /// The wait's deadline is stored when the wait begins, so it survives
+    /// restarts. A matching event recorded before the wait began counts
+    /// too. By default the event continues the saga ([`Step::on_event`])
+    /// and the deadline fails the step ([`Step::on_deadline`]). A wait
+    /// has nothing to compensate.
+    pub fn wait_for<A, F>(name: impl Into<Cow<'static, str>>, event_type: impl Into<String>, key: F) -> Self
+    where
+        A: Aggregate,
+        F: Fn(&D) -> A::Id + Send + Sync + 'static,
+    {
+        let wait = WaitFor {
+            event_type: event_type.into(),
+            stream: Box::new(move |data: &D| Ok(Repository::<A>::stream_id(key(data))?)),
+            within: None,
+            on_event: AfterWait::Continue,
+            on_deadline: AfterWait::Fail,
+        };
+        Self { name: name.into(), body: Body::Wait(Arc::new(wait)), decide: None, timeout: DEFAULT_STEP_TIMEOUT }
+    }
+
+    /// A step that runs the actions of `members` in parallel and
+    /// compensates them as a unit (ADR 0038): if one is refused, the others
+    /// are awaited, and the completed ones are compensated in the reverse
+    /// order of their completion, before the steps that came earlier.
+    ///
+    /// Members are recorded as steps of their own, named
+    /// `<group>/<member>`. They must be action steps ([`Step::command`],
+    /// [`Step::custom`]) without a decision hook; anything else makes the
+    /// manager refuse the definition with
+    /// [`SagaError::InvalidDefinition`](super::SagaError::InvalidDefinition).
+    pub fn group(name: impl Into<Cow<'static, str>>, members: Vec<Step<D>>) -> Self {
+        Self { name: name.into(), body: Body::Group(members), decide: None, timeout: DEFAULT_STEP_TIMEOUT }
     }
 
     /// Undoes the step, once it completed, by sending the command `make`
@@ -219,9 +300,73 @@ impl<D: Send + Sync + 'static> Step<D> {
         self.compensate_with_custom(CommandAction { make, command: PhantomData })
     }
 
-    /// Undoes the step with a compensation of your own making.
+    /// Undoes the step with a compensation of your own making. Ignored on
+    /// a wait or a group (compensate a group's members instead).
     pub fn compensate_with_custom(mut self, compensation: impl StepAction<D>) -> Self {
-        self.compensation = Some(Arc::new(compensation));
+        if let Body::Action { compensation: slot, .. } = &mut self.body {
+            *slot = Some(Arc::new(compensation));
+        }
+        self
+    }
+
+    /// Asks `decide` before every attempt of the step's action, and after
+    /// every refused attempt: run, skip, retry at a time, finish the saga
+    /// or fail the step ([`Decision`], ADR 0038). A refused attempt of a
+    /// step with a hook is recorded as an attempt, not as the step's
+    /// failure; the hook says what comes next.
+    ///
+    /// ```text
+    /// Step::command("charge", |d: &Dunning| (d.invoice, Charge))
+    ///     .decide(|ctx| async move {
+    ///         let invoice = ctx.load::<Invoice>(ctx.data().invoice).await?;
+    ///         Ok(match ctx.failures() {
+    ///             _ if invoice.paid => Decision::Finish,
+    ///             0 => Decision::Run,
+    ///             _ if ctx.is_due() => Decision::Run,
+    ///             n if n < 3 => ctx.retry_after(Duration::from_secs(3 * 86_400)),
+    ///             _ => Decision::Fail("three charges declined".into()),
+    ///         })
+    ///     })
+    /// ```
+    pub fn decide<F, Fut>(mut self, decide: F) -> Self
+    where
+        F: Fn(StepContext<D>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Decision, BoxError>> + Send + 'static,
+    {
+        self.decide = Some(Arc::new(move |context| Box::pin(decide(context))));
+        self
+    }
+
+    /// How long a wait ([`Step::wait_for`]) lasts at most; without it a
+    /// wait lasts until its event comes. Ignored on other steps.
+    pub fn within(mut self, within: Duration) -> Self {
+        if let Body::Wait(wait) = &mut self.body {
+            if let Some(wait) = Arc::get_mut(wait) {
+                wait.within = Some(within);
+            }
+        }
+        self
+    }
+
+    /// What the awaited event does (default [`AfterWait::Continue`]).
+    /// Ignored on steps that do not wait.
+    pub fn on_event(mut self, then: AfterWait) -> Self {
+        if let Body::Wait(wait) = &mut self.body {
+            if let Some(wait) = Arc::get_mut(wait) {
+                wait.on_event = then;
+            }
+        }
+        self
+    }
+
+    /// What a passed deadline does (default [`AfterWait::Fail`]). Ignored
+    /// on steps that do not wait.
+    pub fn on_deadline(mut self, then: AfterWait) -> Self {
+        if let Body::Wait(wait) = &mut self.body {
+            if let Some(wait) = Arc::get_mut(wait) {
+                wait.on_deadline = then;
+            }
+        }
         self
     }
 
@@ -242,12 +387,43 @@ impl<D> Step<D> {
 
     /// Whether the step has a compensation.
     pub fn has_compensation(&self) -> bool {
-        self.compensation.is_some()
+        matches!(&self.body, Body::Action { compensation: Some(_), .. })
+    }
+
+    /// Whether the step has a decision hook.
+    pub fn has_decision(&self) -> bool {
+        self.decide.is_some()
+    }
+
+    /// Whether the step waits for an event.
+    pub fn is_wait(&self) -> bool {
+        matches!(self.body, Body::Wait(_))
+    }
+
+    /// The members of a group ([`Step::group`]); empty for other steps.
+    pub fn members(&self) -> &[Step<D>] {
+        match &self.body {
+            Body::Group(members) => members,
+            _ => &[],
+        }
     }
 
     /// The step's timeout.
     pub fn step_timeout(&self) -> Duration {
         self.timeout
+    }
+
+    /// The action and compensation of an action step.
+    pub(crate) fn action(&self) -> Option<ActionPair<'_, D>> {
+        match &self.body {
+            Body::Action { action, compensation } => Some((action.as_ref(), compensation.as_deref())),
+            _ => None,
+        }
+    }
+
+    /// The same step under another name (a group's member, flattened).
+    pub(crate) fn renamed(&self, name: String) -> Self {
+        Self { name: Cow::Owned(name), body: self.body.clone(), decide: self.decide.clone(), timeout: self.timeout }
     }
 }
 

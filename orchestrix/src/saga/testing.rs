@@ -53,6 +53,25 @@ impl<S: Saga> SagaFixture<S> {
         &self.manager
     }
 
+    /// Compares deadlines with `clock` (a [`ManualClock`](super::ManualClock)
+    /// the test moves), so that waits and deferrals pass without sleeping.
+    #[must_use]
+    pub fn with_clock(self, clock: impl super::Clock) -> Self {
+        Self { manager: self.manager.with_clock(clock) }
+    }
+
+    /// Drives the instances left waiting ([`SagaManager::tick`]), as a
+    /// spawned manager's ticker would, and returns the outcome for the
+    /// instance `then` is about.
+    pub async fn tick(&self, then: &SagaThen<S>) -> SagaThen<S> {
+        let id = then.instance().id;
+        let result = match self.manager.tick().await {
+            Ok(_) => self.manager.status(id).await,
+            Err(error) => Err(error),
+        };
+        SagaThen { manager: self.manager.clone(), result }
+    }
+
     /// Records `event` in `stream` and hands it to the saga.
     pub async fn when<E: Event>(&self, stream: StreamId, event: E) -> SagaThen<S> {
         self.when_with(stream, event, Metadata::default()).await
@@ -144,6 +163,20 @@ impl<S: Saga> SagaThen<S> {
     pub fn then_expect_steps<'a>(self, steps: impl IntoIterator<Item = &'a str>) -> Self {
         let expected: Vec<&str> = steps.into_iter().collect();
         assert_eq!(self.instance().completed_steps(), expected, "saga `{}`: completed steps", S::NAME);
+        self
+    }
+
+    /// Expects exactly these steps to have been skipped (by a decision, or
+    /// a wait that went on without its event), in order.
+    pub fn then_expect_skipped<'a>(self, steps: impl IntoIterator<Item = &'a str>) -> Self {
+        let expected: Vec<&str> = steps.into_iter().collect();
+        assert_eq!(self.instance().skipped_steps(), expected, "saga `{}`: skipped steps", S::NAME);
+        self
+    }
+
+    /// Expects the saga to have been finished early by `step`'s decision.
+    pub fn then_expect_finished_by(self, step: &str) -> Self {
+        assert_eq!(self.instance().finished_by.as_deref(), Some(step), "saga `{}`: finished by", S::NAME);
         self
     }
 

@@ -27,7 +27,7 @@ use uuid::Uuid;
 use super::{
     CheckpointStore, DeadLetter, DeadLetterQuery, DeadLetterStore, EventFilter, EventStore, EventStream,
     ExpectedVersion, KeyStore, KeyValueStore, Message, MessageBus, MessageStream, Snapshot, SnapshotStore,
-    StreamAppend,
+    StreamAppend, StreamListing, StreamSummary,
 };
 use crate::envelope::{NewEvent, RecordedEvent};
 use crate::error::StoreError;
@@ -106,7 +106,9 @@ forward!(EventStore {
     async fn read_event(&self, id: Uuid) -> Result<Option<Arc<RecordedEvent>>, StoreError>;
     async fn stream_version(&self, stream: &StreamId) -> Result<Option<u64>, StoreError>;
     async fn head_position(&self) -> Result<Option<u64>, StoreError>;
+    async fn list_streams(&self, listing: &StreamListing) -> Result<Vec<StreamSummary>, StoreError>;
     fn erasure_generation(&self) -> u64;
+    fn declare_personal_data(&self, data: &'static [crate::personal::PersonalData]) -> bool;
     fn read_by_query<'a>(&'a self, query: &'a Query, from_position: u64) -> EventStream<'a>;
     async fn append_if(&self, condition: AppendCondition, appends: Vec<StreamAppend>) -> Result<Vec<Vec<Arc<RecordedEvent>>>, StoreError>;
 });
@@ -209,6 +211,19 @@ mod tests {
             _: Vec<StreamAppend>,
         ) -> Result<Vec<Vec<Arc<RecordedEvent>>>, StoreError> {
             Err(marker("append_if"))
+        }
+        async fn list_streams(&self, _: &StreamListing) -> Result<Vec<StreamSummary>, StoreError> {
+            Err(marker("list_streams"))
+        }
+    }
+
+    #[tokio::test]
+    async fn pointers_reach_the_override_of_list_streams() {
+        let shared: Arc<dyn EventStore> = Arc::new(Overriding);
+        let listing = StreamListing::new(10);
+        let boxed: Box<dyn EventStore> = Box::new(Overriding);
+        for answer in [shared.list_streams(&listing).await, boxed.list_streams(&listing).await] {
+            assert_eq!(answer.unwrap_err().to_string(), "invalid input: the override of list_streams");
         }
     }
 

@@ -56,10 +56,13 @@ pub fn validate_append(events: &[NewEvent]) -> Result<(), StoreError> {
 /// # Ok::<(), serde_json::Error>(())
 /// ```
 pub fn validate_event_ids<'a>(events: impl IntoIterator<Item = &'a NewEvent>) -> Result<(), StoreError> {
-    let mut ids: Vec<Uuid> = events.into_iter().map(|event| event.id).collect();
-    if ids.len() < 2 {
+    // One event (what a command usually appends) cannot repeat an id:
+    // answered without allocating.
+    let mut events = events.into_iter();
+    let (Some(first), Some(second)) = (events.next(), events.next()) else {
         return Ok(());
-    }
+    };
+    let mut ids: Vec<Uuid> = [first.id, second.id].into_iter().chain(events.map(|event| event.id)).collect();
     ids.sort_unstable();
     match ids.windows(2).find(|pair| pair[0] == pair[1]) {
         Some(pair) => Err(StoreError::InvalidInput(format!(

@@ -193,15 +193,24 @@ impl<S: EventStore> EventStore for TenantStore<S> {
 
     /// The inner store's read through `filter` and the tenant's tag, so a
     /// store with a tag index reads only the tenant's events (ADR 0036).
+    /// The tagged filter is this stream's own, so the inner store is read
+    /// in pages (each a read of its own, from just after the last event
+    /// of the page before), as `read_stream` does.
     fn read_all<'a>(&'a self, from_position: u64, filter: &'a EventFilter) -> EventStream<'a> {
         let filter = filter.clone().with_tag(self.tenant_tag());
-        let events = async_stream::stream! {
-            let mut events = self.inner.read_all(from_position, &filter);
-            while let Some(item) = events.next().await {
-                yield item;
+        let pages = stream::unfold(Some(from_position), move |from| {
+            let filter = filter.clone();
+            async move {
+                let from = from?;
+                let page: Vec<_> = self.inner.read_all(from, &filter).take(PAGE).collect().await;
+                let next = match page.last() {
+                    Some(Ok(last)) if page.len() == PAGE => Some(last.global_position + 1),
+                    _ => None,
+                };
+                Some((stream::iter(page), next))
             }
-        };
-        confine(Arc::clone(&self.prefix), events.boxed())
+        });
+        confine(Arc::clone(&self.prefix), pages.flatten().boxed())
     }
 
     fn subscribe(&self, from_position: u64, filter: EventFilter) -> EventStream<'static> {
@@ -225,5 +234,9 @@ impl<S: EventStore> EventStore for TenantStore<S> {
 
     fn erasure_generation(&self) -> u64 {
         self.inner.erasure_generation()
+    }
+
+    fn declare_personal_data(&self, data: &'static [crate::personal::PersonalData]) -> bool {
+        self.inner.declare_personal_data(data)
     }
 }

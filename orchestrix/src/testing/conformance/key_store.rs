@@ -24,7 +24,7 @@ pub async fn create_once_and_read<S: KeyStore>(store: S) {
     expect_eq(CHECK, "key id of a second key_or_create", &again.id(), &first.id());
     expect_eq(CHECK, "key material of a second key_or_create", again.material(), first.material());
     let read = ok(CHECK, "key", within(CHECK, "key", store.key(&a)).await);
-    expect_eq(CHECK, "key id read back", &read.as_ref().map(crate::crypto::DataKey::id), &Some(first.id()));
+    expect_eq(CHECK, "key id read back", &read.as_ref().map(crate::personal::DataKey::id), &Some(first.id()));
     expect_eq(CHECK, "key material read back", &read.as_ref().map(|k| *k.material()), &Some(*first.material()));
     let other = ok(CHECK, "key_or_create of another subject", store.key_or_create(&b).await);
     expect(CHECK, other.id() != first.id(), format_args!("two subjects share key {}", first.id()));

@@ -62,6 +62,7 @@ pub mod message_bus;
 pub mod retag;
 pub mod snapshot_store;
 pub mod snapshot_trust;
+mod stream_listing;
 pub mod validation;
 
 use std::future::Future;
@@ -108,6 +109,7 @@ macro_rules! __orchestrix_conformance_checks {
             unreadable_payloads_are_refused,
             payloads_at_the_limits_are_stored,
             payloads_come_back_as_equal_values,
+            streams_are_listed_in_pages,
         ] $($then)* }
     };
     (idempotent_append $($then:tt)*) => {

@@ -233,6 +233,10 @@ impl<S: EventStore> EventStore for Shared<S> {
         self.0.read_by_query(query, from_position)
     }
 
+    fn declare_personal_data(&self, data: &'static [crate::personal::PersonalData]) -> bool {
+        self.0.declare_personal_data(data)
+    }
+
     async fn append_if(
         &self,
         condition: AppendCondition,
