@@ -18,32 +18,27 @@ async fn fresh_store(options: TestServerOptions, expected: ApiVersion) -> EsdbSt
     store
 }
 
+/// The ports the adapter implements, on stores made by `$make`.
+macro_rules! esdb_conformance {
+    ($make:expr) => {
+        orchestrix::conformance_tests!(event_store, $make);
+        orchestrix::conformance_tests!(snapshot_store, $make);
+        orchestrix::conformance_tests!(snapshot_trust, {
+            let store = $make;
+            (store.clone(), store)
+        });
+        orchestrix::conformance_tests!(consistency_by_query, $make);
+    };
+}
+
 mod v1 {
     use super::*;
 
-    orchestrix::conformance_tests!(event_store, fresh_store(TestServerOptions::default(), ApiVersion::V1).await);
-    orchestrix::conformance_tests!(snapshot_store, fresh_store(TestServerOptions::default(), ApiVersion::V1).await);
-    orchestrix::conformance_tests!(snapshot_trust, {
-        let store = fresh_store(TestServerOptions::default(), ApiVersion::V1).await;
-        (store.clone(), store)
-    });
-    orchestrix::conformance_tests!(
-        consistency_by_query,
-        fresh_store(TestServerOptions::default(), ApiVersion::V1).await
-    );
+    esdb_conformance!(fresh_store(TestServerOptions::default(), ApiVersion::V1).await);
 }
 
 mod v2 {
     use super::*;
 
-    orchestrix::conformance_tests!(event_store, fresh_store(TestServerOptions::v2_only(), ApiVersion::V2).await);
-    orchestrix::conformance_tests!(snapshot_store, fresh_store(TestServerOptions::v2_only(), ApiVersion::V2).await);
-    orchestrix::conformance_tests!(snapshot_trust, {
-        let store = fresh_store(TestServerOptions::v2_only(), ApiVersion::V2).await;
-        (store.clone(), store)
-    });
-    orchestrix::conformance_tests!(
-        consistency_by_query,
-        fresh_store(TestServerOptions::v2_only(), ApiVersion::V2).await
-    );
+    esdb_conformance!(fresh_store(TestServerOptions::v2_only(), ApiVersion::V2).await);
 }

@@ -10,23 +10,20 @@
 
 mod nats_support;
 
-use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use nats_support::{client, Place};
-use orchestrix::envelope::RecordedEvent;
-use orchestrix::error::BoxError;
 use orchestrix::memory::{InMemoryCheckpointStore, InMemoryDeadLetterStore, InMemoryEventStore};
 use orchestrix::projection::{
-    DropOutcome, PoisonPolicy, Projection, ProjectionError, ProjectionState, ProjectionStatus, RetryOutcome,
+    DropOutcome, PoisonPolicy, ProjectionError, ProjectionState, ProjectionStatus, RetryOutcome,
 };
 use orchestrix::retry::RetryPolicy;
 use orchestrix::store::{DeadLetterStore, EventFilter, EventStore};
-use orchestrix::testing::delivery::{self, Capabilities, Faults, Harness, Running};
+use orchestrix::testing::delivery::{self, Capabilities, Faults, Harness, JournalProjection, Journals, Running};
 use orchestrix::{StreamId, Uuid};
 use orchestrix_adapters::nats::{
     ProjectionWorker, Relay, RelayHandle, RelayOptions, SoleWorker, Subjects, WorkerHandle, WorkerOptions,
@@ -35,31 +32,6 @@ use orchestrix_adapters::nats::{
 /// How long one wait for the relay or the worker lasts.
 const WAIT: Duration = Duration::from_secs(30);
 
-type Journal = Arc<Mutex<Vec<(StreamId, u64)>>>;
-
-struct Scenario {
-    name: String,
-    faults: Faults,
-    journal: Journal,
-}
-
-#[async_trait]
-impl Projection for Scenario {
-    fn name(&self) -> Cow<'static, str> {
-        self.name.clone().into()
-    }
-
-    fn filter(&self) -> EventFilter {
-        delivery::filter()
-    }
-
-    async fn handle(&mut self, event: &RecordedEvent) -> Result<(), BoxError> {
-        self.faults.check(event)?;
-        self.journal.lock().unwrap().push((event.stream.clone(), event.stream_version));
-        Ok(())
-    }
-}
-
 /// One JetStream stream for the whole suite, fed by one relay; each
 /// scenario's worker has its own name, hence its own durable consumers.
 struct Nats {
@@ -67,7 +39,7 @@ struct Nats {
     events: InMemoryEventStore,
     dead_letters: InMemoryDeadLetterStore,
     relay: Arc<tokio::sync::Mutex<Option<RelayHandle>>>,
-    journals: Mutex<HashMap<String, Journal>>,
+    journals: Journals,
 }
 
 impl Nats {
@@ -85,11 +57,7 @@ impl Nats {
         )
         .spawn();
         let relay = Arc::new(tokio::sync::Mutex::new(Some(relay)));
-        Some(Self { place, events, dead_letters: InMemoryDeadLetterStore::new(), relay, journals: Mutex::default() })
-    }
-
-    fn journal_of(&self, name: &str) -> Journal {
-        Arc::clone(self.journals.lock().unwrap().entry(name.to_owned()).or_default())
+        Some(Self { place, events, dead_letters: InMemoryDeadLetterStore::new(), relay, journals: Journals::default() })
     }
 
     async fn finish(self) {
@@ -102,7 +70,7 @@ impl Nats {
 
 struct WorkerRunning {
     name: String,
-    handle: WorkerHandle<Scenario>,
+    handle: WorkerHandle<JournalProjection>,
     events: InMemoryEventStore,
     subjects: Subjects,
     relay: Arc<tokio::sync::Mutex<Option<RelayHandle>>>,
@@ -196,7 +164,7 @@ impl Harness for Nats {
     }
 
     async fn start(&self, name: &str, faults: Faults) -> Box<dyn Running> {
-        let projection = Scenario { name: name.to_owned(), faults, journal: self.journal_of(name) };
+        let projection = JournalProjection::new(name, faults, self.journals.of(name));
         let worker = ProjectionWorker::new(
             self.place.client.clone(),
             self.place.subjects.clone(),
@@ -225,7 +193,7 @@ impl Harness for Nats {
     }
 
     async fn journal(&self, name: &str) -> Vec<(StreamId, u64)> {
-        self.journal_of(name).lock().unwrap().clone()
+        self.journals.entries(name)
     }
 }
 

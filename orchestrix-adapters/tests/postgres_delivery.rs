@@ -9,15 +9,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use orchestrix::error::BoxError;
-use orchestrix::projection::{
-    DropOutcome, PoisonPolicy, ProjectionError, ProjectionHandle, ProjectionStatus, RetryOutcome,
-};
+use orchestrix::projection::{PoisonPolicy, ProjectionError};
 use orchestrix::testing::delivery::{self, Capabilities, Faults, Harness, Running};
 use orchestrix::{
     envelope::RecordedEvent,
     retry::RetryPolicy,
     store::{DeadLetterStore, EventFilter, EventStore, ExpectedVersion},
-    StreamId, Uuid,
+    StreamId,
 };
 use orchestrix_adapters::postgres::{PgProjection, PgProjectionOptions, PgStore};
 use sqlx::PgConnection;
@@ -89,27 +87,6 @@ fn options() -> PgProjectionOptions {
     PgProjectionOptions::default().poison(PoisonPolicy::Park).retry(RetryPolicy::fixed(1, Duration::from_millis(1)))
 }
 
-struct PgRunning(ProjectionHandle<Scenario>);
-
-#[async_trait]
-impl Running for PgRunning {
-    async fn wait_caught_up(&mut self) -> Result<ProjectionStatus, ProjectionError> {
-        self.0.wait_caught_up(Duration::from_secs(20)).await
-    }
-    async fn retry(&mut self, id: Uuid) -> Result<RetryOutcome, ProjectionError> {
-        self.0.retry_dead_letter(id).await
-    }
-    async fn retry_all(&mut self) -> Result<RetryOutcome, ProjectionError> {
-        self.0.retry_dead_letters().await
-    }
-    async fn drop_letter(&mut self, id: Uuid) -> Result<DropOutcome, ProjectionError> {
-        self.0.drop_dead_letter(id).await
-    }
-    async fn stop(self: Box<Self>) -> Result<(), ProjectionError> {
-        self.0.stop().await.map(drop)
-    }
-}
-
 #[async_trait]
 impl Harness for Pg {
     fn events(&self) -> Arc<dyn EventStore> {
@@ -125,7 +102,7 @@ impl Harness for Pg {
     }
 
     async fn start(&self, name: &str, faults: Faults) -> Box<dyn Running> {
-        Box::new(PgRunning(self.store.spawn_projection(self.projection(name, faults), options())))
+        Box::new(self.store.spawn_projection(self.projection(name, faults), options()))
     }
 
     async fn rebuild(&self, name: &str, faults: Faults) -> Result<u64, ProjectionError> {

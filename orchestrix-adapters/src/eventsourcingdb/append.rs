@@ -12,7 +12,7 @@ use orchestrix::{StoreError, StreamId};
 use super::error::EsdbError;
 use super::idempotent;
 use super::store::EsdbStore;
-use super::wire::{self, EnvelopeOut, EventCandidate, Precondition};
+use super::wire::{self, Precondition};
 
 impl EsdbStore {
     /// An append of events the caller validated
@@ -47,25 +47,7 @@ impl EsdbStore {
             }
             let first = actual.unwrap_or(0) + 1;
             let mut candidates = Vec::with_capacity(events.len());
-            for (offset, (event, event_type)) in events.iter().zip(&types).enumerate() {
-                let (traceparent, tracestate, metadata) = wire::split_metadata(&event.metadata);
-                let envelope = EnvelopeOut {
-                    event_id: event.id,
-                    stream_version: first + offset as u64,
-                    data: &event.data,
-                    metadata,
-                };
-                let data = serde_json::value::to_raw_value(&envelope)
-                    .map_err(|e| StoreError::InvalidInput(format!("cannot serialize the event envelope: {e}")))?;
-                candidates.push(EventCandidate {
-                    source: &config.source,
-                    subject: &subject,
-                    event_type: event_type.clone(),
-                    data,
-                    traceparent,
-                    tracestate,
-                });
-            }
+            wire::push_candidates(&mut candidates, &config.source, &subject, first, events, &types)?;
             let mut preconditions = vec![match &latest {
                 None => Precondition::SubjectPristine { subject: &subject },
                 Some(l) => Precondition::SubjectOnEventId { subject: &subject, event_id: &l.id },

@@ -17,7 +17,7 @@ use super::{condition, idempotent};
 
 use super::error::EsdbError;
 use super::store::{EsdbStore, Latest};
-use super::wire::{self, EnvelopeOut, EventCandidate, Precondition, WireEvent};
+use super::wire::{self, Precondition, WireEvent};
 
 impl EsdbStore {
     /// [`EsdbStore::append_many_in_one_write`], with a refusal (a version
@@ -117,25 +117,7 @@ impl EsdbStore {
                     Some(l) => Precondition::SubjectOnEventId { subject, event_id: &l.id },
                 });
                 let first = actual.unwrap_or(0) + 1;
-                for (offset, (event, event_type)) in append.events.iter().zip(types).enumerate() {
-                    let (traceparent, tracestate, metadata) = wire::split_metadata(&event.metadata);
-                    let envelope = EnvelopeOut {
-                        event_id: event.id,
-                        stream_version: first + offset as u64,
-                        data: &event.data,
-                        metadata,
-                    };
-                    let data = serde_json::value::to_raw_value(&envelope)
-                        .map_err(|e| StoreError::InvalidInput(format!("cannot serialize the event envelope: {e}")))?;
-                    candidates.push(EventCandidate {
-                        source: &config.source,
-                        subject,
-                        event_type: event_type.clone(),
-                        data,
-                        traceparent,
-                        tracestate,
-                    });
-                }
+                wire::push_candidates(&mut candidates, &config.source, subject, first, &append.events, types)?;
             }
             let body = self.write_body(candidates, preconditions);
             match self.write_events(&body).await {

@@ -3,6 +3,7 @@
 //! Everything here is pure: the wire-format tests pin these shapes.
 
 use chrono::{DateTime, Utc};
+use orchestrix::envelope::NewEvent;
 use orchestrix::{Metadata, StoreError, StreamId};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -132,6 +133,35 @@ pub(crate) struct WireEvent {
 /// What the adapter puts in an event's `data`: the event's id (ADR 0033),
 /// its own fields, its version in its stream and the metadata
 /// EventSourcingDB has no field for (see ADR 0012).
+/// Pushes onto `candidates` the events of one subject, numbered from
+/// `first`, each with its server type from `types`: the one place an
+/// append encodes an event for the server.
+pub(crate) fn push_candidates<'a>(
+    candidates: &mut Vec<EventCandidate<'a>>,
+    source: &'a str,
+    subject: &'a str,
+    first: u64,
+    events: &'a [NewEvent],
+    types: &[String],
+) -> Result<(), StoreError> {
+    for (offset, (event, event_type)) in events.iter().zip(types).enumerate() {
+        let (traceparent, tracestate, metadata) = split_metadata(&event.metadata);
+        let envelope =
+            EnvelopeOut { event_id: event.id, stream_version: first + offset as u64, data: &event.data, metadata };
+        let data = serde_json::value::to_raw_value(&envelope)
+            .map_err(|e| StoreError::InvalidInput(format!("cannot serialize the event envelope: {e}")))?;
+        candidates.push(EventCandidate {
+            source,
+            subject,
+            event_type: event_type.clone(),
+            data,
+            traceparent,
+            tracestate,
+        });
+    }
+    Ok(())
+}
+
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct EnvelopeOut<'a> {

@@ -30,7 +30,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use futures_util::stream::{self, StreamExt};
-use orchestrix::envelope::RecordedEvent;
 use orchestrix::query::{AppendCondition, Query};
 use orchestrix::store::{EventStream, StreamAppend};
 use orchestrix::StoreError;
@@ -41,7 +40,7 @@ use sqlx::{Postgres, Row, Transaction};
 use super::read::{event_row, read_all_bound, GLOBAL_CHUNK};
 use super::schema::fnv1a;
 use super::PgStore;
-use crate::common::{decode_rows, map_err, next_cursor, paged, to_i64};
+use crate::common::{decode_chunk, paged, to_i64};
 
 /// The SQL predicate of a query over `events` (aliased `e`), with its
 /// parameters numbered from `first`: one `(types, tags)` pair of `text[]`
@@ -189,18 +188,13 @@ impl PgStore {
                                 .bind(to_i64(from))
                                 .bind(to_i64(upper))
                                 .bind(GLOBAL_CHUNK);
-                            let rows = match bind_all(query, params).fetch_all(&inner.pool).await {
-                                Ok(rows) => rows,
-                                Err(error) => return (Vec::new(), Err(map_err(error))),
-                            };
-                            let (events, error): (Vec<Arc<RecordedEvent>>, _) =
-                                decode_rows(&rows, |row| event_row(row)?.into_record());
-                            if let Some(error) = error {
-                                (events, Err(error))
-                            } else {
-                                let next = next_cursor(&events, GLOBAL_CHUNK, |event| event.global_position);
-                                (events, Ok(next))
-                            }
+                            let rows = bind_all(query, params).fetch_all(&inner.pool).await;
+                            decode_chunk(
+                                rows,
+                                GLOBAL_CHUNK,
+                                |row| event_row(row)?.into_record(),
+                                |event| event.global_position,
+                            )
                         }
                     })
                 }

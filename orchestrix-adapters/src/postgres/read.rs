@@ -15,7 +15,7 @@ use tokio::sync::watch;
 
 use super::schema::Sql;
 use super::{Inner, PgStore};
-use crate::common::{decode_rows, map_err, next_cursor, outage_pause, paged, to_i64, EventRow, CHUNK};
+use crate::common::{decode_chunk, map_err, next_cursor, outage_pause, paged, to_i64, EventRow, CHUNK};
 #[cfg(doc)]
 use orchestrix::store::EventStore;
 
@@ -116,24 +116,14 @@ impl PgStore {
         stream: &StreamId,
         from: u64,
     ) -> (Vec<Arc<RecordedEvent>>, Result<Option<u64>, StoreError>) {
-        let rows = match sqlx::query(&self.inner.sql.read_stream)
+        let rows = sqlx::query(&self.inner.sql.read_stream)
             .bind(stream.category())
             .bind(stream.id())
             .bind(to_i64(from))
             .bind(CHUNK)
             .fetch_all(&self.inner.pool)
-            .await
-        {
-            Ok(rows) => rows,
-            Err(error) => return (Vec::new(), Err(map_err(error))),
-        };
-        let (events, error) = decode_rows(&rows, |row| event_row(row)?.into_record());
-        if let Some(error) = error {
-            (events, Err(error))
-        } else {
-            let next = next_cursor(&events, CHUNK, |event| event.stream_version);
-            (events, Ok(next))
-        }
+            .await;
+        decode_chunk(rows, CHUNK, |row| event_row(row)?.into_record(), |event| event.stream_version)
     }
 }
 

@@ -376,6 +376,8 @@ fn append_group_sql(events: &str) -> String {
 /// The SQL text of every statement, for one schema.
 #[derive(Debug)]
 pub(super) struct Sql {
+    /// The key store's statements.
+    pub(super) keys: crate::common::keys::KeySql,
     /// An append after whatever the stream's current version is.
     pub(super) append_any: String,
     /// The same for a single event (no arrays).
@@ -446,6 +448,7 @@ impl Sql {
         let stream_match =
             "stream_key = md5($1::text || '/' || $2::text)::uuid AND category = $1 AND aggregate_id = $2";
         Self {
+            keys: super::keys::key_sql(s),
             append_any: append_sql(&events, stream_match, Check::Any, false),
             append_any_one: append_sql(&events, stream_match, Check::Any, true),
             append_exact: append_sql(&events, stream_match, Check::Exact, false),

@@ -12,7 +12,7 @@ use sqlx::Row;
 use uuid::Uuid;
 
 use super::{Inner, SqliteStore};
-use crate::common::{decode_rows, map_err, next_cursor, paged, to_i64, EventRow, CHUNK};
+use crate::common::{decode_chunk, decode_rows, map_err, next_cursor, paged, to_i64, EventRow, CHUNK};
 #[cfg(doc)]
 use orchestrix::store::EventStore;
 
@@ -21,24 +21,14 @@ impl SqliteStore {
     pub(super) fn read_stream_from<'a>(&'a self, stream: &'a StreamId, from_version: u64) -> EventStream<'a> {
         let inner = &*self.inner;
         paged(from_version.max(1), move |from| async move {
-            let rows = match sqlx::query(&inner.sql.read_stream)
+            let rows = sqlx::query(&inner.sql.read_stream)
                 .bind(stream.category())
                 .bind(stream.id())
                 .bind(to_i64(from))
                 .bind(CHUNK)
                 .fetch_all(&inner.pool)
-                .await
-            {
-                Ok(rows) => rows,
-                Err(error) => return (Vec::new(), Err(map_err(error))),
-            };
-            let (events, error) = decode_rows(&rows, |row| event_row(row)?.into_record());
-            if let Some(error) = error {
-                (events, Err(error))
-            } else {
-                let next = next_cursor(&events, CHUNK, |event| event.stream_version);
-                (events, Ok(next))
-            }
+                .await;
+            decode_chunk(rows, CHUNK, |row| event_row(row)?.into_record(), |event| event.stream_version)
         })
     }
 

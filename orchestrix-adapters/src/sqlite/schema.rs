@@ -101,6 +101,8 @@ CREATE TABLE IF NOT EXISTS {p}leases (
 
 #[derive(Debug)]
 pub(super) struct Sql {
+    /// The key store's statements.
+    pub(super) keys: crate::common::keys::KeySql,
     pub(super) append: String,
     /// The same as `append` as one autocommit statement that checks the
     /// stream's version `?3` itself (0: a new stream, which the unique
@@ -149,6 +151,7 @@ const COLUMNS: &str = "global_position, event_id, category, aggregate_id, stream
 impl Sql {
     pub(super) fn new(p: &str) -> Self {
         Self {
+            keys: super::keys::key_sql(p),
             // One statement for the whole batch: a JSON array of
             // [id, type, schema version, data, metadata] tuples, the strings
             // kept verbatim.

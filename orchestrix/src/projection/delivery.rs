@@ -409,3 +409,7 @@ pub async fn skippable(
     }
     Ok(skip_to)
 }
+
+#[cfg(test)]
+#[path = "delivery_tests.rs"]
+mod tests;

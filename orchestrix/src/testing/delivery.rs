@@ -19,8 +19,10 @@
 //! being left out unseen. The only one so far is the rebuild, which a
 //! NATS worker does not offer (ADR 0025).
 
-use std::collections::HashSet;
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use uuid::Uuid;
@@ -28,7 +30,7 @@ use uuid::Uuid;
 use super::conformance::support::{event_with, unique_stream};
 use crate::envelope::{Metadata, RecordedEvent};
 use crate::error::BoxError;
-use crate::projection::{DropOutcome, ProjectionError, ProjectionStatus, RetryOutcome};
+use crate::projection::{DropOutcome, Projection, ProjectionError, ProjectionHandle, ProjectionStatus, RetryOutcome};
 use crate::store::{DeadLetter, DeadLetterQuery, DeadLetterStore, EventFilter, EventStore, ExpectedVersion};
 use crate::stream::StreamId;
 
@@ -140,6 +142,90 @@ pub trait Running: Send {
     async fn drop_letter(&mut self, id: Uuid) -> Result<DropOutcome, ProjectionError>;
     /// Stops it.
     async fn stop(self: Box<Self>) -> Result<(), ProjectionError>;
+}
+
+/// How long a [`ProjectionHandle`] running a scenario may take to catch up.
+pub const CATCH_UP: Duration = Duration::from_secs(20);
+
+/// The runners that return a [`ProjectionHandle`] (the engine, the
+/// PostgreSQL transactional runner) run a scenario through it directly.
+#[async_trait]
+impl<P: Send + 'static> Running for ProjectionHandle<P> {
+    async fn wait_caught_up(&mut self) -> Result<ProjectionStatus, ProjectionError> {
+        ProjectionHandle::wait_caught_up(self, CATCH_UP).await
+    }
+    async fn retry(&mut self, id: Uuid) -> Result<RetryOutcome, ProjectionError> {
+        self.retry_dead_letter(id).await
+    }
+    async fn retry_all(&mut self) -> Result<RetryOutcome, ProjectionError> {
+        self.retry_dead_letters().await
+    }
+    async fn drop_letter(&mut self, id: Uuid) -> Result<DropOutcome, ProjectionError> {
+        self.drop_dead_letter(id).await
+    }
+    async fn stop(self: Box<Self>) -> Result<(), ProjectionError> {
+        ProjectionHandle::stop(*self).await.map(drop)
+    }
+}
+
+/// A journal kept in memory, shared by a harness and its projection.
+pub type Journal = Arc<Mutex<Vec<(StreamId, u64)>>>;
+
+/// The journals of a harness whose projections keep them in memory, by
+/// projection name.
+#[derive(Debug, Default)]
+pub struct Journals(Mutex<HashMap<String, Journal>>);
+
+impl Journals {
+    /// The journal of the projection `name` (created empty).
+    pub fn of(&self, name: &str) -> Journal {
+        Arc::clone(self.0.lock().unwrap_or_else(PoisonError::into_inner).entry(name.to_owned()).or_default())
+    }
+
+    /// What the projection `name` applied so far, in order
+    /// ([`Harness::journal`]).
+    pub fn entries(&self, name: &str) -> Vec<(StreamId, u64)> {
+        self.of(name).lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+}
+
+/// The scenario projection for runners of plain [`Projection`]s (the
+/// engine, the NATS worker): it checks the [`Faults`], then records each
+/// applied event in its in-memory [`Journal`]; a reset empties it.
+#[derive(Debug)]
+pub struct JournalProjection {
+    name: String,
+    faults: Faults,
+    journal: Journal,
+}
+
+impl JournalProjection {
+    /// The projection `name`, failing by `faults`, recording in `journal`.
+    pub fn new(name: &str, faults: Faults, journal: Journal) -> Self {
+        Self { name: name.to_owned(), faults, journal }
+    }
+}
+
+#[async_trait]
+impl Projection for JournalProjection {
+    fn name(&self) -> Cow<'static, str> {
+        self.name.clone().into()
+    }
+
+    fn filter(&self) -> EventFilter {
+        filter()
+    }
+
+    async fn handle(&mut self, event: &RecordedEvent) -> Result<(), BoxError> {
+        self.faults.check(event)?;
+        self.journal.lock().unwrap_or_else(PoisonError::into_inner).push((event.stream.clone(), event.stream_version));
+        Ok(())
+    }
+
+    async fn reset(&mut self) -> Result<(), BoxError> {
+        self.journal.lock().unwrap_or_else(PoisonError::into_inner).clear();
+        Ok(())
+    }
 }
 
 /// Runs every scenario on `harness`.

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use futures_util::StreamExt;
 
 use super::support::{
-    collect, event_with, expect_eq, expect_quiet, fail, next_event, next_events, ok, positions, unique_stream, within,
+    append, collect, event_with, expect_eq, expect_quiet, fail, next_event, next_events, ok, positions, unique_stream,
+    within,
 };
 use crate::envelope::{Metadata, NewEvent, RecordedEvent};
 use crate::error::StoreError;
@@ -45,26 +46,20 @@ pub async fn tags_round_trip_and_queries_select<S: EventStore>(store: S) {
     const CHECK: &str = "consistency_by_query::tags_round_trip_and_queries_select";
     let (course, student, other) = (fresh("course"), fresh("student"), fresh("course"));
     let stream = unique_stream("Course");
-    let written = ok(
+    let written = append(
         CHECK,
-        "append",
-        within(
-            CHECK,
-            "append",
-            store.append(
-                &stream,
-                ExpectedVersion::NoStream,
-                vec![
-                    tagged("CourseDefined", std::slice::from_ref(&course)),
-                    tagged("StudentSubscribed", &[course.clone(), student.clone()]),
-                    tagged("StudentSubscribed", &[other.clone(), student.clone()]),
-                    tagged("CourseDefined", std::slice::from_ref(&other)),
-                    tagged("Untagged", &[]),
-                ],
-            ),
-        )
-        .await,
-    );
+        &store,
+        &stream,
+        ExpectedVersion::NoStream,
+        vec![
+            tagged("CourseDefined", std::slice::from_ref(&course)),
+            tagged("StudentSubscribed", &[course.clone(), student.clone()]),
+            tagged("StudentSubscribed", &[other.clone(), student.clone()]),
+            tagged("CourseDefined", std::slice::from_ref(&other)),
+            tagged("Untagged", &[]),
+        ],
+    )
+    .await;
     let mut sorted = vec![course.clone(), student.clone()];
     sorted.sort();
     if written[1].tags() != sorted.as_slice() {
@@ -104,26 +99,20 @@ pub async fn global_reads_filter_by_tags<S: EventStore>(store: S) {
     const CHECK: &str = "consistency_by_query::global_reads_filter_by_tags";
     let (course, student) = (fresh("course"), fresh("student"));
     let stream = unique_stream("Course");
-    let written = ok(
+    let written = append(
         CHECK,
-        "append",
-        within(
-            CHECK,
-            "append",
-            store.append(
-                &stream,
-                ExpectedVersion::NoStream,
-                vec![
-                    tagged("CourseDefined", std::slice::from_ref(&course)),
-                    tagged("StudentSubscribed", &[course.clone(), student.clone()]),
-                    tagged("StudentSubscribed", std::slice::from_ref(&student)),
-                    tagged("Untagged", &[]),
-                    tagged("CourseDefined", std::slice::from_ref(&course)),
-                ],
-            ),
-        )
-        .await,
-    );
+        &store,
+        &stream,
+        ExpectedVersion::NoStream,
+        vec![
+            tagged("CourseDefined", std::slice::from_ref(&course)),
+            tagged("StudentSubscribed", &[course.clone(), student.clone()]),
+            tagged("StudentSubscribed", std::slice::from_ref(&student)),
+            tagged("Untagged", &[]),
+            tagged("CourseDefined", std::slice::from_ref(&course)),
+        ],
+    )
+    .await;
     let at = |indexes: &[usize]| -> Vec<u64> { indexes.iter().map(|&i| written[i].global_position).collect() };
     let first = written[0].global_position;
     let by_course = EventFilter::all().with_tag(course.clone());
@@ -139,23 +128,17 @@ pub async fn global_reads_filter_by_tags<S: EventStore>(store: S) {
     let mut subscription = store.subscribe(first, EventFilter::types(["StudentSubscribed"]).with_tag(student.clone()));
     let caught_up = next_events(CHECK, &mut subscription, 2).await;
     expect_eq(CHECK, "positions caught up with a type and a tag", &positions(&caught_up), &at(&[1, 2]));
-    let live = ok(
+    let live = append(
         CHECK,
-        "append",
-        within(
-            CHECK,
-            "append",
-            store.append(
-                &stream,
-                ExpectedVersion::Exact(5),
-                vec![
-                    tagged("StudentSubscribed", std::slice::from_ref(&course)),
-                    tagged("StudentSubscribed", &[student.clone(), course.clone()]),
-                ],
-            ),
-        )
-        .await,
-    );
+        &store,
+        &stream,
+        ExpectedVersion::Exact(5),
+        vec![
+            tagged("StudentSubscribed", std::slice::from_ref(&course)),
+            tagged("StudentSubscribed", &[student.clone(), course.clone()]),
+        ],
+    )
+    .await;
     let event = next_event(CHECK, &mut subscription).await;
     expect_eq(CHECK, "position of the live event with the tag", &event.global_position, &live[1].global_position);
     expect_quiet(CHECK, &mut subscription).await;

@@ -14,27 +14,14 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 use super::support::{
-    batch, collect, expect, expect_eq, expect_invalid_input, numbered, ok, positions, unique_stream, versions, within,
+    append, batch, collect, expect, expect_eq, expect_invalid_input, numbered, ok, positions, unique_stream, versions,
+    within,
 };
 use crate::envelope::{NewEvent, RecordedEvent};
 use crate::error::StoreError;
 use crate::query::{AppendCondition, Query, QueryItem};
 use crate::store::{EventFilter, EventStore, ExpectedVersion, StreamAppend};
 use crate::stream::StreamId;
-
-async fn append<S: EventStore>(
-    check: &str,
-    store: &S,
-    stream: &StreamId,
-    expected: ExpectedVersion,
-    events: Vec<NewEvent>,
-) -> Vec<Arc<RecordedEvent>> {
-    ok(
-        check,
-        &format!("append to `{stream}` expecting {expected}"),
-        within(check, "append", store.append(stream, expected, events)).await,
-    )
-}
 
 async fn stream_events<S: EventStore>(check: &str, store: &S, stream: &StreamId) -> Vec<Arc<RecordedEvent>> {
     collect(check, &format!("read_stream(`{stream}`)"), store.read_stream(stream, 0)).await

@@ -243,6 +243,14 @@ macro_rules! __orchestrix_conformance_expand {
 /// for example `#[cfg_attr(not(has_server), ignore = "needs a server")]`
 /// to report the tests ignored, with the reason, when a service is absent.
 ///
+/// `every_store_port` stands for all the store ports at once, for an
+/// adapter whose one store type implements them all (the SQL adapters):
+/// `event_store`, `consistency_by_query`, `retag`, `snapshot_store`,
+/// `snapshot_trust` (the store paired with a clone of itself),
+/// `checkpoint_store`, `key_value_store`, `key_store` and
+/// `dead_letter_store`, each in its own module as above. It is the one
+/// list such adapters share, so a port added to it reaches all of them.
+///
 /// `event_store` includes the checks of idempotent appends (ADR 0027), in
 /// a module `event_store::idempotent_append`, unless the adapter declares
 /// them unsupported with a third argument,
@@ -282,6 +290,20 @@ macro_rules! conformance_tests {
             }
         }
     };
+    ($(#[$attr:meta])* every_store_port, $make:expr $(,)?) => {
+        $crate::conformance_tests!($(#[$attr])* event_store, $make);
+        $crate::conformance_tests!($(#[$attr])* consistency_by_query, $make);
+        $crate::conformance_tests!($(#[$attr])* retag, $make);
+        $crate::conformance_tests!($(#[$attr])* snapshot_store, $make);
+        $crate::conformance_tests!($(#[$attr])* snapshot_trust, {
+            let store = $make;
+            (::core::clone::Clone::clone(&store), store)
+        });
+        $crate::conformance_tests!($(#[$attr])* checkpoint_store, $make);
+        $crate::conformance_tests!($(#[$attr])* key_value_store, $make);
+        $crate::conformance_tests!($(#[$attr])* key_store, $make);
+        $crate::conformance_tests!($(#[$attr])* dead_letter_store, $make);
+    };
     ($(#[$attr:meta])* $port:ident, $make:expr $(,)?) => {
         mod $port {
             #[allow(unused_imports)]
@@ -303,6 +325,22 @@ pub enum Unsupported {
     /// may be stored twice and commands are not deduplicated by command
     /// id. Its users get at-least-once appends.
     IdempotentAppend,
+}
+
+/// Writes the runner function `$port` (every check of the port, each on a
+/// fresh store from `make`) for stores implementing `$bound`.
+macro_rules! runner {
+    ($(#[$doc:meta])* $port:ident: $bound:path) => {
+        $(#[$doc])*
+        pub async fn $port<S, F, Fut>(mut make: F)
+        where
+            S: $bound,
+            F: FnMut() -> Fut,
+            Fut: Future<Output = S>,
+        {
+            crate::__orchestrix_conformance_checks! { $port run make }
+        }
+    };
 }
 
 /// Runs every [`EventStore`] check, including the [`idempotent_append`]
@@ -330,27 +368,17 @@ where
     }
 }
 
-/// Runs every consistency-by-query check of an [`EventStore`]
-/// ([`EventStore::append_if`], [`EventStore::read_by_query`]), each on a
-/// fresh store from `make`. Adapters without it run
-/// [`consistency_by_query::unsupported_is_refused`] instead.
-pub async fn consistency_by_query<S, F, Fut>(mut make: F)
-where
-    S: EventStore,
-    F: FnMut() -> Fut,
-    Fut: Future<Output = S>,
-{
-    crate::__orchestrix_conformance_checks! { consistency_by_query run make }
+runner! {
+    /// Runs every consistency-by-query check of an [`EventStore`]
+    /// ([`EventStore::append_if`], [`EventStore::read_by_query`]), each on a
+    /// fresh store from `make`. Adapters without it run
+    /// [`consistency_by_query::unsupported_is_refused`] instead.
+    consistency_by_query: EventStore
 }
 
-/// Runs every [`SnapshotStore`] check, each on a fresh store from `make`.
-pub async fn snapshot_store<S, F, Fut>(mut make: F)
-where
-    S: SnapshotStore,
-    F: FnMut() -> Fut,
-    Fut: Future<Output = S>,
-{
-    crate::__orchestrix_conformance_checks! { snapshot_store run make }
+runner! {
+    /// Runs every [`SnapshotStore`] check, each on a fresh store from `make`.
+    snapshot_store: SnapshotStore
 }
 
 /// Runs every check that a [`crate::repository::Repository`] over an
@@ -366,63 +394,33 @@ where
     crate::__orchestrix_conformance_checks! { snapshot_trust run make }
 }
 
-/// Runs every [`crate::retag::Retag`] check, each on a fresh store from
-/// `make`.
-pub async fn retag<S, F, Fut>(mut make: F)
-where
-    S: crate::retag::Retag,
-    F: FnMut() -> Fut,
-    Fut: Future<Output = S>,
-{
-    crate::__orchestrix_conformance_checks! { retag run make }
+runner! {
+    /// Runs every [`crate::retag::Retag`] check, each on a fresh store from
+    /// `make`.
+    retag: crate::retag::Retag
 }
 
-/// Runs every [`CheckpointStore`] check, each on a fresh store from `make`.
-pub async fn checkpoint_store<S, F, Fut>(mut make: F)
-where
-    S: CheckpointStore,
-    F: FnMut() -> Fut,
-    Fut: Future<Output = S>,
-{
-    crate::__orchestrix_conformance_checks! { checkpoint_store run make }
+runner! {
+    /// Runs every [`CheckpointStore`] check, each on a fresh store from `make`.
+    checkpoint_store: CheckpointStore
 }
 
-/// Runs every [`KeyValueStore`] check, each on a fresh store from `make`.
-pub async fn key_value_store<S, F, Fut>(mut make: F)
-where
-    S: KeyValueStore,
-    F: FnMut() -> Fut,
-    Fut: Future<Output = S>,
-{
-    crate::__orchestrix_conformance_checks! { key_value_store run make }
+runner! {
+    /// Runs every [`KeyValueStore`] check, each on a fresh store from `make`.
+    key_value_store: KeyValueStore
 }
 
-/// Runs every [`KeyStore`] check, each on a fresh store from `make`.
-pub async fn key_store<S, F, Fut>(mut make: F)
-where
-    S: KeyStore,
-    F: FnMut() -> Fut,
-    Fut: Future<Output = S>,
-{
-    crate::__orchestrix_conformance_checks! { key_store run make }
+runner! {
+    /// Runs every [`KeyStore`] check, each on a fresh store from `make`.
+    key_store: KeyStore
 }
 
-/// Runs every [`MessageBus`] check, each on a fresh bus from `make`.
-pub async fn message_bus<B, F, Fut>(mut make: F)
-where
-    B: MessageBus,
-    F: FnMut() -> Fut,
-    Fut: Future<Output = B>,
-{
-    crate::__orchestrix_conformance_checks! { message_bus run make }
+runner! {
+    /// Runs every [`MessageBus`] check, each on a fresh bus from `make`.
+    message_bus: MessageBus
 }
 
-/// Runs every [`DeadLetterStore`] check, each on a fresh store from `make`.
-pub async fn dead_letter_store<D, F, Fut>(mut make: F)
-where
-    D: DeadLetterStore,
-    F: FnMut() -> Fut,
-    Fut: Future<Output = D>,
-{
-    crate::__orchestrix_conformance_checks! { dead_letter_store run make }
+runner! {
+    /// Runs every [`DeadLetterStore`] check, each on a fresh store from `make`.
+    dead_letter_store: DeadLetterStore
 }

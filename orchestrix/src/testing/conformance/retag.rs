@@ -8,7 +8,9 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::support::{collect, event_with, expect, expect_eq, expect_invalid_input, json, ok, unique_stream, within};
+use super::support::{
+    append, collect, event_with, expect, expect_eq, expect_invalid_input, json, ok, unique_stream, within,
+};
 use crate::envelope::{Metadata, NewEvent, RecordedEvent};
 use crate::error::{DecodeErrorKind, StoreError};
 use crate::event::{Event, EventType};
@@ -79,25 +81,19 @@ pub async fn retag_makes_untagged_events_visible<S: Retag>(store: S) {
     const CHECK: &str = "retag::retag_makes_untagged_events_visible";
     let sku = uuid::Uuid::now_v7().simple().to_string();
     let bin = unique_stream("Bin");
-    let written = ok(
+    let written = append(
         CHECK,
-        "append",
-        within(
-            CHECK,
-            "append",
-            store.append(
-                &bin,
-                ExpectedVersion::NoStream,
-                vec![
-                    untagged(&sku, 5),
-                    untagged("other", 1),
-                    event_with("BinOpened", "{}", Metadata::default()),
-                    untagged(&sku, 2),
-                ],
-            ),
-        )
-        .await,
-    );
+        &store,
+        &bin,
+        ExpectedVersion::NoStream,
+        vec![
+            untagged(&sku, 5),
+            untagged("other", 1),
+            event_with("BinOpened", "{}", Metadata::default()),
+            untagged(&sku, 2),
+        ],
+    )
+    .await;
     let query = Query::new([QueryItem::of::<Received>().tag("sku", sku.as_str())]);
     expect_eq(CHECK, "events a query by tag sees before re-tagging", &by_query(CHECK, &store, &query).await.len(), &0);
     let untagged_counts =
@@ -155,16 +151,8 @@ pub async fn retag_makes_untagged_events_visible<S: Retag>(store: S) {
 pub async fn replace_tags_is_all_or_nothing<S: Retag>(store: S) {
     const CHECK: &str = "retag::replace_tags_is_all_or_nothing";
     let stream = unique_stream("Bin");
-    let written = ok(
-        CHECK,
-        "append",
-        within(
-            CHECK,
-            "append",
-            store.append(&stream, ExpectedVersion::NoStream, vec![untagged("a", 1), untagged("b", 2)]),
-        )
-        .await,
-    );
+    let written =
+        append(CHECK, &store, &stream, ExpectedVersion::NoStream, vec![untagged("a", 1), untagged("b", 2)]).await;
     let (first, second) = (written[0].global_position, written[1].global_position);
     let head = ok(CHECK, "head_position", within(CHECK, "head_position", store.head_position()).await).unwrap_or(0);
     let tags_now = |read: &[Arc<RecordedEvent>]| read.iter().map(|event| event.tags().to_vec()).collect::<Vec<_>>();

@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use crate::envelope::{Metadata, NewEvent, RecordedEvent};
 use crate::error::StoreError;
-use crate::store::{EventStream, ExpectedVersion};
+use crate::store::{EventFilter, EventStore, EventStream, ExpectedVersion};
 use crate::stream::StreamId;
 
 /// How long any single step may take before the check fails instead of
@@ -224,4 +224,55 @@ pub(crate) fn expect(check: &str, condition: bool, message: std::fmt::Arguments<
     if !condition {
         fail(check, message);
     }
+}
+
+/// Appends `events` to `stream`, failing the check unless it succeeds.
+pub(crate) async fn append<S: EventStore>(
+    check: &str,
+    store: &S,
+    stream: &StreamId,
+    expected: ExpectedVersion,
+    events: Vec<NewEvent>,
+) -> Vec<Arc<RecordedEvent>> {
+    ok(
+        check,
+        &format!("append to `{stream}` expecting {expected}"),
+        within(check, "append", store.append(stream, expected, events)).await,
+    )
+}
+
+/// The whole of `stream` from version `from`.
+pub(crate) async fn read_stream<S: EventStore>(
+    check: &str,
+    store: &S,
+    stream: &StreamId,
+    from: u64,
+) -> Vec<Arc<RecordedEvent>> {
+    collect(check, &format!("read_stream(`{stream}`, {from})"), store.read_stream(stream, from)).await
+}
+
+/// The global log from position `from` through `filter`.
+pub(crate) async fn read_all<S: EventStore>(
+    check: &str,
+    store: &S,
+    from: u64,
+    filter: &EventFilter,
+) -> Vec<Arc<RecordedEvent>> {
+    collect(check, &format!("read_all({from}, {filter:?})"), store.read_all(from, filter)).await
+}
+
+/// The store's head position.
+pub(crate) async fn head<S: EventStore>(check: &str, store: &S) -> Option<u64> {
+    ok(check, "head_position", within(check, "head_position", store.head_position()).await)
+}
+
+/// The version of `stream`.
+pub(crate) async fn version<S: EventStore>(check: &str, store: &S, stream: &StreamId) -> Option<u64> {
+    ok(check, "stream_version", within(check, "stream_version", store.stream_version(stream)).await)
+}
+
+/// The events' data as parsed JSON: stores may normalize whitespace and key
+/// order (PostgreSQL `jsonb` does), so data is compared as JSON values.
+pub(crate) fn data_of(events: &[Arc<RecordedEvent>]) -> Vec<serde_json::Value> {
+    events.iter().map(|event| json(event.data.get())).collect()
 }

@@ -11,7 +11,9 @@
 
 use std::sync::Arc;
 
-use super::support::{collect, event_with, expect, expect_eq, expect_invalid_input, json, ok, unique_stream, within};
+use super::support::{
+    append, collect, event_with, expect, expect_eq, expect_invalid_input, json, ok, unique_stream, within,
+};
 use crate::envelope::{Metadata, NewEvent, RecordedEvent, MAX_JSON_DEPTH};
 use crate::error::StoreError;
 use crate::query::{AppendCondition, Query, QueryItem, MAX_TAG_LEN};
@@ -160,16 +162,9 @@ pub async fn payloads_come_back_as_equal_values<S: EventStore>(store: S) {
     expect_eq(CHECK, "a reordered payload, as a value", &json(data), &json(reordered));
     assert_ne!(data, reordered, "the fixture's two spellings differ as bytes");
     let metadata = Metadata::default().with_header("zeta", "1").with_header("alpha", "2").with_tag("note:1");
-    let written = ok(
-        CHECK,
-        "append",
-        within(
-            CHECK,
-            "append",
-            store.append(&stream, ExpectedVersion::NoStream, vec![event_with("Noted", data, metadata.clone())]),
-        )
-        .await,
-    );
+    let written =
+        append(CHECK, &store, &stream, ExpectedVersion::NoStream, vec![event_with("Noted", data, metadata.clone())])
+            .await;
     let read = collect(CHECK, "read_stream", store.read_stream(&stream, 1)).await;
     let all = collect(CHECK, "read_all", store.read_all(0, &EventFilter::all())).await;
     for (what, record) in [("the append's record", &written[0]), ("read_stream", &read[0]), ("read_all", &all[0])] {

@@ -1,5 +1,9 @@
 //! What both SQL adapters share: error mapping, input validation, paging
-//! and decoding rows into records.
+//! and decoding rows into records; the snapshot, checkpoint, key-value and
+//! dead-letter ports ([`ports`]) and the key store ([`keys`]).
+
+pub(crate) mod keys;
+pub(crate) mod ports;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -288,6 +292,28 @@ pub(crate) fn next_cursor(
 ) -> Option<u64> {
     let full = i64::try_from(events.len()).unwrap_or(i64::MAX) >= limit;
     events.last().filter(|_| full).map(|last| key(last) + 1)
+}
+
+/// A chunk of a paginated read (at most `limit` rows, or the error that
+/// fetched none): its records up to the first bad row, and the cursor after
+/// it ([`next_cursor`] by `key`) or the decoding error.
+pub(crate) fn decode_chunk<R>(
+    rows: Result<Vec<R>, sqlx::Error>,
+    limit: i64,
+    decode: impl Fn(&R) -> Result<Arc<RecordedEvent>, StoreError>,
+    key: impl Fn(&RecordedEvent) -> u64,
+) -> (Vec<Arc<RecordedEvent>>, Result<Option<u64>, StoreError>) {
+    let rows = match rows {
+        Ok(rows) => rows,
+        Err(error) => return (Vec::new(), Err(map_err(error))),
+    };
+    match decode_rows(&rows, decode) {
+        (events, Some(error)) => (events, Err(error)),
+        (events, None) => {
+            let next = next_cursor(&events, limit, key);
+            (events, Ok(next))
+        }
+    }
 }
 
 /// Folds the count of forgotten subjects and the time of the latest forget
