@@ -144,6 +144,7 @@ pub enum DecidedAs {
 
 /// A step's hook (or a wait's outcome) decided not to run the step now.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct SagaStepDecided {
     /// The step's index.
     pub step: usize,
@@ -159,9 +160,24 @@ pub struct SagaStepDecided {
     pub reason: Option<String>,
 }
 
+impl SagaStepDecided {
+    /// Step `step`, named `name`, decided as `decision` (until `until`
+    /// for a retry), for `reason` if one was given.
+    pub fn new(
+        step: usize,
+        name: impl Into<String>,
+        decision: DecidedAs,
+        until: Option<DateTime<Utc>>,
+        reason: Option<String>,
+    ) -> Self {
+        Self { step, name: name.into(), decision, until, reason }
+    }
+}
+
 /// An attempt of a step that has a decision hook was refused: the hook
 /// decides what comes next (retry, give up, skip, finish).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct SagaStepAttemptFailed {
     /// The step's index.
     pub step: usize,
@@ -174,8 +190,17 @@ pub struct SagaStepAttemptFailed {
     pub timed_out: bool,
 }
 
+impl SagaStepAttemptFailed {
+    /// An attempt of step `step`, named `name`, failed with `error` (out of
+    /// time if `timed_out`).
+    pub fn new(step: usize, name: impl Into<String>, error: impl Into<String>, timed_out: bool) -> Self {
+        Self { step, name: name.into(), error: error.into(), timed_out }
+    }
+}
+
 /// A waiting step began to wait for an event, until a deadline.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct SagaStepWaiting {
     /// The step's index.
     pub step: usize,
@@ -189,6 +214,20 @@ pub struct SagaStepWaiting {
     /// so that it survives restarts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline: Option<DateTime<Utc>>,
+}
+
+impl SagaStepWaiting {
+    /// Step `step`, named `name`, waits for an event of `event_type` in
+    /// `stream`, until `deadline` if bounded.
+    pub fn new(
+        step: usize,
+        name: impl Into<String>,
+        event_type: impl Into<String>,
+        stream: impl Into<String>,
+        deadline: Option<DateTime<Utc>>,
+    ) -> Self {
+        Self { step, name: name.into(), event_type: event_type.into(), stream: stream.into(), deadline }
+    }
 }
 
 /// Everything a saga instance records about itself.

@@ -91,6 +91,7 @@ fn key(stream: &StreamId) -> (&str, &str) {
 
 /// One stream as [`EventStore::list_streams`] lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct StreamSummary {
     /// The stream.
     pub stream: StreamId,
