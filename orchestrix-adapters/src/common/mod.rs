@@ -238,7 +238,7 @@ impl EventRow {
                 .map_err(|error| corrupt(version, format!("metadata is not valid: {error}")))?
         };
         validate_event_type(&self.event_type).map_err(|error| corrupt(version, error.to_string()))?;
-        let event = NewEvent::new(self.event_type, schema_version, data).with_id(self.event_id).with_metadata(metadata);
+        let event = NewEvent::from_parts(self.event_id, self.event_type, schema_version, data, metadata);
         Ok(Arc::new(RecordedEvent::new(event, stream, version, global_position, self.recorded_at)))
     }
 }

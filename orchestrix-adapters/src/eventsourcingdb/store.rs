@@ -424,7 +424,7 @@ impl Inner {
             metadata.tracestate = event.tracestate;
         }
         let id = envelope.event_id.unwrap_or_else(|| wire::event_uuid(event.time, position));
-        let stored = NewEvent::new(name, schema_version, envelope.data).with_id(id).with_metadata(metadata);
+        let stored = NewEvent::from_parts(id, name.to_owned(), schema_version, envelope.data, metadata);
         Ok(Some(RecordedEvent::new(stored, stream, envelope.stream_version, position + 1, event.time)))
     }
 }

@@ -277,7 +277,7 @@ fn assemble(
     metadata.tracestate = attribute("tracestate")?;
     metadata.tenant = attribute("orxtenant")?;
     metadata.headers = headers;
-    let event = NewEvent::new(required("type")?, schema_version, data).with_id(id).with_metadata(metadata);
+    let event = NewEvent::from_parts(id, required("type")?, schema_version, data, metadata);
     Ok(RecordedEvent::new(event, stream, number("orxstreamversion")?, number("orxposition")?, recorded_at))
 }
 
