@@ -4,7 +4,7 @@
 //! The two stores run the same statements in the same order and decode
 //! the same columns; they differ only in how a column holds a time and an
 //! id (a [`Dialect`]) and in the SQL text itself, which each adapter's
-//! `schema.rs` builds. [`impl_sql_ports!`] writes the four port impls for a
+//! `schema.rs` builds. [`impl_sql_ports!`] writes the four port impls (and the grouped stream listing) for a
 //! store from its dialect; it expects `self.inner.pool` and the statements
 //! in `self.inner.sql`.
 
@@ -38,6 +38,27 @@ pub(crate) trait Dialect {
 /// in a transaction) with the helpers it needs.
 macro_rules! impl_sql_ports {
     ($store:ty, $db:ty, $dialect:ty) => {
+        impl $store {
+            /// [`orchestrix::store::EventStore::list_streams`]: one grouped
+            /// query (ADR 0041).
+            pub(crate) async fn stream_page(
+                &self,
+                listing: &orchestrix::store::StreamListing,
+            ) -> Result<Vec<orchestrix::store::StreamSummary>, orchestrix::StoreError> {
+                let (category, prefix, after_category, after_id, limit) = $crate::common::listing_params(listing);
+                let rows: Vec<(String, String, i64, i64, i64)> = sqlx::query_as(&self.inner.sql.list_streams)
+                    .bind(category)
+                    .bind(prefix)
+                    .bind(after_category)
+                    .bind(after_id)
+                    .bind(limit)
+                    .fetch_all(&self.inner.pool)
+                    .await
+                    .map_err($crate::common::map_err)?;
+                rows.into_iter().map($crate::common::stream_summary).collect()
+            }
+        }
+
         #[async_trait::async_trait]
         impl orchestrix::store::SnapshotStore for $store {
             async fn save(&self, snapshot: orchestrix::store::Snapshot) -> Result<(), orchestrix::StoreError> {

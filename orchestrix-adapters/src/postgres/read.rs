@@ -83,24 +83,6 @@ impl PgStore {
         .boxed()
     }
 
-    /// [`EventStore::list_streams`]: one grouped query (ADR 0041).
-    pub(super) async fn stream_page(
-        &self,
-        listing: &orchestrix::store::StreamListing,
-    ) -> Result<Vec<orchestrix::store::StreamSummary>, StoreError> {
-        let (category, prefix, after_category, after_id, limit) = crate::common::listing_params(listing);
-        let rows: Vec<(String, String, i64, i64, i64)> = sqlx::query_as(&self.inner.sql.list_streams)
-            .bind(category)
-            .bind(prefix)
-            .bind(after_category)
-            .bind(after_id)
-            .bind(limit)
-            .fetch_all(&self.inner.pool)
-            .await
-            .map_err(map_err)?;
-        rows.into_iter().map(crate::common::stream_summary).collect()
-    }
-
     pub(super) async fn fetch_version(&self, stream: &StreamId) -> Result<Option<u64>, StoreError> {
         let version: Option<i64> = sqlx::query_scalar(&self.inner.sql.stream_version)
             .bind(stream.category())

@@ -73,24 +73,6 @@ impl SqliteStore {
         row.map(|row| event_row(&row)?.into_record()).transpose()
     }
 
-    /// [`EventStore::list_streams`]: one grouped query (ADR 0041).
-    pub(super) async fn stream_page(
-        &self,
-        listing: &orchestrix::store::StreamListing,
-    ) -> Result<Vec<orchestrix::store::StreamSummary>, StoreError> {
-        let (category, prefix, after_category, after_id, limit) = crate::common::listing_params(listing);
-        let rows: Vec<(String, String, i64, i64, i64)> = sqlx::query_as(&self.inner.sql.list_streams)
-            .bind(category)
-            .bind(prefix)
-            .bind(after_category)
-            .bind(after_id)
-            .bind(limit)
-            .fetch_all(&self.inner.pool)
-            .await
-            .map_err(map_err)?;
-        rows.into_iter().map(crate::common::stream_summary).collect()
-    }
-
     pub(super) async fn fetch_version<'e, E>(&self, executor: E, stream: &StreamId) -> Result<Option<u64>, StoreError>
     where
         E: sqlx::Executor<'e, Database = sqlx::Sqlite>,
