@@ -4,12 +4,14 @@
 use std::borrow::Cow;
 use std::fmt::Debug;
 use std::sync::atomic::Ordering;
+use std::sync::PoisonError;
+use std::time::Instant;
 
 use async_trait::async_trait;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use super::{seal, CryptoStore, SAGA_STARTED};
+use super::{seal, CryptoStore, ERASURE_POLL_INTERVAL, SAGA_STARTED};
 use crate::envelope::RecordedEvent;
 use crate::error::{BoxError, StoreError};
 use crate::store::DeadLetter;
@@ -166,5 +168,42 @@ impl<S> CryptoStore<S> {
         }
         let event = RecordedEvent { data, ..event.clone() };
         Ok(Some(DeadLetter { event, error, ..letter.clone() }))
+    }
+}
+
+/// How a store learns of erasures made by other processes.
+impl<S> CryptoStore<S> {
+    /// Learns of a `forget` run by another process on the same key store:
+    /// polls the key store's [`KeyStore::erasure_mark`](crate::store::KeyStore::erasure_mark) and, if it changed
+    /// since the last poll, bumps this store's
+    /// [`EventStore::erasure_generation`](crate::store::EventStore::erasure_generation), so that the application's cache
+    /// drops what it read before. Returns whether it did. Appends call it
+    /// at most every [`ERASURE_POLL_INTERVAL`]; call it yourself to learn
+    /// sooner.
+    pub async fn refresh_erasures(&self) -> Result<bool, StoreError> {
+        let mark = self.keys.erasure_mark().await?;
+        let mut polled = self.erasure.polled.lock().unwrap_or_else(PoisonError::into_inner);
+        let changed = polled.is_some_and(|(_, seen)| seen != mark);
+        *polled = Some((Instant::now(), mark));
+        drop(polled);
+        if changed {
+            self.erasure.generation.fetch_add(1, Ordering::AcqRel);
+        }
+        Ok(changed)
+    }
+
+    /// [`CryptoStore::refresh_erasures`], if the last poll is older than
+    /// [`ERASURE_POLL_INTERVAL`].
+    pub(super) async fn refresh_erasures_if_due(&self) -> Result<(), StoreError> {
+        let due = self
+            .erasure
+            .polled
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_none_or(|(at, _)| at.elapsed() >= ERASURE_POLL_INTERVAL);
+        if due {
+            self.refresh_erasures().await?;
+        }
+        Ok(())
     }
 }

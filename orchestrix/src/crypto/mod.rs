@@ -370,40 +370,6 @@ impl<S> CryptoStore<S> {
         serde_json::value::to_raw_value(&object).map(Some).map_err(|e| StoreError::InvalidInput(e.to_string()))
     }
 
-    /// Learns of a `forget` run by another process on the same key store:
-    /// polls the key store's [`KeyStore::erasure_mark`] and, if it changed
-    /// since the last poll, bumps this store's
-    /// [`EventStore::erasure_generation`], so that the application's cache
-    /// drops what it read before. Returns whether it did. Appends call it
-    /// at most every [`ERASURE_POLL_INTERVAL`]; call it yourself to learn
-    /// sooner.
-    pub async fn refresh_erasures(&self) -> Result<bool, StoreError> {
-        let mark = self.keys.erasure_mark().await?;
-        let mut polled = self.erasure.polled.lock().unwrap_or_else(PoisonError::into_inner);
-        let changed = polled.is_some_and(|(_, seen)| seen != mark);
-        *polled = Some((Instant::now(), mark));
-        drop(polled);
-        if changed {
-            self.erasure.generation.fetch_add(1, Ordering::AcqRel);
-        }
-        Ok(changed)
-    }
-
-    /// [`CryptoStore::refresh_erasures`], if the last poll is older than
-    /// [`ERASURE_POLL_INTERVAL`].
-    async fn refresh_erasures_if_due(&self) -> Result<(), StoreError> {
-        let due = self
-            .erasure
-            .polled
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .is_none_or(|(at, _)| at.elapsed() >= ERASURE_POLL_INTERVAL);
-        if due {
-            self.refresh_erasures().await?;
-        }
-        Ok(())
-    }
-
     /// Seals `events` of `stream` and records the stream for every subject
     /// sealed for, before anything is appended.
     async fn seal_all(
