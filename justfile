@@ -66,3 +66,8 @@ build-weight:
 # breaking changes of the public API against the newest v* release tag (or `just semver --baseline-rev REV`)
 semver *ARGS:
     bash scripts/semver-check.sh {{ARGS}}
+
+# the fault suite (issue 23), long version, then its figures into docs/guide/operations.md
+faults:
+    ORCHESTRIX_FAULTS=full cargo test -p orchestrix-faults --release -- --test-threads=1 --nocapture
+    cargo run -p orchestrix-faults --bin faults-report -- {{justfile_directory()}}/docs/guide/operations.md
