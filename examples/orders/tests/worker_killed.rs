@@ -119,7 +119,7 @@ async fn a_worker_killed_mid_run_loses_and_repeats_nothing() {
     assert_eq!(placed.len() as u64, ORDERS);
 
     let views = PgOrderViews::new(place.store.pool().clone(), &place.schema);
-    let done_before_kill = poll(Duration::from_mins(3), || async {
+    let done_before_kill = poll(Duration::from_mins(8), || async {
         let done = ended(&views).await;
         (done >= KILL_AFTER).then_some(done)
     })
