@@ -100,14 +100,13 @@ async fn load(events: &dyn EventStore, stream: &StreamId) -> Result<Option<SagaI
     while let Some(record) = records.next().await {
         let record = record.map_err(|error| without_credentials(&error.to_string()))?;
         let event: SagaEvent = record.decode().map_err(|error| error.to_string())?;
-        match &mut instance {
-            Some(instance) => instance.apply(&event, record.stream_version),
-            None => {
-                let mut first = SagaInstance::from_first(id, &event)
-                    .ok_or_else(|| format!("its first event is a {}, not a SagaStarted", record.event_type))?;
-                first.version = record.stream_version;
-                instance = Some(first);
-            }
+        if let Some(instance) = &mut instance {
+            instance.apply(&event, record.stream_version);
+        } else {
+            let mut first = SagaInstance::from_first(id, &event)
+                .ok_or_else(|| format!("its first event is a {}, not a SagaStarted", record.event_type))?;
+            first.version = record.stream_version;
+            instance = Some(first);
         }
     }
     Ok(instance)
@@ -168,9 +167,8 @@ pub(crate) async fn list(scope: Scope, headers: HeaderMap, Query(search): Query<
                 Ok(Some(instance)) if status.is_empty() || status_name(instance.status) == status => {
                     rows.push(Row::Instance(summary.stream.clone(), Box::new(instance)));
                 }
-                Ok(_) => {}
                 Err(reason) if status.is_empty() => rows.push(Row::Unreadable(summary.stream.clone(), reason)),
-                Err(_) => {}
+                Ok(_) | Err(_) => {}
             }
             if rows.len() == PAGE || read == MAX_READ {
                 stopped = Some(summary.stream);

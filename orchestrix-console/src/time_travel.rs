@@ -194,8 +194,8 @@ pub(crate) async fn panel(scope: &Scope, stream: &StreamId, at: &str) -> Markup 
             @match &state {
                 Ok((version, state)) => {
                     p.hint id="state-version" {
-                        "After the event at version " (version) " of " (head)
-                        @if !console.reveal_personal { "; personal data shows as erased (null)" }
+                        "After the event at version " (version) " of " (head) ". Encrypted values show as erased (null)"
+                        @if !console.reveal_personal && !console.personal.is_empty() { "; so do declared personal fields" }
                         "."
                     }
                     pre.json id="state-json" { (state) }

@@ -203,7 +203,7 @@ async fn personal_data_in_a_state_shows_erased_unless_revealed() {
     let hidden = mounted(Console::new(events.clone()).aggregate::<Book>().personal_data(Ledger::personal_data()));
     let panel = get(&hidden, "/orchestrix/stream?id=Book/1").await.body;
     assert!(state(&panel).contains("&quot;owner&quot;: null") && !panel.contains("Ada"), "declared: hidden");
-    assert!(state(&panel).contains("personal data shows as erased"));
+    assert!(state(&panel).contains("so do declared personal fields"));
     let revealed =
         mounted(Console::new(events).aggregate::<Book>().personal_data(Ledger::personal_data()).reveal_personal_data());
     assert!(state(&get(&revealed, "/orchestrix/stream?id=Book/1").await.body).contains("&quot;Ada&quot;"));
