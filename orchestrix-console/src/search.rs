@@ -22,7 +22,7 @@ use crate::scope::{Mount, Scope};
 use crate::streams::unavailable;
 
 /// The most streams a page lists.
-pub(crate) const PAGE: usize = 100;
+const PAGE: usize = 100;
 
 /// The most pages of [`EventStore::list_streams`] one page of a search by
 /// aggregate-type prefix reads before it links to the next.
@@ -415,7 +415,7 @@ async fn answer(scope: &Scope, headers: &HeaderMap, search: &Search) -> Result<R
 /// A page of a listing.
 fn listed(mount: &Mount, found: &[StreamSummary], next: Option<&str>) -> Markup {
     html! {
-        p.hint { "Every stream of the store, by aggregate type and id; " (PAGE) " a page." }
+        p.hint { "The streams, from the store's listing, by aggregate type and id; " (PAGE) " a page." }
         @if found.is_empty() {
             p id="no-streams" { "No stream matches." }
         } @else {
