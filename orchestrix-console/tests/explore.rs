@@ -282,3 +282,18 @@ async fn a_tenants_view_lists_only_its_own_sagas() {
     let theirs = get(&app, &format!("/orchestrix/t/globex/saga?id=saga-Transfer/{WAITING}")).await;
     assert_eq!(theirs.status, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn a_console_given_a_decrypting_store_shows_clear_personal_data_in_a_state() {
+    use orchestrix::crypto::CryptoStore;
+    use orchestrix::memory::InMemoryKeyStore;
+    let raw = InMemoryEventStore::new();
+    let crypto = CryptoStore::new(raw.clone(), InMemoryKeyStore::new()).register::<Ledger>();
+    let opened = Ledger::Opened { customer_id: "c-9".into(), owner: Some("Grace".into()) };
+    append(&crypto, "Book/9", encoded(&opened)).await;
+    let sealed = get(&mounted(Console::new(raw).aggregate::<Book>()), "/orchestrix/stream?id=Book/9").await;
+    assert!(state(&sealed.body).contains("&quot;owner&quot;: null") && !sealed.body.contains("Grace"));
+    assert!(sealed.body.contains("encrypted (subject c-9)"), "stored encrypted: {}", sealed.body);
+    let clear = get(&mounted(Console::new(crypto).aggregate::<Book>()), "/orchestrix/stream?id=Book/9").await;
+    assert!(state(&clear.body).contains("&quot;owner&quot;: &quot;Grace&quot;"), "decryption given explicitly");
+}
