@@ -90,6 +90,7 @@ pub struct Console {
     pub(crate) personal: Vec<&'static [PersonalData]>,
     pub(crate) reveal_personal: bool,
     pub(crate) scan_window: u64,
+    pub(crate) aggregates: Vec<Arc<dyn crate::time_travel::StateOf>>,
 }
 
 impl fmt::Debug for Console {
@@ -100,12 +101,12 @@ impl fmt::Debug for Console {
             .field("projections", &self.projections.iter().map(|entry| &entry.name).collect::<Vec<_>>())
             .field("writable", &self.write_token.is_some())
             .field("reveal_personal_data", &self.reveal_personal)
+            .field("aggregates", &self.aggregates.iter().map(|kind| kind.category()).collect::<Vec<_>>())
             .finish_non_exhaustive()
     }
 }
 
-/// How many of the log's last events the stream search and the causality
-/// scan read by default.
+/// How many of the log's last events the causality scan reads by default.
 pub const DEFAULT_SCAN_WINDOW: u64 = 10_000;
 
 impl Console {
@@ -126,6 +127,7 @@ impl Console {
             personal: Vec::new(),
             reveal_personal: false,
             scan_window: DEFAULT_SCAN_WINDOW,
+            aggregates: Vec::new(),
         }
     }
 
@@ -203,8 +205,22 @@ impl Console {
         self
     }
 
-    /// How many of the log's last events the stream search and the
-    /// causality scan read ([`DEFAULT_SCAN_WINDOW`] by default; at least 1).
+    /// Shows the state of `A`'s aggregates on their streams' pages, at any
+    /// version (time travel, `?at=VERSION`), rebuilt with
+    /// [`Repository::load_at`](orchestrix::repository::Repository::load_at)
+    /// from the console's store. Personal data shows as erased (`null`):
+    /// encrypted values always (give [`Console::new`] a decrypting store
+    /// to see them), declared personal fields unless
+    /// [`Console::reveal_personal_data`].
+    pub fn aggregate<A: orchestrix::Aggregate + serde::Serialize>(mut self) -> Self {
+        self.aggregates.retain(|kind| kind.category() != A::NAME);
+        self.aggregates.push(Arc::new(crate::time_travel::Registered::<A>::new()));
+        self
+    }
+
+    /// How many of the log's last events the causality scan reads
+    /// ([`DEFAULT_SCAN_WINDOW`] by default; at least 1). The stream search
+    /// reads the store's stream listing and the log itself, in pages.
     pub fn scan_window(mut self, events: u64) -> Self {
         self.scan_window = events.max(1);
         self

@@ -52,6 +52,7 @@ pub(crate) fn page(shared: &Shared, mount: &Mount, headers: &HeaderMap, title: &
                             a href=(mount.href("/tail")) { "Tail" }
                             a href=(mount.href("/dead-letters")) { "Dead letters" }
                             a href=(mount.href("/projections")) { "Projections" }
+                            a href=(mount.href("/sagas")) { "Sagas" }
                         }
                     }
                     @if !tenants.is_empty() {

@@ -7,8 +7,13 @@
 //! stylesheet and one small vendored script: no CDN, the pages work offline
 //! and read on a phone.
 //!
-//! - **Streams**: search by stream id prefix, aggregate type and event
-//!   type; a stream's events with their metadata and pretty JSON.
+//! - **Streams**: search by stream id prefix and aggregate type (the
+//!   store's stream listing), event type and recorded time (the log), a
+//!   page at a time; a stream's events with their metadata and pretty
+//!   JSON, and the state of a registered aggregate ([`Console::aggregate`])
+//!   at any version.
+//! - **Sagas**: every kind's instances by status; an instance's state,
+//!   data, pending steps (waits and their deadlines) and compensations.
 //! - **Causality**: from an event, the chain of what caused it (its
 //!   causation ids, followed across streams), what it caused and the other
 //!   events of its correlation.
@@ -47,10 +52,13 @@ mod dead_letters;
 mod layout;
 mod projections;
 mod render;
+mod sagas;
 mod scope;
+mod search;
 mod security;
 mod streams;
 mod tail;
+mod time_travel;
 
 use std::sync::Arc;
 
@@ -88,14 +96,16 @@ pub fn router(console: Console) -> Router {
 fn pages(router: Router<Arc<Shared>>, prefix: &str, writable: bool) -> Router<Arc<Shared>> {
     let at = |path: &str| if path == "/" && !prefix.is_empty() { prefix.to_owned() } else { format!("{prefix}{path}") };
     let mut router = router
-        .route(&at("/"), get(streams::list))
+        .route(&at("/"), get(search::list))
         .route(&at("/stream"), get(streams::stream))
         .route(&at("/events/{event}"), get(causality::event))
         .route(&at("/tail"), get(tail::page))
         .route(&at("/tail/events"), get(tail::events))
         .route(&at("/dead-letters"), get(dead_letters::list))
         .route(&at("/dead-letters/{letter}"), get(dead_letters::letter))
-        .route(&at("/projections"), get(projections::list));
+        .route(&at("/projections"), get(projections::list))
+        .route(&at("/sagas"), get(sagas::list))
+        .route(&at("/saga"), get(sagas::instance));
     if writable {
         router = router
             .route(&at("/dead-letters/{letter}/retry"), post(actions::retry))

@@ -73,39 +73,63 @@ pub(crate) fn data_json(console: &Console, event: &RecordedEvent) -> String {
     let Ok(mut value) = serde_json::from_str::<Value>(event.data.get()) else {
         return event.data.get().to_owned();
     };
-    mask_encrypted(&mut value);
-    if !console.reveal_personal {
-        if let Value::Object(fields) = &mut value {
-            let declared =
-                console.personal.iter().flat_map(|data| data.iter()).filter(|data| data.event_type == event.event_type);
-            for data in declared {
-                for field in data.fields {
-                    if let Some(value) = fields.get_mut(field.name) {
-                        if !value.is_null() && !value.as_str().is_some_and(|text| text.starts_with("🔒")) {
-                            *value = Value::String("‹personal data hidden›".into());
-                        }
-                    }
+    mask(console, &event.event_type, &mut value, Shown::Placeholder);
+    serde_json::to_string_pretty(&value).unwrap_or_else(|_| event.data.get().to_owned())
+}
+
+/// How [`mask`] shows what it hides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Shown {
+    /// A text saying what is hidden: for a page.
+    Placeholder,
+    /// `null`, the erased marker of ADR 0020 (personal fields are
+    /// `Option`s): for data that is decoded into the application's types.
+    Erased,
+}
+
+/// Hides in `value` (the data of an event of `event_type`) the encrypted
+/// values, and the declared personal fields unless the console reveals
+/// them.
+pub(crate) fn mask(console: &Console, event_type: &str, value: &mut Value, shown: Shown) {
+    mask_encrypted(value, shown);
+    if console.reveal_personal {
+        return;
+    }
+    let Value::Object(fields) = value else { return };
+    let declared = console.personal.iter().flat_map(|data| data.iter()).filter(|data| data.event_type == event_type);
+    for data in declared {
+        for field in data.fields {
+            if let Some(value) = fields.get_mut(field.name) {
+                if !value.is_null() && !value.as_str().is_some_and(|text| text.starts_with("🔒")) {
+                    *value = match shown {
+                        Shown::Placeholder => Value::String("‹personal data hidden›".into()),
+                        Shown::Erased => Value::Null,
+                    };
                 }
             }
         }
     }
-    serde_json::to_string_pretty(&value).unwrap_or_else(|_| event.data.get().to_owned())
 }
 
-fn mask_encrypted(value: &mut Value) {
+fn mask_encrypted(value: &mut Value, shown: Shown) {
     match value {
         Value::Object(fields) => {
             if let Some(sealed) = fields.get(ENCRYPTED) {
-                let subject = sealed.get("subject").map_or_else(String::new, |subject| match subject {
-                    Value::String(text) => text.clone(),
-                    other => other.to_string(),
-                });
-                *value = Value::String(format!("🔒 encrypted (subject {subject})"));
+                *value = match shown {
+                    Shown::Placeholder => {
+                        let subject = sealed.get("subject").map_or_else(String::new, |subject| match subject {
+                            Value::String(text) => text.clone(),
+                            other => other.to_string(),
+                        });
+                        Value::String(format!("🔒 encrypted (subject {subject})"))
+                    }
+                    Shown::Erased => Value::Null,
+                };
                 return;
             }
-            fields.values_mut().for_each(mask_encrypted);
+            fields.values_mut().for_each(|value| mask_encrypted(value, shown));
         }
-        Value::Array(items) => items.iter_mut().for_each(mask_encrypted),
+        Value::Array(items) => items.iter_mut().for_each(|value| mask_encrypted(value, shown)),
         _ => {}
     }
 }
@@ -180,7 +204,7 @@ mod tests {
     #[test]
     fn encrypted_values_show_their_subject_only() {
         let mut value: Value = serde_json::json!({"name": {"$orchestrix.encrypted": {"key": "k", "subject": "c-1", "nonce": "n", "data": "CIPHER"}}, "n": 1});
-        mask_encrypted(&mut value);
+        mask_encrypted(&mut value, Shown::Placeholder);
         assert_eq!(value["name"], "🔒 encrypted (subject c-1)");
         assert!(!value.to_string().contains("CIPHER"));
     }

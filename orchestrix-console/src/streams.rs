@@ -1,6 +1,7 @@
-//! The streams page (a search over the recent log) and a stream's page.
+//! A stream's page (its events, and the state panel of a registered
+//! aggregate), and the scan of the log's last events causality reads.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use axum::extract::Query;
@@ -14,11 +15,8 @@ use orchestrix::{StoreError, StreamId};
 use serde::Deserialize;
 
 use crate::layout;
-use crate::render::{data_json, event_href, metadata, stream_href, without_credentials};
+use crate::render::{data_json, event_href, metadata, without_credentials};
 use crate::scope::Scope;
-
-/// The most streams the search lists.
-const MAX_STREAMS: usize = 200;
 
 /// The most events a stream's page shows.
 const MAX_STREAM_EVENTS: usize = 500;
@@ -61,96 +59,6 @@ pub(crate) async fn scan(
     }
 }
 
-/// The search form.
-#[derive(Debug, Default, Deserialize)]
-pub(crate) struct Search {
-    /// Stream id prefix (`Account/4`).
-    #[serde(default)]
-    prefix: String,
-    /// Aggregate type.
-    #[serde(default, rename = "type")]
-    category: String,
-    /// Event type.
-    #[serde(default)]
-    event: String,
-}
-
-struct Found {
-    events: u64,
-    last_version: u64,
-    last_type: String,
-    last_at: String,
-    last_position: u64,
-}
-
-/// `GET /`: the streams of the recent log, searched.
-pub(crate) async fn list(scope: Scope, headers: HeaderMap, Query(search): Query<Search>) -> Response {
-    let filter = match search.event.trim() {
-        "" => EventFilter::all(),
-        event => EventFilter::types([event]),
-    };
-    let window = scope.shared.console.scan_window;
-    let events = match scan(scope.events.as_ref(), window, &filter).await {
-        Ok(events) => events,
-        Err(error) => return unavailable(&error),
-    };
-    let mut streams: BTreeMap<String, Found> = BTreeMap::new();
-    let (prefix, category) = (search.prefix.trim(), search.category.trim());
-    for event in &events {
-        let name = event.stream.to_string();
-        if !name.starts_with(prefix) || (!category.is_empty() && event.stream.category() != category) {
-            continue;
-        }
-        let found = streams.entry(name).or_insert_with(|| Found {
-            events: 0,
-            last_version: 0,
-            last_type: String::new(),
-            last_at: String::new(),
-            last_position: 0,
-        });
-        found.events += 1;
-        found.last_version = event.stream_version;
-        found.last_type.clone_from(&event.event_type);
-        found.last_at = event.recorded_at.format("%Y-%m-%d %H:%M:%S").to_string();
-        found.last_position = event.global_position;
-    }
-    let mut rows: Vec<_> = streams.into_iter().collect();
-    rows.sort_by_key(|row| std::cmp::Reverse(row.1.last_position));
-    let more = rows.len() > MAX_STREAMS;
-    rows.truncate(MAX_STREAMS);
-    let mount = &scope.mount;
-    let body = html! {
-        h1 { "Streams" }
-        form.search method="get" action=(mount.href("/")) {
-            label { "Stream id prefix " input type="search" name="prefix" value=(search.prefix) placeholder="Account/42"; }
-            label { "Aggregate type " input type="search" name="type" value=(search.category) placeholder="Account"; }
-            label { "Event type " input type="search" name="event" value=(search.event) placeholder="MoneyDeposited"; }
-            button type="submit" { "Search" }
-        }
-        p.hint { "Searches the last " (window) " events of the log." }
-        @if rows.is_empty() {
-            p id="no-streams" { "No stream matches." }
-        } @else {
-            div.scroll { table id="streams" {
-                thead { tr { th { "stream" } th { "events seen" } th { "version" } th { "last event" } th { "at" } } }
-                tbody {
-                    @for (name, found) in &rows {
-                        tr {
-                            td { a.stream href=(stream_href(mount, name)) { (name) } }
-                            td { (found.events) }
-                            td { (found.last_version) }
-                            td { (found.last_type) }
-                            td { (found.last_at) }
-                        }
-                    }
-                }
-            } }
-            @if more { p.hint { "Only the " (MAX_STREAMS) " most recent streams are listed; narrow the search." } }
-        }
-    };
-    layout::page(&scope.shared, mount, &headers, "Streams", &body).into_response()
-}
-
 /// The stream page's query.
 #[derive(Debug, Deserialize)]
 pub(crate) struct StreamQuery {
@@ -159,6 +67,9 @@ pub(crate) struct StreamQuery {
     /// The first version shown.
     #[serde(default)]
     from: u64,
+    /// The version whose state the state panel shows (empty: the last).
+    #[serde(default)]
+    at: String,
 }
 
 /// `GET /stream?id=Account/42`: the stream's events, metadata and data.
@@ -189,9 +100,11 @@ pub(crate) async fn stream(scope: Scope, headers: HeaderMap, Query(query): Query
     let console = &scope.shared.console;
     let name = stream.to_string();
     let status = if events.is_empty() { StatusCode::NOT_FOUND } else { StatusCode::OK };
+    let state = crate::time_travel::panel(&scope, &stream, &query.at).await;
     let body = html! {
         h1 { "Stream " code id="stream-name" { (name) } }
         @if events.is_empty() { p id="no-events" { "No events." } }
+        (state)
         @for event in &events {
             article.event id=(format!("v{}", event.stream_version)) {
                 h2 {

@@ -1,5 +1,7 @@
 //! The console over the SQL stores: a stream's page, an event's causality,
-//! a tenant's view and the tail, on SQLite and on PostgreSQL.
+//! a tenant's view, the tail, the search through the store's listing and
+//! log (hostile input included), time travel and the saga pages, on SQLite
+//! and on PostgreSQL.
 
 mod support;
 
@@ -75,6 +77,54 @@ async fn scenario<S: EventStore + DeadLetterStore + Clone>(store: S) {
         seen.push_str(&String::from_utf8_lossy(&chunk));
     }
     assert!(seen.contains("\"stream\":\"Account/2\""), "{seen}");
+    explore(&store).await;
+}
+
+/// The search, time travel and a saga instance (ADR 0052) on this store.
+async fn explore<S: EventStore + Clone>(store: &S) {
+    use orchestrix::event::Event as _;
+    use support::book::{Book, Ledger};
+    for amount in 1..=3 {
+        append(store, &format!("Book/{amount}"), encoded(&Ledger::Deposited { amount })).await;
+        append(store, "Book/3", encoded(&Ledger::Deposited { amount })).await;
+    }
+    append(store, &format!("Book%/{HOSTILE}"), new_event("Noted", serde_json::json!({}), Metadata::default())).await;
+    sagas(store).await;
+    let app = mounted(Console::new(store.clone()).aggregate::<Book>());
+    let books = get(&app, "/orchestrix?prefix=Boo").await;
+    assert!(books.body.contains(">Book/1<") && books.body.contains(">Book/3<") && !books.body.contains(">Account/1<"));
+    assert!(books.body.contains("&lt;script&gt;") && !books.body.to_lowercase().contains("<script>"));
+    let one = get(&app, "/orchestrix?prefix=Book/1").await;
+    assert!(one.body.contains(">Book/1<") && !one.body.contains(">Book/2<"));
+    let wildcard = get(&app, &format!("/orchestrix?prefix={}", percent("Book/%"))).await;
+    assert!(wildcard.body.contains("id=\"no-streams\""), "`%` is no wildcard");
+    let underscore = get(&app, &format!("/orchestrix?prefix={}", percent("Boo_"))).await;
+    assert!(underscore.body.contains("id=\"no-streams\""), "`_` is no wildcard");
+    for query in [
+        format!("prefix={}", percent(HOSTILE)),
+        format!("prefix={}", percent("Book%/<scr")),
+        format!("type={}", percent("'; DROP TABLE events; --")),
+        format!("prefix={}", percent("\u{10FFFF}é")),
+        format!("event={}", percent(HOSTILE)),
+    ] {
+        let page = get(&app, &format!("/orchestrix?{query}")).await;
+        assert_eq!(page.status, StatusCode::OK, "{query}: {}", page.body);
+        assert!(!page.body.to_lowercase().contains("<script>"), "{query}");
+    }
+    let hostile = get(&app, &format!("/orchestrix?prefix={}", percent("Book%/<scr"))).await;
+    assert!(hostile.body.contains("class=\"stream\""), "the hostile stream is found by its prefix");
+    assert_eq!(get(&app, "/orchestrix?prefix=a%00b").await.status, StatusCode::BAD_REQUEST);
+    let deposited = Ledger::event_types().iter().find(|kind| kind.name.contains("Deposited")).unwrap().name;
+    let typed = get(&app, &format!("/orchestrix?event={deposited}")).await;
+    assert!(typed.body.contains(">Book/2<") && !typed.body.contains(">Account/1<"));
+    let at = get(&app, "/orchestrix/stream?id=Book/3&at=2").await;
+    assert!(at.body.contains("&quot;balance&quot;: 3") && at.body.contains("version 2 of 4"), "{}", at.body);
+    let past = get(&app, "/orchestrix/stream?id=Book/3&at=5").await;
+    assert!(past.body.contains("past the end"));
+    let waiting = get(&app, "/orchestrix/sagas?status=waiting").await;
+    assert!(waiting.body.contains(WAITING) && !waiting.body.contains(RUNNING));
+    let instance = get(&app, &format!("/orchestrix/saga?id=saga-Transfer/{WAITING}")).await;
+    assert!(instance.body.contains("2030-01-02 03:04:05 UTC"));
 }
 
 #[tokio::test]

@@ -234,3 +234,41 @@ async fn a_tenants_view_in_the_browser_lists_only_its_streams() {
     screenshot(&client, "tenant").await;
     client.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(orchestrix_browser), ignore = "needs Chromium and chromedriver (Debian: chromium chromium-driver)")]
+async fn the_search_time_travel_and_saga_pages_read_on_a_phone() {
+    use support::book::{Book, Ledger};
+    let fixture = Fixture::new().await;
+    let opened = Ledger::Opened { customer_id: "c-1".into(), owner: Some("Ada".into()) };
+    append(&fixture.events, "Book/1", encoded(&opened)).await;
+    append(&fixture.events, "Book/1", encoded(&Ledger::Deposited { amount: 10 })).await;
+    sagas(&fixture.events).await;
+    let address = serve(mounted(fixture.console().aggregate::<Book>())).await;
+    let base = format!("http://{address}/orchestrix");
+    let (_driver, client) = start_driver().await;
+    let pages = [
+        ("search", format!("{base}?type=Account&since=2000-01-01T00:00")),
+        ("time-travel", format!("{base}/stream?id=Book/1&at=1")),
+        ("sagas", format!("{base}/sagas")),
+        ("saga", format!("{base}/saga?id=saga-Transfer/{COMPENSATING}")),
+    ];
+    for (name, url) in &pages {
+        client.goto(url).await.unwrap();
+        wait_for(&client, "main h1", Duration::from_secs(5)).await;
+        screenshot(&client, name).await;
+    }
+    client.goto(&pages[1].1).await.unwrap();
+    let json = wait_for(&client, "#state-json", Duration::from_secs(5)).await.text().await.unwrap();
+    assert!(json.contains("\"balance\": 0") && json.contains("\"owner\": \"Ada\""), "{json}");
+    client.set_window_size(390, 844).await.unwrap();
+    for (name, url) in &pages {
+        client.goto(url).await.unwrap();
+        wait_for(&client, "main h1", Duration::from_secs(5)).await;
+        let width: serde_json::Value =
+            client.execute("return document.documentElement.scrollWidth", vec![]).await.unwrap();
+        assert!(width.as_u64().unwrap() <= 400, "{name}: no horizontal scrolling on a phone: {width}");
+    }
+    screenshot(&client, "saga-phone").await;
+    client.close().await.unwrap();
+}

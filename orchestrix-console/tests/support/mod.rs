@@ -232,3 +232,119 @@ pub fn percent(text: &str) -> String {
         .map(|b| if b.is_ascii_alphanumeric() { char::from(b).to_string() } else { format!("%{b:02X}") })
         .collect()
 }
+
+/// An aggregate the console is told about: its state is shown.
+pub mod book {
+    #[orchestrix::event]
+    #[derive(Debug, Clone)]
+    pub enum Ledger {
+        Opened {
+            customer_id: String,
+            #[event(personal(subject = customer_id))]
+            owner: Option<String>,
+        },
+        Deposited {
+            amount: u64,
+        },
+    }
+
+    #[derive(Debug)]
+    pub struct Never;
+
+    impl std::fmt::Display for Never {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("never")
+        }
+    }
+
+    impl std::error::Error for Never {}
+
+    #[orchestrix::aggregate(event = Ledger, error = Never, id = u64)]
+    #[derive(Debug, Default, serde::Serialize)]
+    pub struct Book {
+        owner: Option<String>,
+        balance: u64,
+        deposits: u32,
+    }
+
+    impl Book {
+        fn apply(&mut self, event: &Ledger) {
+            match event {
+                Ledger::Opened { owner, .. } => self.owner.clone_from(owner),
+                Ledger::Deposited { amount } => {
+                    self.balance += amount;
+                    self.deposits += 1;
+                }
+            }
+        }
+    }
+}
+
+pub fn encoded(event: &book::Ledger) -> NewEvent {
+    NewEvent::encode(event, Metadata::default()).unwrap()
+}
+
+/// A saga instance's stream as its manager writes it: the stored types
+/// and payloads of ADR 0007 and 0038.
+pub async fn saga(store: &dyn orchestrix::store::EventStore, id: &str, events: &[(&str, serde_json::Value)]) {
+    for (event_type, data) in events {
+        append(store, &format!("saga-Transfer/{id}"), new_event(event_type, data.clone(), Metadata::default())).await;
+    }
+}
+
+pub const RUNNING: &str = "00000000-0000-7000-8000-000000000001";
+pub const WAITING: &str = "00000000-0000-7000-8000-000000000002";
+pub const COMPENSATING: &str = "00000000-0000-7000-8000-000000000003";
+pub const COMPLETED: &str = "00000000-0000-7000-8000-000000000004";
+pub const FAILED: &str = "00000000-0000-7000-8000-000000000005";
+
+pub async fn sagas(store: &dyn orchestrix::store::EventStore) {
+    let nil = "00000000-0000-0000-0000-000000000000";
+    let started = serde_json::json!({"saga": "Transfer", "data": {"amount": 30, "note": HOSTILE},
+        "correlation_id": nil, "trigger": nil, "steps": ["debit", "credit"]});
+    let step = |event: &str, step: usize, name: &str| {
+        let mut data = serde_json::json!({"step": step, "name": name});
+        if event.ends_with("Started") {
+            data["step_id"] = nil.into();
+        }
+        (event.to_owned(), data)
+    };
+    let failed = serde_json::json!({"step": 1, "name": "credit", "error": "declined by postgres://bank:hunter2@db/x"});
+    let waiting = serde_json::json!({"step": 1, "name": "credit", "event_type": "Approved", "stream": "Approval/1",
+        "deadline": "2030-01-02T03:04:05Z"});
+    let runs: [(&str, Vec<(String, serde_json::Value)>); 5] = [
+        (RUNNING, vec![step("SagaStepStarted", 0, "debit")]),
+        (WAITING, vec![step("SagaStepCompleted", 0, "debit"), ("SagaStepWaiting".into(), waiting)]),
+        (
+            COMPENSATING,
+            vec![
+                step("SagaStepCompleted", 0, "debit"),
+                ("SagaStepFailed".into(), failed.clone()),
+                step("SagaCompensationStarted", 0, "debit"),
+            ],
+        ),
+        (
+            COMPLETED,
+            vec![
+                step("SagaStepCompleted", 0, "debit"),
+                step("SagaStepCompleted", 1, "credit"),
+                ("SagaCompleted".into(), serde_json::json!({})),
+            ],
+        ),
+        (
+            FAILED,
+            vec![
+                step("SagaStepCompleted", 0, "debit"),
+                ("SagaStepFailed".into(), failed.clone()),
+                step("SagaCompensationStarted", 0, "debit"),
+                step("SagaStepCompensated", 0, "debit"),
+                ("SagaFailed".into(), serde_json::json!({"error": "declined"})),
+            ],
+        ),
+    ];
+    for (id, events) in runs {
+        let mut all = vec![("SagaStarted", started.clone())];
+        all.extend(events.iter().map(|(event_type, data)| (event_type.as_str(), data.clone())));
+        saga(store, id, &all).await;
+    }
+}

@@ -190,8 +190,12 @@ impl<D> SagaInstance<D> {
 }
 
 impl SagaInstance<Value> {
-    /// Starts a state from the instance's first event.
-    pub(crate) fn from_first(id: Uuid, event: &SagaEvent) -> Option<Self> {
+    /// Starts the state of the instance `id` from its stream's first event
+    /// (at version 1): `None` unless it is [`SagaEvent::Started`]. With
+    /// [`SagaInstance::apply`] for each later event, this is how the
+    /// manager rebuilds an instance, and how a tool that knows no saga
+    /// definition (the console, ADR 0052) reads any kind's instances.
+    pub fn from_first(id: Uuid, event: &SagaEvent) -> Option<Self> {
         let SagaEvent::Started(started) = event else { return None };
         Some(Self {
             id,
@@ -228,7 +232,7 @@ impl<D> SagaInstance<D> {
     /// Evolves the state by one event at `version`. Events that name a step
     /// the instance does not have are ignored (they cannot be written by
     /// this module).
-    pub(crate) fn apply(&mut self, event: &SagaEvent, version: u64) {
+    pub fn apply(&mut self, event: &SagaEvent, version: u64) {
         self.version = version;
         match event {
             SagaEvent::Started(_) => {}

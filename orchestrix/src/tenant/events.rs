@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use crate::envelope::{NewEvent, RecordedEvent};
 use crate::error::StoreError;
-use crate::store::{EventFilter, EventStore, EventStream, ExpectedVersion, StreamAppend};
+use crate::store::{EventFilter, EventStore, EventStream, ExpectedVersion, StreamAppend, StreamListing, StreamSummary};
 use crate::stream::StreamId;
 
 use super::{TenantStore, PAGE, TENANT_TAG};
@@ -224,6 +224,44 @@ impl<S: EventStore> EventStore for TenantStore<S> {
 
     async fn stream_version(&self, stream: &StreamId) -> Result<Option<u64>, StoreError> {
         self.inner.stream_version(&self.inner_stream(stream)?).await
+    }
+
+    /// The inner store's listing (its grouped query, where it has one) of
+    /// the streams whose id starts with the tenant's prefix, in the view's
+    /// stream ids: the same order, as every id carries the same prefix.
+    /// Like [`EventStore::read_stream`] (and unlike the global reads), it
+    /// includes a stream written into the tenant's namespace around the
+    /// view.
+    async fn list_streams(&self, listing: &StreamListing) -> Result<Vec<StreamSummary>, StoreError> {
+        let limit = listing.limit();
+        let mut inner = StreamListing::new(limit).with_id_prefix(format!(
+            "{}{}",
+            self.prefix,
+            listing.id_prefix().unwrap_or_default()
+        ));
+        if let Some(category) = listing.category() {
+            inner = inner.with_category(category);
+        }
+        if let Some(after) = listing.after_stream() {
+            inner = inner.after(self.inner_stream(after)?);
+        }
+        let mut page = Vec::with_capacity(limit.min(PAGE));
+        loop {
+            let found = self.inner.list_streams(&inner).await?;
+            let Some(last) = found.last().map(|summary| summary.stream.clone()) else { return Ok(page) };
+            let full = found.len() == limit;
+            // An inner stream whose id is the bare prefix has no id in the
+            // view: skipped, and the page filled up from the next one.
+            page.extend(found.into_iter().filter_map(|summary| {
+                let stream = Self::outer_stream(&self.prefix, &summary.stream)?;
+                Some(StreamSummary::new(stream, summary.version, summary.events, summary.last_position))
+            }));
+            if page.len() >= limit || !full {
+                page.truncate(limit);
+                return Ok(page);
+            }
+            inner = inner.after(last);
+        }
     }
 
     /// The head of the whole store (shared by every tenant): a position to

@@ -110,6 +110,7 @@ macro_rules! __orchestrix_conformance_checks {
             payloads_at_the_limits_are_stored,
             payloads_come_back_as_equal_values,
             streams_are_listed_in_pages,
+            tenant_views_list_their_streams,
         ] $($then)* }
     };
     (idempotent_append $($then:tt)*) => {

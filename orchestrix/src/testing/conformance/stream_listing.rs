@@ -1,5 +1,7 @@
 //! The check of [`EventStore::list_streams`] (ADR 0041).
 
+use std::sync::Arc;
+
 use super::support::{batch, expect_eq, ok, within};
 use crate::store::{EventStore, ExpectedVersion, StreamListing, StreamSummary};
 use crate::stream::StreamId;
@@ -76,4 +78,59 @@ pub async fn streams_are_listed_in_pages<S: EventStore>(store: S) {
         }
     }
     expect_eq(CHECK, "pages of three, each after the last", &paged, &names(&all));
+}
+
+/// Through a [`TenantStore`](crate::tenant::TenantStore) view,
+/// `list_streams` lists the tenant's streams only, in the view's ids
+/// (another tenant's and the store's own streams never show), filtered by
+/// type and id prefix and paged as the store's own listing (ADR 0052).
+pub async fn tenant_views_list_their_streams<S: EventStore>(store: S) {
+    use crate::tenant::TenantStore;
+    const CHECK: &str = "event_store::tenant_views_list_their_streams";
+    async fn append(store: &dyn EventStore, category: &str, id: &str, count: usize) {
+        let stream = StreamId::new(category, id).expect("a valid stream id");
+        let appended = store.append(&stream, ExpectedVersion::NoStream, batch("Happened", 1, count));
+        ok(CHECK, "append", within(CHECK, "append", appended).await);
+    }
+    async fn page_of(store: &dyn EventStore, listing: StreamListing) -> Vec<StreamSummary> {
+        ok(CHECK, "list_streams", within(CHECK, "list_streams", store.list_streams(&listing)).await)
+    }
+    let shared = Arc::new(store);
+    let view = |tenant: &str| ok(CHECK, "a tenant view", TenantStore::new(Arc::clone(&shared), tenant));
+    let (acme, acme2) = (view("acme"), view("acme2"));
+    append(&acme, "Account", "1", 2).await;
+    append(&acme, "Account", "10", 1).await;
+    append(&acme, "Account", "2", 1).await;
+    append(&acme, "Order", "1", 3).await;
+    append(&acme2, "Account", "1", 1).await;
+    append(&acme2, "Account", "3", 1).await;
+    append(&*shared, "Account", "acme", 1).await;
+    append(&*shared, "Account", "9", 1).await;
+    let all = page_of(&acme, StreamListing::new(100)).await;
+    let expected = ["Account/1", "Account/10", "Account/2", "Order/1"].map(String::from).to_vec();
+    expect_eq(CHECK, "the tenant's streams, in the view's ids", &names(&all), &expected);
+    let counts: Vec<(u64, u64)> = all.iter().map(|summary| (summary.version, summary.events)).collect();
+    expect_eq(CHECK, "versions and counts", &counts, &vec![(2, 2), (1, 1), (1, 1), (3, 3)]);
+    let theirs = page_of(&acme2, StreamListing::new(100)).await;
+    expect_eq(CHECK, "another tenant's", &names(&theirs), &vec!["Account/1".to_owned(), "Account/3".to_owned()]);
+    let filtered = page_of(&acme, StreamListing::new(100).with_category("Account").with_id_prefix("1")).await;
+    expect_eq(
+        CHECK,
+        "by type and id prefix",
+        &names(&filtered),
+        &vec!["Account/1".to_owned(), "Account/10".to_owned()],
+    );
+    let mut paged = Vec::new();
+    let mut listing = StreamListing::new(3);
+    loop {
+        let page = page_of(&acme, listing.clone()).await;
+        let Some(last) = page.last() else { break };
+        listing = StreamListing::new(3).after(last.stream.clone());
+        let short = page.len() < 3;
+        paged.extend(names(&page));
+        if short {
+            break;
+        }
+    }
+    expect_eq(CHECK, "pages of three, each after the last", &paged, &expected);
 }

@@ -18,7 +18,7 @@ mod subscribe;
 #[cfg(doc)]
 use crate::store::EventStore;
 
-pub use super::stream_listing::streams_are_listed_in_pages;
+pub use super::stream_listing::{streams_are_listed_in_pages, tenant_views_list_their_streams};
 pub use super::validation::{
     payloads_at_the_limits_are_stored, payloads_come_back_as_equal_values, unreadable_payloads_are_refused,
 };
