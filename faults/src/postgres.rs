@@ -19,6 +19,7 @@ use orchestrix::store::{EventStore as _, ExpectedVersion};
 use orchestrix::{StoreError, StreamId};
 use orchestrix_adapters::postgres::{PgConfig, PgStore};
 use serde_json::value::RawValue;
+use sqlx::postgres::PgPoolOptions;
 use tokio::sync::Mutex;
 
 use crate::audit::Append;
@@ -40,13 +41,23 @@ impl PgBinaries {
         pg_server_binaries().map(|dir| Self { dir })
     }
 
-    /// The path of `program` in that folder.
+    /// The path of `program`: in that folder, else beside the file
+    /// `initdb` links to (`/usr/local/bin/initdb` may be a link into
+    /// `/usr/lib/postgresql/15/bin`, which holds `pg_basebackup` too).
     pub fn program(&self, program: &str) -> PathBuf {
-        self.dir.join(program)
+        let here = self.dir.join(program);
+        if here.is_file() {
+            return here;
+        }
+        std::fs::canonicalize(self.dir.join("initdb"))
+            .ok()
+            .and_then(|initdb| initdb.parent().map(|dir| dir.join(program)))
+            .filter(|there| there.is_file())
+            .unwrap_or(here)
     }
 
-    /// Whether `program` is in that folder (`pg_basebackup` may be missing
-    /// where only the server is installed).
+    /// Whether `program` is there (`pg_basebackup` may be missing where
+    /// only the server is installed).
     pub fn has(&self, program: &str) -> bool {
         self.program(program).is_file()
     }
@@ -223,8 +234,10 @@ impl Cluster {
     /// the WAL sender). Returns how many processes were killed.
     pub fn kill(&mut self) -> usize {
         let Some(pid) = self.pid.take() else { return 0 };
-        let mut victims = children(pid);
-        victims.push(pid);
+        // The postmaster first, so that it cannot restart the others after
+        // one of them dies; then the rest, listed before any died.
+        let mut victims = vec![pid];
+        victims.extend(children(pid));
         let killed = victims.iter().filter(|victim| process::sigkill(**victim)).count();
         let deadline = Instant::now() + Duration::from_secs(10);
         while victims.iter().any(|victim| alive(*victim)) && Instant::now() < deadline {
@@ -284,28 +297,66 @@ pub async fn writable(store: &PgStore) -> bool {
     sqlx::query_scalar::<_, bool>("SELECT NOT pg_is_in_recovery()").fetch_one(store.pool()).await.unwrap_or(false)
 }
 
+/// Whether the server at `url` accepts writes, over one connection of
+/// its own that is not retried: `Err` says why it could not be asked.
+/// (A pool would retry a refused connection until its acquire timeout.)
+async fn probe(url: &str) -> Result<bool, String> {
+    use sqlx::Connection as _;
+    let ask = async {
+        let mut connection = sqlx::PgConnection::connect(url).await?;
+        let writable = sqlx::query_scalar::<_, bool>("SELECT NOT pg_is_in_recovery()").fetch_one(&mut connection).await;
+        let _ = connection.close().await;
+        writable
+    };
+    match tokio::time::timeout(Duration::from_secs(2), ask).await {
+        Ok(Ok(writable)) => Ok(writable),
+        Ok(Err(error)) => Err(error.to_string()),
+        Err(_) => Err("no answer within 2 s".to_owned()),
+    }
+}
+
 /// The store of the first of `urls` whose server accepts writes, trying
 /// them in order, again and again for at most `timeout`: what a multi-host
 /// URL with `target_session_attrs=read-write` does in libpq, which sqlx
-/// 0.8 does not support (ADR 0049).
-pub async fn connect_writable(urls: &[String], config: &PgConfig, timeout: Duration) -> Result<PgStore, StoreError> {
+/// 0.8 does not support (ADR 0049). Each server is asked over a single
+/// connection first; only the writable one gets a store, over a pool made
+/// with `pool` ([`PgStore::from_pool`]).
+///
+/// Give `pool` a short `acquire_timeout` (a second or two): when the
+/// server dies, the pool's connections are gone and an append waits that
+/// long for a new one before it fails with [`StoreError::Unavailable`],
+/// which is what starts the switch. [`PgStore::connect`] waits
+/// [`orchestrix_adapters::postgres::ACQUIRE_TIMEOUT`] (10 s).
+pub async fn connect_writable(
+    urls: &[String],
+    pool: &PgPoolOptions,
+    config: &PgConfig,
+    timeout: Duration,
+) -> Result<PgStore, StoreError> {
     let deadline = tokio::time::Instant::now() + timeout;
     let mut last = None;
     loop {
         for url in urls {
-            let attempt = tokio::time::timeout(Duration::from_secs(5), PgStore::connect(url, config.clone())).await;
-            match attempt {
-                Ok(Ok(store)) if writable(&store).await => return Ok(store),
-                Ok(Ok(_)) => last = Some(format!("{url} is a standby")),
-                Ok(Err(error)) => last = Some(format!("{url}: {error}")),
-                Err(_) => last = Some(format!("{url}: no answer within 5 s")),
+            match probe(url).await {
+                Ok(true) => match pool.clone().connect(url).await {
+                    Ok(pool) => {
+                        let store = PgStore::from_pool(pool, config.clone());
+                        if writable(&store).await {
+                            return Ok(store);
+                        }
+                        last = Some(format!("{url} became a standby"));
+                    }
+                    Err(error) => last = Some(format!("{url}: {error}")),
+                },
+                Ok(false) => last = Some(format!("{url} is a standby")),
+                Err(error) => last = Some(format!("{url}: {error}")),
             }
         }
         if tokio::time::Instant::now() >= deadline {
             let last = last.unwrap_or_else(|| "no URL given".to_owned());
             return Err(StoreError::Unavailable(format!("no writable server within {timeout:?}; last: {last}").into()));
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -313,21 +364,30 @@ pub async fn connect_writable(urls: &[String], config: &PgConfig, timeout: Durat
 /// failover (ADR 0049). Writers take [`Failover::store`]; one that gets
 /// [`StoreError::Unavailable`] calls [`Failover::reopen`] with the
 /// generation it used, and the first such caller connects again with
-/// [`connect_writable`] while the others wait for its result. Appends are
+/// [`connect_writable`] while the others wait for its result; the old
+/// store's pool is closed, so appends waiting for one of its connections
+/// fail at once and are retried on the new store. Appends are
 /// retried with the same events (ADR 0027), so one whose outcome was
 /// unknown is stored once.
 #[derive(Debug)]
 pub struct Failover {
     urls: Vec<String>,
+    pool: PgPoolOptions,
     config: PgConfig,
     current: Mutex<(u64, PgStore)>,
 }
 
 impl Failover {
-    /// Connects to the first writable server of `urls`.
-    pub async fn connect(urls: Vec<String>, config: PgConfig, timeout: Duration) -> Result<Self, StoreError> {
-        let store = connect_writable(&urls, &config, timeout).await?;
-        Ok(Self { urls, config, current: Mutex::new((0, store)) })
+    /// Connects to the first writable server of `urls` (see
+    /// [`connect_writable`] for `pool`).
+    pub async fn connect(
+        urls: Vec<String>,
+        pool: PgPoolOptions,
+        config: PgConfig,
+        timeout: Duration,
+    ) -> Result<Self, StoreError> {
+        let store = connect_writable(&urls, &pool, &config, timeout).await?;
+        Ok(Self { urls, pool, config, current: Mutex::new((0, store)) })
     }
 
     /// The current store and its generation (bumped by every reopening).
@@ -342,9 +402,15 @@ impl Failover {
     pub async fn reopen(&self, generation: u64, timeout: Duration) -> Result<(u64, PgStore), StoreError> {
         let mut current = self.current.lock().await;
         if current.0 == generation {
-            let store = connect_writable(&self.urls, &self.config, timeout).await?;
-            current.1 = store;
+            let store = connect_writable(&self.urls, &self.pool, &self.config, timeout).await?;
+            let old = std::mem::replace(&mut current.1, store);
             current.0 += 1;
+            // Appends still waiting for a connection of the old pool fail
+            // now (and go to the new store) instead of retrying a dead
+            // server until their acquire timeout; statements in flight
+            // finish. Closing marks the pool at once; waiting for its
+            // connections is not needed.
+            drop(old.pool().close());
         }
         Ok((current.0, current.1.clone()))
     }
@@ -458,8 +524,10 @@ impl Terminator {
     }
 
     /// Terminates about `share` (0 to 1, at least one) of the other client
-    /// backends of the server, chosen at random; returns how many, or 0
-    /// when the server cannot be reached now.
+    /// backends of the server: those running a statement first (so that
+    /// the fault hits statements in flight, commits included), the rest
+    /// chosen at random; returns how many, or 0 when the server cannot be
+    /// reached now.
     pub async fn terminate(&mut self, share: f64) -> u64 {
         use sqlx::Connection as _;
         if self.connection.is_none() {
@@ -470,7 +538,7 @@ impl Terminator {
             "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM ( \
                SELECT pid FROM pg_stat_activity \
                WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() \
-               ORDER BY random() \
+               ORDER BY state = 'active' DESC, random() \
                LIMIT greatest(1, ceil($1 * (SELECT count(*) FROM pg_stat_activity \
                                              WHERE backend_type = 'client backend'))::bigint)) AS chosen",
         )

@@ -25,6 +25,7 @@ use orchestrix_faults::audit::Audit;
 use orchestrix_faults::postgres::{self, binaries_or_skip, Cluster, Failover, Target};
 use orchestrix_faults::process::{full, scaled};
 use orchestrix_faults::report::{self, Figures};
+use sqlx::postgres::PgPoolOptions;
 
 const WRITERS: usize = 8;
 
@@ -91,7 +92,10 @@ async fn a_failover_to_a_synchronous_standby_loses_no_acknowledged_append() {
     // list them; a rebuilt standby takes the address of the primary it
     // replaces, so the list stays true across failovers.
     let urls = vec![primary.url("postgres"), standby.as_ref().unwrap().url("postgres")];
-    let failover = Arc::new(Failover::connect(urls, config, Duration::from_secs(30)).await.expect("connect"));
+    // A short acquire timeout: appends to a dead server fail after it,
+    // which is what makes the writers look for the new primary.
+    let pool = PgPoolOptions::new().max_connections(4).acquire_timeout(Duration::from_secs(1));
+    let failover = Arc::new(Failover::connect(urls, pool, config, Duration::from_secs(30)).await.expect("connect"));
 
     let started = Instant::now();
     let until = started + phase * (failovers + 1);
