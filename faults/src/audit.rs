@@ -99,7 +99,10 @@ impl Audit {
             versions.entry(&event.stream).or_default().push(event.stream_version);
         }
         audit.version_gaps = count(
-            versions.values_mut().filter(|v| v.iter().zip(1_u64..).any(|(version, expected)| *version != expected)).count(),
+            versions
+                .values_mut()
+                .filter(|v| v.iter().zip(1_u64..).any(|(version, expected)| *version != expected))
+                .count(),
         );
         audit
     }
@@ -151,7 +154,8 @@ mod tests {
     use super::*;
 
     fn recorded(stream: &StreamId, version: u64, position: u64, id: Uuid) -> Arc<RecordedEvent> {
-        let event = NewEvent::from_parts(id, "E".into(), 1, RawValue::from_string("{}".into()).unwrap(), Metadata::default());
+        let event =
+            NewEvent::from_parts(id, "E".into(), 1, RawValue::from_string("{}".into()).unwrap(), Metadata::default());
         Arc::new(RecordedEvent::new(event, stream.clone(), version, position, chrono::Utc::now()))
     }
 

@@ -9,6 +9,7 @@
 //! server by process id (a fast shutdown, then SIGKILL to it and its
 //! children after 15 s), so a failing scenario leaves no server behind.
 
+use std::fmt::Write as _;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -199,11 +200,12 @@ impl Cluster {
     pub fn add_settings(&self, settings: &str) -> io::Result<()> {
         let path = self.data.join("postgresql.conf");
         let mut conf = std::fs::read_to_string(&path)?;
-        conf.push_str(&format!(
+        let _ = write!(
+            conf,
             "\n# orchestrix-faults\n{BASE_SETTINGS}port = {}\nunix_socket_directories = '{}'\n{settings}\n",
             self.port,
             self.dir.path().display()
-        ));
+        );
         std::fs::write(&path, conf)
     }
 
@@ -437,6 +439,11 @@ pub struct Written {
     pub acknowledged_at: Vec<Instant>,
     /// The last error that made it retry, for the report.
     pub last_error: Option<String>,
+    /// Appends retried after an error and answered with events stored by
+    /// an attempt sent before the error: the commit had happened, only its
+    /// answer was lost (ADR 0027's path). Told by the events' recording
+    /// time, which the adapter sets when an attempt starts.
+    pub answered_from_store: u64,
 }
 
 /// An event of the fault suite: `{"writer": ..., "n": ...}`.
@@ -469,6 +476,7 @@ pub async fn write(target: Target<'_>, stream: StreamId, until: Instant, give_up
             acknowledged: false,
         };
         written.appends.push(append);
+        let mut failed_at = None;
         loop {
             let (generation, store) = match target {
                 Target::Store(store) => (0, store.clone()),
@@ -482,6 +490,9 @@ pub async fn write(target: Target<'_>, stream: StreamId, until: Instant, give_up
                         return Err(format!("`{stream}`: acknowledged at versions {versions:?}, expected {wanted:?}"));
                     }
                     version += size;
+                    if failed_at.is_some_and(|failed| recorded.first().is_some_and(|e| e.recorded_at < failed)) {
+                        written.answered_from_store += 1;
+                    }
                     if let Some(append) = written.appends.last_mut() {
                         append.acknowledged = true;
                     }
@@ -489,6 +500,7 @@ pub async fn write(target: Target<'_>, stream: StreamId, until: Instant, give_up
                     break;
                 }
                 Err(error @ (StoreError::Unavailable(_) | StoreError::Backend(_))) => {
+                    failed_at.get_or_insert_with(chrono::Utc::now);
                     written.retries += 1;
                     written.last_error = Some(error.to_string());
                     if Instant::now() >= give_up {
@@ -545,12 +557,11 @@ impl Terminator {
         .bind(share)
         .fetch_one(connection)
         .await;
-        match result {
-            Ok(n) => u64::try_from(n).unwrap_or(0),
-            Err(_) => {
-                self.connection = None;
-                0
-            }
+        if let Ok(n) = result {
+            u64::try_from(n).unwrap_or(0)
+        } else {
+            self.connection = None;
+            0
         }
     }
 }

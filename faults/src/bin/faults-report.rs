@@ -6,6 +6,7 @@
 //! Usage: `faults-report <file>` (`just faults` passes
 //! `docs/guide/operations.md`).
 
+use std::fmt::Write as _;
 use std::process::{Command, ExitCode};
 
 use orchestrix_faults::report::{self, Figures};
@@ -89,8 +90,9 @@ fn render(figures: &[Figures], stamp: &str) -> String {
                 other => format!("{name}: {other}"),
             })
             .collect();
-        out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} |\n",
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {} |",
             cell(&f.scenario),
             cell(&f.version),
             f.faults,
@@ -98,7 +100,7 @@ fn render(figures: &[Figures], stamp: &str) -> String {
             f.lost,
             f.duplicated,
             cell(&extras.join(", "))
-        ));
+        );
     }
     out.push('\n');
     out.push_str(stamp);
@@ -115,9 +117,7 @@ fn cell(text: &str) -> String {
 /// markers and the block are appended when `text` has neither marker.
 fn splice(text: &str, block: &str) -> Result<String, String> {
     match (text.find(BEGIN), text.find(END)) {
-        (Some(begin), Some(end)) if begin < end => {
-            Ok(format!("{}{BEGIN}\n{block}{}", &text[..begin], &text[end..]))
-        }
+        (Some(begin), Some(end)) if begin < end => Ok(format!("{}{BEGIN}\n{block}{}", &text[..begin], &text[end..])),
         (None, None) => {
             let separator = if text.is_empty() || text.ends_with("\n\n") {
                 ""
