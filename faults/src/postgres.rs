@@ -118,11 +118,13 @@ fn alive(pid: u32) -> bool {
     Command::new("kill").args(["-0", &pid.to_string()]).output().is_ok_and(|out| out.status.success())
 }
 
-/// The settings every cluster of the suite gets. `fsync = off`: the
-/// scenarios crash the server's processes, not the machine, so what a
-/// commit wrote is in the operating system's cache either way; flushing it
-/// would only slow the suite on a shared disk. Power loss is out of scope
-/// (ADR 0049).
+/// The settings every cluster of the suite starts from. `fsync = off`:
+/// the scenarios crash the server's processes, not the machine, so what a
+/// commit wrote is in the operating system's cache either way. A scenario
+/// turns it on where the time a flush takes matters (scenario 3: a
+/// backend terminated while its commit flushes dies after the commit,
+/// before the answer, which is the case ADR 0027's retry answers). Power
+/// loss is out of scope (ADR 0049).
 const BASE_SETTINGS: &str = "listen_addresses = '127.0.0.1'\nfsync = off\nmax_connections = 80\n\
                              shared_buffers = 32MB\nlog_min_messages = warning\n";
 

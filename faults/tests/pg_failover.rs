@@ -189,6 +189,7 @@ async fn a_failover_to_a_synchronous_standby_loses_no_acknowledged_append() {
         resumed.iter().map(millis).collect::<Vec<_>>()
     );
     let mut extra = serde_json::Map::new();
+    extra.insert("build".into(), if cfg!(debug_assertions) { "debug" } else { "release" }.into());
     extra.insert("writers".into(), WRITERS.into());
     extra.insert("detection_ms".into(), millis(&detection).into());
     extra.insert("longest_without_writes_ms".into(), outages.iter().map(millis).max().unwrap_or(0).into());

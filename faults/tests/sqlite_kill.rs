@@ -89,6 +89,7 @@ async fn sqlite_writers_killed_mid_write_lose_no_acknowledged_append() {
     println!("{audit}\n{rounds} rounds, {kills} writer processes killed, {unknown} appends in flight at a kill");
 
     let mut extra = serde_json::Map::new();
+    extra.insert("build".into(), if cfg!(debug_assertions) { "debug" } else { "release" }.into());
     extra.insert("writer_processes".into(), PROCESSES.into());
     extra.insert("integrity_checks_ok".into(), checks.len().into());
     extra.insert("in_flight_at_kill".into(), unknown.into());
