@@ -8,5 +8,8 @@
 //! runs, as CI does. `just faults` then regenerates the figures in
 //! `docs/guide/operations.md` with the `faults-report` binary.
 
+pub mod audit;
+pub mod postgres;
 pub mod process;
 pub mod report;
+pub mod sqlite;

@@ -28,7 +28,9 @@ pub(crate) fn encode(value: &str, set: &'static AsciiSet) -> String {
 /// Reverses [`encode`] strictly: `None` unless `value` is exactly what
 /// [`encode`] makes of some text (so a malformed escape, a lower-case or
 /// needless escape, a byte that `set` encodes standing unencoded, or bytes
-/// that are not UTF-8 are all refused).
+/// that are not UTF-8 are all refused). Only EventSourcingDB subjects are
+/// read back this way (NATS headers use [`decode_escapes`]).
+#[cfg(any(feature = "eventsourcingdb", test))]
 pub(crate) fn decode(value: &str, set: &'static AsciiSet) -> Option<String> {
     let text = String::from_utf8(decode_escapes(value)?).ok()?;
     (encode(&text, set) == value).then_some(text)
