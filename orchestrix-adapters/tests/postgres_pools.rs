@@ -105,3 +105,18 @@ async fn a_pool_of_one_still_appends_while_a_subscription_listens_and_streams() 
     drop(events);
     store.drop_schema().await.unwrap();
 }
+
+#[cfg_attr(
+    not(orchestrix_pg),
+    ignore = "needs ORCHESTRIX_PG_URL (a PostgreSQL server), see docs/guide/getting-started.md"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_acquire_timeout_is_the_configured_one() {
+    let Some(default) = support::pg_store_with(|config| config).await else { return };
+    assert_eq!(default.pool().options().get_acquire_timeout(), ACQUIRE_TIMEOUT);
+    let short = Duration::from_millis(1500);
+    let Some(store) = support::pg_store_with(|config| config.with_acquire_timeout(short)).await else { return };
+    assert_eq!(store.pool().options().get_acquire_timeout(), short, "the pool of appends and reads");
+    // The store works with it.
+    store.append(&stream("timeout"), ExpectedVersion::NoStream, vec![event("Seen", "{}")]).await.unwrap();
+}

@@ -176,7 +176,7 @@ impl PgStore {
         tls::check_options(&options).map_err(|e| StoreError::Backend(Box::new(e)))?;
         let pool = PgPoolOptions::new()
             .max_connections(config.max_connections)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .acquire_timeout(config.acquire_timeout)
             .connect_with(options.clone())
             .await
             .map_err(|e| match tls::classify(&e, &options) {
@@ -193,7 +193,7 @@ impl PgStore {
         let group = (config.group_commit > 0).then(|| GroupCommit::new(config.group_commit));
         let subscriptions = PgPoolOptions::new()
             .max_connections(config.subscription_connections)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .acquire_timeout(config.acquire_timeout)
             .connect_lazy_with((*pool.connect_options()).clone());
         let inner = Arc::new(Inner {
             sql: Sql::new(&config.schema),

@@ -10,7 +10,7 @@ use sqlx::postgres::{PgConnection, PgListener, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgPool};
 use tokio::sync::Notify;
 
-use super::{PgStore, ACQUIRE_TIMEOUT};
+use super::PgStore;
 
 /// The side task that sends one `NOTIFY` per burst of appends, over a
 /// connection of its own: a pool connection would cost two more round
@@ -95,7 +95,7 @@ impl PgStore {
         }
         let pool = PgPoolOptions::new()
             .max_connections(1)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .acquire_timeout(self.inner.config.acquire_timeout)
             .connect_lazy_with((*self.inner.pool.connect_options()).clone());
         let (wake, channel) = (self.inner.wake.clone(), self.inner.config.channel());
         let task = tokio::spawn(async move {
