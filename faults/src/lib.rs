@@ -8,5 +8,7 @@
 //! runs, as CI does. `just faults` then regenerates the figures in
 //! `docs/guide/operations.md` with the `faults-report` binary.
 
+pub mod nats;
 pub mod process;
 pub mod report;
+pub mod tally;

@@ -29,6 +29,7 @@ pub(crate) fn encode(value: &str, set: &'static AsciiSet) -> String {
 /// [`encode`] makes of some text (so a malformed escape, a lower-case or
 /// needless escape, a byte that `set` encodes standing unencoded, or bytes
 /// that are not UTF-8 are all refused).
+#[cfg(any(test, feature = "eventsourcingdb"))]
 pub(crate) fn decode(value: &str, set: &'static AsciiSet) -> Option<String> {
     let text = String::from_utf8(decode_escapes(value)?).ok()?;
     (encode(&text, set) == value).then_some(text)
