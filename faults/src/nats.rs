@@ -4,13 +4,14 @@
 //! killed with SIGKILL and restarted by their process id.
 
 use std::fmt::Write as _;
+use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use orchestrix_adapters::nats::async_nats::jetstream;
 
-use crate::process::{free_port, wait_for_port, Guarded};
+use crate::process::{wait_for_port, Guarded};
 
 /// Where the scenarios find `nats-server` (`ORCHESTRIX_NATS_SERVER`, else
 /// `/usr/sbin/nats-server`, else the first one on `PATH`), or `None`.
@@ -38,6 +39,20 @@ pub fn nats_server_or_skip() -> Option<PathBuf> {
         eprintln!("skipped: no nats-server (set ORCHESTRIX_NATS_SERVER to its path)");
     }
     found
+}
+
+/// `2 * size` different free loopback ports, (client, cluster) per
+/// server: all held open at once while they are picked, so that none is
+/// handed out twice.
+fn distinct_ports(size: usize) -> Result<Vec<(u16, u16)>, StartError> {
+    let error = |e: std::io::Error| StartError(format!("no free loopback port: {e}"));
+    let listeners = (0..2 * size)
+        .map(|_| TcpListener::bind((Ipv4Addr::LOCALHOST, 0)))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(error)?;
+    let ports =
+        listeners.iter().map(|l| l.local_addr().map(|a| a.port())).collect::<Result<Vec<_>, _>>().map_err(error)?;
+    Ok(ports.chunks(2).map(|pair| (pair[0], pair[1])).collect())
 }
 
 /// One server of a [`NatsCluster`].
@@ -92,7 +107,7 @@ impl NatsCluster {
         if size == 0 {
             return Err(StartError("a cluster needs at least one server".into()));
         }
-        let ports: Vec<(u16, u16)> = (0..size).map(|_| (free_port(), free_port())).collect();
+        let ports = distinct_ports(size)?;
         let routes: Vec<String> =
             ports.iter().map(|(_, cluster)| format!("\"nats-route://127.0.0.1:{cluster}\"")).collect();
         let mut nodes = Vec::with_capacity(size);
@@ -200,6 +215,21 @@ impl NatsCluster {
     /// The log of server `i` (for failure messages).
     pub fn log(&self, i: usize) -> String {
         std::fs::read_to_string(&self.nodes[i].log).unwrap_or_default()
+    }
+
+    /// The last `lines` lines of every server's log, each headed by its
+    /// name (for failure messages).
+    pub fn logs_tail(&self, lines: usize) -> String {
+        let mut out = String::new();
+        for (i, node) in self.nodes.iter().enumerate() {
+            let log = self.log(i);
+            let all: Vec<&str> = log.lines().collect();
+            let _ = writeln!(out, "--- {} (port {}):", node.name, node.port);
+            for line in &all[all.len().saturating_sub(lines)..] {
+                let _ = writeln!(out, "{line}");
+            }
+        }
+        out
     }
 }
 

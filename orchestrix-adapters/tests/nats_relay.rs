@@ -415,3 +415,24 @@ async fn a_publish_the_broker_refuses_is_never_overtaken() {
     assert_ne!(after, ids);
     assert_eq!(after.iter().collect::<HashSet<_>>(), ids.iter().collect::<HashSet<_>>());
 }
+
+/// A cluster's clients are given every server, comma-separated: one that
+/// is down (here, a port nothing listens on) is skipped. `connect` used to
+/// hand the whole list to the client's one-URL parser, which failed on it.
+#[cfg_attr(
+    not(orchestrix_nats),
+    ignore = "needs ORCHESTRIX_NATS_URL (a NATS server), see docs/guide/getting-started.md"
+)]
+#[tokio::test]
+async fn a_client_given_several_servers_reaches_a_live_one() {
+    let Some(url) = nats_support::nats_url() else { return };
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_url = format!("nats://{}", dead.local_addr().unwrap());
+    drop(dead);
+    let client = timeout(MINUTE, orchestrix_adapters::nats::connect(&format!("{dead_url}, {url}")))
+        .await
+        .expect("connects within a minute")
+        .expect("a list of servers is accepted");
+    client.flush().await.expect("the live server answers");
+    assert!(orchestrix_adapters::nats::connect(&format!("{url},,")).await.is_err(), "an empty entry is refused");
+}

@@ -364,3 +364,18 @@ pub(crate) fn render(error: &dyn std::error::Error) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_list_of_servers_is_split_before_the_client_parses_it() {
+        let list = "nats://127.0.0.1:4222,nats://127.0.0.1:4223";
+        // What `connect` used to hand the client: one URL, which it refuses.
+        assert!(list.parse::<async_nats::ServerAddr>().is_err());
+        let servers = server_addrs(list).unwrap();
+        assert_eq!(servers.iter().map(async_nats::ServerAddr::port).collect::<Vec<_>>(), [4222, 4223]);
+        assert!(matches!(server_addrs(" , "), Err(NatsError::Connect { .. })));
+    }
+}
