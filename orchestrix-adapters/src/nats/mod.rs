@@ -33,7 +33,9 @@
 //!   message at a time, acknowledged in order. A worker taking a partition
 //!   over restarts its consumer from the acknowledged floor, so what the
 //!   previous holder left unacknowledged comes again, in order, before
-//!   anything newer. Across streams there is no order.
+//!   anything newer; a worker that sees a gap in its consumer's delivery
+//!   numbering (a message lost on its way, with a dying server) does the
+//!   same to its own partition. Across streams there is no order.
 //! - **Traces**: the relay's `orchestrix.publish` span is a child of the
 //!   context recorded in the event's metadata, and its own context travels
 //!   in the message's `traceparent` header; the consumer's
