@@ -241,7 +241,8 @@ pub fn verdict<S: std::hash::BuildHasher>(acknowledged: &[Uuid], applied: &HashS
 }
 
 /// Progress sampled while a scenario runs: (since start, appended,
-/// applied).
+/// applied), or any other count downstream of the writer in place of
+/// applied (the events the broker acknowledged, for example).
 #[derive(Debug, Clone, Default)]
 pub struct Samples {
     points: Vec<(Duration, u64, u64)>,

@@ -97,15 +97,18 @@ async fn a_three_node_cluster_loses_and_repeats_nothing_while_its_servers_are_ki
         panic!("the stream did not get three current replicas: {last:?}\n{}", cluster.logs_tail(40));
     }
 
-    let relay = Relay::new(
-        client.clone(),
-        store.clone(),
-        store.clone(),
-        subjects.clone(),
-        stream.clone(),
-        RelayOptions::default().window(64).max_backoff(Duration::from_millis(500)),
-    )
-    .spawn();
+    // Shared with the sampler, which reads how far the broker acknowledged.
+    let relay = Arc::new(
+        Relay::new(
+            client.clone(),
+            store.clone(),
+            store.clone(),
+            subjects.clone(),
+            stream.clone(),
+            RelayOptions::default().window(64).max_backoff(Duration::from_millis(500)),
+        )
+        .spawn(),
+    );
     let mut workers = Vec::new();
     let mut applied = Vec::new();
     for i in 0..WORKERS {
@@ -135,13 +138,20 @@ async fn a_three_node_cluster_loses_and_repeats_nothing_while_its_servers_are_ki
         appended.clone(),
     ));
     let clock = Instant::now();
-    let samples = Arc::new(Mutex::new(Samples::default()));
+    // (appended, applied) and (appended, acknowledged by the broker).
+    let samples = Arc::new(Mutex::new((Samples::default(), Samples::default())));
     let sampling = {
-        let (samples, appended, applied_now) = (Arc::clone(&samples), appended.clone(), applied_now.clone());
+        let (samples, appended, applied_now, relay) =
+            (Arc::clone(&samples), appended.clone(), applied_now.clone(), Arc::clone(&relay));
         tokio::spawn(async move {
             loop {
-                let point = (clock.elapsed(), appended.count(), applied_now());
-                samples.lock().unwrap_or_else(PoisonError::into_inner).push(point.0, point.1, point.2);
+                let (at, appended, applied, published) =
+                    (clock.elapsed(), appended.count(), applied_now(), relay.status().published);
+                {
+                    let mut samples = samples.lock().unwrap_or_else(PoisonError::into_inner);
+                    samples.0.push(at, appended, applied);
+                    samples.1.push(at, appended, published);
+                }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         })
@@ -213,9 +223,12 @@ async fn a_three_node_cluster_loses_and_repeats_nothing_while_its_servers_are_ki
         }
     }
     sampling.abort();
+    let _ = sampling.await;
+    let relay = Arc::into_inner(relay).expect("the sampler let the relay go");
     let relay_status = relay.status();
     let worker_failures: Vec<String> = workers.iter().filter_map(|w| w.status().failed).collect();
     let deliveries: u64 = workers.iter().map(|w| w.status().handled).sum();
+    let missed: u64 = workers.iter().map(|w| w.status().missed).sum();
     for worker in workers {
         let _ = worker.stop().await;
     }
@@ -224,7 +237,7 @@ async fn a_three_node_cluster_loses_and_repeats_nothing_while_its_servers_are_ki
 
     let (ids, rows) = Tally::contents(store.pool(), &read_model).await.unwrap();
     let (lost, duplicated) = verdict(&appended.ids(), &ids, rows);
-    let samples = samples.lock().unwrap_or_else(PoisonError::into_inner).clone();
+    let (samples, published) = samples.lock().unwrap_or_else(PoisonError::into_inner).clone();
     if let Some(path) = std::env::var_os("FAULTS_DEBUG") {
         std::fs::write(path, format!("{samples:#?}\n{faults:#?}")).unwrap();
     }
@@ -238,6 +251,7 @@ async fn a_three_node_cluster_loses_and_repeats_nothing_while_its_servers_are_ki
             "replicas_current_ms": fault.healthy_after.as_millis(),
             "recovery_ms": samples.recovery(fault.at, to, threshold).as_millis(),
             "stall_ms": samples.longest_stall(fault.at, to).as_millis(),
+            "publish_stall_ms": published.longest_stall(fault.at, to).as_millis(),
         }));
     }
     let max = |key: &str| kills.iter().filter_map(|k| k[key].as_u64()).max().unwrap_or(0);
@@ -253,10 +267,12 @@ async fn a_three_node_cluster_loses_and_repeats_nothing_while_its_servers_are_ki
     extra.insert("stored_in_stream".into(), json!(stored));
     extra.insert("applied".into(), json!(ids.len()));
     extra.insert("deliveries".into(), json!(deliveries));
+    extra.insert("deliveries_lost_in_transit".into(), json!(missed));
     extra.insert("write_rate_per_s".into(), json!(BATCH * 1000 / u64::try_from(pace().as_millis()).unwrap_or(1)));
     extra.insert("normal_lag".into(), json!(threshold));
     extra.insert("max_recovery_ms".into(), json!(max("recovery_ms")));
     extra.insert("max_stall_ms".into(), json!(max("stall_ms")));
+    extra.insert("max_publish_stall_ms".into(), json!(max("publish_stall_ms")));
     extra.insert("kills".into(), json!(kills));
     let figures = Figures {
         scenario: "nats-cluster".into(),

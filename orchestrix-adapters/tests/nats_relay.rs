@@ -484,7 +484,9 @@ async fn a_lost_delivery_is_not_overtaken_by_the_partitions_next_messages() {
     eprintln!("stolen: {:?}", stolen.info().map(|i| (i.stream_sequence, i.consumer_sequence)).unwrap());
     drop(stolen); // never acknowledged, as if lost with its server
 
-    timeout(MINUTE, handle.wait_for(|_| ledger.state().applied.len() == 20)).await.expect("every event applied");
+    let status =
+        timeout(MINUTE, handle.wait_for(|_| ledger.state().applied.len() == 20)).await.expect("every event applied");
+    assert!(status.missed >= 1, "the worker noticed the lost delivery: {status:?}");
     handle.stop().await.unwrap();
     relay.stop().await.unwrap();
     {

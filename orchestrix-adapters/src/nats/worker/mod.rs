@@ -378,6 +378,7 @@ impl<P: Projection> Run<P> {
             "a delivery never reached this worker; restarting the partition from its acknowledged floor"
         );
         self.status.send_modify(|s| {
+            s.missed += 1;
             s.partitions.remove(&partition);
             s.positions.remove(&partition);
         });
