@@ -32,11 +32,11 @@ const PARTITIONS: u32 = 8;
 const STREAMS: u64 = 64;
 const BATCH: u64 = 5;
 
-/// One batch every this long: 25 events a second in the short version
-/// (60 in the full one), below what the workers apply on a busy two-core
-/// machine with a shared PostgreSQL (a debug build).
+/// One batch every this long: 25 events a second, below what the
+/// workers apply on a busy two-core machine with a shared PostgreSQL (a
+/// debug build).
 fn pace() -> Duration {
-    scaled(Duration::from_millis(200), Duration::from_millis(80))
+    Duration::from_millis(200)
 }
 
 /// What starts a worker process.
