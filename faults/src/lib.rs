@@ -9,7 +9,9 @@
 //! `docs/guide/operations.md` with the `faults-report` binary.
 
 pub mod audit;
+pub mod nats;
 pub mod postgres;
 pub mod process;
 pub mod report;
 pub mod sqlite;
+pub mod tally;

@@ -415,3 +415,84 @@ async fn a_publish_the_broker_refuses_is_never_overtaken() {
     assert_ne!(after, ids);
     assert_eq!(after.iter().collect::<HashSet<_>>(), ids.iter().collect::<HashSet<_>>());
 }
+
+/// A cluster's clients are given every server, comma-separated: one that
+/// is down (here, a port nothing listens on) is skipped. `connect` used to
+/// hand the whole list to the client's one-URL parser, which failed on it.
+#[cfg_attr(
+    not(orchestrix_nats),
+    ignore = "needs ORCHESTRIX_NATS_URL (a NATS server), see docs/guide/getting-started.md"
+)]
+#[tokio::test]
+async fn a_client_given_several_servers_reaches_a_live_one() {
+    let Some(url) = nats_support::nats_url() else { return };
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_url = format!("nats://{}", dead.local_addr().unwrap());
+    drop(dead);
+    let client = timeout(MINUTE, orchestrix_adapters::nats::connect(&format!("{dead_url}, {url}")))
+        .await
+        .expect("connects within a minute")
+        .expect("a list of servers is accepted");
+    client.flush().await.expect("the live server answers");
+    assert!(orchestrix_adapters::nats::connect(&format!("{url},,")).await.is_err(), "an empty entry is refused");
+}
+
+/// A delivery that never reaches the worker must not let the partition's
+/// later messages overtake it. When a server dies with a message on its
+/// way to the worker's client, the consumer counts it delivered and
+/// sends the next ones to the worker's next pull; it would come again
+/// only after `ack_wait`, after its successors. Here another client's
+/// pull on the worker's consumer takes a message and drops it, which is
+/// what the consumer sees in that case.
+#[cfg_attr(
+    not(orchestrix_nats),
+    ignore = "needs ORCHESTRIX_NATS_URL (a NATS server with JetStream), see docs/guide/getting-started.md"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_delivery_is_not_overtaken_by_the_partitions_next_messages() {
+    use orchestrix_adapters::nats::async_nats::jetstream::consumer::{pull, Consumer};
+    let Some(client) = client().await else { return };
+    let place = Place::new(client, 1);
+    place.stream.ensure(&place.js(), &place.subjects).await.unwrap();
+    let ledger = Ledger::named("lost");
+    let worker = ProjectionWorker::new(place.client.clone(), place.subjects.clone(), place.stream.clone(), SoleWorker);
+    let options =
+        WorkerOptions::default().batch(1).ack_wait(Duration::from_secs(2)).lease_interval(Duration::from_millis(100));
+    let mut handle = worker.spawn(ledger.clone(), options);
+    timeout(MINUTE, handle.wait_for(|s| s.partitions.contains(&0))).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // The thief's pull waits behind the worker's: of the first messages,
+    // one goes to each.
+    let stream = place.js().get_stream(place.stream.name()).await.unwrap();
+    let consumer: Consumer<pull::Config> = stream.get_consumer("lost-p0").await.unwrap();
+    let mut thief = consumer.fetch().max_messages(1).expires(Duration::from_secs(20)).messages().await.unwrap();
+
+    let store = InMemoryEventStore::new();
+    let relay = Relay::new(
+        place.client.clone(),
+        store.clone(),
+        InMemoryCheckpointStore::new(),
+        place.subjects.clone(),
+        place.stream.clone(),
+        RelayOptions::default(),
+    )
+    .spawn();
+    let id = StreamId::new("Tally", "one").unwrap();
+    store.append(&id, ExpectedVersion::Any, (1..=20).map(counted).collect()).await.unwrap();
+    let stolen = timeout(MINUTE, thief.next()).await.unwrap().expect("the thief got a message").unwrap();
+    eprintln!("stolen: {:?}", stolen.info().map(|i| (i.stream_sequence, i.consumer_sequence)).unwrap());
+    drop(stolen); // never acknowledged, as if lost with its server
+
+    let status =
+        timeout(MINUTE, handle.wait_for(|_| ledger.state().applied.len() == 20)).await.expect("every event applied");
+    assert!(status.missed >= 1, "the worker noticed the lost delivery: {status:?}");
+    handle.stop().await.unwrap();
+    relay.stop().await.unwrap();
+    {
+        let state = ledger.state();
+        assert!(state.out_of_order.is_empty(), "later events overtook the lost one: {:?}", state.out_of_order);
+        assert_eq!(state.total, (1..=20).sum::<u64>());
+    }
+    place.delete().await;
+}

@@ -2,9 +2,14 @@
 //! to NATS JetStream, checkpointed in the same database.
 //!
 //! ```text
-//! orchestrix-nats-relay --pg-url URL --schema NAME --nats-url URL \
-//!     --prefix SUBJECT.PREFIX --stream STREAM_NAME [--partitions N] [--name CHECKPOINT] [--window N]
+//! orchestrix-nats-relay --pg-url URL --schema NAME --nats-url URL[,URL...] \
+//!     --prefix SUBJECT.PREFIX --stream STREAM_NAME [--partitions N] [--name CHECKPOINT] [--window N] \
+//!     [--replicas N]
 //! ```
+//!
+//! For a NATS cluster, give every server's URL, comma-separated, and
+//! `--replicas 3` (a three-node cluster) so that the stream survives the
+//! loss of a server.
 //!
 //! Runs until killed or interrupted (Ctrl-C stops it cleanly: the
 //! publishes in flight are settled and the checkpoint saved). Killing it
@@ -19,7 +24,7 @@ use orchestrix_adapters::nats::{connect, EventStreamConfig, Relay, RelayOptions,
 use orchestrix_adapters::postgres::{PgConfig, PgStore};
 
 const USAGE: &str = "usage: orchestrix-nats-relay --pg-url URL --schema NAME --nats-url URL --prefix PREFIX \
-                     --stream NAME [--partitions N] [--name CHECKPOINT] [--window N]";
+                     --stream NAME [--partitions N] [--name CHECKPOINT] [--window N] [--replicas N]";
 
 fn args() -> Result<HashMap<String, String>, String> {
     let mut map = HashMap::new();
@@ -42,7 +47,10 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     store.migrate().await?;
     let client = connect(&get("nats-url")?).await?;
     let subjects = Subjects::new(get("prefix")?, u32::try_from(number("partitions", 8)?)?)?;
-    let stream = EventStreamConfig::new(get("stream")?)?;
+    let mut stream = EventStreamConfig::new(get("stream")?)?;
+    if args.contains_key("replicas") {
+        stream = stream.with_replicas(usize::try_from(number("replicas", 1)?)?)?;
+    }
     let options = RelayOptions::default()
         .name(args.get("name").cloned().unwrap_or_else(|| "nats-relay".to_owned()))
         .window(usize::try_from(number("window", 256)?)?);

@@ -33,7 +33,9 @@
 //!   message at a time, acknowledged in order. A worker taking a partition
 //!   over restarts its consumer from the acknowledged floor, so what the
 //!   previous holder left unacknowledged comes again, in order, before
-//!   anything newer. Across streams there is no order.
+//!   anything newer; a worker that sees a gap in its consumer's delivery
+//!   numbering (a message lost on its way, with a dying server) does the
+//!   same to its own partition. Across streams there is no order.
 //! - **Traces**: the relay's `orchestrix.publish` span is a child of the
 //!   context recorded in the event's metadata, and its own context travels
 //!   in the message's `traceparent` header; the consumer's
@@ -158,9 +160,15 @@ impl NatsError {
     }
 }
 
-/// Connects to a NATS server (a comma-separated list of URLs is fine),
-/// retrying the initial connection and reconnecting forever afterwards.
+/// Connects to a NATS server, or to a cluster given as a comma-separated
+/// list of its servers' URLs (`nats://10.0.0.1:4222,nats://10.0.0.2:4222`),
+/// retrying the initial connection and reconnecting forever afterwards,
+/// to any of the servers given and the ones the cluster announces.
+///
+/// Give every server of a cluster: the client reaches a live one whichever
+/// is down when it starts ([`server_addrs`] parses the list).
 pub async fn connect(url: &str) -> Result<async_nats::Client, NatsError> {
+    let servers = server_addrs(url)?;
     async_nats::ConnectOptions::new()
         .name("orchestrix")
         .retry_on_initial_connect()
@@ -172,9 +180,40 @@ pub async fn connect(url: &str) -> Result<async_nats::Client, NatsError> {
                 .with_max_delay(Duration::from_secs(1));
             policy.delay_after(u32::try_from(attempts).unwrap_or(u32::MAX)).unwrap_or(Duration::from_secs(1))
         })
-        .connect(url)
+        .connect(servers)
         .await
         .map_err(|e| NatsError::Connect { url: url.to_owned(), source: Box::new(e) })
+}
+
+/// The servers of a comma-separated list of NATS URLs (spaces around the
+/// commas are fine; `nats://` and port 4222 are assumed where missing).
+///
+/// The client's own parser takes one URL: given the list whole, it read
+/// `4222,nats:` as a port and [`connect`] failed on every cluster URL.
+///
+/// ```
+/// use orchestrix_adapters::nats::server_addrs;
+///
+/// let servers = server_addrs("nats://127.0.0.1:4222, nats://127.0.0.1:4223,127.0.0.1:4224").unwrap();
+/// assert_eq!(servers.len(), 3);
+/// assert_eq!(servers[2].port(), 4224);
+/// assert!(server_addrs("nats://127.0.0.1:4222,,").is_err());
+/// assert!(server_addrs("http://127.0.0.1:4222").is_err());
+/// ```
+pub fn server_addrs(urls: &str) -> Result<Vec<async_nats::ServerAddr>, NatsError> {
+    urls.split(',')
+        .map(|url| {
+            let url = url.trim();
+            if url.is_empty() {
+                return Err(NatsError::Connect {
+                    url: urls.to_owned(),
+                    source: "an empty server URL in the list (two commas in a row, or one at an end)".into(),
+                });
+            }
+            url.parse::<async_nats::ServerAddr>()
+                .map_err(|e| NatsError::Connect { url: url.to_owned(), source: Box::new(e) })
+        })
+        .collect()
 }
 
 /// The JetStream stream that holds the published events.
@@ -192,6 +231,8 @@ pub struct EventStreamConfig {
     name: String,
     duplicate_window: Duration,
     memory: bool,
+    /// `None`: 1 for a new stream, an existing one's left as it is.
+    replicas: Option<usize>,
 }
 
 impl EventStreamConfig {
@@ -207,7 +248,7 @@ impl EventStreamConfig {
                 "JetStream stream name `{name}` must be 1 to 255 ASCII letters, digits, `-` and `_`"
             )));
         }
-        Ok(Self { name, duplicate_window: Duration::from_mins(2), memory: false })
+        Ok(Self { name, duplicate_window: Duration::from_mins(2), memory: false, replicas: None })
     }
 
     /// The stream's name.
@@ -235,8 +276,40 @@ impl EventStreamConfig {
         self
     }
 
+    /// Keeps `replicas` copies of the stream on as many servers of a
+    /// JetStream cluster (default 1; 1 to 5, and at most the cluster's
+    /// size). With 3, the stream and its consumers survive the loss of
+    /// any one server: give every stream of a three-node cluster 3
+    /// (ADR 0048). A single server accepts only 1.
+    ///
+    /// ```
+    /// use orchestrix_adapters::nats::EventStreamConfig;
+    ///
+    /// let config = EventStreamConfig::new("ORDERS_EVENTS").unwrap().with_replicas(3).unwrap();
+    /// assert_eq!(config.replicas(), 3);
+    /// assert!(EventStreamConfig::new("ORDERS_EVENTS").unwrap().with_replicas(0).is_err());
+    /// assert!(EventStreamConfig::new("ORDERS_EVENTS").unwrap().with_replicas(6).is_err());
+    /// ```
+    pub fn with_replicas(mut self, replicas: usize) -> Result<Self, StoreError> {
+        if !(1..=5).contains(&replicas) {
+            return Err(StoreError::InvalidInput(format!(
+                "JetStream keeps 1 to 5 replicas of a stream, not {replicas}"
+            )));
+        }
+        self.replicas = Some(replicas);
+        Ok(self)
+    }
+
+    /// How many copies of the stream the cluster keeps: the number given
+    /// to [`with_replicas`](Self::with_replicas), else 1 (then
+    /// [`ensure`](Self::ensure) leaves an existing stream's replicas as
+    /// they are).
+    pub fn replicas(&self) -> usize {
+        self.replicas.unwrap_or(1)
+    }
+
     /// Creates the stream for `subjects` if it does not exist, or makes
-    /// the existing one's duplicate window and subjects match.
+    /// the existing one's duplicate window, subjects and replicas match.
     pub async fn ensure(&self, js: &jetstream::Context, subjects: &Subjects) -> Result<stream::Stream, NatsError> {
         let error = |source: BoxError| NatsError::Stream { stream: self.name.clone(), source };
         let config = stream::Config {
@@ -244,14 +317,21 @@ impl EventStreamConfig {
             subjects: vec![subjects.all()],
             duplicate_window: self.duplicate_window,
             storage: if self.memory { stream::StorageType::Memory } else { stream::StorageType::File },
+            num_replicas: self.replicas(),
             ..stream::Config::default()
         };
         match js.get_stream(&self.name).await {
             Ok(mut existing) => {
                 let info = existing.info().await.map_err(|e| error(Box::new(e)))?.config.clone();
-                if info.duplicate_window != config.duplicate_window || !info.subjects.contains(&subjects.all()) {
+                if info.duplicate_window != config.duplicate_window
+                    || !info.subjects.contains(&subjects.all())
+                    || self.replicas.is_some_and(|replicas| info.num_replicas.max(1) != replicas)
+                {
                     let mut updated = info;
                     updated.duplicate_window = config.duplicate_window;
+                    if let Some(replicas) = self.replicas {
+                        updated.num_replicas = replicas;
+                    }
                     if !updated.subjects.contains(&subjects.all()) {
                         updated.subjects.push(subjects.all());
                     }
@@ -285,4 +365,19 @@ pub(crate) fn render(error: &dyn std::error::Error) -> String {
         source = next.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_list_of_servers_is_split_before_the_client_parses_it() {
+        let list = "nats://127.0.0.1:4222,nats://127.0.0.1:4223";
+        // What `connect` used to hand the client: one URL, which it refuses.
+        assert!(list.parse::<async_nats::ServerAddr>().is_err());
+        let servers = server_addrs(list).unwrap();
+        assert_eq!(servers.iter().map(async_nats::ServerAddr::port).collect::<Vec<_>>(), [4222, 4223]);
+        assert!(matches!(server_addrs(" , "), Err(NatsError::Connect { .. })));
+    }
 }

@@ -70,6 +70,10 @@ struct Held {
     lease: Box<dyn Lease>,
     generation: u64,
     task: AbortOnDrop,
+    /// The consumer sequence of the last message that reached this worker
+    /// (the consumer counts every delivery, redeliveries included, from
+    /// 1; it is created anew whenever the partition is taken).
+    delivered: u64,
 }
 
 /// A fetch task, aborted when its partition is left or the worker ends
@@ -308,7 +312,7 @@ impl<P: Projection> Run<P> {
                         generation,
                         self.options.batch,
                     )));
-                    self.held.insert(partition, Held { lease, generation, task });
+                    self.held.insert(partition, Held { lease, generation, task, delivered: 0 });
                     let at = position_at(stream, floor).await;
                     self.status.send_modify(|s| {
                         s.positions.remove(&partition);
@@ -348,8 +352,45 @@ impl<P: Projection> Run<P> {
         });
     }
 
+    /// Whether a delivery of `partition`'s consumer never reached this
+    /// worker before the one numbered `consumer_sequence`; if so, the
+    /// partition is given up (ADR 48). A message on its way when a server
+    /// died, or answering a pull the client gave up, counts as delivered:
+    /// the consumer would send it again only after `ack_wait`, behind its
+    /// successors. Taken again (next tick, by this worker or another), the
+    /// partition's consumer restarts from the acknowledged floor, so the
+    /// missing message comes first.
+    async fn missed_a_delivery(&mut self, partition: u32, consumer_sequence: u64) -> bool {
+        let Some(held) = self.held.get_mut(&partition) else { return false };
+        if consumer_sequence == 0 || consumer_sequence == held.delivered + 1 {
+            held.delivered = held.delivered.max(consumer_sequence);
+            return false;
+        }
+        let expected = held.delivered + 1;
+        if let Some(held) = self.held.remove(&partition) {
+            drop(held.task);
+            let _ = held.lease.release().await;
+        }
+        tracing::warn!(
+            partition,
+            expected,
+            consumer_sequence,
+            "a delivery never reached this worker; restarting the partition from its acknowledged floor"
+        );
+        self.status.send_modify(|s| {
+            s.missed += 1;
+            s.partitions.remove(&partition);
+            s.positions.remove(&partition);
+        });
+        true
+    }
+
     async fn deliver(&mut self, delivery: Pulled) -> Result<(), NatsError> {
         let Pulled { partition, message, .. } = delivery;
+        let consumer_sequence = message.info().map_or(0, |info| info.consumer_sequence);
+        if self.missed_a_delivery(partition, consumer_sequence).await {
+            return Ok(());
+        }
         let (sequence, delivered) = message.info().map_or((0, 0), |info| (info.stream_sequence, info.delivered));
         let headers: BTreeMap<String, String> = message
             .headers

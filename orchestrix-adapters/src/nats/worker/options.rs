@@ -119,6 +119,10 @@ pub struct WorkerStatus {
     pub skipped: u64,
     /// Events parked as poison.
     pub parked: u64,
+    /// Deliveries that never reached this worker (lost on their way, with
+    /// a dying server): each made it restart its partition from the
+    /// acknowledged floor, so that later messages did not overtake them.
+    pub missed: u64,
     /// Per held partition, the global position of the last event this
     /// worker finished there (handled, parked or skipped, and its ack
     /// sent), or, on taking the partition, the position of the event at
