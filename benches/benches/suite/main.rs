@@ -21,9 +21,9 @@
 //! 8. projection catch-up through one tenant's view (`TenantStore`) of a log
 //!    four tenants share, beside the same catch-up unfiltered;
 //! 20. the writer curve: 1 to 256 writers, p50 and p99 per command
-//!    (`curve.rs`, drawn by `chart.rs` into `docs/benchmarks-writers.svg`);
+//!     (`curve.rs`, drawn by `chart.rs` into `docs/benchmarks-writers.svg`);
 //! 21. fairness across processes: two replicas on one hot aggregate
-//!    (`fairness.rs`, the `fairness_writer` binary).
+//!     (`fairness.rs`, the `fairness_writer` binary).
 //!
 //! Prints a table and writes `summary.json` into `bench/` under the cargo
 //! target directory (one object per scenario); with `--docs PATH` also the
