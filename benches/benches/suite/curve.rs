@@ -144,7 +144,7 @@ fn shape(size: Size, writers: u64) -> (usize, u64) {
     if writers == 1 {
         (size.pick(100, 20), size.pick(25, 10))
     } else {
-        (size.pick(7, 3), size.pick((writers * 16).max(400), (writers * 6).max(120)))
+        (size.pick(7, 3), size.pick((writers * 16).max(400), (writers * 4).max(100)))
     }
 }
 
