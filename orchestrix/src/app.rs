@@ -450,6 +450,9 @@ impl Orchestrix {
         span.in_scope(|| trace::inject_into(&mut metadata));
         let started = std::time::Instant::now();
         let result = async {
+            // The turn is held through retries and their backoff: a retry
+            // keeps its place before commands that arrived after it (ADR 0053).
+            let mut turn = slot.turn(id).await;
             let mut attempt = 1;
             loop {
                 let Some(command) = next_command(attempt) else {
@@ -459,7 +462,7 @@ impl Orchestrix {
                         attempts: attempt - 1,
                     });
                 };
-                match slot.attempt(id, command, service, &metadata, run).await {
+                match slot.attempt(&mut turn, id, command, service, &metadata, run).await {
                     Ok((version, events)) => {
                         // A repeated command answers with the first
                         // execution's events, and so its correlation id.

@@ -205,6 +205,54 @@ mod tests {
         assert!(distinct.len() > 990, "{} distinct values", distinct.len());
     }
 
+    #[test]
+    fn exponential_backoff_with_full_jitter_stays_under_its_doubling_cap() {
+        // The command bus's default: 1 ms doubling, capped at 200 ms, full
+        // jitter. Every delay lies in [0, min(2^(n-1) ms, 200 ms)].
+        let policy = RetryPolicy::default();
+        for attempts_made in 1..policy.max_attempts() {
+            let ceiling = (MS * 2u32.pow(attempts_made - 1)).min(200 * MS);
+            let delays: Vec<Duration> = (0..500).map(|_| policy.delay_after(attempts_made).unwrap()).collect();
+            assert!(delays.iter().all(|d| *d <= ceiling), "attempt {attempts_made}: above {ceiling:?}");
+            // Full jitter spreads the delays over the whole range: some in
+            // each half, and hardly two alike.
+            let low = delays.iter().filter(|d| **d < ceiling / 2).count();
+            assert!((100..=400).contains(&low), "attempt {attempts_made}: {low} of 500 in the lower half");
+            let mut distinct = delays.clone();
+            distinct.sort_unstable();
+            distinct.dedup();
+            assert!(distinct.len() > 400, "attempt {attempts_made}: {} distinct delays", distinct.len());
+        }
+        assert_eq!(policy.delay_after(policy.max_attempts()), None, "gives up after its last attempt");
+    }
+
+    #[test]
+    fn partial_jitter_keeps_a_floor_and_never_lengthens_a_delay() {
+        let policy = RetryPolicy::exponential(8, 4 * MS).with_jitter(0.25);
+        for attempts_made in 1..8 {
+            let base = 4 * MS * 2u32.pow(attempts_made - 1);
+            for _ in 0..200 {
+                let d = policy.delay_after(attempts_made).unwrap();
+                assert!(
+                    d <= base && d >= base.mul_f64(0.75),
+                    "attempt {attempts_made}: {d:?} outside [0.75, 1] × {base:?}"
+                );
+            }
+        }
+        let clamped = RetryPolicy::exponential(3, MS).with_jitter(7.0);
+        assert!((clamped.jitter - 1.0).abs() < f64::EPSILON, "jitter above 1 is clamped to full jitter");
+        let none = RetryPolicy::exponential(3, MS).with_jitter(-1.0);
+        assert_eq!(none.delay_after(2), Some(2 * MS), "jitter below 0 is none");
+    }
+
+    #[test]
+    fn huge_attempt_counts_saturate_instead_of_overflowing() {
+        let policy = RetryPolicy::exponential(u32::MAX, Duration::from_secs(1)).with_jitter(0.0);
+        assert_eq!(policy.delay_after(u32::MAX - 1), Some(Duration::from_secs(30)), "the default cap");
+        let linear = RetryPolicy::linear(u32::MAX, Duration::MAX, Duration::MAX).with_max_delay(Duration::MAX);
+        assert_eq!(linear.delay_after(1_000), Some(Duration::MAX));
+    }
+
     #[tokio::test(start_paused = true)]
     async fn run_retries_only_retryable_errors() {
         let policy = RetryPolicy::fixed(5, MS);

@@ -19,7 +19,11 @@
 //!    heap bytes per stored event (counted by this binary's allocator);
 //! 7. SQLite: sequential commands;
 //! 8. projection catch-up through one tenant's view (`TenantStore`) of a log
-//!    four tenants share, beside the same catch-up unfiltered.
+//!    four tenants share, beside the same catch-up unfiltered;
+//! 20. the writer curve: 1 to 256 writers, p50 and p99 per command
+//!     (`curve.rs`, drawn by `chart.rs` into `docs/benchmarks-writers.svg`);
+//! 21. fairness across processes: two replicas on one hot aggregate
+//!     (`fairness.rs`, the `fairness_writer` binary).
 //!
 //! Prints a table and writes `summary.json` into `bench/` under the cargo
 //! target directory (one object per scenario); with `--docs PATH` also the
@@ -27,6 +31,9 @@
 //! skipped, and say so, when `ORCHESTRIX_PG_URL` is unset; each contestant
 //! writes into a fresh schema of its own, dropped afterwards.
 
+mod chart;
+mod curve;
+mod fairness;
 mod memory;
 mod pg;
 mod pg_tenant;
@@ -166,9 +173,21 @@ fn main() -> ExitCode {
             if let Err(error) = result {
                 failures.push(format!("PostgreSQL scenarios stopped: {error}"));
             }
+            if options.runs(curve::ID) {
+                match runtime.block_on(curve::run(&url, &options)) {
+                    Ok(curve_rows) => rows.extend(curve_rows),
+                    Err(error) => failures.push(format!("the writer curve stopped: {error}")),
+                }
+            }
+            if options.runs(fairness::ID) {
+                match runtime.block_on(fairness::run(&url, &options)) {
+                    Ok(row) => rows.push(row),
+                    Err(error) => failures.push(format!("the fairness scenario stopped: {error}")),
+                }
+            }
         }
         Err(_) => println!(
-            "scenarios 1-5 and 8 skipped: set ORCHESTRIX_PG_URL, for example postgres://postgres@127.0.0.1:5432/test\n"
+            "scenarios 1-5, 8, 20 and 21 skipped: set ORCHESTRIX_PG_URL, for example postgres://postgres@127.0.0.1:5432/test\n"
         ),
     }
 

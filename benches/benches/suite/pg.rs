@@ -32,9 +32,9 @@ use crate::{Options, Size};
 
 pub(crate) type BoxError = Box<dyn Error + Send + Sync>;
 
-const OWNER: &str = "Ada Lovelace";
-const RAW: &str = "raw sqlx INSERT";
-const PEER: &str = "cqrs-es 0.5";
+pub(crate) const OWNER: &str = "Ada Lovelace";
+pub(crate) const RAW: &str = "raw sqlx INSERT";
+pub(crate) const PEER: &str = "cqrs-es 0.5";
 const WRITERS: u64 = 16;
 pub(crate) const BATCH: u64 = 100;
 
@@ -62,7 +62,7 @@ pub(crate) struct Server {
 }
 
 impl Server {
-    async fn connect(url: &str) -> Result<Self, BoxError> {
+    pub(crate) async fn connect(url: &str) -> Result<Self, BoxError> {
         let admin = PgPoolOptions::new().max_connections(1).connect(url).await?;
         Ok(Self {
             url: url.to_owned(),
@@ -74,7 +74,7 @@ impl Server {
     }
 
     /// A fresh, empty schema of this run.
-    async fn schema(&self, tag: &str) -> Result<String, BoxError> {
+    pub(crate) async fn schema(&self, tag: &str) -> Result<String, BoxError> {
         let name = format!("{}_{tag}", self.prefix);
         sqlx::raw_sql(&format!("DROP SCHEMA IF EXISTS \"{name}\" CASCADE; CREATE SCHEMA \"{name}\""))
             .execute(&self.admin)
@@ -97,7 +97,7 @@ impl Server {
         Ok(())
     }
 
-    async fn pool(&self, max: u32) -> Result<PgPool, BoxError> {
+    pub(crate) async fn pool(&self, max: u32) -> Result<PgPool, BoxError> {
         let pool = PgPoolOptions::new().max_connections(max).connect(&self.url).await?;
         self.pools.lock().expect("not poisoned").push(pool.clone());
         Ok(pool)
@@ -109,7 +109,7 @@ impl Server {
     }
 
     /// The same with a configuration tweak.
-    async fn store_with(
+    pub(crate) async fn store_with(
         &self,
         tag: &str,
         max: u32,
@@ -124,7 +124,7 @@ impl Server {
 
     /// The raw contestant: the same table, made by the same migration SQL,
     /// written with plain sqlx statements.
-    async fn raw(&self, tag: &str, max: u32) -> Result<Raw, BoxError> {
+    pub(crate) async fn raw(&self, tag: &str, max: u32) -> Result<Raw, BoxError> {
         let schema = self.schema(&format!("{tag}_raw")).await?;
         let pool = self.pool(max).await?;
         sqlx::raw_sql(&migration_sql(&PgConfig::new(schema.as_str())?)).execute(&pool).await?;
@@ -133,7 +133,7 @@ impl Server {
 
     /// cqrs-es with postgres-es, over its documented tables in a schema of
     /// its own; snapshots every `snapshots` events if given.
-    async fn peer(&self, tag: &str, max: u32, snapshots: Option<usize>) -> Result<Peer, BoxError> {
+    pub(crate) async fn peer(&self, tag: &str, max: u32, snapshots: Option<usize>) -> Result<Peer, BoxError> {
         let schema = self.schema(&format!("{tag}_peer")).await?;
         let pool = self.pool(max).await?;
         sqlx::raw_sql(&peer_tables(&schema)).execute(&pool).await?;
@@ -193,7 +193,7 @@ impl Raw {
         Self { pool, one: one.into(), batch: batch.into() }
     }
 
-    async fn insert(&self, aggregate_id: &str, version: u64, event: &AccountEvent) {
+    pub(crate) async fn insert(&self, aggregate_id: &str, version: u64, event: &AccountEvent) {
         let (event_type, data) = ledger::stored(event);
         sqlx::query(&self.one)
             .bind(Uuid::now_v7())
@@ -263,8 +263,8 @@ impl Raw {
 
 /// cqrs-es 0.5 over postgres-es 0.5.
 #[derive(Clone)]
-struct Peer {
-    cqrs: Arc<PostgresCqrs<PeerAccount>>,
+pub(crate) struct Peer {
+    pub(crate) cqrs: Arc<PostgresCqrs<PeerAccount>>,
     pool: PgPool,
     schema: String,
 }
@@ -327,7 +327,7 @@ where
     }
 }
 
-fn app(store: &PgStore, snapshots: bool, cache: bool) -> Orchestrix {
+pub(crate) fn app(store: &PgStore, snapshots: bool, cache: bool) -> Orchestrix {
     let builder = Orchestrix::builder().event_store(store.clone()).aggregate::<Account>();
     let builder = if snapshots { builder.snapshot_store(store.clone()) } else { builder };
     let builder = if cache { builder } else { builder.cache_capacity(0) };

@@ -53,6 +53,10 @@ pub(crate) struct Row {
     pub(crate) goals_met: Option<bool>,
     /// How the figures were taken: rounds and operations per round.
     pub(crate) method: String,
+    /// Per-command latencies, where the scenario times every command
+    /// (the writer curve).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(crate) latencies: Vec<crate::curve::Latency>,
 }
 
 impl Row {
@@ -77,6 +81,7 @@ impl Row {
             goals: Vec::new(),
             goals_met: None,
             method: String::new(),
+            latencies: Vec::new(),
         }
     }
 
@@ -91,6 +96,17 @@ impl Row {
         self.ratios.insert("to_reference", self.orchestrix_rate / reference.rate);
         self.reference_name = Some(reference.name);
         self.reference_rate = Some(reference.rate);
+        self
+    }
+
+    /// A further ratio, which a goal may refer to.
+    pub(crate) fn ratio(mut self, key: &'static str, value: f64) -> Self {
+        self.ratios.insert(key, value);
+        self
+    }
+
+    pub(crate) fn latencies(mut self, latencies: Vec<crate::curve::Latency>) -> Self {
+        self.latencies = latencies;
         self
     }
 
@@ -180,7 +196,9 @@ pub(crate) fn table(rows: &[Row], quick: bool) -> String {
                     let what = match g.ratio {
                         "to_baseline" => "baseline",
                         "to_peer" => "peer",
-                        _ => row.reference_name.as_deref().unwrap_or("reference"),
+                        "to_reference" => row.reference_name.as_deref().unwrap_or("reference"),
+                        // A ratio of its own (see the scenario's method).
+                        other => return format!("{other} ≥ {:.2}", g.at_least),
                     };
                     format!("≥ {} × {what}", g.at_least)
                 })
@@ -217,6 +235,7 @@ pub(crate) fn table(rows: &[Row], quick: bool) -> String {
 struct Summary<'a> {
     quick: bool,
     machine: String,
+    commit: String,
     scenarios: &'a [Row],
 }
 
@@ -225,14 +244,14 @@ pub(crate) fn write_json(path: &Path, rows: &[Row], quick: bool) -> std::io::Res
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let summary = Summary { quick, machine: machine(), scenarios: rows };
+    let summary = Summary { quick, machine: machine(), commit: commit(), scenarios: rows };
     let json = serde_json::to_string_pretty(&summary).map_err(std::io::Error::other)?;
     std::fs::write(path, json + "\n")
 }
 
 /// The page `docs/benchmarks.md`: the run's table and how each figure was
 /// taken, generated so that the figures in the docs cannot go stale.
-pub(crate) fn markdown_page(rows: &[Row], quick: bool) -> String {
+pub(crate) fn markdown_page(rows: &[Row], quick: bool, svg: Option<&str>) -> String {
     let mut out = String::new();
     out.push_str("# Benchmarks\n\n");
     out.push_str(
@@ -249,12 +268,14 @@ pub(crate) fn markdown_page(rows: &[Row], quick: bool) -> String {
     );
     let _ = writeln!(
         out,
-        "Run on {} UTC, on {} ({}).",
+        "Run on {} UTC, at commit `{}`, on {} ({}).",
         chrono::Utc::now().format("%Y-%m-%d %H:%M"),
+        commit(),
         machine(),
         if quick { "a quick run, `--quick`" } else { "a full run" }
     );
     out.push_str(&table(rows, quick));
+    out.push_str(&crate::chart::section(rows, svg));
     out.push_str("\nHow each scenario was measured:\n\n");
     for row in rows {
         let _ = writeln!(out, "- **{}** {}: {}", row.id, row.name, row.method);
@@ -267,12 +288,30 @@ pub(crate) fn markdown_page(rows: &[Row], quick: bool) -> String {
     out
 }
 
-/// Writes [`markdown_page`] to `path`.
+/// Writes [`markdown_page`] to `path`, and the writer curve's chart
+/// beside it when the run has the curve.
 pub(crate) fn write_markdown(path: &Path, rows: &[Row], quick: bool) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    std::fs::write(path, markdown_page(rows, quick))
+    let svg = crate::chart::svg(rows).map_err(std::io::Error::other)?;
+    if let Some(svg) = &svg {
+        std::fs::write(path.with_file_name(crate::chart::SVG_NAME), svg)?;
+    }
+    std::fs::write(path, markdown_page(rows, quick, svg.is_some().then_some(crate::chart::SVG_NAME)))
+}
+
+/// The commit the suite was built from (`git describe --always --dirty`
+/// in this crate's directory), or `unknown` outside a git checkout.
+pub(crate) fn commit() -> String {
+    std::process::Command::new("git")
+        .args(["describe", "--always", "--dirty", "--abbrev=12"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|output| output.status.success())
+        .and_then(|output| String::from_utf8(output.stdout).ok())
+        .map_or_else(|| "unknown".to_owned(), |commit| commit.trim().to_owned())
 }
 
 /// One line about the machine: cores, CPU model, memory.

@@ -82,6 +82,14 @@ impl<C: AggregateCommand> telemetry::Labels for CommandNamed<C> {
     const AGGREGATE: &'static str = <C::Aggregate as Aggregate>::NAME;
 }
 
+/// A command's turn on its aggregate in this process: the aggregate's
+/// cache entry, locked, and the store's erasure generation it was taken
+/// under (ADR 0031).
+pub(super) struct Turn<A: Aggregate> {
+    entry: tokio::sync::OwnedMutexGuard<Option<Loaded<A>>>,
+    erasures: u64,
+}
+
 /// Everything the bus keeps per registered aggregate type.
 pub(super) struct AggregateSlot<A: Aggregate> {
     pub(super) repository: Repository<A>,
@@ -89,19 +97,36 @@ pub(super) struct AggregateSlot<A: Aggregate> {
 }
 
 impl<A: Aggregate> AggregateSlot<A> {
+    /// Waits for this process's turn on the aggregate `id`: commands to
+    /// one aggregate take turns in arrival order, and a command keeps its
+    /// turn through its retries (ADR 0053), so that a retry never queues
+    /// behind commands that arrived after it.
+    pub(super) async fn turn(&self, id: &A::Id) -> Turn<A> {
+        // Erasure hook (ADR 0031): a `forget` since the cache was filled
+        // empties it, and the state is read again with the data erased.
+        let erasures = self.cache.sync_erasures(self.repository_events().erasure_generation());
+        Turn { entry: self.cache.entry(id).lock_owned().await, erasures }
+    }
+
+    /// One attempt of a command, in the turn `guard` holds.
     pub(super) async fn attempt<C: AggregateCommand<Aggregate = A>>(
         &self,
+        turn: &mut Turn<A>,
         id: &A::Id,
         command: C,
         service: &C::Service,
         metadata: &Metadata,
         run: Run,
     ) -> AttemptResult<A> {
-        // Erasure hook (ADR 0031): a `forget` since the cache was filled
-        // empties it, and the state is read again with the data erased.
+        // Erasure hook (ADR 0031): a `forget` since the turn began (while
+        // it waited for the lock, or between attempts) empties the cache
+        // and this entry, so the state is read again with the data erased.
         let erasures = self.cache.sync_erasures(self.repository_events().erasure_generation());
-        let entry = self.cache.entry(id);
-        let mut guard = entry.lock().await;
+        if erasures != turn.erasures {
+            *turn.entry = None;
+            turn.erasures = erasures;
+        }
+        let guard: &mut Option<Loaded<A>> = &mut turn.entry;
         let was_cached = guard.is_some();
         self.cache.record(was_cached);
         let loaded = match &mut *guard {
@@ -203,7 +228,6 @@ impl<A: Aggregate> AggregateSlot<A> {
         if !loaded.exists() || !self.cache.enabled() || erased_since {
             *guard = None;
         }
-        drop(guard);
         let envelopes = events.into_iter().zip(records).map(|(event, record)| Envelope { event, record }).collect();
         Ok((version, envelopes))
     }
