@@ -142,6 +142,72 @@ macro_rules! impl_sql_ports {
                     .map_err($crate::common::map_err)?;
                 Ok(())
             }
+
+            async fn load_control(
+                &self,
+                consumer: &str,
+            ) -> Result<Option<orchestrix::store::ConsumerControl>, orchestrix::StoreError> {
+                $crate::common::validate_key("consumer name", consumer)?;
+                let row: Option<(
+                    bool,
+                    Option<String>,
+                    Option<i64>,
+                    Option<<$dialect as $crate::common::ports::Dialect>::Time>,
+                )> = sqlx::query_as(&self.inner.sql.control_load)
+                    .bind(consumer)
+                    .fetch_optional(&self.inner.pool)
+                    .await
+                    .map_err($crate::common::map_err)?;
+                let Some((requested, by, position, at)) = row else { return Ok(None) };
+                let paused = match (by, position, at) {
+                    (Some(by), Some(position), Some(at)) => {
+                        let at = <$dialect as $crate::common::ports::Dialect>::time_from_sql(at).ok_or_else(|| {
+                            orchestrix::StoreError::Backend(
+                                format!("the pause of `{consumer}`: time {at:?} is out of range").into(),
+                            )
+                        })?;
+                        Some(orchestrix::store::PauseAck::new(by, $crate::common::checkpoint_from_sql(position), at))
+                    }
+                    _ => None,
+                };
+                Ok(Some(orchestrix::store::ConsumerControl::new(requested, paused)))
+            }
+
+            async fn request_pause(&self, consumer: &str, pause: bool) -> Result<(), orchestrix::StoreError> {
+                $crate::common::validate_key("consumer name", consumer)?;
+                sqlx::query(&self.inner.sql.control_request)
+                    .bind(consumer)
+                    .bind(pause)
+                    .execute(&self.inner.pool)
+                    .await
+                    .map_err($crate::common::map_err)?;
+                Ok(())
+            }
+
+            async fn acknowledge_pause(
+                &self,
+                consumer: &str,
+                ack: Option<orchestrix::store::PauseAck>,
+            ) -> Result<bool, orchestrix::StoreError> {
+                $crate::common::validate_key("consumer name", consumer)?;
+                let Some(ack) = ack else {
+                    sqlx::query(&self.inner.sql.control_clear)
+                        .bind(consumer)
+                        .execute(&self.inner.pool)
+                        .await
+                        .map_err($crate::common::map_err)?;
+                    return Ok(true);
+                };
+                let done = sqlx::query(&self.inner.sql.control_ack)
+                    .bind(consumer)
+                    .bind(<$dialect as $crate::common::ports::Dialect>::text_to_sql(&ack.runner))
+                    .bind($crate::common::checkpoint_to_sql(ack.position))
+                    .bind(<$dialect as $crate::common::ports::Dialect>::time_to_sql(ack.at))
+                    .execute(&self.inner.pool)
+                    .await
+                    .map_err($crate::common::map_err)?;
+                Ok(done.rows_affected() > 0)
+            }
         }
 
         #[async_trait::async_trait]

@@ -23,7 +23,26 @@ pub(super) const MIGRATIONS: &[Migration] = &[
     Migration { version: 4, name: "event_ids", sql: event_ids },
     Migration { version: 5, name: "forgotten_subjects", sql: forgotten_subjects },
     Migration { version: 6, name: "dead_letter_streams", sql: dead_letter_streams },
+    Migration { version: 7, name: "consumer_controls", sql: consumer_controls },
 ];
+
+/// The seventh migration: a control record per consumer of the log,
+/// beside its checkpoint: an operator's pause request and a runner's
+/// acknowledgement (ADR 0050).
+fn consumer_controls(s: &str) -> String {
+    format!(
+        r#"
+CREATE TABLE "{s}".consumer_controls (
+    consumer text COLLATE "C" PRIMARY KEY,
+    pause_requested boolean NOT NULL,
+    requested_at timestamptz NOT NULL DEFAULT now(),
+    paused_by text,
+    paused_position bigint,
+    paused_at timestamptz
+);
+"#
+    )
+}
 
 /// The third migration: tags, generated from the metadata, with a GIN
 /// index. Adding a stored generated column rewrites the events table once.
@@ -418,6 +437,14 @@ pub(super) struct Sql {
     pub(super) checkpoint_load: String,
     pub(super) checkpoint_save: String,
     pub(super) checkpoint_delete: String,
+    /// A consumer's control record (ADR 0050).
+    pub(super) control_load: String,
+    /// Sets `$2` as the pause request; a change clears the acknowledgement.
+    pub(super) control_request: String,
+    /// Records a runner's acknowledgement, only while a pause is requested.
+    pub(super) control_ack: String,
+    /// Clears the acknowledgement.
+    pub(super) control_clear: String,
     pub(super) checkpoint_move: String,
     pub(super) checkpoint_create: String,
     pub(super) kv_get: String,
@@ -507,6 +534,28 @@ impl Sql {
                  DO UPDATE SET position = excluded.position, updated_at = now()"
             ),
             checkpoint_delete: format!("DELETE FROM \"{s}\".checkpoints WHERE consumer = $1"),
+            control_load: format!(
+                "SELECT pause_requested, paused_by, paused_position, paused_at FROM \"{s}\".consumer_controls \
+                 WHERE consumer = $1"
+            ),
+            control_request: format!(
+                "INSERT INTO \"{s}\".consumer_controls AS c (consumer, pause_requested) VALUES ($1, $2) \
+                 ON CONFLICT (consumer) DO UPDATE SET pause_requested = excluded.pause_requested, \
+                 requested_at = CASE WHEN c.pause_requested = excluded.pause_requested THEN c.requested_at \
+                 ELSE now() END, \
+                 paused_by = CASE WHEN c.pause_requested = excluded.pause_requested THEN c.paused_by END, \
+                 paused_position = CASE WHEN c.pause_requested = excluded.pause_requested \
+                 THEN c.paused_position END, \
+                 paused_at = CASE WHEN c.pause_requested = excluded.pause_requested THEN c.paused_at END"
+            ),
+            control_ack: format!(
+                "UPDATE \"{s}\".consumer_controls SET paused_by = $2, paused_position = $3, paused_at = $4 \
+                 WHERE consumer = $1 AND pause_requested"
+            ),
+            control_clear: format!(
+                "UPDATE \"{s}\".consumer_controls SET paused_by = NULL, paused_position = NULL, paused_at = NULL \
+                 WHERE consumer = $1"
+            ),
             checkpoint_move: format!(
                 "UPDATE \"{s}\".checkpoints SET position = $2, updated_at = now() WHERE consumer = $1 AND position = $3"
             ),
