@@ -10,10 +10,10 @@ use std::borrow::Cow;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use orchestrix::envelope::RecordedEvent;
 use orchestrix::error::BoxError;
 use orchestrix::projection::{ProjectionError, ProjectionState};
 use orchestrix::store::{CheckpointStore, ConsumerControl, EventFilter, EventStore, ExpectedVersion};
-use orchestrix::envelope::RecordedEvent;
 use orchestrix_adapters::postgres::{PgProjection, PgProjectionOptions, PgStore};
 use sqlx::PgConnection;
 use support::{event, stream};
@@ -111,11 +111,8 @@ async fn the_lease_holder_pauses_a_standby_starts_paused_and_resume_applies_ever
     // A rebuild of a paused projection would wait for ever: refused.
     standby.pause(WAIT).await.unwrap();
     standby.stop().await.unwrap();
-    let refused = store
-        .rebuild_projection(Journal { table: table.clone() }, options, |_| {})
-        .await
-        .map(|_| ())
-        .unwrap_err();
+    let refused =
+        store.rebuild_projection(Journal { table: table.clone() }, options, |_| {}).await.map(|_| ()).unwrap_err();
     assert!(matches!(refused, ProjectionError::Paused(_)), "{refused}");
     store.drop_schema().await.unwrap();
 }

@@ -136,6 +136,7 @@ impl Cli {
         if !self.projections.contains(&name) {
             self.projections.push(name.clone());
         }
+        let retry_with = projection.clone();
         let rebuild: Rebuilder = Arc::new(move |engine: ProjectionEngine, bar: indicatif::ProgressBar| {
             let mut projection = projection.clone();
             Box::pin(async move {
@@ -146,7 +147,6 @@ impl Cli {
                 engine.rebuild(&mut projection, ProjectionOptions::default(), progress).await.map_err(|e| e.to_string())
             })
         });
-        let retry_with = projection.clone();
         let retry: Retrier = Arc::new(move |engine: ProjectionEngine, id: Option<uuid::Uuid>| {
             let mut projection = retry_with.clone();
             Box::pin(async move {
