@@ -250,7 +250,7 @@ impl<P: Send + 'static> ProjectionHandle<P> {
     /// Returns the status then (an ended projection's says how it ended),
     /// or [`ProjectionError::PauseTimeout`] (the request stays: the runner
     /// pauses when it can; [`ProjectionHandle::resume`] withdraws it).
-    pub async fn pause(&mut self, timeout: Duration) -> Result<ProjectionStatus, ProjectionError> {
+    pub async fn pause(&self, timeout: Duration) -> Result<ProjectionStatus, ProjectionError> {
         let store = self.control_store("pausing (see `ProjectionHandle::controlled_by`)")?;
         store
             .request_pause(&self.name, true)
@@ -260,7 +260,8 @@ impl<P: Send + 'static> ProjectionHandle<P> {
         let paused = |s: &ProjectionStatus| {
             matches!(s.state, ProjectionState::Paused | ProjectionState::Stopped | ProjectionState::Failed(_))
         };
-        let waited = tokio::time::timeout(timeout, self.status.wait_for(paused)).await.map(|r| r.map(|s| s.clone()));
+        let mut status = self.status.clone();
+        let waited = tokio::time::timeout(timeout, status.wait_for(paused)).await.map(|r| r.map(|s| s.clone()));
         match waited {
             Ok(Ok(status)) => Ok(status),
             Ok(Err(_)) => Ok(self.status()),
