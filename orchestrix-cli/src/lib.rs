@@ -94,6 +94,7 @@ impl std::fmt::Debug for Cli {
             .field("decoders", &self.decoders.len())
             .field("projections", &self.projections)
             .field("rebuildable", &self.rebuilders.iter().map(|(name, _)| name).collect::<Vec<_>>())
+            .field("retriers", &self.retriers.iter().map(|(name, _)| name).collect::<Vec<_>>())
             .finish()
     }
 }

@@ -120,7 +120,7 @@ impl Ledger {
 /// A projection runs in a task of this process (its own runtime: another
 /// process as far as the CLI can tell) while a binary of the user's
 /// pauses it, retries its dead letter, rebuilds it and resumes it.
-fn live_runner_scenario<S>(rt: &tokio::runtime::Runtime, store: S, url: &str)
+fn live_runner_scenario<S>(rt: &tokio::runtime::Runtime, store: &S, url: &str)
 where
     S: EventStore + CheckpointStore + DeadLetterStore + Clone,
 {
@@ -188,7 +188,7 @@ fn a_running_projection_is_paused_retried_rebuilt_and_resumed_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     let rt = runtime();
     let (store, url) = rt.block_on(sqlite(dir.path(), "app.db"));
-    live_runner_scenario(&rt, Arc::new(store), &url);
+    live_runner_scenario(&rt, &Arc::new(store), &url);
 }
 
 #[test]
@@ -204,6 +204,6 @@ fn a_running_projection_is_paused_retried_rebuilt_and_resumed_on_postgres() {
     let base = base.trim_end_matches(['?', '&']);
     let config = orchestrix_adapters::postgres::PgConfig::new(schema).unwrap();
     let store = rt.block_on(orchestrix_adapters::postgres::PgStore::connect(base, config)).unwrap();
-    live_runner_scenario(&rt, store.clone(), &url);
+    live_runner_scenario(&rt, &store, &url);
     rt.block_on(store.drop_schema()).unwrap();
 }

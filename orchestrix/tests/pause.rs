@@ -184,7 +184,9 @@ async fn a_projection_paused_from_elsewhere_pauses_and_one_that_starts_paused_st
 async fn wait_paused(checkpoints: &InMemoryCheckpointStore) -> orchestrix::store::ConsumerControl {
     tokio::time::timeout(WAIT, async {
         loop {
-            if let Some(record) = checkpoints.load_control("ledger").await.unwrap().filter(|r| r.is_paused()) {
+            if let Some(record) =
+                checkpoints.load_control("ledger").await.unwrap().filter(orchestrix::store::ConsumerControl::is_paused)
+            {
                 return record;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -277,7 +279,7 @@ async fn a_paused_runner_serves_its_handle_and_a_rebuild_elsewhere_moves_its_che
 async fn a_stop_while_paused_ends_the_runner_and_a_store_without_records_refuses_to_pause() {
     let world = World::new();
     world.append("a", 1, 2).await;
-    let mut handle = world.engine().spawn(Ledger::default(), ProjectionOptions::default());
+    let handle = world.engine().spawn(Ledger::default(), ProjectionOptions::default());
     handle.pause(WAIT).await.unwrap();
     let ledger = tokio::time::timeout(WAIT, handle.stop()).await.expect("a paused runner stops").unwrap();
     assert_eq!(
@@ -285,21 +287,6 @@ async fn a_stop_while_paused_ends_the_runner_and_a_store_without_records_refuses
         world.checkpoints.load("ledger").await.unwrap().map_or(0, |p| usize::try_from(p).unwrap())
     );
 
-    /// A checkpoint store that keeps no control records (the port's defaults).
-    #[derive(Debug, Clone, Default)]
-    struct Plain(InMemoryCheckpointStore);
-    #[async_trait]
-    impl CheckpointStore for Plain {
-        async fn load(&self, consumer: &str) -> Result<Option<u64>, orchestrix::StoreError> {
-            self.0.load(consumer).await
-        }
-        async fn save(&self, consumer: &str, position: u64) -> Result<(), orchestrix::StoreError> {
-            self.0.save(consumer, position).await
-        }
-        async fn delete(&self, consumer: &str) -> Result<(), orchestrix::StoreError> {
-            self.0.delete(consumer).await
-        }
-    }
     let ledger = Ledger::default();
     let mut handle = ProjectionEngine::new(world.events.clone(), Plain::default())
         .spawn(ledger.clone(), ProjectionOptions::default());
@@ -309,4 +296,20 @@ async fn a_stop_while_paused_ends_the_runner_and_a_store_without_records_refuses
     handle.wait_caught_up(WAIT).await.unwrap();
     assert_eq!(ledger.count(), 2, "it runs on");
     handle.stop().await.unwrap();
+}
+
+/// A checkpoint store that keeps no control records (the port's defaults).
+#[derive(Debug, Clone, Default)]
+struct Plain(InMemoryCheckpointStore);
+#[async_trait]
+impl CheckpointStore for Plain {
+    async fn load(&self, consumer: &str) -> Result<Option<u64>, orchestrix::StoreError> {
+        self.0.load(consumer).await
+    }
+    async fn save(&self, consumer: &str, position: u64) -> Result<(), orchestrix::StoreError> {
+        self.0.save(consumer, position).await
+    }
+    async fn delete(&self, consumer: &str) -> Result<(), orchestrix::StoreError> {
+        self.0.delete(consumer).await
+    }
 }

@@ -31,6 +31,20 @@ pub(crate) trait Dialect {
     fn text_to_sql(text: &str) -> String;
 }
 
+/// The statements of the consumers' control records (ADR 0050), in each
+/// adapter's SQL.
+#[derive(Debug)]
+pub(crate) struct ControlSql {
+    /// A consumer's record: requested, by, position, at.
+    pub(crate) load: String,
+    /// Sets the pause request; a change clears the acknowledgement.
+    pub(crate) request: String,
+    /// Records a runner's acknowledgement, only while a pause is requested.
+    pub(crate) ack: String,
+    /// Clears the acknowledgement.
+    pub(crate) clear: String,
+}
+
 /// Writes `SnapshotStore`, `CheckpointStore`, `KeyValueStore` and
 /// `DeadLetterStore` for `$store` (a SQL store over the sqlx database
 /// `$db`, storing with the [`Dialect`] `$dialect`), and the module's
@@ -153,7 +167,7 @@ macro_rules! impl_sql_ports {
                     Option<String>,
                     Option<i64>,
                     Option<<$dialect as $crate::common::ports::Dialect>::Time>,
-                )> = sqlx::query_as(&self.inner.sql.control_load)
+                )> = sqlx::query_as(&self.inner.sql.control.load)
                     .bind(consumer)
                     .fetch_optional(&self.inner.pool)
                     .await
@@ -175,7 +189,7 @@ macro_rules! impl_sql_ports {
 
             async fn request_pause(&self, consumer: &str, pause: bool) -> Result<(), orchestrix::StoreError> {
                 $crate::common::validate_key("consumer name", consumer)?;
-                sqlx::query(&self.inner.sql.control_request)
+                sqlx::query(&self.inner.sql.control.request)
                     .bind(consumer)
                     .bind(pause)
                     .execute(&self.inner.pool)
@@ -191,14 +205,14 @@ macro_rules! impl_sql_ports {
             ) -> Result<bool, orchestrix::StoreError> {
                 $crate::common::validate_key("consumer name", consumer)?;
                 let Some(ack) = ack else {
-                    sqlx::query(&self.inner.sql.control_clear)
+                    sqlx::query(&self.inner.sql.control.clear)
                         .bind(consumer)
                         .execute(&self.inner.pool)
                         .await
                         .map_err($crate::common::map_err)?;
                     return Ok(true);
                 };
-                let done = sqlx::query(&self.inner.sql.control_ack)
+                let done = sqlx::query(&self.inner.sql.control.ack)
                     .bind(consumer)
                     .bind(<$dialect as $crate::common::ports::Dialect>::text_to_sql(&ack.runner))
                     .bind($crate::common::checkpoint_to_sql(ack.position))

@@ -437,14 +437,8 @@ pub(super) struct Sql {
     pub(super) checkpoint_load: String,
     pub(super) checkpoint_save: String,
     pub(super) checkpoint_delete: String,
-    /// A consumer's control record (ADR 0050).
-    pub(super) control_load: String,
-    /// Sets `$2` as the pause request; a change clears the acknowledgement.
-    pub(super) control_request: String,
-    /// Records a runner's acknowledgement, only while a pause is requested.
-    pub(super) control_ack: String,
-    /// Clears the acknowledgement.
-    pub(super) control_clear: String,
+    /// The consumers' control records (ADR 0050).
+    pub(super) control: crate::common::ports::ControlSql,
     pub(super) checkpoint_move: String,
     pub(super) checkpoint_create: String,
     pub(super) kv_get: String,
@@ -467,6 +461,34 @@ pub(super) struct Sql {
     pub(super) dl_purge: String,
     /// Removes every letter of the consumer `$1`.
     pub(super) dl_purge_consumer: String,
+}
+
+/// The statements of the consumers' control records (ADR 0050).
+fn control_sql(s: &str) -> crate::common::ports::ControlSql {
+    crate::common::ports::ControlSql {
+        load: format!(
+            "SELECT pause_requested, paused_by, paused_position, paused_at FROM \"{s}\".consumer_controls \
+             WHERE consumer = $1"
+        ),
+        request: format!(
+            "INSERT INTO \"{s}\".consumer_controls AS c (consumer, pause_requested) VALUES ($1, $2) \
+             ON CONFLICT (consumer) DO UPDATE SET pause_requested = excluded.pause_requested, \
+             requested_at = CASE WHEN c.pause_requested = excluded.pause_requested THEN c.requested_at \
+             ELSE now() END, \
+             paused_by = CASE WHEN c.pause_requested = excluded.pause_requested THEN c.paused_by END, \
+             paused_position = CASE WHEN c.pause_requested = excluded.pause_requested \
+             THEN c.paused_position END, \
+             paused_at = CASE WHEN c.pause_requested = excluded.pause_requested THEN c.paused_at END"
+        ),
+        ack: format!(
+            "UPDATE \"{s}\".consumer_controls SET paused_by = $2, paused_position = $3, paused_at = $4 \
+             WHERE consumer = $1 AND pause_requested"
+        ),
+        clear: format!(
+            "UPDATE \"{s}\".consumer_controls SET paused_by = NULL, paused_position = NULL, paused_at = NULL \
+             WHERE consumer = $1"
+        ),
+    }
 }
 
 impl Sql {
@@ -534,28 +556,7 @@ impl Sql {
                  DO UPDATE SET position = excluded.position, updated_at = now()"
             ),
             checkpoint_delete: format!("DELETE FROM \"{s}\".checkpoints WHERE consumer = $1"),
-            control_load: format!(
-                "SELECT pause_requested, paused_by, paused_position, paused_at FROM \"{s}\".consumer_controls \
-                 WHERE consumer = $1"
-            ),
-            control_request: format!(
-                "INSERT INTO \"{s}\".consumer_controls AS c (consumer, pause_requested) VALUES ($1, $2) \
-                 ON CONFLICT (consumer) DO UPDATE SET pause_requested = excluded.pause_requested, \
-                 requested_at = CASE WHEN c.pause_requested = excluded.pause_requested THEN c.requested_at \
-                 ELSE now() END, \
-                 paused_by = CASE WHEN c.pause_requested = excluded.pause_requested THEN c.paused_by END, \
-                 paused_position = CASE WHEN c.pause_requested = excluded.pause_requested \
-                 THEN c.paused_position END, \
-                 paused_at = CASE WHEN c.pause_requested = excluded.pause_requested THEN c.paused_at END"
-            ),
-            control_ack: format!(
-                "UPDATE \"{s}\".consumer_controls SET paused_by = $2, paused_position = $3, paused_at = $4 \
-                 WHERE consumer = $1 AND pause_requested"
-            ),
-            control_clear: format!(
-                "UPDATE \"{s}\".consumer_controls SET paused_by = NULL, paused_position = NULL, paused_at = NULL \
-                 WHERE consumer = $1"
-            ),
+            control: control_sql(s),
             checkpoint_move: format!(
                 "UPDATE \"{s}\".checkpoints SET position = $2, updated_at = now() WHERE consumer = $1 AND position = $3"
             ),

@@ -253,6 +253,13 @@ struct Tally {
     saved_at: tokio::time::Instant,
 }
 
+impl Tally {
+    /// At `start`, saved there, with these counts.
+    fn at(start: u64, handled: u64, parked: u64) -> Self {
+        Self { position: start, saved: start, handled, parked, unsaved: 0, saved_at: tokio::time::Instant::now() }
+    }
+}
+
 impl<P: Projection> Runner<P> {
     fn name(&self) -> &str {
         self.delivery.name()
@@ -346,13 +353,7 @@ impl<P: Projection> Runner<P> {
             Held::Interrupted(never) => match never {},
             Held::Resumed => {
                 let start = self.start(name, stop).await?;
-                *progress = Tally {
-                    position: start,
-                    saved: start,
-                    unsaved: 0,
-                    saved_at: tokio::time::Instant::now(),
-                    ..*progress
-                };
+                *progress = Tally::at(start, progress.handled, progress.parked);
                 self.report(Some(ProjectionState::CatchingUp), progress);
                 Ok(false)
             }
@@ -363,14 +364,7 @@ impl<P: Projection> Runner<P> {
         let stop = self.control.stop_signal();
         let name = self.name().to_owned();
         let start = self.start(&name, &stop).await?;
-        let mut progress = Tally {
-            position: start,
-            saved: start,
-            handled: 0,
-            parked: 0,
-            unsaved: 0,
-            saved_at: tokio::time::Instant::now(),
-        };
+        let mut progress = Tally::at(start, 0, 0);
         let mut outages = 0;
         let mut stop = self.control.stop_signal();
         let mut wanted = self.control.wanted_signal();

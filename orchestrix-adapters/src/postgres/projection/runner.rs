@@ -320,9 +320,9 @@ impl<P: PgProjection> Runner<P> {
         let mut target = Tx { store: &self.store, projection: &mut self.projection, name: &self.name, checkpoint };
         let held = self.gate.hold(&mut self.control, &mut self.delivery, &mut target, checkpoint.unwrap_or(0)).await;
         match held {
-            Held::Resumed => Ok(Pass::Resume { pause: false }),
             Held::Stopped => Ok(Pass::Done),
             Held::Interrupted(error) => self.resume_after(error),
+            // Resumed (and whatever a later version adds): a new pass.
             _ => Ok(Pass::Resume { pause: false }),
         }
     }
