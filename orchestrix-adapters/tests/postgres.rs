@@ -61,7 +61,7 @@ async fn migrate_twice_is_harmless_and_script_matches() {
             .fetch_one(store.pool())
             .await
             .unwrap();
-    assert_eq!(applied, 6, "migrations 1 (initial), 2 (data_keys), 3 (tags), 4 (event_ids), 5 (forgotten_subjects) and 6 (dead_letter_streams)");
+    assert_eq!(applied, 7, "migrations 1 (initial), 2 (data_keys), 3 (tags), 4 (event_ids), 5 (forgotten_subjects), 6 (dead_letter_streams) and 7 (consumer_controls)");
     // The script applies cleanly on top of migrate() (it records the same versions).
     let script = orchestrix_adapters::postgres::migration_sql(store.config());
     sqlx::raw_sql(&script).execute(store.pool()).await.unwrap();

@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 ///
 /// Exit codes: 0 done, 1 store or input error, 2 usage, 3 cannot connect,
 /// 4 not found, 5 refused (not confirmed, or the target holds other data),
-/// 6 verification failed, 130 interrupted.
+/// 6 verification failed, 7 no runner acknowledged a pause in time, 130 interrupted.
 #[derive(Debug, Parser)]
 #[command(name = "orchestrix", version)]
 pub struct Args {
@@ -157,11 +157,43 @@ pub(crate) enum StoreKind {
 #[derive(Debug, Subcommand)]
 #[non_exhaustive]
 pub enum ProjectionCommand {
-    /// Rebuild a projection the embedding binary registered (`Cli::rebuildable`), with a progress bar.
+    /// Rebuild a projection the embedding binary registered (`Cli::rebuildable`), with a progress bar;
+    /// a runner elsewhere is paused meanwhile.
     Rebuild {
         /// The projection's name.
         name: String,
+        /// How to make sure no runner handles it meanwhile.
+        #[command(flatten)]
+        runner: RunnerWait,
     },
+    /// Pause a projection in every process that runs it (durable: a runner that starts later starts paused).
+    Pause {
+        /// The projection's name.
+        name: String,
+        /// Wait until a runner acknowledges (checkpoint saved, no event handled from then on).
+        #[arg(long)]
+        wait: bool,
+        /// With --wait, give up after this many seconds (exit 7).
+        #[arg(long, default_value_t = 10)]
+        timeout: u64,
+    },
+    /// Resume a paused projection: its runners reload their checkpoints and parked streams and go on.
+    Resume {
+        /// The projection's name.
+        name: String,
+    },
+}
+
+/// How a command that must not race a projection's runner makes sure
+/// none handles its events (ADR 0050).
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunnerWait {
+    /// Seconds to wait for a runner to acknowledge the pause (exit 7 if none does).
+    #[arg(long, default_value_t = 10)]
+    pub timeout: u64,
+    /// Go on without an acknowledgement: no process runs the projection (the pause is requested all the same).
+    #[arg(long)]
+    pub no_runner: bool,
 }
 
 /// What `dead-letters` does.
@@ -179,6 +211,22 @@ pub enum DeadLetterCommand {
     },
     /// Remove every dead letter that matches.
     Purge(LetterFilter),
+    /// Retry a dead letter's stream (or every parked stream of a projection) with the projection the embedding
+    /// binary registered (`Cli::rebuildable`); a runner elsewhere is paused meanwhile.
+    Retry {
+        /// The dead letter's id.
+        #[arg(required_unless_present = "all")]
+        id: Option<uuid::Uuid>,
+        /// Every dead letter of --projection.
+        #[arg(long, conflicts_with = "id", requires = "projection")]
+        all: bool,
+        /// The projection whose letters --all retries.
+        #[arg(long)]
+        projection: Option<String>,
+        /// How to make sure no runner handles it meanwhile.
+        #[command(flatten)]
+        runner: RunnerWait,
+    },
 }
 
 /// Which dead letters.

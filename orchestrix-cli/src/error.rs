@@ -13,6 +13,7 @@ use orchestrix::StoreError;
 /// | 4 | [`Failure::NotFound`]: no such stream, dead letter, file or database |
 /// | 5 | [`Failure::Refused`]: not confirmed, or the target holds other data |
 /// | 6 | [`Failure::Verification`]: `verify` found a violation, or a copy did not verify |
+/// | 7 | [`Failure::Timeout`]: no projection runner acknowledged a pause in time |
 /// | 130 | [`Failure::Interrupted`]: Ctrl-C |
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -36,6 +37,9 @@ pub enum Failure {
     /// A check found a violation.
     #[error("{0}")]
     Verification(String),
+    /// No runner acknowledged a pause in time (ADR 0050).
+    #[error("{0}")]
+    Timeout(String),
     /// Interrupted by Ctrl-C.
     #[error("interrupted")]
     Interrupted,
@@ -51,6 +55,7 @@ impl Failure {
             Self::NotFound(_) => 4,
             Self::Refused(_) => 5,
             Self::Verification(_) => 6,
+            Self::Timeout(_) => 7,
             Self::Interrupted => 130,
         }
     }
@@ -65,6 +70,7 @@ impl Failure {
             Self::NotFound(m) => Self::NotFound(hide(m)),
             Self::Refused(m) => Self::Refused(hide(m)),
             Self::Verification(m) => Self::Verification(hide(m)),
+            Self::Timeout(m) => Self::Timeout(hide(m)),
             Self::Interrupted => Self::Interrupted,
         }
     }

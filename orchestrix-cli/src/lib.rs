@@ -53,7 +53,7 @@ use clap::Parser as _;
 use orchestrix::envelope::RecordedEvent;
 use orchestrix::error::DecodeErrorKind;
 use orchestrix::event::Event;
-use orchestrix::projection::{Progress, Projection, ProjectionEngine, ProjectionOptions};
+use orchestrix::projection::{Progress, Projection, ProjectionEngine, ProjectionOptions, RetryOutcome};
 
 pub use args::Args;
 pub use error::Failure;
@@ -69,6 +69,14 @@ type Rebuilder = Arc<
         + Sync,
 >;
 
+/// Retries a registered projection's dead letters with an engine: the
+/// letter `Some(id)`'s stream, or (`None`) every parked stream.
+type Retrier = Arc<
+    dyn Fn(ProjectionEngine, Option<uuid::Uuid>) -> Pin<Box<dyn Future<Output = Result<RetryOutcome, String>> + Send>>
+        + Send
+        + Sync,
+>;
+
 /// The command line, with the types and projections the embedding binary
 /// registered (none for the stock `orchestrix` binary).
 #[derive(Clone, Default)]
@@ -76,6 +84,8 @@ pub struct Cli {
     decoders: Vec<Decoder>,
     projections: Vec<String>,
     rebuilders: Vec<(String, Rebuilder)>,
+    /// `dead-letters retry` of the projections registered with `rebuildable`.
+    retriers: Vec<(String, Retrier)>,
 }
 
 impl std::fmt::Debug for Cli {
@@ -84,6 +94,7 @@ impl std::fmt::Debug for Cli {
             .field("decoders", &self.decoders.len())
             .field("projections", &self.projections)
             .field("rebuildable", &self.rebuilders.iter().map(|(name, _)| name).collect::<Vec<_>>())
+            .field("retriers", &self.retriers.iter().map(|(name, _)| name).collect::<Vec<_>>())
             .finish()
     }
 }
@@ -115,15 +126,18 @@ impl Cli {
 
     /// Registers a projection that `projections rebuild NAME` can rebuild
     /// ([`ProjectionEngine::rebuild`]: its read model reset, its checkpoint
-    /// and dead letters dropped, the log replayed up to the head). Only
-    /// useful for a projection whose read model is durable (a table, a
-    /// file): this process ends after the rebuild. The projection must not
-    /// be running meanwhile.
+    /// and dead letters dropped, the log replayed up to the head) and
+    /// whose dead letters `dead-letters retry` can retry
+    /// ([`ProjectionEngine::retry_dead_letter`]). Only useful for a
+    /// projection whose read model is durable (a table, a file): this
+    /// process ends afterwards. A runner of it elsewhere is paused
+    /// meanwhile and resumed after (ADR 0050).
     pub fn rebuildable<P: Projection + Clone + Sync>(mut self, projection: P) -> Self {
         let name = projection.name().into_owned();
         if !self.projections.contains(&name) {
             self.projections.push(name.clone());
         }
+        let retry_with = projection.clone();
         let rebuild: Rebuilder = Arc::new(move |engine: ProjectionEngine, bar: indicatif::ProgressBar| {
             let mut projection = projection.clone();
             Box::pin(async move {
@@ -134,6 +148,17 @@ impl Cli {
                 engine.rebuild(&mut projection, ProjectionOptions::default(), progress).await.map_err(|e| e.to_string())
             })
         });
+        let retry: Retrier = Arc::new(move |engine: ProjectionEngine, id: Option<uuid::Uuid>| {
+            let mut projection = retry_with.clone();
+            Box::pin(async move {
+                let outcome = match id {
+                    Some(id) => engine.retry_dead_letter(&mut projection, id).await,
+                    None => engine.retry_dead_letters(&mut projection).await,
+                };
+                outcome.map_err(|e| e.to_string())
+            })
+        });
+        self.retriers.push((name.clone(), retry));
         self.rebuilders.push((name, rebuild));
         self
     }

@@ -74,7 +74,12 @@ fn verify_decodes_with_the_registered_types() {
     *deposits.total.lock().unwrap() = 999;
     let admin = || cli().rebuildable(deposits.clone());
     assert_eq!(admin().run_from(["my-admin", "--store", &url, "projections", "rebuild", "deposits"]), 5, "asks first");
-    assert_eq!(admin().run_from(["my-admin", "--store", &url, "--yes", "projections", "rebuild", "deposits"]), 0);
+    // No process runs it: without `--no-runner` the command would wait
+    // for a runner to acknowledge its pause (ADR 0050).
+    let rebuild = ["my-admin", "--store", &url, "--yes", "projections", "rebuild", "deposits"];
+    assert_eq!(admin().run_from(rebuild.iter().copied().chain(["--timeout", "0"])), 7, "no runner acknowledged");
+    assert_eq!(*deposits.total.lock().unwrap(), 999, "nothing was done");
+    assert_eq!(admin().run_from(rebuild.iter().copied().chain(["--no-runner"])), 0);
     assert_eq!(*deposits.total.lock().unwrap(), 5, "reset, then the one deposit replayed");
     assert_eq!(
         rt.block_on(CheckpointStore::load(&store, "deposits")).unwrap(),

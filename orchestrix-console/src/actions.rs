@@ -1,4 +1,5 @@
-//! The actions that change something: retry and drop a dead letter. The
+//! The actions that change something: retry and drop a dead letter,
+//! pause and resume a projection (ADR 0050). The
 //! routes exist only when a write token is configured; each request is
 //! authorized by [`crate::security::authorize`].
 
@@ -47,6 +48,48 @@ pub(crate) async fn drop_letter(
     form: Result<Form<ActionForm>, FormRejection>,
 ) -> Response {
     act(scope, &headers, &params, form.map(|Form(form)| form).unwrap_or_default(), Action::Drop).await
+}
+
+/// `POST /projections/{projection}/pause`.
+pub(crate) async fn pause(
+    scope: Scope,
+    headers: HeaderMap,
+    params: RawPathParams,
+    form: Result<Form<ActionForm>, FormRejection>,
+) -> Response {
+    control(scope, &headers, &params, form.map(|Form(form)| form).unwrap_or_default(), true).await
+}
+
+/// `POST /projections/{projection}/resume`.
+pub(crate) async fn resume(
+    scope: Scope,
+    headers: HeaderMap,
+    params: RawPathParams,
+    form: Result<Form<ActionForm>, FormRejection>,
+) -> Response {
+    control(scope, &headers, &params, form.map(|Form(form)| form).unwrap_or_default(), false).await
+}
+
+/// Pauses or resumes a projection of this view (a tenant controls its own
+/// projections only).
+async fn control(scope: Scope, headers: &HeaderMap, params: &RawPathParams, form: ActionForm, pause: bool) -> Response {
+    if let Err(reason) = authorize(&scope.shared, headers, Some(&form.csrf)) {
+        return refused(reason);
+    }
+    let name = param(params, "projection").unwrap_or_default();
+    let Some(entry) = scope.projections().find(|entry| entry.name == name) else {
+        return (StatusCode::NOT_FOUND, layout::bare("Not found", "No such projection in this view.")).into_response();
+    };
+    let outcome = if pause { entry.control.pause().await } else { entry.control.resume().await };
+    match outcome {
+        Ok(_) => {
+            let done = if pause { "paused" } else { "resumed" };
+            Redirect::to(&scope.mount.href(&format!("/projections?done={done}"))).into_response()
+        }
+        Err(error) => {
+            (StatusCode::CONFLICT, layout::bare("The action failed", &without_credentials(&error))).into_response()
+        }
+    }
 }
 
 async fn act(scope: Scope, headers: &HeaderMap, params: &RawPathParams, form: ActionForm, action: Action) -> Response {

@@ -12,8 +12,8 @@ use uuid::Uuid;
 
 use crate::security::Sessions;
 
-/// A running projection as the console sees it: its status, and the
-/// dead-letter actions of its handle. Implemented for
+/// A running projection as the console sees it: its status, the
+/// dead-letter actions of its handle, pause and resume. Implemented for
 /// [`ProjectionHandle`]; implement it for a runner of your own.
 #[async_trait]
 pub trait ProjectionControl: Send + Sync + 'static {
@@ -27,7 +27,23 @@ pub trait ProjectionControl: Send + Sync + 'static {
     /// Drops the dead letter `id`; `Ok` with a short summary, `Err` with
     /// the reason.
     async fn drop_dead_letter(&self, id: Uuid) -> Result<String, String>;
+
+    /// Pauses the projection in every process that runs it (ADR 0050);
+    /// `Ok` with a short summary once this runner paused, `Err` with the
+    /// reason. The default refuses: a control of your own opts in.
+    async fn pause(&self) -> Result<String, String> {
+        Err("this projection's control cannot pause it".to_owned())
+    }
+
+    /// Withdraws the pause (ADR 0050); a projection that is not paused is
+    /// left as it is. The default refuses.
+    async fn resume(&self) -> Result<String, String> {
+        Err("this projection's control cannot resume it".to_owned())
+    }
 }
+
+/// How long the console waits for a runner to pause before it answers.
+const PAUSE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 #[async_trait]
 impl<P: Send + 'static> ProjectionControl for ProjectionHandle<P> {
@@ -47,6 +63,17 @@ impl<P: Send + 'static> ProjectionControl for ProjectionHandle<P> {
             Ok(outcome) => Ok(drop_summary(&outcome)),
             Err(error) => Err(error.to_string()),
         }
+    }
+
+    async fn pause(&self) -> Result<String, String> {
+        match ProjectionHandle::pause(self, PAUSE_WAIT).await {
+            Ok(status) => Ok(format!("paused at position {}", status.position)),
+            Err(error) => Err(error.to_string()),
+        }
+    }
+
+    async fn resume(&self) -> Result<String, String> {
+        ProjectionHandle::resume(self).await.map(|()| "resumed".to_owned()).map_err(|error| error.to_string())
     }
 }
 

@@ -109,7 +109,9 @@ fn pages(router: Router<Arc<Shared>>, prefix: &str, writable: bool) -> Router<Ar
     if writable {
         router = router
             .route(&at("/dead-letters/{letter}/retry"), post(actions::retry))
-            .route(&at("/dead-letters/{letter}/drop"), post(actions::drop_letter));
+            .route(&at("/dead-letters/{letter}/drop"), post(actions::drop_letter))
+            .route(&at("/projections/{projection}/pause"), post(actions::pause))
+            .route(&at("/projections/{projection}/resume"), post(actions::resume));
     }
     router
 }

@@ -1,28 +1,59 @@
-//! The projections page: state, position, lag, events handled and parked.
+//! The projections page: state, position, lag, events handled and parked;
+//! pause and resume buttons for a signed-in session (ADR 0050).
 
+use axum::extract::Query;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use maud::html;
+use maud::{html, Markup};
 use orchestrix::projection::ProjectionState;
+use serde::Deserialize;
 
 use crate::layout;
+use crate::render::encode_component;
 use crate::scope::Scope;
+use crate::security::signed_in_csrf;
 use crate::streams::unavailable;
 
+/// What the last action did, shown once after its redirect.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct Done {
+    #[serde(default)]
+    done: String,
+}
+
+/// The pause or resume button of projection `name` in `state`.
+fn actions(scope: &Scope, csrf: &str, name: &str, state: &ProjectionState) -> Markup {
+    let (action, label) =
+        if matches!(state, ProjectionState::Paused) { ("resume", "Resume") } else { ("pause", "Pause") };
+    html! {
+        form method="post" action=(scope.mount.href(&format!("/projections/{}/{action}", encode_component(name)))) {
+            input type="hidden" name="csrf" value=(csrf);
+            button class=(action) type="submit" { (label) }
+        }
+    }
+}
+
 /// `GET /projections`.
-pub(crate) async fn list(scope: Scope, headers: HeaderMap) -> Response {
+pub(crate) async fn list(scope: Scope, headers: HeaderMap, Query(done): Query<Done>) -> Response {
     let head = match scope.events.head_position().await {
         Ok(head) => head.unwrap_or(0),
         Err(error) => return unavailable(&error),
     };
     let rows: Vec<_> = scope.projections().map(|entry| (entry.name.clone(), entry.control.status())).collect();
+    let csrf = signed_in_csrf(&scope.shared, &headers);
+    let notice = match done.done.as_str() {
+        "paused" => Some("Paused."),
+        "resumed" => Some("Resumed."),
+        _ => None,
+    };
     let body = html! {
         h1 { "Projections" }
+        @if let Some(notice) = notice { p.notice id="notice" { (notice) } }
         @if rows.is_empty() {
             p id="no-projections" { "No projection handle is given to the console." }
         } @else {
             div.scroll { table id="projections" {
-                thead { tr { th { "name" } th { "state" } th { "position" } th { "lag" } th { "handled" } th { "parked" } } }
+                thead { tr { th { "name" } th { "state" } th { "position" } th { "lag" } th { "handled" } th { "parked" } th {} } }
                 tbody {
                     @for (name, status) in &rows {
                         tr {
@@ -30,6 +61,7 @@ pub(crate) async fn list(scope: Scope, headers: HeaderMap) -> Response {
                             td { @match &status.state {
                                 ProjectionState::CatchingUp => span.state { "catching up" },
                                 ProjectionState::Live => span.state.live { "live" },
+                                ProjectionState::Paused => span.state.paused { "paused" },
                                 ProjectionState::Stopped => span.state { "stopped" },
                                 ProjectionState::Failed(error) => span.state.failed title=(crate::render::without_credentials(error)) { "failed" },
                                 _ => span.state { "unknown" },
@@ -38,6 +70,7 @@ pub(crate) async fn list(scope: Scope, headers: HeaderMap) -> Response {
                             td { (head.saturating_sub(status.position)) }
                             td { (status.handled) }
                             td { (status.parked) }
+                            td { @if let Some(csrf) = &csrf { (actions(&scope, csrf, name, &status.state)) } }
                         }
                     }
                 }

@@ -45,8 +45,10 @@ use crate::query::{AppendCondition, Query};
 pub use crate::stream::ExpectedVersion;
 use crate::stream::StreamId;
 
+mod control;
 mod dead_letter;
 
+pub use control::{ConsumerControl, PauseAck};
 pub use dead_letter::{DeadLetter, DeadLetterQuery, DeadLetterStore};
 mod forward;
 pub use forward::shared;
@@ -394,8 +396,46 @@ pub trait CheckpointStore: Send + Sync + Debug + 'static {
     /// Records that `consumer` finished everything up to `position`.
     async fn save(&self, consumer: &str, position: u64) -> Result<(), StoreError>;
 
-    /// Forgets `consumer`'s checkpoint, so it starts again from the beginning.
+    /// Forgets `consumer`'s checkpoint, so it starts again from the
+    /// beginning. Its control record ([`CheckpointStore::load_control`])
+    /// stays: a paused projection stays paused through a rebuild.
     async fn delete(&self, consumer: &str) -> Result<(), StoreError>;
+
+    /// `consumer`'s control record (ADR 0050): whether a pause is
+    /// requested and acknowledged; `None` if nobody ever asked.
+    ///
+    /// The default is `None`: a store that keeps no control records
+    /// never pauses anyone (and refuses [`CheckpointStore::request_pause`]).
+    async fn load_control(&self, consumer: &str) -> Result<Option<ConsumerControl>, StoreError> {
+        let _ = consumer;
+        Ok(None)
+    }
+
+    /// Asks every runner of `consumer` to pause (`true`) or to go on
+    /// (`false`), durably: a runner that starts later obeys too. A request
+    /// that changes the record's [`ConsumerControl::pause_requested`]
+    /// also clears its acknowledgement, in one write; one that repeats the
+    /// current request changes nothing.
+    ///
+    /// The default refuses with [`StoreError::Unsupported`].
+    async fn request_pause(&self, consumer: &str, pause: bool) -> Result<(), StoreError> {
+        let _ = (consumer, pause);
+        Err(StoreError::Unsupported(format!(
+            "{} keeps no control records: projections cannot be paused through it (ADR 0050)",
+            std::any::type_name::<Self>()
+        )))
+    }
+
+    /// A runner's side of the record: `Some(ack)` records that it paused
+    /// (only while a pause is requested: returns whether it was
+    /// recorded), `None` clears any acknowledgement (returns `true`).
+    /// Never touches [`ConsumerControl::pause_requested`].
+    ///
+    /// The default refuses with [`StoreError::Unsupported`].
+    async fn acknowledge_pause(&self, consumer: &str, ack: Option<PauseAck>) -> Result<bool, StoreError> {
+        let _ = (consumer, ack);
+        Err(StoreError::Unsupported(format!("{} keeps no control records (ADR 0050)", std::any::type_name::<Self>())))
+    }
 }
 
 /// A small durable key-value map, for read models and process state.

@@ -31,6 +31,20 @@ pub(crate) trait Dialect {
     fn text_to_sql(text: &str) -> String;
 }
 
+/// The statements of the consumers' control records (ADR 0050), in each
+/// adapter's SQL.
+#[derive(Debug)]
+pub(crate) struct ControlSql {
+    /// A consumer's record: requested, by, position, at.
+    pub(crate) load: String,
+    /// Sets the pause request; a change clears the acknowledgement.
+    pub(crate) request: String,
+    /// Records a runner's acknowledgement, only while a pause is requested.
+    pub(crate) ack: String,
+    /// Clears the acknowledgement.
+    pub(crate) clear: String,
+}
+
 /// Writes `SnapshotStore`, `CheckpointStore`, `KeyValueStore` and
 /// `DeadLetterStore` for `$store` (a SQL store over the sqlx database
 /// `$db`, storing with the [`Dialect`] `$dialect`), and the module's
@@ -141,6 +155,72 @@ macro_rules! impl_sql_ports {
                     .await
                     .map_err($crate::common::map_err)?;
                 Ok(())
+            }
+
+            async fn load_control(
+                &self,
+                consumer: &str,
+            ) -> Result<Option<orchestrix::store::ConsumerControl>, orchestrix::StoreError> {
+                $crate::common::validate_key("consumer name", consumer)?;
+                let row: Option<(
+                    bool,
+                    Option<String>,
+                    Option<i64>,
+                    Option<<$dialect as $crate::common::ports::Dialect>::Time>,
+                )> = sqlx::query_as(&self.inner.sql.control.load)
+                    .bind(consumer)
+                    .fetch_optional(&self.inner.pool)
+                    .await
+                    .map_err($crate::common::map_err)?;
+                let Some((requested, by, position, at)) = row else { return Ok(None) };
+                let paused = match (by, position, at) {
+                    (Some(by), Some(position), Some(at)) => {
+                        let at = <$dialect as $crate::common::ports::Dialect>::time_from_sql(at).ok_or_else(|| {
+                            orchestrix::StoreError::Backend(
+                                format!("the pause of `{consumer}`: time {at:?} is out of range").into(),
+                            )
+                        })?;
+                        Some(orchestrix::store::PauseAck::new(by, $crate::common::checkpoint_from_sql(position), at))
+                    }
+                    _ => None,
+                };
+                Ok(Some(orchestrix::store::ConsumerControl::new(requested, paused)))
+            }
+
+            async fn request_pause(&self, consumer: &str, pause: bool) -> Result<(), orchestrix::StoreError> {
+                $crate::common::validate_key("consumer name", consumer)?;
+                sqlx::query(&self.inner.sql.control.request)
+                    .bind(consumer)
+                    .bind(pause)
+                    .execute(&self.inner.pool)
+                    .await
+                    .map_err($crate::common::map_err)?;
+                Ok(())
+            }
+
+            async fn acknowledge_pause(
+                &self,
+                consumer: &str,
+                ack: Option<orchestrix::store::PauseAck>,
+            ) -> Result<bool, orchestrix::StoreError> {
+                $crate::common::validate_key("consumer name", consumer)?;
+                let Some(ack) = ack else {
+                    sqlx::query(&self.inner.sql.control.clear)
+                        .bind(consumer)
+                        .execute(&self.inner.pool)
+                        .await
+                        .map_err($crate::common::map_err)?;
+                    return Ok(true);
+                };
+                let done = sqlx::query(&self.inner.sql.control.ack)
+                    .bind(consumer)
+                    .bind(<$dialect as $crate::common::ports::Dialect>::text_to_sql(&ack.runner))
+                    .bind($crate::common::checkpoint_to_sql(ack.position))
+                    .bind(<$dialect as $crate::common::ports::Dialect>::time_to_sql(ack.at))
+                    .execute(&self.inner.pool)
+                    .await
+                    .map_err($crate::common::map_err)?;
+                Ok(done.rows_affected() > 0)
             }
         }
 

@@ -23,7 +23,26 @@ pub(super) const MIGRATIONS: &[Migration] = &[
     Migration { version: 4, name: "event_ids", sql: event_ids },
     Migration { version: 5, name: "forgotten_subjects", sql: forgotten_subjects },
     Migration { version: 6, name: "dead_letter_streams", sql: dead_letter_streams },
+    Migration { version: 7, name: "consumer_controls", sql: consumer_controls },
 ];
+
+/// The seventh migration: a control record per consumer of the log,
+/// beside its checkpoint: an operator's pause request and a runner's
+/// acknowledgement (ADR 0050).
+fn consumer_controls(s: &str) -> String {
+    format!(
+        r#"
+CREATE TABLE "{s}".consumer_controls (
+    consumer text COLLATE "C" PRIMARY KEY,
+    pause_requested boolean NOT NULL,
+    requested_at timestamptz NOT NULL DEFAULT now(),
+    paused_by text,
+    paused_position bigint,
+    paused_at timestamptz
+);
+"#
+    )
+}
 
 /// The third migration: tags, generated from the metadata, with a GIN
 /// index. Adding a stored generated column rewrites the events table once.
@@ -418,6 +437,8 @@ pub(super) struct Sql {
     pub(super) checkpoint_load: String,
     pub(super) checkpoint_save: String,
     pub(super) checkpoint_delete: String,
+    /// The consumers' control records (ADR 0050).
+    pub(super) control: crate::common::ports::ControlSql,
     pub(super) checkpoint_move: String,
     pub(super) checkpoint_create: String,
     pub(super) kv_get: String,
@@ -440,6 +461,34 @@ pub(super) struct Sql {
     pub(super) dl_purge: String,
     /// Removes every letter of the consumer `$1`.
     pub(super) dl_purge_consumer: String,
+}
+
+/// The statements of the consumers' control records (ADR 0050).
+fn control_sql(s: &str) -> crate::common::ports::ControlSql {
+    crate::common::ports::ControlSql {
+        load: format!(
+            "SELECT pause_requested, paused_by, paused_position, paused_at FROM \"{s}\".consumer_controls \
+             WHERE consumer = $1"
+        ),
+        request: format!(
+            "INSERT INTO \"{s}\".consumer_controls AS c (consumer, pause_requested) VALUES ($1, $2) \
+             ON CONFLICT (consumer) DO UPDATE SET pause_requested = excluded.pause_requested, \
+             requested_at = CASE WHEN c.pause_requested = excluded.pause_requested THEN c.requested_at \
+             ELSE now() END, \
+             paused_by = CASE WHEN c.pause_requested = excluded.pause_requested THEN c.paused_by END, \
+             paused_position = CASE WHEN c.pause_requested = excluded.pause_requested \
+             THEN c.paused_position END, \
+             paused_at = CASE WHEN c.pause_requested = excluded.pause_requested THEN c.paused_at END"
+        ),
+        ack: format!(
+            "UPDATE \"{s}\".consumer_controls SET paused_by = $2, paused_position = $3, paused_at = $4 \
+             WHERE consumer = $1 AND pause_requested"
+        ),
+        clear: format!(
+            "UPDATE \"{s}\".consumer_controls SET paused_by = NULL, paused_position = NULL, paused_at = NULL \
+             WHERE consumer = $1"
+        ),
+    }
 }
 
 impl Sql {
@@ -507,6 +556,7 @@ impl Sql {
                  DO UPDATE SET position = excluded.position, updated_at = now()"
             ),
             checkpoint_delete: format!("DELETE FROM \"{s}\".checkpoints WHERE consumer = $1"),
+            control: control_sql(s),
             checkpoint_move: format!(
                 "UPDATE \"{s}\".checkpoints SET position = $2, updated_at = now() WHERE consumer = $1 AND position = $3"
             ),

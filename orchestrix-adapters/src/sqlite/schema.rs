@@ -58,6 +58,13 @@ CREATE TABLE IF NOT EXISTS {p}checkpoints (
     consumer TEXT PRIMARY KEY,
     position INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS {p}consumer_controls (
+    consumer TEXT PRIMARY KEY,
+    pause_requested INTEGER NOT NULL,
+    paused_by TEXT,
+    paused_position INTEGER,
+    paused_at INTEGER
+);
 CREATE TABLE IF NOT EXISTS {p}key_values (
     key TEXT PRIMARY KEY,
     value BLOB NOT NULL
@@ -121,6 +128,8 @@ pub(super) struct Sql {
     pub(super) checkpoint_load: String,
     pub(super) checkpoint_save: String,
     pub(super) checkpoint_delete: String,
+    /// The consumers' control records (ADR 0050).
+    pub(super) control: crate::common::ports::ControlSql,
     pub(super) kv_get: String,
     pub(super) kv_put: String,
     pub(super) kv_delete: String,
@@ -147,6 +156,31 @@ pub(super) struct Sql {
 
 const COLUMNS: &str = "global_position, event_id, category, aggregate_id, stream_version, event_type, schema_version, \
                        data, metadata, recorded_at";
+
+/// The statements of the consumers' control records (ADR 0050).
+fn control_sql(p: &str) -> crate::common::ports::ControlSql {
+    crate::common::ports::ControlSql {
+        load: format!(
+            "SELECT pause_requested, paused_by, paused_position, paused_at FROM {p}consumer_controls \
+             WHERE consumer = ?1"
+        ),
+        request: format!(
+            "INSERT INTO {p}consumer_controls (consumer, pause_requested) VALUES (?1, ?2) \
+             ON CONFLICT (consumer) DO UPDATE SET pause_requested = excluded.pause_requested, \
+             paused_by = CASE WHEN pause_requested = excluded.pause_requested THEN paused_by END, \
+             paused_position = CASE WHEN pause_requested = excluded.pause_requested THEN paused_position END, \
+             paused_at = CASE WHEN pause_requested = excluded.pause_requested THEN paused_at END"
+        ),
+        ack: format!(
+            "UPDATE {p}consumer_controls SET paused_by = ?2, paused_position = ?3, paused_at = ?4 \
+             WHERE consumer = ?1 AND pause_requested"
+        ),
+        clear: format!(
+            "UPDATE {p}consumer_controls SET paused_by = NULL, paused_position = NULL, paused_at = NULL \
+             WHERE consumer = ?1"
+        ),
+    }
+}
 
 impl Sql {
     pub(super) fn new(p: &str) -> Self {
@@ -204,6 +238,7 @@ impl Sql {
                  ON CONFLICT (consumer) DO UPDATE SET position = excluded.position"
             ),
             checkpoint_delete: format!("DELETE FROM {p}checkpoints WHERE consumer = ?1"),
+            control: control_sql(p),
             kv_get: format!("SELECT value FROM {p}key_values WHERE key = ?1"),
             kv_put: format!(
                 "INSERT INTO {p}key_values (key, value) VALUES (?1, ?2) \

@@ -6,7 +6,7 @@ use orchestrix::store::{DeadLetter, DeadLetterQuery, EventFilter};
 use serde_json::json;
 
 use super::{parse_stream, parse_time, Options};
-use crate::args::{DeadLetterCommand, LetterFilter};
+use crate::args::{DeadLetterCommand, LetterFilter, RunnerWait};
 use crate::connect::{Backend, Store};
 use crate::error::Failure;
 use crate::output::{confirm, print_json, progress, table};
@@ -68,7 +68,15 @@ pub(super) async fn projections(store: &Store, names: &[String], options: Option
     Ok(())
 }
 
-pub(super) async fn rebuild(cli: &Cli, store: &Store, name: &str, options: Options) -> Result<(), Failure> {
+/// Rebuilds a registered projection; a runner of it elsewhere is paused
+/// meanwhile and resumed after (ADR 0050).
+pub(super) async fn rebuild(
+    cli: &Cli,
+    store: &Store,
+    name: &str,
+    runner: &RunnerWait,
+    options: Options,
+) -> Result<(), Failure> {
     let Some((_, rebuild)) = cli.rebuilders.iter().find(|(registered, _)| registered == name) else {
         return Err(Failure::NotFound(format!(
             "no rebuildable projection `{name}`: a binary that embeds the CLI registers it with `Cli::rebuildable` \
@@ -83,9 +91,12 @@ pub(super) async fn rebuild(cli: &Cli, store: &Store, name: &str, options: Optio
     if let Some(letters) = &store.dead_letters {
         engine = engine.with_dead_letters(letters.clone());
     }
+    let quiet = super::control::Quiet::take(store, name, runner).await?;
     let bar = progress(Some(0), &format!("rebuilding {name}"));
-    let done = rebuild(engine, bar.clone()).await.map_err(Failure::Store)?;
+    let done = rebuild(engine, bar.clone()).await;
     bar.finish_and_clear();
+    quiet.release(store).await?;
+    let done = done.map_err(Failure::Store)?;
     report(
         options,
         &json!({"rebuilt": name, "events": done.events_done, "position": done.position, "seconds": done.elapsed.as_secs_f64()}),
@@ -168,6 +179,7 @@ pub(super) async fn dead_letters(store: &Store, command: &DeadLetterCommand, opt
             letters.remove(*id).await?;
             report(options, &json!({"dropped": 1}), "dropped 1 dead letter")
         }
+        DeadLetterCommand::Retry { .. } => unreachable!("served by `control::retry`"),
         DeadLetterCommand::Purge(filter) => {
             let query = query_of(filter)?;
             let count = letters.count(&query).await?;

@@ -1,6 +1,7 @@
 //! The subcommands, each over the ports of an opened [`Store`].
 
 mod admin;
+mod control;
 mod digest;
 mod inspect;
 mod scaffold;
@@ -12,7 +13,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use orchestrix::envelope::RecordedEvent;
 use orchestrix::StreamId;
 
-use crate::args::{Args, Command, ProjectionCommand, StoreKind};
+use crate::args::{Args, Command, DeadLetterCommand, ProjectionCommand, StoreKind};
 use crate::connect::{Mode, Store};
 use crate::error::Failure;
 use crate::Cli;
@@ -93,8 +94,18 @@ async fn dispatch(cli: &Cli, args: Args, options: Options) -> Result<(), Failure
                     let selection = Selection::new(types.clone(), stream.as_deref(), tenant.clone())?;
                     tail::tail(&store, &selection, *from, *count, options).await
                 }
-                Command::Projections { action: Some(ProjectionCommand::Rebuild { name }), .. } => {
-                    admin::rebuild(cli, &store, name, options).await
+                Command::Projections { action: Some(ProjectionCommand::Rebuild { name, runner }), .. } => {
+                    admin::rebuild(cli, &store, name, runner, options).await
+                }
+                Command::Projections { action: Some(ProjectionCommand::Pause { name, wait, timeout }), .. } => {
+                    let wait = wait.then(|| std::time::Duration::from_secs(*timeout));
+                    control::pause(&store, name, wait, options).await
+                }
+                Command::Projections { action: Some(ProjectionCommand::Resume { name }), .. } => {
+                    control::resume(&store, name, options).await
+                }
+                Command::DeadLetters(DeadLetterCommand::Retry { id, projection, runner, .. }) => {
+                    control::retry(cli, &store, *id, projection.as_deref(), runner, options).await
                 }
                 Command::Projections { names, action: None } => {
                     let mut names = names.clone();

@@ -6,7 +6,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use async_trait::async_trait;
 
 use crate::error::StoreError;
-use crate::store::CheckpointStore;
+use crate::store::{CheckpointStore, ConsumerControl, PauseAck};
 
 /// A checkpoint store held in memory: the reference behaviour of
 /// [`CheckpointStore`].
@@ -17,6 +17,8 @@ use crate::store::CheckpointStore;
 #[derive(Debug, Clone, Default)]
 pub struct InMemoryCheckpointStore {
     checkpoints: Arc<RwLock<HashMap<String, u64>>>,
+    /// The consumers' control records (ADR 0050).
+    controls: Arc<RwLock<HashMap<String, ConsumerControl>>>,
 }
 
 impl InMemoryCheckpointStore {
@@ -45,5 +47,34 @@ impl CheckpointStore for InMemoryCheckpointStore {
     async fn delete(&self, consumer: &str) -> Result<(), StoreError> {
         self.checkpoints.write().unwrap_or_else(PoisonError::into_inner).remove(consumer);
         Ok(())
+    }
+
+    async fn load_control(&self, consumer: &str) -> Result<Option<ConsumerControl>, StoreError> {
+        Ok(self.controls.read().unwrap_or_else(PoisonError::into_inner).get(consumer).cloned())
+    }
+
+    async fn request_pause(&self, consumer: &str, pause: bool) -> Result<(), StoreError> {
+        let mut controls = self.controls.write().unwrap_or_else(PoisonError::into_inner);
+        let control = controls.entry(consumer.to_owned()).or_insert_with(|| ConsumerControl::new(false, None));
+        if control.pause_requested != pause {
+            *control = ConsumerControl::new(pause, None);
+        }
+        Ok(())
+    }
+
+    async fn acknowledge_pause(&self, consumer: &str, ack: Option<PauseAck>) -> Result<bool, StoreError> {
+        let mut controls = self.controls.write().unwrap_or_else(PoisonError::into_inner);
+        match (controls.get_mut(consumer), ack) {
+            (Some(control), Some(ack)) if control.pause_requested => {
+                control.paused = Some(ack);
+                Ok(true)
+            }
+            (_, Some(_)) => Ok(false),
+            (Some(control), None) => {
+                control.paused = None;
+                Ok(true)
+            }
+            (None, None) => Ok(true),
+        }
     }
 }

@@ -90,6 +90,24 @@ pub enum ProjectionError {
         /// How long the wait lasted.
         waited: Duration,
     },
+    /// A pause was requested, but the runner did not report
+    /// [`Paused`](super::ProjectionState::Paused) in time (a long event in
+    /// hand). The request stands: the runner pauses when it can, and
+    /// [`ProjectionHandle::resume`](super::ProjectionHandle::resume)
+    /// withdraws it (ADR 0050).
+    #[error(
+        "projection `{projection}` did not pause within {waited:?}; the pause stays requested (resume withdraws it)"
+    )]
+    PauseTimeout {
+        /// The projection.
+        projection: String,
+        /// How long the wait lasted.
+        waited: Duration,
+    },
+    /// The projection is paused (ADR 0050), so a rebuild that runs it
+    /// would wait forever: resume it first.
+    #[error("projection `{0}` is paused; resume it before rebuilding it this way")]
+    Paused(String),
     /// The projection's task panicked or was aborted.
     #[error("projection `{0}` ended abnormally: {1}")]
     Ended(String, String),

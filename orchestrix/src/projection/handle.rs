@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::dead_letters::{DeadLetterRequest, DropOutcome, Request, RetryOutcome};
 use super::ProjectionError;
-use crate::store::EventStore;
+use crate::store::{CheckpointStore, EventStore};
 
 /// Where a projection is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,6 +20,9 @@ pub enum ProjectionState {
     CatchingUp,
     /// Caught up; waiting for new events.
     Live,
+    /// Paused through its control record (ADR 0050): its checkpoint is
+    /// saved, it handles no event until resumed.
+    Paused,
     /// Stopped on request.
     Stopped,
     /// Stopped by an error.
@@ -60,6 +63,11 @@ pub struct ProjectionHandle<P> {
     /// The highest position waited for: the runner moves over skipped
     /// events up to it.
     wanted: watch::Sender<u64>,
+    /// Where the projection's control record is kept, for
+    /// [`ProjectionHandle::pause`] and [`ProjectionHandle::resume`].
+    checkpoints: Option<Arc<dyn CheckpointStore>>,
+    /// Bumped to have the runner read its control record at once.
+    nudge: watch::Sender<u64>,
     task: JoinHandle<Result<P, ProjectionError>>,
 }
 
@@ -76,6 +84,7 @@ pub struct RunnerControl {
     stop: watch::Receiver<bool>,
     requests: Option<mpsc::Receiver<DeadLetterRequest>>,
     wanted: watch::Receiver<u64>,
+    nudge: watch::Receiver<u64>,
 }
 
 impl RunnerControl {
@@ -108,6 +117,13 @@ impl RunnerControl {
     /// leaves out ([`skippable`](super::delivery::skippable)).
     pub fn wanted_signal(&self) -> watch::Receiver<u64> {
         self.wanted.clone()
+    }
+
+    /// A receiver that changes when the handle paused or resumed the
+    /// projection, for `tokio::select!`: read the control record at once
+    /// ([`PauseGate`](super::control::PauseGate)).
+    pub fn nudge_signal(&self) -> watch::Receiver<u64> {
+        self.nudge.clone()
     }
 
     /// The next dead-letter request (retry, drop) sent through the handle,
@@ -188,8 +204,15 @@ impl<P: Send + 'static> ProjectionHandle<P> {
             (None, None)
         };
         let (wanted, wanted_rx) = watch::channel(0);
+        let (nudge, nudge_rx) = watch::channel(0);
         let reporter = status_tx.clone();
-        let work = run(RunnerControl { status: status_tx, stop: stop_rx, requests: requests_rx, wanted: wanted_rx });
+        let work = run(RunnerControl {
+            status: status_tx,
+            stop: stop_rx,
+            requests: requests_rx,
+            wanted: wanted_rx,
+            nudge: nudge_rx,
+        });
         let task = tokio::spawn(async move {
             let result = work.await;
             reporter.send_modify(|s| {
@@ -200,7 +223,66 @@ impl<P: Send + 'static> ProjectionHandle<P> {
             });
             result
         });
-        Self { name, status, stop, requests, events: None, wanted, task }
+        Self { name, status, stop, requests, events: None, wanted, checkpoints: None, nudge, task }
+    }
+
+    /// Tells the handle where the projection's control record is kept
+    /// (its checkpoint store), so that [`ProjectionHandle::pause`] and
+    /// [`ProjectionHandle::resume`] work (the engine and the adapters'
+    /// runners do this).
+    #[must_use]
+    pub fn controlled_by(mut self, checkpoints: Arc<dyn CheckpointStore>) -> Self {
+        self.checkpoints = Some(checkpoints);
+        self
+    }
+
+    fn control_store(&self, operation: &'static str) -> Result<&Arc<dyn CheckpointStore>, ProjectionError> {
+        self.checkpoints
+            .as_ref()
+            .ok_or_else(|| ProjectionError::Unsupported { projection: self.name.clone(), operation })
+    }
+
+    /// Pauses the projection (ADR 0050): writes the durable pause request
+    /// to its control record (so every runner of it, in any process,
+    /// pauses, and one that starts later starts paused) and waits, for at
+    /// most `timeout`, until this runner has finished the event in hand,
+    /// saved its checkpoint and reports [`ProjectionState::Paused`].
+    /// Returns the status then (an ended projection's says how it ended),
+    /// or [`ProjectionError::PauseTimeout`] (the request stays: the runner
+    /// pauses when it can; [`ProjectionHandle::resume`] withdraws it).
+    pub async fn pause(&self, timeout: Duration) -> Result<ProjectionStatus, ProjectionError> {
+        let store = self.control_store("pausing (see `ProjectionHandle::controlled_by`)")?;
+        store
+            .request_pause(&self.name, true)
+            .await
+            .map_err(|source| ProjectionError::Store { projection: self.name.clone(), source })?;
+        self.nudge.send_modify(|n| *n = n.wrapping_add(1));
+        let paused = |s: &ProjectionStatus| {
+            matches!(s.state, ProjectionState::Paused | ProjectionState::Stopped | ProjectionState::Failed(_))
+        };
+        let mut status = self.status.clone();
+        let waited = tokio::time::timeout(timeout, status.wait_for(paused)).await.map(|r| r.map(|s| s.clone()));
+        match waited {
+            Ok(Ok(status)) => Ok(status),
+            Ok(Err(_)) => Ok(self.status()),
+            Err(_) => Err(ProjectionError::PauseTimeout { projection: self.name.clone(), waited: timeout }),
+        }
+    }
+
+    /// Withdraws the pause request of the projection (in every process):
+    /// its runners reload their checkpoints and parked streams and go on.
+    /// A projection that is not paused is left as it is. Returns without
+    /// waiting; the status leaves [`ProjectionState::Paused`] within
+    /// [`CONTROL_EVERY`](super::control::CONTROL_EVERY), at once for this
+    /// handle's runner.
+    pub async fn resume(&self) -> Result<(), ProjectionError> {
+        let store = self.control_store("resuming (see `ProjectionHandle::controlled_by`)")?;
+        store
+            .request_pause(&self.name, false)
+            .await
+            .map_err(|source| ProjectionError::Store { projection: self.name.clone(), source })?;
+        self.nudge.send_modify(|n| *n = n.wrapping_add(1));
+        Ok(())
     }
 
     /// Tells the handle which log the projection reads, so that

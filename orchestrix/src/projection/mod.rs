@@ -16,9 +16,13 @@
 //! transactional runner and the NATS worker alike), [`dead_letters`]
 //! (retrying and dropping parked events in stream order), the handle
 //! ([`ProjectionHandle`]: status, waits with timeouts, stop, dead-letter
-//! requests) and the rebuild ([`ProjectionEngine::rebuild`]). ADR 0025
-//! has the semantics of the awkward cases.
+//! requests, pause and resume) and the rebuild
+//! ([`ProjectionEngine::rebuild`]). ADR 0025 has the semantics of the
+//! awkward cases of dead letters; [`control`] (ADR 0050) pauses and
+//! resumes a projection from any process, through a durable record beside
+//! its checkpoint.
 
+pub mod control;
 pub mod dead_letters;
 pub mod delivery;
 mod error;

@@ -11,6 +11,7 @@ use tokio::sync::watch;
 use tracing::Instrument;
 use uuid::Uuid;
 
+use super::control::{Held, PauseGate};
 use super::dead_letters::{DropOutcome, RetryOutcome};
 use super::delivery::{handle_span, report_position, skippable, Delivered, Delivery, DeliveryError, Failure, Target};
 use super::{
@@ -92,14 +93,16 @@ impl ProjectionEngine {
         let engine = self.clone();
         let delivery = self.delivery(&name, &options);
         let span = tracing::info_span!("orchestrix.projection", projection = %name);
+        let gate = PauseGate::new(name.clone(), Arc::clone(&self.checkpoints));
         ProjectionHandle::spawn_serving_runner(name, move |control| {
             async move {
-                let mut runner = Runner { engine, projection, options, delivery, control };
+                let mut runner = Runner { engine, projection, options, delivery, control, gate };
                 runner.run().await.map(|()| runner.projection)
             }
             .instrument(span)
         })
         .reading(Arc::clone(&self.events))
+        .controlled_by(Arc::clone(&self.checkpoints))
     }
 
     /// Retries the stream of the parked event `id` with a projection that
@@ -224,6 +227,18 @@ struct Runner<P> {
     options: ProjectionOptions,
     delivery: Delivery,
     control: RunnerControl,
+    /// The projection's control record (ADR 0050).
+    gate: PauseGate,
+}
+
+/// What a runner does after an event.
+enum After {
+    /// Go on with the next event.
+    Next,
+    /// Stop: the handle asked.
+    Stop,
+    /// Read the control record: it is due.
+    Control,
 }
 
 /// Where a running projection is: its position, the last save, counts.
@@ -236,6 +251,13 @@ struct Tally {
     /// consecutive (PostgreSQL's jump at every transaction).
     unsaved: u64,
     saved_at: tokio::time::Instant,
+}
+
+impl Tally {
+    /// At `start`, saved there, with these counts.
+    fn at(start: u64, handled: u64, parked: u64) -> Self {
+        Self { position: start, saved: start, handled, parked, unsaved: 0, saved_at: tokio::time::Instant::now() }
+    }
 }
 
 impl<P: Projection> Runner<P> {
@@ -279,52 +301,93 @@ impl<P: Projection> Runner<P> {
     }
 
     /// After an event: saves the checkpoint when due, reports, and serves
-    /// waiting dead-letter requests. Returns whether to stop.
+    /// waiting dead-letter requests. Says whether to stop, or to read the
+    /// control record (the same clock reading as the checkpoint's cadence:
+    /// nothing per event reaches the store).
     async fn after_event(
         &mut self,
         name: &str,
         stop: &watch::Receiver<bool>,
         progress: &mut Tally,
         event: &RecordedEvent,
-    ) -> Result<bool, ProjectionError> {
+    ) -> Result<After, ProjectionError> {
         progress.position = event.global_position;
         progress.unsaved += 1;
+        let now = tokio::time::Instant::now();
         let due = progress.unsaved >= self.options.checkpoint_every
-            || progress.saved_at.elapsed() >= self.options.checkpoint_interval;
+            || now.duration_since(progress.saved_at) >= self.options.checkpoint_interval;
         if due {
             save(&*self.engine.checkpoints, name, stop, progress).await?;
             self.report(None, progress);
             let head = self.engine.events.head_position().await.ok().flatten();
             report_position(name, progress.position, head.map(|h| h.saturating_sub(progress.position)), Some(event));
             if self.control.is_stopping() {
-                return Ok(true);
+                return Ok(After::Stop);
             }
             while let Some(request) = self.control.try_request() {
                 let Ok(()) = self.delivery.serve(&mut Handler(&mut self.projection), request).await;
             }
         }
-        Ok(false)
+        Ok(if self.gate.due(now) { After::Control } else { After::Next })
+    }
+
+    /// Pauses here (ADR 0050): saves the checkpoint and holds until the
+    /// pause is withdrawn, then reloads the checkpoint (a rebuild may have
+    /// moved it) and the parked streams (letters may have been retried or
+    /// dropped). Returns whether the runner was stopped meanwhile. The
+    /// caller has dropped its subscription.
+    async fn pause_here(
+        &mut self,
+        name: &str,
+        stop: &watch::Receiver<bool>,
+        progress: &mut Tally,
+    ) -> Result<bool, ProjectionError> {
+        save(&*self.engine.checkpoints, name, stop, progress).await?;
+        self.report(None, progress);
+        let held = self
+            .gate
+            .hold(&mut self.control, &mut self.delivery, &mut Handler(&mut self.projection), progress.position)
+            .await;
+        match held {
+            Held::Stopped => Ok(true),
+            Held::Interrupted(never) => match never {},
+            Held::Resumed => {
+                let start = self.start(name, stop).await?;
+                *progress = Tally::at(start, progress.handled, progress.parked);
+                self.report(Some(ProjectionState::CatchingUp), progress);
+                Ok(false)
+            }
+        }
     }
 
     async fn run(&mut self) -> Result<(), ProjectionError> {
         let stop = self.control.stop_signal();
         let name = self.name().to_owned();
         let start = self.start(&name, &stop).await?;
-        let mut progress = Tally {
-            position: start,
-            saved: start,
-            handled: 0,
-            parked: 0,
-            unsaved: 0,
-            saved_at: tokio::time::Instant::now(),
-        };
+        let mut progress = Tally::at(start, 0, 0);
         let mut outages = 0;
         let mut stop = self.control.stop_signal();
         let mut wanted = self.control.wanted_signal();
+        let mut nudge = self.control.nudge_signal();
         self.control.report(|s| s.position = start);
+        // A projection whose record says paused starts paused.
+        if self.gate.pause_requested().await && self.pause_here(&name, &stop, &mut progress).await? {
+            return Ok(());
+        }
         let filter = self.projection.filter();
-        let mut events = self.engine.events.subscribe(start + 1, filter.clone());
+        let mut events = self.engine.events.subscribe(progress.position + 1, filter.clone());
+        let mut read_control = false;
         loop {
+            if std::mem::take(&mut read_control) && self.gate.pause_requested().await {
+                // Finish with the subscription: a paused runner holds no
+                // cursor; it follows the log again from its checkpoint.
+                drop(events);
+                if self.pause_here(&name, &stop, &mut progress).await? {
+                    return Ok(());
+                }
+                events = self.engine.events.subscribe(progress.position + 1, filter.clone());
+                continue;
+            }
             let next = if let Some(next) = events.next().now_or_never() {
                 next
             } else {
@@ -352,6 +415,14 @@ impl<P: Projection> Runner<P> {
                         continue;
                     }
                     _ = wanted.changed() => continue,
+                    () = tokio::time::sleep_until(self.gate.next_check()) => {
+                        read_control = true;
+                        continue;
+                    }
+                    _ = nudge.changed() => {
+                        read_control = true;
+                        continue;
+                    }
                     _ = stop.changed() => return save(&*self.engine.checkpoints, &name, &stop, &mut progress).await,
                     request = self.control.request() => {
                         let Ok(()) = self.delivery.serve(&mut Handler(&mut self.projection), request).await;
@@ -395,8 +466,10 @@ impl<P: Projection> Runner<P> {
                 }
                 Err(DeliveryError::Interrupted(never)) => match never {},
             }
-            if self.after_event(&name, &stop, &mut progress, &event).await? {
-                return Ok(());
+            match self.after_event(&name, &stop, &mut progress, &event).await? {
+                After::Next => {}
+                After::Stop => return Ok(()),
+                After::Control => read_control = true,
             }
         }
         save(&*self.engine.checkpoints, &name, &stop, &mut progress).await

@@ -25,9 +25,9 @@ use bytes::Bytes;
 use uuid::Uuid;
 
 use super::{
-    CheckpointStore, DeadLetter, DeadLetterQuery, DeadLetterStore, EventFilter, EventStore, EventStream,
-    ExpectedVersion, KeyStore, KeyValueStore, Message, MessageBus, MessageStream, Snapshot, SnapshotStore,
-    StreamAppend, StreamListing, StreamSummary,
+    CheckpointStore, ConsumerControl, DeadLetter, DeadLetterQuery, DeadLetterStore, EventFilter, EventStore,
+    EventStream, ExpectedVersion, KeyStore, KeyValueStore, Message, MessageBus, MessageStream, PauseAck, Snapshot,
+    SnapshotStore, StreamAppend, StreamListing, StreamSummary,
 };
 use crate::envelope::{NewEvent, RecordedEvent};
 use crate::error::StoreError;
@@ -123,6 +123,9 @@ forward!(CheckpointStore {
     async fn load(&self, consumer: &str) -> Result<Option<u64>, StoreError>;
     async fn save(&self, consumer: &str, position: u64) -> Result<(), StoreError>;
     async fn delete(&self, consumer: &str) -> Result<(), StoreError>;
+    async fn load_control(&self, consumer: &str) -> Result<Option<ConsumerControl>, StoreError>;
+    async fn request_pause(&self, consumer: &str, pause: bool) -> Result<(), StoreError>;
+    async fn acknowledge_pause(&self, consumer: &str, ack: Option<PauseAck>) -> Result<bool, StoreError>;
 });
 
 forward!(KeyValueStore {

@@ -6,7 +6,10 @@ use bytes::Bytes;
 use uuid::Uuid;
 
 use crate::error::StoreError;
-use crate::store::{CheckpointStore, DeadLetter, DeadLetterStore, KeyStore, KeyValueStore, Snapshot, SnapshotStore};
+use crate::store::{
+    CheckpointStore, ConsumerControl, DeadLetter, DeadLetterStore, KeyStore, KeyValueStore, PauseAck, Snapshot,
+    SnapshotStore,
+};
 use crate::stream::StreamId;
 
 use super::TenantStore;
@@ -40,6 +43,18 @@ impl<S: CheckpointStore> CheckpointStore for TenantStore<S> {
 
     async fn delete(&self, consumer: &str) -> Result<(), StoreError> {
         self.inner.delete(&self.inner_key(consumer)).await
+    }
+
+    async fn load_control(&self, consumer: &str) -> Result<Option<ConsumerControl>, StoreError> {
+        self.inner.load_control(&self.inner_key(consumer)).await
+    }
+
+    async fn request_pause(&self, consumer: &str, pause: bool) -> Result<(), StoreError> {
+        self.inner.request_pause(&self.inner_key(consumer), pause).await
+    }
+
+    async fn acknowledge_pause(&self, consumer: &str, ack: Option<PauseAck>) -> Result<bool, StoreError> {
+        self.inner.acknowledge_pause(&self.inner_key(consumer), ack).await
     }
 }
 

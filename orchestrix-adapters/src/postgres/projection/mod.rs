@@ -22,9 +22,10 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use orchestrix::error::BoxError;
+use orchestrix::projection::control::PauseGate;
 use orchestrix::projection::delivery::Delivery;
 use orchestrix::projection::{PoisonPolicy, Progress, ProjectionError, ProjectionHandle, ProjectionState};
-use orchestrix::store::{DeadLetterStore, EventFilter, EventStore};
+use orchestrix::store::{CheckpointStore, DeadLetterStore, EventFilter, EventStore};
 use orchestrix::{envelope::RecordedEvent, retry::RetryPolicy};
 use sqlx::PgConnection;
 use tracing::Instrument;
@@ -187,16 +188,28 @@ impl PgStore {
         let store = self.clone();
         let letters: Arc<dyn DeadLetterStore> = Arc::new(self.clone());
         let delivery = Delivery::new(name.clone(), options.retry, options.poison, Some(letters));
+        let checkpoints: Arc<dyn CheckpointStore> = Arc::new(self.clone());
+        let gate = PauseGate::new(name.clone(), Arc::clone(&checkpoints));
         let task_name = name.clone();
         ProjectionHandle::spawn_serving_runner(task_name, move |control| {
             async move {
-                let mut runner =
-                    Runner { store, name, projection, options, delivery, control, outages: 0, needs_pause: false };
+                let mut runner = Runner {
+                    store,
+                    name,
+                    projection,
+                    options,
+                    delivery,
+                    control,
+                    outages: 0,
+                    needs_pause: false,
+                    gate,
+                };
                 runner.run().await.map(|()| runner.projection)
             }
             .instrument(span)
         })
         .reading(Arc::new(self.clone()))
+        .controlled_by(checkpoints)
     }
 
     /// Rebuilds a transactional projection from the beginning of the log,
@@ -212,7 +225,8 @@ impl PgStore {
     ///
     /// The projection must not be running: if its lease
     /// (`projection:<name>`) is held, the rebuild is refused with
-    /// [`ProjectionError::Running`] before anything is touched. Readers of
+    /// [`ProjectionError::Running`] before anything is touched; if it is
+    /// paused (ADR 0050), with [`ProjectionError::Paused`]. Readers of
     /// the read model see it empty, then filling up, as with the engine's
     /// rebuild.
     pub async fn rebuild_projection<P: PgProjection>(
@@ -226,6 +240,11 @@ impl PgStore {
         let Some(lease) = self.try_lease(&lease_name(&name)).await.map_err(store_error)? else {
             return Err(ProjectionError::Running(name));
         };
+        // Its runner would start paused and the rebuild wait for ever.
+        if CheckpointStore::load_control(self, &name).await.map_err(store_error)?.is_some_and(|c| c.pause_requested) {
+            lease.release().await.map_err(store_error)?;
+            return Err(ProjectionError::Paused(name));
+        }
         let started = Instant::now();
         let mut tx = self.begin().await.map_err(store_error)?;
         projection

@@ -7,6 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures_util::{FutureExt, StreamExt};
 use orchestrix::error::BoxError;
+use orchestrix::projection::control::{Held, PauseGate};
 use orchestrix::projection::dead_letters::DeadLetterRequest;
 use orchestrix::projection::delivery::{
     handle_span, report_position, skippable, Behind, Delivered, Delivery, DeliveryError, Failure, Target,
@@ -83,6 +84,8 @@ pub(super) struct Runner<P> {
     pub(super) outages: u32,
     /// Set when a batch was interrupted by an outage: pause before resuming.
     pub(super) needs_pause: bool,
+    /// The projection's control record (ADR 0050).
+    pub(super) gate: PauseGate,
 }
 
 /// The transactional runner's [`Target`]: each event in a transaction of
@@ -230,11 +233,22 @@ impl<P: PgProjection> Runner<P> {
         };
         let from = checkpoint.unwrap_or(0);
         self.control.report(|s| s.position = s.position.max(from));
+        // A projection whose record says paused starts paused.
+        if self.gate.pause_requested().await {
+            return self.hold(checkpoint).await;
+        }
         let filter = self.projection.filter();
         let mut events = self.store.subscribe(from + 1, filter.clone());
         let mut stop = self.control.stop_signal();
         let mut wanted = self.control.wanted_signal();
+        let mut nudge = self.control.nudge_signal();
+        let mut read_control = false;
         loop {
+            if std::mem::take(&mut read_control) && self.gate.pause_requested().await {
+                // Every batch is committed: no transaction, no cursor held.
+                drop(events);
+                return self.hold(checkpoint).await;
+            }
             let first = if let Some(first) = events.next().now_or_never() {
                 first
             } else {
@@ -244,6 +258,14 @@ impl<P: PgProjection> Runner<P> {
                     first = events.next() => first,
                     _ = stop.changed() => return Ok(Pass::Done),
                     _ = wanted.changed() => continue,
+                    () = tokio::time::sleep_until(self.gate.next_check()) => {
+                        read_control = true;
+                        continue;
+                    }
+                    _ = nudge.changed() => {
+                        read_control = true;
+                        continue;
+                    }
                     () = tokio::time::sleep(Duration::from_millis(10)), if behind => {
                         match self.advance(checkpoint, &filter).await {
                             Ok(Some(position)) => checkpoint = Some(position),
@@ -280,6 +302,7 @@ impl<P: PgProjection> Runner<P> {
             if self.control.is_stopping() {
                 return Ok(Pass::Done);
             }
+            read_control = self.gate.due(tokio::time::Instant::now());
             while let Some(request) = self.control.try_request() {
                 let mut target =
                     Tx { store: &self.store, projection: &mut self.projection, name: &self.name, checkpoint };
@@ -287,6 +310,20 @@ impl<P: PgProjection> Runner<P> {
                     return self.resume_after(error);
                 }
             }
+        }
+    }
+
+    /// Holds the runner paused at its committed `checkpoint` (ADR 0050);
+    /// on resume, the next pass reloads the checkpoint and the parked
+    /// streams.
+    async fn hold(&mut self, checkpoint: Option<u64>) -> Result<Pass, ProjectionError> {
+        let mut target = Tx { store: &self.store, projection: &mut self.projection, name: &self.name, checkpoint };
+        let held = self.gate.hold(&mut self.control, &mut self.delivery, &mut target, checkpoint.unwrap_or(0)).await;
+        match held {
+            Held::Stopped => Ok(Pass::Done),
+            Held::Interrupted(error) => self.resume_after(error),
+            // Resumed (and whatever a later version adds): a new pass.
+            _ => Ok(Pass::Resume { pause: false }),
         }
     }
 

@@ -166,6 +166,9 @@ macro_rules! __orchestrix_conformance_checks {
             missing_is_none,
             save_overwrite_delete,
             consumers_are_independent,
+            pause_request_and_acknowledgement,
+            changed_request_clears_the_acknowledgement,
+            controls_are_independent_of_checkpoints,
         ] $($then)* }
     };
     (key_value_store $($then:tt)*) => {
