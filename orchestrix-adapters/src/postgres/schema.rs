@@ -414,6 +414,9 @@ pub(super) struct Sql {
     pub(super) notify: String,
     pub(super) snapshot_save: String,
     pub(super) snapshot_load: String,
+    /// The latest snapshot (`$3`: at or before) as a row at position 0,
+    /// then at most `$4` events from its version (ADR 0054).
+    pub(super) snapshot_and_tail: String,
     pub(super) snapshot_delete: String,
     pub(super) checkpoint_load: String,
     pub(super) checkpoint_save: String,
@@ -490,15 +493,28 @@ impl Sql {
             // (`set_config(..., true)` lasts until the end of this one
             // statement's transaction, its commit included).
             notify: "SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, '')".to_owned(),
+            // A snapshot is a cache (ADR 0006): its commit need not wait
+            // for the WAL flush (ADR 0054). A crash may lose the latest
+            // ones, never one whose events are lost.
             snapshot_save: format!(
                 "INSERT INTO \"{s}\".snapshots (category, aggregate_id, version, schema_version, state, taken_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (stream_key, version) DO UPDATE SET \
+                 SELECT $1::text, $2::text, $3::bigint, $4::bigint, $5::text, $6::timestamptz \
+                 FROM (SELECT set_config('synchronous_commit', 'off', true)) unflushed \
+                 ON CONFLICT (stream_key, version) DO UPDATE SET \
                  category = excluded.category, aggregate_id = excluded.aggregate_id, \
                  schema_version = excluded.schema_version, state = excluded.state, taken_at = excluded.taken_at"
             ),
             snapshot_load: format!(
                 "SELECT version, schema_version, state, taken_at FROM \"{s}\".snapshots WHERE {stream_match} \
                  AND version <= $3 ORDER BY version DESC LIMIT 1"
+            ),
+            snapshot_and_tail: format!(
+                "WITH s AS (SELECT version, schema_version, state, taken_at FROM \"{s}\".snapshots \
+                 WHERE {stream_match} AND version <= $3 ORDER BY version DESC LIMIT 1) \
+                 SELECT 0::bigint, NULL::uuid, NULL::text, NULL::text, version, NULL::text, schema_version, state, \
+                 NULL::text, taken_at FROM s UNION ALL (SELECT {COLUMNS} FROM {events} WHERE {stream_match} \
+                 AND stream_version >= GREATEST(COALESCE((SELECT version FROM s), 1), 1) \
+                 ORDER BY stream_version LIMIT $4)"
             ),
             snapshot_delete: format!("DELETE FROM \"{s}\".snapshots WHERE {stream_match}"),
             checkpoint_load: format!("SELECT position FROM \"{s}\".checkpoints WHERE consumer = $1"),

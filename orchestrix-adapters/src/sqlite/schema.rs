@@ -117,6 +117,9 @@ pub(super) struct Sql {
     pub(super) head: String,
     pub(super) snapshot_save: String,
     pub(super) snapshot_load: String,
+    /// The latest snapshot (`?3`: at or before) as a row at position 0,
+    /// then at most `?4` events from its version (ADR 0054).
+    pub(super) snapshot_and_tail: String,
     pub(super) snapshot_delete: String,
     pub(super) checkpoint_load: String,
     pub(super) checkpoint_save: String,
@@ -196,6 +199,13 @@ impl Sql {
             snapshot_load: format!(
                 "SELECT version, schema_version, state, taken_at FROM {p}snapshots WHERE category = ?1 \
                  AND aggregate_id = ?2 AND version <= ?3 ORDER BY version DESC LIMIT 1"
+            ),
+            snapshot_and_tail: format!(
+                "WITH s AS (SELECT version, schema_version, state, taken_at FROM {p}snapshots WHERE category = ?1 \
+                 AND aggregate_id = ?2 AND version <= ?3 ORDER BY version DESC LIMIT 1) \
+                 SELECT 0, NULL, NULL, NULL, version, NULL, schema_version, state, NULL, taken_at FROM s \
+                 UNION ALL SELECT * FROM (SELECT {COLUMNS} FROM {p}events WHERE category = ?1 AND aggregate_id = ?2 \
+                 AND stream_version >= max(coalesce((SELECT version FROM s), 1), 1) ORDER BY stream_version LIMIT ?4)"
             ),
             snapshot_delete: format!("DELETE FROM {p}snapshots WHERE category = ?1 AND aggregate_id = ?2"),
             checkpoint_load: format!("SELECT position FROM {p}checkpoints WHERE consumer = ?1"),
