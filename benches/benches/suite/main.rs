@@ -19,7 +19,9 @@
 //!    heap bytes per stored event (counted by this binary's allocator);
 //! 7. SQLite: sequential commands;
 //! 8. projection catch-up through one tenant's view (`TenantStore`) of a log
-//!    four tenants share, beside the same catch-up unfiltered.
+//!    four tenants share, beside the same catch-up unfiltered;
+//! 10. the size of the store: commands and catch-up on a store of 2,000,000
+//!    events beside one of 100,000 (schemas kept between runs).
 //!
 //! Prints a table and writes `summary.json` into `bench/` under the cargo
 //! target directory (one object per scenario); with `--docs PATH` also the
@@ -32,6 +34,7 @@ mod pg;
 mod pg_tenant;
 mod report;
 mod sqlite;
+mod store_size;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -168,7 +171,7 @@ fn main() -> ExitCode {
             }
         }
         Err(_) => println!(
-            "scenarios 1-5 and 8 skipped: set ORCHESTRIX_PG_URL, for example postgres://postgres@127.0.0.1:5432/test\n"
+            "scenarios 1-5, 8 and 10 skipped: set ORCHESTRIX_PG_URL, for example postgres://postgres@127.0.0.1:5432/test\n"
         ),
     }
 

@@ -108,6 +108,10 @@ pub(super) struct Sql {
     /// stream's version `?3` itself (0: a new stream, which the unique
     /// index alone guards).
     pub(super) append_checked: String,
+    /// `append_checked` of one event bound as columns (`?5` id, `?6` type,
+    /// `?7` schema version, `?8` data, `?9` metadata): no JSON to build
+    /// and parse for the most common append.
+    pub(super) append_checked_one: String,
     pub(super) stream_version: String,
     /// A page of streams (ADR 0041): `?1` type, `?2` id prefix, `?3`/`?4`
     /// after (type, id), `?5` limit; TEXT compares bytewise (BINARY).
@@ -172,6 +176,12 @@ impl Sql {
                  json_extract(value, '$[2]'), json_extract(value, '$[3]'), json_extract(value, '$[4]'), ?4 \
                  FROM json_each(?5) WHERE ?3 = 0 OR EXISTS (SELECT 1 FROM {p}events WHERE category = ?1 \
                  AND aggregate_id = ?2 AND stream_version = ?3) ORDER BY key RETURNING global_position, stream_version"
+            ),
+            append_checked_one: format!(
+                "INSERT INTO {p}events (event_id, category, aggregate_id, stream_version, event_type, schema_version, \
+                 data, metadata, recorded_at) SELECT ?5, ?1, ?2, ?3 + 1, ?6, ?7, ?8, ?9, ?4 \
+                 WHERE ?3 = 0 OR EXISTS (SELECT 1 FROM {p}events WHERE category = ?1 AND aggregate_id = ?2 \
+                 AND stream_version = ?3) RETURNING global_position, stream_version"
             ),
             stream_version: format!(
                 "SELECT max(stream_version) FROM {p}events WHERE category = ?1 AND aggregate_id = ?2"
