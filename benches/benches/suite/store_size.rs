@@ -41,7 +41,7 @@ async fn sized_store(url: &str, label: &str, events: u64) -> Result<PgStore, Box
     let schema = format!("orx_size_{label}");
     let store = PgStore::connect(url, PgConfig::new(schema.as_str())?.with_max_connections(4)).await?;
     store.migrate().await?;
-    let filled = store.get(FILLED).await?.and_then(|bytes| String::from_utf8(bytes.to_vec()).ok());
+    let filled = KeyValueStore::get(&store, FILLED).await?.and_then(|bytes| String::from_utf8(bytes.to_vec()).ok());
     if filled.as_deref() == Some(events.to_string().as_str()) {
         println!("[10] store {schema}: {events} events, filled in an earlier run");
         return Ok(store);
@@ -55,7 +55,7 @@ async fn sized_store(url: &str, label: &str, events: u64) -> Result<PgStore, Box
     let started = std::time::Instant::now();
     fill(&store, events).await?;
     sqlx::raw_sql(&format!("ANALYZE \"{schema}\".events")).execute(store.pool()).await?;
-    store.put(FILLED, events.to_string().into_bytes().into()).await?;
+    KeyValueStore::put(&store, FILLED, events.to_string().into_bytes().into()).await?;
     println!("[10] store {schema}: filled with {events} events in {:.1?}", started.elapsed());
     Ok(store)
 }
@@ -134,7 +134,7 @@ async fn catch_up(store: &PgStore, run: &AtomicU64, n: u64) {
     .await
     .expect("the store has enough events");
     let name = format!("size-catch-up-{}-{}", std::process::id(), run.fetch_add(1, Ordering::Relaxed));
-    store.save(&name, u64::try_from(after).expect("positive")).await.expect("a checkpoint");
+    CheckpointStore::save(store, &name, u64::try_from(after).expect("positive")).await.expect("a checkpoint");
     let engine = ProjectionEngine::new(store.clone(), store.clone());
     let mut handle = engine.spawn(Counting::new(name.clone()), ProjectionOptions::default());
     handle
@@ -142,7 +142,7 @@ async fn catch_up(store: &PgStore, run: &AtomicU64, n: u64) {
         .await
         .expect("the projection catches up");
     assert_eq!(handle.stop().await.expect("the projection ran").seen, n);
-    store.delete(&name).await.expect("the checkpoint is removed");
+    CheckpointStore::delete(store, &name).await.expect("the checkpoint is removed");
 }
 
 /// The large store's rate beside the small one's.
