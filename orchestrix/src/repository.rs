@@ -321,7 +321,7 @@ impl<A: Aggregate> Repository<A> {
                 return Ok(loaded);
             };
             let snapshot_version = snapshot.version;
-            let Some(mut loaded) = Self::trusted(&stream, snapshot, until_version) else {
+            let Some(mut loaded) = Self::trusted(&stream, &snapshot, until_version) else {
                 // Not to be trusted: the events from the start instead.
                 drop(tail);
                 let mut loaded = fresh();
@@ -356,7 +356,7 @@ impl<A: Aggregate> Repository<A> {
     /// head), or `None` when it cannot be trusted: of another stream, at a
     /// version the load did not ask for, of another schema version, or not
     /// decodable (each a warning and a count).
-    fn trusted(stream: &StreamId, snapshot: Snapshot, at_or_before: Option<u64>) -> Option<Loaded<A>> {
+    fn trusted(stream: &StreamId, snapshot: &Snapshot, at_or_before: Option<u64>) -> Option<Loaded<A>> {
         if snapshot.stream != *stream {
             tracing::warn!(
                 %stream,

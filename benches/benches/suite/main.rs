@@ -21,7 +21,7 @@
 //! 8. projection catch-up through one tenant's view (`TenantStore`) of a log
 //!    four tenants share, beside the same catch-up unfiltered;
 //! 10. the size of the store: commands and catch-up on a store of 2,000,000
-//!    events beside one of 100,000 (schemas kept between runs).
+//!     events beside one of 100,000 (schemas kept between runs).
 //!
 //! Prints a table and writes `summary.json` into `bench/` under the cargo
 //! target directory (one object per scenario); with `--docs PATH` also the

@@ -126,7 +126,7 @@ async fn catch_up(store: &PgStore, run: &AtomicU64, n: u64) {
     let offset = i64::try_from(n).expect("small");
     let table = format!("\"{}\".events", store.config().schema());
     let (after, head): (i64, i64) = sqlx::query_as(&format!(
-        "SELECT (SELECT global_position FROM {table} ORDER BY global_position DESC OFFSET $1 LIMIT 1), \
+        "SELECT COALESCE((SELECT global_position FROM {table} ORDER BY global_position DESC OFFSET $1 LIMIT 1), 0), \
          (SELECT max(global_position) FROM {table})"
     ))
     .bind(offset)
@@ -166,10 +166,8 @@ pub(crate) async fn run(url: &str, options: &Options) -> Result<Vec<Row>, BoxErr
     if !["10a", "10b", "10c"].iter().any(|id| options.runs(id)) {
         return Ok(rows);
     }
-    let large_events = std::env::var("ORCHESTRIX_BENCH_LARGE_STORE")
-        .ok()
-        .and_then(|value| value.parse().ok())
-        .unwrap_or(2_000_000u64);
+    let large_events =
+        std::env::var("ORCHESTRIX_BENCH_LARGE_STORE").ok().and_then(|value| value.parse().ok()).unwrap_or(2_000_000u64);
     let small_events = 100_000u64;
     let small = sized_store(url, &small_events.to_string(), small_events).await?;
     let large = sized_store(url, &large_events.to_string(), large_events).await?;
@@ -182,12 +180,8 @@ pub(crate) async fn run(url: &str, options: &Options) -> Result<Vec<Row>, BoxErr
     let size = options.size;
     if options.runs("10c") {
         let run = AtomicU64::new(0);
-        let rates = race(
-            3,
-            CATCH_UP,
-            &mut [round(|n| catch_up(&small, &run, n)), round(|n| catch_up(&large, &run, n))],
-        )
-        .await;
+        let rates =
+            race(3, CATCH_UP, &mut [round(|n| catch_up(&small, &run, n)), round(|n| catch_up(&large, &run, n))]).await;
         rows.push(row(
             "10c",
             "store size: catch-up over the newest 100,000 events",

@@ -29,12 +29,12 @@ impl SqliteStore {
                 .fetch_all(&inner.pool)
                 .await;
             // Every row is of `stream`: its id is shared, not rebuilt per row.
-        decode_chunk(
-            rows,
-            CHUNK,
-            |row| event_row(row)?.into_record_after(&mut Some(stream.clone())),
-            |event| event.stream_version,
-        )
+            decode_chunk(
+                rows,
+                CHUNK,
+                |row| event_row(row)?.into_record_after(&mut Some(stream.clone())),
+                |event| event.stream_version,
+            )
         })
     }
 

@@ -152,6 +152,30 @@ pub(super) struct Sql {
     pub(super) by_id: String,
 }
 
+/// `append_checked` of one event bound as columns: no JSON to build and
+/// parse for the most common append.
+fn append_checked_one_sql(p: &str) -> String {
+    format!(
+        "INSERT INTO {p}events (event_id, category, aggregate_id, stream_version, event_type, schema_version, \
+             data, metadata, recorded_at) SELECT ?5, ?1, ?2, ?3 + 1, ?6, ?7, ?8, ?9, ?4 \
+             WHERE ?3 = 0 OR EXISTS (SELECT 1 FROM {p}events WHERE category = ?1 AND aggregate_id = ?2 \
+             AND stream_version = ?3) RETURNING global_position, stream_version"
+    )
+}
+
+/// The latest snapshot of a stream (`?3`: at or before) as a row at
+/// position 0, then at most `?4` of its events from the snapshot's version
+/// (from 1 without one): a load in one query (ADR 0054).
+fn snapshot_and_tail_sql(p: &str) -> String {
+    format!(
+        "WITH s AS (SELECT version, schema_version, state, taken_at FROM {p}snapshots WHERE category = ?1 \
+             AND aggregate_id = ?2 AND version <= ?3 ORDER BY version DESC LIMIT 1) \
+             SELECT 0, NULL, NULL, NULL, version, NULL, schema_version, state, NULL, taken_at FROM s \
+             UNION ALL SELECT * FROM (SELECT {COLUMNS} FROM {p}events WHERE category = ?1 AND aggregate_id = ?2 \
+             AND stream_version >= max(coalesce((SELECT version FROM s), 1), 1) ORDER BY stream_version LIMIT ?4)"
+    )
+}
+
 const COLUMNS: &str = "global_position, event_id, category, aggregate_id, stream_version, event_type, schema_version, \
                        data, metadata, recorded_at";
 
@@ -177,12 +201,7 @@ impl Sql {
                  FROM json_each(?5) WHERE ?3 = 0 OR EXISTS (SELECT 1 FROM {p}events WHERE category = ?1 \
                  AND aggregate_id = ?2 AND stream_version = ?3) ORDER BY key RETURNING global_position, stream_version"
             ),
-            append_checked_one: format!(
-                "INSERT INTO {p}events (event_id, category, aggregate_id, stream_version, event_type, schema_version, \
-                 data, metadata, recorded_at) SELECT ?5, ?1, ?2, ?3 + 1, ?6, ?7, ?8, ?9, ?4 \
-                 WHERE ?3 = 0 OR EXISTS (SELECT 1 FROM {p}events WHERE category = ?1 AND aggregate_id = ?2 \
-                 AND stream_version = ?3) RETURNING global_position, stream_version"
-            ),
+            append_checked_one: append_checked_one_sql(p),
             stream_version: format!(
                 "SELECT max(stream_version) FROM {p}events WHERE category = ?1 AND aggregate_id = ?2"
             ),
@@ -210,13 +229,7 @@ impl Sql {
                 "SELECT version, schema_version, state, taken_at FROM {p}snapshots WHERE category = ?1 \
                  AND aggregate_id = ?2 AND version <= ?3 ORDER BY version DESC LIMIT 1"
             ),
-            snapshot_and_tail: format!(
-                "WITH s AS (SELECT version, schema_version, state, taken_at FROM {p}snapshots WHERE category = ?1 \
-                 AND aggregate_id = ?2 AND version <= ?3 ORDER BY version DESC LIMIT 1) \
-                 SELECT 0, NULL, NULL, NULL, version, NULL, schema_version, state, NULL, taken_at FROM s \
-                 UNION ALL SELECT * FROM (SELECT {COLUMNS} FROM {p}events WHERE category = ?1 AND aggregate_id = ?2 \
-                 AND stream_version >= max(coalesce((SELECT version FROM s), 1), 1) ORDER BY stream_version LIMIT ?4)"
-            ),
+            snapshot_and_tail: snapshot_and_tail_sql(p),
             snapshot_delete: format!("DELETE FROM {p}snapshots WHERE category = ?1 AND aggregate_id = ?2"),
             checkpoint_load: format!("SELECT position FROM {p}checkpoints WHERE consumer = ?1"),
             checkpoint_save: format!(

@@ -491,5 +491,10 @@ pub async fn snapshot_and_tail_come_together<E: EventStore, S: SnapshotStore>(st
     );
 
     let empty = fresh_id();
-    expect_eq(CHECK, "a stream with neither", &read_from_snapshot(CHECK, &stores, &empty, None).await, &(None, Vec::new()));
+    expect_eq(
+        CHECK,
+        "a stream with neither",
+        &read_from_snapshot(CHECK, &stores, &empty, None).await,
+        &(None, Vec::new()),
+    );
 }
