@@ -13,7 +13,7 @@ use tracing::Instrument;
 use crate::aggregate::Aggregate;
 use crate::envelope::{Envelope, Metadata, NewEvent, RecordedEvent};
 use crate::error::{Error, StoreError};
-use crate::store::{EventStore, ExpectedVersion, Snapshot, SnapshotStore};
+use crate::store::{EventStore, EventStream, ExpectedVersion, Snapshot, SnapshotStore};
 use crate::stream::StreamId;
 use crate::telemetry;
 
@@ -77,7 +77,10 @@ impl<A> Loaded<A> {
 ///
 /// The check costs no extra round trip: the tail is read from the
 /// snapshot's own version instead of the one after it, and the snapshot
-/// is past the head exactly when that event is missing.
+/// is past the head exactly when that event is missing. The snapshot and
+/// its tail come from one call, [`EventStore::read_from_snapshot`]: one
+/// query on the SQL stores when their snapshot store is the event store
+/// (or a clone of it), so a load is one round trip (ADR 0054).
 ///
 /// What it cannot see: a stream deleted and re-created that has already
 /// grown past an old snapshot's version before the next load. Whoever
@@ -300,17 +303,37 @@ impl<A: Aggregate> Repository<A> {
         };
         let result = async {
             let stream = self.stream(id)?;
-            let mut loaded = self.start_from_snapshot(&stream, until_version).await?;
-            let Some(snapshot_version) = loaded.from_snapshot else {
+            let fresh = || Loaded { state: A::default(), version: 0, from_snapshot: None };
+            let Some(snapshots) = self.snapshots.as_ref().filter(|_| A::SNAPSHOT_EVERY.is_some()) else {
+                let mut loaded = fresh();
                 self.apply_tail(&stream, &mut loaded, until_version, false, &keep).await?;
                 return Ok(loaded);
             };
-            if self.apply_tail(&stream, &mut loaded, until_version, true, &keep).await? {
+            // One call for the snapshot and the events from its version
+            // on: one query where the event store keeps the snapshots
+            // (ADR 0054).
+            let (snapshot, tail) = (*self.events).read_from_snapshot(&stream, until_version, &**snapshots).await?;
+            let Some(snapshot) = snapshot else {
+                // No snapshot: the tail is the whole stream.
+                telemetry::snapshot_load(A::NAME, "miss");
+                let mut loaded = fresh();
+                self.apply_records(&stream, &mut loaded, tail, until_version, false, &keep).await?;
+                return Ok(loaded);
+            };
+            let snapshot_version = snapshot.version;
+            let Some(mut loaded) = Self::trusted(&stream, &snapshot, until_version) else {
+                // Not to be trusted: the events from the start instead.
+                drop(tail);
+                let mut loaded = fresh();
+                self.apply_tail(&stream, &mut loaded, until_version, false, &keep).await?;
+                return Ok(loaded);
+            };
+            if self.apply_records(&stream, &mut loaded, tail, until_version, true, &keep).await? {
                 telemetry::snapshot_load(A::NAME, "hit");
                 return Ok(loaded);
             }
             self.discard_past_head(&stream, snapshot_version).await;
-            let mut loaded = Loaded { state: A::default(), version: 0, from_snapshot: None };
+            let mut loaded = fresh();
             self.apply_tail(&stream, &mut loaded, until_version, false, &keep).await?;
             Ok(loaded)
         }
@@ -328,18 +351,12 @@ impl<A: Aggregate> Repository<A> {
         result
     }
 
-    /// The latest usable snapshot at or before `at_or_before` as a
-    /// [`Loaded`] (not yet checked against the stream's head), or the
-    /// empty state when there is none or it cannot be trusted.
-    async fn start_from_snapshot(&self, stream: &StreamId, at_or_before: Option<u64>) -> Result<Loaded<A>, Error> {
-        let fresh = Loaded { state: A::default(), version: 0, from_snapshot: None };
-        let Some(snapshots) = self.snapshots.as_ref().filter(|_| A::SNAPSHOT_EVERY.is_some()) else {
-            return Ok(fresh);
-        };
-        let Some(snapshot) = (**snapshots).load(stream, at_or_before).await? else {
-            telemetry::snapshot_load(A::NAME, "miss");
-            return Ok(fresh);
-        };
+    /// `snapshot` (the latest at or before `at_or_before`) as a
+    /// [`Loaded`] to go on from (not yet checked against the stream's
+    /// head), or `None` when it cannot be trusted: of another stream, at a
+    /// version the load did not ask for, of another schema version, or not
+    /// decodable (each a warning and a count).
+    fn trusted(stream: &StreamId, snapshot: &Snapshot, at_or_before: Option<u64>) -> Option<Loaded<A>> {
         if snapshot.stream != *stream {
             tracing::warn!(
                 %stream,
@@ -348,12 +365,12 @@ impl<A: Aggregate> Repository<A> {
                 "ignoring a snapshot the store returned for another stream; rebuilding from events"
             );
             telemetry::snapshot_load(A::NAME, "foreign");
-            return Ok(fresh);
+            return None;
         }
         if snapshot.version == 0 || at_or_before.is_some_and(|until| snapshot.version > until) {
             tracing::warn!(%stream, version = snapshot.version, ?at_or_before, "ignoring a snapshot at a version the load did not ask for; rebuilding from events");
             telemetry::snapshot_load(A::NAME, "foreign");
-            return Ok(fresh);
+            return None;
         }
         if snapshot.schema_version != A::SNAPSHOT_VERSION {
             tracing::warn!(
@@ -364,16 +381,16 @@ impl<A: Aggregate> Repository<A> {
                 "ignoring a snapshot of another schema version; rebuilding from events"
             );
             telemetry::snapshot_load(A::NAME, "stale");
-            return Ok(fresh);
+            return None;
         }
         match A::restore_state(&snapshot.state) {
-            Some(Ok(state)) => Ok(Loaded { state, version: snapshot.version, from_snapshot: Some(snapshot.version) }),
+            Some(Ok(state)) => Some(Loaded { state, version: snapshot.version, from_snapshot: Some(snapshot.version) }),
             Some(Err(error)) => {
                 tracing::warn!(%stream, version = snapshot.version, %error, "ignoring a snapshot that does not deserialize; rebuilding from events");
                 telemetry::snapshot_load(A::NAME, "stale");
-                Ok(fresh)
+                None
             }
-            None => Ok(fresh),
+            None => None,
         }
     }
 
@@ -395,10 +412,9 @@ impl<A: Aggregate> Repository<A> {
     }
 
     /// Applies the events after `loaded.version` (up to `until_version`,
-    /// while `keep` holds). With `anchored` (the state came from a
-    /// snapshot), the read starts at `loaded.version` itself, and returns
-    /// `false`, applying nothing, when the stream has no event there: the
-    /// snapshot is past the stream's head.
+    /// while `keep` holds), read from the store. With `anchored` (the
+    /// state came from a snapshot), the read starts at `loaded.version`
+    /// itself; see [`Repository::apply_records`].
     async fn apply_tail(
         &self,
         stream: &StreamId,
@@ -411,7 +427,26 @@ impl<A: Aggregate> Repository<A> {
         if !anchored && until_version.is_some_and(|until| until <= loaded.version) {
             return Ok(true);
         }
-        let mut records = self.events.read_stream(stream, if anchored { loaded.version } else { loaded.version + 1 });
+        let records = self.events.read_stream(stream, if anchored { loaded.version } else { loaded.version + 1 });
+        self.apply_records(stream, loaded, records, until_version, anchored, keep).await
+    }
+
+    /// Applies `records` (the stream read from `loaded.version`, with
+    /// `anchored`, else from the version after it) up to `until_version`,
+    /// while `keep` holds. With `anchored` (the state came from a
+    /// snapshot), returns `false`, applying nothing, when the first record
+    /// is not the event at `loaded.version`: the snapshot is past the
+    /// stream's head.
+    async fn apply_records(
+        &self,
+        stream: &StreamId,
+        loaded: &mut Loaded<A>,
+        mut records: EventStream<'_>,
+        until_version: Option<u64>,
+        anchored: bool,
+        keep: impl Fn(&RecordedEvent) -> bool,
+    ) -> Result<bool, Error> {
+        let anchored = anchored && loaded.version > 0;
         if anchored {
             match records.next().await.transpose()? {
                 Some(record) if record.stream_version == loaded.version => {}

@@ -31,10 +31,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use chrono::{DateTime, Utc};
 use futures_core::Stream;
-use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
 use uuid::Uuid;
 
 use crate::envelope::{NewEvent, RecordedEvent};
@@ -54,8 +51,14 @@ mod forward;
 pub use forward::shared;
 mod listing;
 pub use listing::{StreamListing, StreamSummary};
+mod snapshots;
+pub use snapshots::{snapshot_then_tail, Snapshot, SnapshotAndTail, SnapshotStore};
 mod validate;
 pub use validate::{first_conflict, validate_append, validate_append_if, validate_append_many, validate_event_ids};
+
+/// A boxed future that is `Send`: what a port method returns when it is
+/// not an `async fn` (one that borrows several arguments for its answer).
+pub type BoxFuture<'a, T> = futures_util::future::BoxFuture<'a, T>;
 
 /// A lazily read sequence of stored events.
 pub type EventStream<'a> = Pin<Box<dyn Stream<Item = Result<Arc<RecordedEvent>, StoreError>> + Send + 'a>>;
@@ -215,6 +218,35 @@ pub trait EventStore: Send + Sync + Debug + 'static {
     /// A stream that does not exist yields nothing.
     fn read_stream<'a>(&'a self, stream: &'a StreamId, from_version: u64) -> EventStream<'a>;
 
+    /// The latest snapshot of `stream` in `snapshots` (with `at_or_before`,
+    /// the latest not above it, as [`SnapshotStore::load`]) and the
+    /// stream's events from **that snapshot's own version** (inclusive) on;
+    /// from version 1 when there is no snapshot or it is at version 0. How
+    /// a [`Repository`](crate::repository::Repository) loads an aggregate
+    /// (ADR 0054).
+    ///
+    /// The snapshot comes back as stored, unchecked: the caller decides
+    /// whether to trust it (ADR 0006, ADR 0026). Reading from its own
+    /// version lets the caller tell a snapshot past the stream's last
+    /// event (the events start after it, or there are none) without
+    /// another round trip; a caller that discards the snapshot reads the
+    /// stream again from version 1.
+    ///
+    /// The default makes the two calls ([`snapshot_then_tail`]). A store
+    /// that keeps snapshots beside its events overrides it to answer in
+    /// one query when `snapshots` is that same store (the SQL adapters:
+    /// the store itself or a clone of it), so that a load costs one round
+    /// trip, and falls back to the two calls for any other snapshot store.
+    /// The answer must be the same either way.
+    fn read_from_snapshot<'a>(
+        &'a self,
+        stream: &'a StreamId,
+        at_or_before: Option<u64>,
+        snapshots: &'a dyn SnapshotStore,
+    ) -> BoxFuture<'a, Result<SnapshotAndTail<'a>, StoreError>> {
+        Box::pin(snapshot_then_tail(self, stream, at_or_before, snapshots))
+    }
+
     /// Reads the global log from `from_position` (inclusive) in position
     /// order, keeping the events `filter` passes, up to the current end.
     fn read_all<'a>(&'a self, from_position: u64, filter: &'a EventFilter) -> EventStream<'a>;
@@ -340,51 +372,6 @@ pub trait EventStore: Send + Sync + Debug + 'static {
             std::any::type_name::<Self>()
         )))
     }
-}
-
-/// A stored snapshot: an aggregate's state at one version of its stream.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[non_exhaustive]
-pub struct Snapshot {
-    /// The aggregate's stream.
-    pub stream: StreamId,
-    /// The stream version the state includes.
-    pub version: u64,
-    /// The schema version of `state`; a snapshot whose schema version is
-    /// not the code's is ignored and rebuilt.
-    pub schema_version: u32,
-    /// The serialized state.
-    pub state: Box<RawValue>,
-    /// When the snapshot was taken.
-    pub taken_at: DateTime<Utc>,
-}
-
-impl Snapshot {
-    /// The serialized `state` of `stream`'s aggregate at stream `version`,
-    /// written with `schema_version` of the state, taken at `taken_at`.
-    pub fn new(
-        stream: StreamId,
-        version: u64,
-        schema_version: u32,
-        state: Box<RawValue>,
-        taken_at: DateTime<Utc>,
-    ) -> Self {
-        Self { stream, version, schema_version, state, taken_at }
-    }
-}
-
-/// Where aggregate snapshots are kept.
-#[async_trait]
-pub trait SnapshotStore: Send + Sync + Debug + 'static {
-    /// Stores a snapshot, replacing one at the same stream and version.
-    async fn save(&self, snapshot: Snapshot) -> Result<(), StoreError>;
-
-    /// The latest snapshot of `stream`, or with `at_or_before`, the latest
-    /// one whose version is not above it.
-    async fn load(&self, stream: &StreamId, at_or_before: Option<u64>) -> Result<Option<Snapshot>, StoreError>;
-
-    /// Deletes every snapshot of `stream`.
-    async fn delete(&self, stream: &StreamId) -> Result<(), StoreError>;
 }
 
 /// Where consumers of the global log remember how far they got.

@@ -303,6 +303,8 @@ async fn a_view_passes_the_port_checks() {
     conformance::idempotent_append::retried_append_many_is_answered_as_the_original(fresh()).await;
     conformance::idempotent_append::retried_append_if_is_answered_as_the_original(fresh()).await;
     conformance::snapshot_store(|| async { view(InMemorySnapshotStore::new()) }).await;
+    conformance::snapshot_trust(|| async { (view(InMemoryEventStore::new()), view(InMemorySnapshotStore::new())) })
+        .await;
     conformance::checkpoint_store(|| async { view(InMemoryCheckpointStore::new()) }).await;
     conformance::key_value_store(|| async { view(InMemoryKeyValueStore::new()) }).await;
     conformance::dead_letter_store(|| async { view(InMemoryDeadLetterStore::new()) }).await;

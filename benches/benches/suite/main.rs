@@ -20,6 +20,8 @@
 //! 7. SQLite: sequential commands;
 //! 8. projection catch-up through one tenant's view (`TenantStore`) of a log
 //!    four tenants share, beside the same catch-up unfiltered;
+//! 10. the size of the store: commands and catch-up on a store of 2,000,000
+//!     events beside one of 100,000 (schemas kept between runs).
 //! 20. the writer curve: 1 to 256 writers, p50 and p99 per command
 //!     (`curve.rs`, drawn by `chart.rs` into `docs/benchmarks-writers.svg`);
 //! 21. fairness across processes: two replicas on one hot aggregate
@@ -39,6 +41,7 @@ mod pg;
 mod pg_tenant;
 mod report;
 mod sqlite;
+mod store_size;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -187,7 +190,7 @@ fn main() -> ExitCode {
             }
         }
         Err(_) => println!(
-            "scenarios 1-5, 8, 20 and 21 skipped: set ORCHESTRIX_PG_URL, for example postgres://postgres@127.0.0.1:5432/test\n"
+            "scenarios 1-5, 8, 10, 20 and 21 skipped: set ORCHESTRIX_PG_URL, for example postgres://postgres@127.0.0.1:5432/test\n"
         ),
     }
 

@@ -17,8 +17,8 @@ use futures_util::TryStreamExt;
 use orchestrix::projection::{ProjectionEngine, ProjectionOptions};
 use orchestrix::{
     envelope::NewEvent,
-    store::{EventStore, ExpectedVersion},
-    Metadata, Orchestrix, StreamId, Uuid,
+    store::{EventStore, ExpectedVersion, Snapshot, SnapshotStore},
+    Metadata, Orchestrix, StoreError, StreamId, Uuid,
 };
 use orchestrix_adapters::postgres::{migration_sql, PgConfig, PgStore};
 use orchestrix_benches::ledger::{self, Account, AccountEvent, PeerAccount, PeerCommand, CATEGORY, SNAPSHOT_EVERY};
@@ -380,6 +380,7 @@ async fn scenarios(server: &Server, options: &Options, rows: &mut Vec<Row>) -> R
         rows.push(crate::pg_tenant::catch_up(server, options).await?);
         server.drop_schemas().await?;
     }
+    rows.extend(crate::store_size::run(&server.url, options).await?);
     Ok(())
 }
 
@@ -457,17 +458,38 @@ async fn hot(server: &Server, size: Size, variant: &str) -> Result<Row, BoxError
     // The reference runs in an app of its own configuration, so that the
     // hot stream's cache counts are the hot stream's alone.
     let (orchestrix, reference) = (app(&store, snapshots, cache), app(&store, snapshots, cache));
-    let rates = race(
-        rounds,
-        ops,
-        &mut [
-            round(|n| hot_stream(orchestrix.clone(), n)),
-            round(|n| raw.clone().hot_stream(n)),
-            round(|n| peer.clone().hot_stream(n)),
-            round(|n| open_accounts(reference.clone(), n)),
-        ],
-    )
-    .await;
+    // Without the cache, also the loads of two queries (the snapshot, then
+    // the events): what one query replaced (ADR 0054).
+    let apart = (!cache).then(|| {
+        Orchestrix::builder()
+            .event_store(store.clone())
+            .snapshot_store(Apart(store.clone()))
+            .aggregate::<Account>()
+            .cache_capacity(0)
+            .build()
+            .expect("a valid configuration")
+    });
+    let mut contestants = vec![
+        round(|n| hot_stream(orchestrix.clone(), n)),
+        round(|n| raw.clone().hot_stream(n)),
+        round(|n| peer.clone().hot_stream(n)),
+        round(|n| open_accounts(reference.clone(), n)),
+    ];
+    if let Some(apart) = &apart {
+        contestants.push(round(|n| hot_stream(apart.clone(), n)));
+    }
+    let rates = race(rounds, ops, &mut contestants).await;
+    drop(contestants);
+    let apart_line = rates.get(4).map_or(String::new(), |apart| {
+        format!(
+            "; loads in two queries (snapshot, then events): {:.0} commands/s, {:.2} of the new-aggregate rate",
+            apart.per_second,
+            apart.per_second / rates[3].per_second
+        )
+    });
+    if !apart_line.is_empty() {
+        println!("[{variant}] Orchestrix{apart_line}");
+    }
     let stats = orchestrix.cache_stats::<Account>().expect("Account is registered");
     let hit_rate = stats.hit_rate().map_or("no lookups".to_owned(), |rate| format!("{:.1}%", rate * 100.0));
     let cache_line = format!(
@@ -483,11 +505,32 @@ async fn hot(server: &Server, size: Size, variant: &str) -> Result<Row, BoxError
         .method(format!(
             "{rounds} rounds of {ops} commands on one new aggregate each; Orchestrix {cache_line}; reference: {ops} \
              commands on new aggregates through an app of the same configuration, in the same rounds; raw: INSERT of \
-             the next version"
+             the next version{apart_line}"
         ))
         .announce();
     server.drop_schemas().await?;
     Ok(row)
+}
+
+/// The store as a snapshot store its event store does not recognise as
+/// its own, so that a load takes two queries (the snapshot, then the
+/// events), as every load did before ADR 0054.
+#[derive(Debug)]
+struct Apart(PgStore);
+
+#[async_trait::async_trait]
+impl SnapshotStore for Apart {
+    async fn save(&self, snapshot: Snapshot) -> Result<(), StoreError> {
+        self.0.save(snapshot).await
+    }
+
+    async fn load(&self, stream: &StreamId, at_or_before: Option<u64>) -> Result<Option<Snapshot>, StoreError> {
+        self.0.load(stream, at_or_before).await
+    }
+
+    async fn delete(&self, stream: &StreamId) -> Result<(), StoreError> {
+        self.0.delete(stream).await
+    }
 }
 
 /// Scenario 4: commands of 100 events each.

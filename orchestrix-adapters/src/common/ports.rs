@@ -4,9 +4,10 @@
 //! The two stores run the same statements in the same order and decode
 //! the same columns; they differ only in how a column holds a time and an
 //! id (a [`Dialect`]) and in the SQL text itself, which each adapter's
-//! `schema.rs` builds. [`impl_sql_ports!`] writes the four port impls (and the grouped stream listing) for a
-//! store from its dialect; it expects `self.inner.pool` and the statements
-//! in `self.inner.sql`.
+//! `schema.rs` builds. [`impl_sql_ports!`] writes the four port impls (and
+//! the grouped stream listing, and the read of a snapshot with its tail)
+//! for a store from its dialect; it expects `self.inner.pool`, the
+//! statements in `self.inner.sql` and the adapter's `read::event_row`.
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -71,6 +72,116 @@ macro_rules! impl_sql_ports {
                     .map_err($crate::common::map_err)?;
                 rows.into_iter().map($crate::common::stream_summary).collect()
             }
+
+            /// Whether `snapshots` is this store or a clone of it (as it
+            /// is, or in an `Arc`): its snapshots lie beside this store's
+            /// events, where one query reads both.
+            fn keeps_snapshots_of(&self, snapshots: &dyn orchestrix::store::SnapshotStore) -> bool {
+                let any: &dyn std::any::Any = snapshots;
+                let same = any
+                    .downcast_ref::<$store>()
+                    .or_else(|| any.downcast_ref::<std::sync::Arc<$store>>().map(|shared| &**shared));
+                same.is_some_and(|other| std::sync::Arc::ptr_eq(&self.inner, &other.inner))
+            }
+
+            /// [`orchestrix::store::EventStore::read_from_snapshot`]: one
+            /// query when `snapshots` is this store ([`Self::keeps_snapshots_of`]),
+            /// else the two calls (ADR 0054).
+            pub(crate) fn snapshot_and_tail<'a>(
+                &'a self,
+                stream: &'a orchestrix::StreamId,
+                at_or_before: Option<u64>,
+                snapshots: &'a dyn orchestrix::store::SnapshotStore,
+            ) -> orchestrix::store::BoxFuture<'a, Result<orchestrix::store::SnapshotAndTail<'a>, orchestrix::StoreError>>
+            {
+                if self.keeps_snapshots_of(snapshots) {
+                    Box::pin(self.snapshot_and_tail_in_one_query(stream, at_or_before))
+                } else {
+                    Box::pin(orchestrix::store::snapshot_then_tail(self, stream, at_or_before, snapshots))
+                }
+            }
+
+            /// The latest snapshot of `stream` (at or before
+            /// `at_or_before`) and the first page of its events from the
+            /// snapshot's version (from 1 without one), in one query: a
+            /// row of the snapshot, marked by global position 0, then the
+            /// event rows. A full page goes on with
+            /// [`orchestrix::store::EventStore::read_stream`] after it.
+            async fn snapshot_and_tail_in_one_query<'a>(
+                &'a self,
+                stream: &'a orchestrix::StreamId,
+                at_or_before: Option<u64>,
+            ) -> Result<orchestrix::store::SnapshotAndTail<'a>, orchestrix::StoreError> {
+                use futures_util::StreamExt as _;
+                use orchestrix::store::EventStore as _;
+                use sqlx::Row as _;
+                let rows = sqlx::query(&self.inner.sql.snapshot_and_tail)
+                    .bind(stream.category())
+                    .bind(stream.id())
+                    .bind(at_or_before.map_or(i64::MAX, $crate::common::to_i64))
+                    .bind($crate::common::CHUNK)
+                    .fetch_all(&self.inner.pool)
+                    .await
+                    .map_err($crate::common::map_err)?;
+                let mut snapshot = None;
+                let mut events = Vec::with_capacity(rows.len());
+                let mut failed = None;
+                // Every row is of `stream`: its id is shared, not rebuilt.
+                let mut previous = Some(stream.clone());
+                for row in &rows {
+                    let position: i64 = row.try_get(0).map_err($crate::common::map_err)?;
+                    if position == 0 {
+                        snapshot = Some(snapshot_of(
+                            stream,
+                            row.try_get(4).map_err($crate::common::map_err)?,
+                            row.try_get(6).map_err($crate::common::map_err)?,
+                            row.try_get(7).map_err($crate::common::map_err)?,
+                            row.try_get(9).map_err($crate::common::map_err)?,
+                        )?);
+                        continue;
+                    }
+                    match super::read::event_row(row).and_then(|row| row.into_record_after(&mut previous)) {
+                        Ok(event) => events.push(event),
+                        Err(error) => {
+                            failed = Some(error);
+                            break;
+                        }
+                    }
+                }
+                // The branches of the statement's UNION ALL come in their
+                // order in practice; SQL does not promise it.
+                if !events.is_sorted_by_key(|event| event.stream_version) {
+                    events.sort_unstable_by_key(|event| event.stream_version);
+                }
+                let full = failed.is_none() && i64::try_from(events.len()).unwrap_or(i64::MAX) >= $crate::common::CHUNK;
+                let next = events.last().filter(|_| full).map(|last| last.stream_version + 1);
+                let page = futures_util::stream::iter(events.into_iter().map(Ok).chain(failed.map(Err)));
+                let tail = match next {
+                    Some(from) => page.chain(self.read_stream(stream, from)).boxed(),
+                    None => page.boxed(),
+                };
+                Ok((snapshot, tail))
+            }
+        }
+
+        /// A snapshot row's columns as a [`orchestrix::store::Snapshot`];
+        /// a time out of range or a bad row is
+        /// [`orchestrix::StoreError::Corrupt`].
+        fn snapshot_of(
+            stream: &orchestrix::StreamId,
+            version: i64,
+            schema_version: i64,
+            state: String,
+            raw_time: <$dialect as $crate::common::ports::Dialect>::Time,
+        ) -> Result<orchestrix::store::Snapshot, orchestrix::StoreError> {
+            let Some(taken_at) = <$dialect as $crate::common::ports::Dialect>::time_from_sql(raw_time) else {
+                return Err(orchestrix::StoreError::Corrupt {
+                    stream: stream.clone(),
+                    version: u64::try_from(version).unwrap_or(0),
+                    reason: format!("snapshot: time {raw_time:?} is out of range"),
+                });
+            };
+            $crate::common::snapshot_from_row(stream, version, schema_version, state, taken_at)
         }
 
         #[async_trait::async_trait]
@@ -103,14 +214,7 @@ macro_rules! impl_sql_ports {
                         .await
                         .map_err($crate::common::map_err)?;
                 let Some((version, schema_version, state, raw_time)) = row else { return Ok(None) };
-                let Some(taken_at) = <$dialect as $crate::common::ports::Dialect>::time_from_sql(raw_time) else {
-                    return Err(orchestrix::StoreError::Corrupt {
-                        stream: stream.clone(),
-                        version: u64::try_from(version).unwrap_or(0),
-                        reason: format!("snapshot: time {raw_time:?} is out of range"),
-                    });
-                };
-                $crate::common::snapshot_from_row(stream, version, schema_version, state, taken_at).map(Some)
+                snapshot_of(stream, version, schema_version, state, raw_time).map(Some)
             }
 
             async fn delete(&self, stream: &orchestrix::StreamId) -> Result<(), orchestrix::StoreError> {

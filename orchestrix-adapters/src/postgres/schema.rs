@@ -392,6 +392,34 @@ fn append_group_sql(events: &str) -> String {
     )
 }
 
+/// The latest snapshot of a stream (`$3`: at or before) as a row at
+/// position 0, then at most `$4` of its events from the snapshot's version
+/// (from 1 without one): a load in one query (ADR 0054).
+fn snapshot_and_tail_sql(s: &str, events: &str, stream_match: &str) -> String {
+    format!(
+        "WITH s AS (SELECT version, schema_version, state, taken_at FROM \"{s}\".snapshots \
+             WHERE {stream_match} AND version <= $3 ORDER BY version DESC LIMIT 1) \
+             SELECT 0::bigint, NULL::uuid, NULL::text, NULL::text, version, NULL::text, schema_version, state, \
+             NULL::text, taken_at FROM s UNION ALL (SELECT {COLUMNS} FROM {events} WHERE {stream_match} \
+             AND stream_version >= GREATEST(COALESCE((SELECT version FROM s), 1), 1) \
+             ORDER BY stream_version LIMIT $4)"
+    )
+}
+
+/// Saves a snapshot (replacing one at its version). A snapshot is a cache
+/// (ADR 0006): its commit need not wait for the WAL flush (ADR 0054); a
+/// crash may lose the latest ones, never keep one whose events are lost.
+fn snapshot_save_sql(s: &str) -> String {
+    format!(
+        "INSERT INTO \"{s}\".snapshots (category, aggregate_id, version, schema_version, state, taken_at) \
+             SELECT $1::text, $2::text, $3::bigint, $4::bigint, $5::text, $6::timestamptz \
+             FROM (SELECT set_config('synchronous_commit', 'off', true)) unflushed \
+             ON CONFLICT (stream_key, version) DO UPDATE SET \
+             category = excluded.category, aggregate_id = excluded.aggregate_id, \
+             schema_version = excluded.schema_version, state = excluded.state, taken_at = excluded.taken_at"
+    )
+}
+
 /// The SQL text of every statement, for one schema.
 #[derive(Debug)]
 pub(super) struct Sql {
@@ -433,6 +461,9 @@ pub(super) struct Sql {
     pub(super) notify: String,
     pub(super) snapshot_save: String,
     pub(super) snapshot_load: String,
+    /// The latest snapshot (`$3`: at or before) as a row at position 0,
+    /// then at most `$4` events from its version (ADR 0054).
+    pub(super) snapshot_and_tail: String,
     pub(super) snapshot_delete: String,
     pub(super) checkpoint_load: String,
     pub(super) checkpoint_save: String,
@@ -539,16 +570,12 @@ impl Sql {
             // (`set_config(..., true)` lasts until the end of this one
             // statement's transaction, its commit included).
             notify: "SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, '')".to_owned(),
-            snapshot_save: format!(
-                "INSERT INTO \"{s}\".snapshots (category, aggregate_id, version, schema_version, state, taken_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (stream_key, version) DO UPDATE SET \
-                 category = excluded.category, aggregate_id = excluded.aggregate_id, \
-                 schema_version = excluded.schema_version, state = excluded.state, taken_at = excluded.taken_at"
-            ),
+            snapshot_save: snapshot_save_sql(s),
             snapshot_load: format!(
                 "SELECT version, schema_version, state, taken_at FROM \"{s}\".snapshots WHERE {stream_match} \
                  AND version <= $3 ORDER BY version DESC LIMIT 1"
             ),
+            snapshot_and_tail: snapshot_and_tail_sql(s, &events, stream_match),
             snapshot_delete: format!("DELETE FROM \"{s}\".snapshots WHERE {stream_match}"),
             checkpoint_load: format!("SELECT position FROM \"{s}\".checkpoints WHERE consumer = $1"),
             checkpoint_save: format!(

@@ -29,7 +29,10 @@ impl SqliteStore {
         events: Vec<NewEvent>,
     ) -> Result<Vec<Arc<RecordedEvent>>, StoreError> {
         orchestrix::store::validate_append(&events)?;
-        let (ids, batch) = json_batch(&events)?;
+        let ids: Vec<Uuid> = events.iter().map(|event| event.id).collect();
+        // The batch as JSON, made only when a statement needs it (not for
+        // one event checked in one statement).
+        let mut batch = None;
         let recorded_at = now_micros();
         let base = match expected {
             ExpectedVersion::NoStream | ExpectedVersion::Exact(0) => Some(0),
@@ -42,14 +45,32 @@ impl SqliteStore {
             // checks version `base` itself, and the unique index refuses
             // versions that exist.
             let writer = self.inner.writer.lock().await;
-            let result: Result<Vec<(i64, i64)>, _> = sqlx::query_as(&self.inner.sql.append_checked)
-                .bind(stream.category())
-                .bind(stream.id())
-                .bind(to_i64(base))
-                .bind(recorded_at.timestamp_micros())
-                .bind(&batch)
-                .fetch_all(&self.inner.pool)
-                .await;
+            let result: Result<Vec<(i64, i64)>, _> = if let [event] = events.as_slice() {
+                sqlx::query_as(&self.inner.sql.append_checked_one)
+                    .bind(stream.category())
+                    .bind(stream.id())
+                    .bind(to_i64(base))
+                    .bind(recorded_at.timestamp_micros())
+                    .bind(event.id.to_string())
+                    .bind(event.event_type.as_str())
+                    .bind(i64::from(event.schema_version))
+                    .bind(event.data.get())
+                    .bind(metadata_text(event)?)
+                    .fetch_all(&self.inner.pool)
+                    .await
+            } else {
+                let rows = json_batch(&events)?.1;
+                let result = sqlx::query_as(&self.inner.sql.append_checked)
+                    .bind(stream.category())
+                    .bind(stream.id())
+                    .bind(to_i64(base))
+                    .bind(recorded_at.timestamp_micros())
+                    .bind(&rows)
+                    .fetch_all(&self.inner.pool)
+                    .await;
+                batch = Some(rows);
+                result
+            };
             match result {
                 Ok(inserted) if inserted.len() == events.len() => {
                     drop(writer);
@@ -72,6 +93,10 @@ impl SqliteStore {
                 return Err(StoreError::WrongExpectedVersion { stream: stream.clone(), expected, actual });
             }
         }
+        let batch = match batch {
+            Some(batch) => batch,
+            None => json_batch(&events)?.1,
+        };
         let inserted = match self.insert_after(stream, expected, &batch, events.is_empty(), recorded_at).await {
             Ok(inserted) => inserted,
             Err(error) if may_be_retry(&error) && !events.is_empty() => {
@@ -236,8 +261,7 @@ fn json_batch(events: &[NewEvent]) -> Result<(Vec<Uuid>, String), StoreError> {
     let ids: Vec<Uuid> = events.iter().map(|event| event.id).collect();
     let mut rows = Vec::with_capacity(events.len());
     for (event, id) in events.iter().zip(&ids) {
-        let metadata = serde_json::to_string(&event.metadata)
-            .map_err(|error| StoreError::InvalidInput(format!("metadata cannot be serialized: {error}")))?;
+        let metadata = metadata_text(event)?;
         rows.push(serde_json::json!([
             id.to_string(),
             event.event_type,
@@ -247,4 +271,10 @@ fn json_batch(events: &[NewEvent]) -> Result<(Vec<Uuid>, String), StoreError> {
         ]));
     }
     Ok((ids, serde_json::Value::Array(rows).to_string()))
+}
+
+/// An event's metadata as the JSON text its row holds.
+fn metadata_text(event: &NewEvent) -> Result<String, StoreError> {
+    serde_json::to_string(&event.metadata)
+        .map_err(|error| StoreError::InvalidInput(format!("metadata cannot be serialized: {error}")))
 }

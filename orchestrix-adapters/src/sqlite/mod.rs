@@ -177,6 +177,16 @@ impl EventStore for SqliteStore {
         self.read_stream_from(stream, from_version)
     }
 
+    /// One query when `snapshots` is this store or a clone of it (ADR 0054).
+    fn read_from_snapshot<'a>(
+        &'a self,
+        stream: &'a StreamId,
+        at_or_before: Option<u64>,
+        snapshots: &'a dyn orchestrix::store::SnapshotStore,
+    ) -> orchestrix::store::BoxFuture<'a, Result<orchestrix::store::SnapshotAndTail<'a>, StoreError>> {
+        self.snapshot_and_tail(stream, at_or_before, snapshots)
+    }
+
     fn read_all<'a>(&'a self, from_position: u64, filter: &'a EventFilter) -> EventStream<'a> {
         self.read_all_from(from_position, filter)
     }

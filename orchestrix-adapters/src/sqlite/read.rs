@@ -28,7 +28,13 @@ impl SqliteStore {
                 .bind(CHUNK)
                 .fetch_all(&inner.pool)
                 .await;
-            decode_chunk(rows, CHUNK, |row| event_row(row)?.into_record(), |event| event.stream_version)
+            // Every row is of `stream`: its id is shared, not rebuilt per row.
+            decode_chunk(
+                rows,
+                CHUNK,
+                |row| event_row(row)?.into_record_after(&mut Some(stream.clone())),
+                |event| event.stream_version,
+            )
         })
     }
 

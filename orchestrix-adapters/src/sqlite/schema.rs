@@ -115,6 +115,10 @@ pub(super) struct Sql {
     /// stream's version `?3` itself (0: a new stream, which the unique
     /// index alone guards).
     pub(super) append_checked: String,
+    /// `append_checked` of one event bound as columns (`?5` id, `?6` type,
+    /// `?7` schema version, `?8` data, `?9` metadata): no JSON to build
+    /// and parse for the most common append.
+    pub(super) append_checked_one: String,
     pub(super) stream_version: String,
     /// A page of streams (ADR 0041): `?1` type, `?2` id prefix, `?3`/`?4`
     /// after (type, id), `?5` limit; TEXT compares bytewise (BINARY).
@@ -124,6 +128,9 @@ pub(super) struct Sql {
     pub(super) head: String,
     pub(super) snapshot_save: String,
     pub(super) snapshot_load: String,
+    /// The latest snapshot (`?3`: at or before) as a row at position 0,
+    /// then at most `?4` events from its version (ADR 0054).
+    pub(super) snapshot_and_tail: String,
     pub(super) snapshot_delete: String,
     pub(super) checkpoint_load: String,
     pub(super) checkpoint_save: String,
@@ -152,6 +159,30 @@ pub(super) struct Sql {
     pub(super) by_ids: String,
     /// The event whose id is `?1`.
     pub(super) by_id: String,
+}
+
+/// `append_checked` of one event bound as columns: no JSON to build and
+/// parse for the most common append.
+fn append_checked_one_sql(p: &str) -> String {
+    format!(
+        "INSERT INTO {p}events (event_id, category, aggregate_id, stream_version, event_type, schema_version, \
+             data, metadata, recorded_at) SELECT ?5, ?1, ?2, ?3 + 1, ?6, ?7, ?8, ?9, ?4 \
+             WHERE ?3 = 0 OR EXISTS (SELECT 1 FROM {p}events WHERE category = ?1 AND aggregate_id = ?2 \
+             AND stream_version = ?3) RETURNING global_position, stream_version"
+    )
+}
+
+/// The latest snapshot of a stream (`?3`: at or before) as a row at
+/// position 0, then at most `?4` of its events from the snapshot's version
+/// (from 1 without one): a load in one query (ADR 0054).
+fn snapshot_and_tail_sql(p: &str) -> String {
+    format!(
+        "WITH s AS (SELECT version, schema_version, state, taken_at FROM {p}snapshots WHERE category = ?1 \
+             AND aggregate_id = ?2 AND version <= ?3 ORDER BY version DESC LIMIT 1) \
+             SELECT 0, NULL, NULL, NULL, version, NULL, schema_version, state, NULL, taken_at FROM s \
+             UNION ALL SELECT * FROM (SELECT {COLUMNS} FROM {p}events WHERE category = ?1 AND aggregate_id = ?2 \
+             AND stream_version >= max(coalesce((SELECT version FROM s), 1), 1) ORDER BY stream_version LIMIT ?4)"
+    )
 }
 
 const COLUMNS: &str = "global_position, event_id, category, aggregate_id, stream_version, event_type, schema_version, \
@@ -204,6 +235,7 @@ impl Sql {
                  FROM json_each(?5) WHERE ?3 = 0 OR EXISTS (SELECT 1 FROM {p}events WHERE category = ?1 \
                  AND aggregate_id = ?2 AND stream_version = ?3) ORDER BY key RETURNING global_position, stream_version"
             ),
+            append_checked_one: append_checked_one_sql(p),
             stream_version: format!(
                 "SELECT max(stream_version) FROM {p}events WHERE category = ?1 AND aggregate_id = ?2"
             ),
@@ -231,6 +263,7 @@ impl Sql {
                 "SELECT version, schema_version, state, taken_at FROM {p}snapshots WHERE category = ?1 \
                  AND aggregate_id = ?2 AND version <= ?3 ORDER BY version DESC LIMIT 1"
             ),
+            snapshot_and_tail: snapshot_and_tail_sql(p),
             snapshot_delete: format!("DELETE FROM {p}snapshots WHERE category = ?1 AND aggregate_id = ?2"),
             checkpoint_load: format!("SELECT position FROM {p}checkpoints WHERE consumer = ?1"),
             checkpoint_save: format!(

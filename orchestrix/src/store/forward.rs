@@ -25,8 +25,9 @@ use bytes::Bytes;
 use uuid::Uuid;
 
 use super::{
-    CheckpointStore, ConsumerControl, DeadLetter, DeadLetterQuery, DeadLetterStore, EventFilter, EventStore,
-    EventStream, ExpectedVersion, KeyStore, KeyValueStore, Message, MessageBus, MessageStream, PauseAck, Snapshot,
+    BoxFuture, CheckpointStore, ConsumerControl, DeadLetter, DeadLetterQuery, DeadLetterStore, EventFilter,
+    EventStore, EventStream, ExpectedVersion, KeyStore, KeyValueStore, Message, MessageBus, MessageStream, PauseAck,
+    Snapshot, SnapshotAndTail,
     SnapshotStore, StreamAppend, StreamListing, StreamSummary,
 };
 use crate::envelope::{NewEvent, RecordedEvent};
@@ -101,6 +102,7 @@ forward!(EventStore {
     async fn append(&self, stream: &StreamId, expected: ExpectedVersion, events: Vec<NewEvent>) -> Result<Vec<Arc<RecordedEvent>>, StoreError>;
     async fn append_many(&self, appends: Vec<StreamAppend>) -> Result<Vec<Vec<Arc<RecordedEvent>>>, StoreError>;
     fn read_stream<'a>(&'a self, stream: &'a StreamId, from_version: u64) -> EventStream<'a>;
+    fn read_from_snapshot<'a>(&'a self, stream: &'a StreamId, at_or_before: Option<u64>, snapshots: &'a dyn SnapshotStore) -> BoxFuture<'a, Result<SnapshotAndTail<'a>, StoreError>>;
     fn read_all<'a>(&'a self, from_position: u64, filter: &'a EventFilter) -> EventStream<'a>;
     fn subscribe(&self, from_position: u64, filter: EventFilter) -> EventStream<'static>;
     async fn read_event(&self, id: Uuid) -> Result<Option<Arc<RecordedEvent>>, StoreError>;
@@ -217,6 +219,31 @@ mod tests {
         }
         async fn list_streams(&self, _: &StreamListing) -> Result<Vec<StreamSummary>, StoreError> {
             Err(marker("list_streams"))
+        }
+        fn read_from_snapshot<'a>(
+            &'a self,
+            _: &'a StreamId,
+            _: Option<u64>,
+            _: &'a dyn SnapshotStore,
+        ) -> BoxFuture<'a, Result<SnapshotAndTail<'a>, StoreError>> {
+            Box::pin(async { Err(marker("read_from_snapshot")) })
+        }
+    }
+
+    #[tokio::test]
+    async fn pointers_reach_the_override_of_read_from_snapshot() {
+        let snapshots = crate::memory::InMemorySnapshotStore::new();
+        let stream = StreamId::new("Account", "1").expect("a valid stream id");
+        let shared: Arc<dyn EventStore> = Arc::new(Overriding);
+        let boxed: Box<dyn EventStore> = Box::new(Overriding);
+        let nested = Box::new(Arc::clone(&shared));
+        for answer in [
+            shared.read_from_snapshot(&stream, None, &snapshots).await,
+            boxed.read_from_snapshot(&stream, None, &snapshots).await,
+            nested.read_from_snapshot(&stream, None, &snapshots).await,
+        ] {
+            let error = answer.err().expect("the override's error");
+            assert_eq!(error.to_string(), "invalid input: the override of read_from_snapshot");
         }
     }
 

@@ -153,6 +153,7 @@ macro_rules! __orchestrix_conformance_checks {
             snapshot_of_another_schema_is_discarded,
             undecodable_snapshot_is_discarded,
             snapshot_of_another_stream_is_discarded,
+            snapshot_and_tail_come_together,
         ] $($then)* }
     };
     (retag $($then:tt)*) => {

@@ -6,7 +6,10 @@
 //! snapshot point's snapshot is the one used.
 //!
 //! Each check takes the two stores as a pair (for an adapter that is both,
-//! two clones of one store), empty and used by nothing else.
+//! two clones of one store), empty and used by nothing else. The
+//! repository loads through [`EventStore::read_from_snapshot`], so every
+//! check also covers an adapter's one-query answer to it (ADR 0054);
+//! [`snapshot_and_tail_come_together`] checks that answer directly.
 
 use std::num::NonZeroU64;
 use std::sync::Arc;
@@ -383,5 +386,115 @@ pub async fn valid_snapshot_is_used<E: EventStore, S: SnapshotStore>(stores: (E,
         "load_at before the snapshot",
         &(before.version, before.state, before.from_snapshot),
         &(4, tally_of(4), None),
+    );
+}
+
+/// What [`EventStore::read_from_snapshot`] gave: the snapshot's version,
+/// schema version and state, and the versions of the tail's events.
+type Answer = (Option<(u64, u32, serde_json::Value)>, Vec<u64>);
+
+/// Calls [`EventStore::read_from_snapshot`] for the tally `id` and reads
+/// the tail to its end; every event must be of the tally's stream.
+async fn read_from_snapshot(check: &str, stores: &Stores, id: &String, at_or_before: Option<u64>) -> Answer {
+    use futures_util::StreamExt as _;
+    let stream = stream_of(id);
+    let answer = within(check, "read_from_snapshot", async {
+        let (snapshot, tail) = stores.events.read_from_snapshot(&stream, at_or_before, &*stores.snapshots).await?;
+        Ok::<_, StoreError>((snapshot, tail.collect::<Vec<_>>().await))
+    })
+    .await;
+    let (snapshot, events) = ok(check, "read_from_snapshot", answer);
+    let mut versions = Vec::with_capacity(events.len());
+    for event in events {
+        let event = ok(check, "an event of the tail", event);
+        expect_eq(check, "the stream of an event of the tail", &event.stream, &stream);
+        versions.push(event.stream_version);
+    }
+    let snapshot = snapshot.map(|snapshot| {
+        expect_eq(check, "the stream of the snapshot", &snapshot.stream, &stream);
+        let state = serde_json::from_str(snapshot.state.get()).expect("a stored state is JSON");
+        (snapshot.version, snapshot.schema_version, state)
+    });
+    (snapshot, versions)
+}
+
+/// The state of `count` events as the JSON value a snapshot holds.
+fn state_value(count: u64) -> serde_json::Value {
+    serde_json::to_value(tally_of(count)).expect("a tally serializes")
+}
+
+/// [`EventStore::read_from_snapshot`] answers as a snapshot load and a
+/// read of the stream from the snapshot's own version would, however the
+/// store answers it (two calls, or one query): no snapshot gives the whole
+/// stream; a snapshot comes back as stored (another schema version too:
+/// checking it is the caller's) with the events from its version on, also
+/// past a store's page (600 events); `at_or_before` picks the latest not
+/// above it; a snapshot past the head comes with no events, a snapshot at
+/// version 0 with the whole stream, and a stream with neither gives
+/// nothing.
+pub async fn snapshot_and_tail_come_together<E: EventStore, S: SnapshotStore>(stores: (E, S)) {
+    const CHECK: &str = "snapshot_trust::snapshot_and_tail_come_together";
+    let stores = Stores::new(stores);
+    let id = fresh_id();
+    stores.seed(CHECK, &id, 1, 7).await;
+    let all: Vec<u64> = (1..=7).collect();
+    expect_eq(CHECK, "no snapshot", &read_from_snapshot(CHECK, &stores, &id, None).await, &(None, all.clone()));
+    stores.plant(CHECK, snapshot(&id, 5, Tally::SNAPSHOT_VERSION, &state_of(5))).await;
+    stores.plant(CHECK, snapshot(&id, 3, Tally::SNAPSHOT_VERSION + 1, &state_of(3))).await;
+    expect_eq(
+        CHECK,
+        "the latest snapshot and the events from its version",
+        &read_from_snapshot(CHECK, &stores, &id, None).await,
+        &(Some((5, Tally::SNAPSHOT_VERSION, state_value(5))), vec![5, 6, 7]),
+    );
+    expect_eq(
+        CHECK,
+        "the latest snapshot at or before 4, of another schema version",
+        &read_from_snapshot(CHECK, &stores, &id, Some(4)).await,
+        &(Some((3, Tally::SNAPSHOT_VERSION + 1, state_value(3))), vec![3, 4, 5, 6, 7]),
+    );
+    expect_eq(
+        CHECK,
+        "at or before 2, below every snapshot",
+        &read_from_snapshot(CHECK, &stores, &id, Some(2)).await,
+        &(None, all),
+    );
+
+    let long = fresh_id();
+    stores.seed(CHECK, &long, 1, 600).await;
+    stores.plant(CHECK, snapshot(&long, 2, Tally::SNAPSHOT_VERSION, &state_of(2))).await;
+    expect_eq(
+        CHECK,
+        "a tail of 599 events",
+        &read_from_snapshot(CHECK, &stores, &long, None).await,
+        &(Some((2, Tally::SNAPSHOT_VERSION, state_value(2))), (2..=600).collect()),
+    );
+
+    let short = fresh_id();
+    stores.seed(CHECK, &short, 1, 3).await;
+    stores.plant(CHECK, snapshot(&short, 10, Tally::SNAPSHOT_VERSION, &state_of(10))).await;
+    expect_eq(
+        CHECK,
+        "a snapshot past the stream's last event",
+        &read_from_snapshot(CHECK, &stores, &short, None).await,
+        &(Some((10, Tally::SNAPSHOT_VERSION, state_value(10))), Vec::new()),
+    );
+
+    let zero = fresh_id();
+    stores.seed(CHECK, &zero, 1, 2).await;
+    stores.plant(CHECK, snapshot(&zero, 0, Tally::SNAPSHOT_VERSION, &state_of(0))).await;
+    expect_eq(
+        CHECK,
+        "a snapshot at version 0",
+        &read_from_snapshot(CHECK, &stores, &zero, None).await,
+        &(Some((0, Tally::SNAPSHOT_VERSION, state_value(0))), vec![1, 2]),
+    );
+
+    let empty = fresh_id();
+    expect_eq(
+        CHECK,
+        "a stream with neither",
+        &read_from_snapshot(CHECK, &stores, &empty, None).await,
+        &(None, Vec::new()),
     );
 }

@@ -213,6 +213,15 @@ impl<S: EventStore> EventStore for Shared<S> {
         self.0.read_stream(stream, from_version)
     }
 
+    fn read_from_snapshot<'a>(
+        &'a self,
+        stream: &'a StreamId,
+        at_or_before: Option<u64>,
+        snapshots: &'a dyn crate::store::SnapshotStore,
+    ) -> crate::store::BoxFuture<'a, Result<crate::store::SnapshotAndTail<'a>, StoreError>> {
+        self.0.read_from_snapshot(stream, at_or_before, snapshots)
+    }
+
     fn read_all<'a>(&'a self, from_position: u64, filter: &'a EventFilter) -> crate::store::EventStream<'a> {
         self.0.read_all(from_position, filter)
     }
