@@ -25,10 +25,9 @@ use bytes::Bytes;
 use uuid::Uuid;
 
 use super::{
-    BoxFuture, CheckpointStore, ConsumerControl, DeadLetter, DeadLetterQuery, DeadLetterStore, EventFilter,
-    EventStore, EventStream, ExpectedVersion, KeyStore, KeyValueStore, Message, MessageBus, MessageStream, PauseAck,
-    Snapshot, SnapshotAndTail,
-    SnapshotStore, StreamAppend, StreamListing, StreamSummary,
+    BoxFuture, CheckpointStore, ConsumerControl, DeadLetter, DeadLetterQuery, DeadLetterStore, EventFilter, EventStore,
+    EventStream, ExpectedVersion, KeyStore, KeyValueStore, Message, MessageBus, MessageStream, PauseAck, Snapshot,
+    SnapshotAndTail, SnapshotStore, StreamAppend, StreamListing, StreamSummary,
 };
 use crate::envelope::{NewEvent, RecordedEvent};
 use crate::error::StoreError;
