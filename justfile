@@ -46,14 +46,14 @@ fmt:
 console-screenshots:
     ORCHESTRIX_CONSOLE_SCREENSHOTS="{{justfile_directory()}}/docs/console" cargo test -p orchestrix-console --test browser -- --include-ignored
 
-# serve the console on a store: just console sqlite:bank.db
+# serve the console on a store: just console sqlite://bank.db
 console STORE:
-    cargo run -p orchestrix-console --features cli -- --store {{STORE}}
+    cargo run -p orchestrix-cli -- --store {{STORE}} console
 
 # the bank example's log in the console: http://127.0.0.1:8080
 console-demo:
     cargo run -p bank -- --db target/console-demo.db
-    cargo run -p orchestrix-console --features cli -- --store sqlite:target/console-demo.db
+    cargo run -p orchestrix-cli -- --store sqlite://target/console-demo.db console
 
 # everything CI runs
 ci:

@@ -74,6 +74,8 @@ type Rebuilder = Arc<
 #[derive(Clone, Default)]
 pub struct Cli {
     decoders: Vec<Decoder>,
+    /// The personal fields of the registered event types, for `forget`.
+    personal: Vec<&'static [orchestrix::personal::PersonalData]>,
     projections: Vec<String>,
     rebuilders: Vec<(String, Rebuilder)>,
 }
@@ -96,8 +98,10 @@ impl Cli {
 
     /// Registers an event type: `verify` decodes the events of its type
     /// names with it (upcasting older schema versions) and reports those
-    /// that do not decode.
+    /// that do not decode; `forget` erases its personal fields from dead
+    /// letters parked in clear.
     pub fn events<E: Event>(mut self) -> Self {
+        self.personal.push(E::personal_data());
         self.decoders.push(Arc::new(|event: &RecordedEvent| match event.decode::<E>() {
             Ok(_) => Some(Ok(())),
             Err(error) if matches!(error.kind, DecodeErrorKind::UnknownType) => None,
