@@ -31,6 +31,13 @@ bench-docs:
 bench-micro *ARGS:
     cargo bench -p orchestrix-benches --bench core --bench projection --bench instrumentation -- {{ARGS}}
 
+# export and copy of the `orchestrix` command line on 100k and 1M events,
+# beside a raw SELECT and batch appends, with peak memory (needs
+# ORCHESTRIX_PG_URL for the PostgreSQL rows); `just bench-cli --sizes 10000`,
+# `just bench-cli --docs docs/guide/cli.md` rewrites the table there
+bench-cli *ARGS:
+    cargo bench -p orchestrix-cli --bench transfer -- {{ARGS}}
+
 # the PostgreSQL benchmark (needs ORCHESTRIX_PG_URL)
 bench-pg:
     cargo bench -p orchestrix-adapters --features postgres --bench postgres

@@ -9,6 +9,8 @@
 //! orchestrix --store sqlite://bank.db show Account/42 --at 3
 //! orchestrix --store postgres://app@db/bank tail --type Deposited
 //! orchestrix copy --from sqlite://bank.db --to postgres://app@db/bank --yes
+//! orchestrix --store sqlite://bank.db forget customer-7
+//! orchestrix --store sqlite://bank.db console --listen 127.0.0.1:8080
 //! ```
 //!
 //! # Embedding it
@@ -16,7 +18,8 @@
 //! Commands that need the application's own types (decoding payloads with
 //! their upcasters in `verify`, listing the projections by name) come from
 //! a small binary of your own that registers them and runs the same
-//! subcommands:
+//! subcommands (`forget` then also erases their personal fields from dead
+//! letters parked in clear, and `console` hides them):
 //!
 //! ```no_run
 //! # use orchestrix::prelude::*;
@@ -84,6 +87,7 @@ impl std::fmt::Debug for Cli {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Cli")
             .field("decoders", &self.decoders.len())
+            .field("personal_event_types", &self.personal.iter().map(|data| data.len()).sum::<usize>())
             .field("projections", &self.projections)
             .field("rebuildable", &self.rebuilders.iter().map(|(name, _)| name).collect::<Vec<_>>())
             .finish()

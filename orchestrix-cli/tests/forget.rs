@@ -7,8 +7,8 @@ use futures_util::StreamExt as _;
 use orchestrix::crypto::CryptoStore;
 use orchestrix::envelope::NewEvent;
 use orchestrix::prelude::*;
-use orchestrix::Uuid;
 use orchestrix::store::{DeadLetter, DeadLetterStore, EventStore, ExpectedVersion, KeyStore, Snapshot, SnapshotStore};
+use orchestrix::Uuid;
 use orchestrix_esdb_test_server::{TestServer, TestServerOptions};
 use support::{orchestrix, sqlite, stream};
 
@@ -27,7 +27,8 @@ pub enum CustomerEvent {
 }
 
 fn registered(customer: &str) -> NewEvent {
-    let event = CustomerEvent::Registered { customer_id: customer.into(), email: Some(format!("{customer}@example.com")) };
+    let event =
+        CustomerEvent::Registered { customer_id: customer.into(), email: Some(format!("{customer}@example.com")) };
     NewEvent::encode(&event, Metadata::default()).expect("encodes")
 }
 
@@ -52,7 +53,8 @@ async fn seed<S: Whole>(store: &S) {
     }
     let clear = crypto.read_stream(&stream("Customer/c-1"), 1).next().await.unwrap().expect("read");
     assert!(clear.data.get().contains("c-1@example.com"));
-    let letter = DeadLetter::new(Uuid::now_v7(), "mailing", (*clear).clone(), "bad c-1@example.com", 3, chrono::Utc::now());
+    let letter =
+        DeadLetter::new(Uuid::now_v7(), "mailing", (*clear).clone(), "bad c-1@example.com", 3, chrono::Utc::now());
     store.park(letter).await.expect("park");
 }
 

@@ -120,7 +120,8 @@ fn a_cloudevents_export_imports_with_the_digest_of_the_log() {
         std::fs::read_to_string(&plain).unwrap().lines().last(),
         "a plain export of the imported store has the source's count and digest"
     );
-    let run = orchestrix(&["--store", &target_url, "--json", "tail", "--from", "1", "--tenant", "acme", "--count", "1"]);
+    let run =
+        orchestrix(&["--store", &target_url, "--json", "tail", "--from", "1", "--tenant", "acme", "--count", "1"]);
     assert!(run.stdout.contains("Account/acme/2"), "the tenant came along: {run:?}");
     let run = orchestrix(&["--store", &target_url, "--json", "--yes", "import", &file_arg]);
     assert_eq!((run.code, &run.json()["already_there"]), (0, &serde_json::json!(5)), "resumes: {run:?}");

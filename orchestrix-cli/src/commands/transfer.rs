@@ -109,7 +109,10 @@ fn cloudevent_events(path: &Path) -> Result<Events<'static>, Failure> {
             return None;
         }
         Some(cloudevent::decode_structured(line.as_bytes()).map(Arc::new).map_err(|e| {
-            Failure::Store(format!("`{shown}` line {}: not a CloudEvent of `orchestrix export --cloudevents`: {e}", number + 1))
+            Failure::Store(format!(
+                "`{shown}` line {}: not a CloudEvent of `orchestrix export --cloudevents`: {e}",
+                number + 1
+            ))
         }))
     });
     Ok(Box::pin(futures_util::stream::iter(iter)))

@@ -70,27 +70,13 @@ pub(super) async fn verify(cli: &Cli, store: &Store, options: Options) -> Result
         }
     }
     bar.finish_and_clear();
-    let mut snapshots_checked = 0u64;
-    if let Some(snapshots) = &store.snapshots {
-        for (stream, version) in &versions {
-            if let Some(snapshot) = snapshots.load(stream, None).await? {
-                snapshots_checked += 1;
-                if snapshot.version > *version {
-                    note(format!(
-                        "the snapshot of `{stream}` is at version {}, past its head {version}",
-                        snapshot.version
-                    ));
-                }
-            }
-        }
-    }
+    let (snapshots_checked, snapshot_findings) = check_snapshots(store, &versions).await?;
+    snapshot_findings.into_iter().for_each(&mut note);
     if options.json {
         print_json(&json!({
             "store": store.shown, "events": events, "streams": versions.len(), "decoded": decoded,
             "snapshots_checked": snapshots_checked,
-            "sealed_values": keys.as_ref().map(|k| json!({
-                "readable": k.readable, "erased": k.erased, "missing_key": k.missing, "subjects": k.subjects.len(),
-            })),
+            "sealed_values": keys.as_ref().map(KeyCheck::summary),
             "violations": found, "findings": findings,
         }))?;
     } else {
@@ -104,14 +90,7 @@ pub(super) async fn verify(cli: &Cli, store: &Store, options: Options) -> Result
         );
         println!("snapshots    {snapshots_checked} checked against their stream's head");
         match &keys {
-            Some(k) => println!(
-                "keys         {} sealed personal values of {} subjects: {} readable, {} erased (forgotten), {} without a key",
-                k.readable + k.erased + k.missing,
-                k.subjects.len(),
-                k.readable,
-                k.erased,
-                k.missing
-            ),
+            Some(keys) => println!("keys         {}", keys.line()),
             None => println!("keys         not checked: the store keeps no keys (EventSourcingDB)"),
         }
         for finding in &findings {
@@ -127,6 +106,26 @@ pub(super) async fn verify(cli: &Cli, store: &Store, options: Options) -> Result
     } else {
         Err(Failure::Verification(format!("{found} violations in `{}`", store.shown)))
     }
+}
+
+/// Each stream's latest snapshot against its head: how many were checked,
+/// and the findings.
+async fn check_snapshots(store: &Store, versions: &BTreeMap<StreamId, u64>) -> Result<(u64, Vec<String>), Failure> {
+    let (mut checked, mut findings) = (0u64, Vec::new());
+    if let Some(snapshots) = &store.snapshots {
+        for (stream, version) in versions {
+            if let Some(snapshot) = snapshots.load(stream, None).await? {
+                checked += 1;
+                if snapshot.version > *version {
+                    findings.push(format!(
+                        "the snapshot of `{stream}` is at version {}, past its head {version}",
+                        snapshot.version
+                    ));
+                }
+            }
+        }
+    }
+    Ok((checked, findings))
 }
 
 /// The key check (ADR 0051): every sealed personal value must belong to a
@@ -146,6 +145,26 @@ impl<'a> KeyCheck<'a> {
         Self { keys, subjects: HashMap::new(), readable: 0, erased: 0, missing: 0 }
     }
 
+    /// The counts, for `--json`.
+    fn summary(&self) -> serde_json::Value {
+        json!({
+            "readable": self.readable, "erased": self.erased, "missing_key": self.missing,
+            "subjects": self.subjects.len(),
+        })
+    }
+
+    /// The counts, for people.
+    fn line(&self) -> String {
+        format!(
+            "{} sealed personal values of {} subjects: {} readable, {} erased (forgotten), {} without a key",
+            self.readable + self.erased + self.missing,
+            self.subjects.len(),
+            self.readable,
+            self.erased,
+            self.missing
+        )
+    }
+
     /// The findings of one event's sealed values.
     async fn check(&mut self, event: &RecordedEvent) -> Result<Vec<String>, Failure> {
         // Most events hold no sealed value: they are not parsed.
@@ -159,14 +178,13 @@ impl<'a> KeyCheck<'a> {
         };
         let mut findings = Vec::new();
         for value in values {
-            let state = match self.subjects.get(&value.subject) {
-                Some(state) => *state,
-                None => {
-                    let key = self.keys.key(&value.subject).await?.map(|key| key.id());
-                    let forgotten = key.is_none() && self.keys.is_forgotten(&value.subject).await?;
-                    self.subjects.insert(value.subject.clone(), (key, forgotten));
-                    (key, forgotten)
-                }
+            let state = if let Some(state) = self.subjects.get(&value.subject) {
+                *state
+            } else {
+                let key = self.keys.key(&value.subject).await?.map(|key| key.id());
+                let forgotten = key.is_none() && self.keys.is_forgotten(&value.subject).await?;
+                self.subjects.insert(value.subject.clone(), (key, forgotten));
+                (key, forgotten)
             };
             match state {
                 (Some(key), _) if key == value.key => self.readable += 1,

@@ -125,12 +125,29 @@ pub async fn readmit_keeps_a_live_key<S: KeyStore>(store: S) {
     let (a, b) = (subject(), subject());
     let key = ok(CHECK, "key_or_create", store.key_or_create(&a).await);
     let mark = ok(CHECK, "erasure_mark", store.erasure_mark().await);
-    expect(CHECK, !ok(CHECK, "readmit of a live subject", store.readmit(&a).await), format_args!("readmitted a live subject"));
+    expect(
+        CHECK,
+        !ok(CHECK, "readmit of a live subject", store.readmit(&a).await),
+        format_args!("readmitted a live subject"),
+    );
     let kept = ok(CHECK, "key after readmit of a live subject", store.key(&a).await).map(|k| k.id());
     expect_eq(CHECK, "the live subject's key after readmit", &kept, &Some(key.id()));
-    expect_eq(CHECK, "erasure_mark after a readmit that did nothing", &ok(CHECK, "erasure_mark", store.erasure_mark().await), &mark);
-    expect(CHECK, !ok(CHECK, "readmit of an unknown subject", store.readmit(&b).await), format_args!("readmitted a stranger"));
-    expect(CHECK, ok(CHECK, "key of an unknown subject", store.key(&b).await).is_none(), format_args!("readmit made a key for a stranger"));
+    expect_eq(
+        CHECK,
+        "erasure_mark after a readmit that did nothing",
+        &ok(CHECK, "erasure_mark", store.erasure_mark().await),
+        &mark,
+    );
+    expect(
+        CHECK,
+        !ok(CHECK, "readmit of an unknown subject", store.readmit(&b).await),
+        format_args!("readmitted a stranger"),
+    );
+    expect(
+        CHECK,
+        ok(CHECK, "key of an unknown subject", store.key(&b).await).is_none(),
+        format_args!("readmit made a key for a stranger"),
+    );
 }
 
 /// Streams recorded for a subject come back sorted and without
