@@ -31,6 +31,13 @@ bench-docs:
 bench-micro *ARGS:
     cargo bench -p orchestrix-benches --bench core --bench projection --bench instrumentation -- {{ARGS}}
 
+# export and copy of the `orchestrix` command line on 100k and 1M events,
+# beside a raw SELECT and batch appends, with peak memory (needs
+# ORCHESTRIX_PG_URL for the PostgreSQL rows); `just bench-cli --sizes 10000`,
+# `just bench-cli --docs docs/guide/cli.md` rewrites the table there
+bench-cli *ARGS:
+    cargo bench -p orchestrix-cli --bench transfer -- {{ARGS}}
+
 # the PostgreSQL benchmark (needs ORCHESTRIX_PG_URL)
 bench-pg:
     cargo bench -p orchestrix-adapters --features postgres --bench postgres
@@ -46,14 +53,14 @@ fmt:
 console-screenshots:
     ORCHESTRIX_CONSOLE_SCREENSHOTS="{{justfile_directory()}}/docs/console" cargo test -p orchestrix-console --test browser -- --include-ignored
 
-# serve the console on a store: just console sqlite:bank.db
+# serve the console on a store: just console sqlite://bank.db
 console STORE:
-    cargo run -p orchestrix-console --features cli -- --store {{STORE}}
+    cargo run -p orchestrix-cli -- --store {{STORE}} console
 
 # the bank example's log in the console: http://127.0.0.1:8080
 console-demo:
     cargo run -p bank -- --db target/console-demo.db
-    cargo run -p orchestrix-console --features cli -- --store sqlite:target/console-demo.db
+    cargo run -p orchestrix-cli -- --store sqlite://target/console-demo.db console
 
 # everything CI runs
 ci:

@@ -101,13 +101,13 @@ pub enum Command {
         /// Only events of this stream, `Type/id`, or of every stream of a type, `Type`.
         #[arg(long)]
         stream: Option<String>,
-        /// Write CloudEvents 1.0 (structured JSON) instead; not readable by `import`.
+        /// Write CloudEvents 1.0 (structured JSON, one event per line) instead; `import` reads those too.
         #[arg(long)]
         cloudevents: bool,
     },
-    /// Append the events of a JSON Lines export to the store.
+    /// Append the events of a JSON Lines export (or a CloudEvents one) to the store.
     Import {
-        /// The file written by `orchestrix export`.
+        /// The file written by `orchestrix export` (with or without --cloudevents).
         file: PathBuf,
         /// Events per atomic batch.
         #[arg(long, default_value_t = 500)]
@@ -130,6 +130,25 @@ pub enum Command {
     },
     /// Check the store's invariants and print a report.
     Verify,
+    /// Forget a data subject (crypto-shredding): delete its key, its streams' snapshots and its personal data in
+    /// dead letters, after confirmation.
+    Forget {
+        /// The data subject's id (the value of the field its personal fields name as `subject`).
+        subject: String,
+    },
+    /// Serve the web console on the store until interrupted.
+    Console {
+        /// The address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// Enables the console's actions (retry and drop of dead letters) for requests with this token; read-only
+        /// without it. Prefer the environment variable: command lines show in `ps`.
+        #[arg(long, env = "ORCHESTRIX_CONSOLE_TOKEN", hide_env_values = true)]
+        write_token: Option<String>,
+        /// Only these tenants (repeat the flag), each in a view of its own.
+        #[arg(long = "tenant")]
+        tenants: Vec<String>,
+    },
     /// Create a service: an aggregate, a projection, given/when/then tests, a justfile and a README
     /// (`--store sqlite`, the default, or `--store postgres`).
     New {

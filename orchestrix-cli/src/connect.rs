@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use orchestrix::store::{CheckpointStore, DeadLetterStore, EventStore, SnapshotStore};
+use orchestrix::store::{CheckpointStore, DeadLetterStore, EventStore, KeyStore, SnapshotStore};
 use orchestrix_adapters::eventsourcingdb::{EsdbConfig, EsdbStore};
 use orchestrix_adapters::postgres::{PgConfig, PgStore};
 use orchestrix_adapters::sqlite::{SqliteConfig, SqliteStore};
@@ -109,6 +109,9 @@ pub(crate) struct Store {
     pub(crate) checkpoints: Option<Arc<dyn CheckpointStore>>,
     /// Dead letters, where the backend keeps them.
     pub(crate) dead_letters: Option<Arc<dyn DeadLetterStore>>,
+    /// The data subjects' keys (crypto-shredding), where the backend
+    /// keeps them: in the same database as the events.
+    pub(crate) keys: Option<Arc<dyn KeyStore>>,
     /// The backend, for `migrate`.
     pub(crate) backend: Backend,
 }
@@ -149,7 +152,8 @@ impl Store {
                     events: shared.clone(),
                     snapshots: Some(shared.clone()),
                     checkpoints: Some(shared.clone()),
-                    dead_letters: Some(shared),
+                    dead_letters: Some(shared.clone()),
+                    keys: Some(shared),
                     backend: Backend::Sqlite,
                 })
             }
@@ -162,7 +166,8 @@ impl Store {
                     events: shared.clone(),
                     snapshots: Some(shared.clone()),
                     checkpoints: Some(shared.clone()),
-                    dead_letters: Some(shared),
+                    dead_letters: Some(shared.clone()),
+                    keys: Some(shared),
                     backend: Backend::Postgres(store),
                 })
             }
@@ -178,6 +183,7 @@ impl Store {
                     snapshots: Some(shared),
                     checkpoints: None,
                     dead_letters: None,
+                    keys: None,
                     backend: Backend::Esdb,
                 })
             }
@@ -188,6 +194,17 @@ impl Store {
     pub(crate) fn dead_letters(&self) -> Result<&Arc<dyn DeadLetterStore>, Failure> {
         self.dead_letters.as_ref().ok_or_else(|| {
             Failure::Usage(format!("`{}` keeps no dead letters (EventSourcingDB holds events only)", self.shown))
+        })
+    }
+
+    /// The key store, or a usage error naming the backend.
+    pub(crate) fn keys(&self) -> Result<&Arc<dyn KeyStore>, Failure> {
+        self.keys.as_ref().ok_or_else(|| {
+            Failure::Usage(format!(
+                "`{}` keeps no keys of personal data (EventSourcingDB holds events only; keep the keys in SQLite or \
+                 PostgreSQL and run this command on that store)",
+                self.shown
+            ))
         })
     }
 

@@ -9,6 +9,8 @@
 //! orchestrix --store sqlite://bank.db show Account/42 --at 3
 //! orchestrix --store postgres://app@db/bank tail --type Deposited
 //! orchestrix copy --from sqlite://bank.db --to postgres://app@db/bank --yes
+//! orchestrix --store sqlite://bank.db forget customer-7
+//! orchestrix --store sqlite://bank.db console --listen 127.0.0.1:8080
 //! ```
 //!
 //! # Embedding it
@@ -16,7 +18,8 @@
 //! Commands that need the application's own types (decoding payloads with
 //! their upcasters in `verify`, listing the projections by name) come from
 //! a small binary of your own that registers them and runs the same
-//! subcommands:
+//! subcommands (`forget` then also erases their personal fields from dead
+//! letters parked in clear, and `console` hides them):
 //!
 //! ```no_run
 //! # use orchestrix::prelude::*;
@@ -82,6 +85,8 @@ type Retrier = Arc<
 #[derive(Clone, Default)]
 pub struct Cli {
     decoders: Vec<Decoder>,
+    /// The personal fields of the registered event types, for `forget`.
+    personal: Vec<&'static [orchestrix::personal::PersonalData]>,
     projections: Vec<String>,
     rebuilders: Vec<(String, Rebuilder)>,
     /// `dead-letters retry` of the projections registered with `rebuildable`.
@@ -92,6 +97,7 @@ impl std::fmt::Debug for Cli {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Cli")
             .field("decoders", &self.decoders.len())
+            .field("personal_event_types", &self.personal.iter().map(|data| data.len()).sum::<usize>())
             .field("projections", &self.projections)
             .field("rebuildable", &self.rebuilders.iter().map(|(name, _)| name).collect::<Vec<_>>())
             .field("retriers", &self.retriers.iter().map(|(name, _)| name).collect::<Vec<_>>())
@@ -107,8 +113,10 @@ impl Cli {
 
     /// Registers an event type: `verify` decodes the events of its type
     /// names with it (upcasting older schema versions) and reports those
-    /// that do not decode.
+    /// that do not decode; `forget` erases its personal fields from dead
+    /// letters parked in clear.
     pub fn events<E: Event>(mut self) -> Self {
+        self.personal.push(E::personal_data());
         self.decoders.push(Arc::new(|event: &RecordedEvent| match event.decode::<E>() {
             Ok(_) => Some(Ok(())),
             Err(error) if matches!(error.kind, DecodeErrorKind::UnknownType) => None,

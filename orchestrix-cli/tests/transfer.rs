@@ -93,6 +93,55 @@ fn export_then_import_is_verified_and_resumes() {
 }
 
 #[test]
+fn a_cloudevents_export_imports_with_the_digest_of_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let (source, source_url) = rt.block_on(sqlite(dir.path(), "source.db"));
+    rt.block_on(seed(&source));
+    let plain = dir.path().join("log.jsonl");
+    assert_eq!(orchestrix(&["--store", &source_url, "export", "--out", &plain.display().to_string()]).code, 0);
+    let trailer: serde_json::Value =
+        serde_json::from_str(std::fs::read_to_string(&plain).unwrap().lines().last().unwrap()).unwrap();
+    let digest = trailer["orchestrix_export"]["digest"].clone();
+    let file = dir.path().join("log.ce.jsonl");
+    let file_arg = file.display().to_string();
+    assert_eq!(orchestrix(&["--store", &source_url, "export", "--cloudevents", "--out", &file_arg]).code, 0);
+
+    let target_url = format!("sqlite://{}", dir.path().join("target.db").display());
+    let run = orchestrix(&["--store", &target_url, "--json", "import", &file_arg, "--batch", "2"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let report = run.json();
+    assert_eq!((&report["written"], &report["verified"]), (&serde_json::json!(5), &serde_json::json!(true)));
+    assert_eq!((&report["source"]["digest"], &report["target"]["digest"]), (&digest, &digest), "{report}");
+    let again = dir.path().join("again.jsonl");
+    assert_eq!(orchestrix(&["--store", &target_url, "export", "--out", &again.display().to_string()]).code, 0);
+    assert_eq!(
+        std::fs::read_to_string(&again).unwrap().lines().last(),
+        std::fs::read_to_string(&plain).unwrap().lines().last(),
+        "a plain export of the imported store has the source's count and digest"
+    );
+    let run =
+        orchestrix(&["--store", &target_url, "--json", "tail", "--from", "1", "--tenant", "acme", "--count", "1"]);
+    assert!(run.stdout.contains("Account/acme/2"), "the tenant came along: {run:?}");
+    let run = orchestrix(&["--store", &target_url, "--json", "--yes", "import", &file_arg]);
+    assert_eq!((run.code, &run.json()["already_there"]), (0, &serde_json::json!(5)), "resumes: {run:?}");
+
+    // Cut inside the last line, or not an Orchestrix CloudEvent: nothing written.
+    let text = std::fs::read_to_string(&file).unwrap();
+    let cut = &text[..text.len() - 20];
+    let foreign = text.replacen("\"subject\"", "\"nosubject\"", 1);
+    for (i, (case, content)) in [("cut", cut.to_owned()), ("no subject", foreign)].into_iter().enumerate() {
+        let bad = dir.path().join(format!("bad{i}.ce.jsonl"));
+        std::fs::write(&bad, content).unwrap();
+        let (target, url) = rt.block_on(sqlite(dir.path(), &format!("ce{i}.db")));
+        let run = orchestrix(&["--store", &url, "--yes", "import", &bad.display().to_string()]);
+        assert_eq!(run.code, 1, "{case}: {run:?}");
+        assert!(run.stderr.contains("CloudEvent"), "{case}: {}", run.stderr);
+        assert_eq!(rt.block_on(target.head_position()).unwrap(), None, "{case}: nothing was written");
+    }
+}
+
+#[test]
 fn corrupt_and_truncated_files_write_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let rt = runtime();

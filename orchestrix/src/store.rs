@@ -489,9 +489,12 @@ pub trait KeyStore: Send + Sync + Debug + 'static {
     async fn delete_key(&self, subject: &str) -> Result<bool, StoreError>;
 
     /// Re-admits a forgotten subject (one who came back and gave its data
-    /// anew): the next [`KeyStore::key_or_create`] makes a new key, which
-    /// does not open the data written before the subject was forgotten.
-    /// Returns whether the subject was forgotten.
+    /// anew): deletes any key a create racing with the forget left behind
+    /// and makes the subject's new key at once, which does not open the
+    /// data written before the subject was forgotten. Returns whether the
+    /// subject was forgotten; a subject that is not changes nothing (its
+    /// key stays). So a subject without a key that is not forgotten is one
+    /// whose key was lost (ADR 0051).
     async fn readmit(&self, subject: &str) -> Result<bool, StoreError>;
 
     /// Whether `subject` was forgotten and not re-admitted since.

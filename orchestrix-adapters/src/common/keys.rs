@@ -97,13 +97,38 @@ macro_rules! impl_key_store {
                 Ok(deleted.await? > 0)
             }
 
-            /// Also deletes a key that a create racing with the forget left
-            /// behind, so the re-admitted subject starts with a new one.
+            /// In one transaction: lifts the forgotten mark; only if there
+            /// was one, deletes a key that a create racing with the forget
+            /// left behind and stores the subject's new key (ADR 0051). A
+            /// subject that is not forgotten keeps its key.
             async fn readmit(&self, subject: &str) -> Result<bool, orchestrix::StoreError> {
                 $crate::common::validate_key("subject", subject)?;
-                let readmitted =
-                    self.keys_transaction(subject, &self.inner.sql.keys.delete_key, &self.inner.sql.keys.readmit);
-                Ok(readmitted.await? > 0)
+                let keys = &self.inner.sql.keys;
+                let mut tx = self.inner.pool.begin().await.map_err($crate::common::map_err)?;
+                let readmitted = sqlx::query(&keys.readmit)
+                    .bind(subject)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err($crate::common::map_err)?
+                    .rows_affected()
+                    > 0;
+                if readmitted {
+                    sqlx::query(&keys.delete_key)
+                        .bind(subject)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err($crate::common::map_err)?;
+                    let key = orchestrix::personal::DataKey::generate();
+                    sqlx::query(&keys.create)
+                        .bind(subject)
+                        .bind(<$dialect as $crate::common::ports::Dialect>::id_to_sql(key.id()))
+                        .bind(key.material().as_slice())
+                        .execute(&mut *tx)
+                        .await
+                        .map_err($crate::common::map_err)?;
+                }
+                tx.commit().await.map_err($crate::common::map_err)?;
+                Ok(readmitted)
             }
 
             async fn is_forgotten(&self, subject: &str) -> Result<bool, orchestrix::StoreError> {

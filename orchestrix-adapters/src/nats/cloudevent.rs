@@ -203,7 +203,24 @@ pub fn decode(headers: &BTreeMap<String, String>, payload: &[u8]) -> Result<Reco
     assemble(attribute, data)
 }
 
-fn decode_structured(payload: &[u8]) -> Result<RecordedEvent, CloudEventError> {
+/// Reads one CloudEvent in the JSON event format (structured mode: what
+/// [`encode`] writes with [`ContentMode::Structured`], and what
+/// `orchestrix export --cloudevents` writes per line) back into the
+/// recorded event: the inverse of the mapping above.
+///
+/// ```
+/// use orchestrix_adapters::nats::cloudevent::{decode_structured, encode, ContentMode};
+/// # use orchestrix::{envelope::{NewEvent, RecordedEvent}, StreamId};
+/// # let data = serde_json::value::RawValue::from_string(r#"{"total":5}"#.into()).unwrap();
+/// # let event = RecordedEvent::new(
+/// #     NewEvent::new("OrderPlaced", 2, data), StreamId::new("Order", "7").unwrap(), 1, 3, chrono::Utc::now(),
+/// # );
+/// let line = encode(&event, "orchestrix://export", ContentMode::Structured).payload;
+/// let back = decode_structured(&line).unwrap();
+/// assert_eq!((back.id, back.event_type.as_str(), back.schema_version), (event.id, "OrderPlaced", 2));
+/// assert!(decode_structured(br#"{"specversion":"1.0"}"#).is_err());
+/// ```
+pub fn decode_structured(payload: &[u8]) -> Result<RecordedEvent, CloudEventError> {
     #[derive(serde::Deserialize)]
     struct Structured<'a> {
         #[serde(flatten)]

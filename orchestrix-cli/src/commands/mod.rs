@@ -1,8 +1,10 @@
 //! The subcommands, each over the ports of an opened [`Store`].
 
 mod admin;
+mod console;
 mod control;
 mod digest;
+mod forget;
 mod inspect;
 mod scaffold;
 mod tail;
@@ -28,10 +30,10 @@ pub(crate) struct Options {
 }
 
 /// Runs one parsed command line; Ctrl-C ends it with
-/// [`Failure::Interrupted`] (`tail` ends normally).
+/// [`Failure::Interrupted`] (`tail` and `console` end normally).
 pub(crate) async fn run(cli: &Cli, args: Args) -> Result<(), Failure> {
     let options = Options { json: args.json, yes: args.yes };
-    let tails = matches!(args.command, Command::Tail { .. });
+    let tails = matches!(args.command, Command::Tail { .. } | Command::Console { .. });
     let work = dispatch(cli, args, options);
     tokio::select! {
         outcome = work => outcome,
@@ -118,6 +120,10 @@ async fn dispatch(cli: &Cli, args: Args, options: Options) -> Result<(), Failure
                     transfer::export(&store, out.as_deref(), &selection, *cloudevents).await
                 }
                 Command::Verify => verify::verify(cli, &store, options).await,
+                Command::Forget { subject } => forget::forget(cli, &store, subject, options).await,
+                Command::Console { listen, write_token, tenants } => {
+                    console::serve(cli, &store, *listen, write_token.as_deref(), tenants).await
+                }
                 Command::Copy { .. } | Command::Migrate | Command::Import { .. } | Command::New { .. } => {
                     unreachable!("handled above")
                 }

@@ -110,6 +110,7 @@
 
 mod dead_letters;
 mod forget;
+mod inspect;
 mod seal;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -125,6 +126,7 @@ use serde_json::{Map, Value};
 
 pub use self::dead_letters::SealedDeadLetters;
 pub use self::forget::{ErasureHook, ErasureReport, ERASED_IN_TEXT};
+pub use self::inspect::{sealed_values, SealedValue, SealedValueError};
 use self::seal::SealMode;
 use crate::envelope::{NewEvent, RecordedEvent};
 use crate::error::StoreError;

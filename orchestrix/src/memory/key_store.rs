@@ -94,6 +94,9 @@ impl KeyStore for InMemoryKeyStore {
         let readmitted = keys.forgotten.remove(subject);
         if readmitted {
             keys.mark += 1;
+            // The new key at once (ADR 0051): no key and not forgotten
+            // then means a lost key, never a re-admission.
+            keys.keys.insert(subject.to_owned(), DataKey::generate());
         }
         Ok(readmitted)
     }

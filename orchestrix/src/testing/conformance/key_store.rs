@@ -38,7 +38,7 @@ pub async fn create_once_and_read<S: KeyStore>(store: S) {
 /// Deleting a key removes it for good: `key` finds none, a second delete
 /// reports nothing deleted, another subject's key stays, and the deleted
 /// subject gets no new key (it is forgotten) until it is re-admitted, and
-/// then a different one.
+/// then a different one, made by `readmit` itself.
 pub async fn delete_is_final<S: KeyStore>(store: S) {
     const CHECK: &str = "key_store::delete_is_final";
     let (a, b) = (subject(), subject());
@@ -107,8 +107,47 @@ pub async fn forgotten_until_readmitted<S: KeyStore>(store: S) {
         !ok(CHECK, "is_forgotten after readmit", store.is_forgotten(&a).await),
         format_args!("still forgotten"),
     );
+    // The new key exists at once (ADR 0051): a subject without a key that
+    // is not forgotten is one whose key was lost, never a re-admitted one.
+    let made = ok(CHECK, "key right after readmit", store.key(&a).await).map(|k| k.id());
+    expect(CHECK, made.is_some(), format_args!("readmit made no new key"));
     let key = ok(CHECK, "key_or_create after readmit", store.key_or_create(&a).await);
+    expect_eq(CHECK, "key_or_create after readmit", &Some(key.id()), &made);
     expect_eq(CHECK, "key after readmit", &ok(CHECK, "key", store.key(&a).await).map(|k| k.id()), &Some(key.id()));
+}
+
+/// `readmit` of a subject that is not forgotten changes nothing: it
+/// returns `false`, the subject keeps its key (data sealed with it stays
+/// readable) and the erasure mark does not move; a subject never seen
+/// gets no key from it.
+pub async fn readmit_keeps_a_live_key<S: KeyStore>(store: S) {
+    const CHECK: &str = "key_store::readmit_keeps_a_live_key";
+    let (a, b) = (subject(), subject());
+    let key = ok(CHECK, "key_or_create", store.key_or_create(&a).await);
+    let mark = ok(CHECK, "erasure_mark", store.erasure_mark().await);
+    expect(
+        CHECK,
+        !ok(CHECK, "readmit of a live subject", store.readmit(&a).await),
+        format_args!("readmitted a live subject"),
+    );
+    let kept = ok(CHECK, "key after readmit of a live subject", store.key(&a).await).map(|k| k.id());
+    expect_eq(CHECK, "the live subject's key after readmit", &kept, &Some(key.id()));
+    expect_eq(
+        CHECK,
+        "erasure_mark after a readmit that did nothing",
+        &ok(CHECK, "erasure_mark", store.erasure_mark().await),
+        &mark,
+    );
+    expect(
+        CHECK,
+        !ok(CHECK, "readmit of an unknown subject", store.readmit(&b).await),
+        format_args!("readmitted a stranger"),
+    );
+    expect(
+        CHECK,
+        ok(CHECK, "key of an unknown subject", store.key(&b).await).is_none(),
+        format_args!("readmit made a key for a stranger"),
+    );
 }
 
 /// Streams recorded for a subject come back sorted and without

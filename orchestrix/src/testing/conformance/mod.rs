@@ -185,6 +185,7 @@ macro_rules! __orchestrix_conformance_checks {
             delete_is_final,
             concurrent_creates_agree,
             forgotten_until_readmitted,
+            readmit_keeps_a_live_key,
             streams_per_subject,
         ] $($then)* }
     };
