@@ -6,8 +6,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
-
 use super::{Delivered, Delivery, DeliveryError, Failure, Target};
 use crate::envelope::{Metadata, NewEvent, RecordedEvent};
 use crate::memory::{InMemoryDeadLetterStore, InMemoryEventStore};
@@ -27,7 +25,6 @@ struct Scripted {
 
 const INTERRUPT: u32 = u32::MAX;
 
-#[async_trait]
 impl Target for Scripted {
     type Interrupt = &'static str;
 

@@ -5,14 +5,15 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use futures_util::{FutureExt, StreamExt};
 use tokio::sync::watch;
 use tracing::Instrument;
 use uuid::Uuid;
 
 use super::dead_letters::{DropOutcome, RetryOutcome};
-use super::delivery::{handle_span, report_position, skippable, Delivered, Delivery, DeliveryError, Failure, Target};
+use super::delivery::{
+    handle_span, report_position, skippable, Delivered, Delivery, DeliveryError, Failure, Interval, Target,
+};
 use super::{
     Projection, ProjectionError, ProjectionHandle, ProjectionOptions, ProjectionState, ProjectionStatus, RunnerControl,
 };
@@ -141,7 +142,6 @@ fn never_interrupted(error: DeliveryError<Infallible>) -> ProjectionError {
 /// The engine's [`Target`]: a plain call of the projection's handler.
 pub(super) struct Handler<'a, P>(pub(super) &'a mut P);
 
-#[async_trait]
 impl<P: Projection> Target for Handler<'_, P> {
     type Interrupt = Infallible;
 
@@ -214,7 +214,7 @@ async fn save(
         progress.saved = progress.position;
     }
     progress.unsaved = 0;
-    progress.saved_at = tokio::time::Instant::now();
+    progress.interval.restart();
     Ok(())
 }
 
@@ -235,7 +235,8 @@ struct Tally {
     /// Events since the last save, counted: positions need not be
     /// consecutive (PostgreSQL's jump at every transaction).
     unsaved: u64,
-    saved_at: tokio::time::Instant,
+    /// Since the last save: saves again after `checkpoint_interval`.
+    interval: Interval,
 }
 
 impl<P: Projection> Runner<P> {
@@ -289,8 +290,8 @@ impl<P: Projection> Runner<P> {
     ) -> Result<bool, ProjectionError> {
         progress.position = event.global_position;
         progress.unsaved += 1;
-        let due = progress.unsaved >= self.options.checkpoint_every
-            || progress.saved_at.elapsed() >= self.options.checkpoint_interval;
+        let timed = progress.interval.tick();
+        let due = progress.unsaved >= self.options.checkpoint_every || timed;
         if due {
             save(&*self.engine.checkpoints, name, stop, progress).await?;
             self.report(None, progress);
@@ -316,7 +317,7 @@ impl<P: Projection> Runner<P> {
             handled: 0,
             parked: 0,
             unsaved: 0,
-            saved_at: tokio::time::Instant::now(),
+            interval: Interval::new(self.options.checkpoint_interval),
         };
         let mut outages = 0;
         let mut stop = self.control.stop_signal();
