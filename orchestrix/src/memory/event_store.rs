@@ -332,6 +332,32 @@ impl Subscription {
     }
 }
 
+/// A subscription's events: those of the chunk in hand, then the next
+/// chunk's. Only an empty hand polls the subscription.
+struct Chunked {
+    chunks: futures_util::stream::BoxStream<'static, Vec<Arc<RecordedEvent>>>,
+    buffer: std::vec::IntoIter<Arc<RecordedEvent>>,
+}
+
+impl futures_core::Stream for Chunked {
+    type Item = Result<Arc<RecordedEvent>, StoreError>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        loop {
+            if let Some(event) = self.buffer.next() {
+                return std::task::Poll::Ready(Some(Ok(event)));
+            }
+            match std::task::ready!(self.chunks.poll_next_unpin(cx)) {
+                Some(chunk) => self.buffer = chunk.into_iter(),
+                None => return std::task::Poll::Ready(None),
+            }
+        }
+    }
+}
+
 impl InMemoryEventStore {
     /// A multi-stream append under the write lock, checked against
     /// `condition` (if any) and the parts' expectations.
@@ -451,12 +477,11 @@ impl EventStore for InMemoryEventStore {
             filter,
             next: to_index(from_position),
         };
-        stream::unfold(subscription, |mut subscription| async move {
+        let chunks = stream::unfold(subscription, |mut subscription| async move {
             let chunk = subscription.next_chunk().await?;
             Some((chunk, subscription))
-        })
-        .flat_map(|chunk| stream::iter(chunk.into_iter().map(Ok)))
-        .boxed()
+        });
+        Chunked { chunks: chunks.boxed(), buffer: Vec::new().into_iter() }.boxed()
     }
 
     async fn read_event(&self, id: Uuid) -> Result<Option<Arc<RecordedEvent>>, StoreError> {

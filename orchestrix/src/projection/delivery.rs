@@ -415,6 +415,7 @@ impl Interval {
 
     /// Counts one event; whether the interval has passed since the start
     /// (as far as the last look at the clock tells).
+    #[inline]
     pub(super) fn tick(&mut self) -> bool {
         self.countdown -= 1;
         if self.countdown > 0 {
