@@ -305,24 +305,32 @@ impl Relay {
         expected_last: Option<&str>,
     ) -> Result<Pending, NatsError> {
         let subject = self.subjects.subject_of(event);
-        let span = tracing::info_span!(
-            "orchestrix.publish",
-            event_type = %event.event_type,
-            stream = %event.stream,
-            stream_version = event.stream_version,
-            global_position = event.global_position,
-            event_id = %event.id,
-            subject = %subject,
-            stream_sequence = tracing::field::Empty,
-            duplicate = tracing::field::Empty,
-            error = tracing::field::Empty,
-            otel.status_code = tracing::field::Empty,
-        );
+        // No span at all while no subscriber takes INFO spans: a disabled
+        // span still builds its fields, per event (ADR 0055).
+        let span = if tracing::level_enabled!(tracing::Level::INFO) {
+            tracing::info_span!(
+                "orchestrix.publish",
+                event_type = %event.event_type,
+                stream = %event.stream,
+                stream_version = event.stream_version,
+                global_position = event.global_position,
+                event_id = %event.id,
+                subject = %subject,
+                stream_sequence = tracing::field::Empty,
+                duplicate = tracing::field::Empty,
+                error = tracing::field::Empty,
+                otel.status_code = tracing::field::Empty,
+            )
+        } else {
+            tracing::Span::none()
+        };
         trace::set_parent_from(&span, &event.metadata);
         let encoded = encode(event, &self.options.source, self.options.mode);
+        let size = encoded.payload.len() + encoded.headers.iter().map(|(k, v)| k.len() + v.len() + 4).sum::<usize>();
         let mut headers = HeaderMap::new();
-        for (name, value) in &encoded.headers {
-            headers.insert(name.as_str(), value.as_str());
+        // The encoded strings move into the message: no copy per header.
+        for (name, value) in encoded.headers {
+            headers.insert(name, value);
         }
         if let Some(context) = span.in_scope(trace::current) {
             headers.insert("traceparent", context.traceparent.as_str());
@@ -333,10 +341,14 @@ impl Relay {
         if let Some(last) = expected_last {
             headers.insert("Nats-Expected-Last-Msg-Id", last);
         }
-        let size = encoded.payload.len() + encoded.headers.iter().map(|(k, v)| k.len() + v.len() + 4).sum::<usize>();
         let message =
             PublishMessage::build().payload(encoded.payload).headers(headers).message_id(event.id.to_string());
-        match js.send_publish(subject.clone(), message).instrument(span.clone()).await {
+        let sent = if span.is_disabled() {
+            js.send_publish(subject.clone(), message).await
+        } else {
+            js.send_publish(subject.clone(), message).instrument(span.clone()).await
+        };
+        match sent {
             Ok(ack) => Ok(Pending { position: event.global_position, subject, ack, span }),
             Err(error) => {
                 record_error(&span, &error);

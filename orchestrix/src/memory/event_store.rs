@@ -303,15 +303,14 @@ struct Subscription {
     head: watch::Receiver<u64>,
     filter: EventFilter,
     next: usize,
-    buffer: std::vec::IntoIter<Arc<RecordedEvent>>,
 }
 
 impl Subscription {
-    async fn next_event(&mut self) -> Option<Arc<RecordedEvent>> {
+    /// The next chunk of matching events (never empty), waiting for
+    /// appends when caught up; `None` once the store is gone. The stream
+    /// hands out a chunk's events without polling this again (ADR 0055).
+    async fn next_chunk(&mut self) -> Option<Vec<Arc<RecordedEvent>>> {
         loop {
-            if let Some(event) = self.buffer.next() {
-                return Some(event);
-            }
             // Mark the head as seen *before* reading the log: an append that
             // lands after the read below then still wakes `changed()`.
             self.head.borrow_and_update();
@@ -324,10 +323,36 @@ impl Subscription {
                 (chunk, caught_up)
             };
             if !chunk.is_empty() {
-                self.buffer = chunk.into_iter();
+                return Some(chunk);
             } else if caught_up && self.head.changed().await.is_err() {
                 // Every handle to the store is gone: nothing more can come.
                 return None;
+            }
+        }
+    }
+}
+
+/// A subscription's events: those of the chunk in hand, then the next
+/// chunk's. Only an empty hand polls the subscription.
+struct Chunked {
+    chunks: futures_util::stream::BoxStream<'static, Vec<Arc<RecordedEvent>>>,
+    buffer: std::vec::IntoIter<Arc<RecordedEvent>>,
+}
+
+impl futures_core::Stream for Chunked {
+    type Item = Result<Arc<RecordedEvent>, StoreError>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        loop {
+            if let Some(event) = self.buffer.next() {
+                return std::task::Poll::Ready(Some(Ok(event)));
+            }
+            match std::task::ready!(self.chunks.poll_next_unpin(cx)) {
+                Some(chunk) => self.buffer = chunk.into_iter(),
+                None => return std::task::Poll::Ready(None),
             }
         }
     }
@@ -451,13 +476,12 @@ impl EventStore for InMemoryEventStore {
             head: self.shared.head.subscribe(),
             filter,
             next: to_index(from_position),
-            buffer: Vec::new().into_iter(),
         };
-        stream::unfold(subscription, |mut subscription| async move {
-            let event = subscription.next_event().await?;
-            Some((Ok(event), subscription))
-        })
-        .boxed()
+        let chunks = stream::unfold(subscription, |mut subscription| async move {
+            let chunk = subscription.next_chunk().await?;
+            Some((chunk, subscription))
+        });
+        Chunked { chunks: chunks.boxed(), buffer: Vec::new().into_iter() }.boxed()
     }
 
     async fn read_event(&self, id: Uuid) -> Result<Option<Arc<RecordedEvent>>, StoreError> {

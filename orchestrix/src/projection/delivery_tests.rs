@@ -6,9 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
-
-use super::{Delivered, Delivery, DeliveryError, Failure, Target};
+use super::{Delivered, Delivery, DeliveryError, Failure, Interval, Target};
 use crate::envelope::{Metadata, NewEvent, RecordedEvent};
 use crate::memory::{InMemoryDeadLetterStore, InMemoryEventStore};
 use crate::projection::{PoisonPolicy, ProjectionError};
@@ -27,7 +25,6 @@ struct Scripted {
 
 const INTERRUPT: u32 = u32::MAX;
 
-#[async_trait]
 impl Target for Scripted {
     type Interrupt = &'static str;
 
@@ -179,4 +176,33 @@ async fn an_interruption_is_handed_back_untried_again() {
     assert!(matches!(result, Err(DeliveryError::Interrupted("outage"))));
     assert_eq!(target.tries(&events[0]), 1, "an interruption is not retried");
     assert!(letters.list(None).await.unwrap().is_empty(), "nor parked");
+}
+
+/// The checkpoint interval's clock (ADR 0055): a steadily slow handler
+/// has the interval noticed at the first event past it; fast events read
+/// the clock once per stride of at most 64 events, and the interval is
+/// noticed within one stride.
+#[tokio::test(start_paused = true)]
+async fn an_interval_is_noticed_at_once_when_slow_and_within_a_stride_when_fast() {
+    let mut interval = Interval::new(Duration::from_millis(80));
+    for n in 1..=8 {
+        tokio::time::advance(Duration::from_millis(10)).await;
+        assert_eq!(interval.tick(), n == 8, "event {n} of 10 ms each");
+    }
+    interval.restart();
+    // No time passes between these events: the stride grows to its cap.
+    for _ in 0..1_000 {
+        assert!(!interval.tick());
+    }
+    assert_eq!(interval.stride, Interval::MAX_STRIDE);
+    tokio::time::advance(Duration::from_millis(80)).await;
+    let mut before = 0;
+    while !interval.tick() {
+        before += 1;
+    }
+    assert!(before < Interval::MAX_STRIDE, "noticed after {before} more events");
+    // After a restart, the first look at the clock is at the next event.
+    interval.restart();
+    tokio::time::advance(Duration::from_millis(80)).await;
+    assert!(interval.tick());
 }

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 
-use super::delivery::{handle_span, DeliveryError};
+use super::delivery::{handle_span, DeliveryError, Interval};
 use super::runner::Handler;
 use super::{Projection, ProjectionEngine, ProjectionError, ProjectionOptions};
 use crate::store::DeadLetterQuery;
@@ -103,7 +103,7 @@ impl ProjectionEngine {
         let mut events = self.events.read_all(1, &filter);
         let started = Instant::now();
         let mut report = Progress { events_done: 0, position: 0, head, elapsed: Duration::ZERO };
-        let mut last_report = started;
+        let mut report_due = Interval::new(Duration::from_millis(250));
         // Events since the last save: positions need not be consecutive
         // (PostgreSQL's jump at every transaction), so they are counted.
         let mut unsaved = 0;
@@ -124,8 +124,8 @@ impl ProjectionEngine {
                 self.checkpoints.save(&name, report.position).await.map_err(store_error)?;
                 unsaved = 0;
             }
-            if last_report.elapsed() >= Duration::from_millis(250) {
-                last_report = Instant::now();
+            if report_due.tick() {
+                report_due.restart();
                 report.elapsed = started.elapsed();
                 progress(&report);
             }

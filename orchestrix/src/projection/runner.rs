@@ -5,7 +5,6 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use futures_util::{FutureExt, StreamExt};
 use tokio::sync::watch;
 use tracing::Instrument;
@@ -13,7 +12,9 @@ use uuid::Uuid;
 
 use super::control::{Held, PauseGate};
 use super::dead_letters::{DropOutcome, RetryOutcome};
-use super::delivery::{handle_span, report_position, skippable, Delivered, Delivery, DeliveryError, Failure, Target};
+use super::delivery::{
+    handle_span, report_position, skippable, Delivered, Delivery, DeliveryError, Failure, Interval, Target,
+};
 use super::{
     Projection, ProjectionError, ProjectionHandle, ProjectionOptions, ProjectionState, ProjectionStatus, RunnerControl,
 };
@@ -144,7 +145,6 @@ fn never_interrupted(error: DeliveryError<Infallible>) -> ProjectionError {
 /// The engine's [`Target`]: a plain call of the projection's handler.
 pub(super) struct Handler<'a, P>(pub(super) &'a mut P);
 
-#[async_trait]
 impl<P: Projection> Target for Handler<'_, P> {
     type Interrupt = Infallible;
 
@@ -217,7 +217,7 @@ async fn save(
         progress.saved = progress.position;
     }
     progress.unsaved = 0;
-    progress.saved_at = tokio::time::Instant::now();
+    progress.interval.restart();
     Ok(())
 }
 
@@ -250,13 +250,21 @@ struct Tally {
     /// Events since the last save, counted: positions need not be
     /// consecutive (PostgreSQL's jump at every transaction).
     unsaved: u64,
-    saved_at: tokio::time::Instant,
+    /// Since the last save: saves again after `checkpoint_interval`.
+    interval: Interval,
 }
 
 impl Tally {
     /// At `start`, saved there, with these counts.
-    fn at(start: u64, handled: u64, parked: u64) -> Self {
-        Self { position: start, saved: start, handled, parked, unsaved: 0, saved_at: tokio::time::Instant::now() }
+    fn at(start: u64, handled: u64, parked: u64, checkpoint_interval: std::time::Duration) -> Self {
+        Self {
+            position: start,
+            saved: start,
+            handled,
+            parked,
+            unsaved: 0,
+            interval: Interval::new(checkpoint_interval),
+        }
     }
 }
 
@@ -313,9 +321,8 @@ impl<P: Projection> Runner<P> {
     ) -> Result<After, ProjectionError> {
         progress.position = event.global_position;
         progress.unsaved += 1;
-        let now = tokio::time::Instant::now();
-        let due = progress.unsaved >= self.options.checkpoint_every
-            || now.duration_since(progress.saved_at) >= self.options.checkpoint_interval;
+        let timed = progress.interval.tick();
+        let due = progress.unsaved >= self.options.checkpoint_every || timed;
         if due {
             save(&*self.engine.checkpoints, name, stop, progress).await?;
             self.report(None, progress);
@@ -328,7 +335,7 @@ impl<P: Projection> Runner<P> {
                 let Ok(()) = self.delivery.serve(&mut Handler(&mut self.projection), request).await;
             }
         }
-        Ok(if self.gate.due(now) { After::Control } else { After::Next })
+        Ok(if self.gate.due(progress.interval.last_look()) { After::Control } else { After::Next })
     }
 
     /// Pauses here (ADR 0050): saves the checkpoint and holds until the
@@ -353,7 +360,7 @@ impl<P: Projection> Runner<P> {
             Held::Interrupted(never) => match never {},
             Held::Resumed => {
                 let start = self.start(name, stop).await?;
-                *progress = Tally::at(start, progress.handled, progress.parked);
+                *progress = Tally::at(start, progress.handled, progress.parked, self.options.checkpoint_interval);
                 self.report(Some(ProjectionState::CatchingUp), progress);
                 Ok(false)
             }
@@ -364,7 +371,7 @@ impl<P: Projection> Runner<P> {
         let stop = self.control.stop_signal();
         let name = self.name().to_owned();
         let start = self.start(&name, &stop).await?;
-        let mut progress = Tally::at(start, 0, 0);
+        let mut progress = Tally::at(start, 0, 0, self.options.checkpoint_interval);
         let mut outages = 0;
         let mut stop = self.control.stop_signal();
         let mut wanted = self.control.wanted_signal();

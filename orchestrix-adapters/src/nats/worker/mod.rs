@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind};
-use async_trait::async_trait;
 use orchestrix::projection::delivery::{Delivered, Delivery, DeliveryError, Failure, Target};
 use orchestrix::projection::{PoisonPolicy, Projection, ProjectionError, RetryOutcome};
 use orchestrix::store::DeadLetterQuery;
@@ -157,7 +156,6 @@ struct Run<P> {
 /// ack follows the delivery).
 struct Apply<'a, P>(&'a mut P);
 
-#[async_trait]
 impl<P: Projection> Target for Apply<'_, P> {
     type Interrupt = std::convert::Infallible;
 

@@ -4,7 +4,6 @@
 use std::fmt;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use futures_util::{FutureExt, StreamExt};
 use orchestrix::error::BoxError;
 use orchestrix::projection::control::{Held, PauseGate};
@@ -97,7 +96,6 @@ struct Tx<'a, P> {
     checkpoint: Option<u64>,
 }
 
-#[async_trait]
 impl<P: PgProjection> Target for Tx<'_, P> {
     type Interrupt = BatchError;
 
