@@ -326,7 +326,7 @@ mod postgres {
                 .fetch_all(store.pool())
                 .await
                 .expect("a query");
-        assert_eq!(versions, [1, 2, 3, 4, 5, 6]);
+        assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7]);
         let retry = store.append(&stream, ExpectedVersion::Any, events).await.expect("answered");
         assert_eq!(retry[0].id, before[0].id);
         assert_eq!(store.stream_version(&stream).await.expect("a version"), Some(1));
