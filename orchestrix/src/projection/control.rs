@@ -21,7 +21,7 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::delivery::{Delivery, Target};
-use super::{ProjectionState, RunnerControl};
+use super::{ProjectionError, ProjectionState, RunnerControl};
 use crate::store::{CheckpointStore, PauseAck};
 
 /// How often a runner reads its control record, running or paused.
@@ -128,6 +128,15 @@ impl PauseGate {
                 () = tokio::time::sleep(CONTROL_EVERY) => {}
                 _ = nudge.changed() => {}
                 request = control.request() => {
+                    // A paused projection is not rebuilt: it would have to
+                    // run (ADR 0050). Resume it first.
+                    let request = match request.into_rebuild() {
+                        Ok(reply) => {
+                            let _ = reply.send(Err(ProjectionError::Paused(self.name.clone())));
+                            continue;
+                        }
+                        Err(request) => request,
+                    };
                     if let Err(interrupt) = delivery.serve(target, request).await {
                         return Held::Interrupted(interrupt);
                     }

@@ -202,6 +202,15 @@ impl Delivery {
                 let _ = reply.send(self.drop_letter(id).await);
                 Ok(())
             }
+            // Only the engine's runner rebuilds through its handle (it
+            // takes the request before it gets here): ADR 0050.
+            Request::Rebuild(reply) => {
+                let _ = reply.send(Err(ProjectionError::Unsupported {
+                    projection: self.name.clone(),
+                    operation: "rebuilding through its handle (stop it and rebuild it, e.g. `PgStore::rebuild_projection`)",
+                }));
+                Ok(())
+            }
         }
     }
 
@@ -236,9 +245,25 @@ pub(super) enum Request {
     Retry(Uuid, oneshot::Sender<Result<RetryOutcome, ProjectionError>>),
     RetryAll(oneshot::Sender<Result<RetryOutcome, ProjectionError>>),
     Drop(Uuid, oneshot::Sender<Result<DropOutcome, ProjectionError>>),
+    Rebuild(oneshot::Sender<Result<(), ProjectionError>>),
 }
 
-/// A retry or drop asked through a [`super::ProjectionHandle`], for the
-/// runner to serve between two events with [`Delivery::serve`].
+/// A retry, drop or rebuild asked through a [`super::ProjectionHandle`],
+/// for the runner to serve between two events with [`Delivery::serve`]
+/// (which refuses a rebuild with [`ProjectionError::Unsupported`]: only
+/// the engine's runner rebuilds itself, ADR 0050).
 #[derive(Debug)]
 pub struct DeadLetterRequest(pub(super) Request);
+
+/// Where a runner answers a rebuild asked through its handle.
+pub(super) type RebuildReply = oneshot::Sender<Result<(), ProjectionError>>;
+
+impl DeadLetterRequest {
+    /// The rebuild asked, if this request is one.
+    pub(super) fn into_rebuild(self) -> Result<RebuildReply, Self> {
+        match self.0 {
+            Request::Rebuild(reply) => Ok(reply),
+            other => Err(Self(other)),
+        }
+    }
+}

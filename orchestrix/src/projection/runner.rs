@@ -239,6 +239,8 @@ enum After {
     Stop,
     /// Read the control record: it is due.
     Control,
+    /// Follow the log again from the (reset) position: rebuilt.
+    Rebuilt,
 }
 
 /// Where a running projection is: its position, the last save, counts.
@@ -332,10 +334,50 @@ impl<P: Projection> Runner<P> {
                 return Ok(After::Stop);
             }
             while let Some(request) = self.control.try_request() {
-                let Ok(()) = self.delivery.serve(&mut Handler(&mut self.projection), request).await;
+                if self.serve(name, stop, progress, request).await? {
+                    return Ok(After::Rebuilt);
+                }
             }
         }
         Ok(if self.gate.due(progress.interval.last_look()) { After::Control } else { After::Next })
+    }
+
+    /// Serves a request of the handle between two events; whether it was
+    /// a rebuild (ADR 0050), after which the caller follows the log again
+    /// from the progress's position (0 once reset). A rebuild resets the
+    /// read model, deletes the checkpoint and purges the dead letters
+    /// ([`ProjectionEngine::start_over`]), then reloads the checkpoint and
+    /// parked streams as they are now, whatever failed, and answers.
+    async fn serve(
+        &mut self,
+        name: &str,
+        stop: &watch::Receiver<bool>,
+        progress: &mut Tally,
+        request: super::dead_letters::DeadLetterRequest,
+    ) -> Result<bool, ProjectionError> {
+        let reply = match request.into_rebuild() {
+            Ok(reply) => reply,
+            Err(request) => {
+                let Ok(()) = self.delivery.serve(&mut Handler(&mut self.projection), request).await;
+                return Ok(false);
+            }
+        };
+        tracing::info!(projection = %name, position = progress.position, "rebuilding on request");
+        let reset = self.engine.start_over(&mut self.projection, name).await;
+        match self.start(name, stop).await {
+            Ok(start) => {
+                *progress = Tally::at(start, progress.handled, progress.parked);
+                self.report(Some(ProjectionState::CatchingUp), progress);
+                let _ = reply.send(reset);
+                Ok(true)
+            }
+            Err(error) => {
+                let _ = reply.send(Err(reset.err().unwrap_or_else(|| {
+                    ProjectionError::Ended(name.to_owned(), format!("reset, but could not start over: {error}"))
+                })));
+                Err(error)
+            }
+        }
     }
 
     /// Pauses here (ADR 0050): saves the checkpoint and holds until the
@@ -432,7 +474,10 @@ impl<P: Projection> Runner<P> {
                     }
                     _ = stop.changed() => return save(&*self.engine.checkpoints, &name, &stop, &mut progress).await,
                     request = self.control.request() => {
-                        let Ok(()) = self.delivery.serve(&mut Handler(&mut self.projection), request).await;
+                        if self.serve(&name, &stop, &mut progress, request).await? {
+                            drop(events);
+                            events = self.engine.events.subscribe(progress.position + 1, filter.clone());
+                        }
                         continue;
                     }
                 }
@@ -477,6 +522,10 @@ impl<P: Projection> Runner<P> {
                 After::Next => {}
                 After::Stop => return Ok(()),
                 After::Control => read_control = true,
+                After::Rebuilt => {
+                    drop(events);
+                    events = self.engine.events.subscribe(progress.position + 1, filter.clone());
+                }
             }
         }
         save(&*self.engine.checkpoints, &name, &stop, &mut progress).await
