@@ -1,8 +1,9 @@
 //! Pausing the PostgreSQL transactional runner from another process
 //! (ADR 0050): the lease holder pauses and acknowledges with its batch
 //! committed, a standby that takes the lease starts paused, resume goes
-//! on from the checkpoint with every event applied once, and a rebuild of
-//! a paused projection is refused.
+//! on from the checkpoint with every event applied once, a rebuild
+//! through the handle is refused as unsupported, and a rebuild of a
+//! paused projection is refused.
 
 mod support;
 
@@ -107,6 +108,14 @@ async fn the_lease_holder_pauses_a_standby_starts_paused_and_resume_applies_ever
     standby.wait_caught_up(WAIT).await.unwrap();
     assert_eq!(journal(&store, &table).await, vec![1, 2, 3, 4, 5, 6, 7], "every event once, in order");
     assert_eq!(operator.load_control("journal").await.unwrap(), Some(ConsumerControl::new(false, None)));
+
+    // The transactional runner does not rebuild itself through its
+    // handle (ADR 0050): a typed refusal, nothing reset.
+    let checkpoint = CheckpointStore::load(&store, "journal").await.unwrap();
+    let refused = standby.rebuild().await.unwrap_err();
+    assert!(matches!(refused, ProjectionError::Unsupported { .. }), "{refused}");
+    assert_eq!(journal(&store, &table).await, vec![1, 2, 3, 4, 5, 6, 7], "nothing reset");
+    assert_eq!(CheckpointStore::load(&store, "journal").await.unwrap(), checkpoint, "the checkpoint stays");
 
     // A rebuild of a paused projection would wait for ever: refused.
     standby.pause(WAIT).await.unwrap();
