@@ -207,7 +207,8 @@ impl Delivery {
             Request::Rebuild(reply) => {
                 let _ = reply.send(Err(ProjectionError::Unsupported {
                     projection: self.name.clone(),
-                    operation: "rebuilding through its handle (stop it and rebuild it, e.g. `PgStore::rebuild_projection`)",
+                    operation:
+                        "rebuilding through its handle (stop it and rebuild it, e.g. `PgStore::rebuild_projection`)",
                 }));
                 Ok(())
             }

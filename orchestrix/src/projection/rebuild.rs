@@ -140,7 +140,11 @@ impl ProjectionEngine {
     /// resets the read model of `projection` (named `name`), deletes its
     /// checkpoint and purges its dead letters, in that order. The first
     /// failure stops it and is returned.
-    pub(super) async fn start_over<P: Projection>(&self, projection: &mut P, name: &str) -> Result<(), ProjectionError> {
+    pub(super) async fn start_over<P: Projection>(
+        &self,
+        projection: &mut P,
+        name: &str,
+    ) -> Result<(), ProjectionError> {
         let store_error = |source| ProjectionError::Store { projection: name.to_owned(), source };
         projection.reset().await.map_err(|source| ProjectionError::Reset { projection: name.to_owned(), source })?;
         self.checkpoints.delete(name).await.map_err(store_error)?;

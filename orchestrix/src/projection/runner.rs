@@ -310,17 +310,30 @@ impl<P: Projection> Runner<P> {
         Ok(start)
     }
 
-    /// After an event: saves the checkpoint when due, reports, and serves
-    /// waiting dead-letter requests. Says whether to stop, or to read the
+    /// Delivers `event` (a poison event that stops the projection is
+    /// returned, with the progress before it saved), then saves the
+    /// checkpoint when due, reports, and serves waiting requests of the
+    /// handle. Says whether to stop, or to read the
     /// control record (the same clock reading as the checkpoint's cadence:
     /// nothing per event reaches the store).
-    async fn after_event(
+    async fn handle(
         &mut self,
         name: &str,
         stop: &watch::Receiver<bool>,
         progress: &mut Tally,
         event: &RecordedEvent,
     ) -> Result<After, ProjectionError> {
+        let span = handle_span(name, event);
+        match self.delivery.deliver(&mut Handler(&mut self.projection), event, &span).await {
+            Ok(Delivered::Handled) => progress.handled += 1,
+            Ok(_) => progress.parked += 1,
+            Err(DeliveryError::Projection(error)) => {
+                // Keep the progress made before the poison event.
+                save(&*self.engine.checkpoints, name, stop, progress).await?;
+                return Err(error);
+            }
+            Err(DeliveryError::Interrupted(never)) => match never {},
+        }
         progress.position = event.global_position;
         progress.unsaved += 1;
         let timed = progress.interval.tick();
@@ -507,18 +520,7 @@ impl<P: Projection> Runner<P> {
                 // Moved over already (a look ahead raced the subscription).
                 continue;
             }
-            let span = handle_span(&name, &event);
-            match self.delivery.deliver(&mut Handler(&mut self.projection), &event, &span).await {
-                Ok(Delivered::Handled) => progress.handled += 1,
-                Ok(_) => progress.parked += 1,
-                Err(DeliveryError::Projection(error)) => {
-                    // Keep the progress made before the poison event.
-                    save(&*self.engine.checkpoints, &name, &stop, &mut progress).await?;
-                    return Err(error);
-                }
-                Err(DeliveryError::Interrupted(never)) => match never {},
-            }
-            match self.after_event(&name, &stop, &mut progress, &event).await? {
+            match self.handle(&name, &stop, &mut progress, &event).await? {
                 After::Next => {}
                 After::Stop => return Ok(()),
                 After::Control => read_control = true,
