@@ -131,8 +131,8 @@ impl PauseGate {
                     // A paused projection is not rebuilt: it would have to
                     // run (ADR 0050). Resume it first.
                     let request = match request.into_rebuild() {
-                        Ok(reply) => {
-                            let _ = reply.send(Err(ProjectionError::Paused(self.name.clone())));
+                        Ok(rebuild) => {
+                            rebuild.answer(Err(ProjectionError::Paused(self.name.clone())));
                             continue;
                         }
                         Err(request) => request,

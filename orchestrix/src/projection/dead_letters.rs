@@ -202,13 +202,12 @@ impl Delivery {
                 let _ = reply.send(self.drop_letter(id).await);
                 Ok(())
             }
-            // Only the engine's runner rebuilds through its handle (it
-            // takes the request before it gets here): ADR 0050.
+            // A runner that rebuilds itself takes the request before it
+            // gets here (`DeadLetterRequest::into_rebuild`): ADR 0050.
             Request::Rebuild(reply) => {
                 let _ = reply.send(Err(ProjectionError::Unsupported {
                     projection: self.name.clone(),
-                    operation:
-                        "rebuilding through its handle (stop it and rebuild it, e.g. `PgStore::rebuild_projection`)",
+                    operation: "rebuilding through its handle (stop it and rebuild it)",
                 }));
                 Ok(())
             }
@@ -251,20 +250,35 @@ pub(super) enum Request {
 
 /// A retry, drop or rebuild asked through a [`super::ProjectionHandle`],
 /// for the runner to serve between two events with [`Delivery::serve`]
-/// (which refuses a rebuild with [`ProjectionError::Unsupported`]: only
-/// the engine's runner rebuilds itself, ADR 0050).
+/// (which refuses a rebuild with [`ProjectionError::Unsupported`]: a
+/// runner that rebuilds itself takes it first with
+/// [`DeadLetterRequest::into_rebuild`], ADR 0050).
 #[derive(Debug)]
 pub struct DeadLetterRequest(pub(super) Request);
 
-/// Where a runner answers a rebuild asked through its handle.
-pub(super) type RebuildReply = oneshot::Sender<Result<(), ProjectionError>>;
-
 impl DeadLetterRequest {
-    /// The rebuild asked, if this request is one.
-    pub(super) fn into_rebuild(self) -> Result<RebuildReply, Self> {
+    /// The rebuild asked through
+    /// [`ProjectionHandle::rebuild`](super::ProjectionHandle::rebuild), if
+    /// this request is one, for a runner that rebuilds itself (ADR 0050);
+    /// any other request is given back, to be served with
+    /// [`Delivery::serve`].
+    pub fn into_rebuild(self) -> Result<RebuildRequest, Self> {
         match self.0 {
-            Request::Rebuild(reply) => Ok(reply),
+            Request::Rebuild(reply) => Ok(RebuildRequest(reply)),
             other => Err(Self(other)),
         }
+    }
+}
+
+/// A rebuild asked through a [`super::ProjectionHandle`], taken from a
+/// [`DeadLetterRequest`] by a runner that rebuilds itself (ADR 0050).
+#[derive(Debug)]
+pub struct RebuildRequest(oneshot::Sender<Result<(), ProjectionError>>);
+
+impl RebuildRequest {
+    /// Answers the handle: `Ok` once the read model, the checkpoint and
+    /// the dead letters are reset (not once caught up again), or why not.
+    pub fn answer(self, result: Result<(), ProjectionError>) {
+        let _ = self.0.send(result);
     }
 }

@@ -400,13 +400,17 @@ impl<P: Send + 'static> ProjectionHandle<P> {
     /// status reads position 0 then, and
     /// [`ProjectionHandle::wait_caught_up`] waits for the replay.
     ///
-    /// Refused with [`ProjectionError::Paused`] while the projection is
-    /// paused (resume it first), with [`ProjectionError::Ended`] when its
-    /// runner has ended, and with [`ProjectionError::Unsupported`] by a
-    /// runner that does not rebuild itself (the PostgreSQL transactional
-    /// runner: stop it and use its adapter's rebuild). A failed reset is
-    /// returned; the runner then goes on from its checkpoint as the
-    /// failure left it (none once deleted: from position 1), so ask again.
+    /// The PostgreSQL transactional runner does the same, its reset,
+    /// checkpoint and dead letters in one transaction. Refused with
+    /// [`ProjectionError::Paused`] while the projection is paused (resume
+    /// it first), with [`ProjectionError::Ended`] when its runner has
+    /// ended, and with [`ProjectionError::Unsupported`] by a runner that
+    /// does not rebuild itself (one of [`ProjectionHandle::spawn_runner`],
+    /// or a serving runner that does not take
+    /// [`DeadLetterRequest::into_rebuild`](super::dead_letters::DeadLetterRequest::into_rebuild)).
+    /// A failed reset is returned; the engine's runner then goes on from
+    /// its checkpoint as the failure left it (none once deleted: from
+    /// position 1), so ask again.
     pub async fn rebuild(&self) -> Result<(), ProjectionError> {
         self.ask(Request::Rebuild).await
     }

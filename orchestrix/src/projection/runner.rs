@@ -368,8 +368,8 @@ impl<P: Projection> Runner<P> {
         progress: &mut Tally,
         request: super::dead_letters::DeadLetterRequest,
     ) -> Result<bool, ProjectionError> {
-        let reply = match request.into_rebuild() {
-            Ok(reply) => reply,
+        let rebuild = match request.into_rebuild() {
+            Ok(rebuild) => rebuild,
             Err(request) => {
                 let Ok(()) = self.delivery.serve(&mut Handler(&mut self.projection), request).await;
                 return Ok(false);
@@ -381,11 +381,11 @@ impl<P: Projection> Runner<P> {
             Ok(start) => {
                 *progress = Tally::at(start, progress.handled, progress.parked);
                 self.report(Some(ProjectionState::CatchingUp), progress);
-                let _ = reply.send(reset);
+                rebuild.answer(reset);
                 Ok(true)
             }
             Err(error) => {
-                let _ = reply.send(Err(reset.err().unwrap_or_else(|| {
+                rebuild.answer(Err(reset.err().unwrap_or_else(|| {
                     ProjectionError::Ended(name.to_owned(), format!("reset, but could not start over: {error}"))
                 })));
                 Err(error)
