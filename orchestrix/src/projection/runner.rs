@@ -11,7 +11,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use super::control::{Held, PauseGate};
-use super::dead_letters::{DropOutcome, RetryOutcome};
+use super::dead_letters::{DropOutcome, RebuildRequest, RetryOutcome};
 use super::delivery::{
     handle_span, report_position, skippable, Delivered, Delivery, DeliveryError, Failure, Interval, Target,
 };
@@ -368,13 +368,23 @@ impl<P: Projection> Runner<P> {
         progress: &mut Tally,
         request: super::dead_letters::DeadLetterRequest,
     ) -> Result<bool, ProjectionError> {
-        let rebuild = match request.into_rebuild() {
-            Ok(rebuild) => rebuild,
+        match request.into_rebuild() {
+            Ok(rebuild) => self.rebuild(name, stop, progress, rebuild).await.map(|()| true),
             Err(request) => {
                 let Ok(()) = self.delivery.serve(&mut Handler(&mut self.projection), request).await;
-                return Ok(false);
+                Ok(false)
             }
-        };
+        }
+    }
+
+    /// Rebuilds here (ADR 0050); see [`Runner::serve`].
+    async fn rebuild(
+        &mut self,
+        name: &str,
+        stop: &watch::Receiver<bool>,
+        progress: &mut Tally,
+        rebuild: RebuildRequest,
+    ) -> Result<(), ProjectionError> {
         tracing::info!(projection = %name, position = progress.position, "rebuilding on request");
         let reset = self.engine.start_over(&mut self.projection, name).await;
         match self.start(name, stop).await {
@@ -382,7 +392,7 @@ impl<P: Projection> Runner<P> {
                 *progress = Tally::at(start, progress.handled, progress.parked);
                 self.report(Some(ProjectionState::CatchingUp), progress);
                 rebuild.answer(reset);
-                Ok(true)
+                Ok(())
             }
             Err(error) => {
                 rebuild.answer(Err(reset.err().unwrap_or_else(|| {
@@ -394,7 +404,7 @@ impl<P: Projection> Runner<P> {
     }
 
     /// Pauses here (ADR 0050): saves the checkpoint and holds until the
-    /// pause is withdrawn, then reloads the checkpoint (a rebuild may have
+    /// pause is withdrawn (rebuilding first if asked meanwhile), then reloads the checkpoint (a rebuild may have
     /// moved it) and the parked streams (letters may have been retried or
     /// dropped). Returns whether the runner was stopped meanwhile. The
     /// caller has dropped its subscription.
@@ -413,6 +423,7 @@ impl<P: Projection> Runner<P> {
         match held {
             Held::Stopped => Ok(true),
             Held::Interrupted(never) => match never {},
+            Held::Rebuild(rebuild) => self.rebuild(name, stop, progress, rebuild).await.map(|()| false),
             Held::Resumed => {
                 let start = self.start(name, stop).await?;
                 *progress = Tally::at(start, progress.handled, progress.parked, self.options.checkpoint_interval);

@@ -358,6 +358,7 @@ impl<P: PgProjection> Runner<P> {
         match held {
             Held::Stopped => Ok(Pass::Done),
             Held::Interrupted(error) => self.resume_after(error),
+            Held::Rebuild(rebuild) => self.rebuild(rebuild).await,
             // Resumed (and whatever a later version adds): a new pass.
             _ => Ok(Pass::Resume { pause: false }),
         }
