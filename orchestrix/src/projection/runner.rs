@@ -389,7 +389,7 @@ impl<P: Projection> Runner<P> {
         let reset = self.engine.start_over(&mut self.projection, name).await;
         match self.start(name, stop).await {
             Ok(start) => {
-                *progress = Tally::at(start, progress.handled, progress.parked);
+                *progress = Tally::at(start, progress.handled, progress.parked, self.options.checkpoint_interval);
                 self.report(Some(ProjectionState::CatchingUp), progress);
                 rebuild.answer(reset);
                 Ok(())
