@@ -1,8 +1,9 @@
 //! Pausing the PostgreSQL transactional runner from another process
 //! (ADR 0050): the lease holder pauses and acknowledges with its batch
 //! committed, a standby that takes the lease starts paused, resume goes
-//! on from the checkpoint with every event applied once, and a rebuild of
-//! a paused projection is refused.
+//! on from the checkpoint with every event applied once, a rebuild
+//! through the handle resets and replays in place, and a rebuild of a
+//! paused projection is refused.
 
 mod support;
 
@@ -43,6 +44,11 @@ impl PgProjection for Journal {
             .bind(i64::try_from(event.stream_version)?)
             .execute(&mut *tx)
             .await?;
+        Ok(())
+    }
+
+    async fn reset(&mut self, tx: &mut PgConnection) -> Result<(), BoxError> {
+        sqlx::query(&format!("DELETE FROM {}", self.table)).execute(&mut *tx).await?;
         Ok(())
     }
 }
@@ -107,6 +113,19 @@ async fn the_lease_holder_pauses_a_standby_starts_paused_and_resume_applies_ever
     standby.wait_caught_up(WAIT).await.unwrap();
     assert_eq!(journal(&store, &table).await, vec![1, 2, 3, 4, 5, 6, 7], "every event once, in order");
     assert_eq!(operator.load_control("journal").await.unwrap(), Some(ConsumerControl::new(false, None)));
+
+    // The transactional runner rebuilds itself through its handle
+    // (ADR 0050): the reset in one transaction, then a catch-up from 1 to
+    // the same journal, and the checkpoint back where it was.
+    let checkpoint = CheckpointStore::load(&store, "journal").await.unwrap();
+    standby.rebuild().await.unwrap();
+    append(&store, 8, 8).await;
+    standby.wait_caught_up(WAIT).await.unwrap();
+    assert_eq!(journal(&store, &table).await, vec![1, 2, 3, 4, 5, 6, 7, 8], "reset, then every event once");
+    let first: i64 =
+        sqlx::query_scalar(&format!("SELECT min(seq) FROM {table}")).fetch_one(store.pool()).await.unwrap();
+    assert!(first > 7, "the rows before the rebuild were deleted and written again (first row {first})");
+    assert!(CheckpointStore::load(&store, "journal").await.unwrap() > checkpoint, "the checkpoint saved again");
 
     // A rebuild of a paused projection would wait for ever: refused.
     standby.pause(WAIT).await.unwrap();

@@ -1,5 +1,5 @@
 //! The actions that change something: retry and drop a dead letter,
-//! pause and resume a projection (ADR 0050). The
+//! pause, resume and rebuild a projection (ADR 0050). The
 //! routes exist only when a write token is configured; each request is
 //! authorized by [`crate::security::authorize`].
 
@@ -18,11 +18,22 @@ use crate::scope::Scope;
 use crate::security::{authorize, refused};
 use crate::streams::unavailable;
 
-/// An action's form: the session's CSRF token.
+/// An action's form: the session's CSRF token, and the ticked
+/// confirmation of an action that throws something away (a rebuild).
 #[derive(Debug, Default, Deserialize)]
 pub(crate) struct ActionForm {
     #[serde(default)]
     csrf: String,
+    #[serde(default)]
+    confirm: String,
+}
+
+/// What a projection's control is asked.
+#[derive(Clone, Copy)]
+enum Control {
+    Pause,
+    Resume,
+    Rebuild,
 }
 
 enum Action {
@@ -57,7 +68,7 @@ pub(crate) async fn pause(
     params: RawPathParams,
     form: Result<Form<ActionForm>, FormRejection>,
 ) -> Response {
-    control(scope, &headers, &params, form.map(|Form(form)| form).unwrap_or_default(), true).await
+    control(scope, &headers, &params, form.map(|Form(form)| form).unwrap_or_default(), Control::Pause).await
 }
 
 /// `POST /projections/{projection}/resume`.
@@ -67,12 +78,29 @@ pub(crate) async fn resume(
     params: RawPathParams,
     form: Result<Form<ActionForm>, FormRejection>,
 ) -> Response {
-    control(scope, &headers, &params, form.map(|Form(form)| form).unwrap_or_default(), false).await
+    control(scope, &headers, &params, form.map(|Form(form)| form).unwrap_or_default(), Control::Resume).await
 }
 
-/// Pauses or resumes a projection of this view (a tenant controls its own
-/// projections only).
-async fn control(scope: Scope, headers: &HeaderMap, params: &RawPathParams, form: ActionForm, pause: bool) -> Response {
+/// `POST /projections/{projection}/rebuild`: needs the form's confirmation
+/// ticked (`confirm=yes`), since it throws the read model away.
+pub(crate) async fn rebuild(
+    scope: Scope,
+    headers: HeaderMap,
+    params: RawPathParams,
+    form: Result<Form<ActionForm>, FormRejection>,
+) -> Response {
+    control(scope, &headers, &params, form.map(|Form(form)| form).unwrap_or_default(), Control::Rebuild).await
+}
+
+/// Pauses, resumes or rebuilds a projection of this view (a tenant
+/// controls its own projections only).
+async fn control(
+    scope: Scope,
+    headers: &HeaderMap,
+    params: &RawPathParams,
+    form: ActionForm,
+    action: Control,
+) -> Response {
     if let Err(reason) = authorize(&scope.shared, headers, Some(&form.csrf)) {
         return refused(reason);
     }
@@ -80,12 +108,17 @@ async fn control(scope: Scope, headers: &HeaderMap, params: &RawPathParams, form
     let Some(entry) = scope.projections().find(|entry| entry.name == name) else {
         return (StatusCode::NOT_FOUND, layout::bare("Not found", "No such projection in this view.")).into_response();
     };
-    let outcome = if pause { entry.control.pause().await } else { entry.control.resume().await };
+    if matches!(action, Control::Rebuild) && form.confirm != "yes" {
+        let why = "A rebuild throws the read model, the checkpoint and the dead letters away: tick the confirmation next to the button.";
+        return (StatusCode::BAD_REQUEST, layout::bare("Not confirmed", why)).into_response();
+    }
+    let (outcome, done) = match action {
+        Control::Pause => (entry.control.pause().await, "paused"),
+        Control::Resume => (entry.control.resume().await, "resumed"),
+        Control::Rebuild => (entry.control.rebuild().await, "rebuilding"),
+    };
     match outcome {
-        Ok(_) => {
-            let done = if pause { "paused" } else { "resumed" };
-            Redirect::to(&scope.mount.href(&format!("/projections?done={done}"))).into_response()
-        }
+        Ok(_) => Redirect::to(&scope.mount.href(&format!("/projections?done={done}"))).into_response(),
         Err(error) => {
             (StatusCode::CONFLICT, layout::bare("The action failed", &without_credentials(&error))).into_response()
         }

@@ -40,6 +40,14 @@ pub trait ProjectionControl: Send + Sync + 'static {
     async fn resume(&self) -> Result<String, String> {
         Err("this projection's control cannot resume it".to_owned())
     }
+
+    /// Rebuilds the running projection in place (ADR 0050): its read
+    /// model is reset, its checkpoint and dead letters are forgotten and
+    /// it catches up again from the first event. `Ok` once reset (not
+    /// once caught up), `Err` with the reason. The default refuses.
+    async fn rebuild(&self) -> Result<String, String> {
+        Err("this projection's control cannot rebuild it".to_owned())
+    }
 }
 
 /// How long the console waits for a runner to pause before it answers.
@@ -74,6 +82,13 @@ impl<P: Send + 'static> ProjectionControl for ProjectionHandle<P> {
 
     async fn resume(&self) -> Result<String, String> {
         ProjectionHandle::resume(self).await.map(|()| "resumed".to_owned()).map_err(|error| error.to_string())
+    }
+
+    async fn rebuild(&self) -> Result<String, String> {
+        ProjectionHandle::rebuild(self)
+            .await
+            .map(|()| "reset; catching up from the first event".to_owned())
+            .map_err(|error| error.to_string())
     }
 }
 

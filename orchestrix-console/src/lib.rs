@@ -111,7 +111,8 @@ fn pages(router: Router<Arc<Shared>>, prefix: &str, writable: bool) -> Router<Ar
             .route(&at("/dead-letters/{letter}/retry"), post(actions::retry))
             .route(&at("/dead-letters/{letter}/drop"), post(actions::drop_letter))
             .route(&at("/projections/{projection}/pause"), post(actions::pause))
-            .route(&at("/projections/{projection}/resume"), post(actions::resume));
+            .route(&at("/projections/{projection}/resume"), post(actions::resume))
+            .route(&at("/projections/{projection}/rebuild"), post(actions::rebuild));
     }
     router
 }

@@ -1,5 +1,5 @@
 //! The projections page: state, position, lag, events handled and parked;
-//! pause and resume buttons for a signed-in session (ADR 0050).
+//! pause, resume and rebuild buttons for a signed-in session (ADR 0050).
 
 use axum::extract::Query;
 use axum::http::HeaderMap;
@@ -21,14 +21,29 @@ pub(crate) struct Done {
     done: String,
 }
 
-/// The pause or resume button of projection `name` in `state`.
+/// The pause or resume button of projection `name` in `state`, and the
+/// rebuild button with its confirmation (not while paused: a paused
+/// projection refuses it).
 fn actions(scope: &Scope, csrf: &str, name: &str, state: &ProjectionState) -> Markup {
-    let (action, label) =
-        if matches!(state, ProjectionState::Paused) { ("resume", "Resume") } else { ("pause", "Pause") };
+    let paused = matches!(state, ProjectionState::Paused);
+    let running = matches!(state, ProjectionState::CatchingUp | ProjectionState::Live);
+    let (action, label) = if paused { ("resume", "Resume") } else { ("pause", "Pause") };
+    let href = |action: &str| scope.mount.href(&format!("/projections/{}/{action}", encode_component(name)));
     html! {
-        form method="post" action=(scope.mount.href(&format!("/projections/{}/{action}", encode_component(name)))) {
+        form method="post" action=(href(action)) {
             input type="hidden" name="csrf" value=(csrf);
             button class=(action) type="submit" { (label) }
+        }
+        @if running {
+            form method="post" action=(href("rebuild")) {
+                input type="hidden" name="csrf" value=(csrf);
+                label title="Resets the read model, forgets the checkpoint and the dead letters, and replays the log from the first event." {
+                    input type="checkbox" name="confirm" value="yes" required;
+                    " reset the read model"
+                }
+                " "
+                button class="rebuild" type="submit" { "Rebuild" }
+            }
         }
     }
 }
@@ -44,6 +59,7 @@ pub(crate) async fn list(scope: Scope, headers: HeaderMap, Query(done): Query<Do
     let notice = match done.done.as_str() {
         "paused" => Some("Paused."),
         "resumed" => Some("Resumed."),
+        "rebuilding" => Some("Rebuilding: the read model was reset; the projection catches up from the first event."),
         _ => None,
     };
     let body = html! {

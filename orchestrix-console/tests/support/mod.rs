@@ -25,7 +25,8 @@ use tower::ServiceExt;
 pub const TOKEN: &str = "s3cret-write-token-0123456789";
 pub const HOSTILE: &str = "<script>alert('x')</script>";
 
-/// Counts the events it handles; fails on `Poison` until healed.
+/// Counts the events it handles (a rebuild resets the count); fails on
+/// `Poison` until healed.
 pub struct Balances {
     pub healed: Arc<AtomicBool>,
     pub applied: Arc<AtomicU64>,
@@ -46,6 +47,12 @@ impl Projection for Balances {
             return Err("the balance went negative: postgres://admin:hunter2@db/x refused".into());
         }
         self.applied.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// A rebuild starts the count again.
+    async fn reset(&mut self) -> Result<(), BoxError> {
+        self.applied.store(0, Ordering::SeqCst);
         Ok(())
     }
 }

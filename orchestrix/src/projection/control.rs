@@ -20,8 +20,9 @@ use chrono::Utc;
 use tokio::time::Instant;
 use uuid::Uuid;
 
+use super::dead_letters::RebuildRequest;
 use super::delivery::{Delivery, Target};
-use super::{ProjectionState, RunnerControl};
+use super::{ProjectionError, ProjectionState, RunnerControl};
 use crate::store::{CheckpointStore, PauseAck};
 
 /// How often a runner reads its control record, running or paused.
@@ -40,6 +41,9 @@ pub enum Held<I> {
     /// Serving a dead-letter request was interrupted (an outage of a
     /// transactional runner): handle it as the runner does elsewhere.
     Interrupted(I),
+    /// The pause was withdrawn and a rebuild was asked meanwhile (ADR
+    /// 0050): rebuild, then go on from position 1.
+    Rebuild(RebuildRequest),
 }
 
 /// A runner's view of its consumer's control record. See the
@@ -107,7 +111,9 @@ impl PauseGate {
     /// Holds the runner paused at `position` (its checkpoint saved, no
     /// subscription, no transaction): acknowledges, reports
     /// [`ProjectionState::Paused`], serves the handle's dead-letter
-    /// requests with `target`, and reads the record every
+    /// requests with `target` (a rebuild is refused with
+    /// [`ProjectionError::Paused`] unless the record, read at once, says
+    /// the pause was withdrawn: [`Held::Rebuild`]), and reads the record every
     /// [`CONTROL_EVERY`] (at once when the handle nudges) until the pause
     /// is withdrawn or the runner is stopped.
     pub async fn hold<T: Target>(
@@ -122,16 +128,26 @@ impl PauseGate {
         tracing::info!(projection = %self.name, position, runner = %self.runner, "paused");
         let mut stop = control.stop_signal();
         let mut nudge = control.nudge_signal();
+        let mut rebuild: Option<RebuildRequest> = None;
         loop {
+            if let Some(refused) = rebuild.take() {
+                refused.answer(Err(ProjectionError::Paused(self.name.clone())));
+            }
             tokio::select! {
                 _ = stop.changed() => return Held::Stopped,
                 () = tokio::time::sleep(CONTROL_EVERY) => {}
                 _ = nudge.changed() => {}
-                request = control.request() => {
-                    if let Err(interrupt) = delivery.serve(target, request).await {
-                        return Held::Interrupted(interrupt);
+                request = control.request() => match request.into_rebuild() {
+                    // The record decides, read at once below: a paused
+                    // projection refuses (it would have to run, ADR
+                    // 0050), a resume written a moment ago lets it go.
+                    Ok(asked) => rebuild = Some(asked),
+                    Err(request) => {
+                        if let Err(interrupt) = delivery.serve(target, request).await {
+                            return Held::Interrupted(interrupt);
+                        }
+                        continue;
                     }
-                    continue;
                 }
             }
             if control.is_stopping() {
@@ -152,7 +168,7 @@ impl PauseGate {
                     }
                     control.report(|s| s.state = ProjectionState::CatchingUp);
                     tracing::info!(projection = %self.name, "resumed");
-                    return Held::Resumed;
+                    return rebuild.map_or(Held::Resumed, Held::Rebuild);
                 }
                 Err(error) => {
                     tracing::warn!(projection = %self.name, %error, "cannot read the control record; staying paused");

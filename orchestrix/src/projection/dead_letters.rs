@@ -202,6 +202,15 @@ impl Delivery {
                 let _ = reply.send(self.drop_letter(id).await);
                 Ok(())
             }
+            // A runner that rebuilds itself takes the request before it
+            // gets here (`DeadLetterRequest::into_rebuild`): ADR 0050.
+            Request::Rebuild(reply) => {
+                let _ = reply.send(Err(ProjectionError::Unsupported {
+                    projection: self.name.clone(),
+                    operation: "rebuilding through its handle (stop it and rebuild it)",
+                }));
+                Ok(())
+            }
         }
     }
 
@@ -236,9 +245,40 @@ pub(super) enum Request {
     Retry(Uuid, oneshot::Sender<Result<RetryOutcome, ProjectionError>>),
     RetryAll(oneshot::Sender<Result<RetryOutcome, ProjectionError>>),
     Drop(Uuid, oneshot::Sender<Result<DropOutcome, ProjectionError>>),
+    Rebuild(oneshot::Sender<Result<(), ProjectionError>>),
 }
 
-/// A retry or drop asked through a [`super::ProjectionHandle`], for the
-/// runner to serve between two events with [`Delivery::serve`].
+/// A retry, drop or rebuild asked through a [`super::ProjectionHandle`],
+/// for the runner to serve between two events with [`Delivery::serve`]
+/// (which refuses a rebuild with [`ProjectionError::Unsupported`]: a
+/// runner that rebuilds itself takes it first with
+/// [`DeadLetterRequest::into_rebuild`], ADR 0050).
 #[derive(Debug)]
 pub struct DeadLetterRequest(pub(super) Request);
+
+impl DeadLetterRequest {
+    /// The rebuild asked through
+    /// [`ProjectionHandle::rebuild`](super::ProjectionHandle::rebuild), if
+    /// this request is one, for a runner that rebuilds itself (ADR 0050);
+    /// any other request is given back, to be served with
+    /// [`Delivery::serve`].
+    pub fn into_rebuild(self) -> Result<RebuildRequest, Self> {
+        match self.0 {
+            Request::Rebuild(reply) => Ok(RebuildRequest(reply)),
+            other => Err(Self(other)),
+        }
+    }
+}
+
+/// A rebuild asked through a [`super::ProjectionHandle`], taken from a
+/// [`DeadLetterRequest`] by a runner that rebuilds itself (ADR 0050).
+#[derive(Debug)]
+pub struct RebuildRequest(oneshot::Sender<Result<(), ProjectionError>>);
+
+impl RebuildRequest {
+    /// Answers the handle: `Ok` once the read model, the checkpoint and
+    /// the dead letters are reset (not once caught up again), or why not.
+    pub fn answer(self, result: Result<(), ProjectionError>) {
+        let _ = self.0.send(result);
+    }
+}

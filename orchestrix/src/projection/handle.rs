@@ -126,7 +126,7 @@ impl RunnerControl {
         self.nudge.clone()
     }
 
-    /// The next dead-letter request (retry, drop) sent through the handle,
+    /// The next request (retry, drop, rebuild) sent through the handle,
     /// for `tokio::select!`; pending forever when the runner was spawned
     /// with [`ProjectionHandle::spawn_runner`] (which serves none) or the
     /// handle is gone. Serve it with
@@ -357,7 +357,7 @@ impl<P: Send + 'static> ProjectionHandle<P> {
         let Some(requests) = &self.requests else {
             return Err(ProjectionError::Unsupported {
                 projection: self.name.clone(),
-                operation: "dead-letter requests through its handle",
+                operation: "requests through its handle (dead letters, rebuild)",
             });
         };
         let ended = || ProjectionError::Ended(self.name.clone(), "the projection is not running".into());
@@ -386,6 +386,33 @@ impl<P: Send + 'static> ProjectionHandle<P> {
     /// [`Delivery::drop_letter`](super::delivery::Delivery::drop_letter).
     pub async fn drop_dead_letter(&self, id: Uuid) -> Result<DropOutcome, ProjectionError> {
         self.ask(|reply| Request::Drop(id, reply)).await
+    }
+
+    /// Rebuilds the running projection in place (ADR 0050): between two
+    /// events its runner resets the read model
+    /// ([`Projection::reset`](super::Projection::reset)), deletes the
+    /// checkpoint and purges the dead letters (as
+    /// [`ProjectionEngine::rebuild`](super::ProjectionEngine::rebuild)
+    /// does), reloads its parked streams and follows the log again from
+    /// position 1, as a catch-up ([`ProjectionState::CatchingUp`], then
+    /// [`ProjectionState::Live`]). Events that still fail are parked
+    /// again. Returns once the reset is done, not when caught up: the
+    /// status reads position 0 then, and
+    /// [`ProjectionHandle::wait_caught_up`] waits for the replay.
+    ///
+    /// The PostgreSQL transactional runner does the same, its reset,
+    /// checkpoint and dead letters in one transaction. Refused with
+    /// [`ProjectionError::Paused`] while the projection is paused (resume
+    /// it first), with [`ProjectionError::Ended`] when its runner has
+    /// ended, and with [`ProjectionError::Unsupported`] by a runner that
+    /// does not rebuild itself (one of [`ProjectionHandle::spawn_runner`],
+    /// or a serving runner that does not take
+    /// [`DeadLetterRequest::into_rebuild`](super::dead_letters::DeadLetterRequest::into_rebuild)).
+    /// A failed reset is returned; the engine's runner then goes on from
+    /// its checkpoint as the failure left it (none once deleted: from
+    /// position 1), so ask again.
+    pub async fn rebuild(&self) -> Result<(), ProjectionError> {
+        self.ask(Request::Rebuild).await
     }
 
     /// Asks the projection to stop after the event in hand, saves its

@@ -92,11 +92,7 @@ impl ProjectionEngine {
     ) -> Result<Progress, ProjectionError> {
         let name = projection.name();
         let store_error = |source| ProjectionError::Store { projection: name.to_string(), source };
-        projection.reset().await.map_err(|source| ProjectionError::Reset { projection: name.to_string(), source })?;
-        self.checkpoints.delete(&name).await.map_err(store_error)?;
-        if let Some(letters) = &self.dead_letters {
-            letters.purge(&DeadLetterQuery::consumer(name.to_string())).await.map_err(store_error)?;
-        }
+        self.start_over(projection, &name).await?;
         let mut delivery = self.delivery(&name, &options);
         let head = self.events.head_position().await.map_err(store_error)?.unwrap_or(0);
         let filter = projection.filter();
@@ -135,5 +131,26 @@ impl ProjectionEngine {
         report.elapsed = started.elapsed();
         progress(&report);
         Ok(report)
+    }
+}
+
+impl ProjectionEngine {
+    /// What every rebuild does first, the engine's and a running runner's
+    /// ([`ProjectionHandle::rebuild`](super::ProjectionHandle::rebuild)):
+    /// resets the read model of `projection` (named `name`), deletes its
+    /// checkpoint and purges its dead letters, in that order. The first
+    /// failure stops it and is returned.
+    pub(super) async fn start_over<P: Projection>(
+        &self,
+        projection: &mut P,
+        name: &str,
+    ) -> Result<(), ProjectionError> {
+        let store_error = |source| ProjectionError::Store { projection: name.to_owned(), source };
+        projection.reset().await.map_err(|source| ProjectionError::Reset { projection: name.to_owned(), source })?;
+        self.checkpoints.delete(name).await.map_err(store_error)?;
+        if let Some(letters) = &self.dead_letters {
+            letters.purge(&DeadLetterQuery::consumer(name.to_owned())).await.map_err(store_error)?;
+        }
+        Ok(())
     }
 }

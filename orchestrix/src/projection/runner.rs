@@ -11,7 +11,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use super::control::{Held, PauseGate};
-use super::dead_letters::{DropOutcome, RetryOutcome};
+use super::dead_letters::{DropOutcome, RebuildRequest, RetryOutcome};
 use super::delivery::{
     handle_span, report_position, skippable, Delivered, Delivery, DeliveryError, Failure, Interval, Target,
 };
@@ -239,6 +239,8 @@ enum After {
     Stop,
     /// Read the control record: it is due.
     Control,
+    /// Follow the log again from the (reset) position: rebuilt.
+    Rebuilt,
 }
 
 /// Where a running projection is: its position, the last save, counts.
@@ -308,17 +310,30 @@ impl<P: Projection> Runner<P> {
         Ok(start)
     }
 
-    /// After an event: saves the checkpoint when due, reports, and serves
-    /// waiting dead-letter requests. Says whether to stop, or to read the
+    /// Delivers `event` (a poison event that stops the projection is
+    /// returned, with the progress before it saved), then saves the
+    /// checkpoint when due, reports, and serves waiting requests of the
+    /// handle. Says whether to stop, or to read the
     /// control record (the same clock reading as the checkpoint's cadence:
     /// nothing per event reaches the store).
-    async fn after_event(
+    async fn handle(
         &mut self,
         name: &str,
         stop: &watch::Receiver<bool>,
         progress: &mut Tally,
         event: &RecordedEvent,
     ) -> Result<After, ProjectionError> {
+        let span = handle_span(name, event);
+        match self.delivery.deliver(&mut Handler(&mut self.projection), event, &span).await {
+            Ok(Delivered::Handled) => progress.handled += 1,
+            Ok(_) => progress.parked += 1,
+            Err(DeliveryError::Projection(error)) => {
+                // Keep the progress made before the poison event.
+                save(&*self.engine.checkpoints, name, stop, progress).await?;
+                return Err(error);
+            }
+            Err(DeliveryError::Interrupted(never)) => match never {},
+        }
         progress.position = event.global_position;
         progress.unsaved += 1;
         let timed = progress.interval.tick();
@@ -332,14 +347,64 @@ impl<P: Projection> Runner<P> {
                 return Ok(After::Stop);
             }
             while let Some(request) = self.control.try_request() {
-                let Ok(()) = self.delivery.serve(&mut Handler(&mut self.projection), request).await;
+                if self.serve(name, stop, progress, request).await? {
+                    return Ok(After::Rebuilt);
+                }
             }
         }
         Ok(if self.gate.due(progress.interval.last_look()) { After::Control } else { After::Next })
     }
 
+    /// Serves a request of the handle between two events; whether it was
+    /// a rebuild (ADR 0050), after which the caller follows the log again
+    /// from the progress's position (0 once reset). A rebuild resets the
+    /// read model, deletes the checkpoint and purges the dead letters
+    /// ([`ProjectionEngine::start_over`]), then reloads the checkpoint and
+    /// parked streams as they are now, whatever failed, and answers.
+    async fn serve(
+        &mut self,
+        name: &str,
+        stop: &watch::Receiver<bool>,
+        progress: &mut Tally,
+        request: super::dead_letters::DeadLetterRequest,
+    ) -> Result<bool, ProjectionError> {
+        match request.into_rebuild() {
+            Ok(rebuild) => self.rebuild(name, stop, progress, rebuild).await.map(|()| true),
+            Err(request) => {
+                let Ok(()) = self.delivery.serve(&mut Handler(&mut self.projection), request).await;
+                Ok(false)
+            }
+        }
+    }
+
+    /// Rebuilds here (ADR 0050); see [`Runner::serve`].
+    async fn rebuild(
+        &mut self,
+        name: &str,
+        stop: &watch::Receiver<bool>,
+        progress: &mut Tally,
+        rebuild: RebuildRequest,
+    ) -> Result<(), ProjectionError> {
+        tracing::info!(projection = %name, position = progress.position, "rebuilding on request");
+        let reset = self.engine.start_over(&mut self.projection, name).await;
+        match self.start(name, stop).await {
+            Ok(start) => {
+                *progress = Tally::at(start, progress.handled, progress.parked, self.options.checkpoint_interval);
+                self.report(Some(ProjectionState::CatchingUp), progress);
+                rebuild.answer(reset);
+                Ok(())
+            }
+            Err(error) => {
+                rebuild.answer(Err(reset.err().unwrap_or_else(|| {
+                    ProjectionError::Ended(name.to_owned(), format!("reset, but could not start over: {error}"))
+                })));
+                Err(error)
+            }
+        }
+    }
+
     /// Pauses here (ADR 0050): saves the checkpoint and holds until the
-    /// pause is withdrawn, then reloads the checkpoint (a rebuild may have
+    /// pause is withdrawn (rebuilding first if asked meanwhile), then reloads the checkpoint (a rebuild may have
     /// moved it) and the parked streams (letters may have been retried or
     /// dropped). Returns whether the runner was stopped meanwhile. The
     /// caller has dropped its subscription.
@@ -358,6 +423,7 @@ impl<P: Projection> Runner<P> {
         match held {
             Held::Stopped => Ok(true),
             Held::Interrupted(never) => match never {},
+            Held::Rebuild(rebuild) => self.rebuild(name, stop, progress, rebuild).await.map(|()| false),
             Held::Resumed => {
                 let start = self.start(name, stop).await?;
                 *progress = Tally::at(start, progress.handled, progress.parked, self.options.checkpoint_interval);
@@ -432,7 +498,10 @@ impl<P: Projection> Runner<P> {
                     }
                     _ = stop.changed() => return save(&*self.engine.checkpoints, &name, &stop, &mut progress).await,
                     request = self.control.request() => {
-                        let Ok(()) = self.delivery.serve(&mut Handler(&mut self.projection), request).await;
+                        if self.serve(&name, &stop, &mut progress, request).await? {
+                            drop(events);
+                            events = self.engine.events.subscribe(progress.position + 1, filter.clone());
+                        }
                         continue;
                     }
                 }
@@ -462,21 +531,14 @@ impl<P: Projection> Runner<P> {
                 // Moved over already (a look ahead raced the subscription).
                 continue;
             }
-            let span = handle_span(&name, &event);
-            match self.delivery.deliver(&mut Handler(&mut self.projection), &event, &span).await {
-                Ok(Delivered::Handled) => progress.handled += 1,
-                Ok(_) => progress.parked += 1,
-                Err(DeliveryError::Projection(error)) => {
-                    // Keep the progress made before the poison event.
-                    save(&*self.engine.checkpoints, &name, &stop, &mut progress).await?;
-                    return Err(error);
-                }
-                Err(DeliveryError::Interrupted(never)) => match never {},
-            }
-            match self.after_event(&name, &stop, &mut progress, &event).await? {
+            match self.handle(&name, &stop, &mut progress, &event).await? {
                 After::Next => {}
                 After::Stop => return Ok(()),
                 After::Control => read_control = true,
+                After::Rebuilt => {
+                    drop(events);
+                    events = self.engine.events.subscribe(progress.position + 1, filter.clone());
+                }
             }
         }
         save(&*self.engine.checkpoints, &name, &stop, &mut progress).await

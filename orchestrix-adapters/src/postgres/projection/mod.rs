@@ -246,15 +246,7 @@ impl PgStore {
             return Err(ProjectionError::Paused(name));
         }
         let started = Instant::now();
-        let mut tx = self.begin().await.map_err(store_error)?;
-        projection
-            .reset(&mut tx)
-            .await
-            .map_err(|source| ProjectionError::Reset { projection: name.clone(), source })?;
-        for sql in [&self.inner.sql.checkpoint_delete, &self.inner.sql.dl_purge_consumer] {
-            sqlx::query(sql).bind(&name).execute(&mut *tx).await.map_err(|e| store_error(map_err(e)))?;
-        }
-        tx.commit().await.map_err(|e| store_error(map_err(e)))?;
+        self.start_over(&mut projection, &name).await?;
         let head = self.head_position().await.map_err(store_error)?.unwrap_or(0);
         lease.release().await.map_err(store_error)?;
         let mut handle = self.spawn_projection(projection, options);
@@ -276,5 +268,29 @@ impl PgStore {
         let done = report(&status);
         progress(&done);
         Ok((projection, done))
+    }
+}
+
+impl PgStore {
+    /// What every rebuild of a transactional projection does first, the
+    /// store's ([`PgStore::rebuild_projection`]) and a running runner's
+    /// (`ProjectionHandle::rebuild`, ADR 0050): in one transaction, resets
+    /// the read model of `projection` (named `name`), deletes its
+    /// checkpoint and purges its dead letters. All or nothing.
+    pub(super) async fn start_over<P: PgProjection>(
+        &self,
+        projection: &mut P,
+        name: &str,
+    ) -> Result<(), ProjectionError> {
+        let store_error = |source| ProjectionError::Store { projection: name.to_owned(), source };
+        let mut tx = self.begin().await.map_err(store_error)?;
+        projection
+            .reset(&mut tx)
+            .await
+            .map_err(|source| ProjectionError::Reset { projection: name.to_owned(), source })?;
+        for sql in [&self.inner.sql.checkpoint_delete, &self.inner.sql.dl_purge_consumer] {
+            sqlx::query(sql).bind(name).execute(&mut *tx).await.map_err(|e| store_error(map_err(e)))?;
+        }
+        tx.commit().await.map_err(|e| store_error(map_err(e)))
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use futures_util::{FutureExt, StreamExt};
 use orchestrix::error::BoxError;
 use orchestrix::projection::control::{Held, PauseGate};
-use orchestrix::projection::dead_letters::DeadLetterRequest;
+use orchestrix::projection::dead_letters::{DeadLetterRequest, RebuildRequest};
 use orchestrix::projection::delivery::{
     handle_span, report_position, skippable, Behind, Delivered, Delivery, DeliveryError, Failure, Target,
 };
@@ -273,11 +273,8 @@ impl<P: PgProjection> Runner<P> {
                         continue;
                     }
                     request = self.control.request() => {
-                        let mut target = Tx { store: &self.store, projection: &mut self.projection, name: &self.name, checkpoint };
-                        // Field by field: `target` borrows the projection, `delivery` is apart.
-                        let served = serve(&mut self.delivery, &mut target, request).await;
-                        if let Err(error) = served {
-                            return self.resume_after(error);
+                        if let Some(end) = self.serve_request(request, checkpoint).await {
+                            return end;
                         }
                         continue;
                     }
@@ -302,13 +299,54 @@ impl<P: PgProjection> Runner<P> {
             }
             read_control = self.gate.due(tokio::time::Instant::now());
             while let Some(request) = self.control.try_request() {
-                let mut target =
-                    Tx { store: &self.store, projection: &mut self.projection, name: &self.name, checkpoint };
-                if let Err(error) = serve(&mut self.delivery, &mut target, request).await {
-                    return self.resume_after(error);
+                if let Some(end) = self.serve_request(request, checkpoint).await {
+                    return end;
                 }
             }
         }
+    }
+
+    /// Serves a request of the handle between two batches, at the
+    /// committed `checkpoint`: a rebuild ([`Runner::rebuild`]), or a
+    /// dead-letter request with the transactional target. `Some` ends the
+    /// pass with what it returns.
+    async fn serve_request(
+        &mut self,
+        request: DeadLetterRequest,
+        checkpoint: Option<u64>,
+    ) -> Option<Result<Pass, ProjectionError>> {
+        let request = match request.into_rebuild() {
+            Ok(rebuild) => return Some(self.rebuild(rebuild).await),
+            Err(request) => request,
+        };
+        let mut target = Tx { store: &self.store, projection: &mut self.projection, name: &self.name, checkpoint };
+        // Field by field: `target` borrows the projection, `delivery` is apart.
+        match serve(&mut self.delivery, &mut target, request).await {
+            Ok(()) => None,
+            Err(error) => Some(self.resume_after(error)),
+        }
+    }
+
+    /// Rebuilds in place on the handle's request, between two batches
+    /// (ADR 0050): resets the read model, deletes the checkpoint and purges
+    /// the dead letters in one transaction ([`PgStore::start_over`]),
+    /// reports position 0, answers, and ends the pass: the next one
+    /// reloads the checkpoint (none: from position 1) and the parked
+    /// streams. A failed reset changed nothing; it is answered and the
+    /// runner goes on from its checkpoint.
+    async fn rebuild(&mut self, rebuild: RebuildRequest) -> Result<Pass, ProjectionError> {
+        tracing::info!(projection = %self.name, "rebuilding on request");
+        match self.store.start_over(&mut self.projection, &self.name).await {
+            Ok(()) => {
+                self.control.report(|s| {
+                    s.position = 0;
+                    s.state = ProjectionState::CatchingUp;
+                });
+                rebuild.answer(Ok(()));
+            }
+            Err(error) => rebuild.answer(Err(error)),
+        }
+        Ok(Pass::Resume { pause: false })
     }
 
     /// Holds the runner paused at its committed `checkpoint` (ADR 0050);
@@ -320,6 +358,7 @@ impl<P: PgProjection> Runner<P> {
         match held {
             Held::Stopped => Ok(Pass::Done),
             Held::Interrupted(error) => self.resume_after(error),
+            Held::Rebuild(rebuild) => self.rebuild(rebuild).await,
             // Resumed (and whatever a later version adds): a new pass.
             _ => Ok(Pass::Resume { pause: false }),
         }
