@@ -106,6 +106,8 @@ pub(crate) struct ProjectionEntry {
     pub(crate) tenant: Option<String>,
     pub(crate) name: String,
     pub(crate) control: Arc<dyn ProjectionControl>,
+    /// Its throughput, sampled when the projections page is shown.
+    pub(crate) throughput: crate::throughput::Throughput,
 }
 
 /// What the console shows and what it lets an operator do.
@@ -183,7 +185,12 @@ impl Console {
     /// under) in the whole store's view; its handle retries and drops its
     /// dead letters.
     pub fn projection(mut self, name: impl Into<String>, control: Arc<dyn ProjectionControl>) -> Self {
-        self.projections.push(ProjectionEntry { tenant: None, name: name.into(), control });
+        self.projections.push(ProjectionEntry {
+            tenant: None,
+            name: name.into(),
+            control,
+            throughput: crate::throughput::Throughput::default(),
+        });
         self
     }
 
@@ -195,7 +202,12 @@ impl Console {
         name: impl Into<String>,
         control: Arc<dyn ProjectionControl>,
     ) -> Self {
-        self.projections.push(ProjectionEntry { tenant: Some(tenant.into()), name: name.into(), control });
+        self.projections.push(ProjectionEntry {
+            tenant: Some(tenant.into()),
+            name: name.into(),
+            control,
+            throughput: crate::throughput::Throughput::default(),
+        });
         self
     }
 

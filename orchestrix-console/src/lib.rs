@@ -58,6 +58,7 @@ mod search;
 mod security;
 mod streams;
 mod tail;
+mod throughput;
 mod time_travel;
 
 use std::sync::Arc;

@@ -1,4 +1,4 @@
-//! The projections page: state, position, lag, events handled and parked;
+//! The projections page: state, position, lag, throughput, events handled and parked;
 //! pause, resume and rebuild buttons for a signed-in session (ADR 0050).
 
 use axum::extract::Query;
@@ -13,6 +13,7 @@ use crate::render::encode_component;
 use crate::scope::Scope;
 use crate::security::signed_in_csrf;
 use crate::streams::unavailable;
+use crate::throughput::format_rate;
 
 /// What the last action did, shown once after its redirect.
 #[derive(Debug, Default, Deserialize)]
@@ -54,7 +55,15 @@ pub(crate) async fn list(scope: Scope, headers: HeaderMap, Query(done): Query<Do
         Ok(head) => head.unwrap_or(0),
         Err(error) => return unavailable(&error),
     };
-    let rows: Vec<_> = scope.projections().map(|entry| (entry.name.clone(), entry.control.status())).collect();
+    let now = tokio::time::Instant::now();
+    let rows: Vec<_> = scope
+        .projections()
+        .map(|entry| {
+            let status = entry.control.status();
+            let rate = entry.throughput.observe(now, status.handled);
+            (entry.name.clone(), status, rate)
+        })
+        .collect();
     let csrf = signed_in_csrf(&scope.shared, &headers);
     let notice = match done.done.as_str() {
         "paused" => Some("Paused."),
@@ -69,9 +78,9 @@ pub(crate) async fn list(scope: Scope, headers: HeaderMap, Query(done): Query<Do
             p id="no-projections" { "No projection handle is given to the console." }
         } @else {
             div.scroll { table id="projections" {
-                thead { tr { th { "name" } th { "state" } th { "position" } th { "lag" } th { "handled" } th { "parked" } th {} } }
+                thead { tr { th { "name" } th { "state" } th { "position" } th { "lag" } th { "throughput" } th { "handled" } th { "parked" } th {} } }
                 tbody {
-                    @for (name, status) in &rows {
+                    @for (name, status, rate) in &rows {
                         tr {
                             td { (name) }
                             td { @match &status.state {
@@ -84,6 +93,7 @@ pub(crate) async fn list(scope: Scope, headers: HeaderMap, Query(done): Query<Do
                             } }
                             td { (status.position) }
                             td { (head.saturating_sub(status.position)) }
+                            td.throughput { @match rate { Some(rate) => (format_rate(*rate)), None => "—" } }
                             td { (status.handled) }
                             td { (status.parked) }
                             td { @if let Some(csrf) = &csrf { (actions(&scope, csrf, name, &status.state)) } }
@@ -91,6 +101,7 @@ pub(crate) async fn list(scope: Scope, headers: HeaderMap, Query(done): Query<Do
                     }
                 }
             } }
+            p.hint { "Throughput: events handled per second over the last second or more between two views of this page (none on the first view)." }
             p.hint { "Lag: positions between the projection and the head of the whole log (other tenants' and filtered-out events included)." }
         }
     };

@@ -171,6 +171,33 @@ async fn the_projections_page_shows_state_position_and_lag() {
 }
 
 #[tokio::test]
+async fn the_projections_page_shows_throughput_from_its_second_view() {
+    let fixture = Fixture::new().await;
+    let app = mounted(fixture.console());
+    let first = get(&app, "/orchestrix/projections").await;
+    assert!(first.body.contains("<td class=\"throughput\">—</td>"), "no rate on the first view: {}", first.body);
+    let before = fixture.applied.load(std::sync::atomic::Ordering::SeqCst);
+    for i in 0..5 {
+        let deposit = new_event("MoneyDeposited", serde_json::json!({"amount": i + 1}), Metadata::default());
+        append(&fixture.events, "Account/1", deposit).await;
+    }
+    // The projection handles them; the second view comes a second or more
+    // after the first (the shortest span a rate is measured over).
+    for _ in 0..200 {
+        if fixture.applied.load(std::sync::atomic::Ordering::SeqCst) >= before + 5 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let second = get(&app, "/orchestrix/projections").await;
+    let cell = second.body.split("<td class=\"throughput\">").nth(1).and_then(|rest| rest.split("</td>").next());
+    let rate = cell.and_then(|text| text.strip_suffix("/s")).map(|number| number.replace(',', ""));
+    let rate: f64 = rate.and_then(|number| number.parse().ok()).unwrap_or_else(|| panic!("a rate: {cell:?}"));
+    assert!(rate > 0.0, "five events handled between the views: {rate}/s");
+}
+
+#[tokio::test]
 async fn an_action_needs_the_token_a_same_origin_page_and_the_form_token() {
     let fixture = Fixture::new().await;
     let app = mounted(fixture.console().write_token(TOKEN));
