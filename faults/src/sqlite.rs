@@ -76,11 +76,15 @@ pub fn appends_from(output: &str) -> Result<Vec<Append>, String> {
 /// one to three events to its stream `Killed/<name>-<i>` (continuing from
 /// its stored version) with exact expected versions, printing a `try`
 /// line before and an `ack` line after each append, until it is killed or
-/// `limit` has passed. A busy database is retried with the same events;
-/// any other error ends the process with it.
+/// `limit` has passed. Opening, the first read and every append (with the
+/// same events) are retried while the database is busy or locked; any
+/// other error ends the process with it.
 pub async fn run_writer(path: &Path, name: &str, writers: usize, limit: Duration) -> Result<(), StoreError> {
-    let store = SqliteStore::open(path, SqliteConfig::default()).await?;
     let until = Instant::now() + limit;
+    // Another writer may hold the file's lock, or be recovering the WAL a
+    // killed one left, for longer than the busy timeout on a loaded
+    // machine: opening is retried like an append (ADR 0049).
+    let store = busy_retried(until, || SqliteStore::open(path, SqliteConfig::default())).await?;
     let mut tasks = Vec::new();
     for i in 0..writers {
         let store = store.clone();
@@ -93,8 +97,25 @@ pub async fn run_writer(path: &Path, name: &str, writers: usize, limit: Duration
     Ok(())
 }
 
+/// `attempt` again while it fails with [`StoreError::Unavailable`] (a busy
+/// or locked database) and `until` has not passed.
+async fn busy_retried<T, F, Fut>(until: Instant, mut attempt: F) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    loop {
+        match attempt().await {
+            Err(StoreError::Unavailable(_)) if Instant::now() < until => {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 async fn write_stream(store: &SqliteStore, stream: &StreamId, until: Instant) -> Result<(), StoreError> {
-    let mut version = store.stream_version(stream).await?.unwrap_or(0);
+    let mut version = busy_retried(until, || store.stream_version(stream)).await?.unwrap_or(0);
     let stdout = Arc::new(std::io::stdout());
     let print = |line: String| {
         let mut out = stdout.lock();
