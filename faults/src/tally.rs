@@ -182,7 +182,7 @@ pub struct Appended {
 }
 
 impl Appended {
-    /// Tells [`write`] to stop after its current batch.
+    /// Tells [`write()`] to stop after its current batch.
     pub fn stop(&self) {
         self.stop.store(true, Ordering::Relaxed);
     }
